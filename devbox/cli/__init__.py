@@ -1,0 +1,46 @@
+"""The ``devbox`` command line (typer + rich).
+
+Each command module exposes ``register(app)``; this package only assembles them, so a new
+command group is one module and one line in ``MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import typer
+
+MODULES = (
+    "devbox.cli.project",  # up, down, status, logs, init, schema
+    "devbox.cli.naming",  # naming ls|show|explain|isolate|unisolate
+    "devbox.cli.traces",  # traces ls|show|why, topology
+    "devbox.cli.metrics",  # metrics ls|query
+    "devbox.cli.alerts",  # alerts ls|history|test|silence
+    "devbox.cli.scenario",  # scenario run
+)
+
+LOG = logging.getLogger(__name__)
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="devbox",
+        help="A platform-in-a-box: naming, tracing, metrics and alerting, deploy — on one laptop.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for name in MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+    return app
+
+
+def main() -> None:
+    build_app()()

@@ -1,0 +1,48 @@
+"""Every environment variable devbox reads or injects, as documented constants.
+
+Only :mod:`devbox.config` reads the environment for the platform; the deploy pipeline injects the
+``INJECTED`` ones into user services, and the SDK (:mod:`devbox.sdk`) reads those back.
+"""
+
+from __future__ import annotations
+
+# --- read by the platform -------------------------------------------------------------------
+#: Path of the project's config file when ``-f`` is not given.
+DEVBOX_CONFIG = "DEVBOX_CONFIG"
+#: Token required from clients when the platform binds to a non-loopback host.
+DEVBOX_TOKEN = "DEVBOX_TOKEN"
+#: Base URL of a running platform's API, for the CLI (default from the config's api port).
+DEVBOX_API = "DEVBOX_API"
+
+# --- injected into every user-service instance by the deploy pipeline ------------------------
+#: The port the instance must listen on.
+PORT = "PORT"
+#: The service's name as declared in devbox.yaml.
+DEVBOX_SERVICE = "DEVBOX_SERVICE"
+#: The instance id, as registered in naming.
+DEVBOX_INSTANCE_ID = "DEVBOX_INSTANCE_ID"
+#: Path of the generated per-instance config file (YAML, the 123 convention).
+DEVBOX_INSTANCE_CONFIG = "DEVBOX_INSTANCE_CONFIG"
+#: Comma-separated ``key=value`` tags of the instance (env, set, version, ...).
+DEVBOX_TAGS = "DEVBOX_TAGS"
+#: Base URL of the platform's HTTP API (``http://127.0.0.1:7070``).
+DEVBOX_API_URL = "DEVBOX_API_URL"
+#: ``host:port`` of the Polaris gRPC API.
+DEVBOX_NAMING_GRPC = "DEVBOX_NAMING_GRPC"
+#: Base URL of the Polaris HTTP API.
+DEVBOX_NAMING_HTTP = "DEVBOX_NAMING_HTTP"
+#: Namespace services register in.
+DEVBOX_NAMESPACE = "DEVBOX_NAMESPACE"
+#: ``register: self`` services register themselves; ``auto`` ones are registered by devbox.
+DEVBOX_REGISTER = "DEVBOX_REGISTER"
+#: Trace sampling fraction for this service (0..1), honoured by the SDK bootstrap.
+DEVBOX_SAMPLING = "DEVBOX_SAMPLING"
+
+# --- standard OpenTelemetry variables the pipeline injects ------------------------------------
+OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
+OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
+OTEL_TRACES_SAMPLER = "OTEL_TRACES_SAMPLER"
+OTEL_TRACES_SAMPLER_ARG = "OTEL_TRACES_SAMPLER_ARG"
+OTEL_PROPAGATORS = "OTEL_PROPAGATORS"

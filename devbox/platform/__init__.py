@@ -1,0 +1,1 @@
+"""The platform process: one asyncio loop hosting every mock behind one HTTP gateway and gRPC."""

@@ -1,0 +1,103 @@
+"""What a platform component is: the one interface every mock implements to be hosted.
+
+A component contributes HTTP routers and gRPC servicers to named listeners (the keys of
+:class:`devbox.config.Ports`), and has a lifecycle (``start``/``stop``) tracked by the platform.
+It gets its config section and the shared :class:`PlatformContext` through its constructor.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    import grpc.aio
+    from fastapi import APIRouter
+
+    from devbox.config import ProjectConfig
+    from devbox.platform.events import Events
+
+C = TypeVar("C", bound="Component")
+
+
+class ComponentState(enum.StrEnum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    ERROR = "error"
+    STOPPED = "stopped"
+
+
+@dataclass
+class PlatformContext:
+    """What every component shares: the config, the events, where state lives, and the addresses."""
+
+    config: ProjectConfig
+    events: Events
+    #: listener name -> (host, port) actually bound; filled before components start.
+    addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
+    _components: dict[str, Component] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.state_path
+
+    def url(self, listener: str) -> str:
+        """Base URL of an HTTP listener, e.g. ``http://127.0.0.1:7070``."""
+        host, port = self.addresses[listener]
+        return f"http://{_url_host(host)}:{port}"
+
+    def target(self, listener: str) -> str:
+        """``host:port`` of a listener, for gRPC clients."""
+        host, port = self.addresses[listener]
+        return f"{_url_host(host)}:{port}"
+
+    def component(self, name: str, kind: type[C] | None = None) -> C:
+        """Another component, by name; raises KeyError when it is not hosted."""
+        found = self._components[name]
+        if kind is not None and not isinstance(found, kind):
+            raise TypeError(f"component {name!r} is {type(found).__name__}, not {kind.__name__}")
+        return found  # type: ignore[return-value]
+
+    def has(self, name: str) -> bool:
+        return name in self._components
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+class Component:
+    """Base class of every platform component. Subclasses set ``name`` and override what they need."""
+
+    name: ClassVar[str] = "component"
+    #: Names of components that must start before this one.
+    after: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, ctx: PlatformContext) -> None:
+        self.ctx = ctx
+        self.state = ComponentState.NEW
+        self.error: str | None = None
+
+    def http_routes(self) -> list[tuple[str, APIRouter]]:
+        """(listener, router) pairs. Routers on ``api`` are the devbox API; others are protocol ports."""
+        return []
+
+    def grpc_services(self) -> list[tuple[str, Callable[[grpc.aio.Server], None]]]:
+        """(listener, registrar) pairs; the registrar adds servicers to that listener's server."""
+        return []
+
+    async def start(self) -> None:
+        """Open stores and start background tasks. Listeners are bound already."""
+
+    async def stop(self) -> None:
+        """Stop background tasks and flush stores. Must not raise."""
+
+    def info(self) -> dict[str, Any]:
+        """What ``GET /api/platform`` shows about this component."""
+        return {}

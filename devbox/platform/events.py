@@ -1,0 +1,54 @@
+"""Typed event hooks: the seam components talk through (after Locust's ``events``).
+
+A component fires an event; any other component may listen without either importing the other's
+internals. Listeners run synchronously in the firing thread, in registration order; one failing
+listener is logged and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+
+
+class EventHook:
+    """A list of listeners called with keyword arguments by :meth:`fire`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._listeners: list[Callable[..., Any]] = []
+
+    def add_listener(self, listener: Callable[..., Any]) -> Callable[..., Any]:
+        self._listeners.append(listener)
+        return listener
+
+    def remove_listener(self, listener: Callable[..., Any]) -> None:
+        self._listeners.remove(listener)
+
+    def fire(self, **kwargs: Any) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(**kwargs)
+            except Exception:
+                LOG.exception("listener %r of event %s failed", listener, self.name)
+
+
+class Events:
+    """Every event of the platform. Each docstring lists the keyword arguments it is fired with."""
+
+    def __init__(self) -> None:
+        self.spans_ingested = EventHook("spans_ingested")
+        """Spans were accepted by the trace collector. ``spans``: list of :class:`mocks.tracing.models.Span`."""
+
+        self.instance_changed = EventHook("instance_changed")
+        """An instance was registered, deregistered or changed health. ``service``, ``namespace``,
+        ``instance_id``, ``change`` (registered|deregistered|healthy|unhealthy|isolated|updated)."""
+
+        self.deploy_event = EventHook("deploy_event")
+        """A lifecycle event of a user-service instance. ``event``: :class:`mocks.deploy.models.DeployEvent`."""
+
+        self.alert_transition = EventHook("alert_transition")
+        """An alert changed state. ``transition``: :class:`mocks.alerting.models.Transition`."""

@@ -1,0 +1,261 @@
+"""Platform: assembles the components, binds the listeners, runs them on one asyncio loop.
+
+Every listening socket is bound before any component starts, so a taken port is reported by its
+name (``polaris_grpc: port 8091 is taken``) and nothing has started yet. One HTTP app (FastAPI
+under uvicorn) per HTTP listener, one ``grpc.aio`` server per gRPC listener. A component that
+fails to start is marked ``error`` and the rest keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import devbox
+from devbox.config import ProjectConfig
+from devbox.platform import registry
+from devbox.platform.component import Component, ComponentState, PlatformContext
+from devbox.platform.events import Events
+from devbox.platform.http import BodyLimitMiddleware, TokenMiddleware
+
+LOG = logging.getLogger(__name__)
+
+#: Listeners that speak gRPC; every other listener is HTTP.
+GRPC_LISTENERS = frozenset({"otlp_grpc", "polaris_grpc"})
+GRPC_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+class PortInUse(Exception):
+    """A listener's port is taken. ``str()`` names the listener and says what to do."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the platform owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Platform:
+    """Owns the components, the listeners and their servers for one project."""
+
+    def __init__(self, config: ProjectConfig, *, components: list[str] | None = None) -> None:
+        self.config = config
+        self.events = Events()
+        self.ctx = PlatformContext(config=config, events=self.events)
+        self.started_at: float | None = None
+        self._wanted = components if components is not None else registry.available()
+        self._components: dict[str, Component] = {}
+        self._sockets: dict[str, socket.socket] = {}
+        self._http: dict[str, _Server] = {}
+        self._grpc: dict[str, grpc.aio.Server] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.stopped = asyncio.Event()
+
+    # --- assembly -------------------------------------------------------------------------
+
+    def component(self, name: str) -> Component:
+        return self._components[name]
+
+    @property
+    def components(self) -> dict[str, Component]:
+        return dict(self._components)
+
+    @property
+    def addresses(self) -> dict[str, tuple[str, int]]:
+        return dict(self.ctx.addresses)
+
+    def _instantiate(self) -> None:
+        for name in self._wanted:
+            cls = registry.load(name)
+            component = cls(self.ctx)
+            self._components[name] = component
+            self.ctx._components[name] = component
+
+    def _listeners_needed(self) -> dict[str, list[Any]]:
+        needed: dict[str, list[Any]] = {"api": []}
+        for component in self._components.values():
+            for listener, router in component.http_routes():
+                needed.setdefault(listener, []).append(router)
+            for listener, registrar in component.grpc_services():
+                needed.setdefault(listener, []).append(registrar)
+        return needed
+
+    def _bind(self, listener: str) -> socket.socket:
+        host = self.config.platform.host
+        port = getattr(self.config.platform.ports, listener)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(
+                    f"{listener}: port {port} on {host} is taken (is another devbox running? "
+                    f"`devbox down`, or set platform.ports.{listener} in devbox.yaml; 0 picks a free one)"
+                ) from None
+            raise PortInUse(f"{listener}: cannot bind {host}:{port}: {exc.strerror}") from None
+        sock.listen(512)
+        sock.set_inheritable(False)
+        return sock
+
+    def _http_app(self, listener: str, routers: list[Any]) -> FastAPI:
+        app = FastAPI(
+            title=f"devbox {listener}",
+            version=devbox.__version__,
+            docs_url="/docs" if listener == "api" else None,
+            redoc_url=None,
+            openapi_url="/openapi.json" if listener == "api" else None,
+        )
+        app.add_middleware(BodyLimitMiddleware, max_bytes=self.config.platform.max_body_bytes)
+        if self.config.platform.token:
+            app.add_middleware(TokenMiddleware, token=self.config.platform.token)
+
+        @app.exception_handler(RequestValidationError)
+        async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+            reasons = [
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            ]
+            return JSONResponse({"error": "invalid request", "reasons": reasons}, status_code=400)
+
+        if listener == "api":
+            self._platform_routes(app)
+        for router in routers:
+            app.include_router(router)
+        return app
+
+    def _platform_routes(self, app: FastAPI) -> None:
+        @app.get("/healthz", tags=["platform"])
+        async def healthz() -> dict[str, Any]:
+            bad = {n: c.error for n, c in self._components.items() if c.state is ComponentState.ERROR}
+            return {"status": "ok" if not bad else "degraded", "errors": bad}
+
+        @app.get("/api/platform", tags=["platform"])
+        async def platform_info() -> dict[str, Any]:
+            return self.describe()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "project": self.config.project,
+            "version": devbox.__version__,
+            "root": str(self.config.root),
+            "state_dir": str(self.config.state_path),
+            "started_at": self.started_at,
+            "listeners": {
+                name: {"host": host, "port": port, "protocol": "grpc" if name in GRPC_LISTENERS else "http"}
+                for name, (host, port) in self.ctx.addresses.items()
+            },
+            "components": {
+                name: {"state": c.state.value, "error": c.error, **c.info()}
+                for name, c in self._components.items()
+            },
+        }
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind every listener, start every component, then serve. Raises PortInUse before starting."""
+        self.config.state_path.mkdir(parents=True, exist_ok=True)
+        self._instantiate()
+        needed = self._listeners_needed()
+        try:
+            for listener in needed:
+                self._sockets[listener] = self._bind(listener)
+                host, port = self._sockets[listener].getsockname()[:2]
+                self.ctx.addresses[listener] = (host, port)
+        except PortInUse:
+            self._close_sockets()
+            raise
+        for name, component in self._components.items():
+            await self._start_component(name, component)
+        for listener, items in needed.items():
+            if listener in GRPC_LISTENERS:
+                await self._serve_grpc(listener, items)
+            else:
+                await self._serve_http(listener, items)
+        self.started_at = time.time()
+        LOG.info("platform up: %s", {k: v[1] for k, v in self.ctx.addresses.items()})
+
+    async def _start_component(self, name: str, component: Component) -> None:
+        component.state = ComponentState.STARTING
+        try:
+            await component.start()
+        except Exception as exc:
+            LOG.exception("component %s failed to start", name)
+            component.state = ComponentState.ERROR
+            component.error = f"{type(exc).__name__}: {exc}"
+        else:
+            component.state = ComponentState.RUNNING
+
+    async def _serve_http(self, listener: str, routers: list[Any]) -> None:
+        app = self._http_app(listener, routers)
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2
+        )
+        server = _Server(config)
+        self._http[listener] = server
+        sock = self._sockets[listener]
+        self._tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name=f"http:{listener}"))
+        while not server.started:
+            if self._tasks[-1].done():
+                self._tasks[-1].result()
+            await asyncio.sleep(0.005)
+
+    async def _serve_grpc(self, listener: str, registrars: list[Any]) -> None:
+        options = [
+            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE),
+            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(options=options)
+        for registrar in registrars:
+            registrar(server)
+        host, port = self.ctx.addresses[listener]
+        # grpc binds its own socket: release ours just before, so the port stays reserved until now.
+        self._sockets.pop(listener).close()
+        bound = server.add_insecure_port(f"{'[' + host + ']' if ':' in host else host}:{port}")
+        if bound == 0:
+            raise PortInUse(f"{listener}: port {port} on {host} was taken while starting")
+        await server.start()
+        self._grpc[listener] = server
+
+    async def stop(self) -> None:
+        """Stop serving, then stop components in reverse start order. Safe to call twice."""
+        for server in self._http.values():
+            server.should_exit = True
+        for server in self._grpc.values():
+            await server.stop(grace=1.0)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        for name, component in reversed(list(self._components.items())):
+            if component.state in (ComponentState.RUNNING, ComponentState.ERROR):
+                try:
+                    await component.stop()
+                except Exception:
+                    LOG.exception("component %s failed to stop cleanly", name)
+                component.state = ComponentState.STOPPED
+        self._http.clear()
+        self._grpc.clear()
+        self._tasks.clear()
+        self._close_sockets()
+        self.stopped.set()
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()

@@ -1,0 +1,49 @@
+"""Embedded state: one SQLite file per component under the project's state dir.
+
+The schema is versioned with ``PRAGMA user_version``: a component passes its ordered list of
+migrations and only the ones past the file's version run. WAL mode so readers never block the
+writer; ``synchronous=NORMAL`` is durable across a process kill (what was committed survives
+``kill -9``; only an OS crash could lose the last transactions).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+
+
+def open_db(path: Path, migrations: Sequence[str]) -> sqlite3.Connection:
+    """Open (creating) the SQLite file at ``path`` and bring its schema up to date."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(migrations):
+        raise RuntimeError(
+            f"{path} has schema version {version}, newer than this devbox knows ({len(migrations)}); "
+            "upgrade devbox or remove the file"
+        )
+    for number, script in enumerate(migrations[version:], start=version + 1):
+        LOG.info("migrating %s to schema version %d", path.name, number)
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+    return conn
+
+
+class Database:
+    """A component's SQLite file with a lock, so the loop and worker threads can share it."""
+
+    def __init__(self, path: Path, migrations: Sequence[str]) -> None:
+        self.path = path
+        self.conn = open_db(path, migrations)
+        self.lock = threading.RLock()
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()

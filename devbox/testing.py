@@ -1,0 +1,97 @@
+"""Test helpers: a running platform inside the test process, on ephemeral ports.
+
+``with running_platform(tmp_path) as p: httpx.get(p.url("api") + "/healthz")``. The platform runs
+on its own asyncio loop in a daemon thread; :meth:`PlatformThread.call` runs a coroutine there.
+The pytest plugin (:mod:`devbox.pytest_plugin`) wraps this as the ``devbox_platform`` fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from devbox.config import ProjectConfig
+from devbox.platform.component import Component
+from devbox.platform.platform import Platform
+
+T = TypeVar("T")
+
+
+class PlatformThread:
+    """A :class:`Platform` served from a background thread; ``start()`` returns once it listens."""
+
+    def __init__(self, config: ProjectConfig, *, components: list[str] | None = None) -> None:
+        self.config = config
+        self._components = components
+        self.platform: Platform | None = None
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="devbox-platform", daemon=True)
+        self._ready: concurrent.futures.Future[Platform] = concurrent.futures.Future()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._main())
+        self.loop.close()
+
+    async def _main(self) -> None:
+        try:
+            self.platform = Platform(self.config, components=self._components)
+            await self.platform.start()
+        except BaseException as exc:
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(self.platform)
+        self._stop = asyncio.Event()
+        await self._stop.wait()
+        await self.platform.stop()
+
+    def start(self, timeout: float = 30) -> Platform:
+        self._thread.start()
+        return self._ready.result(timeout=timeout)
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and self._ready.done() and not self._ready.exception():
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run ``coro`` on the platform's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def url(self, listener: str = "api") -> str:
+        assert self.platform is not None
+        return self.platform.ctx.url(listener)
+
+    def target(self, listener: str) -> str:
+        assert self.platform is not None
+        return self.platform.ctx.target(listener)
+
+    def component(self, name: str) -> Component:
+        assert self.platform is not None
+        return self.platform.component(name)
+
+
+@contextlib.contextmanager
+def running_platform(
+    root: Path | None = None,
+    *,
+    config: ProjectConfig | None = None,
+    components: list[str] | None = None,
+    **overrides: Any,
+) -> Iterator[PlatformThread]:
+    """A platform on ephemeral ports with state under ``root``; stopped on exit."""
+    if config is None:
+        if root is None:
+            raise ValueError("give root (a folder for state) or a config")
+        config = ProjectConfig.for_tests(root, **overrides)
+    thread = PlatformThread(config, components=components)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.stop()

@@ -1,0 +1,51 @@
+"""The ``services:`` list of devbox.yaml: what the deploy pipeline builds, starts and registers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Readiness(BaseModel):
+    """How the pipeline decides an instance is ready. Exactly one of http, tcp, grpc."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    http: str | None = Field(None, description="HTTP path that must answer 2xx, e.g. /healthz.")
+    tcp: bool = Field(False, description="Ready when the port accepts a TCP connection.")
+    grpc: bool = Field(False, description="Ready when grpc.health.v1 answers SERVING.")
+    timeout: float = Field(30.0, gt=0, description="Seconds to wait before giving up.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Readiness:
+        kinds = [k for k, on in (("http", self.http is not None), ("tcp", self.tcp), ("grpc", self.grpc)) if on]
+        if len(kinds) > 1:
+            raise ValueError(f"choose one readiness check, not {' and '.join(kinds)}")
+        if not kinds:
+            self.tcp = True
+        return self
+
+
+class ServiceConfig(BaseModel):
+    """One user service: where its code is, how to build and start it, how many instances."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$", description="Service name in naming.")
+    path: str = Field(".", description="Folder of the service's code, relative to devbox.yaml.")
+    build: str | None = Field(None, description="Shell command run in `path` before starting.")
+    start: str = Field("./start.sh", description="Command that starts one instance (123 convention: start.sh).")
+    replicas: int = Field(1, ge=0, le=64)
+    protocol: Literal["http", "grpc"] = "http"
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for every instance.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Instance metadata, e.g. env: feature-x.")
+    readiness: Readiness = Field(default_factory=Readiness)
+    registration: Literal["auto", "self"] = Field(
+        "auto",
+        alias="register",
+        description="auto: devbox registers and heartbeats; self: the service uses a Polaris SDK."
+    )
+    reload: bool = Field(True, description="Replace instances when files under `path` change.")
+    sampling: float = Field(1.0, ge=0, le=1, description="Trace sampling fraction for this service.")
+    scrape: str | None = Field(None, description="Path of a Prometheus /metrics endpoint devbox scrapes.")

@@ -1,0 +1,12 @@
+"""The ``naming:`` section of devbox.yaml."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class NamingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = Field("default", description="Namespace devbox-started services register in.")
+    heartbeat_ttl: float = Field(5.0, gt=0, le=60, description="Default heartbeat TTL in seconds.")
