@@ -1,0 +1,73 @@
+"""devbox SDK for user services: one call makes a service traced, measured and resolvable by name.
+
+    from devbox import sdk
+
+    app = FastAPI()
+    sdk.bootstrap(app)                      # tracing (OTLP to devbox) + naming client from env
+    http = sdk.http_client()                # httpx.AsyncClient: http://orders/... resolves via naming
+    stock = InventoryStub(sdk.grpc_channel("inventory"))
+
+Everything here is imported lazily: importing :mod:`devbox.sdk` loads neither OpenTelemetry nor
+grpcio, so a service that never asks for a gRPC channel does not pay for grpc. The parts:
+
+- :mod:`devbox.sdk.naming` — ``NamingClient``, ``http_client``, ``grpc_channel`` (Polaris-style
+  discovery, routing rules, load balancing, circuit breaking);
+- :mod:`devbox.sdk.tracing` — ``instrument`` (OpenTelemetry SDK + OTLP exporter from ``OTEL_*``);
+- :mod:`devbox.sdk.metrics` — counters, gauges and custom reports.
+
+LIMITATIONS: ``bootstrap`` only wires what the deploy pipeline injected into the environment; a
+service started without devbox still runs (tracing exports nowhere, naming falls back to whatever
+:mod:`devbox.sdk.naming` does without a platform).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devbox.sdk.naming import NamingClient
+
+LOG = logging.getLogger(__name__)
+
+#: Public name -> (module, attribute); attribute None means the module itself.
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "naming": ("devbox.sdk.naming", None),
+    "tracing": ("devbox.sdk.tracing", None),
+    "metrics": ("devbox.sdk.metrics", None),
+    "NamingClient": ("devbox.sdk.naming", "NamingClient"),
+    "http_client": ("devbox.sdk.naming", "http_client"),
+    "grpc_channel": ("devbox.sdk.naming", "grpc_channel"),
+    "instrument": ("devbox.sdk.tracing", "instrument"),
+}
+
+__all__ = ["bootstrap", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    return module if attr is None else getattr(module, attr)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def bootstrap(app: Any = None, *, service_name: str | None = None) -> NamingClient:
+    """Make this process a devbox citizen: trace it (and ``app``, a FastAPI app, if given) and
+    prepare the naming client from the injected environment. Returns that naming client; the
+    module-level ``http_client()`` / ``grpc_channel()`` resolve through it too.
+
+    Call it once, at import time of the service's entry module, before the app serves requests.
+    """
+    from devbox.sdk import naming, tracing
+
+    tracing.instrument(app, service_name=service_name)
+    client = naming.NamingClient.from_env()
+    LOG.debug("devbox sdk bootstrapped for %s", service_name or "the service named by the environment")
+    return client
