@@ -1,0 +1,498 @@
+"""Routing rules: the JSON/YAML model and the pure evaluation that picks an instance subset.
+
+The model is a devbox form of Polaris v2 rule routing (``RouteRule`` with a
+``RuleRoutingConfig``), one level flatter so that rules read well in devbox.yaml and JSON::
+
+    RoutingRule                      Polaris v2
+    ───────────────────────────────  ──────────────────────────────────────────────
+    name, enable, priority           RouteRule.name / enable / priority
+    namespace, service (callee)      DestinationGroup.namespace / service ("*" = any)
+    sources[]                        SubRuleRouting.sources[] (SourceService)
+      .service, .namespace           SourceService.service / namespace ("*" = any)
+      .arguments[] {type,key,value}  SourceMatch {type, key, value: MatchString}
+    destinations[]                   SubRuleRouting.destinations[] (DestinationGroup)
+      .labels {key: MatchString}     DestinationGroup.labels
+      .priority, .weight, .isolate   DestinationGroup.priority / weight / isolate
+    failover ("all" | "none")        polaris-go's ``failoverType`` consumer setting
+
+``MatchString`` is Polaris's: ``type`` EXACT | REGEX | NOT_EQUALS | IN | NOT_IN (IN/NOT_IN take a
+comma-separated list) and ``value_type`` TEXT | PARAMETER (PARAMETER: the destination label must
+equal the value the *request* carries for the key named in ``value``). Shorthands accepted on
+input: a plain string is an EXACT match; ``"*"`` matches any value that is present; ``"$env"`` is
+``{"value": "env", "value_type": "PARAMETER"}``. A metadata key an instance lacks compares as
+the empty string, so ``{"type": "IN", "value": "base,"}`` means "env=base or untagged".
+
+Semantics (Polaris's): rules are tried in ``priority`` order (lower first, then name); the first
+enabled rule whose callee matches and any of whose sources match the request is *the* rule
+(no sources = any request). Its destination groups are grouped by priority (lower first); the
+first priority level with at least one available instance wins, and among its groups one is
+chosen by weight. If no group has instances, ``failover: all`` routes to every available
+instance and ``none`` routes to nothing. No rule matching routes to every available instance.
+"Available" is decided before the rule, by the filters isolation → health → circuit breaker;
+if health and breaker together would remove every non-isolated instance, they are all kept
+(Polaris's recover-all), and the explanation says so.
+
+The 123 multi-environment pattern is one rule with ``service: "*"`` (every service of the
+namespace, so it holds along the whole call chain as long as callers propagate the label)::
+
+    name: feature-env
+    service: "*"
+    sources: [{arguments: [{key: env, value: "*"}]}]
+    destinations:
+      - {labels: {env: "$env"}}                                  # same env as the request
+      - {labels: {env: {type: IN, value: "base,"}}, priority: 1}  # else base / untagged
+
+:func:`multi_env_rule` builds exactly that.
+
+LIMITATIONS: RANGE matches, VARIABLE values, nearby (location) routing, lanes and per-argument
+types beyond the request fields in :class:`RouteRequest` are not modelled; a converted rule keeps
+only what this model has.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+LOG = logging.getLogger(__name__)
+
+MatchType = Literal["EXACT", "REGEX", "NOT_EQUALS", "IN", "NOT_IN"]
+ArgumentType = Literal[
+    "CUSTOM", "HEADER", "QUERY", "METHOD", "PATH", "CALLER_IP", "COOKIE", "CALLER_METADATA"
+]
+ANY = "*"
+
+
+class MatchString(BaseModel):
+    """One value matcher (Polaris ``MatchString``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: MatchType = Field("EXACT", description="How `value` is compared.")
+    value: str = Field(
+        "", description="Text to compare; for IN/NOT_IN a comma-separated list; '*' = any present value."
+    )
+    value_type: Literal["TEXT", "PARAMETER"] = Field(
+        "TEXT",
+        description="PARAMETER: compare with the request's value for the key named in `value`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            if data.startswith("$") and len(data) > 1:
+                return {"value": data[1:], "value_type": "PARAMETER"}
+            return {"value": data}
+        return data
+
+    @model_validator(mode="after")
+    def _check_regex(self) -> MatchString:
+        if self.type == "REGEX" and self.value_type == "TEXT":
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {self.value!r}: {exc}") from None
+        return self
+
+    def matches(self, actual: str | None, params: Mapping[str, str] | None = None) -> bool:
+        """Whether ``actual`` (None = absent) satisfies this matcher."""
+        if self.value_type == "PARAMETER":
+            if params is None or self.value not in params:
+                return False
+            expected = params[self.value]
+        else:
+            expected = self.value
+        if expected == ANY and self.type == "EXACT":
+            return actual is not None
+        text = "" if actual is None else actual
+        if self.type == "EXACT":
+            return text == expected
+        if self.type == "NOT_EQUALS":
+            return text != expected
+        if self.type == "IN":
+            return text in _split(expected)
+        if self.type == "NOT_IN":
+            return text not in _split(expected)
+        # re's own pattern cache keeps this cheap; patterns were compiled once at validation
+        return re.search(expected, text) is not None
+
+    def describe(self) -> str:
+        value = f"${self.value}" if self.value_type == "PARAMETER" else self.value
+        return value if self.type == "EXACT" else f"{self.type} {value}"
+
+
+class SourceArgument(BaseModel):
+    """One condition on the request (Polaris ``SourceMatch``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: ArgumentType = Field(
+        "CUSTOM", description="Which part of the request: CUSTOM labels (e.g. baggage env), HEADER, ..."
+    )
+    key: str = Field("", description="Label/header/query/cookie/metadata key (unused for METHOD, PATH, CALLER_IP).")
+    value: MatchString = Field(default_factory=MatchString, description="Matcher for the value.")
+
+    @model_validator(mode="after")
+    def _needs_key(self) -> SourceArgument:
+        if self.type not in ("METHOD", "PATH", "CALLER_IP") and not self.key:
+            raise ValueError(f"a {self.type} argument needs a key")
+        if self.value.value_type == "PARAMETER":
+            raise ValueError("PARAMETER values are only allowed in destination labels")
+        return self
+
+
+class RuleSource(BaseModel):
+    """Which callers a rule applies to (Polaris ``SourceService``); all conditions must hold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: str = Field(ANY, description="Caller service name, '*' = any caller.")
+    namespace: str = Field(ANY, description="Caller namespace, '*' = any.")
+    arguments: list[SourceArgument] = Field(default_factory=list, description="Conditions on the request.")
+
+
+class DestinationGroup(BaseModel):
+    """An instance subset, selected by metadata (Polaris ``DestinationGroup``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("", description="Optional name shown in explanations.")
+    labels: dict[str, MatchString] = Field(
+        default_factory=dict, description="Instance metadata matchers; empty = every instance."
+    )
+    priority: int = Field(0, ge=0, le=9, description="Lower is tried first; next level is the fallback.")
+    weight: int = Field(100, ge=0, le=10000, description="Share among groups of the same priority.")
+    isolate: bool = Field(False, description="Never route to this group (Polaris isolate).")
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if not self.labels:
+            return "*"
+        return ",".join(f"{k}={m.describe()}" for k, m in sorted(self.labels.items()))
+
+
+class RoutingRule(BaseModel):
+    """A routing rule for one callee service (or every service of a namespace with ``service: '*'``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=128, description="Rule name, unique per service.")
+    namespace: str = Field("default", min_length=1, description="Namespace of the callee.")
+    service: str = Field(ANY, min_length=1, description="Callee service, '*' = every service of the namespace.")
+    enable: bool = Field(True, description="Disabled rules are kept but never match.")
+    priority: int = Field(0, ge=0, le=10, description="Rule order, lower first (Polaris RouteRule.priority).")
+    description: str = Field("", description="Free text.")
+    sources: list[RuleSource] = Field(default_factory=list, description="Any of these callers; empty = any request.")
+    destinations: list[DestinationGroup] = Field(..., min_length=1, description="Instance subsets, by priority.")
+    failover: Literal["all", "none"] = Field(
+        "all", description="When no destination group has an instance: all available instances, or none."
+    )
+
+    @field_validator("destinations")
+    @classmethod
+    def _reachable(cls, value: list[DestinationGroup]) -> list[DestinationGroup]:
+        if all(d.isolate for d in value):
+            raise ValueError("every destination is isolated")
+        return value
+
+    def applies_to(self, namespace: str, service: str) -> bool:
+        return self.enable and self.namespace == namespace and self.service in (ANY, service)
+
+
+def multi_env_rule(*, key: str = "env", base: str = "base", namespace: str = "default",
+                   service: str = ANY, name: str = "multi-env") -> RoutingRule:
+    """The 123 multi-environment rule: ``key=X`` requests go to ``X`` instances, else to base/untagged."""
+    return RoutingRule(
+        name=name, namespace=namespace, service=service,
+        sources=[RuleSource(arguments=[SourceArgument(key=key, value=MatchString(value=ANY))])],
+        destinations=[
+            DestinationGroup(name=f"same {key}", labels={key: MatchString(value=key, value_type="PARAMETER")}),
+            DestinationGroup(name=base, labels={key: MatchString(type="IN", value=f"{base},")}, priority=1),
+        ],
+    )
+
+
+def parse_rules(data: Iterable[Mapping[str, Any]]) -> list[RoutingRule]:
+    """Validate a list of rule JSON objects (raises pydantic ``ValidationError``)."""
+    return [RoutingRule.model_validate(item) for item in data]
+
+
+def to_polaris(rule: RoutingRule, *, service: str | None = None, revision: str = "") -> dict[str, Any]:
+    """The rule as protobuf-JSON of Polaris's v2 ``RouteRule`` (``json_format.ParseDict``-ready).
+
+    ``service`` names the callee when the rule is namespace-wide (``"*"``) and is being sent for
+    one service. ``routing_config`` is an ``Any`` holding a ``v1.RuleRoutingConfig``.
+    """
+    callee = rule.service if service is None or rule.service != ANY else service
+
+    def match(m: MatchString) -> dict[str, Any]:
+        return {"type": m.type, "value": m.value, "value_type": m.value_type}
+
+    sources = [
+        {
+            "service": s.service,
+            "namespace": s.namespace,
+            "arguments": [{"type": a.type, "key": a.key, "value": match(a.value)} for a in s.arguments],
+        }
+        for s in (rule.sources or [RuleSource()])
+    ]
+    destinations = [
+        {
+            "service": callee,
+            "namespace": rule.namespace,
+            "labels": {k: match(m) for k, m in d.labels.items()},
+            "priority": d.priority,
+            "weight": d.weight,
+            "isolate": d.isolate,
+            "name": d.label(),
+        }
+        for d in rule.destinations
+    ]
+    return {
+        "id": f"{rule.namespace}/{callee}/{rule.name}",
+        "name": rule.name,
+        "namespace": rule.namespace,
+        "enable": rule.enable,
+        "routing_policy": "RulePolicy",
+        "routing_config": {
+            "@type": "type.googleapis.com/v1.RuleRoutingConfig",
+            "rules": [{"name": rule.name, "sources": sources, "destinations": destinations}],
+        },
+        "revision": revision,
+        "priority": rule.priority,
+        "description": rule.description,
+        "extendInfo": {"devbox.failover": rule.failover},
+    }
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+class InstanceLike(Protocol):
+    """What evaluation reads from an instance (the registry's ``Instance`` and the SDK's both fit)."""
+
+    id: str
+    host: str
+    port: int
+    weight: int
+    healthy: bool
+    isolated: bool
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """What a call carries that rules can match on."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    caller_service: str = ""
+    caller_namespace: str = ""
+    caller_metadata: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    cookies: Mapping[str, str] = field(default_factory=dict)
+    method: str = ""
+    path: str = ""
+    caller_ip: str = ""
+
+    def argument(self, arg: SourceArgument) -> str | None:
+        kind = arg.type
+        if kind == "CUSTOM":
+            return self.labels.get(arg.key)
+        if kind == "HEADER":
+            return _get_ci(self.headers, arg.key)
+        if kind == "QUERY":
+            return self.query.get(arg.key)
+        if kind == "COOKIE":
+            return self.cookies.get(arg.key)
+        if kind == "CALLER_METADATA":
+            return self.caller_metadata.get(arg.key)
+        if kind == "METHOD":
+            return self.method or None
+        if kind == "PATH":
+            return self.path or None
+        return self.caller_ip or None
+
+    def parameters(self) -> dict[str, str]:
+        """Values PARAMETER destination labels refer to: headers, then custom labels over them."""
+        params = {k.lower(): v for k, v in self.headers.items()}
+        params.update(self.labels)
+        return params
+
+
+@dataclass
+class FilterStep:
+    """One filter's effect, for the explanation."""
+
+    filter: str
+    removed: list[str]
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"filter": self.filter, "removed": list(self.removed)}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass
+class RouteResult:
+    """The subset to balance over, and why."""
+
+    instances: list[Any]
+    rule: str | None
+    destination: str | None
+    steps: list[FilterStep]
+    reason: str
+    failover: bool = False
+    recovered_all: bool = False
+
+    def filtered(self) -> dict[str, list[str]]:
+        return {s.filter: s.removed for s in self.steps if s.removed}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "destination": self.destination,
+            "reason": self.reason,
+            "failover": self.failover,
+            "recovered_all": self.recovered_all,
+            "filters": [s.to_dict() for s in self.steps],
+            "candidates": [instance_label(i) for i in self.instances],
+        }
+
+
+def instance_label(instance: InstanceLike) -> str:
+    return f"{instance.host}:{instance.port}"
+
+
+def source_matches(source: RuleSource, namespace: str, request: RouteRequest) -> bool:
+    if source.service != ANY and source.service != request.caller_service:
+        return False
+    if source.namespace != ANY and source.namespace != (request.caller_namespace or namespace):
+        return False
+    return all(arg.value.matches(request.argument(arg)) for arg in source.arguments)
+
+
+def match_rule(rules: Sequence[RoutingRule], *, namespace: str, service: str,
+               request: RouteRequest) -> RoutingRule | None:
+    """The first applicable rule (by priority, then name) whose sources match the request."""
+    ordered = sorted((r for r in rules if r.applies_to(namespace, service)), key=lambda r: (r.priority, r.name))
+    for rule in ordered:
+        if not rule.sources or any(source_matches(s, namespace, request) for s in rule.sources):
+            return rule
+    return None
+
+
+def group_matches(group: DestinationGroup, instance: InstanceLike, params: Mapping[str, str]) -> bool:
+    meta = instance.metadata
+    return all(m.matches(meta.get(k), params) for k, m in group.labels.items())
+
+
+def evaluate(
+    *,
+    namespace: str,
+    service: str,
+    instances: Sequence[Any],
+    rules: Sequence[RoutingRule],
+    request: RouteRequest | None = None,
+    is_open: Callable[[Any], bool] | None = None,
+    rng: Callable[[], float] = random.random,
+) -> RouteResult:
+    """Choose the instance subset for one call and explain the choice.
+
+    ``is_open(instance)`` tells whether the instance's circuit breaker refuses calls; ``rng``
+    chooses among destination groups of equal priority (inject it for determinism).
+    """
+    request = request or RouteRequest()
+    steps: list[FilterStep] = []
+
+    isolated = [i for i in instances if i.isolated or i.weight <= 0]
+    steps.append(FilterStep("isolation", [instance_label(i) for i in isolated]))
+    pool = [i for i in instances if not (i.isolated or i.weight <= 0)]
+
+    unhealthy = [i for i in pool if not i.healthy]
+    healthy = [i for i in pool if i.healthy]
+    steps.append(FilterStep("health", [instance_label(i) for i in unhealthy]))
+    broken = [i for i in healthy if is_open is not None and is_open(i)]
+    available = [i for i in healthy if not (is_open is not None and is_open(i))]
+    steps.append(FilterStep("circuit_breaker", [instance_label(i) for i in broken]))
+    recovered = False
+    if not available and pool:
+        available = list(pool)
+        recovered = True
+        steps[-1].note = "all instances unhealthy or open: recover-all keeps them"
+
+    rule = match_rule(rules, namespace=namespace, service=service, request=request)
+    if rule is None:
+        steps.append(FilterStep("metadata", []))
+        reason = "no rule matched: every available instance"
+        return RouteResult(available, None, None, steps, reason, recovered_all=recovered)
+
+    params = request.parameters()
+    by_priority: dict[int, list[tuple[DestinationGroup, list[Any]]]] = {}
+    for group in rule.destinations:
+        if group.isolate:
+            continue
+        members = [i for i in available if group_matches(group, i, params)]
+        by_priority.setdefault(group.priority, []).append((group, members))
+    skipped: list[str] = []
+    for priority in sorted(by_priority):
+        candidates = [(g, m) for g, m in by_priority[priority] if m and g.weight > 0]
+        if not candidates:
+            skipped.extend(g.label() for g, _ in by_priority[priority])
+            continue
+        group, members = _weighted_group(candidates, rng)
+        chosen = {id(i) for i in members}
+        removed = [instance_label(i) for i in available if id(i) not in chosen]
+        steps.append(FilterStep("metadata", removed, note=f"destination {group.label()}"))
+        if skipped:
+            reason = f"rule {rule.name}: no instances in {', '.join(skipped)}; fell back to {group.label()}"
+        else:
+            reason = f"rule {rule.name}: destination {group.label()}"
+        return RouteResult(members, rule.name, group.label(), steps, reason,
+                           failover=bool(skipped), recovered_all=recovered)
+
+    if rule.failover == "all":
+        steps.append(FilterStep("metadata", [], note="no destination had instances: failover all"))
+        reason = f"rule {rule.name}: no destination had instances; failover to all"
+        return RouteResult(available, rule.name, None, steps, reason, failover=True, recovered_all=recovered)
+    steps.append(FilterStep("metadata", [instance_label(i) for i in available],
+                            note="no destination had instances: failover none"))
+    reason = f"rule {rule.name}: no destination had instances; failover none"
+    return RouteResult([], rule.name, None, steps, reason, failover=True, recovered_all=recovered)
+
+
+def _weighted_group(candidates: list[tuple[DestinationGroup, list[Any]]],
+                    rng: Callable[[], float]) -> tuple[DestinationGroup, list[Any]]:
+    if len(candidates) == 1:
+        return candidates[0]
+    total = sum(g.weight for g, _ in candidates)
+    point = rng() * total
+    for group, members in candidates:
+        point -= group.weight
+        if point < 0:
+            return group, members
+    return candidates[-1]
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",")]
+
+
+def _get_ci(mapping: Mapping[str, str], key: str) -> str | None:
+    if key in mapping:
+        return mapping[key]
+    lower = key.lower()
+    for k, v in mapping.items():
+        if k.lower() == lower:
+            return v
+    return None
