@@ -24,7 +24,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from devbox import envvars
 
 if TYPE_CHECKING:
     from devbox.sdk.naming import NamingClient
@@ -42,7 +46,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "instrument": ("devbox.sdk.tracing", "instrument"),
 }
 
-__all__ = ["bootstrap", *_LAZY]
+__all__ = ["Identity", "bootstrap", "identity", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -71,3 +75,27 @@ def bootstrap(app: Any = None, *, service_name: str | None = None) -> NamingClie
     client = naming.NamingClient.from_env()
     LOG.debug("devbox sdk bootstrapped for %s", service_name or "the service named by the environment")
     return client
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this process is, as the deploy pipeline told it: service, instance id and tags."""
+
+    service: str
+    instance_id: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, str]:
+        """For answers that say which instance served them (routing is visible from the outside)."""
+        return {"service": self.service, "instance": self.instance_id, "env": self.tags.get("env", "")}
+
+
+def identity(default_service: str = "unknown") -> Identity:
+    """This instance's identity from ``DEVBOX_SERVICE``, ``DEVBOX_INSTANCE_ID`` and ``DEVBOX_TAGS``."""
+    tags = {}
+    for pair in os.environ.get(envvars.DEVBOX_TAGS, "").split(","):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip():
+            tags[key.strip()] = value.strip()
+    service = os.environ.get(envvars.DEVBOX_SERVICE) or os.environ.get(envvars.OTEL_SERVICE_NAME) or default_service
+    return Identity(service=service, instance_id=os.environ.get(envvars.DEVBOX_INSTANCE_ID, "local"), tags=tags)
