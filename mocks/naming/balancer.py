@@ -1,0 +1,161 @@
+"""Load balancers: weighted random, (smooth weighted) round robin, ring hash — pure, no I/O.
+
+Every balancer has one method, ``choose(instances, key=None)``, over objects with ``id`` and
+``weight`` (the registry's ``Instance`` and the SDK's both fit). Weights of 0 or less are never
+chosen; an empty list raises :class:`NoInstanceError`.
+
+- :class:`WeightedRandom` — Polaris's default ``weightedRandom``; ``rng`` injectable.
+- :class:`RoundRobin` — nginx's smooth weighted round robin: over any window of sum(weights)
+  picks each instance is chosen exactly weight-proportionally, interleaved, not in bursts.
+- :class:`RingHash` — Polaris ``ringHash``: each instance owns ``vnodes * weight/100`` points
+  on a 64-bit ring; a key goes to the first point at or after its hash, so removing one instance
+  only moves the keys it owned. Without a key it falls back to weighted random.
+
+LIMITATIONS: Maglev and L5 consistent hash (other Polaris balancers) are not provided.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+LOG = logging.getLogger(__name__)
+
+
+class Weighted(Protocol):
+    id: str
+    weight: int
+
+
+T = TypeVar("T", bound=Weighted)
+
+
+class NoInstanceError(LookupError):
+    """Nothing to choose from."""
+
+
+class Balancer(Protocol):
+    name: str
+
+    def choose(self, instances: Sequence[T], key: str | None = None) -> T: ...
+
+
+def _usable(instances: Sequence[T]) -> list[T]:
+    usable = [i for i in instances if i.weight > 0]
+    if not usable:
+        raise NoInstanceError("no instance with a positive weight")
+    return usable
+
+
+class WeightedRandom:
+    """Pick with probability weight / sum(weights)."""
+
+    name = "weighted_random"
+
+    def __init__(self, rng: Callable[[], float] = random.random) -> None:
+        self._rng = rng
+
+    def choose(self, instances: Sequence[T], key: str | None = None) -> T:
+        usable = _usable(instances)
+        if len(usable) == 1:
+            return usable[0]
+        total = sum(i.weight for i in usable)
+        point = self._rng() * total
+        for inst in usable:
+            point -= inst.weight
+            if point < 0:
+                return inst
+        return usable[-1]
+
+
+class RoundRobin:
+    """Smooth weighted round robin; state is per instance id, so list order does not matter."""
+
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self._current: dict[str, int] = {}
+
+    def choose(self, instances: Sequence[T], key: str | None = None) -> T:
+        usable = _usable(instances)
+        if len(usable) == 1:
+            return usable[0]
+        current = self._current
+        if len(current) > 4 * len(usable):  # forget instances that went away long ago
+            ids = {i.id for i in usable}
+            self._current = current = {k: v for k, v in current.items() if k in ids}
+        total = 0
+        best: T | None = None
+        best_value = 0
+        for inst in usable:
+            value = current.get(inst.id, 0) + inst.weight
+            current[inst.id] = value
+            total += inst.weight
+            if best is None or value > best_value:
+                best, best_value = inst, value
+        assert best is not None
+        current[best.id] = best_value - total
+        return best
+
+
+def hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+class RingHash:
+    """Consistent hashing by key with virtual nodes; the ring is rebuilt only when the set changes."""
+
+    name = "ring_hash"
+
+    def __init__(self, vnodes: int = 100, rng: Callable[[], float] = random.random) -> None:
+        if vnodes < 1:
+            raise ValueError("vnodes must be >= 1")
+        self.vnodes = vnodes
+        self._fallback = WeightedRandom(rng)
+        self._signature: tuple[tuple[str, int], ...] = ()
+        self._points: list[int] = []
+        self._owners: list[Any] = []
+        self._by_id: dict[str, Any] = {}
+
+    def _build(self, usable: Sequence[Weighted]) -> None:
+        ring: list[tuple[int, str]] = []
+        for inst in usable:
+            count = max(1, round(self.vnodes * inst.weight / 100))
+            ring.extend((hash64(f"{inst.id}#{n}"), inst.id) for n in range(count))
+        ring.sort()
+        self._points = [p for p, _ in ring]
+        self._owners = [owner for _, owner in ring]
+
+    def choose(self, instances: Sequence[T], key: str | None = None) -> T:
+        usable = _usable(instances)
+        if key is None:
+            return self._fallback.choose(usable)
+        signature = tuple(sorted((i.id, i.weight) for i in usable))
+        if signature != self._signature:
+            self._build(usable)
+            self._signature = signature
+        # objects may be fresh copies with the same ids: resolve the owner id against this call's list
+        self._by_id = {i.id: i for i in usable}
+        index = bisect.bisect_left(self._points, hash64(key))
+        if index == len(self._points):
+            index = 0
+        return self._by_id[self._owners[index]]
+
+
+BALANCERS: dict[str, Callable[[], Balancer]] = {
+    "weighted_random": WeightedRandom,
+    "round_robin": RoundRobin,
+    "ring_hash": RingHash,
+}
+
+
+def make_balancer(name: str) -> Balancer:
+    """A new balancer by name (``weighted_random``, ``round_robin``, ``ring_hash``)."""
+    try:
+        return BALANCERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown balancer {name!r}; known: {', '.join(BALANCERS)}") from None
