@@ -24,7 +24,31 @@ class Readiness(BaseModel):
             raise ValueError(f"choose one readiness check, not {' and '.join(kinds)}")
         if not kinds:
             self.tcp = True
+        if self.http is not None and not self.http.startswith("/"):
+            raise ValueError(f"readiness.http must be a path starting with '/', not {self.http!r}")
         return self
+
+    @property
+    def kind(self) -> str:
+        return "http" if self.http is not None else "grpc" if self.grpc else "tcp"
+
+
+class RestartPolicy(BaseModel):
+    """What happens when an instance exits on its own: restart with exponential backoff."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Restart an instance that exits on its own.")
+    backoff: float = Field(0.5, gt=0, le=60, description="Seconds before the first restart.")
+    factor: float = Field(2.0, ge=1, le=10, description="Each further restart waits this many times longer.")
+    max_backoff: float = Field(30.0, gt=0, le=600, description="Longest wait between restarts.")
+    crash_loop: int = Field(
+        5, ge=1, le=100, description="This many crashes within `window` seconds is a crash loop: stop retrying."
+    )
+    window: float = Field(60.0, gt=0, description="Seconds over which crashes are counted.")
+    healthy_after: float = Field(
+        10.0, gt=0, description="An instance up this long is healthy again: its backoff starts over."
+    )
 
 
 class ServiceConfig(BaseModel):
@@ -49,3 +73,14 @@ class ServiceConfig(BaseModel):
     reload: bool = Field(True, description="Replace instances when files under `path` change.")
     sampling: float = Field(1.0, ge=0, le=1, description="Trace sampling fraction for this service.")
     scrape: str | None = Field(None, description="Path of a Prometheus /metrics endpoint devbox scrapes.")
+    restart: RestartPolicy = Field(default_factory=RestartPolicy, description="Restart and crash-loop policy.")
+    build_timeout: float = Field(600.0, gt=0, description="Seconds a build may take before it is stopped.")
+    stop_timeout: float = Field(5.0, gt=0, le=120, description="Seconds between SIGTERM and SIGKILL on stop.")
+    drain: float = Field(
+        1.5, ge=0, le=60,
+        description="Seconds an instance keeps serving after deregistration, so clients' caches drop it.",
+    )
+    watch_ignore: list[str] = Field(
+        default_factory=list,
+        description="Extra glob patterns (relative to `path`) whose changes do not trigger a reload.",
+    )

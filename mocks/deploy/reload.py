@@ -1,0 +1,150 @@
+"""Hot reload: a watchdog observer per service folder, debounced, calling back on the loop.
+
+Editors save in bursts (write temp file, rename, touch); changes are collected until the folder
+has been quiet for ``debounce`` seconds, then one reload runs. A change during a reload queues
+exactly one more. Changes under the state dir, VCS folders, caches and logs are ignored.
+
+LIMITATIONS: relies on inotify (or watchdog's polling fallback); a network filesystem may not
+report changes at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+LOG = logging.getLogger(__name__)
+
+IGNORED_PARTS = frozenset({".git", ".hg", "__pycache__", ".devbox", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+                           "node_modules", ".venv", "venv", ".idea", ".vscode"})
+IGNORED_SUFFIXES = (".pyc", ".pyo", ".log", ".swp", ".swx", ".tmp", "~", ".db", ".db-wal", ".db-shm")
+
+
+def is_relevant(path: str, *, root: Path, ignore_dirs: list[Path], patterns: list[str]) -> bool:
+    """Whether a change at ``path`` (under the watched ``root``) should trigger a reload."""
+    p = Path(path)
+    if any(p == d or d in p.parents for d in ignore_dirs):
+        return False
+    try:
+        rel = p.relative_to(root)
+    except ValueError:
+        return False
+    if any(part in IGNORED_PARTS for part in rel.parts):
+        return False
+    if p.name.endswith(IGNORED_SUFFIXES) or p.name.startswith(".#"):
+        return False
+    return not any(fnmatch.fnmatch(str(rel), pat) for pat in patterns)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watch: ServiceWatch) -> None:
+        self.watch = watch
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        if event.is_directory and event.event_type == "modified":
+            return
+        paths = [event.src_path, getattr(event, "dest_path", "") or ""]
+        for path in paths:
+            if path and self.watch.relevant(str(path)):
+                self.watch.poke(str(path))
+                return
+
+
+class ServiceWatch:
+    """Debounces one service folder's changes into calls of ``on_change(paths)`` on the loop."""
+
+    def __init__(self, *, key: str, root: Path, loop: asyncio.AbstractEventLoop,
+                 on_change: Callable[[list[str]], Awaitable[None]], ignore_dirs: list[Path],
+                 patterns: list[str], debounce: float = 0.3, paused: Callable[[], bool] = lambda: False) -> None:
+        self.key = key
+        self.root = root
+        self.loop = loop
+        self.on_change = on_change
+        self.ignore_dirs = ignore_dirs
+        self.patterns = patterns
+        self.debounce = debounce
+        #: True while the service builds: its build's own outputs must not trigger another reload.
+        self.paused = paused
+        self._changed: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._running: asyncio.Task[None] | None = None
+        self._again = False
+        self.enabled = True
+
+    def relevant(self, path: str) -> bool:
+        return is_relevant(path, root=self.root, ignore_dirs=self.ignore_dirs, patterns=self.patterns)
+
+    def poke(self, path: str) -> None:
+        """Called from watchdog's thread."""
+        self.loop.call_soon_threadsafe(self._on_loop, path)
+
+    def _on_loop(self, path: str) -> None:
+        if not self.enabled or self.paused():
+            return
+        self._changed.append(path)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(self.debounce, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._running is not None and not self._running.done():
+            self._again = True
+            return
+        changed, self._changed = self._changed, []
+        self._running = self.loop.create_task(self._run(changed), name=f"reload:{self.key}")
+
+    async def _run(self, changed: list[str]) -> None:
+        try:
+            await self.on_change(sorted(set(changed)))
+        except Exception:
+            LOG.exception("reload of %s failed", self.key)
+        if self._again and self.enabled:
+            self._again = False
+            self._fire()
+
+    async def close(self) -> None:
+        self.enabled = False
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._running is not None and not self._running.done():
+            self._running.cancel()
+            try:
+                await self._running
+            except (asyncio.CancelledError, Exception):
+                pass
+
+
+class Watcher:
+    """One watchdog observer thread scheduling a watch per service folder."""
+
+    def __init__(self) -> None:
+        self.observer = Observer()
+        self.watches: list[ServiceWatch] = []
+        self.started = False
+
+    def add(self, watch: ServiceWatch) -> None:
+        self.observer.schedule(_Handler(watch), str(watch.root), recursive=True)
+        self.watches.append(watch)
+
+    def start(self) -> None:
+        if self.watches:
+            self.observer.daemon = True
+            self.observer.start()
+            self.started = True
+
+    async def stop(self) -> None:
+        for watch in self.watches:
+            await watch.close()
+        if self.started:
+            self.observer.stop()
+            await asyncio.to_thread(self.observer.join, 5)
+            self.started = False

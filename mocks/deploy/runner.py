@@ -1,0 +1,117 @@
+"""Process runner: starts one instance as a subprocess in its own process group.
+
+Each instance runs ``/bin/sh -c <start>`` in a new session (so its process group is its own and
+Ctrl-C in the terminal reaches only devbox, which then stops every group it started). stdout and
+stderr go, interleaved, to the instance's log file. Stopping signals the whole group, so a
+start.sh that forks its server leaves nothing behind.
+
+LIMITATIONS: POSIX only; a process that leaves its group (setsid again) escapes the stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+
+
+class RunningProcess:
+    """One spawned instance: its pid (= process group id) and how to signal and stop it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, log_path: Path) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.log_path = log_path
+        self.started = time.monotonic()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    async def wait(self) -> int:
+        return await self.proc.wait()
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` to the whole process group; False when it is gone already."""
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return False
+        return True
+
+    async def stop(self, timeout: float) -> int:
+        """SIGTERM the group, then SIGKILL it after ``timeout`` seconds; returns the exit code."""
+        if self.proc.returncode is None:
+            self.signal(signal.SIGCONT)  # a SIGSTOPped process cannot act on SIGTERM
+            self.signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout)
+            except TimeoutError:
+                LOG.warning("pid %d ignored SIGTERM for %.1fs; killing it", self.pid, timeout)
+                self.signal(signal.SIGKILL)
+                await self.proc.wait()
+        # the leader is gone; children it left in the group get SIGKILL too
+        self.signal(signal.SIGKILL)
+        return self.proc.returncode  # type: ignore[return-value]
+
+    def kill_now(self) -> None:
+        """SIGKILL the group without waiting (last resort at interpreter exit)."""
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGKILL)
+
+
+class ProcessRunner:
+    """Spawns instances as local processes."""
+
+    kind = "process"
+
+    async def spawn(self, command: str, *, cwd: Path, env: dict[str, str], log_path: Path) -> RunningProcess:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            log.write(f"--- devbox: starting {command!r} at {time.strftime('%H:%M:%S')}\n".encode())
+            log.flush()
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                command,
+                cwd=str(cwd),
+                env={**os.environ, **env},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return RunningProcess(proc, log_path)
+
+
+async def run_build(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, timeout: float) -> int:
+    """Run a build command to completion (own process group, output to ``log_path``); its exit code.
+
+    A build that outlives ``timeout`` is killed and reported as exit code -9.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", command, cwd=str(cwd), env={**os.environ, **env},
+            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    except (TimeoutError, asyncio.CancelledError):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        with log_path.open("ab") as log:
+            log.write(f"--- devbox: build stopped after {timeout:g}s\n".encode())
+        if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            raise
+        return -9

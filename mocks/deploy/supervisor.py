@@ -1,0 +1,669 @@
+"""The supervisor: runs the pipeline for each service and keeps its instances alive.
+
+build → free port → injected env + per-instance config file → spawn (runner) → readiness →
+register in naming (``registration: auto``) and heartbeat while the probe passes → on exit,
+restart with backoff or report a crash loop. Rolling replacement (hot reload, overrides) starts
+each new instance and registers it before the old one is deregistered, drained and stopped.
+
+Decisions (states, backoff, what to inject) are in :mod:`mocks.deploy.core`; this module only
+sequences them with processes, sockets and timers.
+
+LIMITATIONS: instances run on this machine only; restarts reuse the instance's port, so a port
+grabbed by another program meanwhile makes the restart fail its readiness check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from mocks.deploy import core
+from mocks.deploy.config import ServiceConfig
+from mocks.deploy.models import DeployEvent, EventKind, InstanceState
+from mocks.deploy.readiness import probe
+from mocks.deploy.runner import ProcessRunner, RunningProcess, run_build
+
+LOG = logging.getLogger(__name__)
+S = InstanceState
+
+#: How many log lines an error message quotes.
+TAIL = 15
+
+
+class DeployError(Exception):
+    """A step of the pipeline failed; ``str()`` says which and quotes the output that explains it."""
+
+    def __init__(self, service: str, message: str, tail: list[str] | None = None) -> None:
+        self.service = service
+        self.tail = tail or []
+        text = f"{service}: {message}"
+        if self.tail:
+            text += "\n" + "\n".join(f"  | {line}" for line in self.tail)
+        super().__init__(text)
+
+
+@dataclass
+class Instance:
+    """An instance's record plus the live things attached to it (process, tasks, backoff)."""
+
+    record: core.InstanceRecord
+    backoff: core.Backoff
+    proc: RunningProcess | None = None
+    log_path: Path | None = None
+    config_path: Path | None = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Set when devbox itself stops the process, so its exit is not a crash.
+    stopping: bool = False
+    probe_failures: int = 0
+    keepalive: asyncio.Task[Any] | None = None
+
+
+@dataclass
+class Deployment:
+    """One service (or one group of it, e.g. a feature environment) and its instances."""
+
+    svc: ServiceConfig
+    group: str = "default"
+    extra_tags: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    instances: dict[str, Instance] = field(default_factory=dict)
+    built_at: float | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    reloads: int = 0
+    last_reload: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> str:
+        return self.svc.name if self.group == "default" else f"{self.svc.name}@{self.group}"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return core.instance_tags(self.svc, self.extra_tags)
+
+
+class Supervisor:
+    """Owns every deployment and instance of one platform. All methods run on the platform loop."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        state_dir: Path,
+        facts: Callable[[], core.PlatformFacts],
+        registry: Callable[[], Any | None],
+        emit: Callable[[DeployEvent], None],
+        ttl: float = 5.0,
+        runner: ProcessRunner | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = root
+        self.state_dir = state_dir
+        self.facts = facts
+        self.registry = registry
+        self.emit = emit
+        self.ttl = ttl
+        self.runner = runner or ProcessRunner()
+        self.clock = clock
+        self.deployments: dict[str, Deployment] = {}
+        self._seq: dict[str, int] = {}
+        self._ports_in_use: set[int] = set()
+        self._closing = False
+        #: Keys of deployments whose build is running (hot reload ignores their folder meanwhile).
+        self.building: set[str] = set()
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _event(self, dep: Deployment | str, kind: EventKind, message: str = "", *,
+               instance: Instance | None = None, **data: Any) -> None:
+        service = dep if isinstance(dep, str) else dep.svc.name
+        if not isinstance(dep, str) and dep.group != "default":
+            data.setdefault("group", dep.group)
+        event = DeployEvent(service=service, kind=kind, message=message,
+                            instance=instance.record.name if instance else None, ts=self.clock(), data=data)
+        log = LOG.warning if kind in (EventKind.CRASHED, EventKind.CRASH_LOOP, EventKind.BUILD_FAILED,
+                                      EventKind.NOT_READY, EventKind.RELOAD_FAILED) else LOG.info
+        log("%s %s%s: %s", service, kind.value, f" {event.instance}" if event.instance else "", message)
+        self.emit(event)
+
+    def _move(self, inst: Instance, state: InstanceState, message: str | None = None) -> None:
+        inst.record.move(state, now=self.clock(), message=message)
+
+    # --- paths ----------------------------------------------------------------------------
+
+    def service_path(self, svc: ServiceConfig) -> Path:
+        return (self.root / svc.path).resolve()
+
+    def log_dir(self, service: str) -> Path:
+        return self.state_dir / "logs" / service
+
+    # --- deploy ---------------------------------------------------------------------------
+
+    def deployment(self, service: str, group: str = "default") -> Deployment:
+        key = service if group == "default" else f"{service}@{group}"
+        try:
+            return self.deployments[key]
+        except KeyError:
+            raise KeyError(f"no deployment of service {service!r}" +
+                           ("" if group == "default" else f" in group {group!r}")) from None
+
+    async def deploy(self, svc: ServiceConfig, *, group: str = "default", tags: dict[str, str] | None = None,
+                     env: dict[str, str] | None = None) -> Deployment:
+        """Build and start every replica of ``svc``; raises DeployError when any cannot become ready."""
+        dep = Deployment(svc=svc, group=group, extra_tags=dict(tags or {}), extra_env=dict(env or {}))
+        if dep.key in self.deployments:
+            raise ValueError(f"{dep.key} is deployed already")
+        self.deployments[dep.key] = dep
+        async with dep.lock:
+            await self.build(dep)
+            results = await asyncio.gather(
+                *(self.start_instance(dep) for _ in range(svc.replicas)), return_exceptions=True
+            )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for err in errors:
+            if not isinstance(err, DeployError):
+                raise err
+        if errors:
+            raise errors[0]
+        return dep
+
+    async def build(self, dep: Deployment) -> None:
+        svc = dep.svc
+        if not svc.build:
+            return
+        log_path = self.log_dir(svc.name) / "build.log"
+        started = time.monotonic()
+        self.building.add(dep.key)
+        try:
+            code = await run_build(svc.build, cwd=self.service_path(svc), env=dict(svc.env), log_path=log_path,
+                                   timeout=svc.build_timeout)
+        finally:
+            # watchdog reports the build's writes a little late: keep ignoring them for a moment
+            asyncio.get_running_loop().call_later(0.5, self.building.discard, dep.key)
+        took = time.monotonic() - started
+        if code != 0:
+            tail = core.tail_lines(log_path, TAIL)
+            self._event(dep, EventKind.BUILD_FAILED, f"`{svc.build}` exited with {code}", exit_code=code, tail=tail)
+            raise DeployError(svc.name, f"build `{svc.build}` failed with exit code {code} (log: {log_path})", tail)
+        dep.built_at = self.clock()
+        self._event(dep, EventKind.BUILT, f"`{svc.build}` took {took:.2f}s", seconds=round(took, 3))
+
+    def _free_port(self, host: str) -> int:
+        for _ in range(50):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = sock.getsockname()[1]
+            if port not in self._ports_in_use:
+                self._ports_in_use.add(port)
+                return port
+        raise RuntimeError("no free port found")
+
+    def _new_instance(self, dep: Deployment) -> Instance:
+        n = self._seq.get(dep.svc.name, 0) + 1
+        self._seq[dep.svc.name] = n
+        record = core.InstanceRecord(name=f"{dep.svc.name}-{n}", service=dep.svc.name, group=dep.group,
+                                     port=self._free_port("127.0.0.1"))
+        inst = Instance(record=record, backoff=core.Backoff(dep.svc.restart))
+        dep.instances[record.name] = inst
+        return inst
+
+    async def start_instance(self, dep: Deployment) -> Instance:
+        """A new instance of ``dep``: spawned, ready, registered. Raises DeployError (and cleans up)."""
+        inst = self._new_instance(dep)
+        try:
+            await self._spawn(dep, inst)
+            await self._await_ready(dep, inst)
+        except DeployError:
+            if inst.proc is not None and inst.proc.returncode is None:
+                inst.stopping = True
+                await inst.proc.stop(dep.svc.stop_timeout)
+            if inst.record.state is not S.FAILED:
+                with contextlib.suppress(core.InvalidTransition):
+                    self._move(inst, S.FAILED)
+            raise
+        await self._on_ready(dep, inst)
+        return inst
+
+    async def _spawn(self, dep: Deployment, inst: Instance) -> None:
+        svc, rec = dep.svc, inst.record
+        facts = self.facts()
+        naming_id = core.polaris_instance_id(facts.namespace, svc.name, rec.host, rec.port)
+        rec.naming_id = naming_id
+        run_dir = self.state_dir / "run" / svc.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        inst.config_path = run_dir / f"{rec.name}.yaml"
+        inst.log_path = self.log_dir(svc.name) / f"{rec.name}.log"
+        tags = dep.tags
+        kwargs = dict(record=rec, instance_id=naming_id, tags=tags, platform=facts, config_file=inst.config_path)
+        yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False
+        with inst.config_path.open("w", encoding="utf-8") as fh:
+            fh.write("# Generated by devbox for this instance (the 123 convention); rewritten on every start.\n")
+            yaml.dump(core.instance_facts(svc, **kwargs), fh)  # type: ignore[arg-type]
+        env = core.instance_env(svc, extra_env=dep.extra_env, **kwargs)  # type: ignore[arg-type]
+        self._move(inst, S.STARTING, "starting")
+        inst.stopping = False
+        inst.probe_failures = 0
+        try:
+            inst.proc = await self.runner.spawn(svc.start, cwd=self.service_path(svc), env=env,
+                                                log_path=inst.log_path)
+        except OSError as exc:
+            self._move(inst, S.FAILED, f"cannot start: {exc}")
+            raise DeployError(svc.name, f"cannot start `{svc.start}` in {self.service_path(svc)}: {exc}") from None
+        rec.pid = inst.proc.pid
+        rec.started_at = self.clock()
+        rec.exit_code = None
+        self._event(dep, EventKind.STARTED, f"pid {rec.pid} on port {rec.port}", instance=inst,
+                    pid=rec.pid, port=rec.port)
+
+    async def _await_ready(self, dep: Deployment, inst: Instance) -> None:
+        """Poll readiness until it passes; DeployError on timeout or when the process exits first."""
+        check, rec = dep.svc.readiness, inst.record
+        assert inst.proc is not None and inst.log_path is not None
+        deadline = time.monotonic() + check.timeout
+        delay, seen = 0.05, "no answer yet"
+        while True:
+            if inst.stopping:
+                raise DeployError(dep.svc.name, f"instance {rec.name} was stopped while starting")
+            if inst.proc.returncode is not None:
+                await asyncio.sleep(0.05)  # let the log file get its last lines
+                tail = core.tail_lines(inst.log_path, TAIL)
+                msg = f"exited with code {inst.proc.returncode} before becoming ready"
+                rec.exit_code = inst.proc.returncode
+                self._move(inst, S.FAILED, msg)
+                self._event(dep, EventKind.NOT_READY, msg, instance=inst, exit_code=rec.exit_code, tail=tail)
+                raise DeployError(dep.svc.name, f"instance {rec.name} {msg} (log: {inst.log_path})", tail)
+            ok, seen = await probe(check, rec.host, rec.port, timeout=min(1.0, check.timeout))
+            if ok:
+                return
+            if time.monotonic() >= deadline:
+                tail = core.tail_lines(inst.log_path, TAIL)
+                msg = f"not ready after {check.timeout:g}s ({check.kind} check on port {rec.port}: {seen})"
+                self._move(inst, S.FAILED, msg)
+                self._event(dep, EventKind.NOT_READY, msg, instance=inst, tail=tail)
+                raise DeployError(dep.svc.name, f"instance {rec.name} {msg} (log: {inst.log_path})", tail)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    async def _on_ready(self, dep: Deployment, inst: Instance) -> None:
+        rec = inst.record
+        rec.ready_at = self.clock()
+        self._move(inst, S.READY, "ready")
+        took = rec.ready_at - (rec.started_at or rec.ready_at)
+        self._event(dep, EventKind.READY, f"ready in {took:.2f}s on port {rec.port}", instance=inst,
+                    port=rec.port, seconds=round(took, 3))
+        if dep.svc.registration == "auto":
+            await self._register(dep, inst)
+        self._spawn_task(inst, self._watch_exit(dep, inst), "exit")
+        self._start_keepalive(dep, inst)
+
+    def _spawn_task(self, inst: Instance, coro: Any, what: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"deploy:{inst.record.name}:{what}")
+        inst.tasks.add(task)
+        task.add_done_callback(inst.tasks.discard)
+        return task
+
+    def _start_keepalive(self, dep: Deployment, inst: Instance) -> None:
+        if inst.keepalive is not None:
+            inst.keepalive.cancel()
+        inst.keepalive = self._spawn_task(inst, self._keepalive(dep, inst), "keepalive")
+
+    # --- naming ---------------------------------------------------------------------------
+
+    async def _call_registry(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        registry = self.registry()
+        if registry is None:
+            return None
+        result = getattr(registry, method)(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _register(self, dep: Deployment, inst: Instance) -> None:
+        rec, tags = inst.record, dep.tags
+        try:
+            registered = await self._call_registry(
+                "register", namespace=self.facts().namespace, service=dep.svc.name, host=rec.host, port=rec.port,
+                protocol=dep.svc.protocol, version=tags.get("version", ""), weight=100,
+                metadata={**tags, "devbox.instance": rec.name}, ttl=self.ttl, health_check=True,
+            )
+        except Exception as exc:  # the registry's own validation: report, keep the instance
+            LOG.exception("registering %s failed", rec.name)
+            self._event(dep, EventKind.REGISTERED, f"registration failed: {exc}", instance=inst, ok=False)
+            return
+        if registered is None:
+            return
+        rec.naming_id = getattr(registered, "id", rec.naming_id)
+        rec.registered = True
+        # a heartbeat-checked instance is unhealthy until its first heartbeat: send it now, so
+        # the instance is routable the moment it is registered (rolling replacement relies on it)
+        with contextlib.suppress(Exception):
+            await self._call_registry("heartbeat", rec.naming_id)
+        self._event(dep, EventKind.REGISTERED, f"{rec.host}:{rec.port} as {rec.naming_id}", instance=inst,
+                    naming_id=rec.naming_id)
+
+    async def _deregister(self, dep: Deployment, inst: Instance) -> None:
+        rec = inst.record
+        if not rec.registered or rec.naming_id is None:
+            return
+        rec.registered = False
+        try:
+            await self._call_registry("deregister", rec.naming_id)
+        except Exception:
+            LOG.exception("deregistering %s failed", rec.name)
+            return
+        self._event(dep, EventKind.DEREGISTERED, f"{rec.host}:{rec.port}", instance=inst, naming_id=rec.naming_id)
+
+    async def _mark_unhealthy(self, inst: Instance) -> None:
+        """Tell naming at once that the instance is down, where the registry can be told directly.
+
+        Without such a call the registry sees it anyway when heartbeats stop (after the TTL).
+        """
+        registry = self.registry()
+        rec = inst.record
+        if registry is None or not rec.registered or rec.naming_id is None:
+            return
+        for method in ("set_healthy", "mark_unhealthy"):
+            fn = getattr(registry, method, None)
+            if fn is not None:
+                with contextlib.suppress(Exception):
+                    result = fn(rec.naming_id, False) if method == "set_healthy" else fn(rec.naming_id)
+                    if inspect.isawaitable(result):
+                        await result
+                return
+
+    # --- while running ----------------------------------------------------------------------
+
+    async def _keepalive(self, dep: Deployment, inst: Instance) -> None:
+        """Probe the instance every period; heartbeat on its behalf while the probe passes.
+
+        A frozen (SIGSTOP) or wedged instance stops being heartbeated, so naming marks it
+        unhealthy after its TTL, as a real one that stopped answering would be.
+        """
+        period = max(0.3, min(self.ttl / 3, 2.0))
+        rec = inst.record
+        check = dep.svc.readiness
+        while rec.state in (S.READY, S.UNHEALTHY) and not inst.stopping:
+            ok, seen = await probe(check, rec.host, rec.port, timeout=min(1.0, period))
+            if inst.stopping or rec.state not in (S.READY, S.UNHEALTHY):
+                return
+            if ok:
+                inst.probe_failures = 0
+                if rec.registered and rec.naming_id:
+                    try:
+                        await self._call_registry("heartbeat", rec.naming_id)
+                    except Exception as exc:  # e.g. the registry dropped it after a long freeze
+                        LOG.info("heartbeat of %s failed (%s); registering again", rec.name, exc)
+                        await self._register(dep, inst)
+                if rec.state is S.UNHEALTHY:
+                    self._move(inst, S.READY, "ready")
+                    self._event(dep, EventKind.HEALTHY, seen, instance=inst)
+            else:
+                inst.probe_failures += 1
+                if inst.probe_failures == 2 and rec.state is S.READY:
+                    self._move(inst, S.UNHEALTHY, seen)
+                    self._event(dep, EventKind.UNHEALTHY, seen, instance=inst)
+                    await self._mark_unhealthy(inst)
+            await asyncio.sleep(period)
+
+    async def _watch_exit(self, dep: Deployment, inst: Instance) -> None:
+        """Wait for the process to exit; if devbox did not stop it, it crashed: restart or give up."""
+        while True:
+            proc = inst.proc
+            assert proc is not None
+            code = await proc.wait()
+            if inst.stopping or self._closing:
+                return
+            rec = inst.record
+            rec.exit_code = code
+            if inst.keepalive is not None:
+                inst.keepalive.cancel()
+            uptime = self.clock() - (rec.started_at or self.clock())
+            await asyncio.sleep(0.05)
+            tail = core.tail_lines(inst.log_path, TAIL) if inst.log_path else []
+            await self._mark_unhealthy(inst)
+            decision = inst.backoff.on_crash(now=self.clock(), uptime=uptime)
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+            self._event(dep, EventKind.CRASHED, f"exited with {how} after {uptime:.1f}s; {decision.reason}",
+                        instance=inst, exit_code=code, uptime=round(uptime, 3), tail=tail)
+            if not decision.restart:
+                self._move(inst, S.CRASHLOOP, decision.reason)
+                if decision.crashes_in_window >= dep.svc.restart.crash_loop:
+                    self._event(dep, EventKind.CRASH_LOOP, decision.reason, instance=inst,
+                                crashes=decision.crashes_in_window, tail=tail)
+                await self._deregister(dep, inst)
+                return
+            self._move(inst, S.BACKOFF, decision.reason)
+            await asyncio.sleep(decision.delay)
+            if inst.stopping or self._closing or rec.state is not S.BACKOFF:
+                return
+            rec.restarts += 1
+            try:
+                await self._spawn(dep, inst)
+                await self._await_ready(dep, inst)
+            except DeployError as exc:
+                # not ready after a restart counts as another crash; the loop above decides again
+                LOG.warning("restart of %s failed: %s", rec.name, exc)
+                if inst.stopping or self._closing:
+                    return
+                if inst.proc is not None and inst.proc.returncode is None:
+                    inst.stopping = True
+                    await inst.proc.stop(dep.svc.stop_timeout)
+                    inst.stopping = False
+                if rec.state is S.FAILED:
+                    rec.state = S.STARTING  # re-enter the crash path for the backoff decision
+                continue
+            rec.ready_at = self.clock()
+            self._move(inst, S.READY, "ready")
+            self._event(dep, EventKind.RESTARTED, f"restart #{rec.restarts}: ready on port {rec.port}",
+                        instance=inst, restarts=rec.restarts)
+            if dep.svc.registration == "auto":
+                await self._register(dep, inst)
+            self._start_keepalive(dep, inst)
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def find_instance(self, service: str, instance: str) -> tuple[Deployment, Instance]:
+        """An instance by devbox name (orders-2), naming id, or a unique prefix of either."""
+        candidates = []
+        for dep in self.deployments.values():
+            if dep.svc.name != service:
+                continue
+            for inst in dep.instances.values():
+                rec = inst.record
+                if instance in (rec.name, rec.naming_id):
+                    return dep, inst
+                if rec.name.startswith(instance) or (rec.naming_id or "").startswith(instance):
+                    candidates.append((dep, inst))
+        if len(candidates) == 1:
+            return candidates[0]
+        if candidates:
+            raise KeyError(f"instance {instance!r} of {service} is ambiguous")
+        raise KeyError(f"service {service!r} has no instance {instance!r}")
+
+    async def stop_instance(self, dep: Deployment, inst: Instance, *, drain: float = 0.0,
+                            forget: bool = False) -> None:
+        """Deregister, wait ``drain`` seconds so clients drop it, SIGTERM (then SIGKILL) its group."""
+        rec = inst.record
+        inst.stopping = True
+        await self._deregister(dep, inst)
+        if drain and rec.state in (S.READY, S.UNHEALTHY):
+            await asyncio.sleep(drain)
+        code = None
+        if inst.proc is not None and inst.proc.returncode is None:
+            if rec.state in (S.STARTING, S.READY, S.UNHEALTHY):
+                self._move(inst, S.STOPPING, "stopping")
+            code = await inst.proc.stop(dep.svc.stop_timeout)
+        for task in list(inst.tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        if rec.state is not S.STOPPED:
+            self._move(inst, S.STOPPED, "stopped")
+            self._event(dep, EventKind.STOPPED, f"exit code {code}" if code is not None else "was not running",
+                        instance=inst, exit_code=code)
+        rec.exit_code = code
+        if forget:
+            dep.instances.pop(rec.name, None)
+            self._ports_in_use.discard(rec.port)
+
+    async def kill(self, service: str, instance: str) -> dict[str, Any]:
+        """SIGKILL an instance's process group, as a crash would: the restart policy then applies."""
+        dep, inst = self.find_instance(service, instance)
+        if inst.proc is None or inst.proc.returncode is not None:
+            raise ValueError(f"{inst.record.name} is not running ({inst.record.state.value})")
+        inst.proc.signal(signal.SIGKILL)
+        self._event(dep, EventKind.KILLED, "SIGKILL sent by request", instance=inst)
+        return self.describe_instance(inst)
+
+    async def send_signal(self, service: str, instance: str, sig: str) -> dict[str, Any]:
+        """Send a signal by name (SIGSTOP, SIGCONT, SIGTERM, SIGHUP, ...) to an instance's group."""
+        try:
+            signum = signal.Signals[sig.upper() if sig.upper().startswith("SIG") else f"SIG{sig.upper()}"]
+        except KeyError:
+            raise ValueError(f"unknown signal {sig!r}; use a name such as SIGSTOP, SIGCONT, SIGTERM") from None
+        dep, inst = self.find_instance(service, instance)
+        if inst.proc is None or inst.proc.returncode is not None:
+            raise ValueError(f"{inst.record.name} is not running ({inst.record.state.value})")
+        inst.proc.signal(signum)
+        self._event(dep, EventKind.SIGNALLED, f"{signum.name} sent by request", instance=inst, signal=signum.name)
+        return self.describe_instance(inst)
+
+    async def stop(self, service: str, instance: str) -> dict[str, Any]:
+        dep, inst = self.find_instance(service, instance)
+        async with dep.lock:
+            await self.stop_instance(dep, inst)
+        return self.describe_instance(inst)
+
+    async def start(self, service: str, instance: str) -> dict[str, Any]:
+        """Start a stopped, failed or crash-looped instance again (its backoff starts over)."""
+        dep, inst = self.find_instance(service, instance)
+        rec = inst.record
+        if rec.alive or rec.state is S.BACKOFF:
+            raise ValueError(f"{rec.name} is {rec.state.value}; stop it first")
+        async with dep.lock:
+            inst.backoff.reset()
+            await self._spawn(dep, inst)
+            await self._await_ready(dep, inst)
+            await self._on_ready(dep, inst)
+        return self.describe_instance(inst)
+
+    async def scale(self, service: str, replicas: int, *, group: str = "default") -> dict[str, Any]:
+        """Start or stop instances until ``replicas`` are wanted (newest stop first)."""
+        dep = self.deployment(service, group)
+        async with dep.lock:
+            live = [i for i in dep.instances.values() if i.record.state is not S.STOPPED]
+            before = len(live)
+            if replicas > len(live):
+                await asyncio.gather(*(self.start_instance(dep) for _ in range(replicas - len(live))))
+            for inst in reversed(live[replicas:]):
+                await self.stop_instance(dep, inst, drain=dep.svc.drain, forget=True)
+            dep.svc = dep.svc.model_copy(update={"replicas": replicas})
+        self._event(dep, EventKind.SCALED, f"{before} -> {replicas} instances", replicas=replicas)
+        return self.describe(dep)
+
+    async def replace_all(self, dep: Deployment, *, reason: str, rebuild: bool = True) -> dict[str, Any]:
+        """Rolling replacement: per old instance, start a new one, let it be ready and registered,
+        then deregister the old one, drain it and stop it. A failure keeps the old ones serving."""
+        async with dep.lock:
+            started = time.monotonic()
+            dep.reloads += 1
+            self._event(dep, EventKind.RELOAD, reason)
+            old = [i for i in dep.instances.values() if i.record.state is not S.STOPPED]
+            want = dep.svc.replicas
+            try:
+                if rebuild:
+                    await self.build(dep)
+                for n in range(max(want, len(old))):
+                    new = await self.start_instance(dep) if n < want else None
+                    if n < len(old):
+                        await self.stop_instance(dep, old[n], drain=dep.svc.drain, forget=True)
+                    if n == 0 and new is not None:
+                        dep.last_reload = {"first_ready_s": round(time.monotonic() - started, 3)}
+            except DeployError as exc:
+                self._event(dep, EventKind.RELOAD_FAILED, str(exc), tail=exc.tail)
+                for inst in [i for i in dep.instances.values() if i.record.state is S.FAILED]:
+                    dep.instances.pop(inst.record.name, None)
+                    self._ports_in_use.discard(inst.record.port)
+                raise
+            took = time.monotonic() - started
+            dep.last_reload = {**(dep.last_reload or {}), "seconds": round(took, 3), "reason": reason}
+            self._event(dep, EventKind.RELOADED, f"{want} instance(s) replaced in {took:.2f}s",
+                        seconds=round(took, 3))
+            return self.describe(dep)
+
+    async def stop_deployment(self, dep: Deployment) -> None:
+        async with dep.lock:
+            await asyncio.gather(*(self.stop_instance(dep, i) for i in dep.instances.values()
+                                   if i.record.state is not S.STOPPED), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop every instance of every deployment (in parallel) and forget them."""
+        self._closing = True
+        results = await asyncio.gather(
+            *(self.stop_instance(dep, inst)
+              for dep in self.deployments.values() for inst in dep.instances.values()
+              if inst.record.state is not S.STOPPED),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                LOG.error("stopping an instance failed: %r", result)
+        for dep in self.deployments.values():
+            for inst in dep.instances.values():
+                for task in list(inst.tasks):
+                    task.cancel()
+                if inst.proc is not None:
+                    inst.proc.kill_now()
+
+    # --- views ------------------------------------------------------------------------------
+
+    def describe_instance(self, inst: Instance) -> dict[str, Any]:
+        rec = inst.record
+        return {
+            "name": rec.name,
+            "id": rec.naming_id,
+            "group": rec.group,
+            "host": rec.host,
+            "port": rec.port,
+            "pid": rec.pid if rec.alive else None,
+            "state": rec.state.value,
+            "healthy": rec.state is S.READY,
+            "registered": rec.registered,
+            "restarts": rec.restarts,
+            "started_at": rec.started_at,
+            "ready_at": rec.ready_at,
+            "exit_code": rec.exit_code,
+            "message": rec.message,
+            "log": str(inst.log_path) if inst.log_path else None,
+            "config": str(inst.config_path) if inst.config_path else None,
+        }
+
+    def describe(self, dep: Deployment) -> dict[str, Any]:
+        instances = [self.describe_instance(i) for i in dep.instances.values()]
+        ready = sum(1 for i in instances if i["healthy"])
+        return {
+            "service": dep.svc.name,
+            "group": dep.group,
+            "key": dep.key,
+            "replicas": dep.svc.replicas,
+            "ready": ready,
+            "protocol": dep.svc.protocol,
+            "register": dep.svc.registration,
+            "tags": dep.tags,
+            "path": str(self.service_path(dep.svc)),
+            "reload": dep.svc.reload,
+            "reloads": dep.reloads,
+            "last_reload": dep.last_reload,
+            "restarts": sum(i["restarts"] for i in instances),
+            "instances": instances,
+        }
