@@ -1,0 +1,393 @@
+"""Loading alert rules: both written forms → :class:`Rule`, with file:line reasons when they do not parse.
+
+Also the 007 short form's compilation to PromQL and the annotation templates (a subset of
+Prometheus's Go templates: ``{{ $labels.x }}``, ``{{ $value }}``, ``humanize``, ``printf`` ...).
+
+LIMITATIONS: templates support value/label references, ``index`` and a handful of functions
+piped or called (humanize, humanizePercentage, humanizeDuration, printf, toUpper, toLower,
+title); no conditionals, ranges or queries. Recording rules are accepted and skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from mocks.alerting.config import PromRuleSpec, RuleGroupSpec, ShortRuleSpec
+from mocks.alerting.matchers import parse_matchers
+from mocks.alerting.models import Rule
+
+
+class RuleFile(BaseModel):
+    """What a rule file may hold: Prometheus ``groups`` and/or short-form ``rules``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    groups: list[RuleGroupSpec] = Field(default_factory=list)
+    rules: list[ShortRuleSpec] = Field(default_factory=list)
+
+
+@dataclass
+class LoadResult:
+    rules: list[Rule] = field(default_factory=list)
+    #: ``path:line: reason`` for each problem; a file with any problem contributes no rules.
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- the short form ------------------------------------------------------------------------
+
+
+def compile_short(spec: ShortRuleSpec) -> str:
+    """``indicator{filter} comparison threshold``, aggregated by ``by`` first when given."""
+    if isinstance(spec.filter, dict):
+        matchers = [f'{k}="{_escape(v)}"' for k, v in spec.filter.items()]
+        for name in spec.filter:
+            if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", name):
+                raise ValueError(f"filter dimension {name!r} is not a valid label name")
+    else:
+        matchers = [str(m) for item in spec.filter for m in parse_matchers(item)]
+    selector = spec.indicator + ("{" + ",".join(matchers) + "}" if matchers else "")
+    if spec.by is not None:
+        selector = f"{spec.aggregate} by ({', '.join(spec.by)}) ({selector})"
+    threshold = repr(spec.threshold) if math.isfinite(spec.threshold) else None
+    if threshold is None:
+        raise ValueError("threshold must be a finite number")
+    return f"{selector} {spec.comparison} {threshold}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def rule_from_short(spec: ShortRuleSpec, source: str) -> Rule:
+    annotations = dict(spec.annotations)
+    annotations.setdefault(
+        "summary",
+        f"{spec.indicator} {spec.comparison} {spec.threshold:g} for {spec.duration:g}s ({{{{ $value }}}})",
+    )
+    check_templates(annotations)
+    check_templates(spec.labels)
+    return Rule(
+        name=spec.name,
+        expr=compile_short(spec),
+        group=spec.group,
+        for_s=spec.duration,
+        labels=dict(spec.labels),
+        annotations=annotations,
+        source=source,
+        short=spec.model_dump(mode="json", exclude={"labels", "annotations", "group", "name"}),
+    )
+
+
+def rule_from_prom(spec: PromRuleSpec, group: str, source: str) -> Rule:
+    assert spec.alert is not None
+    check_templates(spec.annotations)
+    check_templates(spec.labels)
+    return Rule(
+        name=spec.alert,
+        expr=spec.expr,
+        group=group,
+        for_s=spec.for_,
+        keep_firing_for_s=spec.keep_firing_for,
+        labels=dict(spec.labels),
+        annotations=dict(spec.annotations),
+        source=source,
+    )
+
+
+def rule_from_json(data: Any, source: str = "api") -> Rule:
+    """A rule posted to the API: a Prometheus rule (``alert``, ``expr``, ... + optional ``group``)
+    or a short-form rule (``name``, ``indicator``, ...). Raises ValueError with the reason."""
+    if not isinstance(data, dict):
+        raise ValueError(
+            "a rule is a JSON object: {alert, expr, for, labels, annotations[, group]} "
+            "or {name, indicator, filter, comparison, threshold, duration}"
+        )
+    try:
+        if "indicator" in data:
+            return rule_from_short(ShortRuleSpec.model_validate(data), source)
+        body = dict(data)
+        group = body.pop("group", "devbox")
+        if not isinstance(group, str) or not group:
+            raise ValueError("group must be a non-empty string")
+        spec = PromRuleSpec.model_validate(body)
+        if spec.record:
+            raise ValueError("recording rules are not evaluated by devbox; post an 'alert' rule")
+        return rule_from_prom(spec, group, source)
+    except ValidationError as exc:
+        raise ValueError("; ".join(_describe(err) for err in exc.errors())) from None
+
+
+def _describe(err: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in err["loc"]).replace("for_", "for")
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{where}: {msg}" if where else msg
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def _line_of(tree: Any, loc: tuple[Any, ...], base_line: int = 0) -> int | None:
+    node, line = tree, None
+    for key in loc:
+        key = "for" if key == "for_" else key
+        if isinstance(node, CommentedMap) and key in node:
+            line = node.lc.key(key)[0] + 1
+            node = node[key]
+        elif isinstance(node, CommentedSeq) and isinstance(key, int) and key < len(node):
+            line = node.lc.item(key)[0] + 1
+            node = node[key]
+        else:
+            break
+    return line
+
+
+def _item_line(tree: Any, *path: Any) -> int | None:
+    return _line_of(tree, tuple(path))
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def load_tree(tree: Any, where: str, *, prefix: tuple[Any, ...] = ()) -> LoadResult:
+    """Rules from a parsed YAML mapping with ``groups``/``rules`` keys (``prefix`` = its path in the file)."""
+    result = LoadResult()
+    root = tree
+    for key in prefix:
+        root = root[key] if isinstance(root, dict | list) else None
+    data = _plain(root) if isinstance(root, dict) else {}
+    wanted = {k: v for k, v in data.items() if k in ("groups", "rules")} if prefix else data
+    try:
+        parsed = RuleFile.model_validate(wanted)
+    except ValidationError as exc:
+        for err in exc.errors():
+            line = _line_of(tree, (*prefix, *err["loc"]))
+            result.errors.append(f"{where}:{line or 1}: {_describe(err)}")
+        return result
+    rules: list[Rule] = []
+    for gi, group in enumerate(parsed.groups):
+        for ri, spec in enumerate(group.rules):
+            line = _item_line(tree, *prefix, "groups", gi, "rules", ri) or 1
+            if spec.record:
+                result.warnings.append(f"{where}:{line}: recording rule {spec.record!r} skipped (not evaluated)")
+                continue
+            try:
+                rules.append(rule_from_prom(spec, group.name, f"{where}:{line}"))
+            except ValueError as exc:
+                result.errors.append(f"{where}:{line}: {exc}")
+    for ri, short in enumerate(parsed.rules):
+        line = _item_line(tree, *prefix, "rules", ri) or 1
+        try:
+            rules.append(rule_from_short(short, f"{where}:{line}"))
+        except ValueError as exc:
+            result.errors.append(f"{where}:{line}: {exc}")
+    seen: dict[str, str] = {}
+    for rule in rules:
+        if rule.id in seen:
+            result.errors.append(f"{rule.source}: rule {rule.id} is already defined at {seen[rule.id]}")
+        seen[rule.id] = rule.source
+    if not result.errors:
+        result.rules = rules
+    return result
+
+
+def parse_yaml(text: str, where: str) -> tuple[Any, str | None]:
+    """(tree, None) or (None, ``where:line: reason``)."""
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        tree = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        return None, f"{where}:{mark.line + 1 if mark else 1}: not valid YAML: {exc.problem or exc.context}"
+    except Exception as exc:  # ruamel raises a few non-Marked errors (duplicate keys, bad unicode)
+        return None, f"{where}:1: not valid YAML: {exc}"
+    if tree is None:
+        tree = CommentedMap()
+    if not isinstance(tree, dict):
+        return None, f"{where}:1: a rule file is a mapping with 'groups' (Prometheus form) and/or 'rules' (short form)"
+    return tree, None
+
+
+def load_file(path: Path, display: str | None = None) -> LoadResult:
+    where = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return LoadResult(errors=[f"{where}:1: cannot read: {exc}"])
+    tree, error = parse_yaml(text, where)
+    if error:
+        return LoadResult(errors=[error])
+    return load_tree(tree, where)
+
+
+def load_config_file(path: Path, display: str | None = None) -> LoadResult:
+    """The inline rules of a devbox.yaml (its ``alerting.groups`` and ``alerting.rules``)."""
+    where = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return LoadResult(errors=[f"{where}:1: cannot read: {exc}"])
+    tree, error = parse_yaml(text, where)
+    if error:
+        return LoadResult(errors=[error])
+    if not isinstance(tree.get("alerting"), dict):
+        return LoadResult()
+    return load_tree(tree, where, prefix=("alerting",))
+
+
+# --- templates -----------------------------------------------------------------------------
+
+_ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`|[^\s]+')
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def humanize(value: float) -> str:
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    prefixes = [(1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+    for scale, prefix in prefixes:
+        if abs(value) >= scale:
+            return f"{value / scale:.4g}{prefix}"
+    small = [(1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p")]
+    if abs(value) >= 1:
+        return f"{value:.4g}"
+    for scale, prefix in small:
+        if abs(value) >= scale:
+            return f"{value / scale:.4g}{prefix}"
+    return f"{value:.4g}"
+
+
+def humanize_duration(value: float) -> str:
+    if not math.isfinite(value):
+        return f"{value:g}"
+    if abs(value) < 1:
+        return f"{value * 1000:.4g}ms"
+    seconds = int(value)
+    days, rem = divmod(seconds, 86400)
+    hours, rem = divmod(rem, 3600)
+    minutes, secs = divmod(rem, 60)
+    parts = [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours) + [f"{minutes}m"] * bool(minutes)
+    return "".join(parts) + f"{secs}s"
+
+
+def _go_printf(fmt: str, *args: Any) -> str:
+    py = re.sub(r"%v", "%s", fmt)
+    try:
+        return py % args
+    except (TypeError, ValueError) as exc:
+        raise TemplateError(f"printf {fmt!r}: {exc}") from None
+
+
+_FUNCS: dict[str, Any] = {
+    "humanize": lambda v: humanize(float(v)),
+    "humanizePercentage": lambda v: f"{float(v) * 100:.4g}%",
+    "humanizeDuration": lambda v: humanize_duration(float(v)),
+    "toUpper": lambda v: str(v).upper(),
+    "toLower": lambda v: str(v).lower(),
+    "title": lambda v: str(v).title(),
+    "printf": _go_printf,
+    "index": lambda m, k: m.get(k, "") if isinstance(m, dict) else "",
+}
+
+
+def _operand(token: str, labels: dict[str, str], value: float) -> Any:
+    if token in ("$value", ".Value"):
+        return value
+    if token in ("$labels", ".Labels"):
+        return labels
+    for prefix in ("$labels.", ".Labels."):
+        if token.startswith(prefix):
+            return labels.get(token[len(prefix) :], "")
+    if token.startswith('"'):
+        return re.sub(r"\\(.)", r"\1", token[1:-1])
+    if token.startswith("`"):
+        return token[1:-1]
+    try:
+        return float(token) if "." in token else int(token)
+    except ValueError:
+        raise TemplateError(
+            f"unsupported template term {token!r}: devbox templates know $labels.x, $value and "
+            f"{', '.join(sorted(_FUNCS))}"
+        ) from None
+
+
+def _command(tokens: list[str], piped: Any, labels: dict[str, str], value: float, has_pipe: bool) -> Any:
+    head, rest = tokens[0], tokens[1:]
+    if head in _FUNCS:
+        args = [_operand(t, labels, value) for t in rest]
+        if has_pipe:
+            args.append(piped)
+        try:
+            return _FUNCS[head](*args)
+        except TemplateError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise TemplateError(f"{head}: {exc}") from None
+    if rest or has_pipe:
+        raise TemplateError(f"unsupported template function {head!r}: devbox knows {', '.join(sorted(_FUNCS))}")
+    return _operand(head, labels, value)
+
+
+def _render(result: Any) -> str:
+    if isinstance(result, float):
+        return f"{result:g}" if not result.is_integer() or abs(result) >= 1e21 else str(int(result))
+    return str(result)
+
+
+def expand(template: str, labels: dict[str, str], value: float) -> str:
+    """Expand ``{{ ... }}`` actions with ``$labels``/``$value``; raises TemplateError on what it can't."""
+
+    def one(m: re.Match[str]) -> str:
+        pipeline = [p.strip() for p in m.group(1).split("|")]
+        if not pipeline[0]:
+            raise TemplateError("empty template action {{ }}")
+        result: Any = None
+        for i, stage in enumerate(pipeline):
+            tokens = _TOKEN.findall(stage)
+            if not tokens:
+                raise TemplateError("empty stage in a template pipeline")
+            result = _command(tokens, result, labels, value, has_pipe=i > 0)
+        return _render(result)
+
+    return _ACTION.sub(one, template)
+
+
+def check_templates(mapping: dict[str, str]) -> None:
+    for key, template in mapping.items():
+        try:
+            expand(template, {"service": "x"}, 1.0)
+        except TemplateError as exc:
+            raise ValueError(f"template of {key!r}: {exc}") from None
+
+
+def expand_all(mapping: dict[str, str], labels: dict[str, str], value: float) -> dict[str, str]:
+    out = {}
+    for key, template in mapping.items():
+        try:
+            out[key] = expand(template, labels, value)
+        except TemplateError as exc:
+            out[key] = f"<template error: {exc}>"
+    return out

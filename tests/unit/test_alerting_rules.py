@@ -1,0 +1,152 @@
+"""Rule loading: both forms, file:line reasons, templates, matchers. No sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mocks.alerting.config import ShortRuleSpec, parse_duration
+from mocks.alerting.matchers import matcher_from_api, parse_matchers
+from mocks.alerting.models import MatchType
+from mocks.alerting.rules import compile_short, expand, load_config_file, load_file, rule_from_json
+
+PROM_FILE = """\
+groups:
+  - name: shop
+    rules:
+      - alert: HighErrorRate
+        expr: error_rate{service="orders"} > 5
+        for: 1m30s
+        labels:
+          severity: page
+          priority: 1
+        annotations:
+          summary: "{{ $labels.service }} errors at {{ $value | printf \\"%.1f\\" }}%"
+      - record: job:errors:rate1m
+        expr: sum(rate(errors[1m]))
+"""
+
+SHORT_FILE = """\
+rules:
+  - name: OrdersSuccessRate
+    indicator: success_rate
+    filter: {service: orders}
+    comparison: "<"
+    threshold: 99
+    duration: 10s
+"""
+
+
+def test_prometheus_rule_file_loads_with_source_lines(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yml"
+    path.write_text(PROM_FILE)
+    result = load_file(path, "rules.yml")
+    assert result.errors == []
+    assert [r.id for r in result.rules] == ["shop/HighErrorRate"]
+    rule = result.rules[0]
+    assert rule.for_s == 90
+    assert rule.labels == {"severity": "page", "priority": "1"}
+    assert rule.source == "rules.yml:4"
+    assert "recording rule" in result.warnings[0] and "rules.yml:12" in result.warnings[0]
+
+
+def test_short_form_compiles_to_promql(tmp_path: Path) -> None:
+    path = tmp_path / "short.yml"
+    path.write_text(SHORT_FILE)
+    result = load_file(path)
+    assert result.errors == []
+    rule = result.rules[0]
+    assert rule.expr == 'success_rate{service="orders"} < 99.0'
+    assert rule.for_s == 10
+    assert rule.short and rule.short["indicator"] == "success_rate"
+    spec = ShortRuleSpec(
+        name="Slow",
+        indicator="latency_avg",
+        filter=['method=~"Get.*"', 'service!="x"'],
+        by=["service"],
+        aggregate="max",
+        comparison=">",
+        threshold=200,
+    )
+    assert compile_short(spec) == 'max by (service) (latency_avg{method=~"Get.*",service!="x"}) > 200.0'
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: sum(\n", 5, "not valid PromQL"),
+        ("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        for: soon\n", 6, "duration"),
+        ("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        bogus: 1\n", 6, "unknown key"),
+        ("rules:\n  - name: X\n    indicator: sr\n    comparison: '=<'\n    threshold: 1\n", 4, "comparison"),
+        ("groups: [\n", 2, "not valid YAML"),
+        (
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n"
+            "        annotations: {s: '{{ now }}'}\n",
+            4,
+            "unsupported template",
+        ),
+        (
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n"
+            "      - alert: A\n        expr: up\n",
+            6,
+            "already defined",
+        ),
+    ],
+)
+def test_bad_rules_name_file_line_and_reason(tmp_path: Path, text: str, line: int, reason: str) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text(text)
+    result = load_file(path, "bad.yml")
+    assert result.rules == []
+    assert any(e.startswith(f"bad.yml:{line}:") and reason in e for e in result.errors), result.errors
+
+
+def test_inline_rules_of_devbox_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "devbox.yaml"
+    path.write_text("project: p\nalerting:\n  interval: 1\n" + "\n".join("  " + ln for ln in SHORT_FILE.splitlines()))
+    result = load_config_file(path, "devbox.yaml")
+    assert result.errors == []
+    assert result.rules[0].source == "devbox.yaml:5"
+
+
+def test_rule_from_json_validates() -> None:
+    rule = rule_from_json({"alert": "A", "expr": "up == 0", "for": "5s", "group": "g"})
+    assert rule.id == "g/A" and rule.for_s == 5
+    with pytest.raises(ValueError, match="PromQL"):
+        rule_from_json({"alert": "A", "expr": "up =="})
+    with pytest.raises(ValueError, match="threshold"):
+        rule_from_json({"name": "B", "indicator": "x", "comparison": ">"})
+
+
+def test_templates() -> None:
+    labels = {"service": "orders"}
+    assert expand("{{ $labels.service }} at {{ $value }}", labels, 12.0) == "orders at 12"
+    assert expand('{{ printf "%.2f" $value }}', labels, 1.23456) == "1.23"
+    assert expand("{{ $value | humanize }}", labels, 1234567) == "1.235M"
+    assert expand("{{ .Labels.service | toUpper }}", labels, 0) == "ORDERS"
+    assert expand('{{ index $labels "service" }}', labels, 0) == "orders"
+    assert expand("{{ humanizePercentage $value }}", labels, 0.25) == "25%"
+
+
+def test_durations() -> None:
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration(0) == 0
+    with pytest.raises(ValueError):
+        parse_duration("5 minutes")
+
+
+def test_matchers_parse_amtool_forms() -> None:
+    ms = parse_matchers('{alertname="High", severity=~"page|crit",env!=prod}')
+    assert [(m.name, m.type, m.value) for m in ms] == [
+        ("alertname", MatchType.EQ, "High"),
+        ("severity", MatchType.RE, "page|crit"),
+        ("env", MatchType.NE, "prod"),
+    ]
+    assert parse_matchers('msg="say \\"hi\\""')[0].value == 'say "hi"'
+    assert ms[1].matches({"severity": "crit"}) and not ms[1].matches({"severity": "critical"})
+    assert matcher_from_api({"name": "a", "value": "b", "isRegex": False, "isEqual": False}).type is MatchType.NE
+    for bad in ["", "=x", 'a=~"("', "{a=b"]:
+        with pytest.raises(ValueError):
+            parse_matchers(bad)
