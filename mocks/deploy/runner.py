@@ -15,10 +15,36 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 LOG = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec function asking Linux to SIGKILL the child if devbox itself dies (even by SIGKILL).
+
+    Only the direct child gets it, which is why start scripts should ``exec`` their server; the
+    normal stop path signals the whole process group anyway.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return preexec
 
 
 class RunningProcess:
@@ -88,6 +114,7 @@ class ProcessRunner:
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent(),
             )
         return RunningProcess(proc, log_path)
 
