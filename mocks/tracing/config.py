@@ -10,3 +10,19 @@ class TracingConfig(BaseModel):
 
     retention_hours: float = Field(24.0, gt=0, description="Spans older than this are deleted.")
     max_spans: int = Field(2_000_000, gt=0, description="At most this many spans are kept (oldest go first).")
+    retention_interval_s: float = Field(
+        30.0, gt=0, description="How often the age/count retention runs, in seconds."
+    )
+    write_batch_spans: int = Field(
+        20_000, gt=0, description="Most spans written in one SQLite transaction (concurrent exports are grouped)."
+    )
+    max_future_skew_s: float = Field(
+        3600.0, ge=0, description="Spans starting further than this in the future are rejected as absurd."
+    )
+    analysis_max_spans: int = Field(
+        200_000, gt=0, description="Most spans one topology/fan-out analysis reads (newest first)."
+    )
+    autocomplete_keys: list[str] = Field(
+        default_factory=lambda: ["http.route", "http.request.method", "http.response.status_code", "rpc.method"],
+        description="Tag keys the Zipkin API offers for autocompletion (/api/v2/autocompleteKeys).",
+    )

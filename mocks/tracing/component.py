@@ -1,0 +1,64 @@
+"""The trace collector as a platform component (Tianjige): OTLP and Zipkin in, Zipkin and devbox
+queries out, spans in ``<state_dir>/tracing.db``.
+
+Listeners: ``otlp_http`` (``/v1/traces``), ``otlp_grpc`` (``TraceService``), ``zipkin``
+(``/api/v2/...``, ``/config.json``); the OTLP and Zipkin routes are also on ``api``, with devbox's
+own ``/api/traces...`` and ``/api/topology``. Fires ``events.spans_ingested(spans=...)`` after
+each commit.
+
+LIMITATIONS: see :mod:`mocks.tracing.convert` (what is kept of a span) and
+:mod:`mocks.tracing.analysis` (how calls are derived).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter
+
+from devbox.platform.component import Component, PlatformContext
+from mocks.tracing import api, otlp, zipkin_api
+from mocks.tracing.core import Collector
+from mocks.tracing.models import Span
+
+LOG = logging.getLogger(__name__)
+
+
+class TracingComponent(Component):
+    name = "tracing"
+
+    def __init__(self, ctx: PlatformContext) -> None:
+        super().__init__(ctx)
+        self.config = ctx.config.tracing
+        self.collector = Collector(self.config, ctx.state_dir / "tracing.db", on_commit=self._committed)
+
+    def _committed(self, spans: list[Span]) -> None:
+        self.ctx.events.spans_ingested.fire(spans=spans)
+
+    def http_routes(self) -> list[tuple[str, APIRouter]]:
+        limit = self.ctx.config.platform.max_body_bytes
+        ingest = otlp.http_router(self.collector, max_body_bytes=limit)
+        zipkin = zipkin_api.router(self.collector, max_body_bytes=limit,
+                                   autocomplete_keys=self.config.autocomplete_keys)
+        return [
+            ("otlp_http", ingest),
+            ("api", ingest),
+            ("zipkin", zipkin),
+            ("zipkin", zipkin_api.ui_config_router()),
+            ("api", zipkin),
+            ("api", api.router(self.collector)),
+        ]
+
+    def grpc_services(self) -> list[tuple[str, Callable[[Any], None]]]:
+        return [("otlp_grpc", otlp.grpc_registrar(self.collector))]
+
+    async def start(self) -> None:
+        await self.collector.start()
+
+    async def stop(self) -> None:
+        await self.collector.stop()
+
+    def info(self) -> dict[str, Any]:
+        return self.collector.info()

@@ -1,0 +1,374 @@
+"""Span storage: one SQLite file (``<state_dir>/tracing.db``), indexed for the Zipkin queries.
+
+Blocking by design — the component calls it through ``asyncio.to_thread`` (see
+:class:`SpanWriter`), never from the loop. A write returns only after its transaction committed,
+so an acknowledged export survives ``kill -9`` of the platform.
+
+Tables: ``spans`` (one row per span; indexes on trace id, time, service, service+operation,
+service+duration), ``tags`` (searchable key/value pairs per span, for ``annotationQuery`` and
+autocompletion), ``resources`` (resource attribute sets, stored once), ``names`` (service, span
+and remote-service names, so ``/services`` does not scan the spans).
+
+LIMITATIONS: one writer at a time (SQLite); tag values longer than 256 characters are stored
+with the span but not searchable; ``names`` keeps a name until retention passes its last use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devbox.platform.store import Database
+from mocks.tracing.convert import index_tags
+from mocks.tracing.models import Span
+
+LOG = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE resources (id INTEGER PRIMARY KEY, json TEXT NOT NULL UNIQUE);
+    CREATE TABLE spans (
+        trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_id TEXT, name TEXT NOT NULL,
+        kind TEXT NOT NULL, service TEXT NOT NULL, remote_service TEXT, start_us INTEGER NOT NULL,
+        duration_us INTEGER NOT NULL, error INTEGER NOT NULL, status_message TEXT NOT NULL,
+        attributes TEXT NOT NULL, resource_id INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX spans_id ON spans (trace_id, span_id, kind);
+    CREATE INDEX spans_time ON spans (start_us);
+    CREATE INDEX spans_service ON spans (service, start_us);
+    CREATE INDEX spans_operation ON spans (service, name, start_us);
+    CREATE INDEX spans_duration ON spans (service, duration_us);
+    CREATE TABLE tags (
+        key TEXT NOT NULL, value TEXT NOT NULL, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+        start_us INTEGER NOT NULL, PRIMARY KEY (key, value, trace_id, span_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX tags_time ON tags (start_us);
+    CREATE TABLE names (
+        service TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, last_us INTEGER NOT NULL,
+        PRIMARY KEY (service, kind, value)
+    ) WITHOUT ROWID;
+    """,
+]
+
+_SPAN_COLUMNS = (
+    "trace_id, span_id, parent_id, name, kind, service, remote_service, start_us, duration_us, error, "
+    "status_message, attributes, resource_id"
+)
+
+
+@dataclass
+class TraceQuery:
+    """What ``/api/v2/traces`` and ``devbox traces ls`` filter on. Times in µs; None = any."""
+
+    service: str | None = None
+    remote_service: str | None = None
+    span_name: str | None = None
+    #: ``key=value`` (tag equals) or ``key`` (tag present) terms, all of which must match one span.
+    tags: list[tuple[str, str | None]] = field(default_factory=list)
+    min_duration_us: int | None = None
+    max_duration_us: int | None = None
+    start_us: int | None = None
+    end_us: int | None = None
+    errors_only: bool = False
+    limit: int = 10
+
+
+def parse_annotation_query(text: str) -> list[tuple[str, str | None]]:
+    """Zipkin's ``annotationQuery``: terms joined by `` and ``; ``k=v`` or a bare key."""
+    terms: list[tuple[str, str | None]] = []
+    for part in text.split(" and "):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        terms.append((key.strip(), value.strip() if sep else None))
+    return terms
+
+
+class SpanStore:
+    """The span table and its queries. Thread-safe through the database lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = Database(path, MIGRATIONS)
+        self._resources: dict[str, int] = {}
+        self._resource_json: dict[int, dict[str, Any]] = {}
+        with self.db.lock:
+            self._count = self.db.conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def count(self) -> int:
+        """Spans stored (kept in memory; exact as long as this process is the only writer)."""
+        return self._count
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def _resource_id(self, conn: sqlite3.Connection, resource: dict[str, Any]) -> int:
+        text = json.dumps(resource, sort_keys=True, separators=(",", ":"), default=str)
+        rid = self._resources.get(text)
+        if rid is None:
+            conn.execute("INSERT OR IGNORE INTO resources (json) VALUES (?)", (text,))
+            rid = conn.execute("SELECT id FROM resources WHERE json = ?", (text,)).fetchone()[0]
+            self._resources[text] = rid
+        return rid
+
+    def insert(self, spans: Sequence[Span]) -> int:
+        """Store spans in one transaction (a span already stored is kept as it was); returns how many
+        were new. Returns after the commit."""
+        if not spans:
+            return 0
+        with self.db.lock:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = []
+                tag_rows = []
+                names: dict[tuple[str, str, str], int] = {}
+                for s in spans:
+                    rows.append((
+                        s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.service, s.remote_service,
+                        s.start_us, s.duration_us, int(s.error), s.status_message,
+                        json.dumps(s.attributes, separators=(",", ":"), default=str),
+                        self._resource_id(conn, s.resource),
+                    ))
+                    for key, value in index_tags(s):
+                        tag_rows.append((key, value, s.trace_id, s.span_id, s.start_us))
+                    for kind, value in (("span", s.name), ("remote", s.remote_service)):
+                        if value:
+                            k = (s.service, kind, value)
+                            names[k] = max(names.get(k, 0), s.start_us)
+                before = conn.total_changes
+                conn.executemany(f"INSERT OR IGNORE INTO spans ({_SPAN_COLUMNS}) VALUES "
+                                 "(?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                added = conn.total_changes - before
+                conn.executemany("INSERT OR IGNORE INTO tags VALUES (?,?,?,?,?)", tag_rows)
+                conn.executemany(
+                    "INSERT INTO names VALUES (?,?,?,?) ON CONFLICT (service, kind, value) "
+                    "DO UPDATE SET last_us = max(last_us, excluded.last_us)",
+                    [(*k, v) for k, v in names.items()],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._resources.clear()
+                raise
+            self._count += added
+            return added
+
+    def enforce_retention(self, *, now_us: int, max_age_us: int, max_spans: int) -> int:
+        """Delete spans older than ``max_age_us`` and the oldest beyond ``max_spans``; returns how many."""
+        cutoff = now_us - max_age_us
+        with self.db.lock:
+            conn = self.db.conn
+            if self._count > max_spans:
+                row = conn.execute("SELECT start_us FROM spans ORDER BY start_us LIMIT 1 OFFSET ?",
+                                   (self._count - max_spans,)).fetchone()
+                if row is not None:
+                    cutoff = max(cutoff, row[0])
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = conn.execute("DELETE FROM spans WHERE start_us < ?", (cutoff,)).rowcount
+                if deleted:
+                    conn.execute("DELETE FROM tags WHERE start_us < ?", (cutoff,))
+                    conn.execute("DELETE FROM names WHERE last_us < ?", (cutoff,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._count -= deleted
+        if deleted:
+            LOG.info("tracing retention deleted %d spans older than %d", deleted, cutoff)
+        return deleted
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def _rows_to_spans(self, conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> list[Span]:
+        out = []
+        for r in rows:
+            rid = r[12]
+            resource = self._resource_json.get(rid)
+            if resource is None:
+                row = conn.execute("SELECT json FROM resources WHERE id = ?", (rid,)).fetchone()
+                resource = json.loads(row[0]) if row else {}
+                self._resource_json[rid] = resource
+            out.append(Span(
+                trace_id=r[0], span_id=r[1], parent_id=r[2], name=r[3], kind=r[4], service=r[5],
+                remote_service=r[6], start_us=r[7], duration_us=r[8], error=bool(r[9]), status_message=r[10],
+                attributes=json.loads(r[11]), resource=resource,
+            ))
+        return out
+
+    def trace(self, trace_id: str) -> list[Span]:
+        """Every stored span of a trace, by start time (empty when unknown)."""
+        with self.db.lock:
+            conn = self.db.conn
+            rows = conn.execute(f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = ? ORDER BY start_us",
+                                (trace_id,)).fetchall()
+            return self._rows_to_spans(conn, rows)
+
+    def find_trace_ids(self, q: TraceQuery) -> list[str]:
+        """Trace ids with at least one span matching every condition, newest first."""
+        where, args = [], []
+        for column, value in (("service", q.service), ("remote_service", q.remote_service), ("name", q.span_name)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if q.min_duration_us is not None:
+            where.append("duration_us >= ?")
+            args.append(q.min_duration_us)
+        if q.max_duration_us is not None:
+            where.append("duration_us <= ?")
+            args.append(q.max_duration_us)
+        if q.start_us is not None:
+            where.append("start_us >= ?")
+            args.append(q.start_us)
+        if q.end_us is not None:
+            where.append("start_us <= ?")
+            args.append(q.end_us)
+        if q.errors_only:
+            where.append("error = 1")
+        for key, value in q.tags:
+            if value is None:
+                where.append("(trace_id, span_id) IN (SELECT trace_id, span_id FROM tags WHERE key = ?)")
+                args.append(key)
+            else:
+                where.append("(trace_id, span_id) IN (SELECT trace_id, span_id FROM tags WHERE key = ? AND value = ?)")
+                args.extend((key, value))
+        sql = "SELECT trace_id, MAX(start_us) AS ts FROM spans"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " GROUP BY trace_id ORDER BY ts DESC LIMIT ?"
+        args.append(q.limit)
+        with self.db.lock:
+            return [r[0] for r in self.db.conn.execute(sql, args)]
+
+    def summaries(self, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """One line per trace: root span, services, span and error counts, start and duration."""
+        out = []
+        with self.db.lock:
+            conn = self.db.conn
+            for tid in trace_ids:
+                row = conn.execute(
+                    "SELECT MIN(start_us), MAX(start_us + duration_us), COUNT(*), SUM(error), "
+                    "group_concat(DISTINCT service) FROM spans WHERE trace_id = ?", (tid,)
+                ).fetchone()
+                if not row or row[2] == 0:
+                    continue
+                root = conn.execute(
+                    "SELECT service, name, error, status_message FROM spans WHERE trace_id = ? "
+                    "ORDER BY parent_id IS NOT NULL, start_us, duration_us DESC LIMIT 1", (tid,)
+                ).fetchone()
+                out.append({
+                    "trace_id": tid, "start_us": row[0], "duration_us": row[1] - row[0], "spans": row[2],
+                    "errors": row[3], "services": sorted((row[4] or "").split(",")),
+                    "root_service": root[0], "root_name": root[1],
+                })
+        return out
+
+    def spans_between(self, start_us: int, end_us: int, limit: int) -> tuple[list[Span], bool]:
+        """Spans that started in [start_us, end_us], newest first, at most ``limit``; and whether
+        the window held more."""
+        with self.db.lock:
+            conn = self.db.conn
+            rows = conn.execute(
+                f"SELECT {_SPAN_COLUMNS} FROM spans WHERE start_us BETWEEN ? AND ? ORDER BY start_us DESC LIMIT ?",
+                (start_us, end_us, limit + 1),
+            ).fetchall()
+            truncated = len(rows) > limit
+            return self._rows_to_spans(conn, rows[:limit]), truncated
+
+    def services(self) -> list[str]:
+        with self.db.lock:
+            return [r[0] for r in self.db.conn.execute("SELECT DISTINCT service FROM names ORDER BY service")]
+
+    def names(self, service: str, kind: str) -> list[str]:
+        """``kind`` "span": operation names of a service; "remote": services it calls (remoteEndpoint)."""
+        with self.db.lock:
+            return [r[0] for r in self.db.conn.execute(
+                "SELECT value FROM names WHERE service = ? AND kind = ? ORDER BY value", (service, kind))]
+
+    def tag_values(self, key: str, limit: int = 1000) -> list[str]:
+        with self.db.lock:
+            return [r[0] for r in self.db.conn.execute(
+                "SELECT DISTINCT value FROM tags WHERE key = ? ORDER BY value LIMIT ?", (key, limit))]
+
+
+class SpanWriter:
+    """Group commit on the loop's side: concurrent exports queue their spans; one task writes
+    everything queued in one transaction off the loop, then answers each export and calls
+    ``on_commit`` with the spans written. An export is answered only after its commit."""
+
+    def __init__(self, store: SpanStore, *, batch_spans: int,
+                 on_commit: Callable[[list[Span]], None] | None = None) -> None:
+        self.store = store
+        self.batch_spans = batch_spans
+        self.on_commit = on_commit
+        self._queue: asyncio.Queue[tuple[list[Span], asyncio.Future[int]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.written = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tracing-writer")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        while not self._queue.empty():
+            await asyncio.sleep(0.01)
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    async def write(self, spans: list[Span]) -> int:
+        """Queue spans and wait for their commit; returns how many were new."""
+        if not spans:
+            return 0
+        if self._task is None or self._task.done():
+            raise RuntimeError("the span writer is not running")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((spans, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            total = len(batch[0][0])
+            while not self._queue.empty() and total < self.batch_spans:
+                item = self._queue.get_nowait()
+                batch.append(item)
+                total += len(item[0])
+            spans = [s for item, _ in batch for s in item]
+            try:
+                started = time.perf_counter()
+                added = await asyncio.to_thread(self.store.insert, spans)
+                LOG.debug("wrote %d spans (%d new) in %.1f ms", len(spans), added,
+                          (time.perf_counter() - started) * 1000)
+            except Exception as exc:
+                LOG.exception("writing %d spans failed", len(spans))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.written += added
+            for item, future in batch:
+                if not future.done():
+                    future.set_result(len(item))
+            if self.on_commit is not None:
+                try:
+                    self.on_commit(spans)
+                except Exception:
+                    LOG.exception("span commit listener failed")
