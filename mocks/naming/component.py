@@ -1,7 +1,11 @@
 """The naming component: hosts the registry, its store, and the Polaris and devbox APIs.
 
 Other components use ``ctx.component("naming").registry`` (a :class:`mocks.naming.core.Registry`)
-and listen to ``ctx.events.instance_changed``.
+and listen to ``ctx.events.instance_changed``. Listeners: ``polaris_grpc`` (``v1.PolarisGRPC``),
+``polaris_http`` (Polaris client + console HTTP APIs), ``api`` (``/api/naming/...``).
+
+LIMITATIONS: state is written to ``naming.db`` in batches every ``sweep_interval``; a hard kill
+loses at most that last batch (heartbeats included, which only delays health by one batch).
 """
 
 from __future__ import annotations
@@ -9,10 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from devbox.platform.component import Component, PlatformContext
+from mocks.naming import routing as routing_rules
+from mocks.naming.balancer import NoInstanceError, WeightedRandom
 from mocks.naming.core import Registry
+from mocks.naming.models import Code, Instance, NamingError
+
+if TYPE_CHECKING:
+    import grpc.aio
+    from fastapi import APIRouter
+
+    from mocks.naming.polaris import PolarisApi
+    from mocks.naming.store import NamingStore
 
 LOG = logging.getLogger(__name__)
 
@@ -40,6 +55,32 @@ class NamingComponent(Component):
         self.registry.add_listener(self._on_change)
         self._changed: dict[tuple[str, str], asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._store: NamingStore | None = None
+        self._polaris: PolarisApi | None = None
+
+    @property
+    def polaris(self) -> PolarisApi:
+        if self._polaris is None:
+            from mocks.naming.polaris import PolarisApi
+
+            self._polaris = PolarisApi(self.registry)
+        return self._polaris
+
+    # --- adapters --------------------------------------------------------------------------
+
+    def http_routes(self) -> list[tuple[str, APIRouter]]:
+        from mocks.naming import api, polaris_http
+
+        return [
+            ("api", api.router(self)),
+            ("polaris_http", polaris_http.client_router(self.polaris)),
+            ("polaris_http", polaris_http.console_router(self.polaris, self.registry)),
+        ]
+
+    def grpc_services(self) -> list[tuple[str, Callable[[grpc.aio.Server], None]]]:
+        from mocks.naming import grpc_api
+
+        return [("polaris_grpc", grpc_api.registrar(self.polaris))]
 
     # --- change fan-out --------------------------------------------------------------------
 
@@ -54,15 +95,85 @@ class NamingComponent(Component):
 
     async def wait_changed(self, namespace: str, service: str, revision: str | None, timeout: float) -> None:
         """Return when the service's revision differs from ``revision``, or after ``timeout``."""
-        if self.registry.revision(namespace, service) != revision:
+        if (self.registry.revision(namespace, service) or "") != (revision or ""):
             return
         event = self._changed.setdefault((namespace, service), asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
 
+    # --- queries used by the APIs and the CLI ---------------------------------------------
+
+    def resolve_instance(self, ref: str) -> Instance:
+        """An instance by id, unique id prefix (6+ chars) or ``host:port``; NamingError otherwise."""
+        found = self.registry.instance(ref)
+        if found is not None:
+            return found
+        candidates: list[Instance] = []
+        host, sep, port = ref.rpartition(":")
+        if sep and port.isdigit():
+            candidates = [i for i in self.registry.all_instances() if i.host == host and i.port == int(port)]
+        elif len(ref) >= 6:
+            candidates = [i for i in self.registry.all_instances() if i.id.startswith(ref)]
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            names = ", ".join(f"{i.id[:12]} ({i.service})" for i in candidates)
+            raise NamingError(Code.InvalidInstanceID, f"{ref!r} matches several instances: {names}; use the id")
+        raise NamingError(Code.NotFoundResource, f"no instance {ref!r} (give an id, an id prefix or host:port)")
+
+    def snapshot(self, namespace: str, service: str) -> dict[str, Any]:
+        """The watch answer for a service (empty, revision '' when it does not exist)."""
+        from mocks.naming.api import watch_instance
+
+        svc = self.registry.service(namespace, service)
+        return {
+            "namespace": namespace,
+            "service": service,
+            "revision": svc.revision if svc else "",
+            "instances": [watch_instance(i) for i in self.registry.instances(namespace, service)],
+            "routing": self.registry.rules(namespace, service),
+            "circuit_breaker": svc.circuit_breaker if svc else None,
+        }
+
+    def explain(self, *, namespace: str, service: str, request: routing_rules.RouteRequest) -> dict[str, Any]:
+        """Evaluate routing for a request as the SDK would (server view: no breaker state)."""
+        instances = self.registry.instances(namespace, service)
+        rules = routing_rules.parse_rules(self.registry.rules(namespace, service))
+        result = routing_rules.evaluate(
+            namespace=namespace, service=service, instances=instances, rules=rules, request=request
+        )
+        known = self.registry.service(namespace, service) is not None
+        out: dict[str, Any] = {"namespace": namespace, "service": service, "known": known}
+        out["request"] = {"labels": dict(request.labels), "caller_service": request.caller_service}
+        out.update(result.to_dict())
+        out["instances"] = [
+            {
+                "id": i.id,
+                "address": f"{i.host}:{i.port}",
+                "healthy": i.healthy,
+                "isolated": i.isolated,
+                "weight": i.weight,
+                "metadata": dict(i.metadata),
+            }
+            for i in instances
+        ]
+        try:
+            picked = WeightedRandom().choose(result.instances)
+            out["pick"] = {"balancer": "weighted_random", "instance": f"{picked.host}:{picked.port}", "id": picked.id}
+        except NoInstanceError:
+            out["pick"] = None
+        return out
+
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        from mocks.naming.store import NamingStore
+
+        self._store = NamingStore(self.ctx.state_dir / "naming.db")
+        namespaces, services, instances, rules = await asyncio.to_thread(self._store.load)
+        self.registry.load(namespaces, services, instances, rules)
+        if services or instances:
+            LOG.info("naming: restored %d services, %d instances, %d rules", len(services), len(instances), len(rules))
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="naming-sweeper")
 
     async def _sweep_loop(self) -> None:
@@ -70,8 +181,15 @@ class NamingComponent(Component):
             await asyncio.sleep(self.config.sweep_interval)
             try:
                 self.registry.sweep()
+                await self.flush()
             except Exception:
                 LOG.exception("naming sweep failed")
+
+    async def flush(self) -> None:
+        """Write what changed since the last flush to naming.db (in a worker thread)."""
+        dirty = self.registry.drain_dirty()
+        if dirty and self._store is not None:
+            await asyncio.to_thread(self._store.write, dirty)
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -79,9 +197,20 @@ class NamingComponent(Component):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        for event in self._changed.values():
+            event.set()
+        if self._store is not None:
+            try:
+                await self.flush()
+            except Exception:
+                LOG.exception("naming: final flush failed")
+            self._store.close()
+            self._store = None
 
     def info(self) -> dict[str, Any]:
+        instances = self.registry.all_instances()
         return {
             "services": len(self.registry.services()),
-            "instances": len(self.registry.all_instances()),
+            "instances": len(instances),
+            "healthy": sum(1 for i in instances if i.healthy),
         }

@@ -65,10 +65,18 @@ class Dirty:
     deleted_services: list[tuple[str, str]] = field(default_factory=list)
     instances: list[Instance] = field(default_factory=list)
     deleted_instances: list[str] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    deleted_rules: list[tuple[str, str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.namespaces or self.services or self.deleted_services or self.instances or self.deleted_instances
+            self.namespaces
+            or self.services
+            or self.deleted_services
+            or self.instances
+            or self.deleted_instances
+            or self.rules
+            or self.deleted_rules
         )
 
 
@@ -123,6 +131,8 @@ class Registry:
         self._instances: dict[tuple[str, str], dict[str, Instance]] = {}
         self._by_id: dict[str, Instance] = {}
         self._by_address: dict[tuple[str, str, str, int], str] = {}
+        #: (namespace, service or "*", rule name) -> rule JSON
+        self._rules: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._listeners: list[ChangeListener] = []
         #: Changes when any service is created or deleted (Discover SERVICES answers).
         self.services_revision = new_revision()
@@ -131,6 +141,8 @@ class Registry:
         self._deleted_svc: set[tuple[str, str]] = set()
         self._dirty_ins: set[str] = set()
         self._deleted_ins: set[str] = set()
+        self._dirty_rules: set[tuple[str, str, str]] = set()
+        self._deleted_rules: set[tuple[str, str, str]] = set()
         self.ensure_namespace(DEFAULT_NAMESPACE)
 
     # --- listeners -------------------------------------------------------------------------
@@ -265,7 +277,10 @@ class Registry:
         self._deleted_svc.add(svc.key)
         self.services_revision = new_revision()
         for listener in list(self._listeners):
-            listener(namespace, name, None, "service")
+            try:
+                listener(namespace, name, None, "service")
+            except Exception:
+                LOG.exception("naming change listener %r failed", listener)
 
     def check_token(self, namespace: str, service: str, token: str | None) -> None:
         """Polaris token check: refuse with Unauthorized when the service requires its token."""
@@ -281,12 +296,62 @@ class Registry:
         svc = self._services.get((namespace, service))
         return svc.revision if svc else None
 
-    def set_routing(self, namespace: str, service: str, rules: list[dict[str, Any]]) -> Service:
-        """Replace the service's routing rules (already validated JSON objects); creates the service."""
-        svc = self.create_service(namespace, service, exist_ok=True)
-        svc.routing = [dict(r) for r in rules]
-        self._changed(svc, None, "rules")
-        return svc
+    # --- routing rules ---------------------------------------------------------------------
+
+    def rules(self, namespace: str | None = None, service: str | None = None) -> list[dict[str, Any]]:
+        """Rule JSON objects; with ``service``, those that apply to it (its own and ``"*"`` ones)."""
+        found = [
+            rule
+            for (ns, svc, _), rule in self._rules.items()
+            if (namespace is None or ns == namespace) and (service is None or svc in (service, "*"))
+        ]
+        return sorted(found, key=lambda r: (r.get("priority", 0), r["name"], r["service"]))
+
+    def rule(self, namespace: str, service: str, name: str) -> dict[str, Any] | None:
+        return self._rules.get((namespace, service, name))
+
+    def put_rule(self, rule: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace one rule (a validated JSON object with namespace, service, name)."""
+        key = (rule["namespace"], rule["service"], rule["name"])
+        self.ensure_namespace(key[0])
+        if key[1] != "*":
+            self.create_service(key[0], key[1], exist_ok=True)
+        self._rules[key] = dict(rule)
+        self._dirty_rules.add(key)
+        self._deleted_rules.discard(key)
+        self._rules_changed(key[0], key[1])
+        return self._rules[key]
+
+    def delete_rule(self, namespace: str, service: str, name: str) -> None:
+        key = (namespace, service, name)
+        if key not in self._rules:
+            raise NamingError(Code.NotFoundRouting, f"routing rule {name!r} of {namespace}/{service} does not exist")
+        del self._rules[key]
+        self._dirty_rules.discard(key)
+        self._deleted_rules.add(key)
+        self._rules_changed(namespace, service)
+
+    def replace_rules(self, namespace: str, service: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Make ``rules`` the whole rule set of ``namespace/service`` (``"*"``: namespace-wide ones)."""
+        for key in [k for k in self._rules if k[0] == namespace and k[1] == service]:
+            del self._rules[key]
+            self._dirty_rules.discard(key)
+            self._deleted_rules.add(key)
+        for rule in rules:
+            key = (namespace, service, rule["name"])
+            self._rules[key] = {**rule, "namespace": namespace, "service": service}
+            self._dirty_rules.add(key)
+            self._deleted_rules.discard(key)
+        if service != "*":
+            self.create_service(namespace, service, exist_ok=True)
+        self._rules_changed(namespace, service)
+        return self.rules(namespace, service)
+
+    def _rules_changed(self, namespace: str, service: str) -> None:
+        """A rule of ``service`` (or every service of the namespace, for ``"*"``) changed."""
+        for svc in list(self._services.values()):
+            if svc.namespace == namespace and service in ("*", svc.name):
+                self._changed(svc, None, "rules")
 
     def set_circuit_breaker(self, namespace: str, service: str, config: dict[str, Any] | None) -> Service:
         svc = self.create_service(namespace, service, exist_ok=True)
@@ -519,7 +584,11 @@ class Registry:
             deleted_services=list(self._deleted_svc),
             instances=[_copy_instance(self._by_id[i]) for i in self._dirty_ins if i in self._by_id],
             deleted_instances=list(self._deleted_ins),
+            rules=[dict(self._rules[k]) for k in self._dirty_rules if k in self._rules],
+            deleted_rules=list(self._deleted_rules),
         )
+        self._dirty_rules.clear()
+        self._deleted_rules.clear()
         self._dirty_ns.clear()
         self._dirty_svc.clear()
         self._deleted_svc.clear()
@@ -528,9 +597,15 @@ class Registry:
         return dirty
 
     def load(
-        self, namespaces: Iterable[Namespace], services: Iterable[Service], instances: Iterable[Instance]
+        self,
+        namespaces: Iterable[Namespace],
+        services: Iterable[Service],
+        instances: Iterable[Instance],
+        rules: Iterable[dict[str, Any]] = (),
     ) -> None:
         """Restore state read from the store (no listeners fire, nothing is marked dirty)."""
+        for rule in rules:
+            self._rules[(rule["namespace"], rule["service"], rule["name"])] = rule
         for ns in namespaces:
             self._namespaces[ns.name] = ns
         for svc in services:
@@ -574,6 +649,5 @@ def _copy_service(svc: Service) -> Service:
     return replace(
         svc,
         metadata=dict(svc.metadata),
-        routing=[dict(r) for r in svc.routing],
         circuit_breaker=dict(svc.circuit_breaker) if svc.circuit_breaker is not None else None,
     )

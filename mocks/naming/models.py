@@ -106,8 +106,6 @@ class Service:
     department: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     revision: str = ""
-    #: Routing rules as JSON objects (validated by :mod:`mocks.naming.routing` before they get here).
-    routing: list[dict[str, Any]] = field(default_factory=list)
     #: Circuit-breaker settings as a JSON object, or None for the client's defaults.
     circuit_breaker: dict[str, Any] | None = None
     created: float = 0.0

@@ -1,0 +1,351 @@
+"""Polaris's client protocol over the registry: one object both the gRPC and HTTP adapters call.
+
+Takes and returns the official protobuf messages (``v1.Instance``, ``v1.DiscoverRequest``, ...),
+so the adapters only do transport: the gRPC servicer passes messages through, the HTTP adapter
+converts protobuf-JSON both ways.
+
+What polaris-go needs (read from its source): Register accepts 200000/400201 and reads
+``instance.id``; Deregister 200000/400202; Heartbeat only 200000; Discover answers exactly once per
+request, echoing ``type`` and ``service.name``/``service.namespace``; the client sends back the
+revision it cached (per type: the service revision for INSTANCE, ``routing.revision`` for
+ROUTING, ...) and an unchanged one is answered 200001 with no payload.
+
+LIMITATIONS: circuit-breaker, fault-detector, lane, rate-limit and nearby-route answers are
+always empty (the SDK then uses its local defaults); routing rules are sent as v2 ``RouteRule``
+objects in ``Routing.rules`` (no v1 ``inbounds``); no auth plugin beyond per-service tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any
+
+from google.protobuf import json_format
+
+from mocks.naming import routing as routing_rules
+from mocks.naming.core import Registry
+from mocks.naming.models import Code, Instance, NamingError, Service
+from mocks.naming.polaris_pb import protos
+
+LOG = logging.getLogger(__name__)
+
+_INFO = {
+    Code.ExecuteSuccess: "execute success",
+    Code.DataNoChange: "discover data is no change",
+}
+
+
+def _ts(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else ""
+
+
+def content_revision(kind: str, payload: Any) -> str:
+    """A revision that depends only on content (stable across restarts and equal answers)."""
+    return hashlib.sha1(f"{kind}:{json.dumps(payload, sort_keys=True)}".encode()).hexdigest()
+
+
+class PolarisApi:
+    """Polaris client-API operations on a :class:`Registry`, in Polaris's own messages and codes."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.pb = protos()
+
+    # --- responses -------------------------------------------------------------------------
+
+    def response(self, code: Code, info: str = "", **fields: Any) -> Any:
+        return self.pb.response.Response(
+            code={"value": int(code)}, info={"value": info or _INFO.get(code, code.name)}, **fields
+        )
+
+    def error(self, exc: NamingError, **fields: Any) -> Any:
+        return self.response(exc.code, exc.reason, **fields)
+
+    # --- conversions -----------------------------------------------------------------------
+
+    def instance_to_pb(self, instance: Instance) -> Any:
+        pb = self.pb
+        msg = pb.service.Instance(
+            id={"value": instance.id},
+            service={"value": instance.service},
+            namespace={"value": instance.namespace},
+            host={"value": instance.host},
+            port={"value": instance.port},
+            protocol={"value": instance.protocol},
+            version={"value": instance.version},
+            priority={"value": instance.priority},
+            weight={"value": instance.weight},
+            enable_health_check={"value": instance.health_check},
+            healthy={"value": instance.healthy},
+            isolate={"value": instance.isolated},
+            metadata=instance.metadata,
+            ctime={"value": _ts(instance.created)},
+            mtime={"value": _ts(instance.updated)},
+            revision={"value": instance.revision},
+        )
+        if instance.health_check:
+            msg.health_check.type = pb.service.HealthCheck.HEARTBEAT
+            msg.health_check.heartbeat.ttl.value = max(1, round(instance.ttl))
+        if instance.location:
+            for key in ("region", "zone", "campus"):
+                if instance.location.get(key):
+                    getattr(msg.location, key).value = instance.location[key]
+        if "logic_set" in instance.metadata:
+            msg.logic_set.value = instance.metadata["logic_set"]
+        return msg
+
+    def service_to_pb(self, svc: Service, *, revision: str | None = None) -> Any:
+        instances = self.registry.instances(svc.namespace, svc.name)
+        return self.pb.service.Service(
+            name={"value": svc.name},
+            namespace={"value": svc.namespace},
+            metadata=svc.metadata,
+            owners={"value": svc.owners},
+            comment={"value": svc.comment},
+            business={"value": svc.business},
+            department={"value": svc.department},
+            ctime={"value": _ts(svc.created)},
+            mtime={"value": _ts(svc.updated)},
+            revision={"value": svc.revision if revision is None else revision},
+            total_instance_count={"value": len(instances)},
+            healthy_instance_count={"value": sum(1 for i in instances if i.healthy)},
+        )
+
+    def register_args(self, msg: Any) -> dict[str, Any]:
+        """Keyword arguments for :meth:`Registry.register` from a ``v1.Instance``; raises NamingError."""
+        namespace = msg.namespace.value if msg.HasField("namespace") else ""
+        if not namespace:
+            raise NamingError(Code.InvalidNamespaceName, "instance.namespace is required")
+        service = msg.service.value
+        if not service:
+            raise NamingError(Code.InvalidServiceName, "instance.service is required")
+        if not msg.host.value:
+            raise NamingError(Code.InvalidInstanceHost, "instance.host is required")
+        if not msg.HasField("port") or not msg.port.value:
+            raise NamingError(Code.InvalidInstancePort, "instance.port is required and must be in [1, 65535]")
+        ttl: float | None = None
+        health_check = msg.HasField("health_check") and msg.health_check.type == self.pb.service.HealthCheck.HEARTBEAT
+        if msg.HasField("enable_health_check"):
+            health_check = msg.enable_health_check.value
+        if health_check and msg.health_check.heartbeat.HasField("ttl"):
+            ttl = float(msg.health_check.heartbeat.ttl.value)
+            if ttl <= 0:
+                ttl = None
+        location = None
+        if msg.HasField("location"):
+            fields = {k: getattr(msg.location, k).value for k in ("region", "zone", "campus")}
+            location = {k: v for k, v in fields.items() if v}
+        metadata = dict(msg.metadata)
+        if msg.logic_set.value:
+            metadata.setdefault("logic_set", msg.logic_set.value)
+        return {
+            "namespace": namespace,
+            "service": service,
+            "host": msg.host.value,
+            "port": msg.port.value,
+            "protocol": msg.protocol.value if msg.HasField("protocol") else "",
+            "version": msg.version.value if msg.HasField("version") else "",
+            "weight": msg.weight.value if msg.HasField("weight") else 100,
+            "priority": msg.priority.value,
+            "metadata": metadata,
+            "ttl": ttl,
+            "health_check": health_check,
+            "location": location or None,
+            "isolated": msg.isolate.value if msg.HasField("isolate") else False,
+            "healthy": msg.healthy.value if (msg.HasField("healthy") and not health_check) else None,
+            "id": msg.id.value or None,
+        }
+
+    def _find(self, msg: Any) -> Instance:
+        """The instance a Deregister/Heartbeat names: by id, else by namespace/service/host/port."""
+        if msg.id.value:
+            return self.registry.require_instance(msg.id.value)
+        namespace, service = msg.namespace.value, msg.service.value
+        if not namespace or not service or not msg.host.value or not msg.port.value:
+            raise NamingError(
+                Code.InvalidInstanceID, "give instance.id, or namespace, service, host and port of the instance"
+            )
+        found = self.registry.find(namespace, service, msg.host.value, msg.port.value)
+        if found is None:
+            raise NamingError(
+                Code.NotFoundResource,
+                f"no instance {msg.host.value}:{msg.port.value} in service {namespace}/{service}",
+            )
+        return found
+
+    @staticmethod
+    def _token(msg: Any, header_token: str | None) -> str | None:
+        return msg.service_token.value or header_token or None
+
+    # --- operations ------------------------------------------------------------------------
+
+    def register(self, msg: Any, token: str | None = None) -> Any:
+        try:
+            args = self.register_args(msg)
+            self.registry.check_token(args["namespace"], args["service"], self._token(msg, token))
+            instance = self.registry.register(**args)
+        except NamingError as exc:
+            return self.error(exc, instance=msg)
+        return self.response(Code.ExecuteSuccess, instance=self.instance_to_pb(instance))
+
+    def deregister(self, msg: Any, token: str | None = None) -> Any:
+        try:
+            instance = self._find(msg)
+            self.registry.check_token(instance.namespace, instance.service, self._token(msg, token))
+            self.registry.deregister(instance.id)
+        except NamingError as exc:
+            return self.error(exc, instance=msg)
+        return self.response(Code.ExecuteSuccess, instance=self.instance_to_pb(instance))
+
+    def heartbeat(self, msg: Any, token: str | None = None) -> Any:
+        try:
+            instance = self._find(msg)
+            self.registry.check_token(instance.namespace, instance.service, self._token(msg, token))
+            self.registry.heartbeat(instance.id)
+        except NamingError as exc:
+            return self.error(exc, instance=msg)
+        return self.response(Code.ExecuteSuccess, instance=msg)
+
+    def update(self, msg: Any, token: str | None = None) -> Any:
+        """Apply the set fields of ``msg`` (isolate, weight, metadata, healthy) to an existing instance."""
+        try:
+            instance = self._find(msg)
+            self.registry.check_token(instance.namespace, instance.service, self._token(msg, token))
+            if msg.HasField("isolate"):
+                self.registry.isolate(instance.id, msg.isolate.value)
+            if msg.HasField("weight"):
+                self.registry.set_weight(instance.id, msg.weight.value)
+            if msg.metadata:
+                self.registry.set_metadata(instance.id, dict(msg.metadata))
+            if msg.HasField("healthy"):
+                self.registry.set_healthy(instance.id, msg.healthy.value)
+        except NamingError as exc:
+            return self.error(exc, instance=msg)
+        return self.response(Code.ExecuteSuccess, instance=self.instance_to_pb(instance))
+
+    def report_client(self, msg: Any) -> Any:
+        client = self.pb.client.Client(
+            host=msg.host, type=msg.type, version=msg.version, id=msg.id, location=msg.location
+        )
+        return self.response(Code.ExecuteSuccess, client=client)
+
+    # --- discover --------------------------------------------------------------------------
+
+    def discover(self, request: Any) -> Any:
+        """One DiscoverResponse for one DiscoverRequest (never raises for bad input)."""
+        pb = self.pb
+        types = pb.request.DiscoverRequest.DiscoverRequestType
+        kind = request.type
+        name = request.service.name.value
+        namespace = request.service.namespace.value
+        asked = request.service.revision.value
+        echo = pb.service.Service(name={"value": name}, namespace={"value": namespace})
+
+        def answer(code: Code, info: str = "", revision: str | None = None, **payload: Any) -> Any:
+            if revision is not None:
+                echo.revision.value = revision
+            payload.setdefault("service", echo)
+            return pb.response.DiscoverResponse(
+                code={"value": int(code)}, info={"value": info or _INFO.get(code, code.name)}, type=kind, **payload
+            )
+
+        try:
+            if kind == types.UNKNOWN or types.Name(kind) is None:
+                return answer(Code.InvalidDiscoverResource, f"discover type {kind} is not supported")
+        except ValueError:
+            return answer(Code.InvalidDiscoverResource, f"discover type {kind} is not supported")
+
+        if kind == types.SERVICES:
+            services = self.registry.services(namespace or None)
+            revision = content_revision("services", [[s.namespace, s.name, s.revision] for s in services])
+            if asked == revision:
+                return answer(Code.DataNoChange, revision=revision)
+            return answer(
+                Code.ExecuteSuccess,
+                revision=revision,
+                services=[self.service_to_pb(s) for s in services],
+            )
+        if kind == types.NAMESPACES:
+            spaces = self.registry.namespaces()
+            revision = content_revision("namespaces", [n.name for n in spaces])
+            if asked == revision:
+                return answer(Code.DataNoChange, revision=revision)
+            return answer(
+                Code.ExecuteSuccess,
+                revision=revision,
+                namespaces=[pb.namespace.Namespace(name={"value": n.name}) for n in spaces],
+            )
+
+        if not name:
+            return answer(Code.InvalidServiceName, "service.name is required")
+        if not namespace:
+            return answer(Code.InvalidNamespaceName, "service.namespace is required")
+        svc = self.registry.service(namespace, name)
+
+        if kind == types.INSTANCE:
+            if svc is None:
+                return answer(Code.NotFoundResource, f"service {namespace}/{name} not found")
+            if asked == svc.revision:
+                return answer(Code.DataNoChange, revision=svc.revision)
+            return answer(
+                Code.ExecuteSuccess,
+                service=self.service_to_pb(svc),
+                instances=[self.instance_to_pb(i) for i in self.registry.instances(namespace, name)],
+            )
+        if kind == types.ROUTING:
+            rules = self.registry.rules(namespace, name)
+            revision = content_revision("routing", rules)
+            if asked == revision:
+                return answer(Code.DataNoChange, revision=revision)
+            routing = self.routing_to_pb(namespace, name, rules, revision)
+            return answer(Code.ExecuteSuccess, revision=revision, routing=routing)
+        if kind == types.CIRCUIT_BREAKER:
+            revision = content_revision("circuit_breaker", None)
+            if asked == revision:
+                return answer(Code.DataNoChange, revision=revision)
+            breaker = pb.circuitbreaker.CircuitBreaker(
+                name={"value": name},
+                namespace={"value": namespace},
+                service={"value": name},
+                service_namespace={"value": namespace},
+                revision={"value": revision},
+            )
+            return answer(Code.ExecuteSuccess, revision=revision, circuitBreaker=breaker)
+        if kind == types.FAULT_DETECTOR:
+            revision = content_revision("fault_detector", None)
+            if asked == revision:
+                return answer(Code.DataNoChange, revision=revision)
+            return answer(
+                Code.ExecuteSuccess, revision=revision, faultDetector=pb.fault_detector.FaultDetector(revision=revision)
+            )
+        if kind == types.RATE_LIMIT:
+            revision = content_revision("rate_limit", None)
+            if asked == revision:
+                return answer(Code.DataNoChange, revision=revision)
+            limits = pb.ratelimit.RateLimit(revision={"value": revision})
+            return answer(Code.ExecuteSuccess, revision=revision, rateLimit=limits)
+        # LANE, NEARBY_ROUTE_RULE, CUSTOM_ROUTE_RULE, LOSSLESS, CLUSTER, ...: nothing configured.
+        revision = content_revision(types.Name(kind), None)
+        if asked == revision:
+            return answer(Code.DataNoChange, revision=revision)
+        return answer(Code.ExecuteSuccess, revision=revision)
+
+    def routing_to_pb(self, namespace: str, service: str, rules: list[dict[str, Any]], revision: str) -> Any:
+        """``v1.Routing`` carrying the service's rules as v2 ``RouteRule`` messages."""
+        msg = self.pb.routing.Routing(
+            service={"value": service}, namespace={"value": namespace}, revision={"value": revision}
+        )
+        for data in rules:
+            try:
+                rule = routing_rules.RoutingRule.model_validate(data)
+                converted = routing_rules.to_polaris(rule, service=service, revision=revision)
+                target = self.pb.routing.RouteRule()
+                json_format.ParseDict(converted, target, ignore_unknown_fields=True)
+            except Exception:
+                LOG.exception("rule %s of %s/%s cannot be sent to Polaris", data.get("name"), namespace, service)
+                continue
+            msg.rules.append(target)
+        return msg
