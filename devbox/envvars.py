@@ -35,6 +35,8 @@ DEVBOX_NAMING_HTTP = "DEVBOX_NAMING_HTTP"
 DEVBOX_NAMESPACE = "DEVBOX_NAMESPACE"
 #: ``register: self`` services register themselves; ``auto`` ones are registered by devbox.
 DEVBOX_REGISTER = "DEVBOX_REGISTER"
+#: Default load balancer of the naming SDK: weighted_random (default), round_robin or ring_hash.
+DEVBOX_NAMING_BALANCER = "DEVBOX_NAMING_BALANCER"
 #: Trace sampling fraction for this service (0..1), honoured by the SDK bootstrap.
 DEVBOX_SAMPLING = "DEVBOX_SAMPLING"
 

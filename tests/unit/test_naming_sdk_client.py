@@ -1,0 +1,232 @@
+"""The naming SDK client against an in-memory watch API (httpx MockTransport, no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry import baggage, context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from devbox import envvars
+from devbox.sdk.naming import (
+    AsyncNamingTransport,
+    NamingClient,
+    NamingTransport,
+    NamingUnavailable,
+    NoInstanceError,
+    current_labels,
+    parse_baggage,
+    routing_labels,
+)
+from mocks.naming.circuit import BreakerConfig, CircuitState
+from mocks.naming.routing import multi_env_rule
+
+
+class FakeWatch:
+    """The watch contract of COMMON.md, held in memory; ``down`` simulates a platform restart."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, dict[str, Any]] = {}
+        self.down = False
+        self.calls = 0
+        self._rev = itertools.count(1)
+
+    def set(self, service: str, instances: list[dict[str, Any]], routing: list[dict[str, Any]] | None = None,
+            circuit_breaker: dict[str, Any] | None = None) -> None:
+        self.services[service] = {"revision": f"r{next(self._rev)}", "instances": instances,
+                                  "routing": routing or [], "circuit_breaker": circuit_breaker}
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        params = request.url.params
+        service = params["service"]
+        deadline = time.monotonic() + min(float(params.get("timeout", 30)), 0.5)
+        while time.monotonic() < deadline:
+            data = self.services.get(service)
+            if data is None or data["revision"] != params.get("revision") or self.down:
+                break
+            await asyncio.sleep(0.01)
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        data = self.services.get(service)
+        if data is None:
+            return httpx.Response(404, json={"error": "not_found", "reason": f"no service {service}"})
+        return httpx.Response(200, json={"namespace": "default", "service": service, **data})
+
+
+def inst(port: int, env: str = "base", **kw: Any) -> dict[str, Any]:
+    return {"id": f"i{port}", "host": "127.0.0.1", "port": port, "protocol": "http", "version": "",
+            "weight": 100, "healthy": True, "isolated": False, "metadata": {"env": env}, "location": None, **kw}
+
+
+RULE = multi_env_rule().model_dump()
+
+
+@pytest.fixture
+def fake() -> FakeWatch:
+    watch = FakeWatch()
+    watch.set("orders", [inst(1), inst(2), inst(3, "feature-x")], routing=[RULE])
+    return watch
+
+
+@pytest.fixture
+def client(fake: FakeWatch) -> Iterator[NamingClient]:
+    c = NamingClient("http://platform.test", service="gateway", metadata={"env": "base"},
+                     watch_transport=httpx.MockTransport(fake.handler), watch_timeout=5)
+    yield c
+    c.close()
+
+
+def test_pick_routes_by_label_and_explains(client: NamingClient) -> None:
+    assert {client.pick("orders", labels={"env": "feature-x"}).port for _ in range(20)} == {3}
+    assert {client.pick("orders", labels={"env": "feature-q"}).port for _ in range(40)} == {1, 2}
+    assert {client.pick("orders", labels={}).port for _ in range(60)} == {1, 2, 3}
+    why = client.explain("orders", {"env": "feature-q"})
+    assert why["rule"] == "multi-env" and why["failover"] is True
+    assert why["candidates"] == ["127.0.0.1:1", "127.0.0.1:2"]
+    assert why["chosen"] in why["candidates"] and why["caller"] == "gateway"
+    assert why["filters"][-1]["filter"] == "metadata"
+
+
+def test_labels_come_from_baggage_and_routing_labels(client: NamingClient) -> None:
+    token = context.attach(baggage.set_baggage("env", "feature-x"))
+    try:
+        assert current_labels() == {"env": "feature-x"}
+        assert client.pick("orders").port == 3
+        with routing_labels(env="feature-q"):
+            assert client.pick("orders").port in (1, 2)
+    finally:
+        context.detach(token)
+    assert current_labels() == {}
+    assert parse_baggage("env=feature-x;prop=1, set=a%20b") == {"env": "feature-x", "set": "a b"}
+
+
+def test_ring_hash_by_key_is_sticky(client: NamingClient) -> None:
+    first = client.pick("orders", labels={}, key="user-42")
+    assert all(client.pick("orders", labels={}, key="user-42") == first for _ in range(10))
+
+
+def test_watch_updates_cache_and_breaker_config(client: NamingClient, fake: FakeWatch) -> None:
+    client.pick("orders", labels={})
+    fake.set("orders", [inst(7)], circuit_breaker={"consecutive_errors": 1})
+    client.wait_for("orders", lambda insts: [i.port for i in insts] == [7], timeout=5)
+    picked = client.pick("orders")
+    assert client.report(picked, ok=False) is CircuitState.OPEN
+
+
+def test_breaker_removes_failing_instance(fake: FakeWatch) -> None:
+    with NamingClient("http://platform.test", watch_transport=httpx.MockTransport(fake.handler),
+                      breaker=BreakerConfig(consecutive_errors=2, max_ejection_percent=100)) as client:
+        bad = next(i for i in client.instances("orders") if i.port == 1)
+        client.report(bad, ok=False)
+        assert client.report(bad, ok=False) is CircuitState.OPEN
+        assert 1 not in {client.pick("orders", labels={}).port for _ in range(60)}
+        why = client.explain("orders", {})
+        assert why["filters"][2] == {"filter": "circuit_breaker", "removed": ["127.0.0.1:1"]}
+        assert why["circuit_breakers"]["127.0.0.1:1"]["state"] == "open"
+
+
+def test_platform_down_serves_cache_then_resyncs(client: NamingClient, fake: FakeWatch) -> None:
+    client.pick("orders", labels={})
+    fake.down = True
+    calls = fake.calls
+    deadline = time.monotonic() + 5
+    while fake.calls <= calls + 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.explain("orders", {})["cache"]["stale"] is True
+    assert client.pick("orders", labels={}).port in (1, 2, 3)  # still served from cache
+    fake.set("orders", [inst(9)])  # the restarted platform knows a different fleet
+    fake.down = False
+    client.wait_for("orders", lambda insts: [i.port for i in insts] == [9], timeout=10)
+    assert client.explain("orders", {})["cache"]["stale"] is False
+
+
+def test_empty_answer_keeps_the_cache(client: NamingClient, fake: FakeWatch) -> None:
+    client.pick("orders", labels={})
+    fake.set("orders", [])
+    deadline = time.monotonic() + 5
+    while client.explain("orders", {})["revision"] != fake.services["orders"]["revision"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert client.explain("orders", {})["cache"]["empty_protected"] is True
+    assert client.pick("orders", labels={}).port in (1, 2, 3)
+
+
+def test_unknown_service_and_no_platform(client: NamingClient) -> None:
+    with pytest.raises(NoInstanceError):
+        client.pick("nobody")
+    offline = NamingClient(None)
+    with pytest.raises(NamingUnavailable, match=envvars.DEVBOX_API_URL):
+        offline.pick("orders")
+    assert not offline.resolves("orders")
+    assert not client.resolves("127.0.0.1") and not client.resolves("example.com")
+    assert client.resolves("orders")
+
+
+def test_from_env() -> None:
+    env = {envvars.DEVBOX_API_URL: "http://127.0.0.1:1/", envvars.DEVBOX_NAMESPACE: "ns",
+           envvars.DEVBOX_SERVICE: "orders", envvars.DEVBOX_TAGS: "env=feature-x, set=a",
+           envvars.DEVBOX_NAMING_BALANCER: "round_robin"}
+    client = NamingClient.from_env(env)
+    assert (client.api_url, client.namespace, client.service) == ("http://127.0.0.1:1", "ns", "orders")
+    assert client.metadata == {"env": "feature-x", "set": "a"} and client.balancer_name == "round_robin"
+    from devbox.sdk import naming
+
+    assert naming.default_client() is client
+    client.close()
+    with pytest.raises(ValueError, match="unknown balancer"):
+        NamingClient.from_env({envvars.DEVBOX_NAMING_BALANCER: "fastest"})
+
+
+def _backend(seen: list[httpx.Request], dead: set[int]) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.port in dead:
+            raise httpx.ConnectError("refused", request=request)
+        seen.append(request)
+        return httpx.Response(200, json={"port": request.url.port})
+
+    return httpx.MockTransport(handle)
+
+
+def test_sync_transport_resolves_propagates_and_fails_over(client: NamingClient) -> None:
+    seen: list[httpx.Request] = []
+    dead = {3}
+    with httpx.Client(transport=NamingTransport(client, _backend(seen, dead))) as http:
+        with routing_labels(env="feature-x"):
+            answer = http.get("http://orders/orders/1?x=1")
+        # feature-x's only instance is dead: one failover, to what routing allows without it (base)
+        assert answer.json()["port"] in (1, 2)
+        assert parse_baggage(seen[-1].headers["baggage"]) == {"env": "feature-x"}
+        assert seen[-1].url.path == "/orders/1" and seen[-1].url.params["x"] == "1"
+        assert http.get("http://127.0.0.1:5/direct").json()["port"] == 5  # not a service name
+
+
+def test_async_transport_and_span_attributes(client: NamingClient) -> None:
+    seen: list[httpx.Request] = []
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    async def call() -> httpx.Response:
+        async with httpx.AsyncClient(transport=AsyncNamingTransport(client, _backend(seen, set()))) as http:
+            with tracer.start_as_current_span("handler"), routing_labels(env="feature-x"):
+                return await http.get("http://orders/x")
+
+    answer = asyncio.run(call())
+    assert answer.json()["port"] == 3
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes["devbox.naming.rule"] == "multi-env"
+    assert span.attributes["devbox.naming.instance"] == "127.0.0.1:3"
+    assert "metadata:127.0.0.1:1" in span.attributes["devbox.naming.filtered"]
+    assert [e.name for e in span.events] == ["devbox.naming.pick"]
