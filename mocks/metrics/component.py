@@ -1,0 +1,148 @@
+"""The metrics component: ingest (spans, OTLP, custom reports, scrapes), storage, query APIs.
+
+Other components use :meth:`MetricsComponent.query_instant` and :meth:`query_range` (alerting,
+scenarios); they raise :class:`mocks.metrics.promql.QueryError` with the reason on bad PromQL.
+
+LIMITATIONS: see :mod:`mocks.metrics.promql` (PromQL subset) and :mod:`mocks.metrics.store`
+(rollups keep the last value per minute).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from devbox.platform.component import Component
+from mocks.metrics.core import MetricsCore
+
+if TYPE_CHECKING:
+    import grpc.aio
+    from fastapi import APIRouter
+
+    from devbox.platform.component import PlatformContext
+
+LOG = logging.getLogger(__name__)
+
+COMPACT_EVERY = 60.0
+
+
+class MetricsComponent(Component):
+    name = "metrics"
+    after = ("naming", "tracing")
+
+    def __init__(self, ctx: PlatformContext) -> None:
+        super().__init__(ctx)
+        self.config = ctx.config.metrics
+        self.core: MetricsCore | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._scraper: Any = None
+
+    # --- contract used by alerting and scenarios --------------------------------------------
+
+    def query_instant(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
+        """Evaluate PromQL at ``at``; a scalar result is one sample with no labels."""
+        return self._core.query_instant(expr, at)
+
+    def query_range(
+        self, expr: str, start: float, end: float, step: float
+    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        """Evaluate PromQL at every step from ``start`` to ``end``."""
+        return self._core.query_range(expr, start, end, step)
+
+    @property
+    def _core(self) -> MetricsCore:
+        if self.core is None:
+            raise RuntimeError("the metrics component is not started")
+        return self.core
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def http_routes(self) -> list[tuple[str, APIRouter]]:
+        from mocks.metrics.api import api_router
+        from mocks.metrics.otlp import otlp_http_router
+        from mocks.metrics.prom_api import prometheus_router
+
+        get = lambda: self._core  # noqa: E731 - routers resolve the core lazily, after start()
+        return [
+            ("api", api_router(get)),
+            ("otlp_http", otlp_http_router(get)),
+            ("prometheus", prometheus_router(get, self.ctx)),
+        ]
+
+    def grpc_services(self) -> list[tuple[str, Callable[[grpc.aio.Server], None]]]:
+        from mocks.metrics.otlp import register_grpc
+
+        return [("otlp_grpc", lambda server: register_grpc(server, lambda: self._core))]
+
+    async def start(self) -> None:
+        path = self.ctx.state_dir / "metrics.db"
+        self.core = await asyncio.to_thread(MetricsCore, path, self.config)
+        self.ctx.events.spans_ingested.add_listener(self._on_spans)
+        self._tasks.append(asyncio.create_task(self._flush_loop(), name="metrics:flush"))
+        self._tasks.append(asyncio.create_task(self._compact_loop(), name="metrics:compact"))
+        from mocks.metrics.scrape import Scraper
+
+        self._scraper = Scraper(self.ctx, self.core, self.config)
+        self._tasks.append(asyncio.create_task(self._scraper.run(), name="metrics:scrape"))
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.ctx.events.spans_ingested.remove_listener(self._on_spans)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._scraper is not None:
+            await self._scraper.close()
+        if self.core is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.core.flush_derived)
+            self.core.close()
+            self.core = None
+
+    def info(self) -> dict[str, Any]:
+        if self.core is None:
+            return {}
+        return {
+            "series": len(self.core.store._series),
+            "points_written": self.core.store.points_written,
+            "indicators": sorted(self.core.indicators),
+        }
+
+    # --- background work --------------------------------------------------------------------
+
+    def _on_spans(self, spans: list[Any]) -> None:
+        if self.core is not None:
+            self.core.observe_spans(spans)
+
+    async def _flush_loop(self) -> None:
+        """Write the span-derived RPC counters once a second (they are cheap to keep in memory)."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.core is not None and self.core.rpc_dirty():
+                try:
+                    await asyncio.to_thread(self.core.flush_derived)
+                except Exception:
+                    LOG.exception("writing RPC metrics failed")
+
+    async def _compact_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COMPACT_EVERY)
+            if self.core is None:
+                continue
+            try:
+                result = await asyncio.to_thread(
+                    self.core.store.compact,
+                    now=time.time(),
+                    raw_seconds=self.config.raw_minutes * 60,
+                    retention_seconds=self.config.retention_hours * 3600,
+                )
+                LOG.debug("metrics compaction: %s", result)
+            except Exception:
+                LOG.exception("metrics compaction failed")

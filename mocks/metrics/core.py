@@ -1,0 +1,683 @@
+"""The metrics core: turns every kind of report into stored points, and answers queries.
+
+Ingest paths, all ending in :meth:`MetricsStore.write` (one transaction per request, so a
+rejected request stores nothing):
+
+- RPC reports derived from spans (007's caller/callee interceptor reports): SERVER spans are
+  callee reports, CLIENT spans caller reports, counted into ``rpc_{server,client}_requests_total``
+  {caller, callee, method, code, status} and ``rpc_{server,client}_duration_seconds`` histograms;
+- OTLP metrics (:mod:`mocks.metrics.otlp` decodes, :meth:`ingest_points` stores);
+- custom multi-dimensional reports with a policy per value (:meth:`custom_reports`);
+- Prometheus scrapes (:mod:`mocks.metrics.scrape`).
+
+LIMITATIONS: the caller of a SERVER span is found from its parent CLIENT span when that arrives
+within ~2 s (else ``remote_service``, else ``unknown``); derived RPC counters live in memory for up
+to a second before they are written (the spans themselves are already stored by tracing).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mocks.metrics.config import MetricsConfig
+from mocks.metrics.promql import (
+    NAME,
+    Evaluator,
+    Indicator,
+    LabelMatcher,
+    QueryError,
+    Vector,
+    key_of,
+    parse,
+)
+from mocks.metrics.store import MetricInfo, MetricsStore, Point
+
+LOG = logging.getLogger(__name__)
+
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+POLICIES = ("SUM", "AVG", "MAX", "MIN", "SET", "LAST", "COUNT")
+#: How long a span waits for its peer span (to learn the caller/callee) before it is counted.
+PEER_WAIT = 2.0
+PEER_CACHE = 50_000
+
+
+class ReportError(ValueError):
+    """A report that cannot be stored; ``str()`` says why (becomes a 4xx reason)."""
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def labels_of(mapping: dict[str, str]) -> Labels:
+    return tuple(sorted(mapping.items()))
+
+
+def check_label_name(name: str, where: str) -> None:
+    if not isinstance(name, str) or not LABEL_NAME.match(name) or name.startswith("__"):
+        raise ReportError(
+            f"{where}: {name!r} is not a valid label name (letters, digits, _; not starting with a digit or __)"
+        )
+
+
+def check_metric_name(name: str, where: str) -> None:
+    if not isinstance(name, str) or not METRIC_NAME.match(name):
+        raise ReportError(f"{where}: {name!r} is not a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")
+
+
+def check_value(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ReportError(f"{where}: value must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ReportError(f"{where}: value {value} is not a finite number (NaN and Inf are refused)")
+    return number
+
+
+@dataclass
+class _Histogram:
+    buckets: list[float]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        if not self.counts:
+            self.counts = [0] * len(self.buckets)
+        index = bisect.bisect_left(self.buckets, value)  # first bound >= value: le semantics
+        if index < len(self.buckets):
+            self.counts[index] += 1
+        self.total += value
+        self.count += 1
+
+
+class RpcReports:
+    """Caller/callee counters and latency histograms derived from spans, kept cumulative in memory."""
+
+    def __init__(self, buckets: list[float]) -> None:
+        self.buckets = list(buckets)
+        self._lock = threading.Lock()
+        self._pending: list[tuple[float, Any]] = []
+        self._client_service: OrderedDict[str, str] = OrderedDict()  # client span id -> caller
+        self._server_service: OrderedDict[str, str] = OrderedDict()  # parent (client) span id -> callee
+        self.requests: dict[tuple[str, Labels], float] = {}
+        self.histograms: dict[tuple[str, Labels], _Histogram] = {}
+        self._dirty = False
+
+    def observe(self, spans: Iterable[Any], now: float) -> None:
+        with self._lock:
+            for span in spans:
+                if span.kind == "CLIENT":
+                    _remember(self._client_service, span.span_id, span.service)
+                    self._pending.append((now, span))
+                elif span.kind == "SERVER":
+                    if span.parent_id:
+                        _remember(self._server_service, span.parent_id, span.service)
+                    self._pending.append((now, span))
+            if self._pending:
+                self._dirty = True
+
+    def dirty(self) -> bool:
+        return self._dirty
+
+    def settle(self, now: float, *, force: bool = False) -> None:
+        """Count pending spans whose peer is known, or that waited long enough."""
+        with self._lock:
+            keep = []
+            for arrived, span in self._pending:
+                if span.kind == "SERVER":
+                    caller = self._client_service.get(span.parent_id or "")
+                    if caller is None and not force and now - arrived < PEER_WAIT and span.parent_id:
+                        keep.append((arrived, span))
+                        continue
+                    self._count(
+                        "server", caller or span.remote_service or _attr_peer(span) or "unknown", span.service, span
+                    )
+                else:
+                    callee = span.remote_service or self._server_service.get(span.span_id)
+                    if callee is None and not force and now - arrived < PEER_WAIT:
+                        keep.append((arrived, span))
+                        continue
+                    self._count("client", span.service, callee or _attr_peer(span) or "unknown", span)
+            self._pending = keep
+
+    def _count(self, side: str, caller: str, callee: str, span: Any) -> None:
+        method = _method_of(span)
+        code = _code_of(span)
+        status = "error" if span.error else "ok"
+        base = {"caller": caller, "callee": callee, "method": method}
+        key = (f"rpc_{side}_requests_total", labels_of({**base, "code": code, "status": status}))
+        self.requests[key] = self.requests.get(key, 0.0) + 1.0
+        hkey = (f"rpc_{side}_duration_seconds", labels_of(base))
+        hist = self.histograms.get(hkey)
+        if hist is None:
+            hist = self.histograms[hkey] = _Histogram(self.buckets)
+        hist.observe(max(span.duration_us, 0) / 1e6)
+
+    def points(self, ts: float) -> list[Point]:
+        """Every cumulative series at ``ts`` (written as a whole; cheap for local volumes)."""
+        with self._lock:
+            self._dirty = bool(self._pending)
+            out = [Point(name, labels, ts, value) for (name, labels), value in self.requests.items()]
+            for (name, labels), hist in self.histograms.items():
+                running = 0
+                counts = hist.counts or [0] * len(hist.buckets)
+                for bound, count in zip(hist.buckets, counts, strict=True):
+                    running += count
+                    out.append(Point(f"{name}_bucket", labels_of({**dict(labels), "le": _fmt_le(bound)}), ts, running))
+                out.append(Point(f"{name}_bucket", labels_of({**dict(labels), "le": "+Inf"}), ts, hist.count))
+                out.append(Point(f"{name}_sum", labels, ts, hist.total))
+                out.append(Point(f"{name}_count", labels, ts, hist.count))
+            return out
+
+
+RPC_METADATA = [
+    MetricInfo(f"rpc_{side}_{suffix}", kind, help_)
+    for side in ("server", "client")
+    for suffix, kind, help_ in (
+        (
+            "requests_total",
+            "counter",
+            f"RPC calls seen on the {side} side, from spans (007 {'callee' if side == 'server' else 'caller'} report).",
+        ),
+        ("duration_seconds", "histogram", f"RPC latency on the {side} side in seconds, from spans."),
+    )
+]
+
+
+def _remember(cache: OrderedDict[str, str], key: str, value: str) -> None:
+    cache[key] = value
+    if len(cache) > PEER_CACHE:
+        cache.popitem(last=False)
+
+
+def _fmt_le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def _attr_peer(span: Any) -> str | None:
+    attrs = span.attributes or {}
+    for key in ("peer.service", "devbox.caller", "server.address", "net.peer.name"):
+        if attrs.get(key):
+            return str(attrs[key])
+    return None
+
+
+def _method_of(span: Any) -> str:
+    attrs = span.attributes or {}
+    if attrs.get("rpc.method"):
+        service = attrs.get("rpc.service")
+        return f"{service}/{attrs['rpc.method']}" if service else str(attrs["rpc.method"])
+    route = attrs.get("http.route")
+    verb = attrs.get("http.request.method") or attrs.get("http.method")
+    if route:
+        return f"{verb} {route}" if verb else str(route)
+    return span.name or "unknown"
+
+
+def _code_of(span: Any) -> str:
+    attrs = span.attributes or {}
+    for key in ("rpc.grpc.status_code", "http.response.status_code", "http.status_code"):
+        if key in attrs and attrs[key] not in (None, ""):
+            return str(attrs[key])
+    return "error" if span.error else "ok"
+
+
+# --- custom reports ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Bucket:
+    ts: int
+    total: float = 0.0
+    count: int = 0
+    low: float = math.inf
+    high: float = -math.inf
+    last: float = 0.0
+
+
+class MetricsCore:
+    """Owns the store and the evaluator; every ingest path and query goes through here."""
+
+    def __init__(self, path: Path, config: MetricsConfig) -> None:
+        self.config = config
+        self.store = MetricsStore(path)
+        self.indicators = {
+            name: Indicator(name, ind.formula, by=list(ind.by), window=ind.window, help=ind.help)
+            for name, ind in config.indicators.items()
+        }
+        self.evaluator = Evaluator(self.store, indicators=self.indicators, counter_names=self.is_counter)
+        self.rpc = RpcReports(config.rpc_buckets)
+        self._lock = threading.Lock()
+        self._cumulative: dict[tuple[str, Labels], float] = {}
+        self._buckets: dict[tuple[str, Labels], _Bucket] = {}
+        self.rejected = 0
+
+    def close(self) -> None:
+        self.store.close()
+
+    def is_counter(self, name: str) -> bool:
+        for candidate in (name, name.rsplit("_", 1)[0] if name.endswith(("_sum", "_count", "_bucket")) else name):
+            info = self.store.meta.get(candidate)
+            if info is not None:
+                return info.type in ("counter", "histogram", "summary") and (
+                    info.type == "counter" or name != candidate
+                )
+        return name.endswith(("_total", "_count", "_sum", "_bucket"))
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def query_instant(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
+        kind, result = self.evaluator.instant(expr, at)
+        if kind == "scalar":
+            return [({}, float(result))]
+        if kind == "vector":
+            return [(labels, float(v)) for labels, v in result]
+        raise QueryError(f"expression of type {kind} cannot be used here; an instant vector or scalar is needed")
+
+    def query_range(
+        self, expr: str, start: float, end: float, step: float
+    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        _, result = self.evaluator.range(expr, start, end, step)
+        return [(labels, [(float(t), float(v)) for t, v in pts]) for labels, pts in result]
+
+    # --- ingest: spans ----------------------------------------------------------------------
+
+    def observe_spans(self, spans: Sequence[Any]) -> None:
+        self.rpc.observe(spans, time.time())
+
+    def rpc_dirty(self) -> bool:
+        return self.rpc.dirty()
+
+    def flush_derived(self, now: float | None = None, *, force: bool = False) -> int:
+        now = time.time() if now is None else now
+        self.rpc.settle(now, force=force)
+        points = self.rpc.points(math.floor(now))
+        if not points:
+            return 0
+        return self.store.write(points, RPC_METADATA)
+
+    # --- ingest: decoded OTLP / scrapes -----------------------------------------------------
+
+    def ingest_points(
+        self,
+        points: Sequence[Point],
+        metadata: Iterable[MetricInfo] = (),
+        *,
+        deltas: Sequence[Point] = (),
+    ) -> int:
+        """Store absolute points plus delta points (added to the series' running total)."""
+        with self._lock:
+            updated: dict[tuple[str, Labels], float] = {}
+            cumulated = []
+            for p in sorted(deltas, key=lambda p: p.ts):
+                key = (p.name, p.labels)
+                base = updated.get(key)
+                if base is None:
+                    base = self._running(key)
+                updated[key] = base + p.value
+                cumulated.append(Point(p.name, p.labels, p.ts, updated[key]))
+            written = self.store.write([*points, *cumulated], metadata)
+            self._cumulative.update(updated)
+            return written
+
+    def _running(self, key: tuple[str, Labels]) -> float:
+        value = self._cumulative.get(key)
+        if value is None:
+            value = self.store.last_value(*key) or 0.0
+        return value
+
+    # --- ingest: custom reports -------------------------------------------------------------
+
+    def custom_reports(self, reports: Sequence[dict[str, Any]], *, now: float | None = None) -> int:
+        """007 custom reports: ``{name, dimensions, values: [{name, value, policy}], timestamp?}``.
+
+        SUM and COUNT become counters (``<name>_<value>_total``), AVG/MAX/MIN/SET gauges
+        (``<name>_<value>``) holding that second's aggregate. Validates everything first; a bad
+        report rejects the whole request.
+        """
+        now = time.time() if now is None else now
+        parsed = [self._parse_report(r, i) for i, r in enumerate(reports)]
+        with self._lock:
+            state_c: dict[tuple[str, Labels], float] = {}
+            state_b: dict[tuple[str, Labels], _Bucket] = {}
+            points: dict[tuple[str, Labels, int], Point] = {}
+            meta: dict[str, MetricInfo] = {}
+            for name, dims, values, ts in parsed:
+                second = math.floor(ts if ts is not None else now)
+                labels = labels_of(dict(dims))
+                dim_names = tuple(k for k, _ in dims)
+                for vname, value, policy in values:
+                    if policy in ("SUM", "COUNT"):
+                        metric = f"{name}_{vname}_total"
+                        key = (metric, labels)
+                        base = state_c.get(key)
+                        if base is None:
+                            base = self._running(key)
+                        state_c[key] = base + (value if policy == "SUM" else 1.0)
+                        points[(metric, labels, second)] = Point(metric, labels, second, state_c[key])
+                        meta[metric] = MetricInfo(
+                            metric, "counter", f"custom report {name}.{vname} ({policy})", "", dim_names
+                        )
+                        continue
+                    metric = f"{name}_{vname}"
+                    key = (metric, labels)
+                    bucket = state_b.get(key) or self._buckets.get(key)
+                    if bucket is None or bucket.ts != second:
+                        bucket = _Bucket(second)
+                    else:
+                        bucket = _Bucket(bucket.ts, bucket.total, bucket.count, bucket.low, bucket.high, bucket.last)
+                    bucket.total += value
+                    bucket.count += 1
+                    bucket.low = min(bucket.low, value)
+                    bucket.high = max(bucket.high, value)
+                    bucket.last = value
+                    state_b[key] = bucket
+                    agg = {
+                        "AVG": bucket.total / bucket.count,
+                        "MAX": bucket.high,
+                        "MIN": bucket.low,
+                        "SET": bucket.last,
+                        "LAST": bucket.last,
+                    }[policy]
+                    points[(metric, labels, second)] = Point(metric, labels, second, agg)
+                    meta[metric] = MetricInfo(
+                        metric, "gauge", f"custom report {name}.{vname} ({policy})", "", dim_names
+                    )
+            for metric, info in meta.items():
+                old = self.store.meta.get(metric)
+                if old is not None and old.type != info.type:
+                    raise ReportError(
+                        f"metric {metric} is already a {old.type}; a {info.type} report cannot reuse its name"
+                    )
+            written = self.store.write(list(points.values()), meta.values())
+            self._cumulative.update(state_c)
+            self._buckets.update(state_b)
+            return written
+
+    def _parse_report(
+        self, report: Any, index: int
+    ) -> tuple[str, list[tuple[str, str]], list[tuple[str, float, str]], float | None]:
+        where = f"reports[{index}]"
+        if not isinstance(report, dict):
+            raise ReportError(f"{where}: a report is an object with name, dimensions and values")
+        unknown = set(report) - {"name", "dimensions", "values", "timestamp"}
+        if unknown:
+            raise ReportError(
+                f"{where}: unknown field(s) {sorted(unknown)} (allowed: name, dimensions, values, timestamp)"
+            )
+        name = report.get("name")
+        check_metric_name(name, f"{where}.name")
+        raw_dims = report.get("dimensions") or {}
+        if isinstance(raw_dims, dict):
+            dims = list(raw_dims.items())
+        elif isinstance(raw_dims, list) and all(isinstance(d, (list, tuple)) and len(d) == 2 for d in raw_dims):
+            dims = [(d[0], d[1]) for d in raw_dims]
+        else:
+            raise ReportError(f"{where}.dimensions: an object or a list of [name, value] pairs, in report order")
+        seen = set()
+        for dname, dvalue in dims:
+            check_label_name(dname, f"{where}.dimensions")
+            if dname in seen:
+                raise ReportError(f"{where}.dimensions: {dname!r} is given twice")
+            seen.add(dname)
+            if not isinstance(dvalue, (str, int)) or isinstance(dvalue, bool):
+                raise ReportError(f"{where}.dimensions.{dname}: the value must be a string")
+        dims = [(k, str(v)) for k, v in dims]
+        raw_values = report.get("values")
+        if not isinstance(raw_values, list) or not raw_values:
+            raise ReportError(f"{where}.values: a non-empty list of {{name, value, policy}}")
+        values = []
+        for j, item in enumerate(raw_values):
+            vwhere = f"{where}.values[{j}]"
+            if not isinstance(item, dict):
+                raise ReportError(f"{vwhere}: an object {{name, value, policy}}")
+            vname = item.get("name")
+            if not isinstance(vname, str) or not LABEL_NAME.match(vname):
+                raise ReportError(f"{vwhere}.name: {vname!r} is not a valid value name")
+            policy = str(item.get("policy", "SUM")).upper()
+            if policy not in POLICIES:
+                raise ReportError(
+                    f"{vwhere}.policy: unknown policy {item.get('policy')!r} (allowed: {', '.join(POLICIES)})"
+                )
+            value = check_value(item.get("value", 1 if policy == "COUNT" else None), f"{vwhere}.value")
+            values.append((vname, value, policy))
+        ts = report.get("timestamp")
+        if ts is not None:
+            ts = check_value(ts, f"{where}.timestamp")
+            if ts > 1e12:  # milliseconds
+                ts /= 1000.0
+        return name, dims, values, ts
+
+    # --- metadata for the APIs --------------------------------------------------------------
+
+    def metric_list(self) -> list[dict[str, Any]]:
+        out = []
+        names = self.store.names()
+        families: dict[str, list[str]] = {}
+        for name in names:
+            fam = name
+            for suffix in ("_bucket", "_sum", "_count"):
+                if name.endswith(suffix) and name[: -len(suffix)] in self.store.meta:
+                    fam = name[: -len(suffix)]
+            families.setdefault(fam, []).append(name)
+        for fam, members in sorted(families.items()):
+            info = self.store.meta.get(fam)
+            series = [labels for m in members for _, labels in self.store.series_of([LabelMatcher(NAME, "=", m)])]
+            dims = sorted({k for labels in series for k in labels if k not in (NAME, "le")})
+            if info is not None and info.dimensions:
+                dims = list(info.dimensions) + [d for d in dims if d not in info.dimensions]
+            out.append(
+                {
+                    "name": fam,
+                    "type": info.type if info else ("counter" if fam.endswith("_total") else "gauge"),
+                    "help": info.help if info else "",
+                    "series": len(series),
+                    "dimensions": dims,
+                    "kind": "base",
+                }
+            )
+        for name, ind in sorted(self.indicators.items()):
+            out.append(
+                {
+                    "name": name,
+                    "type": "indicator",
+                    "help": ind.help,
+                    "formula": ind.formula,
+                    "dimensions": ind.by,
+                    "series": None,
+                    "kind": "composite",
+                }
+            )
+        return out
+
+    def series_matching(self, selectors: Sequence[str], start: float | None, end: float | None) -> list[dict[str, str]]:
+        """Label sets of series matching any selector (``/api/v1/series``); time bounds are advisory."""
+        found: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        for sel in selectors:
+            for group in self.selector_matchers(sel):
+                for _, labels in self.store.series_of(group):
+                    found[key_of(labels)] = labels
+        return list(found.values())
+
+    def selector_matchers(self, selector: str) -> list[list[LabelMatcher]]:
+        node = parse(selector)
+        if type(node).__name__ != "VectorSelector":
+            raise QueryError(f"{selector!r} is not a series selector")
+        return self.evaluator._matchers(node)
+
+    def label_names(self, selectors: Sequence[str] = ()) -> list[str]:
+        if selectors:
+            series = self.series_matching(selectors, None, None)
+        else:
+            series = [labels for _, labels in self.store.series_of([])]
+        return sorted({k for labels in series for k in labels} | ({NAME} if series else set()))
+
+    def label_values(self, name: str, selectors: Sequence[str] = ()) -> list[str]:
+        if selectors:
+            series = self.series_matching(selectors, None, None)
+        else:
+            series = [labels for _, labels in self.store.series_of([])]
+        values = {labels[name] for labels in series if name in labels}
+        if name == NAME and not selectors:
+            values |= set(self.indicators)
+        return sorted(values)
+
+    # --- the devbox structured query ----------------------------------------------------------
+
+    def structured_query(self, q: StructuredQuery) -> dict[str, Any]:
+        """Metric + filters + group-by + aggregate (+ percentile, top-N) over a time range."""
+        matchers = [f.matcher() for f in q.filters]
+        end = q.end if q.end is not None else time.time()
+        start = q.start if q.start is not None else end - 3600
+        if end < start:
+            raise QueryError("end must not be before start")
+        step = q.step or max(1.0, math.ceil((end - start) / 240))
+        count = int((end - start) // step) + 1
+        if count > 11000:
+            raise QueryError(f"{count} steps requested; make step larger than {step:g} s")
+        times = [start + i * step for i in range(count)]
+        ev = self.evaluator.fork((times[0], times[-1]))
+        if q.metric in self.indicators:
+            vec = ev.eval_indicator(self.indicators[q.metric], times, filters=matchers, by=q.group_by)
+            expr = f"indicator {q.metric}"
+        else:
+            expr = self._structured_expr(q)
+            value = ev._eval(parse(expr), times)
+            if not isinstance(value, Vector):
+                raise QueryError("the query did not give a vector")
+            vec = value
+        series = []
+        for labels, vals in vec.series.values():
+            pts = [(t, v) for t, v in zip(times, vals, strict=True) if v is not None]
+            if pts:
+                series.append({"labels": {k: v for k, v in labels.items() if k != NAME}, "points": pts})
+        if q.top:
+            series.sort(key=lambda s: -_mean([v for _, v in s["points"] if math.isfinite(v)]))
+            series = series[: q.top]
+        else:
+            series.sort(key=lambda s: sorted(s["labels"].items()))
+        return {"metric": q.metric, "expr": expr, "start": start, "end": end, "step": step, "series": series}
+
+    def _structured_expr(self, q: StructuredQuery) -> str:
+        metric = q.metric
+        check_metric_name(metric, "metric")
+        info = self.store.meta.get(metric)
+        histogram = (info is not None and info.type == "histogram") or (
+            not self.store.series_of([LabelMatcher(NAME, "=", metric)])
+            and bool(self.store.series_of([LabelMatcher(NAME, "=", metric + "_bucket")]))
+        )
+        selector = (
+            "{"
+            + ",".join(
+                [f'__name__="{metric}_bucket"' if histogram else f'__name__="{metric}"']
+                + [f.promql() for f in q.filters]
+            )
+            + "}"
+        )
+        by = ",".join(q.group_by)
+        window = f"{max(int(q.window), 1)}s"
+        agg = q.aggregate
+        if agg.startswith("p") and agg[1:].replace(".", "", 1).isdigit():
+            phi = float(agg[1:]) / 100
+            if not 0 <= phi <= 1:
+                raise QueryError(f"percentile {agg} must be between p0 and p100")
+            if not histogram:
+                raise QueryError(f"{metric} is not a histogram; percentiles need _bucket series")
+            return f"histogram_quantile({phi}, sum by ({by + ',' if by else ''}le) (rate({selector}[{window}])))"
+        if histogram:
+            raise QueryError(
+                f"{metric} is a histogram; ask for a percentile (aggregate p50, p90, p99) or query {metric}_count"
+            )
+        if agg not in ("sum", "avg", "min", "max", "count"):
+            raise QueryError(f"unknown aggregate {agg!r} (allowed: sum, avg, min, max, count, pNN)")
+        inner = f"rate({selector}[{window}])" if (self.is_counter(metric) and q.rate) else selector
+        return f"{agg} by ({by}) ({inner})"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else -math.inf
+
+
+@dataclass
+class Filter:
+    """A dimension filter of the devbox query: ``op`` is =, !=, =~, !~ or in."""
+
+    label: str
+    op: str
+    value: str | list[str]
+
+    def __post_init__(self) -> None:
+        check_label_name(self.label, "filter")
+        if self.op not in ("=", "!=", "=~", "!~", "in"):
+            raise ReportError(f"filter on {self.label}: unknown operator {self.op!r} (allowed: =, !=, =~, !~, in)")
+        if self.op == "in":
+            if isinstance(self.value, str):
+                self.value = [v for v in self.value.split("|") if v]
+            if not self.value:
+                raise ReportError(f"filter on {self.label}: `in` needs at least one value")
+        elif not isinstance(self.value, str):
+            raise ReportError(f"filter on {self.label}: the value must be a string")
+        if self.op in ("=~", "!~"):
+            try:
+                re.compile(str(self.value))
+            except re.error as exc:
+                raise ReportError(f"filter on {self.label}: invalid regex: {exc}") from None
+
+    def matcher(self) -> LabelMatcher:
+        if self.op == "in":
+            return LabelMatcher(self.label, "=~", "|".join(re.escape(v) for v in self.value))
+        return LabelMatcher(self.label, self.op, str(self.value))
+
+    def promql(self) -> str:
+        m = self.matcher()
+        return f"{m.name}{m.op}{json.dumps(m.value)}"
+
+    @classmethod
+    def parse(cls, text: str) -> Filter:
+        """``k=v``, ``k!=v``, ``k=~re``, ``k!~re``, ``k in a|b`` (or ``k in (a,b)``)."""
+        m = re.match(r"^\s*([^\s=!~]+)\s+in\s+\(?(.*?)\)?\s*$", text)
+        if m:
+            values = [v.strip() for v in re.split(r"[|,]", m.group(2)) if v.strip()]
+            return cls(m.group(1), "in", values)
+        m = re.match(r"^\s*([^\s=!~]+)\s*(=~|!~|!=|=)\s*(.*?)\s*$", text)
+        if not m:
+            raise ReportError(
+                f"filter {text!r}: write label=value, label!=value, label=~regex, label!~regex or label in a|b"
+            )
+        return cls(m.group(1), m.group(2), m.group(3))
+
+
+@dataclass
+class StructuredQuery:
+    metric: str
+    start: float | None = None
+    end: float | None = None
+    step: float | None = None
+    filters: list[Filter] = field(default_factory=list)
+    group_by: list[str] = field(default_factory=list)
+    aggregate: str = "sum"
+    top: int | None = None
+    window: float = 60.0
+    rate: bool = True
+
+    def __post_init__(self) -> None:
+        for name in self.group_by:
+            check_label_name(name, "group_by")
+        if self.top is not None and self.top < 1:
+            raise ReportError("top must be at least 1")
+        if self.step is not None and self.step <= 0:
+            raise ReportError("step must be positive")
+        if self.window <= 0:
+            raise ReportError("window must be positive")

@@ -1,0 +1,288 @@
+"""OTLP metrics ingest: ``POST /v1/metrics`` (protobuf or JSON) and gRPC ``MetricsService/Export``.
+
+Sums (cumulative or delta), gauges, histograms and summaries become Prometheus-style series:
+names have ``.``/``-`` replaced by ``_``, monotonic sums get ``_total``, histograms give
+``_bucket{le}``/``_sum``/``_count``. Resource ``service.name`` becomes the ``service`` label and
+``service.instance.id`` the ``instance`` label; point attributes become labels (sanitised like
+Prometheus does). A request with any malformed point is refused whole (400) so nothing is
+stored half.
+
+LIMITATIONS: exponential histograms are refused (reported as rejected points), exemplars and
+unit suffixes are dropped, metric scope is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import math
+import re
+import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request, Response
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+
+from mocks.metrics.core import Labels, MetricsCore, ReportError, labels_of
+from mocks.metrics.store import MetricInfo, Point
+
+if TYPE_CHECKING:
+    import grpc.aio
+
+LOG = logging.getLogger(__name__)
+
+_INVALID = re.compile(r"[^a-zA-Z0-9_:]")
+_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+DELTA = 1
+
+
+def metric_name(raw: str) -> str:
+    name = _INVALID.sub("_", raw)
+    if name and name[0].isdigit():
+        name = "_" + name
+    return name
+
+
+def label_name(raw: str) -> str:
+    name = _INVALID_LABEL.sub("_", raw)
+    if name and name[0].isdigit():
+        name = "key_" + name
+    if name.startswith("__"):
+        name = "key" + name
+    return name
+
+
+def _any_value(value: Any) -> str:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return ""
+    if kind == "array_value":
+        return json.dumps([_any_value(v) for v in value.array_value.values])
+    if kind == "kvlist_value":
+        return json.dumps({kv.key: _any_value(kv.value) for kv in value.kvlist_value.values})
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    got = getattr(value, kind)
+    if isinstance(got, bool):
+        return "true" if got else "false"
+    return str(got)
+
+
+def _attrs(items: Any) -> dict[str, str]:
+    out = {}
+    for kv in items:
+        name = label_name(kv.key)
+        if name:
+            out[name] = _any_value(kv.value)
+    return out
+
+
+def convert(
+    request: metrics_service_pb2.ExportMetricsServiceRequest,
+) -> tuple[list[Point], list[Point], list[MetricInfo], int, str]:
+    """(absolute points, delta points, metadata, rejected count, rejection message); ReportError if malformed."""
+    points: list[Point] = []
+    deltas: list[Point] = []
+    meta: dict[str, MetricInfo] = {}
+    rejected = 0
+    message = ""
+    for rm in request.resource_metrics:
+        res = {kv.key: _any_value(kv.value) for kv in rm.resource.attributes}
+        base: dict[str, str] = {}
+        if res.get("service.name"):
+            base["service"] = res["service.name"]
+        if res.get("service.instance.id"):
+            base["instance"] = res["service.instance.id"]
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                name = metric_name(m.name)
+                if not name:
+                    raise ReportError("a metric has an empty name")
+                kind = m.WhichOneof("data")
+                where = f"metric {m.name}"
+                if kind == "gauge":
+                    meta[name] = MetricInfo(name, "gauge", m.description, m.unit)
+                    for dp in m.gauge.data_points:
+                        points.append(_number_point(name, base, dp, where))
+                elif kind == "sum":
+                    monotonic = m.sum.is_monotonic
+                    full = name if not monotonic or name.endswith("_total") else name + "_total"
+                    meta[full] = MetricInfo(full, "counter" if monotonic else "gauge", m.description, m.unit)
+                    target = deltas if m.sum.aggregation_temporality == DELTA else points
+                    for dp in m.sum.data_points:
+                        target.append(_number_point(full, base, dp, where))
+                elif kind == "histogram":
+                    meta[name] = MetricInfo(name, "histogram", m.description, m.unit)
+                    target = deltas if m.histogram.aggregation_temporality == DELTA else points
+                    for dp in m.histogram.data_points:
+                        target.extend(_histogram_points(name, base, dp, where))
+                elif kind == "summary":
+                    meta[name] = MetricInfo(name, "summary", m.description, m.unit)
+                    for dp in m.summary.data_points:
+                        points.extend(_summary_points(name, base, dp, where))
+                elif kind == "exponential_histogram":
+                    rejected += len(m.exponential_histogram.data_points)
+                    message = f"exponential histograms are not supported ({m.name}); use explicit buckets"
+                else:
+                    raise ReportError(f"{where}: no data (gauge, sum, histogram or summary)")
+    return points, deltas, list(meta.values()), rejected, message
+
+
+def _ts(dp: Any) -> float:
+    return dp.time_unix_nano / 1e9 if dp.time_unix_nano else 0.0
+
+
+def _finite(value: float, where: str) -> float:
+    if not math.isfinite(value):
+        raise ReportError(f"{where}: value {value} is not a finite number (NaN and Inf are refused)")
+    return value
+
+
+def _labels(base: dict[str, str], dp: Any, extra: dict[str, str] | None = None) -> Labels:
+    return labels_of({**base, **_attrs(dp.attributes), **(extra or {})})
+
+
+def _number_point(name: str, base: dict[str, str], dp: Any, where: str) -> Point:
+    kind = dp.WhichOneof("value")
+    value = float(dp.as_int) if kind == "as_int" else float(dp.as_double)
+    return Point(name, _labels(base, dp), _ts(dp), _finite(value, where))
+
+
+def _histogram_points(name: str, base: dict[str, str], dp: Any, where: str) -> list[Point]:
+    bounds = list(dp.explicit_bounds)
+    counts = list(dp.bucket_counts)
+    if counts and len(counts) != len(bounds) + 1:
+        raise ReportError(f"{where}: {len(counts)} bucket counts for {len(bounds)} bounds (need bounds + 1)")
+    if bounds != sorted(bounds) or not all(math.isfinite(b) for b in bounds):
+        raise ReportError(f"{where}: explicit_bounds must be finite and increasing")
+    ts = _ts(dp)
+    out = []
+    running = 0
+    for bound, count in zip([*bounds, math.inf], counts or [0] * (len(bounds) + 1), strict=True):
+        running += count
+        le = "+Inf" if math.isinf(bound) else repr(float(bound))
+        out.append(Point(f"{name}_bucket", _labels(base, dp, {"le": le}), ts, float(running)))
+    out.append(Point(f"{name}_sum", _labels(base, dp), ts, _finite(dp.sum, where)))
+    out.append(Point(f"{name}_count", _labels(base, dp), ts, float(dp.count)))
+    return out
+
+
+def _summary_points(name: str, base: dict[str, str], dp: Any, where: str) -> list[Point]:
+    ts = _ts(dp)
+    out = [
+        Point(name, _labels(base, dp, {"quantile": repr(q.quantile)}), ts, _finite(q.value, where))
+        for q in dp.quantile_values
+    ]
+    out.append(Point(f"{name}_sum", _labels(base, dp), ts, _finite(dp.sum, where)))
+    out.append(Point(f"{name}_count", _labels(base, dp), ts, float(dp.count)))
+    return out
+
+
+def _fill_times(points: list[Point], now: float) -> list[Point]:
+    return [p if p.ts > 0 else Point(p.name, p.labels, now, p.value) for p in points]
+
+
+async def export(
+    core: MetricsCore, request: metrics_service_pb2.ExportMetricsServiceRequest
+) -> metrics_service_pb2.ExportMetricsServiceResponse:
+    """Validate, convert and store one export request; ReportError when it is refused."""
+    import time
+
+    points, deltas, meta, rejected, message = convert(request)
+    now = time.time()
+    await asyncio.to_thread(core.ingest_points, _fill_times(points, now), meta, deltas=_fill_times(deltas, now))
+    response = metrics_service_pb2.ExportMetricsServiceResponse()
+    if rejected:
+        response.partial_success.rejected_data_points = rejected
+        response.partial_success.error_message = message
+    return response
+
+
+def _decompress(body: bytes, encoding: str) -> bytes:
+    encoding = encoding.lower().strip()
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        try:
+            return zlib.decompress(body)
+        except zlib.error:
+            return zlib.decompress(body, -zlib.MAX_WBITS)
+    if encoding in ("", "identity"):
+        return body
+    raise ReportError(f"unsupported Content-Encoding {encoding!r} (gzip, deflate or none)")
+
+
+def _strip_exemplars(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_exemplars(v) for k, v in node.items() if k != "exemplars"}
+    if isinstance(node, list):
+        return [_strip_exemplars(v) for v in node]
+    return node
+
+
+def otlp_http_router(get_core: Callable[[], MetricsCore]) -> APIRouter:
+    router = APIRouter()
+
+    def status(code: int, message: str, as_json: bool) -> Response:
+        st = status_pb2.Status(code=3 if code == 400 else 13, message=message)
+        if as_json:
+            return Response(json_format.MessageToJson(st), status_code=code, media_type="application/json")
+        return Response(st.SerializeToString(), status_code=code, media_type="application/x-protobuf")
+
+    @router.post("/v1/metrics", tags=["otlp"])
+    async def v1_metrics(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "application/x-protobuf").split(";")[0].strip().lower()
+        as_json = ctype == "application/json"
+        if ctype not in ("application/json", "application/x-protobuf", "application/protobuf"):
+            return status(
+                415, f"unsupported Content-Type {ctype!r}; send application/x-protobuf or application/json", False
+            )
+        try:
+            body = _decompress(await request.body(), request.headers.get("content-encoding", ""))
+        except (OSError, EOFError, zlib.error) as exc:
+            return status(400, f"body could not be decompressed: {exc}", as_json)
+        except ReportError as exc:
+            return status(400, str(exc), as_json)
+        message = metrics_service_pb2.ExportMetricsServiceRequest()
+        try:
+            if as_json:
+                json_format.ParseDict(_strip_exemplars(json.loads(body or b"{}")), message, ignore_unknown_fields=True)
+            else:
+                message.ParseFromString(body)
+        except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+            kind = "JSON" if as_json else "protobuf"
+            return status(400, f"malformed OTLP {kind} ExportMetricsServiceRequest: {exc}", as_json)
+        try:
+            response = await export(get_core(), message)
+        except ReportError as exc:
+            return status(400, str(exc), as_json)
+        except ValueError as exc:
+            return status(400, str(exc), as_json)
+        if as_json:
+            return Response(json_format.MessageToJson(response), media_type="application/json")
+        return Response(response.SerializeToString(), media_type="application/x-protobuf")
+
+    return router
+
+
+class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, get_core: Callable[[], MetricsCore]) -> None:
+        self.get_core = get_core
+
+    async def Export(self, request: Any, context: Any) -> Any:
+        import grpc
+
+        try:
+            return await export(self.get_core(), request)
+        except (ReportError, ValueError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+
+def register_grpc(server: grpc.aio.Server, get_core: Callable[[], MetricsCore]) -> None:
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(get_core), server)

@@ -1,0 +1,283 @@
+"""Embedded time-series storage: SQLite under the state dir, 1 s buckets rolled up to 1 min.
+
+Series are (metric name, label set); their ids and labels are kept in memory for matching, the
+samples live in SQLite. Samples are bucketed to the second (a later write to the same second
+replaces the earlier one: counters are cumulative, gauges keep their last value). Samples older
+than ``raw_minutes`` are rolled up into ``samples_1m`` keeping the last sample of each minute
+(exact for counters, "last value" for gauges); everything older than the retention is deleted.
+
+Writes are committed before :meth:`MetricsStore.write` returns, so whatever an API call
+acknowledged survives ``kill -9`` (WAL, ``synchronous=NORMAL``).
+
+LIMITATIONS: the rollup keeps the last value of each minute, so a gauge's peaks inside a minute
+older than ``raw_minutes`` are lost; one writer connection (serialised by a lock).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from devbox.platform.store import Database
+from mocks.metrics.promql import NAME, LabelMatcher, RawSeries
+
+LOG = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE series (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        UNIQUE (name, labels)
+    );
+    CREATE TABLE metadata (
+        name TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        help TEXT NOT NULL DEFAULT '',
+        unit TEXT NOT NULL DEFAULT '',
+        dimensions TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE TABLE samples (
+        series_id INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (series_id, ts)
+    ) WITHOUT ROWID;
+    CREATE TABLE samples_1m (
+        series_id INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (series_id, ts)
+    ) WITHOUT ROWID;
+    """,
+]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One sample to store. ``labels`` excludes ``__name__``."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    ts: float
+    value: float
+
+
+@dataclass
+class MetricInfo:
+    name: str
+    type: str
+    help: str = ""
+    unit: str = ""
+    dimensions: tuple[str, ...] = ()
+
+
+class MetricsStore:
+    """Series index in memory, samples in SQLite."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = Database(path, MIGRATIONS)
+        self._lock = threading.RLock()
+        self._ids: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+        self._series: dict[int, tuple[str, dict[str, str]]] = {}
+        self._by_name: dict[str, list[int]] = {}
+        self.meta: dict[str, MetricInfo] = {}
+        self.points_written = 0
+        self._load()
+
+    def _load(self) -> None:
+        with self.db.lock:
+            for sid, name, labels in self.db.conn.execute("SELECT id, name, labels FROM series"):
+                self._index(sid, name, tuple(tuple(p) for p in json.loads(labels)))
+            for name, kind, help_, unit, dims in self.db.conn.execute(
+                "SELECT name, type, help, unit, dimensions FROM metadata"
+            ):
+                self.meta[name] = MetricInfo(name, kind, help_, unit, tuple(json.loads(dims)))
+
+    def _index(self, sid: int, name: str, labels: tuple[tuple[str, str], ...]) -> None:
+        self._ids[(name, labels)] = sid
+        self._series[sid] = (name, dict(labels))
+        self._by_name.setdefault(name, []).append(sid)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def write(self, points: Sequence[Point], metadata: Iterable[MetricInfo] = ()) -> int:
+        """Store points (and metric metadata) in one transaction; returns how many were stored."""
+        metadata = list(metadata)
+        if not points and not metadata:
+            return 0
+        for p in points:
+            if not math.isfinite(p.value):
+                raise ValueError(f"{p.name}: value {p.value} is not a finite number")
+        with self._lock, self.db.lock:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            created: list[tuple[int, str, tuple[tuple[str, str], ...]]] = []
+            try:
+                rows = []
+                for p in points:
+                    key = (p.name, p.labels)
+                    sid = self._ids.get(key)
+                    if sid is None:
+                        cur = conn.execute(
+                            "INSERT INTO series (name, labels) VALUES (?, ?)", (p.name, json.dumps(p.labels))
+                        )
+                        sid = int(cur.lastrowid or 0)
+                        self._ids[key] = sid
+                        created.append((sid, p.name, p.labels))
+                    rows.append((sid, int(p.ts), p.value))
+                conn.executemany("INSERT OR REPLACE INTO samples (series_id, ts, value) VALUES (?, ?, ?)", rows)
+                for info in metadata:
+                    old = self.meta.get(info.name)
+                    if old is not None and (old.type, old.help, old.unit, old.dimensions) == (
+                        info.type, info.help, info.unit, info.dimensions
+                    ):  # fmt: skip
+                        continue
+                    conn.execute(
+                        "INSERT OR REPLACE INTO metadata (name, type, help, unit, dimensions) VALUES (?, ?, ?, ?, ?)",
+                        (info.name, info.type, info.help, info.unit, json.dumps(list(info.dimensions))),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                for _sid, name, labels in created:
+                    self._ids.pop((name, labels), None)
+                raise
+            for sid, name, labels in created:
+                self._series[sid] = (name, dict(labels))
+                self._by_name.setdefault(name, []).append(sid)
+            for info in metadata:
+                self.meta[info.name] = info
+            self.points_written += len(rows)
+            return len(rows)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._by_name)
+
+    def series_of(self, matchers: Sequence[LabelMatcher]) -> list[tuple[int, dict[str, str]]]:
+        """(id, labels with __name__) of every series matching all matchers."""
+        with self._lock:
+            exact = next((m.value for m in matchers if m.name == NAME and m.op == "="), None)
+            if exact is not None:
+                candidates = list(self._by_name.get(exact, ()))
+            else:
+                candidates = list(self._series)
+            out = []
+            for sid in candidates:
+                name, labels = self._series[sid]
+                full = {NAME: name, **labels}
+                if all(m.matches(full) for m in matchers):
+                    out.append((sid, full))
+            return out
+
+    def select(self, matchers: Sequence[LabelMatcher], start: float, end: float) -> list[RawSeries]:
+        """The promql :class:`SampleSource` interface."""
+        found = self.series_of(matchers)
+        if not found:
+            return []
+        by_id = {sid: RawSeries(labels, [], []) for sid, labels in found}
+        lo, hi = math.floor(start), math.floor(end)
+        ids = list(by_id)
+        with self.db.lock:
+            for chunk_start in range(0, len(ids), 500):
+                chunk = ids[chunk_start : chunk_start + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = (
+                    f"SELECT series_id, ts, value FROM samples_1m WHERE series_id IN ({marks}) AND ts BETWEEN ? AND ? "
+                    f"UNION ALL SELECT series_id, ts, value FROM samples WHERE series_id IN ({marks}) "
+                    "AND ts BETWEEN ? AND ? ORDER BY 1, 2"
+                )
+                for sid, ts, value in self.db.conn.execute(sql, (*chunk, lo, hi, *chunk, lo, hi)):
+                    s = by_id[sid]
+                    if s.ts and s.ts[-1] == ts:
+                        s.vs[-1] = value
+                        continue
+                    s.ts.append(float(ts))
+                    s.vs.append(value)
+        return [s for s in by_id.values() if s.ts]
+
+    def last_value(self, name: str, labels: tuple[tuple[str, str], ...]) -> float | None:
+        """The newest stored value of one series (to continue a running total after a restart)."""
+        sid = self._ids.get((name, labels))
+        if sid is None:
+            return None
+        with self.db.lock:
+            row = self.db.conn.execute(
+                "SELECT value FROM (SELECT ts, value FROM samples WHERE series_id = ? "
+                "UNION ALL SELECT ts, value FROM samples_1m WHERE series_id = ?) ORDER BY ts DESC LIMIT 1",
+                (sid, sid),
+            ).fetchone()
+        return None if row is None else float(row[0])
+
+    def latest(self) -> list[tuple[dict[str, str], float, float]]:
+        """(labels with __name__, ts, value) of each series' newest raw sample (for /metrics)."""
+        with self.db.lock:
+            rows = self.db.conn.execute("SELECT series_id, MAX(ts), value FROM samples GROUP BY series_id").fetchall()
+        out = []
+        with self._lock:
+            for sid, ts, value in rows:
+                if sid in self._series:
+                    name, labels = self._series[sid]
+                    out.append(({NAME: name, **labels}, float(ts), value))
+        return out
+
+    def stats(self) -> dict[str, int]:
+        with self.db.lock:
+            raw = self.db.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+            rolled = self.db.conn.execute("SELECT COUNT(*) FROM samples_1m").fetchone()[0]
+        return {"series": len(self._series), "samples_1s": raw, "samples_1m": rolled, "metrics": len(self._by_name)}
+
+    # --- maintenance ------------------------------------------------------------------------
+
+    def compact(self, *, now: float, raw_seconds: float, retention_seconds: float) -> dict[str, int]:
+        """Roll raw samples older than ``raw_seconds`` up to one per minute; drop past retention."""
+        cutoff = int(now - raw_seconds)
+        expire = int(now - retention_seconds)
+        with self._lock, self.db.lock:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT OR REPLACE INTO samples_1m (series_id, ts, value) "
+                    "SELECT series_id, MAX(ts), value FROM samples WHERE ts < ? GROUP BY series_id, ts / 60",
+                    (cutoff,),
+                )
+                rolled = conn.execute("DELETE FROM samples WHERE ts < ?", (cutoff,)).rowcount
+                expired = conn.execute("DELETE FROM samples_1m WHERE ts < ?", (expire,)).rowcount
+                expired += conn.execute("DELETE FROM samples WHERE ts < ?", (expire,)).rowcount
+                dead = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT id FROM series WHERE id NOT IN (SELECT series_id FROM samples) "
+                        "AND id NOT IN (SELECT series_id FROM samples_1m)"
+                    )
+                ]
+                if dead and expired:
+                    conn.executemany("DELETE FROM series WHERE id = ?", [(d,) for d in dead])
+                else:
+                    dead = []
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            for sid in dead:
+                name, labels = self._series.pop(sid)
+                self._ids.pop((name, tuple(sorted(labels.items()))), None)
+                ids = self._by_name.get(name, [])
+                if sid in ids:
+                    ids.remove(sid)
+                if not ids:
+                    self._by_name.pop(name, None)
+        return {"rolled_up": rolled, "expired": expired, "series_dropped": len(dead)}
