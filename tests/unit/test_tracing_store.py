@@ -1,0 +1,96 @@
+"""Span store and format conversion, without sockets."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from mocks.tracing import convert
+from mocks.tracing.models import Span
+from mocks.tracing.store import SpanStore, TraceQuery, parse_annotation_query
+from mocks.tracing.zipkin_proto import messages
+
+NOW = time.time_ns() // 1000
+
+
+def mk(trace: int, sid: int, *, service: str = "svc", name: str = "op", start: int = NOW, dur: int = 10,
+       error: bool = False, attrs: dict | None = None) -> Span:
+    return Span(trace_id=f"{trace:032x}", span_id=f"{sid:016x}", parent_id=None, name=name, kind="SERVER",
+                service=service, start_us=start, duration_us=dur, error=error, attributes=attrs or {},
+                resource={"service.name": service, "devbox.env": "base"})
+
+
+def test_insert_is_idempotent_and_queries_use_every_filter(tmp_path: Path) -> None:
+    store = SpanStore(tmp_path / "t.db")
+    spans = [
+        mk(1, 1, service="a", name="get", dur=100, attrs={"http.route": "/x"}),
+        mk(2, 2, service="a", name="put", dur=5000, error=True),
+        mk(3, 3, service="b", name="get", dur=50, start=NOW - 10_000_000),
+    ]
+    assert store.insert(spans) == 3
+    assert store.insert(spans[:1]) == 0 and store.count == 3
+    assert set(store.find_trace_ids(TraceQuery(service="a"))) == {f"{1:032x}", f"{2:032x}"}
+    assert store.find_trace_ids(TraceQuery(min_duration_us=1000)) == [f"{2:032x}"]
+    assert store.find_trace_ids(TraceQuery(max_duration_us=60)) == [f"{3:032x}"]
+    assert store.find_trace_ids(TraceQuery(span_name="get", service="b")) == [f"{3:032x}"]
+    assert store.find_trace_ids(TraceQuery(tags=parse_annotation_query("http.route=/x and devbox.env"))) == \
+        [f"{1:032x}"]
+    assert store.find_trace_ids(TraceQuery(errors_only=True)) == [f"{2:032x}"]
+    assert store.find_trace_ids(TraceQuery(start_us=NOW - 1_000_000)) != [] and \
+        f"{3:032x}" not in store.find_trace_ids(TraceQuery(start_us=NOW - 1_000_000))
+    assert store.services() == ["a", "b"] and store.names("a", "span") == ["get", "put"]
+    assert store.tag_values("devbox.env") == ["base"]
+    [summary] = store.summaries([f"{2:032x}"])
+    assert summary["errors"] == 1 and summary["root_service"] == "a" and summary["duration_us"] == 5000
+    back = store.trace(f"{1:032x}")
+    assert back == [spans[0]]
+    store.close()
+
+
+def test_retention_by_count_and_age(tmp_path: Path) -> None:
+    store = SpanStore(tmp_path / "t.db")
+    store.insert([mk(i, i, start=NOW - (100 - i) * 1_000_000, attrs={"k": str(i)}) for i in range(1, 101)])
+    assert store.enforce_retention(now_us=NOW, max_age_us=10**12, max_spans=60) == 40
+    assert store.count == 60 and store.trace(f"{40:032x}") == [] and store.trace(f"{41:032x}") != []
+    assert store.tag_values("k")[:1] == ["100"] and "40" not in store.tag_values("k")
+    assert store.enforce_retention(now_us=NOW, max_age_us=30 * 1_000_000, max_spans=1000) == 29
+    assert store.count == 31  # the span exactly 30 s old is kept
+    store.close()
+    assert SpanStore(tmp_path / "t.db").count == 31
+
+
+def test_otlp_rejections_name_the_problem() -> None:
+    req = convert.to_otlp_request([mk(1, 1), mk(2, 2)])
+    spans = req.resource_spans[0].scope_spans[0].spans
+    spans[0].span_id = b"\x01\x02"
+    spans[1].end_time_unix_nano = spans[1].start_time_unix_nano - 1
+    out = convert.from_otlp_request(req, now_us=NOW, max_future_us=0)
+    assert out.spans == [] and len(out.rejected) == 2
+    assert "spanId has 2 bytes" in out.rejected[0] and "ends before it starts" in out.rejected[1]
+    future = convert.to_otlp_request([mk(3, 3, start=NOW + 10**10)])
+    assert "in the future" in convert.from_otlp_request(future, now_us=NOW, max_future_us=10**6).rejected[0]
+    with pytest.raises(convert.BadPayload):
+        convert.from_otlp_json(b"[1,2]", now_us=NOW, max_future_us=0)
+
+
+def test_zipkin_json_and_proto_agree() -> None:
+    m = messages()
+    lst = m.ListOfSpans()
+    sp = lst.spans.add(trace_id=bytes.fromhex("01" * 16), id=bytes.fromhex("02" * 8),
+                       parent_id=bytes.fromhex("03" * 8), kind=2, name="get", timestamp=NOW, duration=7)
+    sp.local_endpoint.service_name = "svc"
+    sp.tags["error"] = "boom"
+    from_proto = convert.from_zipkin_proto(lst.SerializeToString(), now_us=NOW, max_future_us=0).spans
+    zjson = json.dumps([convert.to_zipkin(s) for s in from_proto]).encode()
+    from_json = convert.from_zipkin_json(zjson, now_us=NOW, max_future_us=0).spans
+    assert from_proto[0].error and from_proto[0].status_message == "boom"
+    assert [(s.trace_id, s.span_id, s.parent_id, s.kind, s.duration_us, s.error) for s in from_json] == \
+        [(s.trace_id, s.span_id, s.parent_id, s.kind, s.duration_us, s.error) for s in from_proto]
+    bad = json.dumps([{"traceId": "zz" * 8, "id": "02" * 8, "timestamp": NOW},
+                      {"traceId": "01" * 8, "id": "02" * 7, "timestamp": NOW},
+                      {"traceId": "01" * 8, "id": "02" * 8, "timestamp": NOW, "kind": "SIDEWAYS"}]).encode()
+    reasons = convert.from_zipkin_json(bad, now_us=NOW, max_future_us=0).rejected
+    assert "is not hex" in reasons[0] and "14 hex characters" in reasons[1] and "SIDEWAYS" in reasons[2]
