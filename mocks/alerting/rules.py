@@ -185,20 +185,22 @@ def load_tree(tree: Any, where: str, *, prefix: tuple[Any, ...] = ()) -> LoadRes
     rules: list[Rule] = []
     for gi, group in enumerate(parsed.groups):
         for ri, spec in enumerate(group.rules):
-            line = _item_line(tree, *prefix, "groups", gi, "rules", ri) or 1
+            line = _item_line(tree, *prefix, "groups", gi, "rules", ri)
+            at = f"{where}:{line}" if line else where
             if spec.record:
-                result.warnings.append(f"{where}:{line}: recording rule {spec.record!r} skipped (not evaluated)")
+                result.warnings.append(f"{at}: recording rule {spec.record!r} skipped (not evaluated)")
                 continue
             try:
-                rules.append(rule_from_prom(spec, group.name, f"{where}:{line}"))
+                rules.append(rule_from_prom(spec, group.name, at))
             except ValueError as exc:
-                result.errors.append(f"{where}:{line}: {exc}")
+                result.errors.append(f"{at}: {exc}")
     for ri, short in enumerate(parsed.rules):
-        line = _item_line(tree, *prefix, "rules", ri) or 1
+        line = _item_line(tree, *prefix, "rules", ri)
+        at = f"{where}:{line}" if line else where
         try:
-            rules.append(rule_from_short(short, f"{where}:{line}"))
+            rules.append(rule_from_short(short, at))
         except ValueError as exc:
-            result.errors.append(f"{where}:{line}: {exc}")
+            result.errors.append(f"{at}: {exc}")
     seen: dict[str, str] = {}
     for rule in rules:
         if rule.id in seen:

@@ -1,0 +1,196 @@
+"""Notifications: Alertmanager's webhook payload (version 4), a terminal line, forwarding upstream.
+
+Payload building is pure; :class:`Notifier` sends in background tasks so a slow receiver never
+delays an evaluation. Transitions are grouped per alertname (Alertmanager's ``group_by:
+[alertname]``) and each group is one POST per receiver, retried with backoff on connection
+errors and 5xx.
+
+LIMITATIONS: no group_wait/group_interval/repeat_interval: a group is sent on the evaluation
+that changed it; only webhook receivers (no email, Slack, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from mocks.alerting.config import WebhookReceiver
+from mocks.alerting.matchers import matches_all, parse_matchers
+from mocks.alerting.models import AlertState, Transition
+
+LOG = logging.getLogger(__name__)
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def rfc3339(ts: float | None) -> str:
+    if ts is None:
+        return ZERO_TIME
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _common(maps: list[dict[str, str]]) -> dict[str, str]:
+    if not maps:
+        return {}
+    first = maps[0]
+    return {k: v for k, v in first.items() if all(m.get(k) == v for m in maps[1:])}
+
+
+def webhook_alert(t: Transition, *, starts_at: float, generator_url: str = "") -> dict[str, Any]:
+    resolved = t.to_state is AlertState.RESOLVED
+    return {
+        "status": "resolved" if resolved else "firing",
+        "labels": dict(t.labels),
+        "annotations": dict(t.annotations),
+        "startsAt": rfc3339(starts_at),
+        "endsAt": rfc3339(t.at) if resolved else ZERO_TIME,
+        "generatorURL": generator_url,
+        "fingerprint": t.fingerprint,
+    }
+
+
+def webhook_payload(
+    receiver: str, alertname: str, alerts: list[dict[str, Any]], *, external_url: str
+) -> dict[str, Any]:
+    """The JSON Alertmanager POSTs to a webhook receiver, for one group."""
+    labels = [a["labels"] for a in alerts]
+    return {
+        "version": "4",
+        "groupKey": f'{{}}:{{alertname="{alertname}"}}',
+        "truncatedAlerts": 0,
+        "status": "firing" if any(a["status"] == "firing" for a in alerts) else "resolved",
+        "receiver": receiver,
+        "groupLabels": {"alertname": alertname},
+        "commonLabels": _common(labels),
+        "commonAnnotations": _common([a["annotations"] for a in alerts]),
+        "externalURL": external_url,
+        "alerts": alerts,
+    }
+
+
+def upstream_alert(
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    *,
+    starts_at: float,
+    ends_at: float | None,
+    generator_url: str = "",
+) -> dict[str, Any]:
+    """A postableAlert for a real Alertmanager's ``POST /api/v2/alerts``."""
+    body: dict[str, Any] = {"labels": labels, "annotations": annotations, "startsAt": rfc3339(starts_at)}
+    if ends_at is not None:
+        body["endsAt"] = rfc3339(ends_at)
+    if generator_url:
+        body["generatorURL"] = generator_url
+    return body
+
+
+class Notifier:
+    """Sends notifications for notified transitions; counts deliveries for ``info()``."""
+
+    def __init__(
+        self,
+        receivers: list[WebhookReceiver],
+        *,
+        terminal: bool = True,
+        upstream: str | None = None,
+        external_url: str = "",
+    ) -> None:
+        self.receivers = receivers
+        self._matchers = {r.name: [m for item in r.matchers for m in parse_matchers(item)] for r in receivers}
+        self.terminal = terminal
+        self.upstream = upstream.rstrip("/") if upstream else None
+        self.external_url = external_url
+        self.stats = {"sent": 0, "failed": 0, "retries": 0, "forwarded": 0, "forward_failed": 0}
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient()
+
+    async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=3)
+        for task in self._tasks:
+            task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def notify(self, transitions: list[tuple[Transition, float, str]]) -> None:
+        """``(transition, starts_at, generator_url)`` for each notified transition of one evaluation."""
+        if not transitions:
+            return
+        groups: dict[str, list[tuple[Transition, float, str]]] = {}
+        for item in transitions:
+            groups.setdefault(item[0].alertname, []).append(item)
+        for alertname, items in groups.items():
+            if self.terminal:
+                for t, _, _ in items:
+                    LOG.warning(
+                        "ALERT %s %s%s value=%s %s",
+                        "RESOLVED" if t.to_state is AlertState.RESOLVED else "FIRING",
+                        alertname,
+                        "{" + ",".join(f"{k}={v}" for k, v in sorted(t.labels.items()) if k != "alertname") + "}",
+                        "-" if t.value is None else f"{t.value:g}",
+                        t.annotations.get("summary", ""),
+                    )
+            for receiver in self.receivers:
+                chosen = [
+                    webhook_alert(t, starts_at=s, generator_url=g)
+                    for t, s, g in items
+                    if matches_all(self._matchers[receiver.name], t.labels)
+                    and (receiver.send_resolved or t.to_state is not AlertState.RESOLVED)
+                ]
+                if chosen:
+                    payload = webhook_payload(receiver.name, alertname, chosen, external_url=self.external_url)
+                    self._spawn(self._post(receiver, payload))
+
+    async def _post(self, receiver: WebhookReceiver, payload: dict[str, Any]) -> None:
+        assert self._client is not None
+        delay = 0.2
+        for attempt in range(receiver.max_retries + 1):
+            try:
+                r = await self._client.post(receiver.url, json=payload, timeout=receiver.timeout)
+                if r.status_code < 500:
+                    if r.status_code >= 400:
+                        LOG.warning(
+                            "webhook %s refused the notification: %s %s", receiver.name, r.status_code, r.text[:200]
+                        )
+                        self.stats["failed"] += 1
+                    else:
+                        self.stats["sent"] += 1
+                    return
+                reason = f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            if attempt < receiver.max_retries:
+                self.stats["retries"] += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        LOG.warning("webhook %s: giving up after %d attempts (%s)", receiver.name, receiver.max_retries + 1, reason)
+        self.stats["failed"] += 1
+
+    def forward(self, alerts: list[dict[str, Any]]) -> None:
+        """POST postableAlerts to the upstream Alertmanager, if one is configured."""
+        if self.upstream and alerts:
+            self._spawn(self._forward(alerts))
+
+    async def _forward(self, alerts: list[dict[str, Any]]) -> None:
+        assert self._client is not None
+        try:
+            r = await self._client.post(f"{self.upstream}/api/v2/alerts", json=alerts, timeout=5.0)
+            r.raise_for_status()
+            self.stats["forwarded"] += len(alerts)
+        except httpx.HTTPError as exc:
+            self.stats["forward_failed"] += len(alerts)
+            LOG.warning("forwarding %d alerts to %s failed: %s", len(alerts), self.upstream, exc)
