@@ -19,6 +19,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from devbox import envvars
 from mocks.alerting.config import AlertingConfig
 from mocks.deploy.config import ServiceConfig
+from mocks.faults.config import FaultsConfig
 from mocks.metrics.config import MetricsConfig
 from mocks.naming.config import NamingConfig
 from mocks.tracing.config import TracingConfig
@@ -90,6 +91,7 @@ class ProjectConfig(BaseModel):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    faults: FaultsConfig = Field(default_factory=FaultsConfig)
 
     #: Folder of devbox.yaml; relative paths resolve against it. Not part of the file.
     root: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -101,7 +103,7 @@ class ProjectConfig(BaseModel):
     def _unique_names(cls, services: Any) -> Any:
         seen: set[str] = set()
         for svc in services if isinstance(services, list) else []:
-            name = svc.get("name") if isinstance(svc, dict) else None
+            name = svc.get("name") if isinstance(svc, dict) else getattr(svc, "name", None)
             if name in seen:
                 raise ValueError(f"service name {name!r} is declared twice; names must be unique")
             seen.add(name)

@@ -99,6 +99,7 @@ class DeployComponent(Component):
             registry=self._registry,
             emit=self._emit,
             ttl=config.naming.heartbeat_ttl,
+            front=self.ctx.component("faults").front if self.ctx.has("faults") else None,
         )
         self.deployed = asyncio.get_running_loop().create_future()
         self.phase = {svc.name: "pending" for svc in config.services}

@@ -106,8 +106,12 @@ class Supervisor:
         ttl: float = 5.0,
         runner: ProcessRunner | None = None,
         clock: Callable[[], float] = time.time,
+        front: Callable[[str, str, str, int], Any] | None = None,
     ) -> None:
         self.root = root
+        #: ``front(service, instance, host, port) -> (host, port)``: the address to register
+        #: instead of the instance's own (the faults component's proxy in front of it).
+        self.front = front
         self.state_dir = state_dir
         self.facts = facts
         self.registry = registry
@@ -331,11 +335,17 @@ class Supervisor:
 
     async def _register(self, dep: Deployment, inst: Instance) -> None:
         rec, tags = inst.record, dep.tags
+        host, port = rec.host, rec.port
+        extra: dict[str, Any] = {}
+        if self.front is not None:
+            host, port = await self.front(dep.svc.name, rec.naming_id or rec.name, rec.host, rec.port)
+            if (host, port) != (rec.host, rec.port) and rec.naming_id:
+                extra["id"] = rec.naming_id  # keep the id the instance was told (DEVBOX_INSTANCE_ID)
         try:
             registered = await self._call_registry(
-                "register", namespace=self.facts().namespace, service=dep.svc.name, host=rec.host, port=rec.port,
+                "register", namespace=self.facts().namespace, service=dep.svc.name, host=host, port=port,
                 protocol=dep.svc.protocol, version=tags.get("version", ""), weight=100,
-                metadata={**tags, "devbox.instance": rec.name}, ttl=self.ttl, health_check=True,
+                metadata={**tags, "devbox.instance": rec.name}, ttl=self.ttl, health_check=True, **extra,
             )
         except Exception as exc:  # the registry's own validation: report, keep the instance
             LOG.exception("registering %s failed", rec.name)

@@ -1,0 +1,146 @@
+"""``devbox scenario run``: run scenario suites against a fresh platform each, for CI and humans.
+
+Exit code 0 only when every scenario passed; 1 when one failed or could not start; 2 for usage
+errors (no scenario found, bad config).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.status import Status
+
+from devbox.cli.common import EXIT_FAILED, EXIT_USAGE, JsonOption, config_or_exit, console, err_console, fail
+from devbox.config import DEFAULT_FILE, ProjectConfig
+from devbox.scenario import junit
+from devbox.scenario.loader import ScenarioError
+from devbox.scenario.model import Scenario, Step
+from devbox.scenario.runner import Outcome, Reporter, ScenarioResult, StepRecord, load_scenarios, run_all
+
+app = typer.Typer(help="Scenario suites: routing, failover, tracing and alerting asserted end to end.")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="scenario")
+
+
+class RichReporter(Reporter):
+    """One spinner line for the running step; one line per finished step and scenario."""
+
+    def __init__(self, out: Console, *, quiet: bool = False) -> None:
+        self.out = out
+        self.quiet = quiet
+        self.status: Status | None = None
+        self.total = 0
+        self.index = 0
+
+    def scenario_started(self, scenario: Scenario, seed: int) -> None:
+        self.index += 1
+        self.out.print(
+            f"[bold]▶ [{self.index}/{self.total}] {scenario.name}[/]  [dim]{scenario.source} · seed {seed}[/]",
+            highlight=False,
+        )
+
+    def step_started(self, scenario: Scenario, step: Step, index: int) -> None:
+        if self.quiet:
+            return
+        self.status = self.out.status(f"  {step.describe()}  [dim]{step.where}[/]")
+        self.status.start()
+
+    def step_finished(self, scenario: Scenario, record: StepRecord) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+        if self.quiet:
+            return
+        mark = {"passed": "[green]✓[/]", "failed": "[red]✗[/]", "error": "[red]![/]"}[record.outcome.value]
+        detail = f" [dim]{record.message[:200]}[/]" if record.message and record.outcome is Outcome.PASSED else ""
+        self.out.print(f"  {mark} {record.text} [dim]({record.seconds:.1f}s)[/]{detail}", highlight=False)
+
+    def log(self, text: str) -> None:
+        if not self.quiet:
+            self.out.print(f"    [dim]{text}[/]", highlight=False)
+
+    def scenario_finished(self, result: ScenarioResult) -> None:
+        if result.passed:
+            self.out.print(f"  [green]PASSED[/] {result.name} in {result.seconds:.1f}s", highlight=False)
+        else:
+            if result.outcome is Outcome.ERROR and not result.steps:
+                self.index += 1
+                self.out.print(f"[bold]▶ [{self.index}/{self.total}] {result.name}[/]", highlight=False)
+            label = "FAILED" if result.outcome is Outcome.FAILED else "ERROR"
+            self.out.print(f"  [red]{label}[/] {result.name}: {result.message}", highlight=False)
+
+
+def _project(config_file: str | None, paths: list[str]) -> ProjectConfig:
+    """The project's devbox.yaml: ``-f``, else the nearest one above the first path, else ./devbox.yaml."""
+    if config_file is None and paths:
+        start = Path(paths[0]).resolve()
+        for folder in [start, *start.parents] if start.is_dir() else list(start.parents):
+            if (folder / DEFAULT_FILE).is_file():
+                config_file = str(folder / DEFAULT_FILE)
+                break
+    return config_or_exit(config_file)
+
+
+@app.command("run")
+def run(
+    paths: list[str] = typer.Argument(None, help="Scenario files or folders (default: ./scenarios)."),
+    keyword: str | None = typer.Option(None, "-k", help="Only scenarios whose name contains this."),
+    junit_file: str | None = typer.Option(None, "--junit", help="Write a JUnit XML report here."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed every scenario's random choices."),
+    config_file: str | None = typer.Option(None, "--file", "-f", help="Path of devbox.yaml."),
+    as_json: bool = JsonOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log the platform's warnings."),
+) -> None:
+    """Run scenario suites; exit 0 only when every scenario passes."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    paths = paths or ["scenarios"]
+    project = _project(config_file, paths)
+    try:
+        scenarios = load_scenarios(paths, project, keyword=keyword)
+    except ScenarioError as exc:
+        fail(str(exc), EXIT_USAGE)
+    if not scenarios:
+        fail(f"no scenarios found in {', '.join(paths)}" + (f" matching -k {keyword!r}" if keyword else ""), EXIT_USAGE)
+    out = err_console if as_json else console
+    reporter = RichReporter(out, quiet=as_json)
+    reporter.total = len(scenarios)
+    results = run_all(scenarios, project, seed=seed, reporter=reporter)
+    if junit_file:
+        junit.write(results, junit_file)
+    passed = sum(r.passed for r in results)
+    if as_json:
+        sys.stdout.write(json.dumps([_result_json(r) for r in results], indent=2) + "\n")
+    else:
+        colour = "green" if passed == len(results) else "red"
+        total_s = sum(r.seconds for r in results)
+        console.print(
+            f"[bold {colour}]{passed}/{len(results)} scenarios passed[/] in {total_s:.1f}s"
+            + (f" · JUnit: {junit_file}" if junit_file else ""),
+            highlight=False,
+        )
+    if passed != len(results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _result_json(r: ScenarioResult) -> dict[str, object]:
+    return {
+        "name": r.name,
+        "source": r.source,
+        "outcome": r.outcome.value,
+        "seconds": round(r.seconds, 3),
+        "seed": r.seed,
+        "message": r.message,
+        "up_seconds": r.up_seconds,
+        "steps": [
+            {"where": s.where, "step": s.text, "outcome": s.outcome.value, "seconds": round(s.seconds, 3),
+             "message": s.message}
+            for s in r.steps
+        ],
+    }

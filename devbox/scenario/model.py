@@ -1,0 +1,340 @@
+"""What a scenario is: typed steps and assertions, validated with pydantic.
+
+A scenario is a name, an optional seed and timeout, and a list of steps. Each step is a mapping
+with exactly one key, the step's kind (``traffic:``, ``kill:``, ``expect:`` ...), whose value is
+that kind's model below. ``expect:`` holds exactly one assertion kind. The YAML loader
+(:mod:`devbox.scenario.loader`) and the Python API (:mod:`devbox.scenario.api`) both produce these
+objects, so both have the same power.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: An instance of a service, chosen by position (sorted by id), ``random`` (seeded), or metadata.
+InstanceRef = int | Literal["random", "all"] | dict[str, str]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+
+class ServiceOverride(_Model):
+    replicas: int | None = Field(None, ge=0, le=64, description="Instances of this service.")
+    tags: dict[str, str] | None = Field(None, description="Replace the service's tags (instance metadata).")
+    version: str | None = Field(None, description="Sets the `version` tag of every instance.")
+    env: dict[str, str] | None = Field(None, description="Extra environment for every instance.")
+
+
+class ExtraGroup(_Model):
+    """More instances of a declared service with other tags: a feature environment on top of base."""
+
+    service: str = Field(description="A service declared in devbox.yaml.")
+    replicas: int = Field(1, ge=1, le=16)
+    tags: dict[str, str] = Field(default_factory=dict, description="e.g. {env: feature-x}.")
+    version: str | None = None
+
+
+class UpStep(_Model):
+    """Bring the system (or a subset) up with overrides, and wait until every instance is healthy."""
+
+    services: list[str] | None = Field(None, description="Only these services (default: all of devbox.yaml).")
+    overrides: dict[str, ServiceOverride] = Field(default_factory=dict, description="Per-service overrides.")
+    add: list[ExtraGroup] = Field(default_factory=list, description="Extra instance groups (feature envs).")
+    faults: bool = Field(True, description="Put the fault proxy in front of every instance.")
+    timeout: float = Field(60.0, gt=0, description="Seconds to wait for every instance to be healthy.")
+
+
+class TrafficStep(_Model):
+    """Calls into a service through naming: a count, or a rate for a duration, with concurrency."""
+
+    name: str = Field("traffic", description="Assertions refer to the traffic by this name.")
+    service: str = Field(description="Entry service, resolved through naming.")
+    protocol: Literal["http", "grpc"] = "http"
+    method: str = Field("GET", description="HTTP method, or the gRPC method `/pkg.Service/Method`.")
+    path: str = Field("/", description="HTTP path.")
+    body: Any = Field(None, description="JSON body (HTTP) or request message as JSON (gRPC).")
+    headers: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, description="Routing labels, sent as W3C baggage.")
+    count: int | None = Field(None, ge=1, le=100_000)
+    rate: float | None = Field(None, gt=0, le=10_000, description="Calls per second (with duration).")
+    duration: float | None = Field(None, gt=0, le=3600, description="Seconds (with rate).")
+    concurrency: int = Field(4, ge=1, le=256)
+    timeout: float = Field(5.0, gt=0, description="Per-call timeout in seconds.")
+    background: bool = Field(False, description="Go on with the next step while the traffic runs.")
+    ok_status: list[int] = Field(default_factory=lambda: list(range(200, 400)), description="Statuses that succeed.")
+
+    @model_validator(mode="after")
+    def _amount(self) -> TrafficStep:
+        if (self.count is None) == (self.rate is None):
+            raise ValueError("give either count, or rate with duration")
+        if self.rate is not None and self.duration is None:
+            raise ValueError("rate needs duration (seconds)")
+        return self
+
+
+class InstanceStep(_Model):
+    """Acts on one instance (or all matching) of a service."""
+
+    service: str
+    instance: InstanceRef = Field(0, description="Index (sorted by id), `random` (seeded), `all`, or metadata.")
+    alias: str | None = Field(None, alias="as", description="Name the chosen instance for later assertions.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SignalStep(InstanceStep):
+    """A process fault: send a signal to the instance's process (SIGKILL dies, SIGSTOP hangs)."""
+
+    signal: Literal["SIGKILL", "SIGSTOP", "SIGCONT", "SIGTERM"] = "SIGKILL"
+
+
+class IsolateStep(InstanceStep):
+    isolated: bool = True
+
+
+class FaultStep(_Model):
+    """Inject a fault into a service's inbound traffic at the platform boundary (the fault proxy)."""
+
+    service: str = Field(description="Callee whose inbound traffic is affected.")
+    caller: str | None = Field(None, description="Only calls from this service (caller→callee pair).")
+    path: str | None = Field(None, description="Only HTTP paths starting with this (or the gRPC method).")
+    method: str | None = Field(None, description="Only this HTTP method.")
+    latency_ms: float = Field(0, ge=0, le=60_000, description="Added latency.")
+    error_rate: float = Field(0, ge=0, le=1, description="Share of calls answered with `status`.")
+    status: int = Field(503, ge=400, le=599)
+    abort_rate: float = Field(0, ge=0, le=1, description="Share of connections reset.")
+    alias: str | None = Field(None, alias="as", description="Name of the fault, to clear it later.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _something(self) -> FaultStep:
+        if not (self.latency_ms or self.error_rate or self.abort_rate):
+            raise ValueError("a fault needs latency_ms, error_rate or abort_rate")
+        return self
+
+
+class ClearFaultsStep(_Model):
+    name: str | None = Field(None, description="Only this fault (its `as`); default all.")
+
+
+class NamingFaultStep(InstanceStep):
+    """Naming faults: drop an instance's heartbeats (it turns unhealthy) or force its breaker open."""
+
+    drop_heartbeats: bool = False
+    circuit_open: bool = False
+
+    @model_validator(mode="after")
+    def _something(self) -> NamingFaultStep:
+        if not (self.drop_heartbeats or self.circuit_open):
+            raise ValueError("a naming fault needs drop_heartbeats or circuit_open")
+        return self
+
+
+class RoutingRuleStep(_Model):
+    """Replace a service's routing rules (the naming routing-rule JSON model)."""
+
+    service: str
+    rules: list[dict[str, Any]] = Field(description="Routing rules; [] removes them.")
+
+
+class SilenceStep(_Model):
+    """Add an Alertmanager-style silence."""
+
+    matchers: dict[str, str] = Field(description="label: value (value `~regex` for a regex match).")
+    duration: float = Field(600, gt=0, description="Seconds.")
+    comment: str = "devbox scenario"
+    alias: str | None = Field(None, alias="as")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class WaitStep(_Model):
+    """Wait for a duration, for background traffic to end, or until an assertion holds."""
+
+    seconds: float | None = Field(None, ge=0, le=3600)
+    traffic: str | None = Field(None, description="Name of background traffic to wait for.")
+    until: Expectation | None = Field(None, description="An assertion that must become true.")
+    timeout: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> WaitStep:
+        given = [k for k in ("seconds", "traffic", "until") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("wait needs exactly one of seconds, traffic, until")
+        return self
+
+
+# --- assertions -----------------------------------------------------------------------------
+
+
+class RoutingExpect(_Model):
+    """Share of a traffic's calls to ``service`` served by instances matching ``selector``."""
+
+    traffic: str = "traffic"
+    service: str
+    selector: dict[str, str | None] = Field(description="Metadata; null means the key is absent (base).")
+    min_share: float = Field(0.99, ge=0, le=1)
+    max_share: float = Field(1.0, ge=0, le=1)
+    min_calls: int = Field(1, ge=0, description="Fewer observed calls than this fails.")
+
+
+class FailoverExpect(_Model):
+    """Errors seen by a traffic while an instance died, and how fast naming noticed."""
+
+    traffic: str = "traffic"
+    max_error_rate: float | None = Field(None, ge=0, le=1)
+    max_errors: int | None = Field(None, ge=0)
+    instance: str | None = Field(None, description="Alias (`as`) of the killed instance.")
+    unhealthy_within: float | None = Field(None, gt=0, description="Seconds from the kill.")
+
+
+class TraceExpect(_Model):
+    """Traces of a traffic: services/operations in order, no error, or a root cause."""
+
+    traffic: str = "traffic"
+    services: list[str] = Field(default_factory=list, description="Services in order of first appearance.")
+    operations: list[str] = Field(default_factory=list, description="Span names, in order (a subsequence).")
+    no_error: bool = False
+    root_cause: str | None = Field(None, description="Service where the error originated.")
+    critical_path: CriticalPathExpect | None = None
+    which: Literal["all", "any"] = Field("any", description="Must every trace match, or at least one.")
+
+
+class CriticalPathExpect(_Model):
+    service: str
+    min_share: float = Field(0.5, ge=0, le=1, description="Share of the trace's duration on this service.")
+
+
+class TopologyExpect(_Model):
+    edges: list[tuple[str, str]] = Field(description="[caller, callee] pairs that must be in the topology.")
+    absent: list[tuple[str, str]] = Field(default_factory=list, description="Pairs that must not be.")
+
+
+class MetricExpect(_Model):
+    """A PromQL query (or a composite indicator) compared with a threshold."""
+
+    query: str = Field(description="PromQL; every series of the answer is compared.")
+    op: Literal[">", ">=", "<", "<=", "==", "!="] = ">"
+    threshold: float
+    window: float = Field(0, ge=0, description="Seconds; >0 means it must hold at every step of the window.")
+    allow_empty: bool = False
+
+
+class AlertExpect(_Model):
+    """An alert rule's state, notifications and history."""
+
+    rule: str = Field(description="Alert name.")
+    state: Literal["firing", "resolved", "inactive", "pending"] = "firing"
+    notified: bool | None = Field(None, description="A notification was sent (false: suppressed).")
+    silenced: bool | None = Field(None, description="The firing is silenced.")
+    history: list[str] = Field(default_factory=list, description="States the history must show, in order.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Only alerts with these labels.")
+
+
+class LogExpect(_Model):
+    service: str
+    pattern: str = Field(description="Regular expression searched in the service's instance logs.")
+    absent: bool = False
+
+
+class Expectation(_Model):
+    """Exactly one assertion kind, checked until it holds or ``within`` seconds have passed."""
+
+    routing: RoutingExpect | None = None
+    failover: FailoverExpect | None = None
+    trace: TraceExpect | None = None
+    topology: TopologyExpect | None = None
+    metric: MetricExpect | None = None
+    alert: AlertExpect | None = None
+    log: LogExpect | None = None
+    within: float = Field(10.0, ge=0, le=600, description="Seconds to keep re-checking before failing.")
+
+    @model_validator(mode="after")
+    def _one(self) -> Expectation:
+        given = self.kinds()
+        if len(given) != 1:
+            raise ValueError(f"expect needs exactly one of {', '.join(EXPECT_KINDS)} (got {len(given)})")
+        return self
+
+    def kinds(self) -> list[str]:
+        return [k for k in EXPECT_KINDS if getattr(self, k) is not None]
+
+    @property
+    def kind(self) -> str:
+        return self.kinds()[0]
+
+    @property
+    def body(self) -> BaseModel:
+        return getattr(self, self.kind)
+
+
+EXPECT_KINDS = ("routing", "failover", "trace", "topology", "metric", "alert", "log")
+
+#: Step kind -> its model. ``kill`` is SIGKILL; ``hang`` is SIGSTOP.
+STEP_KINDS: dict[str, type[BaseModel]] = {
+    "up": UpStep,
+    "traffic": TrafficStep,
+    "kill": InstanceStep,
+    "hang": InstanceStep,
+    "signal": SignalStep,
+    "stop": InstanceStep,
+    "start": InstanceStep,
+    "isolate": IsolateStep,
+    "fault": FaultStep,
+    "clear_faults": ClearFaultsStep,
+    "naming_fault": NamingFaultStep,
+    "routing_rule": RoutingRuleStep,
+    "silence": SilenceStep,
+    "wait": WaitStep,
+    "expect": Expectation,
+}
+
+
+class Step(BaseModel):
+    """One step: its kind, its validated arguments, and where it was written (file:line)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    kind: str
+    args: Any
+    where: str = "<python>"
+
+    def describe(self) -> str:
+        if isinstance(self.args, Expectation):
+            return f"expect {self.args.kind}"
+        name = getattr(self.args, "name", None) or getattr(self.args, "service", None)
+        return f"{self.kind} {name}" if isinstance(name, str) else self.kind
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    description: str = ""
+    seed: int | None = None
+    timeout: float = 120.0
+    steps: list[Step] = Field(default_factory=list)
+    source: str = "<python>"
+    #: Set when the scenario could not be loaded: why it cannot start.
+    error: str | None = None
+
+
+class ScenarioHeader(_Model):
+    """The top-level keys of a scenario document (steps are validated one by one)."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int | None = Field(None, ge=0, description="Random seed; default: a fresh one, printed.")
+    timeout: float = Field(120.0, gt=0, le=3600, description="Seconds the whole scenario may take.")
+    steps: list[Any] = Field(min_length=1)
+
+
+WaitStep.model_rebuild()
+TraceExpect.model_rebuild()

@@ -1,0 +1,190 @@
+"""The runner: loads scenario files, runs each scenario in its own fresh session, collects results.
+
+A scenario that cannot be loaded or cannot start is reported (``error``) with why, and the suite
+goes on with the next. A failed expectation (``failed``) carries the expectation and what was
+observed, prefixed with the step's file:line. Random choices are seeded; the seed is printed and
+recorded so a run can be repeated with ``--seed``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devbox.config import ProjectConfig
+from devbox.scenario.loader import ScenarioError, discover, load_file
+from devbox.scenario.model import Expectation, Scenario, Step
+from devbox.scenario.session import AssertionFailed, Session, StepError
+
+LOG = logging.getLogger(__name__)
+
+
+class Outcome(enum.StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"  # an expectation did not hold
+    ERROR = "error"  # the scenario could not be loaded, could not start, or a step could not run
+
+
+@dataclass
+class StepRecord:
+    where: str
+    text: str
+    seconds: float
+    outcome: Outcome
+    message: str = ""
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    source: str
+    outcome: Outcome
+    seconds: float
+    seed: int | None = None
+    message: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    up_seconds: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome is Outcome.PASSED
+
+
+class Reporter:
+    """Progress callbacks; the CLI's rich view and the pytest items implement what they need."""
+
+    def scenario_started(self, scenario: Scenario, seed: int) -> None: ...
+
+    def step_started(self, scenario: Scenario, step: Step, index: int) -> None: ...
+
+    def step_finished(self, scenario: Scenario, record: StepRecord) -> None: ...
+
+    def log(self, text: str) -> None: ...
+
+    def scenario_finished(self, result: ScenarioResult) -> None: ...
+
+
+def load_scenarios(
+    paths: Iterable[str | Path], project: ProjectConfig, *, keyword: str | None = None
+) -> list[Scenario]:
+    """Every scenario under ``paths``, validated against the project's services, filtered by ``-k``."""
+    services = {s.name for s in project.services}
+    scenarios: list[Scenario] = []
+    for path in discover(paths):
+        try:
+            scenarios.extend(load_file(path, services=services))
+        except ScenarioError as exc:
+            scenarios.append(Scenario(name=path.name, source=str(path), error=str(exc)))
+    if keyword:
+        scenarios = [s for s in scenarios if keyword.lower() in s.name.lower()]
+    return scenarios
+
+
+def run_step(session: Session, step: Step) -> str:
+    """Carry out one step on a session; returns what it observed (assertions) or did."""
+    args = step.args
+    if isinstance(args, Expectation):
+        return session.expect(args)
+    method = getattr(session, step.kind)
+    result = method(args)
+    if step.kind == "traffic":
+        return result.summary()
+    return ""
+
+
+def run_scenario(
+    scenario: Scenario,
+    project: ProjectConfig,
+    *,
+    seed: int | None = None,
+    reporter: Reporter | None = None,
+) -> ScenarioResult:
+    reporter = reporter or Reporter()
+    chosen = seed if seed is not None else scenario.seed
+    if chosen is None:
+        chosen = random.SystemRandom().randrange(1, 2**31)
+    t0 = time.monotonic()
+    if scenario.error:
+        result = ScenarioResult(scenario.name, scenario.source, Outcome.ERROR, 0.0, chosen, scenario.error)
+        reporter.scenario_finished(result)
+        return result
+    reporter.scenario_started(scenario, chosen)
+    records: list[StepRecord] = []
+    outcome, message = Outcome.PASSED, ""
+    session = Session(project, seed=chosen, log=reporter.log)
+    deadline = t0 + scenario.timeout
+    try:
+        steps = list(scenario.steps)
+        if not any(s.kind == "up" for s in steps):
+            # every scenario runs against a system: the whole of devbox.yaml unless it says otherwise
+            from devbox.scenario.model import UpStep
+
+            steps.insert(0, Step(kind="up", args=UpStep(), where=scenario.source))
+        for index, step in enumerate(steps):
+            if time.monotonic() > deadline:
+                outcome = Outcome.ERROR
+                message = f"{step.where}: scenario timeout of {scenario.timeout:g}s reached before {step.describe()}"
+                break
+            _cap_wait(step, deadline)
+            reporter.step_started(scenario, step, index)
+            s0 = time.monotonic()
+            try:
+                text = run_step(session, step)
+            except AssertionFailed as exc:
+                record = StepRecord(step.where, step.describe(), time.monotonic() - s0, Outcome.FAILED, str(exc))
+                outcome, message = Outcome.FAILED, f"{step.where}: {step.describe()}: {exc}"
+            except StepError as exc:
+                record = StepRecord(step.where, step.describe(), time.monotonic() - s0, Outcome.ERROR, str(exc))
+                why = "cannot start" if step.kind == "up" else "step failed"
+                outcome, message = Outcome.ERROR, f"{step.where}: {step.describe()}: {why}: {exc}"
+            except Exception as exc:
+                LOG.exception("step %s failed", step.describe())
+                record = StepRecord(step.where, step.describe(), time.monotonic() - s0, Outcome.ERROR, repr(exc))
+                outcome, message = Outcome.ERROR, f"{step.where}: {step.describe()}: {type(exc).__name__}: {exc}"
+            else:
+                record = StepRecord(step.where, step.describe(), time.monotonic() - s0, Outcome.PASSED, text)
+            records.append(record)
+            reporter.step_finished(scenario, record)
+            if outcome is not Outcome.PASSED:
+                break
+    finally:
+        up = session.up_seconds
+        try:
+            session.close()
+        except Exception:
+            LOG.exception("closing the session of %s failed", scenario.name)
+    result = ScenarioResult(
+        scenario.name, scenario.source, outcome, time.monotonic() - t0, chosen, message, records, up
+    )
+    reporter.scenario_finished(result)
+    return result
+
+
+def _cap_wait(step: Step, deadline: float) -> None:
+    """Assertions keep re-checking at most until the scenario's own timeout."""
+    if isinstance(step.args, Expectation):
+        left = max(deadline - time.monotonic(), 0.0)
+        if step.args.within > left:
+            step.args = step.args.model_copy(update={"within": left})
+
+
+def run_all(
+    scenarios: list[Scenario],
+    project: ProjectConfig,
+    *,
+    seed: int | None = None,
+    reporter: Reporter | None = None,
+    on_result: Callable[[ScenarioResult], None] | None = None,
+) -> list[ScenarioResult]:
+    results = []
+    for scenario in scenarios:
+        result = run_scenario(scenario, project, seed=seed, reporter=reporter)
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results

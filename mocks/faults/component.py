@@ -1,0 +1,353 @@
+"""The faults component: fault injection at the platform boundary, so services in any language feel it.
+
+- ``front(service, instance_id, host, port) -> (host, port)``: the deploy pipeline calls this
+  before registering an instance (when the project enables faults) and registers the returned
+  address: a :class:`~mocks.faults.proxy.FaultProxy` in front of the instance. Callers that
+  resolve through naming then go through the proxy.
+- rules (``POST /api/faults``): latency, error rate with status, abort; scoped to a callee, a
+  caller→callee pair (caller from ``x-devbox-caller``, baggage ``caller``, else the calling
+  process found by its socket), an HTTP method or a path prefix.
+- naming faults: heartbeats of chosen instances are dropped (whoever sends them), so naming turns
+  them unhealthy after the TTL as if the network lost them.
+- every injected error, abort or delay with a trace context becomes a span of the callee (sent to
+  the collector over OTLP), so traces show the fault where it was injected.
+
+API on ``api``: ``GET|POST|DELETE /api/faults``, ``GET|DELETE /api/faults/{id}``,
+``GET /api/faults/proxies``, ``PUT /api/faults/heartbeats/{instance_id}`` ``{"drop": bool}``.
+
+LIMITATIONS: see :mod:`mocks.faults.proxy`; a proxy adds about a connection set-up per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Body
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from devbox.platform.component import Component, PlatformContext
+from mocks.faults.proxy import FaultProxy, RequestHead
+from mocks.faults.rules import Decision, FaultSpec, Rule, decide, parse_traceparent
+
+LOG = logging.getLogger(__name__)
+
+
+class HeartbeatDrop(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    drop: bool = True
+
+
+def _error(status: int, error: str, reason: str) -> JSONResponse:
+    return JSONResponse({"error": error, "reason": reason}, status_code=status)
+
+
+class FaultsComponent(Component):
+    """Owns the fault rules, the proxies in front of instances and the dropped heartbeats."""
+
+    name = "faults"
+    after = ("naming",)
+
+    def __init__(self, ctx: PlatformContext) -> None:
+        super().__init__(ctx)
+        section = getattr(ctx.config, "faults", None)
+        #: Whether deploy should put a proxy in front of instances (see ``front``).
+        self.enabled: bool = bool(getattr(section, "enabled", False))
+        self.rules: dict[str, Rule] = {}
+        self.proxies: dict[tuple[str, int], FaultProxy] = {}
+        self.dropped: set[str] = set()
+        self._original_heartbeat: Any = None
+        self._spans: list[dict[str, Any]] = []
+        self._http: httpx.AsyncClient | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._pid_cache: dict[int, str | None] = {}
+
+    # --- the deploy hook -------------------------------------------------------------------
+
+    async def front(self, service: str, instance_id: str, host: str, port: int) -> tuple[str, int]:
+        """The address to register for an instance: a proxy in front of it when faults are enabled."""
+        if not self.enabled:
+            return host, port
+        existing = self.proxies.get((host, port))
+        if existing is not None and existing.address is not None:
+            existing.instance_id = instance_id
+            return existing.address
+        mode = "http"
+        with contextlib.suppress(KeyError):
+            mode = "tcp" if self.ctx.config.service(service).protocol == "grpc" else "http"
+        proxy = FaultProxy(
+            service=service, instance_id=instance_id, upstream=(host, port), mode=mode,
+            decide=self._decide, on_fault=self._on_fault,
+        )
+        address = await proxy.start(host if host not in ("0.0.0.0", "") else "127.0.0.1")
+        self.proxies[(host, port)] = proxy
+        LOG.info("fault proxy for %s %s: %s:%s -> %s:%s", service, instance_id, *address, host, port)
+        return address
+
+    def backend_of(self, host: str, port: int) -> tuple[str, int]:
+        """The instance behind a proxy address (or the address itself)."""
+        for backend, proxy in self.proxies.items():
+            if proxy.address == (host, port):
+                return backend
+        return host, port
+
+    # --- rules -----------------------------------------------------------------------------
+
+    def add_rule(self, spec: FaultSpec | dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(spec, FaultSpec):
+            spec = FaultSpec.model_validate(spec)
+        rule = Rule(spec)
+        self.rules[rule.id] = rule
+        LOG.info("fault %s added: %s", rule.id, spec.model_dump(exclude_defaults=True))
+        return rule.to_json()
+
+    def remove_rule(self, rule_id: str) -> None:
+        if self.rules.pop(rule_id, None) is None:
+            raise KeyError(rule_id)
+
+    def clear(self) -> None:
+        self.rules.clear()
+        for instance_id in list(self.dropped):
+            self.drop_heartbeats(instance_id, False)
+
+    async def _decide(
+        self, service: str, caller: str | None, method: str | None, path: str | None, peer: tuple[str, int]
+    ) -> Decision:
+        rules = [r for r in self.rules.values() if r.spec.service == service]
+        if not rules:
+            return Decision()
+        if caller is None and any(r.spec.caller for r in rules):
+            caller = await self._caller_by_socket(peer)
+        return decide(rules, service=service, caller=caller, method=method, path=path)
+
+    async def _caller_by_socket(self, peer: tuple[str, int]) -> str | None:
+        """The service whose process owns the calling socket: works for callers in any language."""
+        if not self.ctx.has("deploy"):
+            return None
+        supervisor = getattr(self.ctx.component("deploy"), "supervisor", None)
+        if supervisor is None:
+            return None
+        pids: dict[int, str] = {}
+        for dep in supervisor.deployments.values():
+            for inst in dep.instances.values():
+                if inst.record.pid:
+                    pids[inst.record.pid] = dep.svc.name
+        return await asyncio.to_thread(_owner_of, peer, pids)
+
+    # --- naming faults ---------------------------------------------------------------------
+
+    def drop_heartbeats(self, instance_id: str, drop: bool = True) -> None:
+        """Drop (or let through again) every heartbeat of an instance, whoever sends it."""
+        registry = self._registry()
+        if registry is None:
+            raise KeyError("naming is not hosted")
+        if drop:
+            registry.require_instance(instance_id) if hasattr(registry, "require_instance") else None
+            self.dropped.add(instance_id)
+        else:
+            self.dropped.discard(instance_id)
+        if self.dropped and self._original_heartbeat is None:
+            original = registry.heartbeat
+            self._original_heartbeat = original
+
+            def heartbeat(iid: str, *args: Any, **kwargs: Any) -> Any:
+                if iid in self.dropped:
+                    return None  # lost on the way: the sender sees success, naming sees nothing
+                return original(iid, *args, **kwargs)
+
+            registry.heartbeat = heartbeat
+        elif not self.dropped and self._original_heartbeat is not None:
+            with contextlib.suppress(AttributeError):
+                del registry.heartbeat  # back to the class's method
+            self._original_heartbeat = None
+
+    def _registry(self) -> Any:
+        if not self.ctx.has("naming"):
+            return None
+        return getattr(self.ctx.component("naming"), "registry", None)
+
+    # --- spans of injected faults ----------------------------------------------------------
+
+    def _on_fault(self, instance_id: str, decision: Decision, head: RequestHead | None, start: float,
+                  end: float) -> None:
+        if head is None:
+            return
+        context = parse_traceparent(head.header("traceparent"))
+        if context is None:
+            return
+        trace_id, parent = context
+        proxy = next((p for p in self.proxies.values() if p.instance_id == instance_id), None)
+        service = proxy.service if proxy else "unknown"
+        if decision.abort:
+            name, error, message = f"{head.method} {head.path.split('?')[0]}", True, "connection aborted (injected)"
+        elif decision.status is not None:
+            name, error = f"{head.method} {head.path.split('?')[0]}", True
+            message = f"HTTP {decision.status} (injected)"
+        else:
+            name, error, message = "devbox.fault.latency", False, ""
+        attributes = [
+            {"key": "devbox.fault", "value": {"stringValue": ",".join(decision.rules)}},
+            {"key": "devbox.fault.latency_ms", "value": {"doubleValue": decision.latency_ms}},
+        ]
+        if decision.status is not None:
+            attributes.append({"key": "http.response.status_code", "value": {"intValue": str(decision.status)}})
+        self._spans.append({
+            "resource": {"attributes": [
+                {"key": "service.name", "value": {"stringValue": service}},
+                {"key": "service.instance.id", "value": {"stringValue": instance_id}},
+            ]},
+            "span": {
+                "traceId": trace_id,
+                "spanId": os.urandom(8).hex(),
+                "parentSpanId": parent,
+                "name": name,
+                # an error answered in the callee's place is its server span; a delay is internal time
+                "kind": 2 if error else 1,
+                "startTimeUnixNano": str(int(start * 1e9)),
+                "endTimeUnixNano": str(int(max(end, start + 1e-6) * 1e9)),
+                "attributes": attributes,
+                "status": {"code": 2, "message": message} if error else {"code": 0},
+            },
+        })
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            if self._spans and "otlp_http" in self.ctx.addresses:
+                batch, self._spans = self._spans, []
+                await self._send(batch)
+
+    async def _send(self, batch: list[dict[str, Any]]) -> None:
+        by_resource: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        resources: dict[tuple[str, str], dict[str, Any]] = {}
+        for item in batch:
+            attrs = item["resource"]["attributes"]
+            key = (attrs[0]["value"]["stringValue"], attrs[1]["value"]["stringValue"])
+            by_resource.setdefault(key, []).append(item["span"])
+            resources[key] = item["resource"]
+        body = {
+            "resourceSpans": [
+                {"resource": resources[k], "scopeSpans": [{"scope": {"name": "devbox.faults"}, "spans": spans}]}
+                for k, spans in by_resource.items()
+            ]
+        }
+        assert self._http is not None
+        try:
+            await self._http.post(self.ctx.url("otlp_http") + "/v1/traces", json=body)
+        except httpx.HTTPError as exc:
+            LOG.warning("sending %d fault spans failed: %s", len(batch), exc)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._http = httpx.AsyncClient(timeout=5.0)
+        self._flusher = asyncio.create_task(self._flush_loop(), name="faults:spans")
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        for proxy in list(self.proxies.values()):
+            await proxy.stop()
+        self.proxies.clear()
+        if self._spans and self._http is not None and "otlp_http" in self.ctx.addresses:
+            with contextlib.suppress(Exception):
+                await self._send(self._spans)
+        if self._http is not None:
+            await self._http.aclose()
+        with contextlib.suppress(Exception):
+            if self.dropped:
+                self.dropped.clear()
+                self.drop_heartbeats("", False)
+
+    def info(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "rules": len(self.rules), "proxies": len(self.proxies),
+                "dropped_heartbeats": len(self.dropped)}
+
+    def http_routes(self) -> list[tuple[str, APIRouter]]:
+        return [("api", self._router())]
+
+    def _router(self) -> APIRouter:
+        router = APIRouter(prefix="/api/faults", tags=["faults"])
+
+        @router.get("")
+        async def list_faults() -> dict[str, Any]:
+            return {"enabled": self.enabled, "faults": [r.to_json() for r in self.rules.values()],
+                    "dropped_heartbeats": sorted(self.dropped)}
+
+        @router.post("", status_code=201)
+        async def add_fault(body: dict[str, Any] = Body(...)) -> Any:
+            try:
+                spec = FaultSpec.model_validate(body)
+            except ValidationError as exc:
+                reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+                return _error(400, "invalid fault", reasons)
+            return self.add_rule(spec)
+
+        @router.delete("")
+        async def clear_faults() -> dict[str, Any]:
+            count = len(self.rules)
+            self.clear()
+            return {"removed": count}
+
+        @router.get("/proxies")
+        async def proxies() -> list[dict[str, Any]]:
+            return [
+                {"service": p.service, "instance_id": p.instance_id, "mode": p.mode,
+                 "listen": f"{p.address[0]}:{p.address[1]}" if p.address else None,
+                 "upstream": f"{p.upstream[0]}:{p.upstream[1]}", "connections": p.connections}
+                for p in self.proxies.values()
+            ]
+
+        @router.put("/heartbeats/{instance_id}")
+        async def heartbeats(instance_id: str, body: HeartbeatDrop) -> Any:
+            try:
+                self.drop_heartbeats(instance_id, body.drop)
+            except KeyError as exc:
+                return _error(404, "unknown instance", str(exc).strip("'\""))
+            except Exception as exc:  # naming's own error for an unknown id
+                return _error(404, "unknown instance", str(exc))
+            return {"instance_id": instance_id, "dropped": instance_id in self.dropped}
+
+        @router.get("/{rule_id}")
+        async def get_fault(rule_id: str) -> Any:
+            rule = self.rules.get(rule_id)
+            if rule is None:
+                return _error(404, "unknown fault", f"no fault {rule_id!r}")
+            return rule.to_json()
+
+        @router.delete("/{rule_id}")
+        async def delete_fault(rule_id: str) -> Any:
+            try:
+                self.remove_rule(rule_id)
+            except KeyError:
+                return _error(404, "unknown fault", f"no fault {rule_id!r}")
+            return {"removed": rule_id}
+
+        return router
+
+
+def _owner_of(peer: tuple[str, int], pids: dict[int, str]) -> str | None:
+    """Which deployed service's process (or a child of it) holds the socket at ``peer``."""
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and (conn.laddr.ip, conn.laddr.port) == tuple(peer[:2]) and conn.pid:
+                proc: Any = psutil.Process(conn.pid)
+                while proc is not None:
+                    if proc.pid in pids:
+                        return pids[proc.pid]
+                    proc = proc.parent()
+                return None
+    except Exception:
+        LOG.debug("finding the caller of %s failed", peer, exc_info=True)
+    return None
+

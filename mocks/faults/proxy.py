@@ -1,0 +1,243 @@
+"""The fault proxy: a listener in front of one instance that applies fault rules to what it forwards.
+
+HTTP services get an HTTP-aware proxy: it reads each request's head (method, path, headers),
+asks for a :class:`~mocks.faults.rules.Decision`, then resets the connection, answers with an
+error status, or waits and forwards. It forwards one request per upstream connection (it asks
+both sides for ``Connection: close``), so a rule added later applies to the very next call even
+on a client's pooled connection. gRPC services get a TCP-level proxy: latency on every chunk the
+client sends, and aborts of new connections.
+
+LIMITATIONS: HTTP/1.1 only in HTTP mode (no h2c upgrade); in TCP mode rules cannot be scoped by
+method or path (HTTP/2 headers are compressed) and an error rate is applied as a connection abort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from mocks.faults.rules import Decision
+
+LOG = logging.getLogger(__name__)
+
+MAX_HEAD = 64 * 1024
+CHUNK = 64 * 1024
+
+#: decide(service, caller, method, path, peer) -> Decision
+Decider = Callable[[str, "str | None", "str | None", "str | None", "tuple[str, int]"], Awaitable[Decision]]
+
+
+@dataclass
+class RequestHead:
+    method: str
+    path: str
+    version: str
+    headers: list[tuple[str, str]]
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+    def lower_map(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self.headers}
+
+    def encode(self, *, extra: dict[str, str] | None = None) -> bytes:
+        lines = [f"{self.method} {self.path} {self.version}"]
+        drop = {"connection", "keep-alive", "proxy-connection", *(k.lower() for k in (extra or {}))}
+        lines += [f"{k}: {v}" for k, v in self.headers if k.lower() not in drop]
+        lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
+        lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def parse_head(data: bytes) -> RequestHead:
+    """Parse an HTTP/1.x request head (up to and including the blank line). Raises ValueError."""
+    text = data.decode("latin-1")
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise ValueError(f"not an HTTP/1 request line: {lines[0][:80]!r}")
+    headers = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise ValueError(f"bad header line {line[:80]!r}")
+        headers.append((key.strip(), value.strip()))
+    return RequestHead(parts[0], parts[1], parts[2], headers)
+
+
+def error_response(status: int, reason: str) -> bytes:
+    body = json.dumps({"error": "fault injected by devbox", "reason": reason, "status": status}).encode()
+    head = (
+        f"HTTP/1.1 {status} Injected Fault\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nx-devbox-fault: {status}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with an RST, as a crashed peer would."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float = 0.0) -> None:
+    try:
+        while True:
+            data = await reader.read(CHUNK)
+            if not data:
+                break
+            if delay:
+                await asyncio.sleep(delay)
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            if writer.can_write_eof():
+                writer.write_eof()
+
+
+class FaultProxy:
+    """Listens on an ephemeral port in front of ``upstream``; one per fronted instance."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        instance_id: str,
+        upstream: tuple[str, int],
+        mode: str,
+        decide: Decider,
+        on_fault: Callable[[str, Decision, RequestHead | None, float, float], None] | None = None,
+    ) -> None:
+        self.service = service
+        self.instance_id = instance_id
+        self.upstream = upstream
+        self.mode = mode  # "http" or "tcp"
+        self.decide = decide
+        self.on_fault = on_fault
+        self.server: asyncio.Server | None = None
+        self.address: tuple[str, int] | None = None
+        self.connections = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str = "127.0.0.1") -> tuple[str, int]:
+        self.server = await asyncio.start_server(self._handle, host, 0, limit=MAX_HEAD, backlog=512)
+        sock = self.server.sockets[0]
+        self.address = sock.getsockname()[:2]
+        return self.address
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+            self.server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self.connections += 1
+        try:
+            if self.mode == "http":
+                await self._http(reader, writer)
+            else:
+                await self._tcp(reader, writer)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raw = await reader.readuntil(b"\r\n\r\n")
+        try:
+            head = parse_head(raw)
+        except ValueError as exc:
+            writer.write(error_response(400, f"devbox fault proxy: {exc}").replace(b"Injected Fault", b"Bad Request"))
+            await writer.drain()
+            return
+        headers = head.lower_map()
+        from mocks.faults.rules import caller_of
+
+        peer = writer.get_extra_info("peername") or ("", 0)
+        start = time.time()
+        decision = await self.decide(self.service, caller_of(headers), head.method, head.path.split("?")[0], peer)
+        if decision.abort:
+            self._report(decision, head, start)
+            _reset(writer)
+            return
+        if decision.status is not None:
+            self._report(decision, head, start)
+            writer.write(error_response(decision.status, f"{self.service} answered {decision.status} (injected)"))
+            await writer.drain()
+            return
+        if decision.latency_ms:
+            await asyncio.sleep(decision.latency_ms / 1000)
+            self._report(decision, head, start)
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream, limit=MAX_HEAD)
+        try:
+            up_writer.write(head.encode())
+            await up_writer.drain()
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            with contextlib.suppress(Exception):
+                up_writer.close()
+
+    async def _tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Each chunk the client sends is one decision: a long-lived gRPC connection sees new rules."""
+        peer = writer.get_extra_info("peername") or ("", 0)
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        back = asyncio.create_task(_pipe(up_reader, writer))
+        try:
+            while True:
+                data = await reader.read(CHUNK)
+                if not data:
+                    break
+                decision = await self.decide(self.service, None, None, None, peer)
+                if decision.abort or decision.status is not None:
+                    self._report(decision, None, time.time(), time.time())
+                    _reset(writer)
+                    return
+                if decision.latency_ms:
+                    start = time.time()
+                    await asyncio.sleep(decision.latency_ms / 1000)
+                    self._report(decision, None, start, time.time())
+                up_writer.write(data)
+                await up_writer.drain()
+            with contextlib.suppress(Exception):
+                up_writer.write_eof()
+            await back
+        finally:
+            back.cancel()
+            with contextlib.suppress(Exception):
+                up_writer.close()
+
+    def _report(self, decision: Decision, head: RequestHead | None, start: float, end: float | None = None) -> None:
+        if self.on_fault is not None:
+            try:
+                self.on_fault(self.instance_id, decision, head, start, end or time.time())
+            except Exception:
+                LOG.exception("reporting a fault failed")
