@@ -63,16 +63,20 @@ def __dir__() -> list[str]:
 
 
 def bootstrap(app: Any = None, *, service_name: str | None = None) -> NamingClient:
-    """Make this process a devbox citizen: trace it (and ``app``, a FastAPI app, if given) and
+    """Make this process a devbox citizen: trace it (and ``app``, a FastAPI/ASGI app, if given) and
     prepare the naming client from the injected environment. Returns that naming client; the
-    module-level ``http_client()`` / ``grpc_channel()`` resolve through it too.
+    module-level ``http_client()`` / ``grpc_channel()`` resolve through it too, and routing labels
+    arriving on ``app``'s requests (``baggage: env=feature-x``) travel on with its outgoing calls.
 
     Call it once, at import time of the service's entry module, before the app serves requests.
     """
     from devbox.sdk import naming, tracing
 
     tracing.instrument(app, service_name=service_name)
-    client = naming.NamingClient.from_env()
+    client = naming.NamingClient.from_env()  # becomes the default behind http_client()/grpc_channel()
+    if app is not None and hasattr(app, "add_middleware"):
+        # routing labels (env=feature-x) arrive as baggage; keep them even when this request is not sampled
+        app.add_middleware(naming.RoutingLabelsMiddleware)
     LOG.debug("devbox sdk bootstrapped for %s", service_name or "the service named by the environment")
     return client
 

@@ -1,0 +1,189 @@
+"""The shop example on a real platform: deployed from scenarios/shop/devbox.yaml by the deploy
+component (build steps, start.sh, readiness, auto-registration), every call resolved by name
+through devbox naming, one gateway request traced end to end across the services it touches."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devbox.config import Ports, ProjectConfig, load_config
+from devbox.platform import registry
+from devbox.testing import PlatformThread, running_platform
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOP = ROOT / "scenarios" / "shop"
+SERVICES = {"gateway", "orders", "inventory", "payment", "users"}
+WANTED = ("naming", "tracing", "deploy")
+
+pytestmark = pytest.mark.timeout(170)
+
+
+def shop_config(state: Path) -> ProjectConfig:
+    config = load_config(SHOP / "devbox.yaml")
+    config.platform.ports = Ports.ephemeral()
+    config.platform.state_dir = str(state)
+    for svc in config.services:
+        svc.reload = False  # a test must not react to someone editing the tree
+    return config
+
+
+def until(check: Any, *, timeout: float = 30.0, every: float = 0.2, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
+    config = shop_config(tmp_path_factory.mktemp("shop-state"))
+    components = [name for name in WANTED if name in registry.available()]
+    with running_platform(config=config, components=components) as p:
+        errors = p.call(p.component("deploy").wait_deployed(120), timeout=130)
+        assert errors == [], errors
+        yield p
+
+
+def instances(p: PlatformThread, service: str) -> list[dict[str, Any]]:
+    found = httpx.get(p.url("api") + f"/api/deploy/services/{service}").json()
+    return [i for dep in found["deployments"] for i in dep["instances"]]
+
+
+@pytest.fixture(scope="module")
+def gateway(shop: PlatformThread) -> Iterator[httpx.Client]:
+    [entry] = instances(shop, "gateway")
+    with httpx.Client(base_url=f"http://127.0.0.1:{entry['port']}", timeout=15) as client:
+        yield client
+
+
+def test_every_service_is_deployed_and_registered(shop: PlatformThread) -> None:
+    registry_ = shop.component("naming").registry
+
+    async def registered() -> dict[str, int]:
+        return {s: sum(1 for i in registry_.instances("default", s) if i.healthy) for s in SERVICES}
+
+    counts = shop.call(registered())
+    assert counts == {"gateway": 1, "orders": 2, "inventory": 1, "payment": 1, "users": 2}
+
+
+def test_checkout_fans_out_by_name_and_balances_over_replicas(shop: PlatformThread, gateway: httpx.Client) -> None:
+    users_ids = {i["id"] for i in instances(shop, "users")}
+    orders_ids = {i["id"] for i in instances(shop, "orders")}
+    seen_users: set[str] = set()
+    seen_orders: set[str] = set()
+    for _ in range(12):
+        answer = gateway.get("/checkout/alice", params={"sku": "sku-2", "qty": 2})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["user"]["tier"] == "gold"
+        quote = body["quote"]
+        assert quote["amount_cents"] == 8900 * 2 * 90 // 100
+        assert quote["approved"] is True and quote["fraud_checked"] is False
+        assert set(quote["calls"]) == {"users", "inventory", "payment"}
+        seen_users |= {body["user"]["served_by"]["instance"], quote["calls"]["users"]["instance"]}
+        seen_orders.add(quote["served_by"]["instance"])
+    # the answers name the registered instances: every call went through naming, over both replicas
+    assert seen_users == users_ids
+    assert seen_orders == orders_ids
+
+
+def test_products_come_from_inventory_over_grpc(gateway: httpx.Client) -> None:
+    body = gateway.get("/products").json()
+    assert [p["sku"] for p in body["products"]] == ["sku-1", "sku-2", "sku-3", "sku-4"]
+    assert body["calls"]["inventory"]["service"] == "inventory"
+
+
+def test_order_paths(gateway: httpx.Client) -> None:
+    placed = gateway.post("/orders", json={"user": "bob", "sku": "sku-1", "qty": 3})
+    assert placed.status_code == 201, placed.text
+    order = placed.json()["order"]
+    assert order["status"] == "paid" and order["amount_cents"] == 1250 * 3 * 95 // 100
+    assert order["reservation"].startswith("res-") and order["payment"].startswith("pay-")
+
+    slow = gateway.post("/orders", json={"user": "carol", "sku": "sku-3"})
+    assert slow.status_code == 201 and slow.json()["order"]["fraud_checked"] is True
+
+    failed = gateway.post("/orders", json={"user": "bob", "sku": "sku-1", "fail": "payment"})
+    assert failed.status_code == 502
+    assert "payment" in failed.json()["detail"]
+
+    assert gateway.post("/orders", json={"user": "ghost", "sku": "sku-1"}).status_code == 404
+    assert gateway.post("/orders", json={"user": "bob", "sku": "sku-4"}).status_code == 409
+    assert gateway.post("/orders", json={"user": "mallory", "sku": "sku-3"}).status_code == 402
+    assert gateway.post("/orders", json={"user": "bob"}).status_code == 422
+
+
+def _trace(shop: PlatformThread, trace_id: str) -> list[dict[str, Any]] | None:
+    answer = httpx.get(shop.url("zipkin") + f"/api/v2/trace/{trace_id}")
+    return answer.json() if answer.status_code == 200 else None
+
+
+@pytest.mark.skipif("tracing" not in registry.available(), reason="tracing component not built yet")
+def test_one_gateway_request_is_one_trace_across_every_service(shop: PlatformThread, gateway: httpx.Client) -> None:
+    trace_id = secrets.token_hex(16)
+    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    # sku-3 is above the fraud-check threshold: payment also calls users (the slow path)
+    answer = gateway.get("/checkout/carol", params={"sku": "sku-3"}, headers={"traceparent": traceparent})
+    assert answer.status_code == 200, answer.text
+
+    def complete() -> list[dict[str, Any]] | None:
+        spans = _trace(shop, trace_id)
+        if not spans or {s.get("localEndpoint", {}).get("serviceName") for s in spans} != SERVICES:
+            return None
+        return spans
+
+    spans = until(complete, timeout=30, what=f"trace {trace_id} spanning {sorted(SERVICES)}")
+    assert {s["traceId"] for s in spans} == {trace_id}
+    by_id = {s["id"]: s for s in spans}
+    # connected: every span's parent is in the trace, except the one our traceparent names
+    roots = [s for s in spans if s.get("parentId") not in by_id]
+    assert {s["localEndpoint"]["serviceName"] for s in roots} == {"gateway"}
+    servers = {(s["localEndpoint"]["serviceName"]) for s in spans if s.get("kind") == "SERVER"}
+    assert servers == SERVICES
+
+
+@pytest.mark.skipif("tracing" not in registry.available(), reason="tracing component not built yet")
+def test_error_trace_roots_at_payment(shop: PlatformThread, gateway: httpx.Client) -> None:
+    trace_id = secrets.token_hex(16)
+    headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+    failed = gateway.post("/orders", json={"user": "bob", "sku": "sku-1", "fail": "payment"}, headers=headers)
+    assert failed.status_code == 502
+
+    def payment_error() -> list[dict[str, Any]] | None:
+        spans = _trace(shop, trace_id) or []
+        errors = [s for s in spans if "error" in s.get("tags", {})]
+        return errors if any(s["localEndpoint"]["serviceName"] == "payment" for s in errors) else None
+
+    errors = until(payment_error, timeout=30, what="payment's error span")
+    assert {s["localEndpoint"]["serviceName"] for s in errors} >= {"payment", "orders", "gateway"}
+
+
+def test_locustfile_drives_the_gateway(shop: PlatformThread, gateway: httpx.Client, tmp_path: Path) -> None:
+    csv = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVBOX_", "OTEL_"))}
+    ran = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "shop.py"), "--headless", "-u", "4",
+         "-r", "4", "-t", "4s", "--host", str(gateway.base_url).rstrip("/"), "--csv", str(csv), "--only-summary",
+         "--exit-code-on-error", "1"],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    stats = (tmp_path / "run_stats.csv").read_text().splitlines()
+    names = {line.split(",")[1] for line in stats[1:]}
+    assert {"GET /products", "GET /checkout/{user}", "POST /orders"} <= names
+    aggregated = next(line.split(",") for line in stats if ",Aggregated," in line)
+    assert int(aggregated[2]) > 0 and int(aggregated[3]) == 0  # requests, failures
