@@ -1,0 +1,172 @@
+"""Tracing bootstrap for user services: one call sets up OpenTelemetry the devbox way.
+
+    from devbox.sdk.tracing import instrument
+    instrument(app)          # app: a FastAPI app, or None
+
+Everything comes from the environment the deploy pipeline injects (see :mod:`devbox.envvars`):
+``OTEL_SERVICE_NAME`` (or ``DEVBOX_SERVICE``), ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``http/protobuf`` default,
+``http/json`` is sent as protobuf, ``grpc``), and ``DEVBOX_SAMPLING`` — the service's sampling
+fraction, applied as a parent-based trace-id ratio sampler so a trace is kept or dropped whole.
+
+It installs the SDK tracer provider (batch OTLP export), the propagators (W3C tracecontext and
+baggage, B3 single and multi headers accepted on the way in; set ``OTEL_PROPAGATORS`` to choose
+yourself) and the instrumentations: FastAPI/ASGI (the given app, else every app created later),
+httpx, and gRPC (client channels, sync server and ``grpc.aio`` server).
+
+Calling it again is harmless: the provider is set up once per process and each instrumentation
+once. Importing this module has no side effects.
+
+LIMITATIONS: without ``OTEL_EXPORTER_OTLP_ENDPOINT`` spans are created and propagated but not
+exported (a service run outside devbox still works); gRPC servers must be created after
+``instrument()`` to be traced (the instrumentation wraps ``grpc.server``/``grpc.aio.server``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from typing import Any
+
+from devbox import envvars
+
+LOG = logging.getLogger(__name__)
+
+#: Marks the provider this module installed, so a second call reuses it.
+_MARK = "_devbox_instrumented"
+OTLP_ENDPOINT_TRACES = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+
+
+def sampling_fraction(env: dict[str, str] | os._Environ[str] | None = None) -> float | None:
+    """``DEVBOX_SAMPLING`` as a fraction in [0, 1]; None when unset or not a number in range."""
+    env = os.environ if env is None else env
+    raw = env.get(envvars.DEVBOX_SAMPLING)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        LOG.warning("%s=%r is not a number; sampling everything", envvars.DEVBOX_SAMPLING, raw)
+        return None
+    if not 0.0 <= value <= 1.0:
+        LOG.warning("%s=%r is outside [0, 1]; sampling everything", envvars.DEVBOX_SAMPLING, raw)
+        return None
+    return value
+
+
+def _service_name(explicit: str | None) -> str | None:
+    return explicit or os.environ.get(envvars.OTEL_SERVICE_NAME) or os.environ.get(envvars.DEVBOX_SERVICE) or None
+
+
+def _exporter() -> Any | None:
+    endpoint = os.environ.get(OTLP_ENDPOINT_TRACES) or os.environ.get(envvars.OTEL_EXPORTER_OTLP_ENDPOINT)
+    if not endpoint:
+        LOG.info("no %s: spans are not exported", envvars.OTEL_EXPORTER_OTLP_ENDPOINT)
+        return None
+    protocol = os.environ.get(envvars.OTEL_EXPORTER_OTLP_PROTOCOL, "http/protobuf").strip().lower()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()  # reads the endpoint and options from OTEL_EXPORTER_OTLP_*
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter()
+
+
+def _propagators() -> None:
+    if os.environ.get(envvars.OTEL_PROPAGATORS):
+        return  # the SDK already built what the user asked for
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagate import set_global_textmap
+    from opentelemetry.propagators.b3 import B3MultiFormat
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    class B3Accepted(TextMapPropagator):
+        """Reads B3 (single ``b3`` or ``X-B3-*`` headers) from callers that send it; never writes it."""
+
+        def __init__(self) -> None:
+            self._b3 = B3MultiFormat()
+
+        def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+            if getter is None:
+                return self._b3.extract(carrier, context=context)
+            return self._b3.extract(carrier, context=context, getter=getter)
+
+        def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+            return None
+
+        @property
+        def fields(self) -> set[str]:
+            return set()
+
+    # Order matters on extract: a later propagator wins, so W3C beats B3 when both are sent.
+    set_global_textmap(CompositePropagator(
+        [B3Accepted(), TraceContextTextMapPropagator(), W3CBaggagePropagator()]
+    ))
+
+
+def _provider(service_name: str | None) -> Any:
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    current = trace.get_tracer_provider()
+    if getattr(current, _MARK, False):
+        return current
+    attributes = {SERVICE_NAME: service_name} if service_name else {}
+    resource = Resource.create(attributes)  # merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME
+    fraction = sampling_fraction()
+    sampler = ParentBased(TraceIdRatioBased(fraction)) if fraction is not None else None
+    provider = TracerProvider(resource=resource, sampler=sampler)
+    exporter = _exporter()
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+    setattr(provider, _MARK, True)
+    trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        LOG.warning("another tracer provider was installed first; devbox tracing is not active")
+    _propagators()
+    return provider
+
+
+def instrument_grpc() -> None:
+    """Trace gRPC clients and servers (sync and ``grpc.aio``) created from now on. Idempotent."""
+    if importlib.util.find_spec("grpc") is None:
+        return
+    from opentelemetry.instrumentation.grpc import (
+        GrpcAioInstrumentorClient,
+        GrpcAioInstrumentorServer,
+        GrpcInstrumentorClient,
+        GrpcInstrumentorServer,
+    )
+
+    for instrumentor in (GrpcInstrumentorClient(), GrpcInstrumentorServer(), GrpcAioInstrumentorClient(),
+                         GrpcAioInstrumentorServer()):
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()
+
+
+def instrument(app: Any = None, *, service_name: str | None = None) -> Any:
+    """Set up OpenTelemetry for this service (once) and trace ``app`` if given; returns the
+    tracer provider. See the module docstring for what is read from the environment."""
+    provider = _provider(_service_name(service_name))
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    if app is not None:
+        if not getattr(app, "_is_instrumented_by_opentelemetry", False):
+            FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    else:
+        fastapi_instrumentor = FastAPIInstrumentor()
+        if not fastapi_instrumentor.is_instrumented_by_opentelemetry:
+            fastapi_instrumentor.instrument(tracer_provider=provider)
+    httpx_instrumentor = HTTPXClientInstrumentor()
+    if not httpx_instrumentor.is_instrumented_by_opentelemetry:
+        httpx_instrumentor.instrument(tracer_provider=provider)
+    instrument_grpc()
+    return provider
