@@ -16,6 +16,9 @@ import pytest
 
 from devbox.testing import PlatformThread, running_platform
 
+#: ``*.scenario.yaml`` files as test items, and the devbox_scenario/devbox_system/... fixtures.
+pytest_plugins = ["devbox.scenario.pytest_collect"]
+
 
 @pytest.fixture
 def devbox_platform(tmp_path: Path) -> Iterator[Callable[..., PlatformThread]]:

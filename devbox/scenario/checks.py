@@ -121,6 +121,8 @@ def check_failover(
         kinds = Counter(f"{r.status}" for r in bad)
         observed += " " + ", ".join(f"{k} x{v}" for k, v in kinds.most_common())
         observed += f", first failed traces: {', '.join(r.trace_id for r in bad[:3])}"
+        by_instance = Counter((r.instance or "?")[:12] for r in bad)
+        observed += "; failed calls by entry instance: " + ", ".join(f"{k}: {v}" for k, v in by_instance.most_common())
     if total == 0:
         ok = False
         parts.append(f"expected traffic {run.step.name!r} to have made calls; it made none")

@@ -167,6 +167,39 @@ class Session:
     def namespace(self) -> str:
         return self.project.naming.namespace
 
+    def do(self, kind: str, /, **kwargs: Any) -> Any:
+        """Run one step by kind with keyword arguments, validated like YAML (``do("traffic", ...)``)."""
+        from devbox.scenario.model import STEP_KINDS
+
+        if kind not in STEP_KINDS:
+            raise StepError(f"unknown step kind {kind!r} (allowed: {', '.join(STEP_KINDS)})")
+        args = STEP_KINDS[kind].model_validate(kwargs)
+        if isinstance(args, Expectation):
+            return self.expect(args)
+        return getattr(self, kind)(args)
+
+    # --- clients of the platform's public APIs -------------------------------------------
+
+    def naming_client(self) -> Any:
+        from devbox.scenario.clients import NamingClient
+
+        return NamingClient(self.url("api"), namespace=self.namespace)
+
+    def traces_client(self) -> Any:
+        from devbox.scenario.clients import TracesClient
+
+        return TracesClient(self.url("zipkin"))
+
+    def metrics_client(self) -> Any:
+        from devbox.scenario.clients import MetricsClient
+
+        return MetricsClient(self.url("prometheus"))
+
+    def alerts_client(self) -> Any:
+        from devbox.scenario.clients import AlertsClient
+
+        return AlertsClient(self.url("alertmanager"))
+
     # --- up -------------------------------------------------------------------------------
 
     def up(self, step: UpStep | None = None) -> None:
@@ -434,15 +467,14 @@ class Session:
         try:
             from mocks.naming.routing import parse_rules
 
-            rules = [r.model_dump(mode="json") for r in parse_rules(step.rules)]
+            rules = [
+                r.model_dump(mode="json")
+                for r in parse_rules([{**r, "service": step.service, "namespace": self.namespace} for r in step.rules])
+            ]
         except Exception as exc:
             raise StepError(f"routing rules for {step.service} are not valid: {exc}") from None
-        targets = [s.name for s in (self.config.services if self.config else [])] if step.service == "*" else [
-            step.service
-        ]
-        for service in targets:
-            self.on_loop(naming.registry.set_routing, self.namespace, service, rules)
-        self.log(f"routing rules of {', '.join(targets)}: {', '.join(r['name'] for r in rules) or 'none'}")
+        self.on_loop(naming.registry.replace_rules, self.namespace, step.service, rules)
+        self.log(f"routing rules of {step.service}: {', '.join(r['name'] for r in rules) or 'none'}")
 
     def silence(self, step: SilenceStep) -> str:
         matchers = []
@@ -496,8 +528,7 @@ class Session:
         lock = threading.Lock()
 
         def snapshot() -> tuple[list[Any], list[Any]]:
-            svc = naming.registry.service(self.namespace, service)
-            rules = parse_rules(svc.routing) if svc is not None and svc.routing else []
+            rules = parse_rules(naming.registry.rules(self.namespace, service))
             return list(naming.registry.instances(self.namespace, service)), rules
 
         def resolve(labels: dict[str, str]) -> Target:

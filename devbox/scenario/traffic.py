@@ -87,6 +87,8 @@ class TrafficRun:
         text = f"{total} calls, {len(bad)} failed"
         if statuses:
             text += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())) + ")"
+        if bad and bad[0].error and not bad[0].error.startswith("status "):
+            text += f"; first error: {bad[0].error[:200]}"
         return text
 
 
