@@ -197,6 +197,8 @@ class DeployComponent(Component):
         if not services:
             return
         loop = asyncio.get_running_loop()
+        # the initial builds ran before the observer existed: none of their writes can reach it
+        self.sup.building.clear()
         self.watcher = Watcher()
         for svc in services:
             path = self.sup.service_path(svc)
