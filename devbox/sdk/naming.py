@@ -330,14 +330,14 @@ class NamingClient:
             except httpx.HTTPError as exc:
                 self._unreachable(entry, f"platform unreachable: {exc!r}")
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, 2.0)
                 continue
             if answer.status_code == 404:
                 self._apply(entry, _Snapshot(revision=""))
             elif answer.status_code != 200:
                 self._unreachable(entry, f"watch answered {answer.status_code}: {answer.text[:200]}")
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, 2.0)
                 continue
             else:
                 try:

@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 LOG = logging.getLogger(__name__)
 
@@ -92,6 +92,11 @@ class MatchString(BaseModel):
             return {"value": data}
         return data
 
+    _items: frozenset[str] = PrivateAttr(default=frozenset())
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._items = frozenset(_split(self.value))
+
     @model_validator(mode="after")
     def _check_regex(self) -> MatchString:
         if self.type == "REGEX" and self.value_type == "TEXT":
@@ -117,9 +122,9 @@ class MatchString(BaseModel):
         if self.type == "NOT_EQUALS":
             return text != expected
         if self.type == "IN":
-            return text in _split(expected)
+            return text in (self._items if self.value_type == "TEXT" else _split(expected))
         if self.type == "NOT_IN":
-            return text not in _split(expected)
+            return text not in (self._items if self.value_type == "TEXT" else _split(expected))
         # re's own pattern cache keeps this cheap; patterns were compiled once at validation
         return re.search(expected, text) is not None
 
@@ -333,8 +338,13 @@ class FilterStep:
     """One filter's effect, for the explanation."""
 
     filter: str
-    removed: list[str]
+    #: The removed instances themselves; labels are only formatted when someone looks.
+    removed_instances: Sequence[Any]
     note: str = ""
+
+    @property
+    def removed(self) -> list[str]:
+        return [instance_label(i) for i in self.removed_instances]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"filter": self.filter, "removed": list(self.removed)}
@@ -394,7 +404,10 @@ def match_rule(rules: Sequence[RoutingRule], *, namespace: str, service: str,
 
 def group_matches(group: DestinationGroup, instance: InstanceLike, params: Mapping[str, str]) -> bool:
     meta = instance.metadata
-    return all(m.matches(meta.get(k), params) for k, m in group.labels.items())
+    for key, matcher in group.labels.items():  # a loop, not all(genexpr): this is the hot path
+        if not matcher.matches(meta.get(key), params):
+            return False
+    return True
 
 
 def evaluate(
@@ -413,46 +426,50 @@ def evaluate(
     chooses among destination groups of equal priority (inject it for determinism).
     """
     request = request or RouteRequest()
-    steps: list[FilterStep] = []
-
-    isolated = [i for i in instances if i.isolated or i.weight <= 0]
-    steps.append(FilterStep("isolation", [instance_label(i) for i in isolated]))
-    pool = [i for i in instances if not (i.isolated or i.weight <= 0)]
-
-    unhealthy = [i for i in pool if not i.healthy]
-    healthy = [i for i in pool if i.healthy]
-    steps.append(FilterStep("health", [instance_label(i) for i in unhealthy]))
-    broken = [i for i in healthy if is_open is not None and is_open(i)]
-    available = [i for i in healthy if not (is_open is not None and is_open(i))]
-    steps.append(FilterStep("circuit_breaker", [instance_label(i) for i in broken]))
+    isolated: list[Any] = []
+    unhealthy: list[Any] = []
+    broken: list[Any] = []
+    available: list[Any] = []
+    for inst in instances:
+        if inst.isolated or inst.weight <= 0:
+            isolated.append(inst)
+        elif not inst.healthy:
+            unhealthy.append(inst)
+        elif is_open is not None and is_open(inst):
+            broken.append(inst)
+        else:
+            available.append(inst)
+    steps = [FilterStep("isolation", isolated), FilterStep("health", unhealthy),
+             FilterStep("circuit_breaker", broken)]
     recovered = False
-    if not available and pool:
-        available = list(pool)
+    if not available and (unhealthy or broken):
+        available = [i for i in instances if not (i.isolated or i.weight <= 0)]
         recovered = True
         steps[-1].note = "all instances unhealthy or open: recover-all keeps them"
 
-    rule = match_rule(rules, namespace=namespace, service=service, request=request)
+    rule = match_rule(rules, namespace=namespace, service=service, request=request) if rules else None
     if rule is None:
-        steps.append(FilterStep("metadata", []))
+        steps.append(FilterStep("metadata", ()))
         reason = "no rule matched: every available instance"
         return RouteResult(available, None, None, steps, reason, recovered_all=recovered)
 
     params = request.parameters()
-    by_priority: dict[int, list[tuple[DestinationGroup, list[Any]]]] = {}
-    for group in rule.destinations:
-        if group.isolate:
-            continue
-        members = [i for i in available if group_matches(group, i, params)]
-        by_priority.setdefault(group.priority, []).append((group, members))
+    priorities = sorted({g.priority for g in rule.destinations if not g.isolate})
     skipped: list[str] = []
-    for priority in sorted(by_priority):
-        candidates = [(g, m) for g, m in by_priority[priority] if m and g.weight > 0]
+    for priority in priorities:
+        level = [g for g in rule.destinations if g.priority == priority and not g.isolate]
+        candidates = []
+        for group in level:
+            members = [i for i in available if group_matches(group, i, params)] if group.weight > 0 else []
+            if members:
+                candidates.append((group, members))
+            else:
+                skipped.append(group.label())
         if not candidates:
-            skipped.extend(g.label() for g, _ in by_priority[priority])
             continue
         group, members = _weighted_group(candidates, rng)
         chosen = {id(i) for i in members}
-        removed = [instance_label(i) for i in available if id(i) not in chosen]
+        removed = [i for i in available if id(i) not in chosen]
         steps.append(FilterStep("metadata", removed, note=f"destination {group.label()}"))
         if skipped:
             reason = f"rule {rule.name}: no instances in {', '.join(skipped)}; fell back to {group.label()}"
@@ -462,11 +479,10 @@ def evaluate(
                            failover=bool(skipped), recovered_all=recovered)
 
     if rule.failover == "all":
-        steps.append(FilterStep("metadata", [], note="no destination had instances: failover all"))
+        steps.append(FilterStep("metadata", (), note="no destination had instances: failover all"))
         reason = f"rule {rule.name}: no destination had instances; failover to all"
         return RouteResult(available, rule.name, None, steps, reason, failover=True, recovered_all=recovered)
-    steps.append(FilterStep("metadata", [instance_label(i) for i in available],
-                            note="no destination had instances: failover none"))
+    steps.append(FilterStep("metadata", available, note="no destination had instances: failover none"))
     reason = f"rule {rule.name}: no destination had instances; failover none"
     return RouteResult([], rule.name, None, steps, reason, failover=True, recovered_all=recovered)
 
@@ -484,8 +500,8 @@ def _weighted_group(candidates: list[tuple[DestinationGroup, list[Any]]],
     return candidates[-1]
 
 
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",")]
+def _split(text: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in text.split(","))
 
 
 def _get_ci(mapping: Mapping[str, str], key: str) -> str | None:
