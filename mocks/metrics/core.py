@@ -113,6 +113,9 @@ class RpcReports:
         self._server_service: OrderedDict[str, str] = OrderedDict()  # parent (client) span id -> callee
         self.requests: dict[tuple[str, Labels], float] = {}
         self.histograms: dict[tuple[str, Labels], _Histogram] = {}
+        #: series created since the last write: they get a 0 sample one second earlier, so that
+        #: rate()/increase() count their first calls (a series' first sample has no predecessor)
+        self._new: set[tuple[str, Labels]] = set()
         self._dirty = False
 
     def observe(self, spans: Iterable[Any], now: float) -> None:
@@ -158,11 +161,14 @@ class RpcReports:
         status = "error" if span.error else "ok"
         base = {"caller": caller, "callee": callee, "method": method}
         key = (f"rpc_{side}_requests_total", labels_of({**base, "code": code, "status": status}))
+        if key not in self.requests:
+            self._new.add(key)
         self.requests[key] = self.requests.get(key, 0.0) + 1.0
         hkey = (f"rpc_{side}_duration_seconds", labels_of(base))
         hist = self.histograms.get(hkey)
         if hist is None:
             hist = self.histograms[hkey] = _Histogram(self.buckets)
+            self._new.add(hkey)
         hist.observe(max(span.duration_us, 0) / 1e6)
 
     def points(self, ts: float) -> list[Point]:
@@ -170,7 +176,15 @@ class RpcReports:
         with self._lock:
             self._dirty = bool(self._pending)
             out = [Point(name, labels, ts, value) for (name, labels), value in self.requests.items()]
+            out.extend(Point(name, labels, ts - 1, 0.0) for name, labels in self._new if name in self.requests_names)
             for (name, labels), hist in self.histograms.items():
+                if (name, labels) in self._new:
+                    out.extend(
+                        Point(f"{name}_bucket", labels_of({**dict(labels), "le": le}), ts - 1, 0.0)
+                        for le in [*map(_fmt_le, hist.buckets), "+Inf"]
+                    )
+                    out.append(Point(f"{name}_sum", labels, ts - 1, 0.0))
+                    out.append(Point(f"{name}_count", labels, ts - 1, 0.0))
                 running = 0
                 counts = hist.counts or [0] * len(hist.buckets)
                 for bound, count in zip(hist.buckets, counts, strict=True):
@@ -179,7 +193,10 @@ class RpcReports:
                 out.append(Point(f"{name}_bucket", labels_of({**dict(labels), "le": "+Inf"}), ts, hist.count))
                 out.append(Point(f"{name}_sum", labels, ts, hist.total))
                 out.append(Point(f"{name}_count", labels, ts, hist.count))
+            self._new.clear()
             return out
+
+    requests_names = frozenset({"rpc_server_requests_total", "rpc_client_requests_total"})
 
 
 RPC_METADATA = [
@@ -325,18 +342,18 @@ class MetricsCore:
                 key = (p.name, p.labels)
                 base = updated.get(key)
                 if base is None:
-                    base = self._running(key)
+                    base = self._running(key) or 0.0
                 updated[key] = base + p.value
                 cumulated.append(Point(p.name, p.labels, p.ts, updated[key]))
             written = self.store.write([*points, *cumulated], metadata)
             self._cumulative.update(updated)
             return written
 
-    def _running(self, key: tuple[str, Labels]) -> float:
+    def _running(self, key: tuple[str, Labels], missing: float | None = 0.0) -> float | None:
         value = self._cumulative.get(key)
         if value is None:
-            value = self.store.last_value(*key) or 0.0
-        return value
+            value = self.store.last_value(*key)
+        return missing if value is None else value
 
     # --- ingest: custom reports -------------------------------------------------------------
 
@@ -364,7 +381,10 @@ class MetricsCore:
                         key = (metric, labels)
                         base = state_c.get(key)
                         if base is None:
-                            base = self._running(key)
+                            base = self._running(key, missing=None)
+                            if base is None:  # a new series starts from 0 so rate() counts its first report
+                                base = 0.0
+                                points[(metric, labels, second - 1)] = Point(metric, labels, second - 1, 0.0)
                         state_c[key] = base + (value if policy == "SUM" else 1.0)
                         points[(metric, labels, second)] = Point(metric, labels, second, state_c[key])
                         meta[metric] = MetricInfo(
