@@ -32,6 +32,10 @@ _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 
 
+#: The Alertmanager release whose API v2 this imitates (amtool compares it with its own version).
+AM_API_VERSION = "0.25.0"
+
+
 class BadRequest(ValueError):
     pass
 
@@ -79,6 +83,8 @@ def _time(value: Any, name: str) -> float | None:
         raise BadRequest(f"{name}: {value!r} is not an RFC 3339 date-time") from None
     if parsed.tzinfo is None:
         raise BadRequest(f"{name}: {value!r} has no time zone (add Z or an offset)")
+    if parsed.year <= 1:
+        return None  # Go's zero time: what amtool sends for "not set"
     return parsed.timestamp()
 
 
@@ -190,8 +196,9 @@ def alertmanager_router(component: AlertingComponent) -> APIRouter:
         return {
             "cluster": {"name": "devbox", "status": "disabled", "peers": []},
             "versionInfo": {
-                "version": f"devbox-{devbox.__version__}",
-                "revision": "devbox",
+                # The Alertmanager API level imitated; amtool warns when it differs from its own.
+                "version": AM_API_VERSION,
+                "revision": f"devbox-{devbox.__version__}",
                 "branch": "main",
                 "buildUser": "devbox",
                 "buildDate": "",
