@@ -1,0 +1,5 @@
+"""The dashboard: one page on the devbox API port that shows what the platform knows.
+
+It reads only devbox's own HTTP API (the same one the CLI uses): services and instances, the
+topology, traces with their waterfall and root cause, PromQL charts, alerts and history.
+"""

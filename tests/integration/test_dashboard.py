@@ -1,0 +1,74 @@
+"""The dashboard in a real headless Chromium (Debian's), driven by Playwright."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devbox.testing import running_platform
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _zipkin_trace(now_us: int) -> list[dict[str, object]]:
+    trace = "5af7183fb1d4cf5f5af7183fb1d4cf5f"
+
+    def span(sid: str, parent: str | None, service: str, name: str, kind: str, start: int, dur: int, **tags: str):
+        out = {
+            "traceId": trace, "id": sid, "name": name, "kind": kind, "timestamp": now_us + start,
+            "duration": dur, "localEndpoint": {"serviceName": service}, "tags": tags,
+        }
+        if parent:
+            out["parentId"] = parent
+        return out
+
+    return [
+        span("a000000000000001", None, "gateway", "GET /checkout", "SERVER", 0, 9000),
+        span("a000000000000002", "a000000000000001", "gateway", "GET orders", "CLIENT", 100, 8000),
+        span("a000000000000003", "a000000000000002", "orders", "GET /orders", "SERVER", 200, 7600),
+        span("a000000000000004", "a000000000000003", "orders", "POST payment", "CLIENT", 300, 5000, error="502"),
+        span("a000000000000005", "a000000000000004", "payment", "POST /pay", "SERVER", 400, 4000, error="card declined"),
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (make install)")
+def test_dashboard_shows_topology_and_trace(tmp_path: Path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    with running_platform(tmp_path) as p:
+        spans = _zipkin_trace(int(time.time() * 1e6) - 20_000)
+        assert httpx.post(p.url("zipkin") + "/api/v2/spans", json=spans).status_code == 202
+        deadline = time.time() + 10
+        while not httpx.get(p.url("api") + "/api/topology").json()["edges"] and time.time() < deadline:
+            time.sleep(0.1)
+        with playwright.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": 800})
+                page.goto(p.url("api") + "/")
+                page.wait_for_selector("#components td")
+                assert "tracing" in page.inner_text("#components")
+                page.click("nav button[data-tab=topology]")
+                page.wait_for_selector("#graph rect")
+                graph = page.inner_text("#edges")
+                assert "gateway" in graph and "orders" in graph and "payment" in graph
+                page.click("nav button[data-tab=traces]")
+                page.click("[data-trace]")
+                page.wait_for_selector("#waterfall .bar")
+                assert page.locator("#waterfall .bar span.err").count() >= 1
+                page.wait_for_selector("#cause pre")
+                assert "payment" in page.inner_text("#cause")
+                assert page.screenshot(path=str(tmp_path / "dashboard.png"))
+            finally:
+                browser.close()
