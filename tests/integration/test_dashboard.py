@@ -38,7 +38,7 @@ def _zipkin_trace(now_us: int) -> list[dict[str, object]]:
         span("a000000000000002", "a000000000000001", "gateway", "GET orders", "CLIENT", 100, 8000),
         span("a000000000000003", "a000000000000002", "orders", "GET /orders", "SERVER", 200, 7600),
         span("a000000000000004", "a000000000000003", "orders", "POST payment", "CLIENT", 300, 5000, error="502"),
-        span("a000000000000005", "a000000000000004", "payment", "POST /pay", "SERVER", 400, 4000, error="card declined"),
+        span("a000000000000005", "a000000000000004", "payment", "POST /pay", "SERVER", 400, 4000, error="declined"),
     ]
 
 
