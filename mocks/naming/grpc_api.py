@@ -1,8 +1,9 @@
-"""``v1.PolarisGRPC`` on the ``polaris_grpc`` listener: a thin servicer over :class:`PolarisApi`.
+"""``v1.PolarisGRPC`` on the ``polaris_grpc`` listener: a thin handler set over :class:`PolarisApi`.
 
-Transport only: reads the token from the ``X-Polaris-Token`` metadata, hands messages to the
-protocol object and returns its answers. Discover is the bidi stream: one answer per request,
-in order.
+Transport only: reads the token from the ``X-Polaris-Token`` metadata, decodes the official
+messages itself (so undecodable bytes get Polaris's ParseException 400001 in a proper
+``Response`` rather than a gRPC error), hands them to the protocol object and returns its answers.
+Discover is the bidi stream: one answer per request, in order.
 
 LIMITATIONS: no server push; clients re-ask (polaris-go does every ~2 s) and unchanged answers
 are the cheap 200001.
@@ -15,10 +16,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
+from mocks.naming.models import Code, NamingError
 from mocks.naming.polaris import PolarisApi
 
 LOG = logging.getLogger(__name__)
+
+SERVICE = "v1.PolarisGRPC"
 
 
 def _token(context: grpc.aio.ServicerContext) -> str | None:
@@ -28,34 +33,63 @@ def _token(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-def servicer(api: PolarisApi) -> Any:
-    """A ``PolarisGRPCServicer`` instance bound to ``api``."""
-    base = api.pb.grpcapi.PolarisGRPCServicer
+def _identity(data: bytes) -> bytes:
+    return data
 
-    class PolarisServicer(base):  # type: ignore[misc, valid-type]
-        async def ReportClient(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            return api.report_client(request)
 
-        async def RegisterInstance(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            return api.register(request, _token(context))
+def _serialize(message: Any) -> bytes:
+    return message.SerializeToString()
 
-        async def DeregisterInstance(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            return api.deregister(request, _token(context))
 
-        async def Heartbeat(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            return api.heartbeat(request, _token(context))
+def handlers(api: PolarisApi) -> grpc.GenericRpcHandler:
+    """The generic handler serving every ``v1.PolarisGRPC`` method."""
+    pb = api.pb
 
-        async def Discover(
-            self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            async for request in request_iterator:
-                yield api.discover(request)
+    def decode(factory: Callable[[], Any], raw: bytes) -> Any:
+        message = factory()
+        try:
+            message.ParseFromString(raw)
+        except (DecodeError, RuntimeWarning) as exc:
+            raise NamingError(Code.ParseException, f"undecodable {message.DESCRIPTOR.name}: {exc}") from None
+        return message
 
-    return PolarisServicer()
+    def unary(factory: Callable[[], Any], op: Callable[..., Any], with_token: bool = True) -> grpc.RpcMethodHandler:
+        async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                message = decode(factory, raw)
+            except NamingError as exc:
+                return api.error(exc)
+            return op(message, _token(context)) if with_token else op(message)
+
+        return grpc.unary_unary_rpc_method_handler(
+            handle, request_deserializer=_identity, response_serializer=_serialize
+        )
+
+    async def discover(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for raw in requests:
+            try:
+                request = decode(pb.request.DiscoverRequest, raw)
+            except NamingError as exc:
+                yield pb.response.DiscoverResponse(code={"value": int(exc.code)}, info={"value": exc.reason})
+                continue
+            yield api.discover(request)
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "ReportClient": unary(pb.client.Client, api.report_client, with_token=False),
+            "RegisterInstance": unary(pb.service.Instance, api.register),
+            "DeregisterInstance": unary(pb.service.Instance, api.deregister),
+            "Heartbeat": unary(pb.service.Instance, api.heartbeat),
+            "Discover": grpc.stream_stream_rpc_method_handler(
+                discover, request_deserializer=_identity, response_serializer=_serialize
+            ),
+        },
+    )
 
 
 def registrar(api: PolarisApi) -> Callable[[grpc.aio.Server], None]:
     def register(server: grpc.aio.Server) -> None:
-        api.pb.grpcapi.add_PolarisGRPCServicer_to_server(servicer(api), server)
+        server.add_generic_rpc_handlers((handlers(api),))
 
     return register
