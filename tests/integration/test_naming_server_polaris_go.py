@@ -1,0 +1,71 @@
+"""The real polaris-go SDK (built from the Go module proxy) against devbox's Polaris gRPC port.
+
+The probe in ``naming_polaris_go/`` registers a provider with a TTL (the SDK heartbeats on its
+own), then as a consumer calls GetOneInstance and GetInstances until every expected instance is
+seen healthy, then deregisters. Building needs ``go`` and the module proxy (or a warm module
+cache); the test is skipped, visibly, only when ``go`` is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devbox.testing import running_platform
+
+PROBE_SRC = Path(__file__).parent / "naming_polaris_go"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("go is not installed: the polaris-go real-client test cannot build its probe")
+    out = tmp_path_factory.mktemp("polaris-go") / "probe"
+    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod -buildvcs=false"}
+    result = subprocess.run(
+        [go, "build", "-o", str(out), "."], cwd=PROBE_SRC, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"go build of the polaris-go probe failed:\n{result.stderr[-4000:]}"
+    return out
+
+
+def test_polaris_go_provider_and_consumer(probe: Path, tmp_path: Path) -> None:
+    with running_platform(tmp_path, components=["naming"]) as platform:
+        registry = platform.component("naming").registry  # type: ignore[attr-defined]
+        changes: list[tuple[str, str]] = []
+        platform.platform.events.instance_changed.add_listener(  # type: ignore[union-attr]
+            lambda **kw: changes.append((kw["instance_id"], kw["change"]))
+        )
+        # A second instance of the same service, registered through devbox's own registry.
+        async def add_other() -> str:
+            other = registry.register(namespace="default", service="go-provider", host="127.0.0.2", port=18081,
+                                      health_check=False, metadata={"env": "base"})
+            return other.id
+
+        platform.call(add_other())
+        workdir = tmp_path / "run"  # polaris-go writes its logs and cache under the working dir
+        workdir.mkdir()
+        result = subprocess.run(
+            [str(probe), "-addr", platform.target("polaris_grpc"), "-service", "go-provider", "-port", "18080",
+             "-expect", "2", "-wait", "30s"],
+            cwd=workdir, capture_output=True, text=True, timeout=90,
+        )
+        assert result.returncode == 0, f"polaris-go probe failed: {result.stderr[-4000:]}"
+        seen = json.loads(result.stdout.strip().splitlines()[-1])
+        assert seen["all"] == ["127.0.0.1:18080", "127.0.0.2:18081"]
+        assert seen["healthy"] == 2
+        assert seen["one"] in seen["all"]
+        assert seen["deregister"] == "ok"
+        go_id = seen["instance_id"]
+        # The SDK's register, its heartbeats (unhealthy -> healthy) and its deregister all reached devbox.
+        assert [c for i, c in changes if i == go_id][:2] == ["registered", "healthy"]
+        assert (go_id, "deregistered") in changes
+        assert [i.port for i in registry.instances("default", "go-provider")] == [18081]
