@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from mocks.tracing.core import Collector, TraceNotFound, now_us
 from mocks.tracing.store import TraceQuery
-from mocks.tracing.zipkin_api import normalise_trace_id
+from mocks.tracing.zipkin_api import MAX_MS, MAX_US, normalise_trace_id
 
 DEFAULT_WINDOW_MS = 3_600_000
 
@@ -46,9 +46,9 @@ def router(collector: Collector) -> APIRouter:
     async def list_traces(
         service: str | None = None,
         errors: bool = False,
-        min_duration: int | None = Query(None, ge=0, description="µs"),
-        lookback: int = Query(DEFAULT_WINDOW_MS, gt=0, description="ms"),
-        end: int | None = Query(None, ge=0, description="epoch ms"),
+        min_duration: int | None = Query(None, ge=0, le=MAX_US, description="µs"),
+        lookback: int = Query(DEFAULT_WINDOW_MS, gt=0, le=MAX_MS, description="ms"),
+        end: int | None = Query(None, ge=0, le=MAX_MS, description="epoch ms"),
         limit: int = Query(20, ge=1, le=1000),
     ) -> Any:
         end_us, look_us = _window(end, lookback)
@@ -57,7 +57,8 @@ def router(collector: Collector) -> APIRouter:
         return {"traces": await collector.summaries(query)}
 
     @r.get("/traces/fanout")
-    async def fanout(lookback: int = Query(DEFAULT_WINDOW_MS, gt=0), end: int | None = Query(None, ge=0)) -> Any:
+    async def fanout(lookback: int = Query(DEFAULT_WINDOW_MS, gt=0, le=MAX_MS),
+                     end: int | None = Query(None, ge=0, le=MAX_MS)) -> Any:
         return await collector.fanout(*_window(end, lookback))
 
     @r.get("/traces/{trace_id}")
@@ -77,8 +78,8 @@ def router(collector: Collector) -> APIRouter:
         return await _load(trace_id, collector.critical_path)
 
     @r.get("/topology")
-    async def topology(service: str | None = None, lookback: int = Query(DEFAULT_WINDOW_MS, gt=0),
-                       end: int | None = Query(None, ge=0)) -> Any:
+    async def topology(service: str | None = None, lookback: int = Query(DEFAULT_WINDOW_MS, gt=0, le=MAX_MS),
+                       end: int | None = Query(None, ge=0, le=MAX_MS)) -> Any:
         end_us, look_us = _window(end, lookback)
         try:
             return await collector.topology(end_us, look_us, service or None)

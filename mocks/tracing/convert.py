@@ -107,6 +107,16 @@ def _hex_id(value: Any, name: str, lengths: tuple[int, ...]) -> str:
     return text
 
 
+def check_text(span: Span) -> Span:
+    """Refuses strings SQLite cannot store (JSON can smuggle lone UTF-16 surrogates in)."""
+    try:
+        json.dumps([span.name, span.service, span.status_message, span.remote_service, span.attributes,
+                    span.resource], ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains text that is not valid Unicode (a lone surrogate)") from None
+    return span
+
+
 def _trace_id(text: str) -> str:
     return text.rjust(32, "0")
 
@@ -272,7 +282,8 @@ def from_otlp_json(body: bytes, *, now_us: int, max_future_us: int) -> Decoded:
                         json_format.ParseDict(fixed, msg, ignore_unknown_fields=True)
                     except (json_format.ParseError, TypeError) as exc:
                         raise ValueError(str(exc).splitlines()[0]) from None
-                    out.spans.append(_otlp_span(msg, service, resource, now_us=now_us, max_future_us=max_future_us))
+                    out.spans.append(check_text(
+                        _otlp_span(msg, service, resource, now_us=now_us, max_future_us=max_future_us)))
                 except ValueError as exc:
                     out.rejected.append(f"span {name!r}: {exc}")
     return out
@@ -373,7 +384,7 @@ def from_zipkin_json(body: bytes, *, now_us: int, max_future_us: int) -> Decoded
     out = Decoded()
     for raw in data:
         try:
-            out.spans.append(_zipkin_json_span(raw, now_us, max_future_us))
+            out.spans.append(check_text(_zipkin_json_span(raw, now_us, max_future_us)))
         except ValueError as exc:
             ident = raw.get("id") if isinstance(raw, dict) else None
             out.rejected.append(f"span {ident!r}: {exc}")

@@ -356,19 +356,39 @@ class SpanWriter:
                 added = await asyncio.to_thread(self.store.insert, spans)
                 LOG.debug("wrote %d spans (%d new) in %.1f ms", len(spans), added,
                           (time.perf_counter() - started) * 1000)
-            except Exception as exc:
-                LOG.exception("writing %d spans failed", len(spans))
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+            except Exception:
+                if len(batch) == 1:
+                    LOG.exception("writing %d spans failed", len(spans))
+                    self._fail(batch[0][1])
+                    continue
+                # one export's spans must not sink the others grouped with it: write them one by one
+                spans = []
+                for item, future in batch:
+                    try:
+                        await asyncio.to_thread(self.store.insert, item)
+                    except Exception:
+                        LOG.exception("writing %d spans failed", len(item))
+                        self._fail(future)
+                        continue
+                    spans.extend(item)
+                    future.set_result(len(item))
+                self._committed(spans)
                 continue
             self.batches += 1
             self.written += added
             for item, future in batch:
                 if not future.done():
                     future.set_result(len(item))
-            if self.on_commit is not None:
-                try:
-                    self.on_commit(spans)
-                except Exception:
-                    LOG.exception("span commit listener failed")
+            self._committed(spans)
+
+    @staticmethod
+    def _fail(future: asyncio.Future[int]) -> None:
+        if not future.done():
+            future.set_exception(RuntimeError("the span store could not write this batch; see the platform log"))
+
+    def _committed(self, spans: list[Span]) -> None:
+        if self.on_commit is not None and spans:
+            try:
+                self.on_commit(spans)
+            except Exception:
+                LOG.exception("span commit listener failed")

@@ -28,6 +28,9 @@ from mocks.tracing.store import TraceQuery, parse_annotation_query
 
 LOG = logging.getLogger(__name__)
 
+#: Largest epoch-ms / µs values accepted in queries (year 2286; keeps µs arithmetic inside int64).
+MAX_MS = 10**13
+MAX_US = 2**62
 _HEX_ID = re.compile(r"^[0-9a-f]{16,32}$")
 MAX_LIMIT = 1000
 
@@ -99,10 +102,10 @@ def router(collector: Collector, *, max_body_bytes: int, autocomplete_keys: list
         remote_service_name: str | None = Query(None, alias="remoteServiceName"),
         span_name: str | None = Query(None, alias="spanName"),
         annotation_query: str | None = Query(None, alias="annotationQuery"),
-        min_duration: int | None = Query(None, alias="minDuration", ge=0),
-        max_duration: int | None = Query(None, alias="maxDuration", ge=0),
-        end_ts: int | None = Query(None, alias="endTs", ge=0),
-        lookback: int | None = Query(None, ge=0),
+        min_duration: int | None = Query(None, alias="minDuration", ge=0, le=MAX_US),
+        max_duration: int | None = Query(None, alias="maxDuration", ge=0, le=MAX_US),
+        end_ts: int | None = Query(None, alias="endTs", ge=0, le=MAX_MS),
+        lookback: int | None = Query(None, ge=0, le=MAX_MS),
         limit: int = Query(10, ge=1),
     ) -> Response:
         end_us = end_ts * 1000 if end_ts is not None else now_us()
@@ -139,8 +142,8 @@ def router(collector: Collector, *, max_body_bytes: int, autocomplete_keys: list
         return _json([_trace_json(t) for t in await collector.traces(ids)])
 
     @r.get("/dependencies")
-    async def dependencies(end_ts: int = Query(..., alias="endTs", ge=0),
-                           lookback: int | None = Query(None, ge=0)) -> Response:
+    async def dependencies(end_ts: int = Query(..., alias="endTs", ge=0, le=MAX_MS),
+                           lookback: int | None = Query(None, ge=0, le=MAX_MS)) -> Response:
         look_ms = lookback if lookback is not None else DEFAULT_LOOKBACK_MS
         return _json(await collector.dependencies(end_ts * 1000, look_ms * 1000))
 

@@ -164,9 +164,14 @@ def test_zipkin_proto3_and_bad_zipkin_input(platform: PlatformThread) -> None:
     assert r.status_code == 400 and "Cannot decode" in r.text
     good = {"traceId": "ef" * 16, "id": "12" * 8, "name": "kept", "timestamp": now, "duration": 3,
             "localEndpoint": {"serviceName": "zjson"}}
-    r = httpx.post(url, json=[good, {"traceId": "ef" * 16, "name": "no-id", "timestamp": now},
-                              {**good, "id": "34" * 8, "timestamp": 99999999999999999999}])
+    surrogate = b'{"traceId": "%s", "id": "%s", "name": "bad \\ud800", "timestamp": %d}' % (
+        b"ef" * 16, b"56" * 8, now)
+    body = b"[" + json.dumps(good).encode() + b"," + json.dumps(
+        {"traceId": "ef" * 16, "name": "no-id", "timestamp": now}).encode() + b"," + json.dumps(
+        {**good, "id": "34" * 8, "timestamp": 99999999999999999999}).encode() + b"," + surrogate + b"]"
+    r = httpx.post(url, content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400 and "stored 1 span" in r.text and "id is missing" in r.text
+    assert "3 span(s) rejected" in r.text and "lone surrogate" in r.text
     assert [s["name"] for s in _zipkin_trace(platform, "ef" * 16)] == ["kept"]
     assert httpx.post(url, content=b"<xml/>", headers={"content-type": "application/xml"}).status_code == 415
     # queries with bad ids and unknown ids
