@@ -1,0 +1,326 @@
+"""Every ingest path with real clients: the OTel SDK metrics exporters (OTLP HTTP protobuf, gRPC,
+JSON), the devbox SDK (counters, gauges, custom reports), prometheus-client exposition scraped by
+devbox, spans turned into RPC reports; malformed input refused whole; acknowledged data surviving
+``kill -9``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from google.protobuf import json_format
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.sdk.metrics import Counter, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge as PromGauge
+from prometheus_client import Histogram as PromHistogram
+
+from devbox.config import ProjectConfig
+from devbox.sdk.metrics import MetricsClient, ReportRejected
+from devbox.testing import PlatformThread, running_platform
+from mocks.deploy.config import ServiceConfig
+from mocks.tracing.models import Span
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
+    root = tmp_path_factory.mktemp("metrics")
+    config = ProjectConfig.for_tests(
+        root,
+        services=[ServiceConfig(name="scraped", scrape="/metrics")],
+        metrics={"scrape_interval": 0.3},
+    )
+    with running_platform(config=config, components=["naming", "metrics"]) as p:
+        yield p
+
+
+def _query(p: PlatformThread, expr: str) -> list[tuple[dict[str, str], float]]:
+    return p.component("metrics").query_instant(expr, time.time())  # type: ignore[attr-defined]
+
+
+def _wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _provider(exporter: Any, service: str) -> MeterProvider:
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=60_000)
+    return MeterProvider(metric_readers=[reader], resource=Resource.create({"service.name": service}))
+
+
+def test_otel_sdk_http_protobuf_exporter(platform: PlatformThread) -> None:
+    exporter = HttpMetricExporter(endpoint=platform.url("otlp_http") + "/v1/metrics")
+    provider = _provider(exporter, "checkout")
+    client = MetricsClient(meter_provider=provider)
+    client.counter("orders.placed", description="orders").incr(3, region="sh")
+    client.gauge("queue.depth").set(1.5)
+    hist = client.histogram("checkout.ms", unit="ms")
+    for value in (3, 20, 300):  # the SDK's default buckets are 0, 5, 10, 25, 50, ...
+        hist.observe(value)
+    assert client.flush()
+    got = {lb["__name__"]: (lb, v) for lb, v in _query(platform, '{service="checkout"}')}
+    labels, value = got["orders_placed_total"]
+    assert value == 3 and labels["region"] == "sh"
+    assert got["queue_depth"][1] == 1.5
+    assert got["checkout_ms_count"][1] == 3
+    assert got["checkout_ms_sum"][1] == pytest.approx(323)
+    median = _query(platform, 'histogram_quantile(0.5, checkout_ms_bucket{service="checkout"})')
+    assert median[0][1] == pytest.approx(17.5)  # rank 1.5 of 3, halfway through the (10, 25] bucket
+    # cumulative temporality: a second export continues the same counter
+    client.counter("orders.placed").incr(2, region="sh")
+    client.flush()
+    assert _query(platform, 'orders_placed_total{service="checkout"}')[0][1] == 5
+    provider.shutdown()
+
+
+def test_otel_sdk_grpc_exporter_with_delta_temporality(platform: PlatformThread) -> None:
+    exporter = GrpcMetricExporter(
+        endpoint=platform.target("otlp_grpc"),
+        insecure=True,
+        preferred_temporality={Counter: AggregationTemporality.DELTA},
+    )
+    provider = _provider(exporter, "billing")
+    client = MetricsClient(meter_provider=provider)
+    client.counter("invoices").incr(4)
+    client.flush()
+    client.counter("invoices").incr(6)
+    client.flush()
+    # deltas are added up into a running total
+    assert _query(platform, 'invoices_total{service="billing"}')[0][1] == 10
+    provider.shutdown()
+
+
+def _request_with(metric: metrics_pb2.Metric, service: str = "json-svc") -> ExportMetricsServiceRequest:
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    attr = rm.resource.attributes.add()
+    attr.key, attr.value.string_value = "service.name", service
+    rm.scope_metrics.add().metrics.append(metric)
+    return req
+
+
+def test_otlp_json_and_malformed_bodies(platform: PlatformThread) -> None:
+    url = platform.url("otlp_http") + "/v1/metrics"
+    metric = metrics_pb2.Metric(name="temperature")
+    point = metric.gauge.data_points.add()
+    point.as_double, point.time_unix_nano = 21.5, time.time_ns()
+    body = json_format.MessageToJson(_request_with(metric))
+    r = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert _query(platform, 'temperature{service="json-svc"}')[0][1] == 21.5
+
+    before = platform.component("metrics").core.store.stats()  # type: ignore[attr-defined]
+    bad = httpx.post(url, content=b"\x0a\xff\xff\xff", headers={"Content-Type": "application/x-protobuf"})
+    assert bad.status_code == 400
+    bad = httpx.post(url, content=b"{not json", headers={"Content-Type": "application/json"})
+    assert bad.status_code == 400 and "malformed" in bad.json()["message"]
+    # one NaN point refuses the whole request: the good point next to it is not stored either
+    mixed = metrics_pb2.Metric(name="mixed_gauge")
+    for value in (1.0, float("nan")):
+        dp = mixed.gauge.data_points.add()
+        dp.as_double, dp.time_unix_nano = value, time.time_ns()
+    bad = httpx.post(
+        url, content=_request_with(mixed).SerializeToString(), headers={"Content-Type": "application/x-protobuf"}
+    )
+    assert bad.status_code == 400
+    hist = metrics_pb2.Metric(name="bad_hist")
+    dp = hist.histogram.data_points.add()
+    dp.explicit_bounds.extend([1.0, 2.0])
+    dp.bucket_counts.extend([1])
+    bad = httpx.post(
+        url, content=_request_with(hist).SerializeToString(), headers={"Content-Type": "application/x-protobuf"}
+    )
+    assert bad.status_code == 400
+    bad = httpx.post(url, content=b"x", headers={"Content-Type": "text/plain"})
+    assert bad.status_code == 415
+    assert platform.component("metrics").core.store.stats() == before  # type: ignore[attr-defined]
+    assert _query(platform, "mixed_gauge") == []
+
+
+def test_custom_reports_through_sdk_and_api(platform: PlatformThread) -> None:
+    client = MetricsClient(api_url=platform.url("api"))
+    client.report("pay", [("region", "sz"), ("channel", "web")], amount=(12.5, "SUM"), latency_ms=(40, "MAX"))
+    client.report("pay", [("region", "sz"), ("channel", "web")], amount=(7.5, "SUM"), latency_ms=(30, "MAX"))
+    assert _query(platform, 'pay_amount_total{region="sz"}')[0][1] == 20
+    assert _query(platform, 'pay_latency_ms{region="sz"}')[0][1] in (30, 40)
+    with pytest.raises(ReportRejected, match="unknown policy"):
+        client.report("pay", {"region": "sz"}, amount=(1, "MEDIAN"))
+    r = httpx.post(platform.url("api") + "/api/metrics/custom", content=b"{oops")
+    assert r.status_code == 400 and r.json()["error"] == "invalid JSON"
+    r = httpx.post(
+        platform.url("api") + "/api/metrics/custom",
+        json={
+            "reports": [
+                {"name": "pay", "dimensions": {"region": "sz"}, "values": [{"name": "amount", "value": 1}]},
+                {"name": "pay", "dimensions": {"bad label": "x"}, "values": [{"name": "amount", "value": 1}]},
+            ]
+        },
+    )
+    assert r.status_code == 400 and "label name" in r.json()["reason"]
+    assert _query(platform, 'pay_amount_total{region="sz"}')[0][1] == 20  # nothing stored half
+    ls = httpx.get(platform.url("api") + "/api/metrics/ls").json()
+    pay = next(m for m in ls["metrics"] if m["name"] == "pay_amount_total")
+    assert pay["dimensions"] == ["region", "channel"] and pay["type"] == "counter"
+
+
+def test_prometheus_client_exposition_is_scraped(platform: PlatformThread) -> None:
+    registry = CollectorRegistry()
+    hits = PromCounter("shop_hits", "hits", ["path"], registry=registry)
+    PromGauge("shop_temperature", "temp", registry=registry).set(3.5)
+    hist = PromHistogram("shop_latency_seconds", "lat", registry=registry, buckets=(0.1, 1.0))
+    hits.labels(path="/a").inc(7)
+    hist.observe(0.05)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        port = server.server_address[1]
+
+        async def register() -> None:
+            platform.component("naming").registry.register(  # type: ignore[attr-defined]
+                namespace="default", service="scraped", host="127.0.0.1", port=port, health_check=False
+            )
+
+        platform.call(register())
+        got = _wait_for(lambda: _query(platform, 'shop_hits_total{job="scraped"}'), "the scrape")
+        labels, value = got[0]
+        assert value == 7 and labels["instance"] == f"127.0.0.1:{port}" and labels["path"] == "/a"
+        assert _query(platform, 'up{job="scraped"}')[0][1] == 1
+        assert _query(platform, "shop_temperature")[0][1] == 3.5
+        assert _query(platform, 'shop_latency_seconds_bucket{le="0.1"}')[0][1] == 1
+        hits.labels(path="/a").inc(3)
+        _wait_for(lambda: _query(platform, "shop_hits_total")[0][1] == 10, "the second scrape")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    _wait_for(lambda: _query(platform, 'up{job="scraped"} == 0'), "up to go to 0")
+
+
+def test_spans_become_rpc_reports_and_success_rate(platform: PlatformThread) -> None:
+    spans = []
+    for i in range(20):
+        client_id, server_id = f"{i + 1:016x}", f"{i + 1001:016x}"
+        failed = i % 4 == 0
+        spans.append(
+            Span(
+                "b" * 32,
+                client_id,
+                None,
+                "GET /stock",
+                "CLIENT",
+                "web",
+                0,
+                30_000,
+                error=failed,
+                remote_service="stock",
+            )
+        )
+        spans.append(
+            Span(
+                "b" * 32,
+                server_id,
+                client_id,
+                "GET /stock",
+                "SERVER",
+                "stock",
+                0,
+                25_000,
+                error=failed,
+                attributes={
+                    "http.route": "/stock",
+                    "http.request.method": "GET",
+                    "http.response.status_code": 503 if failed else 200,
+                },
+            )
+        )
+    platform.platform.events.spans_ingested.fire(spans=spans)  # type: ignore[union-attr]
+    got = _wait_for(
+        lambda: _query(platform, 'sum by (caller, status) (rpc_server_requests_total{callee="stock"})'), "RPC reports"
+    )
+    assert {(lb["caller"], lb["status"]): v for lb, v in got} == {("web", "ok"): 15, ("web", "error"): 5}
+    rate = _wait_for(lambda: _query(platform, 'success_rate{callee="stock"}'), "success rate")
+    assert rate[0][1] == pytest.approx(75)
+    r = httpx.post(
+        platform.url("api") + "/api/metrics/query",
+        json={"metric": "success_rate", "group_by": ["callee", "caller"], "start": "-1m", "step": 10},
+    )
+    assert r.status_code == 200, r.text
+    (series,) = [s for s in r.json()["series"] if s["labels"].get("callee") == "stock"]
+    assert series["labels"] == {"callee": "stock", "caller": "web"} and series["points"][-1][1] == pytest.approx(75)
+    r = httpx.get(
+        platform.url("api") + "/api/metrics/query",
+        params={"metric": "rpc_server_duration_seconds", "aggregate": "p50", "filter": "callee=stock"},
+    )
+    assert r.status_code == 200 and 0.01 < r.json()["series"][0]["points"][-1][1] <= 0.025
+    r = httpx.get(platform.url("api") + "/api/metrics/query", params={"metric": "x", "filter": "a ~~ b"})
+    assert r.status_code == 400 and "filter" in r.json()["reason"]
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time, httpx
+    from pathlib import Path
+    from devbox.testing import running_platform
+    with running_platform(Path(sys.argv[1]), components=["metrics"]) as p, httpx.Client() as http:
+        for i in range(50):
+            r = http.post(p.url("api") + "/api/metrics/custom",
+                           json={"name": "durable", "values": [{"name": "n", "value": 1, "policy": "SUM"}]})
+            assert r.status_code == 200, r.text
+        print("ACK", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def test_acknowledged_reports_survive_kill_9(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path)], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.strip() == "ACK"
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    with running_platform(tmp_path, components=["metrics"]) as p:
+        assert _query(p, "durable_n_total")[0][1] == 50
+        # the running total continues after the restart instead of starting over
+        httpx.post(
+            p.url("api") + "/api/metrics/custom", json={"name": "durable", "values": [{"name": "n", "value": 1}]}
+        )
+        assert _query(p, "durable_n_total")[0][1] == 51
+
+
+def test_ls_and_query_api_errors(platform: PlatformThread) -> None:
+    api = platform.url("api")
+    r = httpx.post(api + "/api/metrics/query", content=json.dumps({"metric": "success_rate", "bogus": 1}))
+    assert r.status_code == 400 and "unknown field" in r.json()["reason"]
+    r = httpx.get(api + "/api/metrics/query", params={"metric": "rpc_server_requests_total", "aggregate": "median"})
+    assert r.status_code == 400 and "aggregate" in r.json()["reason"]
+    r = httpx.get(api + "/api/metrics/promql", params={"query": "sum("})
+    assert r.status_code == 400 and "parse error" in r.json()["reason"]
