@@ -555,8 +555,15 @@ class NamingClient:
         return httpx.Client(transport=self.transport(**transport_kw), **kw)
 
     def grpc_channel(self, target: str, **options: Any) -> NamingChannel:
-        """A grpc.aio channel-like object for ``target`` (``orders`` or ``polaris://orders``)."""
-        return NamingChannel(self, _service_of(target), **options)
+        """A grpc.aio channel-like object for ``target`` (``orders`` or ``polaris://orders``).
+
+        Starts watching the service now (without waiting), so the first call finds a warm cache.
+        """
+        service = _service_of(target)
+        if not service:
+            raise ValueError(f"no service name in gRPC target {target!r}")
+        self._entry(service)
+        return NamingChannel(self, service, **options)
 
     def close(self) -> None:
         """Stop watching; the cache stays readable."""

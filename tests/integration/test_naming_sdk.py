@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -90,7 +91,7 @@ def test_feature_routing_base_fallback_and_failover(tmp_path: Path, instances: C
         answer = httpx.put(f"{api}/api/naming/rules/default/*", json=[RULE])
         assert answer.status_code == 200, answer.text
 
-        with NamingClient(api, service="gateway", watch_timeout=5) as client, client.sync_http_client() as http:
+        with NamingClient(api, service="gateway", watch_timeout=1) as client, client.sync_http_client() as http:
             with routing_labels(env="feature-x"):
                 got = {http.get("http://orders/").json()["name"] for _ in range(10)}
                 assert got == {"orders-fx"}
@@ -125,7 +126,7 @@ def test_client_rides_out_a_platform_restart(tmp_path: Path, instances: Callable
     with running_platform(config=config, components=["naming"]) as platform:
         api = platform.url("api")
         register(api, "orders", first.port, "base")
-        client = NamingClient(api, watch_timeout=2)
+        client = NamingClient(api, watch_timeout=1)
         client.wait_for("orders", lambda insts: len(insts) == 1)
     try:
         assert client.pick("orders", labels={}).port == first.port  # platform gone: cache serves
@@ -168,7 +169,7 @@ def test_grpc_channel_picks_per_call_and_fails_over(tmp_path: Path) -> None:
             servers.append(server)
             servicers.append(servicer)
             await asyncio.to_thread(register, api, "inventory", port, "base", "grpc")
-        client = NamingClient(api, watch_timeout=5)
+        client = NamingClient(api, watch_timeout=1)
         try:
             await asyncio.to_thread(client.wait_for, "inventory", lambda insts: len(insts) == 2)
             channel = client.grpc_channel("polaris://inventory")
@@ -196,3 +197,55 @@ def test_grpc_channel_picks_per_call_and_fails_over(tmp_path: Path) -> None:
 
     with running_platform(tmp_path, components=["naming"]) as platform:
         asyncio.run(scenario(platform.url("api")))
+
+
+def _serve_asgi(app: Any) -> tuple[Any, threading.Thread, int]:
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    return server, thread, server.servers[0].sockets[0].getsockname()[1]
+
+
+def test_labels_flow_along_the_chain_without_tracing(tmp_path: Path,
+                                                     instances: Callable[[str], FakeInstance]) -> None:
+    """caller -(env=feature-x)-> orders (a real ASGI hop using the SDK) -> payment: the middle hop
+    passes the label on, so payment's feature-x instance is chosen every time."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from devbox.sdk.naming import RoutingLabelsMiddleware
+
+    with running_platform(tmp_path, components=["naming"]) as platform:
+        api = platform.url("api")
+        pay_base, pay_fx = instances("payment-base"), instances("payment-fx")
+        register(api, "payment", pay_base.port, "base")
+        register(api, "payment", pay_fx.port, "feature-x")
+        assert httpx.put(f"{api}/api/naming/rules/default/*", json=[RULE]).status_code == 200
+        middle = NamingClient(api, service="orders", watch_timeout=1)
+
+        async def handle(request: Any) -> JSONResponse:
+            async with middle.http_client(timeout=5) as http:
+                downstream = (await http.get("http://payment/")).json()
+            return JSONResponse({"name": "orders-fx", "downstream": downstream["name"]})
+
+        app = RoutingLabelsMiddleware(Starlette(routes=[Route("/", handle)]))
+        server, thread, port = _serve_asgi(app)
+        try:
+            register(api, "orders", port, "feature-x")
+            with NamingClient(api, service="gateway", watch_timeout=1) as client, client.sync_http_client() as http:
+                with routing_labels(env="feature-x"):
+                    answers = [http.get("http://orders/").json() for _ in range(8)]
+                assert {a["downstream"] for a in answers} == {"payment-fx"}
+                plain = {http.get("http://orders/").json()["downstream"] for _ in range(30)}
+                assert plain == {"payment-base", "payment-fx"}  # no label: no rule, both
+        finally:
+            middle.close()
+            server.should_exit = True
+            thread.join(10)
