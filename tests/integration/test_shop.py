@@ -177,6 +177,29 @@ def test_error_trace_roots_at_payment(shop: PlatformThread, gateway: httpx.Clien
     assert {s["localEndpoint"]["serviceName"] for s in errors} >= {"payment", "orders", "gateway"}
 
 
+@pytest.mark.skipif("metrics" not in registry.available(), reason="metrics component not built yet")
+def test_the_shop_is_measured_with_zero_code(shop: PlatformThread, gateway: httpx.Client) -> None:
+    for _ in range(3):
+        assert gateway.get("/checkout/bob", params={"sku": "sku-1"}).status_code == 200
+    assert gateway.post("/orders", json={"user": "bob", "sku": "sku-1", "fail": "payment"}).status_code == 502
+
+    def query(expr: str) -> list[dict[str, Any]]:
+        answer = httpx.get(shop.url("prometheus") + "/api/v1/query", params={"query": expr}).json()
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]
+
+    def measured() -> dict[str, float] | None:
+        rates = {s["metric"].get("callee"): float(s["value"][1]) for s in query("success_rate")}
+        return rates if SERVICES <= set(rates) and rates["payment"] < 100 else None
+
+    # success_rate is a composite indicator over the RPC reports devbox derives from the spans
+    rates = until(measured, timeout=40, what="success_rate for every shop service")
+    assert rates["users"] == 100.0  # 404s for unknown users are answers, not server errors
+    entry = {s["metric"].get("method"): float(s["value"][1]) for s in query("entry_success_rate")}
+    assert {"GET /checkout/{user}", "POST /orders"} <= set(entry)
+    assert entry["POST /orders"] < 100 <= entry["GET /checkout/{user}"]
+
+
 def test_locustfile_drives_the_gateway(shop: PlatformThread, gateway: httpx.Client, tmp_path: Path) -> None:
     csv = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVBOX_", "OTEL_"))}
