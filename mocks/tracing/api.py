@@ -52,7 +52,7 @@ def router(collector: Collector) -> APIRouter:
         limit: int = Query(20, ge=1, le=1000),
     ) -> Any:
         end_us, look_us = _window(end, lookback)
-        query = TraceQuery(service=service or None, min_duration_us=min_duration, errors_only=errors,
+        query = TraceQuery(service=service or None, trace_min_duration_us=min_duration, errors_only=errors,
                            start_us=end_us - look_us, end_us=end_us, limit=limit)
         return {"traces": await collector.summaries(query)}
 

@@ -76,7 +76,10 @@ class TraceQuery:
     max_duration_us: int | None = None
     start_us: int | None = None
     end_us: int | None = None
+    #: The trace has an error span (in any service) — devbox's list, not Zipkin's.
     errors_only: bool = False
+    #: The trace has a span at least this long (in any service) — devbox's list, not Zipkin's.
+    trace_min_duration_us: int | None = None
     limit: int = 10
 
 
@@ -234,8 +237,19 @@ class SpanStore:
         if q.end_us is not None:
             where.append("start_us <= ?")
             args.append(q.end_us)
+        window, window_args = "", []
+        if q.start_us is not None:
+            window += " AND start_us >= ?"
+            window_args.append(q.start_us)
+        if q.end_us is not None:
+            window += " AND start_us <= ?"
+            window_args.append(q.end_us)
         if q.errors_only:
-            where.append("error = 1")
+            where.append(f"trace_id IN (SELECT trace_id FROM spans WHERE error = 1{window})")
+            args.extend(window_args)
+        if q.trace_min_duration_us is not None:
+            where.append(f"trace_id IN (SELECT trace_id FROM spans WHERE duration_us >= ?{window})")
+            args.extend([q.trace_min_duration_us, *window_args])
         for key, value in q.tags:
             if value is None:
                 where.append("(trace_id, span_id) IN (SELECT trace_id, span_id FROM tags WHERE key = ?)")
