@@ -27,7 +27,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 import devbox
 from mocks.metrics.core import MetricsCore, ReportError
@@ -324,7 +324,7 @@ def prometheus_router(get_core: Callable[[], MetricsCore], ctx: PlatformContext)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_StoreCollector(get_core()))  # type: ignore[arg-type]
         body = await asyncio.to_thread(generate_latest, registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     @router.api_route("/api/v1/{rest:path}", methods=methods)
     async def unknown(rest: str) -> Response:

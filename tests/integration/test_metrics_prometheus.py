@@ -1,0 +1,272 @@
+"""The Prometheus face of devbox: HTTP API envelope and errors, promtool querying devbox, a real
+Prometheus scraping devbox's /metrics, and the OpenAPI spec fuzzed with schemathesis."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devbox.testing import PlatformThread, running_platform
+from mocks.metrics.store import Point
+
+SPEC = Path("/work/shared/specs/prometheus-api-openapi.yaml")
+NOW = time.time()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
+    with running_platform(tmp_path_factory.mktemp("prom"), components=["metrics"]) as p:
+        core = p.component("metrics").core  # type: ignore[attr-defined]
+        points = []
+        # 10 minutes of a counter per (svc, code), 1 point every 10 s, ending now
+        start = int(NOW) - 600
+        for svc, code, slope in (("a", "200", 2.0), ("a", "500", 0.5), ("b", "200", 1.0)):
+            labels = (("code", code), ("svc", svc))
+            points += [
+                Point("http_requests_total", labels, t, (t - start) * slope) for t in range(start, int(NOW) + 1, 10)
+            ]
+        for le, share in (("0.1", 0.6), ("0.5", 0.9), ("+Inf", 1.0)):
+            labels = (("le", le), ("svc", "a"))
+            points += [
+                Point("http_latency_seconds_bucket", labels, t, (t - start) * share)
+                for t in range(start, int(NOW) + 1, 10)
+            ]
+        from mocks.metrics.store import MetricInfo
+
+        core.ingest_points(points, [MetricInfo("http_requests_total", "counter", "Requests served.")])
+        yield p
+
+
+def _get(p: PlatformThread, path: str, **params: object) -> httpx.Response:
+    return httpx.get(p.url("prometheus") + path, params=params)  # type: ignore[arg-type]
+
+
+def test_instant_query_get_and_form_post(platform: PlatformThread) -> None:
+    r = _get(platform, "/api/v1/query", query="sum by (svc) (rate(http_requests_total[1m]))", time=NOW)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "success" and body["data"]["resultType"] == "vector"
+    values = {s["metric"]["svc"]: float(s["value"][1]) for s in body["data"]["result"]}
+    assert values == {"a": pytest.approx(2.5), "b": pytest.approx(1.0)}
+    assert body["data"]["result"][0]["value"][0] == NOW
+    r = httpx.post(platform.url("prometheus") + "/api/v1/query", data={"query": "1+1", "time": str(NOW)})
+    assert r.json()["data"] == {"resultType": "scalar", "result": [NOW, "2"]}
+    r = _get(platform, "/api/v1/query", query='"hello"')
+    assert r.json()["data"]["resultType"] == "string"
+
+
+def test_range_query_and_durations(platform: PlatformThread) -> None:
+    r = httpx.post(
+        platform.url("prometheus") + "/api/v1/query_range",
+        data={"query": 'rate(http_requests_total{svc="b"}[1m])', "start": NOW - 300, "end": NOW, "step": "1m"},
+    )
+    assert r.status_code == 200, r.text
+    (series,) = r.json()["data"]["result"]
+    assert series["metric"] == {"code": "200", "svc": "b"}
+    assert len(series["values"]) == 6 and all(float(v) == pytest.approx(1.0) for _, v in series["values"])
+    p90 = _get(
+        platform, "/api/v1/query", query="histogram_quantile(0.9, rate(http_latency_seconds_bucket[1m]))", time=NOW
+    )
+    assert float(p90.json()["data"]["result"][0]["value"][1]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/v1/query", {"query": "sum("}),
+        ("/api/v1/query", {}),
+        ("/api/v1/query", {"query": "up", "time": "yesterday"}),
+        ("/api/v1/query_range", {"query": "up", "start": 10, "end": 5, "step": 1}),
+        ("/api/v1/query_range", {"query": "up", "start": 0, "end": 5, "step": "-1"}),
+        ("/api/v1/query_range", {"query": "up", "start": 0, "end": 10**6, "step": 1}),
+        ("/api/v1/series", {}),
+        ("/api/v1/series", {"match[]": "rate(x[1m])"}),
+        ("/api/v1/label/bad-name/values", {}),
+    ],
+)
+def test_bad_data_errors(platform: PlatformThread, path: str, params: dict) -> None:
+    r = _get(platform, path, **params)
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["status"] == "error" and body["errorType"] == "bad_data" and body["error"]
+
+
+def test_series_labels_values_metadata_buildinfo(platform: PlatformThread) -> None:
+    r = _get(platform, "/api/v1/series", **{"match[]": 'http_requests_total{svc="a"}'})
+    assert sorted(s["code"] for s in r.json()["data"]) == ["200", "500"]
+    assert "svc" in _get(platform, "/api/v1/labels").json()["data"]
+    names = _get(platform, "/api/v1/label/__name__/values").json()["data"]
+    assert "http_requests_total" in names and "success_rate" in names  # indicators are queryable names
+    assert _get(platform, "/api/v1/label/svc/values", **{"match[]": "http_requests_total"}).json()["data"] == ["a", "b"]
+    meta = _get(platform, "/api/v1/metadata", metric="http_requests_total").json()["data"]
+    assert meta == {"http_requests_total": [{"type": "counter", "help": "Requests served.", "unit": ""}]}
+    info = _get(platform, "/api/v1/status/buildinfo").json()
+    assert info["status"] == "success" and info["data"]["version"]
+    assert _get(platform, "/api/v1/rules").json()["data"]["groups"] == [] or platform.platform.ctx.has("alerting")  # type: ignore[union-attr]
+    assert _get(platform, "/api/v1/nope").status_code == 404
+
+
+def test_metrics_exposition(platform: PlatformThread) -> None:
+    r = _get(platform, "/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "devbox_up" in r.text
+    assert 'http_requests_total{code="500",svc="a"} 300.0' in r.text
+    assert "# TYPE http_requests counter" in r.text or "# TYPE http_requests_total counter" in r.text
+
+
+# --- real peers ------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) is not installed")
+def test_promtool_queries_devbox(platform: PlatformThread) -> None:
+    server = platform.url("prometheus")
+    out = subprocess.run(
+        [
+            "promtool",
+            "query",
+            "instant",
+            "--time",
+            str(int(NOW)),
+            server,
+            "sum by (svc) (rate(http_requests_total[1m]))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert '{svc="a"} => 2.5' in out.stdout and '{svc="b"} => 1' in out.stdout
+    out = subprocess.run(
+        [
+            "promtool",
+            "query",
+            "range",
+            "--start",
+            str(int(NOW) - 120),
+            "--end",
+            str(int(NOW)),
+            "--step",
+            "1m",
+            server,
+            'http_requests_total{svc="b"}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("@[") == 3
+    out = subprocess.run(
+        ["promtool", "query", "series", "--match", "http_requests_total", server],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0 and out.stdout.count("http_requests_total") == 3, out.stderr
+    out = subprocess.run(["promtool", "query", "labels", server, "svc"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.split() == ["a", "b"], out.stderr
+    out = subprocess.run(["promtool", "query", "instant", server, "sum("], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "bad_data" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus (Debian) is not installed")
+def test_real_prometheus_scrapes_devbox(platform: PlatformThread, tmp_path: Path) -> None:
+    target = platform.target("prometheus")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs:\n  - job_name: devbox\n    static_configs: [{{targets: ['{target}']}}]\n"
+    )
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 45
+        found: list = []
+        while time.monotonic() < deadline and not found:
+            time.sleep(0.5)
+            try:
+                r = httpx.get(
+                    f"http://127.0.0.1:{port}/api/v1/query", params={"query": 'http_requests_total{job="devbox"}'}
+                )
+            except httpx.TransportError:
+                continue
+            if r.status_code == 200:
+                found = r.json()["data"]["result"]
+        assert found, "Prometheus never scraped devbox"
+        assert {(s["metric"]["svc"], s["metric"]["code"]) for s in found} == {("a", "200"), ("a", "500"), ("b", "200")}
+        up = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": 'up{job="devbox"}'}).json()
+        assert up["data"]["result"][0]["value"][1] == "1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+@pytest.mark.skipif(not SPEC.exists(), reason="the Prometheus OpenAPI file is not in /work/shared/specs")
+def test_openapi_fuzz_never_gives_a_server_error(platform: PlatformThread) -> None:
+    """schemathesis generates requests for every endpoint devbox serves; none may answer 5xx, and
+    every answer carries the Prometheus envelope."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_path(SPEC).include(
+        path_regex=r"^/(query|query_range|series|labels|label/\{name\}/values|metadata|status/buildinfo)$"
+    )
+    base = platform.url("prometheus") + "/api/v1"
+    checked = 0
+    statuses: list[int] = []
+    with httpx.Client() as http:
+        for result in schema.get_all_operations():
+            operation = result.ok()
+
+            @given(case=operation.as_strategy())
+            @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            def run(case: schemathesis.Case) -> None:
+                kwargs = case.as_transport_kwargs(base_url=base)
+                response = http.request(
+                    kwargs["method"],
+                    kwargs["url"],
+                    params=kwargs.get("params"),
+                    headers=kwargs.get("headers"),
+                    content=kwargs.get("data") if isinstance(kwargs.get("data"), (bytes, str)) else None,
+                    data=kwargs.get("data") if isinstance(kwargs.get("data"), dict) else None,
+                )
+                statuses.append(response.status_code)
+                assert response.status_code < 500, (case, response.text)
+                if response.status_code != 404:
+                    assert response.json()["status"] in ("success", "error"), response.text
+
+            run()
+            checked += 1
+    assert checked >= 7
+    assert 200 in statuses and 400 in statuses, sorted(set(statuses))
