@@ -133,7 +133,9 @@ def test(
     step: str | None = typer.Option(None, "--step", help="Evaluation step (default: the rule interval)."),
     expr: str | None = typer.Option(None, "--expr", help="Test this PromQL instead of a loaded rule."),
     for_: str = typer.Option("0s", "--for", help="With --expr: how long it must hold before firing."),
-    rule_file: Path | None = typer.Option(None, "--file", help="A rule file: test its first rule (or RULE in it)."),
+    rule_file: Path | None = typer.Option(
+        None, "--rule-file", help="A rule file: test its first rule (or RULE in it)."
+    ),
     config_file: str | None = ConfigOption,
     json_out: bool = JsonOption,
 ) -> None:
