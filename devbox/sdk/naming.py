@@ -312,6 +312,7 @@ class NamingClient:
 
     async def _watch(self, entry: _Entry) -> None:
         assert self.api_url is not None
+        _untraced()  # this task's context only: the caller's span must not adopt the long-polls
         if self._http is None:
             self._http = httpx.AsyncClient(headers=self._headers, transport=self._watch_transport)
         http = self._http
@@ -595,6 +596,19 @@ class NamingClient:
 
 
 # --- span recording ---------------------------------------------------------------------------
+
+
+def _untraced() -> None:
+    """Detach the current task from any trace and switch OTel instrumentation off in it.
+
+    Tasks copy their creator's context, so without this the watch's long-polls would show up
+    as CLIENT spans inside whatever request first asked for the service."""
+    try:
+        from opentelemetry import context as otel_context
+        from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+    except ImportError:  # pragma: no cover
+        return
+    otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, otel_context.Context()))
 
 
 def _record_on_span(service: str, chosen: Instance, result: RouteResult, balancer: str) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -37,6 +38,7 @@ class FakeWatch:
         self.services: dict[str, dict[str, Any]] = {}
         self.down = False
         self.calls = 0
+        self.traced_calls = 0
         self._rev = itertools.count(1)
 
     def set(self, service: str, instances: list[dict[str, Any]], routing: list[dict[str, Any]] | None = None,
@@ -46,6 +48,8 @@ class FakeWatch:
 
     async def handler(self, request: httpx.Request) -> httpx.Response:
         self.calls += 1
+        if is_instrumentation_enabled() or trace.get_current_span().get_span_context().is_valid:
+            self.traced_calls += 1
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
         params = request.url.params
@@ -211,7 +215,8 @@ def test_sync_transport_resolves_propagates_and_fails_over(client: NamingClient)
         assert http.get("http://127.0.0.1:5/direct").json()["port"] == 5  # not a service name
 
 
-def test_async_transport_and_span_attributes(client: NamingClient) -> None:
+def test_async_transport_and_span_attributes(fake: FakeWatch) -> None:
+    client = NamingClient("http://platform.test", watch_transport=httpx.MockTransport(fake.handler))
     seen: list[httpx.Request] = []
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -224,9 +229,11 @@ def test_async_transport_and_span_attributes(client: NamingClient) -> None:
                 return await http.get("http://orders/x")
 
     answer = asyncio.run(call())
+    assert fake.traced_calls == 0  # the watch's long-polls never join a trace nor get instrumented
     assert answer.json()["port"] == 3
     (span,) = exporter.get_finished_spans()
     assert span.attributes["devbox.naming.rule"] == "multi-env"
     assert span.attributes["devbox.naming.instance"] == "127.0.0.1:3"
     assert "metadata:127.0.0.1:1" in span.attributes["devbox.naming.filtered"]
     assert [e.name for e in span.events] == ["devbox.naming.pick"]
+    client.close()
