@@ -11,7 +11,9 @@ Everything here is imported lazily: importing :mod:`devbox.sdk` loads neither Op
 grpcio, so a service that never asks for a gRPC channel does not pay for grpc. The parts:
 
 - :mod:`devbox.sdk.naming` — ``NamingClient``, ``http_client``, ``grpc_channel`` (Polaris-style
-  discovery, routing rules, load balancing, circuit breaking);
+  discovery, routing rules, load balancing, circuit breaking), and the two errors a call by name
+  can raise before any byte is sent: ``NamingUnavailable`` (no platform, nothing cached) and
+  ``NoInstanceError`` (no instance left to call after health, breakers and routing);
 - :mod:`devbox.sdk.tracing` — ``instrument`` (OpenTelemetry SDK + OTLP exporter from ``OTEL_*``);
 - :mod:`devbox.sdk.metrics` — counters, gauges and custom reports.
 
@@ -41,6 +43,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "tracing": ("devbox.sdk.tracing", None),
     "metrics": ("devbox.sdk.metrics", None),
     "NamingClient": ("devbox.sdk.naming", "NamingClient"),
+    "NamingUnavailable": ("devbox.sdk.naming", "NamingUnavailable"),
+    "NoInstanceError": ("devbox.sdk.naming", "NoInstanceError"),
     "http_client": ("devbox.sdk.naming", "http_client"),
     "grpc_channel": ("devbox.sdk.naming", "grpc_channel"),
     "instrument": ("devbox.sdk.tracing", "instrument"),

@@ -38,3 +38,25 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         sdk.nope  # noqa: B018
     assert "bootstrap" in dir(sdk) and "grpc_channel" in dir(sdk)
+
+
+def test_bootstrap_without_devbox_traces_and_prepares_naming() -> None:
+    code = """
+import os
+for var in list(os.environ):
+    if var.startswith(("DEVBOX_", "OTEL_")):
+        del os.environ[var]
+import httpx
+from fastapi import FastAPI
+from devbox import sdk
+from devbox.sdk.naming import NamingClient, RoutingLabelsMiddleware, default_client
+app = FastAPI()
+client = sdk.bootstrap(app, service_name="probe")
+assert isinstance(client, NamingClient) and default_client() is client
+assert any(m.cls is RoutingLabelsMiddleware for m in app.user_middleware)
+http = sdk.http_client()
+assert isinstance(http, httpx.AsyncClient)
+assert issubclass(sdk.NoInstanceError, LookupError) and issubclass(sdk.NamingUnavailable, RuntimeError)
+client.close()
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

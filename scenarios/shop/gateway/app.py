@@ -23,6 +23,9 @@ from pydantic import BaseModel, Field
 
 from devbox import sdk
 
+#: A call by name can fail before it is sent: no platform to ask, or no instance left to call.
+UNRESOLVED = (sdk.NamingUnavailable, sdk.NoInstanceError)
+
 
 class OrderRequest(BaseModel):
     user: str
@@ -51,7 +54,7 @@ async def _call(http: httpx.AsyncClient, service: str, method: str, url: str, **
     """A downstream call; its 4xx keep their meaning, its 5xx become 502 naming the service."""
     try:
         answer = await http.request(method, url, **kw)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, *UNRESOLVED) as exc:
         raise HTTPException(503, f"{service} unreachable: {exc}") from exc
     if answer.status_code >= 400:
         try:
@@ -74,6 +77,8 @@ async def products(request: Request) -> dict:
         catalog = await request.app.state.inventory.ListProducts(pb.ListProductsRequest(), timeout=5.0)
     except grpc.aio.AioRpcError as exc:
         raise HTTPException(502, f"inventory: {exc.details()}") from exc
+    except UNRESOLVED as exc:
+        raise HTTPException(503, f"inventory unreachable: {exc}") from exc
     return {
         "products": [
             {"sku": p.sku, "name": p.name, "price_cents": p.price_cents, "stock": p.stock} for p in catalog.products

@@ -23,6 +23,9 @@ from pydantic import BaseModel, Field
 
 from devbox import sdk
 
+#: A call by name can fail before it is sent: no platform to ask, or no instance left to call.
+UNRESOLVED = (sdk.NamingUnavailable, sdk.NoInstanceError)
+
 DISCOUNT_PERCENT = {"gold": 10, "silver": 5, "bronze": 0}
 GRPC_TO_HTTP = {
     grpc.StatusCode.NOT_FOUND: 404,
@@ -68,7 +71,7 @@ def _downstream_error(service: str, answer: httpx.Response) -> HTTPException:
 async def _call(http: httpx.AsyncClient, service: str, method: str, url: str, **kw: Any) -> dict:
     try:
         answer = await http.request(method, url, **kw)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, *UNRESOLVED) as exc:
         raise HTTPException(503, f"{service} unreachable: {exc}") from exc
     if answer.status_code >= 400:
         raise _downstream_error(service, answer)
@@ -81,6 +84,8 @@ async def _inventory(call: Any, request: Any) -> Any:
     except grpc.aio.AioRpcError as exc:
         status = GRPC_TO_HTTP.get(exc.code(), 502)
         raise HTTPException(status, f"inventory: {exc.details()}") from exc
+    except UNRESOLVED as exc:
+        raise HTTPException(503, f"inventory unreachable: {exc}") from exc
 
 
 async def _user_and_product(request: Request, user: str, sku: str) -> tuple[dict, pb.Product]:

@@ -61,7 +61,7 @@ async def fraud_check(http: httpx.AsyncClient, payment: Payment) -> bool | None:
     with tracer.start_as_current_span("fraud-check") as span:
         try:
             answer = await http.get(f"http://users/users/{payment.user}")
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, sdk.NamingUnavailable, sdk.NoInstanceError) as exc:
             raise HTTPException(503, f"users unreachable for the fraud check: {exc}") from exc
         if answer.status_code == 404:
             raise HTTPException(404, f"no user {payment.user!r}")
