@@ -75,6 +75,7 @@ class NamingComponent(Component):
             ("api", api.router(self)),
             ("polaris_http", polaris_http.client_router(self.polaris)),
             ("polaris_http", polaris_http.console_router(self.polaris, self.registry)),
+            ("polaris_http", polaris_http.routing_router(self.polaris, self.registry)),
         ]
 
     def grpc_services(self) -> list[tuple[str, Callable[[grpc.aio.Server], None]]]:

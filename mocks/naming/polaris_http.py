@@ -281,3 +281,98 @@ def console_router(api: PolarisApi, registry: Registry) -> APIRouter:
         return batch_write(responses)
 
     return router
+
+
+def routing_router(api: PolarisApi, registry: Registry) -> APIRouter:
+    """``/naming/v2/routings``: Polaris v2 rule routing, converted to and from devbox rules."""
+    from mocks.naming import routing as routing_rules
+    from mocks.naming.polaris_rules import RuleConversionError, rule_from_polaris
+
+    router = APIRouter(prefix="/naming/v2", tags=["polaris console api"])
+    pb = api.pb
+
+    async def body_list(request: Request) -> list[Any]:
+        try:
+            data = json.loads(await request.body() or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise NamingError(Code.ParseException, f"body is not JSON: {exc}") from None
+        if isinstance(data, dict):
+            data = [data]
+        if not isinstance(data, list) or not data:
+            raise NamingError(Code.EmptyRequest, "body must be a non-empty JSON array of RouteRule objects")
+        return data
+
+    def write_answer(results: list[tuple[Code, str]]) -> Response:
+        responses = [api.response(code, info) for code, info in results]
+        failed = [code for code, _ in results if code != Code.ExecuteSuccess]
+        code = Code.ExecuteSuccess if not failed else (failed[0] if len(failed) == len(results) else Code.BadRequest)
+        return pb_response(
+            pb.response.BatchWriteResponse(
+                code={"value": int(code)},
+                info={"value": "execute success" if not failed else "some rules were refused"},
+                size={"value": len(results)},
+                responses=responses,
+            )
+        )
+
+    @router.post("/routings")
+    @router.put("/routings")
+    async def create_routings(request: Request) -> Response:
+        try:
+            items = await body_list(request)
+        except NamingError as exc:
+            return pb_response(api.error(exc))
+        results: list[tuple[Code, str]] = []
+        for item in items:
+            try:
+                rule = rule_from_polaris(item)
+            except RuleConversionError as exc:
+                results.append((Code.InvalidParameter, str(exc)))
+                continue
+            registry.put_rule(rule.model_dump(mode="json"))
+            results.append((Code.ExecuteSuccess, f"{rule.namespace}/{rule.service}/{rule.name}"))
+        return write_answer(results)
+
+    @router.get("/routings")
+    async def list_routings(request: Request) -> Response:
+        namespace = request.query_params.get("namespace") or None
+        service = request.query_params.get("service") or None
+        packed = []
+        for data in registry.rules(namespace, service):
+            message = pb.routing.RouteRule()
+            rule = routing_rules.RoutingRule.model_validate(data)
+            json_format.ParseDict(routing_rules.to_polaris(rule), message, ignore_unknown_fields=True)
+            any_msg = pb.response.BatchQueryResponse().data.add()
+            any_msg.Pack(message)
+            packed.append(any_msg)
+        return pb_response(
+            pb.response.BatchQueryResponse(
+                code={"value": int(Code.ExecuteSuccess)},
+                info={"value": "execute success"},
+                amount={"value": len(packed)},
+                size={"value": len(packed)},
+                data=packed,
+            )
+        )
+
+    @router.post("/routings/delete")
+    async def delete_routings(request: Request) -> Response:
+        """Delete by ``id`` (``namespace/service/name``, as listed)."""
+        try:
+            items = await body_list(request)
+        except NamingError as exc:
+            return pb_response(api.error(exc))
+        results: list[tuple[Code, str]] = []
+        for item in items:
+            parts = str(item.get("id", "") if isinstance(item, dict) else "").split("/")
+            if len(parts) != 3:
+                results.append((Code.InvalidParameter, "give the rule id as namespace/service/name"))
+                continue
+            try:
+                registry.delete_rule(*parts)
+                results.append((Code.ExecuteSuccess, "deleted"))
+            except NamingError as exc:
+                results.append((exc.code, exc.reason))
+        return write_answer(results)
+
+    return router

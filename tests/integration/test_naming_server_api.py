@@ -3,6 +3,7 @@ console APIs, and devbox's /api/naming (watch, rules, explain), on ephemeral por
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -375,3 +376,44 @@ def test_state_survives_restart(tmp_path: Path) -> None:
         assert [i["port"] for i in watched["instances"]] == [8030]
         assert [r["name"] for r in watched["routing"]] == ["r1"]
         assert httpx.get(api + "/services/default/secure").json()["require_token"] is True
+
+
+def test_polaris_v2_routing_console_round_trip(platform: PlatformThread) -> None:
+    base = platform.url("polaris_http") + "/naming/v2/routings"
+    rule = {
+        "name": "feature-env", "namespace": "default", "enable": True, "routing_policy": "RulePolicy",
+        "routing_config": {"@type": "type.googleapis.com/v1.RuleRoutingConfig", "rules": [{
+            "name": "feature-env",
+            "sources": [{"service": "*", "namespace": "*", "arguments": [
+                {"type": "CUSTOM", "key": "env", "value": {"type": "EXACT", "value": "*"}}]}],
+            "destinations": [
+                {"service": "orders", "namespace": "default", "priority": 0, "weight": 100,
+                 "labels": {"env": {"type": "EXACT", "value": "env", "value_type": "PARAMETER"}}},
+                {"service": "orders", "namespace": "default", "priority": 1, "weight": 100, "name": "base",
+                 "labels": {"env": {"type": "IN", "value": "base,"}}},
+            ]}]},
+    }
+    r = httpx.post(base, json=[rule])
+    assert r.status_code == 200 and r.json()["code"] == 200000, r.text
+    stored = httpx.get(platform.url("api") + "/api/naming/rules", params={"service": "orders"}).json()
+    summary = [(s["name"], s["service"], s["destinations"][1]["name"]) for s in stored]
+    assert summary == [("feature-env", "orders", "base")]
+    assert stored[0]["destinations"][0]["labels"]["env"]["value_type"] == "PARAMETER"
+    listed = httpx.get(base, params={"service": "orders"}).json()
+    assert listed["amount"] == 1
+    assert listed["data"][0]["@type"] == "type.googleapis.com/v1.RouteRule"
+    assert listed["data"][0]["name"] == "feature-env"
+    # What devbox lists can be posted back unchanged.
+    assert httpx.post(base, json=listed["data"]).json()["code"] == 200000
+
+    unsupported = {**rule, "routing_policy": "MetadataPolicy"}
+    r = httpx.post(base, json=[unsupported])
+    assert r.status_code == 400 and "RulePolicy" in r.json()["responses"][0]["info"]
+    ranged = json.loads(json.dumps(rule))
+    ranged["routing_config"]["rules"][0]["destinations"][0]["labels"]["env"]["type"] = "RANGE"
+    assert "not supported" in httpx.post(base, json=[ranged]).json()["responses"][0]["info"]
+    assert httpx.post(base, content=b"{").status_code == 400
+
+    r = httpx.post(base + "/delete", json=[{"id": "default/orders/feature-env"}])
+    assert r.json()["code"] == 200000
+    assert httpx.get(base).json()["amount"] == 0
