@@ -29,6 +29,8 @@ LIMITATIONS: only the devbox watch API is spoken (not Polaris's gRPC Discover); 
 pluggable resolver in Python, so :class:`NamingChannel` keeps one real channel per instance and
 picks per call; only unary calls fail over; without ``DEVBOX_API_URL`` names are not resolved
 (the http transport passes requests through unchanged, picks raise :class:`NamingUnavailable`).
+Through the transports, naming failures look like the protocol's own: :class:`UnresolvedService`
+(an ``httpx.ConnectError``) and gRPC status UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ __all__ = [
     "NamingClient",
     "NamingUnavailable",
     "NoInstanceError",
+    "UnresolvedService",
     "current_labels",
     "default_client",
     "grpc_channel",
@@ -659,8 +662,33 @@ def _retarget(request: httpx.Request, instance: Instance, labels: Mapping[str, s
         request.headers["baggage"] = baggage_header(labels)
 
 
+class UnresolvedService(httpx.ConnectError):
+    """An httpx error for a service name naming cannot turn into an instance (no platform and no
+    cache, or no instance left after health, breakers and routing); ``__cause__`` says which."""
+
+
+def _unresolved(exc: Exception, request: httpx.Request) -> UnresolvedService:
+    error = UnresolvedService(str(exc), request=request)
+    error.__cause__ = exc
+    return error
+
+
+def _next_instance(client: NamingClient, service: str, snap: _Snapshot, route: RouteRequest,
+                   request: httpx.Request, tried: list[str], failed: Exception | None) -> Instance:
+    try:
+        return client._pick(service, snap, route, None, exclude=tried)[0]
+    except NoInstanceError as exc:
+        if failed is not None:
+            raise failed from None  # nothing to fail over to: the connect error is the news
+        raise _unresolved(exc, request) from exc
+
+
 class NamingTransport(httpx.BaseTransport):
-    """Sync transport: ``http://orders/x`` → a picked instance; one failover on connect errors."""
+    """Sync transport: ``http://orders/x`` → a picked instance; one failover on connect errors.
+
+    Naming failures surface as :class:`UnresolvedService` (an ``httpx.ConnectError``), so code
+    that handles ``httpx.HTTPError`` handles them too.
+    """
 
     def __init__(self, client: NamingClient, inner: httpx.BaseTransport) -> None:
         self.client = client
@@ -670,20 +698,25 @@ class NamingTransport(httpx.BaseTransport):
         service = request.url.host
         if not self.client.resolves(service):
             return self.inner.handle_request(request)
-        _, snap = self.client._snapshot(service)
+        try:
+            _, snap = self.client._snapshot(service)
+        except NamingUnavailable as exc:
+            raise _unresolved(exc, request) from exc
         route = _route_request(self.client, request)
         tried: list[str] = []
+        failed: Exception | None = None
         while True:
-            instance = self.client._pick(service, snap, route, None, exclude=tried)[0]
+            instance = _next_instance(self.client, service, snap, route, request, tried, failed)
             _retarget(request, instance, route.labels)
             started = time.perf_counter()
             try:
                 response = self.inner.handle_request(request)
-            except _RETRY_ON:
+            except _RETRY_ON as exc:
                 self.client.report(instance, False, time.perf_counter() - started)
                 tried.append(instance.id)
-                if len(tried) > 1:
+                if failed is not None:
                     raise
+                failed = exc
                 LOG.info("naming: %s at %s refused the connection; failing over", service, instance.address)
                 continue
             except httpx.TransportError:
@@ -697,7 +730,10 @@ class NamingTransport(httpx.BaseTransport):
 
 
 class AsyncNamingTransport(httpx.AsyncBaseTransport):
-    """Async transport: ``http://orders/x`` → a picked instance; one failover on connect errors."""
+    """Async transport: ``http://orders/x`` → a picked instance; one failover on connect errors.
+
+    Naming failures surface as :class:`UnresolvedService` (an ``httpx.ConnectError``).
+    """
 
     def __init__(self, client: NamingClient, inner: httpx.AsyncBaseTransport) -> None:
         self.client = client
@@ -707,20 +743,25 @@ class AsyncNamingTransport(httpx.AsyncBaseTransport):
         service = request.url.host
         if not self.client.resolves(service):
             return await self.inner.handle_async_request(request)
-        _, snap = await self.client._asnapshot(service)
+        try:
+            _, snap = await self.client._asnapshot(service)
+        except NamingUnavailable as exc:
+            raise _unresolved(exc, request) from exc
         route = _route_request(self.client, request)
         tried: list[str] = []
+        failed: Exception | None = None
         while True:
-            instance = self.client._pick(service, snap, route, None, exclude=tried)[0]
+            instance = _next_instance(self.client, service, snap, route, request, tried, failed)
             _retarget(request, instance, route.labels)
             started = time.perf_counter()
             try:
                 response = await self.inner.handle_async_request(request)
-            except _RETRY_ON:
+            except _RETRY_ON as exc:
                 self.client.report(instance, False, time.perf_counter() - started)
                 tried.append(instance.id)
-                if len(tried) > 1:
+                if failed is not None:
                     raise
+                failed = exc
                 LOG.info("naming: %s at %s refused the connection; failing over", service, instance.address)
                 continue
             except httpx.TransportError:
@@ -845,11 +886,20 @@ class _UnaryUnary:
         import grpc
 
         ch, client = self._ch, self._ch.client
-        _, snap = await client._asnapshot(ch.service)
+        try:
+            _, snap = await client._asnapshot(ch.service)
+        except NamingUnavailable as exc:
+            raise _unavailable(exc) from exc
         route = client._request(None, method=self._method)
         tried: list[str] = []
+        failed: grpc.aio.AioRpcError | None = None
         while True:
-            instance = client._pick(ch.service, snap, route, None, exclude=tried)[0]
+            try:
+                instance = client._pick(ch.service, snap, route, None, exclude=tried)[0]
+            except NoInstanceError as exc:
+                if failed is not None:
+                    raise failed from None
+                raise _unavailable(exc) from exc
             callable_ = ch._channel(instance).unary_unary(
                 self._method, request_serializer=self._serializer, response_deserializer=self._deserializer)
             started = time.perf_counter()
@@ -859,12 +909,21 @@ class _UnaryUnary:
             except grpc.aio.AioRpcError as exc:
                 client.report(instance, exc.code() not in ch._errors, time.perf_counter() - started)
                 tried.append(instance.id)
-                if exc.code() is grpc.StatusCode.UNAVAILABLE and len(tried) == 1:
+                if exc.code() is grpc.StatusCode.UNAVAILABLE and failed is None:
+                    failed = exc
                     LOG.info("naming: %s at %s unavailable; failing over", ch.service, instance.address)
                     continue
                 raise
             client.report(instance, True, time.perf_counter() - started)
             return response
+
+
+def _unavailable(exc: Exception) -> grpc.aio.AioRpcError:
+    """A naming failure as the UNAVAILABLE status a gRPC caller already handles."""
+    import grpc
+
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                details=f"devbox naming: {exc}")
 
 
 class _Streaming:
@@ -878,7 +937,10 @@ class _Streaming:
     def __call__(self, request: Any = None, *, metadata: Any = None, **kw: Any) -> Any:
         ch, client = self._ch, self._ch.client
         route = client._request(None, method=self._method)
-        instance = client.pick(ch.service, labels=route.labels)
+        try:
+            instance = client.pick(ch.service, labels=route.labels)
+        except (NamingUnavailable, NoInstanceError) as exc:
+            raise _unavailable(exc) from exc
         factory = getattr(ch._channel(instance), self._kind)
         callable_ = factory(self._method, request_serializer=self._serializer,
                             response_deserializer=self._deserializer)

@@ -190,6 +190,10 @@ def test_grpc_channel_picks_per_call_and_fails_over(tmp_path: Path) -> None:
                 await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)  # never fails: failover
             assert servicers[1].calls == before + 6
             await channel.close()
+            nobody = health_pb2_grpc.HealthStub(client.grpc_channel("nobody"))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await nobody.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert err.value.code() is grpc.StatusCode.UNAVAILABLE and "naming" in err.value.details()
         finally:
             client.close()
             for server in servers:

@@ -23,6 +23,7 @@ from devbox.sdk.naming import (
     NamingTransport,
     NamingUnavailable,
     NoInstanceError,
+    UnresolvedService,
     current_labels,
     parse_baggage,
     routing_labels,
@@ -237,3 +238,29 @@ def test_async_transport_and_span_attributes(fake: FakeWatch) -> None:
     assert "metadata:127.0.0.1:1" in span.attributes["devbox.naming.filtered"]
     assert [e.name for e in span.events] == ["devbox.naming.pick"]
     client.close()
+
+
+def test_transport_naming_failures_are_httpx_errors(client: NamingClient, fake: FakeWatch) -> None:
+    seen: list[httpx.Request] = []
+    with httpx.Client(transport=NamingTransport(client, _backend(seen, {1, 2, 3}))) as http:
+        with pytest.raises(UnresolvedService) as err:
+            http.get("http://nobody/")
+        assert isinstance(err.value, httpx.HTTPError) and isinstance(err.value.__cause__, NoInstanceError)
+        with pytest.raises(httpx.ConnectError) as err:  # two dead instances: the connect error surfaces
+            http.get("http://orders/")
+        assert not isinstance(err.value, UnresolvedService)
+    fake.set("solo", [inst(4)])
+    with httpx.Client(transport=NamingTransport(client, _backend(seen, {4}))) as http:
+        with pytest.raises(httpx.ConnectError) as err:  # nothing to fail over to
+            http.get("http://solo/")
+        assert not isinstance(err.value, UnresolvedService)
+    offline_watch = FakeWatch()
+    offline_watch.down = True
+    offline = NamingClient("http://platform.test", first_sync_timeout=2,
+                           watch_transport=httpx.MockTransport(offline_watch.handler))
+    try:
+        with httpx.Client(transport=NamingTransport(offline, _backend(seen, set()))) as http:
+            with pytest.raises(UnresolvedService, match="unreachable"):
+                http.get("http://orders/")
+    finally:
+        offline.close()
