@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.live import Live
@@ -46,9 +46,10 @@ from devbox.cli.common import (
     runtime_path,
 )
 from devbox.config import DEFAULT_FILE, ProjectConfig, json_schema
-from devbox.platform.component import ComponentState
-from devbox.platform.platform import Platform, PortInUse
 from mocks.deploy import core as deploy_core
+
+if TYPE_CHECKING:
+    from devbox.platform.platform import Platform
 
 LOG = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ def up(
     if detach:
         _detach(config, no_reload=no_reload, components=components)
         return
+    from devbox.platform.platform import PortInUse  # the platform's imports are heavy: only `up` needs them
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -148,6 +151,9 @@ def _components(option: str | None) -> list[str] | None:
 
 async def _serve(config: ProjectConfig, *, components: list[str] | None = None) -> int:
     """Run until SIGINT/SIGTERM; returns the exit code. Always stops what it started."""
+    from devbox.platform.component import ComponentState
+    from devbox.platform.platform import Platform
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

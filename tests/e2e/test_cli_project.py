@@ -1,0 +1,224 @@
+"""`devbox up/status/logs/down/init/schema` end to end: the real CLI as subprocesses, real services."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.deploy_fakes import write_service
+
+pytestmark = pytest.mark.e2e
+
+#: Only the components these tests need, so other mocks' work in progress cannot break them.
+COMPONENTS = "naming,deploy"
+EPHEMERAL = """
+platform:
+  ports: {api: 0, otlp_http: 0, otlp_grpc: 0, zipkin: 0, polaris_grpc: 0, polaris_http: 0, prometheus: 0,
+          alertmanager: 0}
+"""
+
+
+def devbox(*args: str, cwd: Path, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("DEVBOX_API", None)
+    result = subprocess.run([sys.executable, "-m", "devbox", *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"devbox {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def project(tmp_path: Path, services: str, *, platform: str = EPHEMERAL) -> Path:
+    (tmp_path / "devbox.yaml").write_text(f"project: e2e\n{platform}\nservices:\n{services}")
+    return tmp_path
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pids: list[int], timeout: float = 15) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pids if alive(p)]
+        if not left:
+            return []
+        time.sleep(0.05)
+    return [p for p in pids if alive(p)]
+
+
+def instance_pids(status: dict[str, Any]) -> list[int]:
+    return [i["pid"] for d in status["services"] for i in d["instances"] if i["pid"]]
+
+
+HELLO = """  - name: hello
+    path: svc
+    replicas: 2
+    readiness: {http: /healthz}
+    tags: {env: base}
+"""
+
+
+def test_up_detach_status_logs_down(tmp_path: Path) -> None:
+    write_service(tmp_path / "svc")
+    root = project(tmp_path, HELLO)
+    up = devbox("up", "--detach", "--components", COMPONENTS, cwd=root)
+    assert up.returncode == 0, up.stdout + up.stderr
+    runtime = json.loads((root / ".devbox" / "platform.json").read_text())
+    pid = int((root / ".devbox" / "devbox.pid").read_text())
+    try:
+        assert runtime["pid"] == pid and alive(pid)
+        status = json.loads(devbox("status", "--json", cwd=root, check=True).stdout)
+        [dep] = status["services"]
+        assert dep["service"] == "hello" and dep["ready"] == 2
+        assert {i["state"] for i in dep["instances"]} == {"ready"} and all(i["healthy"] for i in dep["instances"])
+        pids = instance_pids(status)
+        answer = httpx.get(f"http://127.0.0.1:{dep['instances'][0]['port']}/").json()
+        assert answer["instance"] == dep["instances"][0]["id"]
+
+        logs = devbox("logs", "hello", cwd=root, check=True).stdout
+        assert "hello-1 | fake service listening" in logs and "hello-2 | fake service listening" in logs
+        one = devbox("logs", "hello", "--instance", "hello-2", "--grep", "listening", cwd=root, check=True).stdout
+        assert one.strip().startswith("fake service listening on") and len(one.strip().splitlines()) == 1
+        assert devbox("logs", "nope", cwd=root).returncode == 2
+
+        events = httpx.get(runtime["api"] + "/api/deploy/events", params={"kind": "ready"}).json()["events"]
+        assert len(events) == 2
+
+        again = devbox("up", "--components", COMPONENTS, cwd=root)
+        assert again.returncode == 2 and "already running" in again.stderr
+    finally:
+        down = devbox("down", cwd=root)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert not alive(pid)
+    assert wait_gone(pids) == []
+    assert not (root / ".devbox" / "platform.json").exists()
+    assert devbox("status", cwd=root).returncode == 3
+
+
+def test_ctrl_c_stops_everything_with_no_orphans(tmp_path: Path) -> None:
+    write_service(tmp_path / "svc")
+    (tmp_path / "svc" / "start.sh").write_text(
+        # a start.sh that forks its server (no exec) and a grandchild: the process group catches all
+        f"#!/bin/sh\nsleep 300 &\n{sys.executable} server.py\n"
+    )
+    root = project(tmp_path, HELLO)
+    proc = subprocess.Popen([sys.executable, "-m", "devbox", "up", "--components", COMPONENTS], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "service(s) ready" in line:
+                break
+        assert any("platform ready in" in line for line in lines), lines
+        runtime = json.loads((root / ".devbox" / "platform.json").read_text())
+        status = httpx.get(runtime["api"] + "/api/deploy/services").json()
+        pgids = instance_pids(status)
+        members = [int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) in pgids]
+        assert len(members) >= 4  # 2 x (sh, sleep, python)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert wait_gone(members) == []
+    assert not (root / ".devbox" / "platform.json").exists()
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("services", "code", "message"),
+    [
+        ("  - name: a\n    path: svc\n    colour: red\n", 2, "colour: unknown key (allowed: name, path"),
+        ("  - name: a\n    path: empty\n", 2, "service a: start script ./start.sh not found"),
+        ("  - name: a\n    path: svc\n    build: \"echo compiling; echo 'error: no such module' >&2; exit 3\"\n",
+         1, "error: no such module"),
+        ("  - name: a\n    path: svc\n    env: {FAKE_UNREADY: '1'}\n    readiness: {http: /healthz, timeout: 1}\n",
+         1, "not ready after 1s"),
+    ],
+    ids=["unknown-key", "missing-start-sh", "build-fails", "never-ready"],
+)
+def test_failed_up_says_why_and_leaves_nothing_running(tmp_path: Path, services: str, code: int, message: str) -> None:
+    write_service(tmp_path / "svc")
+    (tmp_path / "empty").mkdir()
+    root = project(tmp_path, services)
+    result = devbox("up", "--components", COMPONENTS, cwd=root)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert message in result.stderr, result.stderr
+    if code == 2 and "start script" not in message:
+        assert "devbox.yaml:" in result.stderr  # file and line
+    if "not ready" in message:
+        assert "fake service listening" in result.stderr
+    assert not (root / ".devbox" / "platform.json").exists()
+    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cwd(int(p)) == tmp_path / "svc"]
+    assert leftovers == []
+
+
+def _cwd(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+
+
+def test_taken_port_is_reported_by_name(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        root = project(tmp_path, "  []\n", platform=f"platform:\n  ports: {{api: {port}, polaris_http: 0}}\n")
+        result = devbox("up", "--components", COMPONENTS, cwd=root)
+    assert result.returncode == 2
+    assert f"api: port {port} on 127.0.0.1 is taken" in result.stderr
+    assert not (root / ".devbox" / "platform.json").exists()
+
+
+def test_init_writes_a_project_that_comes_up(tmp_path: Path) -> None:
+    result = devbox("init", "demo", cwd=tmp_path, check=True)
+    root = tmp_path / "demo"
+    assert "wrote" in result.stdout and os.access(root / "hello" / "start.sh", os.X_OK)
+    assert devbox("init", "demo", cwd=tmp_path).returncode == 2  # no silent overwrite
+    text = (root / "devbox.yaml").read_text()
+    assert text.startswith("# devbox.yaml")
+    (root / "devbox.yaml").write_text(text + EPHEMERAL)
+    try:
+        up = devbox("up", "-d", "--no-reload", "--components", COMPONENTS, cwd=root)
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = json.loads(devbox("status", "--json", cwd=root, check=True).stdout)
+        [dep] = status["services"]
+        assert dep["service"] == "hello" and dep["ready"] == 1 and dep["reload"] is False
+        answer = httpx.get(f"http://127.0.0.1:{dep['instances'][0]['port']}/").json()
+        assert answer["hello"] == "world" and answer["tags"] == "env=base"
+    finally:
+        devbox("down", cwd=root)
+
+
+def test_schema_is_json_schema_of_the_config(tmp_path: Path) -> None:
+    schema = json.loads(devbox("schema", cwd=tmp_path, check=True).stdout)
+    service = schema["$defs"]["ServiceConfig"]["properties"]
+    assert {"name", "path", "build", "start", "replicas", "readiness", "register", "restart"} <= set(service)
