@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 
 from devbox.cli.common import EXIT_FAILED, EXIT_USAGE, JsonOption, config_or_exit, console, err_console, fail
@@ -42,14 +44,15 @@ class RichReporter(Reporter):
     def scenario_started(self, scenario: Scenario, seed: int) -> None:
         self.index += 1
         self.out.print(
-            f"[bold]▶ [{self.index}/{self.total}] {scenario.name}[/]  [dim]{scenario.source} · seed {seed}[/]",
+            f"[bold]▶ \\[{self.index}/{self.total}] {escape(scenario.name)}[/]  "
+            f"[dim]{escape(scenario.source)} · seed {seed}[/]",
             highlight=False,
         )
 
     def step_started(self, scenario: Scenario, step: Step, index: int) -> None:
         if self.quiet:
             return
-        self.status = self.out.status(f"  {step.describe()}  [dim]{step.where}[/]")
+        self.status = self.out.status(f"  {escape(step.describe())}  [dim]{escape(step.where)}[/]")
         self.status.start()
 
     def step_finished(self, scenario: Scenario, record: StepRecord) -> None:
@@ -59,12 +62,12 @@ class RichReporter(Reporter):
         if self.quiet:
             return
         mark = {"passed": "[green]✓[/]", "failed": "[red]✗[/]", "error": "[red]![/]"}[record.outcome.value]
-        detail = f" [dim]{record.message[:200]}[/]" if record.message and record.outcome is Outcome.PASSED else ""
-        self.out.print(f"  {mark} {record.text} [dim]({record.seconds:.1f}s)[/]{detail}", highlight=False)
+        detail = f" [dim]{escape(record.message[:200])}[/]" if record.message and record.outcome is Outcome.PASSED else ""
+        self.out.print(f"  {mark} {escape(record.text)} [dim]({record.seconds:.1f}s)[/]{detail}", highlight=False)
 
     def log(self, text: str) -> None:
         if not self.quiet:
-            self.out.print(f"    [dim]{text}[/]", highlight=False)
+            self.out.print(f"    [dim]{escape(text)}[/]", highlight=False)
 
     def scenario_finished(self, result: ScenarioResult) -> None:
         if result.passed:
@@ -72,9 +75,9 @@ class RichReporter(Reporter):
         else:
             if result.outcome is Outcome.ERROR and not result.steps:
                 self.index += 1
-                self.out.print(f"[bold]▶ [{self.index}/{self.total}] {result.name}[/]", highlight=False)
+                self.out.print(f"[bold]▶ \\[{self.index}/{self.total}] {escape(result.name)}[/]", highlight=False)
             label = "FAILED" if result.outcome is Outcome.FAILED else "ERROR"
-            self.out.print(f"  [red]{label}[/] {result.name}: {result.message}", highlight=False)
+            self.out.print(f"  [red]{label}[/] {escape(result.name)}: {escape(result.message)}", highlight=False)
 
 
 def _project(config_file: str | None, paths: list[str]) -> ProjectConfig:
@@ -99,7 +102,9 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log the platform's warnings."),
 ) -> None:
     """Run scenario suites; exit 0 only when every scenario passes."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    # the runner reports what went wrong itself; the platform's own logs only with -v
+    logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     paths = paths or ["scenarios"]
     project = _project(config_file, paths)
     try:

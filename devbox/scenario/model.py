@@ -46,6 +46,11 @@ class UpStep(_Model):
     services: list[str] | None = Field(None, description="Only these services (default: all of devbox.yaml).")
     overrides: dict[str, ServiceOverride] = Field(default_factory=dict, description="Per-service overrides.")
     add: list[ExtraGroup] = Field(default_factory=list, description="Extra instance groups (feature envs).")
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Merged into devbox.yaml's other sections for this scenario, e.g. "
+        "{metrics: {indicators: {...}}, alerting: {interval: 0.5}}.",
+    )
     faults: bool = Field(True, description="Put the fault proxy in front of every instance.")
     timeout: float = Field(60.0, gt=0, description="Seconds to wait for every instance to be healthy.")
 

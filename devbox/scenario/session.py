@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from pydantic import ValidationError
 
 from devbox.config import PlatformConfig, Ports, ProjectConfig
 from devbox.scenario import checks
@@ -55,6 +56,8 @@ from devbox.testing import PlatformThread
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Trace assertions read at most this many traces of a traffic from the collector.
+MAX_TRACES = 50
 #: Naming changes that take an instance out of rotation.
 OUT_CHANGES = ("unhealthy", "deregistered", "isolated")
 
@@ -112,6 +115,8 @@ class Session:
 
     def close(self) -> None:
         for run in self.traffic_runs.values():
+            run.cancelled.set()
+        for run in self.traffic_runs.values():
             run.wait(timeout=30)
         if self.platform is not None:
             for service, name in list(self.stopped):
@@ -119,7 +124,22 @@ class Session:
                     self._deploy_call("send_signal", service, name, "SIGCONT")
                 except Exception:
                     LOG.debug("SIGCONT %s failed", name, exc_info=True)
-            self.platform.stop()
+            # stop the services first: their SDKs' long-polls would hold the HTTP server's shutdown
+            supervisor = getattr(self.platform.component("deploy"), "supervisor", None) if self.has("deploy") else None
+            if supervisor is not None:
+                try:
+                    self.call(supervisor.close(), timeout=30)
+                except Exception:
+                    LOG.warning("stopping the services failed", exc_info=True)
+            # naming's watch long-polls are cancelled at shutdown and uvicorn logs each as an
+            # "Exception in ASGI application"; that is noise at the end of a scenario
+            quiet = logging.getLogger("uvicorn.error")
+            was = quiet.disabled
+            quiet.disabled = True
+            try:
+                self.platform.stop()
+            finally:
+                quiet.disabled = was
             self.platform = None
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -210,12 +230,20 @@ class Session:
         t0 = time.monotonic()
         services = self._services(step)
         data = self.project.model_dump(exclude={"root", "source", "services", "platform"}, by_alias=True)
+        for section in ("services", "platform", "project"):
+            if section in step.settings:
+                raise StepError(f"up.settings cannot change {section!r} (use services/overrides/add)")
+        data = _merge(data, step.settings)
         platform = PlatformConfig(
             host="127.0.0.1", ports=Ports.ephemeral(), state_dir=str(self.state_dir / "state")
         )
-        self.config = ProjectConfig.model_validate(
-            {**data, "services": [], "root": self.project.root, "platform": platform}
-        )
+        try:
+            self.config = ProjectConfig.model_validate(
+                {**data, "services": [], "root": self.project.root, "platform": platform}
+            )
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise StepError(f"up.settings do not make a valid devbox.yaml: {problems}") from None
         self.config.services = services
         self.config.faults.enabled = step.faults
         thread = PlatformThread(self.config, components=self.components)
@@ -635,9 +663,28 @@ class Session:
         return checks.check_failover(exp, run, victim=victim, killed_at=killed_at, out_at=out_at, out_how=how)
 
     def _check_trace(self, exp: TraceExpect) -> checks.Verdict:
+        """Traces as the collector stored them; root cause and critical path from its own analysis."""
         run = self._traffic(exp.traffic)
-        traces = checks.group_traces(self._spans(), run.trace_ids)
-        return checks.check_trace(exp, run, traces)
+        base = self.url("api") + "/api/traces/"
+        traces: dict[str, list[Any]] = {}
+        with httpx.Client(timeout=10) as http:
+            for trace_id in run.trace_ids[:MAX_TRACES]:
+                response = http.get(base + trace_id)
+                if response.status_code == 404:
+                    continue
+                if response.status_code != 200:
+                    raise StepError(f"GET /api/traces/{trace_id}: {response.status_code} {response.text[:200]}")
+                traces[trace_id] = [_span(d) for d in response.json()["spans"]]
+
+            def causes_of(trace_id: str, trace: Any) -> list[checks.Cause]:
+                data = http.get(base + trace_id + "/why").json()
+                return [checks.Cause(c["service"], c["name"], c.get("message", "")) for c in data.get("causes", [])]
+
+            def shares_of(trace_id: str, trace: Any) -> dict[str, float]:
+                data = http.get(base + trace_id + "/critical-path").json()
+                return {row["service"]: row["share"] for row in data.get("services", [])}
+
+            return checks.check_trace(exp, run, traces, causes_of=causes_of, shares_of=shares_of)
 
     def _check_topology(self, exp: TopologyExpect) -> checks.Verdict:
         now_ms = int(time.time() * 1000) + 1000
@@ -663,14 +710,18 @@ class Session:
         return checks.check_metric(exp, series)
 
     def _check_alert(self, exp: AlertExpect) -> checks.Verdict:
-        with self._lock:
-            history = list(self.transitions)
-        state = history and next(
-            (str(t["to"]) for t in reversed(history) if t.get("alertname") == exp.rule
-             and all(t.get("labels", {}).get(k) == v for k, v in exp.labels.items())),
-            None,
-        )
-        return checks.check_alert(exp, history, state or None)
+        """From alerting's own history store (``GET /api/alerts/history``)."""
+        self.component("alerting")
+        response = httpx.get(self.url("api") + "/api/alerts/history", params={"limit": 10000}, timeout=10)
+        if response.status_code != 200:
+            raise StepError(f"GET /api/alerts/history: {response.status_code} {response.text[:200]}")
+        history = sorted(response.json().get("transitions", []), key=lambda t: t.get("at", 0))
+        mine = [
+            t for t in history
+            if t.get("alertname") == exp.rule and all(t.get("labels", {}).get(k) == v for k, v in exp.labels.items())
+        ]
+        state = str(mine[-1]["to"]) if mine else None
+        return checks.check_alert(exp, history, state)
 
     def _check_log(self, exp: LogExpect) -> checks.Verdict:
         assert self.config is not None
@@ -686,6 +737,26 @@ class Session:
         except re.error as exc:
             raise StepError(f"log pattern {exp.pattern!r} is not a valid regex: {exc}") from None
         return checks.check_log(exp, lines)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``: mappings recursively, anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _span(data: dict[str, Any]) -> Any:
+    from mocks.tracing.models import Span
+
+    fields = Span.__dataclass_fields__
+    span = Span(**{k: v for k, v in data.items() if k in fields})
+    span.start_us, span.duration_us = int(span.start_us), int(span.duration_us)
+    return span
 
 
 def _instance_args(step: InstanceStep) -> dict[str, Any]:

@@ -61,6 +61,8 @@ class TrafficRun:
     ended: float | None = None
     thread: threading.Thread | None = None
     error: str | None = None
+    #: Set to stop starting new calls (the scenario ended before a background traffic did).
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
     @property
     def done(self) -> bool:
@@ -98,8 +100,9 @@ def _traceparent() -> tuple[str, str]:
 
 
 def _baggage(labels: dict[str, str]) -> str:
-    items = {**labels, "caller": CALLER}
-    return ",".join(f"{k}={v}" for k, v in items.items())
+    # only routing labels: baggage travels down the whole call chain, so a ``caller`` entry here
+    # would name the scenario as the caller of every hop
+    return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
 class TrafficGenerator:
@@ -134,6 +137,9 @@ class TrafficGenerator:
             if step.count is not None:
                 for i in range(step.count):
                     await sem.acquire()
+                    if self.run.cancelled.is_set():
+                        sem.release()
+                        break
                     tasks.append(asyncio.create_task(self._one(client, i, sem)))
             else:
                 assert step.rate is not None and step.duration is not None
@@ -143,6 +149,8 @@ class TrafficGenerator:
                     delay = t0 + i / step.rate - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
+                    if self.run.cancelled.is_set():
+                        break
                     await sem.acquire()
                     tasks.append(asyncio.create_task(self._one(client, i, sem)))
             if tasks:
@@ -175,7 +183,7 @@ class TrafficGenerator:
         return {
             **self.step.headers,
             "traceparent": traceparent,
-            "baggage": _baggage(self.step.labels),
+            **({"baggage": _baggage(self.step.labels)} if self.step.labels else {}),
             "x-devbox-caller": CALLER,
         }
 

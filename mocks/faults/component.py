@@ -77,7 +77,12 @@ class FaultsComponent(Component):
         existing = self.proxies.get((host, port))
         if existing is not None and existing.address is not None:
             existing.instance_id = instance_id
-            return existing.address
+            if not existing.listening:  # the instance came back after a crash
+                with contextlib.suppress(OSError):
+                    return await existing.start()
+                del self.proxies[(host, port)]  # its port was taken meanwhile: a new proxy
+            else:
+                return existing.address
         mode = "http"
         with contextlib.suppress(KeyError):
             mode = "tcp" if self.ctx.config.service(service).protocol == "grpc" else "http"

@@ -137,18 +137,45 @@ class FaultProxy:
         self.address: tuple[str, int] | None = None
         self.connections = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, host: str = "127.0.0.1") -> tuple[str, int]:
-        self.server = await asyncio.start_server(self._handle, host, 0, limit=MAX_HEAD, backlog=512)
+        """Listen (again, on the same port after the instance came back) and return the address."""
+        port = self.address[1] if self.address else 0
+        self.server = await asyncio.start_server(
+            self._handle, self.address[0] if self.address else host, port, limit=MAX_HEAD, backlog=512,
+            reuse_address=True,
+        )
         sock = self.server.sockets[0]
         self.address = sock.getsockname()[:2]
         return self.address
 
+    def _upstream_gone(self, writer: asyncio.StreamWriter) -> None:
+        """The instance refuses connections (it died): behave as it does, so clients fail over.
+
+        This connection is reset, and the proxy stops listening until the instance is registered
+        again (``start`` on the same port), so the next callers get "connection refused" — what
+        naming SDKs retry on another instance.
+        """
+        _reset(writer)
+        if self.server is not None and self.server.is_serving():
+            LOG.info("%s %s refuses connections: fault proxy stops listening", self.service, self.instance_id)
+            self.server.close()
+
+    @property
+    def listening(self) -> bool:
+        return self.server is not None and self.server.is_serving()
+
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
-            for task in list(self._tasks):
-                task.cancel()
+            # end open connections by closing their sockets (cancelling the handler tasks would
+            # make asyncio's stream callback log a CancelledError for each)
+            for writer in list(self._writers):
+                with contextlib.suppress(Exception):
+                    writer.transport.abort()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=2)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
             self.server = None
@@ -157,6 +184,7 @@ class FaultProxy:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        self._writers.add(writer)
         self.connections += 1
         try:
             if self.mode == "http":
@@ -168,6 +196,7 @@ class FaultProxy:
         finally:
             if task is not None:
                 self._tasks.discard(task)
+            self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()
 
@@ -197,19 +226,30 @@ class FaultProxy:
         if decision.latency_ms:
             await asyncio.sleep(decision.latency_ms / 1000)
             self._report(decision, head, start)
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream, limit=MAX_HEAD)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream, limit=MAX_HEAD)
+        except OSError:
+            self._upstream_gone(writer)
+            return
+        self._writers.add(up_writer)
         try:
             up_writer.write(head.encode())
             await up_writer.drain()
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
+            self._writers.discard(up_writer)
             with contextlib.suppress(Exception):
                 up_writer.close()
 
     async def _tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Each chunk the client sends is one decision: a long-lived gRPC connection sees new rules."""
         peer = writer.get_extra_info("peername") or ("", 0)
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            self._upstream_gone(writer)
+            return
+        self._writers.add(up_writer)
         back = asyncio.create_task(_pipe(up_reader, writer))
         try:
             while True:
@@ -232,6 +272,7 @@ class FaultProxy:
             await back
         finally:
             back.cancel()
+            self._writers.discard(up_writer)
             with contextlib.suppress(Exception):
                 up_writer.close()
 
