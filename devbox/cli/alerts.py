@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -79,8 +80,17 @@ def ls(
     console.print(table)
 
 
-def rules(config_file: str | None = ConfigOption, json_out: bool = JsonOption) -> None:
+def rules(
+    export: bool = typer.Option(
+        False, "--export", help="Print every loaded rule as one Prometheus rule file (for a real Prometheus)."
+    ),
+    config_file: str | None = ConfigOption,
+    json_out: bool = JsonOption,
+) -> None:
     """Loaded rules with their state and health, and rules that did not load (file:line: reason)."""
+    if export:
+        sys.stdout.write(Api(config_file).get("/api/alerts/rules/export"))
+        return
     data = Api(config_file).get("/api/alerts/rules")
     if json_out:
         print_json(data)

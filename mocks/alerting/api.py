@@ -154,6 +154,14 @@ def api_router(component: AlertingComponent) -> APIRouter:
         except RuntimeError as exc:
             return error(409, "cannot backtest", str(exc))
 
+    @router.get("/rules/export")
+    async def export_rules() -> Any:
+        from fastapi.responses import PlainTextResponse
+
+        from mocks.alerting.rules import export_rule_file
+
+        return PlainTextResponse(export_rule_file(component.core.rules), media_type="application/yaml")
+
     @router.get("/rules/{rule_id:path}")
     async def get_rule(rule_id: str) -> Any:
         try:

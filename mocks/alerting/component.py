@@ -25,7 +25,7 @@ from urllib.parse import quote
 from devbox.platform.component import Component
 from mocks.alerting.engine import AlertingCore, Sample, backtest, run_queries
 from mocks.alerting.models import Alert, AlertState, Rule, Silence, Transition
-from mocks.alerting.notify import Notifier, upstream_alert
+from mocks.alerting.notify import Notifier, rfc3339, upstream_alert
 from mocks.alerting.rules import LoadResult, load_config_file, load_file, load_tree, rule_from_json
 from mocks.alerting.store import AlertStore
 
@@ -313,8 +313,12 @@ class AlertingComponent(Component):
         async with self._eval_lock:
             now = self.clock() if now is None else now
             rules = self.core.rules
-            results = await asyncio.to_thread(run_queries, rules, self._query, now) if rules else {}
+            timings: dict[str, float] = {}
+            results = await asyncio.to_thread(run_queries, rules, self._query, now, timings) if rules else {}
             transitions = self.core.evaluate(results, now)
+            for rule_id, seconds in timings.items():
+                if rule_id in self.core.evaluators:
+                    self.core.evaluators[rule_id].last_duration = seconds
             self.evaluations += 1
             await self._handle(transitions)
             if self.notifier is not None and self.notifier.upstream and now - self._last_resend >= RESEND_EVERY:
@@ -383,6 +387,72 @@ class AlertingComponent(Component):
                 )
         self.notifier.notify(outgoing)
         self.notifier.forward(upstream)
+
+    # --- Prometheus-shaped views (served by metrics on /api/v1/rules and /api/v1/alerts) -------
+
+    @staticmethod
+    def _prom_alert(alert: Alert) -> dict[str, Any]:
+        return {
+            "labels": alert.labels,
+            "annotations": alert.annotations,
+            "state": alert.state.value,
+            "activeAt": rfc3339(alert.active_at),
+            "value": "NaN" if alert.value is None else f"{alert.value:e}",
+        }
+
+    def prometheus_alerts(self) -> dict[str, Any]:
+        """``data`` of Prometheus's ``GET /api/v1/alerts``: pending and firing alerts of the rules."""
+        alerts = [a for a in self.core.alerts(include_pending=True) if a.rule_id is not None]
+        return {"alerts": [self._prom_alert(a) for a in alerts]}
+
+    def prometheus_rules(self, params: dict[str, str] | None = None) -> dict[str, Any]:
+        """``data`` of Prometheus's ``GET /api/v1/rules`` (``type=alert|record``, ``rule_name[]``,
+        ``rule_group[]``, ``file[]`` filters, one value each)."""
+        params = params or {}
+        if params.get("type") == "record":
+            return {"groups": []}
+        names = params.get("rule_name[]") or params.get("rule_name")
+        wanted_group = params.get("rule_group[]") or params.get("rule_group")
+        wanted_file = params.get("file[]") or params.get("file")
+        groups: dict[str, dict[str, Any]] = {}
+        for evaluator in self.core.evaluators.values():
+            rule = evaluator.rule
+            file = rule.source.rsplit(":", 1)[0] if ":" in rule.source else rule.source
+            if (names and rule.name != names) or (wanted_group and rule.group != wanted_group):
+                continue
+            if wanted_file and file != wanted_file:
+                continue
+            group = groups.setdefault(
+                rule.group,
+                {
+                    "name": rule.group,
+                    "file": file,
+                    "rules": [],
+                    "interval": self.config.interval,
+                    "limit": 0,
+                    "evaluationTime": 0,
+                    "lastEvaluation": rfc3339(evaluator.last_eval),
+                },
+            )
+            alerts = [a for a in evaluator.alerts.values() if a.state in (AlertState.PENDING, AlertState.FIRING)]
+            group["rules"].append(
+                {
+                    "state": evaluator.to_json()["state"],
+                    "name": rule.name,
+                    "query": rule.expr,
+                    "duration": rule.for_s,
+                    "keepFiringFor": rule.keep_firing_for_s,
+                    "labels": rule.labels,
+                    "annotations": rule.annotations,
+                    "alerts": [self._prom_alert(a) for a in alerts],
+                    "health": evaluator.health,
+                    "lastError": evaluator.last_error or "",
+                    "evaluationTime": evaluator.last_duration,
+                    "lastEvaluation": rfc3339(evaluator.last_eval),
+                    "type": "alerting",
+                }
+            )
+        return {"groups": list(groups.values())}
 
     # --- posted alerts, silences, backtest ---------------------------------------------------
 

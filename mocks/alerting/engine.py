@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -400,13 +401,20 @@ def backtest(rule: Rule, series: list[Series], *, start: float, end: float, step
 
 
 def run_queries(
-    rules: list[Rule], query: Callable[[str, float], list[Sample]], now: float
+    rules: list[Rule],
+    query: Callable[[str, float], list[Sample]],
+    now: float,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, list[Sample] | Exception]:
-    """Query every rule at ``now``; an exception becomes that rule's result (its health says why)."""
+    """Query every rule at ``now``; an exception becomes that rule's result (its health says why).
+    ``timings`` (if given) receives each rule's query time in seconds."""
     results: dict[str, list[Sample] | Exception] = {}
     for rule in rules:
+        started = time.perf_counter()
         try:
             results[rule.id] = list(query(rule.expr, now))
         except Exception as exc:
             results[rule.id] = exc
+        if timings is not None:
+            timings[rule.id] = time.perf_counter() - started
     return results

@@ -256,6 +256,46 @@ def load_config_file(path: Path, display: str | None = None) -> LoadResult:
     return load_tree(tree, where, prefix=("alerting",))
 
 
+# --- export ------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """A Prometheus duration string (``1m30s``, ``500ms``, ``0s``) for ``seconds``."""
+    ms = round(seconds * 1000)
+    if ms <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, ms = divmod(ms, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def export_rule_file(rules: list[Rule]) -> str:
+    """The rules as one Prometheus rule file (short-form rules as their compiled PromQL), so a real
+    Prometheus (``rule_files:``) can take over what devbox evaluates."""
+    import io
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rule in rules:
+        item: dict[str, Any] = {"alert": rule.name, "expr": rule.expr}
+        if rule.for_s:
+            item["for"] = format_duration(rule.for_s)
+        if rule.keep_firing_for_s:
+            item["keep_firing_for"] = format_duration(rule.keep_firing_for_s)
+        if rule.labels:
+            item["labels"] = dict(rule.labels)
+        if rule.annotations:
+            item["annotations"] = dict(rule.annotations)
+        groups.setdefault(rule.group, []).append(item)
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    out = io.StringIO()
+    yaml.dump({"groups": [{"name": name, "rules": items} for name, items in groups.items()]}, out)
+    return out.getvalue()
+
+
 # --- templates -----------------------------------------------------------------------------
 
 _ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)
