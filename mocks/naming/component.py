@@ -63,8 +63,15 @@ class NamingComponent(Component):
         if self._polaris is None:
             from mocks.naming.polaris import PolarisApi
 
-            self._polaris = PolarisApi(self.registry)
+            self._polaris = PolarisApi(self.registry, system_address=self._system_address)
         return self._polaris
+
+    def _system_address(self) -> tuple[str, int] | None:
+        """Where Polaris SDKs should find the system services: this devbox's gRPC listener."""
+        if "polaris_grpc" not in self.ctx.addresses:
+            return None
+        host, port = self.ctx.target("polaris_grpc").rsplit(":", 1)
+        return host.strip("[]"), int(port)
 
     # --- adapters --------------------------------------------------------------------------
 

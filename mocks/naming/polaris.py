@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -47,11 +48,23 @@ def content_revision(kind: str, payload: Any) -> str:
     return hashlib.sha1(f"{kind}:{json.dumps(payload, sort_keys=True)}".encode()).hexdigest()
 
 
-class PolarisApi:
-    """Polaris client-API operations on a :class:`Registry`, in Polaris's own messages and codes."""
+#: Polaris system services SDKs look up when their config names them; devbox answers them with
+#: its own gRPC address unless a service of that name was registered for real.
+SYSTEM_NAMESPACE = "Polaris"
+SYSTEM_SERVICES = frozenset({"polaris.discover", "polaris.healthcheck"})
 
-    def __init__(self, registry: Registry) -> None:
+
+class PolarisApi:
+    """Polaris client-API operations on a :class:`Registry`, in Polaris's own messages and codes.
+
+    ``system_address()`` gives the ``(host, port)`` to answer for the system services (or None).
+    """
+
+    def __init__(
+        self, registry: Registry, *, system_address: Callable[[], tuple[str, int] | None] | None = None
+    ) -> None:
         self.registry = registry
+        self.system_address = system_address or (lambda: None)
         self.pb = protos()
 
     # --- responses -------------------------------------------------------------------------
@@ -286,6 +299,10 @@ class PolarisApi:
         svc = self.registry.service(namespace, name)
 
         if kind == types.INSTANCE:
+            if svc is None and namespace == SYSTEM_NAMESPACE and name in SYSTEM_SERVICES:
+                address = self.system_address()
+                if address is not None:
+                    return self._system_instances(answer, namespace, name, address, asked)
             if svc is None:
                 return answer(Code.NotFoundResource, f"service {namespace}/{name} not found")
             if asked == svc.revision:
@@ -332,6 +349,28 @@ class PolarisApi:
         if asked == revision:
             return answer(Code.DataNoChange, revision=revision)
         return answer(Code.ExecuteSuccess, revision=revision)
+
+    def _system_instances(
+        self, answer: Callable[..., Any], namespace: str, name: str, address: tuple[str, int], asked: str
+    ) -> Any:
+        host, port = address
+        revision = content_revision("system", [namespace, name, host, port])
+        if asked == revision:
+            return answer(Code.DataNoChange, revision=revision)
+        instance = self.pb.service.Instance(
+            id={"value": hashlib.sha1(f"{namespace}##{name}##{host}##{port}".encode()).hexdigest()},
+            service={"value": name},
+            namespace={"value": namespace},
+            host={"value": host},
+            port={"value": port},
+            protocol={"value": "grpc"},
+            weight={"value": 100},
+            healthy={"value": True},
+            isolate={"value": False},
+            metadata={"protocol": "grpc"},  # polaris-go picks system instances by this label
+            revision={"value": revision},
+        )
+        return answer(Code.ExecuteSuccess, revision=revision, instances=[instance])
 
     def routing_to_pb(self, namespace: str, service: str, rules: list[dict[str, Any]], revision: str) -> Any:
         """``v1.Routing`` carrying the service's rules as v2 ``RouteRule`` messages."""

@@ -69,3 +69,21 @@ def test_polaris_go_provider_and_consumer(probe: Path, tmp_path: Path) -> None:
         assert [c for i, c in changes if i == go_id][:2] == ["registered", "healthy"]
         assert (go_id, "deregistered") in changes
         assert [i.port for i in registry.instances("default", "go-provider")] == [18081]
+
+
+def test_polaris_go_finds_devbox_through_system_services(probe: Path, tmp_path: Path) -> None:
+    """With ``polaris.discover``/``polaris.healthcheck`` configured, the SDK asks Discover for them
+    and then talks to the address devbox answers (its own gRPC port)."""
+    with running_platform(tmp_path, components=["naming"]) as platform:
+        workdir = tmp_path / "run"
+        workdir.mkdir()
+        result = subprocess.run(
+            [str(probe), "-addr", platform.target("polaris_grpc"), "-service", "sys-provider", "-port", "18090",
+             "-system", "-wait", "30s"],
+            cwd=workdir, capture_output=True, text=True, timeout=90,
+        )
+        assert result.returncode == 0, f"polaris-go probe failed: {result.stderr[-4000:]}"
+        seen = json.loads(result.stdout.strip().splitlines()[-1])
+        assert seen["all"] == ["127.0.0.1:18090"] and seen["healthy"] == 1
+        logs = "".join(p.read_text(errors="replace") for p in (workdir / "polaris").rglob("*.log"))
+        assert "Polaris::polaris.discover" in logs  # the SDK did resolve the system service

@@ -328,3 +328,19 @@ def test_polaris_token_check(polaris: PolarisApi, registry: Registry) -> None:
     assert polaris.register(msg, token=svc.token).code.value == 200000
     msg.service_token.value = svc.token
     assert polaris.deregister(msg).code.value == 200000
+
+
+def test_system_services_answer_with_devbox_address(registry: Registry) -> None:
+    polaris = PolarisApi(registry, system_address=lambda: ("127.0.0.1", 8091))
+    pb = polaris.pb
+    request = pb.request.DiscoverRequest(
+        type=pb.request.DiscoverRequest.DiscoverRequestType.INSTANCE,
+        service={"name": {"value": "polaris.discover"}, "namespace": {"value": "Polaris"}},
+    )
+    answer = polaris.discover(request)
+    assert answer.code.value == 200000
+    [inst] = answer.instances
+    assert (inst.host.value, inst.port.value, inst.metadata["protocol"]) == ("127.0.0.1", 8091, "grpc")
+    request.service.revision.value = answer.service.revision.value
+    assert polaris.discover(request).code.value == 200001
+    assert registry.services() == []  # answered, not registered

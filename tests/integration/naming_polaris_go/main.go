@@ -36,10 +36,19 @@ func main() {
 	port := flag.Int("port", 18080, "port to register")
 	expect := flag.Int("expect", 1, "instances GetInstances must return")
 	wait := flag.Duration("wait", 30*time.Second, "how long to wait for discovery")
+	system := flag.Bool("system", false, "find the server through the Polaris system services")
 	flag.Parse()
 
 	cfg := config.NewDefaultConfiguration([]string{*addr})
 	cfg.GetGlobal().GetStatReporter().SetEnable(false)
+	if *system {
+		// The SDK then asks Discover for Polaris/polaris.discover (and .healthcheck) and uses the
+		// addresses the server answers for every later call.
+		cfg.GetGlobal().GetSystem().GetDiscoverCluster().SetNamespace("Polaris")
+		cfg.GetGlobal().GetSystem().GetDiscoverCluster().SetService("polaris.discover")
+		cfg.GetGlobal().GetSystem().GetHealthCheckCluster().SetNamespace("Polaris")
+		cfg.GetGlobal().GetSystem().GetHealthCheckCluster().SetService("polaris.healthcheck")
+	}
 	provider, err := polaris.NewProviderAPIByConfig(cfg)
 	if err != nil {
 		fail("provider: %v", err)
