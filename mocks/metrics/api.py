@@ -76,11 +76,11 @@ def build_query(data: dict[str, Any]) -> StructuredQuery:
             filters.append(Filter(str(item.get("label")), str(item.get("op", "=")), item.get("value", "")))
         else:
             raise ReportError(f"filters: cannot read {item!r}; use 'label=value' or {{label, op, value}}")
-    group_by = data.get("group_by") or []
+    group_by = data.get("group_by")
     if isinstance(group_by, str):
-        group_by = [g.strip() for g in group_by.split(",") if g.strip()]
-    if not isinstance(group_by, list):
-        raise ReportError("group_by: a list of dimension names")
+        group_by = [g.strip() for g in group_by.split(",") if g.strip() and g.strip() != "-"]
+    if group_by is not None and not isinstance(group_by, list):
+        raise ReportError("group_by: a list of dimension names ([] for one total; omit for the default)")
     top = data.get("top")
     if top not in (None, ""):
         try:
@@ -98,7 +98,7 @@ def build_query(data: dict[str, Any]) -> StructuredQuery:
         end=_relative(data.get("end"), "end", now),
         step=_float(data.get("step"), "step"),
         filters=filters,
-        group_by=[str(g) for g in group_by],
+        group_by=None if group_by is None else [str(g) for g in group_by],
         aggregate=str(data.get("aggregate") or "sum").lower(),
         top=top,
         window=_float(data.get("window"), "window") or 60.0,

@@ -570,7 +570,8 @@ class MetricsCore:
         times = [start + i * step for i in range(count)]
         ev = self.evaluator.fork((times[0], times[-1]))
         if q.metric in self.indicators:
-            vec = ev.eval_indicator(self.indicators[q.metric], times, filters=matchers, by=q.group_by)
+            ind = self.indicators[q.metric]
+            vec = ev.eval_indicator(ind, times, filters=matchers, by=ind.by if q.group_by is None else q.group_by)
             expr = f"indicator {q.metric}"
         else:
             expr = self._structured_expr(q)
@@ -606,7 +607,7 @@ class MetricsCore:
             )
             + "}"
         )
-        by = ",".join(q.group_by)
+        by = ",".join(q.group_by or [])
         window = f"{max(int(q.window), 1)}s"
         agg = q.aggregate
         if agg.startswith("p") and agg[1:].replace(".", "", 1).isdigit():
@@ -686,14 +687,15 @@ class StructuredQuery:
     end: float | None = None
     step: float | None = None
     filters: list[Filter] = field(default_factory=list)
-    group_by: list[str] = field(default_factory=list)
+    #: None: the indicator's default ``by`` (base metrics: no grouping); []: one total series
+    group_by: list[str] | None = None
     aggregate: str = "sum"
     top: int | None = None
     window: float = 60.0
     rate: bool = True
 
     def __post_init__(self) -> None:
-        for name in self.group_by:
+        for name in self.group_by or []:
             check_label_name(name, "group_by")
         if self.top is not None and self.top < 1:
             raise ReportError("top must be at least 1")

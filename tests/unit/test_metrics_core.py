@@ -258,10 +258,10 @@ def test_structured_query_filter_group_top_and_percentile(core: MetricsCore) -> 
     assert got == {("orders", "GET /a"), ("stock", "GET /c")}
     q = StructuredQuery("rpc_server_requests_total", start=end, end=end, group_by=["callee"], top=1)
     assert [s["labels"] for s in core.structured_query(q)["series"]] == [{"callee": "orders"}]
-    q = StructuredQuery("success_rate", start=end, end=end, group_by=["callee"])
+    q = StructuredQuery("success_rate", start=end, end=end)  # the indicator's default: by callee
     rates = {s["labels"]["callee"]: s["points"][0][1] for s in core.structured_query(q)["series"]}
     assert rates == {"orders": pytest.approx(50), "stock": pytest.approx(100), "pay": pytest.approx(100)}
-    q = StructuredQuery("success_rate", start=end, end=end, filters=[Filter.parse("method=~GET.*")])
+    q = StructuredQuery("success_rate", start=end, end=end, filters=[Filter.parse("method=~GET.*")], group_by=[])
     (total,) = core.structured_query(q)["series"]
     assert total["labels"] == {} and total["points"][0][1] == pytest.approx(200 / 3)
     q = StructuredQuery("rpc_server_duration_seconds", start=end, end=end, group_by=["callee"], aggregate="p99")
