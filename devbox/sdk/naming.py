@@ -642,6 +642,15 @@ def _record_on_span(service: str, chosen: Instance, result: RouteResult, balance
 # --- httpx ----------------------------------------------------------------------------------
 
 _RETRY_ON = (httpx.ConnectError, httpx.ConnectTimeout)
+#: Idempotent requests also fail over when a (pooled) connection died before any answer came.
+_RETRY_IDEMPOTENT = (httpx.RemoteProtocolError, httpx.ReadError)
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def _retryable(exc: Exception, request: httpx.Request) -> bool:
+    if isinstance(exc, _RETRY_ON):
+        return True
+    return isinstance(exc, _RETRY_IDEMPOTENT) and request.method in _IDEMPOTENT
 
 
 def _route_request(client: NamingClient, request: httpx.Request) -> RouteRequest:
@@ -684,7 +693,8 @@ def _next_instance(client: NamingClient, service: str, snap: _Snapshot, route: R
 
 
 class NamingTransport(httpx.BaseTransport):
-    """Sync transport: ``http://orders/x`` → a picked instance; one failover on connect errors.
+    """Sync transport: ``http://orders/x`` → a picked instance; one failover on connect errors
+    (and, for idempotent methods, on a connection that died before answering).
 
     Naming failures surface as :class:`UnresolvedService` (an ``httpx.ConnectError``), so code
     that handles ``httpx.HTTPError`` handles them too.
@@ -711,17 +721,14 @@ class NamingTransport(httpx.BaseTransport):
             started = time.perf_counter()
             try:
                 response = self.inner.handle_request(request)
-            except _RETRY_ON as exc:
+            except httpx.TransportError as exc:
                 self.client.report(instance, False, time.perf_counter() - started)
                 tried.append(instance.id)
-                if failed is not None:
+                if failed is not None or not _retryable(exc, request):
                     raise
                 failed = exc
-                LOG.info("naming: %s at %s refused the connection; failing over", service, instance.address)
+                LOG.info("naming: %s at %s failed (%r); failing over", service, instance.address, exc)
                 continue
-            except httpx.TransportError:
-                self.client.report(instance, False, time.perf_counter() - started)
-                raise
             self.client.report(instance, response.status_code < 500, time.perf_counter() - started)
             return response
 
@@ -730,7 +737,8 @@ class NamingTransport(httpx.BaseTransport):
 
 
 class AsyncNamingTransport(httpx.AsyncBaseTransport):
-    """Async transport: ``http://orders/x`` → a picked instance; one failover on connect errors.
+    """Async transport: ``http://orders/x`` → a picked instance; one failover on connect errors
+    (and, for idempotent methods, on a connection that died before answering).
 
     Naming failures surface as :class:`UnresolvedService` (an ``httpx.ConnectError``).
     """
@@ -756,17 +764,14 @@ class AsyncNamingTransport(httpx.AsyncBaseTransport):
             started = time.perf_counter()
             try:
                 response = await self.inner.handle_async_request(request)
-            except _RETRY_ON as exc:
+            except httpx.TransportError as exc:
                 self.client.report(instance, False, time.perf_counter() - started)
                 tried.append(instance.id)
-                if failed is not None:
+                if failed is not None or not _retryable(exc, request):
                     raise
                 failed = exc
-                LOG.info("naming: %s at %s refused the connection; failing over", service, instance.address)
+                LOG.info("naming: %s at %s failed (%r); failing over", service, instance.address, exc)
                 continue
-            except httpx.TransportError:
-                self.client.report(instance, False, time.perf_counter() - started)
-                raise
             self.client.report(instance, response.status_code < 500, time.perf_counter() - started)
             return response
 

@@ -264,3 +264,28 @@ def test_transport_naming_failures_are_httpx_errors(client: NamingClient, fake: 
                 http.get("http://orders/")
     finally:
         offline.close()
+
+
+def test_idempotent_requests_fail_over_on_a_dropped_connection(fake: FakeWatch) -> None:
+    fake.set("pair", [inst(5), inst(6)])
+    never_open = BreakerConfig(consecutive_errors=10**6, min_requests=10**6)  # keep port 5 in play
+    client = NamingClient("http://platform.test", watch_transport=httpx.MockTransport(fake.handler),
+                          breaker=never_open)
+    hits: list[tuple[str, int | None]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        hits.append((request.method, request.url.port))
+        if request.url.port == 5:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        return httpx.Response(200, json={"port": request.url.port})
+
+    with httpx.Client(transport=NamingTransport(client, httpx.MockTransport(handle))) as http:
+        for _ in range(8):
+            assert http.get("http://pair/").json()["port"] == 6
+        assert ("GET", 5) in hits  # it was tried, and the call still succeeded
+        hits.clear()
+        with pytest.raises(httpx.RemoteProtocolError):
+            for _ in range(40):
+                http.post("http://pair/", content=b"x")  # not idempotent: never replayed
+        assert hits[-1] == ("POST", 5) and all(m == "POST" for m, _ in hits)
+    client.close()
