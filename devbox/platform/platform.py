@@ -110,6 +110,9 @@ class Platform:
                     f"`devbox down`, or set platform.ports.{listener} in devbox.yaml; 0 picks a free one)"
                 ) from None
             raise PortInUse(f"{listener}: cannot bind {host}:{port}: {exc.strerror}") from None
+        # Accepted sockets inherit this: without it, keep-alive requests stall ~40 ms on the
+        # Nagle/delayed-ACK interplay (uvloop does not set TCP_NODELAY on sockets it is handed).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.listen(512)
         sock.set_inheritable(False)
         return sock
