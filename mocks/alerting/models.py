@@ -7,7 +7,6 @@ Times are Unix seconds (float) everywhere inside; the adapters format RFC 3339 a
 from __future__ import annotations
 
 import enum
-import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,10 +77,21 @@ class Matcher:
         return f'{self.name}{self.type.value}"{escaped}"'
 
 
+_FNV_OFFSET = 14695981039346656037
+_FNV_PRIME = 1099511628211
+_MASK64 = (1 << 64) - 1
+
+
 def fingerprint(labels: dict[str, str]) -> str:
-    """A stable 16-hex id of a label set (Alertmanager shows one per alert)."""
-    text = "\xff".join(f"{k}\xfe{v}" for k, v in sorted(labels.items()))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The label set's fingerprint as Prometheus computes it (FNV-1a 64 over sorted name/value
+    pairs with 0xff separators), so an alert has the same id in devbox and in a real Alertmanager."""
+    h = _FNV_OFFSET
+    for name in sorted(labels):
+        for part in (name, labels[name]):
+            for byte in part.encode():
+                h = ((h ^ byte) * _FNV_PRIME) & _MASK64
+            h = ((h ^ 0xFF) * _FNV_PRIME) & _MASK64
+    return f"{h:016x}"
 
 
 @dataclass

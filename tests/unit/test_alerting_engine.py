@@ -157,3 +157,11 @@ def test_backtest_replays_range_data() -> None:
     assert (episode["min_value"], episode["max_value"]) == (90.0, 94.0)
     quiet = backtest(rule, [({"service": "orders"}, [(10.0, 90.0)])], start=0, end=30, step=1)
     assert not quiet["would_fire"] and quiet["episodes"][0]["resolved_at"] == 11
+
+
+def test_fingerprint_is_prometheus_fnv() -> None:
+    from mocks.alerting.models import fingerprint
+
+    # Value a real Alertmanager 0.25 gave this label set (see test_alerting_upstream).
+    assert fingerprint({"alertname": "Forwarded", "service": "orders", "severity": "page"}) == "2f52fd87c0ff5284"
+    assert fingerprint({}) == "cbf29ce484222325"  # FNV-1a offset basis: Prometheus's empty label set
