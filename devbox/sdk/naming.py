@@ -348,7 +348,8 @@ class NamingClient:
                     self._apply(entry, self._parse(entry.service, answer.json()))
                 except (ValueError, KeyError, TypeError) as exc:
                     self._unreachable(entry, f"watch answer not understood: {exc}")
-                    await asyncio.sleep(5.0)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
                     continue
             backoff = 0.2
             if entry.snapshot.revision == sent and time.monotonic() - started < 0.2:

@@ -289,3 +289,23 @@ def test_idempotent_requests_fail_over_on_a_dropped_connection(fake: FakeWatch) 
                 http.post("http://pair/", content=b"x")  # not idempotent: never replayed
         assert hits[-1] == ("POST", 5) and all(m == "POST" for m, _ in hits)
     client.close()
+
+
+def test_bad_watch_answers_do_not_break_the_cache(fake: FakeWatch) -> None:
+    answers = iter([
+        httpx.Response(200, content=b"not json"),
+        httpx.Response(500, json={"error": "boom"}),
+    ])
+
+    async def flaky(request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("service") == "orders" and request.url.params.get("revision"):
+            for answer in answers:
+                return answer
+        return await fake.handler(request)
+
+    fake.set("orders", [inst(1)], routing=[RULE, {"name": "future", "destinations": [{}], "lane": "x"}])
+    with NamingClient("http://platform.test", watch_transport=httpx.MockTransport(flaky)) as client:
+        assert client.pick("orders", labels={}).port == 1
+        assert client.explain("orders", {"env": "feature-x"})["rule"] == "multi-env"  # unknown rule skipped
+        fake.set("orders", [inst(2)])
+        client.wait_for("orders", lambda insts: [i.port for i in insts] == [2], timeout=15)
