@@ -33,6 +33,9 @@ from devbox import envvars
 
 LOG = logging.getLogger(__name__)
 
+#: ASGI's per-message "http send"/"http receive" spans: leaves that copy the server span's status,
+#: so a 5xx made every hop look like an error origin (root cause) and doubled the span count.
+_ASGI_NOISE: list = ["receive", "send"]
 #: Marks the provider this module installed, so a second call reuses it.
 _MARK = "_devbox_instrumented"
 OTLP_ENDPOINT_TRACES = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
@@ -160,11 +163,11 @@ def instrument(app: Any = None, *, service_name: str | None = None) -> Any:
 
     if app is not None:
         if not getattr(app, "_is_instrumented_by_opentelemetry", False):
-            FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+            FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, exclude_spans=_ASGI_NOISE)
     else:
         fastapi_instrumentor = FastAPIInstrumentor()
         if not fastapi_instrumentor.is_instrumented_by_opentelemetry:
-            fastapi_instrumentor.instrument(tracer_provider=provider)
+            fastapi_instrumentor.instrument(tracer_provider=provider, exclude_spans=_ASGI_NOISE)
     httpx_instrumentor = HTTPXClientInstrumentor()
     if not httpx_instrumentor.is_instrumented_by_opentelemetry:
         httpx_instrumentor.instrument(tracer_provider=provider)

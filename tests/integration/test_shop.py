@@ -168,13 +168,18 @@ def test_error_trace_roots_at_payment(shop: PlatformThread, gateway: httpx.Clien
     failed = gateway.post("/orders", json={"user": "bob", "sku": "sku-1", "fail": "payment"}, headers=headers)
     assert failed.status_code == 502
 
-    def payment_error() -> list[dict[str, Any]] | None:
+    def failed_chain() -> list[dict[str, Any]] | None:
         spans = _trace(shop, trace_id) or []
         errors = [s for s in spans if "error" in s.get("tags", {})]
-        return errors if any(s["localEndpoint"]["serviceName"] == "payment" for s in errors) else None
+        failing = {s["localEndpoint"]["serviceName"] for s in errors}
+        return spans if {"payment", "orders", "gateway"} <= failing else None
 
-    errors = until(payment_error, timeout=30, what="payment's error span")
-    assert {s["localEndpoint"]["serviceName"] for s in errors} >= {"payment", "orders", "gateway"}
+    until(failed_chain, timeout=40, what="error spans of payment, orders and gateway")
+    # devbox's root cause: where the error originated, with the path to it
+    why = httpx.get(shop.url("api") + f"/api/traces/{trace_id}/why").json()
+    assert why["failed"] is True
+    assert {c["service"] for c in why["causes"]} == {"payment"}, why["causes"]
+    assert why["causes"][0]["path"][0]["service"] == "gateway"
 
 
 @pytest.mark.skipif("metrics" not in registry.available(), reason="metrics component not built yet")
@@ -215,3 +220,38 @@ def test_locustfile_drives_the_gateway(shop: PlatformThread, gateway: httpx.Clie
     assert {"GET /products", "GET /checkout/{user}", "POST /orders"} <= names, ran.stderr[-2000:]
     aggregated = next(line.split(",") for line in stats if ",Aggregated," in line)
     assert int(aggregated[2]) > 0 and int(aggregated[3]) == 0  # requests, failures
+
+
+def test_feature_environment_recipe_from_the_readme(shop: PlatformThread, gateway: httpx.Client) -> None:
+    """README: a feature-x group of orders beside base, one namespace-wide rule, labelled requests."""
+    api = shop.url("api")
+    started = httpx.post(
+        api + "/api/deploy/services/orders/start", json={"group": "feature-x", "tags": {"env": "feature-x"}},
+        timeout=90,
+    )
+    assert started.status_code == 200, started.text
+    feature_ids = {i["id"] for i in started.json()["instances"]}
+    # no sources: every request matches, so unlabelled ones ("$env" is then empty) stay on base too
+    rule = {
+        "name": "feature-env", "service": "*",
+        "destinations": [{"labels": {"env": "$env"}}, {"labels": {"env": {"type": "IN", "value": "base,"}},
+                                                       "priority": 1}],
+    }
+    assert httpx.post(api + "/api/naming/rules", json=rule).status_code == 201
+    try:
+        def routed() -> dict[str, Any] | None:
+            body = gateway.get("/checkout/alice", headers={"baggage": "env=feature-x"}).json()
+            return body if body["quote"]["served_by"]["env"] == "feature-x" else None
+
+        until(routed, timeout=20, what="a feature-x request served by orders@feature-x")
+        for _ in range(8):
+            body = gateway.get("/checkout/alice", headers={"baggage": "env=feature-x"}).json()
+            quote = body["quote"]
+            assert quote["served_by"]["instance"] in feature_ids
+            # no feature-x build of the others: they fall back to base, down the whole chain
+            assert {quote["calls"][s]["env"] for s in ("users", "inventory", "payment")} == {"base"}
+            assert body["user"]["served_by"]["env"] == "base"
+            plain = gateway.get("/checkout/alice").json()
+            assert plain["quote"]["served_by"]["env"] == "base"
+    finally:
+        httpx.post(api + "/api/deploy/services/orders/stop", json={"group": "feature-x"}, timeout=60)
