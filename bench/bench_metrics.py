@@ -1,0 +1,216 @@
+"""Metrics figures, each as a ratio against a baseline measured in the same run.
+
+1. Points/s ingested through OTLP/HTTP protobuf batches and through the custom-report API,
+   against a bare endpoint (same framework, same route) that reads and discards the request.
+2. Query latency for 1 h of 1 s data (60 series) grouped by two dimensions, against reading the
+   same samples out of SQLite without evaluating anything.
+
+    python bench/bench_metrics.py [--batches 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+from mocks.metrics.config import MetricsConfig
+from mocks.metrics.core import MetricsCore, StructuredQuery
+from mocks.metrics.promql import LabelMatcher
+from mocks.metrics.store import Point
+
+POINTS_PER_BATCH = 1000
+REPORTS_PER_BATCH = 200
+
+
+def _otlp_batch(batch: int) -> bytes:
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    attr = rm.resource.attributes.add()
+    attr.key, attr.value.string_value = "service.name", "bench"
+    sm = rm.scope_metrics.add()
+    now = time.time_ns()
+    for series in range(POINTS_PER_BATCH // 10):
+        metric = sm.metrics.add(name=f"bench_gauge_{series % 10}")
+        for i in range(10):
+            dp = metric.gauge.data_points.add()
+            dp.as_double = float(batch * 10 + i)
+            dp.time_unix_nano = now - (10 - i) * 1_000_000_000
+            kv = dp.attributes.add()
+            kv.key, kv.value.string_value = "shard", str(series)
+    return req.SerializeToString()
+
+
+def _custom_batch(batch: int) -> dict:
+    return {
+        "reports": [
+            {
+                "name": "bench_pay",
+                "dimensions": [["region", f"r{i % 20}"], ["channel", f"c{i % 5}"]],
+                "values": [
+                    {"name": "amount", "value": i + batch, "policy": "SUM"},
+                    {"name": "peak", "value": i, "policy": "MAX"},
+                ],
+            }
+            for i in range(REPORTS_PER_BATCH)
+        ]
+    }
+
+
+#: Servers run in their own processes, as in real use (in-process threads would measure GIL handoffs).
+_PLATFORM = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from devbox.testing import running_platform
+    with running_platform(Path(sys.argv[1]), components=["metrics"]) as p:
+        print(json.dumps({"api": p.url("api"), "otlp": p.url("otlp_http")}), flush=True)
+        sys.stdin.read()
+    """
+)
+_BARE = textwrap.dedent(
+    """
+    import json, socket, sys, threading
+    import uvicorn
+    from fastapi import FastAPI, Request, Response
+    app = FastAPI()
+
+    @app.post("/v1/metrics")
+    async def otlp(request: Request) -> Response:
+        await request.body()
+        return Response(b"", media_type="application/x-protobuf")
+
+    @app.post("/api/metrics/custom")
+    async def custom(request: Request) -> dict:
+        await request.json()
+        return {"accepted": 0}
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = "http://127.0.0.1:%d" % sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    while not server.started:
+        pass
+    print(json.dumps({"api": url, "otlp": url}), flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+class _Server:
+    def __init__(self, script: str, *args: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        assert self.proc.stdout is not None
+        self.urls = json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def _rate(http: httpx.Client, url: str, bodies: list, points: int, *, proto: bool) -> float:
+    started = time.perf_counter()
+    for body in bodies:
+        if proto:
+            r = http.post(url, content=body, headers={"Content-Type": "application/x-protobuf"})
+        else:
+            r = http.post(url, json=body)
+        r.raise_for_status()
+    return points * len(bodies) / (time.perf_counter() - started)
+
+
+def _seed_hour(core: object, end: int) -> int:
+    points = []
+    callees, methods, codes = [f"svc{i}" for i in range(5)], [f"m{i}" for i in range(4)], ["0", "1", "2"]
+    for callee in callees:
+        for method in methods:
+            for code in codes:
+                labels = (("callee", callee), ("code", code), ("method", method))
+                points.extend(
+                    Point("bench_requests_total", labels, t, float(t - end + 3600)) for t in range(end - 3600, end)
+                )
+    for start in range(0, len(points), 50_000):
+        core.store.write(points[start : start + 50_000])  # type: ignore[attr-defined]
+    return len(points)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batches", type=int, default=40)
+    args = parser.parse_args()
+    otlp_bodies = [_otlp_batch(i) for i in range(args.batches)]
+    custom_bodies = [_custom_batch(i) for i in range(args.batches)]
+    with tempfile.TemporaryDirectory() as tmp:
+        devbox, bare = _Server(_PLATFORM, tmp), _Server(_BARE)
+        try:
+            with httpx.Client(timeout=60) as http:
+                figures = {}
+                for name, server in (("devbox", devbox), ("bare", bare)):
+                    _rate(http, server.urls["otlp"] + "/v1/metrics", otlp_bodies[:2], POINTS_PER_BATCH, proto=True)
+                    figures[name, "otlp"] = _rate(
+                        http, server.urls["otlp"] + "/v1/metrics", otlp_bodies, POINTS_PER_BATCH, proto=True
+                    )
+                    figures[name, "custom"] = _rate(
+                        http,
+                        server.urls["api"] + "/api/metrics/custom",
+                        custom_bodies,
+                        REPORTS_PER_BATCH * 2,
+                        proto=False,
+                    )
+        finally:
+            devbox.close()
+            bare.close()
+    for kind, label in (("otlp", "OTLP/HTTP protobuf"), ("custom", "custom-report API")):
+        ours, base = figures["devbox", kind], figures["bare", kind]
+        print(f"{label:20} ingest: {ours:9.0f} points/s; bare discard endpoint {base:9.0f}/s; ratio {ours / base:.2f}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        core = MetricsCore(Path(tmp) / "metrics.db", MetricsConfig())
+        end = int(time.time())
+        seeded = _seed_hour(core, end)
+        runs_q, runs_promql, runs_raw = [], [], []
+        for _ in range(3):
+            t = time.perf_counter()
+            result = core.structured_query(
+                StructuredQuery(
+                    "bench_requests_total", start=end - 3600, end=end, step=15, group_by=["callee", "method"]
+                )
+            )
+            runs_q.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            core.query_range("sum by (callee, method) (rate(bench_requests_total[1m]))", end - 3600, end, 15)
+            runs_promql.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            raw = core.store.select([LabelMatcher("__name__", "=", "bench_requests_total")], end - 3660, end)
+            runs_raw.append(time.perf_counter() - t)
+        core.close()
+    assert len(result["series"]) == 20 and sum(len(s.ts) for s in raw) == seeded
+    q, pq, rw = statistics.median(runs_q), statistics.median(runs_promql), statistics.median(runs_raw)
+    print(
+        f"1 h of 1 s data ({seeded} points, 60 series) grouped by callee+method, step 15 s: devbox query "
+        f"{q * 1000:.0f} ms, PromQL range {pq * 1000:.0f} ms; raw SQLite read of the same points {rw * 1000:.0f} ms; "
+        f"ratio {q / rw:.2f} / {pq / rw:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
