@@ -83,6 +83,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._ejections = 0
         self._probes_out = 0
+        self._probe_at = 0.0
         self._probe_successes = 0
         self.last_reason = ""
         self._pending = ""
@@ -103,7 +104,11 @@ class CircuitBreaker:
         state = self.state()
         if state is CircuitState.CLOSED:
             return True
-        return state is CircuitState.HALF_OPEN and self._probes_out < self.config.half_open_probes
+        if state is not CircuitState.HALF_OPEN:
+            return False
+        if self._probes_out >= self.config.half_open_probes and self._clock() - self._probe_at >= self.sleep_window:
+            self._probes_out = 0  # a probe whose outcome was never reported does not block forever
+        return self._probes_out < self.config.half_open_probes
 
     def acquire(self) -> bool:
         """Like :meth:`available`, but takes a half-open probe slot when it lets the call through."""
@@ -111,6 +116,7 @@ class CircuitBreaker:
             return False
         if self._state is CircuitState.HALF_OPEN:
             self._probes_out += 1
+            self._probe_at = self._clock()
         return True
 
     def record(self, ok: bool) -> CircuitState:

@@ -99,6 +99,18 @@ def test_breaker_opens_on_consecutive_errors_then_half_open_then_closes() -> Non
     assert not cb.is_open("a")
 
 
+def test_unreported_probe_does_not_block_forever() -> None:
+    clock = Clock()
+    cb = CircuitBreakers(BreakerConfig(consecutive_errors=1, sleep_window=5), clock)
+    cb.record("a", False, peers=1)
+    clock.now += 5
+    assert cb.acquire("a")  # the probe goes out and its outcome is never reported
+    clock.now += 4
+    assert cb.is_open("a")
+    clock.now += 1
+    assert not cb.is_open("a") and cb.acquire("a")
+
+
 def test_failed_probe_reopens_with_a_longer_sleep() -> None:
     clock = Clock()
     cfg = BreakerConfig(consecutive_errors=1, sleep_window=5, max_sleep_window=12)
