@@ -38,7 +38,6 @@ LOG = logging.getLogger(__name__)
 _ASGI_NOISE: list = ["receive", "send"]
 #: Marks the provider this module installed, so a second call reuses it.
 _MARK = "_devbox_instrumented"
-OTLP_ENDPOINT_TRACES = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 
 
 def sampling_fraction(env: dict[str, str] | os._Environ[str] | None = None) -> float | None:
@@ -63,7 +62,8 @@ def _service_name(explicit: str | None) -> str | None:
 
 
 def _exporter() -> Any | None:
-    endpoint = os.environ.get(OTLP_ENDPOINT_TRACES) or os.environ.get(envvars.OTEL_EXPORTER_OTLP_ENDPOINT)
+    endpoint = (os.environ.get(envvars.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+                or os.environ.get(envvars.OTEL_EXPORTER_OTLP_ENDPOINT))
     if not endpoint:
         LOG.info("no %s: spans are not exported", envvars.OTEL_EXPORTER_OTLP_ENDPOINT)
         return None

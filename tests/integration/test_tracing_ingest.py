@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,6 +190,36 @@ def test_zipkin_proto3_and_bad_zipkin_input(platform: PlatformThread) -> None:
     assert "db.system" not in httpx.get(z + "/autocompleteKeys").json()
     assert httpx.get(z + "/autocompleteValues", params={"key": "db.system"}).json() == ["sqlite"]
     assert httpx.get(platform.url("zipkin") + "/config.json").json()["dependency"]["enabled"] is True
+
+
+SERVE = """
+import json, sys, time
+from pathlib import Path
+from devbox.testing import running_platform
+with running_platform(Path(sys.argv[1]), components=["tracing"]) as p:
+    print(json.dumps({"otlp": p.url("otlp_http")}), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_acknowledged_spans_survive_kill_9(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = json.loads(proc.stdout.readline())["otlp"] + "/v1/traces"
+        now = time.time_ns() // 1000
+        for i in range(20):
+            spans = [Span(trace_id=f"{i + 1:032x}", span_id=f"{j + 1:016x}", parent_id=None, name=f"s{j}",
+                          kind="SERVER", service="killed", start_us=now - 1000, duration_us=10) for j in range(50)]
+            r = httpx.post(url, content=to_otlp_request(spans).SerializeToString(),
+                           headers={"content-type": "application/x-protobuf"})
+            assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    with running_platform(tmp_path, components=["tracing"]) as p:
+        assert httpx.get(p.url("api") + "/api/platform").json()["components"]["tracing"]["spans_stored"] == 1000
+        assert len(_zipkin_trace(p, f"{20:032x}")) == 50
 
 
 def test_acknowledged_spans_survive_a_restart_and_fire_the_event(tmp_path: Path) -> None:
