@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 COMPACT_EVERY = 60.0
+IDLE_FLUSH = 5.0
 
 
 class MetricsComponent(Component):
@@ -122,10 +123,16 @@ class MetricsComponent(Component):
             self.core.observe_spans(spans)
 
     async def _flush_loop(self) -> None:
-        """Write the span-derived RPC counters once a second (they are cheap to keep in memory)."""
+        """Write the span-derived RPC counters: each second while spans arrive, else every
+        ``IDLE_FLUSH`` seconds like a scrape would, so idle services show a rate of 0, not a gap."""
+        idle = 0.0
         while True:
             await asyncio.sleep(1.0)
-            if self.core is not None and self.core.rpc_dirty():
+            idle += 1.0
+            if self.core is None:
+                continue
+            if self.core.rpc_dirty() or (idle >= IDLE_FLUSH and self.core.rpc.has_series()):
+                idle = 0.0
                 try:
                     await asyncio.to_thread(self.core.flush_derived)
                 except Exception:

@@ -134,6 +134,9 @@ class RpcReports:
     def dirty(self) -> bool:
         return self._dirty
 
+    def has_series(self) -> bool:
+        return bool(self.requests or self.histograms)
+
     def settle(self, now: float, *, force: bool = False) -> None:
         """Count pending spans whose peer is known, or that waited long enough."""
         with self._lock:

@@ -324,3 +324,42 @@ def test_ls_and_query_api_errors(platform: PlatformThread) -> None:
     assert r.status_code == 400 and "aggregate" in r.json()["reason"]
     r = httpx.get(api + "/api/metrics/promql", params={"query": "sum("})
     assert r.status_code == 400 and "parse error" in r.json()["reason"]
+
+
+def test_otel_traces_through_the_collector_become_rpc_reports(tmp_path: Path) -> None:
+    """Zero code: a real OTel tracing SDK exports to devbox's collector; metrics measures the calls."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    with running_platform(tmp_path, components=["tracing", "metrics"]) as p:
+        providers = {}
+        for service in ("web", "orders"):
+            providers[service] = TracerProvider(resource=Resource.create({"service.name": service}))
+            providers[service].add_span_processor(
+                SimpleSpanProcessor(OTLPSpanExporter(endpoint=p.url("otlp_http") + "/v1/traces"))
+            )
+        web, orders = providers["web"].get_tracer("t"), providers["orders"].get_tracer("t")
+        for i in range(4):
+            with web.start_as_current_span("GET /orders", kind=SpanKind.CLIENT) as client:
+                ctx = trace.set_span_in_context(client)
+                with orders.start_as_current_span("GET /orders", context=ctx, kind=SpanKind.SERVER) as server:
+                    server.set_attribute("http.route", "/orders")
+                    server.set_attribute("http.request.method", "GET")
+                    if i == 0:
+                        server.set_status(Status(StatusCode.ERROR, "boom"))
+        for provider in providers.values():
+            provider.shutdown()
+        got = _wait_for(
+            lambda: _query(p, "sum by (caller, callee, method, status) (rpc_server_requests_total)"), "RPC reports"
+        )
+        assert {(lb["caller"], lb["callee"], lb["method"], lb["status"]): v for lb, v in got} == {
+            ("web", "orders", "GET /orders", "ok"): 3,
+            ("web", "orders", "GET /orders", "error"): 1,
+        }
+        client_side = _wait_for(
+            lambda: _query(p, "sum by (caller, callee) (rpc_client_requests_total)"), "caller reports"
+        )
+        assert {(lb["caller"], lb["callee"]): v for lb, v in client_side} == {("web", "orders"): 4}
