@@ -270,3 +270,75 @@ def test_bad_silences_are_refused_and_nothing_is_stored(tmp_path: Path, body: di
         assert r.status_code == 400, r.text
         assert r.json()["reason"]
         assert httpx.get(url).json()["silences"] == []
+
+
+def test_silences_api_rules_and_history_survive_a_restart(tmp_path: Path) -> None:
+    with platform(tmp_path) as p:
+        api = p.url("api")
+        silence = httpx.post(api + "/api/alerts/silences", json={"matchers": ["service=a"], "duration": "1h"}).json()
+        rule = {"alert": "Kept", "expr": "vector(1) > 0", "group": "g"}
+        assert httpx.post(api + "/api/alerts/rules", json=rule).status_code == 201
+        wait_for(lambda: httpx.get(api + "/api/alerts/history").json()["transitions"], what="a transition")
+    with platform(tmp_path) as p:
+        api = p.url("api")
+        assert [s["id"] for s in httpx.get(api + "/api/alerts/silences").json()["silences"]] == [silence["id"]]
+        am = httpx.get(p.url("alertmanager") + f"/api/v2/silence/{silence['id']}").json()
+        assert am["status"]["state"] == "active"
+        assert [r["id"] for r in httpx.get(api + "/api/alerts/rules").json()["rules"]] == ["g/Kept"]
+        history = httpx.get(api + "/api/alerts/history", params={"rule": "g/Kept"}).json()["transitions"]
+        assert history[-1]["to"] == "firing"
+
+
+def test_webhook_is_retried_until_the_receiver_answers(tmp_path: Path) -> None:
+    failures = {"left": 2}
+    got: list[dict[str, Any]] = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            if failures["left"] > 0:
+                failures["left"] -= 1
+                self.send_response(503)
+            else:
+                got.append(json.loads(body))
+                self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        with platform(tmp_path, receivers=[{"name": "flaky", "url": url, "max_retries": 3}]) as p:
+            am = p.url("alertmanager")
+            posted = httpx.post(am + "/api/v2/alerts", json=[{"labels": {"alertname": "Ext", "service": "x"}}])
+            assert posted.status_code == 200
+            [payload] = wait_for(lambda: got, what="the third attempt to succeed")
+            assert payload["alerts"][0]["labels"] == {"alertname": "Ext", "service": "x"}
+            stats = httpx.get(p.url("api") + "/api/platform").json()["components"]["alerting"]["notifications"]
+            assert stats["retries"] == 2 and stats["sent"] == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_devbox_yaml_inline_rules_hot_reload(tmp_path: Path) -> None:
+    source = tmp_path / "devbox.yaml"
+    head = "project: t\nalerting:\n  interval: 0.2\n  rules:\n"
+    rule = "    - {{name: {name}, indicator: up, comparison: '<', threshold: {threshold}}}\n"
+    source.write_text(head + rule.format(name="First", threshold=1))
+    from devbox.config import load_config
+
+    config = load_config(source)
+    config.platform.ports = ProjectConfig.for_tests(tmp_path).platform.ports
+    with running_platform(config=config, components=["metrics", "alerting"]) as p:
+        url = p.url("api") + "/api/alerts/rules"
+        assert [r["source"] for r in httpx.get(url).json()["rules"]] == ["devbox.yaml:5"]
+        source.write_text(head + rule.format(name="Second", threshold=1))
+        wait_for(lambda: [r["id"] for r in httpx.get(url).json()["rules"]] == ["devbox/Second"], what="reload")
+        source.write_text(head + rule.format(name="Third", threshold="high"))
+        errors = wait_for(lambda: httpx.get(url).json()["errors"], what="the bad edit reported")
+        assert errors[0].startswith("devbox.yaml:5:") and "threshold" in errors[0]
+        assert [r["id"] for r in httpx.get(url).json()["rules"]] == ["devbox/Second"]

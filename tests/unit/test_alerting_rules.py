@@ -150,3 +150,17 @@ def test_matchers_parse_amtool_forms() -> None:
     for bad in ["", "=x", 'a=~"("', "{a=b"]:
         with pytest.raises(ValueError):
             parse_matchers(bad)
+
+
+def test_devbox_yaml_with_a_bad_rule_fails_before_start_with_file_and_line() -> None:
+    from devbox.config import ConfigError, parse_config
+
+    text = (
+        "project: p\nalerting:\n  groups:\n    - name: g\n      rules:\n        - alert: A\n"
+        "          expr: rate(x[5m]) >\n  receivers:\n    - {name: ops, url: 'ftp://x'}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source=Path("devbox.yaml"))
+    problems = "\n".join(info.value.problems)
+    assert "devbox.yaml:7: alerting.groups[g].rules[0].expr: expr is not valid PromQL" in problems
+    assert "devbox.yaml:9: alerting.receivers[ops].url" in problems
