@@ -11,8 +11,9 @@ revision it cached (per type: the service revision for INSTANCE, ``routing.revis
 ROUTING, ...) and an unchanged one is answered 200001 with no payload.
 
 LIMITATIONS: circuit-breaker, fault-detector, lane, rate-limit and nearby-route answers are
-always empty (the SDK then uses its local defaults); routing rules are sent as v2 ``RouteRule``
-objects in ``Routing.rules`` (no v1 ``inbounds``); no auth plugin beyond per-service tokens.
+always empty (the SDK then uses its local defaults); routing rules are sent both as v2
+``RouteRule`` objects in ``Routing.rules`` and, where v1 can express them, as v1 ``inbounds``
+(see :func:`v1_route`); no auth plugin beyond per-service tokens.
 """
 
 from __future__ import annotations
@@ -383,8 +384,48 @@ class PolarisApi:
                 converted = routing_rules.to_polaris(rule, service=service, revision=revision)
                 target = self.pb.routing.RouteRule()
                 json_format.ParseDict(converted, target, ignore_unknown_fields=True)
+                inbound = v1_route(rule, namespace, service)
+                if inbound is not None:
+                    json_format.ParseDict(inbound, msg.inbounds.add())
             except Exception:
                 LOG.exception("rule %s of %s/%s cannot be sent to Polaris", data.get("name"), namespace, service)
                 continue
             msg.rules.append(target)
         return msg
+
+
+def v1_route(rule: routing_rules.RoutingRule, namespace: str, service: str) -> dict[str, Any] | None:
+    """The rule as a v1 inbound ``Route`` (what polaris-go 1.6 evaluates), or None if v1 cannot say it.
+
+    v1 matches only caller metadata (devbox ``CUSTOM`` arguments, which polaris-go takes from
+    ``SourceService.Metadata``) and has no IN/NOT_IN on destinations; ``IN "base,"`` (one value
+    or untagged) becomes ``EXACT base`` — untagged instances are then not part of that group.
+    """
+    if not rule.enable:
+        return None
+
+    def match(m: routing_rules.MatchString) -> dict[str, Any]:
+        return {"type": m.type, "value": m.value, "value_type": m.value_type}
+
+    sources = []
+    for src in rule.sources or [routing_rules.RuleSource()]:
+        if any(a.type != "CUSTOM" for a in src.arguments):
+            return None
+        metadata = {a.key: match(a.value) for a in src.arguments}
+        sources.append({"service": src.service, "namespace": src.namespace, "metadata": metadata})
+    destinations = []
+    for group in rule.destinations:
+        labels: dict[str, Any] = {}
+        for key, m in group.labels.items():
+            if m.type in ("IN", "NOT_IN"):
+                values = [v.strip() for v in m.value.split(",") if v.strip()]
+                if m.type == "NOT_IN" or m.value_type != "TEXT" or len(values) != 1:
+                    return None
+                labels[key] = {"type": "EXACT", "value": values[0], "value_type": "TEXT"}
+            else:
+                labels[key] = match(m)
+        destinations.append(
+            {"service": service, "namespace": namespace, "metadata": labels, "priority": group.priority,
+             "weight": group.weight, "isolate": group.isolate, "name": group.label()}
+        )
+    return {"sources": sources, "destinations": destinations}

@@ -2,8 +2,9 @@
 
 The probe in ``naming_polaris_go/`` registers a provider with a TTL (the SDK heartbeats on its
 own), then as a consumer calls GetOneInstance and GetInstances until every expected instance is
-seen healthy, then deregisters. Building needs ``go`` and the module proxy (or a warm module
-cache); the test is skipped, visibly, only when ``go`` is absent.
+seen healthy, optionally picks with caller metadata (routing rules), then deregisters. Building
+needs ``go`` and the module proxy (or a warm module cache); the test is skipped, visibly, only
+when ``go`` is absent.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from devbox.testing import running_platform
+from mocks.naming.routing import multi_env_rule
 
 PROBE_SRC = Path(__file__).parent / "naming_polaris_go"
 
@@ -44,31 +46,35 @@ def test_polaris_go_provider_and_consumer(probe: Path, tmp_path: Path) -> None:
         platform.platform.events.instance_changed.add_listener(  # type: ignore[union-attr]
             lambda **kw: changes.append((kw["instance_id"], kw["change"]))
         )
-        # A second instance of the same service, registered through devbox's own registry.
-        async def add_other() -> str:
-            other = registry.register(namespace="default", service="go-provider", host="127.0.0.2", port=18081,
-                                      health_check=False, metadata={"env": "base"})
-            return other.id
+        # Two more instances of the same service, registered through devbox's own registry, and the
+        # multi-environment rule: polaris-go gets it as a v1 inbound route and must follow it.
+        async def add_others() -> None:
+            for host, port, env in (("127.0.0.2", 18081, "base"), ("127.0.0.3", 18082, "feature-x")):
+                registry.register(namespace="default", service="go-provider", host=host, port=port,
+                                  health_check=False, metadata={"env": env})
+            registry.put_rule(multi_env_rule().model_dump(mode="json"))
 
-        platform.call(add_other())
+        platform.call(add_others())
         workdir = tmp_path / "run"  # polaris-go writes its logs and cache under the working dir
         workdir.mkdir()
         result = subprocess.run(
             [str(probe), "-addr", platform.target("polaris_grpc"), "-service", "go-provider", "-port", "18080",
-             "-expect", "2", "-wait", "30s"],
+             "-expect", "3", "-wait", "30s", "-route-values", "feature-x,nowhere"],
             cwd=workdir, capture_output=True, text=True, timeout=90,
         )
         assert result.returncode == 0, f"polaris-go probe failed: {result.stderr[-4000:]}"
         seen = json.loads(result.stdout.strip().splitlines()[-1])
-        assert seen["all"] == ["127.0.0.1:18080", "127.0.0.2:18081"]
-        assert seen["healthy"] == 2
+        assert seen["all"] == ["127.0.0.1:18080", "127.0.0.2:18081", "127.0.0.3:18082"]
+        assert seen["healthy"] == 3
+        # env=feature-x goes to the feature instance; an env with no instances falls back to base.
+        assert seen["routed"] == {"feature-x": ["127.0.0.3:18082"], "nowhere": ["127.0.0.2:18081"]}
         assert seen["one"] in seen["all"]
         assert seen["deregister"] == "ok"
         go_id = seen["instance_id"]
         # The SDK's register, its heartbeats (unhealthy -> healthy) and its deregister all reached devbox.
         assert [c for i, c in changes if i == go_id][:2] == ["registered", "healthy"]
         assert (go_id, "deregistered") in changes
-        assert [i.port for i in registry.instances("default", "go-provider")] == [18081]
+        assert [i.port for i in registry.instances("default", "go-provider")] == [18081, 18082]
 
 
 def test_polaris_go_finds_devbox_through_system_services(probe: Path, tmp_path: Path) -> None:

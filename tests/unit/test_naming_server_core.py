@@ -344,3 +344,22 @@ def test_system_services_answer_with_devbox_address(registry: Registry) -> None:
     request.service.revision.value = answer.service.revision.value
     assert polaris.discover(request).code.value == 200001
     assert registry.services() == []  # answered, not registered
+
+
+def test_routing_also_sent_as_v1_inbounds_where_expressible(polaris: PolarisApi, registry: Registry) -> None:
+    reg(registry)
+    registry.put_rule(multi_env_rule().model_dump(mode="json"))
+    header_rule = {
+        "name": "by-header", "namespace": "default", "service": "orders", "priority": 1,
+        "sources": [{"arguments": [{"type": "HEADER", "key": "x-env", "value": {"value": "a"}}]}],
+        "destinations": [{"labels": {"env": {"value": "a"}}}],
+    }
+    registry.put_rule(header_rule)
+    routing = discover(polaris, "ROUTING").routing  # type: ignore[attr-defined]
+    assert [r.name for r in routing.rules] == ["multi-env", "by-header"]
+    [inbound] = routing.inbounds  # HEADER arguments have no v1 form: only the v2 rule carries it
+    assert inbound.sources[0].metadata["env"].value.value == "*"
+    first, fallback = inbound.destinations
+    assert first.metadata["env"].value_type == polaris.pb.model.MatchString.PARAMETER
+    assert (fallback.metadata["env"].value.value, fallback.priority.value) == ("base", 1)
+    assert {d.service.value for d in inbound.destinations} == {"orders"}

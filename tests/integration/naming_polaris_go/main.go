@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/polarismesh/polaris-go"
 	"github.com/polarismesh/polaris-go/pkg/config"
+	"github.com/polarismesh/polaris-go/pkg/model"
 )
 
 type result struct {
@@ -22,6 +24,8 @@ type result struct {
 	All        []string `json:"all"`
 	Healthy    int      `json:"healthy"`
 	Deregister string   `json:"deregister"`
+	// Routed maps each -route-values value to the addresses GetOneInstance picked for it.
+	Routed map[string][]string `json:"routed,omitempty"`
 }
 
 func fail(format string, args ...interface{}) {
@@ -37,6 +41,8 @@ func main() {
 	expect := flag.Int("expect", 1, "instances GetInstances must return")
 	wait := flag.Duration("wait", 30*time.Second, "how long to wait for discovery")
 	system := flag.Bool("system", false, "find the server through the Polaris system services")
+	routeKey := flag.String("route-key", "env", "caller metadata key for -route-values")
+	routeValues := flag.String("route-values", "", "comma-separated values: pick 30 times with each as caller metadata")
 	flag.Parse()
 
 	cfg := config.NewDefaultConfiguration([]string{*addr})
@@ -115,6 +121,28 @@ func main() {
 	}
 	if lastErr != nil {
 		fail("discovery did not succeed within %v: %v", *wait, lastErr)
+	}
+	if *routeValues != "" {
+		out.Routed = map[string][]string{}
+		for _, value := range strings.Split(*routeValues, ",") {
+			seen := map[string]bool{}
+			for i := 0; i < 30; i++ {
+				one := &polaris.GetOneInstanceRequest{}
+				one.Namespace = *namespace
+				one.Service = *service
+				one.SourceService = &model.ServiceInfo{Metadata: map[string]string{*routeKey: value}}
+				got, err := consumer.GetOneInstance(one)
+				if err != nil {
+					fail("routed GetOneInstance for %s=%s: %v", *routeKey, value, err)
+				}
+				inst := got.GetInstance()
+				seen[fmt.Sprintf("%s:%d", inst.GetHost(), inst.GetPort())] = true
+			}
+			for addr := range seen {
+				out.Routed[value] = append(out.Routed[value], addr)
+			}
+			sort.Strings(out.Routed[value])
+		}
 	}
 	// Let a few heartbeats go by so the server has seen them.
 	time.Sleep(1500 * time.Millisecond)
