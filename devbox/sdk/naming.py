@@ -106,6 +106,9 @@ class Instance:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def __hash__(self) -> int:  # metadata is a dict: hash by identity in the registry
+        return hash(self.id)
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, service: str, namespace: str) -> Instance:
         return cls(

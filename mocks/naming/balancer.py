@@ -21,7 +21,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 LOG = logging.getLogger(__name__)
 
@@ -107,43 +107,45 @@ def hash64(text: str) -> int:
 
 
 class RingHash:
-    """Consistent hashing by key with virtual nodes; the ring is rebuilt only when the set changes."""
+    """Consistent hashing by key with virtual nodes.
+
+    Rings are cached per instance set (a few sets, e.g. one per routing subset, stay warm), so
+    a ring is built only when a set is seen for the first time.
+    """
 
     name = "ring_hash"
+    max_rings = 16
 
     def __init__(self, vnodes: int = 100, rng: Callable[[], float] = random.random) -> None:
         if vnodes < 1:
             raise ValueError("vnodes must be >= 1")
         self.vnodes = vnodes
         self._fallback = WeightedRandom(rng)
-        self._signature: tuple[tuple[str, int], ...] = ()
-        self._points: list[int] = []
-        self._owners: list[Any] = []
-        self._by_id: dict[str, Any] = {}
+        self._rings: dict[tuple[tuple[str, int], ...], tuple[list[int], list[str]]] = {}
 
-    def _build(self, usable: Sequence[Weighted]) -> None:
+    def _build(self, usable: Sequence[Weighted]) -> tuple[list[int], list[str]]:
         ring: list[tuple[int, str]] = []
         for inst in usable:
             count = max(1, round(self.vnodes * inst.weight / 100))
             ring.extend((hash64(f"{inst.id}#{n}"), inst.id) for n in range(count))
         ring.sort()
-        self._points = [p for p, _ in ring]
-        self._owners = [owner for _, owner in ring]
+        return [p for p, _ in ring], [owner for _, owner in ring]
 
     def choose(self, instances: Sequence[T], key: str | None = None) -> T:
         usable = _usable(instances)
         if key is None:
             return self._fallback.choose(usable)
         signature = tuple(sorted((i.id, i.weight) for i in usable))
-        if signature != self._signature:
-            self._build(usable)
-            self._signature = signature
-        # objects may be fresh copies with the same ids: resolve the owner id against this call's list
-        self._by_id = {i.id: i for i in usable}
-        index = bisect.bisect_left(self._points, hash64(key))
-        if index == len(self._points):
-            index = 0
-        return self._by_id[self._owners[index]]
+        ring = self._rings.get(signature)
+        if ring is None:
+            if len(self._rings) >= self.max_rings:
+                self._rings.pop(next(iter(self._rings)))  # oldest first
+            ring = self._rings[signature] = self._build(usable)
+        points, owners = ring
+        index = bisect.bisect_left(points, hash64(key))
+        owner = owners[index if index < len(points) else 0]
+        # objects may be fresh copies with the same ids: answer with this call's object
+        return next(i for i in usable if i.id == owner)
 
 
 BALANCERS: dict[str, Callable[[], Balancer]] = {
