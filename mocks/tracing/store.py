@@ -348,6 +348,7 @@ class SpanWriter:
         self.on_commit = on_commit
         self._queue: asyncio.Queue[tuple[list[Span], asyncio.Future[int]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._writing = False
         self.batches = 0
         self.written = 0
 
@@ -355,9 +356,11 @@ class SpanWriter:
         self._task = asyncio.create_task(self._run(), name="tracing-writer")
 
     async def stop(self) -> None:
+        """Finish what is queued and being written, then stop."""
         if self._task is None:
             return
-        while not self._queue.empty():
+        deadline = time.monotonic() + 10
+        while (not self._queue.empty() or self._writing) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         self._task.cancel()
         try:
@@ -385,35 +388,41 @@ class SpanWriter:
                 batch.append(item)
                 total += len(item[0])
             spans = [s for item, _ in batch for s in item]
+            self._writing = True
             try:
-                started = time.perf_counter()
-                added = await asyncio.to_thread(self.store.insert, spans)
-                LOG.debug("wrote %d spans (%d new) in %.1f ms", len(spans), added,
-                          (time.perf_counter() - started) * 1000)
-            except Exception:
-                if len(batch) == 1:
-                    LOG.exception("writing %d spans failed", len(spans))
-                    self._fail(batch[0][1])
-                    continue
-                # one export's spans must not sink the others grouped with it: write them one by one
-                spans = []
-                for item, future in batch:
-                    try:
-                        await asyncio.to_thread(self.store.insert, item)
-                    except Exception:
-                        LOG.exception("writing %d spans failed", len(item))
-                        self._fail(future)
-                        continue
-                    spans.extend(item)
-                    future.set_result(len(item))
-                self._committed(spans)
-                continue
-            self.batches += 1
-            self.written += added
+                await self._write(batch, spans)
+            finally:
+                self._writing = False
+
+    async def _write(self, batch: list[tuple[list[Span], asyncio.Future[int]]], spans: list[Span]) -> None:
+        try:
+            started = time.perf_counter()
+            added = await asyncio.to_thread(self.store.insert, spans)
+            LOG.debug("wrote %d spans (%d new) in %.1f ms", len(spans), added, (time.perf_counter() - started) * 1000)
+        except Exception:
+            if len(batch) == 1:
+                LOG.exception("writing %d spans failed", len(spans))
+                self._fail(batch[0][1])
+                return
+            # one export's spans must not sink the others grouped with it: write them one by one
+            written: list[Span] = []
             for item, future in batch:
-                if not future.done():
-                    future.set_result(len(item))
-            self._committed(spans)
+                try:
+                    await asyncio.to_thread(self.store.insert, item)
+                except Exception:
+                    LOG.exception("writing %d spans failed", len(item))
+                    self._fail(future)
+                    continue
+                written.extend(item)
+                future.set_result(len(item))
+            self._committed(written)
+            return
+        self.batches += 1
+        self.written += added
+        for item, future in batch:
+            if not future.done():
+                future.set_result(len(item))
+        self._committed(spans)
 
     @staticmethod
     def _fail(future: asyncio.Future[int]) -> None:
