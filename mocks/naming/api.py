@@ -39,9 +39,9 @@ _STATUS = {
 
 
 def error_response(exc: NamingError) -> JSONResponse:
-    status = _STATUS.get(exc.code, 400 if exc.http_status == 4 or exc.http_status == 400 else exc.http_status)
-    if status < 400:
-        status = 400
+    status = _STATUS.get(exc.code, exc.http_status)
+    if not 400 <= status < 500:
+        status = 400 if status < 400 else status
     return JSONResponse({"error": exc.code.name, "reason": exc.reason, "code": int(exc.code)}, status_code=status)
 
 

@@ -143,6 +143,7 @@ class Registry:
         self._deleted_ins: set[str] = set()
         self._dirty_rules: set[tuple[str, str, str]] = set()
         self._deleted_rules: set[tuple[str, str, str]] = set()
+        self._restored_at = float("-inf")
         self.ensure_namespace(DEFAULT_NAMESPACE)
 
     # --- listeners -------------------------------------------------------------------------
@@ -565,7 +566,9 @@ class Registry:
                 continue
             since = instance.last_heartbeat if instance.last_heartbeat is not None else instance.created
             silent = now - since
-            if silent > max(self.expire_after, instance.ttl * UNHEALTHY_AFTER_TTLS):
+            # Removal counts from the restore at the earliest: clients of a devbox that was down
+            # longer than expire_after get that long to heartbeat again before losing their entry.
+            if now - max(since, self._restored_at) > max(self.expire_after, instance.ttl * UNHEALTHY_AFTER_TTLS):
                 self._remove(instance, "expired")
                 changes.append((instance.id, "expired"))
             elif instance.healthy and silent > instance.ttl * UNHEALTHY_AFTER_TTLS:
@@ -604,6 +607,7 @@ class Registry:
         rules: Iterable[dict[str, Any]] = (),
     ) -> None:
         """Restore state read from the store (no listeners fire, nothing is marked dirty)."""
+        self._restored_at = self.clock()
         for rule in rules:
             self._rules[(rule["namespace"], rule["service"], rule["name"])] = rule
         for ns in namespaces:

@@ -363,3 +363,22 @@ def test_routing_also_sent_as_v1_inbounds_where_expressible(polaris: PolarisApi,
     assert first.metadata["env"].value_type == polaris.pb.model.MatchString.PARAMETER
     assert (fallback.metadata["env"].value.value, fallback.priority.value) == ("base", 1)
     assert {d.service.value for d in inbound.destinations} == {"orders"}
+
+
+def test_restored_instances_get_a_fresh_expiry_but_honest_health(tmp_path: Path, clock: Clock) -> None:
+    first = Registry(clock=clock, expire_after=60)
+    instance = reg(first, ttl=5)
+    first.heartbeat(instance.id)  # type: ignore[attr-defined]
+    store = NamingStore(tmp_path / "naming.db")
+    store.write(first.drain_dirty())
+    clock.now += 600  # devbox was down for ten minutes
+    second = Registry(clock=clock, expire_after=60)
+    second.load(*store.load())
+    store.close()
+    assert second.sweep() == [(instance.id, "unhealthy")]  # type: ignore[attr-defined]
+    clock.now += 30
+    assert second.sweep() == []
+    second.heartbeat(instance.id)  # type: ignore[attr-defined]  # its client is back in time
+    assert second.instance(instance.id).healthy  # type: ignore[union-attr, attr-defined]
+    clock.now += 61
+    assert second.sweep() == [(instance.id, "expired")]  # type: ignore[attr-defined]
