@@ -199,10 +199,37 @@ def test_the_shop_is_measured_with_zero_code(shop: PlatformThread, gateway: http
 
     # success_rate is a composite indicator over the RPC reports devbox derives from the spans
     rates = until(measured, timeout=40, what="success_rate for every shop service")
-    assert rates["users"] == 100.0  # 404s for unknown users are answers, not server errors
+    assert rates["users"] == pytest.approx(100.0)  # 404s for unknown users are answers, not server errors
     entry = {s["metric"].get("method"): float(s["value"][1]) for s in query("entry_success_rate")}
     assert {"GET /checkout/{user}", "POST /orders"} <= set(entry)
     assert entry["POST /orders"] < 100 <= entry["GET /checkout/{user}"]
+
+
+@pytest.mark.skipif("alerting" not in registry.available(), reason="alerting component not built yet")
+def test_payment_failures_fire_the_success_rate_alert(shop: PlatformThread, gateway: httpx.Client) -> None:
+    [payment] = instances(shop, "payment")
+    faults = f"http://127.0.0.1:{payment['port']}/admin/faults"
+    assert httpx.put(faults, json={"error_rate": 1.0}).json() == {"error_rate": 1.0}
+
+    def firing() -> list[dict[str, Any]] | None:
+        for _ in range(4):  # keep the failures coming: the rule wants 10 s of them
+            assert gateway.post("/orders", json={"user": "bob", "sku": "sku-1"}).status_code == 502
+        alerts = httpx.get(
+            shop.url("alertmanager") + "/api/v2/alerts", params={"filter": "alertname=ShopSuccessRateLow"}
+        )
+        active = [a for a in alerts.json() if a["status"]["state"] == "active"]
+        return active or None
+
+    try:
+        active = until(firing, timeout=60, every=0.5, what="ShopSuccessRateLow to fire")
+    finally:
+        httpx.put(faults, json={"error_rate": 0.0})
+    by_callee = {a["labels"]["callee"]: a for a in active}
+    # payment fails, and so do the hops that pass its failure on; users and inventory do not
+    assert "payment" in by_callee and not {"users", "inventory"} & set(by_callee)
+    assert set(by_callee) <= {"payment", "orders", "gateway"}
+    assert by_callee["payment"]["labels"]["severity"] == "page"
+    assert "payment answered only" in by_callee["payment"]["annotations"]["summary"]
 
 
 def test_locustfile_drives_the_gateway(shop: PlatformThread, gateway: httpx.Client, tmp_path: Path) -> None:
