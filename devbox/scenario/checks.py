@@ -105,7 +105,7 @@ def _meta_text(meta: Mapping[str, str]) -> str:
 
 def check_failover(
     exp: FailoverExpect,
-    run: TrafficRun,
+    run: TrafficRun | None,
     *,
     victim: str | None = None,
     killed_at: float | None = None,
@@ -113,10 +113,31 @@ def check_failover(
     out_how: str = "",
 ) -> Verdict:
     """Errors the traffic saw stay under a bound; the victim left naming's healthy set in time."""
+    parts: list[str] = []
+    ok = _failover_traffic(exp, run, parts) if run is not None else True
+    if exp.unhealthy_within is not None:
+        if victim is None or killed_at is None:
+            ok = False
+            parts.append(f"expected instance {exp.instance!r} to have been named by an earlier step with `as:`")
+        elif out_at is None:
+            ok = False
+            parts.append(
+                f"instance {victim} is still healthy in naming (expected out within {exp.unhealthy_within:g}s)"
+            )
+        else:
+            took = out_at - killed_at
+            ok &= took <= exp.unhealthy_within
+            parts.append(
+                f"instance {victim} {out_how} {took:.2f}s after the fault (expected within {exp.unhealthy_within:g}s)"
+            )
+    return Verdict(ok, "; ".join(parts))
+
+
+def _failover_traffic(exp: FailoverExpect, run: TrafficRun, parts: list[str]) -> bool:
     total = len(run.results)
     bad = run.errors()
     rate = len(bad) / total if total else 0.0
-    parts, ok = [], True
+    ok = True
     observed = f"observed {len(bad)}/{total} failed ({_fmt_share(rate)})"
     if bad:
         kinds = Counter(f"{r.status}" for r in bad)
@@ -134,22 +155,7 @@ def check_failover(
         ok &= len(bad) <= exp.max_errors
         parts.append(f"expected <= {exp.max_errors} errors")
     parts.append(observed)
-    if exp.unhealthy_within is not None:
-        if victim is None or killed_at is None:
-            ok = False
-            parts.append(f"expected instance {exp.instance!r} to have been killed by an earlier step with `as:`")
-        elif out_at is None:
-            ok = False
-            parts.append(
-                f"instance {victim} is still healthy in naming (expected out within {exp.unhealthy_within:g}s)"
-            )
-        else:
-            took = out_at - killed_at
-            ok &= took <= exp.unhealthy_within
-            parts.append(
-                f"instance {victim} {out_how} {took:.2f}s after the kill (expected within {exp.unhealthy_within:g}s)"
-            )
-    return Verdict(ok, "; ".join(parts))
+    return ok
 
 
 # --- traces -------------------------------------------------------------------------------

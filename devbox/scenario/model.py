@@ -193,7 +193,7 @@ class RoutingExpect(_Model):
 class FailoverExpect(_Model):
     """Errors seen by a traffic while an instance died, and how fast naming noticed."""
 
-    traffic: str = "traffic"
+    traffic: str | None = Field("traffic", description="Traffic whose errors are bounded (null: none).")
     max_error_rate: float | None = Field(None, ge=0, le=1)
     max_errors: int | None = Field(None, ge=0)
     instance: str | None = Field(None, description="Alias (`as`) of the killed instance.")
