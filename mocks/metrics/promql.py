@@ -647,6 +647,27 @@ def _quantile(q: float, values: list[float]) -> float:
     return ordered[lo] * (1 - weight) + ordered[hi] * weight
 
 
+def _kahan_inc(inc: float, total: float, comp: float) -> tuple[float, float]:
+    """Neumaier-compensated addition, as Prometheus's kahanSumInc."""
+    t = total + inc
+    if abs(total) >= abs(inc):
+        comp += (total - t) + inc
+    else:
+        comp += (inc - t) + total
+    return t, comp
+
+
+def _variance(values: list[float]) -> float:
+    """Population variance: Welford's algorithm with compensated sums, as Prometheus (same rounding)."""
+    count = mean = c_mean = aux = c_aux = 0.0
+    for v in values:
+        count += 1
+        delta = v - (mean + c_mean)
+        mean, c_mean = _kahan_inc(delta / count, mean, c_mean)
+        aux, c_aux = _kahan_inc(delta * (v - (mean + c_mean)), aux, c_aux)
+    return (aux + c_aux) / count
+
+
 def _deriv(ts: list[float], vs: list[float]) -> float | None:
     if len(ts) < 2:
         return None
@@ -677,8 +698,7 @@ def _over_time(name: str, ts: list[float], vs: list[float], param: float | None)
     if name == "last_over_time":
         return vs[-1]
     if name in ("stddev_over_time", "stdvar_over_time"):
-        mean = sum(vs) / len(vs)
-        var = sum((v - mean) ** 2 for v in vs) / len(vs)
+        var = _variance(vs)
         return math.sqrt(var) if name == "stddev_over_time" else var
     if name == "quantile_over_time":
         return _quantile(param if param is not None else math.nan, vs)
@@ -1074,8 +1094,7 @@ def _agg_one(op: str, values: list[float], param: float | None) -> float:
     if op == "group":
         return 1.0
     if op in ("stddev", "stdvar"):
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / len(values)
+        var = _variance(values)
         return math.sqrt(var) if op == "stddev" else var
     if op == "quantile":
         return _quantile(param if param is not None else math.nan, values)
