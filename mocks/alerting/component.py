@@ -7,15 +7,18 @@ alerting.db). A file whose rules do not parse keeps its previous rules active; i
 listed with file and line by ``GET /api/alerts/rules``.
 
 LIMITATIONS: one Alertmanager-like receiver route (every alert to every matching receiver),
-no inhibition, no clustering; see :mod:`mocks.alerting.engine` and :mod:`mocks.alerting.notify`.
+no inhibition, no clustering; only rules are hot-reloaded (receivers, interval and the upstream
+URL are read at start); see :mod:`mocks.alerting.engine` and :mod:`mocks.alerting.notify`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import glob
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +42,7 @@ LOG = logging.getLogger(__name__)
 #: How often firing alerts are re-sent to an upstream Alertmanager (Prometheus: resend_delay 1m).
 RESEND_EVERY = 60.0
 PRUNE_EVERY = 3600.0
+SILENCE_RETENTION = 120 * 3600.0
 RELOAD_DEBOUNCE = 0.2
 
 
@@ -192,9 +196,10 @@ class AlertingComponent(Component):
                 errors.append(f"api: rule {rule_id} is shadowed by {combined[rule_id].source}")
                 continue
             combined[rule_id] = rule
+        if errors != self.load_errors:
+            for problem in errors:
+                LOG.warning("alert rules: %s", problem)
         self.load_errors, self.load_warnings = errors, warnings
-        for problem in errors:
-            LOG.warning("alert rules: %s", problem)
         return list(combined.values())
 
     async def reload_rules(self) -> list[str]:
@@ -229,7 +234,9 @@ class AlertingComponent(Component):
             def on_any_event(self, event: Any) -> None:
                 if event.is_directory or event.event_type in ("opened", "closed_no_write"):
                     return
-                component._schedule_reload()
+                paths = [event.src_path, getattr(event, "dest_path", "")]
+                if any(p and component._is_rule_source(os.fsdecode(p)) for p in paths):
+                    component._schedule_reload()
 
         observer = Observer()
         recursive_dirs = {d for d in dirs if any("**" in p for p in self.config.rule_files)}
@@ -238,6 +245,20 @@ class AlertingComponent(Component):
         observer.daemon = True
         observer.start()
         self._observer = observer
+
+    def _is_rule_source(self, path: str) -> bool:
+        """Whether a changed file is devbox.yaml or matches a rule_files pattern (other files in the
+        same folders, such as logs, must not trigger reloads)."""
+        changed = str(Path(path).resolve())
+        source = self.ctx.config.source
+        if source is not None and changed == str(source.resolve()):
+            return True
+        root = self.ctx.config.root.resolve()
+        for pattern in self.config.rule_files:
+            full = Path(pattern) if Path(pattern).is_absolute() else root / pattern
+            if fnmatch.fnmatch(changed, str(full)):
+                return True
+        return False
 
     def _schedule_reload(self) -> None:
         """From the watchdog thread: reload once, shortly after the last change (editors write twice)."""
@@ -327,6 +348,11 @@ class AlertingComponent(Component):
             if self.store is not None and now - self._last_prune >= PRUNE_EVERY:
                 self._last_prune = now
                 await asyncio.to_thread(self.store.prune_history, now - self.config.history_days * 86400)
+                # Alertmanager keeps expired silences 120 h (--data.retention) before dropping them.
+                horizon = now - SILENCE_RETENTION
+                await asyncio.to_thread(self.store.delete_silences_before, horizon)
+                for silence_id in [s.id for s in self.core.silences.values() if s.ends_at < horizon]:
+                    del self.core.silences[silence_id]
             return transitions
 
     async def _run(self) -> None:

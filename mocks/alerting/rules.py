@@ -128,7 +128,10 @@ def rule_from_json(data: Any, source: str = "api") -> Rule:
 
 
 def _describe(err: dict[str, Any]) -> str:
-    where = ".".join(str(p) for p in err["loc"]).replace("for_", "for")
+    where = ""
+    for part in err["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    where = where.replace("for_", "for")
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
