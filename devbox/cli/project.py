@@ -93,10 +93,11 @@ def up(
         for problem in problems:
             err_console.print(f"[bold red]config error:[/] {problem}", highlight=False)
         raise typer.Exit(EXIT_USAGE)
-    running = read_runtime(config)
+    running = _running(config)
     if running:
         fail(f"devbox is already running for this project (pid {running['pid']}, {running['api']}); "
              "`devbox down` stops it", EXIT_USAGE)
+    _reap(config)
     if detach:
         _detach(config, no_reload=no_reload, components=components)
         return
@@ -110,6 +111,29 @@ def up(
         fail(str(exc), EXIT_USAGE)
     if code:
         raise typer.Exit(code)
+
+
+def _running(config: ProjectConfig) -> dict[str, Any] | None:
+    """The runtime file of a devbox that is really running (a zombie left by a SIGKILL is not)."""
+    runtime = read_runtime(config)
+    if runtime is None or not _alive(int(runtime["pid"])):
+        return None
+    return runtime
+
+
+def _clear_stale_runtime(config: ProjectConfig) -> None:
+    for path in (runtime_path(config), config.state_path / PIDFILE):
+        path.unlink(missing_ok=True)
+
+
+def _reap(config: ProjectConfig) -> None:
+    """Kill instance processes left by an earlier devbox of this project that was killed outright."""
+    from mocks.deploy.runner import kill_leftovers
+
+    killed = kill_leftovers(config.state_path)
+    if killed:
+        err_console.print(f"stopped {len(killed)} leftover instance process(es) of an earlier devbox "
+                          f"(pids {', '.join(map(str, killed))})", style="yellow", highlight=False)
 
 
 def _write_runtime(config: ProjectConfig, platform: Platform) -> None:
@@ -166,7 +190,8 @@ async def _serve(config: ProjectConfig, *, components: list[str] | None = None) 
         _write_runtime(config, platform)
         ready_s = time.monotonic() - t0
         console.print(f"[bold]devbox[/] platform ready in {ready_s:.2f}s: {platform.ctx.url('api')}  "
-                      f"({', '.join(f'{n} {p}' for n, (_, p) in platform.addresses.items())})", highlight=False)
+                      f"({', '.join(f'{n} {p}' for n, (_, p) in platform.addresses.items())})", highlight=False,
+                      soft_wrap=True)
         deploy = platform.components.get("deploy")
         if deploy is None or deploy.state is ComponentState.ERROR:
             if config.services:
@@ -195,7 +220,7 @@ async def _run_deploy(config: ProjectConfig, deploy: Any, stop: asyncio.Event, *
         where = f"{event.service}/{event.instance}" if event.instance else event.service
         style = "red" if event.kind.value in ("crashed", "crash_loop", "build_failed", "not_ready",
                                               "reload_failed") else None
-        target.print(Text(f"{stamp} {where} {event.kind.value}: {event.message}", style=style or ""))
+        target.print(Text(f"{stamp} {where} {event.kind.value}: {event.message}", style=style or ""), soft_wrap=True)
 
     live: Live | None = None
     deploy.ctx.events.deploy_event.add_listener(on_event)
@@ -291,7 +316,7 @@ def _detach(config: ProjectConfig, *, no_reload: bool, components: str | None) -
                 fail(f"devbox did not become ready in time (log: {log_path})")
             time.sleep(0.2)
     console.print(f"devbox is running in the background (pid {proc.pid}, {runtime['api']}); "
-                  f"`devbox status`, `devbox logs SERVICE`, `devbox down`", highlight=False)
+                  f"`devbox status`, `devbox logs SERVICE`, `devbox down`", highlight=False, soft_wrap=True)
 
 
 def _get_json(url: str) -> Any:
@@ -322,8 +347,10 @@ def down(
 ) -> None:
     """Stop a devbox running for this project (started with `up --detach`, or in another terminal)."""
     config = config_or_exit(config_file)
-    runtime = read_runtime(config)
+    runtime = _running(config)
     if runtime is None:
+        _reap(config)
+        _clear_stale_runtime(config)
         console.print("devbox is not running for this project; nothing to stop")
         return
     pid = int(runtime["pid"])
@@ -337,6 +364,7 @@ def down(
                     os.kill(pid, signal.SIGKILL)
                 break
             time.sleep(0.1)
+    _reap(config)
     console.print(f"devbox stopped (pid {pid})")
 
 
@@ -394,7 +422,7 @@ def status(config_file: str | None = ConfigOption, as_json: bool = JsonOption) -
                 table.add_row(label, inst["name"], Text(inst["state"], style=STATE_STYLE.get(inst["state"], "")),
                               health if inst["pid"] else "", str(inst["port"]), str(inst["pid"] or ""),
                               str(inst["restarts"]), up_for, (inst["id"] or "")[:12])
-        console.print(table)
+        console.print(table, width=None if console.is_terminal else 200)
     for error in (deployed or {}).get("errors", []):
         err_console.print(f"[bold red]error:[/] {error}", highlight=False)
     bad = [i for d in (deployed or {}).get("services", []) for i in d["instances"]

@@ -32,6 +32,7 @@ from mocks.deploy import core
 from mocks.deploy.config import ServiceConfig
 from mocks.deploy.models import DeployEvent, EventKind
 from mocks.deploy.reload import ServiceWatch, Watcher
+from mocks.deploy.runner import kill_leftovers
 from mocks.deploy.store import EventStore
 from mocks.deploy.supervisor import DeployError, Supervisor
 
@@ -114,6 +115,11 @@ class DeployComponent(Component):
             await self.watcher.stop()
         if self.supervisor is not None:
             await self.supervisor.close()
+            # a process that left its group (setsid, double fork) still carries the injected env
+            leftovers = await asyncio.to_thread(kill_leftovers, self.ctx.state_dir)
+            if leftovers:
+                LOG.warning("killed %d instance process(es) that escaped their process group: %s",
+                            len(leftovers), leftovers)
         for name, phase in self.phase.items():
             if phase != "failed":
                 self.phase[name] = "stopped"

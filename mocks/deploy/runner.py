@@ -142,3 +142,42 @@ async def run_build(command: str, *, cwd: Path, env: dict[str, str], log_path: P
         if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
             raise
         return -9
+
+
+def instance_processes(state_dir: Path, *, exclude: set[int] | None = None) -> list[int]:
+    """Pids of processes started for this project's instances (found by their injected environment).
+
+    Every instance process and its descendants inherit ``DEVBOX_INSTANCE_CONFIG`` pointing into
+    ``<state_dir>/run/``; that finds even processes that left their process group, or that
+    outlived a devbox killed with SIGKILL.
+    """
+    marker = f"DEVBOX_INSTANCE_CONFIG={state_dir.resolve() / 'run'}/".encode()
+    found = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid == os.getpid() or (exclude and pid in exclude):
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(item.startswith(marker) for item in environ.split(b"\0")):
+            found.append(pid)
+    return found
+
+
+def kill_leftovers(state_dir: Path) -> list[int]:
+    """SIGKILL every process :func:`instance_processes` finds; the pids it signalled."""
+    killed = []
+    for pid in instance_processes(state_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+        killed.append(pid)
+    return killed

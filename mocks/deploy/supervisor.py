@@ -436,6 +436,7 @@ class Supervisor:
                 return
             rec = inst.record
             rec.exit_code = code
+            proc.signal(signal.SIGKILL)  # what the crashed leader left in its group would hold the port
             if inst.keepalive is not None:
                 inst.keepalive.cancel()
             uptime = self.clock() - (rec.started_at or self.clock())

@@ -97,7 +97,17 @@ def test_up_detach_status_logs_down(tmp_path: Path) -> None:
         assert "hello-1 | fake service listening" in logs and "hello-2 | fake service listening" in logs
         one = devbox("logs", "hello", "--instance", "hello-2", "--grep", "listening", cwd=root, check=True).stdout
         assert one.strip().startswith("fake service listening on") and len(one.strip().splitlines()) == 1
-        assert devbox("logs", "nope", cwd=root).returncode == 2
+        follow = subprocess.Popen([sys.executable, "-m", "devbox", "logs", "hello", "-f", "-n", "0"], cwd=root,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.5)  # let it reach the end of the files before writing more
+            httpx.post(runtime["api"] + "/api/deploy/services/hello/instances/hello-1/kill")
+            assert follow.stdout is not None
+            line = follow.stdout.readline()
+            assert line.startswith("hello-1 | "), line
+        finally:
+            follow.terminate()
+            follow.wait(10)
 
         events = httpx.get(runtime["api"] + "/api/deploy/events", params={"kind": "ready"}).json()["events"]
         assert len(events) == 2
@@ -142,6 +152,23 @@ def test_ctrl_c_stops_everything_with_no_orphans(tmp_path: Path) -> None:
             proc.kill()
     assert wait_gone(members) == []
     assert not (root / ".devbox" / "platform.json").exists()
+
+
+def test_devbox_killed_outright_leaves_instances_that_down_reaps(tmp_path: Path) -> None:
+    write_service(tmp_path / "svc")
+    # no exec: the server is a grandchild that outlives sh when devbox is SIGKILLed
+    (tmp_path / "svc" / "start.sh").write_text(f"#!/bin/sh\n{sys.executable} server.py\n")
+    root = project(tmp_path, HELLO)
+    assert devbox("up", "-d", "--no-reload", "--components", COMPONENTS, cwd=root).returncode == 0
+    runtime = json.loads((root / ".devbox" / "platform.json").read_text())
+    status = httpx.get(runtime["api"] + "/api/deploy/services").json()
+    members = [int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) in instance_pids(status)]
+    os.kill(runtime["pid"], signal.SIGKILL)
+    assert wait_gone([runtime["pid"]]) == []
+    assert [p for p in members if alive(p)]  # orphans, until:
+    result = devbox("down", cwd=root)
+    assert "leftover instance process" in result.stderr and "nothing to stop" in result.stdout
+    assert wait_gone(members) == []
 
 
 def _pgid(pid: int) -> int | None:
