@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+from ruamel.yaml import YAML
 
 from mocks.metrics.promql import Evaluator, ListSource
 
@@ -162,6 +162,7 @@ def test_devbox_promql_agrees_with_prometheus(tmp_path: Path) -> None:
         "tests": [{"interval": "1m", "input_series": input_series, "promql_expr_test": tests}],
     }
     path = tmp_path / "oracle.yml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with path.open("w") as fh:
+        YAML(typ="safe", pure=True).dump(spec, fh)
     out = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
