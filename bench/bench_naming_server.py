@@ -1,7 +1,7 @@
 """Naming server figures, each as a ratio against a baseline measured in the same run.
 
 - heartbeats/s over Polaris gRPC and over Polaris HTTP, against the core's own heartbeat calls/s
-  (the transport's cost);
+  (the transport's cost) and, for HTTP, against a plain ``GET /healthz`` with the same client;
 - registering 10k instances through the core and through gRPC, and one sweep over 10k instances;
 - time from a register / deregister to a long-polling watcher (``/api/naming/watch``) seeing it,
   against one plain HTTP round trip (``/healthz``) to the same listener.
@@ -70,7 +70,9 @@ async def grpc_heartbeats(target: str, iid: str, seconds: float, concurrency: in
         return rate(count, time.perf_counter() - start)
 
 
-async def http_heartbeats(base: str, iid: str, seconds: float, concurrency: int = 32) -> float:
+async def http_heartbeats(
+    base: str, iid: str, seconds: float, concurrency: int = 32, path: str = "/v1/Heartbeat"
+) -> float:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, limits=limits) as client:
         count = 0
@@ -79,7 +81,10 @@ async def http_heartbeats(base: str, iid: str, seconds: float, concurrency: int 
         async def worker() -> None:
             nonlocal count
             while time.perf_counter() < deadline:
-                r = await client.post("/v1/Heartbeat", json={"id": iid})
+                if path == "/healthz":
+                    r = await client.get(path)
+                else:
+                    r = await client.post(path, json={"id": iid})
                 assert r.status_code == 200, r.text
                 count += 1
 
@@ -184,12 +189,14 @@ def main() -> None:
         iid = p.call(setup())
         hb_grpc = asyncio.run(grpc_heartbeats(p.target("polaris_grpc"), iid, args.seconds))
         hb_http = asyncio.run(http_heartbeats(p.url("polaris_http"), iid, args.seconds))
+        plain_http = asyncio.run(http_heartbeats(p.url("api"), iid, args.seconds, path="/healthz"))
         reg_grpc = asyncio.run(grpc_register(p.target("polaris_grpc"), args.instances))
         watch, plain = watch_latency(p.url("api"), args.rounds)
 
     print(f"core heartbeats/s (baseline)         {base_hb:12,.0f}")
     print(f"gRPC heartbeats/s                    {hb_grpc:12,.0f}   ratio {hb_grpc / base_hb:.4f} of core")
     print(f"HTTP heartbeats/s                    {hb_http:12,.0f}   ratio {hb_http / base_hb:.4f} of core")
+    print(f"plain HTTP GET /healthz/s (baseline) {plain_http:12,.0f}   heartbeat {hb_http / plain_http:.2f}x of it")
     print(f"register {args.instances} via core (baseline)  {reg_core:9.3f} s   {rate(args.instances, reg_core):,.0f}/s")
     print(f"register {args.instances} via gRPC          {reg_grpc:9.3f} s   ratio {reg_grpc / reg_core:.1f}x core")
     print(f"sweep over {args.instances} instances        {sweep * 1000:9.2f} ms")
