@@ -75,6 +75,7 @@ class AlertingComponent(Component):
         self._last_prune = 0.0
         self._eval_lock = asyncio.Lock()
         self.evaluations = 0
+        self.reloads = 0
 
     # --- platform wiring --------------------------------------------------------------------
 
@@ -128,6 +129,7 @@ class AlertingComponent(Component):
             "rule_errors": len(self.load_errors),
             "silences": sum(1 for s in self.core.silences.values() if s.state(self.clock()).value != "expired"),
             "evaluations": self.evaluations,
+            "rule_reloads": self.reloads,
             "notifications": dict(self.notifier.stats) if self.notifier else {},
         }
 
@@ -205,6 +207,7 @@ class AlertingComponent(Component):
     async def reload_rules(self) -> list[str]:
         """Re-read every rule source; returns the load errors (old rules stay for broken files)."""
         results = await asyncio.to_thread(self._load_sources)
+        self.reloads += 1
         rules = self._combine(results)
         async with self._eval_lock:
             transitions = self.core.set_rules(rules, self.clock())

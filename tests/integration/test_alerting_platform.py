@@ -252,6 +252,16 @@ def test_rule_files_hot_reload_and_broken_edits_keep_the_old_rules(tmp_path: Pat
         forbidden = httpx.delete(url + "/devbox/C")
         assert forbidden.status_code == 409 and "more.yml" in forbidden.json()["reason"]
 
+        def reloads() -> int:
+            return httpx.get(p.url("api") + "/api/platform").json()["components"]["alerting"]["rule_reloads"]
+
+        before = reloads()
+        for i in range(5):  # e.g. a log file next to the rules: not a rule source, no reload
+            (tmp_path / "service.log").write_text(f"line {i}\n")
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert reloads() == before
+
 
 @pytest.mark.parametrize(
     "body",
@@ -342,3 +352,64 @@ def test_devbox_yaml_inline_rules_hot_reload(tmp_path: Path) -> None:
         errors = wait_for(lambda: httpx.get(url).json()["errors"], what="the bad edit reported")
         assert errors[0].startswith("devbox.yaml:5:") and "threshold" in errors[0]
         assert [r["id"] for r in httpx.get(url).json()["rules"]] == ["devbox/Second"]
+
+
+def test_alertmanager_port_refuses_bad_input_with_reasons_and_stores_nothing(tmp_path: Path) -> None:
+    with platform(tmp_path) as p:
+        am = p.url("alertmanager") + "/api/v2"
+        good = {"name": "service", "value": "x", "isRegex": False}
+        window = {"startsAt": "2030-01-01T00:00:00Z", "endsAt": "2030-01-02T00:00:00Z"}
+        bad_silences = [
+            {"matchers": [{**good, "value": "(", "isRegex": True}], **window, "createdBy": "t", "comment": ""},
+            {
+                "matchers": [good],
+                "startsAt": "2030-01-02T00:00:00Z",
+                "endsAt": "2030-01-01T00:00:00Z",
+                "createdBy": "t",
+                "comment": "",
+            },
+            {"matchers": [], **window, "createdBy": "t", "comment": ""},
+            {"matchers": [good], **window, "comment": ""},
+            {
+                "matchers": [good],
+                "startsAt": "yesterday",
+                "endsAt": "2030-01-01T00:00:00Z",
+                "createdBy": "t",
+                "comment": "",
+            },
+        ]
+        for body in bad_silences:
+            r = httpx.post(am + "/silences", json=body)
+            assert r.status_code == 400 and isinstance(r.json(), str) and r.json(), (body, r.text)
+        r = httpx.post(
+            am + "/silences",
+            json={
+                "id": "00000000-0000-0000-0000-000000000000",
+                "matchers": [good],
+                **window,
+                "createdBy": "t",
+                "comment": "",
+            },
+        )
+        assert r.status_code == 404
+        assert httpx.get(am + "/silences").json() == []
+
+        bad_alerts = [
+            [{"labels": {}}],
+            [{"labels": {"0bad": "x"}}],
+            [{"labels": {"a": 1}}],
+            [{"labels": {"a": "b"}, "startsAt": "2030-01-02T00:00:00Z", "endsAt": "2030-01-01T00:00:00Z"}],
+            [{"labels": {"alertname": "Fine"}}, "not an object"],
+            {"labels": {"a": "b"}},
+        ]
+        for body in bad_alerts:
+            r = httpx.post(am + "/alerts", json=body)
+            assert r.status_code == 400 and isinstance(r.json(), str), (body, r.text)
+        assert httpx.post(am + "/alerts", content=b"[{").status_code == 400
+        assert httpx.get(am + "/alerts").json() == []  # the valid alert of a refused batch was not kept
+
+        for query in ("filter=service%3D~%22(%22", "active=maybe", "receiver=(", "filter=%3Dx"):
+            r = httpx.get(am + "/alerts?" + query)
+            assert r.status_code == 400 and r.json(), query
+        assert httpx.get(am + "/silence/nope").status_code == 404
+        assert httpx.delete(am + "/silence/nope").status_code == 404
