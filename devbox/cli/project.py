@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
@@ -91,7 +92,7 @@ def up(
     problems = deploy_core.preflight(config.services, config.root)
     if problems:
         for problem in problems:
-            err_console.print(f"[bold red]config error:[/] {problem}", highlight=False)
+            err_console.print(f"[bold red]config error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE)
     running = _running(config)
     if running:
@@ -243,7 +244,7 @@ async def _run_deploy(config: ProjectConfig, deploy: Any, stop: asyncio.Event, *
                 live.stop()
                 live = None
             for error in errors:
-                err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+                err_console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
             err_console.print("devbox up failed; everything it started is being stopped", style="red")
             return EXIT_FAILED
         services = len(config.services)
@@ -293,8 +294,20 @@ def _detach(config: ProjectConfig, *, no_reload: bool, components: str | None) -
     with log_path.open("ab") as log:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=str(config.root))
+    try:
+        runtime = _wait_detached(config, proc, log_path)
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(30)
+        fail("interrupted; the background devbox was stopped")
+    console.print(f"devbox is running in the background (pid {proc.pid}, {runtime['api']}); "
+                  f"`devbox status`, `devbox logs SERVICE`, `devbox down`", highlight=False, soft_wrap=True)
+
+
+def _wait_detached(config: ProjectConfig, proc: subprocess.Popen[bytes], log_path: Path) -> dict[str, Any]:
     deadline = time.monotonic() + 60 + sum(s.readiness.timeout + (s.build_timeout if s.build else 0)
                                            for s in config.services)
+    runtime: dict[str, Any] | None = None
     with console.status("starting devbox in the background…"):
         while True:
             code = proc.poll()
@@ -307,6 +320,7 @@ def _detach(config: ProjectConfig, *, no_reload: bool, components: str | None) -
                 answer = _get_json(runtime["api"] + "/api/deploy/services")
                 if answer is not None and not answer.get("deploying", False):
                     if answer.get("errors"):
+                        time.sleep(0.2)
                         continue  # the foreground process reports and exits non-zero
                     break
                 if answer is None and not config.services:
@@ -315,8 +329,8 @@ def _detach(config: ProjectConfig, *, no_reload: bool, components: str | None) -
                 proc.terminate()
                 fail(f"devbox did not become ready in time (log: {log_path})")
             time.sleep(0.2)
-    console.print(f"devbox is running in the background (pid {proc.pid}, {runtime['api']}); "
-                  f"`devbox status`, `devbox logs SERVICE`, `devbox down`", highlight=False, soft_wrap=True)
+    assert runtime is not None
+    return runtime
 
 
 def _get_json(url: str) -> Any:
@@ -424,7 +438,7 @@ def status(config_file: str | None = ConfigOption, as_json: bool = JsonOption) -
                               str(inst["restarts"]), up_for, (inst["id"] or "")[:12])
         console.print(table, width=None if console.is_terminal else 200)
     for error in (deployed or {}).get("errors", []):
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
     bad = [i for d in (deployed or {}).get("services", []) for i in d["instances"]
            if i["state"] in ("failed", "crashloop")]
     if bad or (deployed or {}).get("errors"):

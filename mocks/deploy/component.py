@@ -251,7 +251,8 @@ class DeployComponent(Component):
         """Rolling replacement of every running deployment of ``service`` (rebuilding first)."""
         out = []
         for dep in [d for d in self.sup.deployments.values() if d.svc.name == service]:
-            if not any(i.record.alive for i in dep.instances.values()):
+            # a crash-looping or failed instance is replaced too: saving the fix is how users heal it
+            if not any(i.record.state.value != "stopped" for i in dep.instances.values()):
                 continue
             with contextlib.suppress(DeployError):  # reported as a reload_failed event
                 out.append(await self.sup.replace_all(dep, reason=reason))

@@ -135,9 +135,8 @@ class Supervisor:
             data.setdefault("group", dep.group)
         event = DeployEvent(service=service, kind=kind, message=message,
                             instance=instance.record.name if instance else None, ts=self.clock(), data=data)
-        log = LOG.warning if kind in (EventKind.CRASHED, EventKind.CRASH_LOOP, EventKind.BUILD_FAILED,
-                                      EventKind.NOT_READY, EventKind.RELOAD_FAILED) else LOG.info
-        log("%s %s%s: %s", service, kind.value, f" {event.instance}" if event.instance else "", message)
+        # INFO even for crashes: events reach users through the event API and the CLI, not the log
+        LOG.info("%s %s%s: %s", service, kind.value, f" {event.instance}" if event.instance else "", message)
         self.emit(event)
 
     def _move(self, inst: Instance, state: InstanceState, message: str | None = None) -> None:

@@ -286,3 +286,17 @@ def test_no_services_runs_the_platform_alone(tmp_path: Path) -> None:
         assert deployed(p) == []
         body = httpx.get(p.url() + "/api/deploy/services").json()
         assert body == {"services": [], "phase": {}, "deploying": False, "errors": []}
+
+
+def test_saving_a_fix_replaces_a_crash_looping_instance(tmp_path: Path) -> None:
+    folder = write_service(tmp_path / "svc")
+    svc = ServiceConfig(name="loopy", path="svc", drain=0.1, restart={**FAST_RESTART, "crash_loop": 1})
+    with platform(tmp_path, svc) as p:
+        assert deployed(p) == []
+        httpx.post(p.url() + "/api/deploy/services/loopy/instances/loopy-1/kill")
+        wait_for("crash loop", lambda: events(p, kind="crash_loop"))
+        (folder / "VERSION").write_text("fixed\n")
+        wait_for("reload", lambda: events(p, kind="reloaded"))
+        [inst] = services(p)["loopy"]["instances"]
+        assert inst["name"] == "loopy-2" and inst["state"] == "ready"
+        assert httpx.get(f"http://127.0.0.1:{inst['port']}/").json()["version"] == "fixed"
