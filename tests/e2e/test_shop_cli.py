@@ -1,0 +1,75 @@
+"""The README's command on the bundled example, through the real CLI: `devbox up` in a copy of
+scenarios/shop (ports made ephemeral), the example answers by name, `devbox down` leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from ruamel.yaml import YAML
+
+SHOP = Path(__file__).resolve().parents[2] / "scenarios" / "shop"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+
+
+def devbox(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devbox", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def processes_under(folder: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if Path(proc.cwd()).is_relative_to(folder):
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def test_devbox_up_runs_the_shop_and_down_stops_it(tmp_path: Path) -> None:
+    shop = tmp_path / "shop"
+    shutil.copytree(SHOP, shop, ignore=shutil.ignore_patterns("*_pb2*.py", "__pycache__", ".devbox", "*.scenario.yaml"))
+    yaml = YAML()
+    config = yaml.load((shop / "devbox.yaml").read_text())
+    config["platform"] = {"ports": dict.fromkeys(
+        ("api", "otlp_http", "otlp_grpc", "zipkin", "polaris_grpc", "polaris_http", "prometheus", "alertmanager"), 0
+    )}
+    with (shop / "devbox.yaml").open("w") as out:
+        yaml.dump(config, out)
+
+    up = devbox("up", "--detach", "--no-reload", cwd=shop)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        deadline = time.monotonic() + 60
+        while True:
+            status = devbox("status", "--json", cwd=shop)
+            assert status.returncode == 0, status.stdout + status.stderr
+            state = json.loads(status.stdout)
+            ready = {s["service"]: s["ready"] for s in state["services"]}
+            if ready == {"gateway": 1, "orders": 2, "inventory": 1, "payment": 1, "users": 2}:
+                break
+            assert time.monotonic() < deadline, f"not all ready: {ready} {state.get('errors')}"
+            time.sleep(0.5)
+        [gateway] = next(s for s in state["services"] if s["service"] == "gateway")["instances"]
+        answer = httpx.get(f"http://127.0.0.1:{gateway['port']}/checkout/alice", timeout=15)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["quote"]["approved"] is True
+        assert (shop / "inventory" / "inventory_pb2_grpc.py").is_file()  # the build step ran
+    finally:
+        down = devbox("down", cwd=shop)
+    assert down.returncode == 0, down.stdout + down.stderr
+    deadline = time.monotonic() + 15
+    while processes_under(shop) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_under(shop) == []
