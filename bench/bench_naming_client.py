@@ -70,6 +70,14 @@ def main() -> None:
             ("pick, labels from context (no baggage)", lambda: client.pick("ruled")),
         ]
         results = [(name, per_call_us(fn, args.calls)) for name, fn in cases]
+        # tracing on: the explanation is written on the current (recording) span for every pick
+        from opentelemetry.sdk.trace import TracerProvider
+
+        tracer = TracerProvider().get_tracer("bench")
+        with tracer.start_as_current_span("handler"):
+            results.append(("pick, multi-env rule, env=feature-x, span recording",
+                            per_call_us(lambda: client.pick("ruled", labels={"env": "feature-x"}),
+                                        args.calls // 10)))
     rr.close()
     base = results[0][1]
     print(f"naming SDK pick, {args.instances} instances, {args.calls} calls x3 (best):")

@@ -39,6 +39,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import ipaddress
 import logging
 import os
@@ -133,6 +134,21 @@ class _Snapshot:
     instances: tuple[Instance, ...] = ()
     rules: tuple[RoutingRule, ...] = ()
     breaker: Mapping[str, Any] | None = None
+    #: Routing results by (labels, blocked instances); lives and dies with this snapshot.
+    routes: dict[tuple[Any, ...], RouteResult] = field(default_factory=dict, compare=False, repr=False)
+
+    @functools.cached_property
+    def memoizable(self) -> bool:
+        """Whether a route depends only on labels and breaker state (so it can be reused)."""
+        return all(_label_only(rule) for rule in self.rules)
+
+
+def _label_only(rule: RoutingRule) -> bool:
+    """Rules that match on labels only and never draw between same-priority groups."""
+    if any(arg.type != "CUSTOM" for src in rule.sources for arg in src.arguments):
+        return False
+    levels = [g.priority for g in rule.destinations if not g.isolate]
+    return len(levels) == len(set(levels))
 
 
 @dataclass
@@ -459,6 +475,16 @@ class NamingClient:
         instances: Sequence[Instance] = snap.instances
         if exclude:
             instances = [i for i in instances if i.id not in exclude]
+        elif snap.memoizable:
+            key = (tuple(sorted(request.labels.items())), breakers.blocked())
+            hit = snap.routes.get(key)
+            if hit is None:
+                hit = evaluate(namespace=self.namespace, service=service, instances=instances, rules=snap.rules,
+                               request=request, is_open=lambda i: breakers.is_open(i.id))
+                if len(snap.routes) >= 256:
+                    snap.routes.clear()
+                snap.routes[key] = hit
+            return hit
         return evaluate(namespace=self.namespace, service=service, instances=instances, rules=snap.rules,
                         request=request, is_open=lambda i: breakers.is_open(i.id))
 

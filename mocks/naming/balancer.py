@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import logging
 import random
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 LOG = logging.getLogger(__name__)
 
@@ -52,24 +53,32 @@ def _usable(instances: Sequence[T]) -> list[T]:
 
 
 class WeightedRandom:
-    """Pick with probability weight / sum(weights)."""
+    """Pick with probability weight / sum(weights).
+
+    The same list object passed again reuses its prepared weights: pass a new list (not the old
+    one mutated) when the candidates change — the SDK's routing results are never mutated.
+    """
 
     name = "weighted_random"
 
     def __init__(self, rng: Callable[[], float] = random.random) -> None:
         self._rng = rng
+        # the last list seen and its cumulative weights: callers that pass the same (cached)
+        # candidate list again skip the O(n) preparation
+        self._last: tuple[Sequence[Any], list[Any], list[int]] | None = None
 
     def choose(self, instances: Sequence[T], key: str | None = None) -> T:
-        usable = _usable(instances)
+        last = self._last
+        if last is not None and last[0] is instances:
+            usable, cumulative = last[1], last[2]
+        else:
+            usable = _usable(instances)
+            cumulative = list(itertools.accumulate(i.weight for i in usable))
+            self._last = (instances, usable, cumulative)
         if len(usable) == 1:
             return usable[0]
-        total = sum(i.weight for i in usable)
-        point = self._rng() * total
-        for inst in usable:
-            point -= inst.weight
-            if point < 0:
-                return inst
-        return usable[-1]
+        index = bisect.bisect_right(cumulative, self._rng() * cumulative[-1])
+        return usable[min(index, len(usable) - 1)]
 
 
 class RoundRobin:

@@ -188,6 +188,8 @@ class CircuitBreakers:
         self.config = config or BreakerConfig()
         self._clock = clock
         self._breakers: dict[str, CircuitBreaker] = {}
+        #: ids whose breaker is not closed: the only ones that can refuse calls
+        self._tripped: set[str] = set()
 
     def configure(self, config: BreakerConfig) -> None:
         """New thresholds for breakers created from now on and for existing ones."""
@@ -226,12 +228,24 @@ class CircuitBreakers:
                 breaker.trip(reason)
             else:
                 breaker.last_reason = f"{reason}; not ejected: max_ejection_percent reached"
-        return breaker.state()
+        final = breaker.state()
+        if final is CircuitState.CLOSED:
+            self._tripped.discard(instance_id)
+        else:
+            self._tripped.add(instance_id)
+        return final
+
+    def blocked(self) -> frozenset[str]:
+        """Ids of the instances that refuse calls right now (cheap when nothing is tripped)."""
+        if not self._tripped:
+            return frozenset()
+        return frozenset(i for i in self._tripped if not self._breakers[i].available())
 
     def forget(self, keep: set[str]) -> None:
         """Drop breakers of instances that no longer exist."""
         for instance_id in [i for i in self._breakers if i not in keep]:
             del self._breakers[instance_id]
+            self._tripped.discard(instance_id)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {iid: b.snapshot() for iid, b in self._breakers.items()}

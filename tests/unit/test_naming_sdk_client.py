@@ -309,3 +309,25 @@ def test_bad_watch_answers_do_not_break_the_cache(fake: FakeWatch) -> None:
         assert client.explain("orders", {"env": "feature-x"})["rule"] == "multi-env"  # unknown rule skipped
         fake.set("orders", [inst(2)])
         client.wait_for("orders", lambda insts: [i.port for i in insts] == [2], timeout=15)
+
+
+def test_header_rules_are_evaluated_per_request_and_breakers_per_moment(fake: FakeWatch) -> None:
+    canary = {"name": "canary", "sources": [{"arguments": [{"type": "HEADER", "key": "x-canary", "value": "1"}]}],
+              "destinations": [{"labels": {"env": "feature-x"}}]}
+    fake.set("orders", [inst(1), inst(3, "feature-x")], routing=[canary])
+    seen: list[httpx.Request] = []
+    with NamingClient("http://platform.test", watch_transport=httpx.MockTransport(fake.handler),
+                      breaker=BreakerConfig(consecutive_errors=1, max_ejection_percent=100)) as client, \
+            httpx.Client(transport=NamingTransport(client, _backend(seen, set()))) as http:
+        for _ in range(5):
+            assert http.get("http://orders/", headers={"X-Canary": "1"}).json()["port"] == 3
+        assert {http.get("http://orders/").json()["port"] for _ in range(40)} == {1, 3}
+        fake.set("orders", [inst(1), inst(3, "feature-x")], routing=[RULE])  # label-only: memoized routes
+        client.wait_for("orders", lambda _: client.explain("orders", {})["revision"]
+                        == fake.services["orders"]["revision"])
+        three = next(i for i in client.instances("orders") if i.port == 3)
+        assert client.pick("orders", labels={"env": "feature-x"}).port == 3
+        client.report(three, ok=False)  # breaker opens: the memoized route must not be reused
+        assert client.pick("orders", labels={"env": "feature-x"}).port == 1
+        client.report(three, ok=True)  # (late success while open: no effect)
+        assert client.pick("orders", labels={"env": "feature-x"}).port == 1
