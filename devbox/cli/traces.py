@@ -62,11 +62,14 @@ def ls(
     min_duration: str | None = typer.Option(None, "--min-duration", help="Only traces with a span this long (250ms)."),
     lookback: str = typer.Option("1h", "--lookback", help="How far back (15m, 1h, 2d)."),
     limit: int = typer.Option(20, "--limit", min=1, max=1000),
+    probes: bool = typer.Option(False, "--probes", help="Include health-probe traces (GET /healthz, grpc.health)."),
     config_file: str | None = ConfigOption,
     json_out: bool = JsonOption,
 ) -> None:
-    """Recent traces, newest first."""
+    """Recent traces, newest first (health probes left out unless --probes)."""
     params: dict[str, Any] = {"limit": limit, "lookback": _duration_option(lookback, "--lookback", "m") // 1000}
+    if probes:
+        params["probes"] = "true"
     if service:
         params["service"] = service
     if errors:

@@ -1,7 +1,7 @@
 """devbox's own tracing API on the ``api`` listener: trace lists, one trace, root cause, critical
 path, topology and fan-out. JSON errors ``{"error", "reason"}``; the CLI and dashboard read it.
 
-Routes: ``GET /api/traces`` (service, errors, min_duration µs, lookback ms, limit),
+Routes: ``GET /api/traces`` (service, errors, min_duration µs, lookback ms, limit, probes),
 ``GET /api/traces/fanout``, ``GET /api/traces/{id}``, ``GET /api/traces/{id}/why``,
 ``GET /api/traces/{id}/critical-path``, ``GET /api/topology`` (service, lookback ms, end ms).
 """
@@ -19,6 +19,9 @@ from mocks.tracing.store import TraceQuery
 from mocks.tracing.zipkin_api import MAX_MS, MAX_US, normalise_trace_id
 
 DEFAULT_WINDOW_MS = 3_600_000
+#: Root span names of readiness/health probes, left out of trace lists unless asked for.
+PROBE_NAMES = ("GET /healthz", "GET /health", "GET /readyz", "GET /livez", "/grpc.health.v1.Health/Check",
+               "/grpc.health.v1.Health/Watch")
 
 
 def _error(status: int, error: str, reason: str) -> JSONResponse:
@@ -50,10 +53,12 @@ def router(collector: Collector) -> APIRouter:
         lookback: int = Query(DEFAULT_WINDOW_MS, gt=0, le=MAX_MS, description="ms"),
         end: int | None = Query(None, ge=0, le=MAX_MS, description="epoch ms"),
         limit: int = Query(20, ge=1, le=1000),
+        probes: bool = Query(False, description="Include traces of health probes (GET /healthz, grpc.health)."),
     ) -> Any:
         end_us, look_us = _window(end, lookback)
         query = TraceQuery(service=service or None, trace_min_duration_us=min_duration, errors_only=errors,
-                           start_us=end_us - look_us, end_us=end_us, limit=limit)
+                           start_us=end_us - look_us, end_us=end_us, limit=limit,
+                           exclude_roots=() if probes else PROBE_NAMES)
         return {"traces": await collector.summaries(query)}
 
     @r.get("/traces/fanout")

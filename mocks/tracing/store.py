@@ -94,6 +94,8 @@ class TraceQuery:
     errors_only: bool = False
     #: The trace has a span at least this long (in any service) — devbox's list, not Zipkin's.
     trace_min_duration_us: int | None = None
+    #: Leave out traces whose root span has one of these names (health probes) — devbox's list.
+    exclude_roots: tuple[str, ...] = ()
     limit: int = 10
 
 
@@ -267,6 +269,11 @@ class SpanStore:
         if q.errors_only:
             where.append(f"trace_id IN (SELECT trace_id FROM spans WHERE error = 1{window})")
             args.extend(window_args)
+        if q.exclude_roots:
+            marks = ",".join("?" * len(q.exclude_roots))
+            where.append(f"trace_id NOT IN (SELECT trace_id FROM spans WHERE parent_id IS NULL "
+                         f"AND name IN ({marks}){window})")
+            args.extend([*q.exclude_roots, *window_args])
         if q.trace_min_duration_us is not None:
             where.append(f"trace_id IN (SELECT trace_id FROM spans WHERE duration_us >= ?{window})")
             args.extend([q.trace_min_duration_us, *window_args])

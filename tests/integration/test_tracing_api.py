@@ -17,7 +17,7 @@ from mocks.tracing.convert import to_otlp_request
 from mocks.tracing.models import Span
 
 SPEC = "/work/shared/specs/zipkin2-api.yaml"
-FAILED, OK = "a1" * 16, "b2" * 16
+FAILED, OK, PROBE = "a1" * 16, "b2" * 16, "c3" * 16
 
 
 def constructed() -> list[Span]:
@@ -42,6 +42,7 @@ def constructed() -> list[Span]:
         s(OK, 1, None, "gateway", "GET /checkout", "SERVER", 1000, 1100),
         s(OK, 2, 1, "gateway", "call orders", "CLIENT", 1010, 1050),
         s(OK, 3, 2, "orders", "POST /orders", "SERVER", 1012, 1048),
+        s(PROBE, 1, None, "orders", "GET /healthz", "SERVER", 2000, 2005),
     ]
 
 
@@ -62,6 +63,10 @@ def test_list_filters_and_one_trace(platform: PlatformThread) -> None:
     slow = httpx.get(api + "/traces", params={"min_duration": 90}).json()["traces"]
     assert {t["trace_id"] for t in slow} == {FAILED, OK}
     assert httpx.get(api + "/traces", params={"service": "inventory"}).json()["traces"][0]["trace_id"] == FAILED
+    listed = {t["trace_id"] for t in httpx.get(api + "/traces").json()["traces"]}
+    assert listed == {FAILED, OK}  # health probes are left out unless asked for
+    with_probes = httpx.get(api + "/traces", params={"probes": "true", "service": "orders"}).json()["traces"]
+    assert {t["trace_id"] for t in with_probes} == {FAILED, OK, PROBE}
     spans = httpx.get(f"{api}/traces/{OK}").json()["spans"]
     assert [s["name"] for s in spans] == ["GET /checkout", "call orders", "POST /orders"]
     r = httpx.get(f"{api}/traces/{'c' * 32}")
@@ -84,8 +89,10 @@ def test_why_critical_path_topology_and_fanout(platform: PlatformThread) -> None
     assert topo["service"]["callers"] == ["gateway"] and topo["service"]["callees_transitive"] == ["inventory"]
     r = httpx.get(api + "/topology", params={"service": "nobody"})
     assert r.status_code == 404 and "nobody" in r.json()["reason"]
-    [entry] = httpx.get(api + "/traces/fanout").json()["entries"]
-    assert entry["requests"] == 2 and entry["services"] == {"inventory": 0.5, "orders": 1.0, "users": 0.5}
+    entries = httpx.get(api + "/traces/fanout").json()["entries"]
+    entry = next(e for e in entries if e["operation"] == "GET /checkout")
+    assert entry["service"] == "gateway" and entry["requests"] == 2
+    assert entry["services"] == {"inventory": 0.5, "orders": 1.0, "users": 0.5}
 
 
 def test_zipkin_api_conforms_to_its_spec(platform: PlatformThread) -> None:
