@@ -272,6 +272,7 @@ class NamingClient:
         self._thread: threading.Thread | None = None
         self._http: httpx.AsyncClient | None = None
         self._closed = False
+        self._from_env: tuple[Any, ...] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **kw: Any) -> NamingClient:
@@ -288,7 +289,13 @@ class NamingClient:
         kw.setdefault("token", env.get(envvars.DEVBOX_TOKEN) or None)
         if env.get(envvars.DEVBOX_NAMING_BALANCER):
             kw.setdefault("balancer", env[envvars.DEVBOX_NAMING_BALANCER])
-        client = cls(env.get(envvars.DEVBOX_API_URL) or None, **kw)
+        api_url = env.get(envvars.DEVBOX_API_URL) or None
+        settings = (cls, api_url, sorted((k, repr(v)) for k, v in kw.items()))
+        current = _default_holder.get("client")
+        if current is not None and not current._closed and current._from_env == settings:
+            return current  # bootstrap called twice: one cache and one watch thread, not two
+        client = cls(api_url, **kw)
+        client._from_env = settings
         _set_default(client)
         return client
 

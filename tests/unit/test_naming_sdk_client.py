@@ -188,6 +188,10 @@ def test_from_env() -> None:
     from devbox.sdk import naming
 
     assert naming.default_client() is client
+    assert NamingClient.from_env(env) is client  # bootstrap twice: the same client
+    other = NamingClient.from_env({**env, envvars.DEVBOX_SERVICE: "payment"})
+    assert other is not client and naming.default_client() is other
+    other.close()
     client.close()
     with pytest.raises(ValueError, match="unknown balancer"):
         NamingClient.from_env({envvars.DEVBOX_NAMING_BALANCER: "fastest"})
