@@ -3,6 +3,7 @@ spans read back through the Zipkin query API."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import signal
@@ -141,6 +142,10 @@ def test_otlp_protobuf_deflate_and_bad_input(platform: PlatformThread) -> None:
     assert r.status_code == 413 and "decompressed" in status_pb2.Status.FromString(r.content).message
     r = httpx.post(url, content=body, headers={"content-type": "application/x-protobuf", "content-encoding": "br"})
     assert r.status_code == 415
+    # the same endpoint is mounted on the api listener
+    r = httpx.post(platform.url("api") + "/v1/traces", content=body,
+                   headers={"content-type": "application/x-protobuf", "content-encoding": "deflate"})
+    assert r.status_code == 200
     # an empty request is a valid (empty) export
     r = httpx.post(url, content=ExportTraceServiceRequest().SerializeToString(),
                    headers={"content-type": "application/x-protobuf"})
@@ -163,6 +168,10 @@ def test_zipkin_proto3_and_bad_zipkin_input(platform: PlatformThread) -> None:
     assert got[0]["traceId"] == "0" * 16 + "ab" * 8 and got[0]["remoteEndpoint"] == {"serviceName": "db"}
     assert got[0]["tags"]["db.system"] == "sqlite"
     assert httpx.post(url, content=b"[]", headers={"content-type": "application/json"}).status_code == 202
+    gz = gzip.compress(json.dumps([{"traceId": "ab" * 16, "id": "98" * 8, "name": "gzipped", "timestamp": now,
+                                    "duration": 9, "localEndpoint": {"serviceName": "zgzip"}}]).encode())
+    r = httpx.post(url, content=gz, headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert r.status_code == 202 and _zipkin_trace(platform, "ab" * 16)[0]["name"] == "gzipped"
     r = httpx.post(url, content=b"{]", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "Cannot decode" in r.text
     good = {"traceId": "ef" * 16, "id": "12" * 8, "name": "kept", "timestamp": now, "duration": 3,
@@ -190,6 +199,22 @@ def test_zipkin_proto3_and_bad_zipkin_input(platform: PlatformThread) -> None:
     assert "db.system" not in httpx.get(z + "/autocompleteKeys").json()
     assert httpx.get(z + "/autocompleteValues", params={"key": "db.system"}).json() == ["sqlite"]
     assert httpx.get(platform.url("zipkin") + "/config.json").json()["dependency"]["enabled"] is True
+
+
+def test_grpc_partial_success_counts_bad_spans(platform: PlatformThread) -> None:
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    now = time.time_ns() // 1000
+    good = Span(trace_id="7" * 32, span_id="8" * 16, parent_id=None, name="grpc-good", kind="SERVER",
+                service="grpc-partial", start_us=now - 100, duration_us=50)
+    request = to_otlp_request([good, dataclasses.replace(good, span_id="9" * 16, name="grpc-bad")])
+    request.resource_spans[0].scope_spans[0].spans[1].trace_id = b"\x01\x02\x03"
+    with grpc.insecure_channel(platform.target("otlp_grpc")) as channel:
+        response = trace_service_pb2_grpc.TraceServiceStub(channel).Export(request, timeout=10)
+    assert response.partial_success.rejected_spans == 1
+    assert "traceId has 3 bytes" in response.partial_success.error_message
+    assert [s["name"] for s in _zipkin_trace(platform, "7" * 32)] == ["grpc-good"]
 
 
 SERVE = """
