@@ -155,7 +155,9 @@ def _label_only(rule: RoutingRule) -> bool:
 class _Entry:
     service: str
     snapshot: _Snapshot = field(default_factory=_Snapshot)
+    #: Set by the first sync (or at once when there is no platform to ask).
     ready: threading.Event = field(default_factory=threading.Event)
+    created: float = field(default_factory=time.monotonic)
     synced: bool = False
     error: str = ""
     stale_since: float | None = None
@@ -415,8 +417,7 @@ class NamingClient:
         if entry.stale_since is None:
             entry.stale_since = time.time()
             LOG.info("naming watch for %s: %s (serving from cache)", entry.service, reason)
-        entry.error = reason
-        entry.ready.set()  # picks fail fast (no cache) or serve the cache; the watch keeps trying
+        entry.error = reason  # picks serve the cache meanwhile; the watch keeps trying
 
     def _breaker_config(self, data: Mapping[str, Any] | None) -> BreakerConfig:
         if self._breaker_override is not None:
@@ -433,19 +434,31 @@ class NamingClient:
             breakers = self._breakers[service] = CircuitBreakers(self._breaker_override or BreakerConfig())
         return breakers
 
-    def _snapshot(self, service: str) -> tuple[_Entry, _Snapshot]:
-        entry = self._entry(service)
-        if not entry.ready.is_set():
-            entry.ready.wait(self.first_sync_timeout)
+    def _first_sync_wait(self, entry: _Entry) -> float:
+        """How long a pick may still wait for the first sync: callers in the first
+        ``first_sync_timeout`` seconds wait for it, later ones fail fast while it is missing."""
+        if entry.ready.is_set():
+            return 0.0
+        return max(0.0, entry.created + self.first_sync_timeout - time.monotonic())
+
+    def _checked(self, service: str, entry: _Entry) -> tuple[_Entry, _Snapshot]:
         if not entry.synced:
             raise NamingUnavailable(entry.error or f"no answer from naming for {service!r} yet")
         return entry, entry.snapshot
 
+    def _snapshot(self, service: str) -> tuple[_Entry, _Snapshot]:
+        entry = self._entry(service)
+        wait = self._first_sync_wait(entry)
+        if wait:
+            entry.ready.wait(wait)
+        return self._checked(service, entry)
+
     async def _asnapshot(self, service: str) -> tuple[_Entry, _Snapshot]:
         entry = self._entry(service)
-        if not entry.ready.is_set():
-            await asyncio.to_thread(entry.ready.wait, self.first_sync_timeout)
-        return self._snapshot(service)
+        wait = self._first_sync_wait(entry)
+        if wait:
+            await asyncio.to_thread(entry.ready.wait, wait)
+        return self._checked(service, entry)
 
     def instances(self, service: str) -> list[Instance]:
         """Every cached instance of ``service`` (no filtering)."""

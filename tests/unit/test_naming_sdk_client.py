@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -260,7 +261,7 @@ def test_transport_naming_failures_are_httpx_errors(client: NamingClient, fake: 
         assert not isinstance(err.value, UnresolvedService)
     offline_watch = FakeWatch()
     offline_watch.down = True
-    offline = NamingClient("http://platform.test", first_sync_timeout=2,
+    offline = NamingClient("http://platform.test", first_sync_timeout=0.5,
                            watch_transport=httpx.MockTransport(offline_watch.handler))
     try:
         with httpx.Client(transport=NamingTransport(offline, _backend(seen, set()))) as http:
@@ -335,3 +336,13 @@ def test_header_rules_are_evaluated_per_request_and_breakers_per_moment(fake: Fa
         assert client.pick("orders", labels={"env": "feature-x"}).port == 1
         client.report(three, ok=True)  # (late success while open: no effect)
         assert client.pick("orders", labels={"env": "feature-x"}).port == 1
+
+
+def test_first_pick_waits_for_a_platform_that_is_still_starting(fake: FakeWatch) -> None:
+    fake.down = True
+    timer = threading.Timer(0.5, lambda: setattr(fake, "down", False))
+    timer.start()
+    with NamingClient("http://platform.test", first_sync_timeout=10,
+                      watch_transport=httpx.MockTransport(fake.handler)) as client:
+        assert client.pick("orders", labels={}).port in (1, 2, 3)
+    timer.join()
