@@ -249,6 +249,29 @@ def test_locustfile_drives_the_gateway(shop: PlatformThread, gateway: httpx.Clie
     assert int(aggregated[2]) > 0 and int(aggregated[3]) == 0  # requests, failures
 
 
+@pytest.mark.skipif("tracing" not in registry.available(), reason="tracing component not built yet")
+def test_fanout_per_entry_matches_the_call_graph(shop: PlatformThread, gateway: httpx.Client) -> None:
+    """Known answers from the code: /products is one inventory call; a checkout is one orders,
+    inventory and payment call each and two users calls, three when payment's fraud check runs."""
+    for sku in ("sku-1", "sku-3"):
+        assert gateway.get("/checkout/alice", params={"sku": sku}).status_code == 200
+    assert gateway.get("/products").status_code == 200
+
+    def settled() -> dict[str, dict[str, float]] | None:
+        rows = httpx.get(shop.url("api") + "/api/traces/fanout", params={"lookback": 600_000}).json()["entries"]
+        entries = {(r["service"], r["operation"]): r["services"] for r in rows}
+        products = entries.get(("gateway", "GET /products"))
+        checkout = entries.get(("gateway", "GET /checkout/{user}"))
+        if products != {"inventory": 1.0} or not checkout:
+            return None
+        exact = {s: checkout.get(s) for s in ("orders", "inventory", "payment")}
+        if exact != {"orders": 1.0, "inventory": 1.0, "payment": 1.0} or not 2 < checkout.get("users", 0) < 3:
+            return None
+        return checkout
+
+    until(settled, timeout=40, what="fan-out of /products and /checkout settled on the known answers")
+
+
 def test_feature_environment_recipe_from_the_readme(shop: PlatformThread, gateway: httpx.Client) -> None:
     """README: a feature-x group of orders beside base, one namespace-wide rule, labelled requests."""
     api = shop.url("api")
