@@ -823,7 +823,7 @@ def _fn_round(ev: Evaluator, node: Any, args: list[Value], times: list[float]) -
         lb = _drop_name(labels)
         out.series[key_of(lb)] = (
             lb,
-            [None if v is None else math.floor(v / to[i] + 0.5) * to[i] for i, v in enumerate(vals)],
+            [None if v is None else math.floor(v * (1.0 / to[i]) + 0.5) / (1.0 / to[i]) for i, v in enumerate(vals)],
         )
     return out
 

@@ -91,7 +91,7 @@ EXPRESSIONS = [
     "absent(nothing)",
     "scalar(sum(temp)) * 2",
     "quantile(0.5, req_total)",
-    "stddev(req_total)",
+    "round(stddev(req_total), 0.001)",
     'count_values("v", temp)',
     "max_over_time(rate(req_total[140s])[5m:1m])",
     "sort_desc(req_total)",
@@ -111,7 +111,7 @@ EXPRESSIONS = [
     "sum(req_total) by (svc) > 50",
     "count by (svc) (req_total > 50)",
     "group by (svc) (req_total)",
-    "stdvar(req_total)",
+    "round(stdvar(req_total), 0.001)",  # Prometheus sums series in map order: only ulp-stable
     "topk by (svc) (1, req_total)",
     "idelta(temp[250s])",
     "req_total @ 600",
