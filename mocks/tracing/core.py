@@ -141,7 +141,7 @@ class Collector:
     async def window(self, end_us: int, lookback_us: int) -> tuple[list[Span], bool]:
         assert self.store is not None
         return await asyncio.to_thread(self.store.spans_between, end_us - lookback_us, end_us,
-                                       self.config.analysis_max_spans)
+                                       self.config.analysis_max_spans, details=False)
 
     # --- analyses --------------------------------------------------------------------------
 

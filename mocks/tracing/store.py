@@ -315,13 +315,16 @@ class SpanStore:
                 })
         return out
 
-    def spans_between(self, start_us: int, end_us: int, limit: int) -> tuple[list[Span], bool]:
+    def spans_between(self, start_us: int, end_us: int, limit: int, *,
+                      details: bool = True) -> tuple[list[Span], bool]:
         """Spans that started in [start_us, end_us], newest first, at most ``limit``; and whether
-        the window held more."""
+        the window held more. ``details=False`` leaves attributes and resource empty (the graph
+        analyses do not need them, and decoding them is most of the cost)."""
         with self.db.lock:
             conn = self.db.conn
+            columns = _SPAN_COLUMNS if details else _SPAN_COLUMNS.replace("attributes, resource_id", "'{}', 0")
             rows = conn.execute(
-                f"SELECT {_SPAN_COLUMNS} FROM spans WHERE start_us BETWEEN ? AND ? ORDER BY start_us DESC LIMIT ?",
+                f"SELECT {columns} FROM spans WHERE start_us BETWEEN ? AND ? ORDER BY start_us DESC LIMIT ?",
                 (start_us, end_us, limit + 1),
             ).fetchall()
             truncated = len(rows) > limit
