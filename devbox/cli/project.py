@@ -90,6 +90,12 @@ def up(
     if no_reload:
         config.services = [s.model_copy(update={"reload": False}) for s in config.services]
     problems = deploy_core.preflight(config.services, config.root)
+    if any(s.runtime == "docker" for s in config.services):
+        from mocks.deploy.docker import engine_problem
+
+        engine = engine_problem()
+        if engine:
+            problems.append(f"services with runtime docker cannot start: {engine}")
     if problems:
         for problem in problems:
             err_console.print(f"[bold red]config error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
@@ -132,6 +138,12 @@ def _reap(config: ProjectConfig) -> None:
     from mocks.deploy.runner import kill_leftovers
 
     killed = kill_leftovers(config.state_path)
+    if any(s.runtime == "docker" for s in config.services):
+        from mocks.deploy.docker import remove_leftover_containers
+
+        removed = remove_leftover_containers(config.state_path)
+        if removed:
+            err_console.print(f"removed {len(removed)} leftover container(s) of an earlier devbox", style="yellow")
     if killed:
         err_console.print(f"stopped {len(killed)} leftover instance process(es) of an earlier devbox "
                           f"(pids {', '.join(map(str, killed))})", style="yellow", highlight=False)

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from devbox.platform.component import Component, PlatformContext
 from mocks.deploy import core
 from mocks.deploy.config import ServiceConfig
+from mocks.deploy.docker import engine_problem, remove_leftover_containers
 from mocks.deploy.models import DeployEvent, EventKind
 from mocks.deploy.reload import ServiceWatch, Watcher
 from mocks.deploy.runner import kill_leftovers
@@ -100,6 +101,7 @@ class DeployComponent(Component):
             registry=self._registry,
             emit=self._emit,
             ttl=config.naming.heartbeat_ttl,
+            project=config.project,
             front=self.ctx.component("faults").front if self.ctx.has("faults") else None,
         )
         self.deployed = asyncio.get_running_loop().create_future()
@@ -117,6 +119,8 @@ class DeployComponent(Component):
             await self.supervisor.close()
             # a process that left its group (setsid, double fork) still carries the injected env
             leftovers = await asyncio.to_thread(kill_leftovers, self.ctx.state_dir)
+            if self.supervisor.docker is not None:
+                await asyncio.to_thread(remove_leftover_containers, self.ctx.state_dir)
             if leftovers:
                 LOG.warning("killed %d instance process(es) that escaped their process group: %s",
                             len(leftovers), leftovers)
@@ -172,6 +176,10 @@ class DeployComponent(Component):
     async def _deploy_all(self) -> None:
         config = self.ctx.config
         problems = core.preflight(config.services, config.root)
+        if any(s.runtime == "docker" for s in config.services):
+            engine = await asyncio.to_thread(engine_problem)
+            if engine:
+                problems.append(f"services with runtime docker cannot start: {engine}")
         if problems:
             self.errors = problems
             for svc in config.services:

@@ -80,6 +80,14 @@ class ServiceConfig(BaseModel):
         1.5, ge=0, le=60,
         description="Seconds an instance keeps serving after deregistration, so clients' caches drop it.",
     )
+    runtime: Literal["process", "docker"] = Field(
+        "process",
+        description="process: run `start` on this machine; docker: run a container (needs a Docker engine).",
+    )
+    image: str | None = Field(
+        None,
+        description="docker runtime: the image to run; default: built from the Dockerfile in `path`.",
+    )
     watch_ignore: list[str] = Field(
         default_factory=list,
         description="Extra glob patterns (relative to `path`) whose changes do not trigger a reload.",

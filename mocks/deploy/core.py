@@ -216,6 +216,12 @@ def preflight(services: list[ServiceConfig], root: Path) -> list[str]:
         if not path.is_dir():
             problems.append(f"service {svc.name}: path {svc.path!r} ({path}) is not a folder")
             continue
+        if svc.runtime == "docker":
+            if svc.image is None and not (path / "Dockerfile").is_file():
+                problems.append(
+                    f"service {svc.name}: runtime docker needs `image:` or a Dockerfile in {path}"
+                )
+            continue
         script = start_script(svc.start)
         if script is not None:
             target = (path / script).resolve()

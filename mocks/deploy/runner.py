@@ -89,7 +89,9 @@ class RunningProcess:
         return self.proc.returncode  # type: ignore[return-value]
 
     def kill_now(self) -> None:
-        """SIGKILL the group without waiting (last resort at interpreter exit)."""
+        """SIGKILL the group without waiting (last resort when stopping failed)."""
+        if self.proc.returncode is not None:
+            return  # reaped: its pid may belong to someone else by now
         self.signal(signal.SIGCONT)
         self.signal(signal.SIGKILL)
 

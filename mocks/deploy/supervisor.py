@@ -30,6 +30,7 @@ from ruamel.yaml import YAML
 
 from mocks.deploy import core
 from mocks.deploy.config import ServiceConfig
+from mocks.deploy.docker import DockerRunner, container_name, image_tag
 from mocks.deploy.models import DeployEvent, EventKind, InstanceState
 from mocks.deploy.readiness import probe
 from mocks.deploy.runner import ProcessRunner, RunningProcess, run_build
@@ -106,9 +107,12 @@ class Supervisor:
         ttl: float = 5.0,
         runner: ProcessRunner | None = None,
         clock: Callable[[], float] = time.time,
+        project: str = "devbox",
         front: Callable[[str, str, str, int], Any] | None = None,
     ) -> None:
         self.root = root
+        self.project = project
+        self.docker: DockerRunner | None = None
         #: ``front(service, instance, host, port) -> (host, port)``: the address to register
         #: instead of the instance's own (the faults component's proxy in front of it).
         self.front = front
@@ -182,13 +186,18 @@ class Supervisor:
 
     async def build(self, dep: Deployment) -> None:
         svc = dep.svc
-        if not svc.build:
-            return
+        if svc.build:
+            await self._build_step(dep, svc.build)
+        if svc.runtime == "docker" and svc.image is None:
+            await self._build_step(dep, f"docker build -t {image_tag(self.project, svc.name)} .")
+
+    async def _build_step(self, dep: Deployment, command: str) -> None:
+        svc = dep.svc
         log_path = self.log_dir(svc.name) / "build.log"
         started = time.monotonic()
         self.building.add(dep.key)
         try:
-            code = await run_build(svc.build, cwd=self.service_path(svc), env=dict(svc.env), log_path=log_path,
+            code = await run_build(command, cwd=self.service_path(svc), env=dict(svc.env), log_path=log_path,
                                    timeout=svc.build_timeout)
         finally:
             # watchdog reports the build's writes a little late: keep ignoring them for a moment
@@ -196,10 +205,10 @@ class Supervisor:
         took = time.monotonic() - started
         if code != 0:
             tail = core.tail_lines(log_path, TAIL)
-            self._event(dep, EventKind.BUILD_FAILED, f"`{svc.build}` exited with {code}", exit_code=code, tail=tail)
-            raise DeployError(svc.name, f"build `{svc.build}` failed with exit code {code} (log: {log_path})", tail)
+            self._event(dep, EventKind.BUILD_FAILED, f"`{command}` exited with {code}", exit_code=code, tail=tail)
+            raise DeployError(svc.name, f"build `{command}` failed with exit code {code} (log: {log_path})", tail)
         dep.built_at = self.clock()
-        self._event(dep, EventKind.BUILT, f"`{svc.build}` took {took:.2f}s", seconds=round(took, 3))
+        self._event(dep, EventKind.BUILT, f"`{command}` took {took:.2f}s", seconds=round(took, 3))
 
     def _free_port(self, host: str) -> int:
         for _ in range(50):
@@ -258,8 +267,17 @@ class Supervisor:
         inst.stopping = False
         inst.probe_failures = 0
         try:
-            inst.proc = await self.runner.spawn(svc.start, cwd=self.service_path(svc), env=env,
-                                                log_path=inst.log_path)
+            if svc.runtime == "docker":
+                self.docker = self.docker or DockerRunner()
+                inst.proc = await self.docker.spawn(
+                    svc.start if "start" in svc.model_fields_set else None,
+                    image=svc.image or image_tag(self.project, svc.name),
+                    name=container_name(self.state_dir, rec.name), env=env, log_path=inst.log_path,
+                    state_dir=self.state_dir, mounts=[run_dir],
+                )
+            else:
+                inst.proc = await self.runner.spawn(svc.start, cwd=self.service_path(svc), env=env,
+                                                    log_path=inst.log_path)
         except OSError as exc:
             self._move(inst, S.FAILED, f"cannot start: {exc}")
             raise DeployError(svc.name, f"cannot start `{svc.start}` in {self.service_path(svc)}: {exc}") from None
