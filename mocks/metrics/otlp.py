@@ -14,11 +14,13 @@ unit suffixes are dropped, metric scope is ignored.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import json
 import logging
 import math
 import re
+import time
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,7 @@ _INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 DELTA = 1
 
 
+@functools.lru_cache(maxsize=4096)
 def metric_name(raw: str) -> str:
     name = _INVALID.sub("_", raw)
     if name and name[0].isdigit():
@@ -49,6 +52,7 @@ def metric_name(raw: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=4096)
 def label_name(raw: str) -> str:
     name = _INVALID_LABEL.sub("_", raw)
     if name and name[0].isdigit():
@@ -60,6 +64,8 @@ def label_name(raw: str) -> str:
 
 def _any_value(value: Any) -> str:
     kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
     if kind is None:
         return ""
     if kind == "array_value":
@@ -184,6 +190,14 @@ def _summary_points(name: str, base: dict[str, str], dp: Any, where: str) -> lis
     return out
 
 
+def _convert_and_store(core: MetricsCore, request: metrics_service_pb2.ExportMetricsServiceRequest) -> tuple[int, str]:
+    """Off the event loop: decoding and storing a large batch takes milliseconds."""
+    points, deltas, meta, rejected, message = convert(request)
+    now = time.time()
+    core.ingest_points(_fill_times(points, now), meta, deltas=_fill_times(deltas, now))
+    return rejected, message
+
+
 def _fill_times(points: list[Point], now: float) -> list[Point]:
     return [p if p.ts > 0 else Point(p.name, p.labels, now, p.value) for p in points]
 
@@ -192,11 +206,7 @@ async def export(
     core: MetricsCore, request: metrics_service_pb2.ExportMetricsServiceRequest
 ) -> metrics_service_pb2.ExportMetricsServiceResponse:
     """Validate, convert and store one export request; ReportError when it is refused."""
-    import time
-
-    points, deltas, meta, rejected, message = convert(request)
-    now = time.time()
-    await asyncio.to_thread(core.ingest_points, _fill_times(points, now), meta, deltas=_fill_times(deltas, now))
+    rejected, message = await asyncio.to_thread(_convert_and_store, core, request)
     response = metrics_service_pb2.ExportMetricsServiceResponse()
     if rejected:
         response.partial_success.rejected_data_points = rejected
