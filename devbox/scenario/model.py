@@ -130,7 +130,8 @@ class ClearFaultsStep(_Model):
 
 
 class NamingFaultStep(InstanceStep):
-    """Naming faults: drop an instance's heartbeats (it turns unhealthy) or force its breaker open."""
+    """Naming faults: drop an instance's heartbeats (it turns unhealthy) or force callers' breakers
+    open for it (its proxy refuses connections while naming still lists it healthy)."""
 
     drop_heartbeats: bool = False
     circuit_open: bool = False
@@ -184,10 +185,19 @@ class RoutingExpect(_Model):
 
     traffic: str = "traffic"
     service: str
-    selector: dict[str, str | None] = Field(description="Metadata; null means the key is absent (base).")
+    selector: dict[str, str | None] = Field(
+        default_factory=dict, description="Metadata; null means the key is absent (base)."
+    )
+    instance: str | None = Field(None, description="Instead of a selector: the instance named `as:` earlier.")
     min_share: float = Field(0.99, ge=0, le=1)
     max_share: float = Field(1.0, ge=0, le=1)
     min_calls: int = Field(1, ge=0, description="Fewer observed calls than this fails.")
+
+    @model_validator(mode="after")
+    def _what(self) -> RoutingExpect:
+        if bool(self.selector) == (self.instance is not None):
+            raise ValueError("routing needs either selector or instance")
+        return self
 
 
 class FailoverExpect(_Model):

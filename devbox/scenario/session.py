@@ -503,7 +503,7 @@ class Session:
                 raise StepError(f"no fault named {step.name!r} (named: {', '.join(self.fault_ids) or 'none'})")
             self.on_loop(faults.remove_rule, self.fault_ids.pop(step.name))
         else:
-            self.on_loop(faults.clear)
+            self.call(faults.reset())
             self.fault_ids.clear()
 
     def naming_fault(self, step: NamingFaultStep) -> None:
@@ -513,8 +513,11 @@ class Session:
             if step.drop_heartbeats:
                 self.on_loop(faults.drop_heartbeats, inst.id, True)
             if step.circuit_open:
-                raise StepError("circuit_open is not supported: circuit breakers live in each caller's SDK")
-        self._remember(step, chosen, action="drop_heartbeats")
+                try:
+                    self.call(faults.open_circuit(inst.id, True))
+                except KeyError as exc:
+                    raise StepError(str(exc).strip("'\"")) from None
+        self._remember(step, chosen, action="naming fault")
 
     def routing_rule(self, step: RoutingRuleStep) -> None:
         naming = self.component("naming")
@@ -668,7 +671,15 @@ class Session:
 
     def _check_routing(self, exp: RoutingExpect) -> checks.Verdict:
         run = self._traffic(exp.traffic)
-        return checks.check_routing(exp, run, self._spans(), self._instance_metadata())
+        meta = self._instance_metadata()
+        if exp.instance is not None:
+            if exp.instance not in self.aliases:
+                raise StepError(f"no instance named {exp.instance!r} (name one with `as:` on an earlier step)")
+            chosen = self.aliases[exp.instance]["id"]
+            # the named instance is the selector: mark it, so the share is "calls it served"
+            meta = {iid: {**m, "devbox.chosen": "yes" if iid == chosen else "no"} for iid, m in meta.items()}
+            exp = exp.model_copy(update={"selector": {"devbox.chosen": "yes"}})
+        return checks.check_routing(exp, run, self._spans(), meta)
 
     def _check_failover(self, exp: FailoverExpect) -> checks.Verdict:
         run = self._traffic(exp.traffic) if exp.traffic is not None else None

@@ -13,7 +13,9 @@
   the collector over OTLP), so traces show the fault where it was injected.
 
 API on ``api``: ``GET|POST|DELETE /api/faults``, ``GET|DELETE /api/faults/{id}``,
-``GET /api/faults/proxies``, ``PUT /api/faults/heartbeats/{instance_id}`` ``{"drop": bool}``.
+``GET /api/faults/proxies``, ``PUT /api/faults/heartbeats/{instance_id}`` ``{"drop": bool}``,
+``PUT /api/faults/circuits/{instance_id}`` ``{"drop": bool}`` (refuse its connections: callers'
+circuit breakers open while naming still lists it healthy).
 
 LIMITATIONS: see :mod:`mocks.faults.proxy`; a proxy adds about a connection set-up per call.
 """
@@ -77,7 +79,7 @@ class FaultsComponent(Component):
         existing = self.proxies.get((host, port))
         if existing is not None and existing.address is not None:
             existing.instance_id = instance_id
-            if not existing.listening:  # the instance came back after a crash
+            if not existing.listening and not existing.blocked:  # the instance came back after a crash
                 with contextlib.suppress(OSError):
                     return await existing.start()
                 del self.proxies[(host, port)]  # its port was taken meanwhile: a new proxy
@@ -117,9 +119,17 @@ class FaultsComponent(Component):
             raise KeyError(rule_id)
 
     def clear(self) -> None:
+        """Remove every rule and let every heartbeat through again."""
         self.rules.clear()
         for instance_id in list(self.dropped):
             self.drop_heartbeats(instance_id, False)
+
+    async def reset(self) -> None:
+        """:meth:`clear`, and accept connections again for instances whose circuit was forced open."""
+        self.clear()
+        for proxy in self.proxies.values():
+            if proxy.blocked:
+                await self.open_circuit(proxy.instance_id, False)
 
     async def _decide(
         self, service: str, caller: str | None, method: str | None, path: str | None, peer: tuple[str, int]
@@ -146,6 +156,24 @@ class FaultsComponent(Component):
         return await asyncio.to_thread(_owner_of, peer, pids)
 
     # --- naming faults ---------------------------------------------------------------------
+
+    async def open_circuit(self, instance_id: str, opened: bool = True) -> None:
+        """Make callers' circuit breakers open for an instance that naming still lists as healthy.
+
+        Breakers live in each caller's SDK, in whatever language: the platform cannot flip them.
+        What it can do is what trips them in production: the instance's proxy stops accepting
+        connections (connection refused), so every caller fails over and its breaker ejects the
+        instance, while heartbeats keep it healthy in naming. ``opened=False`` accepts again.
+        """
+        proxy = next((p for p in self.proxies.values() if p.instance_id == instance_id), None)
+        if proxy is None:
+            raise KeyError(f"no fault proxy in front of instance {instance_id!r} (is faults.enabled on?)")
+        proxy.blocked = opened
+        if opened and proxy.listening:
+            assert proxy.server is not None
+            proxy.server.close()
+        elif not opened and not proxy.listening:
+            await proxy.start()
 
     def drop_heartbeats(self, instance_id: str, drop: bool = True) -> None:
         """Drop (or let through again) every heartbeat of an instance, whoever sends it."""
@@ -299,7 +327,7 @@ class FaultsComponent(Component):
         @router.delete("")
         async def clear_faults() -> dict[str, Any]:
             count = len(self.rules)
-            self.clear()
+            await self.reset()
             return {"removed": count}
 
         @router.get("/proxies")
@@ -320,6 +348,14 @@ class FaultsComponent(Component):
             except Exception as exc:  # naming's own error for an unknown id
                 return _error(404, "unknown instance", str(exc))
             return {"instance_id": instance_id, "dropped": instance_id in self.dropped}
+
+        @router.put("/circuits/{instance_id}")
+        async def circuits(instance_id: str, body: HeartbeatDrop) -> Any:
+            try:
+                await self.open_circuit(instance_id, body.drop)
+            except KeyError as exc:
+                return _error(404, "unknown instance", str(exc).strip("'\""))
+            return {"instance_id": instance_id, "open": body.drop}
 
         @router.get("/{rule_id}")
         async def get_fault(rule_id: str) -> Any:

@@ -138,6 +138,8 @@ class FaultProxy:
         self.connections = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        #: Refusing connections on purpose (a forced circuit-breaker open), not because it died.
+        self.blocked = False
 
     async def start(self, host: str = "127.0.0.1") -> tuple[str, int]:
         """Listen (again, on the same port after the instance came back) and return the address."""

@@ -125,6 +125,14 @@ def test_proxy_latency_abort_and_caller_scope(project: Path) -> None:
         assert len(aborted.errors()) == 3
         with pytest.raises(AssertionFailed, match=r"observed 3/3 failed .*(RemoteProtocolError|ReadError)"):
             s.expect_failover(traffic="aborted", max_errors=0, within=0)
+        s.do("clear_faults")
+        s.do("naming_fault", service="web", instance=0, circuit_open=True, **{"as": "tripped"})
+        tripped = s.do("traffic", name="tripped", service="web", count=20)
+        refused = {r.instance for r in tripped.errors()}
+        assert refused == {s.aliases["tripped"]["id"]}, tripped.summary()  # naming still offers it
+        assert all(i.healthy for i in s.instances("web"))
+        s.do("clear_faults")
+        assert not s.do("traffic", name="healed", service="web", count=10).errors()
         proxies = s.on_loop(lambda: list(s.component("faults").proxies.values()))
         assert len(proxies) == 2 and all(p.mode == "http" for p in proxies)
     assert config.faults.enabled is False  # only the scenario's copy turned it on
