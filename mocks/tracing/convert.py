@@ -447,16 +447,26 @@ def to_zipkin(span: Span) -> dict[str, Any]:
     return out
 
 
-def index_tags(span: Span, max_len: int = 256) -> list[tuple[str, str]]:
-    """The (key, value) pairs of a span that are searchable (annotationQuery, autocomplete)."""
+def _searchable(source: dict[str, Any], max_len: int) -> list[tuple[str, str]]:
     pairs = []
-    for source in (span.resource, span.attributes):
-        for key, value in source.items():
-            if value is None or isinstance(value, (list, dict)) or key in _RESOURCE_NOT_TAGS:
-                continue
-            text = _tag_text(value)
-            if len(text) <= max_len:
-                pairs.append((key, text))
+    for key, value in source.items():
+        if value is None or isinstance(value, (list, dict)) or key in _RESOURCE_NOT_TAGS:
+            continue
+        text = _tag_text(value)
+        if len(text) <= max_len:
+            pairs.append((key, text))
+    return pairs
+
+
+def index_tags(span: Span, max_len: int = 256) -> list[tuple[str, str]]:
+    """The (key, value) pairs of a span's own attributes that are searchable (annotationQuery,
+    autocomplete); the resource's are indexed once per resource (:func:`resource_tags`)."""
+    pairs = _searchable(span.attributes, max_len)
     if span.error:
         pairs.append(("error", span.status_message or "true"))
     return pairs
+
+
+def resource_tags(resource: dict[str, Any], max_len: int = 256) -> list[tuple[str, str]]:
+    """The searchable (key, value) pairs of a resource (service.name is searched as the service)."""
+    return _searchable(resource, max_len)

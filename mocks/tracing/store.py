@@ -5,12 +5,14 @@ Blocking by design — the component calls it through ``asyncio.to_thread`` (see
 so an acknowledged export survives ``kill -9`` of the platform.
 
 Tables: ``spans`` (one row per span; indexes on trace id, time, service, service+operation,
-service+duration), ``tags`` (searchable key/value pairs per span, for ``annotationQuery`` and
-autocompletion), ``resources`` (resource attribute sets, stored once), ``names`` (service, span
-and remote-service names, so ``/services`` does not scan the spans).
+service+duration), ``tags`` (searchable key/value pairs of span attributes, for
+``annotationQuery`` and autocompletion), ``resources`` and ``resource_tags`` (resource attribute
+sets, stored and indexed once), ``names`` (service, span and remote-service names, so
+``/services`` does not scan the spans).
 
 LIMITATIONS: one writer at a time (SQLite); tag values longer than 256 characters are stored
-with the span but not searchable; ``names`` keeps a name until retention passes its last use.
+with the span but not searchable; ``names`` keeps a name until retention passes its last use;
+resources (and so their tag values offered for autocompletion) are never deleted.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from devbox.platform.store import Database
-from mocks.tracing.convert import index_tags
+from mocks.tracing.convert import index_tags, resource_tags
 from mocks.tracing.models import Span
 
 LOG = logging.getLogger(__name__)
@@ -68,6 +70,19 @@ MIGRATIONS = [
                s.rowid, s.start_us
         FROM spans s, json_each(s.attributes) j
         WHERE j.type IN ('text', 'integer', 'real', 'true', 'false') AND length(CAST(j.value AS TEXT)) <= 256;
+    """,
+    # Resource attributes are searchable once per resource, not once per span of it.
+    """
+    CREATE TABLE resource_tags (
+        key TEXT NOT NULL, value TEXT NOT NULL, resource_id INTEGER NOT NULL,
+        PRIMARY KEY (key, value, resource_id)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO resource_tags
+        SELECT j.key, CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(j.value AS TEXT) END,
+               r.id
+        FROM resources r, json_each(r.json) j
+        WHERE j.type IN ('text', 'integer', 'real', 'true', 'false') AND length(CAST(j.value AS TEXT)) <= 256
+              AND j.key != 'service.name';
     """,
 ]
 
@@ -140,6 +155,8 @@ class SpanStore:
         if rid is None:
             conn.execute("INSERT OR IGNORE INTO resources (json) VALUES (?)", (text,))
             rid = conn.execute("SELECT id FROM resources WHERE json = ?", (text,)).fetchone()[0]
+            conn.executemany("INSERT OR IGNORE INTO resource_tags VALUES (?,?,?)",
+                             [(k, v, rid) for k, v in resource_tags(resource)])
             self._resources[text] = rid
         return rid
 
@@ -277,13 +294,15 @@ class SpanStore:
         if q.trace_min_duration_us is not None:
             where.append(f"trace_id IN (SELECT trace_id FROM spans WHERE duration_us >= ?{window})")
             args.extend([q.trace_min_duration_us, *window_args])
-        for key, value in q.tags:
+        for key, value in q.tags:  # a span's own attributes, or its resource's
             if value is None:
-                where.append("rowid IN (SELECT span_rowid FROM tags WHERE key = ?)")
-                args.append(key)
+                where.append("(rowid IN (SELECT span_rowid FROM tags WHERE key = ?) OR "
+                             "resource_id IN (SELECT resource_id FROM resource_tags WHERE key = ?))")
+                args.extend((key, key))
             else:
-                where.append("rowid IN (SELECT span_rowid FROM tags WHERE key = ? AND value = ?)")
-                args.extend((key, value))
+                where.append("(rowid IN (SELECT span_rowid FROM tags WHERE key = ? AND value = ?) OR "
+                             "resource_id IN (SELECT resource_id FROM resource_tags WHERE key = ? AND value = ?))")
+                args.extend((key, value, key, value))
         sql = "SELECT trace_id, MAX(start_us) AS ts FROM spans"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -343,7 +362,8 @@ class SpanStore:
     def tag_values(self, key: str, limit: int = 1000) -> list[str]:
         with self.db.lock:
             return [r[0] for r in self.db.conn.execute(
-                "SELECT DISTINCT value FROM tags WHERE key = ? ORDER BY value LIMIT ?", (key, limit))]
+                "SELECT value FROM tags WHERE key = ? UNION SELECT value FROM resource_tags WHERE key = ? "
+                "ORDER BY value LIMIT ?", (key, key, limit))]
 
 
 class SpanWriter:
