@@ -4,7 +4,8 @@
 answers ``GET /`` with JSON naming its instance and the content of ``VERSION`` (read at start),
 ``GET /healthz`` with 200. Behaviour knobs, by environment: ``FAKE_EXIT=N`` exits with N at once,
 ``FAKE_DELAY=S`` sleeps S seconds before listening, ``FAKE_UNREADY=1`` answers /healthz 503,
-``FAKE_CRASH_AFTER=S`` exits 1 after S seconds of serving.
+``FAKE_CRASH_AFTER=S`` exits 1 after S seconds of serving, ``FAKE_SELF_REGISTER=S`` registers
+itself through the Polaris HTTP API S seconds after it listens (a ``register: self`` service).
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ SERVER = textwrap.dedent(
     if os.environ.get("FAKE_CRASH_AFTER"):
         threading.Timer(float(os.environ["FAKE_CRASH_AFTER"]), lambda: os._exit(1)).start()
     print("fake service listening on", os.environ["PORT"], "version", VERSION, flush=True)
+    if os.environ.get("FAKE_SELF_REGISTER"):  # as a Polaris SDK would, a little after start
+        import urllib.request
+        time.sleep(float(os.environ["FAKE_SELF_REGISTER"]))
+        body = json.dumps({"service": os.environ["DEVBOX_SERVICE"], "namespace": os.environ["DEVBOX_NAMESPACE"],
+                           "host": "127.0.0.1", "port": int(os.environ["PORT"])}).encode()
+        request = urllib.request.Request(os.environ["DEVBOX_NAMING_HTTP"] + "/v1/RegisterInstance", data=body,
+                                         headers={"Content-Type": "application/json"})
+        print("self-registered:", urllib.request.urlopen(request).read().decode(), flush=True)
     server.serve_forever()
     '''
 )

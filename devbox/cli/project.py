@@ -116,6 +116,10 @@ def up(
         code = asyncio.run(_serve(config, components=chosen))
     except PortInUse as exc:
         fail(str(exc), EXIT_USAGE)
+    except Exception as exc:
+        if verbose:
+            raise
+        fail(f"the platform failed: {type(exc).__name__}: {exc} (`devbox up -v` shows the traceback)")
     if code:
         raise typer.Exit(code)
 

@@ -325,6 +325,8 @@ class Supervisor:
                     port=rec.port, seconds=round(took, 3))
         if dep.svc.registration == "auto":
             await self._register(dep, inst)
+        else:
+            await self._await_self_registration(dep, inst)
         self._spawn_task(inst, self._watch_exit(dep, inst), "exit")
         self._start_keepalive(dep, inst)
 
@@ -378,6 +380,32 @@ class Supervisor:
             await self._call_registry("heartbeat", rec.naming_id)
         self._event(dep, EventKind.REGISTERED, f"{rec.host}:{rec.port} as {rec.naming_id}", instance=inst,
                     naming_id=rec.naming_id)
+
+    async def _await_self_registration(self, dep: Deployment, inst: Instance) -> None:
+        """For ``register: self``: wait until the instance's own SDK has registered it healthy.
+
+        A rolling replacement must not stop the old instance before the new one is discoverable.
+        """
+        registry = self.registry()
+        if registry is None:
+            return
+        rec = inst.record
+        timeout = min(dep.svc.readiness.timeout, 15.0)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                found = await self._call_registry("instances", self.facts().namespace, dep.svc.name)
+            except Exception:
+                found = []
+            mine = [i for i in found or [] if i.port == rec.port and getattr(i, "healthy", True)]
+            if mine:
+                rec.naming_id = mine[0].id
+                self._event(dep, EventKind.REGISTERED, f"registered itself as {rec.naming_id}", instance=inst,
+                            naming_id=rec.naming_id, by="self")
+                return
+            await asyncio.sleep(0.1)
+        self._event(dep, EventKind.REGISTERED, f"did not register itself within {timeout:g}s (register: self)",
+                    instance=inst, ok=False, by="self")
 
     async def _deregister(self, dep: Deployment, inst: Instance) -> None:
         rec = inst.record
@@ -461,7 +489,7 @@ class Supervisor:
             tail = core.tail_lines(inst.log_path, TAIL) if inst.log_path else []
             await self._mark_unhealthy(inst)
             decision = inst.backoff.on_crash(now=self.clock(), uptime=uptime)
-            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+            how = f"signal {_signal_name(-code)}" if code < 0 else f"code {code}"
             self._event(dep, EventKind.CRASHED, f"exited with {how} after {uptime:.1f}s; {decision.reason}",
                         instance=inst, exit_code=code, uptime=round(uptime, 3), tail=tail)
             if not decision.restart:
@@ -695,3 +723,10 @@ class Supervisor:
             "restarts": sum(i["restarts"] for i in instances),
             "instances": instances,
         }
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

@@ -300,3 +300,15 @@ def test_saving_a_fix_replaces_a_crash_looping_instance(tmp_path: Path) -> None:
         [inst] = services(p)["loopy"]["instances"]
         assert inst["name"] == "loopy-2" and inst["state"] == "ready"
         assert httpx.get(f"http://127.0.0.1:{inst['port']}/").json()["version"] == "fixed"
+
+
+def test_self_registering_service_is_awaited_and_not_registered_by_devbox(tmp_path: Path) -> None:
+    write_service(tmp_path / "svc")
+    svc = ServiceConfig(name="own", path="svc", register="self", env={"FAKE_SELF_REGISTER": "0.5"}, reload=False)
+    with platform(tmp_path, svc) as p:
+        assert deployed(p) == []
+        [inst] = services(p)["own"]["instances"]
+        assert registry_view(p, "own") == [(inst["port"], True)]
+        [event] = events(p, kind="registered")
+        assert event["data"]["by"] == "self" and "registered itself" in event["message"]
+        assert inst["registered"] is False  # devbox neither heartbeats nor deregisters it
