@@ -363,3 +363,35 @@ def test_otel_traces_through_the_collector_become_rpc_reports(tmp_path: Path) ->
             lambda: _query(p, "sum by (caller, callee) (rpc_client_requests_total)"), "caller reports"
         )
         assert {(lb["caller"], lb["callee"]): v for lb, v in client_side} == {("web", "orders"): 4}
+
+
+_SDK_CHILD = textwrap.dedent(
+    """
+    from devbox.sdk import metrics
+    metrics.counter("jobs_done").incr()
+    metrics.counter("jobs_done").incr(2, queue="fast")
+    metrics.gauge("pool_size").set(1.2)
+    metrics.report("upload", {"bucket": "img"}, size=(2048, "SUM"), seconds=(0.5, "MAX"))
+    assert metrics.flush()
+    """
+)
+
+
+def test_sdk_module_functions_from_the_injected_environment(platform: PlatformThread) -> None:
+    """What a service started by devbox does: the module functions, configured only by env vars."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": platform.url("otlp_http"),
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "worker",
+        "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=worker-1",
+        "DEVBOX_API_URL": platform.url("api"),
+    }
+    out = subprocess.run([sys.executable, "-c", _SDK_CHILD], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = {(lb["__name__"], lb.get("queue", "")): v for lb, v in _query(platform, '{service="worker"}')}
+    assert got == {("jobs_done_total", ""): 1, ("jobs_done_total", "fast"): 2, ("pool_size", ""): 1.2}
+    assert {lb["instance"] for lb, _ in _query(platform, '{service="worker"}')} == {"worker-1"}
+    assert _query(platform, 'upload_size_total{bucket="img"}')[0][1] == 2048
+    assert _query(platform, 'upload_seconds{bucket="img"}')[0][1] == 0.5
