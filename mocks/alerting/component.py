@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import glob
 import logging
 import os
@@ -338,7 +339,8 @@ class AlertingComponent(Component):
             now = self.clock() if now is None else now
             rules = self.core.rules
             timings: dict[str, float] = {}
-            results = await asyncio.to_thread(run_queries, rules, self._query, now, timings) if rules else {}
+            query = functools.partial(run_queries, rules, self._query, now, timings=timings)
+            results = await asyncio.to_thread(query) if rules else {}
             transitions = self.core.evaluate(results, now)
             for rule_id, seconds in timings.items():
                 if rule_id in self.core.evaluators:

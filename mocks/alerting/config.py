@@ -79,8 +79,8 @@ class PromRuleSpec(BaseModel):
     alert: str | None = Field(None, description="Alert name (the alertname label).")
     record: str | None = Field(None, description="Recording rule name: accepted, not evaluated by devbox.")
     expr: str = Field(description="PromQL expression; every sample it returns is an active alert.")
-    for_: Any = Field(0.0, alias="for", description="How long the expression must hold before firing.")
-    keep_firing_for: Any = Field(0.0, description="Keep firing this long after the expression stops holding.")
+    for_: float | str = Field(0.0, alias="for", description="How long the expression must hold before firing.")
+    keep_firing_for: float | str = Field(0.0, description="Keep firing this long after the expression stops holding.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels added to every alert.")
     annotations: dict[str, str] = Field(
         default_factory=dict, description="Annotations; {{ $labels.x }} and {{ $value }} are expanded."
@@ -121,7 +121,9 @@ class RuleGroupSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, description="Group name; rule ids are group/alert.")
-    interval: Any = Field(None, description="Accepted for compatibility; devbox evaluates at alerting.interval.")
+    interval: float | str | None = Field(
+        None, description="Accepted for compatibility; devbox evaluates at alerting.interval."
+    )
     limit: int | None = Field(None, description="Accepted for compatibility; not enforced.")
     rules: list[PromRuleSpec] = Field(default_factory=list)
 
@@ -148,7 +150,7 @@ class ShortRuleSpec(BaseModel):
     )
     comparison: Literal[">", ">=", "<", "<=", "==", "!="] = Field(description="How to compare with threshold.")
     threshold: float = Field(description="The value to compare with.")
-    duration: Any = Field(0.0, description="How long the condition must hold before firing.")
+    duration: float | str = Field(0.0, description="How long the condition must hold before firing.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels added to every alert.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Annotations (templated).")
 

@@ -404,6 +404,7 @@ def run_queries(
     rules: list[Rule],
     query: Callable[[str, float], list[Sample]],
     now: float,
+    *,
     timings: dict[str, float] | None = None,
 ) -> dict[str, list[Sample] | Exception]:
     """Query every rule at ``now``; an exception becomes that rule's result (its health says why).

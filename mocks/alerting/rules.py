@@ -379,7 +379,7 @@ def _operand(token: str, labels: dict[str, str], value: float) -> Any:
         ) from None
 
 
-def _command(tokens: list[str], piped: Any, labels: dict[str, str], value: float, has_pipe: bool) -> Any:
+def _command(tokens: list[str], piped: Any, labels: dict[str, str], value: float, *, has_pipe: bool) -> Any:
     head, rest = tokens[0], tokens[1:]
     if head in _FUNCS:
         args = [_operand(t, labels, value) for t in rest]
