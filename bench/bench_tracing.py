@@ -100,8 +100,12 @@ class Server:
 
 
 def make_spans(count: int, *, seed: int, start_us: int, trace_size: int = TRACE_SIZE) -> list[Span]:
-    """Realistic spans: traces of ``trace_size`` spans over 4 services, a few attributes each."""
+    """Realistic spans: traces of ``trace_size`` spans over 4 services, 4 attributes each and an
+    SDK-like resource (6 attributes)."""
     services = ("gateway", "orders", "inventory", "payment")
+    resources = {svc: {"service.name": svc, "service.instance.id": f"{svc}-1", "devbox.env": "base",
+                       "telemetry.sdk.language": "python", "telemetry.sdk.name": "opentelemetry",
+                       "telemetry.sdk.version": "1.45.2"} for svc in services}
     spans = []
     for i in range(count):
         t, k = divmod(i, trace_size)
@@ -114,6 +118,7 @@ def make_spans(count: int, *, seed: int, start_us: int, trace_size: int = TRACE_
             status_message="boom" if i % 97 == 0 else "",
             attributes={"http.route": f"/api/{k % 5}", "http.response.status_code": 200, "rpc.method": "Get",
                         "user": f"u{i % 100}"},
+            resource=resources[services[k % 4]],
         ))
     return spans
 

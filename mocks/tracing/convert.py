@@ -297,6 +297,9 @@ def to_otlp_request(spans: Iterable[Span]) -> ExportTraceServiceRequest:
         if span.service not in by_service:
             rs = req.resource_spans.add()
             rs.resource.attributes.add(key="service.name").value.string_value = span.service
+            for key, value in span.resource.items():
+                if key != "service.name":
+                    rs.resource.attributes.add(key=key).value.string_value = str(value)
             by_service[span.service] = rs.scope_spans.add()
         sp = by_service[span.service].spans.add(
             trace_id=bytes.fromhex(span.trace_id), span_id=bytes.fromhex(span.span_id), name=span.name,
