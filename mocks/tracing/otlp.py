@@ -59,6 +59,8 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise BadPayload(f"body is not valid {encoding}: {exc}") from None
     if len(out) > limit:
         raise TooLarge(f"body is over {limit} bytes once decompressed")
+    if not inflater.eof:
+        raise BadPayload(f"body is truncated {encoding} data")
     return out
 
 

@@ -140,6 +140,9 @@ def test_otlp_protobuf_deflate_and_bad_input(platform: PlatformThread) -> None:
     bomb = gzip.compress(b"\x00" * 5_000_000)
     r = httpx.post(url, content=bomb, headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"})
     assert r.status_code == 413 and "decompressed" in status_pb2.Status.FromString(r.content).message
+    r = httpx.post(url, content=bomb[:100], headers={"content-type": "application/x-protobuf",
+                                                      "content-encoding": "gzip"})
+    assert r.status_code == 400 and "truncated" in status_pb2.Status.FromString(r.content).message
     r = httpx.post(url, content=body, headers={"content-type": "application/x-protobuf", "content-encoding": "br"})
     assert r.status_code == 415
     # the same endpoint is mounted on the api listener
