@@ -14,9 +14,10 @@ and ``group_left``/``group_right``. Staleness: an instant selector sees the newe
 the 5 minute lookback, like Prometheus.
 
 LIMITATIONS: no native histograms, no staleness markers (a series stops being visible 5 minutes
-after its last sample rather than at once), no query timeouts or sample limits beyond
-``max_points``, ``predict_linear``/``holt_winters`` and the date functions are not implemented
-(they answer a ``QueryError`` that names them).
+after its last sample rather than at once), no query timeout (only the 11,000-steps limit);
+``double_exponential_smoothing``, ``limitk``, ``sort_by_label``, ``info`` and the date functions
+are not implemented (they answer a ``QueryError`` that names them). Checked against Prometheus's
+own engine by ``tests/integration/test_metrics_promql_oracle.py``.
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ class Evaluator:
     def instant(self, expr: str, at: float) -> tuple[str, Any]:
         """Evaluate at one time: ``("vector", [(labels, v)])``, ``("scalar", v)`` or ``("string", s)``."""
         node = parse(expr)
-        value = self.fork((float(at), float(at)))._eval(node, [float(at)])
+        value = self.fork((float(at), float(at)))._safe_eval(node, [float(at)], expr)
         if isinstance(value, Scalar):
             return "scalar", value.values[0]
         if isinstance(value, StringVal):
@@ -274,7 +275,7 @@ class Evaluator:
         node = parse(expr)
         if type(node).__name__ in ("MatrixSelector", "SubqueryExpr"):
             raise QueryError('invalid expression type "range vector" for range query, must be Scalar or instant Vector')
-        value = self.fork((times[0], times[-1]))._eval(node, times)
+        value = self.fork((times[0], times[-1]))._safe_eval(node, times, expr)
         if isinstance(value, StringVal):
             raise QueryError('invalid expression type "string" for range query, must be Scalar or instant Vector')
         if isinstance(value, Scalar):
@@ -294,6 +295,16 @@ class Evaluator:
         return run
 
     # dispatch
+
+    def _safe_eval(self, node: Any, times: list[float], expr: str) -> Value:
+        """Evaluate; a failure that is not a QueryError is a devbox bug, reported as one (never a 500)."""
+        try:
+            return self._eval(node, times)
+        except QueryError:
+            raise
+        except (ArithmeticError, TypeError, ValueError, AttributeError, IndexError, KeyError, RecursionError) as exc:
+            LOG.exception("evaluating %r failed", expr)
+            raise QueryError(f"devbox cannot evaluate this expression ({type(exc).__name__}: {exc})") from None
 
     def _eval(self, node: Any, times: list[float]) -> Value:
         kind = type(node).__name__
@@ -495,6 +506,10 @@ class Evaluator:
                     raise QueryError("quantile_over_time(phi, range) needs phi")
                 return _range_fn(name, args[-1], times, params[0])
             return _range_fn(name, args[-1], times)
+        if name == "predict_linear":
+            if len(args) != 2 or not isinstance(args[0], Matrix) or not isinstance(args[1], Scalar):
+                raise QueryError("predict_linear(range vector, seconds) needs a range vector and a scalar")
+            return _predict_linear(args[0], args[1].values, times)
         if name in ("absent_over_time", "present_over_time"):
             matrix = args[0]
             assert isinstance(matrix, Matrix)
@@ -737,6 +752,38 @@ def _range_fn(name: str, matrix: Matrix, times: list[float], param: list[float] 
                 vals.append(_over_time(name, ts, vs, param[i] if param else None))
         if any(v is not None for v in vals):
             labels = s.labels if keep_name else _drop_name(s.labels)
+            out.series[key_of(labels)] = (labels, vals)
+    return out
+
+
+def _regression(ts: list[float], vs: list[float], at: float) -> tuple[float, float] | None:
+    """(slope, intercept at ``at``) by least squares, as Prometheus's linearRegression."""
+    n = len(ts)
+    if n < 2:
+        return None
+    xs = [t - at for t in ts]
+    sx, sy = sum(xs), sum(vs)
+    sxy = sum(x * y for x, y in zip(xs, vs, strict=True))
+    sx2 = sum(x * x for x in xs)
+    cov = sxy - sx * sy / n
+    var = sx2 - sx * sx / n
+    if var == 0:
+        return 0.0, sy / n
+    slope = cov / var
+    return slope, sy / n - slope * sx / n
+
+
+def _predict_linear(matrix: Matrix, seconds: list[float], times: list[float]) -> Vector:
+    out = Vector()
+    for s in matrix.series:
+        vals: list[float | None] = []
+        for i, window in enumerate(matrix.windows):
+            lo = bisect.bisect_right(s.ts, window[0])
+            hi = bisect.bisect_right(s.ts, window[1])
+            fit = _regression(s.ts[lo:hi], s.vs[lo:hi], window[1])
+            vals.append(None if fit is None else fit[0] * seconds[i] + fit[1])
+        if any(v is not None for v in vals):
+            labels = _drop_name(s.labels)
             out.series[key_of(labels)] = (labels, vals)
     return out
 

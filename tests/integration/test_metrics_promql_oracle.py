@@ -122,6 +122,8 @@ EXPRESSIONS = [
     "sum(rate(req_total[140s])) / count(req_total)",
     "ceil(rate(req_total[140s]))",
     "floor(avg_over_time(temp[250s]))",
+    "predict_linear(req_total[250s], 600)",
+    "predict_linear(temp[250s], 60)",
 ]
 
 

@@ -192,7 +192,7 @@ def test_composite_indicator_is_a_metric(ev: Evaluator) -> None:
         ('x{a=~"("}', "parse error"),
         ('{a=""}', "non-empty"),
         ("", "empty"),
-        ("holt_winters(x[5m], 0.5, 0.5)", "holt_winters"),
+        ('sort_by_label(temp, "room")', "sort_by_label"),
     ],
 )
 def test_bad_queries_raise_query_error(ev: Evaluator, expr: str, reason: str) -> None:
