@@ -1,0 +1,13 @@
+"""Alerting (007's 告警配置 / 告警屏蔽 / 告警历史): rules, silences, history, notifications.
+
+- ``config`` — the ``alerting:`` section and the two rule forms (Prometheus rule groups and the
+  007-style short form);
+- ``rules`` — loading both forms from devbox.yaml and rule files with file:line reasons,
+  compiling the short form to PromQL, annotation templates, export as a Prometheus rule file;
+- ``engine`` — the pure core: per label set inactive → pending → firing → resolved, silences,
+  posted alerts, which transitions are notified, and the backtest;
+- ``store`` — alerting.db: history, silences, API-created rules;
+- ``notify`` — Alertmanager's webhook payload, the terminal line, forwarding upstream;
+- ``api`` / ``alertmanager`` — devbox's ``/api/alerts`` and the Alertmanager API v2 subset;
+- ``component`` — wires them to the platform and evaluates through the metrics component.
+"""
