@@ -214,6 +214,8 @@ class DeployComponent(Component):
         # the initial builds ran before the observer existed: none of their writes can reach it
         self.sup.building.clear()
         self.watcher = Watcher()
+        # devbox.yaml may sit in a service's folder: editing it is not a code change (it is not re-read)
+        ignored = [self.ctx.state_dir, *([self.ctx.config.source] if self.ctx.config.source else [])]
         for svc in services:
             path = self.sup.service_path(svc)
 
@@ -221,7 +223,7 @@ class DeployComponent(Component):
                 await self.reload(name, reason=f"{len(paths)} file(s) changed: {', '.join(paths[:3])}")
 
             self.watcher.add(ServiceWatch(
-                key=svc.name, root=path, loop=loop, on_change=changed, ignore_dirs=[self.ctx.state_dir],
+                key=svc.name, root=path, loop=loop, on_change=changed, ignore_dirs=ignored,
                 patterns=list(svc.watch_ignore), paused=lambda name=svc.name: name in self.sup.building,
             ))
         self.watcher.start()
