@@ -158,8 +158,9 @@ class AlertingCore:
             if fresh.get(rule_id) is not old:
                 old.rule = dataclasses.replace(old.rule, keep_firing_for_s=0.0)
                 out.extend(old.step([], now))
+        decided = self.decide(out, now)  # while the old evaluators still know whether they notified
         self.evaluators = fresh
-        return self.decide(out, now)
+        return decided
 
     def evaluate(self, results: dict[str, list[Sample] | Exception], now: float) -> list[Transition]:
         """One evaluation round: ``results`` maps rule id to its samples or the query's error."""

@@ -165,3 +165,17 @@ def test_fingerprint_is_prometheus_fnv() -> None:
     # Value a real Alertmanager 0.25 gave this label set (see test_alerting_upstream).
     assert fingerprint({"alertname": "Forwarded", "service": "orders", "severity": "page"}) == "2f52fd87c0ff5284"
     assert fingerprint({}) == "cbf29ce484222325"  # FNV-1a offset basis: Prometheus's empty label set
+
+
+def test_removing_a_rule_whose_alert_was_silenced_does_not_notify_the_resolution() -> None:
+    core, metrics = AlertingCore(), FakeMetrics()
+    core.set_rules([Rule(name="Down", expr="up == 0")], now=0)
+    s = core.make_silence(
+        matchers=parse_matchers("alertname=Down"), starts_at=0, ends_at=100, created_by="", comment="", now=0
+    )
+    core.silences[s.id] = s
+    metrics.samples["up == 0"] = [({"service": "a"}, 0.0)]
+    tick(core, metrics, 1)
+    core.expire_silence(s.id, now=2)
+    [t] = core.set_rules([], now=2)
+    assert t.to_state is AlertState.RESOLVED and not t.notified
