@@ -322,7 +322,11 @@ def router(component: NamingComponent) -> APIRouter:
             rule = routing_rules.RoutingRule.model_validate(body)
         except ValidationError as exc:
             return invalid(_reasons(exc))
-        return JSONResponse(registry.put_rule(rule.model_dump(mode="json")), status_code=201)
+        try:
+            stored = registry.put_rule(rule.model_dump(mode="json"))
+        except NamingError as exc:
+            return error_response(exc)
+        return JSONResponse(stored, status_code=201)
 
     @api.put("/rules/{namespace}/{service}")
     async def replace_rules(
@@ -339,7 +343,10 @@ def router(component: NamingComponent) -> APIRouter:
         names = [r.name for r in rules]
         if len(set(names)) != len(names):
             return invalid("rule names must be unique within a service")
-        return registry.replace_rules(namespace, service, [r.model_dump(mode="json") for r in rules])
+        try:
+            return registry.replace_rules(namespace, service, [r.model_dump(mode="json") for r in rules])
+        except NamingError as exc:
+            return error_response(exc)
 
     @api.delete("/rules/{namespace}/{service}/{name}", status_code=204, response_model=None)
     async def delete_rule(namespace: str, service: str, name: str) -> Any:

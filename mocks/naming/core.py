@@ -314,6 +314,9 @@ class Registry:
     def put_rule(self, rule: dict[str, Any]) -> dict[str, Any]:
         """Create or replace one rule (a validated JSON object with namespace, service, name)."""
         key = (rule["namespace"], rule["service"], rule["name"])
+        _check_name(key[0], "namespace", Code.InvalidNamespaceName)
+        if key[1] != "*":
+            _check_name(key[1], "service", Code.InvalidServiceName)
         self.ensure_namespace(key[0])
         if key[1] != "*":
             self.create_service(key[0], key[1], exist_ok=True)
@@ -334,6 +337,10 @@ class Registry:
 
     def replace_rules(self, namespace: str, service: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Make ``rules`` the whole rule set of ``namespace/service`` (``"*"``: namespace-wide ones)."""
+        _check_name(namespace, "namespace", Code.InvalidNamespaceName)
+        if service != "*":
+            _check_name(service, "service", Code.InvalidServiceName)
+        self.ensure_namespace(namespace)
         for key in [k for k in self._rules if k[0] == namespace and k[1] == service]:
             del self._rules[key]
             self._dirty_rules.discard(key)

@@ -329,7 +329,11 @@ def routing_router(api: PolarisApi, registry: Registry) -> APIRouter:
             except RuleConversionError as exc:
                 results.append((Code.InvalidParameter, str(exc)))
                 continue
-            registry.put_rule(rule.model_dump(mode="json"))
+            try:
+                registry.put_rule(rule.model_dump(mode="json"))
+            except NamingError as exc:
+                results.append((exc.code, exc.reason))
+                continue
             results.append((Code.ExecuteSuccess, f"{rule.namespace}/{rule.service}/{rule.name}"))
         return write_answer(results)
 

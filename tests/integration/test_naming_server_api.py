@@ -275,6 +275,8 @@ def test_devbox_api_lifecycle_and_events(platform: PlatformThread) -> None:
         ("post", "/rules", {"name": "r", "destinations": [{"labels": {}}], "surprise": 1}, 400),
         ("post", "/rules", {"name": "r", "destinations": [{"labels": {"env": {"type": "REGEX", "value": "("}}}]}, 400),
         ("put", "/rules/default/orders", [{"destinations": []}], 400),
+        ("put", "/rules/default/bad%20name!", [{"name": "r", "destinations": [{"labels": {}}]}], 400),
+        ("post", "/rules", {"name": "r", "namespace": "bad ns", "destinations": [{"labels": {}}]}, 400),
         ("put", "/circuit-breakers/default/orders", {"error_rate": 2}, 400),
         ("put", "/circuit-breakers/default/orders", {"half_open_probes": 1, "success_to_close": 3}, 400),
         ("get", "/services/default/nobody", None, 404),
