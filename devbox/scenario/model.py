@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-#: An instance of a service, chosen by position (sorted by id), ``random`` (seeded), or metadata.
-InstanceRef = int | Literal["random", "all"] | dict[str, str]
+#: An instance of a service: its position (sorted by id), ``random`` (seeded), ``all``, the name an
+#: earlier step gave it with ``as:``, or metadata it must have.
+InstanceRef = int | str | dict[str, str]
 
 
 class _Model(BaseModel):
@@ -87,7 +88,9 @@ class InstanceStep(_Model):
     """Acts on one instance (or all matching) of a service."""
 
     service: str
-    instance: InstanceRef = Field(0, description="Index (sorted by id), `random` (seeded), `all`, or metadata.")
+    instance: InstanceRef = Field(
+        0, description="Index (sorted by id), `random` (seeded), `all`, a name given by `as:`, or metadata."
+    )
     alias: str | None = Field(None, alias="as", description="Name the chosen instance for later assertions.")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

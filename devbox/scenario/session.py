@@ -407,6 +407,17 @@ class Session:
             return found
         if ref == "random":
             return [self.rng.choice(found)]
+        if isinstance(ref, str):
+            alias = self.aliases.get(ref)
+            if alias is None:
+                raise StepError(
+                    f"instance {ref!r}: not `random`, `all`, nor a name given by `as:` "
+                    f"(named so far: {', '.join(self.aliases) or 'none'})"
+                )
+            named = [i for i in found if i.id == alias["id"]]
+            if not named:
+                raise StepError(f"instance {ref!r} ({alias['id'][:12]}) is no longer registered in naming")
+            return named
         if isinstance(ref, int):
             if not 0 <= ref < len(found):
                 raise StepError(f"{service} has {len(found)} instance(s); index {ref} is out of range")
@@ -421,7 +432,8 @@ class Session:
         if step.alias:
             inst = chosen[0]
             self.aliases[step.alias] = {"id": inst.id, "service": step.service, "at": time.time(),
-                                        "metadata": dict(inst.metadata), **extra}
+                                        "metadata": dict(inst.metadata), "deploy_name": self._deploy_name(inst),
+                                        **extra}
 
     def _deploy_name(self, instance: Any) -> str:
         """The deploy pipeline's name of an instance (orders-2), from its naming metadata or id."""
@@ -697,6 +709,12 @@ class Session:
             out = [(t, c) for t, c in changes if c in OUT_CHANGES]
             if out:
                 out_at, how = out[0][0], f"was {out[0][1]} in naming"
+            else:
+                naming = self.component("naming")
+                now = self.on_loop(naming.registry.instance, victim)
+                if now is None or not now.healthy or now.isolated:
+                    # out of rotation already when the fault began (e.g. its heartbeats were dropped)
+                    out_at, how = killed_at, "was already out of rotation in naming"
         return checks.check_failover(exp, run, victim=victim, killed_at=killed_at, out_at=out_at, out_how=how)
 
     def _check_trace(self, exp: TraceExpect) -> checks.Verdict:

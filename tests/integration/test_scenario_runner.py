@@ -8,6 +8,7 @@ the proxy (error rate, latency, abort, caller scope), naming faults, JUnit outpu
 from __future__ import annotations
 
 import textwrap
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -148,9 +149,32 @@ def test_kill_and_dropped_heartbeats_take_instances_out(project: Path) -> None:
         s.do("wait", traffic="bg")
         verdict = s.expect_failover(traffic=None, instance="victim", unhealthy_within=5, within=5)
         assert "after the fault" in verdict
+        s.do("clear_faults")  # heartbeats of "mute" go through again
+        deadline = time.monotonic() + 20
+        while sum(i.healthy for i in s.instances("web")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        s.do("hang", service="web", instance="mute", **{"as": "frozen"})  # SIGSTOP: alive but silent
+        s.expect_failover(traffic=None, instance="frozen", unhealthy_within=15, within=15)
+        s.do("signal", service="web", instance="frozen", signal="SIGCONT")
+        s.do("stop", service="web", instance=0, **{"as": "stopped"})
+        s.expect_failover(traffic=None, instance="stopped", unhealthy_within=5, within=5)
+        s.do("start", service="web", instance="stopped")
         with pytest.raises(AssertionFailed, match="still healthy in naming"):
             s.do("isolate", service="web", instance="all", isolated=False, **{"as": "fine"})
             s.expect_failover(traffic=None, instance="fine", unhealthy_within=0.3, within=0)
+
+
+def test_fixtures_give_a_session_and_clients(project: Path, devbox_scenario) -> None:
+    s = devbox_scenario(project, seed=4)
+    s.do("up", services=["web"])
+    assert s.seed == 4
+    naming = s.naming_client()
+    assert len(naming.healthy("web")) == 2 and naming.instances("web")[0]["metadata"]["env"] == "base"
+    s.do("traffic", service="web", count=2)
+    assert s.alerts_client().alerts() == []
+    assert isinstance(s.traces_client().services(), list)
+    result = s.metrics_client().query("vector(1)")
+    assert float(result[0]["value"][1]) == 1.0
 
 
 def test_scenario_timeout_and_unknown_traffic(project: Path) -> None:

@@ -46,7 +46,7 @@ steps:
         ("  - expect: {rooting: {service: orders}}", "steps[0].expect.rooting: unknown key (assertion kinds: routing,"),
         ("  - expect: {within: 3}", "expect needs exactly one of routing"),
         ("  - wait: {secs: 1}", "steps[0].wait.secs: unknown key (allowed: seconds, traffic, until, timeout)"),
-        ("  - kill: {service: orders, instance: -x}", "steps[0].kill.instance"),
+        ("  - kill: {service: orders, instance: [1, 2]}", "steps[0].kill.instance"),
         ("  - fault: {service: payment}", "a fault needs latency_ms, error_rate or abort_rate"),
         ("  - up: {overrides: {nope: {replicas: 2}}}", "unknown service 'nope'"),
         ("  - {traffic: {service: gateway, count: 1}, wait: {seconds: 1}}", "a mapping with exactly one kind"),
