@@ -51,6 +51,8 @@ POLICIES = ("SUM", "AVG", "MAX", "MIN", "SET", "LAST", "COUNT")
 #: How long a span waits for its peer span (to learn the caller/callee) before it is counted.
 PEER_WAIT = 2.0
 PEER_CACHE = 50_000
+#: 2100-01-01: later timestamps are refused as typos (or nanoseconds).
+MAX_TIMESTAMP = 4_102_444_800
 
 
 class ReportError(ValueError):
@@ -79,7 +81,10 @@ def check_metric_name(name: str, where: str) -> None:
 def check_value(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ReportError(f"{where}: value must be a number, got {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ReportError(f"{where}: value {value} is too large for a float") from None
     if not math.isfinite(number):
         raise ReportError(f"{where}: value {value} is not a finite number (NaN and Inf are refused)")
     return number
@@ -481,6 +486,10 @@ class MetricsCore:
             ts = check_value(ts, f"{where}.timestamp")
             if ts > 1e12:  # milliseconds
                 ts /= 1000.0
+            if not 0 < ts < MAX_TIMESTAMP:
+                raise ReportError(
+                    f"{where}.timestamp: {report['timestamp']} is not a Unix time in seconds or milliseconds"
+                )
         return name, dims, values, ts
 
     # --- metadata for the APIs --------------------------------------------------------------

@@ -78,6 +78,13 @@ class MetricInfo:
     dimensions: tuple[str, ...] = ()
 
 
+def _clamp(t: float) -> float:
+    """Keep query bounds inside SQLite's integer range (a PromQL ``@ 1e300`` must not overflow)."""
+    if math.isnan(t):
+        return 0.0
+    return max(-(2.0**62), min(2.0**62, t))
+
+
 class MetricsStore:
     """Series index in memory, samples in SQLite."""
 
@@ -188,7 +195,7 @@ class MetricsStore:
         if not found:
             return []
         by_id = {sid: RawSeries(labels, [], []) for sid, labels in found}
-        lo, hi = math.floor(start), math.floor(end)
+        lo, hi = math.floor(_clamp(start)), math.floor(_clamp(end))
         ids = list(by_id)
         with self.db.lock:
             for chunk_start in range(0, len(ids), 500):

@@ -6,9 +6,13 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from mocks.metrics.api import build_query
 from mocks.metrics.config import MetricsConfig
 from mocks.metrics.core import Filter, MetricsCore, ReportError, StructuredQuery
+from mocks.metrics.promql import QueryError
 from mocks.metrics.store import MetricsStore, Point
 from mocks.tracing.models import Span
 
@@ -273,3 +277,64 @@ def test_structured_query_filter_group_top_and_percentile(core: MetricsCore) -> 
         Filter.parse("callee ~~ x")
     with pytest.raises(ReportError):
         StructuredQuery("x", group_by=["bad-name"])
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_report = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["ok", "bad-name", "", "x1"]) | st.text(max_size=5),
+        "dimensions": st.dictionaries(st.text(max_size=5), st.text(max_size=5) | st.integers(), max_size=3) | _json,
+        "values": st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "name": st.text(max_size=5) | st.just("v"),
+                    "value": st.floats(allow_nan=True) | st.integers() | _json,
+                    "policy": st.sampled_from(["SUM", "AVG", "MAX", "MIN", "SET", "LAST", "COUNT", "sum", "x"]) | _json,
+                },
+            ),
+            max_size=3,
+        )
+        | _json,
+        "timestamp": st.floats(allow_nan=True) | _json,
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(reports=st.lists(_report | _json, min_size=1, max_size=3))
+def test_any_custom_report_is_stored_or_refused_with_a_reason(
+    tmp_path_factory: pytest.TempPathFactory, reports: list
+) -> None:
+    core = MetricsCore(tmp_path_factory.mktemp("fuzz") / "m.db", MetricsConfig())
+    try:
+        try:
+            core.custom_reports(reports, now=1000)
+        except ReportError as exc:
+            assert str(exc)
+            assert core.store.stats()["samples_1s"] == 0  # refused whole
+    finally:
+        core.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    data=st.dictionaries(
+        st.sampled_from(
+            ["metric", "start", "end", "step", "filters", "group_by", "aggregate", "top", "window", "rate", "extra"]
+        ),
+        _json,
+        max_size=6,
+    )
+)
+def test_any_query_body_is_answered_or_refused_with_a_reason(core: MetricsCore, data: dict) -> None:
+    try:
+        q = build_query(data)
+        core.structured_query(q)
+    except (ReportError, QueryError) as exc:
+        assert str(exc)
