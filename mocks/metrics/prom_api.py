@@ -30,6 +30,7 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 import devbox
+from devbox.platform.registry import COMPONENTS
 from mocks.metrics.core import MetricsCore, ReportError
 from mocks.metrics.promql import NAME, QueryError
 
@@ -138,14 +139,27 @@ def _matrix_json(result: list[tuple[dict[str, str], list[tuple[float, float]]]])
 class _StoreCollector:
     """prometheus-client collector: devbox's own figures and the newest value of each fresh series."""
 
-    def __init__(self, core: MetricsCore) -> None:
+    def __init__(self, core: MetricsCore, ctx: PlatformContext) -> None:
         self.core = core
+        self.ctx = ctx
 
     def collect(self) -> Any:
         store = self.core.store
         up = Metric("devbox_up", "1 while the devbox platform serves.", "gauge")
         up.add_sample("devbox_up", {"version": devbox.__version__}, 1.0)
         yield up
+        components = Metric("devbox_component_up", "1 when a platform component is running, 0 otherwise.", "gauge")
+        for name in COMPONENTS:
+            if not self.ctx.has(name):
+                continue
+            component = self.ctx.component(name)
+            running = getattr(component.state, "value", "") == "running"
+            components.add_sample(
+                "devbox_component_up",
+                {"component": name, "state": str(getattr(component.state, "value", ""))},
+                1.0 if running else 0.0,
+            )
+        yield components
         series = Metric("devbox_metrics_series", "Series held by the devbox metrics store.", "gauge")
         series.add_sample("devbox_metrics_series", {}, float(len(store._series)))
         yield series
@@ -322,7 +336,7 @@ def prometheus_router(get_core: Callable[[], MetricsCore], ctx: PlatformContext)
     @router.get("/metrics")
     async def metrics() -> Response:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_StoreCollector(get_core()))  # type: ignore[arg-type]
+        registry.register(_StoreCollector(get_core(), ctx))  # type: ignore[arg-type]
         body = await asyncio.to_thread(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 

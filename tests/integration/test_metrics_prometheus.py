@@ -116,7 +116,7 @@ def test_series_labels_values_metadata_buildinfo(platform: PlatformThread) -> No
 def test_metrics_exposition(platform: PlatformThread) -> None:
     r = _get(platform, "/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    assert "devbox_up" in r.text
+    assert "devbox_up" in r.text and 'devbox_component_up{component="metrics",state="running"} 1.0' in r.text
     assert 'http_requests_total{code="500",svc="a"} 300.0' in r.text
     assert "# TYPE http_requests counter" in r.text or "# TYPE http_requests_total counter" in r.text
 
