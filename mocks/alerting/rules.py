@@ -4,8 +4,9 @@ Also the 007 short form's compilation to PromQL and the annotation templates (a 
 Prometheus's Go templates: ``{{ $labels.x }}``, ``{{ $value }}``, ``humanize``, ``printf`` ...).
 
 LIMITATIONS: templates support value/label references, ``index`` and a handful of functions
-piped or called (humanize, humanizePercentage, humanizeDuration, printf, toUpper, toLower,
-title); no conditionals, ranges or queries. Recording rules are accepted and skipped.
+piped or called (humanize*, printf, toUpper, toLower, title, reReplaceAll, stripPort,
+stripDomain); no conditionals, ranges or queries (a rule using them is refused with that
+reason). External labels are empty. Recording rules are accepted and skipped.
 """
 
 from __future__ import annotations
@@ -355,7 +356,43 @@ _FUNCS: dict[str, Any] = {
     "title": lambda v: str(v).title(),
     "printf": _go_printf,
     "index": lambda m, k: m.get(k, "") if isinstance(m, dict) else "",
+    "humanize1024": lambda v: _humanize1024(float(v)),
+    "humanizeTimestamp": lambda v: _timestamp(float(v)),
+    "reReplaceAll": lambda pattern, repl, text: re.sub(pattern, re.sub(r"\$(\d+)", r"\\\1", repl), str(text)),
+    "stripPort": lambda v: _split_port(str(v))[0],
+    "stripDomain": lambda v: _strip_domain(str(v)),
 }
+
+
+def _split_port(hostport: str) -> tuple[str, str]:
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return hostport, ""
+    return host.strip("[]"), port
+
+
+def _strip_domain(hostport: str) -> str:
+    host, port = _split_port(hostport)
+    short = host if ":" in host else host.split(".", 1)[0]
+    return f"{short}:{port}" if port else short
+
+
+def _humanize1024(value: float) -> str:
+    if abs(value) < 1 or not math.isfinite(value):
+        return f"{value:.4g}"
+    for prefix in ("", "ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi"):
+        if abs(value) < 1024:
+            return f"{value:.4g}{prefix}"
+        value /= 1024
+    return f"{value:.4g}Yi"
+
+
+def _timestamp(value: float) -> str:
+    from datetime import UTC, datetime
+
+    if not math.isfinite(value):
+        return f"{value:g}"
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S.%f %z UTC")
 
 
 def _operand(token: str, labels: dict[str, str], value: float) -> Any:
@@ -363,6 +400,10 @@ def _operand(token: str, labels: dict[str, str], value: float) -> Any:
         return value
     if token in ("$labels", ".Labels"):
         return labels
+    if token in ("$externalLabels", ".ExternalLabels"):
+        return {}
+    if token in ("$externalURL", ".ExternalURL"):
+        return ""
     for prefix in ("$labels.", ".Labels."):
         if token.startswith(prefix):
             return labels.get(token[len(prefix) :], "")
@@ -397,8 +438,17 @@ def _command(tokens: list[str], piped: Any, labels: dict[str, str], value: float
 
 
 def _render(result: Any) -> str:
+    """As Go's text/template prints it: floats in shortest form, maps as ``map[k:v ...]``."""
     if isinstance(result, float):
-        return f"{result:g}" if not result.is_integer() or abs(result) >= 1e21 else str(int(result))
+        if math.isnan(result):
+            return "NaN"
+        if math.isinf(result):
+            return "+Inf" if result > 0 else "-Inf"
+        if result.is_integer() and abs(result) < 1e21:
+            return str(int(result))
+        return repr(result)
+    if isinstance(result, dict):
+        return "map[" + " ".join(f"{k}:{v}" for k, v in sorted(result.items())) + "]"
     return str(result)
 
 

@@ -164,3 +164,40 @@ def test_devbox_yaml_with_a_bad_rule_fails_before_start_with_file_and_line() -> 
     problems = "\n".join(info.value.problems)
     assert "devbox.yaml:7: alerting.groups[g].rules[0].expr: expr is not valid PromQL" in problems
     assert "devbox.yaml:9: alerting.receivers[ops].url" in problems
+
+
+COMMUNITY_RULES = """\
+groups:
+- name: node
+  rules:
+  - alert: HostOutOfMemory
+    expr: node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes * 100 < 10
+    for: 2m
+    labels:
+      severity: warning
+    annotations:
+      summary: Host out of memory (instance {{ $labels.instance }})
+      description: "Node memory is filling up (< 10% left)\\n  VALUE = {{ $value }}\\n  LABELS = {{ $labels }}"
+  - alert: HostDown
+    expr: up == 0
+    annotations:
+      summary: "{{ $labels.instance | stripPort }} is down since {{ $value | humanizeTimestamp }}"
+"""
+
+
+def test_community_rule_file_loads_and_renders_like_go_templates(tmp_path: Path) -> None:
+    path = tmp_path / "node.yml"
+    path.write_text(COMMUNITY_RULES)
+    result = load_file(path)
+    assert result.errors == []
+    labels = {"instance": "db1:9100", "job": "node"}
+    description = expand(result.rules[0].annotations["description"], labels, 7.123456789)
+    assert description.endswith("VALUE = 7.123456789\n  LABELS = map[instance:db1:9100 job:node]")
+    assert expand(result.rules[1].annotations["summary"], labels, 0).startswith("db1 is down since 1970-01-01")
+    conditional = tmp_path / "if.yml"
+    conditional.write_text(
+        "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n"
+        "    annotations: {s: '{{ if gt $value 1.0 }}big{{ end }}'}\n"
+    )
+    [error] = load_file(conditional).errors
+    assert "unsupported" in error
