@@ -73,7 +73,8 @@ def rule_from_short(spec: ShortRuleSpec, source: str) -> Rule:
     annotations = dict(spec.annotations)
     annotations.setdefault(
         "summary",
-        f"{spec.indicator} {spec.comparison} {spec.threshold:g} for {spec.duration:g}s ({{{{ $value }}}})",
+        f"{spec.indicator} {spec.comparison} {spec.threshold:g} for {spec.duration:g}s"
+        " (now {{ $value | humanize }})",
     )
     check_templates(annotations)
     check_templates(spec.labels)
