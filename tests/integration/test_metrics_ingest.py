@@ -5,6 +5,7 @@ devbox, spans turned into RPC reports; malformed input refused whole; acknowledg
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -16,11 +17,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.sdk.metrics import Counter, MeterProvider
@@ -110,6 +113,16 @@ def test_otel_sdk_grpc_exporter_with_delta_temporality(platform: PlatformThread)
     # deltas are added up into a running total
     assert _query(platform, 'invoices_total{service="billing"}')[0][1] == 10
     provider.shutdown()
+    # a malformed request over gRPC is INVALID_ARGUMENT with the reason, and stores nothing
+    bad = metrics_pb2.Metric(name="grpc_nan")
+    dp = bad.gauge.data_points.add()
+    dp.as_double = float("inf")
+    with grpc.insecure_channel(platform.target("otlp_grpc")) as channel:
+        stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Export(_request_with(bad), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "finite" in err.value.details()
+    assert _query(platform, "grpc_nan") == []
 
 
 def _request_with(metric: metrics_pb2.Metric, service: str = "json-svc") -> ExportMetricsServiceRequest:
@@ -131,6 +144,11 @@ def test_otlp_json_and_malformed_bodies(platform: PlatformThread) -> None:
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("application/json")
     assert _query(platform, 'temperature{service="json-svc"}')[0][1] == 21.5
+    point.as_double = 22.5
+    packed = gzip.compress(_request_with(metric).SerializeToString())
+    r = httpx.post(url, content=packed, headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
+    assert r.status_code == 200, r.text
+    assert _query(platform, 'temperature{service="json-svc"}')[0][1] == 22.5
 
     before = platform.component("metrics").core.store.stats()  # type: ignore[attr-defined]
     bad = httpx.post(url, content=b"\x0a\xff\xff\xff", headers={"Content-Type": "application/x-protobuf"})
