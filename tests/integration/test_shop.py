@@ -204,6 +204,10 @@ def test_the_shop_is_measured_with_zero_code(shop: PlatformThread, gateway: http
     assert {"GET /checkout/{user}", "POST /orders"} <= set(entry)
     assert entry["POST /orders"] < 100 <= entry["GET /checkout/{user}"]
 
+    # and orders' own counter, sent with the SDK's metrics API over OTLP
+    placed = until(lambda: query("sum by (tier) (shop_orders_placed_total)"), timeout=30, what="shop_orders_placed")
+    assert {s["metric"]["tier"] for s in placed} >= {"silver"} and all(float(s["value"][1]) > 0 for s in placed)
+
 
 @pytest.mark.skipif("alerting" not in registry.available(), reason="alerting component not built yet")
 def test_payment_failures_fire_the_success_rate_alert(shop: PlatformThread, gateway: httpx.Client) -> None:
