@@ -106,8 +106,18 @@ class NamingComponent(Component):
         if (self.registry.revision(namespace, service) or "") != (revision or ""):
             return
         event = self._changed.setdefault((namespace, service), asyncio.Event())
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            # The HTTP server cancels pending long polls when it shuts down: answer them with the
+            # current state instead of an error the server would log for every watching client.
+            # The handler then returns at once, so the shutdown still completes.
+            task = asyncio.current_task()
+            if task is None:
+                raise
+            task.uncancel()
 
     # --- queries used by the APIs and the CLI ---------------------------------------------
 
