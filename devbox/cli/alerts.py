@@ -48,7 +48,9 @@ def _labels(labels: dict[str, str], skip: tuple[str, ...] = ("alertname",)) -> s
 
 
 def _value(v: Any) -> str:
-    return "-" if v is None else f"{v:.4g}"
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, int | float) else str(v)
 
 
 def ls(

@@ -8,6 +8,7 @@ Errors are ``{"error", "reason"}`` with a 4xx status.
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -33,6 +34,17 @@ async def json_body(request: Request) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise ValueError(f"the body is not valid JSON: {exc}") from None
+
+
+def finite(data: Any) -> Any:
+    """JSON has no NaN or Inf (PromQL gives them, e.g. 0/0): write them as Prometheus does, as strings."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return "NaN" if math.isnan(data) else "+Inf" if data > 0 else "-Inf"
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [finite(v) for v in data]
+    return data
 
 
 def parse_time(value: Any, *, now: float, name: str) -> float:
@@ -99,7 +111,7 @@ def api_router(component: AlertingComponent) -> APIRouter:
         alerts = component.core.alerts(include_pending=state != "firing")
         if state == "pending":
             alerts = [a for a in alerts if a.state is AlertState.PENDING]
-        return {"alerts": [alert_json(a, component, now) for a in alerts]}
+        return finite({"alerts": [alert_json(a, component, now) for a in alerts]})
 
     @router.get("/rules")
     async def list_rules() -> Any:
@@ -148,7 +160,7 @@ def api_router(component: AlertingComponent) -> APIRouter:
         from mocks.metrics.promql import QueryError
 
         try:
-            return await component.backtest(rule, start=start, end=end, step=step)
+            return finite(await component.backtest(rule, start=start, end=end, step=step))
         except QueryError as exc:
             return error(400, "query failed", str(exc))
         except RuntimeError as exc:
@@ -226,7 +238,7 @@ def api_router(component: AlertingComponent) -> APIRouter:
         rows = await asyncio.to_thread(
             component.store.history, rule=rule, service=service, since=lo, until=hi, limit=limit
         )
-        return {"transitions": rows}
+        return finite({"transitions": rows})
 
     @router.get("/silences")
     async def list_silences(state: str | None = None) -> Any:

@@ -19,6 +19,7 @@ import fnmatch
 import functools
 import glob
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -45,6 +46,15 @@ RESEND_EVERY = 60.0
 PRUNE_EVERY = 3600.0
 SILENCE_RETENTION = 120 * 3600.0
 RELOAD_DEBOUNCE = 0.2
+
+
+def _prom_value(value: float | None) -> str:
+    """A sample value as the Prometheus API writes it (``1.5e+00``, ``NaN``, ``+Inf``)."""
+    if value is None or math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return f"{value:e}"
 
 
 class RuleNotFound(KeyError):
@@ -428,7 +438,7 @@ class AlertingComponent(Component):
             "annotations": alert.annotations,
             "state": alert.state.value,
             "activeAt": rfc3339(alert.active_at),
-            "value": "NaN" if alert.value is None else f"{alert.value:e}",
+            "value": _prom_value(alert.value),
         }
 
     def prometheus_alerts(self) -> dict[str, Any]:

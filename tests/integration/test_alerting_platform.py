@@ -413,3 +413,25 @@ def test_alertmanager_port_refuses_bad_input_with_reasons_and_stores_nothing(tmp
             assert r.status_code == 400 and r.json(), query
         assert httpx.get(am + "/silence/nope").status_code == 404
         assert httpx.delete(am + "/silence/nope").status_code == 404
+
+
+def test_nan_and_inf_values_are_served_as_prometheus_strings(tmp_path: Path) -> None:
+    with platform(tmp_path) as p:
+        api = p.url("api")
+        for name, expr in (("Nan", "vector(0) / vector(0)"), ("Inf", "vector(1) / vector(0)")):
+            body = {"alert": name, "expr": expr, "group": "g"}
+            assert httpx.post(api + "/api/alerts/rules", json=body).status_code == 201
+
+        def values() -> dict[str, Any]:
+            r = httpx.get(api + "/api/alerts", params={"state": "firing"})
+            assert r.status_code == 200, r.text
+            return {a["alertname"]: a["value"] for a in r.json()["alerts"]}
+
+        assert wait_for(lambda: len(values()) == 2 and values(), what="both firing") == {"Nan": "NaN", "Inf": "+Inf"}
+        history = httpx.get(api + "/api/alerts/history")
+        assert history.status_code == 200
+        assert {t["value"] for t in history.json()["transitions"]} <= {None, "+Inf"}  # SQLite keeps NaN as NULL
+        prom = httpx.get(p.url("prometheus") + "/api/v1/alerts").json()["data"]["alerts"]
+        assert sorted(a["value"] for a in prom) == ["+Inf", "NaN"]
+        report = httpx.post(api + "/api/alerts/rules/test", json={"id": "g/Inf", "since": "10s", "step": "1s"})
+        assert report.status_code == 200, report.text
