@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -18,7 +16,6 @@ from rich.markup import escape
 from rich.status import Status
 
 from devbox.cli.common import EXIT_FAILED, EXIT_USAGE, JsonOption, config_or_exit, console, err_console, fail
-from devbox.config import DEFAULT_FILE, ProjectConfig
 from devbox.scenario import junit
 from devbox.scenario.loader import ScenarioError
 from devbox.scenario.model import Scenario, Step
@@ -62,7 +59,8 @@ class RichReporter(Reporter):
         if self.quiet:
             return
         mark = {"passed": "[green]✓[/]", "failed": "[red]✗[/]", "error": "[red]![/]"}[record.outcome.value]
-        detail = f" [dim]{escape(record.message[:200])}[/]" if record.message and record.outcome is Outcome.PASSED else ""
+        passed = record.message and record.outcome is Outcome.PASSED
+        detail = f" [dim]{escape(record.message[:200])}[/]" if passed else ""
         self.out.print(f"  {mark} {escape(record.text)} [dim]({record.seconds:.1f}s)[/]{detail}", highlight=False)
 
     def log(self, text: str) -> None:
@@ -80,33 +78,24 @@ class RichReporter(Reporter):
             self.out.print(f"  [red]{label}[/] {escape(result.name)}: {escape(result.message)}", highlight=False)
 
 
-def _project(config_file: str | None, paths: list[str]) -> ProjectConfig:
-    """The project's devbox.yaml: ``-f``, else the nearest one above the first path, else ./devbox.yaml."""
-    if config_file is None and paths:
-        start = Path(paths[0]).resolve()
-        for folder in [start, *start.parents] if start.is_dir() else list(start.parents):
-            if (folder / DEFAULT_FILE).is_file():
-                config_file = str(folder / DEFAULT_FILE)
-                break
-    return config_or_exit(config_file)
-
-
 @app.command("run")
 def run(
     paths: list[str] = typer.Argument(None, help="Scenario files or folders (default: ./scenarios)."),
     keyword: str | None = typer.Option(None, "-k", help="Only scenarios whose name contains this."),
     junit_file: str | None = typer.Option(None, "--junit", help="Write a JUnit XML report here."),
     seed: int | None = typer.Option(None, "--seed", help="Seed every scenario's random choices."),
-    config_file: str | None = typer.Option(None, "--file", "-f", help="Path of devbox.yaml."),
+    config_file: str | None = typer.Option(
+        None, "--file", "-f", help="devbox.yaml to run against (default: the nearest one above each scenario file)."
+    ),
     as_json: bool = JsonOption,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log the platform's warnings."),
 ) -> None:
     """Run scenario suites; exit 0 only when every scenario passes."""
     # the runner reports what went wrong itself; the platform's own logs only with -v
-    logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    level = logging.INFO if verbose else logging.CRITICAL
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     paths = paths or ["scenarios"]
-    project = _project(config_file, paths)
+    project = config_or_exit(config_file) if config_file else None
     try:
         scenarios = load_scenarios(paths, project, keyword=keyword)
     except ScenarioError as exc:

@@ -342,6 +342,8 @@ class Scenario(BaseModel):
     source: str = "<python>"
     #: Set when the scenario could not be loaded: why it cannot start.
     error: str | None = None
+    #: The project (a ProjectConfig) it runs against: the nearest devbox.yaml above its file.
+    project: Any = Field(None, exclude=True)
 
 
 class ScenarioHeader(_Model):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devbox.config import ProjectConfig
+from devbox.config import DEFAULT_FILE, ConfigError, ProjectConfig, load_config
 from devbox.scenario.loader import ScenarioError, discover, load_file
 from devbox.scenario.model import Expectation, Scenario, Step
 from devbox.scenario.session import AssertionFailed, Session, StepError
@@ -70,19 +70,45 @@ class Reporter:
 
 
 def load_scenarios(
-    paths: Iterable[str | Path], project: ProjectConfig, *, keyword: str | None = None
+    paths: Iterable[str | Path], project: ProjectConfig | None = None, *, keyword: str | None = None
 ) -> list[Scenario]:
-    """Every scenario under ``paths``, validated against the project's services, filtered by ``-k``."""
-    services = {s.name for s in project.services}
+    """Every scenario under ``paths``, filtered by ``-k``, each validated against its project's services.
+
+    A scenario's project is ``project`` when given, else the nearest devbox.yaml at or above its
+    file's folder. A file or project that cannot be used becomes a scenario with ``error`` set.
+    """
+    projects: dict[Path, ProjectConfig | str] = {}
     scenarios: list[Scenario] = []
     for path in discover(paths):
+        mine: ProjectConfig | str = project if project is not None else _project_of(path, projects)
+        if isinstance(mine, str):
+            scenarios.append(Scenario(name=path.name, source=str(path), error=mine))
+            continue
         try:
-            scenarios.extend(load_file(path, services=services))
+            found = load_file(path, services={s.name for s in mine.services})
         except ScenarioError as exc:
-            scenarios.append(Scenario(name=path.name, source=str(path), error=str(exc)))
+            found = [Scenario(name=path.name, source=str(path), error=str(exc))]
+        for scenario in found:
+            scenario.project = mine
+        scenarios.extend(found)
     if keyword:
         scenarios = [s for s in scenarios if keyword.lower() in s.name.lower()]
     return scenarios
+
+
+def _project_of(path: Path, cache: dict[Path, ProjectConfig | str]) -> ProjectConfig | str:
+    """The project of a scenario file, or why there is none usable."""
+    config_path = next(
+        (folder / DEFAULT_FILE for folder in path.resolve().parents if (folder / DEFAULT_FILE).is_file()), None
+    )
+    if config_path is None:
+        return f"{path}: no {DEFAULT_FILE} in its folder or above it (give one with -f)"
+    if config_path not in cache:
+        try:
+            cache[config_path] = load_config(config_path)
+        except ConfigError as exc:
+            cache[config_path] = f"{path}: its project {config_path} is not valid: {exc}"
+    return cache[config_path]
 
 
 def run_step(session: Session, step: Step) -> str:
@@ -99,7 +125,7 @@ def run_step(session: Session, step: Step) -> str:
 
 def run_scenario(
     scenario: Scenario,
-    project: ProjectConfig,
+    project: ProjectConfig | None = None,
     *,
     seed: int | None = None,
     reporter: Reporter | None = None,
@@ -111,6 +137,12 @@ def run_scenario(
     t0 = time.monotonic()
     if scenario.error:
         result = ScenarioResult(scenario.name, scenario.source, Outcome.ERROR, 0.0, chosen, scenario.error)
+        reporter.scenario_finished(result)
+        return result
+    project = project if project is not None else scenario.project
+    if project is None:
+        result = ScenarioResult(scenario.name, scenario.source, Outcome.ERROR, 0.0, chosen,
+                                f"{scenario.source}: no project (devbox.yaml) to run against")
         reporter.scenario_finished(result)
         return result
     reporter.scenario_started(scenario, chosen)
@@ -175,7 +207,7 @@ def _cap_wait(step: Step, deadline: float) -> None:
 
 def run_all(
     scenarios: list[Scenario],
-    project: ProjectConfig,
+    project: ProjectConfig | None = None,
     *,
     seed: int | None = None,
     reporter: Reporter | None = None,
