@@ -81,6 +81,7 @@ class AlertingComponent(Component):
         self._task: asyncio.Task[Any] | None = None
         self._observer: Any = None
         self._reload_handle: asyncio.TimerHandle | None = None
+        self._reload_task: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_resend = 0.0
         self._last_prune = 0.0
@@ -124,6 +125,10 @@ class AlertingComponent(Component):
                 await self._task
         if self._reload_handle is not None:
             self._reload_handle.cancel()
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reload_task
         if self._observer is not None:
             with contextlib.suppress(Exception):
                 self._observer.stop()
@@ -274,6 +279,12 @@ class AlertingComponent(Component):
                 return True
         return False
 
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload_rules()
+        except Exception:
+            LOG.exception("reloading alert rules failed")
+
     def _schedule_reload(self) -> None:
         """From the watchdog thread: reload once, shortly after the last change (editors write twice)."""
         loop = self._loop
@@ -283,7 +294,10 @@ class AlertingComponent(Component):
         def arm() -> None:
             if self._reload_handle is not None:
                 self._reload_handle.cancel()
-            self._reload_handle = loop.call_later(RELOAD_DEBOUNCE, lambda: loop.create_task(self.reload_rules()))
+            self._reload_handle = loop.call_later(RELOAD_DEBOUNCE, start)
+
+        def start() -> None:
+            self._reload_task = loop.create_task(self._reload_logged(), name="alerting:reload")
 
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(arm)
