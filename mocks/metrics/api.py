@@ -1,6 +1,7 @@
 """devbox's own metrics API on the ``api`` listener, under ``/api/metrics``.
 
 - ``GET /api/metrics/ls``: base metrics (type, dimensions, series count) and composite indicators;
+- ``GET /api/metrics/dimensions?metric=``: every dimension of a metric or indicator and its values;
 - ``GET|POST /api/metrics/query``: metric, start/end/step, filters (=, !=, =~, !~, in), group by,
   aggregate (sum|avg|min|max|count|pNN), top-N; composite indicators answer like any metric;
 - ``POST /api/metrics/custom``: 007 custom multi-dimensional reports (one, or ``{"reports": [...]}``);
@@ -116,6 +117,13 @@ def api_router(get_core: Callable[[], MetricsCore]) -> APIRouter:
             "metrics": await asyncio.to_thread(core.metric_list),
             "stats": await asyncio.to_thread(core.store.stats),
         }
+
+    @router.get("/dimensions")
+    async def dimensions(metric: str) -> Any:
+        try:
+            return {"metric": metric, "dimensions": await asyncio.to_thread(get_core().dimensions, metric)}
+        except ReportError as exc:
+            return _bad("invalid query", str(exc))
 
     @router.api_route("/query", methods=["GET", "POST"])
     async def query(request: Request) -> Any:

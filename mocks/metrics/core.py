@@ -534,6 +534,22 @@ class MetricsCore:
             )
         return out
 
+    def dimensions(self, metric: str) -> dict[str, list[str]]:
+        """Each dimension of a metric (or of an indicator's base metrics) and its values: drill-down."""
+        names: list[str] = []
+        if metric in self.indicators:
+            names = sorted(_selector_names(self.indicators[metric].ast))
+        else:
+            check_metric_name(metric, "metric")
+            names = [metric, f"{metric}_bucket", f"{metric}_count"]
+        values: dict[str, set[str]] = {}
+        for name in names:
+            for _, labels in self.store.series_of([LabelMatcher(NAME, "=", name)]):
+                for key, value in labels.items():
+                    if key not in (NAME, "le"):
+                        values.setdefault(key, set()).add(value)
+        return {key: sorted(vals) for key, vals in sorted(values.items())}
+
     def series_matching(self, selectors: Sequence[str], start: float | None, end: float | None) -> list[dict[str, str]]:
         """Label sets of series matching any selector (``/api/v1/series``); time bounds are advisory."""
         found: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
@@ -637,6 +653,17 @@ class MetricsCore:
             raise QueryError(f"unknown aggregate {agg!r} (allowed: sum, avg, min, max, count, pNN)")
         inner = f"rate({selector}[{window}])" if (self.is_counter(metric) and q.rate) else selector
         return f"{agg} by ({by}) ({inner})"
+
+
+def _selector_names(node: Any) -> set[str]:
+    kind = type(node).__name__
+    if kind == "VectorSelector":
+        return {node.name} if node.name else set()
+    if kind == "BinaryExpr":
+        return _selector_names(node.lhs) | _selector_names(node.rhs)
+    if kind in ("ParenExpr", "UnaryExpr"):
+        return _selector_names(node.expr)
+    return set()
 
 
 def _mean(values: list[float]) -> float:

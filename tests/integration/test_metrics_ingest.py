@@ -292,6 +292,9 @@ def test_spans_become_rpc_reports_and_success_rate(platform: PlatformThread) -> 
         params={"metric": "rpc_server_duration_seconds", "aggregate": "p50", "filter": "callee=stock"},
     )
     assert r.status_code == 200 and 0.01 < r.json()["series"][0]["points"][-1][1] <= 0.025
+    dims = httpx.get(platform.url("api") + "/api/metrics/dimensions", params={"metric": "success_rate"}).json()
+    assert "stock" in dims["dimensions"]["callee"] and "web" in dims["dimensions"]["caller"]
+    assert "status" in dims["dimensions"] and "le" not in dims["dimensions"]
     r = httpx.get(platform.url("api") + "/api/metrics/query", params={"metric": "x", "filter": "a ~~ b"})
     assert r.status_code == 400 and "filter" in r.json()["reason"]
 
