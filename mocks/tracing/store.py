@@ -165,29 +165,37 @@ class SpanStore:
         were new. Returns after the commit."""
         if not spans:
             return 0
-        insert_sql = (f"INSERT OR IGNORE INTO spans ({_SPAN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                      "RETURNING rowid")
         with self.db.lock:
             conn = self.db.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                added = 0
-                tag_rows = []
-                names: dict[tuple[str, str, str], int] = {}
+                # Rowids are handed out here (one writer, inside the transaction) so the tag rows can
+                # point at their span without a round trip per span; a duplicate keeps its old row
+                # and its would-be rowid is simply never used.
+                first = (conn.execute("SELECT max(rowid) FROM spans").fetchone()[0] or 0) + 1
+                rows = []
                 resource_ids: dict[int, int] = {}  # spans of one export share their resource dict
-                for s in spans:
+                for rowid, s in enumerate(spans, start=first):
                     rid = resource_ids.get(id(s.resource))
                     if rid is None:
                         rid = resource_ids[id(s.resource)] = self._resource_id(conn, s.resource)
-                    row = conn.execute(insert_sql, (
-                        s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.service, s.remote_service,
+                    rows.append((
+                        rowid, s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.service, s.remote_service,
                         s.start_us, s.duration_us, int(s.error), s.status_message,
                         json.dumps(s.attributes, separators=(",", ":"), default=str), rid,
-                    )).fetchone()
-                    if row is None:
-                        continue  # already stored (an exporter retried)
-                    added += 1
-                    tag_rows.extend((key, value, row[0], s.start_us) for key, value in index_tags(s))
+                    ))
+                before = conn.total_changes
+                conn.executemany(f"INSERT OR IGNORE INTO spans (rowid, {_SPAN_COLUMNS}) VALUES "
+                                 "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                added = conn.total_changes - before
+                written = list(enumerate(spans, start=first))
+                if added != len(spans):  # some were already there: index only the rows written now
+                    kept = {r[0] for r in conn.execute("SELECT rowid FROM spans WHERE rowid >= ?", (first,))}
+                    written = [(rowid, s) for rowid, s in written if rowid in kept]
+                tag_rows = []
+                names: dict[tuple[str, str, str], int] = {}
+                for rowid, s in written:
+                    tag_rows.extend((key, value, rowid, s.start_us) for key, value in index_tags(s))
                     for kind, value in (("span", s.name), ("remote", s.remote_service)):
                         if value:
                             k = (s.service, kind, value)

@@ -32,6 +32,10 @@ def test_insert_is_idempotent_and_queries_use_every_filter(tmp_path: Path) -> No
     ]
     assert store.insert(spans) == 3
     assert store.insert(spans[:1]) == 0 and store.count == 3
+    # a batch mixing a resent span and a new one: the new one is stored and searchable by its tags
+    assert store.insert([spans[0], mk(4, 4, service="c", dur=500, attrs={"http.route": "/new"})]) == 1
+    assert store.find_trace_ids(TraceQuery(tags=[("http.route", "/new")])) == [f"{4:032x}"]
+    assert store.find_trace_ids(TraceQuery(tags=[("http.route", "/x")])) == [f"{1:032x}"]
     assert set(store.find_trace_ids(TraceQuery(service="a"))) == {f"{1:032x}", f"{2:032x}"}
     assert store.find_trace_ids(TraceQuery(min_duration_us=1000)) == [f"{2:032x}"]
     assert store.find_trace_ids(TraceQuery(max_duration_us=60)) == [f"{3:032x}"]
@@ -41,7 +45,7 @@ def test_insert_is_idempotent_and_queries_use_every_filter(tmp_path: Path) -> No
     assert store.find_trace_ids(TraceQuery(errors_only=True)) == [f"{2:032x}"]
     assert store.find_trace_ids(TraceQuery(start_us=NOW - 1_000_000)) != [] and \
         f"{3:032x}" not in store.find_trace_ids(TraceQuery(start_us=NOW - 1_000_000))
-    assert store.services() == ["a", "b"] and store.names("a", "span") == ["get", "put"]
+    assert store.services() == ["a", "b", "c"] and store.names("a", "span") == ["get", "put"]
     assert store.tag_values("devbox.env") == ["base"]
     [summary] = store.summaries([f"{2:032x}"])
     assert summary["errors"] == 1 and summary["root_service"] == "a" and summary["duration_us"] == 5000
