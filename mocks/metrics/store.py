@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from devbox.platform.store import Database
 from mocks.metrics.promql import NAME, LabelMatcher, RawSeries
@@ -59,9 +60,8 @@ MIGRATIONS = [
 ]
 
 
-@dataclass(frozen=True)
-class Point:
-    """One sample to store. ``labels`` excludes ``__name__``."""
+class Point(NamedTuple):
+    """One sample to store. ``labels`` (sorted pairs) excludes ``__name__``. A tuple: batches are large."""
 
     name: str
     labels: tuple[tuple[str, str], ...]
