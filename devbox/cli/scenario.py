@@ -123,6 +123,15 @@ def run(
         raise typer.Exit(EXIT_FAILED)
 
 
+@app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of a scenario file, for editors."""
+    from devbox.cli.common import print_json
+    from devbox.scenario.model import json_schema
+
+    print_json(json_schema())
+
+
 def _result_json(r: ScenarioResult) -> dict[str, object]:
     return {
         "name": r.name,

@@ -358,3 +358,27 @@ class ScenarioHeader(_Model):
 
 WaitStep.model_rebuild()
 TraceExpect.model_rebuild()
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of a scenario file (one document), for editors."""
+    defs: dict[str, Any] = {}
+    variants = []
+    for kind, model in STEP_KINDS.items():
+        schema = model.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        defs[f"{kind}_step"] = schema
+        variants.append({
+            "type": "object",
+            "properties": {kind: {"$ref": f"#/$defs/{kind}_step"}},
+            "required": [kind],
+            "additionalProperties": False,
+        })
+    header = ScenarioHeader.model_json_schema()
+    header["properties"]["steps"] = {"type": "array", "minItems": 1, "items": {"oneOf": variants}}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "devbox scenario",
+        **header,
+        "$defs": defs,
+    }

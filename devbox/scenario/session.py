@@ -98,7 +98,6 @@ class Session:
         self.traffic_runs: dict[str, TrafficRun] = {}
         self.aliases: dict[str, dict[str, Any]] = {}
         self.spans: list[Any] = []
-        self.transitions: list[dict[str, Any]] = []
         self.naming_changes: list[tuple[float, str, str]] = []
         self.fault_ids: dict[str, str] = {}
         self.stopped: set[tuple[str, str]] = set()
@@ -256,7 +255,6 @@ class Session:
         p = thread.platform
         assert p is not None
         p.events.spans_ingested.add_listener(self._on_spans)
-        p.events.alert_transition.add_listener(self._on_transition)
         p.events.instance_changed.add_listener(self._on_instance)
         for group in step.add:
             self._deploy_group(group.service, group.tags, group.replicas, group.version, step.timeout)
@@ -371,11 +369,6 @@ class Session:
     def _on_spans(self, spans: list[Any]) -> None:
         with self._lock:
             self.spans.extend(spans)
-
-    def _on_transition(self, transition: Any) -> None:
-        data = transition.to_json() if hasattr(transition, "to_json") else dict(transition)
-        with self._lock:
-            self.transitions.append(data)
 
     def _on_instance(self, service: str, namespace: str, instance_id: str, change: str) -> None:
         with self._lock:

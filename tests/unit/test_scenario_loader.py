@@ -83,3 +83,20 @@ def test_discover_finds_scenario_files_only(tmp_path: Path) -> None:
     assert [p.name for p in discover([tmp_path])] == ["a.scenario.yaml", "b.scenario.yml"]
     with pytest.raises(ScenarioError, match="no such file"):
         discover([tmp_path / "missing"])
+
+
+def test_json_schema_accepts_the_shop_suites_and_rejects_unknown_kinds() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from ruamel.yaml import YAML
+
+    from devbox.scenario.model import json_schema
+
+    schema = json_schema()
+    files = sorted((Path(__file__).resolve().parents[2] / "scenarios" / "shop").glob("*.scenario.yaml"))
+    assert len(files) >= 5
+    for path in files:
+        for doc in YAML(typ="safe").load_all(path.read_text()):
+            jsonschema.validate(doc, schema)
+            assert load_text(path.read_text(), source=str(path))[0].error is None
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"name": "x", "steps": [{"trafic": {}}]}, schema)
