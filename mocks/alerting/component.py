@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from devbox.platform.component import Component
-from mocks.alerting.engine import AlertingCore, Sample, backtest, run_queries
+from mocks.alerting.engine import AlertingCore, Sample, backtest, run_queries, still_firing
 from mocks.alerting.models import Alert, AlertState, Rule, Silence, Transition
 from mocks.alerting.notify import Notifier, rfc3339, upstream_alert
 from mocks.alerting.rules import LoadResult, load_config_file, load_file, load_tree, rule_from_json
@@ -440,7 +440,7 @@ class AlertingComponent(Component):
                         generator_url=generator,
                     )
                 )
-        self.notifier.notify(outgoing)
+        self.notifier.notify(outgoing, self._companions(outgoing))
         self.notifier.forward(upstream)
 
     # --- Prometheus-shaped views (served by metrics on /api/v1/rules and /api/v1/alerts) -------
@@ -508,6 +508,24 @@ class AlertingComponent(Component):
                 }
             )
         return {"groups": list(groups.values())}
+
+    def _companions(
+        self, outgoing: list[tuple[Transition, float, str]]
+    ) -> dict[str, list[tuple[Transition, float, str]]]:
+        """The other firing, already notified, unsilenced alerts of each group being notified."""
+        names = {t.alertname for t, _, _ in outgoing}
+        changed = {t.fingerprint for t, _, _ in outgoing}
+        now = self.clock()
+        out: dict[str, list[tuple[Transition, float, str]]] = {}
+        for alert in self.core.firing():
+            name = alert.labels.get("alertname", "")
+            if name not in names or alert.fingerprint in changed or not alert.notified:
+                continue
+            if self.core.silenced_by(alert.labels, now):
+                continue
+            generator = alert.generator_url or self._generator_url(alert.rule_id)
+            out.setdefault(name, []).append((still_firing(alert, now), alert.fired_at or alert.active_at, generator))
+        return out
 
     # --- posted alerts, silences, backtest ---------------------------------------------------
 

@@ -18,7 +18,6 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from mocks.alerting.models import Alert, AlertState, Matcher, Rule, Silence, SilenceState, Transition, fingerprint
@@ -118,12 +117,20 @@ class RuleEvaluator:
         }
 
 
-@dataclass
-class Notification:
-    """Alerts to send together: one per alertname per tick (Alertmanager's default grouping)."""
-
-    alertname: str
-    alerts: list[Alert] = field(default_factory=list)
+def still_firing(alert: Alert, now: float) -> Transition:
+    """A firing → firing record of ``alert``: a notification for an alert that did not change."""
+    return Transition(
+        rule_id=alert.rule_id,
+        alertname=alert.labels.get("alertname", ""),
+        labels=dict(alert.labels),
+        annotations=dict(alert.annotations),
+        from_state=AlertState.FIRING,
+        to_state=AlertState.FIRING,
+        at=now,
+        value=alert.value,
+        fingerprint=alert.fingerprint,
+        notified=True,
+    )
 
 
 class AlertingCore:
@@ -204,20 +211,7 @@ class AlertingCore:
             if alert.notified or self.silenced_by(alert.labels, now):
                 continue
             alert.notified = True
-            out.append(
-                Transition(
-                    rule_id=alert.rule_id,
-                    alertname=alert.labels.get("alertname", ""),
-                    labels=dict(alert.labels),
-                    annotations=dict(alert.annotations),
-                    from_state=AlertState.FIRING,
-                    to_state=AlertState.FIRING,
-                    at=now,
-                    value=alert.value,
-                    fingerprint=alert.fingerprint,
-                    notified=True,
-                )
-            )
+            out.append(still_firing(alert, now))
         return out
 
     # --- alerts -----------------------------------------------------------------------------

@@ -126,10 +126,18 @@ class Notifier:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def notify(self, transitions: list[tuple[Transition, float, str]]) -> None:
-        """``(transition, starts_at, generator_url)`` for each notified transition of one evaluation."""
+    def notify(
+        self,
+        transitions: list[tuple[Transition, float, str]],
+        companions: dict[str, list[tuple[Transition, float, str]]] | None = None,
+    ) -> None:
+        """``(transition, starts_at, generator_url)`` for each notified transition of one evaluation.
+
+        ``companions``: per alertname, the group's other firing (already notified) alerts; like
+        Alertmanager, a group's notification lists every alert of the group, not only the new one."""
         if not transitions:
             return
+        companions = companions or {}
         groups: dict[str, list[tuple[Transition, float, str]]] = {}
         for item in transitions:
             groups.setdefault(item[0].alertname, []).append(item)
@@ -152,6 +160,11 @@ class Notifier:
                     and (receiver.send_resolved or t.to_state is not AlertState.RESOLVED)
                 ]
                 if chosen:
+                    chosen += [
+                        webhook_alert(t, starts_at=s, generator_url=g)
+                        for t, s, g in companions.get(alertname, [])
+                        if matches_all(self._matchers[receiver.name], t.labels)
+                    ]
                     payload = webhook_payload(receiver.name, alertname, chosen, external_url=self.external_url)
                     self._spawn(self._post(receiver, payload))
 

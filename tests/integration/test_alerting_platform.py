@@ -435,3 +435,31 @@ def test_nan_and_inf_values_are_served_as_prometheus_strings(tmp_path: Path) -> 
         assert sorted(a["value"] for a in prom) == ["+Inf", "NaN"]
         report = httpx.post(api + "/api/alerts/rules/test", json={"id": "g/Inf", "since": "10s", "step": "1s"})
         assert report.status_code == 200, report.text
+
+
+def test_a_group_notification_lists_every_firing_alert_of_the_group(tmp_path: Path) -> None:
+    with WebhookSink() as sink, platform(tmp_path, receivers=[{"name": "ops", "url": sink.url}]) as p:
+        am = p.url("alertmanager") + "/api/v2"
+
+        def post(service: str) -> None:
+            body = [{"labels": {"alertname": "Disk", "service": service}}]
+            assert httpx.post(am + "/alerts", json=body).status_code == 200
+
+        post("a")
+        wait_for(lambda: len(sink.payloads) == 1, what="the first notification")
+        silence = {
+            "matchers": [{"name": "service", "value": "b", "isRegex": False}],
+            "createdBy": "t",
+            "comment": "",
+            "startsAt": "2020-01-01T00:00:00Z",
+            "endsAt": "2099-01-01T00:00:00Z",
+        }
+        assert httpx.post(am + "/silences", json=silence).status_code == 200
+        post("b")  # silenced: no notification of its own
+        post("c")
+        wait_for(lambda: len(sink.payloads) == 2, what="the second notification")
+        time.sleep(0.3)
+        assert len(sink.payloads) == 2
+        second = sink.payloads[1]
+        assert sorted(a["labels"]["service"] for a in second["alerts"]) == ["a", "c"]  # b is silenced
+        assert second["commonLabels"] == {"alertname": "Disk"}
