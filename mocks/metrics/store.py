@@ -201,18 +201,26 @@ class MetricsStore:
             for chunk_start in range(0, len(ids), 500):
                 chunk = ids[chunk_start : chunk_start + 500]
                 marks = ",".join("?" * len(chunk))
-                sql = (
-                    f"SELECT series_id, ts, value FROM samples_1m WHERE series_id IN ({marks}) AND ts BETWEEN ? AND ? "
-                    f"UNION ALL SELECT series_id, ts, value FROM samples WHERE series_id IN ({marks}) "
-                    "AND ts BETWEEN ? AND ? ORDER BY 1, 2"
-                )
-                for sid, ts, value in self.db.conn.execute(sql, (*chunk, lo, hi, *chunk, lo, hi)):
-                    s = by_id[sid]
-                    if s.ts and s.ts[-1] == ts:
-                        s.vs[-1] = value
-                        continue
-                    s.ts.append(float(ts))
-                    s.vs.append(value)
+                # rolled-up rows are older than raw ones: read them first, each table in primary-key
+                # order (no sort needed), and append per series
+                for table in ("samples_1m", "samples"):
+                    sql = (
+                        f"SELECT series_id, ts, value FROM {table} WHERE series_id IN ({marks}) "
+                        "AND ts BETWEEN ? AND ? ORDER BY series_id, ts"
+                    )
+                    current = -1
+                    ts_list: list[float] = []
+                    vs_list: list[float] = []
+                    for sid, ts, value in self.db.conn.execute(sql, (*chunk, lo, hi)):
+                        if sid != current:
+                            current = sid
+                            ts_list, vs_list = by_id[sid].ts, by_id[sid].vs
+                        if ts_list and ts_list[-1] >= ts:
+                            if ts_list[-1] == ts:
+                                vs_list[-1] = value
+                            continue
+                        ts_list.append(ts)
+                        vs_list.append(value)
         return [s for s in by_id.values() if s.ts]
 
     def last_value(self, name: str, labels: tuple[tuple[str, str], ...]) -> float | None:
