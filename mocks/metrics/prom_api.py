@@ -2,14 +2,15 @@
 
 Serves what promtool, Grafana's Prometheus data source and the Prometheus web UI call:
 ``/api/v1/query``, ``/query_range`` (GET and form POST), ``/series``, ``/labels``,
-``/label/<name>/values``, ``/metadata``, ``/status/buildinfo``, ``/rules`` and ``/alerts`` (from
-the alerting component when it is hosted), with the Prometheus envelope and error types.
+``/label/<name>/values``, ``/metadata``, ``/status/buildinfo``, ``/query_exemplars`` (always empty),
+``/rules`` and ``/alerts`` (from the alerting component when it is hosted), with the Prometheus
+envelope and error types.
 ``/metrics`` exposes devbox's own health and the newest value of every stored series (via
 prometheus-client), so a real Prometheus can scrape devbox.
 
 LIMITATIONS: ``timeout``/``limit`` parameters are accepted and ignored; ``/series`` and label
 endpoints ignore ``start``/``end`` (they answer from the whole index); no ``/targets``,
-``/query_exemplars``, remote read/write or native histograms.
+remote read/write or native histograms.
 """
 
 from __future__ import annotations
@@ -332,6 +333,17 @@ def prometheus_router(get_core: Callable[[], MetricsCore], ctx: PlatformContext)
     async def alerts() -> Response:
         provider = _alerting(ctx, "prometheus_alerts")
         return _ok(provider() if provider else {"alerts": []})
+
+    @router.api_route("/api/v1/query_exemplars", methods=methods)
+    async def exemplars(request: Request) -> Response:
+        """devbox keeps no exemplars; answering empty keeps Grafana's exemplar toggle quiet."""
+        params = await _params(request)
+        try:
+            if not _one(params, "query"):
+                raise BadData('invalid parameter "query": missing')
+        except BadData as exc:
+            return _error("bad_data", str(exc))
+        return _ok([])
 
     @router.get("/metrics")
     async def metrics() -> Response:

@@ -111,6 +111,7 @@ def test_series_labels_values_metadata_buildinfo(platform: PlatformThread) -> No
     assert info["status"] == "success" and info["data"]["version"]
     assert _get(platform, "/api/v1/rules").json()["data"]["groups"] == [] or platform.platform.ctx.has("alerting")  # type: ignore[union-attr]
     assert _get(platform, "/api/v1/nope").status_code == 404
+    assert _get(platform, "/api/v1/query_exemplars", query="up").json() == {"status": "success", "data": []}
 
 
 def test_metrics_exposition(platform: PlatformThread) -> None:
@@ -240,7 +241,7 @@ def test_openapi_fuzz_never_gives_a_server_error(platform: PlatformThread) -> No
     from hypothesis import HealthCheck, given, settings
 
     schema = schemathesis.openapi.from_path(SPEC).include(
-        path_regex=r"^/(query|query_range|series|labels|label/\{name\}/values|metadata|status/buildinfo)$"
+        path_regex=r"^/(query|query_range|query_exemplars|series|labels|label/\{name\}/values|metadata|status/buildinfo)$"
     )
     base = platform.url("prometheus") + "/api/v1"
     checked = 0
@@ -268,5 +269,5 @@ def test_openapi_fuzz_never_gives_a_server_error(platform: PlatformThread) -> No
 
             run()
             checked += 1
-    assert checked >= 7
+    assert checked >= 8
     assert 200 in statuses and 400 in statuses, sorted(set(statuses))
