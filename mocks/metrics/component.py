@@ -114,6 +114,7 @@ class MetricsComponent(Component):
             "series": len(self.core.store._series),
             "points_written": self.core.store.points_written,
             "indicators": sorted(self.core.indicators),
+            "scrape_targets": list(self._scraper.last.values()) if self._scraper is not None else [],
         }
 
     # --- background work --------------------------------------------------------------------
