@@ -933,6 +933,8 @@ class _UnaryUnary:
         self._method = method
         self._serializer = serializer
         self._deserializer = deserializer
+        #: per instance address: (the real channel, its multicallable), rebuilt if the channel is new
+        self._callables: dict[str, tuple[Any, Any]] = {}
 
     def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **kw: Any) -> Any:
         return self._invoke(request, timeout=timeout, metadata=metadata, **kw)
@@ -955,8 +957,12 @@ class _UnaryUnary:
                 if failed is not None:
                     raise failed from None
                 raise _unavailable(exc) from exc
-            callable_ = ch._channel(instance).unary_unary(
-                self._method, request_serializer=self._serializer, response_deserializer=self._deserializer)
+            channel = ch._channel(instance)
+            cached = self._callables.get(instance.address)
+            if cached is None or cached[0] is not channel:
+                cached = self._callables[instance.address] = (channel, channel.unary_unary(
+                    self._method, request_serializer=self._serializer, response_deserializer=self._deserializer))
+            callable_ = cached[1]
             started = time.perf_counter()
             try:
                 response = await callable_(request, timeout=timeout, metadata=ch._metadata(metadata, route.labels),

@@ -142,7 +142,7 @@ def test_client_rides_out_a_platform_restart(tmp_path: Path, instances: Callable
         client.close()
 
 
-class _Health(health.HealthServicer):
+class _Health(health.aio.HealthServicer):
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
@@ -181,6 +181,11 @@ def test_grpc_channel_picks_per_call_and_fails_over(tmp_path: Path) -> None:
             with routing_labels(env="feature-x"):
                 await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert "env=feature-x" in servicers[0].baggage + servicers[1].baggage
+            watch = stub.Watch(health_pb2.HealthCheckRequest())  # unary-stream through the same channel
+            async for update in watch:
+                assert update.status == health_pb2.HealthCheckResponse.SERVING
+                break
+            watch.cancel()
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Check(health_pb2.HealthCheckRequest(service="boom"), timeout=5)
             assert err.value.code() is grpc.StatusCode.INTERNAL
