@@ -77,6 +77,7 @@ class AlertingComponent(Component):
         self._good: dict[str, list[Rule]] = {}
         self.load_errors: list[str] = []
         self.load_warnings: list[str] = []
+        self._store_warnings: list[str] = []
         self._api_rules: dict[str, tuple[Rule, dict[str, Any]]] = {}
         self._task: asyncio.Task[Any] | None = None
         self._observer: Any = None
@@ -106,7 +107,7 @@ class AlertingComponent(Component):
             try:
                 self._api_rules[rule_id] = (rule_from_json(body), body)
             except ValueError as exc:
-                self.load_warnings.append(f"alerting.db: stored rule {rule_id} no longer loads: {exc}")
+                self._store_warnings.append(f"alerting.db: stored rule {rule_id} no longer loads: {exc}")
         self.notifier = Notifier(
             self.config.receivers,
             terminal=self.config.terminal,
@@ -188,7 +189,7 @@ class AlertingComponent(Component):
 
     def _combine(self, results: list[tuple[str, LoadResult]]) -> list[Rule]:
         errors: list[str] = []
-        warnings: list[str] = []
+        warnings: list[str] = list(self._store_warnings)
         combined: dict[str, Rule] = {}
         live_keys = set()
         for key, result in results:
