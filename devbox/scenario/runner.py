@@ -111,10 +111,15 @@ def _project_of(path: Path, cache: dict[Path, ProjectConfig | str]) -> ProjectCo
     return cache[config_path]
 
 
-def run_step(session: Session, step: Step) -> str:
-    """Carry out one step on a session; returns what it observed (assertions) or did."""
+def run_step(session: Session, step: Step, *, deadline: float | None = None) -> str:
+    """Carry out one step on a session; returns what it observed (assertions) or did.
+
+    Assertions keep re-checking at most until ``deadline`` (the scenario's own timeout).
+    """
     args = step.args
     if isinstance(args, Expectation):
+        if deadline is not None and args.within > deadline - time.monotonic():
+            args = args.model_copy(update={"within": max(deadline - time.monotonic(), 0.0)})
         return session.expect(args)
     method = getattr(session, step.kind)
     result = method(args)
@@ -162,11 +167,10 @@ def run_scenario(
                 outcome = Outcome.ERROR
                 message = f"{step.where}: scenario timeout of {scenario.timeout:g}s reached before {step.describe()}"
                 break
-            _cap_wait(step, deadline)
             reporter.step_started(scenario, step, index)
             s0 = time.monotonic()
             try:
-                text = run_step(session, step)
+                text = run_step(session, step, deadline=deadline)
             except AssertionFailed as exc:
                 record = StepRecord(step.where, step.describe(), time.monotonic() - s0, Outcome.FAILED, str(exc))
                 outcome, message = Outcome.FAILED, f"{step.where}: {step.describe()}: {exc}"
@@ -195,14 +199,6 @@ def run_scenario(
     )
     reporter.scenario_finished(result)
     return result
-
-
-def _cap_wait(step: Step, deadline: float) -> None:
-    """Assertions keep re-checking at most until the scenario's own timeout."""
-    if isinstance(step.args, Expectation):
-        left = max(deadline - time.monotonic(), 0.0)
-        if step.args.within > left:
-            step.args = step.args.model_copy(update={"within": left})
 
 
 def run_all(

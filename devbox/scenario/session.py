@@ -1,11 +1,14 @@
 """A scenario session: one fresh platform with the project's services, and every step as a method.
 
-The YAML runner calls these methods; Python users call them directly (``session.traffic(...)``,
-``session.expect_routing(...)``): the same power from code. Each session starts a platform on
-ephemeral ports with its state in a new folder (clean platform state), so scenarios never see
-each other's spans, metrics, alerts or instances. Assertions read the platform's own stores:
-naming's registry, the spans the collector accepted, the metrics query engine, alert history,
-instance log files.
+The YAML runner calls these methods; Python users call them too — ``session.do("traffic",
+service="gateway", count=10)`` validates keyword arguments exactly like a YAML step, and
+``session.expect_routing(...)`` and friends check assertions: the same power from code.
+
+Each session starts a platform on ephemeral ports with its state in a new folder (clean platform
+state), so scenarios never see each other's spans, metrics, alerts or instances. Assertions read
+the platform's own stores: naming's registry, the traces the collector stored and its analysis
+(root cause, critical path, topology), the metrics query engine, alerting's history, instance
+log files.
 
 LIMITATIONS: runs the platform inside the calling process (not against a `devbox up` elsewhere).
 """
@@ -123,7 +126,7 @@ class Session:
                     self._deploy_call("send_signal", service, name, "SIGCONT")
                 except Exception:
                     LOG.debug("SIGCONT %s failed", name, exc_info=True)
-            # stop the services first: their SDKs' long-polls would hold the HTTP server's shutdown
+            # stop the services before the platform they report to
             supervisor = getattr(self.platform.component("deploy"), "supervisor", None) if self.has("deploy") else None
             if supervisor is not None:
                 try:
