@@ -6,9 +6,9 @@ service="gateway", count=10)`` validates keyword arguments exactly like a YAML s
 
 Each session starts a platform on ephemeral ports with its state in a new folder (clean platform
 state), so scenarios never see each other's spans, metrics, alerts or instances. Assertions read
-the platform's own stores: naming's registry, the traces the collector stored and its analysis
-(root cause, critical path, topology), the metrics query engine, alerting's history, instance
-log files.
+the platform's own data: naming's registry and its change events, the spans the collector
+accepted (routing shares), the traces it stored and its analysis (root cause, critical path,
+topology), the metrics query engine, alerting's history store, instance log files.
 
 LIMITATIONS: runs the platform inside the calling process (not against a `devbox up` elsewhere).
 """
