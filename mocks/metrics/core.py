@@ -232,8 +232,10 @@ def _fmt_le(bound: float) -> str:
 
 
 def _attr_peer(span: Any) -> str | None:
+    """The peer named in the span's attributes: the callee for CLIENT spans, the caller for SERVER ones."""
     attrs = span.attributes or {}
-    for key in ("peer.service", "devbox.caller", "server.address", "net.peer.name"):
+    keys = ("peer.service", "server.address", "net.peer.name") if span.kind == "CLIENT" else ("devbox.caller",)
+    for key in keys:
         if attrs.get(key):
             return str(attrs[key])
     return None
