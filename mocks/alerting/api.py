@@ -49,6 +49,13 @@ def finite(data: Any) -> Any:
 
 def parse_time(value: Any, *, now: float, name: str) -> float:
     """Unix seconds, RFC 3339, or a duration meaning that long ago (``1h``)."""
+    found = _parse_time(value, now=now, name=name)
+    if not math.isfinite(found):
+        raise ValueError(f"{name}: {value!r} is not a finite time")
+    return found
+
+
+def _parse_time(value: Any, *, now: float, name: str) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):

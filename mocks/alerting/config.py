@@ -9,6 +9,7 @@ Rules come in two forms, both accepted inline here and in rule files:
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -26,8 +27,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 1h30m")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r} is not a duration: it must be a finite number of seconds >= 0")
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 1h30m")
@@ -42,6 +43,8 @@ def parse_duration(value: Any) -> float:
         pos = m.end()
     if pos != len(text) or pos == 0:
         raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 1h30m (units ms s m h d w y)")
+    if not math.isfinite(total):
+        raise ValueError(f"{value!r} is too long a duration")
     return total
 
 

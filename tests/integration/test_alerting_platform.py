@@ -463,3 +463,22 @@ def test_a_group_notification_lists_every_firing_alert_of_the_group(tmp_path: Pa
         second = sink.payloads[1]
         assert sorted(a["labels"]["service"] for a in second["alerts"]) == ["a", "c"]  # b is silenced
         assert second["commonLabels"] == {"alertname": "Disk"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"rule": {"alert": "A", "expr": "vector(1)"}, "since": "9" * 400 + "s"},
+        {"rule": {"alert": "A", "expr": "vector(1)"}, "start": "nan"},
+        {"rule": {"alert": "A", "expr": "vector(1)"}, "since": "1h", "step": "0s"},
+        {"rule": {"alert": "A", "expr": "vector(1)"}, "since": "1h", "step": "10ms"},
+        {"rule": {"name": "A", "indicator": "x", "comparison": "<", "threshold": float("inf")}},
+        {"rule": "vector(1)"},
+        ["not", "an", "object"],
+    ],
+)
+def test_bad_backtests_are_refused(tmp_path: Path, body: Any) -> None:
+    with platform(tmp_path) as p:
+        r = httpx.post(p.url("api") + "/api/alerts/rules/test", content=json.dumps(body))
+        assert r.status_code == 400, r.text
+        assert r.json()["reason"]
