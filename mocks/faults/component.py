@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from typing import Any
 
 import httpx
@@ -68,7 +69,8 @@ class FaultsComponent(Component):
         self._spans: list[dict[str, Any]] = []
         self._http: httpx.AsyncClient | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self._pid_cache: dict[int, str | None] = {}
+        #: peer (host, port) -> (calling service, when found): a gRPC connection asks once per chunk.
+        self._callers: dict[tuple[str, int], tuple[str | None, float]] = {}
 
     # --- the deploy hook -------------------------------------------------------------------
 
@@ -143,6 +145,18 @@ class FaultsComponent(Component):
 
     async def _caller_by_socket(self, peer: tuple[str, int]) -> str | None:
         """The service whose process owns the calling socket: works for callers in any language."""
+        key = (str(peer[0]), int(peer[1]))
+        cached = self._callers.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < 5:
+            return cached[0]
+        if len(self._callers) > 4096:
+            self._callers.clear()
+        caller = await self._lookup_caller(peer)
+        self._callers[key] = (caller, now)
+        return caller
+
+    async def _lookup_caller(self, peer: tuple[str, int]) -> str | None:
         if not self.ctx.has("deploy"):
             return None
         supervisor = getattr(self.ctx.component("deploy"), "supervisor", None)
