@@ -71,7 +71,9 @@ def _spark(values: list[float]) -> str:
     if not finite:
         return ""
     lo, hi = min(finite), max(finite)
-    span = hi - lo or 1.0
+    if hi - lo <= 1e-9 * max(abs(hi), abs(lo), 1.0):  # flat (up to rounding): a level line
+        return "".join(_SPARK[3] if math.isfinite(v) else " " for v in values)
+    span = hi - lo
     return "".join(_SPARK[int((v - lo) / span * (len(_SPARK) - 1))] if math.isfinite(v) else " " for v in values)
 
 
