@@ -258,3 +258,57 @@ def test_labels_flow_along_the_chain_without_tracing(tmp_path: Path,
             middle.close()
             server.should_exit = True
             thread.join(10)
+
+
+_TRACED_CALLER = """
+import asyncio, sys
+from opentelemetry import baggage, context, trace
+from devbox import sdk
+
+sdk.bootstrap(service_name="gateway")
+tracer = trace.get_tracer("test")
+
+async def main() -> None:
+    async with sdk.http_client(timeout=5) as http:
+        token = context.attach(baggage.set_baggage("env", "feature-x"))
+        with tracer.start_as_current_span("handler", kind=trace.SpanKind.SERVER) as span:
+            answer = await http.get("http://orders/")
+            print(answer.json()["name"], format(span.get_span_context().trace_id, "032x"))
+        context.detach(token)
+
+asyncio.run(main())
+trace.get_tracer_provider().force_flush()
+"""
+
+
+def test_pick_explanation_lands_on_the_callers_span(tmp_path: Path, instances: Callable[[str], FakeInstance]) -> None:
+    """Tracing on (the real SDK bootstrap in a child process, OTLP to devbox): the caller's span
+    carries the pick's rule, instance and filtered instances, and the watch adds no spans."""
+    import os
+    import subprocess
+    import sys
+
+    with running_platform(tmp_path, components=["naming", "tracing"]) as platform:
+        api = platform.url("api")
+        base, fx = instances("orders-base"), instances("orders-fx")
+        register(api, "orders", base.port, "base")
+        register(api, "orders", fx.port, "feature-x")
+        assert httpx.put(f"{api}/api/naming/rules/default/*", json=[RULE]).status_code == 200
+        env = {**os.environ, "DEVBOX_API_URL": api, "DEVBOX_SERVICE": "gateway",
+               "OTEL_EXPORTER_OTLP_ENDPOINT": platform.url("otlp_http"), "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+        child = subprocess.run([sys.executable, "-c", _TRACED_CALLER], env=env, capture_output=True, text=True,
+                               timeout=60)
+        assert child.returncode == 0, child.stderr[-2000:]
+        name, trace_id = child.stdout.split()
+        assert name == "orders-fx"
+        deadline = time.monotonic() + 10
+        while (answer := httpx.get(f"{api}/api/traces/{trace_id}")).status_code != 200:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.1)
+        spans = answer.json()["spans"]
+        (server,) = [s for s in spans if s["name"] == "handler"]
+        attrs = server["attributes"]
+        assert attrs["devbox.naming.rule"] == "feature-env"
+        assert attrs["devbox.naming.instance"] == f"127.0.0.1:{fx.port}"
+        assert attrs["devbox.naming.filtered"] == [f"metadata:127.0.0.1:{base.port}"]
+        assert not [s for s in spans if "/api/naming/watch" in str(s["attributes"].get("http.url", ""))]
