@@ -175,9 +175,15 @@ def hot_reload(root: Path, api: str, service: str, path: str) -> dict[str, Any]:
     return {**stats, "all_replaced": all_replaced}
 
 
-def idle_rss(pid: int) -> int:
+def idle_rss(pid: int) -> tuple[int, float]:
+    """RSS after settling, and CPU used over 5 idle seconds (percent of one core)."""
+    process = psutil.Process(pid)
     time.sleep(3.0)
-    return psutil.Process(pid).memory_info().rss
+    before = process.cpu_times()
+    time.sleep(5.0)
+    after = process.cpu_times()
+    cpu = (after.user + after.system - before.user - before.system) / 5.0 * 100
+    return process.memory_info().rss, cpu
 
 
 def bare_python_rss() -> int:
@@ -214,10 +220,11 @@ def main() -> None:
         overhead = services_s - bare
         print(f"devbox overhead over bare start:          {overhead:6.2f} s")
 
-        rss = idle_rss(runtime["pid"])
+        rss, cpu = idle_rss(runtime["pid"])
         python_rss = bare_python_rss()
         print(f"platform RSS idle:                        {rss / 2**20:6.1f} MiB ({rss / python_rss:.1f}x a bare "
               f"python, {python_rss / 2**20:.1f} MiB)")
+        print(f"platform CPU idle (probes, heartbeats):   {cpu:6.1f} % of one core")
 
         svc = next(s for s in services if s["name"] == args.reload_service)
         app = next(p.name for p in (root / svc["path"]).glob("*.py") if p.name == "app.py")

@@ -13,12 +13,18 @@ from mocks.deploy.config import Readiness
 LOG = logging.getLogger(__name__)
 
 
-async def probe(check: Readiness, host: str, port: int, *, timeout: float = 1.0) -> tuple[bool, str]:
-    """One probe of an instance; (ok, what was seen)."""
+async def probe(
+    check: Readiness, host: str, port: int, *, timeout: float = 1.0, client: httpx.AsyncClient | None = None
+) -> tuple[bool, str]:
+    """One probe of an instance; (ok, what was seen). Pass a shared ``client``: making one costs ~15 ms CPU."""
     try:
         if check.http is not None:
-            async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
-                response = await client.get(f"http://{host}:{port}{check.http}")
+            url = f"http://{host}:{port}{check.http}"
+            if client is None:
+                async with httpx.AsyncClient(timeout=timeout, trust_env=False) as own:
+                    response = await own.get(url)
+            else:
+                response = await client.get(url, timeout=timeout)
             return 200 <= response.status_code < 300, f"GET {check.http} -> {response.status_code}"
         if check.grpc:
             return await _grpc_health(host, port, timeout)

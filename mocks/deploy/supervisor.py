@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from ruamel.yaml import YAML
 
 from mocks.deploy import core
@@ -113,6 +114,7 @@ class Supervisor:
         self.root = root
         self.project = project
         self.docker: DockerRunner | None = None
+        self._http: httpx.AsyncClient | None = None
         #: ``front(service, instance, host, port) -> (host, port)``: the address to register
         #: instead of the instance's own (the faults component's proxy in front of it).
         self.front = front
@@ -145,6 +147,13 @@ class Supervisor:
 
     def _move(self, inst: Instance, state: InstanceState, message: str | None = None) -> None:
         inst.record.move(state, now=self.clock(), message=message)
+
+    async def _probe(self, dep: Deployment, inst: Instance, timeout: float) -> tuple[bool, str]:
+        if self._http is None:
+            # one client for every probe: probes run every second or two per instance
+            self._http = httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
+        return await probe(dep.svc.readiness, inst.record.host, inst.record.port, timeout=timeout,
+                           client=self._http)
 
     # --- paths ----------------------------------------------------------------------------
 
@@ -304,7 +313,7 @@ class Supervisor:
                 self._move(inst, S.FAILED, msg)
                 self._event(dep, EventKind.NOT_READY, msg, instance=inst, exit_code=rec.exit_code, tail=tail)
                 raise DeployError(dep.svc.name, f"instance {rec.name} {msg} (log: {inst.log_path})", tail)
-            ok, seen = await probe(check, rec.host, rec.port, timeout=min(1.0, check.timeout))
+            ok, seen = await self._probe(dep, inst, timeout=min(1.0, check.timeout))
             if ok:
                 return
             if time.monotonic() >= deadline:
@@ -447,9 +456,8 @@ class Supervisor:
         """
         period = max(0.3, min(self.ttl / 3, 2.0))
         rec = inst.record
-        check = dep.svc.readiness
         while rec.state in (S.READY, S.UNHEALTHY) and not inst.stopping:
-            ok, seen = await probe(check, rec.host, rec.port, timeout=min(1.0, period))
+            ok, seen = await self._probe(dep, inst, timeout=min(1.0, period))
             if inst.stopping or rec.state not in (S.READY, S.UNHEALTHY):
                 return
             if ok:
@@ -680,6 +688,9 @@ class Supervisor:
                     task.cancel()
                 if inst.proc is not None:
                     inst.proc.kill_now()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     # --- views ------------------------------------------------------------------------------
 
