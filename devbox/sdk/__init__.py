@@ -72,13 +72,15 @@ def bootstrap(app: Any = None, *, service_name: str | None = None) -> NamingClie
     module-level ``http_client()`` / ``grpc_channel()`` resolve through it too, and routing labels
     arriving on ``app``'s requests (``baggage: env=feature-x``) travel on with its outgoing calls.
 
-    Call it once, at import time of the service's entry module, before the app serves requests.
+    Call it at import time of the service's entry module, before the app serves requests; calling
+    it again (another app in the same process) reuses the same naming client.
     """
     from devbox.sdk import naming, tracing
 
     tracing.instrument(app, service_name=service_name)
-    client = naming.NamingClient.from_env()  # becomes the default behind http_client()/grpc_channel()
-    if app is not None and hasattr(app, "add_middleware"):
+    client = naming.default_client()  # made from the env once; http_client()/grpc_channel() use it too
+    middleware = getattr(app, "user_middleware", None)
+    if middleware is not None and not any(m.cls is naming.RoutingLabelsMiddleware for m in middleware):
         # routing labels (env=feature-x) arrive as baggage; keep them even when this request is not sampled
         app.add_middleware(naming.RoutingLabelsMiddleware)
     LOG.debug("devbox sdk bootstrapped for %s", service_name or "the service named by the environment")

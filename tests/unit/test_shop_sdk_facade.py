@@ -54,6 +54,8 @@ app = FastAPI()
 client = sdk.bootstrap(app, service_name="probe")
 assert isinstance(client, NamingClient) and default_client() is client
 assert any(m.cls is RoutingLabelsMiddleware for m in app.user_middleware)
+assert sdk.bootstrap(app) is client  # idempotent: same client, middleware not stacked twice
+assert sum(m.cls is RoutingLabelsMiddleware for m in app.user_middleware) == 1
 http = sdk.http_client()
 assert isinstance(http, httpx.AsyncClient)
 assert issubclass(sdk.NoInstanceError, LookupError) and issubclass(sdk.NamingUnavailable, RuntimeError)
