@@ -16,11 +16,13 @@ serving what it last had and the watch retries with backoff, re-syncing when the
 back; an answer with no instances does not wipe a non-empty cache (Polaris's empty protection).
 
 A pick runs :func:`mocks.naming.routing.evaluate` (isolation → health → circuit breaker →
-routing rule) and then a balancer: ring hash when a ``key`` is given, otherwise the client's
-balancer (weighted random by default). Routing labels are the current OTel baggage merged with
-:func:`routing_labels` overrides; transports propagate them as a W3C ``baggage`` header /
-gRPC metadata so the next hop routes the same way. With tracing on, every pick is recorded on
-the current span (``devbox.naming.*`` attributes and a ``devbox.naming.pick`` event).
+routing rule) and then a balancer: ring hash when a ``key`` is given (over httpx: the request
+extension :data:`HASH_KEY`), otherwise the client's balancer (weighted random by default).
+Routing labels are the current OTel baggage merged with :func:`routing_labels` overrides;
+transports propagate them as a W3C ``baggage`` header / gRPC metadata so the next hop routes
+the same way (:class:`RoutingLabelsMiddleware` picks them up again when tracing is off).
+With tracing on, every pick is recorded on the current span (``devbox.naming.*`` attributes
+and a ``devbox.naming.pick`` event).
 
 The module-level :func:`http_client` / :func:`grpc_channel` use the process's default client:
 the last one made by :meth:`NamingClient.from_env` (one per process, as the SDK facade wants).
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 __all__ = [
+    "HASH_KEY",
     "Instance",
     "NamingChannel",
     "NamingClient",
@@ -691,6 +694,10 @@ def _record_on_span(service: str, chosen: Instance, result: RouteResult, balance
 
 # --- httpx ----------------------------------------------------------------------------------
 
+#: ``httpx`` request extension: a key for consistent hashing (ring hash), e.g. the user id, so
+#: ``http.get("http://carts/...", extensions={HASH_KEY: user})`` keeps a user on one instance.
+HASH_KEY = "devbox_hash_key"
+
 _RETRY_ON = (httpx.ConnectError, httpx.ConnectTimeout)
 #: Idempotent requests also fail over when a (pooled) connection died before any answer came.
 _RETRY_IDEMPOTENT = (httpx.RemoteProtocolError, httpx.ReadError)
@@ -735,7 +742,8 @@ def _unresolved(exc: Exception, request: httpx.Request) -> UnresolvedService:
 def _next_instance(client: NamingClient, service: str, snap: _Snapshot, route: RouteRequest,
                    request: httpx.Request, tried: list[str], failed: Exception | None) -> Instance:
     try:
-        return client._pick(service, snap, route, None, exclude=tried)[0]
+        key = request.extensions.get(HASH_KEY)
+        return client._pick(service, snap, route, None if key is None else str(key), exclude=tried)[0]
     except NoInstanceError as exc:
         if failed is not None:
             raise failed from None  # nothing to fail over to: the connect error is the news

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from devbox import envvars
 from devbox.sdk.naming import (
+    HASH_KEY,
     AsyncNamingTransport,
     NamingClient,
     NamingTransport,
@@ -346,3 +347,11 @@ def test_first_pick_waits_for_a_platform_that_is_still_starting(fake: FakeWatch)
                       watch_transport=httpx.MockTransport(fake.handler)) as client:
         assert client.pick("orders", labels={}).port in (1, 2, 3)
     timer.join()
+
+
+def test_transport_hash_key_extension_is_sticky(client: NamingClient) -> None:
+    seen: list[httpx.Request] = []
+    with httpx.Client(transport=NamingTransport(client, _backend(seen, set()))) as http:
+        ports = {http.get("http://orders/", extensions={HASH_KEY: "user-7"}).json()["port"] for _ in range(15)}
+    assert len(ports) == 1
+    assert ports == {client.pick("orders", labels={}, key="user-7").port}
