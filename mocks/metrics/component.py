@@ -41,6 +41,7 @@ class MetricsComponent(Component):
         self.core: MetricsCore | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._scraper: Any = None
+        self.error_note: str | None = None
 
     # --- contract used by alerting and scenarios --------------------------------------------
 
@@ -114,6 +115,7 @@ class MetricsComponent(Component):
             "series": len(self.core.store._series),
             "points_written": self.core.store.points_written,
             "indicators": sorted(self.core.indicators),
+            "rpc_reports_error": self.error_note,
             "scrape_targets": list(self._scraper.last.values()) if self._scraper is not None else [],
         }
 
@@ -136,8 +138,14 @@ class MetricsComponent(Component):
                 idle = 0.0
                 try:
                     await asyncio.to_thread(self.core.flush_derived)
+                except ValueError as exc:  # the series limit: say it once, not every second
+                    if str(exc) != self.error_note:
+                        LOG.warning("RPC metrics from spans are not stored: %s", exc)
+                        self.error_note = str(exc)
                 except Exception:
                     LOG.exception("writing RPC metrics failed")
+                else:
+                    self.error_note = None
 
     async def _compact_loop(self) -> None:
         while True:

@@ -73,6 +73,9 @@ class MetricsConfig(BaseModel):
     raw_minutes: float = Field(
         60.0, gt=0, description="Points younger than this keep 1 s resolution; older ones are rolled up to 1 min."
     )
+    max_series: int = Field(
+        200_000, gt=0, description="Requests that would create more series than this are refused (cardinality guard)."
+    )
     scrape_interval: float = Field(
         5.0, gt=0, description="Seconds between scrapes of services whose `scrape:` path is set."
     )

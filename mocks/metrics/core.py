@@ -279,7 +279,7 @@ class MetricsCore:
 
     def __init__(self, path: Path, config: MetricsConfig) -> None:
         self.config = config
-        self.store = MetricsStore(path)
+        self.store = MetricsStore(path, max_series=config.max_series)
         self.indicators = {
             name: Indicator(name, ind.formula, by=list(ind.by), window=ind.window, help=ind.help)
             for name, ind in config.indicators.items()

@@ -88,7 +88,8 @@ def _clamp(t: float) -> float:
 class MetricsStore:
     """Series index in memory, samples in SQLite."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_series: int = 200_000) -> None:
+        self.max_series = max_series
         self.db = Database(path, MIGRATIONS)
         self._lock = threading.RLock()
         self._ids: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
@@ -122,9 +123,17 @@ class MetricsStore:
         metadata = list(metadata)
         if not points and not metadata:
             return 0
+        fresh = set()
         for p in points:
             if not math.isfinite(p.value):
                 raise ValueError(f"{p.name}: value {p.value} is not a finite number")
+            if (p.name, p.labels) not in self._ids:
+                fresh.add((p.name, p.labels))
+        if fresh and len(self._series) + len(fresh) > self.max_series:
+            raise ValueError(
+                f"storing this would make {len(self._series) + len(fresh)} series, over the limit of "
+                f"{self.max_series} (metrics.max_series): a label probably carries ids or timestamps"
+            )
         with self._lock, self.db.lock:
             conn = self.db.conn
             conn.execute("BEGIN IMMEDIATE")

@@ -213,6 +213,16 @@ def test_store_rollup_and_retention(tmp_path: Path) -> None:
     again.close()
 
 
+def test_store_refuses_a_cardinality_explosion_whole(tmp_path: Path) -> None:
+    store = MetricsStore(tmp_path / "m.db", max_series=10)
+    store.write([Point("a", (("i", str(i)),), 1, 1.0) for i in range(8)])
+    with pytest.raises(ValueError, match="max_series"):
+        store.write([Point("a", (("i", str(i)),), 2, 1.0) for i in range(5, 13)])
+    assert store.stats()["series"] == 8 and store.stats()["samples_1s"] == 8
+    store.write([Point("a", (("i", str(i)),), 2, 1.0) for i in range(8)])  # known series still fine
+    store.close()
+
+
 def test_store_refuses_nan(tmp_path: Path) -> None:
     store = MetricsStore(tmp_path / "m.db")
     with pytest.raises(ValueError, match="finite"):
