@@ -284,24 +284,18 @@ class SpanStore:
         if q.end_us is not None:
             where.append("start_us <= ?")
             args.append(q.end_us)
-        window, window_args = "", []
-        if q.start_us is not None:
-            window += " AND start_us >= ?"
-            window_args.append(q.start_us)
-        if q.end_us is not None:
-            window += " AND start_us <= ?"
-            window_args.append(q.end_us)
+        # Trace-level conditions probe the trace's other spans through the trace-id index, once per
+        # candidate row; with the newest-first early stop below that beats materialising the window.
         if q.errors_only:
-            where.append(f"trace_id IN (SELECT trace_id FROM spans WHERE error = 1{window})")
-            args.extend(window_args)
+            where.append("EXISTS (SELECT 1 FROM spans e WHERE e.trace_id = spans.trace_id AND e.error = 1)")
         if q.exclude_roots:
             marks = ",".join("?" * len(q.exclude_roots))
-            where.append(f"trace_id NOT IN (SELECT trace_id FROM spans WHERE parent_id IS NULL "
-                         f"AND name IN ({marks}){window})")
-            args.extend([*q.exclude_roots, *window_args])
+            where.append("NOT EXISTS (SELECT 1 FROM spans r WHERE r.trace_id = spans.trace_id "
+                         f"AND r.parent_id IS NULL AND r.name IN ({marks}))")
+            args.extend(q.exclude_roots)
         if q.trace_min_duration_us is not None:
-            where.append(f"trace_id IN (SELECT trace_id FROM spans WHERE duration_us >= ?{window})")
-            args.extend([q.trace_min_duration_us, *window_args])
+            where.append("EXISTS (SELECT 1 FROM spans d WHERE d.trace_id = spans.trace_id AND d.duration_us >= ?)")
+            args.append(q.trace_min_duration_us)
         for key, value in q.tags:  # a span's own attributes, or its resource's
             if value is None:
                 where.append("(rowid IN (SELECT span_rowid FROM tags WHERE key = ?) OR "
@@ -311,13 +305,20 @@ class SpanStore:
                 where.append("(rowid IN (SELECT span_rowid FROM tags WHERE key = ? AND value = ?) OR "
                              "resource_id IN (SELECT resource_id FROM resource_tags WHERE key = ? AND value = ?))")
                 args.extend((key, value, key, value))
-        sql = "SELECT trace_id, MAX(start_us) AS ts FROM spans"
+        sql = "SELECT trace_id FROM spans"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " GROUP BY trace_id ORDER BY ts DESC LIMIT ?"
-        args.append(q.limit)
+        sql += " ORDER BY start_us DESC"
+        # Newest matching spans first, stopping at ``limit`` distinct traces: a trace's first
+        # appearance is its newest matching span, so this is the GROUP BY ... ORDER BY max(start)
+        # answer without grouping the whole window.
+        found: dict[str, None] = {}
         with self.db.lock:
-            return [r[0] for r in self.db.conn.execute(sql, args)]
+            for (trace_id,) in self.db.conn.execute(sql, args):
+                found[trace_id] = None
+                if len(found) >= q.limit:
+                    break
+        return list(found)
 
     def summaries(self, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
         """One line per trace: root span, services, span and error counts, start and duration."""
