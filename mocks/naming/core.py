@@ -134,8 +134,6 @@ class Registry:
         #: (namespace, service or "*", rule name) -> rule JSON
         self._rules: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._listeners: list[ChangeListener] = []
-        #: Changes when any service is created or deleted (Discover SERVICES answers).
-        self.services_revision = new_revision()
         self._dirty_ns: set[str] = set()
         self._dirty_svc: set[tuple[str, str]] = set()
         self._deleted_svc: set[tuple[str, str]] = set()
@@ -239,7 +237,6 @@ class Registry:
         self._services[svc.key] = svc
         self._instances.setdefault(svc.key, {})
         self._dirty_svc.add(svc.key)
-        self.services_revision = new_revision()
         self._changed(svc, None, "service")
         return svc
 
@@ -262,7 +259,6 @@ class Registry:
             svc.comment = comment
         if metadata is not None:
             svc.metadata = _check_metadata(metadata, Code.InvalidServiceMetadata)
-        self.services_revision = new_revision()
         self._changed(svc, None, "service")
         return svc
 
@@ -276,7 +272,6 @@ class Registry:
         self._instances.pop(svc.key, None)
         self._dirty_svc.discard(svc.key)
         self._deleted_svc.add(svc.key)
-        self.services_revision = new_revision()
         for listener in list(self._listeners):
             try:
                 listener(namespace, name, None, "service")
