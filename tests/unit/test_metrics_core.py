@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mocks.metrics.api import build_query
 from mocks.metrics.config import MetricsConfig
 from mocks.metrics.core import Filter, MetricsCore, ReportError, StructuredQuery
-from mocks.metrics.promql import QueryError
+from mocks.metrics.promql import Evaluator, QueryError
 from mocks.metrics.store import MetricsStore, Point
 from mocks.tracing.models import Span
 
@@ -206,6 +206,11 @@ def test_store_rollup_and_retention(tmp_path: Path) -> None:
     (series,) = store.select([], 0, 7200)
     assert series.ts[0] == 1259 and series.vs[0] == 1259  # the last sample of its minute
     assert series.ts[40] == 3600
+    # PromQL over the rolled-up minutes measures 1/s; across the boundary into 1 s data it counts what
+    # the samples cover (Prometheus extrapolates by at most half the mean interval: 3359..3900 here)
+    ev = Evaluator(store)
+    assert ev.instant("rate(c_total[10m])", 3000)[1][0][1] == pytest.approx(1.0)
+    assert 540 < ev.instant("increase(c_total[10m])", 3900)[1][0][1] <= 600
     store.close()
     # everything is still there after reopening
     again = MetricsStore(tmp_path / "m.db")
