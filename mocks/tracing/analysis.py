@@ -85,15 +85,36 @@ def build_tree(spans: Sequence[Span]) -> TraceTree:
             if s.kind == "SERVER" and group[0].kind == "CLIENT":
                 extra_parent[key] = keys[0]  # Zipkin shared span: the server half is the client's child
                 owner[span_id] = key
-    graph = nx.DiGraph()
-    graph.add_nodes_from(keyed)
+    parent_of: dict[str, str] = {}
     for key, s in keyed.items():
         parent = extra_parent.get(key)
         if parent is None and s.parent_id:
             parent = owner.get(s.parent_id)
-        if parent is not None and parent != key and not nx.has_path(graph, key, parent):
-            graph.add_edge(parent, key)
+        if parent is not None and parent != key:
+            parent_of[key] = parent
+    _break_cycles(parent_of)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(keyed)
+    graph.add_edges_from((parent, key) for key, parent in parent_of.items())
     return TraceTree(graph=graph, spans=keyed)
+
+
+def _break_cycles(parent_of: dict[str, str]) -> None:
+    """Bad data can make spans each other's ancestors: drop the link that closes each loop, so its
+    span becomes a root. Linear: every node is walked up once."""
+    settled: set[str] = set()
+    for start in list(parent_of):
+        path: list[str] = []
+        on_path: set[str] = set()
+        node: str | None = start
+        while node is not None and node not in settled:
+            if node in on_path:
+                del parent_of[path[-1]]  # the last link walked closes the loop
+                break
+            path.append(node)
+            on_path.add(node)
+            node = parent_of.get(node)
+        settled.update(path)
 
 
 def group_traces(spans: Iterable[Span]) -> dict[str, list[Span]]:

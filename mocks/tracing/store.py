@@ -241,7 +241,12 @@ class SpanStore:
 
     # --- reads -----------------------------------------------------------------------------
 
-    def _rows_to_spans(self, conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> list[Span]:
+    def _rows_to_spans(self, conn: sqlite3.Connection, rows: Iterable[Sequence[Any]], *,
+                       details: bool = True) -> list[Span]:
+        if not details:
+            return [Span(trace_id=r[0], span_id=r[1], parent_id=r[2], name=r[3], kind=r[4], service=r[5],
+                         remote_service=r[6], start_us=r[7], duration_us=r[8], error=bool(r[9]),
+                         status_message=r[10]) for r in rows]
         out = []
         for r in rows:
             rid = r[12]
@@ -350,13 +355,13 @@ class SpanStore:
         analyses do not need them, and decoding them is most of the cost)."""
         with self.db.lock:
             conn = self.db.conn
-            columns = _SPAN_COLUMNS if details else _SPAN_COLUMNS.replace("attributes, resource_id", "'{}', 0")
+            columns = _SPAN_COLUMNS if details else _SPAN_COLUMNS.replace(", attributes, resource_id", "")
             rows = conn.execute(
                 f"SELECT {columns} FROM spans WHERE start_us BETWEEN ? AND ? ORDER BY start_us DESC LIMIT ?",
                 (start_us, end_us, limit + 1),
             ).fetchall()
             truncated = len(rows) > limit
-            return self._rows_to_spans(conn, rows[:limit]), truncated
+            return self._rows_to_spans(conn, rows[:limit], details=details), truncated
 
     def services(self) -> list[str]:
         with self.db.lock:
