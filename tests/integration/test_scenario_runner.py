@@ -80,7 +80,8 @@ def test_broken_expectation_fails_with_observed_values_and_suite_goes_on(project
         steps:
           - up: {services: [web]}
           - traffic: {service: web, count: 3, path: /devbox-probe}
-          - expect: {log: {service: web, pattern: "GET /devbox-probe HTTP"}}
+          - wait: {until: {log: {service: web, pattern: "GET /devbox-probe HTTP"}}, timeout: 5}
+          - expect: {log: {service: web, pattern: "GET /nowhere HTTP", absent: true}}
         """,
     )
     cannot, broken, logs = results
@@ -175,6 +176,9 @@ def test_fixtures_give_a_session_and_clients(project: Path, devbox_scenario) -> 
     assert isinstance(s.traces_client().services(), list)
     result = s.metrics_client().query("vector(1)")
     assert float(result[0]["value"][1]) == 1.0
+    assert "points, min 1, max 1, last 1" in s.expect_metric(query="vector(1)", op="==", threshold=1, window=2)
+    with pytest.raises(AssertionFailed, match=r"expected vector\(2\) < 1 over 2s; failing series"):
+        s.expect_metric(query="vector(2)", op="<", threshold=1, window=2, within=0)
 
 
 def test_scenario_timeout_and_unknown_traffic(project: Path) -> None:
