@@ -675,7 +675,7 @@ def _record_on_span(service: str, chosen: Instance, result: RouteResult, balance
     span = trace.get_current_span()
     if not span.is_recording():
         return
-    filtered = [f"{step.filter}:{addr}" for step in result.steps for addr in step.removed]
+    filtered = list(result.removed_labels())
     attributes: dict[str, Any] = {
         "devbox.naming.service": service,
         "devbox.naming.rule": result.rule or "",

@@ -368,6 +368,14 @@ class RouteResult:
     def filtered(self) -> dict[str, list[str]]:
         return {s.filter: s.removed for s in self.steps if s.removed}
 
+    def removed_labels(self) -> tuple[str, ...]:
+        """Every removed instance as ``filter:host:port`` (computed once: results get reused)."""
+        cached = self.__dict__.get("_removed_labels")
+        if cached is None:
+            cached = self.__dict__["_removed_labels"] = tuple(
+                f"{step.filter}:{addr}" for step in self.steps for addr in step.removed)
+        return cached
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "rule": self.rule,
