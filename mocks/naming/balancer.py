@@ -131,6 +131,7 @@ class RingHash:
         self.vnodes = vnodes
         self._fallback = WeightedRandom(rng)
         self._rings: dict[tuple[tuple[str, int], ...], tuple[list[int], list[str]]] = {}
+        self._last: tuple[Sequence[Any], tuple[list[int], list[str]], dict[str, Any]] | None = None
 
     def _build(self, usable: Sequence[Weighted]) -> tuple[list[int], list[str]]:
         ring: list[tuple[int, str]] = []
@@ -141,20 +142,25 @@ class RingHash:
         return [p for p, _ in ring], [owner for _, owner in ring]
 
     def choose(self, instances: Sequence[T], key: str | None = None) -> T:
-        usable = _usable(instances)
         if key is None:
-            return self._fallback.choose(usable)
-        signature = tuple(sorted((i.id, i.weight) for i in usable))
-        ring = self._rings.get(signature)
-        if ring is None:
-            if len(self._rings) >= self.max_rings:
-                self._rings.pop(next(iter(self._rings)))  # oldest first
-            ring = self._rings[signature] = self._build(usable)
+            return self._fallback.choose(instances)
+        last = self._last
+        if last is not None and last[0] is instances:  # same list object as last time (see WeightedRandom)
+            ring, by_id = last[1], last[2]
+        else:
+            usable = _usable(instances)
+            signature = tuple(sorted((i.id, i.weight) for i in usable))
+            ring = self._rings.get(signature)
+            if ring is None:
+                if len(self._rings) >= self.max_rings:
+                    self._rings.pop(next(iter(self._rings)))  # oldest first
+                ring = self._rings[signature] = self._build(usable)
+            # objects may be fresh copies with the same ids: answer with this call's objects
+            by_id = {i.id: i for i in usable}
+            self._last = (instances, ring, by_id)
         points, owners = ring
         index = bisect.bisect_left(points, hash64(key))
-        owner = owners[index if index < len(points) else 0]
-        # objects may be fresh copies with the same ids: answer with this call's object
-        return next(i for i in usable if i.id == owner)
+        return by_id[owners[index if index < len(points) else 0]]
 
 
 BALANCERS: dict[str, Callable[[], Balancer]] = {
