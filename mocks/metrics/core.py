@@ -38,7 +38,6 @@ from mocks.metrics.promql import (
     LabelMatcher,
     QueryError,
     Vector,
-    key_of,
     parse,
 )
 from mocks.metrics.store import MetricInfo, MetricsStore, Point
@@ -552,13 +551,21 @@ class MetricsCore:
                         values.setdefault(key, set()).add(value)
         return {key: sorted(vals) for key, vals in sorted(values.items())}
 
-    def series_matching(self, selectors: Sequence[str], start: float | None, end: float | None) -> list[dict[str, str]]:
-        """Label sets of series matching any selector (``/api/v1/series``); time bounds are advisory."""
-        found: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
-        for sel in selectors:
-            for group in self.selector_matchers(sel):
-                for _, labels in self.store.series_of(group):
-                    found[key_of(labels)] = labels
+    def series_matching(
+        self, selectors: Sequence[str], start: float | None = None, end: float | None = None
+    ) -> list[dict[str, str]]:
+        """Label sets of series matching any selector (``/api/v1/series``) with samples in [start, end]
+        when either bound is given."""
+        found: dict[int, dict[str, str]] = {}
+        groups = [[]] if not selectors else [g for sel in selectors for g in self.selector_matchers(sel)]
+        for group in groups:
+            for sid, labels in self.store.series_of(group):
+                found[sid] = labels
+        if start is not None or end is not None:
+            active = self.store.active(
+                list(found), -math.inf if start is None else start, math.inf if end is None else end
+            )
+            found = {sid: labels for sid, labels in found.items() if sid in active}
         return list(found.values())
 
     def selector_matchers(self, selector: str) -> list[list[LabelMatcher]]:
@@ -567,18 +574,16 @@ class MetricsCore:
             raise QueryError(f"{selector!r} is not a series selector")
         return self.evaluator._matchers(node)
 
-    def label_names(self, selectors: Sequence[str] = ()) -> list[str]:
-        if selectors:
-            series = self.series_matching(selectors, None, None)
-        else:
-            series = [labels for _, labels in self.store.series_of([])]
+    def label_names(
+        self, selectors: Sequence[str] = (), start: float | None = None, end: float | None = None
+    ) -> list[str]:
+        series = self.series_matching(selectors, start, end)
         return sorted({k for labels in series for k in labels} | ({NAME} if series else set()))
 
-    def label_values(self, name: str, selectors: Sequence[str] = ()) -> list[str]:
-        if selectors:
-            series = self.series_matching(selectors, None, None)
-        else:
-            series = [labels for _, labels in self.store.series_of([])]
+    def label_values(
+        self, name: str, selectors: Sequence[str] = (), start: float | None = None, end: float | None = None
+    ) -> list[str]:
+        series = self.series_matching(selectors, start, end)
         values = {labels[name] for labels in series if name in labels}
         if name == NAME and not selectors:
             values |= set(self.indicators)

@@ -8,8 +8,7 @@ envelope and error types.
 ``/metrics`` exposes devbox's own health and the newest value of every stored series (via
 prometheus-client), so a real Prometheus can scrape devbox.
 
-LIMITATIONS: ``timeout``/``limit`` parameters are accepted and ignored; ``/series`` and label
-endpoints ignore ``start``/``end`` (they answer from the whole index); no ``/targets``,
+LIMITATIONS: ``timeout``/``limit`` parameters are accepted and ignored; no ``/targets``,
 remote read/write or native histograms.
 """
 
@@ -127,6 +126,13 @@ async def _params(request: Request) -> dict[str, list[str]]:
 def _one(params: dict[str, list[str]], name: str) -> str | None:
     values = params.get(name)
     return values[-1] if values else None
+
+
+def _bounds(params: dict[str, list[str]]) -> tuple[float | None, float | None]:
+    """Optional ``start``/``end`` of the metadata endpoints."""
+    start = parse_time(_one(params, "start"), -math.inf, "start") if _one(params, "start") else None
+    end = parse_time(_one(params, "end"), math.inf, "end") if _one(params, "end") else None
+    return start, end
 
 
 def _vector_json(result: list[tuple[dict[str, str], float]], at: float) -> list[dict[str, Any]]:
@@ -257,9 +263,8 @@ def prometheus_router(get_core: Callable[[], MetricsCore], ctx: PlatformContext)
         if not matches:
             return _error("bad_data", "no match[] parameter provided")
         try:
-            for name in ("start", "end"):
-                parse_time(_one(params, name), 0.0, name)
-            found = await asyncio.to_thread(get_core().series_matching, matches, None, None)
+            start, end = _bounds(params)
+            found = await asyncio.to_thread(get_core().series_matching, matches, start, end)
         except BadData as exc:
             return _error("bad_data", str(exc))
         except QueryError as exc:
@@ -270,9 +275,8 @@ def prometheus_router(get_core: Callable[[], MetricsCore], ctx: PlatformContext)
     async def labels(request: Request) -> Response:
         params = await _params(request)
         try:
-            for name in ("start", "end"):
-                parse_time(_one(params, name), 0.0, name)
-            return _ok(await asyncio.to_thread(get_core().label_names, params.get("match[]") or []))
+            start, end = _bounds(params)
+            return _ok(await asyncio.to_thread(get_core().label_names, params.get("match[]") or [], start, end))
         except BadData as exc:
             return _error("bad_data", str(exc))
         except QueryError as exc:
@@ -284,9 +288,8 @@ def prometheus_router(get_core: Callable[[], MetricsCore], ctx: PlatformContext)
         if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
             return _error("bad_data", f'invalid label name: "{name}"')
         try:
-            for key in ("start", "end"):
-                parse_time(_one(params, key), 0.0, key)
-            return _ok(await asyncio.to_thread(get_core().label_values, name, params.get("match[]") or []))
+            start, end = _bounds(params)
+            return _ok(await asyncio.to_thread(get_core().label_values, name, params.get("match[]") or [], start, end))
         except BadData as exc:
             return _error("bad_data", str(exc))
         except QueryError as exc:

@@ -232,6 +232,22 @@ class MetricsStore:
                         vs_list.append(value)
         return [s for s in by_id.values() if s.ts]
 
+    def active(self, ids: Sequence[int], start: float, end: float) -> set[int]:
+        """The ids among ``ids`` that have a sample in [start, end]."""
+        lo, hi = math.floor(_clamp(start)), math.floor(_clamp(end))
+        out: set[int] = set()
+        with self.db.lock:
+            for chunk_start in range(0, len(ids), 500):
+                chunk = ids[chunk_start : chunk_start + 500]
+                marks = ",".join("?" * len(chunk))
+                for table in ("samples", "samples_1m"):
+                    rows = self.db.conn.execute(
+                        f"SELECT DISTINCT series_id FROM {table} WHERE series_id IN ({marks}) AND ts BETWEEN ? AND ?",
+                        (*chunk, lo, hi),
+                    )
+                    out.update(r[0] for r in rows)
+        return out
+
     def last_value(self, name: str, labels: tuple[tuple[str, str], ...]) -> float | None:
         """The newest stored value of one series (to continue a running total after a restart)."""
         sid = self._ids.get((name, labels))

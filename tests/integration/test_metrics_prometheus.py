@@ -101,6 +101,11 @@ def test_bad_data_errors(platform: PlatformThread, path: str, params: dict) -> N
 def test_series_labels_values_metadata_buildinfo(platform: PlatformThread) -> None:
     r = _get(platform, "/api/v1/series", **{"match[]": 'http_requests_total{svc="a"}'})
     assert sorted(s["code"] for s in r.json()["data"]) == ["200", "500"]
+    long_ago = {"match[]": "http_requests_total", "start": NOW - 7200, "end": NOW - 3600}
+    assert _get(platform, "/api/v1/series", **long_ago).json()["data"] == []
+    assert _get(platform, "/api/v1/label/svc/values", **long_ago).json()["data"] == []
+    recent = {"match[]": "http_requests_total", "start": NOW - 60}
+    assert len(_get(platform, "/api/v1/series", **recent).json()["data"]) == 3
     assert "svc" in _get(platform, "/api/v1/labels").json()["data"]
     names = _get(platform, "/api/v1/label/__name__/values").json()["data"]
     assert "http_requests_total" in names and "success_rate" in names  # indicators are queryable names
