@@ -179,3 +179,18 @@ def test_removing_a_rule_whose_alert_was_silenced_does_not_notify_the_resolution
     core.expire_silence(s.id, now=2)
     [t] = core.set_rules([], now=2)
     assert t.to_state is AlertState.RESOLVED and not t.notified
+
+
+def test_keep_firing_for_holds_an_alert_through_a_short_gap() -> None:
+    core, metrics = AlertingCore(), FakeMetrics()
+    core.set_rules([Rule(name="Flappy", expr="errors > 0", keep_firing_for_s=3)], now=0)
+    metrics.samples["errors > 0"] = [({"service": "a"}, 1.0)]
+    assert tick(core, metrics, 1) == [("a", "inactive", "firing")]
+    metrics.samples["errors > 0"] = []
+    assert tick(core, metrics, 2) == []
+    assert tick(core, metrics, 3.5) == []
+    metrics.samples["errors > 0"] = [({"service": "a"}, 2.0)]
+    assert tick(core, metrics, 4) == []  # back before keep_firing_for ran out: still the same firing
+    metrics.samples["errors > 0"] = []
+    assert tick(core, metrics, 6) == []
+    assert tick(core, metrics, 7) == [("a", "firing", "resolved")]
