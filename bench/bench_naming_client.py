@@ -22,13 +22,19 @@ from mocks.naming.routing import multi_env_rule
 
 
 def per_call_us(fn: Callable[[], object], calls: int) -> float:
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, time.perf_counter() - started)
-    return best / calls * 1e6
+    started = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def best_of(cases: list[tuple[str, Callable[[], object]]], calls: int, rounds: int) -> list[tuple[str, float]]:
+    """Interleaved rounds, best per case: on a shared, busy machine every case sees the same noise."""
+    best = {name: float("inf") for name, _ in cases}
+    for _ in range(rounds):
+        for name, fn in cases:
+            best[name] = min(best[name], per_call_us(fn, calls))
+    return [(name, best[name]) for name, _ in cases]
 
 
 def main() -> None:
@@ -69,18 +75,19 @@ def main() -> None:
              lambda: client.pick("ruled", labels={"env": "feature-z"})),
             ("pick, labels from context (no baggage)", lambda: client.pick("ruled")),
         ]
-        results = [(name, per_call_us(fn, args.calls)) for name, fn in cases]
+        rounds = 7
+        results = best_of(cases, max(1, args.calls // rounds), rounds)
         # tracing on: the explanation is written on the current (recording) span for every pick
         from opentelemetry.sdk.trace import TracerProvider
 
         tracer = TracerProvider().get_tracer("bench")
         with tracer.start_as_current_span("handler"):
-            results.append(("pick, multi-env rule, env=feature-x, span recording",
-                            per_call_us(lambda: client.pick("ruled", labels={"env": "feature-x"}),
-                                        args.calls // 10)))
+            results += best_of([("pick, multi-env rule, env=feature-x, span recording",
+                                 lambda: client.pick("ruled", labels={"env": "feature-x"}))],
+                               max(1, args.calls // 70), rounds)
     rr.close()
     base = results[0][1]
-    print(f"naming SDK pick, {args.instances} instances, {args.calls} calls x3 (best):")
+    print(f"naming SDK pick, {args.instances} instances, best of {rounds} interleaved rounds:")
     for name, us in results:
         print(f"  {name:<50} {us:8.2f} µs/call  {us / base:7.1f}x baseline")
 

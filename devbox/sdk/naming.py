@@ -171,15 +171,24 @@ class _Entry:
 # --- routing labels -------------------------------------------------------------------------
 
 
+@functools.cache
+def _otel() -> tuple[Any, Any] | None:
+    """The OTel API modules (baggage, trace), imported on first use; None without OTel."""
+    try:
+        from opentelemetry import baggage, trace
+    except ImportError:  # pragma: no cover - OTel is a dependency, but the SDK must not need it
+        return None
+    return baggage, trace
+
+
 def current_labels() -> dict[str, str]:
     """Routing labels of the current context: OTel baggage, then :func:`routing_labels` on top."""
     labels: dict[str, str] = {}
-    try:
-        from opentelemetry import baggage
-    except ImportError:  # pragma: no cover - OTel is a dependency, but the SDK must not need it
-        baggage = None
-    if baggage is not None:
-        labels.update({str(k): str(v) for k, v in baggage.get_all().items()})
+    otel = _otel()
+    if otel is not None:
+        entries = otel[0].get_all()
+        if entries:
+            labels.update({str(k): str(v) for k, v in entries.items()})
     extra = _LABELS.get()
     if extra:
         labels.update(extra)
@@ -668,11 +677,10 @@ def _untraced() -> None:
 
 
 def _record_on_span(service: str, chosen: Instance, result: RouteResult, balancer: str) -> None:
-    try:
-        from opentelemetry import trace
-    except ImportError:  # pragma: no cover
+    otel = _otel()
+    if otel is None:  # pragma: no cover
         return
-    span = trace.get_current_span()
+    span = otel[1].get_current_span()
     if not span.is_recording():
         return
     filtered = list(result.removed_labels())
