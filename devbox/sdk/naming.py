@@ -31,8 +31,10 @@ LIMITATIONS: only the devbox watch API is spoken (not Polaris's gRPC Discover); 
 pluggable resolver in Python, so :class:`NamingChannel` keeps one real channel per instance and
 picks per call; only unary calls fail over; without ``DEVBOX_API_URL`` names are not resolved
 (the http transport passes requests through unchanged, picks raise :class:`NamingUnavailable`).
-Through the transports, naming failures look like the protocol's own: :class:`UnresolvedService`
-(an ``httpx.ConnectError``) and gRPC status UNAVAILABLE.
+Only dot-free URL hosts are resolved (``http://orders/``; a dotted host is DNS), and httpx
+lowercases hosts, so services called over httpx need dot-free lowercase names (``pick`` and
+``grpc_channel`` take any name). Through the transports, naming failures look like the
+protocol's own: :class:`UnresolvedService` (an ``httpx.ConnectError``) and gRPC UNAVAILABLE.
 """
 
 from __future__ import annotations

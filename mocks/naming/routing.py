@@ -28,7 +28,8 @@ enabled rule whose callee matches and any of whose sources match the request is 
 first priority level with at least one available instance wins, and among its groups one is
 chosen by weight. If no group has instances, ``failover: all`` routes to every available
 instance and ``none`` routes to nothing. No rule matching routes to every available instance.
-"Available" is decided before the rule, by the filters isolation → health → circuit breaker;
+"Available" is decided before the rule, by the filters isolation (weight 0 counts as isolated:
+it takes no traffic) → health → circuit breaker;
 if health and breaker together would remove every non-isolated instance, they are all kept
 (Polaris's recover-all), and the explanation says so.
 
