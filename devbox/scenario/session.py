@@ -312,7 +312,10 @@ class Session:
     def _wait_healthy(self, step: UpStep, services: list[Any], *, deadline: float) -> None:
         if not self.has("naming"):
             return
-        want: dict[str, int] = {s.name: s.replicas for s in services if s.registration == "auto"}
+        if services and not self.has("deploy"):
+            raise StepError("this devbox has no deploy component: nothing can start the services")
+        # self-registering services count too: they are up when they are in naming
+        want: dict[str, int] = {s.name: s.replicas for s in services if s.replicas > 0}
         for group in step.add:
             if group.service in want:
                 want[group.service] += group.replicas
