@@ -134,10 +134,12 @@ class MetricsComponent(Component):
             idle += 1.0
             if self.core is None:
                 continue
-            if self.core.rpc_dirty() or (idle >= IDLE_FLUSH and self.core.rpc.has_series()):
-                idle = 0.0
+            everything = idle >= IDLE_FLUSH and self.core.rpc.has_series()
+            if self.core.rpc_dirty() or everything:
+                if everything:
+                    idle = 0.0
                 try:
-                    await asyncio.to_thread(self.core.flush_derived)
+                    await asyncio.to_thread(self.core.flush_derived, everything=everything)
                 except ValueError as exc:  # the series limit: say it once, not every second
                     if str(exc) != self.error_note:
                         LOG.warning("RPC metrics from spans are not stored: %s", exc)

@@ -120,6 +120,7 @@ class RpcReports:
         #: series created since the last write: they get a 0 sample one second earlier, so that
         #: rate()/increase() count their first calls (a series' first sample has no predecessor)
         self._new: set[tuple[str, Labels]] = set()
+        self._changed: set[tuple[str, Labels]] = set()
         self._dirty = False
 
     def observe(self, spans: Iterable[Any], now: float) -> None:
@@ -171,20 +172,31 @@ class RpcReports:
         if key not in self.requests:
             self._new.add(key)
         self.requests[key] = self.requests.get(key, 0.0) + 1.0
+        self._changed.add(key)
         hkey = (f"rpc_{side}_duration_seconds", labels_of(base))
         hist = self.histograms.get(hkey)
         if hist is None:
             hist = self.histograms[hkey] = _Histogram(self.buckets)
             self._new.add(hkey)
+        self._changed.add(hkey)
         hist.observe(max(span.duration_us, 0) / 1e6)
 
-    def points(self, ts: float) -> list[Point]:
-        """Every cumulative series at ``ts`` (written as a whole; cheap for local volumes)."""
+    def points(self, ts: float, *, everything: bool = True) -> list[Point]:
+        """The cumulative series at ``ts``: all of them, or only those counted since the last call."""
         with self._lock:
             self._dirty = bool(self._pending)
-            out = [Point(name, labels, ts, value) for (name, labels), value in self.requests.items()]
+            changed, self._changed = self._changed, set()
+            requests = (
+                self.requests.items() if everything else ((k, self.requests[k]) for k in changed if k in self.requests)
+            )
+            histograms = (
+                self.histograms.items()
+                if everything
+                else ((k, self.histograms[k]) for k in changed if k in self.histograms)
+            )
+            out = [Point(name, labels, ts, value) for (name, labels), value in requests]
             out.extend(Point(name, labels, ts - 1, 0.0) for name, labels in self._new if name in self.requests_names)
-            for (name, labels), hist in self.histograms.items():
+            for (name, labels), hist in histograms:
                 if (name, labels) in self._new:
                     out.extend(
                         Point(f"{name}_bucket", labels_of({**dict(labels), "le": le}), ts - 1, 0.0)
@@ -326,10 +338,11 @@ class MetricsCore:
     def rpc_dirty(self) -> bool:
         return self.rpc.dirty()
 
-    def flush_derived(self, now: float | None = None, *, force: bool = False) -> int:
+    def flush_derived(self, now: float | None = None, *, force: bool = False, everything: bool = True) -> int:
+        """Store the RPC counters: every series (``everything``), or only those that changed."""
         now = time.time() if now is None else now
         self.rpc.settle(now, force=force)
-        points = self.rpc.points(math.floor(now))
+        points = self.rpc.points(math.floor(now), everything=everything)
         if not points:
             return 0
         return self.store.write(points, RPC_METADATA)
