@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
 from rich.table import Table
 from ruamel.yaml import YAML, YAMLError
@@ -223,12 +224,28 @@ def rules_set(
     if not rules or not all(isinstance(r, dict) for r in rules):
         fail(f"{file}: expected a rule object or a list of rule objects", EXIT_USAGE)
     api = Api(config_file)
-    stored = [api.post("/api/naming/rules", json=rule) for rule in rules]
+    stored = [_post_rule(api, file, rule) for rule in rules]
     if as_json:
         print_json(stored)
         return
     for rule in stored:
         console.print(f"set {rule['namespace']}: {_describe_rule(rule)}")
+
+
+def _post_rule(api: Api, file: Path, rule: dict[str, Any]) -> Any:
+    """POST one rule; a refused rule fails with every validation reason (not just the first line)."""
+    try:
+        response = api.http.post("/api/naming/rules", json=rule)
+    except httpx.TransportError:
+        return api.post("/api/naming/rules", json=rule)  # reports "not reachable" the common way
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"reason": response.text}
+        reasons = body.get("reasons") or [body.get("reason") or body.get("error") or str(body)]
+        fail(f"{file}: rule {rule.get('name', '?')!r} refused: " + "; ".join(str(r) for r in reasons))
+    return response.json()
 
 
 @rules_app.command("rm")

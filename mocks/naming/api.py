@@ -314,14 +314,9 @@ def router(component: NamingComponent) -> APIRouter:
         return registry.rules(namespace, service)
 
     @api.post("/rules", status_code=201)
-    async def put_rule(
-        body: dict[str, Any] = Body(..., description="A RoutingRule (see mocks.naming.routing)."),
-    ) -> Any:
-        """Create or replace one rule (keyed by namespace, service, name)."""
-        try:
-            rule = routing_rules.RoutingRule.model_validate(body)
-        except ValidationError as exc:
-            return invalid(_reasons(exc))
+    async def put_rule(rule: routing_rules.RoutingRule) -> Any:
+        """Create or replace one rule (keyed by namespace, service, name). Matchers also take the
+        shorthands of :mod:`mocks.naming.routing`: ``"base"`` (EXACT), ``"*"`` (any), ``"$env"`` (PARAMETER)."""
         try:
             stored = registry.put_rule(rule.model_dump(mode="json"))
         except NamingError as exc:
@@ -330,16 +325,12 @@ def router(component: NamingComponent) -> APIRouter:
 
     @api.put("/rules/{namespace}/{service}")
     async def replace_rules(
-        namespace: str, service: str, body: list[dict[str, Any]] = Body(..., description="The whole rule set.")
+        namespace: str,
+        service: str,
+        body: list[routing_rules.RoutingRule] = Body(..., description="The whole rule set; the path's names win."),
     ) -> Any:
         """Make the body the whole rule set of ``namespace/service`` (``*``: the namespace-wide rules)."""
-        try:
-            rules = [
-                routing_rules.RoutingRule.model_validate({**item, "namespace": namespace, "service": service})
-                for item in body
-            ]
-        except ValidationError as exc:
-            return invalid(_reasons(exc))
+        rules = [r.model_copy(update={"namespace": namespace, "service": service}) for r in body]
         names = [r.name for r in rules]
         if len(set(names)) != len(names):
             return invalid("rule names must be unique within a service")
