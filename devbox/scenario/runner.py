@@ -124,7 +124,7 @@ def run_step(session: Session, step: Step, *, deadline: float | None = None) -> 
     method = getattr(session, step.kind)
     result = method(args)
     if step.kind == "traffic":
-        return result.summary()
+        return "running in the background" if result.step.background and not result.done else result.summary()
     return ""
 
 
