@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -64,6 +65,13 @@ def wait_gone(pids: list[int], timeout: float = 15) -> list[int]:
     return [p for p in pids if alive(p)]
 
 
+def read_line(stream: Any, timeout: float = 30) -> str:
+    """The next line of a subprocess pipe, without its newline; fails instead of hanging."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, f"no output within {timeout}s"
+    return bytes(stream.readline()).decode().rstrip("\n")
+
+
 def instance_pids(status: dict[str, Any]) -> list[int]:
     return [i["pid"] for d in status["services"] for i in d["instances"] if i["pid"]]
 
@@ -97,14 +105,15 @@ def test_up_detach_status_logs_down(tmp_path: Path) -> None:
         assert "hello-1 | fake service listening" in logs and "hello-2 | fake service listening" in logs
         one = devbox("logs", "hello", "--instance", "hello-2", "--grep", "listening", cwd=root, check=True).stdout
         assert one.strip().startswith("fake service listening on") and len(one.strip().splitlines()) == 1
-        follow = subprocess.Popen([sys.executable, "-m", "devbox", "logs", "hello", "-f", "-n", "0"], cwd=root,
-                                  stdout=subprocess.PIPE, text=True)
+        follow = subprocess.Popen([sys.executable, "-m", "devbox", "logs", "hello", "-f", "-n", "1"], cwd=root,
+                                  stdout=subprocess.PIPE, bufsize=0)  # unbuffered: select() sees every byte
         try:
-            time.sleep(1.5)  # let it reach the end of the files before writing more
-            httpx.post(runtime["api"] + "/api/deploy/services/hello/instances/hello-1/kill")
             assert follow.stdout is not None
-            line = follow.stdout.readline()
-            assert line.startswith("hello-1 | "), line
+            # the past lines come first: once they are out, it is following from the files' ends
+            assert read_line(follow.stdout).startswith("hello-1 | ")
+            assert read_line(follow.stdout).startswith("hello-2 | ")
+            httpx.post(runtime["api"] + "/api/deploy/services/hello/instances/hello-1/kill")
+            assert read_line(follow.stdout).startswith("hello-1 | --- devbox: starting './start.sh'")
         finally:
             follow.terminate()
             follow.wait(10)
