@@ -5,8 +5,8 @@ Prometheus's Go templates: ``{{ $labels.x }}``, ``{{ $value }}``, ``humanize``, 
 
 LIMITATIONS: templates support value/label references, ``index`` and a handful of functions
 piped or called (humanize*, printf, toUpper, toLower, title, reReplaceAll, stripPort,
-stripDomain); no conditionals, ranges or queries (a rule using them is refused with that
-reason). External labels are empty. Recording rules are accepted and skipped.
+stripDomain), comparisons and if/else; no range/with/variables or queries (a rule using them
+is refused with that reason). External labels are empty. Recording rules are accepted and skipped.
 """
 
 from __future__ import annotations
@@ -303,8 +303,8 @@ def export_rule_file(rules: list[Rule]) -> str:
 
 # --- templates -----------------------------------------------------------------------------
 
-_ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`|[^\s]+')
+_ACTION = re.compile(r"{{(-?)(.*?)(-?)}}", re.S)
+_LEX = re.compile(r"""\s*("(?:[^"\\]|\\.)*"|`[^`]*`|\(|\)|\||[^\s()|]+)""")
 
 
 class TemplateError(ValueError):
@@ -396,6 +396,40 @@ def _timestamp(value: float) -> str:
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S.%f %z UTC")
 
 
+def _compare(op: str) -> Any:
+    def compare(a: Any, b: Any) -> bool:
+        if isinstance(a, int | float) and isinstance(b, int | float):
+            x, y = float(a), float(b)
+        else:
+            x, y = str(a), str(b)  # type: ignore[assignment]
+        return {"lt": x < y, "le": x <= y, "gt": x > y, "ge": x >= y, "ne": x != y}[op]
+
+    return compare
+
+
+def _truthy(value: Any) -> bool:
+    """Go's template truth: false, 0, "", empty maps and nil are false."""
+    return bool(value)
+
+
+_LOGIC: dict[str, Any] = {
+    "eq": lambda a, *bs: any(_compare("ne")(a, b) is False for b in bs),
+    "ne": _compare("ne"),
+    "lt": _compare("lt"),
+    "le": _compare("le"),
+    "gt": _compare("gt"),
+    "ge": _compare("ge"),
+    "and": lambda *args: next((a for a in args if not _truthy(a)), args[-1]),
+    "or": lambda *args: next((a for a in args if _truthy(a)), args[-1]),
+    "not": lambda a: not _truthy(a),
+    "len": lambda a: len(a),
+}
+
+
+def _known() -> str:
+    return ", ".join(sorted({*_FUNCS, *_LOGIC}))
+
+
 def _operand(token: str, labels: dict[str, str], value: float) -> Any:
     if token in ("$value", ".Value"):
         return value
@@ -412,34 +446,95 @@ def _operand(token: str, labels: dict[str, str], value: float) -> Any:
         return re.sub(r"\\(.)", r"\1", token[1:-1])
     if token.startswith("`"):
         return token[1:-1]
+    if token in ("true", "false"):
+        return token == "true"
     try:
-        return float(token) if "." in token else int(token)
+        return float(token) if any(c in token for c in ".eE") and not token.startswith("0x") else int(token, 0)
     except ValueError:
         raise TemplateError(
-            f"unsupported template term {token!r}: devbox templates know $labels.x, $value and "
-            f"{', '.join(sorted(_FUNCS))}"
+            f"unsupported template term {token!r}: devbox templates know $labels.x, $value and {_known()}"
         ) from None
 
 
-def _command(tokens: list[str], piped: Any, labels: dict[str, str], value: float, *, has_pipe: bool) -> Any:
-    head, rest = tokens[0], tokens[1:]
-    if head in _FUNCS:
-        args = [_operand(t, labels, value) for t in rest]
+def _lex(text: str) -> list[str]:
+    tokens, pos, text = [], 0, text.strip()
+    while pos < len(text):
+        m = _LEX.match(text, pos)
+        if not m:
+            raise TemplateError(f"cannot read template action at {text[pos:]!r}")
+        tokens.append(m.group(1))
+        pos = m.end()
+    return tokens
+
+
+def _terms(tokens: list[str]) -> list[str | list[str]]:
+    """Top-level terms; a parenthesised group is one term (its own pipeline)."""
+    out: list[str | list[str]] = []
+    depth, group = 0, []
+    for token in tokens:
+        if token == "(":
+            if depth:
+                group.append(token)
+            depth += 1
+        elif token == ")":
+            depth -= 1
+            if depth < 0:
+                raise TemplateError("unbalanced ')' in a template action")
+            if depth:
+                group.append(token)
+            else:
+                out.append(group)
+                group = []
+        elif depth:
+            group.append(token)
+        else:
+            out.append(token)
+    if depth:
+        raise TemplateError("unclosed '(' in a template action")
+    return out
+
+
+def _pipeline(tokens: list[str], labels: dict[str, str], value: float) -> Any:
+    stages: list[list[str | list[str]]] = [[]]
+    for term in _terms(tokens):
+        if term == "|":
+            stages.append([])
+        else:
+            stages[-1].append(term)
+    result: Any = None
+    for i, stage in enumerate(stages):
+        if not stage:
+            raise TemplateError("empty stage in a template pipeline")
+        result = _command(stage, result, labels, value, has_pipe=i > 0)
+    return result
+
+
+def _term_value(term: str | list[str], labels: dict[str, str], value: float) -> Any:
+    return _pipeline(term, labels, value) if isinstance(term, list) else _operand(term, labels, value)
+
+
+def _command(terms: list[str | list[str]], piped: Any, labels: dict[str, str], value: float, *, has_pipe: bool) -> Any:
+    head, rest = terms[0], terms[1:]
+    function = (_FUNCS.get(head) or _LOGIC.get(head)) if isinstance(head, str) else None
+    if function is not None:
+        args = [_term_value(t, labels, value) for t in rest]
         if has_pipe:
             args.append(piped)
         try:
-            return _FUNCS[head](*args)
+            return function(*args)
         except TemplateError:
             raise
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, IndexError, re.error) as exc:
             raise TemplateError(f"{head}: {exc}") from None
     if rest or has_pipe:
-        raise TemplateError(f"unsupported template function {head!r}: devbox knows {', '.join(sorted(_FUNCS))}")
-    return _operand(head, labels, value)
+        raise TemplateError(f"unsupported template function {head!r}: devbox knows {_known()}")
+    return _term_value(head, labels, value)
 
 
 def _render(result: Any) -> str:
     """As Go's text/template prints it: floats in shortest form, maps as ``map[k:v ...]``."""
+    if isinstance(result, bool):
+        return "true" if result else "false"
     if isinstance(result, float):
         if math.isnan(result):
             return "NaN"
@@ -453,28 +548,96 @@ def _render(result: Any) -> str:
     return str(result)
 
 
-def expand(template: str, labels: dict[str, str], value: float) -> str:
-    """Expand ``{{ ... }}`` actions with ``$labels``/``$value``; raises TemplateError on what it can't."""
-
-    def one(m: re.Match[str]) -> str:
-        pipeline = [p.strip() for p in m.group(1).split("|")]
-        if not pipeline[0]:
+def _parse_template(template: str) -> list[Any]:
+    """Text and actions into nodes: ``("text", s)``, ``("expr", tokens)``, ``("if", [(cond|None, nodes)])``."""
+    root: list[Any] = []
+    stack: list[list[Any]] = [root]  # the node list being filled
+    ifs: list[list[tuple[list[str] | None, list[Any]]]] = []
+    pos = 0
+    pieces: list[tuple[str, str]] = []
+    for m in _ACTION.finditer(template):
+        pieces.append(("text", template[pos : m.start()]))
+        if m.group(1) and pieces[-1][1]:
+            pieces[-1] = ("text", pieces[-1][1].rstrip())
+        pieces.append(("action", m.group(2)))
+        pos = m.end()
+        if m.group(3):
+            rest = template[pos:]
+            pos += len(rest) - len(rest.lstrip())
+    pieces.append(("text", template[pos:]))
+    for kind, body in pieces:
+        if kind == "text":
+            if body:
+                stack[-1].append(("text", body))
+            continue
+        text = body.strip()
+        if text.startswith("/*") and text.endswith("*/"):
+            continue
+        tokens = _lex(text)
+        if not tokens:
             raise TemplateError("empty template action {{ }}")
-        result: Any = None
-        for i, stage in enumerate(pipeline):
-            tokens = _TOKEN.findall(stage)
-            if not tokens:
-                raise TemplateError("empty stage in a template pipeline")
-            result = _command(tokens, result, labels, value, has_pipe=i > 0)
-        return _render(result)
+        word = tokens[0]
+        if word == "if":
+            if len(tokens) < 2:
+                raise TemplateError("{{ if }} needs a condition")
+            branches: list[tuple[list[str] | None, list[Any]]] = [(tokens[1:], [])]
+            stack[-1].append(("if", branches))
+            ifs.append(branches)
+            stack.append(branches[0][1])
+        elif word == "else":
+            if not ifs:
+                raise TemplateError("{{ else }} without {{ if }}")
+            stack.pop()
+            cond = tokens[2:] if len(tokens) > 2 and tokens[1] == "if" else None
+            if len(tokens) > 1 and cond is None:
+                raise TemplateError("write {{ else }} or {{ else if CONDITION }}")
+            ifs[-1].append((cond, []))
+            stack.append(ifs[-1][-1][1])
+        elif word == "end":
+            if not ifs:
+                raise TemplateError("{{ end }} without {{ if }}")
+            ifs.pop()
+            stack.pop()
+        elif word in ("range", "with", "define", "template", "block") or (word.startswith("$") and ":=" in tokens):
+            raise TemplateError(f"unsupported template action {{{{ {word} }}}}: devbox templates have if/else only")
+        else:
+            stack[-1].append(("expr", tokens))
+    if ifs:
+        raise TemplateError("unclosed {{ if }}: add {{ end }}")
+    return root
 
-    return _ACTION.sub(one, template)
+
+def _run(nodes: list[Any], labels: dict[str, str], value: float, *, check: bool) -> str:
+    out: list[str] = []
+    for kind, data in nodes:
+        if kind == "text":
+            out.append(data)
+        elif kind == "expr":
+            out.append(_render(_pipeline(data, labels, value)))
+        else:
+            chosen = False
+            for cond, body in data:
+                hit = cond is None or _truthy(_pipeline(cond, labels, value))
+                if check:
+                    _run(body, labels, value, check=True)  # every branch must at least evaluate
+                if hit and not chosen:
+                    chosen = True
+                    if not check:
+                        out.append(_run(body, labels, value, check=False))
+                        break
+    return "".join(out)
+
+
+def expand(template: str, labels: dict[str, str], value: float, *, check: bool = False) -> str:
+    """Expand ``{{ ... }}`` actions with ``$labels``/``$value`` (and ``if``/``else``); TemplateError
+    says what devbox cannot expand. ``check`` also evaluates the branches not taken."""
+    return _run(_parse_template(template), labels, value, check=check)
 
 
 def check_templates(mapping: dict[str, str]) -> None:
     for key, template in mapping.items():
         try:
-            expand(template, {"service": "x"}, 1.0)
+            expand(template, {"service": "x"}, 1.0, check=True)
         except TemplateError as exc:
             raise ValueError(f"template of {key!r}: {exc}") from None
 

@@ -194,10 +194,46 @@ def test_community_rule_file_loads_and_renders_like_go_templates(tmp_path: Path)
     description = expand(result.rules[0].annotations["description"], labels, 7.123456789)
     assert description.endswith("VALUE = 7.123456789\n  LABELS = map[instance:db1:9100 job:node]")
     assert expand(result.rules[1].annotations["summary"], labels, 0).startswith("db1 is down since 1970-01-01")
-    conditional = tmp_path / "if.yml"
-    conditional.write_text(
+    ranged = tmp_path / "range.yml"
+    ranged.write_text(
         "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n"
-        "    annotations: {s: '{{ if gt $value 1.0 }}big{{ end }}'}\n"
+        "    annotations: {s: '{{ range $labels }}x{{ end }}'}\n"
     )
-    [error] = load_file(conditional).errors
-    assert "unsupported" in error
+    [error] = load_file(ranged).errors
+    assert "unsupported template action {{ range }}" in error
+
+
+@pytest.mark.parametrize(
+    ("template", "value", "out"),
+    [
+        ("{{ if gt $value 80.0 }}critical{{ else if gt $value 50.0 }}warning{{ else }}ok{{ end }}", 90, "critical"),
+        ("{{ if gt $value 80.0 }}critical{{ else if gt $value 50.0 }}warning{{ else }}ok{{ end }}", 60, "warning"),
+        ("{{ if gt $value 80.0 }}critical{{ else if gt $value 50.0 }}warning{{ else }}ok{{ end }}", 10, "ok"),
+        ('{{ if and (gt $value 1.0) (eq $labels.service "orders") }}page{{ end }}', 2, "page"),
+        ('{{ if not (eq $labels.service "orders") }}x{{ end }}-', 2, "-"),
+        ("a  {{- $labels.service -}}  b", 0, "aordersb"),
+        ('{{ reReplaceAll "(o)r" "$1R" $labels.service | toUpper }}', 0, "ORDERS"),
+        ("{{/* a comment */}}{{ $labels.missing }}.", 0, "."),
+        ("{{ if $labels.service }}has{{ end }}", 0, "has"),
+    ],
+)
+def test_template_conditionals(template: str, value: float, out: str) -> None:
+    assert expand(template, {"service": "orders"}, value) == out
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ if }}x{{ end }}",
+        "{{ if gt 1 2 }}x",
+        "{{ end }}",
+        "{{ else }}",
+        "{{ (gt 1 }}",
+        "{{ if true }}{{ nope 1 }}{{ end }}",
+    ],
+)
+def test_bad_templates_are_refused(template: str) -> None:
+    from mocks.alerting.rules import TemplateError
+
+    with pytest.raises(TemplateError):
+        expand(template, {}, 1.0, check=True)
