@@ -1,6 +1,37 @@
-"""Scenario suites: steps against a fresh platform, assertions read from the platform's stores.
+"""Scenario suites: steps against a fresh platform, assertions read from the platform's own data.
 
-From YAML: ``devbox scenario run scenarios/shop`` (or ``pytest scenarios/shop``). From Python::
+Files are ``*.scenario.yaml`` next to (or below) the project's ``devbox.yaml``; one scenario per
+YAML document. ``devbox scenario run scenarios/shop --junit out.xml`` runs them (exit 0 only when
+all pass), ``pytest scenarios/shop`` collects them as tests, ``devbox scenario schema`` prints
+the format as JSON Schema. A scenario::
+
+    name: feature-env routing          # required
+    seed: 7                            # optional; else a fresh one, printed (--seed overrides)
+    timeout: 120                       # seconds for the whole scenario
+    steps:                             # each step: a mapping with exactly one kind
+      - up: {services: [...], overrides: {orders: {replicas: 2, version: v2}},
+             add: [{service: orders, tags: {env: feature-x}}], settings: {alerting: {...}}}
+      - traffic: {name: t, service: gateway, path: /checkout/alice, labels: {env: feature-x},
+                  count: 40 | rate: 10 + duration: 5, concurrency: 4, background: false,
+                  protocol: http | grpc, method: GET | /pkg.Service/Method, headers: {...}}
+      - expect: {routing: {traffic: t, service: orders, selector: {env: feature-x}, min_share: 0.99},
+                 within: 10}
+
+Steps: ``up``, ``traffic``, ``kill`` (SIGKILL), ``hang`` (SIGSTOP), ``signal``, ``stop``,
+``start``, ``isolate``, ``fault`` (latency_ms, error_rate + status, abort_rate; scoped by caller,
+method, path), ``clear_faults``, ``naming_fault`` (drop_heartbeats, circuit_open),
+``routing_rule``, ``silence``, ``wait`` (seconds | traffic | until: <assertion>), ``expect``.
+Instances are picked by index, ``random`` (seeded), ``all``, metadata, or a name given by ``as:``.
+
+Assertions (``expect:``, re-checked until ``within`` seconds): ``routing`` (share of calls on a
+metadata selector or a named instance), ``failover`` (error bound; named instance out of naming
+within a time), ``trace`` (services/operations in order, no error, root cause, critical-path
+share; ``which: any|all``), ``topology`` (edges present/absent), ``metric`` (PromQL or indicator
+vs a threshold, optionally over a window), ``alert`` (state, notified, silenced, history),
+``log`` (regex in a service's instance logs, or absent). A failure shows the expectation next
+to what was observed.
+
+From Python::
 
     from devbox.scenario import open_session
 

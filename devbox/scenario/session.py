@@ -641,6 +641,9 @@ class Session:
         """Check ``exp`` until it holds or ``exp.within`` seconds pass; raise AssertionFailed."""
         check = getattr(self, f"_check_{exp.kind}")
         deadline = time.monotonic() + exp.within
+        traffic = getattr(exp.body, "traffic", None)
+        if exp.kind in ("routing", "trace") and traffic in self.traffic_runs:
+            self._settle_spans(self.traffic_runs[traffic], deadline)
         while True:
             verdict = check(exp.body)
             if verdict.ok:
@@ -669,6 +672,21 @@ class Session:
 
     def expect_log(self, within: float = 10.0, **kw: Any) -> str:
         return self.expect(Expectation(log=LogExpect(**kw), within=within))
+
+    def _settle_spans(self, run: TrafficRun, deadline: float, quiet: float = 0.7) -> None:
+        """Wait until the traffic's spans stop arriving (SDKs export in batches), or the deadline."""
+        if not run.done:
+            run.wait(max(deadline - time.monotonic(), 0))
+        wanted = set(run.trace_ids)
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            with self._lock:
+                count = sum(1 for span in self.spans if span.trace_id in wanted)
+            if count != last:
+                last, since = count, time.monotonic()
+            elif count and time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.1)
 
     def _spans(self) -> list[Any]:
         with self._lock:
