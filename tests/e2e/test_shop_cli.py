@@ -1,5 +1,6 @@
-"""The README's command on the bundled example, through the real CLI: `devbox up` in a copy of
-scenarios/shop (ports made ephemeral), the example answers by name, `devbox down` leaves nothing."""
+"""The README's command on the bundled example, through the real CLI: `devbox up -f .../devbox.yaml`
+on a copy of scenarios/shop (ports made ephemeral), the example answers by name, `devbox down`
+leaves nothing."""
 
 from __future__ import annotations
 
@@ -48,12 +49,13 @@ def test_devbox_up_runs_the_shop_and_down_stops_it(tmp_path: Path) -> None:
     with (shop / "devbox.yaml").open("w") as out:
         yaml.dump(config, out)
 
-    up = devbox("up", "--detach", "--no-reload", cwd=shop)
+    config_file = str(shop / "devbox.yaml")  # the README's form: -f from elsewhere (here: the parent)
+    up = devbox("up", "-f", config_file, "--detach", "--no-reload", cwd=tmp_path)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         deadline = time.monotonic() + 60
         while True:
-            status = devbox("status", "--json", cwd=shop)
+            status = devbox("status", "-f", config_file, "--json", cwd=tmp_path)
             assert status.returncode == 0, status.stdout + status.stderr
             state = json.loads(status.stdout)
             ready = {s["service"]: s["ready"] for s in state["services"]}
@@ -67,7 +69,7 @@ def test_devbox_up_runs_the_shop_and_down_stops_it(tmp_path: Path) -> None:
         assert answer.json()["quote"]["approved"] is True
         assert (shop / "inventory" / "inventory_pb2_grpc.py").is_file()  # the build step ran
     finally:
-        down = devbox("down", cwd=shop)
+        down = devbox("down", "-f", config_file, cwd=tmp_path)
     assert down.returncode == 0, down.stdout + down.stderr
     deadline = time.monotonic() + 15
     while processes_under(shop) and time.monotonic() < deadline:
