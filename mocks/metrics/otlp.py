@@ -3,9 +3,9 @@
 Sums (cumulative or delta), gauges, histograms and summaries become Prometheus-style series:
 names have ``.``/``-`` replaced by ``_``, monotonic sums get ``_total``, histograms give
 ``_bucket{le}``/``_sum``/``_count``. Resource ``service.name`` becomes the ``service`` label and
-``service.instance.id`` the ``instance`` label; point attributes become labels (sanitised like
-Prometheus does). A request with any malformed point is refused whole (400) so nothing is
-stored half.
+``service.instance.id`` the ``instance`` label, deploy tags ``devbox.<tag>`` the ``<tag>`` label;
+point attributes become labels (sanitised like Prometheus does). A request with any malformed
+point is refused whole (400) so nothing is stored half.
 
 LIMITATIONS: exponential histograms are refused (reported as rejected points), exemplars and
 unit suffixes are dropped, metric scope is ignored.
@@ -105,6 +105,11 @@ def convert(
             base["service"] = res["service.name"]
         if res.get("service.instance.id"):
             base["instance"] = res["service.instance.id"]
+        for key, value in res.items():  # deploy tags (devbox.env=feature-x): compare environments
+            if key.startswith("devbox.") and value:
+                name = label_name(key[len("devbox.") :])
+                if name and name not in ("service", "instance"):
+                    base[name] = value
         for sm in rm.scope_metrics:
             for m in sm.metrics:
                 name = metric_name(m.name)

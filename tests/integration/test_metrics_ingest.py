@@ -406,13 +406,15 @@ def test_sdk_module_functions_from_the_injected_environment(platform: PlatformTh
         "OTEL_EXPORTER_OTLP_ENDPOINT": platform.url("otlp_http"),
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_SERVICE_NAME": "worker",
-        "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=worker-1",
+        "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=worker-1,devbox.env=feature-x",
         "DEVBOX_API_URL": platform.url("api"),
     }
     out = subprocess.run([sys.executable, "-c", _SDK_CHILD], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     got = {(lb["__name__"], lb.get("queue", "")): v for lb, v in _query(platform, '{service="worker"}')}
     assert got == {("jobs_done_total", ""): 1, ("jobs_done_total", "fast"): 2, ("pool_size", ""): 1.2}
-    assert {lb["instance"] for lb, _ in _query(platform, '{service="worker"}')} == {"worker-1"}
+    assert {(lb["instance"], lb["env"]) for lb, _ in _query(platform, '{service="worker"}')} == {
+        ("worker-1", "feature-x")
+    }
     assert _query(platform, 'upload_size_total{bucket="img"}')[0][1] == 2048
     assert _query(platform, 'upload_seconds{bucket="img"}')[0][1] == 0.5
