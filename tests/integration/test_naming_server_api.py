@@ -87,14 +87,18 @@ def test_grpc_register_heartbeat_discover_deregister(platform: PlatformThread, s
     revision = answers[0].service.revision.value
 
     # Same revision on the same stream: the cheap 200001; a change: full data again.
+    isolated = threading.Event()
+
     def ask_twice() -> Iterator[Any]:
         service = {"name": {"value": "orders"}, "namespace": {"value": "default"}, "revision": {"value": revision}}
         yield pb.request.DiscoverRequest(type=DiscoverType.INSTANCE, service=service)
+        isolated.wait(10)  # the second ask only after the change
         yield pb.request.DiscoverRequest(type=DiscoverType.INSTANCE, service=service)
 
     stream = stub.Discover(ask_twice())
     assert next(stream).code.value == 200001
     platform.call(_isolate(platform, iid))
+    isolated.set()
     changed = next(stream)
     assert changed.code.value == 200000 and changed.instances[0].isolate.value is True
 
