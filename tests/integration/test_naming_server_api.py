@@ -247,7 +247,7 @@ def test_devbox_api_lifecycle_and_events(platform: PlatformThread) -> None:
     seen: list[dict[str, Any]] = []
     platform.platform.events.instance_changed.add_listener(lambda **kw: seen.append(kw))  # type: ignore[union-attr]
     r = httpx.post(api + "/instances", json={"service": "orders", "host": "127.0.0.1", "port": 8001,
-                                             "metadata": {"env": "base"}, "ttl": 2})
+                                             "metadata": {"env": "base"}, "ttl": 20})
     assert r.status_code == 201
     inst = r.json()
     assert inst["healthy"] is False
