@@ -22,7 +22,8 @@ from mocks.naming.routing import multi_env_rule
 
 PROBE_SRC = Path(__file__).parent / "naming_polaris_go"
 
-pytestmark = pytest.mark.slow
+# A cold module cache downloads polaris-go and its dependencies from the proxy first.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
