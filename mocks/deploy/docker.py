@@ -23,7 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mocks.deploy.runner import RunningProcess
+from mocks.deploy.runner import RunningProcess, rotate
 
 LOG = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ class DockerRunner:
         state_dir: Path, mounts: list[Path],
     ) -> ContainerProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        rotate(log_path)
         # a container of the same name left by a killed devbox would make `docker run` fail
         stale = await asyncio.create_subprocess_exec(
             "docker", "rm", "-f", name, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL

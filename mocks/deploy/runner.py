@@ -96,6 +96,19 @@ class RunningProcess:
         self.signal(signal.SIGKILL)
 
 
+#: An instance log larger than this is moved aside (``.log.1``) when the instance (re)starts.
+MAX_LOG_BYTES = 16 * 1024 * 1024
+
+
+def rotate(log_path: Path, max_bytes: int = MAX_LOG_BYTES) -> None:
+    """Keep one previous generation of a big log, so a chatty instance cannot fill the disk."""
+    try:
+        if log_path.stat().st_size > max_bytes:
+            log_path.replace(log_path.with_name(log_path.name + ".1"))
+    except FileNotFoundError:
+        pass
+
+
 class ProcessRunner:
     """Spawns instances as local processes."""
 
@@ -103,6 +116,7 @@ class ProcessRunner:
 
     async def spawn(self, command: str, *, cwd: Path, env: dict[str, str], log_path: Path) -> RunningProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        rotate(log_path)
         with log_path.open("ab") as log:
             log.write(f"--- devbox: starting {command!r} at {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()

@@ -148,3 +148,15 @@ def test_debounce_turns_a_burst_into_one_reload(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert calls == [["a.py", "b.py"], ["c.py"]]
+
+
+def test_big_logs_are_rotated_once(tmp_path: Path) -> None:
+    from mocks.deploy.runner import rotate
+
+    log = tmp_path / "a-1.log"
+    log.write_text("x" * 100)
+    rotate(log, max_bytes=1000)
+    assert log.exists()
+    rotate(log, max_bytes=10)
+    assert not log.exists() and (tmp_path / "a-1.log.1").read_text() == "x" * 100
+    rotate(log, max_bytes=10)  # nothing to rotate: no error
