@@ -19,10 +19,11 @@ BAR_WIDTH = 40
 
 
 def register(app: typer.Typer) -> None:
-    traces = typer.Typer(help="Traces: list, waterfall, root cause.", no_args_is_help=True)
+    traces = typer.Typer(help="Traces: list, waterfall, root cause, fan-out.", no_args_is_help=True)
     traces.command("ls")(ls)
     traces.command("show")(show)
     traces.command("why")(why)
+    traces.command("fanout")(fanout)
     app.add_typer(traces, name="traces")
     app.command("topology")(topology)
 
@@ -169,6 +170,29 @@ def why(
             console.print(f"  {'  ' * depth}{mark} {hop['service']} · {hop['name']} ({hop['kind'].lower()})",
                           highlight=False)
     console.print(f"{data['error_spans']} error span(s), {len(data['causes'])} where the error originated")
+
+
+def fanout(
+    lookback: str = typer.Option("1h", "--lookback", help="Window of traces to average over (15m, 1h)."),
+    config_file: str | None = ConfigOption,
+    json_out: bool = JsonOption,
+) -> None:
+    """Per entry operation: how many calls each downstream service/operation gets per entry request."""
+    params = {"lookback": _duration_option(lookback, "--lookback", "m") // 1000}
+    data = Api(config_file, timeout=60).get("/api/traces/fanout", params=params)
+    if json_out:
+        print_json(data)
+        return
+    if not data["entries"]:
+        console.print("no traces in that window")
+        return
+    for entry in data["entries"]:
+        console.print(f"[bold]{entry['service']} · {entry['operation']}[/]  {entry['requests']} request(s)",
+                      highlight=False)
+        table = Table("service", "operation", "calls", "per request", box=None, pad_edge=False)
+        for row in entry["downstream"]:
+            table.add_row(row["service"], row["operation"], str(row["calls"]), f"{row['per_request']:.2f}")
+        console.print(table)
 
 
 def topology(

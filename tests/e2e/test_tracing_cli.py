@@ -63,3 +63,6 @@ def test_show_why_and_topology(platform: PlatformThread) -> None:
     assert data["service"]["callers"] == ["gateway"] and data["service"]["callees"] == ["inventory"]
     out = devbox(platform, "topology", "inventory")
     assert "called by: orders  (transitively: gateway, orders)" in out.stdout
+    out = devbox(platform, "traces", "fanout")
+    assert out.returncode == 0 and "gateway · GET /checkout  2 request(s)" in out.stdout
+    assert any(line.split() == ["inventory", "reserve", "1", "0.50"] for line in out.stdout.splitlines())
