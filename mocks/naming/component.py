@@ -192,7 +192,22 @@ class NamingComponent(Component):
         self.registry.load(namespaces, services, instances, rules)
         if services or instances:
             LOG.info("naming: restored %d services, %d instances, %d rules", len(services), len(instances), len(rules))
+        self._apply_config()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="naming-sweeper")
+
+    def _apply_config(self) -> None:
+        """Create the services and upsert the rules devbox.yaml declares (config wins over the store)."""
+        for declared in self.config.services:
+            self.registry.create_service(declared.namespace, declared.name, token=declared.token, exist_ok=True)
+            self.registry.update_service(
+                declared.namespace,
+                declared.name,
+                require_token=declared.require_token,
+                token=declared.token,
+                metadata=declared.metadata,
+            )
+        for rule in self.config.rules:
+            self.registry.put_rule(rule.model_dump(mode="json"))
 
     async def _sweep_loop(self) -> None:
         while True:

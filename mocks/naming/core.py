@@ -246,20 +246,26 @@ class Registry:
         name: str,
         *,
         require_token: bool | None = None,
+        token: str | None = None,
         owners: str | None = None,
         comment: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> Service:
+        """Change what is given; a new revision only when something actually changed."""
         svc = self.require_service(namespace, name)
+        before = (svc.require_token, svc.token, svc.owners, svc.comment, dict(svc.metadata))
         if require_token is not None:
             svc.require_token = require_token
+        if token is not None:
+            svc.token = token
         if owners is not None:
             svc.owners = owners
         if comment is not None:
             svc.comment = comment
         if metadata is not None:
             svc.metadata = _check_metadata(metadata, Code.InvalidServiceMetadata)
-        self._changed(svc, None, "service")
+        if before != (svc.require_token, svc.token, svc.owners, svc.comment, svc.metadata):
+            self._changed(svc, None, "service")
         return svc
 
     def delete_service(self, namespace: str, name: str) -> None:
@@ -315,6 +321,8 @@ class Registry:
         self.ensure_namespace(key[0])
         if key[1] != "*":
             self.create_service(key[0], key[1], exist_ok=True)
+        if self._rules.get(key) == rule:
+            return self._rules[key]  # unchanged: no new revision for every watcher
         self._rules[key] = dict(rule)
         self._dirty_rules.add(key)
         self._deleted_rules.discard(key)

@@ -423,3 +423,36 @@ def test_polaris_v2_routing_console_round_trip(platform: PlatformThread) -> None
     r = httpx.post(base + "/delete", json=[{"id": "default/orders/feature-env"}])
     assert r.json()["code"] == 200000
     assert httpx.get(base).json()["amount"] == 0
+
+
+def test_config_declares_services_and_rules(tmp_path: Path) -> None:
+    from devbox.config import parse_config
+
+    config = parse_config(
+        "naming:\n"
+        "  services: [{name: secure, require_token: true, token: fixed-token-1}]\n"
+        "  rules:\n"
+        "    - name: multi-env\n"
+        "      service: '*'\n"
+        "      sources: [{arguments: [{key: env, value: '*'}]}]\n"
+        "      destinations: [{labels: {env: $env}}, {labels: {env: {type: IN, value: 'base,'}}, priority: 1}]\n",
+        root=tmp_path,
+    )
+    config = config.model_copy(update={"platform": config.platform.model_copy(
+        update={"ports": type(config.platform.ports).ephemeral()})})
+    revisions = []
+    for _ in range(2):  # applying the same config again changes nothing
+        with running_platform(config=config, components=["naming"]) as p:
+            api = p.url("api") + "/api/naming"
+            secure = httpx.get(api + "/services/default/secure").json()
+            assert secure["require_token"] is True and secure["token"] == "fixed-token-1"
+            assert [r["name"] for r in httpx.get(api + "/rules").json()] == ["multi-env"]
+            revisions.append(secure["revision"])
+            with grpc.insecure_channel(p.target("polaris_grpc")) as chan:
+                stub = pb.grpcapi.PolarisGRPCStub(chan)
+                msg = instance_msg(service="secure")
+                assert stub.RegisterInstance(msg).code.value == 401000
+                assert stub.RegisterInstance(msg, metadata=[("x-polaris-token", "fixed-token-1")]).code.value == 200000
+            revisions.append(httpx.get(api + "/services/default/secure").json()["revision"])
+    # The restart re-applied the same config: the revision clients cached is still current.
+    assert revisions[1] == revisions[2]
