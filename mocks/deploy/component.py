@@ -298,8 +298,9 @@ class DeployComponent(Component):
         if dep is not None:
             del self.sup.deployments[key]
         svc = (dep.svc if dep is not None else base).model_copy(update=update)
-        if core.preflight([svc], self.ctx.config.root):
-            raise DeployError(service, "; ".join(core.preflight([svc], self.ctx.config.root)))
+        problems = core.preflight([svc], self.ctx.config.root)
+        if problems:
+            raise DeployError(service, "; ".join(problems))
         try:
             new = await self.sup.deploy(svc, group=group, tags=tags, env=env)
         except DeployError:
