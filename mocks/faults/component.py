@@ -195,7 +195,7 @@ class FaultsComponent(Component):
         if registry is None:
             raise KeyError("naming is not hosted")
         if drop:
-            registry.require_instance(instance_id) if hasattr(registry, "require_instance") else None
+            registry.require_instance(instance_id)  # naming's own error for an unknown id
             self.dropped.add(instance_id)
         else:
             self.dropped.discard(instance_id)
