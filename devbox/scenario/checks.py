@@ -436,14 +436,15 @@ def check_log(exp: LogExpect, lines_by_file: Mapping[str, Sequence[str]]) -> Ver
         return Verdict(
             ok, f"expected no /{exp.pattern}/ in {exp.service} logs; observed {len(hits)} matches {sample} ({files})"
         )
-    if hits:
+    want = f"expected /{exp.pattern}/ in {exp.service} logs" + (f" at least {exp.min_count} times" if
+                                                                    exp.min_count > 1 else "")
+    if len(hits) >= exp.min_count:
         f, line = hits[0]
-        return Verdict(
-            True, f"expected /{exp.pattern}/ in {exp.service} logs; found {len(hits)}, e.g. {f}: {line.strip()[:160]}"
-        )
+        return Verdict(True, f"{want}; found {len(hits)}, e.g. {f}: {line.strip()[:160]}")
+    if hits:
+        per_file = ", ".join(f"{f}: {sum(1 for g, _ in hits if g == f)}" for f in sorted({f for f, _ in hits}))
+        return Verdict(False, f"{want}; found {len(hits)} ({per_file})")
     tail = []
     for f, lines in lines_by_file.items():
         tail.extend(f"{f}: {line.rstrip()[:160]}" for line in lines[-3:])
-    return Verdict(
-        False, f"expected /{exp.pattern}/ in {exp.service} logs; no match in {files}; last lines: " + " | ".join(tail)
-    )
+    return Verdict(False, f"{want}; no match in {files}; last lines: " + " | ".join(tail))

@@ -260,6 +260,7 @@ class LogExpect(_Model):
     service: str
     pattern: str = Field(description="Regular expression searched in the service's instance logs.")
     absent: bool = False
+    min_count: int = Field(1, ge=1, description="At least this many matching lines (over all instances).")
 
 
 class Expectation(_Model):

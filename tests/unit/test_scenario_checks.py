@@ -131,3 +131,5 @@ def test_topology_metric_alert_log_messages() -> None:
     log = checks.check_log(LogExpect(service="orders", pattern=r"ready on \d+"), {"orders-1.log": ["starting", "up"]})
     assert not log.ok and "orders-1.log: up" in log.message
     assert checks.check_log(LogExpect(service="orders", pattern="up"), {"orders-1.log": ["up"]}).ok
+    twice = checks.check_log(LogExpect(service="orders", pattern="up", min_count=2), {"orders-1.log": ["up"]})
+    assert not twice.ok and "at least 2 times; found 1 (orders-1.log: 1)" in twice.message
