@@ -120,6 +120,17 @@ class InstanceRecord:
         return self.state in RUNNING_STATES
 
 
+def instance_port_range(range_file: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> tuple[int, int]:
+    """[low, high) of the ports devbox gives instances: just below the kernel's ephemeral range."""
+    try:
+        ephemeral_low = int(range_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    if ephemeral_low < 4096:  # an unusual kernel setting: stay above the well-known ports
+        return 20000, 30000
+    return max(1024, ephemeral_low // 2 + 8000), ephemeral_low
+
+
 def polaris_instance_id(namespace: str, service: str, host: str, port: int) -> str:
     """The id a real Polaris server gives ``host:port`` of a service: sha1 of ns##svc##host##port."""
     return hashlib.sha1(f"{namespace}##{service}##{host}##{port}".encode()).hexdigest()

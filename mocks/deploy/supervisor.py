@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import random
 import signal
 import socket
 import time
@@ -128,6 +129,7 @@ class Supervisor:
         self.deployments: dict[str, Deployment] = {}
         self._seq: dict[str, int] = {}
         self._ports_in_use: set[int] = set()
+        self._random = random.Random()
         self._closing = False
         #: Keys of deployments whose build is running (hot reload ignores their folder meanwhile).
         self.building: set[str] = set()
@@ -220,14 +222,29 @@ class Supervisor:
         self._event(dep, EventKind.BUILT, f"`{command}` took {took:.2f}s", seconds=round(took, 3))
 
     def _free_port(self, host: str) -> int:
-        for _ in range(50):
+        """A port no one listens on, for a new instance (see :func:`mocks.deploy.core.instance_port_range`).
+
+        Between this check and the instance's own bind the port is unprotected; taking it from
+        below the kernel's ephemeral range means the constant stream of outgoing connections on
+        a busy machine (which take ephemeral ports) cannot grab it meanwhile.
+        """
+        low, high = core.instance_port_range()
+        for _ in range(200):
+            port = self._random.randrange(low, high)
+            if port in self._ports_in_use:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind((host, 0))
-                port = sock.getsockname()[1]
-            if port not in self._ports_in_use:
-                self._ports_in_use.add(port)
-                return port
-        raise RuntimeError("no free port found")
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+            self._ports_in_use.add(port)
+            return port
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # crowded: any free port
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        self._ports_in_use.add(port)
+        return port
 
     def _new_instance(self, dep: Deployment) -> Instance:
         n = self._seq.get(dep.svc.name, 0) + 1

@@ -160,3 +160,12 @@ def test_big_logs_are_rotated_once(tmp_path: Path) -> None:
     rotate(log, max_bytes=10)
     assert not log.exists() and (tmp_path / "a-1.log.1").read_text() == "x" * 100
     rotate(log, max_bytes=10)  # nothing to rotate: no error
+
+
+def test_instance_ports_come_from_below_the_ephemeral_range(tmp_path: Path) -> None:
+    range_file = tmp_path / "ip_local_port_range"
+    range_file.write_text("32768\t60999\n")
+    assert core.instance_port_range(range_file) == (24384, 32768)
+    range_file.write_text("1024 65535\n")
+    assert core.instance_port_range(range_file) == (20000, 30000)
+    assert core.instance_port_range(tmp_path / "missing") == (24384, 32768)
