@@ -68,6 +68,16 @@ def _wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any
         time.sleep(0.1)
 
 
+def _wait_total(p: PlatformThread, expr: str, total: float) -> list[tuple[dict[str, str], float]]:
+    """The query's result once its values add up to ``total`` (spans may be counted over two flushes)."""
+
+    def check() -> list[tuple[dict[str, str], float]] | None:
+        got = _query(p, expr)
+        return got if sum(v for _, v in got) == total else None
+
+    return _wait_for(check, f"{expr} to add up to {total}")
+
+
 def _provider(exporter: Any, service: str) -> MeterProvider:
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=60_000)
     return MeterProvider(metric_readers=[reader], resource=Resource.create({"service.name": service}))
@@ -274,9 +284,7 @@ def test_spans_become_rpc_reports_and_success_rate(platform: PlatformThread) -> 
             )
         )
     platform.platform.events.spans_ingested.fire(spans=spans)  # type: ignore[union-attr]
-    got = _wait_for(
-        lambda: _query(platform, 'sum by (caller, status) (rpc_server_requests_total{callee="stock"})'), "RPC reports"
-    )
+    got = _wait_total(platform, 'sum by (caller, status) (rpc_server_requests_total{callee="stock"})', 20)
     assert {(lb["caller"], lb["status"]): v for lb, v in got} == {("web", "ok"): 15, ("web", "error"): 5}
     rate = _wait_for(lambda: _query(platform, 'success_rate{callee="stock"}'), "success rate")
     assert rate[0][1] == pytest.approx(75)
@@ -373,16 +381,12 @@ def test_otel_traces_through_the_collector_become_rpc_reports(tmp_path: Path) ->
                         server.set_status(Status(StatusCode.ERROR, "boom"))
         for provider in providers.values():
             provider.shutdown()
-        got = _wait_for(
-            lambda: _query(p, "sum by (caller, callee, method, status) (rpc_server_requests_total)"), "RPC reports"
-        )
+        got = _wait_total(p, "sum by (caller, callee, method, status) (rpc_server_requests_total)", 4)
         assert {(lb["caller"], lb["callee"], lb["method"], lb["status"]): v for lb, v in got} == {
             ("web", "orders", "GET /orders", "ok"): 3,
             ("web", "orders", "GET /orders", "error"): 1,
         }
-        client_side = _wait_for(
-            lambda: _query(p, "sum by (caller, callee) (rpc_client_requests_total)"), "caller reports"
-        )
+        client_side = _wait_total(p, "sum by (caller, callee) (rpc_client_requests_total)", 4)
         assert {(lb["caller"], lb["callee"]): v for lb, v in client_side} == {("web", "orders"): 4}
 
 
