@@ -78,9 +78,16 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _card_processor(payment: Payment, request: Request) -> None:
+    """The card processor's answer: down for this request when provoked or by the fault rate."""
+    if payment.fail or random.random() < request.app.state.faults.error_rate:
+        raise HTTPException(503, "card processor unavailable")
+
+
 @app.post("/authorize")
 async def authorize(payment: Payment, request: Request) -> dict:
     checked = await fraud_check(request.app.state.http, payment)
+    _card_processor(payment, request)
     return {"approved": checked is not False, "fraud_checked": checked is not None, "served_by": ME.as_dict()}
 
 
@@ -89,8 +96,7 @@ async def charge(payment: Payment, request: Request) -> dict:
     checked = await fraud_check(request.app.state.http, payment)
     if checked is False:
         raise HTTPException(402, "declined by the fraud check")
-    if payment.fail or random.random() < request.app.state.faults.error_rate:
-        raise HTTPException(503, "card processor unavailable")
+    _card_processor(payment, request)
     return {
         "id": f"pay-{uuid.uuid4().hex[:12]}",
         "order_id": payment.order_id,
