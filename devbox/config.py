@@ -13,10 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
 from devbox import envvars
+from devbox.yamlpos import allowed_keys, describe_error, line_of, plain
 from mocks.alerting.config import AlertingConfig
 from mocks.deploy.config import ServiceConfig
 from mocks.faults.config import FaultsConfig
@@ -138,53 +139,6 @@ def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def _line_of(tree: Any, loc: tuple[int | str, ...]) -> tuple[int | None, str]:
-    """The 1-based line of the deepest node of ``loc`` found in the ruamel tree, and its dotted key."""
-    node, line, parts = tree, None, []
-    for key in loc:
-        if isinstance(node, CommentedMap) and key in node:
-            line = node.lc.key(key)[0] + 1
-            node = node[key]
-            parts.append(str(key))
-        elif isinstance(node, CommentedSeq) and isinstance(key, int) and key < len(node):
-            line = node.lc.item(key)[0] + 1
-            node = node[key]
-            name = node.get("name") if isinstance(node, CommentedMap) else None
-            parts.append(f"[{name}]" if name else f"[{key}]")
-        else:
-            parts.append(str(key))
-            if not isinstance(key, str):
-                break
-    return line, ".".join(parts).replace(".[", "[")
-
-
-def _describe(err: dict[str, Any]) -> str:
-    kind, msg = err["type"], err["msg"]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "literal_error":
-        return f"{msg.lower()}"
-    return msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
-
-
-def _allowed(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
-    """The keys allowed at the parent of an unknown key, for the error message."""
-    current: Any = model
-    for key in loc[:-1]:
-        if isinstance(key, int):
-            continue
-        field = getattr(current, "model_fields", {}).get(key)
-        if field is None:
-            return ""
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        current = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if current is None:
-            return ""
-    fields = getattr(current, "model_fields", {})
-    return f" (allowed: {', '.join(k for k, f in fields.items() if not f.exclude)})" if fields else ""
-
-
 def parse_config(
     text: str, *, source: Path | None = None, root: Path | None = None, token: str | None = None
 ) -> ProjectConfig:
@@ -201,7 +155,7 @@ def parse_config(
     if not isinstance(tree, dict):
         raise ConfigError([f"{where}:1: the top level must be a mapping of keys (project, services, ...)"])
     base = root or (source.parent if source else Path.cwd())
-    data = _plain(tree)
+    data = plain(tree)
     if token and isinstance(data.get("platform", {}), dict) and not data.get("platform", {}).get("token"):
         data["platform"] = {**data.get("platform", {}), "token": token}
     try:
@@ -209,19 +163,11 @@ def parse_config(
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            line, key = _line_of(tree, err["loc"])
-            allowed = _allowed(ProjectConfig, err["loc"]) if err["type"] == "extra_forbidden" else ""
+            line, key = line_of(tree, err["loc"])
+            allowed = allowed_keys(ProjectConfig, err["loc"]) if err["type"] == "extra_forbidden" else ""
             at = f"{where}:{line}" if line else where
-            problems.append(f"{at}: {key}: {_describe(err)}{allowed}")
+            problems.append(f"{at}: {key}: {describe_error(err)}{allowed}")
         raise ConfigError(problems) from None
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
 
 
 def find_config(path: str | os.PathLike[str] | None = None) -> Path:

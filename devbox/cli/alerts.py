@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from devbox.cli.common import EXIT_USAGE, Api, ConfigOption, JsonOption, console, fail, print_json
+from devbox.yamlpos import plain
 
 
 def register(app: typer.Typer) -> None:
@@ -206,20 +207,12 @@ def _rule_from_file(path: Path, name: str | None) -> dict[str, Any]:
     for group in data.get("groups") or []:
         for item in group.get("rules") or []:
             if item.get("alert"):
-                candidates.append({**_plain(item), "group": group.get("name", "devbox")})
-    candidates.extend(_plain(item) for item in data.get("rules") or [])
+                candidates.append({**plain(item), "group": group.get("name", "devbox")})
+    candidates.extend(plain(item) for item in data.get("rules") or [])
     for item in candidates:
         if name is None or name in (item.get("alert"), item.get("name")):
             return item
     fail(f"{path}: no rule {name!r} in it" if name else f"{path}: no alert rules in it", EXIT_USAGE)
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
 
 
 def silence_add(

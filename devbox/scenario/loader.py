@@ -19,8 +19,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
-from devbox.config import _allowed, _describe, _line_of, _plain
 from devbox.scenario.model import STEP_KINDS, Expectation, Scenario, ScenarioHeader, Step
+from devbox.yamlpos import allowed_keys, describe_error, line_of, plain
 
 LOG = logging.getLogger(__name__)
 
@@ -92,14 +92,14 @@ def _scenario(tree: Any, *, source: str, services: set[str] | None) -> Scenario:
     start = tree.lc.line + 1
     where = f"{source}:{start}"
     try:
-        header = ScenarioHeader.model_validate(_plain(tree))
+        header = ScenarioHeader.model_validate(plain(tree))
     except ValidationError as exc:
         raise ScenarioError(_problems(exc, tree, source, ScenarioHeader, ())) from None
     problems: list[str] = []
     steps: list[Step] = []
     for i, raw in enumerate(tree["steps"]):
         loc: tuple[int | str, ...] = ("steps", i)
-        line, _ = _line_of(tree, loc)
+        line, _ = line_of(tree, loc)
         at = f"{source}:{line}" if line else where
         try:
             steps.append(_step(raw, tree, loc, at, source))
@@ -128,7 +128,7 @@ def _step(raw: Any, tree: Any, loc: tuple[int | str, ...], at: str, source: str)
         raise ScenarioError([f"{at}: steps[{loc[1]}]: unknown step kind {kind!r} (allowed: {allowed})"])
     model = STEP_KINDS[kind]
     try:
-        args = model.model_validate(_plain(body) if body is not None else {})
+        args = model.model_validate(plain(body) if body is not None else {})
     except ValidationError as exc:
         raise ScenarioError(_problems(exc, tree, source, model, (*loc, kind))) from None
     return Step(kind=kind, args=args, where=at)
@@ -140,12 +140,12 @@ def _problems(
     problems = []
     for err in exc.errors():
         loc = (*prefix, *err["loc"])
-        line, key = _line_of(tree, loc)
-        allowed = _allowed(model, tuple(err["loc"])) if err["type"] == "extra_forbidden" else ""
+        line, key = line_of(tree, loc)
+        allowed = allowed_keys(model, tuple(err["loc"])) if err["type"] == "extra_forbidden" else ""
         if err["type"] == "extra_forbidden" and model is Expectation and len(err["loc"]) == 1:
             allowed = f" (assertion kinds: {', '.join(k for k in Expectation.model_fields if k != 'within')})"
         at = f"{source}:{line}" if line else source
-        problems.append(f"{at}: {key}: {_describe(err)}{allowed}")
+        problems.append(f"{at}: {key}: {describe_error(err)}{allowed}")
     return problems
 
 
@@ -156,7 +156,7 @@ def _unknown_services(tree: Any, steps: list[Step], services: set[str], source: 
     for i, step in enumerate(steps):
         for path, name in _service_names(step.args):
             if name not in services and name != "*":
-                line, key = _line_of(tree, ("steps", i, step.kind, *path))
+                line, key = line_of(tree, ("steps", i, step.kind, *path))
                 at = f"{source}:{line}" if line else source
                 problems.append(f"{at}: {key}: unknown service {name!r} (services in devbox.yaml: {known})")
     return problems

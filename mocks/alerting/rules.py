@@ -22,6 +22,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
+from devbox.yamlpos import plain
 from mocks.alerting.config import PromRuleSpec, RuleGroupSpec, ShortRuleSpec
 from mocks.alerting.matchers import parse_matchers
 from mocks.alerting.models import Rule
@@ -164,21 +165,13 @@ def _item_line(tree: Any, *path: Any) -> int | None:
     return _line_of(tree, tuple(path))
 
 
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
-
-
 def load_tree(tree: Any, where: str, *, prefix: tuple[Any, ...] = ()) -> LoadResult:
     """Rules from a parsed YAML mapping with ``groups``/``rules`` keys (``prefix`` = its path in the file)."""
     result = LoadResult()
     root = tree
     for key in prefix:
         root = root[key] if isinstance(root, dict | list) else None
-    data = _plain(root) if isinstance(root, dict) else {}
+    data = plain(root) if isinstance(root, dict) else {}
     wanted = {k: v for k, v in data.items() if k in ("groups", "rules")} if prefix else data
     try:
         parsed = RuleFile.model_validate(wanted)
