@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 
 import typer
 
@@ -43,4 +44,7 @@ def build_app() -> typer.Typer:
 
 
 def main() -> None:
+    # grpc core logs an INFO line for every fork it sees (deploy forks to spawn instances); that is
+    # noise in a terminal. Set before grpc is imported; a user's own GRPC_VERBOSITY wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     build_app()()

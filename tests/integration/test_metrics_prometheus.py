@@ -276,3 +276,30 @@ def test_openapi_fuzz_never_gives_a_server_error(platform: PlatformThread) -> No
             checked += 1
     assert checked >= 8
     assert 200 in statuses and 400 in statuses, sorted(set(statuses))
+
+
+def test_grafana_data_source_request_sequence(platform: PlatformThread) -> None:
+    """The requests Grafana's Prometheus data source makes (PROTOCOLS.md), in its order and forms.
+
+    Grafana itself is not installable here (no Debian package, no registry); this replays what it
+    sends: the "Save & test" check, the query editor's look-ups, and a panel's range query by POST.
+    """
+    base = platform.url("prometheus") + "/api/v1"
+    with httpx.Client(base_url=base, headers={"Content-Type": "application/x-www-form-urlencoded"}) as grafana:
+        check = grafana.post("/query", content=f"query=1%2B1&time={NOW:.3f}")
+        assert check.json()["data"] == {"resultType": "scalar", "result": [pytest.approx(NOW), "2"]}
+        build = grafana.get("/status/buildinfo").json()["data"]
+        assert build["version"] and not build.get("features")  # empty features: treated as Prometheus
+        assert "http_requests_total" in grafana.get("/label/__name__/values").json()["data"]
+        assert "svc" in grafana.get("/labels").json()["data"]
+        values = grafana.get("/label/svc/values", params={"match[]": "http_requests_total"}).json()["data"]
+        assert values == ["a", "b"]
+        assert grafana.get("/metadata").json()["data"]["http_requests_total"][0]["type"] == "counter"
+        panel = grafana.post(
+            "/query_range",
+            content="query=sum+by+(svc)(rate(http_requests_total%5B1m%5D))"
+            f"&start={NOW - 300:.0f}&end={NOW:.0f}&step=15",
+        ).json()["data"]
+        assert panel["resultType"] == "matrix"
+        assert {s["metric"]["svc"] for s in panel["result"]} == {"a", "b"}
+        assert all(len(s["values"]) >= 15 for s in panel["result"])
