@@ -16,11 +16,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 
 from devbox.testing import PlatformThread, running_platform
 
-SPEC = Path("/work/shared/specs/alertmanager-openapi.yaml")
-if not SPEC.exists():
-    SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "alertmanager-openapi.yaml"
-
-pytestmark = pytest.mark.skipif(not SPEC.exists(), reason="Alertmanager OpenAPI file not found")
+SPEC = Path(__file__).resolve().parents[1] / "specs" / "alertmanager-openapi.yaml"
 
 
 @pytest.fixture(scope="module")

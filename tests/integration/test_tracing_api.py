@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ from devbox.testing import PlatformThread, running_platform
 from mocks.tracing.convert import to_otlp_request
 from mocks.tracing.models import Span
 
-SPEC = "/work/shared/specs/zipkin2-api.yaml"
+SPEC = str(Path(__file__).resolve().parents[1] / "specs" / "zipkin2-api.yaml")
 FAILED, OK, PROBE = "a1" * 16, "b2" * 16, "c3" * 16
 
 
