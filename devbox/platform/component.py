@@ -78,6 +78,8 @@ class Component:
     name: ClassVar[str] = "component"
     #: Names of components that must start before this one.
     after: ClassVar[tuple[str, ...]] = ()
+    #: Stopped before the listeners close: components whose processes still talk to the platform.
+    stops_before_listeners: ClassVar[bool] = False
 
     def __init__(self, ctx: PlatformContext) -> None:
         self.ctx = ctx

@@ -238,25 +238,35 @@ class Platform:
         self._grpc[listener] = server
 
     async def stop(self) -> None:
-        """Stop serving, then stop components in reverse start order. Safe to call twice."""
+        """Stop in three steps, each safe to repeat: components that own user processes (while the
+        listeners still serve, so instances can flush spans and deregister), then the listeners,
+        then every other component in reverse start order."""
+        components = list(reversed(self._components.items()))
+        for name, component in components:
+            if component.stops_before_listeners:
+                await self._stop_component(name, component)
         for server in self._http.values():
             server.should_exit = True
         for server in self._grpc.values():
             await server.stop(grace=1.0)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        for name, component in reversed(list(self._components.items())):
-            if component.state in (ComponentState.RUNNING, ComponentState.ERROR):
-                try:
-                    await component.stop()
-                except Exception:
-                    LOG.exception("component %s failed to stop cleanly", name)
-                component.state = ComponentState.STOPPED
+        for name, component in components:
+            await self._stop_component(name, component)
         self._http.clear()
         self._grpc.clear()
         self._tasks.clear()
         self._close_sockets()
         self.stopped.set()
+
+    async def _stop_component(self, name: str, component: Component) -> None:
+        if component.state not in (ComponentState.RUNNING, ComponentState.ERROR):
+            return
+        try:
+            await component.stop()
+        except Exception:
+            LOG.exception("component %s failed to stop cleanly", name)
+        component.state = ComponentState.STOPPED
 
     def _close_sockets(self) -> None:
         for sock in self._sockets.values():

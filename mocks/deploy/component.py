@@ -77,6 +77,8 @@ class DeployComponent(Component):
 
     name = "deploy"
     after = ("naming",)
+    # instances flush their last spans and metrics, and self-registered ones deregister, on the way out
+    stops_before_listeners = True
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)
