@@ -171,20 +171,29 @@ def console_router(api: PolarisApi, registry: Registry) -> APIRouter:
         ]
         return query(namespaces=spaces)
 
-    @router.post("/namespaces")
-    async def create_namespaces(request: Request) -> Response:
+    async def batch(
+        request: Request, factory: Callable[[], Message], kind: str, apply: Callable[[Any], Message]
+    ) -> Response:
+        """The console's write shape: a JSON list in, one response per item (``kind`` names it)."""
         try:
-            items = await _parse_list(request, pb.namespace.Namespace)
+            items = await _parse_list(request, factory)
         except NamingError as exc:
             return batch_error(exc)
         responses = []
         for item in items:
             try:
-                registry.create_namespace(item.name.value, comment=item.comment.value)
-                responses.append(api.response(Code.ExecuteSuccess, namespace=item))
+                responses.append(apply(item))
             except NamingError as exc:
-                responses.append(api.error(exc, namespace=item))
+                responses.append(api.error(exc, **{kind: item}))
         return batch_write(responses)
+
+    @router.post("/namespaces")
+    async def create_namespaces(request: Request) -> Response:
+        def create(item: Any) -> Message:
+            registry.create_namespace(item.name.value, comment=item.comment.value)
+            return api.response(Code.ExecuteSuccess, namespace=item)
+
+        return await batch(request, pb.namespace.Namespace, "namespace", create)
 
     @router.get("/services")
     async def list_services(request: Request) -> Response:
@@ -199,43 +208,29 @@ def console_router(api: PolarisApi, registry: Registry) -> APIRouter:
 
     @router.post("/services")
     async def create_services(request: Request) -> Response:
-        try:
-            items = await _parse_list(request, pb.service.Service)
-        except NamingError as exc:
-            return batch_error(exc)
-        responses = []
-        for item in items:
-            try:
-                svc = registry.create_service(
-                    item.namespace.value,
-                    item.name.value,
-                    owners=item.owners.value or "devbox",
-                    comment=item.comment.value,
-                    business=item.business.value,
-                    department=item.department.value,
-                    metadata=dict(item.metadata),
-                )
-                out = api.service_to_pb(svc)
-                out.token.value = svc.token
-                responses.append(api.response(Code.ExecuteSuccess, service=out))
-            except NamingError as exc:
-                responses.append(api.error(exc, service=item))
-        return batch_write(responses)
+        def create(item: Any) -> Message:
+            svc = registry.create_service(
+                item.namespace.value,
+                item.name.value,
+                owners=item.owners.value or "devbox",
+                comment=item.comment.value,
+                business=item.business.value,
+                department=item.department.value,
+                metadata=dict(item.metadata),
+            )
+            out = api.service_to_pb(svc)
+            out.token.value = svc.token
+            return api.response(Code.ExecuteSuccess, service=out)
+
+        return await batch(request, pb.service.Service, "service", create)
 
     @router.post("/services/delete")
     async def delete_services(request: Request) -> Response:
-        try:
-            items = await _parse_list(request, pb.service.Service)
-        except NamingError as exc:
-            return batch_error(exc)
-        responses = []
-        for item in items:
-            try:
-                registry.delete_service(item.namespace.value, item.name.value)
-                responses.append(api.response(Code.ExecuteSuccess, service=item))
-            except NamingError as exc:
-                responses.append(api.error(exc, service=item))
-        return batch_write(responses)
+        def delete(item: Any) -> Message:
+            registry.delete_service(item.namespace.value, item.name.value)
+            return api.response(Code.ExecuteSuccess, service=item)
+
+        return await batch(request, pb.service.Service, "service", delete)
 
     @router.get("/instances")
     async def list_instances(request: Request) -> Response:
@@ -251,34 +246,19 @@ def console_router(api: PolarisApi, registry: Registry) -> APIRouter:
 
     @router.post("/instances")
     async def create_instances(request: Request) -> Response:
-        try:
-            items = await _parse_list(request, pb.service.Instance)
-        except NamingError as exc:
-            return batch_error(exc)
-        return batch_write([api.register(item, request.headers.get("x-polaris-token")) for item in items])
+        token = request.headers.get("x-polaris-token")
+        return await batch(request, pb.service.Instance, "instance", lambda item: api.register(item, token))
 
     @router.post("/instances/delete")
     async def delete_instances(request: Request) -> Response:
-        try:
-            items = await _parse_list(request, pb.service.Instance)
-        except NamingError as exc:
-            return batch_error(exc)
-        return batch_write([api.deregister(item, request.headers.get("x-polaris-token")) for item in items])
+        token = request.headers.get("x-polaris-token")
+        return await batch(request, pb.service.Instance, "instance", lambda item: api.deregister(item, token))
 
     @router.put("/instances")
     async def update_instances(request: Request) -> Response:
         """Update isolate / weight / metadata / healthy of existing instances (the console's edit)."""
-        try:
-            items = await _parse_list(request, pb.service.Instance)
-        except NamingError as exc:
-            return batch_error(exc)
-        responses = []
-        for item in items:
-            try:
-                responses.append(api.update(item, request.headers.get("x-polaris-token")))
-            except NamingError as exc:
-                responses.append(api.error(exc, instance=item))
-        return batch_write(responses)
+        token = request.headers.get("x-polaris-token")
+        return await batch(request, pb.service.Instance, "instance", lambda item: api.update(item, token))
 
     return router
 
