@@ -227,28 +227,28 @@ def parse_yaml(text: str, where: str) -> tuple[Any, str | None]:
     return tree, None
 
 
-def load_file(path: Path, display: str | None = None) -> LoadResult:
-    where = display or str(path)
+def _read_tree(path: Path, where: str) -> tuple[Any, LoadResult | None]:
+    """The file's YAML tree, or the LoadResult that says why it cannot be read."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return LoadResult(errors=[f"{where}:1: cannot read: {exc}"])
+        return None, LoadResult(errors=[f"{where}:1: cannot read: {exc}"])
     tree, error = parse_yaml(text, where)
-    if error:
-        return LoadResult(errors=[error])
-    return load_tree(tree, where)
+    return tree, LoadResult(errors=[error]) if error else None
+
+
+def load_file(path: Path, display: str | None = None) -> LoadResult:
+    where = display or str(path)
+    tree, failed = _read_tree(path, where)
+    return failed if failed is not None else load_tree(tree, where)
 
 
 def load_config_file(path: Path, display: str | None = None) -> LoadResult:
     """The inline rules of a devbox.yaml (its ``alerting.groups`` and ``alerting.rules``)."""
     where = display or str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return LoadResult(errors=[f"{where}:1: cannot read: {exc}"])
-    tree, error = parse_yaml(text, where)
-    if error:
-        return LoadResult(errors=[error])
+    tree, failed = _read_tree(path, where)
+    if failed is not None:
+        return failed
     if not isinstance(tree.get("alerting"), dict):
         return LoadResult()
     return load_tree(tree, where, prefix=("alerting",))
