@@ -465,13 +465,26 @@ class Evaluator:
             if kind == "BinaryExpr":
                 return self._binary(str(n.op), walk(n.lhs), walk(n.rhs), None, times)
             base = self._base_for_indicator(n, times, filters, ind.window)
-            return _aggregate("sum", base, by=by, without=False, times=times)
+            summed = _aggregate("sum", base, by=by, without=False, times=times)
+            if self._is_counter(n.name or "") and n.matchers.matchers:
+                self._zero_fill(summed, n.name, times, filters, ind.window, by)
+            return summed
 
         result = walk(ind.ast)
         if isinstance(result, Scalar):
             return Vector({(): ({}, list(result.values))})
         assert isinstance(result, Vector)
         return result
+
+    def _zero_fill(
+        self, summed: Vector, name: str, times: list[float], filters: list[LabelMatcher], window: float, by: list[str]
+    ) -> None:
+        """A filtered counter with no events in a group is 0 there, not absent: a service whose every
+        call failed has a success rate of 0 (and alerts), not no success rate at all."""
+        whole = self._base_for_indicator(parse(name), times, filters, window)
+        for key, (labels, values) in _aggregate("sum", whole, by=by, without=False, times=times).series.items():
+            if key not in summed.series:
+                summed.series[key] = (labels, [None if v is None else 0.0 for v in values])
 
     def _base_for_indicator(self, n: Any, times: list[float], filters: list[LabelMatcher], window: float) -> Vector:
         groups = self._matchers(n)

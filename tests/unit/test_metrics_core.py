@@ -353,3 +353,16 @@ def test_any_query_body_is_answered_or_refused_with_a_reason(core: MetricsCore, 
         core.structured_query(q)
     except (ReportError, QueryError) as exc:
         assert str(exc)
+
+
+def test_a_service_failing_from_its_first_call_has_success_rate_zero(core: MetricsCore) -> None:
+    """No status="ok" series exists at all: the ratio is 0, not absent (else its alert never fires)."""
+    t0 = 1_700_000_000.0
+    ok = [_span(f"{i:016x}", "SERVER", "orders", remote="gateway") for i in range(4)]
+    failing = [_span(f"{i + 100:016x}", "SERVER", "payment", remote="orders", error=True) for i in range(5)]
+    core.rpc.observe(ok + failing, t0)
+    core.flush_derived(t0 + 1, force=True)
+    rates = dict((labels["callee"], value) for labels, value in core.query_instant("success_rate", t0 + 20))
+    assert rates == {"orders": pytest.approx(100), "payment": 0}
+    errors = dict((labels["callee"], value) for labels, value in core.query_instant("error_rate", t0 + 20))
+    assert errors == {"orders": 0, "payment": pytest.approx(100)}
