@@ -93,6 +93,11 @@ class RawSeries:
     ts: list[float]
     vs: list[float]
 
+    def latest(self, t: float, lookback: float) -> int | None:
+        """Index of the newest sample in (t - lookback, t] — what an instant selector sees at t."""
+        i = bisect.bisect_right(self.ts, t) - 1
+        return i if i >= 0 and self.ts[i] > t - lookback else None
+
 
 class SampleSource(Protocol):
     """Where the evaluator reads samples from (the store, or a list in tests)."""
@@ -392,10 +397,7 @@ class Evaluator:
         lo, hi = min(shifted) - self.lookback, max(shifted)
         out = Vector()
         for s in self._select(node, lo, hi):
-            vals: list[float | None] = []
-            for t in shifted:
-                i = bisect.bisect_right(s.ts, t) - 1
-                vals.append(s.vs[i] if i >= 0 and s.ts[i] > t - self.lookback else None)
+            vals = [None if (i := s.latest(t, self.lookback)) is None else s.vs[i] for t in shifted]
             if any(v is not None for v in vals):
                 out.series[key_of(s.labels)] = (s.labels, vals)
         return out
@@ -498,10 +500,7 @@ class Evaluator:
             return _range_fn("rate", matrix, times)
         out = Vector()
         for s in series.values():
-            vals: list[float | None] = []
-            for t in times:
-                i = bisect.bisect_right(s.ts, t) - 1
-                vals.append(s.vs[i] if i >= 0 and s.ts[i] > t - self.lookback else None)
+            vals = [None if (i := s.latest(t, self.lookback)) is None else s.vs[i] for t in times]
             out.series[key_of(s.labels)] = (s.labels, vals)
         return out
 
@@ -939,10 +938,7 @@ def _fn_timestamp(ev: Evaluator, node: Any, args: list[Value], times: list[float
     shifted = ev._shift(arg, times)
     out = Vector()
     for s in ev._select(arg, min(shifted) - ev.lookback, max(shifted)):
-        vals: list[float | None] = []
-        for t in shifted:
-            i = bisect.bisect_right(s.ts, t) - 1
-            vals.append(s.ts[i] if i >= 0 and s.ts[i] > t - ev.lookback else None)
+        vals = [None if (i := s.latest(t, ev.lookback)) is None else s.ts[i] for t in shifted]
         lb = _drop_name(s.labels)
         if any(v is not None for v in vals):
             out.series[key_of(lb)] = (lb, vals)
