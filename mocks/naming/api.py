@@ -11,6 +11,7 @@ LIMITATIONS: ``explain`` evaluates the server's view (no caller-side circuit-bre
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Body, Query
@@ -270,25 +271,23 @@ def router(component: NamingComponent) -> APIRouter:
         except NamingError as exc:
             return error_response(exc)
 
-    @api.delete("/instances/{ref}", status_code=204, response_model=None)
-    async def deregister(ref: str, token: str | None = Query(None)) -> Any:
+    def as_owner(ref: str, token: str | None, action: Callable[[str], Any]) -> Response:
+        """``action(instance_id)`` on the instance ``ref`` names, once its service's token checks out."""
         try:
             instance = component.resolve_instance(ref)
             registry.check_token(instance.namespace, instance.service, token)
-            registry.deregister(instance.id)
+            action(instance.id)
         except NamingError as exc:
             return error_response(exc)
         return Response(status_code=204)
 
+    @api.delete("/instances/{ref}", status_code=204, response_model=None)
+    async def deregister(ref: str, token: str | None = Query(None)) -> Any:
+        return as_owner(ref, token, registry.deregister)
+
     @api.post("/instances/{ref}/heartbeat", status_code=204, response_model=None)
     async def heartbeat(ref: str, token: str | None = Query(None)) -> Any:
-        try:
-            instance = component.resolve_instance(ref)
-            registry.check_token(instance.namespace, instance.service, token)
-            registry.heartbeat(instance.id)
-        except NamingError as exc:
-            return error_response(exc)
-        return Response(status_code=204)
+        return as_owner(ref, token, registry.heartbeat)
 
     @api.put("/instances/{ref}/isolate", response_model=InstanceOut)
     async def isolate(ref: str, body: IsolateIn) -> Any:
