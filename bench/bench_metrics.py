@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 
 import httpx
+from devbox.mocks.metrics.config import MetricsConfig
+from devbox.mocks.metrics.core import MetricsCore, StructuredQuery
+from devbox.mocks.metrics.promql import LabelMatcher
+from devbox.mocks.metrics.store import Point
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-
-from mocks.metrics.config import MetricsConfig
-from mocks.metrics.core import MetricsCore, StructuredQuery
-from mocks.metrics.promql import LabelMatcher
-from mocks.metrics.store import Point
 
 POINTS_PER_BATCH = 1000
 REPORTS_PER_BATCH = 200

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import httpx
 
+from devbox.polaris.routing import multi_env_rule
 from devbox.sdk.naming import NamingClient
-from mocks.naming.routing import multi_env_rule
 
 
 def per_call_us(fn: Callable[[], object], calls: int) -> float:

@@ -25,10 +25,10 @@ from typing import Any
 
 import grpc
 import httpx
+from devbox.mocks.naming.core import Registry
+from devbox.mocks.naming.polaris_pb import protos
 
 from devbox.testing import running_platform
-from mocks.naming.core import Registry
-from mocks.naming.polaris_pb import protos
 
 
 def rate(count: int, seconds: float) -> float:

@@ -35,9 +35,10 @@ from fastapi import APIRouter, Request, Response
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from devbox.mocks.tracing.convert import to_otlp_request  # noqa: E402
+from devbox.mocks.tracing.models import Span  # noqa: E402
+
 from devbox.platform.component import Component  # noqa: E402
-from mocks.tracing.convert import to_otlp_request  # noqa: E402
-from mocks.tracing.models import Span  # noqa: E402
 
 BATCH = 512
 TRACE_SIZE = 16
@@ -193,7 +194,7 @@ def _stored(server: Server) -> int:
 
 def fill(state: Path, total: int) -> str:
     """Store ``total`` spans directly (as the writer would), including one 1,000-span trace."""
-    from mocks.tracing.store import SpanStore
+    from devbox.mocks.tracing.store import SpanStore
 
     state.mkdir(parents=True, exist_ok=True)
     store = SpanStore(state / ".devbox" / "tracing.db")

@@ -17,13 +17,13 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
 from devbox import envvars
+from devbox.mocks.alerting.config import AlertingConfig
+from devbox.mocks.deploy.config import ServiceConfig
+from devbox.mocks.faults.config import FaultsConfig
+from devbox.mocks.metrics.config import MetricsConfig
+from devbox.mocks.naming.config import NamingConfig
+from devbox.mocks.tracing.config import TracingConfig
 from devbox.yamlpos import allowed_keys, describe_error, line_of, plain
-from mocks.alerting.config import AlertingConfig
-from mocks.deploy.config import ServiceConfig
-from mocks.faults.config import FaultsConfig
-from mocks.metrics.config import MetricsConfig
-from mocks.naming.config import NamingConfig
-from mocks.tracing.config import TracingConfig
 
 DEFAULT_FILE = "devbox.yaml"
 

@@ -193,7 +193,7 @@ def test(
 
 
 def _rule_from_file(path: Path, name: str | None) -> dict[str, Any]:
-    from mocks.alerting.rules import parse_yaml
+    from devbox.mocks.alerting.rules import parse_yaml
 
     try:
         text = path.read_text(encoding="utf-8")

@@ -47,7 +47,7 @@ from devbox.cli.common import (
     runtime_path,
 )
 from devbox.config import DEFAULT_FILE, ProjectConfig, json_schema
-from mocks.deploy import core as deploy_core
+from devbox.mocks.deploy import core as deploy_core
 
 if TYPE_CHECKING:
     from devbox.platform.platform import Platform
@@ -91,7 +91,7 @@ def up(
         config.services = [s.model_copy(update={"reload": False}) for s in config.services]
     problems = deploy_core.preflight(config.services, config.root)
     if any(s.runtime == "docker" for s in config.services):
-        from mocks.deploy.docker import engine_problem
+        from devbox.mocks.deploy.docker import engine_problem
 
         engine = engine_problem()
         if engine:
@@ -139,11 +139,11 @@ def _clear_stale_runtime(config: ProjectConfig) -> None:
 
 def _reap(config: ProjectConfig) -> None:
     """Kill instance processes left by an earlier devbox of this project that was killed outright."""
-    from mocks.deploy.runner import kill_leftovers
+    from devbox.mocks.deploy.runner import kill_leftovers
 
     killed = kill_leftovers(config.state_path)
     if any(s.runtime == "docker" for s in config.services):
-        from mocks.deploy.docker import remove_leftover_containers
+        from devbox.mocks.deploy.docker import remove_leftover_containers
 
         removed = remove_leftover_containers(config.state_path)
         if removed:

@@ -95,8 +95,8 @@ def ls(
 
 def _waterfall_rows(spans: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
     """Spans in tree order with their depth."""
-    from mocks.tracing.analysis import build_tree
-    from mocks.tracing.models import Span
+    from devbox.mocks.tracing.analysis import build_tree
+    from devbox.mocks.tracing.models import Span
 
     tree = build_tree([Span(**s) for s in spans])
     rows: list[tuple[int, dict[str, Any]]] = []

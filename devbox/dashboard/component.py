@@ -51,7 +51,7 @@ class DashboardComponent(Component):
                 return JSONResponse(
                     {"error": "too many points", "reason": f"at most {MAX_POINTS} points; raise step"}, 400
                 )
-            from mocks.metrics.promql import QueryError
+            from devbox.mocks.metrics.promql import QueryError
 
             metrics: Any = self.ctx.component("metrics")
             try:

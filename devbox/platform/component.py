@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from devbox.config import ProjectConfig
     from devbox.platform.events import Events
 
-C = TypeVar("C", bound="Component")
+P = TypeVar("P")
 
 
 class ComponentState(enum.StrEnum):
@@ -40,6 +40,7 @@ class PlatformContext:
     #: listener name -> (host, port) actually bound; filled before components start.
     addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
     _components: dict[str, Component] = field(default_factory=dict)
+    _ports: dict[type[Any], Any] = field(default_factory=dict)
 
     @property
     def state_dir(self) -> Path:
@@ -55,14 +56,22 @@ class PlatformContext:
         host, port = self.addresses[listener]
         return f"{_url_host(host)}:{port}"
 
-    def component(self, name: str, kind: type[C] | None = None) -> C:
-        """Another component, by name; raises KeyError when it is not hosted."""
-        found = self._components[name]
-        if kind is not None and not isinstance(found, kind):
-            raise TypeError(f"component {name!r} is {type(found).__name__}, not {kind.__name__}")
-        return found  # type: ignore[return-value]
+    def provide(self, port: type[P], implementation: P) -> None:
+        """Offer ``implementation`` as the hosted ``port`` (a Protocol of :mod:`devbox.platform.ports`)."""
+        if port in self._ports:
+            raise ValueError(f"{port.__name__} is provided twice")
+        self._ports[port] = implementation
+
+    def lookup(self, port: type[P]) -> P | None:
+        """The hosted implementation of ``port``, or ``None`` when no hosted component offers it."""
+        return self._ports.get(port)  # type: ignore[no-any-return]
+
+    def component(self, name: str) -> Component:
+        """TRANSITIONAL — being removed: components talk through :meth:`lookup` and ports."""
+        return self._components[name]
 
     def has(self, name: str) -> bool:
+        """Whether a component of that name is hosted (for information; use ports to talk to it)."""
         return name in self._components
 
 

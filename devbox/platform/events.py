@@ -41,14 +41,14 @@ class Events:
 
     def __init__(self) -> None:
         self.spans_ingested = EventHook("spans_ingested")
-        """Spans were accepted by the trace collector. ``spans``: list of :class:`mocks.tracing.models.Span`."""
+        """Spans were accepted by the trace collector. ``spans``: list of :class:`devbox.mocks.tracing.models.Span`."""
 
         self.instance_changed = EventHook("instance_changed")
         """An instance was registered, deregistered or changed health. ``service``, ``namespace``,
         ``instance_id``, ``change`` (registered|deregistered|healthy|unhealthy|isolated|updated)."""
 
         self.deploy_event = EventHook("deploy_event")
-        """A lifecycle event of a user-service instance. ``event``: :class:`mocks.deploy.models.DeployEvent`."""
+        """A lifecycle event of a user-service instance. ``event``: :class:`devbox.mocks.deploy.models.DeployEvent`."""
 
         self.alert_transition = EventHook("alert_transition")
-        """An alert changed state. ``transition``: :class:`mocks.alerting.models.Transition`."""
+        """An alert changed state. ``transition``: :class:`devbox.mocks.alerting.models.Transition`."""

@@ -14,12 +14,12 @@ from devbox.platform.component import Component
 LOG = logging.getLogger(__name__)
 
 COMPONENTS: dict[str, str] = {
-    "naming": "mocks.naming.component:NamingComponent",
-    "tracing": "mocks.tracing.component:TracingComponent",
-    "metrics": "mocks.metrics.component:MetricsComponent",
-    "alerting": "mocks.alerting.component:AlertingComponent",
-    "deploy": "mocks.deploy.component:DeployComponent",
-    "faults": "mocks.faults.component:FaultsComponent",
+    "naming": "devbox.mocks.naming.component:NamingComponent",
+    "tracing": "devbox.mocks.tracing.component:TracingComponent",
+    "metrics": "devbox.mocks.metrics.component:MetricsComponent",
+    "alerting": "devbox.mocks.alerting.component:AlertingComponent",
+    "deploy": "devbox.mocks.deploy.component:DeployComponent",
+    "faults": "devbox.mocks.faults.component:FaultsComponent",
     "dashboard": "devbox.dashboard.component:DashboardComponent",
 }
 

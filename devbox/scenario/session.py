@@ -533,7 +533,7 @@ class Session:
     def routing_rule(self, step: RoutingRuleStep) -> None:
         naming = self.component("naming")
         try:
-            from mocks.naming.routing import parse_rules
+            from devbox.polaris.routing import parse_rules
 
             rules = [
                 r.model_dump(mode="json")
@@ -589,7 +589,7 @@ class Session:
 
     def _resolver(self, service: str) -> Callable[[dict[str, str]], Target]:
         """Pick an entry instance through naming: its routing rules, health, then weighted random."""
-        from mocks.naming.routing import RouteRequest, evaluate, parse_rules
+        from devbox.polaris.routing import RouteRequest, evaluate, parse_rules
 
         naming = self.component("naming")
         rng = random.Random(self.rng.randrange(2**31))
@@ -812,7 +812,7 @@ class Session:
 
 
 def _tail(path: Path | None, count: int = 4) -> list[str]:
-    from mocks.deploy.core import tail_lines
+    from devbox.mocks.deploy.core import tail_lines
 
     return [line.strip()[:160] for line in tail_lines(path, count)] if path else []
 
@@ -836,7 +836,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _span(data: dict[str, Any]) -> Any:
-    from mocks.tracing.models import Span
+    from devbox.mocks.tracing.models import Span
 
     fields = Span.__dataclass_fields__
     span = Span(**{k: v for k, v in data.items() if k in fields})

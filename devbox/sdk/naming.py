@@ -15,7 +15,7 @@ lookup — never at import or construction). When the platform is unreachable th
 serving what it last had and the watch retries with backoff, re-syncing when the platform is
 back; an answer with no instances does not wipe a non-empty cache (Polaris's empty protection).
 
-A pick runs :func:`mocks.naming.routing.evaluate` (isolation → health → circuit breaker →
+A pick runs :func:`devbox.polaris.routing.evaluate` (isolation → health → circuit breaker →
 routing rule) and then a balancer: ring hash when a ``key`` is given (over httpx: the request
 extension :data:`HASH_KEY`), otherwise the client's balancer (weighted random by default).
 Routing labels are the current OTel baggage merged with :func:`routing_labels` overrides;
@@ -58,9 +58,9 @@ import httpx
 from pydantic import ValidationError
 
 from devbox import envvars
-from mocks.naming.balancer import Balancer, NoInstanceError, RingHash, make_balancer
-from mocks.naming.circuit import BreakerConfig, CircuitBreakers, CircuitState
-from mocks.naming.routing import RouteRequest, RouteResult, RoutingRule, evaluate
+from devbox.polaris.balancer import Balancer, NoInstanceError, RingHash, make_balancer
+from devbox.polaris.circuit import BreakerConfig, CircuitBreakers, CircuitState
+from devbox.polaris.routing import RouteRequest, RouteResult, RoutingRule, evaluate
 
 if TYPE_CHECKING:
     import grpc

@@ -17,16 +17,16 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from devbox.mocks.alerting.matchers import matcher_from_api, matches_all, parse_filters
+from devbox.mocks.alerting.models import LABEL_NAME, Alert, AlertState, Silence, SilenceState
+from devbox.mocks.alerting.notify import rfc3339
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 import devbox
-from mocks.alerting.matchers import matcher_from_api, matches_all, parse_filters
-from mocks.alerting.models import LABEL_NAME, Alert, AlertState, Silence, SilenceState
-from mocks.alerting.notify import rfc3339
 
 if TYPE_CHECKING:
-    from mocks.alerting.component import AlertingComponent
+    from devbox.mocks.alerting.component import AlertingComponent
 
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
@@ -111,7 +111,7 @@ def alertmanager_router(component: AlertingComponent) -> APIRouter:
         return out
 
     def _receiver_matches(receiver: Any, labels: dict[str, str]) -> bool:
-        from mocks.alerting.matchers import parse_matchers
+        from devbox.mocks.alerting.matchers import parse_matchers
 
         return matches_all([m for item in receiver.matchers for m in parse_matchers(item)], labels)
 

@@ -11,15 +11,14 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from devbox.mocks.alerting.config import parse_duration
+from devbox.mocks.alerting.matchers import matcher_from_api, parse_matchers
+from devbox.mocks.alerting.models import AlertState, Silence
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from mocks.alerting.config import parse_duration
-from mocks.alerting.matchers import matcher_from_api, parse_matchers
-from mocks.alerting.models import AlertState, Silence
-
 if TYPE_CHECKING:
-    from mocks.alerting.component import AlertingComponent
+    from devbox.mocks.alerting.component import AlertingComponent
 
 
 def error(status: int, message: str, reason: str) -> JSONResponse:
@@ -141,7 +140,7 @@ def api_router(component: AlertingComponent) -> APIRouter:
             if not isinstance(body, dict):
                 raise ValueError('the body is {"rule": {...}} or {"id": "group/name"}, plus since/start/end/step')
             if "rule" in body:
-                from mocks.alerting.rules import rule_from_json
+                from devbox.mocks.alerting.rules import rule_from_json
 
                 rule = rule_from_json(body["rule"], source="test")
             elif "id" in body:
@@ -164,7 +163,7 @@ def api_router(component: AlertingComponent) -> APIRouter:
             return error(404, "no such rule", str(exc.args[0]))
         except ValueError as exc:
             return error(400, "invalid backtest", str(exc))
-        from mocks.metrics.promql import QueryError
+        from devbox.mocks.metrics.promql import QueryError
 
         try:
             return finite(await component.backtest(rule, start=start, end=end, step=step))
@@ -175,9 +174,8 @@ def api_router(component: AlertingComponent) -> APIRouter:
 
     @router.get("/rules/export")
     async def export_rules() -> Any:
+        from devbox.mocks.alerting.rules import export_rule_file
         from fastapi.responses import PlainTextResponse
-
-        from mocks.alerting.rules import export_rule_file
 
         return PlainTextResponse(export_rule_file(component.core.rules), media_type="application/yaml")
 

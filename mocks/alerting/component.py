@@ -8,7 +8,7 @@ listed with file and line by ``GET /api/alerts/rules``.
 
 LIMITATIONS: one Alertmanager-like receiver route (every alert to every matching receiver),
 no inhibition, no clustering; only rules are hot-reloaded (receivers, interval and the upstream
-URL are read at start); see :mod:`mocks.alerting.engine` and :mod:`mocks.alerting.notify`.
+URL are read at start); see :mod:`devbox.mocks.alerting.engine` and :mod:`devbox.mocks.alerting.notify`.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from devbox.mocks.alerting.engine import AlertingCore, Sample, backtest, run_queries, still_firing
+from devbox.mocks.alerting.models import Alert, AlertState, Rule, Silence, Transition
+from devbox.mocks.alerting.notify import Notifier, rfc3339, upstream_alert
+from devbox.mocks.alerting.rules import LoadResult, load_config_file, load_file, load_tree, rule_from_json
+from devbox.mocks.alerting.store import AlertStore
+
 from devbox.platform.component import Component
-from mocks.alerting.engine import AlertingCore, Sample, backtest, run_queries, still_firing
-from mocks.alerting.models import Alert, AlertState, Rule, Silence, Transition
-from mocks.alerting.notify import Notifier, rfc3339, upstream_alert
-from mocks.alerting.rules import LoadResult, load_config_file, load_file, load_tree, rule_from_json
-from mocks.alerting.store import AlertStore
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -93,8 +94,8 @@ class AlertingComponent(Component):
     # --- platform wiring --------------------------------------------------------------------
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
-        from mocks.alerting.alertmanager import alertmanager_router
-        from mocks.alerting.api import api_router
+        from devbox.mocks.alerting.alertmanager import alertmanager_router
+        from devbox.mocks.alerting.api import api_router
 
         return [("api", api_router(self)), ("alertmanager", alertmanager_router(self))]
 

@@ -201,7 +201,7 @@ class ShortRuleSpec(BaseModel):
 
     @model_validator(mode="after")
     def _compiles(self) -> ShortRuleSpec:
-        from mocks.alerting.rules import compile_short
+        from devbox.mocks.alerting.rules import compile_short
 
         _check_expr(compile_short(self))
         return self
@@ -224,7 +224,7 @@ class WebhookReceiver(BaseModel):
     @field_validator("matchers")
     @classmethod
     def _matchers(cls, value: list[str]) -> list[str]:
-        from mocks.alerting.matchers import parse_matchers
+        from devbox.mocks.alerting.matchers import parse_matchers
 
         for item in value:
             parse_matchers(item)

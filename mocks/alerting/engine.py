@@ -20,8 +20,17 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from mocks.alerting.models import Alert, AlertState, Matcher, Rule, Silence, SilenceState, Transition, fingerprint
-from mocks.alerting.rules import expand_all
+from devbox.mocks.alerting.models import (
+    Alert,
+    AlertState,
+    Matcher,
+    Rule,
+    Silence,
+    SilenceState,
+    Transition,
+    fingerprint,
+)
+from devbox.mocks.alerting.rules import expand_all
 
 LOG = logging.getLogger(__name__)
 

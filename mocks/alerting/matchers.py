@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mocks.alerting.models import Matcher, MatchType
+from devbox.mocks.alerting.models import Matcher, MatchType
 
 _MATCHER = re.compile(
     r"""\s*(?P<name>[^\s=!~{},"]+)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>"(?:[^"\\]|\\.)*"|[^,}"]*)\s*(?:,|$)"""

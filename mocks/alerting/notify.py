@@ -17,10 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-
-from mocks.alerting.config import WebhookReceiver
-from mocks.alerting.matchers import matches_all, parse_matchers
-from mocks.alerting.models import AlertState, Transition
+from devbox.mocks.alerting.config import WebhookReceiver
+from devbox.mocks.alerting.matchers import matches_all, parse_matchers
+from devbox.mocks.alerting.models import AlertState, Transition
 
 LOG = logging.getLogger(__name__)
 

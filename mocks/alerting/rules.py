@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devbox.mocks.alerting.config import PromRuleSpec, RuleGroupSpec, ShortRuleSpec
+from devbox.mocks.alerting.matchers import parse_matchers
+from devbox.mocks.alerting.models import Rule
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from devbox.yamlpos import plain
-from mocks.alerting.config import PromRuleSpec, RuleGroupSpec, ShortRuleSpec
-from mocks.alerting.matchers import parse_matchers
-from mocks.alerting.models import Rule
 
 
 class RuleFile(BaseModel):

@@ -11,8 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from devbox.mocks.alerting.models import Matcher, MatchType, Silence, Transition
+
 from devbox.platform.store import Database
-from mocks.alerting.models import Matcher, MatchType, Silence, Transition
 
 LOG = logging.getLogger(__name__)
 

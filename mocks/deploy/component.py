@@ -23,19 +23,19 @@ import contextlib
 import logging
 from typing import Any
 
+from devbox.mocks.deploy import core
+from devbox.mocks.deploy.config import ServiceConfig
+from devbox.mocks.deploy.docker import engine_problem, remove_leftover_containers
+from devbox.mocks.deploy.models import DeployEvent, EventKind
+from devbox.mocks.deploy.reload import ServiceWatch, Watcher
+from devbox.mocks.deploy.runner import kill_leftovers
+from devbox.mocks.deploy.store import EventStore
+from devbox.mocks.deploy.supervisor import DeployError, Supervisor
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from devbox.platform.component import Component, PlatformContext
-from mocks.deploy import core
-from mocks.deploy.config import ServiceConfig
-from mocks.deploy.docker import engine_problem, remove_leftover_containers
-from mocks.deploy.models import DeployEvent, EventKind
-from mocks.deploy.reload import ServiceWatch, Watcher
-from mocks.deploy.runner import kill_leftovers
-from mocks.deploy.store import EventStore
-from mocks.deploy.supervisor import DeployError, Supervisor
 
 LOG = logging.getLogger(__name__)
 

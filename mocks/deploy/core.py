@@ -8,15 +8,15 @@ health → auto-register) for local processes only; no images, no machines, no b
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devbox.mocks.deploy.config import RestartPolicy, ServiceConfig
+from devbox.mocks.deploy.models import InstanceState
+
 from devbox import envvars
-from mocks.deploy.config import RestartPolicy, ServiceConfig
-from mocks.deploy.models import InstanceState
 
 LOG = logging.getLogger(__name__)
 
@@ -129,11 +129,6 @@ def instance_port_range(range_file: Path = Path("/proc/sys/net/ipv4/ip_local_por
     if ephemeral_low < 4096:  # an unusual kernel setting: stay above the well-known ports
         return 20000, 30000
     return max(1024, ephemeral_low // 2 + 8000), ephemeral_low
-
-
-def polaris_instance_id(namespace: str, service: str, host: str, port: int) -> str:
-    """The id a real Polaris server gives ``host:port`` of a service: sha1 of ns##svc##host##port."""
-    return hashlib.sha1(f"{namespace}##{service}##{host}##{port}".encode()).hexdigest()
 
 
 @dataclass

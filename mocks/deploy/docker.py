@@ -23,7 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mocks.deploy.runner import RunningProcess, rotate
+from devbox.mocks.deploy.runner import RunningProcess, rotate
 
 LOG = logging.getLogger(__name__)
 

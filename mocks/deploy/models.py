@@ -9,7 +9,7 @@ from typing import Any
 
 
 class InstanceState(enum.StrEnum):
-    """Where one instance is in its life. See :data:`mocks.deploy.core.TRANSITIONS`."""
+    """Where one instance is in its life. See :data:`devbox.mocks.deploy.core.TRANSITIONS`."""
 
     PENDING = "pending"  # created, not spawned yet
     STARTING = "starting"  # process spawned, readiness not seen yet

@@ -7,8 +7,7 @@ import contextlib
 import logging
 
 import httpx
-
-from mocks.deploy.config import Readiness
+from devbox.mocks.deploy.config import Readiness
 
 LOG = logging.getLogger(__name__)
 

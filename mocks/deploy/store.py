@@ -6,8 +6,9 @@ import json
 import logging
 from pathlib import Path
 
+from devbox.mocks.deploy.models import DeployEvent, EventKind
+
 from devbox.platform.store import Database
-from mocks.deploy.models import DeployEvent, EventKind
 
 LOG = logging.getLogger(__name__)
 

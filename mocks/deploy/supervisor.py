@@ -5,7 +5,7 @@ register in naming (``registration: auto``) and heartbeat while the probe passes
 restart with backoff or report a crash loop. Rolling replacement (hot reload, overrides) starts
 each new instance and registers it before the old one is deregistered, drained and stopped.
 
-Decisions (states, backoff, what to inject) are in :mod:`mocks.deploy.core`; this module only
+Decisions (states, backoff, what to inject) are in :mod:`devbox.mocks.deploy.core`; this module only
 sequences them with processes, sockets and timers.
 
 LIMITATIONS: instances run on this machine only; restarts reuse the instance's port, so a port
@@ -28,14 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from devbox.mocks.deploy import core
+from devbox.mocks.deploy.config import ServiceConfig
+from devbox.mocks.deploy.docker import DockerRunner, container_name, image_tag
+from devbox.mocks.deploy.models import DeployEvent, EventKind, InstanceState
+from devbox.mocks.deploy.readiness import probe
+from devbox.mocks.deploy.runner import ProcessRunner, RunningProcess, run_build
 from ruamel.yaml import YAML
 
-from mocks.deploy import core
-from mocks.deploy.config import ServiceConfig
-from mocks.deploy.docker import DockerRunner, container_name, image_tag
-from mocks.deploy.models import DeployEvent, EventKind, InstanceState
-from mocks.deploy.readiness import probe
-from mocks.deploy.runner import ProcessRunner, RunningProcess, run_build
+from devbox.polaris.ids import instance_id
 
 LOG = logging.getLogger(__name__)
 S = InstanceState
@@ -222,7 +223,7 @@ class Supervisor:
         self._event(dep, EventKind.BUILT, f"`{command}` took {took:.2f}s", seconds=round(took, 3))
 
     def _free_port(self, host: str) -> int:
-        """A port no one listens on, for a new instance (see :func:`mocks.deploy.core.instance_port_range`).
+        """A port no one listens on, for a new instance (see :func:`devbox.mocks.deploy.core.instance_port_range`).
 
         Between this check and the instance's own bind the port is unprotected; taking it from
         below the kernel's ephemeral range means the constant stream of outgoing connections on
@@ -275,7 +276,7 @@ class Supervisor:
     async def _spawn(self, dep: Deployment, inst: Instance) -> None:
         svc, rec = dep.svc, inst.record
         facts = self.facts()
-        naming_id = core.polaris_instance_id(facts.namespace, svc.name, rec.host, rec.port)
+        naming_id = instance_id(facts.namespace, svc.name, rec.host, rec.port)
         rec.naming_id = naming_id
         run_dir = self.state_dir / "run" / svc.name
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 - ``front(service, instance_id, host, port) -> (host, port)``: the deploy pipeline calls this
   before registering an instance (when the project enables faults) and registers the returned
-  address: a :class:`~mocks.faults.proxy.FaultProxy` in front of the instance. Callers that
+  address: a :class:`~devbox.mocks.faults.proxy.FaultProxy` in front of the instance. Callers that
   resolve through naming then go through the proxy.
 - rules (``POST /api/faults``): latency, error rate with status, abort; scoped to a callee, a
   caller→callee pair (caller from ``x-devbox-caller``, baggage ``caller``, else the calling
@@ -17,7 +17,7 @@ API on ``api``: ``GET|POST|DELETE /api/faults``, ``GET|DELETE /api/faults/{id}``
 ``PUT /api/faults/circuits/{instance_id}`` ``{"drop": bool}`` (refuse its connections: callers'
 circuit breakers open while naming still lists it healthy).
 
-LIMITATIONS: see :mod:`mocks.faults.proxy`; a proxy adds about a connection set-up per call.
+LIMITATIONS: see :mod:`devbox.mocks.faults.proxy`; a proxy adds about a connection set-up per call.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ import time
 from typing import Any
 
 import httpx
+from devbox.mocks.faults.proxy import FaultProxy, RequestHead
+from devbox.mocks.faults.rules import Decision, FaultSpec, Rule, decide, parse_traceparent
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from devbox.platform.component import Component, PlatformContext
-from mocks.faults.proxy import FaultProxy, RequestHead
-from mocks.faults.rules import Decision, FaultSpec, Rule, decide, parse_traceparent
 
 LOG = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The fault proxy: a listener in front of one instance that applies fault rules to what it forwards.
 
 HTTP services get an HTTP-aware proxy: it reads each request's head (method, path, headers),
-asks for a :class:`~mocks.faults.rules.Decision`, then resets the connection, answers with an
+asks for a :class:`~devbox.mocks.faults.rules.Decision`, then resets the connection, answers with an
 error status, or waits and forwards. It forwards one request per upstream connection (it asks
 both sides for ``Connection: close``), so a rule added later applies to the very next call even
 on a client's pooled connection. gRPC services get a TCP-level proxy: latency on every chunk the
@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mocks.faults.rules import Decision
+from devbox.mocks.faults.rules import Decision
 
 LOG = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class FaultProxy:
             await writer.drain()
             return
         headers = head.lower_map()
-        from mocks.faults.rules import caller_of
+        from devbox.mocks.faults.rules import caller_of
 
         peer = writer.get_extra_info("peername") or ("", 0)
         start = time.time()

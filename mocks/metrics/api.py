@@ -18,11 +18,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from devbox.mocks.metrics.core import Filter, MetricsCore, ReportError, StructuredQuery
+from devbox.mocks.metrics.promql import QueryError
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-
-from mocks.metrics.core import Filter, MetricsCore, ReportError, StructuredQuery
-from mocks.metrics.promql import QueryError
 
 
 def _bad(error: str, reason: str, status: int = 400) -> JSONResponse:

@@ -1,9 +1,9 @@
 """The metrics component: ingest (spans, OTLP, custom reports, scrapes), storage, query APIs.
 
 Other components use :meth:`MetricsComponent.query_instant` and :meth:`query_range` (alerting,
-scenarios); they raise :class:`mocks.metrics.promql.QueryError` with the reason on bad PromQL.
+scenarios); they raise :class:`devbox.mocks.metrics.promql.QueryError` with the reason on bad PromQL.
 
-LIMITATIONS: see :mod:`mocks.metrics.promql` (PromQL subset) and :mod:`mocks.metrics.store`
+LIMITATIONS: see :mod:`devbox.mocks.metrics.promql` (PromQL subset) and :mod:`devbox.mocks.metrics.store`
 (rollups keep the last value per minute).
 """
 
@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from devbox.mocks.metrics.core import MetricsCore
+
 from devbox.platform.component import Component
-from mocks.metrics.core import MetricsCore
 
 if TYPE_CHECKING:
     import grpc.aio
@@ -64,9 +65,9 @@ class MetricsComponent(Component):
     # --- lifecycle --------------------------------------------------------------------------
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
-        from mocks.metrics.api import api_router
-        from mocks.metrics.otlp import otlp_http_router
-        from mocks.metrics.prom_api import prometheus_router
+        from devbox.mocks.metrics.api import api_router
+        from devbox.mocks.metrics.otlp import otlp_http_router
+        from devbox.mocks.metrics.prom_api import prometheus_router
 
         get = lambda: self._core  # noqa: E731 - routers resolve the core lazily, after start()
         return [
@@ -76,7 +77,7 @@ class MetricsComponent(Component):
         ]
 
     def grpc_services(self) -> list[tuple[str, Callable[[grpc.aio.Server], None]]]:
-        from mocks.metrics.otlp import register_grpc
+        from devbox.mocks.metrics.otlp import register_grpc
 
         return [("otlp_grpc", lambda server: register_grpc(server, lambda: self._core))]
 
@@ -86,7 +87,7 @@ class MetricsComponent(Component):
         self.ctx.events.spans_ingested.add_listener(self._on_spans)
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="metrics:flush"))
         self._tasks.append(asyncio.create_task(self._compact_loop(), name="metrics:compact"))
-        from mocks.metrics.scrape import Scraper
+        from devbox.mocks.metrics.scrape import Scraper
 
         self._scraper = Scraper(self.ctx, self.core, self.config)
         self._tasks.append(asyncio.create_task(self._scraper.run(), name="metrics:scrape"))

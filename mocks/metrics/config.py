@@ -32,7 +32,7 @@ class IndicatorConfig(BaseModel):
     @field_validator("formula")
     @classmethod
     def _parses(cls, value: str) -> str:
-        from mocks.metrics.promql import QueryError, check_formula, parse
+        from devbox.mocks.metrics.promql import QueryError, check_formula, parse
 
         try:
             check_formula(parse(value))

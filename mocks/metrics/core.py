@@ -6,9 +6,9 @@ rejected request stores nothing):
 - RPC reports derived from spans (007's caller/callee interceptor reports): SERVER spans are
   callee reports, CLIENT spans caller reports, counted into ``rpc_{server,client}_requests_total``
   {caller, callee, method, code, status} and ``rpc_{server,client}_duration_seconds`` histograms;
-- OTLP metrics (:mod:`mocks.metrics.otlp` decodes, :meth:`ingest_points` stores);
+- OTLP metrics (:mod:`devbox.mocks.metrics.otlp` decodes, :meth:`ingest_points` stores);
 - custom multi-dimensional reports with a policy per value (:meth:`custom_reports`);
-- Prometheus scrapes (:mod:`mocks.metrics.scrape`).
+- Prometheus scrapes (:mod:`devbox.mocks.metrics.scrape`).
 
 LIMITATIONS: the caller of a SERVER span is found from its parent CLIENT span when that arrives
 within ~2 s (else ``remote_service``, else ``unknown``); derived RPC counters live in memory for up
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mocks.metrics.config import MetricsConfig
-from mocks.metrics.promql import (
+from devbox.mocks.metrics.config import MetricsConfig
+from devbox.mocks.metrics.promql import (
     NAME,
     Evaluator,
     Indicator,
@@ -40,7 +40,7 @@ from mocks.metrics.promql import (
     Vector,
     parse,
 )
-from mocks.metrics.store import MetricInfo, MetricsStore, Point
+from devbox.mocks.metrics.store import MetricInfo, MetricsStore, Point
 
 LOG = logging.getLogger(__name__)
 

@@ -25,14 +25,13 @@ import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from devbox.mocks.metrics.core import Labels, MetricsCore, ReportError, labels_of
+from devbox.mocks.metrics.store import MetricInfo, Point
 from fastapi import APIRouter, Request, Response
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-
-from mocks.metrics.core import Labels, MetricsCore, ReportError, labels_of
-from mocks.metrics.store import MetricInfo, Point
 
 if TYPE_CHECKING:
     import grpc.aio

@@ -23,6 +23,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+from devbox.mocks.metrics.core import MetricsCore, ReportError
+from devbox.mocks.metrics.promql import NAME, QueryError
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
@@ -31,8 +33,6 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 import devbox
 from devbox.platform.registry import COMPONENTS
-from mocks.metrics.core import MetricsCore, ReportError
-from mocks.metrics.promql import NAME, QueryError
 
 if TYPE_CHECKING:
     from devbox.platform.component import PlatformContext

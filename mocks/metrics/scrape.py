@@ -19,14 +19,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from devbox.mocks.metrics.core import MetricsCore, labels_of
+from devbox.mocks.metrics.store import MetricInfo, Point
 from prometheus_client.parser import text_string_to_metric_families
 
-from mocks.metrics.core import MetricsCore, labels_of
-from mocks.metrics.store import MetricInfo, Point
-
 if TYPE_CHECKING:
+    from devbox.mocks.metrics.config import MetricsConfig
+
     from devbox.platform.component import PlatformContext
-    from mocks.metrics.config import MetricsConfig
 
 LOG = logging.getLogger(__name__)
 

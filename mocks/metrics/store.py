@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from devbox.mocks.metrics.promql import NAME, LabelMatcher, RawSeries
+
 from devbox.platform.store import Database
-from mocks.metrics.promql import NAME, LabelMatcher, RawSeries
 
 LOG = logging.getLogger(__name__)
 

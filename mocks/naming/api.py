@@ -14,16 +14,16 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from devbox.mocks.naming.models import DEFAULT_TTL, MAX_TTL, MAX_WEIGHT, Code, Instance, NamingError
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from mocks.naming import routing as routing_rules
-from mocks.naming.circuit import BreakerConfig
-from mocks.naming.models import DEFAULT_TTL, MAX_TTL, MAX_WEIGHT, Code, Instance, NamingError
+from devbox.polaris import routing as routing_rules
+from devbox.polaris.circuit import BreakerConfig
 
 if TYPE_CHECKING:
-    from mocks.naming.component import NamingComponent
+    from devbox.mocks.naming.component import NamingComponent
 
 LOG = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ def router(component: NamingComponent) -> APIRouter:
     @api.post("/rules", status_code=201)
     async def put_rule(rule: routing_rules.RoutingRule) -> Any:
         """Create or replace one rule (keyed by namespace, service, name). Matchers also take the
-        shorthands of :mod:`mocks.naming.routing`: ``"base"`` (EXACT), ``"*"`` (any), ``"$env"`` (PARAMETER)."""
+        shorthands of :mod:`devbox.polaris.routing`: ``"base"`` (EXACT), ``"*"`` (any), ``"$env"`` (PARAMETER)."""
         try:
             stored = registry.put_rule(rule.model_dump(mode="json"))
         except NamingError as exc:

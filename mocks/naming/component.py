@@ -1,6 +1,6 @@
 """The naming component: hosts the registry, its store, and the Polaris and devbox APIs.
 
-Other components use ``ctx.component("naming").registry`` (a :class:`mocks.naming.core.Registry`)
+Other components use ``ctx.component("naming").registry`` (a :class:`devbox.mocks.naming.core.Registry`)
 and listen to ``ctx.events.instance_changed``. Listeners: ``polaris_grpc`` (``v1.PolarisGRPC``),
 ``polaris_http`` (Polaris client + console HTTP APIs), ``api`` (``/api/naming/...``).
 
@@ -16,18 +16,18 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from devbox.mocks.naming.core import Registry
+from devbox.mocks.naming.models import Code, Instance, NamingError
+
 from devbox.platform.component import Component, PlatformContext
-from mocks.naming import routing as routing_rules
-from mocks.naming.balancer import NoInstanceError, WeightedRandom
-from mocks.naming.core import Registry
-from mocks.naming.models import Code, Instance, NamingError
+from devbox.polaris import routing as routing_rules
+from devbox.polaris.balancer import NoInstanceError, WeightedRandom
 
 if TYPE_CHECKING:
     import grpc.aio
+    from devbox.mocks.naming.polaris import PolarisApi
+    from devbox.mocks.naming.store import NamingStore
     from fastapi import APIRouter
-
-    from mocks.naming.polaris import PolarisApi
-    from mocks.naming.store import NamingStore
 
 LOG = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class NamingComponent(Component):
     @property
     def polaris(self) -> PolarisApi:
         if self._polaris is None:
-            from mocks.naming.polaris import PolarisApi
+            from devbox.mocks.naming.polaris import PolarisApi
 
             self._polaris = PolarisApi(self.registry, system_address=self._system_address)
         return self._polaris
@@ -76,7 +76,7 @@ class NamingComponent(Component):
     # --- adapters --------------------------------------------------------------------------
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
-        from mocks.naming import api, polaris_http
+        from devbox.mocks.naming import api, polaris_http
 
         return [
             ("api", api.router(self)),
@@ -86,7 +86,7 @@ class NamingComponent(Component):
         ]
 
     def grpc_services(self) -> list[tuple[str, Callable[[grpc.aio.Server], None]]]:
-        from mocks.naming import grpc_api
+        from devbox.mocks.naming import grpc_api
 
         return [("polaris_grpc", grpc_api.registrar(self.polaris))]
 
@@ -141,7 +141,7 @@ class NamingComponent(Component):
 
     def snapshot(self, namespace: str, service: str) -> dict[str, Any]:
         """The watch answer for a service (empty, revision '' when it does not exist)."""
-        from mocks.naming.api import watch_instance
+        from devbox.mocks.naming.api import watch_instance
 
         svc = self.registry.service(namespace, service)
         return {
@@ -185,7 +185,7 @@ class NamingComponent(Component):
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        from mocks.naming.store import NamingStore
+        from devbox.mocks.naming.store import NamingStore
 
         self._store = NamingStore(self.ctx.state_dir / "naming.db")
         namespaces, services, instances, rules = await asyncio.to_thread(self._store.load)

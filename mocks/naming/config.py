@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mocks.naming.routing import RoutingRule
+from devbox.polaris.routing import RoutingRule
 
 
 class NamingServiceConfig(BaseModel):

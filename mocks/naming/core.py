@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mocks.naming.models import (
+from devbox.mocks.naming.models import (
     DEFAULT_NAMESPACE,
     DEFAULT_TTL,
     DEFAULT_WEIGHT,
@@ -39,8 +39,9 @@ from mocks.naming.models import (
     Namespace,
     NamingError,
     Service,
-    instance_id,
 )
+
+from devbox.polaris.ids import instance_id
 
 LOG = logging.getLogger(__name__)
 

@@ -16,10 +16,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from devbox.mocks.naming.models import Code, NamingError
+from devbox.mocks.naming.polaris import PolarisApi
 from google.protobuf.message import DecodeError
-
-from mocks.naming.models import Code, NamingError
-from mocks.naming.polaris import PolarisApi
 
 LOG = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ beyond metadata, or per-instance health-check types other than heartbeat).
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,11 +71,6 @@ class NamingError(Exception):
     @property
     def http_status(self) -> int:
         return int(self.code) // 1000
-
-
-def instance_id(namespace: str, service: str, host: str, port: int) -> str:
-    """Polaris's id for an instance registered without one: sha1 of ``ns##svc##host##port``."""
-    return hashlib.sha1(f"{namespace}##{service}##{host}##{port}".encode()).hexdigest()
 
 
 @dataclass

@@ -25,12 +25,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from devbox.mocks.naming.core import Registry
+from devbox.mocks.naming.models import Code, Instance, NamingError, Service
+from devbox.mocks.naming.polaris_pb import protos
 from google.protobuf import json_format
 
-from mocks.naming import routing as routing_rules
-from mocks.naming.core import Registry
-from mocks.naming.models import Code, Instance, NamingError, Service
-from mocks.naming.polaris_pb import protos
+from devbox.polaris import routing as routing_rules
 
 LOG = logging.getLogger(__name__)
 

@@ -17,14 +17,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from devbox.mocks.naming.core import Registry
+from devbox.mocks.naming.models import Code, NamingError
+from devbox.mocks.naming.polaris import PolarisApi
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from google.protobuf import json_format
 from google.protobuf.message import Message
-
-from mocks.naming.core import Registry
-from mocks.naming.models import Code, NamingError
-from mocks.naming.polaris import PolarisApi
 
 LOG = logging.getLogger(__name__)
 
@@ -265,8 +264,9 @@ def console_router(api: PolarisApi, registry: Registry) -> APIRouter:
 
 def routing_router(api: PolarisApi, registry: Registry) -> APIRouter:
     """``/naming/v2/routings``: Polaris v2 rule routing, converted to and from devbox rules."""
-    from mocks.naming import routing as routing_rules
-    from mocks.naming.polaris_rules import RuleConversionError, rule_from_polaris
+    from devbox.mocks.naming.polaris_rules import RuleConversionError, rule_from_polaris
+
+    from devbox.polaris import routing as routing_rules
 
     router = APIRouter(prefix="/naming/v2", tags=["polaris console api"])
     pb = api.pb

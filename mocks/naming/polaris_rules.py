@@ -1,6 +1,6 @@
-"""Polaris v2 ``RouteRule`` (protobuf-JSON) -> devbox :class:`~mocks.naming.routing.RoutingRule`.
+"""Polaris v2 ``RouteRule`` (protobuf-JSON) -> devbox :class:`~devbox.polaris.routing.RoutingRule`.
 
-The other direction is :func:`mocks.naming.routing.to_polaris`. Used by the console endpoint
+The other direction is :func:`devbox.polaris.routing.to_polaris`. Used by the console endpoint
 ``/naming/v2/routings`` so rules written for a real Polaris console can be loaded into devbox.
 
 LIMITATIONS: one sub-rule per RouteRule (Polaris allows several; devbox's model has one
@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mocks.naming.routing import ANY, DestinationGroup, RoutingRule
+from devbox.polaris.routing import ANY, DestinationGroup, RoutingRule
 
 _CONFIG_TYPE = "type.googleapis.com/v1.RuleRoutingConfig"
 

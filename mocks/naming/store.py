@@ -1,6 +1,6 @@
 """The naming registry's SQLite file (``state_dir/naming.db``): services, rules and instances.
 
-Written in batches from :meth:`mocks.naming.core.Registry.drain_dirty` (in a worker thread), read
+Written in batches from :meth:`devbox.mocks.naming.core.Registry.drain_dirty` (in a worker thread), read
 once at start. Instances are kept too, so a restarted devbox still knows who was registered; their
 health is then decided by the heartbeat clock again.
 
@@ -15,9 +15,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from devbox.mocks.naming.core import Dirty
+from devbox.mocks.naming.models import Instance, Namespace, Service
+
 from devbox.platform.store import Database
-from mocks.naming.core import Dirty
-from mocks.naming.models import Instance, Namespace, Service
 
 LOG = logging.getLogger(__name__)
 

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
-
-from mocks.tracing.models import Span
+from devbox.mocks.tracing.models import Span
 
 CALLER_KINDS = ("CLIENT", "PRODUCER")
 CALLEE_KINDS = ("SERVER", "CONSUMER")

@@ -11,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from devbox.mocks.tracing.core import Collector, TraceNotFound, now_us
+from devbox.mocks.tracing.store import TraceQuery
+from devbox.mocks.tracing.zipkin_api import MAX_MS, MAX_US, normalise_trace_id
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-
-from mocks.tracing.core import Collector, TraceNotFound, now_us
-from mocks.tracing.store import TraceQuery
-from mocks.tracing.zipkin_api import MAX_MS, MAX_US, normalise_trace_id
 
 DEFAULT_WINDOW_MS = 3_600_000
 #: Root span names of readiness/health probes, left out of trace lists unless asked for.

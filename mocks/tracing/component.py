@@ -6,8 +6,8 @@ Listeners: ``otlp_http`` (``/v1/traces``), ``otlp_grpc`` (``TraceService``), ``z
 own ``/api/traces...`` and ``/api/topology``. Fires ``events.spans_ingested(spans=...)`` after
 each commit.
 
-LIMITATIONS: see :mod:`mocks.tracing.convert` (what is kept of a span) and
-:mod:`mocks.tracing.analysis` (how calls are derived).
+LIMITATIONS: see :mod:`devbox.mocks.tracing.convert` (what is kept of a span) and
+:mod:`devbox.mocks.tracing.analysis` (how calls are derived).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from devbox.mocks.tracing import api, otlp, zipkin_api
+from devbox.mocks.tracing.core import Collector
+from devbox.mocks.tracing.models import Span
 from fastapi import APIRouter
 
 from devbox.platform.component import Component, PlatformContext
-from mocks.tracing import api, otlp, zipkin_api
-from mocks.tracing.core import Collector
-from mocks.tracing.models import Span
 
 LOG = logging.getLogger(__name__)
 

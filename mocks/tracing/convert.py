@@ -17,15 +17,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from devbox.mocks.tracing import zipkin_proto
+from devbox.mocks.tracing.models import Span
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
-
-from mocks.tracing import zipkin_proto
-from mocks.tracing.models import Span
 
 #: 2000-01-01T00:00:00Z in microseconds: anything earlier is a unit mistake (ms or s sent as µs).
 MIN_START_US = 946_684_800_000_000

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mocks.tracing import analysis
-from mocks.tracing.config import TracingConfig
-from mocks.tracing.convert import Decoded
-from mocks.tracing.models import Span
-from mocks.tracing.store import SpanStore, SpanWriter, TraceQuery
+from devbox.mocks.tracing import analysis
+from devbox.mocks.tracing.config import TracingConfig
+from devbox.mocks.tracing.convert import Decoded
+from devbox.mocks.tracing.models import Span
+from devbox.mocks.tracing.store import SpanStore, SpanWriter, TraceQuery
 
 LOG = logging.getLogger(__name__)
 

@@ -16,14 +16,13 @@ import zlib
 from typing import Any
 
 import grpc
+from devbox.mocks.tracing import convert
+from devbox.mocks.tracing.convert import BadPayload, Decoded
+from devbox.mocks.tracing.core import Collector, now_us
 from fastapi import APIRouter, Request, Response
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-
-from mocks.tracing import convert
-from mocks.tracing.convert import BadPayload, Decoded
-from mocks.tracing.core import Collector, now_us
 
 LOG = logging.getLogger(__name__)
 

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devbox.mocks.tracing.convert import index_tags, resource_tags
+from devbox.mocks.tracing.models import Span
+
 from devbox.platform.store import Database
-from mocks.tracing.convert import index_tags, resource_tags
-from mocks.tracing.models import Span
 
 LOG = logging.getLogger(__name__)
 

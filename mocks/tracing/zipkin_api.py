@@ -16,15 +16,14 @@ import logging
 import re
 from typing import Any
 
+from devbox.mocks.tracing import convert
+from devbox.mocks.tracing.convert import BadPayload
+from devbox.mocks.tracing.core import DEFAULT_LOOKBACK_MS, Collector, TraceNotFound, now_us
+from devbox.mocks.tracing.models import Span
+from devbox.mocks.tracing.otlp import BadEncoding, TooLarge, decompress, media_type
+from devbox.mocks.tracing.store import TraceQuery, parse_annotation_query
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
-
-from mocks.tracing import convert
-from mocks.tracing.convert import BadPayload
-from mocks.tracing.core import DEFAULT_LOOKBACK_MS, Collector, TraceNotFound, now_us
-from mocks.tracing.models import Span
-from mocks.tracing.otlp import BadEncoding, TooLarge, decompress, media_type
-from mocks.tracing.store import TraceQuery, parse_annotation_query
 
 LOG = logging.getLogger(__name__)
 

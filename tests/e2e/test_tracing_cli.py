@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from devbox.mocks.tracing.convert import to_otlp_request
 
 from devbox.testing import PlatformThread, running_platform
-from mocks.tracing.convert import to_otlp_request
 from tests.integration.test_tracing_api import FAILED, OK, constructed
 
 pytestmark = pytest.mark.e2e

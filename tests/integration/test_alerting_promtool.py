@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from devbox.mocks.alerting.rules import load_file
 
 from devbox.testing import running_platform
-from mocks.alerting.rules import load_file
 
 pytestmark = [
     pytest.mark.slow,

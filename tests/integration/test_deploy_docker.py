@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from devbox.mocks.deploy import core
+from devbox.mocks.deploy.config import ServiceConfig
+from devbox.mocks.deploy.docker import engine_problem, image_tag, run_args
 
 from devbox.testing import running_platform
-from mocks.deploy import core
-from mocks.deploy.config import ServiceConfig
-from mocks.deploy.docker import engine_problem, image_tag, run_args
 from tests.deploy_fakes import SERVER, write_service
 
 FAKE_DOCKER = textwrap.dedent(

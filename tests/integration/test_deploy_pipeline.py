@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+from devbox.mocks.deploy.config import ServiceConfig
 from ruamel.yaml import YAML
 
 from devbox.testing import PlatformThread, running_platform
-from mocks.deploy.config import ServiceConfig
 from tests.deploy_fakes import write_service
 
 FAST_RESTART = {"backoff": 0.05, "factor": 2, "max_backoff": 0.2, "crash_loop": 3, "window": 60}
@@ -88,7 +88,7 @@ def test_lifecycle_ready_registered_injected_then_stopped(tmp_path: Path) -> Non
         kinds = [e["kind"] for e in events(p, service="hello")]
         assert kinds.count("started") == 2 and kinds.count("ready") == 2 and kinds.count("registered") == 2
     assert not any(alive(pid) for pid in pids)
-    from mocks.deploy.store import EventStore
+    from devbox.mocks.deploy.store import EventStore
 
     stored = EventStore(tmp_path / ".devbox" / "deploy.db")
     assert [e.kind.value for e in stored.list(kind="stopped")] == ["stopped", "stopped"]

@@ -20,6 +20,8 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from devbox.mocks.deploy.config import ServiceConfig
+from devbox.mocks.tracing.models import Span
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
@@ -37,8 +39,6 @@ from prometheus_client import Histogram as PromHistogram
 from devbox.config import ProjectConfig
 from devbox.sdk.metrics import MetricsClient, ReportRejected
 from devbox.testing import PlatformThread, running_platform
-from mocks.deploy.config import ServiceConfig
-from mocks.tracing.models import Span
 
 
 @pytest.fixture(scope="module")

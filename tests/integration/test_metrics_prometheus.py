@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from devbox.mocks.metrics.store import Point
 
 from devbox.testing import PlatformThread, running_platform
-from mocks.metrics.store import Point
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "prometheus-api-openapi.yaml"
 NOW = time.time()
@@ -38,7 +38,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThrea
                 Point("http_latency_seconds_bucket", labels, t, (t - start) * share)
                 for t in range(start, int(NOW) + 1, 10)
             ]
-        from mocks.metrics.store import MetricInfo
+        from devbox.mocks.metrics.store import MetricInfo
 
         core.ingest_points(points, [MetricInfo("http_requests_total", "counter", "Requests served.")])
         yield p

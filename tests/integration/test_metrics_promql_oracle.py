@@ -13,9 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from devbox.mocks.metrics.promql import Evaluator, ListSource
 from ruamel.yaml import YAML
-
-from mocks.metrics.promql import Evaluator, ListSource
 
 pytestmark = [
     pytest.mark.slow,

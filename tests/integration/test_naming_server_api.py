@@ -13,9 +13,9 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from devbox.mocks.naming.polaris_pb import protos
 
 from devbox.testing import PlatformThread, running_platform
-from mocks.naming.polaris_pb import protos
 
 pb = protos()
 DiscoverType = pb.request.DiscoverRequest.DiscoverRequestType

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from devbox.polaris.routing import multi_env_rule
 from devbox.testing import running_platform
-from mocks.naming.routing import multi_env_rule
 
 PROBE_SRC = Path(__file__).parent / "naming_polaris_go"
 

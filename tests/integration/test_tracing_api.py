@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
+from devbox.mocks.tracing.convert import to_otlp_request
+from devbox.mocks.tracing.models import Span
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from devbox.testing import PlatformThread, running_platform
-from mocks.tracing.convert import to_otlp_request
-from mocks.tracing.models import Span
 
 SPEC = str(Path(__file__).resolve().parents[1] / "specs" / "zipkin2-api.yaml")
 FAILED, OK, PROBE = "a1" * 16, "b2" * 16, "c3" * 16

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from devbox.mocks.tracing.convert import to_otlp_request
+from devbox.mocks.tracing.models import Span
+from devbox.mocks.tracing.zipkin_proto import messages
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
@@ -29,9 +32,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from devbox.testing import PlatformThread, running_platform
-from mocks.tracing.convert import to_otlp_request
-from mocks.tracing.models import Span
-from mocks.tracing.zipkin_proto import messages
 
 
 @pytest.fixture(scope="module")

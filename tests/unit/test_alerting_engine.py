@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from mocks.alerting.engine import AlertingCore, backtest, run_queries
-from mocks.alerting.matchers import parse_matchers
-from mocks.alerting.models import AlertState, Rule
+from devbox.mocks.alerting.engine import AlertingCore, backtest, run_queries
+from devbox.mocks.alerting.matchers import parse_matchers
+from devbox.mocks.alerting.models import AlertState, Rule
 
 
 class FakeMetrics:
@@ -160,7 +159,7 @@ def test_backtest_replays_range_data() -> None:
 
 
 def test_fingerprint_is_prometheus_fnv() -> None:
-    from mocks.alerting.models import fingerprint
+    from devbox.mocks.alerting.models import fingerprint
 
     # Value a real Alertmanager 0.25 gave this label set (see test_alerting_upstream).
     assert fingerprint({"alertname": "Forwarded", "service": "orders", "severity": "page"}) == "2f52fd87c0ff5284"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mocks.alerting.models import AlertState, Transition, fingerprint
-from mocks.alerting.notify import ZERO_TIME, rfc3339, upstream_alert, webhook_alert, webhook_payload
+from devbox.mocks.alerting.models import AlertState, Transition, fingerprint
+from devbox.mocks.alerting.notify import ZERO_TIME, rfc3339, upstream_alert, webhook_alert, webhook_payload
 
 
 def transition(service: str, to: AlertState, at: float = 100.0) -> Transition:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from mocks.alerting.config import ShortRuleSpec, parse_duration
-from mocks.alerting.matchers import matcher_from_api, parse_matchers
-from mocks.alerting.models import MatchType
-from mocks.alerting.rules import compile_short, expand, load_config_file, load_file, rule_from_json
+from devbox.mocks.alerting.config import ShortRuleSpec, parse_duration
+from devbox.mocks.alerting.matchers import matcher_from_api, parse_matchers
+from devbox.mocks.alerting.models import MatchType
+from devbox.mocks.alerting.rules import compile_short, expand, load_config_file, load_file, rule_from_json
 
 PROM_FILE = """\
 groups:
@@ -233,7 +232,7 @@ def test_template_conditionals(template: str, value: float, out: str) -> None:
     ],
 )
 def test_bad_templates_are_refused(template: str) -> None:
-    from mocks.alerting.rules import TemplateError
+    from devbox.mocks.alerting.rules import TemplateError
 
     with pytest.raises(TemplateError):
         expand(template, {}, 1.0, check=True)

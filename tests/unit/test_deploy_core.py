@@ -6,13 +6,14 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from devbox.mocks.deploy import core
+from devbox.mocks.deploy.config import Readiness, RestartPolicy, ServiceConfig
+from devbox.mocks.deploy.models import InstanceState
+from devbox.mocks.deploy.reload import ServiceWatch, is_relevant
 from pydantic import ValidationError
 
 from devbox.config import ConfigError, parse_config
-from mocks.deploy import core
-from mocks.deploy.config import Readiness, RestartPolicy, ServiceConfig
-from mocks.deploy.models import InstanceState
-from mocks.deploy.reload import ServiceWatch, is_relevant
+from devbox.polaris.ids import instance_id
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
@@ -63,7 +64,7 @@ def _facts() -> core.PlatformFacts:
 def test_injected_env_and_config_file_carry_the_same_facts(tmp_path: Path) -> None:
     svc = ServiceConfig(name="orders", tags={"env": "feature-x"}, env={"LOG": "debug"}, sampling=0.25)
     record = core.InstanceRecord(name="orders-1", service="orders", group="default", port=4567)
-    iid = core.polaris_instance_id("dev", "orders", "127.0.0.1", 4567)
+    iid = instance_id("dev", "orders", "127.0.0.1", 4567)
     kwargs = dict(record=record, instance_id=iid, tags=core.instance_tags(svc, {"set": "a"}), platform=_facts(),
                   config_file=tmp_path / "x.yaml")
     env = core.instance_env(svc, **kwargs)
@@ -77,7 +78,7 @@ def test_injected_env_and_config_file_carry_the_same_facts(tmp_path: Path) -> No
     assert env["DEVBOX_NAMING_GRPC"] == "127.0.0.1:8091" and env["DEVBOX_NAMESPACE"] == "dev"
     assert env["DEVBOX_SAMPLING"] == "0.25" and env["LOG"] == "debug" and env["DEVBOX_REGISTER"] == "auto"
     # the id is what a real Polaris server computes for host:port
-    assert len(iid) == 40 and iid != core.polaris_instance_id("dev", "orders", "127.0.0.1", 4568)
+    assert len(iid) == 40 and iid != instance_id("dev", "orders", "127.0.0.1", 4568)
 
 
 def test_preflight_names_the_missing_start_script(tmp_path: Path) -> None:
@@ -151,7 +152,7 @@ def test_debounce_turns_a_burst_into_one_reload(tmp_path: Path) -> None:
 
 
 def test_big_logs_are_rotated_once(tmp_path: Path) -> None:
-    from mocks.deploy.runner import rotate
+    from devbox.mocks.deploy.runner import rotate
 
     log = tmp_path / "a-1.log"
     log.write_text("x" * 100)

@@ -6,15 +6,14 @@ import math
 from pathlib import Path
 
 import pytest
+from devbox.mocks.metrics.api import build_query
+from devbox.mocks.metrics.config import MetricsConfig
+from devbox.mocks.metrics.core import Filter, MetricsCore, ReportError, StructuredQuery
+from devbox.mocks.metrics.promql import Evaluator, QueryError
+from devbox.mocks.metrics.store import MetricsStore, Point
+from devbox.mocks.tracing.models import Span
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from mocks.metrics.api import build_query
-from mocks.metrics.config import MetricsConfig
-from mocks.metrics.core import Filter, MetricsCore, ReportError, StructuredQuery
-from mocks.metrics.promql import Evaluator, QueryError
-from mocks.metrics.store import MetricsStore, Point
-from mocks.tracing.models import Span
 
 
 def _span(

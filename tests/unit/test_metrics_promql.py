@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from mocks.metrics.promql import Evaluator, Indicator, ListSource, QueryError
+from devbox.mocks.metrics.promql import Evaluator, Indicator, ListSource, QueryError
 
 
 def _source() -> ListSource:

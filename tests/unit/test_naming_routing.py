@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from polarismesh_specification.api.v1.traffic_manage import routing_pb2
 from pydantic import ValidationError
 
-from mocks.naming.routing import (
+from devbox.polaris.routing import (
     MatchString,
     RouteRequest,
     RoutingRule,

@@ -18,6 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from devbox import envvars
+from devbox.polaris.circuit import BreakerConfig, CircuitState
+from devbox.polaris.routing import multi_env_rule
 from devbox.sdk.naming import (
     HASH_KEY,
     AsyncNamingTransport,
@@ -30,8 +32,6 @@ from devbox.sdk.naming import (
     parse_baggage,
     routing_labels,
 )
-from mocks.naming.circuit import BreakerConfig, CircuitState
-from mocks.naming.routing import multi_env_rule
 
 
 class FakeWatch:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from mocks.naming.balancer import NoInstanceError, RingHash, RoundRobin, WeightedRandom, make_balancer
-from mocks.naming.circuit import BreakerConfig, CircuitBreaker, CircuitBreakers, CircuitState
+from devbox.polaris.balancer import NoInstanceError, RingHash, RoundRobin, WeightedRandom, make_balancer
+from devbox.polaris.circuit import BreakerConfig, CircuitBreaker, CircuitBreakers, CircuitState
 
 
 @dataclass

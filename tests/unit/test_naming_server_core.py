@@ -6,12 +6,12 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from devbox.mocks.naming.core import Registry
+from devbox.mocks.naming.models import Code, NamingError
+from devbox.mocks.naming.polaris import PolarisApi
+from devbox.mocks.naming.store import NamingStore
 
-from mocks.naming.core import Registry
-from mocks.naming.models import Code, NamingError
-from mocks.naming.polaris import PolarisApi
-from mocks.naming.routing import multi_env_rule
-from mocks.naming.store import NamingStore
+from devbox.polaris.routing import multi_env_rule
 
 
 class Clock:

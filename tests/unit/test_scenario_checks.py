@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from devbox.mocks.tracing.models import Span
+
 from devbox.scenario import checks
 from devbox.scenario.model import (
     AlertExpect,
@@ -15,7 +17,6 @@ from devbox.scenario.model import (
     TrafficStep,
 )
 from devbox.scenario.traffic import CallResult, TrafficRun
-from mocks.tracing.models import Span
 
 T1, T2 = "a" * 32, "b" * 32
 

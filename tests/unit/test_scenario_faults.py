@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from devbox.mocks.faults.proxy import error_response, parse_head
+from devbox.mocks.faults.rules import FaultSpec, Rule, caller_of, decide, parse_traceparent
 from pydantic import ValidationError
-
-from mocks.faults.proxy import error_response, parse_head
-from mocks.faults.rules import FaultSpec, Rule, caller_of, decide, parse_traceparent
 
 
 def test_scoping_by_callee_caller_method_and_path() -> None:

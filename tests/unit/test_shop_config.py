@@ -9,8 +9,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from devbox.mocks.alerting.rules import compile_short
+
 from devbox.config import load_config
-from mocks.alerting.rules import compile_short
 
 SHOP = Path(__file__).resolve().parents[2] / "scenarios" / "shop"
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from mocks.tracing import analysis
-from mocks.tracing.models import Span
+from devbox.mocks.tracing import analysis
+from devbox.mocks.tracing.models import Span
 
 T0 = 1_700_000_000_000_000
 

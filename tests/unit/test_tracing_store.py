@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from mocks.tracing import convert
-from mocks.tracing.models import Span
-from mocks.tracing.store import SpanStore, TraceQuery, parse_annotation_query
-from mocks.tracing.zipkin_proto import messages
+from devbox.mocks.tracing import convert
+from devbox.mocks.tracing.models import Span
+from devbox.mocks.tracing.store import SpanStore, TraceQuery, parse_annotation_query
+from devbox.mocks.tracing.zipkin_proto import messages
 
 NOW = time.time_ns() // 1000
 

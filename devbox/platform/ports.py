@@ -1,0 +1,171 @@
+"""The typed seams between components: what one component needs of another, and nothing more.
+
+A component that offers one of these registers an implementation with
+:meth:`devbox.platform.component.PlatformContext.provide` when it is constructed; a component
+that needs it asks :meth:`~devbox.platform.component.PlatformContext.lookup` (``None`` when no
+hosted component offers it). No component imports another component's module or reads its
+attributes: a rename inside a mock breaks its port's type check, not a neighbour at run time.
+
+The shapes are deliberately small and plain (strings, numbers, mappings): a port is a contract
+between packages that evolve separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+#: One PromQL series at one instant: its labels and value.
+Sample = tuple[dict[str, str], float]
+#: One PromQL series over a range: its labels and (timestamp, value) points.
+RangeSeries = tuple[dict[str, str], list[tuple[float, float]]]
+
+
+class PortError(Exception):
+    """A port's request was refused; ``str()`` says why in the words of the component behind it."""
+
+
+class UnknownInstance(PortError, KeyError):
+    """The instance id names no registered instance."""
+
+
+@runtime_checkable
+class InstanceView(Protocol):
+    """A registered instance as other components see it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def healthy(self) -> bool: ...
+    @property
+    def weight(self) -> int: ...
+    @property
+    def metadata(self) -> Mapping[str, str]: ...
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What the deploy pipeline registers for an instance it started."""
+
+    namespace: str
+    service: str
+    host: str
+    port: int
+    protocol: str = ""
+    version: str = ""
+    weight: int = 100
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    ttl: float = 5.0
+    health_check: bool = True
+    #: Keep this id (the one the instance was told) instead of Polaris's address-derived one.
+    id: str | None = None
+
+
+@runtime_checkable
+class NamingPort(Protocol):
+    """Naming (北极星) for the other components: register, heartbeat, discover, and fault hooks."""
+
+    @property
+    def namespace(self) -> str:
+        """The project's default namespace."""
+        ...
+
+    def register(self, registration: Registration) -> InstanceView: ...
+    def deregister(self, instance_id: str) -> None: ...
+    def heartbeat(self, instance_id: str) -> None:
+        """Raises :class:`UnknownInstance` when the registry no longer knows the id."""
+        ...
+
+    def set_healthy(self, instance_id: str, healthy: bool) -> None: ...
+    def instances(self, namespace: str, service: str) -> Sequence[InstanceView]: ...
+    def drop_heartbeats(self, instance_id: str, drop: bool = True) -> None:
+        """Fault hook: lose (or stop losing) every heartbeat of an instance, whoever sends it.
+
+        The sender still sees success; naming sees nothing, so the instance goes unhealthy after
+        its TTL as if the network dropped them. Raises :class:`UnknownInstance` for an unknown id.
+        """
+        ...
+
+
+@runtime_checkable
+class MetricsQueryPort(Protocol):
+    """PromQL over the metrics store, for alerting, the dashboard, releases and scenarios.
+
+    Both raise :class:`PortError` (its message is the reason) for an expression that does not parse
+    or is over the query budget.
+    """
+
+    def query_instant(self, expr: str, at: float) -> list[Sample]: ...
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]: ...
+
+
+@runtime_checkable
+class AlertsView(Protocol):
+    """Alerting's state in Prometheus's shapes (``/api/v1/rules``, ``/api/v1/alerts``)."""
+
+    def prometheus_rules(self) -> dict[str, Any]: ...
+    def prometheus_alerts(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class RunningInstance:
+    """A user-service instance the deploy pipeline runs, as other components see it."""
+
+    service: str
+    name: str
+    host: str
+    port: int
+    pid: int | None
+    state: str
+    naming_id: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class DeployView(Protocol):
+    """What runs where: the deploy pipeline's instances, read-only."""
+
+    def running_instances(self) -> list[RunningInstance]: ...
+
+
+#: ``front(service, instance_id, host, port) -> (host, port)`` callers should use instead.
+FrontFn = Callable[[str, str, str, int], Awaitable[tuple[str, int]]]
+
+
+@runtime_checkable
+class FaultFront(Protocol):
+    """The fault-injection proxies that stand in front of instances (and the stable entry ports)."""
+
+    async def front(self, service: str, instance_id: str, host: str, port: int) -> tuple[str, int]:
+        """Put a proxy in front of ``host:port``; return the address to register instead."""
+        ...
+
+    async def release(self, instance_id: str) -> None:
+        """The instance is gone: close its proxy."""
+        ...
+
+
+__all__ = [
+    "AlertsView",
+    "DeployView",
+    "FaultFront",
+    "FrontFn",
+    "InstanceView",
+    "MetricsQueryPort",
+    "NamingPort",
+    "PortError",
+    "RangeSeries",
+    "Registration",
+    "RunningInstance",
+    "Sample",
+    "UnknownInstance",
+]
