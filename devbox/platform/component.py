@@ -11,16 +11,38 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 if TYPE_CHECKING:
     import grpc.aio
     from fastapi import APIRouter
+    from starlette.responses import Response
 
     from devbox.config import ProjectConfig
+    from devbox.platform.errors import ApiError
     from devbox.platform.events import Events
 
 P = TypeVar("P")
+
+
+#: Turns a refused request into the listener's protocol error response (HTTP listeners).
+ErrorRenderer = Callable[["ApiError"], "Response"]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A port a component owns: its name (the key under ``platform.ports``), default port, protocol.
+
+    ``errors`` renders :class:`~devbox.platform.errors.ApiError` in the protocol's own error
+    shape (Prometheus's envelope, Polaris's ``{code, info}``, ...); ``None`` means devbox's JSON
+    ``{"error": code, "reason": reason}``. gRPC listeners map ``ApiError.grpc_status``.
+    """
+
+    name: str
+    default_port: int
+    protocol: Literal["http", "grpc"] = "http"
+    description: str = ""
+    errors: ErrorRenderer | None = None
 
 
 class ComponentState(enum.StrEnum):
@@ -89,6 +111,8 @@ class Component:
     after: ClassVar[tuple[str, ...]] = ()
     #: Stopped before the listeners close: components whose processes still talk to the platform.
     stops_before_listeners: ClassVar[bool] = False
+    #: The listeners this component owns (it may also add routes to another's, e.g. ``api``).
+    listeners: ClassVar[tuple[Listener, ...]] = ()
 
     def __init__(self, ctx: PlatformContext) -> None:
         self.ctx = ctx
