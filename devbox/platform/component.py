@@ -16,33 +16,28 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 if TYPE_CHECKING:
     import grpc.aio
     from fastapi import APIRouter
-    from starlette.responses import Response
 
     from devbox.config import ProjectConfig
-    from devbox.platform.errors import ApiError
     from devbox.platform.events import Events
 
 P = TypeVar("P")
-
-
-#: Turns a refused request into the listener's protocol error response (HTTP listeners).
-ErrorRenderer = Callable[["ApiError"], "Response"]
 
 
 @dataclass(frozen=True)
 class Listener:
     """A port a component owns: its name (the key under ``platform.ports``), default port, protocol.
 
-    ``errors`` renders :class:`~devbox.platform.errors.ApiError` in the protocol's own error
-    shape (Prometheus's envelope, Polaris's ``{code, info}``, ...); ``None`` means devbox's JSON
-    ``{"error": code, "reason": reason}``. gRPC listeners map ``ApiError.grpc_status``.
+    ``errors`` names (``"module:function"``, imported when the listener is served) the function
+    ``(ApiError) -> starlette Response`` that renders a refused request in the protocol's own
+    error shape (Prometheus's envelope, Polaris's ``{code, info}``, ...); ``None`` means devbox's
+    JSON ``{"error": code, "reason": reason}``. gRPC listeners map ``ApiError.grpc_status``.
     """
 
     name: str
     default_port: int
     protocol: Literal["http", "grpc"] = "http"
     description: str = ""
-    errors: ErrorRenderer | None = None
+    errors: str | None = None
 
 
 class ComponentState(enum.StrEnum):
