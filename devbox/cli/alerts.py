@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from devbox.cli.common import EXIT_USAGE, Api, ConfigOption, JsonOption, console, fail, print_json
+from devbox.cli.common import EXIT_USAGE, Api, ConfigOption, JsonOption, ago, console, fail, print_json
 from devbox.yamlpos import plain
 
 
@@ -32,16 +31,6 @@ def _when(ts: float | None) -> str:
         return "-"
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
-
-def _ago(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    delta = max(0.0, time.time() - ts)
-    if delta < 120:
-        return f"{delta:.0f}s ago"
-    if delta < 7200:
-        return f"{delta / 60:.0f}m ago"
-    return f"{delta / 3600:.1f}h ago"
 
 
 def _labels(labels: dict[str, str], skip: tuple[str, ...] = ("alertname",)) -> str:
@@ -76,7 +65,7 @@ def ls(
             a["alertname"],
             _labels(a["labels"]),
             _value(a["value"]),
-            _ago(a["fired_at"] or a["active_at"]),
+            ago(a["fired_at"] or a["active_at"]),
             "yes" if a["silenced_by"] else "",
             a["annotations"].get("summary", ""),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -123,3 +124,18 @@ class Api:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def ago(ts: float | None, *, never: str = "-", now: float | None = None) -> str:
+    """How long ago an epoch time was, for tables: ``42s ago``, ``7m ago``, ``3.5h ago``.
+
+    ``never`` is shown for a missing time (``None`` or 0: nothing happened yet).
+    """
+    if not ts:
+        return never
+    seconds = max(0.0, (time.time() if now is None else now) - ts)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"

@@ -7,7 +7,6 @@ INSTANCE arguments accept an instance id, a unique id prefix (6+ characters) or 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import typer
 from rich.table import Table
 from ruamel.yaml import YAML, YAMLError
 
-from devbox.cli.common import EXIT_USAGE, Api, ConfigOption, JsonOption, console, fail, print_json
+from devbox.cli.common import EXIT_USAGE, Api, ConfigOption, JsonOption, ago, console, fail, print_json
 
 naming_app = typer.Typer(help="Naming (Polaris): services, instances, routing rules.", no_args_is_help=True)
 rules_app = typer.Typer(help="Routing rules.", no_args_is_help=True)
@@ -28,16 +27,6 @@ NamespaceOption = typer.Option("default", "--namespace", "-n", help="Namespace."
 def register(app: typer.Typer) -> None:
     app.add_typer(naming_app, name="naming")
 
-
-def _age(ts: float | None) -> str:
-    if not ts:
-        return "never"
-    seconds = max(0.0, time.time() - ts)
-    if seconds < 120:
-        return f"{seconds:.0f}s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.0f}h ago"
 
 
 def _meta(metadata: dict[str, str]) -> str:
@@ -92,7 +81,7 @@ def show(
         table.add_row(
             inst["id"][:12], f"{inst['host']}:{inst['port']}", _health(inst), str(inst["weight"]),
             _meta(inst["metadata"]), f"{inst['ttl']:g}s" if inst["health_check"] else "-",
-            _age(inst["last_heartbeat"]) if inst["health_check"] else "-",
+            ago(inst["last_heartbeat"], never="never") if inst["health_check"] else "-",
         )
     console.print(table if data["instances"] else "no instances")
     if data["routing"]:
