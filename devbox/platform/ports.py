@@ -50,6 +50,10 @@ class InstanceView(Protocol):
     def weight(self) -> int: ...
     @property
     def metadata(self) -> Mapping[str, str]: ...
+    @property
+    def isolated(self) -> bool:
+        """Taken out of rotation by an operator (Polaris ``isolate``), whatever its health."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,23 @@ class NamingPort(Protocol):
         ...
 
     def set_healthy(self, instance_id: str, healthy: bool) -> None: ...
+    def set_isolated(self, instance_id: str, isolated: bool) -> None:
+        """Take an instance out of rotation (or back in), as Polaris's console does."""
+        ...
+
     def instances(self, namespace: str, service: str) -> Sequence[InstanceView]: ...
+    def all_instances(self) -> Sequence[InstanceView]:
+        """Every registered instance of every namespace and service."""
+        ...
+
+    def routing_rules(self, namespace: str, service: str) -> list[dict[str, Any]]:
+        """The service's routing rules as Polaris JSON (what ``devbox.polaris.routing.parse_rules`` reads)."""
+        ...
+
+    def replace_routing_rules(self, namespace: str, service: str, rules: Sequence[Mapping[str, Any]]) -> None:
+        """Replace every routing rule of the service (a scenario's ``routing_rule`` step)."""
+        ...
+
     def drop_heartbeats(self, instance_id: str, drop: bool = True) -> None:
         """Fault hook: lose (or stop losing) every heartbeat of an instance, whoever sends it.
 
@@ -128,13 +148,41 @@ class RunningInstance:
     state: str
     naming_id: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: Why it is in its state (e.g. the readiness failure), for messages.
+    message: str = ""
+    #: The instance's log file, for the last lines of a failed start.
+    log_path: str | None = None
 
 
 @runtime_checkable
 class DeployView(Protocol):
-    """What runs where: the deploy pipeline's instances, read-only."""
+    """What runs where: the deploy pipeline's instances, and the actions a scenario takes on them.
+
+    ``instance`` is deploy's name (``orders-2``) or the naming id. The actions raise
+    :class:`UnknownInstance` for an unknown service or instance and :class:`PortError` for an action
+    that is not possible now; they return the instance (or deployment) as deploy describes it.
+    """
 
     def running_instances(self) -> list[RunningInstance]: ...
+    async def kill_instance(self, service: str, instance: str) -> Mapping[str, Any]: ...
+    async def signal_instance(self, service: str, instance: str, signal: str) -> Mapping[str, Any]:
+        """Send a signal by name (``SIGSTOP`` hangs the instance, ``SIGCONT`` resumes it)."""
+        ...
+
+    async def stop_instance(self, service: str, instance: str) -> Mapping[str, Any]: ...
+    async def start_instance(self, service: str, instance: str) -> Mapping[str, Any]: ...
+    async def start_service(
+        self,
+        service: str,
+        *,
+        replicas: int | None = None,
+        tags: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        group: str = "default",
+    ) -> Mapping[str, Any]:
+        """Start a service of devbox.yaml with overrides; ``group`` other than ``default`` runs a
+        second set of instances beside the first (e.g. ``tags={"env": "feature-x"}``)."""
+        ...
 
 
 #: ``front(service, instance_id, host, port) -> (host, port)`` callers should use instead.
@@ -153,6 +201,42 @@ class FaultFront(Protocol):
         """The instance is gone: close its proxy."""
         ...
 
+    def add_rule(self, spec: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Add a fault rule (the body of ``POST /api/faults``); the rule as JSON, with its ``id``.
+        Raises :class:`PortError` for an invalid spec."""
+        ...
+
+    def remove_rule(self, rule_id: str) -> None:
+        """Raises :class:`PortError` for an unknown rule id."""
+        ...
+
+    async def reset(self) -> None:
+        """Remove every rule, let every heartbeat through and close every forced-open circuit."""
+        ...
+
+    def drop_heartbeats(self, instance_id: str, drop: bool = True) -> None:
+        """Lose an instance's heartbeats (through :meth:`NamingPort.drop_heartbeats`) until :meth:`reset`."""
+        ...
+
+    async def open_circuit(self, instance_id: str, opened: bool = True) -> None:
+        """Refuse connections to the instance's proxy, so callers' breakers open while naming lists it
+        healthy. Raises :class:`PortError` when no proxy stands in front of the instance."""
+        ...
+
+
+@runtime_checkable
+class TracesPort(Protocol):
+    """The trace collector's stored spans, for assertions on traces (scenarios)."""
+
+    async def traces(self, trace_ids: list[str]) -> list[list[Any]]:
+        """The stored spans of each trace (``devbox.mocks.tracing.models.Span``), in the order
+        asked, leaving out the ids with no stored span."""
+        ...
+
+    async def dependencies(self, end_us: int, lookback_us: int) -> list[dict[str, Any]]:
+        """Zipkin's dependency links of the window: ``parent``, ``child``, ``callCount``, ``errorCount``."""
+        ...
+
 
 __all__ = [
     "AlertsView",
@@ -167,5 +251,6 @@ __all__ = [
     "Registration",
     "RunningInstance",
     "Sample",
+    "TracesPort",
     "UnknownInstance",
 ]
