@@ -32,7 +32,8 @@ class IndicatorConfig(BaseModel):
     @field_validator("formula")
     @classmethod
     def _parses(cls, value: str) -> str:
-        from devbox.mocks.metrics.promql import QueryError, check_formula, parse
+        from devbox.mocks.metrics.indicators import check_formula
+        from devbox.mocks.metrics.promql import QueryError, parse
 
         try:
             check_formula(parse(value))

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from devbox.mocks.metrics.config import MetricsConfig
+from devbox.mocks.metrics.indicators import Indicator, selector_names
 from devbox.mocks.metrics.promql import (
     NAME,
     Evaluator,
-    Indicator,
     LabelMatcher,
     QueryError,
     Vector,
@@ -292,10 +292,12 @@ class MetricsCore:
         self.config = config
         self.store = MetricsStore(path, max_series=config.max_series)
         self.indicators = {
-            name: Indicator(name, ind.formula, by=list(ind.by), window=ind.window, help=ind.help)
+            name: Indicator(
+                name, ind.formula, by=list(ind.by), window=ind.window, help=ind.help, is_counter=self.is_counter
+            )
             for name, ind in config.indicators.items()
         }
-        self.evaluator = Evaluator(self.store, indicators=self.indicators, counter_names=self.is_counter)
+        self.evaluator = Evaluator(self.store, computed=self.indicators)
         self.rpc = RpcReports(config.rpc_buckets)
         self._lock = threading.Lock()
         self._cumulative: dict[tuple[str, Labels], float] = {}
@@ -552,7 +554,7 @@ class MetricsCore:
         """Each dimension of a metric (or of an indicator's base metrics) and its values: drill-down."""
         names: list[str] = []
         if metric in self.indicators:
-            names = sorted(_selector_names(self.indicators[metric].ast))
+            names = sorted(selector_names(self.indicators[metric].ast))
         else:
             check_metric_name(metric, "metric")
             names = [metric, f"{metric}_bucket", f"{metric}_count"]
@@ -585,7 +587,7 @@ class MetricsCore:
         node = parse(selector)
         if type(node).__name__ != "VectorSelector":
             raise QueryError(f"{selector!r} is not a series selector")
-        return self.evaluator._matchers(node)
+        return self.evaluator.matchers(node)
 
     def label_names(
         self, selectors: Sequence[str] = (), start: float | None = None, end: float | None = None
@@ -619,11 +621,11 @@ class MetricsCore:
         ev = self.evaluator.fork((times[0], times[-1]))
         if q.metric in self.indicators:
             ind = self.indicators[q.metric]
-            vec = ev.eval_indicator(ind, times, filters=matchers, by=ind.by if q.group_by is None else q.group_by)
+            vec = ind.evaluate(ev, times, filters=matchers, by=ind.by if q.group_by is None else q.group_by)
             expr = f"indicator {q.metric}"
         else:
             expr = self._structured_expr(q)
-            value = ev._eval(parse(expr), times)
+            value = ev.evaluate(parse(expr), times)
             if not isinstance(value, Vector):
                 raise QueryError("the query did not give a vector")
             vec = value
@@ -673,17 +675,6 @@ class MetricsCore:
             raise QueryError(f"unknown aggregate {agg!r} (allowed: sum, avg, min, max, count, pNN)")
         inner = f"rate({selector}[{window}])" if (self.is_counter(metric) and q.rate) else selector
         return f"{agg} by ({by}) ({inner})"
-
-
-def _selector_names(node: Any) -> set[str]:
-    kind = type(node).__name__
-    if kind == "VectorSelector":
-        return {node.name} if node.name else set()
-    if kind == "BinaryExpr":
-        return _selector_names(node.lhs) | _selector_names(node.rhs)
-    if kind in ("ParenExpr", "UnaryExpr"):
-        return _selector_names(node.expr)
-    return set()
 
 
 def _mean(values: list[float]) -> float:

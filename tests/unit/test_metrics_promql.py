@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from devbox.mocks.metrics.promql import Evaluator, Indicator, ListSource, QueryError
+from devbox.mocks.metrics.indicators import Indicator
+from devbox.mocks.metrics.promql import Evaluator, ListSource, QueryError
 
 
 def _source() -> ListSource:
@@ -25,7 +26,7 @@ def ev() -> Evaluator:
     indicators = {
         "ok_rate": Indicator("ok_rate", 'req_total{code="ok"} * 100 / req_total', by=["svc"]),
     }
-    return Evaluator(_source(), indicators=indicators)
+    return Evaluator(_source(), computed=indicators)
 
 
 def _vec(ev: Evaluator, expr: str, at: float = 600) -> dict[tuple[tuple[str, str], ...], float]:

@@ -1,0 +1,70 @@
+"""PromQL evaluation over devbox's stored samples: a generic engine, free of devbox's own indicators.
+
+Parsing is done by the ``promql-parser`` package (a binding of a real PromQL parser); this module
+only walks its AST. Evaluation is vectorised over the steps of a range query: every node is
+evaluated once for all step timestamps, which keeps a 1 h range query of many series cheap.
+
+- ``values``: what expressions evaluate to (scalar, string, instant vector, range vector);
+- ``source``: label matchers and the :class:`SampleSource` the evaluator reads (the store, or a list);
+- ``parse``: PromQL text to the ``promql-parser`` AST; ``errors``: :class:`QueryError`;
+- ``evaluator``: the AST walk, selectors, ``offset``/``@``, subqueries, and the :class:`ComputedMetric`
+  hook through which devbox's composite indicators (:mod:`devbox.mocks.metrics.indicators`) plug in;
+- ``range_functions`` / ``functions`` / ``aggregation`` / ``binary``: the operators; ``stats``: the
+  quantile and variance they share.
+
+What is covered: instant selectors with ``=``, ``!=``, ``=~``, ``!~`` (and ``or`` matcher sets),
+range selectors, ``offset`` and ``@``, subqueries, ``rate``/``increase``/``irate``/``delta``/
+``idelta``/``deriv``/``changes``/``resets``/``*_over_time``, the math and label functions,
+``histogram_quantile``, ``sum``/``avg``/``min``/``max``/``count``/``group``/``stddev``/``stdvar``/
+``topk``/``bottomk``/``quantile``/``count_values`` with ``by``/``without``, arithmetic, comparison
+(filtering and ``bool``) and set operators between scalars and vectors, with ``on``/``ignoring``
+and ``group_left``/``group_right``. Staleness: an instant selector sees the newest sample within
+the 5 minute lookback, like Prometheus.
+
+LIMITATIONS: no native histograms, no staleness markers (a series stops being visible 5 minutes
+after its last sample rather than at once), no query timeout (only the 11,000-steps limit);
+``double_exponential_smoothing``, ``limitk``, ``sort_by_label``, ``info`` and the date functions
+are not implemented (they answer a ``QueryError`` that names them). Checked against Prometheus's
+own engine by ``tests/integration/test_metrics_promql_oracle.py``.
+"""
+
+from __future__ import annotations
+
+from devbox.mocks.metrics.promql.errors import QueryError
+from devbox.mocks.metrics.promql.evaluator import LOOKBACK_SECONDS, MAX_STEPS, ComputedMetric, Evaluator
+from devbox.mocks.metrics.promql.parse import parse
+from devbox.mocks.metrics.promql.source import LabelMatcher, Labels, ListSource, RawSeries, SampleSource
+from devbox.mocks.metrics.promql.values import (
+    NAME,
+    LabelKey,
+    Matrix,
+    Scalar,
+    StringVal,
+    Value,
+    Vector,
+    format_value,
+    key_of,
+)
+
+__all__ = [
+    "LOOKBACK_SECONDS",
+    "MAX_STEPS",
+    "NAME",
+    "ComputedMetric",
+    "Evaluator",
+    "LabelKey",
+    "LabelMatcher",
+    "Labels",
+    "ListSource",
+    "Matrix",
+    "QueryError",
+    "RawSeries",
+    "SampleSource",
+    "Scalar",
+    "StringVal",
+    "Value",
+    "Vector",
+    "format_value",
+    "key_of",
+    "parse",
+]

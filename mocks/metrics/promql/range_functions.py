@@ -1,0 +1,201 @@
+"""Functions over range vectors: ``rate``/``increase``/``delta``/``irate``/``idelta``, ``*_over_time``,
+``deriv``, ``changes``, ``resets``, ``predict_linear`` and ``absent_over_time``/``present_over_time``."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from typing import Any
+
+from devbox.mocks.metrics.promql.errors import QueryError
+from devbox.mocks.metrics.promql.stats import quantile, variance
+from devbox.mocks.metrics.promql.values import Labels, Matrix, Vector, drop_name, key_of
+
+
+def _extrapolated(
+    ts: list[float], vs: list[float], window: tuple[float, float], *, counter: bool, rate: bool
+) -> float | None:
+    """Prometheus's extrapolatedRate (rate, increase, delta)."""
+    if len(ts) < 2:
+        return None
+    result = vs[-1] - vs[0]
+    if counter:
+        prev = vs[0]
+        for v in vs[1:]:
+            if v < prev:
+                result += prev
+            prev = v
+    range_start, range_end = window
+    duration_to_start = ts[0] - range_start
+    duration_to_end = range_end - ts[-1]
+    sampled = ts[-1] - ts[0]
+    if sampled <= 0:
+        return None
+    avg = sampled / (len(ts) - 1)
+    threshold = avg * 1.1
+    if duration_to_start >= threshold:
+        duration_to_start = avg / 2
+    if counter and result > 0 and vs[0] >= 0:
+        to_zero = sampled * (vs[0] / result)
+        if to_zero < duration_to_start:
+            duration_to_start = to_zero
+    if duration_to_end >= threshold:
+        duration_to_end = avg / 2
+    factor = (sampled + duration_to_start + duration_to_end) / sampled
+    if rate:
+        factor /= range_end - range_start
+    return result * factor
+
+
+def _instant_delta(ts: list[float], vs: list[float], *, rate: bool) -> float | None:
+    if len(ts) < 2:
+        return None
+    last, prev = vs[-1], vs[-2]
+    result = last - prev
+    if rate:
+        if last < prev:
+            result = last
+        dt = ts[-1] - ts[-2]
+        if dt <= 0:
+            return None
+        result /= dt
+    return result
+
+
+def _deriv(ts: list[float], vs: list[float]) -> float | None:
+    if len(ts) < 2:
+        return None
+    n = len(ts)
+    t0 = ts[0]
+    xs = [t - t0 for t in ts]
+    mx, my = sum(xs) / n, sum(vs) / n
+    cov = sum((x - mx) * (y - my) for x, y in zip(xs, vs, strict=True))
+    var = sum((x - mx) ** 2 for x in xs)
+    return cov / var if var else None
+
+
+def _over_time(name: str, ts: list[float], vs: list[float], param: float | None) -> float | None:
+    if not vs:
+        return None
+    if name == "rate":
+        return None
+    if name == "avg_over_time":
+        return sum(vs) / len(vs)
+    if name == "sum_over_time":
+        return math.fsum(vs)
+    if name == "min_over_time":
+        return min(vs)
+    if name == "max_over_time":
+        return max(vs)
+    if name == "count_over_time":
+        return float(len(vs))
+    if name == "last_over_time":
+        return vs[-1]
+    if name in ("stddev_over_time", "stdvar_over_time"):
+        var = variance(vs)
+        return math.sqrt(var) if name == "stddev_over_time" else var
+    if name == "quantile_over_time":
+        return quantile(param if param is not None else math.nan, vs)
+    if name == "changes":
+        return float(sum(1 for a, b in itertools.pairwise(vs) if a != b))
+    if name == "resets":
+        return float(sum(1 for a, b in itertools.pairwise(vs) if b < a))
+    if name == "deriv":
+        return _deriv(ts, vs)
+    raise QueryError(f"function {name}() is not implemented by devbox")
+
+
+RANGE_FUNCTIONS = frozenset(
+    {
+        "rate", "increase", "delta", "irate", "idelta", "deriv", "changes", "resets",
+        "avg_over_time", "sum_over_time", "min_over_time", "max_over_time", "count_over_time",
+        "last_over_time", "stddev_over_time", "stdvar_over_time", "quantile_over_time",
+    }
+)  # fmt: skip
+
+
+def range_fn(name: str, matrix: Matrix, times: list[float], param: list[float] | None = None) -> Vector:
+    out = Vector()
+    keep_name = name == "last_over_time"
+    for s in matrix.series:
+        vals: list[float | None] = []
+        for i, window in enumerate(matrix.windows):
+            lo = bisect.bisect_right(s.ts, window[0])
+            hi = bisect.bisect_right(s.ts, window[1])
+            ts, vs = s.ts[lo:hi], s.vs[lo:hi]
+            if name in ("rate", "increase", "delta"):
+                vals.append(_extrapolated(ts, vs, window, counter=name != "delta", rate=name == "rate"))
+            elif name in ("irate", "idelta"):
+                vals.append(_instant_delta(ts, vs, rate=name == "irate"))
+            else:
+                vals.append(_over_time(name, ts, vs, param[i] if param else None))
+        if any(v is not None for v in vals):
+            labels = s.labels if keep_name else drop_name(s.labels)
+            out.series[key_of(labels)] = (labels, vals)
+    return out
+
+
+def _regression(ts: list[float], vs: list[float], at: float) -> tuple[float, float] | None:
+    """(slope, intercept at ``at``) by least squares, as Prometheus's linearRegression."""
+    n = len(ts)
+    if n < 2:
+        return None
+    xs = [t - at for t in ts]
+    sx, sy = sum(xs), sum(vs)
+    sxy = sum(x * y for x, y in zip(xs, vs, strict=True))
+    sx2 = sum(x * x for x in xs)
+    cov = sxy - sx * sy / n
+    var = sx2 - sx * sx / n
+    if var == 0:
+        return 0.0, sy / n
+    slope = cov / var
+    return slope, sy / n - slope * sx / n
+
+
+def predict_linear(matrix: Matrix, seconds: list[float], times: list[float]) -> Vector:
+    out = Vector()
+    for s in matrix.series:
+        vals: list[float | None] = []
+        for i, window in enumerate(matrix.windows):
+            lo = bisect.bisect_right(s.ts, window[0])
+            hi = bisect.bisect_right(s.ts, window[1])
+            fit = _regression(s.ts[lo:hi], s.vs[lo:hi], window[1])
+            vals.append(None if fit is None else fit[0] * seconds[i] + fit[1])
+        if any(v is not None for v in vals):
+            labels = drop_name(s.labels)
+            out.series[key_of(labels)] = (labels, vals)
+    return out
+
+
+def presence(name: str, matrix: Matrix, arg_node: Any, times: list[float]) -> Vector:
+    present = [False] * len(times)
+    out = Vector()
+    for s in matrix.series:
+        vals: list[float | None] = []
+        for i, window in enumerate(matrix.windows):
+            lo = bisect.bisect_right(s.ts, window[0])
+            hi = bisect.bisect_right(s.ts, window[1])
+            has = hi > lo
+            present[i] = present[i] or has
+            vals.append(1.0 if has else None)
+        if name == "present_over_time" and any(v is not None for v in vals):
+            labels = drop_name(s.labels)
+            out.series[key_of(labels)] = (labels, vals)
+    if name == "present_over_time":
+        return out
+    labels = absent_labels(arg_node.vector_selector if hasattr(arg_node, "vector_selector") else None)
+    return Vector({key_of(labels): (labels, [None if p else 1.0 for p in present])})
+
+
+def absent_labels(selector: Any) -> Labels:
+    if selector is None or type(selector).__name__ != "VectorSelector":
+        return {}
+    return {
+        m.name: m.value
+        for m in selector.matchers.matchers
+        if str(m.op).endswith("Equal") and not str(m.op).endswith("NotEqual")
+    }
+
+
+__all__ = ["RANGE_FUNCTIONS", "absent_labels", "predict_linear", "presence", "range_fn"]

@@ -1,0 +1,89 @@
+"""The values PromQL expressions evaluate to, vectorised over the steps of a query, and label helpers."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from devbox.mocks.metrics.promql.source import Labels, RawSeries
+
+LabelKey = tuple[tuple[str, str], ...]
+NAME = "__name__"
+
+
+@dataclass
+class Scalar:
+    values: list[float]
+
+
+@dataclass
+class StringVal:
+    value: str
+
+
+@dataclass
+class Vector:
+    """An instant vector at every step: label key -> (labels, value or None per step)."""
+
+    series: dict[LabelKey, tuple[Labels, list[float | None]]] = field(default_factory=dict)
+
+
+@dataclass
+class Matrix:
+    """A range vector for every step: each series' samples and the window per step."""
+
+    series: list[RawSeries]
+    #: (start, end] of the window at each step, in the samples' time.
+    windows: list[tuple[float, float]]
+    range_seconds: float
+
+
+Value = Scalar | StringVal | Vector | Matrix
+
+
+def key_of(labels: Labels) -> LabelKey:
+    return tuple(sorted(labels.items()))
+
+
+def kind_of(value: Value) -> str:
+    """The PromQL type name of a value, for error messages."""
+    return {Scalar: "scalar", StringVal: "string", Vector: "instant vector", Matrix: "range vector"}[type(value)]
+
+
+def drop_name(labels: Labels) -> Labels:
+    if NAME not in labels:
+        return labels
+    return {k: v for k, v in labels.items() if k != NAME}
+
+
+def valid_label_name(name: str) -> bool:
+    return re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name) is not None
+
+
+def format_value(v: float) -> str:
+    """A sample value as Prometheus writes it (in JSON answers and ``count_values`` labels)."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return repr(float(v))
+
+
+__all__ = [
+    "NAME",
+    "LabelKey",
+    "Labels",
+    "Matrix",
+    "Scalar",
+    "StringVal",
+    "Value",
+    "Vector",
+    "drop_name",
+    "format_value",
+    "key_of",
+    "kind_of",
+    "valid_label_name",
+]
