@@ -164,6 +164,11 @@ class DeployView(Protocol):
     """
 
     def running_instances(self) -> list[RunningInstance]: ...
+    def instances(self) -> list[RunningInstance]:
+        """Every instance the pipeline manages whatever its state (``failed``, ``crashloop`` and
+        ``stopped`` too), with ``message`` and ``log_path`` filled: why a start failed."""
+        ...
+
     async def kill_instance(self, service: str, instance: str) -> Mapping[str, Any]: ...
     async def signal_instance(self, service: str, instance: str, signal: str) -> Mapping[str, Any]:
         """Send a signal by name (``SIGSTOP`` hangs the instance, ``SIGCONT`` resumes it)."""

@@ -10,11 +10,13 @@ from __future__ import annotations
 import operator
 import re
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from devbox.mocks.tracing import analysis
+from devbox.mocks.tracing.models import Span
 from devbox.scenario.model import (
     AlertExpect,
     FailoverExpect,
@@ -161,17 +163,6 @@ def _failover_traffic(exp: FailoverExpect, run: TrafficRun, parts: list[str]) ->
 # --- traces -------------------------------------------------------------------------------
 
 
-def group_traces(spans: Iterable[Any], trace_ids: Iterable[str]) -> dict[str, list[Any]]:
-    wanted = set(trace_ids)
-    out: dict[str, list[Any]] = defaultdict(list)
-    for span in spans:
-        if span.trace_id in wanted:
-            out[span.trace_id].append(span)
-    for trace in out.values():
-        trace.sort(key=lambda s: (s.start_us, s.span_id))
-    return dict(out)
-
-
 def first_seen(items: Iterable[str]) -> list[str]:
     seen: dict[str, None] = {}
     for item in items:
@@ -184,42 +175,6 @@ def is_subsequence(wanted: Sequence[str], seen: Sequence[str]) -> bool:
     return all(any(x == w for x in it) for w in wanted)
 
 
-def root_causes(trace: Sequence[Any]) -> list[Any]:
-    """Erroring spans none of whose children errored: where the failure originated."""
-    errored_parents = {s.parent_id for s in trace if s.error and s.parent_id}
-    return [s for s in trace if s.error and s.span_id not in errored_parents]
-
-
-def critical_path_shares(trace: Sequence[Any]) -> dict[str, float]:
-    """Share of the root span's duration that each service spends on the critical path."""
-    if not trace:
-        return {}
-    by_id = {s.span_id: s for s in trace}
-    children: dict[str, list[Any]] = defaultdict(list)
-    roots = []
-    for s in trace:
-        if s.parent_id and s.parent_id in by_id:
-            children[s.parent_id].append(s)
-        else:
-            roots.append(s)
-    root = max(roots, key=lambda s: s.duration_us)
-    total = max(root.duration_us, 1)
-    shares: dict[str, float] = defaultdict(float)
-
-    def walk(span: Any, end: int) -> None:
-        cursor = min(end, span.end_us)
-        for child in sorted(children.get(span.span_id, []), key=lambda c: c.end_us, reverse=True):
-            if child.end_us > cursor or child.end_us <= span.start_us:
-                continue
-            shares[span.service] += cursor - child.end_us
-            walk(child, child.end_us)
-            cursor = max(child.start_us, span.start_us)
-        shares[span.service] += max(cursor - span.start_us, 0)
-
-    walk(root, root.end_us)
-    return {k: v / total for k, v in shares.items()}
-
-
 @dataclass
 class Cause:
     service: str
@@ -227,31 +182,25 @@ class Cause:
     message: str = ""
 
 
-#: (trace id, spans) -> the trace's root causes; (trace id, spans) -> service -> critical-path share.
-CauseFn = Callable[[str, Sequence[Any]], list[Cause]]
-ShareFn = Callable[[str, Sequence[Any]], dict[str, float]]
+def root_causes(trace: Sequence[Span]) -> list[Cause]:
+    """Where the trace's failure originated, by the trace collector's own analysis (``/why``)."""
+    return [Cause(c["service"], c["name"], c["message"]) for c in analysis.root_cause(trace)["causes"]]
 
 
-def local_causes(trace_id: str, trace: Sequence[Any]) -> list[Cause]:
-    return [Cause(s.service, s.name, s.status_message) for s in root_causes(trace)]
-
-
-def local_shares(trace_id: str, trace: Sequence[Any]) -> dict[str, float]:
-    return critical_path_shares(trace)
+def critical_path_shares(trace: Sequence[Span]) -> dict[str, float]:
+    """Each service's share of the critical path, by the collector's own analysis (``/critical-path``)."""
+    return {row["service"]: row["share"] for row in analysis.critical_path(trace)["services"]}
 
 
 def check_trace(
     exp: TraceExpect,
     run: TrafficRun,
-    traces: Mapping[str, Sequence[Any]],
-    *,
-    causes_of: CauseFn = local_causes,
-    shares_of: ShareFn = local_shares,
+    traces: Mapping[str, Sequence[Span]],
 ) -> Verdict:
     """Each trace of the traffic checked; ``which: any`` needs one good trace, ``all`` every one.
 
-    Root causes and critical paths come from ``causes_of``/``shares_of`` (the session passes the
-    trace collector's own analysis; the defaults compute them here, for tests).
+    Root causes and critical paths are the trace collector's analysis (:mod:`devbox.mocks.tracing.analysis`),
+    so a scenario asserts what ``devbox traces why`` and the dashboard show.
     """
     if not traces:
         return Verdict(
@@ -262,7 +211,7 @@ def check_trace(
     failures: list[str] = []
     passed: list[str] = []
     for trace_id, trace in traces.items():
-        problems = _trace_problems(exp, trace_id, trace, causes_of, shares_of)
+        problems = _trace_problems(exp, trace)
         if not problems and exp.which == "any":
             passed.append(trace_id)
             break
@@ -303,9 +252,7 @@ def _trace_expectation(exp: TraceExpect) -> str:
     return ", ".join(parts) or "a trace"
 
 
-def _trace_problems(
-    exp: TraceExpect, trace_id: str, trace: Sequence[Any], causes_of: CauseFn, shares_of: ShareFn
-) -> list[str]:
+def _trace_problems(exp: TraceExpect, trace: Sequence[Span]) -> list[str]:
     problems = []
     services = first_seen(s.service for s in trace)
     if exp.services and not is_subsequence(exp.services, services):
@@ -318,7 +265,7 @@ def _trace_problems(
     if exp.no_error and errors:
         problems.append("errors in " + ", ".join(f"{s.service}:{s.name} ({s.status_message})" for s in errors[:3]))
     if exp.root_cause:
-        causes = causes_of(trace_id, trace)
+        causes = root_causes(trace)
         if not causes:
             problems.append("no span errored")
         elif not any(c.service == exp.root_cause for c in causes):
@@ -326,7 +273,7 @@ def _trace_problems(
                 "root cause in " + ", ".join(f"{c.service}:{c.name} ({c.message or 'error'})" for c in causes)
             )
     if exp.critical_path:
-        shares = shares_of(trace_id, trace)
+        shares = critical_path_shares(trace)
         mine = shares.get(exp.critical_path.service, 0.0)
         if mine < exp.critical_path.min_share:
             listing = ", ".join(f"{k} {_fmt_share(v)}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]))
@@ -444,7 +391,7 @@ def check_log(exp: LogExpect, lines_by_file: Mapping[str, Sequence[str]]) -> Ver
     if hits:
         per_file = ", ".join(f"{f}: {sum(1 for g, _ in hits if g == f)}" for f in sorted({f for f, _ in hits}))
         return Verdict(False, f"{want}; found {len(hits)} ({per_file})")
-    tail = []
+    tail: list[str] = []
     for f, lines in lines_by_file.items():
         tail.extend(f"{f}: {line.rstrip()[:160]}" for line in lines[-3:])
     return Verdict(False, f"{want}; no match in {files}; last lines: " + " | ".join(tail))

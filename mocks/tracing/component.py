@@ -22,6 +22,7 @@ from devbox.mocks.tracing.models import Span
 from fastapi import APIRouter
 
 from devbox.platform.component import Component, PlatformContext
+from devbox.platform.ports import TracesPort
 
 LOG = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class TracingComponent(Component):
         super().__init__(ctx)
         self.config = ctx.config.tracing
         self.collector = Collector(self.config, ctx.state_dir / "tracing.db", on_commit=self._committed)
+        ctx.provide(TracesPort, self.collector)
 
     def _committed(self, spans: list[Span]) -> None:
         self.ctx.events.spans_ingested.fire(spans=spans)
