@@ -2,8 +2,9 @@
 
 Services, instances (register / deregister / heartbeat / isolate / weight), routing rules CRUD,
 circuit-breaker settings, the long-poll ``watch`` the Python SDK keeps its cache fresh with, and
-``explain`` (which rule and filters decide a pick). Errors are ``{"error", "reason", "code"}``
-with a 4xx status; ``code`` is the Polaris code behind it.
+``explain`` (which rule and filters decide a pick). Handlers raise; the ``api`` listener renders
+devbox's ``{"error", "reason"}`` (``error`` is the Polaris code's name, e.g. ``NotFoundService``,
+and the number is the error's ``detail["code"]``) with a 4xx status.
 
 LIMITATIONS: ``explain`` evaluates the server's view (no caller-side circuit-breaker state).
 """
@@ -11,43 +12,25 @@ LIMITATIONS: ``explain`` evaluates the server's view (no caller-side circuit-bre
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from devbox.mocks.naming.models import DEFAULT_TTL, MAX_TTL, MAX_WEIGHT, Code, Instance, NamingError
+from devbox.mocks.naming.models import DEFAULT_TTL, MAX_TTL, MAX_WEIGHT, Instance
+from devbox.mocks.naming.routes import NamingRoute
+from devbox.mocks.naming.service import NamingService
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from devbox.platform.errors import BadRequest
 from devbox.polaris import routing as routing_rules
 from devbox.polaris.circuit import BreakerConfig
 
-if TYPE_CHECKING:
-    from devbox.mocks.naming.component import NamingComponent
-
 LOG = logging.getLogger(__name__)
 
-_STATUS = {
-    Code.NotFoundResource: 404,
-    Code.NotFoundService: 404,
-    Code.NotFoundInstance: 404,
-    Code.NotFoundRouting: 404,
-    Code.NotFoundNamespace: 404,
-    Code.ExistedResource: 409,
-    Code.ServiceExistedInstances: 409,
-    Code.Unauthorized: 401,
-}
 
-
-def error_response(exc: NamingError) -> JSONResponse:
-    status = _STATUS.get(exc.code, exc.http_status)
-    if not 400 <= status < 500:
-        status = 400 if status < 400 else status
-    return JSONResponse({"error": exc.code.name, "reason": exc.reason, "code": int(exc.code)}, status_code=status)
-
-
-def invalid(reason: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": "invalid request", "reason": reason}, status_code=status)
+def invalid(reason: str) -> BadRequest:
+    """A request the models accept but devbox refuses (same ``error`` word as a validation failure)."""
+    return BadRequest(reason, code="invalid request")
 
 
 # --- models --------------------------------------------------------------------------------
@@ -161,169 +144,95 @@ def instance_json(instance: Instance) -> dict[str, Any]:
     return instance.to_json()
 
 
-def watch_instance(instance: Instance) -> dict[str, Any]:
-    return {
-        "id": instance.id,
-        "host": instance.host,
-        "port": instance.port,
-        "protocol": instance.protocol,
-        "version": instance.version,
-        "weight": instance.weight,
-        "healthy": instance.healthy,
-        "isolated": instance.isolated,
-        "metadata": dict(instance.metadata),
-        "location": dict(instance.location) if instance.location else None,
-    }
+class NamingHandlers:
+    """The ``/api/naming`` handlers over one :class:`NamingService` (routes in :func:`router`)."""
 
-
-def router(component: NamingComponent) -> APIRouter:
-    registry = component.registry
-    api = APIRouter(prefix="/api/naming", tags=["naming"])
+    def __init__(self, service: NamingService) -> None:
+        self.service = service
+        self.registry = service.registry
 
     # --- services ------------------------------------------------------------------------
 
-    @api.get("/services")
-    async def list_services(namespace: str | None = None) -> list[dict[str, Any]]:
-        out = []
-        for svc in registry.services(namespace):
-            instances = registry.instances(svc.namespace, svc.name)
-            out.append(
-                {
-                    **svc.to_json(),
-                    "instances": len(instances),
-                    "healthy": sum(1 for i in instances if i.healthy and not i.isolated),
-                }
-            )
-        return out
+    async def list_services(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        return self.service.service_summaries(namespace)
 
-    @api.post("/services", status_code=201)
-    async def create_service(body: ServiceIn) -> Any:
+    async def create_service(self, body: ServiceIn) -> Any:
         """Create a service; the answer includes its token (shown only here and in ``show``)."""
-        try:
-            svc = registry.create_service(
-                body.namespace,
-                body.name,
-                require_token=body.require_token,
-                owners=body.owners,
-                comment=body.comment,
-                metadata=body.metadata,
-            )
-        except NamingError as exc:
-            return error_response(exc)
+        svc = self.registry.create_service(
+            body.namespace,
+            body.name,
+            require_token=body.require_token,
+            owners=body.owners,
+            comment=body.comment,
+            metadata=body.metadata,
+        )
         return JSONResponse(svc.to_json(with_token=True), status_code=201)
 
-    @api.get("/services/{namespace}/{service}")
-    async def show_service(namespace: str, service: str) -> Any:
+    async def show_service(self, namespace: str, service: str) -> Any:
         """A service with its instances, the rules that apply to it and its circuit-breaker settings."""
-        svc = registry.service(namespace, service)
-        if svc is None:
-            return error_response(NamingError(Code.NotFoundService, f"service {namespace}/{service} does not exist"))
-        return {
-            **svc.to_json(with_token=True),
-            "instances": [instance_json(i) for i in registry.instances(namespace, service)],
-            "routing": registry.rules(namespace, service),
-            "circuit_breaker": svc.circuit_breaker,
-        }
+        return self.service.service_detail(namespace, service)
 
-    @api.delete("/services/{namespace}/{service}", status_code=204, response_model=None)
-    async def delete_service(namespace: str, service: str) -> Any:
-        try:
-            registry.delete_service(namespace, service)
-        except NamingError as exc:
-            return error_response(exc)
+    async def delete_service(self, namespace: str, service: str) -> Any:
+        self.registry.delete_service(namespace, service)
         return Response(status_code=204)
 
     # --- instances -----------------------------------------------------------------------
 
-    @api.get("/instances", response_model=list[InstanceOut])
-    async def list_instances(namespace: str = "default", service: str | None = None) -> Any:
+    async def list_instances(self, namespace: str = "default", service: str | None = None) -> Any:
         if service:
-            return [instance_json(i) for i in registry.instances(namespace, service)]
-        return [instance_json(i) for i in sorted(registry.all_instances(), key=lambda i: (i.service, i.host, i.port))]
+            return [instance_json(i) for i in self.registry.instances(namespace, service)]
+        everything = sorted(self.registry.all_instances(), key=lambda i: (i.service, i.host, i.port))
+        return [instance_json(i) for i in everything]
 
-    @api.post("/instances", status_code=201, response_model=InstanceOut)
-    async def register(body: RegisterIn) -> Any:
-        try:
-            registry.check_token(body.namespace, body.service, body.token)
-            instance = registry.register(
-                namespace=body.namespace,
-                service=body.service,
-                host=body.host,
-                port=body.port,
-                protocol=body.protocol,
-                version=body.version,
-                weight=body.weight,
-                metadata=body.metadata,
-                ttl=body.ttl,
-                health_check=body.health_check,
-                location=body.location.model_dump(exclude_defaults=True) if body.location else None,
-                isolated=body.isolated,
-                id=body.id,
-            )
-        except NamingError as exc:
-            return error_response(exc)
+    async def register(self, body: RegisterIn) -> Any:
+        instance = self.service.register(
+            body.token,
+            namespace=body.namespace,
+            service=body.service,
+            host=body.host,
+            port=body.port,
+            protocol=body.protocol,
+            version=body.version,
+            weight=body.weight,
+            metadata=body.metadata,
+            ttl=body.ttl,
+            health_check=body.health_check,
+            location=body.location.model_dump(exclude_defaults=True) if body.location else None,
+            isolated=body.isolated,
+            id=body.id,
+        )
         return JSONResponse(instance_json(instance), status_code=201)
 
-    @api.get("/instances/{ref}", response_model=InstanceOut)
-    async def get_instance(ref: str) -> Any:
-        try:
-            return instance_json(component.resolve_instance(ref))
-        except NamingError as exc:
-            return error_response(exc)
+    async def get_instance(self, ref: str) -> Any:
+        return instance_json(self.service.resolve_instance(ref))
 
-    def as_owner(ref: str, token: str | None, action: Callable[[str], Any]) -> Response:
-        """``action(instance_id)`` on the instance ``ref`` names, once its service's token checks out."""
-        try:
-            instance = component.resolve_instance(ref)
-            registry.check_token(instance.namespace, instance.service, token)
-            action(instance.id)
-        except NamingError as exc:
-            return error_response(exc)
+    async def deregister(self, ref: str, token: str | None = Query(None)) -> Any:
+        self.registry.deregister(self.service.owned(self.service.resolve_instance(ref), token).id)
         return Response(status_code=204)
 
-    @api.delete("/instances/{ref}", status_code=204, response_model=None)
-    async def deregister(ref: str, token: str | None = Query(None)) -> Any:
-        return as_owner(ref, token, registry.deregister)
+    async def heartbeat(self, ref: str, token: str | None = Query(None)) -> Any:
+        self.registry.heartbeat(self.service.owned(self.service.resolve_instance(ref), token).id)
+        return Response(status_code=204)
 
-    @api.post("/instances/{ref}/heartbeat", status_code=204, response_model=None)
-    async def heartbeat(ref: str, token: str | None = Query(None)) -> Any:
-        return as_owner(ref, token, registry.heartbeat)
+    async def isolate(self, ref: str, body: IsolateIn) -> Any:
+        return instance_json(self.registry.isolate(self.service.resolve_instance(ref).id, body.isolated))
 
-    @api.put("/instances/{ref}/isolate", response_model=InstanceOut)
-    async def isolate(ref: str, body: IsolateIn) -> Any:
-        try:
-            instance = component.resolve_instance(ref)
-            return instance_json(registry.isolate(instance.id, body.isolated))
-        except NamingError as exc:
-            return error_response(exc)
-
-    @api.put("/instances/{ref}/weight", response_model=InstanceOut)
-    async def weight(ref: str, body: WeightIn) -> Any:
-        try:
-            instance = component.resolve_instance(ref)
-            return instance_json(registry.set_weight(instance.id, body.weight))
-        except NamingError as exc:
-            return error_response(exc)
+    async def weight(self, ref: str, body: WeightIn) -> Any:
+        return instance_json(self.registry.set_weight(self.service.resolve_instance(ref).id, body.weight))
 
     # --- routing rules -------------------------------------------------------------------
 
-    @api.get("/rules")
-    async def list_rules(namespace: str | None = None, service: str | None = None) -> list[dict[str, Any]]:
+    async def list_rules(self, namespace: str | None = None, service: str | None = None) -> list[dict[str, Any]]:
         """Rules; with ``service``, those that apply to it (its own and namespace-wide ``*`` ones)."""
-        return registry.rules(namespace, service)
+        return self.registry.rules(namespace, service)
 
-    @api.post("/rules", status_code=201)
-    async def put_rule(rule: routing_rules.RoutingRule) -> Any:
+    async def put_rule(self, rule: routing_rules.RoutingRule) -> Any:
         """Create or replace one rule (keyed by namespace, service, name). Matchers also take the
         shorthands of :mod:`devbox.polaris.routing`: ``"base"`` (EXACT), ``"*"`` (any), ``"$env"`` (PARAMETER)."""
-        try:
-            stored = registry.put_rule(rule.model_dump(mode="json"))
-        except NamingError as exc:
-            return error_response(exc)
-        return JSONResponse(stored, status_code=201)
+        return JSONResponse(self.registry.put_rule(rule.model_dump(mode="json")), status_code=201)
 
-    @api.put("/rules/{namespace}/{service}")
     async def replace_rules(
+        self,
         namespace: str,
         service: str,
         body: list[routing_rules.RoutingRule] = Body(..., description="The whole rule set; the path's names win."),
@@ -332,73 +241,53 @@ def router(component: NamingComponent) -> APIRouter:
         rules = [r.model_copy(update={"namespace": namespace, "service": service}) for r in body]
         names = [r.name for r in rules]
         if len(set(names)) != len(names):
-            return invalid("rule names must be unique within a service")
-        try:
-            return registry.replace_rules(namespace, service, [r.model_dump(mode="json") for r in rules])
-        except NamingError as exc:
-            return error_response(exc)
+            raise invalid("rule names must be unique within a service")
+        return self.registry.replace_rules(namespace, service, [r.model_dump(mode="json") for r in rules])
 
-    @api.delete("/rules/{namespace}/{service}/{name}", status_code=204, response_model=None)
-    async def delete_rule(namespace: str, service: str, name: str) -> Any:
-        try:
-            registry.delete_rule(namespace, service, name)
-        except NamingError as exc:
-            return error_response(exc)
+    async def delete_rule(self, namespace: str, service: str, name: str) -> Any:
+        self.registry.delete_rule(namespace, service, name)
         return Response(status_code=204)
 
     # --- circuit breaker -----------------------------------------------------------------
 
-    @api.put("/circuit-breakers/{namespace}/{service}")
-    async def set_breaker(namespace: str, service: str, body: BreakerIn) -> Any:
+    async def set_breaker(self, namespace: str, service: str, body: BreakerIn) -> Any:
         """Circuit-breaker settings SDK clients of the service apply (sent in the watch answer)."""
         settings = body.model_dump(exclude_none=True)
         try:
             BreakerConfig.from_mapping(settings)
-        except (ValueError, TypeError) as exc:
-            return invalid(str(exc))
-        try:
-            svc = registry.set_circuit_breaker(namespace, service, settings)
-        except NamingError as exc:
-            return error_response(exc)
+        except (ValueError, TypeError) as exc:  # the SDK's own check of the combination
+            raise invalid(str(exc)) from None
+        svc = self.registry.set_circuit_breaker(namespace, service, settings)
         return {"namespace": namespace, "service": service, "circuit_breaker": svc.circuit_breaker}
 
-    @api.delete("/circuit-breakers/{namespace}/{service}", status_code=204, response_model=None)
-    async def clear_breaker(namespace: str, service: str) -> Any:
-        if registry.service(namespace, service) is None:
-            return error_response(NamingError(Code.NotFoundService, f"service {namespace}/{service} does not exist"))
-        registry.set_circuit_breaker(namespace, service, None)
+    async def clear_breaker(self, namespace: str, service: str) -> Any:
+        self.registry.require_service(namespace, service)
+        self.registry.set_circuit_breaker(namespace, service, None)
         return Response(status_code=204)
 
     # --- watch and explain ---------------------------------------------------------------
 
-    @api.get("/watch", response_model=WatchOut)
     async def watch(
+        self,
         service: str = Query(..., min_length=1),
         namespace: str = Query("default", min_length=1),
         revision: str = Query("", description="The revision the client has; '' for none."),
         timeout: float = Query(30.0, ge=0, le=120, description="Seconds to wait for a change."),
     ) -> Any:
         """Long-poll: answers at once when the service's revision differs from ``revision``."""
-        await component.wait_changed(namespace, service, revision, timeout)
-        return component.snapshot(namespace, service)
+        await self.service.wait_changed(namespace, service, revision, timeout)
+        return self.service.snapshot(namespace, service)
 
-    @api.post("/explain")
-    async def explain(body: ExplainIn) -> Any:
+    async def explain(self, body: ExplainIn) -> Any:
         """Which rule matches a request with these labels, what each filter removes, and the subset."""
-        return component.explain(
-            namespace=body.namespace,
-            service=body.service,
-            request=routing_rules.RouteRequest(
-                labels=body.labels,
-                caller_service=body.caller_service,
-                headers=body.headers,
-                method=body.method,
-                path=body.path,
-            ),
+        request = routing_rules.RouteRequest(
+            labels=body.labels, caller_service=body.caller_service, headers=body.headers, method=body.method,
+            path=body.path,
         )
+        return self.service.explain(namespace=body.namespace, service=body.service, request=request)
 
-    @api.get("/explain")
     async def explain_get(
+        self,
         service: str = Query(..., min_length=1),
         namespace: str = "default",
         label: list[str] = Query([], description="k=v, repeatable"),
@@ -408,12 +297,35 @@ def router(component: NamingComponent) -> APIRouter:
         for item in label:
             key, sep, value = item.partition("=")
             if not sep or not key:
-                return invalid(f"label {item!r} must be key=value")
+                raise invalid(f"label {item!r} must be key=value")
             labels[key] = value
-        return component.explain(
-            namespace=namespace,
-            service=service,
-            request=routing_rules.RouteRequest(labels=labels, caller_service=caller),
-        )
+        request = routing_rules.RouteRequest(labels=labels, caller_service=caller)
+        return self.service.explain(namespace=namespace, service=service, request=request)
 
+
+def router(service: NamingService) -> APIRouter:
+    """``/api/naming``: the route table of :class:`NamingHandlers`."""
+    h = NamingHandlers(service)
+    api = APIRouter(prefix="/api/naming", tags=["naming"], route_class=NamingRoute)
+    no_body: dict[str, Any] = {"status_code": 204, "response_model": None}
+    api.add_api_route("/services", h.list_services, methods=["GET"])
+    api.add_api_route("/services", h.create_service, methods=["POST"], status_code=201)
+    api.add_api_route("/services/{namespace}/{service}", h.show_service, methods=["GET"])
+    api.add_api_route("/services/{namespace}/{service}", h.delete_service, methods=["DELETE"], **no_body)
+    api.add_api_route("/instances", h.list_instances, methods=["GET"], response_model=list[InstanceOut])
+    api.add_api_route("/instances", h.register, methods=["POST"], status_code=201, response_model=InstanceOut)
+    api.add_api_route("/instances/{ref}", h.get_instance, methods=["GET"], response_model=InstanceOut)
+    api.add_api_route("/instances/{ref}", h.deregister, methods=["DELETE"], **no_body)
+    api.add_api_route("/instances/{ref}/heartbeat", h.heartbeat, methods=["POST"], **no_body)
+    api.add_api_route("/instances/{ref}/isolate", h.isolate, methods=["PUT"], response_model=InstanceOut)
+    api.add_api_route("/instances/{ref}/weight", h.weight, methods=["PUT"], response_model=InstanceOut)
+    api.add_api_route("/rules", h.list_rules, methods=["GET"])
+    api.add_api_route("/rules", h.put_rule, methods=["POST"], status_code=201)
+    api.add_api_route("/rules/{namespace}/{service}", h.replace_rules, methods=["PUT"])
+    api.add_api_route("/rules/{namespace}/{service}/{name}", h.delete_rule, methods=["DELETE"], **no_body)
+    api.add_api_route("/circuit-breakers/{namespace}/{service}", h.set_breaker, methods=["PUT"])
+    api.add_api_route("/circuit-breakers/{namespace}/{service}", h.clear_breaker, methods=["DELETE"], **no_body)
+    api.add_api_route("/watch", h.watch, methods=["GET"], response_model=WatchOut)
+    api.add_api_route("/explain", h.explain, methods=["POST"])
+    api.add_api_route("/explain", h.explain_get, methods=["GET"])
     return api

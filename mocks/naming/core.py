@@ -143,6 +143,8 @@ class Registry:
         self._dirty_rules: set[tuple[str, str, str]] = set()
         self._deleted_rules: set[tuple[str, str, str]] = set()
         self._restored_at = float("-inf")
+        #: Instance ids whose heartbeats are lost on the way (a fault: see :meth:`drop_heartbeats`).
+        self._dropped: set[str] = set()
         self.ensure_namespace(DEFAULT_NAMESPACE)
 
     # --- listeners -------------------------------------------------------------------------
@@ -510,7 +512,12 @@ class Registry:
             self._changed(svc, instance.id, change)
 
     def heartbeat(self, instance_id: str) -> None:
-        """Record a heartbeat; an unhealthy instance turns healthy (a revision change)."""
+        """Record a heartbeat; an unhealthy instance turns healthy (a revision change).
+
+        A dropped heartbeat (:meth:`drop_heartbeats`) returns as if it counted and changes nothing.
+        """
+        if instance_id in self._dropped:
+            return
         instance = self.require_instance(instance_id)
         if not instance.health_check:
             raise NamingError(
@@ -521,6 +528,23 @@ class Registry:
         if not instance.healthy:
             instance.healthy = True
             self._touch(instance, "healthy")
+
+    def drop_heartbeats(self, instance_id: str, drop: bool = True) -> None:
+        """Lose (or stop losing) every heartbeat of an instance, whoever sends it and over any API.
+
+        The fault the network causes: the sender sees success, the registry sees nothing, so the
+        instance turns unhealthy after its TTL. Dropping needs a registered id (NotFoundResource
+        otherwise); the drop outlives a re-registration under the same id until it is lifted.
+        """
+        if drop:
+            self.require_instance(instance_id)
+            self._dropped.add(instance_id)
+        else:
+            self._dropped.discard(instance_id)
+
+    def dropped_heartbeats(self) -> list[str]:
+        """Ids whose heartbeats are dropped, sorted."""
+        return sorted(self._dropped)
 
     def _touch(self, instance: Instance, change: str) -> None:
         instance.updated = self.clock()

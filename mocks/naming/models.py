@@ -13,6 +13,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from devbox.platform import errors
+
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TTL = 5.0
 MAX_TTL = 60.0
@@ -71,6 +73,31 @@ class NamingError(Exception):
     @property
     def http_status(self) -> int:
         return int(self.code) // 1000
+
+    def api_error(self) -> errors.ApiError:
+        """The platform's exception for this refusal, for the HTTP listeners to render.
+
+        ``code`` is the Polaris code's name (devbox's ``error`` word) and ``detail["code"]`` its
+        number (what Polaris's own shape carries); the class gives devbox's HTTP status: 404 for
+        what does not exist, 409 for what exists already or still has instances, 401 for tokens.
+        """
+        kind = _API_ERRORS.get(self.code) or (errors.Unauthorized if self.http_status == 401 else errors.BadRequest)
+        exc = kind(self.reason, code=self.code.name, detail={"code": int(self.code)})
+        if kind is errors.BadRequest and self.http_status >= 500:
+            exc.status = self.http_status  # ExecuteException: the server's fault, not the request's
+        return exc
+
+
+_API_ERRORS: dict[Code, type[errors.ApiError]] = {
+    Code.NotFoundResource: errors.NotFound,
+    Code.NotFoundService: errors.NotFound,
+    Code.NotFoundInstance: errors.NotFound,
+    Code.NotFoundRouting: errors.NotFound,
+    Code.NotFoundNamespace: errors.NotFound,
+    Code.ExistedResource: errors.Conflict,
+    Code.ServiceExistedInstances: errors.Conflict,
+    Code.Unauthorized: errors.Unauthorized,
+}
 
 
 @dataclass

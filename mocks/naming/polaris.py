@@ -1,4 +1,4 @@
-"""Polaris's client protocol over the registry: one object both the gRPC and HTTP adapters call.
+"""Polaris's client protocol over the naming service: one object both the gRPC and HTTP adapters call.
 
 Takes and returns the official protobuf messages (``v1.Instance``, ``v1.DiscoverRequest``, ...),
 so the adapters only do transport: the gRPC servicer passes messages through, the HTTP adapter
@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from devbox.mocks.naming.core import Registry
 from devbox.mocks.naming.models import Code, Instance, NamingError, Service
 from devbox.mocks.naming.polaris_pb import protos
+from devbox.mocks.naming.service import NamingService
 from google.protobuf import json_format
 
 from devbox.polaris import routing as routing_rules
@@ -56,15 +56,18 @@ SYSTEM_SERVICES = frozenset({"polaris.discover", "polaris.healthcheck"})
 
 
 class PolarisApi:
-    """Polaris client-API operations on a :class:`Registry`, in Polaris's own messages and codes.
+    """Polaris client-API operations over the :class:`NamingService`, in Polaris's own messages and codes.
 
     ``system_address()`` gives the ``(host, port)`` to answer for the system services (or None).
+    Refusals are answers (``Response.code``), never exceptions: that is Polaris's protocol, on
+    gRPC and HTTP alike.
     """
 
     def __init__(
-        self, registry: Registry, *, system_address: Callable[[], tuple[str, int] | None] | None = None
+        self, service: NamingService, *, system_address: Callable[[], tuple[str, int] | None] | None = None
     ) -> None:
-        self.registry = registry
+        self.service = service
+        self.registry = service.registry
         self.system_address = system_address or (lambda: None)
         self.pb = protos()
 
@@ -173,61 +176,59 @@ class PolarisApi:
             "id": msg.id.value or None,
         }
 
-    def _find(self, msg: Any) -> Instance:
-        """The instance a Deregister/Heartbeat names: by id, else by namespace/service/host/port."""
+    def _find(self, msg: Any, header_token: str | None) -> Instance:
+        """The instance a Deregister/Heartbeat/update names (by id, else by namespace/service/host/port),
+        once the token (``service_token`` of the message, else the header's) checks out."""
         if msg.id.value:
-            return self.registry.require_instance(msg.id.value)
-        namespace, service = msg.namespace.value, msg.service.value
-        if not namespace or not service or not msg.host.value or not msg.port.value:
-            raise NamingError(
-                Code.InvalidInstanceID, "give instance.id, or namespace, service, host and port of the instance"
-            )
-        found = self.registry.find(namespace, service, msg.host.value, msg.port.value)
-        if found is None:
-            raise NamingError(
-                Code.NotFoundResource,
-                f"no instance {msg.host.value}:{msg.port.value} in service {namespace}/{service}",
-            )
-        return found
+            found = self.registry.require_instance(msg.id.value)
+        else:
+            namespace, service = msg.namespace.value, msg.service.value
+            if not namespace or not service or not msg.host.value or not msg.port.value:
+                raise NamingError(
+                    Code.InvalidInstanceID, "give instance.id, or namespace, service, host and port of the instance"
+                )
+            at = self.registry.find(namespace, service, msg.host.value, msg.port.value)
+            if at is None:
+                raise NamingError(
+                    Code.NotFoundResource,
+                    f"no instance {msg.host.value}:{msg.port.value} in service {namespace}/{service}",
+                )
+            found = at
+        return self.service.owned(found, self._token(msg, header_token))
 
     @staticmethod
     def _token(msg: Any, header_token: str | None) -> str | None:
         return msg.service_token.value or header_token or None
 
+    def _answer(self, msg: Any, op: Callable[[], Instance | None]) -> Any:
+        """Polaris's answer to one instance operation: the instance (or ``msg`` echoed) or the refusal."""
+        try:
+            instance = op()
+        except NamingError as exc:
+            return self.error(exc, instance=msg)
+        return self.response(Code.ExecuteSuccess, instance=msg if instance is None else self.instance_to_pb(instance))
+
     # --- operations ------------------------------------------------------------------------
 
     def register(self, msg: Any, token: str | None = None) -> Any:
-        try:
-            args = self.register_args(msg)
-            self.registry.check_token(args["namespace"], args["service"], self._token(msg, token))
-            instance = self.registry.register(**args)
-        except NamingError as exc:
-            return self.error(exc, instance=msg)
-        return self.response(Code.ExecuteSuccess, instance=self.instance_to_pb(instance))
+        return self._answer(msg, lambda: self.service.register(self._token(msg, token), **self.register_args(msg)))
 
     def deregister(self, msg: Any, token: str | None = None) -> Any:
-        try:
-            instance = self._find(msg)
-            self.registry.check_token(instance.namespace, instance.service, self._token(msg, token))
+        def deregister() -> Instance:
+            instance = self._find(msg, token)
             self.registry.deregister(instance.id)
-        except NamingError as exc:
-            return self.error(exc, instance=msg)
-        return self.response(Code.ExecuteSuccess, instance=self.instance_to_pb(instance))
+            return instance
+
+        return self._answer(msg, deregister)
 
     def heartbeat(self, msg: Any, token: str | None = None) -> Any:
-        try:
-            instance = self._find(msg)
-            self.registry.check_token(instance.namespace, instance.service, self._token(msg, token))
-            self.registry.heartbeat(instance.id)
-        except NamingError as exc:
-            return self.error(exc, instance=msg)
-        return self.response(Code.ExecuteSuccess, instance=msg)
+        return self._answer(msg, lambda: self.registry.heartbeat(self._find(msg, token).id))
 
     def update(self, msg: Any, token: str | None = None) -> Any:
         """Apply the set fields of ``msg`` (isolate, weight, metadata, healthy) to an existing instance."""
-        try:
-            instance = self._find(msg)
-            self.registry.check_token(instance.namespace, instance.service, self._token(msg, token))
+
+        def update() -> Instance:
+            instance = self._find(msg, token)
             if msg.HasField("isolate"):
                 self.registry.isolate(instance.id, msg.isolate.value)
             if msg.HasField("weight"):
@@ -236,9 +237,9 @@ class PolarisApi:
                 self.registry.set_metadata(instance.id, dict(msg.metadata))
             if msg.HasField("healthy"):
                 self.registry.set_healthy(instance.id, msg.healthy.value)
-        except NamingError as exc:
-            return self.error(exc, instance=msg)
-        return self.response(Code.ExecuteSuccess, instance=self.instance_to_pb(instance))
+            return instance
+
+        return self._answer(msg, update)
 
     def report_client(self, msg: Any) -> Any:
         client = self.pb.client.Client(

@@ -4,7 +4,9 @@ Client API (what SDKs without gRPC use): ``POST /v1/RegisterInstance``, ``/v1/De
 ``/v1/Heartbeat``, ``/v1/Discover``, ``/v1/ReportClient`` with protobuf-JSON bodies. Console API
 under ``/naming/v1``: ``namespaces``, ``services`` and ``instances`` (list, create, delete,
 update). Answers are protobuf-JSON; the HTTP status is ``code // 1000`` and failures carry
-``X-Polaris-Code`` / ``X-Polaris-Message`` headers, as the real server does.
+``X-Polaris-Code`` / ``X-Polaris-Message`` headers, as the real server does. A request refused as
+a whole (unparsable body, bad query) is raised and rendered at the listener's edge by
+:func:`render_error` in that same shape; per-item refusals are answers inside the batch.
 
 LIMITATIONS: no console paging beyond ``offset``/``limit``, no users/auth strategies, no
 routing/rate-limit console endpoints (devbox's own ``/api/naming/rules`` manages rules).
@@ -17,17 +19,25 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from devbox.mocks.naming.core import Registry
 from devbox.mocks.naming.models import Code, NamingError
 from devbox.mocks.naming.polaris import PolarisApi
+from devbox.mocks.naming.polaris_pb import protos
+from devbox.mocks.naming.polaris_rules import RuleConversionError, rule_from_polaris
+from devbox.mocks.naming.routes import NamingRoute
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from devbox.platform.errors import ApiError
+from devbox.polaris import routing as routing_rules
+
 LOG = logging.getLogger(__name__)
 
 MAX_BATCH = 100
+
+#: The Polaris code for a refusal raised without one (by the platform, e.g. a bad token).
+_CODE_OF_STATUS = {401: Code.Unauthorized, 404: Code.NotFoundResource, 409: Code.ExistedResource}
 
 
 def pb_response(message: Message) -> Response:
@@ -40,6 +50,34 @@ def pb_response(message: Message) -> Response:
         headers["X-Polaris-Code"] = str(code)
         headers["X-Polaris-Message"] = message.info.value.encode("ascii", "replace").decode()  # type: ignore[attr-defined]
     return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def render_error(exc: ApiError) -> Response:
+    """A refused request in Polaris's shape: ``{"code", "info"}``, status ``code // 1000``, X-Polaris-* headers.
+
+    The ``polaris_http`` listener's edge calls it for every :class:`ApiError`; the Polaris code is
+    ``exc.detail["code"]``, else the nearest one for the HTTP status.
+    """
+    code = exc.detail.get("code")
+    if code is None:
+        fallback = Code.BadRequest if exc.status < 500 else Code.ExecuteException
+        code = _CODE_OF_STATUS.get(exc.status, fallback)
+    return pb_response(protos().response.Response(code={"value": int(code)}, info={"value": exc.reason}))
+
+
+async def _json_list(request: Request, what: str, limit: int | None = MAX_BATCH) -> list[Any]:
+    """The body as a non-empty JSON list (one object is a list of one), at most ``limit`` long."""
+    try:
+        data = json.loads(await request.body() or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NamingError(Code.ParseException, f"body is not JSON: {exc}") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not data:
+        raise NamingError(Code.EmptyRequest, f"body must be a non-empty JSON array{what}")
+    if limit is not None and len(data) > limit:
+        raise NamingError(Code.BatchSizeOverLimit, f"at most {limit} items per request")
+    return data
 
 
 async def _parse(request: Request, message: Message) -> Message:
@@ -55,19 +93,8 @@ async def _parse(request: Request, message: Message) -> Message:
 
 
 async def _parse_list(request: Request, factory: Callable[[], Message]) -> list[Message]:
-    body = await request.body()
-    try:
-        data = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise NamingError(Code.ParseException, f"body is not JSON: {exc}") from None
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list) or not data:
-        raise NamingError(Code.EmptyRequest, "body must be a non-empty JSON array")
-    if len(data) > MAX_BATCH:
-        raise NamingError(Code.BatchSizeOverLimit, f"at most {MAX_BATCH} items per request")
     out = []
-    for item in data:
+    for item in await _json_list(request, ""):
         message = factory()
         try:
             json_format.ParseDict(item, message, ignore_unknown_fields=True)
@@ -77,138 +104,134 @@ async def _parse_list(request: Request, factory: Callable[[], Message]) -> list[
     return out
 
 
+def _token(request: Request) -> str | None:
+    return request.headers.get("x-polaris-token")
+
+
+def _page(items: list[Any], request: Request) -> list[Any]:
+    try:
+        offset = max(0, int(request.query_params.get("offset", 0)))
+        limit = max(0, int(request.query_params.get("limit", 100)))
+    except ValueError:
+        raise NamingError(Code.InvalidParameter, "offset and limit must be integers") from None
+    return items[offset : offset + limit]
+
+
+def _batch_write(api: PolarisApi, responses: list[Message], failed: str) -> Response:
+    """A console write's answer: one response per item; the whole is success, the items' one
+    failure code when all failed, else BadRequest (``failed`` is then the info)."""
+    codes = {r.code.value for r in responses}  # type: ignore[attr-defined]
+    code = Code.ExecuteSuccess if codes <= {int(Code.ExecuteSuccess)} else Code(max(codes))
+    if len(codes) > 1 and int(Code.ExecuteSuccess) in codes:
+        code = Code.BadRequest
+    return pb_response(
+        api.pb.response.BatchWriteResponse(
+            code={"value": int(code)},
+            info={"value": "execute success" if code == Code.ExecuteSuccess else failed},
+            size={"value": len(responses)},
+            responses=responses,
+        )
+    )
+
+
+def _batch_query(api: PolarisApi, **payload: Any) -> Response:
+    """A console list's answer: ``payload`` is the one repeated field (``services=[...]``, ...)."""
+    items = next(iter(payload.values()))
+    return pb_response(
+        api.pb.response.BatchQueryResponse(
+            code={"value": int(Code.ExecuteSuccess)},
+            info={"value": "execute success"},
+            amount={"value": len(items)},
+            size={"value": len(items)},
+            **payload,
+        )
+    )
+
+
+class _Handlers:
+    """Handlers over one :class:`PolarisApi` (and its registry, for the console's reads and writes)."""
+
+    def __init__(self, api: PolarisApi) -> None:
+        self.api = api
+        self.pb = api.pb
+        self.registry = api.registry
+
+
+# --- client API ----------------------------------------------------------------------------
+
+
+class ClientHandlers(_Handlers):
+    """``/v1/...``: the Polaris client API over HTTP, each call one :class:`PolarisApi` operation."""
+
+    async def register_instance(self, request: Request) -> Response:
+        msg = await _parse(request, self.pb.service.Instance())
+        return pb_response(self.api.register(msg, _token(request)))
+
+    async def deregister_instance(self, request: Request) -> Response:
+        msg = await _parse(request, self.pb.service.Instance())
+        return pb_response(self.api.deregister(msg, _token(request)))
+
+    async def heartbeat(self, request: Request) -> Response:
+        msg = await _parse(request, self.pb.service.Instance())
+        return pb_response(self.api.heartbeat(msg, _token(request)))
+
+    async def report_client(self, request: Request) -> Response:
+        return pb_response(self.api.report_client(await _parse(request, self.pb.client.Client())))
+
+    async def discover(self, request: Request) -> Response:
+        return pb_response(self.api.discover(await _parse(request, self.pb.request.DiscoverRequest())))
+
+
 def client_router(api: PolarisApi) -> APIRouter:
     """``/v1/...``: the Polaris client API over HTTP."""
-    router = APIRouter(tags=["polaris client api"])
-    pb = api.pb
-
-    def token(request: Request) -> str | None:
-        return request.headers.get("x-polaris-token")
-
-    async def unary(
-        request: Request, factory: Callable[[], Message], op: Callable[..., Message], **kw: Any
-    ) -> Response:
-        try:
-            message = await _parse(request, factory())
-        except NamingError as exc:
-            return pb_response(api.error(exc))
-        return pb_response(op(message, **kw))
-
-    @router.post("/v1/RegisterInstance")
-    async def register_instance(request: Request) -> Response:
-        return await unary(request, pb.service.Instance, api.register, token=token(request))
-
-    @router.post("/v1/DeregisterInstance")
-    async def deregister_instance(request: Request) -> Response:
-        return await unary(request, pb.service.Instance, api.deregister, token=token(request))
-
-    @router.post("/v1/Heartbeat")
-    async def heartbeat(request: Request) -> Response:
-        return await unary(request, pb.service.Instance, api.heartbeat, token=token(request))
-
-    @router.post("/v1/ReportClient")
-    async def report_client(request: Request) -> Response:
-        return await unary(request, pb.client.Client, api.report_client)
-
-    @router.post("/v1/Discover")
-    async def discover(request: Request) -> Response:
-        try:
-            message = await _parse(request, pb.request.DiscoverRequest())
-        except NamingError as exc:
-            return pb_response(pb.response.DiscoverResponse(code={"value": int(exc.code)}, info={"value": exc.reason}))
-        return pb_response(api.discover(message))
-
+    h = ClientHandlers(api)
+    router = APIRouter(tags=["polaris client api"], route_class=NamingRoute)
+    router.add_api_route("/v1/RegisterInstance", h.register_instance, methods=["POST"])
+    router.add_api_route("/v1/DeregisterInstance", h.deregister_instance, methods=["POST"])
+    router.add_api_route("/v1/Heartbeat", h.heartbeat, methods=["POST"])
+    router.add_api_route("/v1/ReportClient", h.report_client, methods=["POST"])
+    router.add_api_route("/v1/Discover", h.discover, methods=["POST"])
     return router
 
 
-def console_router(api: PolarisApi, registry: Registry) -> APIRouter:
+# --- console API ---------------------------------------------------------------------------
+
+
+class ConsoleHandlers(_Handlers):
     """``/naming/v1/...``: the console subset (namespaces, services, instances)."""
-    router = APIRouter(prefix="/naming/v1", tags=["polaris console api"])
-    pb = api.pb
 
-    def batch_write(responses: list[Message]) -> Response:
-        codes = {r.code.value for r in responses}
-        code = Code.ExecuteSuccess if codes <= {int(Code.ExecuteSuccess)} else Code(max(codes))
-        if len(codes) > 1 and int(Code.ExecuteSuccess) in codes:
-            code = Code.BadRequest
-        return pb_response(
-            pb.response.BatchWriteResponse(
-                code={"value": int(code)},
-                info={"value": "execute success" if code == Code.ExecuteSuccess else "some items failed"},
-                size={"value": len(responses)},
-                responses=responses,
-            )
-        )
-
-    def batch_error(exc: NamingError) -> Response:
-        return pb_response(pb.response.BatchWriteResponse(code={"value": int(exc.code)}, info={"value": exc.reason}))
-
-    def query(**payload: Any) -> Response:
-        items = next(iter(payload.values()))
-        return pb_response(
-            pb.response.BatchQueryResponse(
-                code={"value": int(Code.ExecuteSuccess)},
-                info={"value": "execute success"},
-                amount={"value": len(items)},
-                size={"value": len(items)},
-                **payload,
-            )
-        )
-
-    def page(items: list[Any], request: Request) -> list[Any]:
-        try:
-            offset = max(0, int(request.query_params.get("offset", 0)))
-            limit = max(0, int(request.query_params.get("limit", 100)))
-        except ValueError:
-            raise NamingError(Code.InvalidParameter, "offset and limit must be integers") from None
-        return items[offset : offset + limit]
-
-    @router.get("/namespaces")
-    async def list_namespaces(request: Request) -> Response:
-        spaces = [
-            pb.namespace.Namespace(name={"value": n.name}, comment={"value": n.comment}) for n in registry.namespaces()
-        ]
-        return query(namespaces=spaces)
-
-    async def batch(
-        request: Request, factory: Callable[[], Message], kind: str, apply: Callable[[Any], Message]
-    ) -> Response:
+    async def _batch(self, request: Request, factory: Callable[[], Message], kind: str,
+                     apply: Callable[[Any], Message]) -> Response:
         """The console's write shape: a JSON list in, one response per item (``kind`` names it)."""
-        try:
-            items = await _parse_list(request, factory)
-        except NamingError as exc:
-            return batch_error(exc)
         responses = []
-        for item in items:
+        for item in await _parse_list(request, factory):
             try:
                 responses.append(apply(item))
-            except NamingError as exc:
-                responses.append(api.error(exc, **{kind: item}))
-        return batch_write(responses)
+            except NamingError as exc:  # one item refused: its answer in the batch, not the request's
+                responses.append(self.api.error(exc, **{kind: item}))
+        return _batch_write(self.api, responses, "some items failed")
 
-    @router.post("/namespaces")
-    async def create_namespaces(request: Request) -> Response:
+    async def list_namespaces(self) -> Response:
+        spaces = [self.pb.namespace.Namespace(name={"value": n.name}, comment={"value": n.comment})
+                  for n in self.registry.namespaces()]
+        return _batch_query(self.api, namespaces=spaces)
+
+    async def create_namespaces(self, request: Request) -> Response:
         def create(item: Any) -> Message:
-            registry.create_namespace(item.name.value, comment=item.comment.value)
-            return api.response(Code.ExecuteSuccess, namespace=item)
+            self.registry.create_namespace(item.name.value, comment=item.comment.value)
+            return self.api.response(Code.ExecuteSuccess, namespace=item)
 
-        return await batch(request, pb.namespace.Namespace, "namespace", create)
+        return await self._batch(request, self.pb.namespace.Namespace, "namespace", create)
 
-    @router.get("/services")
-    async def list_services(request: Request) -> Response:
+    async def list_services(self, request: Request) -> Response:
         namespace = request.query_params.get("namespace") or None
         name = request.query_params.get("name")
-        services = [s for s in registry.services(namespace) if not name or s.name == name]
-        try:
-            chosen = page(services, request)
-        except NamingError as exc:
-            return pb_response(api.error(exc))
-        return query(services=[api.service_to_pb(s) for s in chosen])
+        services = [s for s in self.registry.services(namespace) if not name or s.name == name]
+        return _batch_query(self.api, services=[self.api.service_to_pb(s) for s in _page(services, request)])
 
-    @router.post("/services")
-    async def create_services(request: Request) -> Response:
+    async def create_services(self, request: Request) -> Response:
         def create(item: Any) -> Message:
-            svc = registry.create_service(
+            svc = self.registry.create_service(
                 item.namespace.value,
                 item.name.value,
                 owners=item.owners.value or "devbox",
@@ -217,146 +240,116 @@ def console_router(api: PolarisApi, registry: Registry) -> APIRouter:
                 department=item.department.value,
                 metadata=dict(item.metadata),
             )
-            out = api.service_to_pb(svc)
+            out = self.api.service_to_pb(svc)
             out.token.value = svc.token
-            return api.response(Code.ExecuteSuccess, service=out)
+            return self.api.response(Code.ExecuteSuccess, service=out)
 
-        return await batch(request, pb.service.Service, "service", create)
+        return await self._batch(request, self.pb.service.Service, "service", create)
 
-    @router.post("/services/delete")
-    async def delete_services(request: Request) -> Response:
+    async def delete_services(self, request: Request) -> Response:
         def delete(item: Any) -> Message:
-            registry.delete_service(item.namespace.value, item.name.value)
-            return api.response(Code.ExecuteSuccess, service=item)
+            self.registry.delete_service(item.namespace.value, item.name.value)
+            return self.api.response(Code.ExecuteSuccess, service=item)
 
-        return await batch(request, pb.service.Service, "service", delete)
+        return await self._batch(request, self.pb.service.Service, "service", delete)
 
-    @router.get("/instances")
-    async def list_instances(request: Request) -> Response:
+    async def list_instances(self, request: Request) -> Response:
         service = request.query_params.get("service")
         namespace = request.query_params.get("namespace")
         if not service or not namespace:
-            return pb_response(api.error(NamingError(Code.InvalidParameter, "service and namespace are required")))
-        try:
-            chosen = page(registry.instances(namespace, service), request)
-        except NamingError as exc:
-            return pb_response(api.error(exc))
-        return query(instances=[api.instance_to_pb(i) for i in chosen])
+            raise NamingError(Code.InvalidParameter, "service and namespace are required")
+        chosen = _page(self.registry.instances(namespace, service), request)
+        return _batch_query(self.api, instances=[self.api.instance_to_pb(i) for i in chosen])
 
-    @router.post("/instances")
-    async def create_instances(request: Request) -> Response:
-        token = request.headers.get("x-polaris-token")
-        return await batch(request, pb.service.Instance, "instance", lambda item: api.register(item, token))
+    async def _instances(self, request: Request, op: Callable[[Any, str | None], Message]) -> Response:
+        """A write on existing or new instances: ``op`` is the PolarisApi operation (it answers refusals)."""
+        token = _token(request)
+        return await self._batch(request, self.pb.service.Instance, "instance", lambda item: op(item, token))
 
-    @router.post("/instances/delete")
-    async def delete_instances(request: Request) -> Response:
-        token = request.headers.get("x-polaris-token")
-        return await batch(request, pb.service.Instance, "instance", lambda item: api.deregister(item, token))
+    async def create_instances(self, request: Request) -> Response:
+        return await self._instances(request, self.api.register)
 
-    @router.put("/instances")
-    async def update_instances(request: Request) -> Response:
+    async def delete_instances(self, request: Request) -> Response:
+        return await self._instances(request, self.api.deregister)
+
+    async def update_instances(self, request: Request) -> Response:
         """Update isolate / weight / metadata / healthy of existing instances (the console's edit)."""
-        token = request.headers.get("x-polaris-token")
-        return await batch(request, pb.service.Instance, "instance", lambda item: api.update(item, token))
+        return await self._instances(request, self.api.update)
 
+
+def console_router(api: PolarisApi) -> APIRouter:
+    """``/naming/v1/...``: the console subset (namespaces, services, instances)."""
+    h = ConsoleHandlers(api)
+    router = APIRouter(prefix="/naming/v1", tags=["polaris console api"], route_class=NamingRoute)
+    router.add_api_route("/namespaces", h.list_namespaces, methods=["GET"])
+    router.add_api_route("/namespaces", h.create_namespaces, methods=["POST"])
+    router.add_api_route("/services", h.list_services, methods=["GET"])
+    router.add_api_route("/services", h.create_services, methods=["POST"])
+    router.add_api_route("/services/delete", h.delete_services, methods=["POST"])
+    router.add_api_route("/instances", h.list_instances, methods=["GET"])
+    router.add_api_route("/instances", h.create_instances, methods=["POST"])
+    router.add_api_route("/instances/delete", h.delete_instances, methods=["POST"])
+    router.add_api_route("/instances", h.update_instances, methods=["PUT"])
     return router
 
 
-def routing_router(api: PolarisApi, registry: Registry) -> APIRouter:
+# --- v2 routing console ---------------------------------------------------------------------
+
+
+class RoutingHandlers(_Handlers):
     """``/naming/v2/routings``: Polaris v2 rule routing, converted to and from devbox rules."""
-    from devbox.mocks.naming.polaris_rules import RuleConversionError, rule_from_polaris
 
-    from devbox.polaris import routing as routing_rules
-
-    router = APIRouter(prefix="/naming/v2", tags=["polaris console api"])
-    pb = api.pb
-
-    async def body_list(request: Request) -> list[Any]:
-        try:
-            data = json.loads(await request.body() or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise NamingError(Code.ParseException, f"body is not JSON: {exc}") from None
-        if isinstance(data, dict):
-            data = [data]
-        if not isinstance(data, list) or not data:
-            raise NamingError(Code.EmptyRequest, "body must be a non-empty JSON array of RouteRule objects")
-        return data
-
-    def write_answer(results: list[tuple[Code, str]]) -> Response:
-        responses = [api.response(code, info) for code, info in results]
-        failed = [code for code, _ in results if code != Code.ExecuteSuccess]
-        code = Code.ExecuteSuccess if not failed else (failed[0] if len(failed) == len(results) else Code.BadRequest)
-        return pb_response(
-            pb.response.BatchWriteResponse(
-                code={"value": int(code)},
-                info={"value": "execute success" if not failed else "some rules were refused"},
-                size={"value": len(results)},
-                responses=responses,
-            )
-        )
-
-    @router.post("/routings")
-    @router.put("/routings")
-    async def create_routings(request: Request) -> Response:
-        try:
-            items = await body_list(request)
-        except NamingError as exc:
-            return pb_response(api.error(exc))
-        results: list[tuple[Code, str]] = []
-        for item in items:
+    async def _write(self, request: Request, apply: Callable[[Any], str]) -> Response:
+        """Each item through ``apply`` (its success info); a refusal is that item's answer."""
+        responses = []
+        for item in await _json_list(request, " of RouteRule objects", limit=None):
             try:
-                rule = rule_from_polaris(item)
+                responses.append(self.api.response(Code.ExecuteSuccess, apply(item)))
             except RuleConversionError as exc:
-                results.append((Code.InvalidParameter, str(exc)))
-                continue
-            try:
-                registry.put_rule(rule.model_dump(mode="json"))
+                responses.append(self.api.response(Code.InvalidParameter, str(exc)))
             except NamingError as exc:
-                results.append((exc.code, exc.reason))
-                continue
-            results.append((Code.ExecuteSuccess, f"{rule.namespace}/{rule.service}/{rule.name}"))
-        return write_answer(results)
+                responses.append(self.api.error(exc))
+        return _batch_write(self.api, responses, "some rules were refused")
 
-    @router.get("/routings")
-    async def list_routings(request: Request) -> Response:
+    async def put_routings(self, request: Request) -> Response:
+        def put(item: Any) -> str:
+            rule = rule_from_polaris(item)
+            self.registry.put_rule(rule.model_dump(mode="json"))
+            return f"{rule.namespace}/{rule.service}/{rule.name}"
+
+        return await self._write(request, put)
+
+    async def list_routings(self, request: Request) -> Response:
         namespace = request.query_params.get("namespace") or None
         service = request.query_params.get("service") or None
         packed = []
-        for data in registry.rules(namespace, service):
-            message = pb.routing.RouteRule()
+        for data in self.registry.rules(namespace, service):
+            message = self.pb.routing.RouteRule()
             rule = routing_rules.RoutingRule.model_validate(data)
             json_format.ParseDict(routing_rules.to_polaris(rule), message, ignore_unknown_fields=True)
-            any_msg = pb.response.BatchQueryResponse().data.add()
+            any_msg = self.pb.response.BatchQueryResponse().data.add()
             any_msg.Pack(message)
             packed.append(any_msg)
-        return pb_response(
-            pb.response.BatchQueryResponse(
-                code={"value": int(Code.ExecuteSuccess)},
-                info={"value": "execute success"},
-                amount={"value": len(packed)},
-                size={"value": len(packed)},
-                data=packed,
-            )
-        )
+        return _batch_query(self.api, data=packed)
 
-    @router.post("/routings/delete")
-    async def delete_routings(request: Request) -> Response:
+    async def delete_routings(self, request: Request) -> Response:
         """Delete by ``id`` (``namespace/service/name``, as listed)."""
-        try:
-            items = await body_list(request)
-        except NamingError as exc:
-            return pb_response(api.error(exc))
-        results: list[tuple[Code, str]] = []
-        for item in items:
+
+        def delete(item: Any) -> str:
             parts = str(item.get("id", "") if isinstance(item, dict) else "").split("/")
             if len(parts) != 3:
-                results.append((Code.InvalidParameter, "give the rule id as namespace/service/name"))
-                continue
-            try:
-                registry.delete_rule(*parts)
-                results.append((Code.ExecuteSuccess, "deleted"))
-            except NamingError as exc:
-                results.append((exc.code, exc.reason))
-        return write_answer(results)
+                raise RuleConversionError("give the rule id as namespace/service/name")
+            self.registry.delete_rule(*parts)
+            return "deleted"
 
+        return await self._write(request, delete)
+
+
+def routing_router(api: PolarisApi) -> APIRouter:
+    """``/naming/v2/routings``: Polaris v2 rule routing, converted to and from devbox rules."""
+    h = RoutingHandlers(api)
+    router = APIRouter(prefix="/naming/v2", tags=["polaris console api"], route_class=NamingRoute)
+    router.add_api_route("/routings", h.put_routings, methods=["POST", "PUT"])
+    router.add_api_route("/routings", h.list_routings, methods=["GET"])
+    router.add_api_route("/routings/delete", h.delete_routings, methods=["POST"])
     return router

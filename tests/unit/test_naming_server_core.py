@@ -9,6 +9,7 @@ import pytest
 from devbox.mocks.naming.core import Registry
 from devbox.mocks.naming.models import Code, NamingError
 from devbox.mocks.naming.polaris import PolarisApi
+from devbox.mocks.naming.service import NamingService
 from devbox.mocks.naming.store import NamingStore
 
 from devbox.polaris.routing import multi_env_rule
@@ -220,7 +221,7 @@ def test_store_round_trip(tmp_path: Path, clock: Clock) -> None:
 
 @pytest.fixture
 def polaris(registry: Registry) -> PolarisApi:
-    return PolarisApi(registry)
+    return PolarisApi(NamingService(registry))
 
 
 def discover(polaris: PolarisApi, kind: str, service: str = "orders", revision: str = "") -> object:
@@ -331,7 +332,7 @@ def test_polaris_token_check(polaris: PolarisApi, registry: Registry) -> None:
 
 
 def test_system_services_answer_with_devbox_address(registry: Registry) -> None:
-    polaris = PolarisApi(registry, system_address=lambda: ("127.0.0.1", 8091))
+    polaris = PolarisApi(NamingService(registry), system_address=lambda: ("127.0.0.1", 8091))
     pb = polaris.pb
     request = pb.request.DiscoverRequest(
         type=pb.request.DiscoverRequest.DiscoverRequestType.INSTANCE,
