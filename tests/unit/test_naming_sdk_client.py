@@ -246,6 +246,23 @@ def test_async_transport_and_span_attributes(fake: FakeWatch) -> None:
     client.close()
 
 
+def test_every_pick_of_a_span_is_an_event(client: NamingClient) -> None:
+    # a gateway span picks once per downstream call: each decision stays, not only the last one
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("test").start_as_current_span("gateway"):
+        client.pick("orders", labels={"env": "feature-x"})
+        client.pick("orders", labels={"env": "base"})
+    (span,) = exporter.get_finished_spans()
+    picks = [dict(e.attributes or {}) for e in span.events if e.name == "devbox.naming.pick"]
+    assert len(picks) == 2 and picks[0]["instance"] == "127.0.0.1:3"
+    assert picks[1]["instance"] in ("127.0.0.1:1", "127.0.0.1:2")
+    for p in picks:
+        assert p["service"] == "orders" and p["rule"] == "multi-env" and p["balancer"] and p["reason"]
+    assert span.attributes["devbox.naming.instance"] == picks[-1]["instance"]  # the attribute: last pick
+
+
 def test_transport_naming_failures_are_httpx_errors(client: NamingClient, fake: FakeWatch) -> None:
     seen: list[httpx.Request] = []
     with httpx.Client(transport=NamingTransport(client, _backend(seen, {1, 2, 3}))) as http:
