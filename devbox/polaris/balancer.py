@@ -28,8 +28,13 @@ LOG = logging.getLogger(__name__)
 
 
 class Weighted(Protocol):
-    id: str
-    weight: int
+    """What a balancer reads of an instance; read-only, so frozen dataclasses (the SDK's) qualify."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def weight(self) -> int: ...
 
 
 T = TypeVar("T", bound=Weighted)
@@ -150,11 +155,12 @@ class RingHash:
         else:
             usable = _usable(instances)
             signature = tuple(sorted((i.id, i.weight) for i in usable))
-            ring = self._rings.get(signature)
-            if ring is None:
+            cached = self._rings.get(signature)
+            if cached is None:
                 if len(self._rings) >= self.max_rings:
                     self._rings.pop(next(iter(self._rings)))  # oldest first
-                ring = self._rings[signature] = self._build(usable)
+                cached = self._rings[signature] = self._build(usable)
+            ring = cached
             # objects may be fresh copies with the same ids: answer with this call's objects
             by_id = {i.id: i for i in usable}
             self._last = (instances, ring, by_id)

@@ -249,9 +249,11 @@ def report(
     name: str,
     dimensions: Mapping[str, str] | Sequence[tuple[str, str]],
     values: Mapping[str, tuple[float, str] | float] | None = None,
+    *,
+    timestamp: float | None = None,
     **value_kw: tuple[float, str] | float,
 ) -> dict[str, Any]:
-    return _default.get().report(name, dimensions, values, **value_kw)
+    return _default.get().report(name, dimensions, values, timestamp=timestamp, **value_kw)
 
 
 def flush(timeout_ms: int = 10_000) -> bool:
