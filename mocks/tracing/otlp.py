@@ -3,7 +3,8 @@
 Answers follow the OTLP spec: 200 with an ``ExportTraceServiceResponse`` in the request's content
 type, ``partial_success`` (rejected span count and why) when some spans were bad; errors as a
 ``google.rpc.Status`` body with a 4xx (400 unreadable, 413 too large once decompressed, 415 wrong
-content type or encoding) or 503 when the store cannot write (clients retry 503).
+content type or encoding) or 503 when the store cannot write (clients retry 503). Handlers raise
+:mod:`devbox.platform.errors`; :func:`render_error` is the ``otlp_http`` listener's error shape.
 
 LIMITATIONS: ``/v1/metrics`` and ``/v1/logs`` are not served here.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -24,6 +27,8 @@ from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from devbox.platform.errors import ApiError, BadRequest, Busy, TooLarge
+
 LOG = logging.getLogger(__name__)
 
 PROTOBUF = "application/x-protobuf"
@@ -32,12 +37,11 @@ JSON = "application/json"
 DECODE_INLINE_BYTES = 64 * 1024
 
 
-class TooLarge(Exception):
-    pass
+class UnsupportedMediaType(BadRequest):
+    """A Content-Type or Content-Encoding the endpoint does not read (HTTP 415)."""
 
-
-class BadEncoding(Exception):
-    pass
+    status = 415
+    code = "unsupported_media_type"
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -50,7 +54,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     elif encoding == "deflate":
         wbits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS
     else:
-        raise BadEncoding(f"Content-Encoding {encoding!r} is not supported (use gzip, deflate or none)")
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (use gzip, deflate or none)")
     inflater = zlib.decompressobj(wbits)
     try:
         out = inflater.decompress(body, limit + 1)
@@ -67,11 +71,34 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _status_response(status: int, code: int, message: str, as_json: bool) -> Response:
-    body = status_pb2.Status(code=code, message=message)
-    if as_json:
-        return Response(json_format.MessageToJson(body, indent=None), status_code=status, media_type=JSON)
-    return Response(body.SerializeToString(), status_code=status, media_type=PROTOBUF)
+async def store(collector: Collector, decoded: Decoded) -> None:
+    """Hand decoded spans to the collector; a store that cannot write is :class:`Busy` (clients retry)."""
+    try:
+        await collector.accept(decoded)
+    except Exception as exc:
+        LOG.exception("storing spans failed")
+        raise Busy(f"spans could not be stored: {exc}") from exc
+
+
+@contextmanager
+def answering_in(as_json: bool) -> Iterator[None]:
+    """Errors raised inside carry the request's encoding, so :func:`render_error` answers in it."""
+    try:
+        yield
+    except ApiError as exc:
+        exc.detail.setdefault("encoding", JSON if as_json else PROTOBUF)
+        raise
+
+
+def render_error(exc: ApiError) -> Response:
+    """OTLP/HTTP's error shape: a ``google.rpc.Status`` in the request's encoding (JSON when unknown).
+
+    The ``otlp_http`` listener's renderer (``Listener.errors``).
+    """
+    body = status_pb2.Status(code=code_pb2.Code.Value(exc.grpc_status), message=exc.reason)
+    if exc.detail.get("encoding", JSON) == JSON:
+        return Response(json_format.MessageToJson(body, indent=None), status_code=exc.status, media_type=JSON)
+    return Response(body.SerializeToString(), status_code=exc.status, media_type=PROTOBUF)
 
 
 def export_response(decoded: Decoded) -> trace_service_pb2.ExportTraceServiceResponse:
@@ -82,45 +109,43 @@ def export_response(decoded: Decoded) -> trace_service_pb2.ExportTraceServiceRes
     return response
 
 
-def http_router(collector: Collector, *, max_body_bytes: int) -> APIRouter:
-    router = APIRouter(tags=["otlp"])
+class HttpExport:
+    """``POST /v1/traces``: OTLP/HTTP in protobuf or JSON, answered in the request's encoding."""
 
-    @router.post("/v1/traces", include_in_schema=False)
-    async def export(request: Request) -> Response:
+    def __init__(self, collector: Collector, *, max_body_bytes: int) -> None:
+        self.collector = collector
+        self.max_body_bytes = max_body_bytes
+
+    async def export(self, request: Request) -> Response:
         kind = media_type(request)
         if kind not in (PROTOBUF, JSON):
-            return _status_response(
-                415, code_pb2.INVALID_ARGUMENT,
-                f"Content-Type {kind or '(none)'!r} is not supported: send {PROTOBUF} or {JSON}", as_json=True,
-            )
+            raise UnsupportedMediaType(f"Content-Type {kind or '(none)'!r} is not supported: send {PROTOBUF} or {JSON}")
         as_json = kind == JSON
-        body = await request.body()
-        try:
-            raw = decompress(body, request.headers.get("content-encoding", ""), max_body_bytes)
-            decode = convert.from_otlp_json if as_json else convert.from_otlp_protobuf
-            kwargs: dict[str, Any] = {"now_us": now_us(), "max_future_us": collector.max_future_us}
-            if len(raw) > DECODE_INLINE_BYTES:
-                decoded = await asyncio.to_thread(decode, raw, **kwargs)
-            else:
-                decoded = decode(raw, **kwargs)
-        except BadEncoding as exc:
-            return _status_response(415, code_pb2.INVALID_ARGUMENT, str(exc), as_json)
-        except TooLarge as exc:
-            return _status_response(413, code_pb2.RESOURCE_EXHAUSTED, str(exc), as_json)
-        except BadPayload as exc:
-            return _status_response(400, code_pb2.INVALID_ARGUMENT, str(exc), as_json)
-        try:
-            await collector.accept(decoded)
-        except Exception as exc:
-            LOG.exception("storing spans failed")
-            response = _status_response(503, code_pb2.UNAVAILABLE, f"spans could not be stored: {exc}", as_json)
-            response.headers["Retry-After"] = "1"
-            return response
+        with answering_in(as_json):
+            decoded = await self._decode(request, as_json)
+            await store(self.collector, decoded)
         message = export_response(decoded)
         if as_json:
             return Response(json_format.MessageToJson(message, indent=None), media_type=JSON)
         return Response(message.SerializeToString(), media_type=PROTOBUF)
 
+    async def _decode(self, request: Request, as_json: bool) -> Decoded:
+        body = await request.body()
+        decode = convert.from_otlp_json if as_json else convert.from_otlp_protobuf
+        kwargs: dict[str, Any] = {"now_us": now_us(), "max_future_us": self.collector.max_future_us}
+        try:
+            raw = decompress(body, request.headers.get("content-encoding", ""), self.max_body_bytes)
+            if len(raw) > DECODE_INLINE_BYTES:
+                return await asyncio.to_thread(decode, raw, **kwargs)
+            return decode(raw, **kwargs)
+        except BadPayload as exc:
+            raise BadRequest(str(exc)) from None
+
+
+def http_router(collector: Collector, *, max_body_bytes: int) -> APIRouter:
+    router = APIRouter(tags=["otlp"])
+    router.add_api_route("/v1/traces", HttpExport(collector, max_body_bytes=max_body_bytes).export,
+                         methods=["POST"], include_in_schema=False)
     return router
 
 
@@ -138,11 +163,7 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             decoded = await asyncio.to_thread(convert.from_otlp_request, request, **kwargs)
         else:
             decoded = convert.from_otlp_request(request, **kwargs)
-        try:
-            await self.collector.accept(decoded)
-        except Exception as exc:
-            LOG.exception("storing spans failed")
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"spans could not be stored: {exc}")
+        await store(self.collector, decoded)  # Busy: the listener's edge aborts with UNAVAILABLE
         return export_response(decoded)
 
 

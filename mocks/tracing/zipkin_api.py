@@ -2,7 +2,8 @@
 
 Follows ``specs/zipkin2-api.yaml`` plus what the real server and its UI also use
 (``/remoteServices``, ``/traceMany``, ``/config.json``). Errors are plain text, as the real
-server answers them: 400 undecodable or partly bad (the good spans of the batch are kept and the
+server answers them (:func:`render_error`, the ``zipkin`` listener's renderer; handlers raise
+:mod:`devbox.platform.errors`): 400 undecodable or partly bad (the good spans of the batch are kept and the
 message says how many), 404 ``"<id> not found"``, 413 too large, 415 wrong content type.
 
 LIMITATIONS: span names and service names are matched as given (the real server lower-cases
@@ -20,10 +21,12 @@ from devbox.mocks.tracing import convert
 from devbox.mocks.tracing.convert import BadPayload
 from devbox.mocks.tracing.core import DEFAULT_LOOKBACK_MS, Collector, TraceNotFound, now_us
 from devbox.mocks.tracing.models import Span
-from devbox.mocks.tracing.otlp import BadEncoding, TooLarge, decompress, media_type
+from devbox.mocks.tracing.otlp import UnsupportedMediaType, decompress, media_type, store
 from devbox.mocks.tracing.store import TraceQuery, parse_annotation_query
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
+
+from devbox.platform.errors import ApiError, BadRequest, NotFound
 
 LOG = logging.getLogger(__name__)
 
@@ -32,71 +35,67 @@ MAX_MS = 10**13
 MAX_US = 2**62
 _HEX_ID = re.compile(r"^[0-9a-f]{16,32}$")
 MAX_LIMIT = 1000
+SPAN_TYPES = ("", "application/json", "application/x-protobuf", "text/plain")
 
 
 def normalise_trace_id(text: str) -> str:
-    """A query's trace id as stored (32 lowercase hex); ValueError with a reason otherwise."""
+    """A query's trace id as stored (32 lowercase hex); :class:`BadRequest` with a reason otherwise."""
     tid = text.strip().lower()
     if not _HEX_ID.match(tid):
-        raise ValueError(f"{text!r} is not a trace id: 16 to 32 lowercase hex characters")
+        raise BadRequest(f"{text!r} is not a trace id: 16 to 32 lowercase hex characters", code="invalid trace id")
     return tid.rjust(32, "0")
+
+
+def render_error(exc: ApiError) -> Response:
+    """Zipkin's error shape: the reason as plain text (the ``zipkin`` listener's renderer)."""
+    return PlainTextResponse(exc.reason, status_code=exc.status)
 
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(json.dumps(data, separators=(",", ":")), status_code=status, media_type="application/json")
 
 
-def _text(message: str, status: int) -> PlainTextResponse:
-    return PlainTextResponse(message, status_code=status)
-
-
 def _trace_json(spans: list[Span]) -> list[dict[str, Any]]:
     return [convert.to_zipkin(s) for s in spans]
 
 
-def router(collector: Collector, *, max_body_bytes: int, autocomplete_keys: list[str]) -> APIRouter:
-    r = APIRouter(prefix="/api/v2", tags=["zipkin"])
+class ZipkinApi:
+    """The ``/api/v2`` handlers over one collector."""
 
-    @r.post("/spans", status_code=202, include_in_schema=False)
-    async def post_spans(request: Request) -> Response:
+    def __init__(self, collector: Collector, *, max_body_bytes: int, autocomplete_keys: list[str]) -> None:
+        self.collector = collector
+        self.max_body_bytes = max_body_bytes
+        self.autocomplete_keys = list(autocomplete_keys)
+
+    async def post_spans(self, request: Request) -> Response:
         kind = media_type(request)
-        if kind not in ("", "application/json", "application/x-protobuf", "text/plain"):
-            return _text(f"Content-Type {kind!r} is not supported: send application/json or "
-                         "application/x-protobuf", 415)
+        if kind not in SPAN_TYPES:
+            raise UnsupportedMediaType(
+                f"Content-Type {kind!r} is not supported: send application/json or application/x-protobuf"
+            )
         body = await request.body()
+        decode = convert.from_zipkin_proto if kind == "application/x-protobuf" else convert.from_zipkin_json
         try:
-            raw = decompress(body, request.headers.get("content-encoding", ""), max_body_bytes)
-            decode = convert.from_zipkin_proto if kind == "application/x-protobuf" else convert.from_zipkin_json
-            decoded = decode(raw, now_us=now_us(), max_future_us=collector.max_future_us)
-        except BadEncoding as exc:
-            return _text(str(exc), 415)
-        except TooLarge as exc:
-            return _text(str(exc), 413)
+            raw = decompress(body, request.headers.get("content-encoding", ""), self.max_body_bytes)
+            decoded = decode(raw, now_us=now_us(), max_future_us=self.collector.max_future_us)
         except BadPayload as exc:
-            return _text(f"Cannot decode spans: {exc}", 400)
-        try:
-            await collector.accept(decoded)
-        except Exception as exc:
-            LOG.exception("storing spans failed")
-            return _text(f"spans could not be stored: {exc}", 503)
+            raise BadRequest(f"Cannot decode spans: {exc}") from None
+        await store(self.collector, decoded)
         if decoded.rejected:
-            return _text(f"stored {len(decoded.spans)} span(s); {decoded.error_message()}", 400)
+            raise BadRequest(f"stored {len(decoded.spans)} span(s); {decoded.error_message()}")
         return Response(status_code=202)
 
-    @r.get("/services")
-    async def services() -> Response:
-        return _json(await collector.services())
+    async def services(self) -> Response:
+        return _json(await self.collector.services())
 
-    @r.get("/spans")
-    async def span_names(service_name: str = Query(..., alias="serviceName")) -> Response:
-        return _json(await collector.names(service_name, "span"))
+    async def span_names(self, service_name: str = Query(..., alias="serviceName")) -> Response:
+        return _json(await self.collector.names(service_name, "span"))
 
-    @r.get("/remoteServices")
-    async def remote_services(service_name: str = Query(..., alias="serviceName")) -> Response:
-        return _json(await collector.names(service_name, "remote"))
+    async def remote_services(self, service_name: str = Query(..., alias="serviceName")) -> Response:
+        return _json(await self.collector.names(service_name, "remote"))
 
-    @r.get("/traces")
     async def traces(
+        self,
         service_name: str | None = Query(None, alias="serviceName"),
         remote_service_name: str | None = Query(None, alias="remoteServiceName"),
         span_name: str | None = Query(None, alias="spanName"),
@@ -115,58 +114,61 @@ def router(collector: Collector, *, max_body_bytes: int, autocomplete_keys: list
             tags=parse_annotation_query(annotation_query or ""), min_duration_us=min_duration,
             max_duration_us=max_duration, start_us=end_us - look_us, end_us=end_us, limit=min(limit, MAX_LIMIT),
         )
-        ids = await collector.find(query)
-        return _json([_trace_json(t) for t in await collector.traces(ids)])
+        ids = await self.collector.find(query)
+        return _json([_trace_json(t) for t in await self.collector.traces(ids)])
 
-    @r.get("/trace/{trace_id}")
-    async def trace(trace_id: str) -> Response:
+    async def trace(self, trace_id: str) -> Response:
         try:
-            tid = normalise_trace_id(trace_id)
-            spans = await collector.trace(tid)
-        except ValueError as exc:
-            return _text(str(exc), 400)
+            spans = await self.collector.trace(normalise_trace_id(trace_id))
         except TraceNotFound:
-            return _text(f"{trace_id} not found", 404)
+            raise NotFound(f"{trace_id} not found") from None
         return _json(_trace_json(spans))
 
-    @r.get("/traceMany")
-    async def trace_many(trace_ids: str = Query(..., alias="traceIds")) -> Response:
+    async def trace_many(self, trace_ids: str = Query(..., alias="traceIds")) -> Response:
         parts = [p for p in trace_ids.split(",") if p.strip()]
-        try:
-            ids = list(dict.fromkeys(normalise_trace_id(p) for p in parts))
-        except ValueError as exc:
-            return _text(str(exc), 400)
+        ids = list(dict.fromkeys(normalise_trace_id(p) for p in parts))
         if len(ids) < 2:
-            return _text("traceIds needs at least two distinct trace ids; use /trace/{traceId} for one", 400)
-        return _json([_trace_json(t) for t in await collector.traces(ids)])
+            raise BadRequest("traceIds needs at least two distinct trace ids; use /trace/{traceId} for one")
+        return _json([_trace_json(t) for t in await self.collector.traces(ids)])
 
-    @r.get("/dependencies")
-    async def dependencies(end_ts: int = Query(..., alias="endTs", ge=0, le=MAX_MS),
+    async def dependencies(self, end_ts: int = Query(..., alias="endTs", ge=0, le=MAX_MS),
                            lookback: int | None = Query(None, ge=0, le=MAX_MS)) -> Response:
         look_ms = lookback if lookback is not None else DEFAULT_LOOKBACK_MS
-        return _json(await collector.dependencies(end_ts * 1000, look_ms * 1000))
+        return _json(await self.collector.dependencies(end_ts * 1000, look_ms * 1000))
 
-    @r.get("/autocompleteKeys")
-    async def autocomplete_keys_() -> Response:
-        return _json(list(autocomplete_keys))
+    async def autocomplete_keys_(self) -> Response:
+        return _json(self.autocomplete_keys)
 
-    @r.get("/autocompleteValues")
-    async def autocomplete_values(key: str = Query(...)) -> Response:
-        return _json(await collector.tag_values(key))
+    async def autocomplete_values(self, key: str = Query(...)) -> Response:
+        return _json(await self.collector.tag_values(key))
 
+
+def router(collector: Collector, *, max_body_bytes: int, autocomplete_keys: list[str]) -> APIRouter:
+    api = ZipkinApi(collector, max_body_bytes=max_body_bytes, autocomplete_keys=autocomplete_keys)
+    r = APIRouter(prefix="/api/v2", tags=["zipkin"])
+    r.add_api_route("/spans", api.post_spans, methods=["POST"], status_code=202, include_in_schema=False)
+    r.add_api_route("/services", api.services, methods=["GET"])
+    r.add_api_route("/spans", api.span_names, methods=["GET"])
+    r.add_api_route("/remoteServices", api.remote_services, methods=["GET"])
+    r.add_api_route("/traces", api.traces, methods=["GET"])
+    r.add_api_route("/trace/{trace_id}", api.trace, methods=["GET"])
+    r.add_api_route("/traceMany", api.trace_many, methods=["GET"])
+    r.add_api_route("/dependencies", api.dependencies, methods=["GET"])
+    r.add_api_route("/autocompleteKeys", api.autocomplete_keys_, methods=["GET"])
+    r.add_api_route("/autocompleteValues", api.autocomplete_values, methods=["GET"])
     return r
 
 
-def ui_config_router() -> APIRouter:
+async def ui_config() -> Response:
     """``/config.json``, which the Zipkin UI fetches before anything else."""
+    return _json({
+        "environment": "devbox", "queryLimit": 10, "defaultLookback": 900_000, "searchEnabled": True,
+        "suggestLens": False, "dependency": {"enabled": True, "lowErrorRate": 0.5, "highErrorRate": 0.75},
+    })
+
+
+def ui_config_router() -> APIRouter:
     r = APIRouter(tags=["zipkin"])
-
-    @r.get("/config.json", include_in_schema=False)
-    @r.get("/zipkin/config.json", include_in_schema=False)
-    async def config() -> Response:
-        return _json({
-            "environment": "devbox", "queryLimit": 10, "defaultLookback": 900_000, "searchEnabled": True,
-            "suggestLens": False, "dependency": {"enabled": True, "lowErrorRate": 0.5, "highErrorRate": 0.75},
-        })
-
+    r.add_api_route("/config.json", ui_config, methods=["GET"], include_in_schema=False)
+    r.add_api_route("/zipkin/config.json", ui_config, methods=["GET"], include_in_schema=False)
     return r
