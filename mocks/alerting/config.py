@@ -13,6 +13,8 @@ import math
 import re
 from typing import Any, Literal
 
+from devbox.mocks.alerting.matchers import parse_matchers
+from devbox.mocks.alerting.shortform import compile_short
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Alert names: what Prometheus accepts as a metric name.
@@ -201,8 +203,6 @@ class ShortRuleSpec(BaseModel):
 
     @model_validator(mode="after")
     def _compiles(self) -> ShortRuleSpec:
-        from devbox.mocks.alerting.rules import compile_short
-
         _check_expr(compile_short(self))
         return self
 
@@ -224,8 +224,6 @@ class WebhookReceiver(BaseModel):
     @field_validator("matchers")
     @classmethod
     def _matchers(cls, value: list[str]) -> list[str]:
-        from devbox.mocks.alerting.matchers import parse_matchers
-
         for item in value:
             parse_matchers(item)
         return value

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from devbox.mocks.alerting.config import PromRuleSpec, RuleGroupSpec, ShortRuleSpec
-from devbox.mocks.alerting.matchers import parse_matchers
 from devbox.mocks.alerting.models import Rule
+from devbox.mocks.alerting.shortform import compile_short
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -46,28 +46,6 @@ class LoadResult:
 
 
 # --- the short form ------------------------------------------------------------------------
-
-
-def compile_short(spec: ShortRuleSpec) -> str:
-    """``indicator{filter} comparison threshold``, aggregated by ``by`` first when given."""
-    if isinstance(spec.filter, dict):
-        matchers = [f'{k}="{_escape(v)}"' for k, v in spec.filter.items()]
-        for name in spec.filter:
-            if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", name):
-                raise ValueError(f"filter dimension {name!r} is not a valid label name")
-    else:
-        matchers = [str(m) for item in spec.filter for m in parse_matchers(item)]
-    selector = spec.indicator + ("{" + ",".join(matchers) + "}" if matchers else "")
-    if spec.by is not None:
-        selector = f"{spec.aggregate} by ({', '.join(spec.by)}) ({selector})"
-    threshold = repr(spec.threshold) if math.isfinite(spec.threshold) else None
-    if threshold is None:
-        raise ValueError("threshold must be a finite number")
-    return f"{selector} {spec.comparison} {threshold}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def rule_from_short(spec: ShortRuleSpec, source: str) -> Rule:
