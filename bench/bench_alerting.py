@@ -141,7 +141,7 @@ def main() -> None:
         rounds = []
         for _ in range(5):
             started = time.perf_counter()
-            p.call(component.evaluate_once())
+            p.call(component.service.evaluate_once())
             rounds.append(time.perf_counter() - started)
         cost = statistics.median(rounds)
         print(

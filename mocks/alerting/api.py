@@ -2,37 +2,29 @@
 
 Alerts, rules (list/create/update/delete, validated), the backtest (``POST /api/alerts/rules/test``),
 history by rule/service/time, and silences (the same ones the Alertmanager port serves).
-Errors are ``{"error", "reason"}`` with a 4xx status.
+Handlers refuse with :mod:`devbox.platform.errors`; the listener renders ``{"error", "reason"}``
+with a 4xx status.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 from devbox.mocks.alerting.config import parse_duration
+from devbox.mocks.alerting.http import read_json, refused
 from devbox.mocks.alerting.matchers import matcher_from_api, parse_matchers
-from devbox.mocks.alerting.models import AlertState, Silence
+from devbox.mocks.alerting.models import Alert, AlertState, Matcher, Rule, Silence
+from devbox.mocks.alerting.rules import export_rule_file, rule_from_json
+from devbox.mocks.alerting.service import AlertingService
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
-if TYPE_CHECKING:
-    from devbox.mocks.alerting.component import AlertingComponent
+from devbox.platform.errors import BadRequest
 
-
-def error(status: int, message: str, reason: str) -> JSONResponse:
-    return JSONResponse({"error": message, "reason": reason}, status_code=status)
-
-
-async def json_body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        raise ValueError("the request needs a JSON body")
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ValueError(f"the body is not valid JSON: {exc}") from None
+#: Backtests over more steps than this are refused (each step is one evaluation).
+MAX_BACKTEST_STEPS = 20000
 
 
 def finite(data: Any) -> Any:
@@ -59,24 +51,15 @@ def _parse_time(value: Any, *, now: float, name: str) -> float:
         return float(value)
     if isinstance(value, str):
         text = value.strip()
-        try:
-            return float(text)
-        except ValueError:
-            pass
-        from datetime import datetime
-
-        try:
-            return datetime.fromisoformat(text).timestamp()
-        except ValueError:
-            pass
-        try:
-            return now - parse_duration(text)
-        except ValueError:
-            pass
+        for parse in (float, lambda t: datetime.fromisoformat(t).timestamp(), lambda t: now - parse_duration(t)):
+            try:
+                return float(parse(text))
+            except ValueError:
+                pass
     raise ValueError(f"{name}: {value!r} is not a time (Unix seconds, RFC 3339, or a duration ago like 1h)")
 
 
-def alert_json(alert: Any, component: AlertingComponent, now: float) -> dict[str, Any]:
+def alert_json(alert: Alert, service: AlertingService, now: float) -> dict[str, Any]:
     return {
         "rule": alert.rule_id,
         "alertname": alert.labels.get("alertname", ""),
@@ -87,7 +70,7 @@ def alert_json(alert: Any, component: AlertingComponent, now: float) -> dict[str
         "active_at": alert.active_at,
         "fired_at": alert.fired_at,
         "fingerprint": alert.fingerprint,
-        "silenced_by": component.core.silenced_by(alert.labels, now),
+        "silenced_by": service.core.silenced_by(alert.labels, now),
         "external": alert.rule_id is None,
     }
 
@@ -106,193 +89,162 @@ def silence_json(s: Silence, now: float) -> dict[str, Any]:
     }
 
 
-def api_router(component: AlertingComponent) -> APIRouter:
-    router = APIRouter(prefix="/api/alerts", tags=["alerting"])
+def backtest_request(body: Any, service: AlertingService, now: float) -> tuple[Rule, float, float, float | None]:
+    """``(rule, start, end, step)`` of a backtest body; ValueError says what is wrong with it."""
+    if not isinstance(body, dict):
+        raise ValueError('the body is {"rule": {...}} or {"id": "group/name"}, plus since/start/end/step')
+    if "rule" in body:
+        rule = rule_from_json(body["rule"], source="test")
+    elif "id" in body:
+        rule = service.find_rule(str(body["id"]))
+    else:
+        raise ValueError('give the rule to test: {"rule": {...}} or {"id": "group/name"}')
+    end = parse_time(body.get("end", now), now=now, name="end")
+    if "start" in body:
+        start = parse_time(body["start"], now=now, name="start")
+    else:
+        start = end - parse_duration(body.get("since", "1h"))
+    step = parse_duration(body["step"]) if body.get("step") is not None else None
+    if end <= start:
+        raise ValueError("end must be after start")
+    if step is not None and step <= 0:
+        raise ValueError("step must be positive")
+    if step is not None and (end - start) / step > MAX_BACKTEST_STEPS:
+        raise ValueError(f"too many steps (over {MAX_BACKTEST_STEPS}): use a larger step or a shorter range")
+    return rule, start, end, step
 
-    @router.get("")
-    async def list_alerts(state: str = "active") -> Any:
-        now = component.clock()
+
+def silence_request(body: Any, service: AlertingService, now: float) -> Silence:
+    """``{matchers: ["a=b", ...] | [{name,value,isRegex,isEqual}], duration|ends_at, starts_at?, created_by,
+    comment}`` as a validated silence (not stored yet); ValueError says what is wrong."""
+    if not isinstance(body, dict):
+        raise ValueError("a silence is a JSON object")
+    raw = body.get("matchers")
+    if not isinstance(raw, list) or not raw:
+        raise ValueError('matchers is a non-empty list: ["alertname=X", ...] or [{name, value, isRegex}]')
+    matchers: list[Matcher] = []
+    for item in raw:
+        matchers.extend(parse_matchers(item) if isinstance(item, str) else [matcher_from_api(item)])
+    starts = parse_time(body["starts_at"], now=now, name="starts_at") if body.get("starts_at") else now
+    if body.get("ends_at") is not None:
+        ends = parse_time(body["ends_at"], now=now, name="ends_at")
+    else:
+        ends = starts + parse_duration(body.get("duration", "1h"))
+    return service.core.make_silence(
+        matchers=matchers,
+        starts_at=starts,
+        ends_at=ends,
+        created_by=str(body.get("created_by") or "devbox"),
+        comment=str(body.get("comment") or ""),
+        now=now,
+    )
+
+
+class AlertsApi:
+    """The ``/api/alerts`` handlers over one :class:`AlertingService`."""
+
+    def __init__(self, service: AlertingService) -> None:
+        self.service = service
+
+    async def list_alerts(self, state: str = "active") -> Any:
+        now = self.service.clock()
         if state not in ("active", "firing", "pending", "all"):
-            return error(400, "bad state", "state is one of active (pending+firing), firing, pending, all")
-        alerts = component.core.alerts(include_pending=state != "firing")
+            raise BadRequest("state is one of active (pending+firing), firing, pending, all", code="bad state")
+        alerts = self.service.core.alerts(include_pending=state != "firing")
         if state == "pending":
             alerts = [a for a in alerts if a.state is AlertState.PENDING]
-        return finite({"alerts": [alert_json(a, component, now) for a in alerts]})
+        return finite({"alerts": [alert_json(a, self.service, now) for a in alerts]})
 
-    @router.get("/rules")
-    async def list_rules() -> Any:
+    async def list_rules(self) -> Any:
         return {
-            "rules": [e.to_json() for e in component.core.evaluators.values()],
-            "errors": component.load_errors,
-            "warnings": component.load_warnings,
+            "rules": [e.to_json() for e in self.service.core.evaluators.values()],
+            "errors": self.service.load_errors,
+            "warnings": self.service.load_warnings,
         }
 
-    @router.post("/reload")
-    async def reload() -> Any:
-        errors = await component.reload_rules()
-        return {"rules": len(component.core.evaluators), "errors": errors, "warnings": component.load_warnings}
+    async def reload(self) -> Any:
+        errors = await self.service.reload_rules()
+        return {"rules": len(self.service.core.evaluators), "errors": errors, "warnings": self.service.load_warnings}
 
-    @router.post("/rules/test")
-    async def test_rule(request: Request) -> Any:
-        now = component.clock()
-        try:
-            body = await json_body(request)
-            if not isinstance(body, dict):
-                raise ValueError('the body is {"rule": {...}} or {"id": "group/name"}, plus since/start/end/step')
-            if "rule" in body:
-                from devbox.mocks.alerting.rules import rule_from_json
+    async def test_rule(self, request: Request) -> Any:
+        with refused("invalid backtest"):
+            body = await read_json(request)
+            rule, start, end, step = backtest_request(body, self.service, self.service.clock())
+        return finite(await self.service.backtest(rule, start=start, end=end, step=step))
 
-                rule = rule_from_json(body["rule"], source="test")
-            elif "id" in body:
-                rule = component.find_rule(str(body["id"]))
-            else:
-                raise ValueError('give the rule to test: {"rule": {...}} or {"id": "group/name"}')
-            end = parse_time(body.get("end", now), now=now, name="end")
-            if "start" in body:
-                start = parse_time(body["start"], now=now, name="start")
-            else:
-                start = end - parse_duration(body.get("since", "1h"))
-            step = parse_duration(body["step"]) if body.get("step") is not None else None
-            if end <= start:
-                raise ValueError("end must be after start")
-            if step is not None and step <= 0:
-                raise ValueError("step must be positive")
-            if step is not None and (end - start) / step > 20000:
-                raise ValueError("too many steps (over 20000): use a larger step or a shorter range")
-        except KeyError as exc:
-            return error(404, "no such rule", str(exc.args[0]))
-        except ValueError as exc:
-            return error(400, "invalid backtest", str(exc))
-        from devbox.mocks.metrics.promql import QueryError
+    async def export_rules(self) -> Any:
+        return PlainTextResponse(export_rule_file(self.service.export_rules()), media_type="application/yaml")
 
-        try:
-            return finite(await component.backtest(rule, start=start, end=end, step=step))
-        except QueryError as exc:
-            return error(400, "query failed", str(exc))
-        except RuntimeError as exc:
-            return error(409, "cannot backtest", str(exc))
+    async def get_rule(self, rule_id: str) -> Any:
+        rule = self.service.find_rule(rule_id)
+        return self.service.core.evaluators[rule.id].to_json()
 
-    @router.get("/rules/export")
-    async def export_rules() -> Any:
-        from devbox.mocks.alerting.rules import export_rule_file
-        from fastapi.responses import PlainTextResponse
-
-        return PlainTextResponse(export_rule_file(component.core.rules), media_type="application/yaml")
-
-    @router.get("/rules/{rule_id:path}")
-    async def get_rule(rule_id: str) -> Any:
-        try:
-            rule = component.find_rule(rule_id)
-        except KeyError as exc:
-            return error(404, "no such rule", str(exc.args[0]))
-        return component.core.evaluators[rule.id].to_json()
-
-    @router.post("/rules", status_code=201)
-    async def create_rule(request: Request) -> Any:
-        try:
-            body = await json_body(request)
-            rule = await component.put_rule(body)
-        except ValueError as exc:
-            return error(400, "invalid rule", str(exc))
-        except FileExistsError as exc:
-            return error(409, "rule exists", str(exc))
+    async def create_rule(self, request: Request) -> Any:
+        with refused("invalid rule"):
+            body = await read_json(request)
+        rule = await self.service.put_rule(body)
         return JSONResponse(rule.to_json(), status_code=201)
 
-    @router.put("/rules/{rule_id:path}")
-    async def update_rule(rule_id: str, request: Request) -> Any:
-        try:
-            body = await json_body(request)
-            rule = await component.put_rule(body, replace=rule_id)
-        except ValueError as exc:
-            return error(400, "invalid rule", str(exc))
-        except KeyError as exc:
-            return error(404, "no such rule", str(exc.args[0]))
-        except (PermissionError, FileExistsError) as exc:
-            return error(409, "cannot update", str(exc))
-        return rule.to_json()
+    async def update_rule(self, rule_id: str, request: Request) -> Any:
+        with refused("invalid rule"):
+            body = await read_json(request)
+        return (await self.service.put_rule(body, replace=rule_id)).to_json()
 
-    @router.delete("/rules/{rule_id:path}")
-    async def delete_rule(rule_id: str) -> Any:
-        try:
-            rule = await component.delete_rule(rule_id)
-        except KeyError as exc:
-            return error(404, "no such rule", str(exc.args[0]))
-        except PermissionError as exc:
-            return error(409, "cannot delete", str(exc))
-        return {"deleted": rule.id}
+    async def delete_rule(self, rule_id: str) -> Any:
+        return {"deleted": (await self.service.delete_rule(rule_id)).id}
 
-    @router.get("/history")
     async def history(
+        self,
         rule: str | None = None,
         service: str | None = None,
         since: str | None = None,
         until: str | None = None,
         limit: int = 500,
     ) -> Any:
-        now = component.clock()
-        try:
+        now = self.service.clock()
+        with refused("bad time"):
             lo = parse_time(since, now=now, name="since") if since else None
             hi = parse_time(until, now=now, name="until") if until else None
-        except ValueError as exc:
-            return error(400, "bad time", str(exc))
         if not 1 <= limit <= 10000:
-            return error(400, "bad limit", "limit is between 1 and 10000")
-        assert component.store is not None
-        import asyncio
-
-        rows = await asyncio.to_thread(
-            component.store.history, rule=rule, service=service, since=lo, until=hi, limit=limit
-        )
+            raise BadRequest("limit is between 1 and 10000", code="bad limit")
+        rows = await self.service.history(rule=rule, service=service, since=lo, until=hi, limit=limit)
         return finite({"transitions": rows})
 
-    @router.get("/silences")
-    async def list_silences(state: str | None = None) -> Any:
-        now = component.clock()
-        silences = sorted(component.core.silences.values(), key=lambda s: s.starts_at, reverse=True)
+    async def list_silences(self, state: str | None = None) -> Any:
+        now = self.service.clock()
+        silences = sorted(self.service.core.silences.values(), key=lambda s: s.starts_at, reverse=True)
         out = [silence_json(s, now) for s in silences]
         if state:
             out = [s for s in out if s["state"] == state]
         return {"silences": out}
 
-    @router.post("/silences", status_code=201)
-    async def add_silence(request: Request) -> Any:
-        """``{matchers: ["a=b", ...] | [{name,value,isRegex,isEqual}], duration|ends_at, starts_at?, created_by,
-        comment}``."""
-        now = component.clock()
-        try:
-            body = await json_body(request)
-            if not isinstance(body, dict):
-                raise ValueError("a silence is a JSON object")
-            raw = body.get("matchers")
-            if not isinstance(raw, list) or not raw:
-                raise ValueError('matchers is a non-empty list: ["alertname=X", ...] or [{name, value, isRegex}]')
-            matchers = []
-            for item in raw:
-                matchers.extend(parse_matchers(item) if isinstance(item, str) else [matcher_from_api(item)])
-            starts = parse_time(body["starts_at"], now=now, name="starts_at") if body.get("starts_at") else now
-            if body.get("ends_at") is not None:
-                ends = parse_time(body["ends_at"], now=now, name="ends_at")
-            else:
-                ends = starts + parse_duration(body.get("duration", "1h"))
-            silence = component.core.make_silence(
-                matchers=matchers,
-                starts_at=starts,
-                ends_at=ends,
-                created_by=str(body.get("created_by") or "devbox"),
-                comment=str(body.get("comment") or ""),
-                now=now,
-            )
-        except ValueError as exc:
-            return error(400, "invalid silence", str(exc))
-        component.save_silence(silence)
+    async def add_silence(self, request: Request) -> Any:
+        now = self.service.clock()
+        with refused("invalid silence"):
+            silence = silence_request(await read_json(request), self.service, now)
+        self.service.save_silence(silence)
         return JSONResponse(silence_json(silence, now), status_code=201)
 
-    @router.delete("/silences/{silence_id}")
-    async def expire_silence(silence_id: str) -> Any:
-        try:
-            silence = component.expire_silence(silence_id)
-        except KeyError:
-            return error(404, "no such silence", f"no silence {silence_id!r}; `devbox alerts silence ls` lists them")
-        return silence_json(silence, component.clock())
+    async def expire_silence(self, silence_id: str) -> Any:
+        return silence_json(self.service.expire_silence(silence_id), self.service.clock())
 
-    return router
+    def router(self) -> APIRouter:
+        r = APIRouter(prefix="/api/alerts", tags=["alerting"])
+        routes: list[tuple[str, str, Any, int | None]] = [
+            ("GET", "", self.list_alerts, None),
+            ("GET", "/rules", self.list_rules, None),
+            ("POST", "/reload", self.reload, None),
+            ("POST", "/rules/test", self.test_rule, None),
+            ("GET", "/rules/export", self.export_rules, None),
+            ("GET", "/rules/{rule_id:path}", self.get_rule, None),
+            ("POST", "/rules", self.create_rule, 201),
+            ("PUT", "/rules/{rule_id:path}", self.update_rule, None),
+            ("DELETE", "/rules/{rule_id:path}", self.delete_rule, None),
+            ("GET", "/history", self.history, None),
+            ("GET", "/silences", self.list_silences, None),
+            ("POST", "/silences", self.add_silence, 201),
+            ("DELETE", "/silences/{silence_id}", self.expire_silence, None),
+        ]
+        for method, path, handler, status in routes:
+            r.add_api_route(path, handler, methods=[method], status_code=status)
+        return r
