@@ -8,7 +8,6 @@ cheap. A metric name the source does not store may be *computed* by a plug-in (a
 
 from __future__ import annotations
 
-import bisect
 import copy
 import logging
 import math
@@ -81,9 +80,9 @@ class Evaluator:
             return "string", value.value
         if isinstance(value, Matrix):
             return "matrix", [
-                (s.labels, list(zip(*self._window_samples(s, value.windows[0]), strict=True)))
+                (s.labels, list(zip(*s.in_window(value.windows[0]), strict=True)))
                 for s in value.series
-                if self._window_samples(s, value.windows[0])[0]
+                if s.in_window(value.windows[0])[0]
             ]
         out = [(labels, vals[0]) for labels, vals in value.series.values() if vals[0] is not None]
         return "vector", out
@@ -263,11 +262,6 @@ class Evaluator:
             pts = [(ts, v) for ts, v in zip(inner_times, vals, strict=True) if v is not None]
             series.append(RawSeries(labels, [p[0] for p in pts], [p[1] for p in pts]))
         return Matrix(series, [(t - rng, t) for t in shifted], rng)
-
-    def _window_samples(self, s: RawSeries, window: tuple[float, float]) -> tuple[list[float], list[float]]:
-        lo = bisect.bisect_right(s.ts, window[0])
-        hi = bisect.bisect_right(s.ts, window[1])
-        return s.ts[lo:hi], s.vs[lo:hi]
 
     def _eval_Call(self, node: Any, times: list[float]) -> Value:
         name = node.func.name

@@ -109,7 +109,7 @@ def _fn_clamp(ev: Engine, node: Any, args: list[Value], times: list[float]) -> V
     out = Vector()
     for labels, vals in vec.series.values():
         lb = drop_name(labels)
-        new = []
+        new: list[float | None] = []
         for i, v in enumerate(vals):
             if v is None or (name == "clamp" and lo[i] > hi[i]):
                 new.append(None)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 from typing import Any
@@ -121,9 +120,7 @@ def range_fn(name: str, matrix: Matrix, times: list[float], param: list[float] |
     for s in matrix.series:
         vals: list[float | None] = []
         for i, window in enumerate(matrix.windows):
-            lo = bisect.bisect_right(s.ts, window[0])
-            hi = bisect.bisect_right(s.ts, window[1])
-            ts, vs = s.ts[lo:hi], s.vs[lo:hi]
+            ts, vs = s.in_window(window)
             if name in ("rate", "increase", "delta"):
                 vals.append(_extrapolated(ts, vs, window, counter=name != "delta", rate=name == "rate"))
             elif name in ("irate", "idelta"):
@@ -158,9 +155,8 @@ def predict_linear(matrix: Matrix, seconds: list[float], times: list[float]) -> 
     for s in matrix.series:
         vals: list[float | None] = []
         for i, window in enumerate(matrix.windows):
-            lo = bisect.bisect_right(s.ts, window[0])
-            hi = bisect.bisect_right(s.ts, window[1])
-            fit = _regression(s.ts[lo:hi], s.vs[lo:hi], window[1])
+            ts, vs = s.in_window(window)
+            fit = _regression(ts, vs, window[1])
             vals.append(None if fit is None else fit[0] * seconds[i] + fit[1])
         if any(v is not None for v in vals):
             labels = drop_name(s.labels)
@@ -174,9 +170,7 @@ def presence(name: str, matrix: Matrix, arg_node: Any, times: list[float]) -> Ve
     for s in matrix.series:
         vals: list[float | None] = []
         for i, window in enumerate(matrix.windows):
-            lo = bisect.bisect_right(s.ts, window[0])
-            hi = bisect.bisect_right(s.ts, window[1])
-            has = hi > lo
+            has = bool(s.in_window(window)[0])
             present[i] = present[i] or has
             vals.append(1.0 if has else None)
         if name == "present_over_time" and any(v is not None for v in vals):

@@ -54,6 +54,12 @@ class RawSeries:
     ts: list[float]
     vs: list[float]
 
+    def in_window(self, window: tuple[float, float]) -> tuple[list[float], list[float]]:
+        """Timestamps and values of the samples in ``(start, end]``: what a range selector sees."""
+        lo = bisect.bisect_right(self.ts, window[0])
+        hi = bisect.bisect_right(self.ts, window[1])
+        return self.ts[lo:hi], self.vs[lo:hi]
+
     def latest(self, t: float, lookback: float) -> int | None:
         """Index of the newest sample in (t - lookback, t] — what an instant selector sees at t."""
         i = bisect.bisect_right(self.ts, t) - 1
