@@ -11,9 +11,11 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
-from devbox.platform.component import Component
+from devbox.platform.component import Component, PlatformContext
+from devbox.platform.errors import BadRequest, NotFound
+from devbox.platform.ports import MetricsQueryPort, PortError
 
 LOG = logging.getLogger(__name__)
 
@@ -21,49 +23,54 @@ STATIC = resources.files("devbox.dashboard") / "static"
 MAX_POINTS = 1100
 
 
+async def index() -> HTMLResponse:
+    return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+
+async def script() -> Response:
+    return Response((STATIC / "app.js").read_text(encoding="utf-8"), media_type="text/javascript")
+
+
+class Charts:
+    """The charts' PromQL range query, answered through the hosted :class:`MetricsQueryPort`."""
+
+    def __init__(self, ctx: PlatformContext) -> None:
+        self.ctx = ctx
+
+    async def chart(
+        self,
+        query: str = Query(..., min_length=1, description="PromQL expression"),
+        minutes: float = Query(15, gt=0, le=24 * 60),
+        step: float | None = Query(None, gt=0),
+    ) -> Any:
+        """A PromQL range query over the last ``minutes``, for the dashboard's charts."""
+        metrics = self.ctx.lookup(MetricsQueryPort)
+        if metrics is None:
+            raise NotFound("the metrics component is not running", code="no metrics")
+        end = time.time()
+        start = end - minutes * 60
+        step = step or max(1.0, (end - start) / 300)
+        if (end - start) / step > MAX_POINTS:
+            raise BadRequest(f"at most {MAX_POINTS} points; raise step", code="too many points")
+        try:
+            series = metrics.query_range(query, start, end, step)
+        except PortError as exc:
+            raise BadRequest(str(exc), code="bad query") from None
+        return {
+            "query": query,
+            "start": start,
+            "end": end,
+            "step": step,
+            "series": [{"labels": labels, "points": points} for labels, points in series],
+        }
+
+
 class DashboardComponent(Component):
     name = "dashboard"
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
         router = APIRouter(tags=["dashboard"])
-
-        @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-        async def index() -> HTMLResponse:
-            return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
-
-        @router.get("/dashboard/app.js", include_in_schema=False)
-        async def script() -> Response:
-            return Response((STATIC / "app.js").read_text(encoding="utf-8"), media_type="text/javascript")
-
-        @router.get("/api/dashboard/range")
-        async def chart(
-            query: str = Query(..., min_length=1, description="PromQL expression"),
-            minutes: float = Query(15, gt=0, le=24 * 60),
-            step: float | None = Query(None, gt=0),
-        ) -> Any:
-            """A PromQL range query over the last ``minutes``, for the dashboard's charts."""
-            if not self.ctx.has("metrics"):
-                return JSONResponse({"error": "no metrics", "reason": "the metrics component is not running"}, 404)
-            end = time.time()
-            start = end - minutes * 60
-            step = step or max(1.0, (end - start) / 300)
-            if (end - start) / step > MAX_POINTS:
-                return JSONResponse(
-                    {"error": "too many points", "reason": f"at most {MAX_POINTS} points; raise step"}, 400
-                )
-            from devbox.mocks.metrics.promql import QueryError
-
-            metrics: Any = self.ctx.component("metrics")
-            try:
-                series = metrics.query_range(query, start, end, step)
-            except QueryError as exc:
-                return JSONResponse({"error": "bad query", "reason": str(exc)}, 400)
-            return {
-                "query": query,
-                "start": start,
-                "end": end,
-                "step": step,
-                "series": [{"labels": labels, "points": points} for labels, points in series],
-            }
-
+        router.add_api_route("/", index, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+        router.add_api_route("/dashboard/app.js", script, methods=["GET"], include_in_schema=False)
+        router.add_api_route("/api/dashboard/range", Charts(self.ctx).chart, methods=["GET"])
         return [("api", router)]

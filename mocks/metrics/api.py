@@ -7,7 +7,8 @@
 - ``POST /api/metrics/custom``: 007 custom multi-dimensional reports (one, or ``{"reports": [...]}``);
 - ``GET /api/metrics/promql?query=&time=``: PromQL instant query for scripts and scenarios.
 
-Errors are ``{"error", "reason"}`` with a 4xx status.
+Handlers raise :class:`devbox.platform.errors.BadRequest`; the ``api`` listener renders it as
+``{"error", "reason"}`` with a 400 status.
 """
 
 from __future__ import annotations
@@ -16,16 +17,15 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from devbox.mocks.metrics.core import Filter, MetricsCore, ReportError, StructuredQuery
 from devbox.mocks.metrics.promql import QueryError
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
+from devbox.platform.errors import BadRequest
 
-def _bad(error: str, reason: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": error, "reason": reason}, status_code=status)
+T = TypeVar("T")
 
 
 def _float(value: Any, name: str) -> float | None:
@@ -106,33 +106,28 @@ def build_query(data: dict[str, Any]) -> StructuredQuery:
     )
 
 
-def api_router(get_core: Callable[[], MetricsCore]) -> APIRouter:
-    router = APIRouter(prefix="/api/metrics", tags=["metrics"])
+class MetricsApi:
+    """The handlers of ``/api/metrics``; the core is resolved per request (it exists once started)."""
 
-    @router.get("/ls")
-    async def ls() -> Any:
-        core = get_core()
+    def __init__(self, get_core: Callable[[], MetricsCore]) -> None:
+        self.get_core = get_core
+
+    async def ls(self) -> Any:
+        core = self.get_core()
         return {
             "metrics": await asyncio.to_thread(core.metric_list),
             "stats": await asyncio.to_thread(core.store.stats),
         }
 
-    @router.get("/dimensions")
-    async def dimensions(metric: str) -> Any:
-        try:
-            return {"metric": metric, "dimensions": await asyncio.to_thread(get_core().dimensions, metric)}
-        except ReportError as exc:
-            return _bad("invalid query", str(exc))
+    async def dimensions(self, metric: str) -> Any:
+        dims = await _refused_as("invalid query", self.get_core().dimensions, metric)
+        return {"metric": metric, "dimensions": dims}
 
-    @router.api_route("/query", methods=["GET", "POST"])
-    async def query(request: Request) -> Any:
+    async def query(self, request: Request) -> Any:
         if request.method == "POST":
-            try:
-                data = json.loads(await request.body() or b"{}")
-            except ValueError as exc:
-                return _bad("invalid JSON", str(exc))
+            data = await _json_body(request, b"{}")
             if not isinstance(data, dict):
-                return _bad("invalid query", "the body must be a JSON object")
+                raise BadRequest("the body must be a JSON object", code="invalid query")
         else:
             data = {}
             for key, value in request.query_params.multi_items():
@@ -142,47 +137,60 @@ def api_router(get_core: Callable[[], MetricsCore]) -> APIRouter:
                     data[key] = value
         try:
             q = build_query(data)
-            return await asyncio.to_thread(get_core().structured_query, q)
-        except (ReportError, QueryError) as exc:
-            return _bad("invalid query", str(exc))
+        except ReportError as exc:
+            raise BadRequest(str(exc), code="invalid query") from None
+        return await _refused_as("invalid query", self.get_core().structured_query, q)
 
-    @router.get("/promql")
-    async def promql(request: Request, query: str = "") -> Any:
+    async def promql(self, request: Request, query: str = "") -> Any:
         at = time.time()
         raw = request.query_params.get("time")
         if raw:
             try:
                 at = float(raw)
             except ValueError:
-                return _bad("invalid query", f"time: {raw!r} is not a number")
-        try:
-            result = await asyncio.to_thread(get_core().query_instant, query, at)
-        except QueryError as exc:
-            return _bad("invalid query", str(exc))
+                raise BadRequest(f"time: {raw!r} is not a number", code="invalid query") from None
+        result = await _refused_as("invalid query", self.get_core().query_instant, query, at)
         return {"time": at, "result": [{"labels": lb, "value": v} for lb, v in result]}
 
-    @router.post("/custom")
-    async def custom(request: Request) -> Any:
-        try:
-            data = json.loads(await request.body() or b"null")
-        except ValueError as exc:
-            return _bad("invalid JSON", str(exc))
+    async def custom(self, request: Request) -> Any:
+        data = await _json_body(request, b"null")
         if isinstance(data, dict) and "reports" in data:
             reports = data["reports"]
             if not isinstance(reports, list) or set(data) != {"reports"}:
-                return _bad("invalid report", "reports: a list of {name, dimensions, values}")
+                raise BadRequest("reports: a list of {name, dimensions, values}", code="invalid report")
         elif isinstance(data, list):
             reports = data
         elif isinstance(data, dict):
             reports = [data]
         else:
-            return _bad("invalid report", 'send a report object, a list, or {"reports": [...]}')
+            raise BadRequest('send a report object, a list, or {"reports": [...]}', code="invalid report")
         if not reports:
-            return _bad("invalid report", "no reports given")
-        try:
-            written = await asyncio.to_thread(get_core().custom_reports, reports)
-        except ReportError as exc:
-            return _bad("invalid report", str(exc))
+            raise BadRequest("no reports given", code="invalid report")
+        written = await _refused_as("invalid report", self.get_core().custom_reports, reports)
         return {"accepted": len(reports), "points": written}
 
+
+async def _json_body(request: Request, empty: bytes) -> Any:
+    try:
+        return json.loads(await request.body() or empty)
+    except ValueError as exc:
+        raise BadRequest(str(exc), code="invalid JSON") from None
+
+
+async def _refused_as(code: str, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` off the event loop; a report or query it refuses is a 400 with ``code``."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except (ReportError, QueryError) as exc:
+        raise BadRequest(str(exc), code=code) from None
+
+
+def api_router(get_core: Callable[[], MetricsCore]) -> APIRouter:
+    api = MetricsApi(get_core)
+    router = APIRouter(prefix="/api/metrics", tags=["metrics"])
+    router.add_api_route("/ls", api.ls, methods=["GET"])
+    router.add_api_route("/dimensions", api.dimensions, methods=["GET"])
+    router.add_api_route("/query", api.query, methods=["GET", "POST"])
+    router.add_api_route("/promql", api.promql, methods=["GET"])
+    router.add_api_route("/custom", api.custom, methods=["POST"])
     return router

@@ -1,7 +1,9 @@
 """The metrics component: ingest (spans, OTLP, custom reports, scrapes), storage, query APIs.
 
-Other components use :meth:`MetricsComponent.query_instant` and :meth:`query_range` (alerting,
-scenarios); they raise :class:`devbox.mocks.metrics.promql.QueryError` with the reason on bad PromQL.
+It wires; the work is in :mod:`~devbox.mocks.metrics.core` and the protocol adapters. Other
+components query it through :class:`devbox.platform.ports.MetricsQueryPort` (alerting, the
+dashboard, scenarios), which raises :class:`~devbox.platform.ports.PortError` with the reason on bad
+PromQL.
 
 LIMITATIONS: see :mod:`devbox.mocks.metrics.promql` (PromQL subset) and :mod:`devbox.mocks.metrics.store`
 (rollups keep the last value per minute).
@@ -17,11 +19,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from devbox.mocks.metrics.core import MetricsCore
+from devbox.mocks.metrics.promql import QueryError
 
 from devbox.platform.component import Component
+from devbox.platform.ports import MetricsQueryPort, PortError, RangeSeries, Sample
 
 if TYPE_CHECKING:
     import grpc.aio
+    from devbox.mocks.metrics.scrape import Scraper
     from fastapi import APIRouter
 
     from devbox.platform.component import PlatformContext
@@ -32,29 +37,38 @@ COMPACT_EVERY = 60.0
 IDLE_FLUSH = 5.0
 
 
+class MetricsQueries:
+    """:class:`MetricsQueryPort` over the metrics core: PromQL for the other components."""
+
+    def __init__(self, get_core: Callable[[], MetricsCore]) -> None:
+        self._get_core = get_core
+
+    def query_instant(self, expr: str, at: float) -> list[Sample]:
+        """Evaluate PromQL at ``at``; a scalar result is one sample with no labels."""
+        try:
+            return self._get_core().query_instant(expr, at)
+        except QueryError as exc:
+            raise PortError(str(exc)) from None
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
+        """Evaluate PromQL at every step from ``start`` to ``end``."""
+        try:
+            return self._get_core().query_range(expr, start, end, step)
+        except QueryError as exc:
+            raise PortError(str(exc)) from None
+
+
 class MetricsComponent(Component):
     name = "metrics"
-    after = ("naming", "tracing")
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)
         self.config = ctx.config.metrics
         self.core: MetricsCore | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._scraper: Any = None
+        self._scraper: Scraper | None = None
         self.error_note: str | None = None
-
-    # --- contract used by alerting and scenarios --------------------------------------------
-
-    def query_instant(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
-        """Evaluate PromQL at ``at``; a scalar result is one sample with no labels."""
-        return self._core.query_instant(expr, at)
-
-    def query_range(
-        self, expr: str, start: float, end: float, step: float
-    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
-        """Evaluate PromQL at every step from ``start`` to ``end``."""
-        return self._core.query_range(expr, start, end, step)
+        ctx.provide(MetricsQueryPort, MetricsQueries(lambda: self._core))
 
     @property
     def _core(self) -> MetricsCore:
@@ -70,10 +84,12 @@ class MetricsComponent(Component):
         from devbox.mocks.metrics.prom_api import prometheus_router
 
         get = lambda: self._core  # noqa: E731 - routers resolve the core lazily, after start()
+        # /api/v1/rules and /alerts are the rule evaluator's: alerting serves them when it is hosted
+        serve_rules = not self.ctx.has("alerting")
         return [
             ("api", api_router(get)),
             ("otlp_http", otlp_http_router(get)),
-            ("prometheus", prometheus_router(get, self.ctx)),
+            ("prometheus", prometheus_router(get, self.ctx.states, serve_rules=serve_rules)),
         ]
 
     def grpc_services(self) -> list[tuple[str, Callable[[grpc.aio.Server], None]]]:
@@ -113,7 +129,7 @@ class MetricsComponent(Component):
         if self.core is None:
             return {}
         return {
-            "series": len(self.core.store._series),
+            "series": self.core.store.series_count(),
             "points_written": self.core.store.points_written,
             "indicators": sorted(self.core.indicators),
             "rpc_reports_error": self.error_note,

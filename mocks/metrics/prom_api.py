@@ -3,10 +3,14 @@
 Serves what promtool, Grafana's Prometheus data source and the Prometheus web UI call:
 ``/api/v1/query``, ``/query_range`` (GET and form POST), ``/series``, ``/labels``,
 ``/label/<name>/values``, ``/metadata``, ``/status/buildinfo``, ``/query_exemplars`` (always empty),
-``/rules`` and ``/alerts`` (from the alerting component when it is hosted), with the Prometheus
-envelope and error types.
+with the Prometheus envelope and error types. ``/api/v1/rules`` and ``/alerts`` belong to the rule
+evaluator: the alerting component serves them on this listener when it is hosted; without it they
+answer empty, as a Prometheus with no rule files does.
 ``/metrics`` exposes devbox's own health and the newest value of every stored series (via
 prometheus-client), so a real Prometheus can scrape devbox.
+
+Handlers raise :mod:`devbox.platform.errors` exceptions; :func:`render_error` (this listener's
+error renderer, named by the metrics component spec) gives them Prometheus's error envelope.
 
 LIMITATIONS: ``timeout``/``limit`` parameters are accepted and ignored; no ``/targets``,
 remote read/write or native histograms.
@@ -18,50 +22,46 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from devbox.mocks.metrics.core import MetricsCore, ReportError
-from devbox.mocks.metrics.promql import NAME, QueryError
+from devbox.mocks.metrics.promql import NAME, QueryError, format_value
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from starlette.convertors import Convertor, register_url_convertor
 
 import devbox
-from devbox.platform.registry import COMPONENTS
-
-if TYPE_CHECKING:
-    from devbox.platform.component import PlatformContext
+from devbox.platform.errors import ApiError, BadRequest, NotFound, Unprocessable
 
 PROMETHEUS_VERSION = "2.53.0"
 _DURATION = re.compile(r"^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d+)s)?((\d+)ms)?$")
 _UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
 #: Series whose newest sample is older than this are left out of /metrics (Prometheus's lookback).
 EXPOSE_FRESH = 300.0
+#: Prometheus's ``errorType`` for each HTTP status a refusal carries.
+_ERROR_TYPES = {400: "bad_data", 404: "not_found", 422: "execution", 500: "internal", 503: "unavailable"}
+#: The rule evaluator's part of the API: never answered by the catch-all, whoever serves it.
+RULE_PATHS = ("rules", "alerts")
+METHODS = ["GET", "POST"]
+T = TypeVar("T")
 
 
-class BadData(ValueError):
-    pass
-
-
-def format_value(v: float) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if v == int(v) and abs(v) < 1e15:
-        return str(int(v))
-    return repr(float(v))
+def render_error(exc: ApiError) -> Response:
+    """The ``prometheus`` listener's error map: Prometheus's envelope with the refusal's status."""
+    kind = _ERROR_TYPES.get(exc.status, "bad_data")
+    return JSONResponse({"status": "error", "errorType": kind, "error": exc.reason}, status_code=exc.status)
 
 
 def parse_time(text: str | None, default: float | None, what: str) -> float:
     if text is None or text == "":
         if default is None:
-            raise BadData(f'invalid parameter "{what}": missing')
+            raise BadRequest(f'invalid parameter "{what}": missing')
         return default
     try:
         value = float(text)
@@ -69,24 +69,24 @@ def parse_time(text: str | None, default: float | None, what: str) -> float:
         try:
             value = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
         except ValueError:
-            raise BadData(f'invalid parameter "{what}": cannot parse "{text}" to a valid timestamp') from None
+            raise BadRequest(f'invalid parameter "{what}": cannot parse "{text}" to a valid timestamp') from None
     if not math.isfinite(value):
-        raise BadData(f'invalid parameter "{what}": cannot parse "{text}" to a valid timestamp')
+        raise BadRequest(f'invalid parameter "{what}": cannot parse "{text}" to a valid timestamp')
     return value
 
 
 def parse_step(text: str | None) -> float:
     if not text:
-        raise BadData('invalid parameter "step": missing')
+        raise BadRequest('invalid parameter "step": missing')
     try:
         value = float(text)
     except ValueError:
         m = _DURATION.match(text)
         if not m or not any(m.groups()):
-            raise BadData(f'invalid parameter "step": cannot parse "{text}" to a valid duration') from None
+            raise BadRequest(f'invalid parameter "step": cannot parse "{text}" to a valid duration') from None
         value = sum(int(m.group(i * 2 + 2) or 0) * unit for i, unit in enumerate(_UNITS))
     if not math.isfinite(value) or value <= 0:
-        raise BadData(
+        raise BadRequest(
             'invalid parameter "step": zero or negative query resolution step widths are not accepted. '
             "Try a positive integer"
         )
@@ -97,16 +97,19 @@ def _ok(data: Any) -> JSONResponse:
     return JSONResponse({"status": "success", "data": data})
 
 
-def _error(kind: str, message: str) -> JSONResponse:
-    status = {"bad_data": 400, "execution": 422, "not_found": 404, "internal": 500, "timeout": 503}[kind]
-    return JSONResponse({"status": "error", "errorType": kind, "error": message}, status_code=status)
+async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run a query or look-up off the event loop; a refused query becomes the listener's refusal.
 
-
-def _query_error(exc: QueryError) -> JSONResponse:
-    text = str(exc)
-    if "many-to-many" in text or "multiple matches" in text:
-        return _error("execution", text)
-    return _error("bad_data", text)
+    Prometheus calls a query whose series do not match up an ``execution`` error (422); every other
+    refusal is ``bad_data`` (400).
+    """
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except QueryError as exc:
+        text = str(exc)
+        if "many-to-many" in text or "multiple matches" in text:
+            raise Unprocessable(text) from None
+        raise BadRequest(text) from None
 
 
 async def _params(request: Request) -> dict[str, list[str]]:
@@ -128,6 +131,13 @@ def _one(params: dict[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
+def _query_text(params: dict[str, list[str]]) -> str:
+    expr = _one(params, "query")
+    if not expr:
+        raise BadRequest('invalid parameter "query": missing')
+    return expr
+
+
 def _bounds(params: dict[str, list[str]]) -> tuple[float | None, float | None]:
     """Optional ``start``/``end`` of the metadata endpoints."""
     start = parse_time(_one(params, "start"), -math.inf, "start") if _one(params, "start") else None
@@ -146,9 +156,9 @@ def _matrix_json(result: list[tuple[dict[str, str], list[tuple[float, float]]]])
 class _StoreCollector:
     """prometheus-client collector: devbox's own figures and the newest value of each fresh series."""
 
-    def __init__(self, core: MetricsCore, ctx: PlatformContext) -> None:
+    def __init__(self, core: MetricsCore, states: Callable[[], Mapping[str, str]]) -> None:
         self.core = core
-        self.ctx = ctx
+        self.states = states
 
     def collect(self) -> Any:
         store = self.core.store
@@ -156,19 +166,13 @@ class _StoreCollector:
         up.add_sample("devbox_up", {"version": devbox.__version__}, 1.0)
         yield up
         components = Metric("devbox_component_up", "1 when a platform component is running, 0 otherwise.", "gauge")
-        for name in COMPONENTS:
-            if not self.ctx.has(name):
-                continue
-            component = self.ctx.component(name)
-            running = getattr(component.state, "value", "") == "running"
+        for name, state in self.states().items():
             components.add_sample(
-                "devbox_component_up",
-                {"component": name, "state": str(getattr(component.state, "value", ""))},
-                1.0 if running else 0.0,
+                "devbox_component_up", {"component": name, "state": state}, 1.0 if state == "running" else 0.0
             )
         yield components
         series = Metric("devbox_metrics_series", "Series held by the devbox metrics store.", "gauge")
-        series.add_sample("devbox_metrics_series", {}, float(len(store._series)))
+        series.add_sample("devbox_metrics_series", {}, float(store.series_count()))
         yield series
         written = Metric("devbox_metrics_points_written", "Points written since start.", "counter")
         written.add_sample("devbox_metrics_points_written_total", {}, float(store.points_written))
@@ -205,23 +209,19 @@ class _StoreCollector:
         return name, "unknown"
 
 
-def prometheus_router(get_core: Callable[[], MetricsCore], ctx: PlatformContext) -> APIRouter:
-    router = APIRouter()
-    methods = ["GET", "POST"]
+class PrometheusApi:
+    """The handlers of the Prometheus API: the metrics core (resolved per request: it exists only
+    once the component started) and the platform's read-only component states."""
 
-    @router.api_route("/api/v1/query", methods=methods)
-    async def query(request: Request) -> Response:
+    def __init__(self, get_core: Callable[[], MetricsCore], states: Callable[[], Mapping[str, str]]) -> None:
+        self.get_core = get_core
+        self.states = states
+
+    async def query(self, request: Request) -> Response:
         params = await _params(request)
-        try:
-            expr = _one(params, "query")
-            if not expr:
-                raise BadData('invalid parameter "query": missing')
-            at = parse_time(_one(params, "time"), time.time(), "time")
-            kind, result = await asyncio.to_thread(get_core().evaluator.instant, expr, at)
-        except BadData as exc:
-            return _error("bad_data", str(exc))
-        except QueryError as exc:
-            return _query_error(exc)
+        expr = _query_text(params)
+        at = parse_time(_one(params, "time"), time.time(), "time")
+        kind, result = await _off_loop(self.get_core().evaluator.instant, expr, at)
         if kind == "vector":
             data: Any = _vector_json(result, at)
         elif kind == "matrix":
@@ -232,80 +232,53 @@ def prometheus_router(get_core: Callable[[], MetricsCore], ctx: PlatformContext)
             data = [at, result]
         return _ok({"resultType": kind, "result": data})
 
-    @router.api_route("/api/v1/query_range", methods=methods)
-    async def query_range(request: Request) -> Response:
+    async def query_range(self, request: Request) -> Response:
         params = await _params(request)
-        try:
-            expr = _one(params, "query")
-            if not expr:
-                raise BadData('invalid parameter "query": missing')
-            start = parse_time(_one(params, "start"), None, "start")
-            end = parse_time(_one(params, "end"), None, "end")
-            step = parse_step(_one(params, "step"))
-            if end < start:
-                raise BadData('invalid parameter "end": end timestamp must not be before start time')
-            if (end - start) / step > 11000:
-                raise BadData(
-                    "exceeded maximum resolution of 11,000 points per timeseries. "
-                    "Try decreasing the query resolution (?step=XX)"
-                )
-            _, result = await asyncio.to_thread(get_core().evaluator.range, expr, start, end, step)
-        except BadData as exc:
-            return _error("bad_data", str(exc))
-        except QueryError as exc:
-            return _query_error(exc)
+        expr = _query_text(params)
+        start = parse_time(_one(params, "start"), None, "start")
+        end = parse_time(_one(params, "end"), None, "end")
+        step = parse_step(_one(params, "step"))
+        if end < start:
+            raise BadRequest('invalid parameter "end": end timestamp must not be before start time')
+        if (end - start) / step > 11000:
+            raise BadRequest(
+                "exceeded maximum resolution of 11,000 points per timeseries. "
+                "Try decreasing the query resolution (?step=XX)"
+            )
+        _, result = await _off_loop(self.get_core().evaluator.range, expr, start, end, step)
         return _ok({"resultType": "matrix", "result": _matrix_json(result)})
 
-    @router.api_route("/api/v1/series", methods=methods)
-    async def series(request: Request) -> Response:
+    async def series(self, request: Request) -> Response:
         params = await _params(request)
         matches = params.get("match[]") or []
         if not matches:
-            return _error("bad_data", "no match[] parameter provided")
-        try:
-            start, end = _bounds(params)
-            found = await asyncio.to_thread(get_core().series_matching, matches, start, end)
-        except BadData as exc:
-            return _error("bad_data", str(exc))
-        except QueryError as exc:
-            return _error("bad_data", str(exc))
+            raise BadRequest("no match[] parameter provided")
+        start, end = _bounds(params)
+        found = await _off_loop(self.get_core().series_matching, matches, start, end)
         return _ok(sorted(found, key=lambda lb: sorted(lb.items())))
 
-    @router.api_route("/api/v1/labels", methods=methods)
-    async def labels(request: Request) -> Response:
+    async def labels(self, request: Request) -> Response:
         params = await _params(request)
-        try:
-            start, end = _bounds(params)
-            return _ok(await asyncio.to_thread(get_core().label_names, params.get("match[]") or [], start, end))
-        except BadData as exc:
-            return _error("bad_data", str(exc))
-        except QueryError as exc:
-            return _error("bad_data", str(exc))
+        start, end = _bounds(params)
+        return _ok(await _off_loop(self.get_core().label_names, params.get("match[]") or [], start, end))
 
-    @router.get("/api/v1/label/{name}/values")
-    async def label_values(name: str, request: Request) -> Response:
+    async def label_values(self, name: str, request: Request) -> Response:
         params = await _params(request)
         if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
-            return _error("bad_data", f'invalid label name: "{name}"')
-        try:
-            start, end = _bounds(params)
-            return _ok(await asyncio.to_thread(get_core().label_values, name, params.get("match[]") or [], start, end))
-        except BadData as exc:
-            return _error("bad_data", str(exc))
-        except QueryError as exc:
-            return _error("bad_data", str(exc))
+            raise BadRequest(f'invalid label name: "{name}"')
+        start, end = _bounds(params)
+        return _ok(await _off_loop(self.get_core().label_values, name, params.get("match[]") or [], start, end))
 
-    @router.get("/api/v1/metadata")
-    async def metadata(request: Request) -> Response:
+    async def metadata(self, request: Request) -> Response:
         params = await _params(request)
         wanted = _one(params, "metric")
         limit_text = _one(params, "limit")
         try:
             limit = int(limit_text) if limit_text else -1
         except ValueError:
-            return _error("bad_data", f'invalid parameter "limit": "{limit_text}" is not an integer')
+            raise BadRequest(f'invalid parameter "limit": "{limit_text}" is not an integer') from None
         out: dict[str, list[dict[str, str]]] = {}
-        for info in sorted(get_core().store.meta.values(), key=lambda i: i.name):
+        for info in sorted(self.get_core().store.meta.values(), key=lambda i: i.name):
             if wanted and info.name != wanted:
                 continue
             if 0 <= limit <= len(out):
@@ -313,61 +286,81 @@ def prometheus_router(get_core: Callable[[], MetricsCore], ctx: PlatformContext)
             out[info.name] = [{"type": info.type, "help": info.help, "unit": info.unit}]
         return _ok(out)
 
-    @router.get("/api/v1/status/buildinfo")
-    async def buildinfo() -> Response:
-        return _ok(
-            {
-                "version": PROMETHEUS_VERSION,
-                "revision": f"devbox-{devbox.__version__}",
-                "branch": "devbox",
-                "buildUser": "devbox",
-                "buildDate": "",
-                "goVersion": "",
-            }
-        )
-
-    @router.get("/api/v1/rules")
-    async def rules(request: Request) -> Response:
-        provider = _alerting(ctx, "prometheus_rules")
-        data = provider(dict(request.query_params)) if provider else {"groups": []}
-        return _ok(data)
-
-    @router.get("/api/v1/alerts")
-    async def alerts() -> Response:
-        provider = _alerting(ctx, "prometheus_alerts")
-        return _ok(provider() if provider else {"alerts": []})
-
-    @router.api_route("/api/v1/query_exemplars", methods=methods)
-    async def exemplars(request: Request) -> Response:
-        """devbox keeps no exemplars; answering empty keeps Grafana's exemplar toggle quiet."""
-        params = await _params(request)
-        try:
-            if not _one(params, "query"):
-                raise BadData('invalid parameter "query": missing')
-        except BadData as exc:
-            return _error("bad_data", str(exc))
-        return _ok([])
-
-    @router.get("/metrics")
-    async def metrics() -> Response:
+    async def exposition(self) -> Response:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_StoreCollector(get_core(), ctx))  # type: ignore[arg-type]
+        registry.register(_StoreCollector(self.get_core(), self.states))  # type: ignore[arg-type]
         body = await asyncio.to_thread(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
-    @router.api_route("/api/v1/{rest:path}", methods=methods)
-    async def unknown(rest: str) -> Response:
-        return _error("not_found", f"devbox does not serve /api/v1/{rest}")
 
+async def buildinfo() -> Response:
+    return _ok(
+        {
+            "version": PROMETHEUS_VERSION,
+            "revision": f"devbox-{devbox.__version__}",
+            "branch": "devbox",
+            "buildUser": "devbox",
+            "buildDate": "",
+            "goVersion": "",
+        }
+    )
+
+
+async def exemplars(request: Request) -> Response:
+    """devbox keeps no exemplars; answering empty keeps Grafana's exemplar toggle quiet."""
+    _query_text(await _params(request))
+    return _ok([])
+
+
+async def no_rules() -> Response:
+    """No rule evaluator is hosted: no rule groups, like a Prometheus without rule files."""
+    return _ok({"groups": []})
+
+
+async def no_alerts() -> Response:
+    return _ok({"alerts": []})
+
+
+async def unknown(rest: str) -> Response:
+    raise NotFound(f"devbox does not serve /api/v1/{rest}")
+
+
+class _NotRulePath(Convertor[str]):
+    """A catch-all path that leaves the rule evaluator's paths to whoever serves them on this listener
+    (routers are tried in the order components are hosted, so a plain catch-all would shadow them)."""
+
+    regex = r"(?!(?:" + "|".join(RULE_PATHS) + r")$).*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("not_rule_path", _NotRulePath())
+
+
+def prometheus_router(
+    get_core: Callable[[], MetricsCore], states: Callable[[], Mapping[str, str]], *, serve_rules: bool
+) -> APIRouter:
+    """The Prometheus API; ``serve_rules``: answer ``/rules`` and ``/alerts`` empty (no rule evaluator)."""
+    api = PrometheusApi(get_core, states)
+    router = APIRouter()
+    router.add_api_route("/api/v1/query", api.query, methods=METHODS)
+    router.add_api_route("/api/v1/query_range", api.query_range, methods=METHODS)
+    router.add_api_route("/api/v1/series", api.series, methods=METHODS)
+    router.add_api_route("/api/v1/labels", api.labels, methods=METHODS)
+    router.add_api_route("/api/v1/label/{name}/values", api.label_values, methods=["GET"])
+    router.add_api_route("/api/v1/metadata", api.metadata, methods=["GET"])
+    router.add_api_route("/api/v1/status/buildinfo", buildinfo, methods=["GET"])
+    router.add_api_route("/api/v1/query_exemplars", exemplars, methods=METHODS)
+    if serve_rules:
+        router.add_api_route("/api/v1/rules", no_rules, methods=["GET"])
+        router.add_api_route("/api/v1/alerts", no_alerts, methods=["GET"])
+    router.add_api_route("/metrics", api.exposition, methods=["GET"])
+    router.add_api_route("/api/v1/{rest:not_rule_path}", unknown, methods=METHODS)
     return router
 
 
-def _alerting(ctx: PlatformContext, method: str) -> Callable[..., Any] | None:
-    """The alerting component's Prometheus-shaped view, when it is hosted and offers one."""
-    if not ctx.has("alerting"):
-        return None
-    found = getattr(ctx.component("alerting"), method, None)
-    return found if callable(found) else None
-
-
-__all__ = ["ReportError", "format_value", "parse_step", "parse_time", "prometheus_router"]
+__all__ = ["ReportError", "format_value", "parse_step", "parse_time", "prometheus_router", "render_error"]

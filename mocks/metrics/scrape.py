@@ -1,7 +1,7 @@
 """Prometheus pull: scrape every instance of services whose ``scrape:`` path is set.
 
-Instances come from the naming registry (``ctx.component("naming").registry``) when naming is
-hosted; every ``scrape_interval`` each instance's ``http://host:port<path>`` is fetched and its
+Instances come from naming through :class:`~devbox.platform.ports.NamingPort` when a hosted
+component offers it; every ``scrape_interval`` each instance's ``http://host:port<path>`` is fetched and its
 text exposition parsed with prometheus-client's parser. Samples get ``job`` (the service),
 ``service`` and ``instance`` (host:port) labels and the scrape time; ``up`` and
 ``scrape_duration_seconds`` are recorded per target like Prometheus does.
@@ -22,6 +22,8 @@ import httpx
 from devbox.mocks.metrics.core import MetricsCore, labels_of
 from devbox.mocks.metrics.store import MetricInfo, Point
 from prometheus_client.parser import text_string_to_metric_families
+
+from devbox.platform.ports import NamingPort
 
 if TYPE_CHECKING:
     from devbox.mocks.metrics.config import MetricsConfig
@@ -65,16 +67,13 @@ class Scraper:
     def targets(self) -> list[tuple[str, str, str]]:
         """(service, instance "host:port", url) for every scrape target right now."""
         services = [s for s in self.ctx.config.services if s.scrape]
-        if not services or not self.ctx.has("naming"):
+        naming = self.ctx.lookup(NamingPort)
+        if not services or naming is None:
             return []
-        registry = getattr(self.ctx.component("naming"), "registry", None)
-        if registry is None:
-            return []
-        namespace = self.ctx.config.naming.namespace
         out = []
         for svc in services:
-            path = svc.scrape if svc.scrape.startswith("/") else "/" + svc.scrape  # type: ignore[union-attr]
-            for inst in registry.instances(namespace, svc.name):
+            path = svc.scrape if svc.scrape.startswith("/") else "/" + svc.scrape
+            for inst in naming.instances(naming.namespace, svc.name):
                 address = f"{inst.host}:{inst.port}"
                 host = f"[{inst.host}]" if ":" in inst.host else inst.host
                 out.append((svc.name, address, f"http://{host}:{inst.port}{path}"))

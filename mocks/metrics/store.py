@@ -179,6 +179,10 @@ class MetricsStore:
 
     # --- reading ----------------------------------------------------------------------------
 
+    def series_count(self) -> int:
+        """How many series the store holds."""
+        return len(self._series)
+
     def names(self) -> list[str]:
         with self._lock:
             return sorted(self._by_name)

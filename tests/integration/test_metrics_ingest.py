@@ -37,6 +37,7 @@ from prometheus_client import Gauge as PromGauge
 from prometheus_client import Histogram as PromHistogram
 
 from devbox.config import ProjectConfig
+from devbox.platform.ports import MetricsQueryPort, NamingPort, Registration
 from devbox.sdk.metrics import MetricsClient, ReportRejected
 from devbox.testing import PlatformThread, running_platform
 
@@ -54,7 +55,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThrea
 
 
 def _query(p: PlatformThread, expr: str) -> list[tuple[dict[str, str], float]]:
-    return p.component("metrics").query_instant(expr, time.time())  # type: ignore[attr-defined]
+    metrics = p.platform.ctx.lookup(MetricsQueryPort)  # type: ignore[union-attr]
+    assert metrics is not None
+    return metrics.query_instant(expr, time.time())
 
 
 def _wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
@@ -226,8 +229,10 @@ def test_prometheus_client_exposition_is_scraped(platform: PlatformThread) -> No
         port = server.server_address[1]
 
         async def register() -> None:
-            platform.component("naming").registry.register(  # type: ignore[attr-defined]
-                namespace="default", service="scraped", host="127.0.0.1", port=port, health_check=False
+            naming = platform.platform.ctx.lookup(NamingPort)  # type: ignore[union-attr]
+            assert naming is not None
+            naming.register(
+                Registration(namespace="default", service="scraped", host="127.0.0.1", port=port, health_check=False)
             )
 
         platform.call(register())
