@@ -163,10 +163,9 @@ class DeployView(Protocol):
     that is not possible now; they return the instance (or deployment) as deploy describes it.
     """
 
-    def running_instances(self) -> list[RunningInstance]: ...
-    def instances(self) -> list[RunningInstance]:
+    def running_instances(self) -> list[RunningInstance]:
         """Every instance the pipeline manages whatever its state (``failed``, ``crashloop`` and
-        ``stopped`` too), with ``message`` and ``log_path`` filled: why a start failed."""
+        ``stopped`` too; ``pid`` only while alive), with ``message`` and ``log_path``: why a start failed."""
         ...
 
     async def kill_instance(self, service: str, instance: str) -> Mapping[str, Any]: ...

@@ -280,7 +280,7 @@ class System:
             return []
         deploy = self.deploy()
         gave_up = []
-        for inst in self.on_loop(deploy.instances):
+        for inst in self.on_loop(deploy.running_instances):
             if inst.state not in ("failed", "crashloop"):
                 continue
             if inst.name not in retried:
@@ -299,7 +299,7 @@ class System:
             deploy = self.deploy()
             lines = [
                 f"{inst.name} {inst.state}: {inst.message} (log: {' | '.join(_tail(inst.log_path))})"
-                for inst in self.on_loop(deploy.instances)
+                for inst in self.on_loop(deploy.running_instances)
                 if inst.state != "ready"
             ]
             return "; deploy says: " + "; ".join(lines[:5]) if lines else ""
