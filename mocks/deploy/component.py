@@ -1,16 +1,13 @@
 """DeployComponent: the 123-style deploy pipeline hosted by the platform.
 
 On start it deploys every service of devbox.yaml in the background (the platform's listeners come
-up meanwhile), then watches their folders for hot reload. Its HTTP API on the ``api`` listener:
+up meanwhile), then watches their folders for hot reload. Its HTTP API is in
+:mod:`devbox.mocks.deploy.api`; the same operations are public methods here, for the scenario
+runner in the same process.
 
-- ``GET /api/deploy/services`` — every deployment with its instances (state, port, pid, restarts)
-- ``GET /api/deploy/events?service=&instance=&kind=&since=&limit=`` — lifecycle events
-- ``POST /api/deploy/services/{svc}/instances/{id}/kill|stop|start|signal`` — instance actions
-  (``signal`` takes ``{"signal": "SIGSTOP"}``); ``id`` is the devbox name (orders-2) or naming id
-- ``POST /api/deploy/services/{svc}/scale`` ``{"replicas": n}``; ``.../start`` with overrides
-  ``{"replicas", "tags", "env", "group"}``; ``.../stop``; ``.../reload``
-
-The same operations are public methods, for the scenario runner in the same process.
+Ports: it uses :class:`~devbox.platform.ports.NamingPort` (register and heartbeat instances) and
+:class:`~devbox.platform.ports.FaultFront` (a fault proxy in front of each instance) when hosted,
+and offers :class:`~devbox.platform.ports.DeployView` (what runs where).
 
 LIMITATIONS: local processes only (no images, no machines); a deploy is not persisted across
 platform restarts (events are).
@@ -21,55 +18,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from devbox.mocks.deploy import core
+from devbox.mocks.deploy.api import DeployApi
 from devbox.mocks.deploy.config import ServiceConfig
 from devbox.mocks.deploy.docker import engine_problem, remove_leftover_containers
-from devbox.mocks.deploy.models import DeployEvent, EventKind
+from devbox.mocks.deploy.errors import DeployError, NotDeployed
+from devbox.mocks.deploy.models import DeployEvent
 from devbox.mocks.deploy.reload import ServiceWatch, Watcher
 from devbox.mocks.deploy.runner import kill_leftovers
 from devbox.mocks.deploy.store import EventStore
-from devbox.mocks.deploy.supervisor import DeployError, Supervisor
-from fastapi import APIRouter, Body, Query
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from devbox.mocks.deploy.supervisor import Supervisor
+from fastapi import APIRouter
 
 from devbox.platform.component import Component, PlatformContext
+from devbox.platform.ports import DeployView, FaultFront, NamingPort, RunningInstance
 
 LOG = logging.getLogger(__name__)
-
-
-class StartRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    replicas: int | None = Field(None, ge=0, le=64)
-    tags: dict[str, str] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
-    group: str = Field("default", pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")
-
-
-class ScaleRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    replicas: int = Field(ge=0, le=64)
-    group: str = "default"
-
-
-class GroupRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    group: str = "default"
-
-
-class SignalRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    signal: str = Field(description="Signal name, e.g. SIGSTOP, SIGCONT, SIGTERM, SIGHUP.")
-
-
-def _error(status: int, error: str, reason: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": error, "reason": reason, **extra}, status_code=status)
 
 
 class DeployComponent(Component):
@@ -90,6 +57,7 @@ class DeployComponent(Component):
         self.phase: dict[str, str] = {}
         self.deployed: asyncio.Future[list[str]] | None = None
         self._task: asyncio.Task[None] | None = None
+        ctx.provide(DeployView, self)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -100,11 +68,12 @@ class DeployComponent(Component):
             root=config.root,
             state_dir=self.ctx.state_dir,
             facts=self._facts,
-            registry=self._registry,
+            naming=self.ctx.lookup(NamingPort),
             emit=self._emit,
+            # naming's default TTL for the instances devbox registers (how often keepalive beats follows)
             ttl=config.naming.heartbeat_ttl,
             project=config.project,
-            front=self.ctx.component("faults").front if self.ctx.has("faults") else None,
+            front=self.ctx.lookup(FaultFront),
         )
         self.deployed = asyncio.get_running_loop().create_future()
         self.phase = {svc.name: "pending" for svc in config.services}
@@ -140,26 +109,32 @@ class DeployComponent(Component):
             "services": len(self.ctx.config.services),
             "instances": len(instances),
             "ready": sum(1 for i in instances if i.record.state.value == "ready"),
-            "deploying": self.deployed is not None and not self.deployed.done(),
+            "deploying": self.deploying,
             "errors": self.errors,
         }
+
+    @property
+    def deploying(self) -> bool:
+        """Whether the initial deploy of the project's services is still running."""
+        return self.deployed is not None and not self.deployed.done()
+
+    def running_instances(self) -> list[RunningInstance]:
+        """:class:`DeployView`: every instance deploy knows, failed and stopped ones too."""
+        return [] if self.supervisor is None else self.supervisor.running_instances()
 
     # --- wiring ---------------------------------------------------------------------------
 
     def _facts(self) -> core.PlatformFacts:
         addresses = self.ctx.addresses
+        naming = self.ctx.lookup(NamingPort)
         return core.PlatformFacts(
             api_url=self.ctx.url("api"),
-            namespace=self.ctx.config.naming.namespace,
+            # without naming hosted nothing is registered; instances still get a namespace to show
+            namespace=naming.namespace if naming is not None else core.PlatformFacts.namespace,
             naming_http=self.ctx.url("polaris_http") if "polaris_http" in addresses else None,
             naming_grpc=self.ctx.target("polaris_grpc") if "polaris_grpc" in addresses else None,
             otlp_http=self.ctx.url("otlp_http") if "otlp_http" in addresses else None,
         )
-
-    def _registry(self) -> Any | None:
-        if not self.ctx.has("naming"):
-            return None
-        return getattr(self.ctx.component("naming"), "registry", None)
 
     def _emit(self, event: DeployEvent) -> None:
         if self.store is not None:
@@ -235,6 +210,8 @@ class DeployComponent(Component):
         assert self.deployed is not None
         return await asyncio.wait_for(asyncio.shield(self.deployed), timeout)
 
+    # --- DeployView --------------------------------------------------------------------------
+
     # --- public operations (API and scenario runner) -----------------------------------------
 
     def services(self) -> list[dict[str, Any]]:
@@ -244,11 +221,11 @@ class DeployComponent(Component):
         assert self.store is not None
         return self.store.list(**filters)
 
-    async def kill(self, service: str, instance: str) -> dict[str, Any]:
+    async def kill_instance(self, service: str, instance: str) -> dict[str, Any]:
         return await self.sup.kill(service, instance)
 
-    async def signal(self, service: str, instance: str, sig: str) -> dict[str, Any]:
-        return await self.sup.send_signal(service, instance, sig)
+    async def signal_instance(self, service: str, instance: str, signal: str) -> dict[str, Any]:
+        return await self.sup.send_signal(service, instance, signal)
 
     async def stop_instance(self, service: str, instance: str) -> dict[str, Any]:
         return await self.sup.stop(service, instance)
@@ -275,8 +252,8 @@ class DeployComponent(Component):
         service: str,
         *,
         replicas: int | None = None,
-        tags: dict[str, str] | None = None,
-        env: dict[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
         group: str = "default",
     ) -> dict[str, Any]:
         """Start a service of devbox.yaml with overrides; a running one is replaced instance by instance.
@@ -284,7 +261,10 @@ class DeployComponent(Component):
         ``group`` other than ``default`` runs a second set of instances beside the first (e.g. a
         feature environment with ``tags={"env": "feature-x"}``).
         """
-        base = self.ctx.config.service(service)
+        try:
+            base = self.ctx.config.service(service)
+        except KeyError:
+            raise NotDeployed(f"no service {service!r} in devbox.yaml") from None
         key = service if group == "default" else f"{service}@{group}"
         dep = self.sup.deployments.get(key)
         update: dict[str, Any] = {}
@@ -311,90 +291,9 @@ class DeployComponent(Component):
         return self.sup.describe(new)
 
     async def stop_service(self, service: str, *, group: str = "default") -> dict[str, Any]:
-        dep = self.sup.deployment(service, group)
-        await self.sup.stop_deployment(dep)
-        self.sup._event(dep, EventKind.STOPPED, "service stopped by request")
-        return self.sup.describe(dep)
+        return await self.sup.stop_service(service, group=group)
 
     # --- HTTP -----------------------------------------------------------------------------
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
-        router = APIRouter(prefix="/api/deploy", tags=["deploy"])
-
-        async def guarded(coro: Any) -> Any:
-            try:
-                return await coro
-            except KeyError as exc:
-                return _error(404, "not found", str(exc.args[0]) if exc.args else str(exc))
-            except ValueError as exc:
-                return _error(409, "not possible now", str(exc))
-            except DeployError as exc:
-                return _error(422, "deploy failed", str(exc), tail=exc.tail)
-
-        @router.get("/services")
-        async def list_services() -> dict[str, Any]:
-            return {
-                "services": self.services(),
-                "phase": self.phase,
-                "deploying": self.deployed is not None and not self.deployed.done(),
-                "errors": self.errors,
-            }
-
-        @router.get("/services/{service}")
-        async def show_service(service: str) -> Any:
-            found = [d for d in self.services() if d["service"] == service]
-            if not found:
-                return _error(404, "not found", f"no deployment of service {service!r}")
-            return {"service": service, "deployments": found}
-
-        @router.get("/events")
-        async def list_events(
-            service: str | None = None,
-            instance: str | None = None,
-            kind: str | None = None,
-            since: int = Query(0, ge=0, description="Only events with an id above this."),
-            limit: int = Query(200, ge=1, le=5000),
-        ) -> Any:
-            if kind is not None and kind not in EventKind.__members__.values():
-                allowed = ", ".join(k.value for k in EventKind)
-                return _error(400, "invalid kind", f"kind {kind!r} is not one of: {allowed}")
-            events = self.events(service=service, instance=instance, kind=kind, since_id=since, limit=limit)
-            return {"events": [e.to_json() for e in events]}
-
-        @router.post("/services/{service}/instances/{instance}/kill")
-        async def kill(service: str, instance: str) -> Any:
-            return await guarded(self.kill(service, instance))
-
-        @router.post("/services/{service}/instances/{instance}/stop")
-        async def stop_one(service: str, instance: str) -> Any:
-            return await guarded(self.stop_instance(service, instance))
-
-        @router.post("/services/{service}/instances/{instance}/start")
-        async def start_one(service: str, instance: str) -> Any:
-            return await guarded(self.start_instance(service, instance))
-
-        @router.post("/services/{service}/instances/{instance}/signal")
-        async def send_signal(service: str, instance: str, body: SignalRequest) -> Any:
-            return await guarded(self.signal(service, instance, body.signal))
-
-        @router.post("/services/{service}/scale")
-        async def scale(service: str, body: ScaleRequest) -> Any:
-            return await guarded(self.scale(service, body.replicas, group=body.group))
-
-        @router.post("/services/{service}/start")
-        async def start_service(service: str, body: StartRequest = Body(default_factory=StartRequest)) -> Any:
-            return await guarded(self.start_service(
-                service, replicas=body.replicas, tags=body.tags or None, env=body.env or None, group=body.group
-            ))
-
-        @router.post("/services/{service}/stop")
-        async def stop_service(service: str, body: GroupRequest = Body(default_factory=GroupRequest)) -> Any:
-            return await guarded(self.stop_service(service, group=body.group))
-
-        @router.post("/services/{service}/reload")
-        async def reload(service: str) -> Any:
-            if not any(d.svc.name == service for d in self.sup.deployments.values()):
-                return _error(404, "not found", f"no deployment of service {service!r}")
-            return {"deployments": await self.reload(service)}
-
-        return [("api", router)]
+        return [("api", DeployApi(self).router())]

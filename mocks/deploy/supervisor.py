@@ -6,7 +6,9 @@ restart with backoff or report a crash loop. Rolling replacement (hot reload, ov
 each new instance and registers it before the old one is deregistered, drained and stopped.
 
 Decisions (states, backoff, what to inject) are in :mod:`devbox.mocks.deploy.core`; this module only
-sequences them with processes, sockets and timers.
+sequences them with processes, sockets and timers. What naming hears (register, heartbeat,
+deregister) is :mod:`devbox.mocks.deploy.registration`'s; the live state it keeps is in
+:mod:`devbox.mocks.deploy.deployment`.
 
 LIMITATIONS: instances run on this machine only; restarts reuse the instance's port, so a port
 grabbed by another program meanwhile makes the restart fail its readiness check.
@@ -16,26 +18,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import random
 import signal
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 from devbox.mocks.deploy import core
 from devbox.mocks.deploy.config import ServiceConfig
+from devbox.mocks.deploy.deployment import Deployment, Instance
 from devbox.mocks.deploy.docker import DockerRunner, container_name, image_tag
+from devbox.mocks.deploy.errors import DeployError, NotDeployed, NotPossibleNow
 from devbox.mocks.deploy.models import DeployEvent, EventKind, InstanceState
 from devbox.mocks.deploy.readiness import probe
-from devbox.mocks.deploy.runner import ProcessRunner, RunningProcess, run_build
+from devbox.mocks.deploy.registration import Registrar
+from devbox.mocks.deploy.runner import ProcessRunner, run_build
 from ruamel.yaml import YAML
 
+from devbox.platform.ports import FaultFront, NamingPort, RunningInstance
 from devbox.polaris.ids import instance_id
 
 LOG = logging.getLogger(__name__)
@@ -43,57 +47,6 @@ S = InstanceState
 
 #: How many log lines an error message quotes.
 TAIL = 15
-
-
-class DeployError(Exception):
-    """A step of the pipeline failed; ``str()`` says which and quotes the output that explains it."""
-
-    def __init__(self, service: str, message: str, tail: list[str] | None = None) -> None:
-        self.service = service
-        self.tail = tail or []
-        text = f"{service}: {message}"
-        if self.tail:
-            text += "\n" + "\n".join(f"  | {line}" for line in self.tail)
-        super().__init__(text)
-
-
-@dataclass
-class Instance:
-    """An instance's record plus the live things attached to it (process, tasks, backoff)."""
-
-    record: core.InstanceRecord
-    backoff: core.Backoff
-    proc: RunningProcess | None = None
-    log_path: Path | None = None
-    config_path: Path | None = None
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    #: Set when devbox itself stops the process, so its exit is not a crash.
-    stopping: bool = False
-    probe_failures: int = 0
-    keepalive: asyncio.Task[Any] | None = None
-
-
-@dataclass
-class Deployment:
-    """One service (or one group of it, e.g. a feature environment) and its instances."""
-
-    svc: ServiceConfig
-    group: str = "default"
-    extra_tags: dict[str, str] = field(default_factory=dict)
-    extra_env: dict[str, str] = field(default_factory=dict)
-    instances: dict[str, Instance] = field(default_factory=dict)
-    built_at: float | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    reloads: int = 0
-    last_reload: dict[str, Any] | None = None
-
-    @property
-    def key(self) -> str:
-        return self.svc.name if self.group == "default" else f"{self.svc.name}@{self.group}"
-
-    @property
-    def tags(self) -> dict[str, str]:
-        return core.instance_tags(self.svc, self.extra_tags)
 
 
 class Supervisor:
@@ -105,25 +58,23 @@ class Supervisor:
         root: Path,
         state_dir: Path,
         facts: Callable[[], core.PlatformFacts],
-        registry: Callable[[], Any | None],
+        naming: NamingPort | None,
         emit: Callable[[DeployEvent], None],
         ttl: float = 5.0,
         runner: ProcessRunner | None = None,
         clock: Callable[[], float] = time.time,
         project: str = "devbox",
-        front: Callable[[str, str, str, int], Any] | None = None,
+        front: FaultFront | None = None,
     ) -> None:
         self.root = root
         self.project = project
         self.docker: DockerRunner | None = None
         self._http: httpx.AsyncClient | None = None
-        #: ``front(service, instance, host, port) -> (host, port)``: the address to register
-        #: instead of the instance's own (the faults component's proxy in front of it).
-        self.front = front
         self.state_dir = state_dir
         self.facts = facts
-        self.registry = registry
         self.emit = emit
+        #: Everything naming hears about the instances goes through it.
+        self.naming = Registrar(naming=naming, front=front, ttl=ttl, event=self._event)
         self.ttl = ttl
         self.runner = runner or ProcessRunner()
         self.clock = clock
@@ -173,15 +124,15 @@ class Supervisor:
         try:
             return self.deployments[key]
         except KeyError:
-            raise KeyError(f"no deployment of service {service!r}" +
+            raise NotDeployed(f"no deployment of service {service!r}" +
                            ("" if group == "default" else f" in group {group!r}")) from None
 
-    async def deploy(self, svc: ServiceConfig, *, group: str = "default", tags: dict[str, str] | None = None,
-                     env: dict[str, str] | None = None) -> Deployment:
+    async def deploy(self, svc: ServiceConfig, *, group: str = "default", tags: Mapping[str, str] | None = None,
+                     env: Mapping[str, str] | None = None) -> Deployment:
         """Build and start every replica of ``svc``; raises DeployError when any cannot become ready."""
         dep = Deployment(svc=svc, group=group, extra_tags=dict(tags or {}), extra_env=dict(env or {}))
         if dep.key in self.deployments:
-            raise ValueError(f"{dep.key} is deployed already")
+            raise NotPossibleNow(f"{dep.key} is deployed already")
         self.deployments[dep.key] = dep
         async with dep.lock:
             await self.build(dep)
@@ -351,9 +302,9 @@ class Supervisor:
         self._event(dep, EventKind.READY, f"ready in {took:.2f}s on port {rec.port}", instance=inst,
                     port=rec.port, seconds=round(took, 3))
         if dep.svc.registration == "auto":
-            await self._register(dep, inst)
+            await self.naming.register(dep, inst)
         else:
-            await self._await_self_registration(dep, inst)
+            await self.naming.await_self_registration(dep, inst)
         self._spawn_task(inst, self._watch_exit(dep, inst), "exit")
         self._start_keepalive(dep, inst)
 
@@ -367,102 +318,6 @@ class Supervisor:
         if inst.keepalive is not None:
             inst.keepalive.cancel()
         inst.keepalive = self._spawn_task(inst, self._keepalive(dep, inst), "keepalive")
-
-    # --- naming ---------------------------------------------------------------------------
-
-    async def _call_registry(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        registry = self.registry()
-        if registry is None:
-            return None
-        result = getattr(registry, method)(*args, **kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-
-    async def _register(self, dep: Deployment, inst: Instance) -> None:
-        rec, tags = inst.record, dep.tags
-        host, port = rec.host, rec.port
-        extra: dict[str, Any] = {}
-        if self.front is not None:
-            host, port = await self.front(dep.svc.name, rec.naming_id or rec.name, rec.host, rec.port)
-            if (host, port) != (rec.host, rec.port) and rec.naming_id:
-                extra["id"] = rec.naming_id  # keep the id the instance was told (DEVBOX_INSTANCE_ID)
-        try:
-            registered = await self._call_registry(
-                "register", namespace=self.facts().namespace, service=dep.svc.name, host=host, port=port,
-                protocol=dep.svc.protocol, version=tags.get("version", ""), weight=100,
-                metadata={**tags, "devbox.instance": rec.name}, ttl=self.ttl, health_check=True, **extra,
-            )
-        except Exception as exc:  # the registry's own validation: report, keep the instance
-            LOG.exception("registering %s failed", rec.name)
-            self._event(dep, EventKind.REGISTERED, f"registration failed: {exc}", instance=inst, ok=False)
-            return
-        if registered is None:
-            return
-        rec.naming_id = getattr(registered, "id", rec.naming_id)
-        rec.registered = True
-        # a heartbeat-checked instance is unhealthy until its first heartbeat: send it now, so
-        # the instance is routable the moment it is registered (rolling replacement relies on it)
-        with contextlib.suppress(Exception):
-            await self._call_registry("heartbeat", rec.naming_id)
-        self._event(dep, EventKind.REGISTERED, f"{rec.host}:{rec.port} as {rec.naming_id}", instance=inst,
-                    naming_id=rec.naming_id)
-
-    async def _await_self_registration(self, dep: Deployment, inst: Instance) -> None:
-        """For ``register: self``: wait until the instance's own SDK has registered it healthy.
-
-        A rolling replacement must not stop the old instance before the new one is discoverable.
-        """
-        registry = self.registry()
-        if registry is None:
-            return
-        rec = inst.record
-        timeout = min(dep.svc.readiness.timeout, 15.0)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                found = await self._call_registry("instances", self.facts().namespace, dep.svc.name)
-            except Exception:
-                found = []
-            mine = [i for i in found or [] if i.port == rec.port and getattr(i, "healthy", True)]
-            if mine:
-                rec.naming_id = mine[0].id
-                self._event(dep, EventKind.REGISTERED, f"registered itself as {rec.naming_id}", instance=inst,
-                            naming_id=rec.naming_id, by="self")
-                return
-            await asyncio.sleep(0.1)
-        self._event(dep, EventKind.REGISTERED, f"did not register itself within {timeout:g}s (register: self)",
-                    instance=inst, ok=False, by="self")
-
-    async def _deregister(self, dep: Deployment, inst: Instance) -> None:
-        rec = inst.record
-        if not rec.registered or rec.naming_id is None:
-            return
-        rec.registered = False
-        try:
-            await self._call_registry("deregister", rec.naming_id)
-        except Exception:
-            LOG.exception("deregistering %s failed", rec.name)
-            return
-        self._event(dep, EventKind.DEREGISTERED, f"{rec.host}:{rec.port}", instance=inst, naming_id=rec.naming_id)
-
-    async def _mark_unhealthy(self, inst: Instance) -> None:
-        """Tell naming at once that the instance is down, where the registry can be told directly.
-
-        Without such a call the registry sees it anyway when heartbeats stop (after the TTL).
-        """
-        registry = self.registry()
-        rec = inst.record
-        if registry is None or not rec.registered or rec.naming_id is None:
-            return
-        for method in ("set_healthy", "mark_unhealthy"):
-            fn = getattr(registry, method, None)
-            if fn is not None:
-                with contextlib.suppress(Exception):
-                    result = fn(rec.naming_id, False) if method == "set_healthy" else fn(rec.naming_id)
-                    if inspect.isawaitable(result):
-                        await result
-                return
 
     # --- while running ----------------------------------------------------------------------
 
@@ -480,12 +335,7 @@ class Supervisor:
                 return
             if ok:
                 inst.probe_failures = 0
-                if rec.registered and rec.naming_id:
-                    try:
-                        await self._call_registry("heartbeat", rec.naming_id)
-                    except Exception as exc:  # e.g. the registry dropped it after a long freeze
-                        LOG.info("heartbeat of %s failed (%s); registering again", rec.name, exc)
-                        await self._register(dep, inst)
+                await self.naming.heartbeat(dep, inst)
                 if rec.state is S.UNHEALTHY:
                     self._move(inst, S.READY, "ready")
                     self._event(dep, EventKind.HEALTHY, seen, instance=inst)
@@ -494,7 +344,7 @@ class Supervisor:
                 if inst.probe_failures == 2 and rec.state is S.READY:
                     self._move(inst, S.UNHEALTHY, seen)
                     self._event(dep, EventKind.UNHEALTHY, seen, instance=inst)
-                    await self._mark_unhealthy(inst)
+                    self.naming.mark_unhealthy(inst)
             await asyncio.sleep(period)
 
     async def _watch_exit(self, dep: Deployment, inst: Instance) -> None:
@@ -513,7 +363,7 @@ class Supervisor:
             uptime = self.clock() - (rec.started_at or self.clock())
             await asyncio.sleep(0.05)
             tail = core.tail_lines(inst.log_path, TAIL) if inst.log_path else []
-            await self._mark_unhealthy(inst)
+            self.naming.mark_unhealthy(inst)
             decision = inst.backoff.on_crash(now=self.clock(), uptime=uptime)
             how = f"signal {_signal_name(-code)}" if code < 0 else f"code {code}"
             self._event(dep, EventKind.CRASHED, f"exited with {how} after {uptime:.1f}s; {decision.reason}",
@@ -523,7 +373,7 @@ class Supervisor:
                 if decision.crashes_in_window >= dep.svc.restart.crash_loop:
                     self._event(dep, EventKind.CRASH_LOOP, decision.reason, instance=inst,
                                 crashes=decision.crashes_in_window, tail=tail)
-                await self._deregister(dep, inst)
+                await self.naming.deregister(dep, inst)
                 return
             self._move(inst, S.BACKOFF, decision.reason)
             await asyncio.sleep(decision.delay)
@@ -550,7 +400,7 @@ class Supervisor:
             self._event(dep, EventKind.RESTARTED, f"restart #{rec.restarts}: ready on port {rec.port}",
                         instance=inst, restarts=rec.restarts)
             if dep.svc.registration == "auto":
-                await self._register(dep, inst)
+                await self.naming.register(dep, inst)
             self._start_keepalive(dep, inst)
 
     # --- actions ----------------------------------------------------------------------------
@@ -570,15 +420,15 @@ class Supervisor:
         if len(candidates) == 1:
             return candidates[0]
         if candidates:
-            raise KeyError(f"instance {instance!r} of {service} is ambiguous")
-        raise KeyError(f"service {service!r} has no instance {instance!r}")
+            raise NotDeployed(f"instance {instance!r} of {service} is ambiguous")
+        raise NotDeployed(f"service {service!r} has no instance {instance!r}")
 
     async def stop_instance(self, dep: Deployment, inst: Instance, *, drain: float = 0.0,
                             forget: bool = False) -> None:
         """Deregister, wait ``drain`` seconds so clients drop it, SIGTERM (then SIGKILL) its group."""
         rec = inst.record
         inst.stopping = True
-        await self._deregister(dep, inst)
+        await self.naming.deregister(dep, inst)
         if drain and rec.state in (S.READY, S.UNHEALTHY):
             await asyncio.sleep(drain)
         code = None
@@ -595,49 +445,54 @@ class Supervisor:
                         instance=inst, exit_code=code)
         rec.exit_code = code
         if forget:
-            dep.instances.pop(rec.name, None)
-            self._ports_in_use.discard(rec.port)
+            await self._forget(dep, inst)
+
+    async def _forget(self, dep: Deployment, inst: Instance) -> None:
+        """Drop a stopped or failed instance: its name, its port and the proxy in front of it."""
+        dep.instances.pop(inst.record.name, None)
+        self._ports_in_use.discard(inst.record.port)
+        await self.naming.forget(inst)
 
     async def kill(self, service: str, instance: str) -> dict[str, Any]:
         """SIGKILL an instance's process group, as a crash would: the restart policy then applies."""
         dep, inst = self.find_instance(service, instance)
         if inst.proc is None or inst.proc.returncode is not None:
-            raise ValueError(f"{inst.record.name} is not running ({inst.record.state.value})")
+            raise NotPossibleNow(f"{inst.record.name} is not running ({inst.record.state.value})")
         inst.proc.signal(signal.SIGKILL)
         self._event(dep, EventKind.KILLED, "SIGKILL sent by request", instance=inst)
-        return self.describe_instance(inst)
+        return inst.describe()
 
     async def send_signal(self, service: str, instance: str, sig: str) -> dict[str, Any]:
         """Send a signal by name (SIGSTOP, SIGCONT, SIGTERM, SIGHUP, ...) to an instance's group."""
         try:
             signum = signal.Signals[sig.upper() if sig.upper().startswith("SIG") else f"SIG{sig.upper()}"]
         except KeyError:
-            raise ValueError(f"unknown signal {sig!r}; use a name such as SIGSTOP, SIGCONT, SIGTERM") from None
+            raise NotPossibleNow(f"unknown signal {sig!r}; use a name such as SIGSTOP, SIGCONT, SIGTERM") from None
         dep, inst = self.find_instance(service, instance)
         if inst.proc is None or inst.proc.returncode is not None:
-            raise ValueError(f"{inst.record.name} is not running ({inst.record.state.value})")
+            raise NotPossibleNow(f"{inst.record.name} is not running ({inst.record.state.value})")
         inst.proc.signal(signum)
         self._event(dep, EventKind.SIGNALLED, f"{signum.name} sent by request", instance=inst, signal=signum.name)
-        return self.describe_instance(inst)
+        return inst.describe()
 
     async def stop(self, service: str, instance: str) -> dict[str, Any]:
         dep, inst = self.find_instance(service, instance)
         async with dep.lock:
             await self.stop_instance(dep, inst)
-        return self.describe_instance(inst)
+        return inst.describe()
 
     async def start(self, service: str, instance: str) -> dict[str, Any]:
         """Start a stopped, failed or crash-looped instance again (its backoff starts over)."""
         dep, inst = self.find_instance(service, instance)
         rec = inst.record
         if rec.alive or rec.state is S.BACKOFF:
-            raise ValueError(f"{rec.name} is {rec.state.value}; stop it first")
+            raise NotPossibleNow(f"{rec.name} is {rec.state.value}; stop it first")
         async with dep.lock:
             inst.backoff.reset()
             await self._spawn(dep, inst)
             await self._await_ready(dep, inst)
             await self._on_ready(dep, inst)
-        return self.describe_instance(inst)
+        return inst.describe()
 
     async def scale(self, service: str, replicas: int, *, group: str = "default") -> dict[str, Any]:
         """Start or stop instances until ``replicas`` are wanted (newest stop first)."""
@@ -674,8 +529,7 @@ class Supervisor:
             except DeployError as exc:
                 self._event(dep, EventKind.RELOAD_FAILED, str(exc), tail=exc.tail)
                 for inst in [i for i in dep.instances.values() if i.record.state is S.FAILED]:
-                    dep.instances.pop(inst.record.name, None)
-                    self._ports_in_use.discard(inst.record.port)
+                    await self._forget(dep, inst)
                 raise
             took = time.monotonic() - started
             dep.last_reload = {**(dep.last_reload or {}), "seconds": round(took, 3), "reason": reason}
@@ -687,6 +541,13 @@ class Supervisor:
         async with dep.lock:
             await asyncio.gather(*(self.stop_instance(dep, i) for i in dep.instances.values()
                                    if i.record.state is not S.STOPPED), return_exceptions=True)
+
+    async def stop_service(self, service: str, *, group: str = "default") -> dict[str, Any]:
+        """Stop every instance of one deployment (it stays listed, stopped)."""
+        dep = self.deployment(service, group)
+        await self.stop_deployment(dep)
+        self._event(dep, EventKind.STOPPED, "service stopped by request")
+        return self.describe(dep)
 
     async def close(self) -> None:
         """Stop every instance of every deployment (in parallel) and forget them."""
@@ -710,48 +571,22 @@ class Supervisor:
             await self._http.aclose()
             self._http = None
 
+
     # --- views ------------------------------------------------------------------------------
 
-    def describe_instance(self, inst: Instance) -> dict[str, Any]:
-        rec = inst.record
-        return {
-            "name": rec.name,
-            "id": rec.naming_id,
-            "group": rec.group,
-            "host": rec.host,
-            "port": rec.port,
-            "pid": rec.pid if rec.alive else None,
-            "state": rec.state.value,
-            "healthy": rec.state is S.READY,
-            "registered": rec.registered,
-            "restarts": rec.restarts,
-            "started_at": rec.started_at,
-            "ready_at": rec.ready_at,
-            "exit_code": rec.exit_code,
-            "message": rec.message,
-            "log": str(inst.log_path) if inst.log_path else None,
-            "config": str(inst.config_path) if inst.config_path else None,
-        }
-
     def describe(self, dep: Deployment) -> dict[str, Any]:
-        instances = [self.describe_instance(i) for i in dep.instances.values()]
-        ready = sum(1 for i in instances if i["healthy"])
-        return {
-            "service": dep.svc.name,
-            "group": dep.group,
-            "key": dep.key,
-            "replicas": dep.svc.replicas,
-            "ready": ready,
-            "protocol": dep.svc.protocol,
-            "register": dep.svc.registration,
-            "tags": dep.tags,
-            "path": str(self.service_path(dep.svc)),
-            "reload": dep.svc.reload,
-            "reloads": dep.reloads,
-            "last_reload": dep.last_reload,
-            "restarts": sum(i["restarts"] for i in instances),
-            "instances": instances,
-        }
+        return dep.describe(self.service_path(dep.svc))
+
+    def running_instances(self) -> list[RunningInstance]:
+        """Every instance, as other components see it (see :class:`DeployView`); ``pid`` only while alive."""
+        return [
+            RunningInstance(service=dep.svc.name, name=rec.name, host=rec.host, port=rec.port,
+                            pid=rec.pid if rec.alive else None, state=rec.state.value, naming_id=rec.naming_id,
+                            tags=dep.tags, message=rec.message,
+                            log_path=str(inst.log_path) if inst.log_path else None)
+            for dep in self.deployments.values() for inst in dep.instances.values()
+            for rec in [inst.record]
+        ]
 
 
 def _signal_name(number: int) -> str:

@@ -1,21 +1,20 @@
 """The faults component: fault injection at the platform boundary, so services in any language feel it.
 
-- ``front(service, instance_id, host, port) -> (host, port)``: the deploy pipeline calls this
-  before registering an instance (when the project enables faults) and registers the returned
-  address: a :class:`~devbox.mocks.faults.proxy.FaultProxy` in front of the instance. Callers that
-  resolve through naming then go through the proxy.
+- ``front(service, instance_id, host, port) -> (host, port)`` (:class:`~devbox.platform.ports.FaultFront`):
+  the deploy pipeline calls this before registering an instance (when the project enables
+  faults) and registers the returned address: a :class:`~devbox.mocks.faults.proxy.FaultProxy`
+  in front of the instance. Callers that resolve through naming then go through the proxy.
 - rules (``POST /api/faults``): latency, error rate with status, abort; scoped to a callee, a
   caller→callee pair (caller from ``x-devbox-caller``, baggage ``caller``, else the calling
   process found by its socket), an HTTP method or a path prefix.
 - naming faults: heartbeats of chosen instances are dropped (whoever sends them), so naming turns
-  them unhealthy after the TTL as if the network lost them.
+  them unhealthy after the TTL as if the network lost them (naming's own hook,
+  :meth:`~devbox.platform.ports.NamingPort.drop_heartbeats`).
 - every injected error, abort or delay with a trace context becomes a span of the callee (sent to
   the collector over OTLP), so traces show the fault where it was injected.
 
-API on ``api``: ``GET|POST|DELETE /api/faults``, ``GET|DELETE /api/faults/{id}``,
-``GET /api/faults/proxies``, ``PUT /api/faults/heartbeats/{instance_id}`` ``{"drop": bool}``,
-``PUT /api/faults/circuits/{instance_id}`` ``{"drop": bool}`` (refuse its connections: callers'
-circuit breakers open while naming still lists it healthy).
+The API on ``api`` is :mod:`devbox.mocks.faults.api`. Which process calls (for caller-scoped
+rules) is found through :class:`~devbox.platform.ports.DeployView`.
 
 LIMITATIONS: see :mod:`devbox.mocks.faults.proxy`; a proxy adds about a connection set-up per call.
 """
@@ -27,28 +26,21 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
+from devbox.mocks.faults.api import FaultsApi
+from devbox.mocks.faults.errors import InvalidFault, NamingAbsent, UnknownFault, UnknownTarget
 from devbox.mocks.faults.proxy import FaultProxy, RequestHead
 from devbox.mocks.faults.rules import Decision, FaultSpec, Rule, decide, parse_traceparent
-from fastapi import APIRouter, Body
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from fastapi import APIRouter
+from pydantic import ValidationError
 
 from devbox.platform.component import Component, PlatformContext
+from devbox.platform.ports import DeployView, FaultFront, NamingPort, UnknownInstance
 
 LOG = logging.getLogger(__name__)
-
-
-class HeartbeatDrop(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    drop: bool = True
-
-
-def _error(status: int, error: str, reason: str) -> JSONResponse:
-    return JSONResponse({"error": error, "reason": reason}, status_code=status)
 
 
 class FaultsComponent(Component):
@@ -64,13 +56,14 @@ class FaultsComponent(Component):
         self.enabled: bool = bool(getattr(section, "enabled", False))
         self.rules: dict[str, Rule] = {}
         self.proxies: dict[tuple[str, int], FaultProxy] = {}
+        #: Instances whose heartbeats naming drops on our request.
         self.dropped: set[str] = set()
-        self._original_heartbeat: Any = None
         self._spans: list[dict[str, Any]] = []
         self._http: httpx.AsyncClient | None = None
         self._flusher: asyncio.Task[None] | None = None
         #: peer (host, port) -> (calling service, when found): a gRPC connection asks once per chunk.
         self._callers: dict[tuple[str, int], tuple[str | None, float]] = {}
+        ctx.provide(FaultFront, self)
 
     # --- the deploy hook -------------------------------------------------------------------
 
@@ -99,6 +92,13 @@ class FaultsComponent(Component):
         LOG.info("fault proxy for %s %s: %s:%s -> %s:%s", service, instance_id, *address, host, port)
         return address
 
+    async def release(self, instance_id: str) -> None:
+        """The instance is gone for good: close the proxy in front of it."""
+        for backend, proxy in list(self.proxies.items()):
+            if proxy.instance_id == instance_id:
+                del self.proxies[backend]
+                await proxy.stop()
+
     def backend_of(self, host: str, port: int) -> tuple[str, int]:
         """The instance behind a proxy address (or the address itself)."""
         for backend, proxy in self.proxies.items():
@@ -108,9 +108,14 @@ class FaultsComponent(Component):
 
     # --- rules -----------------------------------------------------------------------------
 
-    def add_rule(self, spec: FaultSpec | dict[str, Any]) -> dict[str, Any]:
+    def add_rule(self, spec: FaultSpec | Mapping[str, Any]) -> dict[str, Any]:
+        """Add a rule; :class:`InvalidFault` (every problem in its reason) when it does not validate."""
         if not isinstance(spec, FaultSpec):
-            spec = FaultSpec.model_validate(spec)
+            try:
+                spec = FaultSpec.model_validate(spec)
+            except ValidationError as exc:
+                reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+                raise InvalidFault(reasons) from None
         rule = Rule(spec)
         self.rules[rule.id] = rule
         LOG.info("fault %s added: %s", rule.id, spec.model_dump(exclude_defaults=True))
@@ -118,7 +123,7 @@ class FaultsComponent(Component):
 
     def remove_rule(self, rule_id: str) -> None:
         if self.rules.pop(rule_id, None) is None:
-            raise KeyError(rule_id)
+            raise UnknownFault(f"no fault {rule_id!r}")
 
     def clear(self) -> None:
         """Remove every rule and let every heartbeat through again."""
@@ -157,16 +162,10 @@ class FaultsComponent(Component):
         return caller
 
     async def _lookup_caller(self, peer: tuple[str, int]) -> str | None:
-        if not self.ctx.has("deploy"):
+        deploy = self.ctx.lookup(DeployView)
+        if deploy is None:
             return None
-        supervisor = getattr(self.ctx.component("deploy"), "supervisor", None)
-        if supervisor is None:
-            return None
-        pids: dict[int, str] = {}
-        for dep in supervisor.deployments.values():
-            for inst in dep.instances.values():
-                if inst.record.pid:
-                    pids[inst.record.pid] = dep.svc.name
+        pids = {inst.pid: inst.service for inst in deploy.running_instances() if inst.pid}
         return await asyncio.to_thread(_owner_of, peer, pids)
 
     # --- naming faults ---------------------------------------------------------------------
@@ -181,7 +180,7 @@ class FaultsComponent(Component):
         """
         proxy = next((p for p in self.proxies.values() if p.instance_id == instance_id), None)
         if proxy is None:
-            raise KeyError(f"no fault proxy in front of instance {instance_id!r} (is faults.enabled on?)")
+            raise UnknownTarget(f"no fault proxy in front of instance {instance_id!r} (is faults.enabled on?)")
         proxy.blocked = opened
         if opened and proxy.listening:
             assert proxy.server is not None
@@ -191,33 +190,19 @@ class FaultsComponent(Component):
 
     def drop_heartbeats(self, instance_id: str, drop: bool = True) -> None:
         """Drop (or let through again) every heartbeat of an instance, whoever sends it."""
-        registry = self._registry()
-        if registry is None:
-            raise KeyError("naming is not hosted")
+        naming = self.ctx.lookup(NamingPort)
+        if naming is None:
+            raise NamingAbsent("naming is not hosted: there are no heartbeats to drop")
+        try:
+            naming.drop_heartbeats(instance_id, drop)
+        except UnknownInstance as exc:
+            if drop:
+                raise UnknownTarget(str(exc.args[0]) if exc.args else str(exc)) from None
+            # letting an instance's heartbeats through that naming forgot meanwhile: nothing to undo
         if drop:
-            registry.require_instance(instance_id)  # naming's own error for an unknown id
             self.dropped.add(instance_id)
         else:
             self.dropped.discard(instance_id)
-        if self.dropped and self._original_heartbeat is None:
-            original = registry.heartbeat
-            self._original_heartbeat = original
-
-            def heartbeat(iid: str, *args: Any, **kwargs: Any) -> Any:
-                if iid in self.dropped:
-                    return None  # lost on the way: the sender sees success, naming sees nothing
-                return original(iid, *args, **kwargs)
-
-            registry.heartbeat = heartbeat
-        elif not self.dropped and self._original_heartbeat is not None:
-            with contextlib.suppress(AttributeError):
-                del registry.heartbeat  # back to the class's method
-            self._original_heartbeat = None
-
-    def _registry(self) -> Any:
-        if not self.ctx.has("naming"):
-            return None
-        return getattr(self.ctx.component("naming"), "registry", None)
 
     # --- spans of injected faults ----------------------------------------------------------
 
@@ -309,84 +294,16 @@ class FaultsComponent(Component):
                 await self._send(self._spans)
         if self._http is not None:
             await self._http.aclose()
-        with contextlib.suppress(Exception):
-            if self.dropped:
-                self.dropped.clear()
-                self.drop_heartbeats("", False)
+        for instance_id in list(self.dropped):
+            with contextlib.suppress(Exception):  # naming may be gone already
+                self.drop_heartbeats(instance_id, False)
 
     def info(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "rules": len(self.rules), "proxies": len(self.proxies),
                 "dropped_heartbeats": len(self.dropped)}
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
-        return [("api", self._router())]
-
-    def _router(self) -> APIRouter:
-        router = APIRouter(prefix="/api/faults", tags=["faults"])
-
-        @router.get("")
-        async def list_faults() -> dict[str, Any]:
-            return {"enabled": self.enabled, "faults": [r.to_json() for r in self.rules.values()],
-                    "dropped_heartbeats": sorted(self.dropped)}
-
-        @router.post("", status_code=201)
-        async def add_fault(body: dict[str, Any] = Body(...)) -> Any:
-            try:
-                spec = FaultSpec.model_validate(body)
-            except ValidationError as exc:
-                reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-                return _error(400, "invalid fault", reasons)
-            return self.add_rule(spec)
-
-        @router.delete("")
-        async def clear_faults() -> dict[str, Any]:
-            count = len(self.rules)
-            await self.reset()
-            return {"removed": count}
-
-        @router.get("/proxies")
-        async def proxies() -> list[dict[str, Any]]:
-            return [
-                {"service": p.service, "instance_id": p.instance_id, "mode": p.mode,
-                 "listen": f"{p.address[0]}:{p.address[1]}" if p.address else None,
-                 "upstream": f"{p.upstream[0]}:{p.upstream[1]}", "connections": p.connections}
-                for p in self.proxies.values()
-            ]
-
-        @router.put("/heartbeats/{instance_id}")
-        async def heartbeats(instance_id: str, body: HeartbeatDrop) -> Any:
-            try:
-                self.drop_heartbeats(instance_id, body.drop)
-            except KeyError as exc:
-                return _error(404, "unknown instance", str(exc).strip("'\""))
-            except Exception as exc:  # naming's own error for an unknown id
-                return _error(404, "unknown instance", str(exc))
-            return {"instance_id": instance_id, "dropped": instance_id in self.dropped}
-
-        @router.put("/circuits/{instance_id}")
-        async def circuits(instance_id: str, body: HeartbeatDrop) -> Any:
-            try:
-                await self.open_circuit(instance_id, body.drop)
-            except KeyError as exc:
-                return _error(404, "unknown instance", str(exc).strip("'\""))
-            return {"instance_id": instance_id, "open": body.drop}
-
-        @router.get("/{rule_id}")
-        async def get_fault(rule_id: str) -> Any:
-            rule = self.rules.get(rule_id)
-            if rule is None:
-                return _error(404, "unknown fault", f"no fault {rule_id!r}")
-            return rule.to_json()
-
-        @router.delete("/{rule_id}")
-        async def delete_fault(rule_id: str) -> Any:
-            try:
-                self.remove_rule(rule_id)
-            except KeyError:
-                return _error(404, "unknown fault", f"no fault {rule_id!r}")
-            return {"removed": rule_id}
-
-        return router
+        return [("api", FaultsApi(self).router())]
 
 
 def _owner_of(peer: tuple[str, int], pids: dict[int, str]) -> str | None:
