@@ -278,7 +278,10 @@ def _table(deploy: Any) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("service", "instance", "state", "port", "pid", "restarts", "detail"):
         table.add_column(column)
-    described = {d["service"]: d for d in deploy.services()} if deploy.supervisor is not None else {}
+    from devbox.platform.component import ComponentState
+
+    started = deploy.state in (ComponentState.RUNNING, ComponentState.STOPPED)
+    described = {d["service"]: d for d in deploy.services()} if started else {}
     for name, phase in deploy.phase.items():
         dep = described.get(name)
         instances = dep["instances"] if dep else []
