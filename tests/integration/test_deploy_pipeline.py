@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from devbox.mocks.deploy.config import ServiceConfig
-from ruamel.yaml import YAML
 
+from devbox.platform.ports import NamingPort
 from devbox.testing import PlatformThread, running_platform
 from tests.deploy_fakes import write_service
 
@@ -50,8 +51,16 @@ def events(p: PlatformThread, **params: Any) -> list[dict[str, Any]]:
     return httpx.get(p.url() + "/api/deploy/events", params=params).json()["events"]
 
 
+def naming(p: PlatformThread) -> NamingPort:
+    """Naming as the other components see it (its registry stays naming's own)."""
+    assert p.platform is not None
+    port = p.platform.ctx.lookup(NamingPort)
+    assert port is not None
+    return port
+
+
 def registry_view(p: PlatformThread, service: str) -> list[tuple[int, bool]]:
-    registry = p.component("naming").registry  # type: ignore[attr-defined]
+    registry = naming(p)
 
     async def read() -> list[tuple[int, bool]]:
         return [(i.port, i.healthy) for i in registry.instances("default", service)]
@@ -79,7 +88,7 @@ def test_lifecycle_ready_registered_injected_then_stopped(tmp_path: Path) -> Non
         for inst in dep["instances"]:
             answer = httpx.get(f"http://127.0.0.1:{inst['port']}/").json()
             assert answer["instance"] == inst["id"] and answer["tags"] == "env=base"
-            facts = YAML(typ="safe").load(Path(inst["config"]).read_text())
+            facts = yaml.safe_load(Path(inst["config"]).read_text())
             assert facts["instance"] == {"id": inst["id"], "name": inst["name"], "host": "127.0.0.1",
                                          "port": inst["port"]}
             assert facts["platform"]["api"] == p.url() and facts["tags"] == {"env": "base"}
@@ -180,7 +189,7 @@ def test_hot_reload_replaces_instances_without_a_failed_request(tmp_path: Path) 
     svc = ServiceConfig(name="web", path="svc", replicas=2, drain=0.6, readiness={"http": "/healthz"})
     with platform(tmp_path, svc) as p:
         assert deployed(p) == []
-        registry = p.component("naming").registry  # type: ignore[attr-defined]
+        registry = naming(p)
 
         async def resolve() -> list[int]:
             return [i.port for i in registry.instances("default", "web") if i.healthy and not i.isolated]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from devbox.platform.ports import FaultFront
 from devbox.testing import running_platform
 
 
@@ -52,7 +53,9 @@ async def _upstream() -> tuple[asyncio.Server, int]:
 
 def test_front_proxies_and_applies_rules_by_path(tmp_path: Path) -> None:
     with running_platform(tmp_path, components=["naming", "faults"], faults={"enabled": True}) as p:
-        faults = p.component("faults")
+        assert p.platform is not None
+        faults = p.platform.ctx.lookup(FaultFront)
+        assert faults is not None
         server, port = p.call(_upstream())
         host, front = p.call(faults.front("web", "web-1", "127.0.0.1", port))
         assert front != port
