@@ -146,13 +146,15 @@ def _summary(record: dict[str, Any]) -> None:
 
 def _spec(config_file: str | None, locustfile: str | None, target: str, users: int, spawn_rate: float,
           duration: str, tags: list[str] | None, exclude_tags: list[str] | None, workers: int,
-          env: str | None) -> LoadSpec:
+          env: str | None, remote_workers: int = 0, master_bind: str = "127.0.0.1",
+          master_port: int = 0) -> LoadSpec:
     root, _, project = _root_and_project(config_file)
     if not locust.available():
         fail(f"Locust is not installed; devbox runs its load tests with it: {locust.INSTALL_HINT}", EXIT_USAGE)
     return LoadSpec(locustfile=find_locustfile(locustfile, root, project), target=target, users=users,
                     spawn_rate=spawn_rate, seconds=_seconds(duration, "--time"), tags=list(tags or []),
-                    exclude_tags=list(exclude_tags or []), workers=workers, feature_env=env)
+                    exclude_tags=list(exclude_tags or []), workers=workers, remote_workers=remote_workers,
+                    master_bind=master_bind, master_port=master_port, feature_env=env)
 
 
 def _session(config_file: str | None, json_out: bool) -> tuple[Session, Live | None]:
@@ -184,13 +186,20 @@ def run(
     exclude_tags: list[str] | None = ExcludeOption,
     workers: int = WorkersOption,
     env: str | None = EnvOption,
+    remote_workers: int = typer.Option(0, "--remote-workers", min=0, help="Also wait for this many workers "
+                                       "from other machines (`devbox load worker --master HOST`)."),
+    master_bind: str = typer.Option("127.0.0.1", "--master-bind", help="Where the master listens for workers "
+                                    "(0.0.0.0 for other machines)."),
+    master_port: int = typer.Option(0, "--master-port", help="The master's port (default: free; 5557 with "
+                                    "--remote-workers)."),
     config_file: str | None = ConfigOption,
     json_out: bool = JsonOption,
 ) -> None:
     """Run Locust against the running project with a live view; the run is kept (devbox load ls)."""
     if ctx.invoked_subcommand is not None:
         return
-    spec = _spec(config_file, locustfile, target, users, spawn_rate, duration, tags, exclude_tags, workers, env)
+    spec = _spec(config_file, locustfile, target, users, spawn_rate, duration, tags, exclude_tags, workers, env,
+                 remote_workers, master_bind, master_port)
     session, live = _session(config_file, json_out)
     try:
         if live:

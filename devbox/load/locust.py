@@ -83,6 +83,8 @@ class Plan:
     tags: Sequence[str] = ()
     exclude_tags: Sequence[str] = ()
     workers: int = 0
+    #: workers that join from other machines (``devbox load worker --master HOST``)
+    remote_workers: int = 0
     master_bind: str = "127.0.0.1"
     master_port: int = 0
     env: Mapping[str, str] = field(default_factory=dict)
@@ -100,8 +102,9 @@ class Plan:
             cmd += ["--tags", *self.tags]
         if self.exclude_tags:
             cmd += ["--exclude-tags", *self.exclude_tags]
-        if self.workers:
-            cmd += ["--master", "--expect-workers", str(self.workers), "--expect-workers-max-wait", "60",
+        if self.workers or self.remote_workers:
+            expected = self.workers + self.remote_workers
+            cmd += ["--master", "--expect-workers", str(expected), "--expect-workers-max-wait", "120",
                     "--master-bind-host", self.master_bind, "--master-bind-port", str(self.master_port)]
         return cmd
 
@@ -132,8 +135,8 @@ class LocustRun:
     def start(self) -> None:
         plan = self.plan
         plan.out_dir.mkdir(parents=True, exist_ok=True)
-        if plan.workers and not plan.master_port:
-            plan.master_port = free_port()
+        if (plan.workers or plan.remote_workers) and not plan.master_port:
+            plan.master_port = free_port() if not plan.remote_workers else 5557
         env = child_env(plan.env)
         out = open(plan.out_dir / "locust.json", "wb")
         log = open(plan.out_dir / "locust.log", "wb")

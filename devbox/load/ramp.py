@@ -44,6 +44,9 @@ class LoadSpec:
     tags: list[str] = field(default_factory=list)
     exclude_tags: list[str] = field(default_factory=list)
     workers: int = 0
+    remote_workers: int = 0
+    master_bind: str = "127.0.0.1"
+    master_port: int = 0
     feature_env: str | None = None
 
     def env(self) -> dict[str, str]:
@@ -56,7 +59,8 @@ class LoadSpec:
     def params(self) -> dict[str, Any]:
         return {"locustfile": str(self.locustfile), "target": self.target, "users": self.users,
                 "spawn_rate": self.spawn_rate, "seconds": self.seconds, "tags": self.tags,
-                "exclude_tags": self.exclude_tags, "workers": self.workers, "env": self.feature_env}
+                "exclude_tags": self.exclude_tags, "workers": self.workers,
+                "remote_workers": self.remote_workers, "env": self.feature_env}
 
 
 @dataclass
@@ -98,7 +102,8 @@ class Session:
         cpu_before = self.cpu.sample(pids)
         plan = Plan(locustfile=spec.locustfile, host=target.url, users=spec.users, spawn_rate=spec.spawn_rate,
                     seconds=spec.seconds, out_dir=out_dir, tags=spec.tags, exclude_tags=spec.exclude_tags,
-                    workers=spec.workers, env=spec.env())
+                    workers=spec.workers, remote_workers=spec.remote_workers, master_bind=spec.master_bind,
+                    master_port=spec.master_port, env=spec.env())
         live = locust.LiveStats(plan.csv_prefix)
         run = locust.LocustRun(plan)
         started = time.time()
@@ -108,7 +113,7 @@ class Session:
         try:
             # the run's clock starts with the first history row: with workers, the master first
             # waits for them to connect
-            deadline = time.monotonic() + spec.seconds + 90
+            deadline = time.monotonic() + spec.seconds + 180
             while run.running() and time.monotonic() < deadline:
                 snap = live.read()
                 if load_started is None and (snap.total is not None or snap.entries):
@@ -223,6 +228,7 @@ class Session:
         for step in record["steps"]:
             figures = model.service_figures(traces, int(step["started_at"] * 1e6), int(step["ended_at"] * 1e6))
             for svc, row in figures.items():
+                row["qps"] = row["calls"] / step["seconds"]  # over Locust's measuring time, as the entries
                 row["cpu_s"] = step["cpu_s"].get(svc, 0.0)
                 row["instances"] = step["instances"].get(svc, 0)
             step["services"] = figures
