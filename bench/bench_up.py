@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 import psutil
-from ruamel.yaml import YAML
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 LISTENERS = ("api", "otlp_http", "otlp_grpc", "zipkin", "polaris_grpc", "polaris_http", "prometheus", "alertmanager")
@@ -46,11 +46,10 @@ def prepare(example: Path, port_base: int) -> tuple[Path, dict[str, Any]]:
     work = Path(tempfile.mkdtemp(prefix="bench-up-"))
     root = work / example.name
     shutil.copytree(example, root, ignore=shutil.ignore_patterns(".devbox", "__pycache__"))
-    yaml = YAML()
-    config = yaml.load((root / "devbox.yaml").read_text())
+    config = yaml.safe_load((root / "devbox.yaml").read_text())
     config.setdefault("platform", {})["ports"] = {name: port_base + i for i, name in enumerate(LISTENERS)}
     with (root / "devbox.yaml").open("w") as fh:
-        yaml.dump(config, fh)
+        yaml.safe_dump(config, fh, sort_keys=False)
     return root, config
 
 

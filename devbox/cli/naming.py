@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import typer
+import yaml
 from rich.table import Table
-from ruamel.yaml import YAML, YAMLError
 
 from devbox.cli.common import EXIT_USAGE, Api, ConfigOption, JsonOption, ago, console, fail, print_json
 
@@ -206,8 +206,8 @@ def rules_set(
 ) -> None:
     """Create or replace rules from a file (each keyed by namespace, service, name)."""
     try:
-        loaded = YAML(typ="safe").load(file.read_text())
-    except (YAMLError, OSError) as exc:
+        loaded = yaml.safe_load(file.read_text())
+    except (yaml.YAMLError, OSError) as exc:
         fail(f"{file}: {exc}", EXIT_USAGE)
     rules = loaded if isinstance(loaded, list) else [loaded]
     if not rules or not all(isinstance(r, dict) for r in rules):

@@ -1,8 +1,13 @@
 """What a platform component is: the one interface every mock implements to be hosted.
 
-A component contributes HTTP routers and gRPC servicers to named listeners (the keys of
-:class:`devbox.config.Ports`), and has a lifecycle (``start``/``stop``) tracked by the platform.
-It gets its config section and the shared :class:`PlatformContext` through its constructor.
+A component contributes HTTP routers and gRPC servicers to named listeners, and has a lifecycle
+(``start``/``stop``) tracked by the platform. It gets its config section and the shared
+:class:`PlatformContext` through its constructor.
+
+What the platform knows *about* a component before importing it is its :class:`ComponentSpec`:
+its config section, the listeners it owns and where its class lives. Each mock package declares
+its spec in its ``__init__``; :mod:`devbox.assembly` lists the specs and builds the project config,
+the ports and the platform from them — this layer names no mock.
 """
 
 from __future__ import annotations
@@ -11,13 +16,12 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import grpc.aio
     from fastapi import APIRouter
 
-    from devbox.config import ProjectConfig
     from devbox.platform.events import Events
 
 P = TypeVar("P")
@@ -40,6 +44,65 @@ class Listener:
     errors: str | None = None
 
 
+#: The platform's own listener: the devbox API and the dashboard (components add routes to it).
+API_LISTENER = Listener("api", 7070, description="devbox API and dashboard.")
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """What the assembly needs to know about a component without importing its implementation.
+
+    ``factory`` is ``"module:Class"`` (imported only when the platform starts, so ``devbox
+    schema`` never loads a server). ``config_key``/``config_model`` declare the component's section
+    of devbox.yaml (``config_model`` may be a model class or e.g. ``list[ServiceConfig]``);
+    ``listeners`` the ports it owns; ``after`` the components that must start before it.
+    """
+
+    name: str
+    factory: str
+    config_key: str | None = None
+    config_model: Any = None
+    config_description: str = ""
+    listeners: tuple[Listener, ...] = ()
+    after: tuple[str, ...] = ()
+
+
+class PlatformSettings(Protocol):
+    """The ``platform:`` section as the platform layer reads it (built by :mod:`devbox.assembly`)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def token(self) -> str | None: ...
+
+    @property
+    def ports(self) -> Any: ...
+
+    @property
+    def max_body_bytes(self) -> int: ...
+
+
+class ProjectSettings(Protocol):
+    """What the platform layer reads of the project config (the assembled ``ProjectConfig``).
+
+    Components read their own sections through ``ctx.config`` (typed ``Any`` here: the sections
+    are declared by the components, not by this layer).
+    """
+
+    @property
+    def project(self) -> str: ...
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def platform(self) -> PlatformSettings: ...
+
+    @property
+    def state_path(self) -> Path: ...
+
+
 class ComponentState(enum.StrEnum):
     NEW = "new"
     STARTING = "starting"
@@ -52,7 +115,8 @@ class ComponentState(enum.StrEnum):
 class PlatformContext:
     """What every component shares: the config, the events, where state lives, and the addresses."""
 
-    config: ProjectConfig
+    #: The assembled ``ProjectConfig`` (:mod:`devbox.assembly`); each component reads its section.
+    config: Any
     events: Events
     #: listener name -> (host, port) actually bound; filled before components start.
     addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -61,7 +125,8 @@ class PlatformContext:
 
     @property
     def state_dir(self) -> Path:
-        return self.config.state_path
+        path: Path = self.config.state_path
+        return path
 
     def url(self, listener: str) -> str:
         """Base URL of an HTTP listener, e.g. ``http://127.0.0.1:7070``."""
@@ -81,7 +146,7 @@ class PlatformContext:
 
     def lookup(self, port: type[P]) -> P | None:
         """The hosted implementation of ``port``, or ``None`` when no hosted component offers it."""
-        return self._ports.get(port)  # type: ignore[no-any-return]
+        return self._ports.get(port)
 
     def component(self, name: str) -> Component:
         """TRANSITIONAL — being removed: components talk through :meth:`lookup` and ports."""
@@ -90,6 +155,10 @@ class PlatformContext:
     def has(self, name: str) -> bool:
         """Whether a component of that name is hosted (for information; use ports to talk to it)."""
         return name in self._components
+
+    def states(self) -> dict[str, str]:
+        """name -> lifecycle state of every hosted component, read-only (for health figures like /metrics)."""
+        return {name: component.state.value for name, component in self._components.items()}
 
 
 def _url_host(host: str) -> str:
@@ -102,12 +171,8 @@ class Component:
     """Base class of every platform component. Subclasses set ``name`` and override what they need."""
 
     name: ClassVar[str] = "component"
-    #: Names of components that must start before this one.
-    after: ClassVar[tuple[str, ...]] = ()
     #: Stopped before the listeners close: components whose processes still talk to the platform.
     stops_before_listeners: ClassVar[bool] = False
-    #: The listeners this component owns (it may also add routes to another's, e.g. ``api``).
-    listeners: ClassVar[tuple[Listener, ...]] = ()
 
     def __init__(self, ctx: PlatformContext) -> None:
         self.ctx = ctx

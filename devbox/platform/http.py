@@ -50,7 +50,7 @@ class BodyLimitMiddleware:
 
         async def counting_receive() -> Message:
             nonlocal seen
-            message = await receive()
+            message: Message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:

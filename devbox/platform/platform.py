@@ -14,7 +14,7 @@ import errno
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -24,16 +24,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 import devbox
-from devbox.config import ProjectConfig
 from devbox.platform import registry
-from devbox.platform.component import Component, ComponentState, PlatformContext
+from devbox.platform.component import (
+    API_LISTENER,
+    Component,
+    ComponentSpec,
+    ComponentState,
+    Listener,
+    PlatformContext,
+    ProjectSettings,
+)
+from devbox.platform.edge import ApiErrorInterceptor, api_error_handler
+from devbox.platform.errors import ApiError
 from devbox.platform.events import Events
 from devbox.platform.http import BodyLimitMiddleware, TokenMiddleware
 
 LOG = logging.getLogger(__name__)
 
-#: Listeners that speak gRPC; every other listener is HTTP.
-GRPC_LISTENERS = frozenset({"otlp_grpc", "polaris_grpc"})
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
 
 
@@ -50,14 +57,33 @@ class _Server(uvicorn.Server):
 
 
 class Platform:
-    """Owns the components, the listeners and their servers for one project."""
+    """Owns the components, the listeners and their servers for one project.
 
-    def __init__(self, config: ProjectConfig, *, components: list[str] | None = None) -> None:
+    ``specs`` are the component specs in start order; by default the ones the config was
+    assembled from (``ProjectConfig.component_specs``, see :mod:`devbox.assembly`). ``components``
+    picks some of them by name (default: every one installed).
+    """
+
+    def __init__(
+        self,
+        config: ProjectSettings,
+        *,
+        components: list[str] | None = None,
+        specs: Iterable[ComponentSpec] | None = None,
+    ) -> None:
         self.config = config
         self.events = Events()
         self.ctx = PlatformContext(config=config, events=self.events)
         self.started_at: float | None = None
-        self._wanted = components if components is not None else registry.available()
+        assembled: Iterable[ComponentSpec] = specs if specs is not None else getattr(config, "component_specs", ())
+        self._specs = registry.specs_by_name(assembled)
+        self._listeners = _listeners(self._specs.values())
+        if components is None:
+            components = [name for name, spec in self._specs.items() if registry.importable(spec.factory)]
+        unknown = [name for name in components if name not in self._specs]
+        if unknown:
+            raise ValueError(f"unknown components {', '.join(unknown)}; known: {', '.join(self._specs)}")
+        self._wanted = components
         self._components: dict[str, Component] = {}
         self._sockets: dict[str, socket.socket] = {}
         self._http: dict[str, _Server] = {}
@@ -80,19 +106,26 @@ class Platform:
 
     def _instantiate(self) -> None:
         for name in self._wanted:
-            cls = registry.load(name)
+            cls = registry.load_factory(self._specs[name].factory)
             component = cls(self.ctx)
             self._components[name] = component
             self.ctx._components[name] = component
 
     def _listeners_needed(self) -> dict[str, list[Any]]:
-        needed: dict[str, list[Any]] = {"api": []}
-        for component in self._components.values():
-            for listener, router in component.http_routes():
-                needed.setdefault(listener, []).append(router)
-            for listener, registrar in component.grpc_services():
-                needed.setdefault(listener, []).append(registrar)
+        needed: dict[str, list[Any]] = {API_LISTENER.name: []}
+        for name, component in self._components.items():
+            for listener, item in [*component.http_routes(), *component.grpc_services()]:
+                if listener not in self._listeners:
+                    raise ValueError(
+                        f"component {name} serves on listener {listener!r}, which no component spec declares "
+                        f"(declared: {', '.join(self._listeners)})"
+                    )
+                needed.setdefault(listener, []).append(item)
         return needed
+
+    def protocol(self, listener: str) -> str:
+        """``http`` or ``grpc``: what the listener speaks, as its spec declares."""
+        return self._listeners[listener].protocol
 
     def _bind(self, listener: str) -> socket.socket:
         host = self.config.platform.host
@@ -118,12 +151,13 @@ class Platform:
         return sock
 
     def _http_app(self, listener: str, routers: list[Any]) -> FastAPI:
+        api = listener == API_LISTENER.name
         app = FastAPI(
             title=f"devbox {listener}",
             version=devbox.__version__,
-            docs_url="/docs" if listener == "api" else None,
+            docs_url="/docs" if api else None,
             redoc_url=None,
-            openapi_url="/openapi.json" if listener == "api" else None,
+            openapi_url="/openapi.json" if api else None,
         )
         app.add_middleware(BodyLimitMiddleware, max_bytes=self.config.platform.max_body_bytes)
         if self.config.platform.token:
@@ -136,7 +170,9 @@ class Platform:
             ]
             return JSONResponse({"error": "invalid request", "reasons": reasons}, status_code=400)
 
-        if listener == "api":
+        # The listener's one error map: every ApiError a handler raises, in the protocol's shape.
+        app.add_exception_handler(ApiError, api_error_handler(self._listeners[listener]))
+        if api:
             self._platform_routes(app)
         for router in routers:
             app.include_router(router)
@@ -160,7 +196,7 @@ class Platform:
             "state_dir": str(self.config.state_path),
             "started_at": self.started_at,
             "listeners": {
-                name: {"host": host, "port": port, "protocol": "grpc" if name in GRPC_LISTENERS else "http"}
+                name: {"host": host, "port": port, "protocol": self.protocol(name)}
                 for name, (host, port) in self.ctx.addresses.items()
             },
             "components": {
@@ -187,7 +223,7 @@ class Platform:
         for name, component in self._components.items():
             await self._start_component(name, component)
         for listener, items in needed.items():
-            if listener in GRPC_LISTENERS:
+            if self.protocol(listener) == "grpc":
                 await self._serve_grpc(listener, items)
             else:
                 await self._serve_http(listener, items)
@@ -225,7 +261,7 @@ class Platform:
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE),
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(options=options)
+        server = grpc.aio.server(options=options, interceptors=[ApiErrorInterceptor()])
         for registrar in registrars:
             registrar(server)
         host, port = self.ctx.addresses[listener]
@@ -272,3 +308,14 @@ class Platform:
         for sock in self._sockets.values():
             sock.close()
         self._sockets.clear()
+
+
+def _listeners(specs: Iterable[ComponentSpec]) -> dict[str, Listener]:
+    """Every listener the specs declare, by name, the platform's own ``api`` first."""
+    found: dict[str, Listener] = {API_LISTENER.name: API_LISTENER}
+    for spec in specs:
+        for listener in spec.listeners:
+            if listener.name in found and found[listener.name] != listener:
+                raise ValueError(f"listener {listener.name!r} is declared twice (component {spec.name})")
+            found[listener.name] = listener
+    return found

@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import MarkedYAMLError
 
 from devbox.scenario.model import STEP_KINDS, Expectation, Scenario, ScenarioHeader, Step
-from devbox.yamlpos import allowed_keys, describe_error, line_of, plain
+from devbox.yamlpos import YamlError, YamlMap, allowed_keys, describe_error, line_of, load_all, plain
 
 LOG = logging.getLogger(__name__)
 
@@ -64,14 +61,10 @@ def load_file(path: Path, *, services: set[str] | None = None) -> list[Scenario]
 
 def load_text(text: str, *, source: str = "<scenario>", services: set[str] | None = None) -> list[Scenario]:
     """Parse YAML text holding one or more scenario documents. See :func:`load_file`."""
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
     try:
-        docs = [d for d in yaml.load_all(text) if d is not None]
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        raise ScenarioError([f"{source}{line}: not valid YAML: {exc.problem or exc.context}"]) from None
+        docs = [d for d in load_all(text) if d is not None]
+    except YamlError as exc:
+        raise ScenarioError([exc.where(source)]) from None
     if not docs:
         raise ScenarioError([f"{source}:1: no scenario in this file (expected name: and steps:)"])
     scenarios = []
@@ -87,9 +80,9 @@ def load_text(text: str, *, source: str = "<scenario>", services: set[str] | Non
 
 
 def _scenario(tree: Any, *, source: str, services: set[str] | None) -> Scenario:
-    if not isinstance(tree, CommentedMap):
+    if not isinstance(tree, YamlMap):
         raise ScenarioError([f"{source}:1: a scenario must be a mapping with name: and steps:"])
-    start = tree.lc.line + 1
+    start = tree.line
     where = f"{source}:{start}"
     try:
         header = ScenarioHeader.model_validate(plain(tree))

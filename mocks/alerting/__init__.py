@@ -11,3 +11,21 @@
 - ``api`` / ``alertmanager`` — devbox's ``/api/alerts`` and the Alertmanager API v2 subset;
 - ``component`` — wires them to the platform and evaluates through the metrics component.
 """
+
+from __future__ import annotations
+
+from devbox.mocks.alerting.config import AlertingConfig
+
+from devbox.platform.component import ComponentSpec, Listener
+
+SPEC = ComponentSpec(
+    name="alerting",
+    factory="devbox.mocks.alerting.component:AlertingComponent",
+    config_key="alerting",
+    config_model=AlertingConfig,
+    listeners=(
+        Listener("alertmanager", 9093, "http", "Alertmanager API v2.",
+                 errors="devbox.mocks.alerting.alertmanager:render_error"),
+    ),
+    after=("metrics",),
+)

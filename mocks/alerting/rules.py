@@ -21,11 +21,8 @@ from devbox.mocks.alerting.config import PromRuleSpec, RuleGroupSpec, ShortRuleS
 from devbox.mocks.alerting.models import Rule
 from devbox.mocks.alerting.shortform import compile_short
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
 
-from devbox.yamlpos import plain
+from devbox.yamlpos import YamlError, YamlMap, dump, item_line, key_line, load, plain
 
 
 class RuleFile(BaseModel):
@@ -128,14 +125,10 @@ def _line_of(tree: Any, loc: tuple[Any, ...], base_line: int = 0) -> int | None:
     node, line = tree, None
     for key in loc:
         key = "for" if key == "for_" else key
-        if isinstance(node, CommentedMap) and key in node:
-            line = node.lc.key(key)[0] + 1
-            node = node[key]
-        elif isinstance(node, CommentedSeq) and isinstance(key, int) and key < len(node):
-            line = node.lc.item(key)[0] + 1
-            node = node[key]
-        else:
+        found = key_line(node, key) if isinstance(key, str) else item_line(node, key)
+        if found is None:
             break
+        line, node = found, node[key]
     return line
 
 
@@ -189,17 +182,12 @@ def load_tree(tree: Any, where: str, *, prefix: tuple[Any, ...] = ()) -> LoadRes
 
 def parse_yaml(text: str, where: str) -> tuple[Any, str | None]:
     """(tree, None) or (None, ``where:line: reason``)."""
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
     try:
-        tree = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        return None, f"{where}:{mark.line + 1 if mark else 1}: not valid YAML: {exc.problem or exc.context}"
-    except Exception as exc:  # ruamel raises a few non-Marked errors (duplicate keys, bad unicode)
-        return None, f"{where}:1: not valid YAML: {exc}"
+        tree = load(text)
+    except YamlError as exc:
+        return None, f"{where}:{exc.line or 1}: not valid YAML: {exc.problem}"
     if tree is None:
-        tree = CommentedMap()
+        tree = YamlMap(1)
     if not isinstance(tree, dict):
         return None, f"{where}:1: a rule file is a mapping with 'groups' (Prometheus form) and/or 'rules' (short form)"
     return tree, None
@@ -251,8 +239,6 @@ def format_duration(seconds: float) -> str:
 def export_rule_file(rules: list[Rule]) -> str:
     """The rules as one Prometheus rule file (short-form rules as their compiled PromQL), so a real
     Prometheus (``rule_files:``) can take over what devbox evaluates."""
-    import io
-
     groups: dict[str, list[dict[str, Any]]] = {}
     for rule in rules:
         item: dict[str, Any] = {"alert": rule.name, "expr": rule.expr}
@@ -265,11 +251,7 @@ def export_rule_file(rules: list[Rule]) -> str:
         if rule.annotations:
             item["annotations"] = dict(rule.annotations)
         groups.setdefault(rule.group, []).append(item)
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    out = io.StringIO()
-    yaml.dump({"groups": [{"name": name, "rules": items} for name, items in groups.items()]}, out)
-    return out.getvalue()
+    return dump({"groups": [{"name": name, "rules": items} for name, items in groups.items()]})
 
 
 # --- templates -----------------------------------------------------------------------------

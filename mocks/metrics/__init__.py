@@ -8,3 +8,21 @@
 - ``api.py`` / ``prom_api.py``: the devbox ``/api/metrics`` API and the Prometheus HTTP API;
 - ``component.py``: the platform component (``query_instant`` / ``query_range`` for others).
 """
+
+from __future__ import annotations
+
+from devbox.mocks.metrics.config import MetricsConfig
+
+from devbox.platform.component import ComponentSpec, Listener
+
+SPEC = ComponentSpec(
+    name="metrics",
+    factory="devbox.mocks.metrics.component:MetricsComponent",
+    config_key="metrics",
+    config_model=MetricsConfig,
+    listeners=(
+        Listener("prometheus", 9090, "http", "Prometheus query API.",
+                 errors="devbox.mocks.metrics.prom_api:render_error"),
+    ),
+    after=("naming", "tracing"),
+)

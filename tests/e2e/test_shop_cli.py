@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from ruamel.yaml import YAML
+import yaml
 
 SHOP = Path(__file__).resolve().parents[2] / "scenarios" / "shop"
 
@@ -41,13 +41,12 @@ def processes_under(folder: Path) -> list[psutil.Process]:
 def test_devbox_up_runs_the_shop_and_down_stops_it(tmp_path: Path) -> None:
     shop = tmp_path / "shop"
     shutil.copytree(SHOP, shop, ignore=shutil.ignore_patterns("*_pb2*.py", "__pycache__", ".devbox", "*.scenario.yaml"))
-    yaml = YAML()
-    config = yaml.load((shop / "devbox.yaml").read_text())
+    config = yaml.safe_load((shop / "devbox.yaml").read_text())
     config["platform"] = {"ports": dict.fromkeys(
         ("api", "otlp_http", "otlp_grpc", "zipkin", "polaris_grpc", "polaris_http", "prometheus", "alertmanager"), 0
     )}
     with (shop / "devbox.yaml").open("w") as out:
-        yaml.dump(config, out)
+        yaml.safe_dump(config, out, sort_keys=False)
 
     config_file = str(shop / "devbox.yaml")  # the README's form: -f from elsewhere (here: the parent)
     up = devbox("up", "-f", config_file, "--detach", "--no-reload", cwd=tmp_path)

@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from devbox.mocks.metrics.promql import Evaluator, ListSource
-from ruamel.yaml import YAML
 
 pytestmark = [
     pytest.mark.slow,
@@ -164,6 +164,6 @@ def test_devbox_promql_agrees_with_prometheus(tmp_path: Path) -> None:
     }
     path = tmp_path / "oracle.yml"
     with path.open("w") as fh:
-        YAML(typ="safe", pure=True).dump(spec, fh)
+        yaml.safe_dump(spec, fh, default_flow_style=False, sort_keys=False)
     out = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]

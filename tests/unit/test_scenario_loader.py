@@ -87,15 +87,14 @@ def test_discover_finds_scenario_files_only(tmp_path: Path) -> None:
 
 def test_json_schema_accepts_the_shop_suites_and_rejects_unknown_kinds() -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    from ruamel.yaml import YAML
-
     from devbox.scenario.model import json_schema
+    from devbox.yamlpos import load_all
 
     schema = json_schema()
     files = sorted((Path(__file__).resolve().parents[2] / "scenarios" / "shop").glob("*.scenario.yaml"))
     assert len(files) >= 5
     for path in files:
-        for doc in YAML(typ="safe").load_all(path.read_text()):
+        for doc in load_all(path.read_text()):
             jsonschema.validate(doc, schema)
             assert load_text(path.read_text(), source=str(path))[0].error is None
     with pytest.raises(jsonschema.ValidationError):

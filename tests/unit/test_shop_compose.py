@@ -9,13 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
+import yaml
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
 
 
 def load(path: Path) -> dict:
-    return YAML(typ="safe").load(path.read_text())
+    return yaml.safe_load(path.read_text())
 
 
 def test_compose_has_the_real_backends_on_devbox_ports() -> None:

@@ -1,0 +1,133 @@
+"""Each listener's one error map: a refused request (:class:`~devbox.platform.errors.ApiError`)
+turned into the protocol's error shape at the listener's edge, never inside a handler.
+
+HTTP listeners render with the listener's own renderer (``Listener.errors``, ``"module:function"``
+imported when the app is built) or devbox's JSON ``{"error": code, "reason": reason}``; gRPC
+listeners abort the call with ``ApiError.grpc_status``. A :class:`~devbox.platform.errors.Busy`
+error always carries ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from devbox.platform.component import Listener
+from devbox.platform.errors import ApiError, Busy
+
+LOG = logging.getLogger(__name__)
+
+Renderer = Callable[[ApiError], Response]
+
+
+def default_error_response(exc: ApiError) -> Response:
+    """devbox's own error shape: ``{"error": code, "reason": reason}`` with the error's status."""
+    return JSONResponse({"error": exc.code, "reason": exc.reason}, status_code=exc.status)
+
+
+def renderer(listener: Listener) -> Renderer:
+    """The listener's error renderer, imported from its ``"module:function"`` (or devbox's default).
+
+    A renderer that cannot be imported is logged and replaced by the default, so one protocol
+    adapter being rewritten does not keep the platform from starting; ``tests/unit/test_structure``
+    checks that every declared renderer imports.
+    """
+    if listener.errors is None:
+        return default_error_response
+    try:
+        return resolve(listener.errors)
+    except (ImportError, AttributeError, TypeError) as exc:
+        LOG.warning("listener %s: error renderer %s unusable (%s); using devbox's JSON", listener.name,
+                    listener.errors, exc)
+        return default_error_response
+
+
+def resolve(path: str) -> Renderer:
+    """The callable named ``"module:function"``; TypeError when it is not callable."""
+    module_name, _, attr = path.partition(":")
+    found = getattr(importlib.import_module(module_name), attr)
+    if not callable(found):
+        raise TypeError(f"{path} is not callable")
+    return found  # type: ignore[no-any-return]
+
+
+def api_error_handler(listener: Listener) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """A Starlette exception handler for ``ApiError`` on ``listener``'s app."""
+    render = renderer(listener)
+
+    async def handle(_: Request, exc: Exception) -> Response:
+        if not isinstance(exc, ApiError):  # registered for ApiError only; keeps the signature honest
+            raise exc
+        response = render(exc)
+        if isinstance(exc, Busy) and "retry-after" not in response.headers:
+            response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return response
+
+    return handle
+
+
+async def abort(context: Any, exc: ApiError) -> None:
+    """End the gRPC call with the error's status and reason (``context.abort`` raises)."""
+    await context.abort(grpc.StatusCode[exc.grpc_status], exc.reason)
+
+
+def _unary(behavior: Callable[..., Any]) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def call(request: Any, context: Any) -> Any:
+        try:
+            result = behavior(request, context)
+            return await result if inspect.isawaitable(result) else result
+        except ApiError as exc:
+            await abort(context, exc)
+
+    return call
+
+
+def _streaming(behavior: Callable[..., Any]) -> Callable[[Any, Any], AsyncIterator[Any]]:
+    async def call(request: Any, context: Any) -> AsyncIterator[Any]:
+        try:
+            responses = behavior(request, context)
+            if hasattr(responses, "__aiter__"):
+                async for response in responses:
+                    yield response
+            else:
+                for response in responses:
+                    yield response
+        except ApiError as exc:
+            await abort(context, exc)
+
+    return call
+
+
+class ApiErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc has no type stubs
+    """Wraps every servicer method of a gRPC listener so an ``ApiError`` it raises aborts the call
+    with ``grpc.StatusCode[exc.grpc_status]`` and the reason as details."""
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        kinds = {
+            "unary_unary": (grpc.unary_unary_rpc_method_handler, _unary),
+            "stream_unary": (grpc.stream_unary_rpc_method_handler, _unary),
+            "unary_stream": (grpc.unary_stream_rpc_method_handler, _streaming),
+            "stream_stream": (grpc.stream_stream_rpc_method_handler, _streaming),
+        }
+        for kind, (make, wrap) in kinds.items():
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                return make(
+                    wrap(behavior),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler
