@@ -2,7 +2,7 @@
 PYTHON ?= python3
 DEBIAN_PACKAGES = prometheus prometheus-alertmanager chromium
 
-.PHONY: install test test-quick lint bench
+.PHONY: install test test-quick typecheck lint bench
 
 install:  ## everything: Debian peers used by the tests, then devbox with its dev extras
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -13,9 +13,19 @@ install:  ## everything: Debian peers used by the tests, then devbox with its de
 	fi
 	$(PYTHON) -m pip install -q -e '.[dev]'
 
-test:  ## the whole suite, as CI runs it (lint, then every test including slow peer tests)
+test:  ## the whole suite, as CI runs it (lint, type check, then every test including slow peer tests)
 	ruff check .
+	$(MAKE) typecheck
 	$(PYTHON) -m pytest -p no:cacheprovider -q
+
+# mypy sees the package as it installs: mocks/ is devbox.mocks. A tree of symlinks under build/
+# gives it that layout (reported paths read devbox/..., devbox/mocks/...); settings in pyproject.toml.
+TYPECHECK = build/typecheck
+typecheck:  ## mypy: baseline for the package, strict for devbox.platform, devbox.polaris, devbox.assembly
+	@rm -rf $(TYPECHECK)/devbox && mkdir -p $(TYPECHECK)/devbox
+	@for entry in devbox/*; do ln -s "$(CURDIR)/$$entry" $(TYPECHECK)/devbox/; done
+	@ln -s "$(CURDIR)/mocks" $(TYPECHECK)/devbox/mocks
+	cd $(TYPECHECK) && $(PYTHON) -m mypy --config-file "$(CURDIR)/pyproject.toml"
 
 test-quick:  ## skip the slow peer tests (real prometheus, amtool, chromium, go)
 	$(PYTHON) -m pytest -q -m "not slow"
