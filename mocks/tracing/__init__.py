@@ -12,8 +12,8 @@ SPEC = ComponentSpec(
     config_key="tracing",
     config_model=TracingConfig,
     listeners=(
-        Listener("otlp_http", 4318, "http", "OTLP/HTTP ingest."),
+        Listener("otlp_http", 4318, "http", "OTLP/HTTP ingest.", errors="devbox.mocks.tracing.otlp:render_error"),
         Listener("otlp_grpc", 4317, "grpc", "OTLP/gRPC ingest."),
-        Listener("zipkin", 9411, "http", "Zipkin v2 API."),
+        Listener("zipkin", 9411, "http", "Zipkin v2 API.", errors="devbox.mocks.tracing.zipkin_api:render_error"),
     ),
 )
