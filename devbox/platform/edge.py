@@ -29,8 +29,9 @@ Renderer = Callable[[ApiError], Response]
 
 
 def default_error_response(exc: ApiError) -> Response:
-    """devbox's own error shape: ``{"error": code, "reason": reason}`` with the error's status."""
-    return JSONResponse({"error": exc.code, "reason": exc.reason}, status_code=exc.status)
+    """devbox's own error shape: ``{"error": code, "reason": reason}`` plus the error's detail fields
+    (e.g. Polaris's numeric ``code``, a failed build's log ``tail``), with the error's status."""
+    return JSONResponse({**exc.detail, "error": exc.code, "reason": exc.reason}, status_code=exc.status)
 
 
 def renderer(listener: Listener) -> Renderer:
