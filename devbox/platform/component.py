@@ -148,10 +148,6 @@ class PlatformContext:
         """The hosted implementation of ``port``, or ``None`` when no hosted component offers it."""
         return self._ports.get(port)
 
-    def component(self, name: str) -> Component:
-        """TRANSITIONAL — being removed: components talk through :meth:`lookup` and ports."""
-        return self._components[name]
-
     def has(self, name: str) -> bool:
         """Whether a component of that name is hosted (for information; use ports to talk to it)."""
         return name in self._components

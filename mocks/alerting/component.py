@@ -44,7 +44,6 @@ LOG = logging.getLogger(__name__)
 
 class AlertingComponent(Component):
     name = "alerting"
-    after = ("metrics",)
 
     def __init__(self, ctx: PlatformContext, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(ctx)

@@ -43,7 +43,6 @@ class DeployComponent(Component):
     """Builds, starts, supervises and hot-reloads the project's services."""
 
     name = "deploy"
-    after = ("naming",)
     # instances flush their last spans and metrics, and self-registered ones deregister, on the way out
     stops_before_listeners = True
 

@@ -47,7 +47,6 @@ class FaultsComponent(Component):
     """Owns the fault rules, the proxies in front of instances and the dropped heartbeats."""
 
     name = "faults"
-    after = ("naming",)
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)
