@@ -19,6 +19,7 @@ MODULES = (
     "devbox.cli.metrics",  # metrics ls|query
     "devbox.cli.alerts",  # alerts ls|history|test|silence
     "devbox.cli.scenario",  # scenario run
+    "devbox.cli.load",  # load [ramp|worker|ls|show], capacity
 )
 
 LOG = logging.getLogger(__name__)
