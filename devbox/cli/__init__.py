@@ -20,6 +20,7 @@ MODULES = (
     "devbox.cli.alerts",  # alerts ls|history|test|silence
     "devbox.cli.scenario",  # scenario run
     "devbox.cli.load",  # load [ramp|worker|ls|show], capacity
+    "devbox.cli.learn",  # explain request|service, tour
 )
 
 LOG = logging.getLogger(__name__)
