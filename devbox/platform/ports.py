@@ -201,6 +201,12 @@ class FaultFront(Protocol):
         """Put a proxy in front of ``host:port``; return the address to register instead."""
         ...
 
+    async def entry(self, service: str, port: int | None = None, *, protocol: str = "http") -> tuple[str, int]:
+        """The service's stable entry address (opened at ``port``, or a free port, on first call), which
+        forwards to its current healthy instances by weight until the platform stops. Raises
+        :class:`PortError` when ``port`` is taken."""
+        ...
+
     async def release(self, instance_id: str) -> None:
         """The instance is gone: close its proxy."""
         ...

@@ -34,7 +34,7 @@ from devbox.mocks.deploy.supervisor import Supervisor
 from fastapi import APIRouter
 
 from devbox.platform.component import Component, PlatformContext
-from devbox.platform.ports import DeployView, FaultFront, NamingPort, RunningInstance
+from devbox.platform.ports import DeployView, FaultFront, NamingPort, PortError, RunningInstance
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class DeployComponent(Component):
         self.phase: dict[str, str] = {}
         self.deployed: asyncio.Future[list[str]] | None = None
         self._task: asyncio.Task[None] | None = None
+        #: service -> (host, port) of its stable entry port (when faults is hosted); kept for the whole `up`.
+        self.entries: dict[str, tuple[str, int]] = {}
         ctx.provide(DeployView, self)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -133,6 +135,7 @@ class DeployComponent(Component):
             naming_http=self.ctx.url("polaris_http") if "polaris_http" in addresses else None,
             naming_grpc=self.ctx.target("polaris_grpc") if "polaris_grpc" in addresses else None,
             otlp_http=self.ctx.url("otlp_http") if "otlp_http" in addresses else None,
+            token=self.ctx.config.platform.token,
         )
 
     def _emit(self, event: DeployEvent) -> None:
@@ -162,6 +165,7 @@ class DeployComponent(Component):
                 self.phase[svc.name] = "failed"
             self._finish()
             return
+        await self._open_entries(config.services)
         await asyncio.gather(*(self._deploy_one(svc) for svc in config.services))
         self._start_watching()
         self._finish()
@@ -169,6 +173,19 @@ class DeployComponent(Component):
     def _finish(self) -> None:
         if self.deployed is not None and not self.deployed.done():
             self.deployed.set_result(list(self.errors))
+
+    async def _open_entries(self, services: list[ServiceConfig]) -> None:
+        """Open each service's stable entry port before its first instance starts (see FaultFront.entry)."""
+        front = self.ctx.lookup(FaultFront)
+        if front is None:
+            return
+        for svc in services:
+            if svc.name in self.entries:
+                continue
+            try:
+                self.entries[svc.name] = await front.entry(svc.name, svc.port, protocol=svc.protocol)
+            except PortError as exc:
+                self.errors.append(str(exc))
 
     async def _deploy_one(self, svc: ServiceConfig, **overrides: Any) -> None:
         self.phase[svc.name] = "building" if svc.build else "starting"
@@ -214,7 +231,15 @@ class DeployComponent(Component):
     # --- public operations (API and scenario runner) -----------------------------------------
 
     def services(self) -> list[dict[str, Any]]:
-        return [self.sup.describe(dep) for dep in self.sup.deployments.values()]
+        out = []
+        for dep in self.sup.deployments.values():
+            described = self.sup.describe(dep)
+            entry = self.entries.get(dep.svc.name)
+            described["front_port"] = entry[1] if entry else None
+            described["url"] = f"http://{entry[0]}:{entry[1]}" if entry and dep.svc.protocol == "http" else (
+                f"{entry[0]}:{entry[1]}" if entry else None)
+            out.append(described)
+        return out
 
     def events(self, **filters: Any) -> list[DeployEvent]:
         assert self.store is not None

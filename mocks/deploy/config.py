@@ -61,6 +61,12 @@ class ServiceConfig(BaseModel):
     build: str | None = Field(None, description="Shell command run in `path` before starting.")
     start: str = Field("./start.sh", description="Command that starts one instance (123 convention: start.sh).")
     replicas: int = Field(1, ge=0, le=64)
+    port: int | None = Field(
+        None, ge=1, le=65535,
+        description="The service's stable entry port (`devbox url SERVICE`): a devbox listener that forwards to "
+        "its current healthy instances, unchanged by reloads, restarts and releases. Default: a free port, "
+        "chosen once per `devbox up`.",
+    )
     protocol: Literal["http", "grpc"] = "http"
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for every instance.")
     tags: dict[str, str] = Field(default_factory=dict, description="Instance metadata, e.g. env: feature-x.")

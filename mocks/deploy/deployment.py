@@ -31,6 +31,10 @@ class Instance:
     stopping: bool = False
     probe_failures: int = 0
     keepalive: asyncio.Task[Any] | None = None
+    #: Its weight in naming (a gray release shifts traffic by it); 100 is Polaris's default.
+    weight: int = 100
+    #: Where naming sends callers (the fault proxy in front of it, or its own port), once registered.
+    registered_address: tuple[str, int] | None = None
 
     def describe(self) -> dict[str, Any]:
         rec = self.record
@@ -44,6 +48,7 @@ class Instance:
             "state": rec.state.value,
             "healthy": rec.state is InstanceState.READY,
             "registered": rec.registered,
+            "weight": self.weight,
             "restarts": rec.restarts,
             "started_at": rec.started_at,
             "ready_at": rec.ready_at,

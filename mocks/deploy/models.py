@@ -42,6 +42,16 @@ class EventKind(enum.StrEnum):
     RELOAD = "reload"
     RELOADED = "reloaded"
     RELOAD_FAILED = "reload_failed"
+    PORT_CHANGED = "port_changed"
+    #: gray release steps (:mod:`devbox.mocks.deploy.release`)
+    RELEASE = "release"
+    RELEASE_BATCH = "release_batch"
+    RELEASE_GATE = "release_gate"
+    RELEASE_PAUSED = "release_paused"
+    RELEASE_RESUMED = "release_resumed"
+    RELEASE_ROLLED_BACK = "release_rolled_back"
+    RELEASE_DONE = "release_done"
+    RELEASE_FAILED = "release_failed"
 
 
 @dataclass

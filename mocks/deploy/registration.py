@@ -42,7 +42,7 @@ class Registrar:
 
     async def register(self, dep: Deployment, inst: Instance) -> None:
         """Register a ready instance and send its first heartbeat; a refusal is reported, not raised."""
-        rec, tags = inst.record, dep.tags
+        rec = inst.record
         host, port = rec.host, rec.port
         keep_id = None
         if self.front is not None:
@@ -52,11 +52,7 @@ class Registrar:
         naming = self.naming
         if naming is None:
             return
-        registration = Registration(
-            namespace=naming.namespace, service=dep.svc.name, host=host, port=port, protocol=dep.svc.protocol,
-            version=tags.get("version", ""), weight=100, metadata={**tags, "devbox.instance": rec.name},
-            ttl=self.ttl, health_check=True, id=keep_id,
-        )
+        registration = self._registration(dep, inst, host, port, keep_id)
         try:
             registered = naming.register(registration)
         except PortError as exc:  # the registry's own validation: report, keep the instance
@@ -65,12 +61,34 @@ class Registrar:
             return
         rec.naming_id = registered.id
         rec.registered = True
+        inst.registered_address = (host, port)
         # a heartbeat-checked instance is unhealthy until its first heartbeat: send it now, so
         # the instance is routable the moment it is registered (rolling replacement relies on it)
         with contextlib.suppress(PortError):
             naming.heartbeat(rec.naming_id)
         self.event(dep, EventKind.REGISTERED, f"{rec.host}:{rec.port} as {rec.naming_id}", instance=inst,
                    naming_id=rec.naming_id)
+
+    def _registration(self, dep: Deployment, inst: Instance, host: str, port: int, keep_id: str | None) -> Registration:
+        assert self.naming is not None
+        tags = dep.tags
+        return Registration(
+            namespace=self.naming.namespace, service=dep.svc.name, host=host, port=port, protocol=dep.svc.protocol,
+            version=tags.get("version", ""), weight=inst.weight,
+            metadata={**tags, "devbox.instance": inst.record.name}, ttl=self.ttl, health_check=True, id=keep_id,
+        )
+
+    def set_weight(self, dep: Deployment, inst: Instance, weight: int) -> None:
+        """Change the instance's weight in naming (a registration update: same id, same address)."""
+        inst.weight = weight
+        rec = inst.record
+        if self.naming is None or not rec.registered or rec.naming_id is None or inst.registered_address is None:
+            return
+        host, port = inst.registered_address
+        try:
+            self.naming.register(self._registration(dep, inst, host, port, rec.naming_id))
+        except PortError as exc:
+            LOG.warning("setting the weight of %s failed: %s", rec.name, exc)
 
     async def heartbeat(self, dep: Deployment, inst: Instance) -> None:
         """Heartbeat on the instance's behalf; register it again when naming has forgotten it."""

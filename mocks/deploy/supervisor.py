@@ -10,8 +10,8 @@ sequences them with processes, sockets and timers. What naming hears (register, 
 deregister) is :mod:`devbox.mocks.deploy.registration`'s; the live state it keeps is in
 :mod:`devbox.mocks.deploy.deployment`.
 
-LIMITATIONS: instances run on this machine only; restarts reuse the instance's port, so a port
-grabbed by another program meanwhile makes the restart fail its readiness check.
+LIMITATIONS: instances run on this machine only. A restart reuses the instance's port unless
+another program took it meanwhile (then it gets a new one: a ``port_changed`` event).
 """
 
 from __future__ import annotations
@@ -226,6 +226,8 @@ class Supervisor:
 
     async def _spawn(self, dep: Deployment, inst: Instance) -> None:
         svc, rec = dep.svc, inst.record
+        if rec.started_at is not None and not _port_free(rec.host, rec.port):
+            await self._move_port(dep, inst)
         facts = self.facts()
         naming_id = instance_id(facts.namespace, svc.name, rec.host, rec.port)
         rec.naming_id = naming_id
@@ -262,6 +264,21 @@ class Supervisor:
         rec.exit_code = None
         self._event(dep, EventKind.STARTED, f"pid {rec.pid} on port {rec.port}", instance=inst,
                     pid=rec.pid, port=rec.port)
+
+    async def _move_port(self, dep: Deployment, inst: Instance) -> None:
+        """Another program took the instance's port while it was down: give it a new one.
+
+        Restarting on the taken port would only fail readiness again and again (a crash loop);
+        callers do not notice the move: naming gets the new address, and the entry port forwards there.
+        """
+        rec = inst.record
+        old = rec.port
+        await self.naming.deregister(dep, inst)
+        await self.naming.forget(inst)  # the fault proxy in front of the old port
+        self._ports_in_use.discard(old)
+        rec.port = self._free_port(rec.host)
+        self._event(dep, EventKind.PORT_CHANGED, f"port {old} was taken while {rec.name} was down; now {rec.port}",
+                    instance=inst, old_port=old, port=rec.port)
 
     async def _await_ready(self, dep: Deployment, inst: Instance) -> None:
         """Poll readiness until it passes; DeployError on timeout or when the process exits first."""
@@ -585,6 +602,17 @@ class Supervisor:
             for dep in self.deployments.values() for inst in dep.instances.values()
             for rec in [inst.record]
         ]
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``port`` now (SO_REUSEADDR, as servers set: TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _signal_name(number: int) -> str:

@@ -31,7 +31,15 @@ from typing import Any
 
 import httpx
 from devbox.mocks.faults.api import FaultsApi
-from devbox.mocks.faults.errors import InvalidFault, NamingAbsent, UnknownFault, UnknownTarget
+from devbox.mocks.faults.entry import EntryProxy
+from devbox.mocks.faults.errors import (
+    EntryPortTaken,
+    FaultsDisabled,
+    InvalidFault,
+    NamingAbsent,
+    UnknownFault,
+    UnknownTarget,
+)
 from devbox.mocks.faults.proxy import FaultProxy, RequestHead
 from devbox.mocks.faults.rules import Decision, FaultSpec, Rule, decide, parse_traceparent
 from fastapi import APIRouter
@@ -55,6 +63,8 @@ class FaultsComponent(Component):
         self.enabled: bool = bool(getattr(section, "enabled", False))
         self.rules: dict[str, Rule] = {}
         self.proxies: dict[tuple[str, int], FaultProxy] = {}
+        #: service -> its stable entry port (see :mod:`devbox.mocks.faults.entry`), open until stop.
+        self.entries: dict[str, EntryProxy] = {}
         #: Instances whose heartbeats naming drops on our request.
         self.dropped: set[str] = set()
         self._spans: list[dict[str, Any]] = []
@@ -91,6 +101,31 @@ class FaultsComponent(Component):
         LOG.info("fault proxy for %s %s: %s:%s -> %s:%s", service, instance_id, *address, host, port)
         return address
 
+    async def entry(self, service: str, port: int | None = None, *, protocol: str = "http") -> tuple[str, int]:
+        """The service's stable entry address, opened on first call (at ``port``, or a free one).
+
+        Open whatever ``faults.enabled`` says: the entry is not a fault, it is what users call.
+        """
+        existing = self.entries.get(service)
+        if existing is not None and existing.address is not None:
+            return existing.address
+        naming = self.ctx.lookup(NamingPort)
+        if naming is None:
+            raise NamingAbsent("naming is not hosted: an entry port has no instance list to forward to")
+
+        def candidates() -> list[Any]:
+            return list(naming.instances(naming.namespace, service))
+
+        proxy = EntryProxy(service=service, mode="tcp" if protocol == "grpc" else "http", candidates=candidates)
+        try:
+            address = await proxy.start("127.0.0.1", port or 0)
+        except OSError as exc:
+            raise EntryPortTaken(f"entry port {port} of service {service} cannot be opened: {exc.strerror or exc}; "
+                                 "free it or choose another `port:` in devbox.yaml") from None
+        self.entries[service] = proxy
+        LOG.info("entry port of %s: %s:%s", service, *address)
+        return address
+
     async def release(self, instance_id: str) -> None:
         """The instance is gone for good: close the proxy in front of it."""
         for backend, proxy in list(self.proxies.items()):
@@ -109,6 +144,12 @@ class FaultsComponent(Component):
 
     def add_rule(self, spec: FaultSpec | Mapping[str, Any]) -> dict[str, Any]:
         """Add a rule; :class:`InvalidFault` (every problem in its reason) when it does not validate."""
+        if not self.enabled:
+            raise FaultsDisabled(
+                "faults are disabled in this project (faults.enabled is false): no fault proxy stands in "
+                "front of the instances, so the rule would change nothing. Set `faults: {enabled: true}` "
+                "in devbox.yaml and restart `devbox up` (scenario runs enable it themselves)"
+            )
         if not isinstance(spec, FaultSpec):
             try:
                 spec = FaultSpec.model_validate(spec)
@@ -285,9 +326,10 @@ class FaultsComponent(Component):
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        for proxy in list(self.proxies.values()):
+        for proxy in [*self.proxies.values(), *self.entries.values()]:
             await proxy.stop()
         self.proxies.clear()
+        self.entries.clear()
         if self._spans and self._http is not None and "otlp_http" in self.ctx.addresses:
             with contextlib.suppress(Exception):
                 await self._send(self._spans)
@@ -299,7 +341,8 @@ class FaultsComponent(Component):
 
     def info(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "rules": len(self.rules), "proxies": len(self.proxies),
-                "dropped_heartbeats": len(self.dropped)}
+                "dropped_heartbeats": len(self.dropped),
+                "entries": {s: p.address[1] for s, p in self.entries.items() if p.address is not None}}
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
         return [("api", FaultsApi(self).router())]

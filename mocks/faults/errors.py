@@ -4,7 +4,7 @@ promises its callers (and the ``KeyError``/``ValueError`` they caught before).""
 
 from __future__ import annotations
 
-from devbox.platform.errors import BadRequest, NotFound, Unavailable
+from devbox.platform.errors import BadRequest, Conflict, NotFound, Unavailable
 from devbox.platform.ports import PortError, UnknownInstance
 
 
@@ -26,3 +26,15 @@ class UnknownTarget(NotFound, UnknownInstance):
 
 class NamingAbsent(Unavailable, PortError):
     """Naming is not hosted: there are no heartbeats to drop."""
+
+
+class FaultsDisabled(Conflict, PortError):
+    """``faults.enabled`` is false: a rule would have no proxy to act in."""
+
+    code = "faults disabled"
+
+
+class EntryPortTaken(Conflict, PortError):
+    """The ``port:`` asked for a service's entry is in use."""
+
+    code = "entry port taken"

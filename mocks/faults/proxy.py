@@ -152,6 +152,10 @@ class FaultProxy:
         self.address = sock.getsockname()[:2]
         return self.address
 
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the instance behind the proxy; OSError when it refuses."""
+        return await asyncio.open_connection(*self.upstream, limit=MAX_HEAD)
+
     def _upstream_gone(self, writer: asyncio.StreamWriter) -> None:
         """The instance refuses connections (it died): behave as it does, so clients fail over.
 
@@ -229,7 +233,7 @@ class FaultProxy:
             await asyncio.sleep(decision.latency_ms / 1000)
             self._report(decision, head, start)
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream, limit=MAX_HEAD)
+            up_reader, up_writer = await self._open_upstream()
         except OSError:
             self._upstream_gone(writer)
             return
@@ -247,7 +251,7 @@ class FaultProxy:
         """Each chunk the client sends is one decision: a long-lived gRPC connection sees new rules."""
         peer = writer.get_extra_info("peername") or ("", 0)
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            up_reader, up_writer = await self._open_upstream()
         except OSError:
             self._upstream_gone(writer)
             return

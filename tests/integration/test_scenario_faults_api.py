@@ -12,8 +12,17 @@ from devbox.platform.ports import FaultFront
 from devbox.testing import running_platform
 
 
-def test_faults_crud_and_bad_input(tmp_path: Path) -> None:
+def test_a_fault_is_refused_while_faults_are_disabled(tmp_path: Path) -> None:
+    # issue 14: it answered 201 and then did nothing (no proxy stands in front of any instance)
     with running_platform(tmp_path, components=["naming", "faults"]) as p:
+        api = p.url("api") + "/api/faults"
+        refused = httpx.post(api, json={"service": "payment", "error_rate": 0.5})
+        assert refused.status_code == 409 and "faults.enabled is false" in refused.json()["reason"]
+        assert httpx.get(api).json() == {"enabled": False, "faults": [], "dropped_heartbeats": []}
+
+
+def test_faults_crud_and_bad_input(tmp_path: Path) -> None:
+    with running_platform(tmp_path, components=["naming", "faults"], faults={"enabled": True}) as p:
         api = p.url("api") + "/api/faults"
         created = httpx.post(api, json={"service": "payment", "caller": "orders", "error_rate": 0.5, "status": 502})
         assert created.status_code == 201, created.text
@@ -21,7 +30,7 @@ def test_faults_crud_and_bad_input(tmp_path: Path) -> None:
         assert rule["caller"] == "orders" and rule["stats"]["hits"] == 0
         assert httpx.get(f"{api}/{rule['id']}").json()["status"] == 502
         listed = httpx.get(api).json()
-        assert [f["id"] for f in listed["faults"]] == [rule["id"]] and listed["enabled"] is False
+        assert [f["id"] for f in listed["faults"]] == [rule["id"]] and listed["enabled"] is True
 
         bad = httpx.post(api, json={"service": "payment"})
         assert bad.status_code == 400 and "needs latency_ms, error_rate or abort_rate" in bad.json()["reason"]
