@@ -192,4 +192,5 @@ def allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
         if current is None:
             return ""
     fields = getattr(current, "model_fields", {})
-    return f" (allowed: {', '.join(k for k, f in fields.items() if not f.exclude)})" if fields else ""
+    # the key as written in the file: a field's alias (`register`), not its Python name (`registration`)
+    return f" (allowed: {', '.join(f.alias or k for k, f in fields.items() if not f.exclude)})" if fields else ""

@@ -130,7 +130,7 @@ def history(
 
 
 def test(
-    rule: str | None = typer.Argument(None, help="A loaded rule (group/name or name); or use --expr / --file."),
+    rule: str | None = typer.Argument(None, help="A loaded rule (group/name or name); or use --expr / --rule-file."),
     since: str = typer.Option("1h", "--since", help="Replay this far back."),
     step: str | None = typer.Option(None, "--step", help="Evaluation step (default: the rule interval)."),
     expr: str | None = typer.Option(None, "--expr", help="Test this PromQL instead of a loaded rule."),
@@ -152,7 +152,7 @@ def test(
     elif rule:
         body["id"] = rule
     else:
-        fail("name a loaded rule, or give --expr or --file", EXIT_USAGE)
+        fail("name a loaded rule, or give --expr or --rule-file", EXIT_USAGE)
     data = Api(config_file, timeout=60).post("/api/alerts/rules/test", json=body)
     if json_out:
         print_json(data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import typer
 from rich.console import Console
 
 from devbox import envvars
-from devbox.config import ConfigError, ProjectConfig, find_config, load_config
+from devbox.config import DEFAULT_FILE, ConfigError, ProjectConfig, find_config, load_config
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -71,13 +72,52 @@ def api_url(config_path: str | None = None) -> str:
     if os.environ.get(envvars.DEVBOX_API):
         return os.environ[envvars.DEVBOX_API].rstrip("/")
     source = find_config(config_path)
-    if source.exists():
-        config = config_or_exit(config_path)
-        runtime = read_runtime(config)
-        if runtime:
-            return str(runtime["api"]).rstrip("/")
-        return f"http://127.0.0.1:{config.platform.ports.api}"
-    return "http://127.0.0.1:7070"
+    if not source.exists():
+        fail(no_config_message(source), EXIT_USAGE)
+    config = config_or_exit(config_path)
+    runtime = read_runtime(config)
+    if runtime:
+        return str(runtime["api"]).rstrip("/")
+    return f"http://127.0.0.1:{config.platform.ports.api}"
+
+
+def registry_dir() -> Path:
+    """Where every running devbox leaves a card (pid, project, config file, API), so that a command
+    run outside any project can say which ones run. Removed on a clean stop; a card whose pid is
+    gone (kill -9) is ignored and swept by the next reader."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "devbox" / "running"
+
+
+def running_platforms() -> list[dict[str, Any]]:
+    """The cards of the devboxes running on this machine, oldest first."""
+    cards = []
+    try:
+        paths = list(registry_dir().glob("*.json"))
+    except OSError:
+        return []
+    for path in paths:
+        try:
+            card = json.loads(path.read_text())
+            os.kill(int(card["pid"]), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        cards.append(card)
+    return sorted(cards, key=lambda c: c.get("started_at") or 0)
+
+
+def no_config_message(source: Path) -> str:
+    """No devbox.yaml where the command looked: say so, and which projects run elsewhere."""
+    where = (f"no {source.name} in {source.absolute().parent}" if source.name == DEFAULT_FILE and not source.parent.name
+             else f"{source} does not exist")
+    cards = running_platforms()
+    if not cards:
+        return f"{where}; no devbox is running on this machine (`devbox init` writes a starter project)"
+    running = "; ".join(f"{c.get('project') or '?'} ({c.get('config') or '?'}, {c.get('api')})" for c in cards)
+    return f"{where}. Running on this machine: {running}. Pass -f <devbox.yaml> or run from that folder"
 
 
 class Api:
@@ -99,12 +139,7 @@ class Api:
                 EXIT_NOT_RUNNING,
             )
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                reason = body.get("reason") or body.get("error") or body.get("detail") or body
-            except ValueError:
-                reason = response.text
-            fail(f"{method} {path}: {response.status_code}: {reason}")
+            fail(refusal(response))
         if not response.content:
             return None
         try:
@@ -120,6 +155,52 @@ class Api:
 
     def delete(self, path: str, **kwargs: Any) -> Any:
         return self.request("DELETE", path, **kwargs)
+
+
+def refusal(response: httpx.Response) -> str:
+    """What the platform's refusal means for the user: its reason with durations readable, not the
+    raw route and status (a route is an implementation detail; a bare status says nothing)."""
+    reason: Any = None
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text.strip()
+    if isinstance(body, dict):
+        reason = body.get("reason") or body.get("detail") or body.get("error")
+        if isinstance(reason, list):  # FastAPI's validation detail: [{"loc": [...], "msg": ...}]
+            reason = "; ".join(f"{'.'.join(map(str, d.get('loc', [])[1:]))}: {d.get('msg')}" if isinstance(d, dict)
+                               else str(d) for d in reason)
+    elif body:
+        reason = body
+    phrase = response.reason_phrase or str(response.status_code)
+    if not reason or str(reason).strip().lower() == phrase.lower():
+        parts = response.request.url.path.strip("/").split("/")
+        part = parts[1] if len(parts) > 1 and parts[0] == "api" else parts[0]
+        if response.status_code == 404:
+            return f"this devbox does not serve {part or 'that'} (is that component running? `devbox status`)"
+        return f"the platform refused the request: {response.status_code} {phrase}"
+    return humanize_durations(str(reason))
+
+
+_MS = re.compile(r"\b(\d+(?:\.\d+)?) ?ms\b")
+
+
+def human_duration(seconds: float) -> str:
+    """``1h``, ``15m``, ``1m30s``, ``2d``, ``250ms``: the units a user would type."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    out, rest = [], round(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            out.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(out[:2])
+
+
+def humanize_durations(text: str) -> str:
+    """``3600000 ms`` in a message from the API becomes ``1h`` (milliseconds under a second stay)."""
+    return _MS.sub(lambda m: human_duration(float(m.group(1)) / 1000) if float(m.group(1)) >= 1000 else m.group(0),
+                   text)
 
 
 def print_json(data: Any) -> None:

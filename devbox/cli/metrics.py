@@ -9,6 +9,7 @@ devbox metrics query --promql 'sum by (callee) (rate(rpc_server_requests_total[1
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from typing import Any
@@ -66,23 +67,41 @@ def ls(
         )
 
 
-def _spark(values: list[float]) -> str:
-    finite = [v for v in values if math.isfinite(v)]
+def _spark(values: list[float | None]) -> str:
+    """One character per point; a gap (the API sends ``null`` for a step with no data) or NaN is a blank."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return ""
     lo, hi = min(finite), max(finite)
     if hi - lo <= 1e-9 * max(abs(hi), abs(lo), 1.0):  # flat (up to rounding): a level line
-        return "".join(_SPARK[3] if math.isfinite(v) else " " for v in values)
+        return "".join(_SPARK[3] if v is not None and math.isfinite(v) else " " for v in values)
     span = hi - lo
-    return "".join(_SPARK[int((v - lo) / span * (len(_SPARK) - 1))] if math.isfinite(v) else " " for v in values)
+    return "".join(_SPARK[int((v - lo) / span * (len(_SPARK) - 1))] if v is not None and math.isfinite(v) else " "
+                   for v in values)
 
 
-def _fmt(v: float) -> str:
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
     if not math.isfinite(v):
         return str(v)
     if v == int(v) and abs(v) < 1e12:
         return str(int(v))
     return f"{v:.4g}"
+
+
+def labels_text(labels: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in labels.items()) or "(all)"
+
+
+def summary(values: list[float | None]) -> tuple[str, str, str, str]:
+    """Last, min, avg and max of a series as table cells; gaps (``None``) and NaN are left out,
+    and the last value is the last point that has one."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return "-", "-", "-", "-"
+    last = next(v for v in reversed(values) if v is not None and math.isfinite(v))
+    return _fmt(last), _fmt(min(finite)), _fmt(sum(finite) / len(finite)), _fmt(max(finite))
 
 
 @metrics_app.command("query")
@@ -141,20 +160,16 @@ def query(
         return
     series = data["series"]
     if not series:
+        known = {m["name"] for m in api.get("/api/metrics/ls")["metrics"]}
+        if metric not in known:
+            close = difflib.get_close_matches(metric, sorted(known), n=1)
+            fail(f"no metric or indicator named {metric!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                 + " (`devbox metrics ls` lists them)")
         console.print(f"no data for {metric} in the last {since}")
         return
     table = Table("series", "last", "min", "avg", "max", f"last {since}", box=None, header_style="bold")
     for s in series:
         values = [v for _, v in s["points"]]
-        finite = [v for v in values if math.isfinite(v)] or [math.nan]
-        labels = ", ".join(f"{k}={v}" for k, v in s["labels"].items()) or "(all)"
-        table.add_row(
-            labels,
-            _fmt(values[-1]),
-            _fmt(min(finite)),
-            _fmt(sum(finite) / len(finite)),
-            _fmt(max(finite)),
-            _spark(values),
-        )
+        table.add_row(labels_text(s["labels"]), *summary(values), _spark(values))
     console.print(f"[bold]{metric}[/] [dim]{data['expr']} · step {data['step']:g}s[/]")
     console.print(table)

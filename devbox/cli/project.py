@@ -44,6 +44,7 @@ from devbox.cli.common import (
     fail,
     print_json,
     read_runtime,
+    registry_dir,
     runtime_path,
 )
 from devbox.config import DEFAULT_FILE, ProjectConfig, json_schema
@@ -166,9 +167,16 @@ def _write_runtime(config: ProjectConfig, platform: Platform) -> None:
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(runtime_path(config))
     (state / PIDFILE).write_text(f"{os.getpid()}\n")
+    try:  # the machine-wide card: best effort, a read-only home must not stop `up`
+        card = registry_dir() / f"{os.getpid()}.json"
+        card.parent.mkdir(parents=True, exist_ok=True)
+        card.write_text(json.dumps({**data, "project": config.project}))
+    except OSError as exc:
+        LOG.info("cannot write %s: %s", registry_dir(), exc)
 
 
 def _clear_runtime(config: ProjectConfig) -> None:
+    (registry_dir() / f"{os.getpid()}.json").unlink(missing_ok=True)
     for path in (runtime_path(config), config.state_path / PIDFILE):
         try:
             if path.name == PIDFILE and path.read_text().strip() != str(os.getpid()):
@@ -222,21 +230,51 @@ async def _serve(config: ProjectConfig, *, components: list[str] | None = None) 
     finally:
         if any(c.state is not ComponentState.NEW for c in platform.components.values()):
             console.print("stopping…", style="dim")
-            await platform.stop()
+            shutdown = _ShutdownCancels()
+            logging.getLogger("uvicorn.error").addFilter(shutdown)
+            try:
+                await platform.stop()
+            finally:
+                logging.getLogger("uvicorn.error").removeFilter(shutdown)
         _clear_runtime(config)
+
+
+class _ShutdownCancels(logging.Filter):
+    """uvicorn says ``ERROR: Cancel 3 running task(s), timeout graceful shutdown exceeded`` when
+    requests are still open as it stops: long-polls (naming watch, event streams) that wait for a
+    change by design. Closing them is what a stop should do, not an error: the line is kept, as
+    INFO with what it means (seen with `up -v`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        match = re.match(r"Cancel (\d+) running task\(s\), timeout graceful shutdown exceeded", message)
+        if match:
+            record.msg, record.args = ("closed %s open request(s) at shutdown (long-polls waiting for a change, "
+                                       "such as naming watch)"), (match.group(1),)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return LOG.isEnabledFor(logging.INFO) or logging.getLogger().isEnabledFor(logging.INFO)
+        return True
 
 
 async def _run_deploy(config: ProjectConfig, deploy: Any, stop: asyncio.Event, *, t0: float,
                       live_mode: bool) -> int:
+    unregistered: dict[str, str] = {}  # instance -> why naming does not list it (register failed / never self)
+
     def on_event(event: Any) -> None:
-        if live_mode and event.kind.value not in ("crashed", "crash_loop", "reload", "reloaded", "reload_failed",
-                                                  "build_failed", "not_ready"):
+        registration_failed = event.kind.value == "registered" and event.data.get("ok") is False
+        if event.kind.value == "registered" and event.instance:
+            if registration_failed:
+                unregistered[f"{event.service}/{event.instance}"] = event.message
+            else:
+                unregistered.pop(f"{event.service}/{event.instance}", None)
+        if live_mode and not registration_failed and event.kind.value not in (
+                "crashed", "crash_loop", "reload", "reloaded", "reload_failed", "build_failed", "not_ready"):
             return
         target = live.console if live is not None else console
         stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
         where = f"{event.service}/{event.instance}" if event.instance else event.service
-        style = "red" if event.kind.value in ("crashed", "crash_loop", "build_failed", "not_ready",
-                                              "reload_failed") else None
+        style = "red" if registration_failed or event.kind.value in (
+            "crashed", "crash_loop", "build_failed", "not_ready", "reload_failed") else None
         target.print(Text(f"{stamp} {where} {event.kind.value}: {event.message}", style=style or ""), soft_wrap=True)
 
     live: Live | None = None
@@ -263,15 +301,26 @@ async def _run_deploy(config: ProjectConfig, deploy: Any, stop: asyncio.Event, *
                 err_console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
             err_console.print("devbox up failed; everything it started is being stopped", style="red")
             return EXIT_FAILED
-        services = len(config.services)
-        message = f"all {services} service(s) ready in {time.monotonic() - t0:.2f}s; Ctrl-C stops everything"
-        (live.console if live is not None else console).print(message)
+        out = live.console if live is not None else console
+        out.print(_ready_message(len(config.services), time.monotonic() - t0, unregistered), highlight=False,
+                  soft_wrap=True)
         await stop.wait()
         return 0
     finally:
         if live is not None:
             live.stop()
         deploy.ctx.events.deploy_event.remove_listener(on_event)
+
+
+def _ready_message(services: int, seconds: float, unregistered: dict[str, str]) -> str:
+    """The line `up` ends its start with. Running but not registered in naming is not "ready":
+    callers that discover through naming cannot reach those instances, so the line says so."""
+    if not unregistered:
+        return f"all {services} service(s) ready in {seconds:.2f}s; Ctrl-C stops everything"
+    names = escape(", ".join(sorted(unregistered)))
+    return (f"[yellow]all {services} service(s) running in {seconds:.2f}s, but {len(unregistered)} instance(s) "
+            f"not registered in naming: {names}[/] — callers cannot discover them "
+            "(`devbox logs SERVICE` shows why; `devbox naming ls`); Ctrl-C stops everything")
 
 
 def _table(deploy: Any) -> Table:
@@ -336,7 +385,7 @@ def _wait_detached(config: ProjectConfig, proc: subprocess.Popen[bytes], log_pat
                 fail(f"devbox up exited with code {code} (log: {log_path})", code or EXIT_FAILED)
             runtime = read_runtime(config)
             if runtime and runtime.get("pid") == proc.pid:
-                answer = _get_json(runtime["api"] + "/api/deploy/services")
+                answer = _get_json(runtime["api"] + "/api/deploy/services", config.platform.token)
                 if answer is not None and not answer.get("deploying", False):
                     if answer.get("errors"):
                         time.sleep(0.2)
@@ -352,11 +401,11 @@ def _wait_detached(config: ProjectConfig, proc: subprocess.Popen[bytes], log_pat
     return runtime
 
 
-def _get_json(url: str) -> Any:
+def _get_json(url: str, token: str | None = None) -> Any:
     import httpx
 
     try:
-        response = httpx.get(url, timeout=2.0, headers=_auth_headers())
+        response = httpx.get(url, timeout=2.0, headers=_auth_headers(token))
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
@@ -364,10 +413,10 @@ def _get_json(url: str) -> Any:
     return response.json()
 
 
-def _auth_headers() -> dict[str, str]:
+def _auth_headers(token: str | None = None) -> dict[str, str]:
     from devbox import envvars
 
-    token = os.environ.get(envvars.DEVBOX_TOKEN)
+    token = os.environ.get(envvars.DEVBOX_TOKEN) or token  # the config's token already includes the env's
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
@@ -431,31 +480,26 @@ def status(config_file: str | None = ConfigOption, as_json: bool = JsonOption) -
     """Services, instances, ports, health and restarts of the running devbox."""
     api = Api(config_file)
     platform = api.get("/api/platform")
-    deployed = api.get("/api/deploy/services") if "deploy" in platform.get("components", {}) else None
+    components = platform.get("components", {})
+    deployed = api.get("/api/deploy/services") if "deploy" in components else None
+    declared = {d["service"] for d in (deployed or {}).get("services", [])}
+    strangers = _unknown_senders(api, declared) if deployed is not None and "tracing" in components else []
     if as_json:
-        print_json({"platform": platform, **(deployed or {"services": [], "phase": {}, "errors": []})})
+        print_json({"platform": platform, **(deployed or {"services": [], "phase": {}, "errors": []}),
+                    "unknown_senders": strangers})
         return
     listeners = ", ".join(f"{n} {v['port']}" for n, v in platform.get("listeners", {}).items())
     console.print(f"[bold]{platform.get('project')}[/] devbox {platform.get('version')} — {listeners}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     if not deployed or not deployed.get("services"):
         console.print("no services deployed" + (" yet" if deployed and deployed.get("deploying") else ""))
     else:
-        table = Table(header_style="bold")
-        for column in ("service", "instance", "state", "health", "port", "pid", "restarts", "uptime", "id"):
-            table.add_column(column)
-        now = time.time()
-        for dep in deployed["services"]:
-            label = dep["service"] if dep["group"] == "default" else f"{dep['service']}@{dep['group']}"
-            if not dep["instances"]:
-                table.add_row(label, "-", "scaled to 0", "", "", "", "", "", "")
-            for inst in dep["instances"]:
-                up_for = f"{now - inst['started_at']:.0f}s" if inst["started_at"] and inst["pid"] else ""
-                health = "[green]healthy[/]" if inst["healthy"] else "[red]unhealthy[/]"
-                table.add_row(label, inst["name"], Text(inst["state"], style=STATE_STYLE.get(inst["state"], "")),
-                              health if inst["pid"] else "", str(inst["port"]), str(inst["pid"] or ""),
-                              str(inst["restarts"]), up_for, (inst["id"] or "")[:12])
-        console.print(table, width=None if console.is_terminal else 200)
+        width = _width()
+        console.print(_status_table(deployed["services"], time.time(), width), width=width)
+    if strangers:
+        console.print(f"[yellow]spans also arrive from services not in devbox.yaml:[/] {', '.join(strangers)} "
+                      "[dim](another tool exporting to this devbox's ports? they are kept apart from the project)[/]",
+                      highlight=False, soft_wrap=True)
     for error in (deployed or {}).get("errors", []):
         err_console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
     bad = [i for d in (deployed or {}).get("services", []) for i in d["instances"]
@@ -464,13 +508,76 @@ def status(config_file: str | None = ConfigOption, as_json: bool = JsonOption) -
         raise typer.Exit(EXIT_FAILED)
 
 
+#: Status columns, most important first: when the terminal is too narrow the last ones are dropped
+#: (whole columns, never a clipped service name).
+STATUS_COLUMNS = ("service", "instance", "state", "port", "health", "restarts", "pid", "uptime", "id")
+
+
+def _width() -> int:
+    """The terminal's width, or COLUMNS; a pipe with neither gets every column."""
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console.width
+    return 200
+
+
+def _status_rows(services: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for dep in services:
+        label = dep["service"] if dep["group"] == "default" else f"{dep['service']}@{dep['group']}"
+        if not dep["instances"]:
+            rows.append({"service": label, "instance": "-", "state": "scaled to 0"})
+        for inst in dep["instances"]:
+            rows.append({
+                "service": label, "instance": inst["name"], "state": inst["state"],
+                "health": ("healthy" if inst["healthy"] else "unhealthy") if inst["pid"] else "",
+                "port": str(inst["port"]), "pid": str(inst["pid"] or ""), "restarts": str(inst["restarts"]),
+                "uptime": f"{now - inst['started_at']:.0f}s" if inst["started_at"] and inst["pid"] else "",
+                "id": (inst["id"] or "")[:12],
+            })
+    return rows
+
+
+def _status_table(services: list[dict[str, Any]], now: float, width: int) -> Table:
+    rows = _status_rows(services, now)
+    columns = list(STATUS_COLUMNS)
+
+    def needed(cols: list[str]) -> int:  # rich's default box: one border + a space each side per column
+        return 1 + sum(3 + max(len(c), *(len(r.get(c, "")) for r in rows)) for c in cols)
+
+    while len(columns) > 3 and needed(columns) > width:
+        columns.pop()
+    table = Table(header_style="bold")
+    for column in columns:
+        # names are never clipped with "…": a cell that still does not fit folds onto a second line
+        table.add_column(column, overflow="fold", no_wrap=column in ("service", "instance"))
+    for row in rows:
+        cells: list[Any] = []
+        for column in columns:
+            value = row.get(column, "")
+            if column == "state":
+                cells.append(Text(value, style=STATE_STYLE.get(value, "")))
+            elif column == "health":
+                cells.append(Text(value, style="green" if value == "healthy" else "red"))
+            else:
+                cells.append(value)
+        table.add_row(*cells)
+    return table
+
+
+def _unknown_senders(api: Api, declared: set[str]) -> list[str]:
+    """Service names that sent spans (still stored) but are not services of devbox.yaml."""
+    senders = api.get("/api/traces/services").get("services", [])
+    return sorted(s for s in senders if s not in declared)
+
+
 # --- logs ---------------------------------------------------------------------------------------
 
 
 def logs(
     service: str = typer.Argument(..., help="Service name as in devbox.yaml."),
     config_file: str | None = ConfigOption,
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (Ctrl-C stops)."),
+    # not -f: that is --file on every command (the README passes `-f devbox.yaml` everywhere); -F as in tail
+    follow: bool = typer.Option(False, "--follow", "-F", help="Keep printing new lines (Ctrl-C stops)."),
     instance: str | None = typer.Option(None, "--instance", "-i", help="Only this instance (e.g. orders-2)."),
     grep: str | None = typer.Option(None, "--grep", "-g", help="Only lines matching this regular expression."),
     lines: int = typer.Option(100, "--lines", "-n", min=0, help="How many past lines per instance."),

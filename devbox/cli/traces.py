@@ -174,11 +174,15 @@ def why(
 
 def fanout(
     lookback: str = typer.Option("1h", "--lookback", help="Window of traces to average over (15m, 1h)."),
+    probes: bool = typer.Option(False, "--probes", help="Include health-probe entries (GET /healthz, grpc.health)."),
     config_file: str | None = ConfigOption,
     json_out: bool = JsonOption,
 ) -> None:
-    """Per entry operation: how many calls each downstream service/operation gets per entry request."""
-    params = {"lookback": _duration_option(lookback, "--lookback", "m") // 1000}
+    """Per entry operation: how many calls each downstream service/operation gets per entry request
+    (health probes left out unless --probes)."""
+    params: dict[str, Any] = {"lookback": _duration_option(lookback, "--lookback", "m") // 1000}
+    if probes:
+        params["probes"] = "true"
     data = Api(config_file, timeout=60).get("/api/traces/fanout", params=params)
     if json_out:
         print_json(data)

@@ -3,8 +3,9 @@ path, topology and fan-out. Handlers raise :mod:`devbox.platform.errors`; the ``
 renders them as ``{"error", "reason"}``. The CLI and dashboard read it.
 
 Routes: ``GET /api/traces`` (service, errors, min_duration µs, lookback ms, limit, probes),
-``GET /api/traces/fanout``, ``GET /api/traces/{id}``, ``GET /api/traces/{id}/why``,
-``GET /api/traces/{id}/critical-path``, ``GET /api/topology`` (service, lookback ms, end ms).
+``GET /api/traces/fanout`` (lookback, end, probes), ``GET /api/traces/services``, ``GET /api/traces/{id}``,
+``GET /api/traces/{id}/why``, ``GET /api/traces/{id}/critical-path``,
+``GET /api/topology`` (service, lookback ms, end ms).
 """
 
 from __future__ import annotations
@@ -54,8 +55,17 @@ class TracesApi:
         return {"traces": await self.collector.summaries(query)}
 
     async def fanout(self, lookback: int = Query(DEFAULT_WINDOW_MS, gt=0, le=MAX_MS),
-                     end: int | None = Query(None, ge=0, le=MAX_MS)) -> Any:
-        return await self.collector.fanout(*_window(end, lookback))
+                     end: int | None = Query(None, ge=0, le=MAX_MS),
+                     probes: bool = Query(False, description="Include health-probe entries, as /api/traces.")) -> Any:
+        result = await self.collector.fanout(*_window(end, lookback))
+        if not probes:
+            result["entries"] = [e for e in result["entries"] if e["operation"] not in PROBE_NAMES]
+        return result
+
+    async def services(self) -> Any:
+        """Every service name that sent a span (still stored): ``devbox status`` shows senders that
+        are not in devbox.yaml, e.g. an unrelated tool exporting to the default ports."""
+        return {"services": await self.collector.services()}
 
     async def get_trace(self, trace_id: str) -> Any:
         tid = normalise_trace_id(trace_id)
@@ -98,6 +108,7 @@ def router(collector: Collector) -> APIRouter:
     r = APIRouter(prefix="/api", tags=["tracing"])
     r.add_api_route("/traces", api.list_traces, methods=["GET"])
     r.add_api_route("/traces/fanout", api.fanout, methods=["GET"])
+    r.add_api_route("/traces/services", api.services, methods=["GET"])
     r.add_api_route("/traces/{trace_id}", api.get_trace, methods=["GET"])
     r.add_api_route("/traces/{trace_id}/why", api.why, methods=["GET"])
     r.add_api_route("/traces/{trace_id}/critical-path", api.critical_path, methods=["GET"])
