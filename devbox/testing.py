@@ -3,6 +3,11 @@
 ``with running_platform(tmp_path) as p: httpx.get(p.url("api") + "/healthz")``. The platform runs
 on its own asyncio loop in a daemon thread; :meth:`PlatformThread.call` runs a coroutine there.
 The pytest plugin (:mod:`devbox.pytest_plugin`) wraps this as the ``devbox_platform`` fixture.
+:func:`wait_for` is the one way a test waits: a deadline on the condition it then asserts.
+
+The platform itself is imported when a platform starts, not with this module: the pytest plugin
+imports this module in every pytest run (also ``pytest scenarios/...``), and importing every
+component costs seconds on a busy machine before a single test is collected.
 """
 
 from __future__ import annotations
@@ -11,15 +16,34 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Coroutine, Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from devbox.config import ProjectConfig
-from devbox.platform.component import Component
-from devbox.platform.platform import Platform
+if TYPE_CHECKING:
+    from devbox.config import ProjectConfig
+    from devbox.platform.component import Component
+    from devbox.platform.platform import Platform
 
 T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], timeout: float = 30.0, what: str = "condition", *, every: float = 0.1) -> T:
+    """Poll ``check`` until it returns something truthy, and return that; fail after ``timeout`` s.
+
+    ``check`` must test exactly what the test asserts next (not a sign that usually comes first):
+    on a busy machine the order in which things become true is not the order seen on a fast one.
+    The failure names ``what`` and the last value seen, so a timeout says what was still missing.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last seen: {last!r}")
+        time.sleep(every)
 
 
 class PlatformThread:
@@ -39,6 +63,8 @@ class PlatformThread:
         self.loop.close()
 
     async def _main(self) -> None:
+        from devbox.platform.platform import Platform
+
         try:
             self.platform = Platform(self.config, components=self._components)
             await self.platform.start()
@@ -88,6 +114,8 @@ def running_platform(
     if config is None:
         if root is None:
             raise ValueError("give root (a folder for state) or a config")
+        from devbox.config import ProjectConfig
+
         config = ProjectConfig.for_tests(root, **overrides)
     thread = PlatformThread(config, components=components)
     thread.start()

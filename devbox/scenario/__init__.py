@@ -45,15 +45,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from devbox.scenario.session import AssertionFailed, Session, StepError
+if TYPE_CHECKING:
+    from devbox.scenario.session import AssertionFailed, Session, StepError
 
 __all__ = ["AssertionFailed", "Session", "StepError", "open_session"]
+
+
+def __getattr__(name: str) -> Any:
+    # The session imports every component; it is loaded on first use so that importing a light
+    # part of this package (the pytest plugin, loaded by every pytest run) does not cost seconds.
+    if name in ("AssertionFailed", "Session", "StepError"):
+        from devbox.scenario import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_session(config: str | os.PathLike[str] | None = None, **kwargs: Any) -> Session:
     """A :class:`Session` for the project's devbox.yaml (``config``, else ./devbox.yaml)."""
     from devbox.config import load_config
+    from devbox.scenario.session import Session
 
     return Session(load_config(Path(config) if config else None), **kwargs)

@@ -18,15 +18,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from devbox.config import DEFAULT_FILE, ConfigError, ProjectConfig, load_config
-from devbox.scenario.loader import ScenarioError, is_scenario_file, load_file
-from devbox.scenario.model import Scenario
-from devbox.scenario.runner import Outcome, run_scenario
-from devbox.scenario.session import Session
+# The config, the runner and the session import every component: they are imported when a scenario
+# file is collected or a devbox_* fixture is used, so that every other pytest run (this plugin is
+# loaded by all of them) does not pay seconds for them before collecting anything.
+if TYPE_CHECKING:
+    from devbox.config import ProjectConfig
+    from devbox.scenario.model import Scenario
+    from devbox.scenario.session import Session
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,6 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    from devbox.scenario.loader import is_scenario_file
+
     if is_scenario_file(file_path):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
@@ -43,6 +47,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 def project_for(path: Path) -> Path | None:
     """The nearest devbox.yaml at or above ``path``'s folder."""
+    from devbox.config import DEFAULT_FILE
+
     for folder in [path.parent, *path.parent.parents]:
         if (folder / DEFAULT_FILE).is_file():
             return folder / DEFAULT_FILE
@@ -55,6 +61,9 @@ class ScenarioFailed(Exception):
 
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
+        from devbox.config import ConfigError, load_config
+        from devbox.scenario.loader import ScenarioError, load_file
+
         config_path = project_for(self.path)
         if config_path is None:
             raise self.CollectError(f"{self.path}: no devbox.yaml in this folder or above it")
@@ -77,6 +86,8 @@ class ScenarioItem(pytest.Item):
         self.project = project
 
     def runtest(self) -> None:
+        from devbox.scenario.runner import Outcome, run_scenario
+
         seed = self.config.getoption("--devbox-seed", default=None)
         result = run_scenario(self.scenario, self.project, seed=seed)
         lines = [f"seed {result.seed}"] + [
@@ -97,6 +108,8 @@ class ScenarioItem(pytest.Item):
 
 
 def _project(request: pytest.FixtureRequest, config: str | Path | None) -> ProjectConfig:
+    from devbox.config import DEFAULT_FILE, load_config
+
     chosen = config or request.config.getoption("--devbox-config", default=None)
     if chosen is None:
         chosen = Path(str(request.config.rootpath)) / DEFAULT_FILE
@@ -109,6 +122,8 @@ def devbox_scenario(request: pytest.FixtureRequest) -> Iterator[Callable[..., Se
     with contextlib.ExitStack() as stack:
 
         def make(config: str | Path | None = None, **kwargs: Any) -> Session:
+            from devbox.scenario.session import Session
+
             kwargs.setdefault("seed", request.config.getoption("--devbox-seed", default=None))
             return stack.enter_context(Session(_project(request, config), **kwargs))
 
