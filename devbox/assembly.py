@@ -119,6 +119,9 @@ class PlatformConfig(BaseModel):
     ports: Ports = Field(default_factory=Ports)
     state_dir: str = Field(".devbox", description="Where state lives, relative to devbox.yaml.")
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Larger request bodies get 413.")
+    read_timeout: float = Field(
+        30.0, gt=0, description="Seconds a request body may stall before the request gets 408 and is closed."
+    )
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> PlatformConfig:

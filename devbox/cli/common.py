@@ -120,15 +120,27 @@ def no_config_message(source: Path) -> str:
     return f"{where}. Running on this machine: {running}. Pass -f <devbox.yaml> or run from that folder"
 
 
+def api_token(config_path: str | None = None) -> str | None:
+    """The token the running platform wants: $DEVBOX_TOKEN, else ``platform.token`` of devbox.yaml
+    (load_config already prefers the environment's), None when neither is set."""
+    if os.environ.get(envvars.DEVBOX_TOKEN):
+        return os.environ[envvars.DEVBOX_TOKEN]
+    source = find_config(config_path)
+    return config_or_exit(config_path).platform.token if source.exists() else None
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The header that carries the platform token (none when no token is set)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 class Api:
     """A small client of the devbox HTTP API that turns failures into CLI errors."""
 
     def __init__(self, config_path: str | None = None, *, timeout: float = 10.0) -> None:
         self.base = api_url(config_path)
-        headers = {}
-        if os.environ.get(envvars.DEVBOX_TOKEN):
-            headers["Authorization"] = f"Bearer {os.environ[envvars.DEVBOX_TOKEN]}"
-        self.http = httpx.Client(base_url=self.base, timeout=timeout, headers=headers)
+        self.token = api_token(config_path)
+        self.http = httpx.Client(base_url=self.base, timeout=timeout, headers=auth_headers(self.token))
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

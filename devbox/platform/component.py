@@ -82,6 +82,9 @@ class PlatformSettings(Protocol):
     @property
     def max_body_bytes(self) -> int: ...
 
+    @property
+    def read_timeout(self) -> float: ...
+
 
 class ProjectSettings(Protocol):
     """What the platform layer reads of the project config (the assembled ``ProjectConfig``).

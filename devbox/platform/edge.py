@@ -132,3 +132,51 @@ class ApiErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # 
                     response_serializer=handler.response_serializer,
                 )
         return handler
+
+
+#: devbox's error body, as the OpenAPI schema documents it.
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error", "reason"],
+    "properties": {
+        "error": {"type": "string", "description": "a short machine-readable word"},
+        "reason": {"type": "string", "description": "what was wrong and what to do"},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+#: What a devbox listener answers for a refused request, as documented on every operation.
+ERROR_RESPONSES = {
+    "400": "invalid request: a parameter or the body is malformed (reasons name each)",
+}
+
+
+def openapi_without_422(app: Any) -> Callable[[], dict[str, Any]]:
+    """``app.openapi`` documenting what devbox answers: FastAPI documents a 422 validation error on
+    every operation with parameters, but the edge answers those as 400 in devbox's error shape, so
+    the 422 is replaced by 400 (a 422 a route declares itself, e.g. deploy's, stays)."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema  # type: ignore[no-any-return]
+        schema: dict[str, Any] = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Error"] = ERROR_SCHEMA
+        ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses") if isinstance(operation, dict) else None
+                if responses is None:
+                    continue
+                if "HTTPValidationError" in str(responses.get("422", "")):
+                    del responses["422"]
+                    responses.setdefault("400", {"description": ERROR_RESPONSES["400"], **ref})
+        if "HTTPValidationError" not in str(schema.get("paths")):
+            for unused in ("HTTPValidationError", "ValidationError"):
+                components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    return openapi

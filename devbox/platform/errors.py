@@ -38,6 +38,14 @@ class Unauthorized(ApiError):
     grpc_status = "UNAUTHENTICATED"
 
 
+class MethodNotAllowed(ApiError):
+    """The path exists but not for this method (what the router answers, in the listener's shape)."""
+
+    status = 405
+    code = "method_not_allowed"
+    grpc_status = "UNIMPLEMENTED"
+
+
 class NotFound(ApiError):
     status = 404
     code = "not_found"
@@ -89,6 +97,7 @@ __all__ = [
     "BadRequest",
     "Busy",
     "Conflict",
+    "MethodNotAllowed",
     "NotFound",
     "TooLarge",
     "Unauthorized",

@@ -21,10 +21,11 @@ import grpc
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import devbox
 from devbox.platform import registry
+from devbox.platform.auth import TokenInterceptor
 from devbox.platform.component import (
     API_LISTENER,
     Component,
@@ -34,8 +35,8 @@ from devbox.platform.component import (
     PlatformContext,
     ProjectSettings,
 )
-from devbox.platform.edge import ApiErrorInterceptor, api_error_handler
-from devbox.platform.errors import ApiError
+from devbox.platform.edge import ApiErrorInterceptor, api_error_handler, openapi_without_422
+from devbox.platform.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
 from devbox.platform.events import Events
 from devbox.platform.http import BodyLimitMiddleware, TokenMiddleware
 
@@ -159,19 +160,45 @@ class Platform:
             redoc_url=None,
             openapi_url="/openapi.json" if api else None,
         )
-        app.add_middleware(BodyLimitMiddleware, max_bytes=self.config.platform.max_body_bytes)
+        app.add_middleware(
+            BodyLimitMiddleware,
+            max_bytes=self.config.platform.max_body_bytes,
+            read_timeout=self.config.platform.read_timeout,
+        )
         if self.config.platform.token:
             app.add_middleware(TokenMiddleware, token=self.config.platform.token)
 
-        @app.exception_handler(RequestValidationError)
-        async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-            reasons = [
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-            ]
-            return JSONResponse({"error": "invalid request", "reasons": reasons}, status_code=400)
+        # The listener's one error map: every ApiError a handler raises, in the protocol's shape —
+        # and so are the refusals FastAPI makes itself (invalid parameters, unknown path or method).
+        handle = api_error_handler(self._listeners[listener])
 
-        # The listener's one error map: every ApiError a handler raises, in the protocol's shape.
-        app.add_exception_handler(ApiError, api_error_handler(self._listeners[listener]))
+        async def _invalid(request: Request, exc: Exception) -> Any:
+            errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+            reasons = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in errors]
+            refused = BadRequest("; ".join(reasons) or "invalid request", code="invalid request",
+                                 detail={"reasons": reasons})
+            return await handle(request, refused)
+
+        async def _routing(request: Request, exc: Exception) -> Any:
+            status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
+            if status == 405:
+                refused: ApiError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+            elif status == 404:
+                refused = NotFound(f"no such endpoint: {request.method} {request.url.path}")
+            else:
+                detail = exc.detail if isinstance(exc, StarletteHTTPException) else str(exc)
+                refused = ApiError(str(detail))
+                refused.status = status
+            response = await handle(request, refused)
+            for key, value in (getattr(exc, "headers", None) or {}).items():
+                response.headers.setdefault(key, value)
+            return response
+
+        app.add_exception_handler(RequestValidationError, _invalid)
+        app.add_exception_handler(StarletteHTTPException, _routing)
+        app.add_exception_handler(ApiError, handle)
+        if api:
+            app.openapi = openapi_without_422(app)  # type: ignore[method-assign]
         if api:
             self._platform_routes(app)
         for router in routers:
@@ -261,7 +288,10 @@ class Platform:
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE),
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(options=options, interceptors=[ApiErrorInterceptor()])
+        interceptors: list[Any] = [ApiErrorInterceptor()]
+        if self.config.platform.token:
+            interceptors.insert(0, TokenInterceptor(self.config.platform.token))
+        server = grpc.aio.server(options=options, interceptors=interceptors)
         for registrar in registrars:
             registrar(server)
         host, port = self.ctx.addresses[listener]

@@ -150,7 +150,8 @@ class MetricsClient:
 
     def report_many(self, reports: list[dict[str, Any]]) -> dict[str, Any]:
         if self._http is None:
-            self._http = httpx.Client(timeout=10.0)
+            token = os.environ.get(envvars.DEVBOX_TOKEN)  # injected when platform.token is set
+            self._http = httpx.Client(timeout=10.0, headers={"Authorization": f"Bearer {token}"} if token else {})
         response = self._http.post(f"{self.api_url}/api/metrics/custom", json={"reports": reports})
         if response.status_code >= 400:
             try:

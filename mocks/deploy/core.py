@@ -12,6 +12,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from devbox.mocks.deploy.config import RestartPolicy, ServiceConfig
 from devbox.mocks.deploy.models import InstanceState
@@ -140,6 +141,8 @@ class PlatformFacts:
     naming_http: str | None = None
     naming_grpc: str | None = None
     otlp_http: str | None = None
+    #: ``platform.token``: services need it to export spans, report metrics and use naming.
+    token: str | None = None
 
 
 def instance_tags(svc: ServiceConfig, tags: dict[str, str]) -> dict[str, str]:
@@ -209,6 +212,11 @@ def instance_env(
     if platform.otlp_http:
         env[envvars.OTEL_EXPORTER_OTLP_ENDPOINT] = platform.otlp_http
         env[envvars.OTEL_EXPORTER_OTLP_PROTOCOL] = "http/protobuf"
+    if platform.token:
+        # The SDKs read DEVBOX_TOKEN; any OpenTelemetry exporter sends OTEL_EXPORTER_OTLP_HEADERS
+        # (W3C-baggage-style, values percent-encoded) as HTTP headers or gRPC metadata.
+        env[envvars.DEVBOX_TOKEN] = platform.token
+        env[envvars.OTEL_EXPORTER_OTLP_HEADERS] = f"Authorization={quote('Bearer ' + platform.token)}"
     env.update(svc.env)
     env.update(extra_env or {})
     return env
