@@ -27,6 +27,8 @@ from devbox.mocks.deploy.config import ServiceConfig
 from devbox.mocks.deploy.docker import engine_problem, remove_leftover_containers
 from devbox.mocks.deploy.errors import DeployError, NotDeployed
 from devbox.mocks.deploy.models import DeployEvent
+from devbox.mocks.deploy.release import GROUP as RELEASE_GROUP
+from devbox.mocks.deploy.release import ReleaseApi, ReleaseManager
 from devbox.mocks.deploy.reload import ServiceWatch, Watcher
 from devbox.mocks.deploy.runner import kill_leftovers
 from devbox.mocks.deploy.store import EventStore
@@ -34,7 +36,15 @@ from devbox.mocks.deploy.supervisor import Supervisor
 from fastapi import APIRouter
 
 from devbox.platform.component import Component, PlatformContext
-from devbox.platform.ports import DeployView, FaultFront, NamingPort, PortError, RunningInstance
+from devbox.platform.ports import (
+    AlertsView,
+    DeployView,
+    FaultFront,
+    MetricsQueryPort,
+    NamingPort,
+    PortError,
+    RunningInstance,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -58,6 +68,7 @@ class DeployComponent(Component):
         self._task: asyncio.Task[None] | None = None
         #: service -> (host, port) of its stable entry port (when faults is hosted); kept for the whole `up`.
         self.entries: dict[str, tuple[str, int]] = {}
+        self.releases: ReleaseManager | None = None
         ctx.provide(DeployView, self)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -76,6 +87,10 @@ class DeployComponent(Component):
             project=config.project,
             front=self.ctx.lookup(FaultFront),
         )
+        self.releases = ReleaseManager(
+            sup=self.supervisor, emit=self._emit, path=self.ctx.state_dir / "releases.json",
+            metrics=lambda: self.ctx.lookup(MetricsQueryPort), alerts=lambda: self.ctx.lookup(AlertsView),
+        )
         self.deployed = asyncio.get_running_loop().create_future()
         self.phase = {svc.name: "pending" for svc in config.services}
         self._task = asyncio.create_task(self._deploy_all(), name="deploy:all")
@@ -87,6 +102,8 @@ class DeployComponent(Component):
                 await self._task
         if self.watcher is not None:
             await self.watcher.stop()
+        if self.releases is not None:
+            await self.releases.close()
         if self.supervisor is not None:
             await self.supervisor.close()
             # a process that left its group (setsid, double fork) still carries the injected env
@@ -263,7 +280,8 @@ class DeployComponent(Component):
     async def reload(self, service: str, *, reason: str = "requested") -> list[dict[str, Any]]:
         """Rolling replacement of every running deployment of ``service`` (rebuilding first)."""
         out = []
-        for dep in [d for d in self.sup.deployments.values() if d.svc.name == service]:
+        # a release's new version is the release's to replace or retire, not a code change's
+        for dep in [d for d in self.sup.deployments.values() if d.svc.name == service and d.group != RELEASE_GROUP]:
             # a crash-looping or failed instance is replaced too: saving the fix is how users heal it
             if not any(i.record.state.value != "stopped" for i in dep.instances.values()):
                 continue
@@ -320,4 +338,9 @@ class DeployComponent(Component):
     # --- HTTP -----------------------------------------------------------------------------
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
-        return [("api", DeployApi(self).router())]
+        return [("api", DeployApi(self).router()), ("api", ReleaseApi(self._release_manager).router())]
+
+    def _release_manager(self) -> ReleaseManager:
+        if self.releases is None:
+            raise RuntimeError("the deploy component is not started")
+        return self.releases

@@ -72,6 +72,8 @@ class Deployment:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     reloads: int = 0
     last_reload: dict[str, Any] | None = None
+    #: Weight in naming of the instances it starts (a release's new version starts at 0, out of rotation).
+    initial_weight: int = 100
 
     @property
     def key(self) -> str:

@@ -128,9 +128,10 @@ class Supervisor:
                            ("" if group == "default" else f" in group {group!r}")) from None
 
     async def deploy(self, svc: ServiceConfig, *, group: str = "default", tags: Mapping[str, str] | None = None,
-                     env: Mapping[str, str] | None = None) -> Deployment:
+                     env: Mapping[str, str] | None = None, weight: int = 100) -> Deployment:
         """Build and start every replica of ``svc``; raises DeployError when any cannot become ready."""
-        dep = Deployment(svc=svc, group=group, extra_tags=dict(tags or {}), extra_env=dict(env or {}))
+        dep = Deployment(svc=svc, group=group, extra_tags=dict(tags or {}), extra_env=dict(env or {}),
+                         initial_weight=weight)
         if dep.key in self.deployments:
             raise NotPossibleNow(f"{dep.key} is deployed already")
         self.deployments[dep.key] = dep
@@ -203,7 +204,7 @@ class Supervisor:
         self._seq[dep.svc.name] = n
         record = core.InstanceRecord(name=f"{dep.svc.name}-{n}", service=dep.svc.name, group=dep.group,
                                      port=self._free_port("127.0.0.1"))
-        inst = Instance(record=record, backoff=core.Backoff(dep.svc.restart))
+        inst = Instance(record=record, backoff=core.Backoff(dep.svc.restart), weight=dep.initial_weight)
         dep.instances[record.name] = inst
         return inst
 

@@ -114,6 +114,25 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
                 writer.write_eof()
 
 
+async def _pipe_response(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Forward an HTTP response, telling the client the connection closes after it.
+
+    The proxy forwards one request per connection; without ``Connection: close`` a keep-alive
+    client would send its next request on a connection the proxy is closing, and fail.
+    """
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
+        with contextlib.suppress(Exception):
+            writer.close()
+        return
+    lines = head.decode("latin-1").split("\r\n")
+    kept = [line for line in lines[1:] if line and line.split(":", 1)[0].strip().lower()
+            not in ("connection", "keep-alive")]
+    writer.write(("\r\n".join([lines[0], *kept, "Connection: close"]) + "\r\n\r\n").encode("latin-1"))
+    await _pipe(reader, writer)
+
+
 class FaultProxy:
     """Listens on an ephemeral port in front of ``upstream``; one per fronted instance."""
 
@@ -241,7 +260,7 @@ class FaultProxy:
         try:
             up_writer.write(head.encode())
             await up_writer.drain()
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(_pipe(reader, up_writer), _pipe_response(up_reader, writer))
         finally:
             self._writers.discard(up_writer)
             with contextlib.suppress(Exception):

@@ -168,6 +168,9 @@ class RpcReports:
         code = _code_of(span)
         status = "error" if span.error else "ok"
         base = {"caller": caller, "callee": callee, "method": method}
+        version = (span.resource or {}).get("devbox.version") if side == "server" else None
+        if version:  # instances a release tagged: a gate compares the new version's calls with the old one's
+            base["version"] = str(version)
         key = (f"rpc_{side}_requests_total", labels_of({**base, "code": code, "status": status}))
         if key not in self.requests:
             self._new.add(key)
