@@ -1,0 +1,26 @@
+"""`devbox tour --auto` walks every step against the running shop: each step's check reads the
+live platform (traces, indicators, alerts, naming, deploy events), so a pass means each lesson
+really happened."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.learn_shop import devbox, running_shop
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+
+def test_tour_auto_passes_every_step_on_the_shop(tmp_path: Path) -> None:
+    with running_shop(tmp_path) as (shop, _):
+        tour = devbox("tour", "--auto", "--timeout", "60", "--json", cwd=shop, timeout=500)
+        assert tour.returncode == 0, tour.stdout[-4000:] + tour.stderr[-2000:]
+        result = json.loads(tour.stdout[tour.stdout.index('{\n  "passed"'):])
+        assert result["passed"] is True
+        assert 8 <= len(result["steps"]) <= 12
+        assert all(step["passed"] and step["seen"] for step in result["steps"])
+        seen = " ".join(step["seen"] for step in result["steps"])
+        assert "root cause payment" in seen and "ShopSuccessRateLow" in seen and "feature-x" in seen
