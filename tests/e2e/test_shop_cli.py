@@ -8,17 +8,19 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 import pytest
 import yaml
 
+from devbox.testing import wait_for
+
 SHOP = Path(__file__).resolve().parents[2] / "scenarios" / "shop"
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 def devbox(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -52,16 +54,14 @@ def test_devbox_up_runs_the_shop_and_down_stops_it(tmp_path: Path) -> None:
     up = devbox("up", "-f", config_file, "--detach", "--no-reload", cwd=tmp_path)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        deadline = time.monotonic() + 60
-        while True:
+        def all_ready() -> dict[str, Any] | None:
             status = devbox("status", "-f", config_file, "--json", cwd=tmp_path)
             assert status.returncode == 0, status.stdout + status.stderr
-            state = json.loads(status.stdout)
+            state: dict[str, Any] = json.loads(status.stdout)
             ready = {s["service"]: s["ready"] for s in state["services"]}
-            if ready == {"gateway": 1, "orders": 2, "inventory": 1, "payment": 1, "users": 2}:
-                break
-            assert time.monotonic() < deadline, f"not all ready: {ready} {state.get('errors')}"
-            time.sleep(0.5)
+            return state if ready == {"gateway": 1, "orders": 2, "inventory": 1, "payment": 1, "users": 2} else None
+
+        state = wait_for(all_ready, timeout=120, every=0.5, what="every shop instance ready in `devbox status`")
         [gateway] = next(s for s in state["services"] if s["service"] == "gateway")["instances"]
         answer = httpx.get(f"http://127.0.0.1:{gateway['port']}/checkout/alice", timeout=15)
         assert answer.status_code == 200, answer.text
@@ -70,7 +70,5 @@ def test_devbox_up_runs_the_shop_and_down_stops_it(tmp_path: Path) -> None:
     finally:
         down = devbox("down", "-f", config_file, cwd=tmp_path)
     assert down.returncode == 0, down.stdout + down.stderr
-    deadline = time.monotonic() + 15
-    while processes_under(shop) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: processes_under(shop) == [], timeout=30, every=0.2, what="no process left under the shop")
     assert processes_under(shop) == []

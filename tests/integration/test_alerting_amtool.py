@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from devbox.testing import running_platform
+from devbox.testing import running_platform, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,15 +39,13 @@ def test_amtool_silences_and_alerts(tmp_path: Path) -> None:
         }
         assert httpx.post(api + "/api/metrics/custom", json=report).status_code == 200
 
-        deadline = time.monotonic() + 20
-        while True:
+        def queried() -> subprocess.CompletedProcess[str] | None:
             out = amtool(am, "alert", "query", "-o", "json")
             assert out.returncode == 0, out.stderr
             alerts = json.loads(out.stdout)
-            if any(a["labels"].get("alertname") == "AlwaysOn" for a in alerts):
-                break
-            assert time.monotonic() < deadline, "the rule's alert never reached amtool"
-            time.sleep(0.2)
+            return out if any(a["labels"].get("alertname") == "AlwaysOn" for a in alerts) else None
+
+        out = wait_for(queried, timeout=60, every=0.2, what="the rule's alert AlwaysOn to reach amtool")
         assert "version" not in out.stderr  # no version-mismatch warning
 
         added = amtool(am, "alert", "add", "alertname=FromAmtool", "service=payment", "--annotation=summary=hello")

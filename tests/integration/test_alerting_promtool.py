@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from devbox.mocks.alerting.rules import load_file
 
-from devbox.testing import running_platform
+from devbox.testing import running_platform, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -72,13 +72,12 @@ def test_exported_rules_pass_promtool_and_load_back(tmp_path: Path) -> None:
         ]
 
         prom = p.url("prometheus")
-        deadline = time.monotonic() + 10
-        while True:
+        def always_on_first() -> list[dict[str, Any]] | None:
+            # other rules may be pending first: wait for the alert asserted, not for any alert
             alerts = httpx.get(prom + "/api/v1/alerts").json()["data"]["alerts"]
-            if alerts:
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+            return alerts if alerts and alerts[0]["labels"] == {"alertname": "AlwaysOn"} else None
+
+        alerts = wait_for(always_on_first, timeout=60, what="AlwaysOn in Prometheus' /api/v1/alerts")
         assert alerts[0]["labels"] == {"alertname": "AlwaysOn"} and alerts[0]["state"] == "firing"
         groups = httpx.get(prom + "/api/v1/rules").json()["data"]["groups"]
         by_name = {r["name"]: r for g in groups for r in g["rules"]}

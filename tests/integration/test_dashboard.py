@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devbox.testing import running_platform
+from devbox.testing import running_platform, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -49,9 +49,8 @@ def test_dashboard_shows_topology_and_trace(tmp_path: Path) -> None:
     with running_platform(tmp_path) as p:
         spans = _zipkin_trace(int(time.time() * 1e6) - 20_000)
         assert httpx.post(p.url("zipkin") + "/api/v2/spans", json=spans).status_code == 202
-        deadline = time.time() + 10
-        while not httpx.get(p.url("api") + "/api/topology").json()["edges"] and time.time() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: httpx.get(p.url("api") + "/api/topology").json()["edges"], timeout=30,
+                 what="the trace's edges in /api/topology")
         with playwright.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
             try:
@@ -59,15 +58,15 @@ def test_dashboard_shows_topology_and_trace(tmp_path: Path) -> None:
                 page.goto(p.url("api") + "/")
                 page.wait_for_selector("#components td")
                 assert "tracing" in page.inner_text("#components")
-                page.click("nav button[data-tab=topology]")
+                page.click("nav a[data-tab=topology]")
                 page.wait_for_selector("#graph rect")
                 graph = page.inner_text("#edges")
                 assert "gateway" in graph and "orders" in graph and "payment" in graph
-                page.click("nav button[data-tab=traces]")
+                page.click("nav a[data-tab=traces]")
                 page.click("[data-trace]")
                 page.wait_for_selector("#waterfall .bar")
                 assert page.locator("#waterfall .bar span.err").count() >= 1
-                page.wait_for_selector("#cause pre")
+                page.wait_for_selector("#cause .cause")
                 assert "payment" in page.inner_text("#cause")
                 assert page.screenshot(path=str(tmp_path / "dashboard.png"))
             finally:

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ from devbox.mocks.deploy import core
 from devbox.mocks.deploy.config import ServiceConfig
 from devbox.mocks.deploy.docker import engine_problem, image_tag, run_args
 
-from devbox.testing import running_platform
+from devbox.testing import running_platform, wait_for
 from tests.deploy_fakes import SERVER, write_service
 
 FAKE_DOCKER = textwrap.dedent(
@@ -113,12 +112,10 @@ def test_docker_runner_plumbing_with_a_stand_in_cli(tmp_path: Path, monkeypatch:
         assert run[-1] == "devbox/box-boxed:dev"  # the image's own command: start not set
         base = p.url() + f"/api/deploy/services/boxed/instances/{inst['name']}/signal"
         assert httpx.post(base, json={"signal": "SIGSTOP"}).status_code == 200
-        deadline = time.monotonic() + 10
-        while ["pause", run[run.index("--name") + 1]] not in [
-            json.loads(line) for line in (tmp_path / "docker" / "calls.jsonl").read_text().splitlines()
-        ]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        paused = ["pause", run[run.index("--name") + 1]]
+        calls_file = tmp_path / "docker" / "calls.jsonl"
+        wait_for(lambda: paused in [json.loads(line) for line in calls_file.read_text().splitlines()],
+                 timeout=30, every=0.05, what=f"docker {paused}")
         httpx.post(base, json={"signal": "SIGCONT"})
     calls = [json.loads(line) for line in (tmp_path / "docker" / "calls.jsonl").read_text().splitlines()]
     assert ["rm", "-f", run[run.index("--name") + 1]] in calls

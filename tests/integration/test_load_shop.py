@@ -5,10 +5,8 @@ built from its traces and counters, and bad input refused before anything is wri
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +19,7 @@ from devbox.load.platform import PlatformClient
 from devbox.load.ramp import LoadSpec, Session
 from devbox.load.runs import RunStore
 from devbox.platform import registry
-from devbox.testing import PlatformThread, running_platform
+from devbox.testing import PlatformThread, running_platform, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "scenarios" / "shop"
@@ -41,17 +39,6 @@ def shop_config(state: Path) -> ProjectConfig:
     return config
 
 
-def until(check: Any, *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
     config = shop_config(tmp_path_factory.mktemp("load-shop"))
@@ -66,7 +53,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
                 counts[dep["service"]] = counts.get(dep["service"], 0) + dep["ready"]
             return counts == SERVICES
 
-        until(ready, timeout=150, what="the shop deployed")
+        wait_for(ready, timeout=150, what="the shop deployed")
         yield p
 
 

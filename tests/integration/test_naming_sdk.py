@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from devbox.config import ProjectConfig
 from devbox.sdk.naming import NamingClient, parse_baggage, routing_labels
-from devbox.testing import running_platform
+from devbox.testing import running_platform, wait_for
 
 RULE = {
     "name": "feature-env",
@@ -301,11 +301,13 @@ def test_pick_explanation_lands_on_the_callers_span(tmp_path: Path, instances: C
         assert child.returncode == 0, child.stderr[-2000:]
         name, trace_id = child.stdout.split()
         assert name == "orders-fx"
-        deadline = time.monotonic() + 10
-        while (answer := httpx.get(f"{api}/api/traces/{trace_id}")).status_code != 200:
-            assert time.monotonic() < deadline, answer.text
-            time.sleep(0.1)
-        spans = answer.json()["spans"]
+        def with_handler() -> list[dict[str, Any]] | None:
+            # spans come in per-process batches: the trace may be known before the server's span is in
+            answer = httpx.get(f"{api}/api/traces/{trace_id}")
+            spans = answer.json()["spans"] if answer.status_code == 200 else []
+            return spans if any(s["name"] == "handler" for s in spans) else None
+
+        spans = wait_for(with_handler, timeout=30, what=f"trace {trace_id} with the server's 'handler' span")
         (server,) = [s for s in spans if s["name"] == "handler"]
         attrs = server["attributes"]
         assert attrs["devbox.naming.rule"] == "feature-env"

@@ -8,7 +8,6 @@ the proxy (error rate, latency, abort, caller scope), naming faults, JUnit outpu
 from __future__ import annotations
 
 import textwrap
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from devbox.scenario import AssertionFailed, open_session
 from devbox.scenario import junit as junit_xml
 from devbox.scenario.loader import load_text
 from devbox.scenario.runner import Outcome, run_all, run_scenario
+from devbox.testing import wait_for
 
 WEB = "#!/bin/sh\nexec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n"
 
@@ -151,9 +151,7 @@ def test_kill_and_dropped_heartbeats_take_instances_out(project: Path) -> None:
         verdict = s.expect_failover(traffic=None, instance="victim", unhealthy_within=5, within=5)
         assert "after the fault" in verdict
         s.do("clear_faults")  # heartbeats of "mute" go through again
-        deadline = time.monotonic() + 20
-        while sum(i.healthy for i in s.instances("web")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: sum(i.healthy for i in s.instances("web")) >= 2, timeout=60, what="both web instances healthy")
         s.do("hang", service="web", instance="mute", **{"as": "frozen"})  # SIGSTOP: alive but silent
         s.expect_failover(traffic=None, instance="frozen", unhealthy_within=15, within=15)
         s.do("signal", service="web", instance="frozen", signal="SIGCONT")

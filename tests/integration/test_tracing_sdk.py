@@ -8,14 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from devbox.testing import PlatformThread, running_platform
+from devbox.testing import PlatformThread, running_platform, wait_for
 
 SERVICE = r'''
 import asyncio, json, socket, sys, urllib.request
@@ -99,12 +98,11 @@ def _run_service(platform: PlatformThread, tmp_path: Path, requests: dict, **env
 
 
 def _trace(platform: PlatformThread, trace_id: str, want: int) -> list[dict]:
-    deadline = time.monotonic() + 10
-    while True:
+    def spans() -> list[dict] | None:
         r = httpx.get(f"{platform.url('zipkin')}/api/v2/trace/{trace_id}")
-        if (r.status_code == 200 and len(r.json()) >= want) or time.monotonic() > deadline:
-            return r.json() if r.status_code == 200 else []
-        time.sleep(0.1)
+        return r.json() if r.status_code == 200 and len(r.json()) >= want else None
+
+    return wait_for(spans, timeout=30, what=f"{want} spans of trace {trace_id}")
 
 
 def test_one_trace_through_fastapi_httpx_and_grpc_with_b3_and_baggage(platform: PlatformThread,
