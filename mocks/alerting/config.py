@@ -65,13 +65,14 @@ def _check_label_names(labels: dict[str, str]) -> dict[str, str]:
 
 
 def _check_expr(expr: str) -> str:
-    import promql_parser
+    # the metrics engine's guarded parse: rule text is bounded before the native parser sees it
+    from devbox.mocks.metrics.promql import QueryError, parse
 
     if not expr.strip():
         raise ValueError("expr is empty")
     try:
-        promql_parser.parse(expr)
-    except ValueError as exc:
+        parse(expr)
+    except QueryError as exc:
         raise ValueError(f"expr is not valid PromQL: {exc}") from None
     return expr
 

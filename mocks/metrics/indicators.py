@@ -107,7 +107,9 @@ class Indicator:
         name = n.name or ""
         series: dict[LabelKey, RawSeries] = {}
         for group in ev.matchers(n):
-            for s in ev.source.select(group + filters, min(times) - max(window, ev.lookback), max(times)):
+            for s in ev.source.select(
+                group + filters, min(times) - max(window, ev.lookback), max(times), budget=ev.budget
+            ):
                 series.setdefault(key_of(s.labels), s)
         if self.is_counter(name):
             matrix = Matrix(list(series.values()), [(t - window, t) for t in times], window)

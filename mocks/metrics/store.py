@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from devbox.mocks.metrics.promql import NAME, LabelMatcher, RawSeries
+from devbox.mocks.metrics.promql import NAME, LabelMatcher, RawSeries, SampleBudget
 
 from devbox.platform.store import Database
 
@@ -86,6 +87,23 @@ def _clamp(t: float) -> float:
     return max(-(2.0**62), min(2.0**62, t))
 
 
+def _append_rows(by_id: dict[int, RawSeries], rows: list[tuple[int, int, float]]) -> None:
+    """Append (series id, ts, value) rows, sorted by id then ts, to their series (a repeated ts replaces)."""
+    current = -1
+    ts_list: list[float] = []
+    vs_list: list[float] = []
+    for sid, ts, value in rows:
+        if sid != current:
+            current = sid
+            ts_list, vs_list = by_id[sid].ts, by_id[sid].vs
+        if ts_list and ts_list[-1] >= ts:
+            if ts_list[-1] == ts:
+                vs_list[-1] = value
+            continue
+        ts_list.append(ts)
+        vs_list.append(value)
+
+
 class MetricsStore:
     """Series index in memory, samples in SQLite."""
 
@@ -98,6 +116,8 @@ class MetricsStore:
         self._by_name: dict[str, list[int]] = {}
         self.meta: dict[str, MetricInfo] = {}
         self.points_written = 0
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         self._load()
 
     def _load(self) -> None:
@@ -115,6 +135,10 @@ class MetricsStore:
         self._by_name.setdefault(name, []).append(sid)
 
     def close(self) -> None:
+        with self._lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
         self.db.close()
 
     # --- writing ----------------------------------------------------------------------------
@@ -188,30 +212,51 @@ class MetricsStore:
             return sorted(self._by_name)
 
     def series_of(self, matchers: Sequence[LabelMatcher]) -> list[tuple[int, dict[str, str]]]:
-        """(id, labels with __name__) of every series matching all matchers."""
-        with self._lock:
-            exact = next((m.value for m in matchers if m.name == NAME and m.op == "="), None)
-            if exact is not None:
-                candidates = list(self._by_name.get(exact, ()))
-            else:
-                candidates = list(self._series)
-            out = []
-            for sid in candidates:
-                name, labels = self._series[sid]
-                full = {NAME: name, **labels}
-                if all(m.matches(full) for m in matchers):
-                    out.append((sid, full))
-            return out
+        """(id, labels with __name__) of every series matching all matchers.
 
-    def select(self, matchers: Sequence[LabelMatcher], start: float, end: float) -> list[RawSeries]:
-        """The promql :class:`SampleSource` interface."""
+        The index is copied under the lock and matched outside it: a slow matcher must never make
+        writers wait (label dicts are never changed once indexed, so the copy is shallow).
+        """
+        exact = next((m.value for m in matchers if m.name == NAME and m.op == "="), None)
+        with self._lock:
+            if exact is not None:
+                candidates = [(sid, self._series[sid]) for sid in self._by_name.get(exact, ())]
+            else:
+                candidates = list(self._series.items())
+        out = []
+        for sid, (name, labels) in candidates:
+            full = {NAME: name, **labels}
+            if all(m.matches(full) for m in matchers):
+                out.append((sid, full))
+        return out
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection: WAL readers see committed data and never block the writer
+        (reading through the writer's connection would hold its lock for the whole read)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                f"file:{self.db.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+            )
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    def select(
+        self, matchers: Sequence[LabelMatcher], start: float, end: float, *, budget: SampleBudget | None = None
+    ) -> list[RawSeries]:
+        """The promql :class:`SampleSource` interface; ``budget`` is charged per sample read."""
         found = self.series_of(matchers)
         if not found:
             return []
         by_id = {sid: RawSeries(labels, [], []) for sid, labels in found}
         lo, hi = math.floor(_clamp(start)), math.floor(_clamp(end))
         ids = list(by_id)
-        with self.db.lock:
+        conn = self._reader()
+        conn.execute("BEGIN")  # one snapshot for both tables: a compaction moves rows between them
+        try:
             for chunk_start in range(0, len(ids), 500):
                 chunk = ids[chunk_start : chunk_start + 500]
                 marks = ",".join("?" * len(chunk))
@@ -222,19 +267,13 @@ class MetricsStore:
                         f"SELECT series_id, ts, value FROM {table} WHERE series_id IN ({marks}) "
                         "AND ts BETWEEN ? AND ? ORDER BY series_id, ts"
                     )
-                    current = -1
-                    ts_list: list[float] = []
-                    vs_list: list[float] = []
-                    for sid, ts, value in self.db.conn.execute(sql, (*chunk, lo, hi)):
-                        if sid != current:
-                            current = sid
-                            ts_list, vs_list = by_id[sid].ts, by_id[sid].vs
-                        if ts_list and ts_list[-1] >= ts:
-                            if ts_list[-1] == ts:
-                                vs_list[-1] = value
-                            continue
-                        ts_list.append(ts)
-                        vs_list.append(value)
+                    cursor = conn.execute(sql, (*chunk, lo, hi))
+                    while rows := cursor.fetchmany(8192):
+                        if budget is not None:
+                            budget.charge(len(rows))
+                        _append_rows(by_id, rows)
+        finally:
+            conn.execute("COMMIT")
         return [s for s in by_id.values() if s.ts]
 
     def active(self, ids: Sequence[int], start: float, end: float) -> set[int]:

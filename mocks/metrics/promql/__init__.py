@@ -21,8 +21,11 @@ range selectors, ``offset`` and ``@``, subqueries, ``rate``/``increase``/``irate
 and ``group_left``/``group_right``. Staleness: an instant selector sees the newest sample within
 the 5 minute lookback, like Prometheus.
 
+Hostile queries: the text is bounded before parsing (``guard``), label regexes are RE2 (linear
+time), and every query has a timeout and a sample budget charged before the work it pays for.
+
 LIMITATIONS: no native histograms, no staleness markers (a series stops being visible 5 minutes
-after its last sample rather than at once), no query timeout (only the 11,000-steps limit);
+after its last sample rather than at once);
 ``double_exponential_smoothing``, ``limitk``, ``sort_by_label``, ``info`` and the date functions
 are not implemented (they answer a ``QueryError`` that names them). Checked against Prometheus's
 own engine by ``tests/integration/test_metrics_promql_oracle.py``.
@@ -31,9 +34,23 @@ own engine by ``tests/integration/test_metrics_promql_oracle.py``.
 from __future__ import annotations
 
 from devbox.mocks.metrics.promql.errors import QueryError
-from devbox.mocks.metrics.promql.evaluator import LOOKBACK_SECONDS, MAX_STEPS, ComputedMetric, Evaluator
+from devbox.mocks.metrics.promql.evaluator import (
+    LOOKBACK_SECONDS,
+    MAX_SAMPLES,
+    MAX_STEPS,
+    QUERY_TIMEOUT,
+    ComputedMetric,
+    Evaluator,
+)
 from devbox.mocks.metrics.promql.parse import parse
-from devbox.mocks.metrics.promql.source import LabelMatcher, Labels, ListSource, RawSeries, SampleSource
+from devbox.mocks.metrics.promql.source import (
+    LabelMatcher,
+    Labels,
+    ListSource,
+    RawSeries,
+    SampleBudget,
+    SampleSource,
+)
 from devbox.mocks.metrics.promql.values import (
     NAME,
     LabelKey,
@@ -48,8 +65,10 @@ from devbox.mocks.metrics.promql.values import (
 
 __all__ = [
     "LOOKBACK_SECONDS",
+    "MAX_SAMPLES",
     "MAX_STEPS",
     "NAME",
+    "QUERY_TIMEOUT",
     "ComputedMetric",
     "Evaluator",
     "LabelKey",
@@ -59,6 +78,7 @@ __all__ = [
     "Matrix",
     "QueryError",
     "RawSeries",
+    "SampleBudget",
     "SampleSource",
     "Scalar",
     "StringVal",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ from devbox.mocks.metrics.promql.errors import QueryError
 from devbox.mocks.metrics.promql.functions import VECTOR_FUNCTIONS
 from devbox.mocks.metrics.promql.parse import parse, short
 from devbox.mocks.metrics.promql.range_functions import RANGE_FUNCTIONS, predict_linear, presence, range_fn
-from devbox.mocks.metrics.promql.source import LabelMatcher, RawSeries, SampleSource, full_regex
+from devbox.mocks.metrics.promql.source import LabelMatcher, RawSeries, SampleBudget, SampleSource, full_regex
 from devbox.mocks.metrics.promql.values import (
     NAME,
     LabelKey,
@@ -39,6 +40,13 @@ LOG = logging.getLogger(__name__)
 LOOKBACK_SECONDS = 300.0
 #: Refuse range queries with more steps than this (Prometheus refuses > 11000 points per series).
 MAX_STEPS = 11000
+#: Samples one query may read plus points it may hold per step (Prometheus's query.max-samples is
+#: 50M for Go's 16-byte samples; a Python float in a list costs ~4x that, and this is a dev box).
+MAX_SAMPLES = 5_000_000
+#: Seconds a query may run, from when it was submitted (Prometheus's default is 2 min).
+QUERY_TIMEOUT = 30.0
+#: Steps one subquery may evaluate its inner expression at.
+MAX_SUBQUERY_STEPS = MAX_STEPS * 10
 
 
 class ComputedMetric(Protocol):
@@ -63,17 +71,25 @@ class Evaluator:
         *,
         computed: Mapping[str, ComputedMetric] | None = None,
         lookback: float = LOOKBACK_SECONDS,
+        max_samples: int = MAX_SAMPLES,
+        timeout: float = QUERY_TIMEOUT,
     ) -> None:
         self.source = source
         self.computed: Mapping[str, ComputedMetric] = computed or {}
         self.lookback = lookback
+        self.max_samples = max_samples
+        self.timeout = timeout
+        self.budget = SampleBudget(max_samples)
 
     # entry points
 
-    def instant(self, expr: str, at: float) -> tuple[str, Any]:
-        """Evaluate at one time: ``("vector", [(labels, v)])``, ``("scalar", v)`` or ``("string", s)``."""
+    def instant(self, expr: str, at: float, *, deadline: float | None = None) -> tuple[str, Any]:
+        """Evaluate at one time: ``("vector", [(labels, v)])``, ``("scalar", v)`` or ``("string", s)``.
+
+        ``deadline`` (on :func:`time.monotonic`'s clock) defaults to ``timeout`` seconds from now.
+        """
         node = parse(expr)
-        value = self.fork((float(at), float(at)))._safe_eval(node, [float(at)], expr)
+        value = self.fork((float(at), float(at)), deadline=deadline)._safe_eval(node, [float(at)], expr)
         if isinstance(value, Scalar):
             return "scalar", value.values[0]
         if isinstance(value, StringVal):
@@ -87,7 +103,9 @@ class Evaluator:
         out = [(labels, vals[0]) for labels, vals in value.series.values() if vals[0] is not None]
         return "vector", out
 
-    def range(self, expr: str, start: float, end: float, step: float) -> tuple[str, Any]:
+    def range(
+        self, expr: str, start: float, end: float, step: float, *, deadline: float | None = None
+    ) -> tuple[str, Any]:
         """Evaluate at ``start, start+step, ... <= end``: ``("matrix", [(labels, [(t, v)])])``."""
         if step <= 0:
             raise QueryError("zero or negative query resolution step widths are not accepted")
@@ -103,7 +121,7 @@ class Evaluator:
         node = parse(expr)
         if type(node).__name__ in ("MatrixSelector", "SubqueryExpr"):
             raise QueryError('invalid expression type "range vector" for range query, must be Scalar or instant Vector')
-        value = self.fork((times[0], times[-1]))._safe_eval(node, times, expr)
+        value = self.fork((times[0], times[-1]), deadline=deadline)._safe_eval(node, times, expr)
         if isinstance(value, StringVal):
             raise QueryError('invalid expression type "string" for range query, must be Scalar or instant Vector')
         if isinstance(value, Scalar):
@@ -116,10 +134,12 @@ class Evaluator:
                 out.append((labels, pts))
         return "matrix", out
 
-    def fork(self, bounds: tuple[float, float]) -> Evaluator:
-        """A copy for one query (``@ start()``/``end()`` bounds are per query; keeps threads apart)."""
+    def fork(self, bounds: tuple[float, float], *, deadline: float | None = None) -> Evaluator:
+        """A copy for one query: its ``@ start()``/``end()`` bounds and its own budget and deadline
+        (keeps concurrent queries apart)."""
         run = copy.copy(self)
         run._range_bounds = bounds
+        run.budget = SampleBudget(self.max_samples, time.monotonic() + self.timeout if deadline is None else deadline)
         return run
 
     # dispatch
@@ -135,6 +155,7 @@ class Evaluator:
             raise QueryError(f"devbox cannot evaluate this expression ({type(exc).__name__}: {exc})") from None
 
     def evaluate(self, node: Any, times: list[float]) -> Value:
+        self.budget.check_time()
         kind = type(node).__name__
         handler = getattr(self, f"_eval_{kind}", None)
         if handler is None:
@@ -189,7 +210,7 @@ class Evaluator:
                 m.name == NAME for m in group
             ):
                 raise QueryError("vector selector must contain at least one non-empty matcher")
-            for s in self.source.select(group, start, end):
+            for s in self.source.select(group, start, end, budget=self.budget):
                 found.setdefault(key_of(s.labels), s)
         return list(found.values())
 
@@ -220,7 +241,9 @@ class Evaluator:
         shifted = self.shift(node, times)
         lo, hi = min(shifted) - self.lookback, max(shifted)
         out = Vector()
-        for s in self.select(node, lo, hi):
+        selected = self.select(node, lo, hi)
+        self.budget.charge(len(selected) * len(times))  # the points this vector will hold
+        for s in selected:
             vals = [None if (i := s.latest(t, self.lookback)) is None else s.vs[i] for t in shifted]
             if any(v is not None for v in vals):
                 out.series[key_of(s.labels)] = (s.labels, vals)
@@ -242,15 +265,22 @@ class Evaluator:
         step = node.step.total_seconds() if node.step else 60.0
         shifted = self.shift(node, times)
         lo, hi = min(shifted) - rng, max(shifted)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or step <= 0:
+            raise QueryError("subquery range and step must be finite and positive")
         first = math.floor(lo / step) * step
+        # counted before any step is built: [4h:1ms] would otherwise build 14.4M steps and then refuse
+        expected = math.floor((hi - first) / step) + 1
+        if expected > MAX_SUBQUERY_STEPS:
+            raise QueryError(
+                f"subquery would evaluate {expected:,} steps (at most {MAX_SUBQUERY_STEPS:,}); use a larger step"
+            )
+        self.budget.charge(expected)
         inner_times = []
         t = first
         while t <= hi:
             if t > lo:
                 inner_times.append(t)
             t += step
-        if len(inner_times) > MAX_STEPS * 10:
-            raise QueryError("subquery has too many steps")
         if not inner_times:
             return Matrix([], [(t - rng, t) for t in shifted], rng)
         inner = self.evaluate(node.expr, inner_times)
@@ -326,4 +356,4 @@ class Evaluator:
         return binary(op, lhs, rhs, node.modifier, times)
 
 
-__all__ = ["LOOKBACK_SECONDS", "MAX_STEPS", "ComputedMetric", "Evaluator"]
+__all__ = ["LOOKBACK_SECONDS", "MAX_SAMPLES", "MAX_STEPS", "QUERY_TIMEOUT", "ComputedMetric", "Evaluator"]

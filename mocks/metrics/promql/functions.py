@@ -183,7 +183,8 @@ def _fn_label_replace(ev: Engine, node: Any, args: list[Value], times: list[floa
     if not valid_label_name(dst):
         raise QueryError(f"invalid destination label name in label_replace(): {dst}")
     pattern = full_regex(regex)
-    go_repl = re.sub(r"\$\{?(\w+)\}?", r"\\g<\1>", repl)
+    # Go's $1/${name} expansion; a backslash is literal in Go, so it is escaped for expand()
+    go_repl = re.sub(r"\$\{?(\w+)\}?", r"\\g<\1>", repl.replace("\\", "\\\\"))
     out = Vector()
     for labels, vals in vec.series.values():
         m = pattern.fullmatch(labels.get(src, ""))
@@ -191,7 +192,7 @@ def _fn_label_replace(ev: Engine, node: Any, args: list[Value], times: list[floa
         if m is not None:
             try:
                 value = m.expand(go_repl)
-            except (IndexError, re.error):
+            except (IndexError, ValueError):  # a group the regex does not have
                 value = ""
             if value:
                 lb[dst] = value

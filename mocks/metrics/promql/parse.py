@@ -6,12 +6,18 @@ from typing import Any
 
 import promql_parser as pp
 from devbox.mocks.metrics.promql.errors import QueryError
+from devbox.mocks.metrics.promql.guard import check_text
 
 
 def parse(expr: str) -> Any:
-    """Parse PromQL with ``promql-parser``; raise QueryError with the parser's reason."""
+    """Parse PromQL with ``promql-parser``; raise QueryError with the parser's reason.
+
+    The text is bounded first (:func:`~devbox.mocks.metrics.promql.guard.check_text`): the native
+    parser crashes the process on deep input. Every PromQL text devbox parses comes through here.
+    """
     if not expr or not expr.strip():
         raise QueryError("empty query")
+    check_text(expr)
     try:
         return pp.parse(expr)
     except (ValueError, TypeError) as exc:

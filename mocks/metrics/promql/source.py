@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import bisect
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+import re2  # type: ignore[import-untyped]
 from devbox.mocks.metrics.promql.errors import QueryError
 
 Labels = dict[str, str]
@@ -27,22 +29,69 @@ class LabelMatcher:
             return got == self.value
         if self.op == "!=":
             return got != self.value
-        hit = full_regex(self.value).fullmatch(got) is not None
+        hit = full_regex(self.value).matches(got)
         return hit if self.op == "=~" else not hit
 
 
-_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
+class LabelRegex:
+    """A label matcher's regex: RE2 (linear time, Go's syntax, as Prometheus), fully anchored.
+
+    Python's ``re`` backtracks: ``(a+)+$`` against a hostile label value takes exponential time
+    while the query holds a worker. RE2 cannot. Label values repeat across series, so answers are
+    remembered per value (bounded), and a plain alternation of literals (``a|b|c``, what Grafana
+    variables produce) is a set look-up without any regex engine.
+    """
+
+    __slots__ = ("_literals", "_regexp", "_seen", "compiled", "pattern")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._seen: dict[str, bool] = {}
+        self._literals = frozenset(pattern.split("|")) if _LITERALS.fullmatch(pattern) else None
+        try:
+            # Prometheus compiles "^(?s:" + pattern + ")$": dot matches newline, anchored at both ends
+            self.compiled = re2.compile(f"(?s:{pattern})", _RE2_OPTIONS)
+        except re2.error as exc:
+            reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            raise QueryError(f"invalid regular expression {pattern!r}: {reason}") from None
+        self._regexp = getattr(self.compiled, "_regexp", None)
+
+    def matches(self, value: str) -> bool:
+        if self._literals is not None:
+            return value in self._literals
+        hit = self._seen.get(value)
+        if hit is None:
+            if self._regexp is not None:  # the binding's matcher without building a match object (8x faster)
+                encoded = value.encode()
+                hit = self._regexp.Match(_ANCHOR_BOTH, encoded, 0, len(encoded))[0] != _NO_MATCH
+            else:
+                hit = self.compiled.fullmatch(value) is not None
+            if len(self._seen) < _SEEN_PER_REGEX:
+                self._seen[value] = hit
+        return hit
+
+    def fullmatch(self, value: str) -> Any:
+        """The match object (with groups, for ``label_replace``), or None."""
+        return self.compiled.fullmatch(value)
 
 
-def full_regex(pattern: str) -> re.Pattern[str]:
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad user regex is a refusal, not a line on stderr
+_ANCHOR_BOTH = getattr(getattr(re2, "_Anchor", None), "ANCHOR_BOTH", None)
+_NO_MATCH = (-1, -1)
+_LITERALS = re.compile(r"[A-Za-z0-9_:/@,= -]*(?:\|[A-Za-z0-9_:/@,= -]*)*")
+_SEEN_PER_REGEX = 4096
+_REGEX_CACHE: dict[str, LabelRegex] = {}
+
+
+def full_regex(pattern: str) -> LabelRegex:
+    """The compiled (and cached) matcher for ``pattern``; QueryError if RE2 refuses it."""
     found = _REGEX_CACHE.get(pattern)
     if found is None:
-        try:
-            found = re.compile(pattern, re.DOTALL)
-        except re.error as exc:
-            raise QueryError(f"invalid regular expression {pattern!r}: {exc}") from None
-        if len(_REGEX_CACHE) < 1024:
-            _REGEX_CACHE[pattern] = found
+        found = LabelRegex(pattern)
+        if len(_REGEX_CACHE) >= 1024:
+            _REGEX_CACHE.clear()
+        _REGEX_CACHE[pattern] = found
     return found
 
 
@@ -66,11 +115,41 @@ class RawSeries:
         return i if i >= 0 and self.ts[i] > t - lookback else None
 
 
+class SampleBudget:
+    """What one query may still spend: samples read or held, and time until its deadline.
+
+    Charged as work is about to be done (a selector's samples, a vector's points per step, a
+    subquery's steps), so an oversized query is refused before it builds its lists, not after.
+    """
+
+    def __init__(self, max_samples: int, deadline: float | None = None) -> None:
+        self.max_samples = max_samples
+        #: on :func:`time.monotonic`'s clock; None: no timeout
+        self.deadline = deadline
+        self.used = 0
+
+    def charge(self, samples: int) -> None:
+        self.used += samples
+        if self.used > self.max_samples:
+            raise QueryError(
+                f"query processing would load too many samples into memory (over {self.max_samples:,}); "
+                "narrow the selectors, shorten the range or raise the step"
+            )
+        self.check_time()
+
+    def check_time(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise QueryError("query timed out in expression evaluation")
+
+
 class SampleSource(Protocol):
     """Where the evaluator reads samples from (the store, or a list in tests)."""
 
-    def select(self, matchers: Sequence[LabelMatcher], start: float, end: float) -> list[RawSeries]:
-        """Series matching every matcher, with their samples in ``[start, end]``."""
+    def select(
+        self, matchers: Sequence[LabelMatcher], start: float, end: float, *, budget: SampleBudget | None = None
+    ) -> list[RawSeries]:
+        """Series matching every matcher, with their samples in ``[start, end]``; ``budget`` is charged
+        for the samples read."""
         ...
 
 
@@ -84,14 +163,27 @@ class ListSource:
         pts = sorted(samples)
         self.series.append(RawSeries(dict(labels), [t for t, _ in pts], [v for _, v in pts]))
 
-    def select(self, matchers: Sequence[LabelMatcher], start: float, end: float) -> list[RawSeries]:
+    def select(
+        self, matchers: Sequence[LabelMatcher], start: float, end: float, *, budget: SampleBudget | None = None
+    ) -> list[RawSeries]:
         out = []
         for s in self.series:
             if all(m.matches(s.labels) for m in matchers):
                 lo, hi = bisect.bisect_left(s.ts, start), bisect.bisect_right(s.ts, end)
                 if hi > lo:
+                    if budget is not None:
+                        budget.charge(hi - lo)
                     out.append(RawSeries(s.labels, s.ts[lo:hi], s.vs[lo:hi]))
         return out
 
 
-__all__ = ["LabelMatcher", "Labels", "ListSource", "RawSeries", "SampleSource", "full_regex"]
+__all__ = [
+    "LabelMatcher",
+    "LabelRegex",
+    "Labels",
+    "ListSource",
+    "RawSeries",
+    "SampleBudget",
+    "SampleSource",
+    "full_regex",
+]
