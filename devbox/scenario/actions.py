@@ -23,6 +23,7 @@ from devbox.scenario.model import (
     InstanceStep,
     IsolateStep,
     NamingFaultStep,
+    ReleaseStep,
     RoutingRuleStep,
     SignalStep,
     SilenceStep,
@@ -151,6 +152,23 @@ class Actions(System):
         if step.alias:
             self.aliases[step.alias] = {"id": silence_id, "at": now}
         return str(silence_id)
+
+    def release(self, step: ReleaseStep) -> dict[str, Any]:
+        """Start a gray release (deploy's public API, as `devbox release`) and wait for its end."""
+        body = step.model_dump(exclude={"expect", "background"})
+        api = self.url("api") + "/api/deploy/releases"
+        response = httpx.post(api, json=body, timeout=30)
+        if response.status_code >= 400:
+            raise StepError(f"release refused: {response.status_code} {response.json().get('reason', response.text)}")
+        rel: dict[str, Any] = response.json()
+        while not step.background and rel["state"] not in ("succeeded", "rolled_back", "failed", "interrupted"):
+            time.sleep(0.5)
+            rel = httpx.get(api + "/current", timeout=10).json()
+        self.log(f"release of {step.service} {step.version}: {rel['state']} — {rel['reason'] or rel['explain']}")
+        if step.expect and not step.background and rel["state"] != step.expect:
+            raise StepError(f"release of {step.service} {step.version} ended {rel['state']}, not {step.expect}: "
+                            f"{rel['reason']}")
+        return rel
 
     # --- traffic --------------------------------------------------------------------------
 

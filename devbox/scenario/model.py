@@ -164,6 +164,21 @@ class SilenceStep(_Model):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class ReleaseStep(_Model):
+    """A gray release through deploy's API (``devbox release``); waits for its end unless ``background``."""
+
+    service: str
+    version: str = "v2"
+    batches: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    pause: float = Field(5, ge=0, le=3600, description="Seconds each batch is watched by the gates.")
+    gates: list[str] = Field(default_factory=list, description="Alert rule names, success_rate<X, p99>kx.")
+    in_place: bool = False
+    env: dict[str, str] = Field(default_factory=dict, description="Environment of the new version.")
+    tags: dict[str, str] = Field(default_factory=dict)
+    expect: str | None = Field(None, description="The state it must end in: succeeded or rolled_back.")
+    background: bool = False
+
+
 class WaitStep(_Model):
     """Wait for a duration, for background traffic to end, or until an assertion holds."""
 
@@ -311,6 +326,7 @@ STEP_KINDS: dict[str, type[BaseModel]] = {
     "naming_fault": NamingFaultStep,
     "routing_rule": RoutingRuleStep,
     "silence": SilenceStep,
+    "release": ReleaseStep,
     "wait": WaitStep,
     "expect": Expectation,
 }

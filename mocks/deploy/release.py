@@ -325,7 +325,7 @@ class ReleaseManager:
                     if failed:
                         rel.gate_failed = failed
                         self._step(EventKind.RELEASE_GATE, f"gate {failed['gate']} failed: {failed['message']}",
-                                   **failed)
+                                   gate=failed)
                     await self._revert(rel, f"release of {rel.service} {rel.version} rolled back because {why}",
                                        old=old, new=new, old_live=old_live)
                     return
