@@ -36,10 +36,15 @@ from typing import Any
 from devbox.mocks.tracing.analysis import CALLEE_KINDS, build_tree, calls, group_traces, percentile
 from devbox.mocks.tracing.models import Span
 
-#: Operations that are devbox's own health probes, never part of a load's traffic.
-PROBE_OPERATIONS = frozenset({"GET /healthz", "GET /health", "GET /readyz", "GET /livez",
-                              "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
-                              "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch"})
+#: Operations that are devbox's own health probes, never part of a load's traffic (lower case:
+#: the Zipkin query API answers names lower-cased, as the real server does).
+PROBE_OPERATIONS = frozenset({"get /healthz", "get /health", "get /readyz", "get /livez",
+                              "/grpc.health.v1.health/check", "/grpc.health.v1.health/watch",
+                              "grpc.health.v1.health/check", "grpc.health.v1.health/watch"})
+
+
+def is_probe(name: str) -> bool:
+    return name.lower() in PROBE_OPERATIONS
 
 #: CPU per instance (cores) above which an instance counts as saturated.
 DEFAULT_CPU_LIMIT = 0.85
@@ -101,7 +106,7 @@ def fanout(traces: Iterable[Sequence[Span]], *, entry_service: str | None = None
         tree = build_tree(trace)
         root = tree.main_root
         rs = tree.spans[root]
-        if rs.name in PROBE_OPERATIONS or (entry_service is not None and rs.service != entry_service):
+        if is_probe(rs.name) or (entry_service is not None and rs.service != entry_service):
             continue
         counts: dict[tuple[str, str], int] = defaultdict(int)
         for key, s in tree.spans.items():
@@ -133,6 +138,18 @@ def fanout(traces: Iterable[Sequence[Span]], *, entry_service: str | None = None
     return out
 
 
+def align_names(fan: Mapping[str, EntryFanout], names: Iterable[str]) -> dict[str, EntryFanout]:
+    """``fan`` re-keyed to the spelling of ``names`` (Locust's entry names, a target mix) where
+    they differ only in case: traces read through the Zipkin API come back lower-cased."""
+    wanted = {n.lower(): n for n in names}
+    out: dict[str, EntryFanout] = {}
+    for key, entry in fan.items():
+        name = key if key in wanted.values() else wanted.get(key.lower(), key)
+        entry.operation = name
+        out[name] = entry
+    return out
+
+
 def fanout_from_spans(spans: Iterable[Span], *, entry_service: str | None = None) -> dict[str, EntryFanout]:
     return fanout(group_traces(spans).values(), entry_service=entry_service)
 
@@ -161,7 +178,7 @@ def check_entries(names: Iterable[str], fan: Mapping[str, EntryFanout]) -> None:
     known = sorted(fan)
     for name in names:
         if name not in fan:
-            close = difflib.get_close_matches(name, known, n=1)
+            close = difflib.get_close_matches(name, known, n=1) or [k for k in known if k.lower() == name.lower()]
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ModelError(f"unknown entry {name!r}: the run's traces have entries {', '.join(known) or '(none)'}"
                              f"{hint}")
@@ -409,7 +426,7 @@ def service_figures(traces: Iterable[Sequence[Span]], start_us: int, end_us: int
     errors: dict[str, int] = defaultdict(int)
     for trace in traces:
         for s in trace:
-            if s.kind in CALLEE_KINDS and start_us <= s.start_us <= end_us and s.name not in PROBE_OPERATIONS:
+            if s.kind in CALLEE_KINDS and start_us <= s.start_us <= end_us and not is_probe(s.name):
                 durations[s.service].append(s.duration_us)
                 errors[s.service] += int(s.error)
     seconds = max((end_us - start_us) / 1e6, 1e-9)

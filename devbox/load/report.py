@@ -65,8 +65,8 @@ def build(record: Mapping[str, Any], traces: Sequence[Sequence[Span]], *,
     """The capacity report of ``record`` (a kept run) with its traces. Raises ModelError for a
     target naming an unknown entry."""
     entry_service = record["params"]["target"]
-    fan = model.fanout(traces, entry_service=entry_service)
     requests = _entry_requests(record)
+    fan = model.align_names(model.fanout(traces, entry_service=entry_service), [*requests, *(target or {})])
     seconds = _seconds(record)
     counters = record.get("counters") or []
     counted = defaultdict(float)
@@ -82,10 +82,13 @@ def build(record: Mapping[str, Any], traces: Sequence[Sequence[Span]], *,
     per_op_pred: dict[tuple[str, str], float] = defaultdict(float)
     for entry, n in requests.items():
         if entry in fan:
-            per_op_pred[(fan[entry].service, entry)] += n
+            per_op_pred[(fan[entry].service, entry.lower())] += n
             for c in fan[entry].calls:
-                per_op_pred[(c.service, c.operation)] += n * c.mean
-    per_op_count = {(r["service"], r["method"]): r["calls"] for r in counters}
+                per_op_pred[(c.service, c.operation.lower())] += n * c.mean
+    # operation names compared without case: the Zipkin API lower-cases them, the counters do not
+    per_op_count: dict[tuple[str, str], float] = defaultdict(float)
+    for r in counters:
+        per_op_count[(r["service"], r["method"].lower())] += r["calls"]
     crosscheck = [{"service": s, "operation": o, "from_traces": per_op_pred.get((s, o), 0.0),
                    "from_counters": per_op_count.get((s, o)),
                    "error_pct": model.error_pct(per_op_pred.get((s, o), 0.0), per_op_count.get((s, o), 0.0))}
@@ -170,7 +173,7 @@ def _accuracy(record: Mapping[str, Any], traces: Sequence[Sequence[Span]], reque
     """Prediction at a second load level: the baseline run's fan-out x this run's entry requests
     against this run's counters; for a ramp without baseline, step 1's fan-out per later step."""
     if baseline is not None and baseline_traces is not None:
-        base_fan = model.fanout(baseline_traces, entry_service=entry_service)
+        base_fan = model.align_names(model.fanout(baseline_traces, entry_service=entry_service), requests)
         predicted = _predict_known(requests, base_fan)
         rows = _accuracy_rows(predicted, dict(counted))
         return {"from": baseline["id"], "users_from": baseline["params"]["users"],
@@ -188,7 +191,8 @@ def ramp_accuracy(record: Mapping[str, Any], step1_traces: Sequence[Sequence[Spa
     steps = record["steps"]
     if record["kind"] != "ramp" or len(steps) < 2:
         return None
-    fan = model.fanout(step1_traces, entry_service=record["params"]["target"])
+    names = {n for s in steps for n in s.get("requests_by_entry", {})}
+    fan = model.align_names(model.fanout(step1_traces, entry_service=record["params"]["target"]), names)
     out = []
     for i, step in enumerate(steps[1:], start=2):
         requests = {k: v for k, v in step.get("requests_by_entry", {}).items() if k != "Aggregated"}

@@ -5,6 +5,7 @@ report prints instances needed and writes its HTML page; bad input exits non-zer
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -36,8 +37,9 @@ def readme_commands() -> list[str]:
 
 
 def devbox(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "220"}  # wide tables: run ids are not cut
     return subprocess.run([sys.executable, "-m", "devbox", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+                          timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,9 @@ def test_readme_load_commands_run_as_written(shop: Path) -> None:
             assert done.stdout.count("-run-") >= 2 and "-ramp-" in done.stdout, done.stdout
         if argv[1] == "capacity":
             assert "instances needed" in done.stdout and "first bottleneck" in done.stdout, done.stdout
-            assert "largest prediction error" in done.stdout  # the ramp's step 1 predicts its later steps
+            ramp = json.loads(devbox(["load", "show", "--json"], shop).stdout)
+            if len(ramp["steps"]) > 1:  # the ramp's step 1 predicts its later steps
+                assert "largest prediction error" in done.stdout, done.stdout
     runs = sorted((shop / ".devbox" / "load").iterdir())
     assert len(runs) == 3
     for run in runs:

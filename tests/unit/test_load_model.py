@@ -194,3 +194,13 @@ def test_locust_buckets_give_percentiles_and_rates() -> None:
     assert rows[0]["rps"] == 10.0 and rows[0]["errors"] == 0.02 and rows[0]["p99"] == 100
     total = aggregate(final, 10.0)
     assert total["requests"] == 110 and total["p50"] == 10
+
+
+def test_lower_cased_names_from_the_zipkin_api_align_with_locusts() -> None:
+    traces = shop_traces(checkouts=10, products=5)
+    for trace in traces:
+        for s in trace:
+            s.name = s.name.lower()  # how the Zipkin query API answers
+    fan = model.align_names(model.fanout(traces, entry_service="gateway"), ["GET /checkout/{user}", "GET /products"])
+    assert set(fan) == {"GET /checkout/{user}", "GET /products"}  # probes ("get /healthz") still left out
+    assert model.predict_service_qps({"GET /products": 10}, fan) == {"gateway": 10.0, "inventory": 10.0}
