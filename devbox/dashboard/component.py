@@ -1,6 +1,7 @@
 """Serves the dashboard page and the one query it needs that the mocks don't offer as JSON.
 
-LIMITATIONS: a read-only view; changes (silences, rules, isolation) go through the CLI or API.
+LIMITATIONS: silences are the one change made from the page; rules and isolation go through the CLI or API.
+No logs page yet: logs have no HTTP API (the CLI reads the files).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ async def script() -> Response:
     return Response((STATIC / "app.js").read_text(encoding="utf-8"), media_type="text/javascript")
 
 
+async def dagre() -> Response:
+    """dagre (MIT, @dagrejs/dagre 3.1.3 from npm, dist/dagre.min.js vendored as is): the topology's
+    layered layout — ranks by call depth, edges routed around nodes."""
+    return Response((STATIC / "vendor" / "dagre.min.js").read_text(encoding="utf-8"), media_type="text/javascript")
+
+
 class Charts:
     """The charts' PromQL range query, answered through the hosted :class:`MetricsQueryPort`."""
 
@@ -53,7 +60,7 @@ class Charts:
         if (end - start) / step > MAX_POINTS:
             raise BadRequest(f"at most {MAX_POINTS} points; raise step", code="too many points")
         try:
-            series = metrics.query_range(query, start, end, step)
+            series = await metrics.query_range_async(query, start, end, step)  # off the event loop
         except PortError as exc:
             raise BadRequest(str(exc), code="bad query") from None
         return {
@@ -72,5 +79,6 @@ class DashboardComponent(Component):
         router = APIRouter(tags=["dashboard"])
         router.add_api_route("/", index, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
         router.add_api_route("/dashboard/app.js", script, methods=["GET"], include_in_schema=False)
+        router.add_api_route("/dashboard/vendor/dagre.min.js", dagre, methods=["GET"], include_in_schema=False)
         router.add_api_route("/api/dashboard/range", Charts(self.ctx).chart, methods=["GET"])
         return [("api", router)]

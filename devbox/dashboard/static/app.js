@@ -1,19 +1,23 @@
-// devbox dashboard: reads devbox's own HTTP API and renders plain tables and SVG.
+// devbox dashboard: reads devbox's own HTTP API and renders tables and SVG.
+// The URL names the page and the selection (#/traces/TRACE_ID, #/topology/orders), so deep links
+// and back/forward work: every navigation sets location.hash and one hashchange handler renders.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const esc = (v) => String(v ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
-const ms = (us) => (us / 1000).toFixed(us < 10000 ? 2 : 0) + " ms";
+const ms = (us) => (us >= 1e6 ? (us / 1e6).toFixed(2) + " s" : (us / 1000).toFixed(us < 10000 ? 2 : 0) + " ms");
 const when = (s) => (s ? new Date(s * 1000).toLocaleTimeString() : "");
+const labels = (o) => Object.entries(o || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+const round = (v) => (typeof v === "number" ? (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3)) : esc(v));
 
-async function api(path) {
-  const r = await fetch(path);
+async function api(path, options) {
+  const r = await fetch(path, options);
   if (!r.ok) {
     let reason = r.statusText;
     try { const b = await r.json(); reason = b.reason || b.error || reason; } catch (_) { /* not JSON */ }
     throw new Error(`${path}: ${r.status} ${reason}`);
   }
-  return r.json();
+  return r.status === 204 ? null : r.json();
 }
 
 function table(el, head, rows) {
@@ -23,6 +27,7 @@ function table(el, head, rows) {
 }
 
 function showError(err) { $("error").textContent = err ? String(err.message || err) : ""; }
+const go = (page, sel) => { location.hash = `#/${page}${sel ? "/" + encodeURIComponent(sel) : ""}`; };
 
 // --- overview -------------------------------------------------------------------------------
 async function overview() {
@@ -37,144 +42,245 @@ async function overview() {
     [esc(n), `${esc(l.host)}:${esc(l.port)}`, esc(l.protocol)]));
   if (p.components.deploy) {
     const services = await api("/api/deploy/services");
-    const list = services.services;
-    table($("services"), ["service", "ready", "instances", "tags", "restarts"], list.map((s) => [
-      esc(s.service), `<span class="${s.ready >= s.replicas ? "ok" : "warn"}">${s.ready}/${s.replicas}</span>`,
+    table($("services"), ["service", "ready", "instances", "tags", "restarts"], services.services.map((s) => [
+      `<a href="#/topology/${esc(s.service)}">${esc(s.service)}</a>`,
+      `<span class="${s.ready >= s.replicas ? "ok" : "warn"}">${s.ready}/${s.replicas}</span>`,
       (s.instances || []).map((i) => `${esc(i.name)} :${esc(i.port)} <span class="${i.healthy ? "ok" : "bad"}">${esc(i.state)}</span>`).join("<br>"),
-      esc(Object.entries(s.tags || {}).map(([k, v]) => `${k}=${v}`).join(", ")), esc(s.restarts),
-    ]));
-    const ev = await api("/api/deploy/events?limit=5000");
-    table($("events"), ["time", "service", "instance", "event", "message"], ev.events.slice(-15).reverse().map((e) => [
-      when(e.ts), esc(e.service), esc(e.instance), esc(e.kind), esc(e.message),
+      esc(labels(s.tags)), esc(s.restarts),
     ]));
   }
 }
 
-// --- topology -------------------------------------------------------------------------------
-async function topology() {
-  const t = await api("/api/topology?lookback=3600000");
-  const depth = {};
-  const callers = {};
-  t.edges.forEach((e) => { (callers[e.callee] = callers[e.callee] || []).push(e.caller); });
-  const level = (n, seen = new Set()) => {
-    if (depth[n] !== undefined) return depth[n];
-    if (seen.has(n)) return 0;
-    seen.add(n);
-    depth[n] = (callers[n] || []).reduce((m, c) => Math.max(m, level(c, seen) + 1), 0);
-    return depth[n];
-  };
-  t.services.forEach((s) => level(s.name));
-  const columns = {};
-  t.services.forEach((s) => (columns[depth[s.name]] = columns[depth[s.name]] || []).push(s));
-  const pos = {};
+// --- topology: dagre's layered layout (ranks by call depth, edges routed around nodes) ------------
+async function topology(sel) {
+  const t = await api(`/api/topology?lookback=${$("window").value}`);
+  const g = new dagre.graphlib.Graph();
+  g.setGraph({ rankdir: "LR", nodesep: 40, ranksep: 150, edgesep: 30, marginx: 20, marginy: 20 });
+  g.setDefaultEdgeLabel(() => ({}));
+  t.services.forEach((s) => g.setNode(s.name, { width: 130, height: 40, s }));
+  t.edges.forEach((e) => g.setEdge(e.caller, e.callee, { e, width: 150, height: 34, labelpos: "c" }));
+  dagre.layout(g);
+  const health = (e) => (e.error_rate > 0.05 ? "#d64545" : e.error_rate > 0 ? "#d69e2e" : "#1f9d55");
+  let out = `<defs>${["#d64545", "#d69e2e", "#1f9d55"].map((c, i) => `<marker id="arrow${i}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0L10,5L0,10z" fill="${c}"/></marker>`).join("")}</defs>`;
+  g.edges().forEach((k) => {
+    const { e, points, x, y } = g.edge(k);
+    const c = health(e), mi = ["#d64545", "#d69e2e", "#1f9d55"].indexOf(c);
+    const d = points.map((p, i) => `${i ? "L" : "M"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join("");
+    out += `<path class="edge" d="${d}" fill="none" stroke="${c}" stroke-width="1.8" marker-end="url(#arrow${mi})"/>`;
+    const rate = e.calls / (Number($("window").value) / 1000);
+    out += `<g class="elabel"><rect x="${x - 72}" y="${y - 16}" width="144" height="32" rx="4" fill="#fff" opacity=".9"/>` +
+      `<text x="${x}" y="${y - 3}" text-anchor="middle">${e.calls} calls (${rate.toFixed(2)}/s) · ${(e.error_rate * 100).toFixed(0)}% err</text>` +
+      `<text x="${x}" y="${y + 11}" text-anchor="middle" fill="#6b7385">p99 ${ms(e.p99_us)}</text></g>`;
+  });
+  g.nodes().forEach((n) => {
+    const { x, y, s } = g.node(n);
+    out += `<g class="node${n === sel ? " sel" : ""}" data-node="${esc(n)}"><rect x="${x - 65}" y="${y - 20}" width="130" height="40" rx="6" fill="${n === sel ? "#e6eefc" : "#fff"}" stroke="${s.errors ? "#d64545" : "#3b6fd8"}" stroke-width="${n === sel ? 2.5 : 1.5}"/>` +
+      `<text x="${x}" y="${y + 4}" text-anchor="middle">${esc(n)}</text></g>`;
+  });
   const svg = $("graph");
-  const width = svg.clientWidth || 900;
-  const ncol = Object.keys(columns).length || 1;
-  Object.entries(columns).forEach(([d, nodes]) => nodes.forEach((s, i) => {
-    pos[s.name] = { x: 80 + (Number(d) * (width - 160)) / Math.max(1, ncol - 1), y: 50 + i * 80, s };
-  }));
-  let out = `<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0L10,5L0,10z" fill="#8a94a8"/></marker></defs>`;
-  t.edges.forEach((e) => {
-    const a = pos[e.caller], b = pos[e.callee];
-    if (!a || !b) return;
-    const color = e.errors ? "#d64545" : "#8a94a8";
-    out += `<line x1="${a.x + 50}" y1="${a.y}" x2="${b.x - 50}" y2="${b.y}" stroke="${color}" stroke-width="1.5" marker-end="url(#arrow)"/>`;
-    out += `<text x="${(a.x + b.x) / 2}" y="${(a.y + b.y) / 2 - 4}" text-anchor="middle" fill="#6b7385">${e.calls} calls · p99 ${ms(e.p99_us)}</text>`;
-  });
-  Object.values(pos).forEach(({ x, y, s }) => {
-    out += `<rect x="${x - 50}" y="${y - 16}" width="100" height="32" rx="6" fill="#fff" stroke="${s.errors ? "#d64545" : "#3b6fd8"}"/>`;
-    out += `<text x="${x}" y="${y + 4}" text-anchor="middle">${esc(s.name)}</text>`;
-  });
-  svg.setAttribute("height", String(Math.max(200, ...Object.values(pos).map((p) => p.y + 50))));
+  const gg = g.graph();
+  svg.setAttribute("viewBox", `0 0 ${gg.width} ${gg.height}`);
+  svg.setAttribute("height", String(Math.max(200, gg.height)));
   svg.innerHTML = out;
+  svg.querySelectorAll("[data-node]").forEach((el) => el.addEventListener("click", () => go("topology", el.dataset.node)));
   table($("edges"), ["caller", "callee", "calls", "errors", "p50", "p99"], t.edges.map((e) => [
-    esc(e.caller), esc(e.callee), e.calls, `<span class="${e.errors ? "bad" : ""}">${e.errors}</span>`, ms(e.p50_us), ms(e.p99_us),
+    esc(e.caller), esc(e.callee), e.calls, `<span class="${e.errors ? "bad" : ""}">${e.errors} (${(e.error_rate * 100).toFixed(0)}%)</span>`, ms(e.p50_us), ms(e.p99_us),
   ]));
+  $("nodeinfo").innerHTML = sel ? await nodeInfo(sel) : '<span class="muted">click a service for its callers, callees, instances and indicators</span>';
 }
 
-// --- traces ---------------------------------------------------------------------------------
-async function traces() {
+async function nodeInfo(name) {
+  const [t, n, ind] = await Promise.all([
+    api(`/api/topology?service=${encodeURIComponent(name)}&lookback=${$("window").value}`),
+    api(`/api/naming/services/default/${encodeURIComponent(name)}`).catch(() => null),
+    api(`/api/metrics/query?metric=success_rate&filter=${encodeURIComponent("callee=" + name)}&window=300`).catch(() => null),
+  ]);
+  const s = t.service || {};
+  const last = ind && ind.series[0] ? ind.series[0].points.filter((p) => p[1] !== null).pop() : null;
+  return `<h3>${esc(name)}</h3><p>called by: ${esc((s.callers || []).join(", ") || "-")} · calls: ${esc((s.callees || []).join(", ") || "-")}</p>` +
+    `<p>transitively: callers ${esc((s.callers_transitive || []).join(", ") || "-")} · callees ${esc((s.callees_transitive || []).join(", ") || "-")}</p>` +
+    `<p>success rate (5 min): ${last ? round(last[1]) + "%" : "-"}</p>` +
+    `<p>instances: ${(n ? n.instances : []).map((i) => `${esc(i.metadata["devbox.instance"] || i.id.slice(0, 8))} ${esc(i.host)}:${esc(i.port)} <span class="${i.healthy ? "ok" : "bad"}">${i.healthy ? "healthy" : "unhealthy"}</span>`).join(" · ") || "-"}</p>`;
+}
+
+// --- traces: a waterfall in tree order on a shared time axis --------------------------------------
+const collapsed = new Set();
+async function traces(sel) {
   const q = $("errorsOnly").checked ? "&errors=true" : "";
-  const r = await api(`/api/traces?limit=30&lookback=3600000${q}`);
+  const svc = $("traceService").value.trim();
+  const r = await api(`/api/traces?limit=30&lookback=3600000${q}${svc ? "&service=" + encodeURIComponent(svc) : ""}`);
   table($("tracelist"), ["trace", "entry", "services", "spans", "duration", "started"], r.traces.map((t) => [
-    `<a data-trace="${esc(t.trace_id)}">${esc(t.trace_id.slice(0, 12))}…</a>`,
+    `<a href="#/traces/${esc(t.trace_id)}" data-trace="${esc(t.trace_id)}">${esc(t.trace_id.slice(0, 12))}…</a>`,
     `${esc(t.root_service)} ${esc(t.root_name)}`, esc(t.services.join(", ")),
     `${t.spans}${t.errors ? ` <span class="bad">(${t.errors} errors)</span>` : ""}`,
     ms(t.duration_us), when(t.start_us / 1e6),
   ]));
-  document.querySelectorAll("[data-trace]").forEach((a) => a.addEventListener("click", () => trace(a.dataset.trace).catch(showError)));
+  if (sel) await trace(sel); else $("trace").hidden = true;
 }
 
+let openTrace = null;
 async function trace(id) {
-  const spans = await api(`/api/v2/trace/${id}`);
-  spans.sort((a, b) => a.timestamp - b.timestamp);
-  const t0 = Math.min(...spans.map((s) => s.timestamp));
-  const total = Math.max(...spans.map((s) => s.timestamp + (s.duration || 0))) - t0 || 1;
-  const byId = Object.fromEntries(spans.map((s) => [s.id, s]));
-  const depth = (s) => (s.parentId && byId[s.parentId] ? 1 + depth(byId[s.parentId]) : 0);
+  if (!openTrace || openTrace.id !== id) {
+    const [data, critical, why] = await Promise.all([
+      api(`/api/traces/${id}`), api(`/api/traces/${id}/critical-path`), api(`/api/traces/${id}/why`)]);
+    openTrace = { id, spans: data.spans, critical, why };
+    collapsed.clear();
+  }
+  renderTrace();
+}
+
+function renderTrace() {
+  const { id, spans, critical, why } = openTrace;
+  const byId = Object.fromEntries(spans.map((s) => [s.span_id, s]));
+  const kids = {};
+  spans.forEach((s) => { const p = byId[s.parent_id] ? s.parent_id : ""; (kids[p] = kids[p] || []).push(s); });
+  Object.values(kids).forEach((l) => l.sort((a, b) => a.start_us - b.start_us));
+  const rows = [];
+  const walk = (s, depth) => {
+    rows.push([s, depth]);
+    if (!collapsed.has(s.span_id)) (kids[s.span_id] || []).forEach((c) => walk(c, depth + 1));
+  };
+  (kids[""] || []).forEach((r) => walk(r, 0));
+  const t0 = Math.min(...spans.map((s) => s.start_us));
+  const total = Math.max(...spans.map((s) => s.start_us + s.duration_us)) - t0 || 1;
+  const onPath = new Set(critical.segments.map((s) => s.span_id));
   $("trace").hidden = false;
   $("traceTitle").textContent = `trace ${id} · ${spans.length} spans · ${ms(total)}`;
-  table($("waterfall"), ["service", "operation", "duration", ""], spans.map((s) => {
-    const err = s.tags && s.tags.error !== undefined;
-    const left = ((s.timestamp - t0) / total) * 100, width = Math.max(0.5, ((s.duration || 0) / total) * 100);
-    return [`<span style="padding-left:${depth(s) * 14}px">${esc(s.localEndpoint?.serviceName)}</span>`, esc(s.name),
-      ms(s.duration || 0), `<div class="bar"><span class="${err ? "err" : ""}" style="left:${left}%;width:${width}%"></span></div>`];
+  $("cause").innerHTML = why.failed ? why.causes.map((c) => {
+    const code = (c.attributes || {})["http.status_code"] || c.message || "an error";
+    const top = c.path[0];
+    const via = [...new Set(c.path.slice(1, -1).map((h) => h.service))].filter((s) => s !== c.service && s !== top.service);
+    return `<p class="cause bad">Root cause: <b>${esc(c.service)} · ${esc(c.name)}</b> failed with ${esc(code)}` +
+      (top.span_id !== c.span_id ? `; it made ${esc(top.service)}'s ${esc(top.name)} fail${via.length ? " via " + esc(via.join(", ")) : ""}` : "") + ".</p>";
+  }).join("") : '<p class="ok">no span failed</p>';
+  $("critical").textContent = "critical path: " + critical.services.map((s) => `${s.service} ${(s.share * 100).toFixed(0)}%`).join(", ");
+  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => `<span style="left:${f * 100}%">${ms(f * total)}</span>`).join("");
+  $("waterfall").innerHTML = `<tr><th>service · operation</th><th>duration</th><th class="axis">${ticks}</th></tr>` + rows.map(([s, depth]) => {
+    const has = (kids[s.span_id] || []).length;
+    const left = ((s.start_us - t0) / total) * 100, width = Math.max(0.3, (s.duration_us / total) * 100);
+    const cls = [s.error ? "err" : "", onPath.has(s.span_id) ? "crit" : ""].join(" ");
+    return `<tr class="span" data-span="${esc(s.span_id)}"><td style="padding-left:${0.6 + depth * 1.1}rem">` +
+      `${has ? `<button class="tog" data-tog="${esc(s.span_id)}">${collapsed.has(s.span_id) ? "▸" : "▾"}</button>` : '<span class="tog"></span>'}` +
+      `<b>${esc(s.service)}</b> ${esc(s.name)} <span class="muted">${esc(s.kind.toLowerCase())}</span>${s.error ? ' <span class="bad">✗</span>' : ""}</td>` +
+      `<td>${ms(s.duration_us)}</td><td class="lane"><div class="bar"><span class="${cls}" style="left:${left}%;width:${width}%"></span></div></td></tr>`;
+  }).join("");
+  $("waterfall").querySelectorAll("[data-tog]").forEach((b) => b.addEventListener("click", (ev) => {
+    ev.stopPropagation();
+    const k = b.dataset.tog; if (collapsed.has(k)) collapsed.delete(k); else collapsed.add(k);
+    renderTrace();
   }));
-  $("cause").innerHTML = "";
-  if (spans.some((s) => s.tags && s.tags.error !== undefined)) {
-    const why = await api(`/api/traces/${id}/why`);
-    $("cause").innerHTML = `<p class="bad">root cause: <pre>${esc(JSON.stringify(why.causes || why, null, 1))}</pre></p>`;
-  }
+  $("waterfall").querySelectorAll("tr.span").forEach((tr) => tr.addEventListener("click", () => spanDetail(byId[tr.dataset.span])));
 }
 
-// --- metrics --------------------------------------------------------------------------------
+function spanDetail(s) {
+  const events = (s.events || []).map((e) => `<li><b>${esc(e.name)}</b> ${esc(labels(e.attributes))}</li>`).join("");
+  $("spandetail").innerHTML = `<h3>${esc(s.service)} · ${esc(s.name)}</h3><p>${esc(s.kind)} · ${ms(s.duration_us)}` +
+    `${s.error ? ` · <span class="bad">error ${esc(s.status_message)}</span>` : ""} · span ${esc(s.span_id)}</p>` +
+    `<table>${Object.entries(s.attributes || {}).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(JSON.stringify(v))}</td></tr>`).join("")}</table>` +
+    `<h4>events</h4>${events ? `<ul>${events}</ul>` : '<p class="muted">no events recorded</p>'}`;
+}
+
+// --- metrics: indicator picker with group-by, time axis, readable legends -------------------------
 const palette = ["#3b6fd8", "#d64545", "#1f9d55", "#d69e2e", "#805ad5", "#2c7a7b", "#b83280"];
 async function metrics() {
-  const q = $("promql").value.trim();
-  if (!q) return;
-  const r = await api(`/api/dashboard/range?minutes=15&query=${encodeURIComponent(q)}`);
+  if (!$("indicator").options.length) {
+    const ls = await api("/api/metrics/ls");
+    $("indicator").innerHTML = ls.metrics.filter((m) => m.kind === "composite")
+      .map((m) => `<option value="${esc(m.name)}" title="${esc(m.help)}">${esc(m.name)}</option>`).join("");
+    $("indicator").value = "success_rate";
+  }
+  const minutes = Number($("range").value);
+  const end = Date.now() / 1000, start = end - minutes * 60, step = Math.max(5, (minutes * 60) / 120);
+  let r;
+  if ($("promql").value.trim()) {
+    r = await api(`/api/dashboard/range?minutes=${minutes}&query=${encodeURIComponent($("promql").value.trim())}`);
+  } else {
+    const by = $("groupby").value;
+    r = await api(`/api/metrics/query?metric=${$("indicator").value}${by ? "&group_by=" + by : ""}&start=${start}&end=${end}&step=${step}`);
+    r.start = start; r.end = end;
+  }
   const svg = $("chart");
-  const w = svg.clientWidth || 900, h = 300, pad = 40;
+  const w = svg.clientWidth || 900, h = 300, pad = 50;
   const pts = r.series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite);
   const ymax = Math.max(1e-9, ...pts), ymin = Math.min(0, ...pts);
   const x = (t) => pad + ((t - r.start) / (r.end - r.start)) * (w - 2 * pad);
   const y = (v) => h - pad - ((v - ymin) / (ymax - ymin || 1)) * (h - 2 * pad);
-  let out = `<line x1="${pad}" y1="${h - pad}" x2="${w - pad}" y2="${h - pad}" stroke="#ccc"/>` +
-    `<text x="4" y="${pad}">${ymax.toPrecision(3)}</text><text x="4" y="${h - pad}">${ymin.toPrecision(3)}</text>`;
+  let out = `<line x1="${pad}" y1="${h - pad}" x2="${w - pad}" y2="${h - pad}" stroke="#ccc"/><line x1="${pad}" y1="${pad}" x2="${pad}" y2="${h - pad}" stroke="#ccc"/>`;
+  [0, 0.5, 1].forEach((f) => { const v = ymin + f * (ymax - ymin); out += `<text x="4" y="${y(v) + 4}">${round(v)}</text>`; });
+  for (let i = 0; i <= 4; i++) { const t = r.start + (i / 4) * (r.end - r.start); out += `<text x="${x(t)}" y="${h - pad + 18}" text-anchor="middle">${new Date(t * 1000).toLocaleTimeString()}</text>`; }
   r.series.forEach((s, i) => {
     const d = s.points.filter((p) => Number.isFinite(p[1])).map((p, j) => `${j ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join("");
-    out += `<path d="${d}" fill="none" stroke="${palette[i % palette.length]}" stroke-width="1.6"/>`;
+    out += `<path d="${d}" fill="none" stroke="${palette[i % palette.length]}" stroke-width="1.8"/>`;
   });
   svg.innerHTML = out;
-  $("legend").innerHTML = r.series.map((s, i) => `<span style="color:${palette[i % palette.length]}">■</span> ${esc(JSON.stringify(s.labels))}`).join("<br>") || '<span class="muted">no data</span>';
+  $("legend").innerHTML = r.series.map((s, i) => `<span class="leg"><span style="color:${palette[i % palette.length]}">■</span> ${esc(labels(s.labels) || "(all)")}</span>`).join("") || '<span class="muted">no data in this range</span>';
 }
 
-// --- alerts ---------------------------------------------------------------------------------
+// --- alerts -----------------------------------------------------------------------------------
 async function alerts() {
   const a = await api("/api/alerts?state=active");
-  table($("active"), ["alert", "state", "labels", "value", "since", "silenced by"], a.alerts.map((x) => [
+  table($("active"), ["alert", "state", "labels", "value", "since", "silenced by", ""], a.alerts.map((x) => [
     esc(x.alertname), `<span class="${x.state === "firing" ? "bad" : "warn"}">${esc(x.state)}</span>`,
-    esc(Object.entries(x.labels).map(([k, v]) => `${k}=${v}`).join(", ")), esc(x.value), when(x.active_at), esc((x.silenced_by || []).join(", ")),
+    esc(labels(x.labels)), round(x.value), when(x.active_at), esc((x.silenced_by || []).join(", ")),
+    `<button class="act" data-silence='${esc(JSON.stringify(x.labels))}'>silence 1h</button>`,
   ]));
+  $("active").querySelectorAll("[data-silence]").forEach((b) => b.addEventListener("click", async () => {
+    const l = JSON.parse(b.dataset.silence);
+    const matchers = ["alertname", "callee", "method"].filter((k) => l[k]).map((k) => `${k}=${l[k]}`);
+    await api("/api/alerts/silences", { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ matchers, duration: "1h", comment: "from the dashboard", created_by: "dashboard" }) });
+    refresh();
+  }));
+  const s = await api("/api/alerts/silences");
+  table($("silences"), ["id", "matchers", "state", "ends", "comment", ""], s.silences.filter((x) => x.state !== "expired").map((x) => [
+    esc(String(x.id).slice(0, 8)), esc(JSON.stringify(x.matchers)), esc(x.state), esc(x.ends_at), esc(x.comment),
+    `<button class="act" data-expire="${esc(x.id)}">expire</button>`,
+  ]));
+  $("silences").querySelectorAll("[data-expire]").forEach((b) => b.addEventListener("click", async () => {
+    await api(`/api/alerts/silences/${b.dataset.expire}`, { method: "DELETE" }); refresh();
+  }));
   const h = await api("/api/alerts/history?limit=50");
-  table($("history"), ["time", "alert", "from → to", "value", "notification"], h.transitions.map((x) => [
-    when(x.at), esc(x.alertname), `${esc(x.from)} → ${esc(x.to)}`, esc(x.value),
+  table($("history"), ["time", "alert", "labels", "from → to", "value", "notification"], h.transitions.map((x) => [
+    when(x.at), esc(x.alertname), esc(labels(x.labels)), `${esc(x.from)} → ${esc(x.to)}`, round(x.value),
     x.silenced ? '<span class="warn">silenced</span>' : esc(x.notified),
   ]));
 }
 
-// --- wiring ---------------------------------------------------------------------------------
-const views = { overview, topology, traces, metrics, alerts };
-let current = "overview";
-function show(tab) {
-  current = tab;
-  document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("active", b.dataset.tab === tab));
-  document.querySelectorAll("section").forEach((s) => s.classList.toggle("active", s.id === tab));
+// --- naming and deploys -------------------------------------------------------------------------
+async function naming(sel) {
+  const list = await api("/api/naming/services");
+  table($("namingServices"), ["service", "instances", "healthy"], list.map((s) => [
+    `<a href="#/naming/${esc(s.name)}">${esc(s.name)}</a>`, s.instances, `<span class="${s.healthy < s.instances ? "warn" : "ok"}">${s.healthy}</span>`]));
+  if (!sel) { $("namingDetail").innerHTML = '<span class="muted">pick a service</span>'; return; }
+  const s = await api(`/api/naming/services/default/${encodeURIComponent(sel)}`);
+  $("namingDetail").innerHTML = `<h3>${esc(sel)}</h3><table id="namingInstances"></table><h4>routing rules</h4><pre>${esc(JSON.stringify(s.routing, null, 1))}</pre><h4>circuit breaker</h4><pre>${esc(JSON.stringify(s.circuit_breaker))}</pre>`;
+  table($("namingInstances"), ["instance", "address", "weight", "health", "tags"], s.instances.map((i) => [
+    esc(i.metadata["devbox.instance"] || i.id.slice(0, 12)), `${esc(i.host)}:${esc(i.port)}`, i.weight,
+    `<span class="${i.healthy && !i.isolated ? "ok" : "bad"}">${i.isolated ? "isolated" : i.healthy ? "healthy" : "unhealthy"}</span>`,
+    esc(labels(Object.fromEntries(Object.entries(i.metadata).filter(([k]) => !k.startsWith("devbox.")))))]));
+}
+
+async function deploys() {
+  const ev = await api("/api/deploy/events?limit=500");
+  table($("events"), ["time", "service", "instance", "event", "message"], ev.events.filter((e) => e.kind !== "health").slice(-60).reverse().map((e) => [
+    when(e.ts), esc(e.service), esc(e.instance), `<span class="${/fail|crash/.test(e.kind) ? "bad" : ""}">${esc(e.kind)}</span>`, esc(e.message),
+  ]));
+}
+
+// --- wiring: the hash is the state ---------------------------------------------------------------
+const views = { overview, topology, traces, metrics, alerts, naming, deploys };
+let current = "overview", selection = "";
+function route() {
+  const [, page, sel] = location.hash.match(/^#\/?([a-z]+)?\/?(.*)$/) || [];
+  current = views[page] ? page : "overview";
+  selection = decodeURIComponent(sel || "");
+  document.querySelectorAll("nav a").forEach((b) => b.classList.toggle("active", b.dataset.tab === current));
+  document.querySelectorAll("main > section").forEach((s) => s.classList.toggle("active", s.id === current));
   refresh();
 }
-function refresh() { views[current]().then(() => showError(null), showError); }
-document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", () => show(b.dataset.tab)));
+function refresh() { views[current](selection).then(() => showError(null), showError); }
+window.addEventListener("hashchange", route);
+["run", "errorsOnly", "traceService", "window", "indicator", "groupby", "range"].forEach((id) => $(id).addEventListener("change", refresh));
 $("run").addEventListener("click", refresh);
-$("errorsOnly").addEventListener("change", refresh);
-setInterval(() => { if (current !== "traces" || $("trace").hidden) refresh(); }, 3000);
-show(location.hash.slice(1) || "overview");
+setInterval(() => { if (!["traces", "naming"].includes(current) || !selection) refresh(); }, 5000);
+route();
