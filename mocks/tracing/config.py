@@ -16,6 +16,9 @@ class TracingConfig(BaseModel):
     write_batch_spans: int = Field(
         20_000, gt=0, description="Most spans written in one SQLite transaction (concurrent exports are grouped)."
     )
+    max_pending_spans: int = Field(
+        200_000, gt=0, description="Exports are refused (503 + Retry-After) while this many spans wait to be written."
+    )
     max_future_skew_s: float = Field(
         3600.0, ge=0, description="Spans starting further than this in the future are rejected as absurd."
     )

@@ -4,16 +4,23 @@ Pure functions, no sockets. Each decoder returns a :class:`Decoded`: the good sp
 per rejected span, so a partially bad batch keeps its good spans and the rejections are counted
 (OTLP ``partial_success``). A body that cannot be read at all raises :class:`BadPayload`.
 
-LIMITATIONS: span events, links and Zipkin annotations are not kept (an OTel ``exception`` event
-only fills the status message when the status has none); trace ids of 64 bits are widened to
-128 bits with leading zeros; spans without a timestamp are rejected (Zipkin would keep them).
+What is kept: Zipkin annotations, endpoints (ipv4, ipv6, port), ``shared`` and ``debug``; OTel
+events (name, time, attributes — ``exception.*`` included), links, scope and status code. Going
+out to Zipkin (:func:`to_zipkin`) follows the OTel→Zipkin mapping: events become annotations
+(the event name, or ``name: {attributes as JSON}``), the status becomes ``otel.status_code`` /
+``otel.status_description`` (and ``error``), the scope ``otel.scope.name``/``otel.scope.version``;
+span and service names are lower-cased there, as the Zipkin server does.
+
+LIMITATIONS: trace ids of 64 bits are widened to 128 bits with leading zeros; OTel links have no
+Zipkin form (they are on devbox's own API only).
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +117,7 @@ def check_text(span: Span) -> Span:
     """Refuses strings SQLite cannot store (JSON can smuggle lone UTF-16 surrogates in)."""
     try:
         json.dumps([span.name, span.service, span.status_message, span.remote_service, span.attributes,
-                    span.resource], ensure_ascii=False, default=str).encode("utf-8")
+                    span.resource, span.detail()], ensure_ascii=False, default=str).encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("contains text that is not valid Unicode (a lone surrogate)") from None
     return span
@@ -163,8 +170,11 @@ def _is_service_name(host: str) -> bool:
     return not host.replace(".", "").isdigit()
 
 
+_STATUS_NAMES = {1: "OK", 2: "ERROR"}
+
+
 def _otlp_span(sp: trace_pb2.Span, service: str, resource: dict[str, Any], *, now_us: int,
-               max_future_us: int) -> Span:
+               max_future_us: int, scope: dict[str, str] | None = None) -> Span:
     trace_id = _bytes_id(sp.trace_id, "traceId", (16,))
     span_id = _bytes_id(sp.span_id, "spanId", (8,))
     parent_id = _bytes_id(sp.parent_span_id, "parentSpanId", (8,)) if sp.parent_span_id else None
@@ -185,12 +195,31 @@ def _otlp_span(sp: trace_pb2.Span, service: str, resource: dict[str, Any], *, no
                 message = ": ".join(str(p) for p in (ev.get("exception.type"), ev.get("exception.message")) if p)
                 break
     kind = _OTLP_KINDS.get(sp.kind, "INTERNAL")
+    events = [{"name": ev.name, "time_us": ev.time_unix_nano // 1000, "attributes": attributes(ev.attributes)}
+              for ev in sp.events]
+    links = []
+    for link in sp.links:
+        entry: dict[str, Any] = {"trace_id": _bytes_id(link.trace_id, "link traceId", (16,)),
+                                 "span_id": _bytes_id(link.span_id, "link spanId", (8,))}
+        if link.attributes:
+            entry["attributes"] = attributes(link.attributes)
+        links.append(entry)
     return Span(
         trace_id=trace_id, span_id=span_id, parent_id=parent_id, name=sp.name, kind=kind, service=service,
         start_us=start_us, duration_us=end_us - start_us, error=error, status_message=message,
         attributes=attrs, remote_service=remote_service_of(attrs) if kind in ("CLIENT", "PRODUCER") else None,
-        resource=resource,
+        resource=resource, events=events, links=links, scope=scope or {},
+        status_code=_STATUS_NAMES.get(sp.status.code, ""),
     )
+
+
+def _scope_of(name: str, version: str) -> dict[str, str]:
+    out = {}
+    if name:
+        out["name"] = name
+    if version:
+        out["version"] = version
+    return out
 
 
 def _service_of(resource: dict[str, Any]) -> str:
@@ -204,9 +233,11 @@ def from_otlp_request(req: ExportTraceServiceRequest, *, now_us: int, max_future
         resource = attributes(rs.resource.attributes)
         service = _service_of(resource)
         for ss in rs.scope_spans:
+            scope = _scope_of(ss.scope.name, ss.scope.version)
             for sp in ss.spans:
                 try:
-                    out.spans.append(_otlp_span(sp, service, resource, now_us=now_us, max_future_us=max_future_us))
+                    out.spans.append(_otlp_span(sp, service, resource, now_us=now_us, max_future_us=max_future_us,
+                                                scope=scope))
                 except ValueError as exc:
                     out.rejected.append(f"span {sp.name!r}: {exc}")
     return out
@@ -225,6 +256,8 @@ def _loads(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadPayload(f"body is not JSON: {exc}") from None
+    except RecursionError:  # JSON nested deeper than the parser's stack
+        raise BadPayload("body is not JSON we read: nested too deeply") from None
 
 
 def _b64_id(span: dict[str, Any], key: str) -> None:
@@ -242,33 +275,59 @@ def _b64_id(span: dict[str, Any], key: str) -> None:
     span[key] = base64.b64encode(raw).decode()
 
 
+def _parse_dict(data: Any, message: Any, what: str) -> None:
+    """``json_format.ParseDict`` that fails only with ValueError (wrong-typed fields raise many kinds)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be an object")
+    try:
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{what} is malformed: {first}") from None
+
+
+def _list_of(data: dict[str, Any], camel: str, snake: str, where: str) -> list[Any]:
+    value = data.get(camel, data.get(snake))
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadPayload(f"{where}{camel} must be a list")
+    return value
+
+
 def from_otlp_json(body: bytes, *, now_us: int, max_future_us: int) -> Decoded:
-    """OTLP/JSON: hex ids, enums as integers or names, int64 as numbers or strings; each span is
-    parsed alone so one bad span does not sink its batch."""
+    """OTLP/JSON: hex ids, enums as integers or names, int64 as numbers or strings. A wrong shape
+    above the spans (``resourceSpans``/``scopeSpans``/``spans`` not lists) makes the body
+    unreadable (400); each span is parsed alone so one bad span does not sink its batch."""
     data = _loads(body)
     if not isinstance(data, dict):
         raise BadPayload("body must be a JSON object with resourceSpans")
-    resource_spans = data.get("resourceSpans", data.get("resource_spans", []))
-    if not isinstance(resource_spans, list):
-        raise BadPayload("resourceSpans must be a list")
     out = Decoded()
-    for rs in resource_spans:
+    for i, rs in enumerate(_list_of(data, "resourceSpans", "resource_spans", "")):
         if not isinstance(rs, dict):
-            out.rejected.append("a resourceSpans entry is not an object")
-            continue
+            raise BadPayload(f"resourceSpans[{i}] must be an object")
+        scope_spans = _list_of(rs, "scopeSpans", "scope_spans", f"resourceSpans[{i}].")
+        groups = []
+        for j, ss in enumerate(scope_spans):
+            if not isinstance(ss, dict):
+                raise BadPayload(f"resourceSpans[{i}].scopeSpans[{j}] must be an object")
+            groups.append((ss, _list_of(ss, "spans", "spans", f"resourceSpans[{i}].scopeSpans[{j}].")))
         resource_msg = resource_pb2.Resource()
         try:
-            json_format.ParseDict(rs.get("resource") or {}, resource_msg, ignore_unknown_fields=True)
-        except (json_format.ParseError, TypeError, ValueError) as exc:
-            count = sum(len(ss.get("spans") or []) for ss in rs.get("scopeSpans") or [] if isinstance(ss, dict))
-            out.rejected.extend([f"resource is malformed: {exc}"] * max(count, 1))
+            _parse_dict(rs.get("resource") or {}, resource_msg, "resource")
+        except ValueError as exc:
+            out.rejected.extend([str(exc)] * max(sum(len(spans) for _, spans in groups), 1))
             continue
         resource = attributes(resource_msg.attributes)
         service = _service_of(resource)
-        scope_spans = rs.get("scopeSpans", rs.get("scope_spans", []))
-        for ss in scope_spans if isinstance(scope_spans, list) else []:
-            spans = ss.get("spans") if isinstance(ss, dict) else None
-            for raw in spans if isinstance(spans, list) else []:
+        for ss, spans in groups:
+            scope_msg = common_pb2.InstrumentationScope()
+            try:
+                _parse_dict(ss.get("scope") or {}, scope_msg, "scope")
+            except ValueError:
+                scope_msg = common_pb2.InstrumentationScope()
+            scope = _scope_of(scope_msg.name, scope_msg.version)
+            for raw in spans:
                 name = raw.get("name", "") if isinstance(raw, dict) else ""
                 try:
                     if not isinstance(raw, dict):
@@ -276,15 +335,18 @@ def from_otlp_json(body: bytes, *, now_us: int, max_future_us: int) -> Decoded:
                     fixed = dict(raw)
                     for key in ("traceId", "spanId", "parentSpanId"):
                         _b64_id(fixed, key)
+                    links = fixed.get("links")
+                    if isinstance(links, list):
+                        fixed["links"] = [dict(link) for link in links if isinstance(link, dict)]
+                        for link in fixed["links"]:
+                            _b64_id(link, "traceId")
+                            _b64_id(link, "spanId")
                     msg = trace_pb2.Span()
-                    try:
-                        json_format.ParseDict(fixed, msg, ignore_unknown_fields=True)
-                    except (json_format.ParseError, TypeError) as exc:
-                        raise ValueError(str(exc).splitlines()[0]) from None
-                    out.spans.append(check_text(
-                        _otlp_span(msg, service, resource, now_us=now_us, max_future_us=max_future_us)))
+                    _parse_dict(fixed, msg, "span")
+                    out.spans.append(check_text(_otlp_span(msg, service, resource, now_us=now_us,
+                                                           max_future_us=max_future_us, scope=scope)))
                 except ValueError as exc:
-                    out.rejected.append(f"span {name!r}: {exc}")
+                    out.rejected.append(f"span {str(name)[:100]!r}: {exc}")
     return out
 
 
@@ -329,25 +391,73 @@ def to_otlp_request(spans: Iterable[Span]) -> ExportTraceServiceRequest:
 
 
 def _zipkin_span(*, trace_id: str, span_id: str, parent_id: str | None, kind: str | None, name: str,
-                 timestamp: int, duration: int, local: str, remote: str | None, tags: dict[str, str],
-                 local_ip: str | None, now_us: int, max_future_us: int) -> Span:
-    reason = check_times(timestamp, duration, now_us, max_future_us)
+                 timestamp: int | None, duration: int | None, local: dict[str, Any], remote: dict[str, Any],
+                 tags: dict[str, str], annotations: list[tuple[int, str]], shared: bool, debug: bool, now_us: int,
+                 max_future_us: int) -> Span:
+    missing = timestamp is None or timestamp == 0
+    if missing:
+        # Zipkin keeps a span without a timestamp (late or partial): place it at its first
+        # annotation, else at its arrival, and render it back without one.
+        timestamp = min((t for t, _ in annotations), default=now_us)
+    assert timestamp is not None
+    reason = check_times(timestamp, duration or 0, now_us, max_future_us)
     if reason:
         raise ValueError(reason)
     error = "error" in tags
     message = tags.get("error", "") if error else ""
     if message.lower() in ("true", "1"):
         message = ""
-    if not remote and kind in ("CLIENT", "PRODUCER"):
-        remote = remote_service_of(tags)  # the OTel Zipkin exporter leaves peer.service in the tags
-    resource: dict[str, Any] = {"service.name": local}
-    if local_ip:
-        resource["host.ip"] = local_ip
+    local_name = local.pop("serviceName", None)
+    remote_name = remote.pop("serviceName", None)
+    if not remote_name and kind in ("CLIENT", "PRODUCER"):
+        remote_name = remote_service_of(tags)  # the OTel Zipkin exporter leaves peer.service in the tags
+    service = local_name or UNKNOWN_SERVICE
     return Span(
         trace_id=trace_id, span_id=span_id, parent_id=parent_id, name=name or "", kind=kind or "INTERNAL",
-        service=local or UNKNOWN_SERVICE, start_us=timestamp, duration_us=duration, error=error,
-        status_message=message, attributes=dict(tags), remote_service=remote or None, resource=resource,
+        service=service, start_us=timestamp, duration_us=duration or 0, error=error,
+        status_message=message, attributes=dict(tags), remote_service=remote_name or None,
+        resource={"service.name": service}, annotations=annotations, local_endpoint=local,
+        remote_endpoint=remote, shared=shared, debug=debug, timestamp_missing=missing,
     )
+
+
+def _json_endpoint(raw: Any, what: str) -> dict[str, Any]:
+    """A Zipkin JSON endpoint, checked field by field (a poison span is refused, never stored)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{what} must be an object")
+    out: dict[str, Any] = {}
+    for key in ("serviceName", "ipv4", "ipv6"):
+        value = raw.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"{what}.{key} must be a string")
+        out[key] = value
+    port = raw.get("port")
+    if port is not None:
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise ValueError(f"{what}.port must be an integer from 0 to 65535")
+        if port:
+            out["port"] = port
+    return out
+
+
+def _json_annotations(raw: Any) -> list[tuple[int, str]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ValueError("annotations must be a list")
+    out = []
+    for a in raw:
+        if not isinstance(a, dict):
+            raise ValueError("an annotation is not an object")
+        ts, value = a.get("timestamp"), a.get("value")
+        if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0 or not isinstance(value, str):
+            raise ValueError("an annotation needs an integer timestamp (µs) and a string value")
+        out.append((ts, value))
+    return out
 
 
 def _zipkin_json_span(raw: Any, now_us: int, max_future_us: int) -> Span:
@@ -360,22 +470,26 @@ def _zipkin_json_span(raw: Any, now_us: int, max_future_us: int) -> Span:
     kind = raw.get("kind")
     if kind is not None and kind not in ("CLIENT", "SERVER", "PRODUCER", "CONSUMER"):
         raise ValueError(f"kind {kind!r} is not CLIENT, SERVER, PRODUCER or CONSUMER")
-    timestamp, duration = raw.get("timestamp"), raw.get("duration") or 0
-    if timestamp is None:
-        raise ValueError("timestamp is missing")
-    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or not isinstance(duration, int):
-        raise ValueError("timestamp and duration must be integers (microseconds)")
-    local = raw.get("localEndpoint") or {}
-    remote = raw.get("remoteEndpoint") or {}
+    timestamp, duration = raw.get("timestamp"), raw.get("duration")
+    for value in (timestamp, duration):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ValueError("timestamp and duration must be integers (microseconds)")
     tags = raw.get("tags") or {}
-    if not isinstance(local, dict) or not isinstance(remote, dict) or not isinstance(tags, dict):
-        raise ValueError("localEndpoint, remoteEndpoint and tags must be objects")
+    if not isinstance(tags, dict):
+        raise ValueError("tags must be an object")
+    for key, value in tags.items():
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"tag {key!r} must be a string")
     name = raw.get("name") or ""
+    if not isinstance(name, str):
+        raise ValueError("name must be a string")
     return _zipkin_span(
-        trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=kind, name=str(name),
-        timestamp=timestamp, duration=duration, local=str(local.get("serviceName") or UNKNOWN_SERVICE),
-        remote=remote.get("serviceName"), tags={str(k): str(v) for k, v in tags.items()},
-        local_ip=local.get("ipv4") or local.get("ipv6"), now_us=now_us, max_future_us=max_future_us,
+        trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=kind, name=name,
+        timestamp=timestamp, duration=duration, local=_json_endpoint(raw.get("localEndpoint"), "localEndpoint"),
+        remote=_json_endpoint(raw.get("remoteEndpoint"), "remoteEndpoint"),
+        tags={str(k): _tag_text(v) for k, v in tags.items() if v is not None},
+        annotations=_json_annotations(raw.get("annotations")), shared=raw.get("shared") is True,
+        debug=raw.get("debug") is True, now_us=now_us, max_future_us=max_future_us,
     )
 
 
@@ -389,7 +503,20 @@ def from_zipkin_json(body: bytes, *, now_us: int, max_future_us: int) -> Decoded
             out.spans.append(check_text(_zipkin_json_span(raw, now_us, max_future_us)))
         except ValueError as exc:
             ident = raw.get("id") if isinstance(raw, dict) else None
-            out.rejected.append(f"span {ident!r}: {exc}")
+            out.rejected.append(f"span {str(ident)[:40]!r}: {exc}")
+    return out
+
+
+def _proto_endpoint(ep: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if ep.service_name:
+        out["serviceName"] = ep.service_name
+    if len(ep.ipv4) == 4:
+        out["ipv4"] = str(ipaddress.IPv4Address(ep.ipv4))
+    if len(ep.ipv6) == 16:
+        out["ipv6"] = str(ipaddress.IPv6Address(ep.ipv6))
+    if ep.port:
+        out["port"] = ep.port
     return out
 
 
@@ -402,18 +529,16 @@ def from_zipkin_proto(body: bytes, *, now_us: int, max_future_us: int) -> Decode
     out = Decoded()
     for sp in lst.spans:
         try:
-            ip = None
-            if sp.local_endpoint.ipv4:
-                ip = ".".join(str(b) for b in sp.local_endpoint.ipv4)
-            out.spans.append(_zipkin_span(
+            out.spans.append(check_text(_zipkin_span(
                 trace_id=_trace_id(_bytes_id(sp.trace_id, "trace_id", (8, 16))),
                 span_id=_bytes_id(sp.id, "id", (8,)),
                 parent_id=_bytes_id(sp.parent_id, "parent_id", (8,)) if sp.parent_id else None,
-                kind=zipkin_proto.KINDS.get(sp.kind), name=sp.name, timestamp=sp.timestamp,
-                duration=sp.duration, local=sp.local_endpoint.service_name or UNKNOWN_SERVICE,
-                remote=sp.remote_endpoint.service_name or None, tags=dict(sp.tags), local_ip=ip,
+                kind=zipkin_proto.KINDS.get(sp.kind), name=sp.name, timestamp=sp.timestamp or None,
+                duration=sp.duration or None, local=_proto_endpoint(sp.local_endpoint),
+                remote=_proto_endpoint(sp.remote_endpoint), tags=dict(sp.tags),
+                annotations=[(a.timestamp, a.value) for a in sp.annotations], shared=sp.shared, debug=sp.debug,
                 now_us=now_us, max_future_us=max_future_us,
-            ))
+            )))
         except ValueError as exc:
             out.rejected.append(f"span {sp.id.hex()!r}: {exc}")
     return out
@@ -427,25 +552,63 @@ def _tag_text(value: Any) -> str:
     return str(value)
 
 
+def event_annotation(event: dict[str, Any]) -> str:
+    """An OTel event as a Zipkin annotation value: the name, or ``name: {attributes as JSON}``."""
+    attrs = event.get("attributes") or {}
+    if not attrs:
+        return str(event.get("name", ""))
+    return f"{event.get('name', '')}: {json.dumps(attrs, separators=(',', ':'), sort_keys=True, default=str)}"
+
+
+def annotation_values(span: Span) -> list[str]:
+    """The annotation values Zipkin shows (and ``annotationQuery`` matches) for a span."""
+    return [v for _, v in span.annotations] + [event_annotation(e) for e in span.events]
+
+
 def to_zipkin(span: Span) -> dict[str, Any]:
-    """A stored span as Zipkin v2 JSON (resource attributes become tags, as the OTel exporter does)."""
-    out: dict[str, Any] = {"traceId": span.trace_id, "id": span.span_id}
+    """A stored span as Zipkin v2 JSON, as the Zipkin server returns it: names lower-cased,
+    endpoints as sent, OTel events as annotations, resource attributes, status and scope as tags
+    (the OTel→Zipkin mapping)."""
+    out: dict[str, Any] = {"traceId": span.trace_id}
     if span.parent_id:
         out["parentId"] = span.parent_id
+    out["id"] = span.span_id
     if span.kind != "INTERNAL":
         out["kind"] = span.kind
-    out["name"] = span.name
-    out["timestamp"] = span.start_us
-    out["duration"] = max(span.duration_us, 1)
-    out["localEndpoint"] = {"serviceName": span.service}
+    if span.name:
+        out["name"] = span.name.lower()
+    if not span.timestamp_missing:
+        out["timestamp"] = span.start_us
+        out["duration"] = max(span.duration_us, 1)
+    elif span.duration_us:
+        out["duration"] = span.duration_us
+    out["localEndpoint"] = {"serviceName": span.service.lower(), **span.local_endpoint}
+    remote = dict(span.remote_endpoint)
     if span.remote_service:
-        out["remoteEndpoint"] = {"serviceName": span.remote_service}
+        remote = {"serviceName": span.remote_service.lower(), **remote}
+    if remote:
+        out["remoteEndpoint"] = remote
+    annotations = sorted([*span.annotations, *((int(e.get("time_us", 0)), event_annotation(e)) for e in span.events)])
+    if annotations:
+        out["annotations"] = [{"timestamp": t, "value": v} for t, v in annotations]
     tags = {k: _tag_text(v) for k, v in span.resource.items() if k not in _RESOURCE_NOT_TAGS and v is not None}
     tags.update({k: _tag_text(v) for k, v in span.attributes.items() if v is not None})
+    if span.scope.get("name"):
+        tags["otel.scope.name"] = span.scope["name"]
+    if span.scope.get("version"):
+        tags["otel.scope.version"] = span.scope["version"]
+    if span.status_code:
+        tags["otel.status_code"] = span.status_code
+        if span.status_code == "ERROR" and span.status_message:
+            tags["otel.status_description"] = span.status_message
     if span.error:
         tags["error"] = span.status_message or tags.get("error") or "true"
     if tags:
         out["tags"] = tags
+    if span.debug:
+        out["debug"] = True
+    if span.shared:
+        out["shared"] = True
     return out
 
 
@@ -460,10 +623,12 @@ def _searchable(source: dict[str, Any], max_len: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def index_tags(span: Span, max_len: int = 256) -> list[tuple[str, str]]:
-    """The (key, value) pairs of a span's own attributes that are searchable (annotationQuery,
-    autocomplete); the resource's are indexed once per resource (:func:`resource_tags`)."""
-    pairs = _searchable(span.attributes, max_len)
+def index_tags(span: Span, keys: Collection[str] | None = None, max_len: int = 256) -> list[tuple[str, str]]:
+    """The (key, value) pairs of a span's own attributes that get index rows (autocomplete, fast
+    search) — only ``keys`` when given; the resource's are indexed once per resource
+    (:func:`resource_tags`)."""
+    source = span.attributes if keys is None else {k: v for k, v in span.attributes.items() if k in keys}
+    pairs = _searchable(source, max_len)
     if span.error:
         pairs.append(("error", span.status_message or "true"))
     return pairs

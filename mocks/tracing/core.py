@@ -11,6 +11,7 @@ and say so (``truncated``) when the window held more.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
@@ -23,9 +24,13 @@ from devbox.mocks.tracing.convert import Decoded
 from devbox.mocks.tracing.models import Span
 from devbox.mocks.tracing.store import SpanStore, SpanWriter, TraceQuery
 
+from devbox.platform.errors import Busy
+
 LOG = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_MS = 86_400_000
+#: Bodies above this size are decoded in the decode pool rather than on the loop.
+DECODE_INLINE_BYTES = 64 * 1024
 
 
 def now_us() -> int:
@@ -49,13 +54,18 @@ class Collector:
         self._retention: asyncio.Task[None] | None = None
         self.accepted = 0
         self.rejected = 0
+        self.refused_busy = 0
+        # Decoding has its own small pool: big exports never run on the loop, and a burst of them
+        # cannot take the threads that queries (asyncio's default pool) run on.
+        self._decoder = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="tracing-decode")
+        self._decoding = 0
 
     @property
     def max_future_us(self) -> int:
         return int(self.config.max_future_skew_s * 1_000_000)
 
     async def start(self) -> None:
-        self.store = await asyncio.to_thread(SpanStore, self.db_path)
+        self.store = await asyncio.to_thread(SpanStore, self.db_path, indexed_keys=self.config.autocomplete_keys)
         self.writer = SpanWriter(self.store, batch_spans=self.config.write_batch_spans, on_commit=self._on_commit)
         self.writer.start()
         self._retention = asyncio.create_task(self._retention_loop(), name="tracing-retention")
@@ -72,6 +82,7 @@ class Collector:
         if self.store is not None:
             self.store.close()
             self.store = None
+        self._decoder.shutdown(wait=False, cancel_futures=True)
 
     async def _retention_loop(self) -> None:
         while True:
@@ -89,6 +100,29 @@ class Collector:
         )
 
     # --- ingest ----------------------------------------------------------------------------
+
+    def _check_room(self) -> None:
+        """Back-pressure: refuse (429/503 + Retry-After, gRPC UNAVAILABLE — OTLP's retryable
+        answers) while the writer holds more spans than it may, or every decoder is busy with a
+        queue behind it, instead of letting exports wait for seconds."""
+        pending = self.writer.pending if self.writer is not None else 0
+        if pending >= self.config.max_pending_spans or self._decoding >= 8:
+            self.refused_busy += 1
+            raise Busy(f"the trace store is busy ({pending} spans waiting to be written); retry shortly",
+                       retry_after=1.0)
+
+    async def decode(self, fn: Callable[..., Decoded], body: Any, size: int) -> Decoded:
+        """Run a decoder on ``body``: inline when small, else in the decode pool (never blocking
+        the loop on a big body). Refuses with :class:`Busy` when ingest is saturated."""
+        self._check_room()
+        kwargs: dict[str, Any] = {"now_us": now_us(), "max_future_us": self.max_future_us}
+        if size <= DECODE_INLINE_BYTES:
+            return fn(body, **kwargs)
+        self._decoding += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._decoder, lambda: fn(body, **kwargs))
+        finally:
+            self._decoding -= 1
 
     async def accept(self, decoded: Decoded) -> None:
         """Store the good spans of a decoded batch; returns after the commit."""
@@ -172,6 +206,7 @@ class Collector:
             "spans_stored": self.store.count if self.store else 0,
             "spans_accepted": self.accepted,
             "spans_rejected": self.rejected,
+            "exports_refused_busy": self.refused_busy,
         }
 
 

@@ -11,7 +11,6 @@ LIMITATIONS: ``/v1/metrics`` and ``/v1/logs`` are not served here.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import zlib
 from collections.abc import Iterator
@@ -21,11 +20,11 @@ from typing import Any
 import grpc
 from devbox.mocks.tracing import convert
 from devbox.mocks.tracing.convert import BadPayload, Decoded
-from devbox.mocks.tracing.core import Collector, now_us
+from devbox.mocks.tracing.core import Collector
 from fastapi import APIRouter, Request, Response
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from devbox.platform.errors import ApiError, BadRequest, Busy, TooLarge
 
@@ -33,8 +32,8 @@ LOG = logging.getLogger(__name__)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-#: Bodies above this size are decoded in a worker thread rather than on the loop.
-DECODE_INLINE_BYTES = 64 * 1024
+EXPORT_METHOD = "Export"
+SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
 class UnsupportedMediaType(BadRequest):
@@ -75,6 +74,8 @@ async def store(collector: Collector, decoded: Decoded) -> None:
     """Hand decoded spans to the collector; a store that cannot write is :class:`Busy` (clients retry)."""
     try:
         await collector.accept(decoded)
+    except ApiError:
+        raise
     except Exception as exc:
         LOG.exception("storing spans failed")
         raise Busy(f"spans could not be stored: {exc}") from exc
@@ -132,12 +133,13 @@ class HttpExport:
     async def _decode(self, request: Request, as_json: bool) -> Decoded:
         body = await request.body()
         decode = convert.from_otlp_json if as_json else convert.from_otlp_protobuf
-        kwargs: dict[str, Any] = {"now_us": now_us(), "max_future_us": self.collector.max_future_us}
+        encoding = request.headers.get("content-encoding", "")
         try:
-            raw = decompress(body, request.headers.get("content-encoding", ""), self.max_body_bytes)
-            if len(raw) > DECODE_INLINE_BYTES:
-                return await asyncio.to_thread(decode, raw, **kwargs)
-            return decode(raw, **kwargs)
+            if encoding.strip().lower() in ("", "identity"):
+                return await self.collector.decode(decode, body, len(body))
+            # decompressing is work too: do it where the decoding is done
+            return await self.collector.decode(
+                lambda raw, **kw: decode(decompress(raw, encoding, self.max_body_bytes), **kw), body, len(body) * 4)
         except BadPayload as exc:
             raise BadRequest(str(exc)) from None
 
@@ -149,26 +151,32 @@ def http_router(collector: Collector, *, max_body_bytes: int) -> APIRouter:
     return router
 
 
-class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    """``opentelemetry.proto.collector.trace.v1.TraceService`` on the platform's gRPC server."""
+class TraceService:
+    """``opentelemetry.proto.collector.trace.v1.TraceService`` on the platform's gRPC server.
+
+    Registered with a bytes-in handler (no request deserializer): grpc would answer a body it
+    cannot parse with UNKNOWN and parse a big one on the loop; here garbage or truncated bodies
+    are INVALID_ARGUMENT and big ones are parsed in the collector's decode pool."""
 
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
 
-    async def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        kwargs: dict[str, Any] = {"now_us": now_us(), "max_future_us": self.collector.max_future_us}
-        if request.ByteSize() > DECODE_INLINE_BYTES:
-            decoded = await asyncio.to_thread(convert.from_otlp_request, request, **kwargs)
-        else:
-            decoded = convert.from_otlp_request(request, **kwargs)
+    async def Export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            decoded = await self.collector.decode(convert.from_otlp_protobuf, request, len(request))
+        except BadPayload as exc:
+            raise BadRequest(str(exc)) from None  # the listener's edge aborts with INVALID_ARGUMENT
         await store(self.collector, decoded)  # Busy: the listener's edge aborts with UNAVAILABLE
-        return export_response(decoded)
+        return bytes(export_response(decoded).SerializeToString())
 
 
 def grpc_registrar(collector: Collector) -> Any:
+    service = TraceService(collector)
+
     def register(server: grpc.aio.Server) -> None:
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(collector), server)
+        handler = grpc.method_handlers_generic_handler(SERVICE_NAME, {
+            EXPORT_METHOD: grpc.unary_unary_rpc_method_handler(service.Export),
+        })
+        server.add_generic_rpc_handlers((handler,))
 
     return register

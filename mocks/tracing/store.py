@@ -4,14 +4,20 @@ Blocking by design — the component calls it through ``asyncio.to_thread`` (see
 :class:`SpanWriter`), never from the loop. A write returns only after its transaction committed,
 so an acknowledged export survives ``kill -9`` of the platform.
 
-Tables: ``spans`` (one row per span; indexes on trace id, time, service, service+operation,
-service+duration), ``tags`` (searchable key/value pairs of span attributes, for
-``annotationQuery`` and autocompletion), ``resources`` and ``resource_tags`` (resource attribute
-sets, stored and indexed once), ``names`` (service, span and remote-service names, so
-``/services`` does not scan the spans).
+Tables: ``spans`` (one row per span: attributes as one JSON column, the fidelity fields of
+:meth:`Span.detail` as another, the annotation values Zipkin's ``annotationQuery`` matches as a
+third; indexes on trace id, time and service — the service case-insensitively, as Zipkin
+queries), ``tags`` (an index of the values of the few *indexed* keys only — the autocomplete keys
+and ``error`` — other keys are searched in the JSON column within the query's window),
+``resources`` and ``resource_tags`` (resource attribute sets, stored and indexed once),
+``names`` (service, span and remote-service names, so ``/services`` does not scan the spans).
+
+Why so few rows per span: per-tag rows cost more than everything else on the write path
+(issue 15); a query names a service and a window, so scanning the JSON of that window's spans is
+cheap where an index per tag was not.
 
 LIMITATIONS: one writer at a time (SQLite); tag values longer than 256 characters are stored
-with the span but not searchable; ``names`` keeps a name until retention passes its last use;
+with the span but not indexed; ``names`` keeps a name until retention passes its last use;
 resources (and so their tag values offered for autocompletion) are never deleted.
 """
 
@@ -27,12 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devbox.mocks.tracing.convert import index_tags, resource_tags
+from devbox.mocks.tracing.convert import annotation_values, index_tags, resource_tags
 from devbox.mocks.tracing.models import Span
 
 from devbox.platform.store import Database
 
 LOG = logging.getLogger(__name__)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+loads = json.loads
 
 MIGRATIONS = [
     """
@@ -85,12 +98,28 @@ MIGRATIONS = [
         WHERE j.type IN ('text', 'integer', 'real', 'true', 'false') AND length(CAST(j.value AS TEXT)) <= 256
               AND j.key != 'service.name';
     """,
+    # The full span model (events, links, annotations, endpoints, flags) and a slimmer write path:
+    # case-insensitive service lookups (Zipkin), no operation/duration indexes (a service's window
+    # is filtered instead), tag rows only for indexed keys (older rows stay valid).
+    """
+    ALTER TABLE spans ADD COLUMN detail TEXT;
+    ALTER TABLE spans ADD COLUMN annotation_values TEXT;
+    DROP INDEX spans_service;
+    DROP INDEX spans_operation;
+    DROP INDEX spans_duration;
+    CREATE INDEX spans_service ON spans (service COLLATE NOCASE, start_us);
+    """,
 ]
+
+#: Most ``annotationQuery`` terms one query may hold (SQLite's expression depth is bounded).
+MAX_QUERY_TERMS = 64
 
 _SPAN_COLUMNS = (
     "trace_id, span_id, parent_id, name, kind, service, remote_service, start_us, duration_us, error, "
-    "status_message, attributes, resource_id"
+    "status_message, attributes, resource_id, detail"
 )
+_INSERT_COLUMNS = f"rowid, {_SPAN_COLUMNS}, annotation_values"
+_LIGHT_COLUMNS = _SPAN_COLUMNS.replace(", attributes, resource_id, detail", "")
 
 
 @dataclass
@@ -115,8 +144,13 @@ class TraceQuery:
     limit: int = 10
 
 
+class TooManyTerms(ValueError):
+    """An ``annotationQuery`` with more than :data:`MAX_QUERY_TERMS` terms."""
+
+
 def parse_annotation_query(text: str) -> list[tuple[str, str | None]]:
-    """Zipkin's ``annotationQuery``: terms joined by `` and ``; ``k=v`` or a bare key."""
+    """Zipkin's ``annotationQuery``: terms joined by `` and ``; ``k=v`` (a tag) or a bare word (a tag
+    key or an annotation value). Raises :class:`TooManyTerms` past :data:`MAX_QUERY_TERMS`."""
     terms: list[tuple[str, str | None]] = []
     for part in text.split(" and "):
         part = part.strip()
@@ -124,13 +158,37 @@ def parse_annotation_query(text: str) -> list[tuple[str, str | None]]:
             continue
         key, sep, value = part.partition("=")
         terms.append((key.strip(), value.strip() if sep else None))
+        if len(terms) > MAX_QUERY_TERMS:
+            raise TooManyTerms(f"annotationQuery has more than {MAX_QUERY_TERMS} terms")
     return terms
+
+
+def _json_path(key: str) -> str | None:
+    """The SQLite JSON path of a top-level key, or None when the key cannot be quoted in one."""
+    if '"' in key or "\\" in key:
+        return None
+    return f'$."{key}"'
+
+
+#: Zipkin tags that an OTLP span gets from its status and scope (see ``convert.to_zipkin``), found
+#: in the ``detail`` column rather than the attributes.
+_DERIVED_TAGS = {
+    "otel.status_code": "json_extract(detail, '$.status_code')",
+    "otel.scope.name": "json_extract(detail, '$.scope.name')",
+    "otel.scope.version": "json_extract(detail, '$.scope.version')",
+    "otel.status_description": "CASE json_extract(detail, '$.status_code') WHEN 'ERROR' THEN status_message END",
+}
+
+_TAG_TEXT = ("CASE json_type(attributes, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+             "ELSE CAST(json_extract(attributes, ?) AS TEXT) END")
 
 
 class SpanStore:
     """The span table and its queries. Thread-safe through the database lock."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, indexed_keys: Iterable[str] = ()) -> None:
+        #: Tag keys whose values get index rows (autocompletion, fast equality search).
+        self.indexed_keys = frozenset(indexed_keys) | {"error"}
         self.db = Database(path, MIGRATIONS)
         with self.db.lock:
             # a bigger page cache keeps the index pages hot: inserts touch six b-trees per span
@@ -183,14 +241,17 @@ class SpanStore:
                     rid = resource_ids.get(id(s.resource))
                     if rid is None:
                         rid = resource_ids[id(s.resource)] = self._resource_id(conn, s.resource)
+                    detail = s.detail()
+                    values = annotation_values(s) if detail else None
                     rows.append((
                         rowid, s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.service, s.remote_service,
                         s.start_us, s.duration_us, int(s.error), s.status_message,
-                        json.dumps(s.attributes, separators=(",", ":"), default=str), rid,
+                        dumps(s.attributes) if s.attributes else "{}", rid,
+                        dumps(detail) if detail else None, dumps(values) if values else None,
                     ))
                 before = conn.total_changes
-                conn.executemany(f"INSERT OR IGNORE INTO spans (rowid, {_SPAN_COLUMNS}) VALUES "
-                                 "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                conn.executemany(f"INSERT OR IGNORE INTO spans ({_INSERT_COLUMNS}) VALUES "
+                                 "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 added = conn.total_changes - before
                 written = list(enumerate(spans, start=first))
                 if added != len(spans):  # some were already there: index only the rows written now
@@ -198,8 +259,9 @@ class SpanStore:
                     written = [(rowid, s) for rowid, s in written if rowid in kept]
                 tag_rows = []
                 names: dict[tuple[str, str, str], int] = {}
+                indexed = self.indexed_keys
                 for rowid, s in written:
-                    tag_rows.extend((key, value, rowid, s.start_us) for key, value in index_tags(s))
+                    tag_rows.extend((key, value, rowid, s.start_us) for key, value in index_tags(s, indexed))
                     for kind, value in (("span", s.name), ("remote", s.remote_service)):
                         if value:
                             k = (s.service, kind, value)
@@ -259,11 +321,14 @@ class SpanStore:
                 row = conn.execute("SELECT json FROM resources WHERE id = ?", (rid,)).fetchone()
                 resource = json.loads(row[0]) if row else {}
                 self._resource_json[rid] = resource
-            out.append(Span(
+            span = Span(
                 trace_id=r[0], span_id=r[1], parent_id=r[2], name=r[3], kind=r[4], service=r[5],
                 remote_service=r[6], start_us=r[7], duration_us=r[8], error=bool(r[9]), status_message=r[10],
-                attributes=json.loads(r[11]), resource=resource,
-            ))
+                attributes=loads(r[11]), resource=resource,
+            )
+            if r[13]:
+                span.set_detail(loads(r[13]))
+            out.append(span)
         return out
 
     def trace(self, trace_id: str) -> list[Span]:
@@ -277,9 +342,10 @@ class SpanStore:
     def find_trace_ids(self, q: TraceQuery) -> list[str]:
         """Trace ids with at least one span matching every condition, newest first."""
         where, args = [], []
+        # Names match case-insensitively, as Zipkin's queries do (it lower-cases names on ingest).
         for column, value in (("service", q.service), ("remote_service", q.remote_service), ("name", q.span_name)):
             if value is not None:
-                where.append(f"{column} = ?")
+                where.append(f"{column} = ? COLLATE NOCASE")
                 args.append(value)
         if q.min_duration_us is not None:
             where.append("duration_us >= ?")
@@ -305,15 +371,10 @@ class SpanStore:
         if q.trace_min_duration_us is not None:
             where.append("EXISTS (SELECT 1 FROM spans d WHERE d.trace_id = spans.trace_id AND d.duration_us >= ?)")
             args.append(q.trace_min_duration_us)
-        for key, value in q.tags:  # a span's own attributes, or its resource's
-            if value is None:
-                where.append("(rowid IN (SELECT span_rowid FROM tags WHERE key = ?) OR "
-                             "resource_id IN (SELECT resource_id FROM resource_tags WHERE key = ?))")
-                args.extend((key, key))
-            else:
-                where.append("(rowid IN (SELECT span_rowid FROM tags WHERE key = ? AND value = ?) OR "
-                             "resource_id IN (SELECT resource_id FROM resource_tags WHERE key = ? AND value = ?))")
-                args.extend((key, value, key, value))
+        for key, value in q.tags:
+            term, term_args = self._tag_term(key, value)
+            where.append(term)
+            args.extend(term_args)
         sql = "SELECT trace_id FROM spans"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -328,6 +389,35 @@ class SpanStore:
                 if len(found) >= q.limit:
                     break
         return list(found)
+
+    def _tag_term(self, key: str, value: str | None) -> tuple[str, list[Any]]:
+        """One ``annotationQuery`` term as SQL: ``key=value`` matches a tag of the span or of its
+        resource; a bare word matches a tag key or an annotation value (Zipkin's rule)."""
+        path = _json_path(key)
+        resource = ("resource_id IN (SELECT resource_id FROM resource_tags WHERE key = ?"
+                    + (" AND value = ?)" if value is not None else ")"))
+        resource_args: list[Any] = [key] if value is None else [key, value]
+        if value is not None:
+            if key in self.indexed_keys:
+                own, own_args = "rowid IN (SELECT span_rowid FROM tags WHERE key = ? AND value = ?)", [key, value]
+            elif path is None:
+                own, own_args = "0", []
+            else:
+                own, own_args = f"{_TAG_TEXT} = ?", [path, path, value]
+            if key in _DERIVED_TAGS:
+                own, own_args = f"({own} OR {_DERIVED_TAGS[key]} = ?)", [*own_args, value]
+            return f"({own} OR {resource})", [*own_args, *resource_args]
+        if key == "error":
+            own, own_args = "error = 1", []
+        elif path is None:
+            own, own_args = "0", []
+        else:
+            own, own_args = "json_type(attributes, ?) IS NOT NULL", [path]
+        if key in _DERIVED_TAGS:
+            own = f"({own} OR {_DERIVED_TAGS[key]} IS NOT NULL)"
+        annotated = ("(annotation_values IS NOT NULL AND "
+                     "EXISTS (SELECT 1 FROM json_each(spans.annotation_values) WHERE json_each.value = ?))")
+        return f"({own} OR {annotated} OR {resource})", [*own_args, key, *resource_args]
 
     def summaries(self, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
         """One line per trace: root span, services, span and error counts, start and duration."""
@@ -359,7 +449,7 @@ class SpanStore:
         analyses do not need them, and decoding them is most of the cost)."""
         with self.db.lock:
             conn = self.db.conn
-            columns = _SPAN_COLUMNS if details else _SPAN_COLUMNS.replace(", attributes, resource_id", "")
+            columns = _SPAN_COLUMNS if details else _LIGHT_COLUMNS
             rows = conn.execute(
                 f"SELECT {columns} FROM spans WHERE start_us BETWEEN ? AND ? ORDER BY start_us DESC LIMIT ?",
                 (start_us, end_us, limit + 1),
@@ -372,16 +462,27 @@ class SpanStore:
             return [r[0] for r in self.db.conn.execute("SELECT DISTINCT service FROM names ORDER BY service")]
 
     def names(self, service: str, kind: str) -> list[str]:
-        """``kind`` "span": operation names of a service; "remote": services it calls (remoteEndpoint)."""
+        """``kind`` "span": operation names of a service; "remote": services it calls (remoteEndpoint).
+        The service matches case-insensitively."""
         with self.db.lock:
             return [r[0] for r in self.db.conn.execute(
-                "SELECT value FROM names WHERE service = ? AND kind = ? ORDER BY value", (service, kind))]
+                "SELECT DISTINCT value FROM names WHERE service = ? COLLATE NOCASE AND kind = ? ORDER BY value",
+                (service, kind))]
 
-    def tag_values(self, key: str, limit: int = 1000) -> list[str]:
+    def tag_values(self, key: str, limit: int = 1000, scan: int = 100_000) -> list[str]:
+        """Values of a tag key: from the index for indexed keys and resources; for other keys from
+        the newest ``scan`` spans (their JSON is read, no index row was written)."""
         with self.db.lock:
-            return [r[0] for r in self.db.conn.execute(
-                "SELECT value FROM tags WHERE key = ? UNION SELECT value FROM resource_tags WHERE key = ? "
-                "ORDER BY value LIMIT ?", (key, key, limit))]
+            conn = self.db.conn
+            values = {r[0] for r in conn.execute(
+                "SELECT value FROM tags WHERE key = ? UNION SELECT value FROM resource_tags WHERE key = ? LIMIT ?",
+                (key, key, limit))}
+            path = _json_path(key)
+            if key not in self.indexed_keys and path is not None:
+                values.update(r[0] for r in conn.execute(
+                    f"SELECT DISTINCT {_TAG_TEXT} AS v FROM (SELECT attributes FROM spans ORDER BY rowid DESC "
+                    "LIMIT ?) WHERE v IS NOT NULL", (path, path, scan)))
+            return sorted(values)[:limit]
 
 
 class SpanWriter:
@@ -397,8 +498,14 @@ class SpanWriter:
         self._queue: asyncio.Queue[tuple[list[Span], asyncio.Future[int]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._writing = False
+        self._pending = 0
         self.batches = 0
         self.written = 0
+
+    @property
+    def pending(self) -> int:
+        """Spans queued or being written (what back-pressure looks at)."""
+        return self._pending
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tracing-writer")
@@ -425,7 +532,11 @@ class SpanWriter:
             raise RuntimeError("the span writer is not running")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((spans, future))
-        return await future
+        self._pending += len(spans)
+        try:
+            return await future
+        finally:
+            self._pending -= len(spans)
 
     async def _run(self) -> None:
         while True:

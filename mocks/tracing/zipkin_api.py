@@ -6,8 +6,10 @@ server answers them (:func:`render_error`, the ``zipkin`` listener's renderer; h
 :mod:`devbox.platform.errors`): 400 undecodable or partly bad (the good spans of the batch are kept and the
 message says how many), 404 ``"<id> not found"``, 413 too large, 415 wrong content type.
 
-LIMITATIONS: span names and service names are matched as given (the real server lower-cases
-them); ``annotationQuery`` words match tag keys only (annotations are not stored).
+Names follow the real server: span and service names are answered lower-cased and matched
+case-insensitively (devbox's own API keeps the case they were sent in). ``annotationQuery``
+matches tags (``k=v``) and tag keys or annotation values (a bare word), at most
+:data:`~devbox.mocks.tracing.store.MAX_QUERY_TERMS` terms.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from devbox.mocks.tracing.convert import BadPayload
 from devbox.mocks.tracing.core import DEFAULT_LOOKBACK_MS, Collector, TraceNotFound, now_us
 from devbox.mocks.tracing.models import Span
 from devbox.mocks.tracing.otlp import UnsupportedMediaType, decompress, media_type, store
-from devbox.mocks.tracing.store import TraceQuery, parse_annotation_query
+from devbox.mocks.tracing.store import TooManyTerms, TraceQuery, parse_annotation_query
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
@@ -55,6 +57,11 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(json.dumps(data, separators=(",", ":")), status_code=status, media_type="application/json")
 
 
+def _lowered(names: list[str]) -> list[str]:
+    """Names as the Zipkin server answers them: lower-cased, each once, sorted."""
+    return sorted({n.lower() for n in names})
+
+
 def _trace_json(spans: list[Span]) -> list[dict[str, Any]]:
     return [convert.to_zipkin(s) for s in spans]
 
@@ -75,9 +82,12 @@ class ZipkinApi:
             )
         body = await request.body()
         decode = convert.from_zipkin_proto if kind == "application/x-protobuf" else convert.from_zipkin_json
+        encoding = request.headers.get("content-encoding", "")
+        limit = self.max_body_bytes
         try:
-            raw = decompress(body, request.headers.get("content-encoding", ""), self.max_body_bytes)
-            decoded = decode(raw, now_us=now_us(), max_future_us=self.collector.max_future_us)
+            decoded = await self.collector.decode(
+                lambda raw, **kw: decode(decompress(raw, encoding, limit), **kw), body,
+                len(body) * (1 if encoding.strip().lower() in ("", "identity") else 4))
         except BadPayload as exc:
             raise BadRequest(f"Cannot decode spans: {exc}") from None
         await store(self.collector, decoded)
@@ -86,13 +96,13 @@ class ZipkinApi:
         return Response(status_code=202)
 
     async def services(self) -> Response:
-        return _json(await self.collector.services())
+        return _json(_lowered(await self.collector.services()))
 
     async def span_names(self, service_name: str = Query(..., alias="serviceName")) -> Response:
-        return _json(await self.collector.names(service_name, "span"))
+        return _json(_lowered(await self.collector.names(service_name, "span")))
 
     async def remote_services(self, service_name: str = Query(..., alias="serviceName")) -> Response:
-        return _json(await self.collector.names(service_name, "remote"))
+        return _json(_lowered(await self.collector.names(service_name, "remote")))
 
     async def traces(
         self,
@@ -108,10 +118,14 @@ class ZipkinApi:
     ) -> Response:
         end_us = end_ts * 1000 if end_ts is not None else now_us()
         look_us = (lookback if lookback is not None else DEFAULT_LOOKBACK_MS) * 1000
+        try:
+            terms = parse_annotation_query(annotation_query or "")
+        except TooManyTerms as exc:
+            raise BadRequest(str(exc), code="annotationQuery too long") from None
         query = TraceQuery(
             service=service_name or None, remote_service=remote_service_name or None,
             span_name=span_name if span_name not in (None, "", "all") else None,
-            tags=parse_annotation_query(annotation_query or ""), min_duration_us=min_duration,
+            tags=terms, min_duration_us=min_duration,
             max_duration_us=max_duration, start_us=end_us - look_us, end_us=end_us, limit=min(limit, MAX_LIMIT),
         )
         ids = await self.collector.find(query)

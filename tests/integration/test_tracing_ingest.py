@@ -77,8 +77,8 @@ def test_real_exporters_round_trip_through_zipkin_api(platform: PlatformThread, 
     trace_id, prefix = _emit(exporter, service)
     spans = _zipkin_trace(platform, trace_id)
     assert len(spans) == 2
-    by_name = {s["name"]: s for s in spans}
-    root, client = by_name[f"{prefix} GET /checkout"], by_name[f"{prefix} call"]
+    by_name = {s["name"]: s for s in spans}  # the Zipkin API lower-cases names, as the Zipkin server does
+    root, client = by_name[f"{prefix} get /checkout"], by_name[f"{prefix} call"]
     assert root["kind"] == "SERVER" and "parentId" not in root
     assert client["parentId"] == root["id"] and client["kind"] == "CLIENT"
     assert client["remoteEndpoint"]["serviceName"] == "payments"
