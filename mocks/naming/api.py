@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from devbox.mocks.naming.models import DEFAULT_TTL, MAX_TTL, MAX_WEIGHT, Instance
-from devbox.mocks.naming.routes import NamingRoute
+from devbox.mocks.naming.routes import durable_routes
 from devbox.mocks.naming.service import NamingService
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
@@ -306,7 +306,7 @@ class NamingHandlers:
 def router(service: NamingService) -> APIRouter:
     """``/api/naming``: the route table of :class:`NamingHandlers`."""
     h = NamingHandlers(service)
-    api = APIRouter(prefix="/api/naming", tags=["naming"], route_class=NamingRoute)
+    api = APIRouter(prefix="/api/naming", tags=["naming"], route_class=durable_routes(service.durable))
     no_body: dict[str, Any] = {"status_code": 204, "response_model": None}
     api.add_api_route("/services", h.list_services, methods=["GET"])
     api.add_api_route("/services", h.create_service, methods=["POST"], status_code=201)

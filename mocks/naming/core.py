@@ -634,6 +634,16 @@ class Registry:
         self._deleted_ins.clear()
         return dirty
 
+    def requeue(self, dirty: Dirty) -> None:
+        """Mark what ``dirty`` carried as changed again (its write failed), unless changed since."""
+        self._dirty_ns.update(n.name for n in dirty.namespaces)
+        self._dirty_svc.update(svc.key for svc in dirty.services)
+        self._deleted_svc.update(key for key in dirty.deleted_services if key not in self._services)
+        self._dirty_ins.update(i.id for i in dirty.instances)
+        self._deleted_ins.update(i for i in dirty.deleted_instances if i not in self._by_id)
+        self._dirty_rules.update((r["namespace"], r["service"], r["name"]) for r in dirty.rules)
+        self._deleted_rules.update(key for key in dirty.deleted_rules if key not in self._rules)
+
     def load(
         self,
         namespaces: Iterable[Namespace],

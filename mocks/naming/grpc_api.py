@@ -52,13 +52,18 @@ def handlers(api: PolarisApi) -> grpc.GenericRpcHandler:
             raise NamingError(Code.ParseException, f"undecodable {message.DESCRIPTOR.name}: {exc}") from None
         return message
 
-    def unary(factory: Callable[[], Any], op: Callable[..., Any], with_token: bool = True) -> grpc.RpcMethodHandler:
+    def unary(
+        factory: Callable[[], Any], op: Callable[..., Any], with_token: bool = True, write: bool = True
+    ) -> grpc.RpcMethodHandler:
         async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
             try:
                 message = decode(factory, raw)
             except NamingError as exc:
                 return api.error(exc)
-            return op(message, _token(context)) if with_token else op(message)
+            answer = op(message, _token(context)) if with_token else op(message)
+            if write:
+                await api.service.durable()  # acknowledged means committed to naming.db
+            return answer
 
         return grpc.unary_unary_rpc_method_handler(
             handle, request_deserializer=_identity, response_serializer=_serialize
@@ -76,7 +81,7 @@ def handlers(api: PolarisApi) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {
-            "ReportClient": unary(pb.client.Client, api.report_client, with_token=False),
+            "ReportClient": unary(pb.client.Client, api.report_client, with_token=False, write=False),
             "RegisterInstance": unary(pb.service.Instance, api.register),
             "DeregisterInstance": unary(pb.service.Instance, api.deregister),
             "Heartbeat": unary(pb.service.Instance, api.heartbeat),

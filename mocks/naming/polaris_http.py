@@ -23,7 +23,7 @@ from devbox.mocks.naming.models import Code, NamingError
 from devbox.mocks.naming.polaris import PolarisApi
 from devbox.mocks.naming.polaris_pb import protos
 from devbox.mocks.naming.polaris_rules import RuleConversionError, rule_from_polaris
-from devbox.mocks.naming.routes import NamingRoute
+from devbox.mocks.naming.routes import durable_routes
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from google.protobuf import json_format
@@ -185,7 +185,7 @@ class ClientHandlers(_Handlers):
 def client_router(api: PolarisApi) -> APIRouter:
     """``/v1/...``: the Polaris client API over HTTP."""
     h = ClientHandlers(api)
-    router = APIRouter(tags=["polaris client api"], route_class=NamingRoute)
+    router = APIRouter(tags=["polaris client api"], route_class=durable_routes(api.service.durable))
     router.add_api_route("/v1/RegisterInstance", h.register_instance, methods=["POST"])
     router.add_api_route("/v1/DeregisterInstance", h.deregister_instance, methods=["POST"])
     router.add_api_route("/v1/Heartbeat", h.heartbeat, methods=["POST"])
@@ -280,7 +280,9 @@ class ConsoleHandlers(_Handlers):
 def console_router(api: PolarisApi) -> APIRouter:
     """``/naming/v1/...``: the console subset (namespaces, services, instances)."""
     h = ConsoleHandlers(api)
-    router = APIRouter(prefix="/naming/v1", tags=["polaris console api"], route_class=NamingRoute)
+    router = APIRouter(
+        prefix="/naming/v1", tags=["polaris console api"], route_class=durable_routes(api.service.durable)
+    )
     router.add_api_route("/namespaces", h.list_namespaces, methods=["GET"])
     router.add_api_route("/namespaces", h.create_namespaces, methods=["POST"])
     router.add_api_route("/services", h.list_services, methods=["GET"])
@@ -348,7 +350,9 @@ class RoutingHandlers(_Handlers):
 def routing_router(api: PolarisApi) -> APIRouter:
     """``/naming/v2/routings``: Polaris v2 rule routing, converted to and from devbox rules."""
     h = RoutingHandlers(api)
-    router = APIRouter(prefix="/naming/v2", tags=["polaris console api"], route_class=NamingRoute)
+    router = APIRouter(
+        prefix="/naming/v2", tags=["polaris console api"], route_class=durable_routes(api.service.durable)
+    )
     router.add_api_route("/routings", h.put_routings, methods=["POST", "PUT"])
     router.add_api_route("/routings", h.list_routings, methods=["GET"])
     router.add_api_route("/routings/delete", h.delete_routings, methods=["POST"])

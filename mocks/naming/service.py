@@ -7,13 +7,17 @@ the per-service token checks, and the answers several adapters share (instance l
 prefix or address; the watch snapshot; routing ``explain``). It knows no wire format: it takes
 and returns the core's objects and raises the core's :class:`NamingError`.
 
-LIMITATIONS: state is written to ``naming.db`` in batches every ``sweep_interval``; a hard kill
-loses at most that last batch (heartbeats included, which only delays health by one batch).
+Durability: every write an adapter acknowledges (register, deregister, rules, services, ...) is
+committed to ``naming.db`` before its answer is sent (:meth:`NamingService.durable`, awaited by
+the HTTP routes and the gRPC handlers); concurrent writers share one commit, so a burst of
+registrations costs a few transactions, not one each. Changes nobody waits for (the heartbeat
+clock's health flips) are written by the sweep every ``sweep_interval``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,6 +30,7 @@ from devbox.mocks.naming.models import Code, Instance, NamingError
 from devbox.mocks.naming.store import NamingStore
 
 from devbox.platform import ports
+from devbox.platform.errors import Unavailable
 from devbox.polaris import routing as routing_rules
 from devbox.polaris.balancer import NoInstanceError, WeightedRandom
 
@@ -84,6 +89,11 @@ class NamingService:
         self._changed: dict[tuple[str, str], asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._store: NamingStore | None = None
+        #: One commit at a time; whoever holds it writes every change made so far (group commit).
+        self._commit = asyncio.Lock()
+        #: The store's own thread: a commit an acknowledgement waits for never queues behind
+        #: other components' work in the loop's default pool (slow queries, span decoding).
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         registry.add_listener(self._on_change)
 
     # --- change fan-out --------------------------------------------------------------------
@@ -218,6 +228,7 @@ class NamingService:
     async def start(self) -> None:
         """Restore the store, apply devbox.yaml's services and rules, start the heartbeat clock."""
         if self.db_path is not None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="naming-store")
             self._store = NamingStore(self.db_path)
             namespaces, services, instances, rules = await asyncio.to_thread(self._store.load)
             self.registry.load(namespaces, services, instances, rules)
@@ -251,10 +262,30 @@ class NamingService:
                 LOG.exception("naming sweep failed")
 
     async def flush(self) -> None:
-        """Write what changed since the last flush to naming.db (in a worker thread)."""
-        dirty = self.registry.drain_dirty()
-        if dirty and self._store is not None:
-            await asyncio.to_thread(self._store.write, dirty)
+        """Write what changed since the last flush to naming.db (in the store's thread)."""
+        if self._store is None:
+            self.registry.drain_dirty()
+            return
+        store = self._store
+        async with self._commit:
+            dirty = self.registry.drain_dirty()
+            if not dirty:
+                return
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._writer, store.write, dirty)
+            except BaseException:
+                self.registry.requeue(dirty)  # not written: the next commit tries again
+                raise
+
+    async def durable(self) -> None:
+        """Return once every change made so far is committed to naming.db: what a write awaits
+        before it is acknowledged. Raises :class:`Unavailable` when the file cannot be written
+        (the client then retries; nothing was promised)."""
+        try:
+            await self.flush()
+        except Exception as exc:
+            LOG.exception("naming: commit to %s failed", self.db_path)
+            raise Unavailable(f"naming could not write {self.db_path}: {exc}") from None
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -271,6 +302,9 @@ class NamingService:
                 LOG.exception("naming: final flush failed")
             self._store.close()
             self._store = None
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
 
 
 class NamingPortImpl:
