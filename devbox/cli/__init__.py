@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 
 import typer
 
@@ -21,12 +22,32 @@ MODULES = (
     "devbox.cli.scenario",  # scenario run
     "devbox.cli.load",  # load [ramp|worker|ls|show], capacity
     "devbox.cli.learn",  # explain request|service, tour
+    "devbox.cli.release",  # release SERVICE|status|history|pause|resume|rollback, url
+    "devbox.cli.faults",  # faults add|ls|rm|kill
 )
+
+#: Which module registers each top-level command: `devbox status` imports project.py alone, not
+#: every command's dependencies (tracing analysis, scenario engine, Locust glue), so that a command
+#: that only reads from the API starts fast. A name missing here (help, a typo) builds everything.
+COMMANDS = {
+    **dict.fromkeys(("up", "down", "status", "logs", "init", "schema"), "devbox.cli.project"),
+    "naming": "devbox.cli.naming",
+    "traces": "devbox.cli.traces",
+    "topology": "devbox.cli.traces",
+    "metrics": "devbox.cli.metrics",
+    "alerts": "devbox.cli.alerts",
+    "scenario": "devbox.cli.scenario",
+    "load": "devbox.cli.load",
+    "capacity": "devbox.cli.load",
+    **dict.fromkeys(("release", "url"), "devbox.cli.release"),
+    "faults": "devbox.cli.faults",
+}
 
 LOG = logging.getLogger(__name__)
 
 
-def build_app() -> typer.Typer:
+def build_app(command: str | None = None) -> typer.Typer:
+    """The CLI; with ``command`` (the first argument), only the module that registers it."""
     app = typer.Typer(
         name="devbox",
         help="A platform-in-a-box: naming, tracing, metrics and alerting, deploy — on one laptop.",
@@ -34,7 +55,8 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    for name in MODULES:
+    only = COMMANDS.get(command or "")
+    for name in (only,) if only else MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -49,4 +71,4 @@ def main() -> None:
     # grpc core logs an INFO line for every fork it sees (deploy forks to spawn instances); that is
     # noise in a terminal. Set before grpc is imported; a user's own GRPC_VERBOSITY wins.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    build_app()()
+    build_app(sys.argv[1] if len(sys.argv) > 1 else None)()

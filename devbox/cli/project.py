@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.live import Live
 from rich.markup import escape
-from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
@@ -51,6 +49,8 @@ from devbox.config import DEFAULT_FILE, ProjectConfig, json_schema
 from devbox.mocks.deploy import core as deploy_core
 
 if TYPE_CHECKING:
+    from rich.live import Live
+
     from devbox.platform.platform import Platform
 
 LOG = logging.getLogger(__name__)
@@ -277,6 +277,8 @@ async def _run_deploy(config: ProjectConfig, deploy: Any, stop: asyncio.Event, *
             "crashed", "crash_loop", "build_failed", "not_ready", "reload_failed") else None
         target.print(Text(f"{stamp} {where} {event.kind.value}: {event.message}", style=style or ""), soft_wrap=True)
 
+    from rich.live import Live  # only `up` draws a live table
+
     live: Live | None = None
     deploy.ctx.events.deploy_event.add_listener(on_event)
     try:
@@ -324,6 +326,8 @@ def _ready_message(services: int, seconds: float, unregistered: dict[str, str]) 
 
 
 def _table(deploy: Any) -> Table:
+    from rich.spinner import Spinner
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("service", "instance", "state", "port", "pid", "restarts", "detail"):
         table.add_column(column)
@@ -524,6 +528,7 @@ def _status_rows(services: list[dict[str, Any]], now: float) -> list[dict[str, A
     rows: list[dict[str, Any]] = []
     for dep in services:
         label = dep["service"] if dep["group"] == "default" else f"{dep['service']}@{dep['group']}"
+        label += f" :{dep['front_port']}" if dep.get("front_port") and dep["group"] == "default" else ""  # entry
         if not dep["instances"]:
             rows.append({"service": label, "instance": "-", "state": "scaled to 0"})
         for inst in dep["instances"]:
