@@ -1,0 +1,141 @@
+"""Issue 14 (items 6 and 7) on the tracing listeners: malformed input is a 4xx / INVALID_ARGUMENT
+naming the problem, never a 5xx; a saturated store answers OTLP's retryable signals."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from collections.abc import Iterator
+
+import grpc
+import httpx
+import pytest
+from devbox.mocks.tracing.convert import to_otlp_request
+from devbox.mocks.tracing.models import Span
+
+from devbox.testing import PlatformThread, running_platform
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
+    with running_platform(tmp_path_factory.mktemp("hostile"), components=["tracing"],
+                          platform={"max_body_bytes": 20_000_000}) as p:
+        yield p
+
+
+def _otlp_json(platform: PlatformThread, body: bytes) -> httpx.Response:
+    return httpx.post(platform.url("otlp_http") + "/v1/traces", content=body,
+                      headers={"content-type": "application/json"})
+
+
+def test_deeply_nested_json_is_a_400(platform: PlatformThread) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = _otlp_json(platform, b'{"resourceSpans":' + deep + b"}")
+    assert r.status_code == 400, r.text
+    r = httpx.post(platform.url("zipkin") + "/api/v2/spans", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "nested too deeply" in r.text
+
+
+def test_wrong_typed_otlp_json_fields_are_refused_not_500(platform: PlatformThread) -> None:
+    now = time.time_ns()
+    span = {"traceId": "1" * 32, "spanId": "2" * 16, "name": "typed", "startTimeUnixNano": str(now - 1000),
+            "endTimeUnixNano": str(now)}
+    for body, status in (
+        ({"resourceSpans": [{"scopeSpans": 5}]}, 400),
+        ({"resourceSpans": [{"scopeSpans": [{"spans": 5}]}]}, 400),
+        ({"resourceSpans": 5}, 400),
+        ({"resourceSpans": [5]}, 400),
+        ({"resourceSpans": [{"resource": {"attributes": "x"}, "scopeSpans": [{"spans": [span]}]}]}, 200),
+        ({"resourceSpans": [{"scopeSpans": [{"spans": [{**span, "attributes": "x"}]}]}]}, 200),
+        ({"resourceSpans": [{"scopeSpans": [{"spans": [{**span, "events": [{"attributes": 7}]}]}]}]}, 200),
+        ({"resourceSpans": [{"scopeSpans": [{"scope": 5, "spans": [{**span, "links": "x"}]}]}]}, 200),
+    ):
+        r = _otlp_json(platform, json.dumps(body).encode())
+        assert r.status_code == status, (body, r.text)
+        if status == 200:  # the bad span is rejected and counted, the export itself is answered
+            assert int(r.json()["partialSuccess"]["rejectedSpans"]) == 1, (body, r.text)
+
+
+def test_poison_zipkin_span_is_a_400_not_a_503(platform: PlatformThread) -> None:
+    now = time.time_ns() // 1000
+    base = {"traceId": "3" * 32, "id": "4" * 16, "name": "poison", "timestamp": now, "duration": 5,
+            "localEndpoint": {"serviceName": "p"}}
+    for bad in ({"remoteEndpoint": {"serviceName": {"x": 1}}}, {"localEndpoint": {"port": "80"}},
+                {"annotations": [{"timestamp": "x", "value": 1}]}, {"tags": {"k": {"x": 1}}}, {"name": ["x"]}):
+        r = httpx.post(platform.url("zipkin") + "/api/v2/spans", json=[{**base, **bad}])
+        assert r.status_code == 400, (bad, r.text)
+        assert "1 span(s) rejected" in r.text
+
+
+def test_garbage_and_truncated_grpc_exports_are_invalid_argument(platform: PlatformThread) -> None:
+    now = time.time_ns() // 1000
+    good = to_otlp_request([Span(trace_id="5" * 32, span_id="6" * 16, parent_id=None, name="g", kind="SERVER",
+                                 service="grpc-hostile", start_us=now - 10, duration_us=5)]).SerializeToString()
+    with grpc.insecure_channel(platform.target("otlp_grpc")) as channel:
+        call = channel.unary_unary(EXPORT)
+        for body in (b"\xff\xff\xff\xff", good[: len(good) // 2]):
+            with pytest.raises(grpc.RpcError) as err:
+                call(body, timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert call(good, timeout=10) == b""
+
+
+def test_a_2000_term_annotation_query_is_a_400(platform: PlatformThread) -> None:
+    query = " and ".join(f"k{i}=v{i}" for i in range(2000))
+    r = httpx.get(platform.url("zipkin") + "/api/v2/traces", params={"annotationQuery": query})
+    assert r.status_code == 400 and "terms" in r.text
+    ok = httpx.get(platform.url("zipkin") + "/api/v2/traces", params={"annotationQuery": 'a and b=c and "q\\'})
+    assert ok.status_code == 200
+
+
+@pytest.mark.xfail(reason="decoding runs in a thread pool, off the loop, but still shares the GIL: the loop waits "
+                          "~2 s on a busy 2-core machine; needs decoding in a worker process (issue 15)", strict=False)
+def test_big_zipkin_body_is_decoded_off_the_loop(platform: PlatformThread) -> None:
+    now = time.time_ns() // 1000
+    spans = [{"traceId": f"{i + 1:032x}", "id": f"{i + 1:016x}", "name": "big", "timestamp": now - 1000,
+              "duration": 5, "localEndpoint": {"serviceName": "bulk"}, "tags": {"k": "v" * 100}}
+             for i in range(60_000)]
+    body = json.dumps(spans).encode()
+    assert len(body) > 14_000_000
+    health = platform.url("api") + "/healthz"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        posted = pool.submit(httpx.post, platform.url("zipkin") + "/api/v2/spans", content=body,
+                             headers={"content-type": "application/json"}, timeout=120)
+        worst = 0.0
+        with httpx.Client() as client:
+            while not posted.done():
+                t = time.perf_counter()
+                client.get(health, timeout=30)
+                worst = max(worst, time.perf_counter() - t)
+        assert posted.result().status_code in (202, 503)
+    assert worst < 1.0, f"/healthz stalled {worst:.2f}s while a big body was decoded"
+
+
+def test_saturated_ingest_answers_retryable_busy_and_keeps_every_acknowledged_span(tmp_path: object) -> None:
+    import pathlib
+
+    assert isinstance(tmp_path, pathlib.Path)
+    with running_platform(tmp_path, components=["tracing"], tracing={"max_pending_spans": 1000}) as p:
+        now = time.time_ns() // 1000
+
+        def body(i: int) -> bytes:
+            return to_otlp_request([Span(trace_id=f"{i + 1:032x}", span_id=f"{j + 1:016x}", parent_id=None,
+                                         name="s", kind="SERVER", service="busy", start_us=now - 100, duration_us=5)
+                                    for j in range(2000)]).SerializeToString()
+
+        def send(i: int) -> httpx.Response:
+            return httpx.post(p.url("otlp_http") + "/v1/traces", content=body(i), timeout=60,
+                              headers={"content-type": "application/x-protobuf"})
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(send, range(48)))
+        codes = [r.status_code for r in answers]
+        assert set(codes) <= {200, 503}, codes
+        assert 503 in codes, codes
+        assert all(r.headers.get("retry-after") for r in answers if r.status_code == 503)
+        acked = codes.count(200) * 2000
+        stored = httpx.get(p.url("api") + "/api/platform").json()["components"]["tracing"]["spans_stored"]
+        assert stored == acked
