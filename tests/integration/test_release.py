@@ -60,7 +60,8 @@ def test_release_shifts_by_weight_and_retires_the_old_version_with_no_failed_ent
         assert any("version=v2" in t for t in tags) and any("version=v2" not in t for t in tags)
         dep = services(p)["web"]
         assert "web@release" not in services(p)
-        assert dep["tags"]["version"] == "v2" and dep["ready"] == 2 and all(i["weight"] == 100 for i in dep["instances"])
+        assert dep["tags"]["version"] == "v2" and dep["ready"] == 2
+        assert all(i["weight"] == 100 for i in dep["instances"])
         assert len(rel["switch_seconds"]) == 2
         kinds = [e["kind"] for e in events(p, service="web")]
         assert kinds.count("release_batch") == 2 and "release_done" in kinds
