@@ -105,7 +105,7 @@ def test_up_detach_status_logs_down(tmp_path: Path) -> None:
         assert "hello-1 | fake service listening" in logs and "hello-2 | fake service listening" in logs
         one = devbox("logs", "hello", "--instance", "hello-2", "--grep", "listening", cwd=root, check=True).stdout
         assert one.strip().startswith("fake service listening on") and len(one.strip().splitlines()) == 1
-        follow = subprocess.Popen([sys.executable, "-m", "devbox", "logs", "hello", "-f", "-n", "1"], cwd=root,
+        follow = subprocess.Popen([sys.executable, "-m", "devbox", "logs", "hello", "--follow", "-n", "1"], cwd=root,
                                   stdout=subprocess.PIPE, bufsize=0)  # unbuffered: select() sees every byte
         try:
             assert follow.stdout is not None
