@@ -126,6 +126,9 @@ class MetricsQueryPort(Protocol):
 
     def query_instant(self, expr: str, at: float) -> list[Sample]: ...
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]: ...
+    async def query_range_async(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
+        """``query_range`` for a caller on the event loop: awaited, never evaluated on the loop."""
+        ...
 
 
 @runtime_checkable

@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from devbox.mocks.metrics.core import Filter, MetricsCore, ReportError, StructuredQuery
+from devbox.mocks.metrics.core import Filter, MetricsCore, QueryBusy, ReportError, StructuredQuery
 from devbox.mocks.metrics.promql import QueryError
 from fastapi import APIRouter, Request
 
-from devbox.platform.errors import BadRequest
+from devbox.platform.errors import BadRequest, Busy
 
 T = TypeVar("T")
 
@@ -139,7 +139,8 @@ class MetricsApi:
             q = build_query(data)
         except ReportError as exc:
             raise BadRequest(str(exc), code="invalid query") from None
-        return await _refused_as("invalid query", self.get_core().structured_query, q)
+        core = self.get_core()
+        return await _queried(core, lambda deadline: core.structured_query(q, deadline))
 
     async def promql(self, request: Request, query: str = "") -> Any:
         at = time.time()
@@ -149,7 +150,8 @@ class MetricsApi:
                 at = float(raw)
             except ValueError:
                 raise BadRequest(f"time: {raw!r} is not a number", code="invalid query") from None
-        result = await _refused_as("invalid query", self.get_core().query_instant, query, at)
+        core = self.get_core()
+        result = await _queried(core, lambda deadline: core.query_instant(query, at, deadline))
         return {"time": at, "result": [{"labels": lb, "value": v} for lb, v in result]}
 
     async def custom(self, request: Request) -> Any:
@@ -183,6 +185,16 @@ async def _refused_as(code: str, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
     except (ReportError, QueryError) as exc:
         raise BadRequest(str(exc), code=code) from None
+
+
+async def _queried(core: MetricsCore, work: Callable[[float], T]) -> T:
+    """Evaluate on the metrics query pool (never the event loop, nor the executor ingest uses)."""
+    try:
+        return await core.queries.run(work)
+    except QueryBusy as exc:
+        raise Busy(str(exc)) from None
+    except QueryError as exc:
+        raise BadRequest(str(exc), code="invalid query") from None
 
 
 def api_router(get_core: Callable[[], MetricsCore]) -> APIRouter:

@@ -38,22 +38,34 @@ IDLE_FLUSH = 5.0
 
 
 class MetricsQueries:
-    """:class:`MetricsQueryPort` over the metrics core: PromQL for the other components."""
+    """:class:`MetricsQueryPort` over the metrics core: PromQL for the other components, evaluated on
+    the metrics query pool with its timeout (the sync methods wait for it from the caller's worker
+    thread; the async one awaits it without holding a thread)."""
 
     def __init__(self, get_core: Callable[[], MetricsCore]) -> None:
         self._get_core = get_core
 
     def query_instant(self, expr: str, at: float) -> list[Sample]:
         """Evaluate PromQL at ``at``; a scalar result is one sample with no labels."""
+        core = self._get_core()
         try:
-            return self._get_core().query_instant(expr, at)
+            return core.queries.call(lambda deadline: core.query_instant(expr, at, deadline))
         except QueryError as exc:
             raise PortError(str(exc)) from None
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
         """Evaluate PromQL at every step from ``start`` to ``end``."""
+        core = self._get_core()
         try:
-            return self._get_core().query_range(expr, start, end, step)
+            return core.queries.call(lambda deadline: core.query_range(expr, start, end, step, deadline))
+        except QueryError as exc:
+            raise PortError(str(exc)) from None
+
+    async def query_range_async(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
+        """:meth:`query_range` for a caller on the event loop."""
+        core = self._get_core()
+        try:
+            return await core.queries.run(lambda deadline: core.query_range(expr, start, end, step, deadline))
         except QueryError as exc:
             raise PortError(str(exc)) from None
 

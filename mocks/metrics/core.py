@@ -17,7 +17,9 @@ to a second before they are written (the spans themselves are already stored by 
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import concurrent.futures
 import json
 import logging
 import math
@@ -25,15 +27,16 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from devbox.mocks.metrics.config import MetricsConfig
 from devbox.mocks.metrics.indicators import Indicator, selector_names
 from devbox.mocks.metrics.promql import (
     NAME,
+    QUERY_TIMEOUT,
     Evaluator,
     LabelMatcher,
     QueryError,
@@ -43,6 +46,7 @@ from devbox.mocks.metrics.promql import (
 from devbox.mocks.metrics.store import MetricInfo, MetricsStore, Point
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -288,6 +292,57 @@ class _Bucket:
     last: float = 0.0
 
 
+class QueryBusy(QueryError):
+    """Every query slot is taken: try again later (a 503 with Retry-After, not a 400)."""
+
+
+class QueryRunner:
+    """Owns the query pool: every PromQL evaluation runs on it, with a deadline from submission.
+
+    Not the event loop (a slow query would stall every listener) and not the loop's default
+    executor, which ingest's ``to_thread`` calls share (7 slow queries there starved span export for
+    a minute). At most ``workers`` queries run and ``waiting`` more queue; past that a query is
+    refused at once as busy rather than queued without bound.
+    """
+
+    def __init__(self, *, workers: int = 2, waiting: int = 16, timeout: float = QUERY_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="metrics-query")
+        self._slots = threading.BoundedSemaphore(workers + waiting)
+
+    def submit(self, work: Callable[[float], T]) -> concurrent.futures.Future[T]:
+        """Queue ``work(deadline)`` (``deadline`` on :func:`time.monotonic`'s clock) on the pool."""
+        if not self._slots.acquire(blocking=False):
+            raise QueryBusy("too many queries are running or waiting; try again shortly")
+        deadline = time.monotonic() + self.timeout
+        try:
+            future = self._pool.submit(work, deadline)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+    async def run(self, work: Callable[[float], T]) -> T:
+        """Evaluate on the pool and await the answer without blocking the loop or its executor."""
+        future = self.submit(work)
+        try:
+            # the evaluator checks the deadline itself; this bounds a wait on anything else (SQLite)
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout + 5.0)
+        except TimeoutError:
+            raise QueryError("query timed out") from None
+
+    def call(self, work: Callable[[float], T]) -> T:
+        """Evaluate on the pool from a worker thread (alerting's rule rounds, scenario checks)."""
+        try:
+            return self.submit(work).result(self.timeout + 5.0)
+        except concurrent.futures.TimeoutError:
+            raise QueryError("query timed out") from None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 class MetricsCore:
     """Owns the store and the evaluator; every ingest path and query goes through here."""
 
@@ -301,6 +356,7 @@ class MetricsCore:
             for name, ind in config.indicators.items()
         }
         self.evaluator = Evaluator(self.store, computed=self.indicators)
+        self.queries = QueryRunner()
         self.rpc = RpcReports(config.rpc_buckets)
         self._lock = threading.Lock()
         self._cumulative: dict[tuple[str, Labels], float] = {}
@@ -308,6 +364,7 @@ class MetricsCore:
         self.rejected = 0
 
     def close(self) -> None:
+        self.queries.close()
         self.store.close()
 
     def is_counter(self, name: str) -> bool:
@@ -321,8 +378,11 @@ class MetricsCore:
 
     # --- queries ----------------------------------------------------------------------------
 
-    def query_instant(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
-        kind, result = self.evaluator.instant(expr, at)
+    def query_instant(
+        self, expr: str, at: float, deadline: float | None = None
+    ) -> list[tuple[dict[str, str], float]]:
+        """An instant vector or scalar (run it through :attr:`queries`)."""
+        kind, result = self.evaluator.instant(expr, at, deadline=deadline)
         if kind == "scalar":
             return [({}, float(result))]
         if kind == "vector":
@@ -330,9 +390,10 @@ class MetricsCore:
         raise QueryError(f"expression of type {kind} cannot be used here; an instant vector or scalar is needed")
 
     def query_range(
-        self, expr: str, start: float, end: float, step: float
+        self, expr: str, start: float, end: float, step: float, deadline: float | None = None
     ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
-        _, result = self.evaluator.range(expr, start, end, step)
+        """A matrix (run it through :attr:`queries`)."""
+        _, result = self.evaluator.range(expr, start, end, step, deadline=deadline)
         return [(labels, [(float(t), float(v)) for t, v in pts]) for labels, pts in result]
 
     # --- ingest: spans ----------------------------------------------------------------------
@@ -609,7 +670,7 @@ class MetricsCore:
 
     # --- the devbox structured query ----------------------------------------------------------
 
-    def structured_query(self, q: StructuredQuery) -> dict[str, Any]:
+    def structured_query(self, q: StructuredQuery, deadline: float | None = None) -> dict[str, Any]:
         """Metric + filters + group-by + aggregate (+ percentile, top-N) over a time range."""
         matchers = [f.matcher() for f in q.filters]
         end = q.end if q.end is not None else time.time()
@@ -621,7 +682,7 @@ class MetricsCore:
         if count > 11000:
             raise QueryError(f"{count} steps requested; make step larger than {step:g} s")
         times = [start + i * step for i in range(count)]
-        ev = self.evaluator.fork((times[0], times[-1]))
+        ev = self.evaluator.fork((times[0], times[-1]), deadline=deadline)
         if q.metric in self.indicators:
             ind = self.indicators[q.metric]
             vec = ind.evaluate(ev, times, filters=matchers, by=ind.by if q.group_by is None else q.group_by)

@@ -12,7 +12,10 @@ prometheus-client), so a real Prometheus can scrape devbox.
 Handlers raise :mod:`devbox.platform.errors` exceptions; :func:`render_error` (this listener's
 error renderer, named by the metrics component spec) gives them Prometheus's error envelope.
 
-LIMITATIONS: ``timeout``/``limit`` parameters are accepted and ignored; no ``/targets``,
+Queries run on the metrics query pool (:class:`~devbox.mocks.metrics.core.QueryRunner`), never on
+the event loop.
+
+LIMITATIONS: ``timeout``/``limit`` parameters are accepted and ignored (the pool's timeout applies); no ``/targets``,
 remote read/write or native histograms.
 """
 
@@ -27,7 +30,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
-from devbox.mocks.metrics.core import MetricsCore, ReportError
+from devbox.mocks.metrics.core import MetricsCore, QueryBusy, ReportError
 from devbox.mocks.metrics.promql import NAME, QueryError, format_value
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -37,7 +40,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.convertors import Convertor, register_url_convertor
 
 import devbox
-from devbox.platform.errors import ApiError, BadRequest, NotFound, Unprocessable
+from devbox.platform.errors import ApiError, BadRequest, Busy, NotFound, Unavailable, Unprocessable
 
 PROMETHEUS_VERSION = "2.53.0"
 _DURATION = re.compile(r"^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d+)s)?((\d+)ms)?$")
@@ -46,6 +49,8 @@ _UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
 EXPOSE_FRESH = 300.0
 #: Prometheus's ``errorType`` for each HTTP status a refusal carries.
 _ERROR_TYPES = {400: "bad_data", 404: "not_found", 422: "execution", 500: "internal", 503: "unavailable"}
+#: A refusal's ``errorType`` by reason when the status alone is ambiguous (503: busy or timed out).
+_TIMEOUT_TYPE = "timeout"
 #: The rule evaluator's part of the API: never answered by the catch-all, whoever serves it.
 RULE_PATHS = ("rules", "alerts")
 METHODS = ["GET", "POST"]
@@ -55,6 +60,8 @@ T = TypeVar("T")
 def render_error(exc: ApiError) -> Response:
     """The ``prometheus`` listener's error map: Prometheus's envelope with the refusal's status."""
     kind = _ERROR_TYPES.get(exc.status, "bad_data")
+    if exc.status == 503 and "timed out" in exc.reason:
+        kind = _TIMEOUT_TYPE
     return JSONResponse({"status": "error", "errorType": kind, "error": exc.reason}, status_code=exc.status)
 
 
@@ -97,18 +104,22 @@ def _ok(data: Any) -> JSONResponse:
     return JSONResponse({"status": "success", "data": data})
 
 
-async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """Run a query or look-up off the event loop; a refused query becomes the listener's refusal.
+async def _on_query_pool(core: MetricsCore, work: Callable[[float], T]) -> T:
+    """Run ``work(deadline)`` on the metrics query pool; a refused query becomes the listener's refusal.
 
-    Prometheus calls a query whose series do not match up an ``execution`` error (422); every other
-    refusal is ``bad_data`` (400).
+    Prometheus calls a query whose series do not match up an ``execution`` error (422), a timeout
+    ``timeout`` (503) and a full pool ``unavailable`` (503); every other refusal is ``bad_data`` (400).
     """
     try:
-        return await asyncio.to_thread(fn, *args)
+        return await core.queries.run(work)
+    except QueryBusy as exc:
+        raise Busy(str(exc)) from None
     except QueryError as exc:
         text = str(exc)
         if "many-to-many" in text or "multiple matches" in text:
             raise Unprocessable(text) from None
+        if "timed out" in text:
+            raise Unavailable(text) from None
         raise BadRequest(text) from None
 
 
@@ -221,7 +232,10 @@ class PrometheusApi:
         params = await _params(request)
         expr = _query_text(params)
         at = parse_time(_one(params, "time"), time.time(), "time")
-        kind, result = await _off_loop(self.get_core().evaluator.instant, expr, at)
+        evaluator = self.get_core().evaluator
+        kind, result = await _on_query_pool(
+            self.get_core(), lambda deadline: evaluator.instant(expr, at, deadline=deadline)
+        )
         if kind == "vector":
             data: Any = _vector_json(result, at)
         elif kind == "matrix":
@@ -245,7 +259,10 @@ class PrometheusApi:
                 "exceeded maximum resolution of 11,000 points per timeseries. "
                 "Try decreasing the query resolution (?step=XX)"
             )
-        _, result = await _off_loop(self.get_core().evaluator.range, expr, start, end, step)
+        evaluator = self.get_core().evaluator
+        _, result = await _on_query_pool(
+            self.get_core(), lambda deadline: evaluator.range(expr, start, end, step, deadline=deadline)
+        )
         return _ok({"resultType": "matrix", "result": _matrix_json(result)})
 
     async def series(self, request: Request) -> Response:
@@ -254,20 +271,23 @@ class PrometheusApi:
         if not matches:
             raise BadRequest("no match[] parameter provided")
         start, end = _bounds(params)
-        found = await _off_loop(self.get_core().series_matching, matches, start, end)
+        core = self.get_core()
+        found = await _on_query_pool(core, lambda _: core.series_matching(matches, start, end))
         return _ok(sorted(found, key=lambda lb: sorted(lb.items())))
 
     async def labels(self, request: Request) -> Response:
         params = await _params(request)
         start, end = _bounds(params)
-        return _ok(await _off_loop(self.get_core().label_names, params.get("match[]") or [], start, end))
+        core, matches = self.get_core(), params.get("match[]") or []
+        return _ok(await _on_query_pool(core, lambda _: core.label_names(matches, start, end)))
 
     async def label_values(self, name: str, request: Request) -> Response:
         params = await _params(request)
         if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
             raise BadRequest(f'invalid label name: "{name}"')
         start, end = _bounds(params)
-        return _ok(await _off_loop(self.get_core().label_values, name, params.get("match[]") or [], start, end))
+        core, matches = self.get_core(), params.get("match[]") or []
+        return _ok(await _on_query_pool(core, lambda _: core.label_values(name, matches, start, end)))
 
     async def metadata(self, request: Request) -> Response:
         params = await _params(request)

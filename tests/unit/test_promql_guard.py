@@ -120,7 +120,7 @@ def test_regex_is_re2_anchored_and_dot_matches_newline_like_prometheus() -> None
     assert keys('x{k=~"api|web"}') == ["api", "web"]
     assert keys('x{k=~"line.break"}') == ["line\nbreak"]
     assert keys('x{k!~"a.*"}') == ["line\nbreak", "web"]
-    with pytest.raises(QueryError, match="regex|regular expression"):
+    with pytest.raises(QueryError, match=r"regex|regular expression"):
         ev.instant('x{k=~"(a)\\\\1"}', 10.0)  # backreferences are not RE2 (Prometheus refuses them too)
 
 
