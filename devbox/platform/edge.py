@@ -13,6 +13,7 @@ import importlib
 import inspect
 import logging
 import math
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -161,15 +162,23 @@ def openapi_without_422(app: Any) -> Callable[[], dict[str, Any]]:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema  # type: ignore[no-any-return]
-        schema: dict[str, Any] = original()
+        with warnings.catch_warnings():
+            # a route serving GET and POST gets one operationId for both: made unique below
+            warnings.filterwarnings("ignore", message="Duplicate Operation ID")
+            schema: dict[str, Any] = original()
+        seen: set[str] = set()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["Error"] = ERROR_SCHEMA
         ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
         for operations in schema.get("paths", {}).values():
-            for operation in operations.values():
+            for method, operation in operations.items():
                 responses = operation.get("responses") if isinstance(operation, dict) else None
                 if responses is None:
                     continue
+                op_id = operation.get("operationId")
+                if op_id in seen:
+                    operation["operationId"] = f"{op_id}_{method}"
+                seen.add(operation.get("operationId"))
                 if "HTTPValidationError" in str(responses.get("422", "")):
                     del responses["422"]
                     responses.setdefault("400", {"description": ERROR_RESPONSES["400"], **ref})

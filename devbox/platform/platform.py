@@ -39,6 +39,7 @@ from devbox.platform.edge import ApiErrorInterceptor, api_error_handler, openapi
 from devbox.platform.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
 from devbox.platform.events import Events
 from devbox.platform.http import BodyLimitMiddleware, TokenMiddleware
+from devbox.platform.store import CorruptState
 
 LOG = logging.getLogger(__name__)
 
@@ -194,6 +195,12 @@ class Platform:
                 response.headers.setdefault(key, value)
             return response
 
+        async def _too_deep(request: Request, exc: Exception) -> Any:
+            # json.loads of a body nested ~100,000 deep raises RecursionError in a handler that
+            # parses its body itself: a malformed request, never a 500.
+            return await handle(request, BadRequest("the body is nested too deeply to parse; flatten it"))
+
+        app.add_exception_handler(RecursionError, _too_deep)
         app.add_exception_handler(RequestValidationError, _invalid)
         app.add_exception_handler(StarletteHTTPException, _routing)
         app.add_exception_handler(ApiError, handle)
@@ -261,6 +268,11 @@ class Platform:
         component.state = ComponentState.STARTING
         try:
             await component.start()
+        except CorruptState:
+            # Not a component fault to run degraded with: the user must decide about their data
+            # before devbox claims to be up (the error says which file and what to do).
+            component.state = ComponentState.ERROR
+            raise
         except Exception as exc:
             LOG.exception("component %s failed to start", name)
             component.state = ComponentState.ERROR

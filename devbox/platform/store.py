@@ -17,14 +17,41 @@ from pathlib import Path
 LOG = logging.getLogger(__name__)
 
 
+class CorruptState(Exception):
+    """A state file devbox cannot use as it is. ``str()`` names the file, says what is wrong and
+    what to do; the platform refuses to start on it (it never silently starts empty)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"{path}: {problem}. devbox will not start on it: move it aside to start fresh "
+            f"(`mv {path} {path}.broken`; devbox then creates an empty one), or restore it from a copy"
+        )
+
+
 def open_db(path: Path, migrations: Sequence[str]) -> sqlite3.Connection:
-    """Open (creating) the SQLite file at ``path`` and bring its schema up to date."""
+    """Open (creating) the SQLite file at ``path`` and bring its schema up to date.
+
+    Raises :class:`CorruptState` for a file that exists but is not a usable SQLite database
+    (garbage, truncated to zero bytes, a damaged schema)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size == 0:
+        # devbox writes the header the moment it creates a file: an empty one lost its content
+        # (a truncating copy, a full disk); starting on it would silently forget everything.
+        raise CorruptState(path, "the file is empty (0 bytes), so what it held is gone")
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=5000")
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads (and checks) the schema
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise
+        raise CorruptState(path, f"not a usable SQLite database ({exc})") from None
     if version > len(migrations):
         raise RuntimeError(
             f"{path} has schema version {version}, newer than this devbox knows ({len(migrations)}); "

@@ -133,6 +133,12 @@ def postable_alerts(body: Any, now: float) -> list[dict[str, Any]]:
     return parsed
 
 
+def _empty_ok() -> Response:
+    """Alertmanager's bodiless 200 (POST /alerts, DELETE /silence), with a Content-Type like every
+    other answer of this API, so clients and conformance checks that read it are not left guessing."""
+    return Response(b"", status_code=200, media_type="application/json")
+
+
 def postable_silence(body: Any, service: AlertingService, now: float) -> Silence:
     """A ``postableSilence`` as a validated silence (not stored yet); an unknown ``id`` is a 404."""
     if not isinstance(body, dict):
@@ -309,7 +315,7 @@ class AlertmanagerApi:
         with refused():
             parsed = postable_alerts(await read_json(request, required=False), self.service.clock())
         await self.service.post_alerts(parsed)
-        return Response(status_code=200)
+        return _empty_ok()
 
     async def groups(self, request: Request) -> Any:
         with refused():
@@ -349,7 +355,7 @@ class AlertmanagerApi:
 
     async def delete_silence(self, silence_id: str) -> Any:
         self.service.expire_silence(self._silence(silence_id).id)
-        return Response(status_code=200)
+        return _empty_ok()
 
     def router(self) -> APIRouter:
         r = APIRouter(tags=["alertmanager"])

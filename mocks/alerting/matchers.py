@@ -15,6 +15,17 @@ _MATCHER = re.compile(
     r"""\s*(?P<name>[^\s=!~{},"]+)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>"(?:[^"\\]|\\.)*"|[^,}"]*)\s*(?:,|$)"""
 )
 
+#: Alertmanager's (and Prometheus's) label name syntax; anything else can never match an alert.
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid label name; ValueError saying what is allowed otherwise."""
+    if not LABEL_NAME.fullmatch(name):
+        raise ValueError(f"matcher name {name[:64]!r} is not a label name: use letters, digits and _, "
+                         "not starting with a digit")
+    return name
+
 
 def parse_matchers(text: str) -> list[Matcher]:
     """All matchers in ``text`` (a single matcher or a ``{...}`` list); ValueError says what is wrong."""
@@ -34,7 +45,7 @@ def parse_matchers(text: str) -> list[Matcher]:
         value = m.group("value").strip()
         if value.startswith('"'):
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        found.append(Matcher(m.group("name"), value, MatchType(m.group("op"))))
+        found.append(Matcher(check_name(m.group("name")), value, MatchType(m.group("op"))))
         pos = m.end()
     return found
 
@@ -68,7 +79,7 @@ def matcher_from_api(data: Any) -> Matcher:
         (True, True): MatchType.RE,
         (True, False): MatchType.NRE,
     }[(is_regex, is_equal)]
-    return Matcher(name, value, kind)
+    return Matcher(check_name(name), value, kind)
 
 
 def matches_all(matchers: list[Matcher], labels: dict[str, str]) -> bool:

@@ -89,6 +89,11 @@ def _check_name(value: str | None, what: str, code: Code) -> str:
     return value
 
 
+#: Longest instance id a client may choose (Polaris's own ids are 40 hex characters; its store
+#: column is 128): an id is echoed in every discover answer, so an unbounded one is a cheap amplifier.
+MAX_ID = 128
+
+
 def _check_metadata(metadata: dict[str, str] | None, code: Code = Code.InvalidMetadata) -> dict[str, str]:
     metadata = dict(metadata or {})
     if len(metadata) > MAX_METADATA:
@@ -406,6 +411,11 @@ class Registry:
             raise NamingError(Code.InvalidInstanceProtocol, "protocol is longer than 128 characters")
         if len(version) > 128:
             raise NamingError(Code.InvalidInstanceVersion, "version is longer than 128 characters")
+        if id is not None and (len(id) > MAX_ID or not id.isprintable() or any(c.isspace() for c in id)):
+            raise NamingError(
+                Code.InvalidInstanceID,
+                f"instance id must be 1-{MAX_ID} printable characters without spaces (got {len(id)} characters)",
+            )
         check_weight(weight)
         ttl = check_ttl(self.default_ttl if ttl is None else ttl)
         metadata = _check_metadata(metadata)
