@@ -15,7 +15,8 @@ grpcio, so a service that never asks for a gRPC channel does not pay for grpc. T
   can raise before any byte is sent: ``NamingUnavailable`` (no platform, nothing cached) and
   ``NoInstanceError`` (no instance left to call after health, breakers and routing);
 - :mod:`devbox.sdk.tracing` — ``instrument`` (OpenTelemetry SDK + OTLP exporter from ``OTEL_*``);
-- :mod:`devbox.sdk.metrics` — counters, gauges and custom reports.
+- :mod:`devbox.sdk.metrics` — counters, gauges and custom reports;
+- :mod:`devbox.sdk.logs` — one logfmt line per request and trace ids on every log record.
 
 LIMITATIONS: ``bootstrap`` only wires what the deploy pipeline injected into the environment; a
 service started without devbox still runs (tracing exports nowhere, naming falls back to whatever
@@ -42,6 +43,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "naming": ("devbox.sdk.naming", None),
     "tracing": ("devbox.sdk.tracing", None),
     "metrics": ("devbox.sdk.metrics", None),
+    "logs": ("devbox.sdk.logs", None),
     "NamingClient": ("devbox.sdk.naming", "NamingClient"),
     "NamingUnavailable": ("devbox.sdk.naming", "NamingUnavailable"),
     "NoInstanceError": ("devbox.sdk.naming", "NoInstanceError"),
@@ -68,16 +70,18 @@ def __dir__() -> list[str]:
 
 def bootstrap(app: Any = None, *, service_name: str | None = None) -> NamingClient:
     """Make this process a devbox citizen: trace it (and ``app``, a FastAPI/ASGI app, if given) and
-    prepare the naming client from the injected environment. Returns that naming client; the
+    log each of its requests with the trace id (INFO, ``DEVBOX_LOG_LEVEL``), and prepare the naming
+    client from the injected environment. Returns that naming client; the
     module-level ``http_client()`` / ``grpc_channel()`` resolve through it too, and routing labels
     arriving on ``app``'s requests (``baggage: env=feature-x``) travel on with its outgoing calls.
 
     Call it at import time of the service's entry module, before the app serves requests; calling
     it again (another app in the same process) reuses the same naming client.
     """
-    from devbox.sdk import naming, tracing
+    from devbox.sdk import logs, naming, tracing
 
     tracing.instrument(app, service_name=service_name)
+    logs.install(app)  # a line per request with its trace id, so the dashboard links logs and traces
     client = naming.default_client()  # made from the env once; http_client()/grpc_channel() use it too
     middleware = getattr(app, "user_middleware", None)
     if middleware is not None and not any(m.cls is naming.RoutingLabelsMiddleware for m in middleware):

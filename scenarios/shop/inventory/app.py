@@ -64,7 +64,7 @@ class Inventory(pb_grpc.InventoryServicer):
 async def serve(port: int) -> None:
     me = sdk.identity("inventory")
     sdk.bootstrap()  # before the server exists, so the gRPC server instrumentation wraps it
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[sdk.logs.grpc_interceptor()])  # a line per call with its trace id
     pb_grpc.add_InventoryServicer_to_server(Inventory(me), server)
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
@@ -77,5 +77,4 @@ async def serve(port: int) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(int(os.environ.get("PORT", "50051"))))
