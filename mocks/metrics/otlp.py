@@ -1,14 +1,26 @@
 """OTLP metrics ingest: ``POST /v1/metrics`` (protobuf or JSON) and gRPC ``MetricsService/Export``.
 
-Sums (cumulative or delta), gauges, histograms and summaries become Prometheus-style series:
-names have ``.``/``-`` replaced by ``_``, monotonic sums get ``_total``, histograms give
-``_bucket{le}``/``_sum``/``_count``. Resource ``service.name`` becomes the ``service`` label and
-``service.instance.id`` the ``instance`` label, deploy tags ``devbox.<tag>`` the ``<tag>`` label;
-point attributes become labels (sanitised like Prometheus does). A request with any malformed
+Sums (cumulative or delta), gauges, histograms and summaries become series named as Prometheus's
+own OTLP receiver names them (``otlptranslator``, strategy ``UnderscoreEscapingWithSuffixes``, the
+default), so dashboards and rules copied from a real Prometheus fed by OTLP match here:
+
+- the name is split on every character outside ``[a-zA-Z0-9:]`` and re-joined with ``_``;
+- the unit becomes a suffix unless already a name token: ``ms`` -> ``milliseconds``, ``s`` ->
+  ``seconds``, ``By`` -> ``bytes``, ``By/s`` -> ``bytes_per_second``; ``{requests}`` and ``1`` add
+  nothing, except that a *gauge* with unit ``1`` ends in ``_ratio``;
+- monotonic sums end in ``_total``; histograms then add ``_bucket{le}``/``_sum``/``_count`` (a
+  histogram ``x`` in ``ms`` gives ``x_milliseconds_bucket``).
+
+Resource attributes: ``service.name`` (with ``service.namespace`` as ``ns/name``) becomes ``job``,
+``service.instance.id`` becomes ``instance``, and every other resource attribute goes on one
+``target_info`` series (value 1, same ``job``/``instance``) as Prometheus does. devbox also keeps
+its own ``service`` label (= ``service.name``; the 007 indicators and the shop's rules group by it)
+and deploy tags ``devbox.<tag>`` as ``<tag>`` labels. Point attributes become labels (sanitised like
+Prometheus: invalid characters and runs of ``_`` become one ``_``). A request with any malformed
 point is refused whole (400) so nothing is stored half.
 
-LIMITATIONS: exponential histograms are refused (reported as rejected points), exemplars and
-unit suffixes are dropped, metric scope is ignored.
+LIMITATIONS: exponential histograms are refused (reported as rejected points), exemplars are
+dropped, metric scope is ignored (Prometheus's default too: ``promote_scope_metadata`` is off).
 """
 
 from __future__ import annotations
@@ -38,27 +50,66 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-_INVALID = re.compile(r"[^a-zA-Z0-9_:]")
+_TOKEN_SPLIT = re.compile(r"[^a-zA-Z0-9:]+")
 _INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+_UNDERSCORES = re.compile(r"__+")
 DELTA = 1
+
+# Prometheus's otlptranslator unitMap / perUnitMap (UCUM "c/s" units -> Prometheus base-unit words).
+_UNITS = {
+    "d": "days", "h": "hours", "min": "minutes", "s": "seconds", "ms": "milliseconds", "us": "microseconds",
+    "ns": "nanoseconds", "By": "bytes", "KiBy": "kibibytes", "MiBy": "mebibytes", "GiBy": "gibibytes",
+    "TiBy": "tibibytes", "KBy": "kilobytes", "MBy": "megabytes", "GBy": "gigabytes", "TBy": "terabytes",
+    "m": "meters", "V": "volts", "A": "amperes", "J": "joules", "W": "watts", "g": "grams", "Cel": "celsius",
+    "Hz": "hertz", "1": "", "%": "percent",
+}  # fmt: skip
+_PER_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
+
+GAUGE, COUNTER, UPDOWN, HISTOGRAM, SUMMARY = "gauge", "counter", "updown", "histogram", "summary"
+
+
+def _clean_unit(unit: str) -> str:
+    return _UNDERSCORES.sub("_", re.sub(r"[^a-zA-Z0-9:]", "_", unit)).removeprefix("_")
+
+
+def _unit_suffixes(unit: str) -> tuple[str, str]:
+    """(main, per) suffix words of a UCUM unit: ``By/s`` -> (``bytes``, ``per_second``); ``{req}`` -> ("", "")."""
+    main_raw, _, per_raw = unit.partition("/")
+    main_raw, per_raw = main_raw.strip(), per_raw.strip()
+    main = _UNITS.get(main_raw, main_raw) if main_raw and not set("{}") & set(main_raw) else ""
+    per = _PER_UNITS.get(per_raw, per_raw) if per_raw and not set("{}") & set(per_raw) else ""
+    return _clean_unit(main), _clean_unit("per_" + per) if per else ""
 
 
 @functools.lru_cache(maxsize=4096)
-def metric_name(raw: str) -> str:
-    name = _INVALID.sub("_", raw)
+def metric_name(raw: str, unit: str = "", kind: str = GAUGE) -> str:
+    """The Prometheus name of an OTLP metric (otlptranslator's normalizeName, with suffixes)."""
+    tokens = [t for t in _TOKEN_SPLIT.split(raw) if t]
+    main, per = _unit_suffixes(unit)
+    if main in tokens:
+        main = ""
+    per = "" if per == "per_" else per.removesuffix("_")
+    if per in tokens:
+        per = ""
+    if per:
+        main = main.removesuffix("_")
+    tokens += [t for t in (main, per) if t]
+    if kind == COUNTER:
+        tokens = [t for t in tokens if t != "total"] + ["total"]
+    if unit == "1" and kind == GAUGE:
+        tokens = [t for t in tokens if t != "ratio"] + ["ratio"]
+    name = "_".join(tokens)
     if name and name[0].isdigit():
         name = "_" + name
-    return name
+    return name if name.strip("_") else ""
 
 
 @functools.lru_cache(maxsize=4096)
 def label_name(raw: str) -> str:
-    name = _INVALID_LABEL.sub("_", raw)
+    name = _UNDERSCORES.sub("_", _INVALID_LABEL.sub("_", raw))
     if name and name[0].isdigit():
         name = "key_" + name
-    if name.startswith("__"):
-        name = "key" + name
-    return name
+    return name if name.strip("_") else ""
 
 
 def _any_value(value: Any) -> str:
@@ -88,6 +139,33 @@ def _attrs(items: Any) -> dict[str, str]:
     return out
 
 
+def resource_labels(res: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels every series of the resource carries, labels of its ``target_info``; empty: none)."""
+    base: dict[str, str] = {}
+    name, namespace = res.get("service.name", ""), res.get("service.namespace", "")
+    if name:
+        base["service"] = name  # devbox's own label: indicators, alert rules and the shop group by it
+        base["job"] = f"{namespace}/{name}" if namespace else name
+    if res.get("service.instance.id"):
+        base["instance"] = res["service.instance.id"]
+    for key, value in res.items():  # deploy tags (devbox.env=feature-x): compare environments
+        if key.startswith("devbox.") and value:
+            label = label_name(key[len("devbox.") :])
+            if label and label not in ("service", "instance", "job"):
+                base[label] = value
+    info = {
+        label_name(key): value
+        for key, value in res.items()
+        if key not in ("service.name", "service.namespace", "service.instance.id") and label_name(key)
+    }
+    if not info:
+        return base, {}
+    for key in ("job", "instance"):
+        if key in base:
+            info[key] = base[key]
+    return base, info
+
+
 def convert(
     request: metrics_service_pb2.ExportMetricsServiceRequest,
 ) -> tuple[list[Point], list[Point], list[MetricInfo], int, str]:
@@ -98,50 +176,53 @@ def convert(
     rejected = 0
     message = ""
     for rm in request.resource_metrics:
-        res = {kv.key: _any_value(kv.value) for kv in rm.resource.attributes}
-        base: dict[str, str] = {}
-        if res.get("service.name"):
-            base["service"] = res["service.name"]
-        if res.get("service.instance.id"):
-            base["instance"] = res["service.instance.id"]
-        for key, value in res.items():  # deploy tags (devbox.env=feature-x): compare environments
-            if key.startswith("devbox.") and value:
-                name = label_name(key[len("devbox.") :])
-                if name and name not in ("service", "instance"):
-                    base[name] = value
+        base, info = resource_labels({kv.key: _any_value(kv.value) for kv in rm.resource.attributes})
+        latest = 0.0
         for sm in rm.scope_metrics:
             for m in sm.metrics:
-                name = metric_name(m.name)
-                if not name:
-                    raise ReportError("a metric has an empty name")
                 kind = m.WhichOneof("data")
                 where = f"metric {m.name}"
                 if kind == "gauge":
+                    name = _named(m, GAUGE)
                     meta[name] = MetricInfo(name, "gauge", m.description, m.unit)
                     for dp in m.gauge.data_points:
                         points.append(_number_point(name, base, dp, where))
                 elif kind == "sum":
                     monotonic = m.sum.is_monotonic
-                    full = name if not monotonic or name.endswith("_total") else name + "_total"
-                    meta[full] = MetricInfo(full, "counter" if monotonic else "gauge", m.description, m.unit)
+                    name = _named(m, COUNTER if monotonic else UPDOWN)
+                    meta[name] = MetricInfo(name, "counter" if monotonic else "gauge", m.description, m.unit)
                     target = deltas if m.sum.aggregation_temporality == DELTA else points
                     for dp in m.sum.data_points:
-                        target.append(_number_point(full, base, dp, where))
+                        target.append(_number_point(name, base, dp, where))
                 elif kind == "histogram":
+                    name = _named(m, HISTOGRAM)
                     meta[name] = MetricInfo(name, "histogram", m.description, m.unit)
                     target = deltas if m.histogram.aggregation_temporality == DELTA else points
                     for dp in m.histogram.data_points:
                         target.extend(_histogram_points(name, base, dp, where))
                 elif kind == "summary":
+                    name = _named(m, SUMMARY)
                     meta[name] = MetricInfo(name, "summary", m.description, m.unit)
                     for dp in m.summary.data_points:
                         points.extend(_summary_points(name, base, dp, where))
                 elif kind == "exponential_histogram":
                     rejected += len(m.exponential_histogram.data_points)
                     message = f"exponential histograms are not supported ({m.name}); use explicit buckets"
+                    continue
                 else:
                     raise ReportError(f"{where}: no data (gauge, sum, histogram or summary)")
+                latest = max([latest, *(p.ts for p in points[-1:]), *(p.ts for p in deltas[-1:])])
+        if info:  # Prometheus stamps target_info with the resource's latest sample time
+            meta["target_info"] = MetricInfo("target_info", "gauge", "Target metadata", "")
+            points.append(Point("target_info", labels_of(info), latest, 1.0))
     return points, deltas, list(meta.values()), rejected, message
+
+
+def _named(m: Any, kind: str) -> str:
+    name = metric_name(m.name, m.unit, kind)
+    if not name:
+        raise ReportError(f"metric {m.name!r} has an empty name once made a Prometheus name")
+    return name
 
 
 def _ts(dp: Any) -> float:

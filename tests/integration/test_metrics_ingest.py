@@ -100,9 +100,9 @@ def test_otel_sdk_http_protobuf_exporter(platform: PlatformThread) -> None:
     labels, value = got["orders_placed_total"]
     assert value == 3 and labels["region"] == "sh"
     assert got["queue_depth"][1] == 1.5
-    assert got["checkout_ms_count"][1] == 3
-    assert got["checkout_ms_sum"][1] == pytest.approx(323)
-    median = _query(platform, 'histogram_quantile(0.5, checkout_ms_bucket{service="checkout"})')
+    assert got["checkout_ms_milliseconds_count"][1] == 3
+    assert got["checkout_ms_milliseconds_sum"][1] == pytest.approx(323)
+    median = _query(platform, 'histogram_quantile(0.5, checkout_ms_milliseconds_bucket{service="checkout"})')
     assert median[0][1] == pytest.approx(17.5)  # rank 1.5 of 3, halfway through the (10, 25] bucket
     # cumulative temporality: a second export continues the same counter
     client.counter("orders.placed").incr(2, region="sh")
