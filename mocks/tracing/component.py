@@ -4,7 +4,9 @@ queries out, spans in ``<state_dir>/tracing.db``.
 Listeners: ``otlp_http`` (``/v1/traces``), ``otlp_grpc`` (``TraceService``), ``zipkin``
 (``/api/v2/...``, ``/config.json``); the OTLP and Zipkin routes are also on ``api``, with devbox's
 own ``/api/traces...`` and ``/api/topology``. Fires ``events.spans_ingested(spans=...)`` after
-each commit.
+each commit. Big bodies are decoded in the collector's decode pool, off the loop; while the
+writer holds ``tracing.max_pending_spans`` spans, exports are refused with 503 + Retry-After
+(gRPC UNAVAILABLE), OTLP's retryable answers.
 
 LIMITATIONS: see :mod:`devbox.mocks.tracing.convert` (what is kept of a span) and
 :mod:`devbox.mocks.tracing.analysis` (how calls are derived).
