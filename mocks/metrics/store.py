@@ -15,9 +15,11 @@ older than ``raw_minutes`` are lost; one writer connection (serialised by a lock
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
+import operator
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -87,21 +89,31 @@ def _clamp(t: float) -> float:
     return max(-(2.0**62), min(2.0**62, t))
 
 
-def _append_rows(by_id: dict[int, RawSeries], rows: list[tuple[int, int, float]]) -> None:
-    """Append (series id, ts, value) rows, sorted by id then ts, to their series (a repeated ts replaces)."""
-    current = -1
-    ts_list: list[float] = []
-    vs_list: list[float] = []
-    for sid, ts, value in rows:
-        if sid != current:
-            current = sid
-            ts_list, vs_list = by_id[sid].ts, by_id[sid].vs
-        if ts_list and ts_list[-1] >= ts:
-            if ts_list[-1] == ts:
-                vs_list[-1] = value
+def _append_rows(by_id: dict[int, RawSeries], rows: list[tuple[int, float, float]]) -> None:
+    """Append (series id, ts, value) rows, sorted by id then ts, to their series (a repeated ts replaces).
+
+    Rows of one table are unique and ordered per series (its primary key), so a run of rows is
+    appended whole (transposed in C); only where a run overlaps what is there (the rolled-up and the
+    raw table meeting) does it merge row by row.
+    """
+    for sid, run in itertools.groupby(rows, key=_SID):
+        group = list(run)
+        series = by_id[sid]
+        ts_list, vs_list = series.ts, series.vs
+        if not ts_list or ts_list[-1] < group[0][1]:
+            ts_list.extend(map(_TS, group))
+            vs_list.extend(map(_VALUE, group))
             continue
-        ts_list.append(ts)
-        vs_list.append(value)
+        for _, ts, value in group:
+            if ts_list[-1] >= ts:
+                if ts_list[-1] == ts:
+                    vs_list[-1] = value
+                continue
+            ts_list.append(ts)
+            vs_list.append(value)
+
+
+_SID, _TS, _VALUE = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
 
 
 class MetricsStore:
@@ -264,7 +276,7 @@ class MetricsStore:
                 # order (no sort needed), and append per series
                 for table in ("samples_1m", "samples"):
                     sql = (
-                        f"SELECT series_id, ts, value FROM {table} WHERE series_id IN ({marks}) "
+                        f"SELECT series_id, CAST(ts AS REAL), value FROM {table} WHERE series_id IN ({marks}) "
                         "AND ts BETWEEN ? AND ? ORDER BY series_id, ts"
                     )
                     cursor = conn.execute(sql, (*chunk, lo, hi))

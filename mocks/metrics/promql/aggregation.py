@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from devbox.mocks.metrics.promql.errors import QueryError
@@ -35,11 +36,13 @@ def aggregate(
         lb = _group_labels(labels, by, without)
         groups.setdefault(key_of(lb), (lb, []))[1].append(vals)
     out = Vector()
+    params = param if param else itertools.repeat(None)
     for key, (labels, members) in groups.items():
-        result: list[float | None] = []
-        for i in range(len(times)):
-            present = [m[i] for m in members if m[i] is not None]
-            result.append(_agg_one(op, present, param[i] if param else None) if present else None)  # type: ignore[arg-type]
+        # one column of member values per step (zip transposes in C)
+        result: list[float | None] = [
+            _agg_one(op, present, p) if (present := [v for v in column if v is not None]) else None
+            for column, p in zip(zip(*members), params)
+        ]
         if any(v is not None for v in result):
             out.series[key] = (labels, result)
     return out
@@ -47,7 +50,10 @@ def aggregate(
 
 def _agg_one(op: str, values: list[float], param: float | None) -> float:
     if op == "sum":
-        return math.fsum(values) if all(math.isfinite(v) for v in values) else sum(values)
+        try:
+            return math.fsum(values)
+        except (ValueError, OverflowError):  # inf - inf, or a finite sum past the float range
+            return sum(values)
     if op == "avg":
         return sum(values) / len(values)
     if op == "min":
