@@ -26,6 +26,7 @@ from devbox.mocks.deploy.api import DeployApi
 from devbox.mocks.deploy.config import ServiceConfig
 from devbox.mocks.deploy.docker import engine_problem, remove_leftover_containers
 from devbox.mocks.deploy.errors import DeployError, NotDeployed
+from devbox.mocks.deploy.logs_api import LogsApi
 from devbox.mocks.deploy.models import DeployEvent
 from devbox.mocks.deploy.release import GROUP as RELEASE_GROUP
 from devbox.mocks.deploy.release import ReleaseApi, ReleaseManager
@@ -338,7 +339,8 @@ class DeployComponent(Component):
     # --- HTTP -----------------------------------------------------------------------------
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
-        return [("api", DeployApi(self).router()), ("api", ReleaseApi(self._release_manager).router())]
+        return [("api", DeployApi(self).router()), ("api", ReleaseApi(self._release_manager).router()),
+                ("api", LogsApi(self.ctx.state_dir / "logs").router())]
 
     def _release_manager(self) -> ReleaseManager:
         if self.releases is None:
