@@ -4,18 +4,17 @@ long-poll, and a 4xx with its reason for every bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
-
-import asyncio
 from typing import Any
 
 import httpx
 import pytest
+from devbox.mocks.deploy.logs_api import LogsApi, line_time
 from fastapi import FastAPI
 
-from devbox.mocks.deploy.logs_api import LogsApi, line_time
 from devbox.platform.edge import default_error_response
 from devbox.platform.errors import ApiError
 
