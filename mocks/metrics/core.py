@@ -378,9 +378,7 @@ class MetricsCore:
 
     # --- queries ----------------------------------------------------------------------------
 
-    def query_instant(
-        self, expr: str, at: float, deadline: float | None = None
-    ) -> list[tuple[dict[str, str], float]]:
+    def query_instant(self, expr: str, at: float, deadline: float | None = None) -> list[tuple[dict[str, str], float]]:
         """An instant vector or scalar (run it through :attr:`queries`)."""
         kind, result = self.evaluator.instant(expr, at, deadline=deadline)
         if kind == "scalar":

@@ -41,7 +41,7 @@ def aggregate(
         # one column of member values per step (zip transposes in C)
         result: list[float | None] = [
             _agg_one(op, present, p) if (present := [v for v in column if v is not None]) else None
-            for column, p in zip(zip(*members), params)
+            for column, p in zip(zip(*members, strict=True), params, strict=False)  # params may be endless
         ]
         if any(v is not None for v in result):
             out.series[key] = (labels, result)

@@ -122,9 +122,7 @@ def _window_bounds(ts: list[float], windows: list[tuple[float, float]]) -> tuple
     return [right(ts, w[0]) for w in windows], [right(ts, w[1]) for w in windows]
 
 
-def _rates(
-    s: RawSeries, windows: list[tuple[float, float]], *, counter: bool, rate: bool
-) -> list[float | None]:
+def _rates(s: RawSeries, windows: list[tuple[float, float]], *, counter: bool, rate: bool) -> list[float | None]:
     """:func:`_extrapolated` for every window of one series, without slicing the samples per window.
 
     The same arithmetic in the same order (results stay bit-exact with Prometheus); counter resets
