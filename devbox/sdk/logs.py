@@ -92,9 +92,9 @@ def configure(level: str | int | None = None) -> None:
         # httpx logs every call at INFO, the naming client's heartbeats included: they would drown the requests
         for quiet in ("httpx", "httpcore"):
             logging.getLogger(quiet).setLevel(logging.WARNING)
-    for handler in root.handlers:
-        if not any(isinstance(f, TraceContextFilter) for f in handler.filters):
-            handler.addFilter(TraceContextFilter())
+    for existing in root.handlers:
+        if not any(isinstance(f, TraceContextFilter) for f in existing.filters):
+            existing.addFilter(TraceContextFilter())
 
 
 class RequestLogMiddleware:

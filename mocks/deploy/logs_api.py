@@ -90,7 +90,7 @@ class LogQuery:
 
 def _decode_lines(data: bytes, start: int) -> list[tuple[int, str]]:
     """(end offset, text) of each complete line in ``data`` read at byte ``start``."""
-    out = []
+    out: list[tuple[int, str]] = []
     pos = 0
     while True:
         nl = data.find(b"\n", pos)
