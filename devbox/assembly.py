@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from devbox import envvars
+from devbox.load.config import LoadConfig
 from devbox.platform.component import API_LISTENER, ComponentSpec, Listener
 
 #: Packages whose ``SPEC`` is a hosted component, in start order.
@@ -144,6 +145,7 @@ class ProjectConfigBase(BaseModel):
 
     project: str = Field("devbox", description="Project name, shown in the dashboard and reports.")
     platform: PlatformConfig = Field(default_factory=PlatformConfig)
+    load: LoadConfig = Field(default_factory=LoadConfig, description="Defaults of `devbox load` (Locust).")
 
     #: Folder of devbox.yaml; relative paths resolve against it. Not part of the file.
     root: Path = Field(default_factory=Path.cwd, exclude=True)

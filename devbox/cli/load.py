@@ -33,12 +33,12 @@ from devbox.cli.traces import parse_duration_us
 from devbox.config import find_config
 from devbox.load import locust, model
 from devbox.load import report as capacity_report
+from devbox.load.config import LoadConfig
+from devbox.load.config import find_locustfile as _find_locustfile
 from devbox.load.locust import LoadError
 from devbox.load.platform import PlatformClient
 from devbox.load.ramp import LoadSpec, Session, Tick
 from devbox.load.runs import RunNotFound, RunStore
-
-LOADTESTS = "loadtests"
 
 
 def register(app: typer.Typer) -> None:
@@ -63,27 +63,21 @@ def _seconds(text: str, what: str) -> float:
         fail(f"{what}: {exc}", EXIT_USAGE)
 
 
-def _root_and_project(config_file: str | None) -> tuple[Path, Path, str]:
-    """(project folder, state folder, project name); without a devbox.yaml, the current folder."""
+def _root_and_project(config_file: str | None) -> tuple[Path, Path, str, LoadConfig]:
+    """(project folder, state folder, project name, its ``load:`` section); without a devbox.yaml,
+    the current folder and the section's defaults."""
     if find_config(config_file).exists():
         config = config_or_exit(config_file)
-        return config.root, config.state_path, config.project
-    return Path.cwd(), Path.cwd() / ".devbox", ""
+        return config.root, config.state_path, config.project, config.load
+    return Path.cwd(), Path.cwd() / ".devbox", "", LoadConfig()
 
 
-def find_locustfile(given: str | None, root: Path, project: str) -> Path:
-    """``--locustfile``, else ``loadtests/<project>.py`` (or the only ``loadtests/*.py``) in the
-    project folder or up to three folders above it."""
-    if given:
-        return Path(given).resolve()
-    for folder in [root, *list(root.parents)[:3]]:
-        tests = folder / LOADTESTS
-        if (tests / f"{project}.py").is_file():
-            return (tests / f"{project}.py").resolve()
-        found = sorted(tests.glob("*.py")) if tests.is_dir() else []
-        if len(found) == 1:
-            return found[0].resolve()
-    fail(f"no locustfile: pass --locustfile FILE or add {LOADTESTS}/{project or '<name>'}.py", EXIT_USAGE)
+def find_locustfile(given: str | None, root: Path, project: str, configured: LoadConfig | None = None) -> Path:
+    """See :func:`devbox.load.config.find_locustfile`; no locustfile is a usage error."""
+    try:
+        return _find_locustfile(given, root, project, configured)
+    except LoadError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 def _client(config_file: str | None) -> PlatformClient:
@@ -144,17 +138,20 @@ def _summary(record: dict[str, Any]) -> None:
         err_console.print(f"[yellow]platform figures incomplete: {record['platform_error']}[/]")
 
 
-def _spec(config_file: str | None, locustfile: str | None, target: str, users: int, spawn_rate: float,
-          duration: str, tags: list[str] | None, exclude_tags: list[str] | None, workers: int,
-          env: str | None, remote_workers: int = 0, master_bind: str = "127.0.0.1",
+def _spec(config_file: str | None, locustfile: str | None, target: str | None, users: int | None,
+          spawn_rate: float | None, duration: str | None, tags: list[str] | None, exclude_tags: list[str] | None,
+          workers: int, env: str | None, remote_workers: int = 0, master_bind: str = "127.0.0.1",
           master_port: int = 0) -> LoadSpec:
-    root, _, project = _root_and_project(config_file)
+    """The run asked for: each flag given, else devbox.yaml's ``load:`` section, else its default."""
+    root, _, project, conf = _root_and_project(config_file)
     if not locust.available():
         fail(f"Locust is not installed; devbox runs its load tests with it: {locust.INSTALL_HINT}", EXIT_USAGE)
-    return LoadSpec(locustfile=find_locustfile(locustfile, root, project), target=target, users=users,
-                    spawn_rate=spawn_rate, seconds=_seconds(duration, "--time"), tags=list(tags or []),
-                    exclude_tags=list(exclude_tags or []), workers=workers, remote_workers=remote_workers,
-                    master_bind=master_bind, master_port=master_port, feature_env=env)
+    return LoadSpec(locustfile=find_locustfile(locustfile, root, project, conf), target=target or conf.target,
+                    users=users or conf.users, spawn_rate=spawn_rate or conf.spawn_rate,
+                    seconds=_seconds(duration, "--time") if duration else conf.time,
+                    tags=list(tags or conf.tags), exclude_tags=list(exclude_tags or conf.exclude_tags),
+                    workers=workers, remote_workers=remote_workers, master_bind=master_bind,
+                    master_port=master_port, feature_env=env)
 
 
 def _session(config_file: str | None, json_out: bool) -> tuple[Session, Live | None]:
@@ -168,8 +165,9 @@ def _session(config_file: str | None, json_out: bool) -> tuple[Session, Live | N
 
 
 LocustfileOption = typer.Option(None, "--locustfile", "-l", help="Locustfile (default: loadtests/<project>.py).")
-TargetOption = typer.Option("gateway", "--target", help="Service to load, resolved through naming.")
-TagsOption = typer.Option(None, "--tags", "-T", help="Only tasks with this tag (repeatable).")
+TargetOption = typer.Option(None, "--target", help="Service to load, resolved through naming "
+                            "(default: load.target of devbox.yaml, else gateway).")
+TagsOption = typer.Option(None, "--tags", "-T", help="Only tasks with this tag (repeatable; default: load.tags).")
 ExcludeOption = typer.Option(None, "--exclude-tags", "-E", help="Leave out tasks with this tag (repeatable).")
 EnvOption = typer.Option(None, "--env", help="Feature environment: requests carry baggage env=NAME.")
 WorkersOption = typer.Option(0, "--workers", min=0, max=64, help="Local Locust workers (0: one process).")
@@ -177,10 +175,13 @@ WorkersOption = typer.Option(0, "--workers", min=0, max=64, help="Local Locust w
 
 def run(
     ctx: typer.Context,
-    users: int = typer.Option(10, "--users", "-u", min=1, help="Concurrent users."),
-    spawn_rate: float = typer.Option(10.0, "--spawn-rate", "-r", min=0.1, help="Users started per second."),
-    duration: str = typer.Option("30s", "--time", "-t", help="How long (30s, 2m)."),
-    target: str = TargetOption,
+    users: int | None = typer.Option(None, "--users", "-u", min=1,
+                                     help="Concurrent users (default: load.users of devbox.yaml, else 10)."),
+    spawn_rate: float | None = typer.Option(None, "--spawn-rate", "-r", min=0.1,
+                                            help="Users started per second (default: load.spawn_rate, else 10)."),
+    duration: str | None = typer.Option(None, "--time", "-t", help="How long: 30s, 2m (default: load.time, "
+                                        "else 30s)."),
+    target: str | None = TargetOption,
     locustfile: str | None = LocustfileOption,
     tags: list[str] | None = TagsOption,
     exclude_tags: list[str] | None = ExcludeOption,
@@ -223,7 +224,7 @@ def ramp(
     every: str = typer.Option("20s", "--every", help="Length of each step."),
     until: str = typer.Option("p99>300ms or errors>1%", "--until", help="Stop after the step where this holds."),
     max_users: int = typer.Option(200, "--max-users", min=1, help="Never more users than this."),
-    target: str = TargetOption,
+    target: str | None = TargetOption,
     locustfile: str | None = LocustfileOption,
     tags: list[str] | None = TagsOption,
     exclude_tags: list[str] | None = ExcludeOption,
@@ -280,8 +281,8 @@ def worker(
     """Join a master on another machine as Locust worker(s); runs until the master ends or Ctrl-C."""
     if not locust.available():
         fail(f"Locust is not installed; devbox runs its load tests with it: {locust.INSTALL_HINT}", EXIT_USAGE)
-    root, _, project = _root_and_project(config_file)
-    path = find_locustfile(locustfile, root, project)
+    root, _, project, conf = _root_and_project(config_file)
+    path = find_locustfile(locustfile, root, project, conf)
     try:
         locust.check_locustfile(path)
     except LoadError as exc:
