@@ -5,7 +5,8 @@
 1. Ingest: spans/s over OTLP/HTTP (protobuf, 512 spans per request) and OTLP/gRPC, against a bare
    endpoint on the same server that accepts the same requests and discards them (the ceiling).
 2. Query: p50/p99 of ``GET /api/v2/trace/{id}`` for a 1,000-span trace with ``--spans`` stored,
-   against the same request for a 1-span trace on the same server.
+   against the same request for a 1-span trace on the same server; and of a Zipkin search
+   (service, last day, limit 20).
 3. Memory: RSS of the platform process with ``--spans`` stored, against a fresh one.
 
 The platform runs in a child process (``--serve``), hosting only the tracing component plus the
@@ -245,12 +246,17 @@ def bench_query(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         trace_times = sorted(timed(url, args.queries))
         small = make_spans(1, seed=0x5A11, start_us=0, trace_size=1)[0].trace_id
         health = sorted(timed(f"{server.addr['zipkin']}/api/v2/trace/{small}", args.queries))
+        search_url = (f"{server.addr['zipkin']}/api/v2/traces?serviceName=orders&limit=20"
+                      f"&endTs={int(time.time() * 1000)}&lookback=86400000")
+        search = sorted(timed(search_url, args.queries))
         return {
             "stored": _stored(server), "fill_spans_per_s": args.spans / fill_s,
             "trace_p50_ms": statistics.median(trace_times) * 1000,
             "trace_p99_ms": trace_times[int(len(trace_times) * 0.99) - 1] * 1000,
             "health_p50_ms": statistics.median(health) * 1000,
             "health_p99_ms": health[int(len(health) * 0.99) - 1] * 1000,
+            "search_p50_ms": statistics.median(search) * 1000,
+            "search_p99_ms": search[int(len(search) * 0.99) - 1] * 1000,
             "rss_fresh_mb": rss_fresh, "rss_full_mb": server.rss_mb(),
             "db_mb": sum(f.stat().st_size for f in (state / ".devbox").glob("tracing.db*")) / 1e6,
         }
@@ -284,6 +290,8 @@ def main() -> None:
         print(f"  GET /api/v2/trace/{{id}} (1000 spans): p50 {q['trace_p50_ms']:.1f} ms  p99 {q['trace_p99_ms']:.1f} ms"
               f"   vs a 1-span trace p50 {q['health_p50_ms']:.2f} ms p99 {q['health_p99_ms']:.2f} ms"
               f"   ratio p50 {q['trace_p50_ms'] / q['health_p50_ms']:.0f}x")
+        print(f"  GET /api/v2/traces (service, limit 20): p50 {q['search_p50_ms']:.1f} ms  "
+              f"p99 {q['search_p99_ms']:.1f} ms")
         print(f"  RSS {q['rss_full_mb']:.0f} MB with the spans stored vs {q['rss_fresh_mb']:.0f} MB fresh "
               f"(ratio {q['rss_full_mb'] / q['rss_fresh_mb']:.2f})")
 
