@@ -3,8 +3,11 @@
     locust -f loadtests/shop.py --headless -u 20 -r 5 -t 30s --host http://127.0.0.1:<gateway port>
 
 Run it as a subprocess (importing locust monkey-patches the stdlib with gevent; keep it out of
-the platform process). ``SHOP_ENV=feature-x`` sends every request with ``baggage: env=feature-x``
-so the feature environment gets the load. Most orders take the fast path; sku-3 costs more than
+the platform process). ``devbox load --env feature-x`` sets ``DEVBOX_LOAD_ENV=feature-x`` (plain
+Locust: set it yourself; the older ``SHOP_ENV`` still works) and every request then carries
+``baggage: env=feature-x``, so naming routes it to the feature environment's instances.
+
+Most orders take the fast path; sku-3 costs more than
 payment's fraud-check threshold, so about one order in five takes the slow path.
 """
 
@@ -23,8 +26,8 @@ class Shopper(HttpUser):
 
     def on_start(self) -> None:
         self.user_id = f"u{random.randint(1, 100_000)}"
-        env = os.environ.get("SHOP_ENV")
-        if env:
+        env = os.environ.get("DEVBOX_LOAD_ENV") or os.environ.get("SHOP_ENV")
+        if env:  # a session header: every request this user sends carries it
             self.client.headers["baggage"] = f"env={env}"
 
     @tag("products")

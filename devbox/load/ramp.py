@@ -52,9 +52,8 @@ class LoadSpec:
     def env(self) -> dict[str, str]:
         if not self.feature_env:
             return {}
-        # DEVBOX_LOAD_ENV is the documented name; the bundled shop locustfile reads SHOP_ENV
-        return {"DEVBOX_LOAD_ENV": self.feature_env, "SHOP_ENV": self.feature_env,
-                "DEVBOX_BAGGAGE": f"env={self.feature_env}"}
+        # a locustfile reads DEVBOX_LOAD_ENV and sends it as baggage (loadtests/shop.py shows how)
+        return {"DEVBOX_LOAD_ENV": self.feature_env, "DEVBOX_BAGGAGE": f"env={self.feature_env}"}
 
     def params(self) -> dict[str, Any]:
         return {"locustfile": str(self.locustfile), "target": self.target, "users": self.users,
