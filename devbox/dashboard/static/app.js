@@ -105,11 +105,36 @@ async function nodeInfo(name) {
 
 // --- traces: a waterfall in tree order on a shared time axis --------------------------------------
 const collapsed = new Set();
+// operation, tags and a duration range are the Zipkin query API's (spanName, annotationQuery,
+// minDuration/maxDuration in µs); devbox's /api/traces answers the plain service/errors listing.
+async function searchTraces() {
+  const svc = $("traceService").value.trim(), op = $("traceOperation").value.trim(), tags = $("traceTags").value.trim();
+  const min = $("traceMin").value, max = $("traceMax").value, errors = $("errorsOnly").checked;
+  if (!op && !tags && !max) {
+    const q = `${errors ? "&errors=true" : ""}${svc ? "&service=" + encodeURIComponent(svc) : ""}${min ? "&min_duration=" + Math.round(min * 1000) : ""}`;
+    return (await api(`/api/traces?limit=30&lookback=3600000${q}`)).traces;
+  }
+  const query = [tags, errors ? "error" : ""].filter(Boolean).join(" and ");
+  const p = new URLSearchParams({ lookback: "3600000", limit: "30" });
+  if (svc) p.set("serviceName", svc);
+  if (op) p.set("spanName", op);
+  if (query) p.set("annotationQuery", query);
+  if (min) p.set("minDuration", String(Math.round(min * 1000)));
+  if (max) p.set("maxDuration", String(Math.round(max * 1000)));
+  return (await api(`/api/v2/traces?${p}`)).map((spans) => {
+    const root = spans.find((s) => !s.parentId) || spans[0];
+    const start = Math.min(...spans.map((s) => s.timestamp || Infinity));
+    const end = Math.max(...spans.map((s) => (s.timestamp || 0) + (s.duration || 0)));
+    return { trace_id: root.traceId, root_service: (root.localEndpoint || {}).serviceName || "", root_name: root.name || "",
+      services: [...new Set(spans.map((s) => (s.localEndpoint || {}).serviceName).filter(Boolean))].sort(),
+      spans: spans.length, errors: spans.filter((s) => s.tags && "error" in s.tags).length,
+      duration_us: end - start, start_us: start };
+  }).sort((a, b) => b.start_us - a.start_us);
+}
+
 async function traces(sel) {
-  const q = $("errorsOnly").checked ? "&errors=true" : "";
-  const svc = $("traceService").value.trim();
-  const r = await api(`/api/traces?limit=30&lookback=3600000${q}${svc ? "&service=" + encodeURIComponent(svc) : ""}`);
-  table($("tracelist"), ["trace", "entry", "services", "spans", "duration", "started"], r.traces.map((t) => [
+  const found = await searchTraces();
+  table($("tracelist"), ["trace", "entry", "services", "spans", "duration", "started"], found.map((t) => [
     `<a href="#/traces/${esc(t.trace_id)}" data-trace="${esc(t.trace_id)}">${esc(t.trace_id.slice(0, 12))}…</a>`,
     `${esc(t.root_service)} ${esc(t.root_name)}`, esc(t.services.join(", ")),
     `${t.spans}${t.errors ? ` <span class="bad">(${t.errors} errors)</span>` : ""}`,
@@ -146,6 +171,7 @@ function renderTrace() {
   const onPath = new Set(critical.segments.map((s) => s.span_id));
   $("trace").hidden = false;
   $("traceTitle").textContent = `trace ${id} · ${spans.length} spans · ${ms(total)}`;
+  $("traceLogs").href = `#/logs/${encodeURIComponent("trace:" + id)}`;
   $("cause").innerHTML = why.failed ? why.causes.map((c) => {
     const code = (c.attributes || {})["http.status_code"] || c.message || "an error";
     const top = c.path[0];
@@ -177,7 +203,31 @@ function spanDetail(s) {
   $("spandetail").innerHTML = `<h3>${esc(s.service)} · ${esc(s.name)}</h3><p>${esc(s.kind)} · ${ms(s.duration_us)}` +
     `${s.error ? ` · <span class="bad">error ${esc(s.status_message)}</span>` : ""} · span ${esc(s.span_id)}</p>` +
     `<table>${Object.entries(s.attributes || {}).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(JSON.stringify(v))}</td></tr>`).join("")}</table>` +
-    `<h4>events</h4>${events ? `<ul>${events}</ul>` : '<p class="muted">no events recorded</p>'}`;
+    `<h4>events</h4>${events ? `<ul>${events}</ul>` : '<p class="muted">no events recorded</p>'}` +
+    `<h4>logs around this span</h4><table id="spanlogs" class="logs"><tr><td class="muted">loading…</td></tr></table>`;
+  spanLogs(s).catch((err) => { $("spanlogs").innerHTML = `<tr><td class="muted">${esc(err.message)}</td></tr>`; });
+}
+
+// The instance is named in the span's resource when the SDK sent it; else every instance of the service.
+async function spanLogs(s) {
+  const res = s.resource || {};
+  const inst = res["devbox.instance"] || res["service.instance.id"] || "";
+  const window = `&since=${s.start_us / 1e6 - 2}&until=${(s.start_us + s.duration_us) / 1e6 + 2}&limit=40`;
+  let r;
+  try {
+    r = await api(`/api/deploy/logs?service=${encodeURIComponent(s.service)}${inst ? "&instance=" + encodeURIComponent(inst) : ""}${window}`);
+  } catch (_) {
+    r = await api(`/api/deploy/logs?service=${encodeURIComponent(s.service)}${window}`);
+  }
+  logRows($("spanlogs"), r.lines, s.trace_id || (openTrace && openTrace.id));
+}
+
+function logRows(el, lines, hilite, append) {
+  const html = lines.map((l) => `<tr class="${hilite && l.trace_id === hilite ? "hit" : ""}"><td>${esc(l.instance)}</td>` +
+    `<td>${l.ts ? new Date(l.ts * 1000).toLocaleTimeString() : ""}</td><td>${esc(l.line).replace(/trace_id=([0-9a-f]{16,32})/,
+      (m, t) => `trace_id=<a href="#/traces/${t}">${t}</a>`)}</td></tr>`).join("");
+  if (append) el.insertAdjacentHTML("beforeend", html);
+  else el.innerHTML = html || '<tr><td class="muted">no log lines here</td></tr>';
 }
 
 // --- metrics: indicator picker with group-by, time axis, readable legends -------------------------
@@ -199,8 +249,13 @@ async function metrics() {
     r = await api(`/api/metrics/query?metric=${$("indicator").value}${by ? "&group_by=" + by : ""}&start=${start}&end=${end}&step=${step}`);
     r.start = start; r.end = end;
   }
-  const svg = $("chart");
-  const w = svg.clientWidth || 900, h = 300, pad = 50;
+  drawChart($("chart"), $("legend"), r.series.map((s) => ({ name: labels(s.labels) || "(all)", points: s.points })), r.start, r.end);
+}
+
+// A line chart on a time axis (epoch seconds): series [{name, points: [[t, v], ...]}].
+function drawChart(svg, legend, series, start, end) {
+  const r = { series, start, end };
+  const w = svg.clientWidth || 900, h = Number(svg.getAttribute("height")) || 300, pad = 50;
   const pts = r.series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite);
   const ymax = Math.max(1e-9, ...pts), ymin = Math.min(0, ...pts);
   const x = (t) => pad + ((t - r.start) / (r.end - r.start)) * (w - 2 * pad);
@@ -213,7 +268,7 @@ async function metrics() {
     out += `<path d="${d}" fill="none" stroke="${palette[i % palette.length]}" stroke-width="1.8"/>`;
   });
   svg.innerHTML = out;
-  $("legend").innerHTML = r.series.map((s, i) => `<span class="leg"><span style="color:${palette[i % palette.length]}">■</span> ${esc(labels(s.labels) || "(all)")}</span>`).join("") || '<span class="muted">no data in this range</span>';
+  legend.innerHTML = r.series.map((s, i) => `<span class="leg"><span style="color:${palette[i % palette.length]}">■</span> ${esc(s.name)}</span>`).join("") || '<span class="muted">no data in this range</span>';
 }
 
 // --- alerts -----------------------------------------------------------------------------------
@@ -240,10 +295,30 @@ async function alerts() {
     await api(`/api/alerts/silences/${b.dataset.expire}`, { method: "DELETE" }); refresh();
   }));
   const h = await api("/api/alerts/history?limit=50");
-  table($("history"), ["time", "alert", "labels", "from → to", "value", "notification"], h.transitions.map((x) => [
+  table($("history"), ["time", "alert", "labels", "from → to", "value", "notification", ""], h.transitions.map((x, i) => [
     when(x.at), esc(x.alertname), esc(labels(x.labels)), `${esc(x.from)} → ${esc(x.to)}`, round(x.value),
     x.silenced ? '<span class="warn">silenced</span>' : esc(x.notified),
+    `<a data-around="${i}">traces &amp; deploys around</a>`,
   ]));
+  $("history").querySelectorAll("[data-around]").forEach((a) => a.addEventListener("click", () => around(h.transitions[a.dataset.around])));
+}
+
+// What happened near a transition: failed traces of the service the alert names, and deploy events, ±2 min.
+async function around(x) {
+  const svc = (x.labels || {}).callee || (x.labels || {}).service || "";
+  const endMs = Math.round((x.at + 120) * 1000);
+  const [t, ev] = await Promise.all([
+    api(`/api/traces?limit=10&errors=true&lookback=240000&end=${endMs}${svc ? "&service=" + encodeURIComponent(svc) : ""}`),
+    api(`/api/deploy/events?since=${x.at - 120}&limit=500`).catch(() => ({ events: [] })),
+  ]);
+  const events = ev.events.filter((e) => e.kind !== "health" && e.ts <= x.at + 120).slice(-20);
+  $("histctx").hidden = false;
+  $("histctx").innerHTML = `<h3>around ${esc(x.alertname)} ${esc(x.from)} → ${esc(x.to)} at ${when(x.at)}</h3>` +
+    `<h4>failed traces${svc ? " of " + esc(svc) : ""}</h4><table id="ctxTraces"></table><h4>deploy events</h4><table id="ctxEvents"></table>`;
+  table($("ctxTraces"), ["trace", "entry", "started"], t.traces.map((tr) => [
+    `<a href="#/traces/${esc(tr.trace_id)}">${esc(tr.trace_id.slice(0, 12))}…</a>`, `${esc(tr.root_service)} ${esc(tr.root_name)}`, when(tr.start_us / 1e6)]));
+  table($("ctxEvents"), ["time", "service", "instance", "event", "message"], events.map((e) => [
+    when(e.ts), esc(e.service), esc(e.instance), esc(e.kind), esc(e.message)]));
 }
 
 // --- naming and deploys -------------------------------------------------------------------------
@@ -267,12 +342,96 @@ async function deploys() {
   ]));
 }
 
+// --- logs: per instance, search, follow (long-poll on the cursor), trace ids linked ---------------
+let follow = 0, followAbort = null; // generation: a new view or filter ends the previous follow loop
+function stopFollow() { if (followAbort) followAbort.abort(); followAbort = null; }
+async function logs(sel) {
+  const gen = ++follow;
+  stopFollow();
+  const abort = followAbort = new AbortController();
+  if (sel.startsWith("trace:")) { $("logTrace").value = sel.slice(6); }
+  else if (sel) {
+    const [svc, inst] = sel.split("/");
+    $("logService").dataset.want = svc; $("logInstance").dataset.want = inst || "";
+  }
+  const services = (await api("/api/deploy/services")).services;
+  const names = [...new Set(services.map((s) => s.service))];
+  const want = $("logService").dataset.want || $("logService").value;
+  $("logService").innerHTML = `<option value="">(all)</option>` + names.map((n) => `<option>${esc(n)}</option>`).join("");
+  $("logService").value = names.includes(want) ? want : (sel.startsWith("trace:") ? "" : names[0] || "");
+  delete $("logService").dataset.want;
+  const insts = services.filter((s) => s.service === $("logService").value).flatMap((s) => (s.instances || []).map((i) => i.name));
+  const wantI = $("logInstance").dataset.want ?? $("logInstance").value;
+  $("logInstance").innerHTML = `<option value="">(all)</option>` + insts.map((n) => `<option>${esc(n)}</option>`).join("");
+  $("logInstance").value = insts.includes(wantI) ? wantI : "";
+  delete $("logInstance").dataset.want;
+  const p = new URLSearchParams({ limit: "300" });
+  if ($("logService").value) p.set("service", $("logService").value);
+  if ($("logInstance").value) p.set("instance", $("logInstance").value);
+  if ($("logQuery").value.trim()) p.set("q", $("logQuery").value.trim());
+  if ($("logTrace").value.trim()) p.set("trace_id", $("logTrace").value.trim());
+  if (!p.has("service") && !p.has("trace_id") && !p.has("q")) { logRows($("loglines"), []); return; }
+  const r = await api(`/api/deploy/logs?${p}`);
+  const hilite = $("logTrace").value.trim().toLowerCase();
+  logRows($("loglines"), r.lines, hilite);
+  $("logState").textContent = `${r.lines.length} lines${r.truncated ? " (newest shown)" : ""}`;
+  let cursor = r.cursor;
+  while ($("logFollow").checked && gen === follow && current === "logs") {
+    p.set("after", cursor); p.set("wait", "20");
+    let more;
+    try { more = await api(`/api/deploy/logs?${p}`, { signal: abort.signal }); } catch (err) { if (!abort.signal.aborted) showError(err); return; }
+    if (gen !== follow || current !== "logs") return;
+    if (more.lines.length) {
+      if ($("loglines").querySelector("td.muted")) $("loglines").innerHTML = "";
+      logRows($("loglines"), more.lines, hilite, true);
+      const rows = $("loglines").rows;
+      for (let i = rows.length - 1000; i > 0; i--) rows[0].remove(); // keep the page small
+      $("logState").textContent = `following · ${rows.length} lines`;
+    }
+    cursor = more.cursor;
+  }
+}
+
+// --- load runs: kept `devbox load` runs, their charts and capacity table -------------------------
+async function load(sel) {
+  const r = await api("/api/load/runs");
+  table($("loadruns"), ["run", "kind", "status", "target", "users", "steps", "req/s", "errors", "p95", "started"], r.runs.map((x) => [
+    `<a href="#/load/${esc(x.id)}">${esc(x.id)}</a>`, esc(x.kind), `<span class="${x.status === "complete" ? "ok" : "warn"}">${esc(x.status)}</span>`,
+    esc(x.target), esc(x.users), x.steps, x.total ? round(x.total.rps) : "-",
+    x.total ? `${round(x.total.errors * 100)}%` : "-", x.total && x.total.p95 != null ? `${round(x.total.p95)} ms` : "-", when(x.started_at),
+  ]));
+  if (!sel) { $("loadrun").hidden = true; return; }
+  const d = await api(`/api/load/runs/${encodeURIComponent(sel)}`);
+  const run = d.run, h = d.history;
+  $("loadrun").hidden = false;
+  $("loadTitle").textContent = `${run.kind} ${run.id} · ${run.status}`;
+  $("loadSummary").textContent = `target ${run.params.target} · ${run.params.users} users · ${round(run.ended_at - run.started_at)} s` +
+    (run.platform_error ? ` · platform: ${run.platform_error}` : "");
+  const series = (key, name) => ({ name, points: h.filter((p) => p.t != null).map((p) => [p.t, p[key]]) });
+  const t0 = h.length ? h[0].t : run.started_at, t1 = h.length ? h[h.length - 1].t : run.ended_at;
+  drawChart($("loadRps"), $("loadRpsLegend"), [series("rps", "requests/s"), series("fps", "failures/s"), series("users", "users")], t0, t1 || t0 + 1);
+  drawChart($("loadLat"), $("loadLatLegend"), [series("p50", "p50"), series("p95", "p95"), series("p99", "p99")], t0, t1 || t0 + 1);
+  table($("loadSteps"), ["step", "users", "seconds", "req/s", "errors", "p95", "broke"], (run.steps || []).map((s, i) => [
+    esc(s.label || i + 1), esc(s.users), round(s.seconds), s.total ? round(s.total.rps) : "-", s.total ? `${round(s.total.errors * 100)}%` : "-",
+    s.total && s.total.p95 != null ? `${round(s.total.p95)} ms` : "-", esc((s.broke || []).join(", ")),
+  ]));
+  const cap = d.capacity;
+  table($("loadCapacity"), ["service", "instances", "measured QPS", "predicted QPS", "CPU ms/req", "saturated at"], cap ? cap.services.map((s) => {
+    const sat = s.saturation || {};
+    return [esc(s.service), s.instances, s.measured_qps == null ? "-" : round(s.measured_qps), round(s.predicted_qps),
+      s.cpu_s_per_request == null ? "-" : round(s.cpu_s_per_request * 1000),
+      sat.step != null ? `step ${sat.step + 1}: ${round(sat.qps_per_instance)}/s per instance` : s.saturation ? "not reached" : "-"];
+  }) : []);
+  if (!cap && d.capacity_error) $("loadCapacity").insertAdjacentHTML("beforeend", `<tr><td colspan="6" class="bad">${esc(d.capacity_error)}</td></tr>`);
+}
+
 // --- wiring: the hash is the state ---------------------------------------------------------------
-const views = { overview, topology, traces, metrics, alerts, naming, deploys };
+const views = { overview, topology, traces, metrics, alerts, naming, deploys, logs, load };
 let current = "overview", selection = "";
 function route() {
   const [, page, sel] = location.hash.match(/^#\/?([a-z]+)?\/?(.*)$/) || [];
   current = views[page] ? page : "overview";
+  if (current !== "logs") stopFollow(); // a pending long-poll would hold one of the browser's connections
   selection = decodeURIComponent(sel || "");
   document.querySelectorAll("nav a").forEach((b) => b.classList.toggle("active", b.dataset.tab === current));
   document.querySelectorAll("main > section").forEach((s) => s.classList.toggle("active", s.id === current));
@@ -280,7 +439,15 @@ function route() {
 }
 function refresh() { views[current](selection).then(() => showError(null), showError); }
 window.addEventListener("hashchange", route);
-["run", "errorsOnly", "traceService", "window", "indicator", "groupby", "range"].forEach((id) => $(id).addEventListener("change", refresh));
+["run", "errorsOnly", "traceService", "traceOperation", "traceTags", "traceMin", "traceMax", "window", "indicator", "groupby", "range",
+  "logQuery", "logTrace", "logFollow"].forEach((id) => $(id).addEventListener("change", refresh));
+// a chosen service/instance is part of the URL (deep links); the trace id box stays a filter
+["logService", "logInstance"].forEach((id) => $(id).addEventListener("change", () => {
+  if (id === "logService") $("logInstance").value = "";
+  const sel = [$("logService").value, $("logInstance").value].filter(Boolean).join("/");
+  if (location.hash === `#/logs/${encodeURIComponent(sel)}` || (!sel && location.hash === "#/logs")) refresh(); else go("logs", sel);
+}));
 $("run").addEventListener("click", refresh);
-setInterval(() => { if (!["traces", "naming"].includes(current) || !selection) refresh(); }, 5000);
+// logs follow by long-poll and load runs do not change by themselves: no timer for them
+setInterval(() => { if (!["logs", "load"].includes(current) && (!["traces", "naming"].includes(current) || !selection)) refresh(); }, 5000);
 route();
