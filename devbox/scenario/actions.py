@@ -22,6 +22,7 @@ from devbox.scenario.model import (
     FaultStep,
     InstanceStep,
     IsolateStep,
+    LoadStep,
     NamingFaultStep,
     ReleaseStep,
     RoutingRuleStep,
@@ -169,6 +170,15 @@ class Actions(System):
             raise StepError(f"release of {step.service} {step.version} ended {rel['state']}, not {step.expect}: "
                             f"{rel['reason']}")
         return rel
+
+    def load(self, step: LoadStep) -> dict[str, Any]:
+        """Locust for a bounded time, as `devbox load` (a subprocess); kept for `expect: {load: ...}`."""
+        from devbox.load.scenario import run_load, summary  # Locust glue only for scenarios that load
+
+        record = run_load(step, self.project, self.url("api"), self.state_dir / "load")
+        self.load_runs[step.name] = record
+        self.log(f"load {step.name}: {summary(record)}")
+        return record
 
     # --- traffic --------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from devbox.scenario.model import (
     AlertExpect,
     Expectation,
     FailoverExpect,
+    LoadExpect,
     LogExpect,
     MetricExpect,
     RoutingExpect,
@@ -77,6 +78,9 @@ class Assertions(System):
 
     def expect_log(self, within: float = 10.0, **kw: Any) -> str:
         return self.expect(Expectation(log=LogExpect(**kw), within=within))
+
+    def expect_load(self, **kw: Any) -> str:
+        return self.expect(Expectation(load=LoadExpect(**kw), within=0))
 
     def _settle_spans(self, run: TrafficRun, deadline: float, quiet: float = 0.7) -> None:
         """Wait until the traffic's spans stop arriving (SDKs export in batches), or the deadline."""
@@ -187,6 +191,18 @@ class Assertions(System):
         except re.error as exc:
             raise StepError(f"log pattern {exp.pattern!r} is not a valid regex: {exc}") from None
         return checks.check_log(exp, lines)
+
+
+    def _check_load(self, exp: LoadExpect) -> checks.Verdict:
+        """The kept figures of a finished load run: they cannot change, so a miss fails at once."""
+        from devbox.load.scenario import check_load
+
+        if exp.run not in self.load_runs:
+            raise StepError(f"no load run named {exp.run!r} (run a `load` step first)")
+        verdict = check_load(exp, self.load_runs[exp.run])
+        if not verdict.ok:
+            raise AssertionFailed(verdict.message)
+        return verdict
 
 
 async def _maybe_async(fn: Callable[..., Any], *args: Any) -> Any:

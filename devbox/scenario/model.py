@@ -9,9 +9,10 @@ objects, so both have the same power.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: An instance of a service: its position (sorted by id), ``random`` (seeded), ``all``, the name an
 #: earlier step gave it with ``as:``, or metadata it must have.
@@ -179,6 +180,22 @@ class ReleaseStep(_Model):
     background: bool = False
 
 
+class LoadStep(_Model):
+    """Locust against a service for a bounded time, as ``devbox load`` (a subprocess, never in this
+    process); the run is kept and ``expect: {load: ...}`` checks its figures. Unset keys come from
+    devbox.yaml's ``load:`` section."""
+
+    name: str = Field("load", description="Assertions refer to the run by this name.")
+    service: str | None = Field(None, description="Target service, resolved through naming (default: load.target).")
+    users: int | None = Field(None, ge=1, le=1000, description="Concurrent users (default: load.users).")
+    spawn_rate: float | None = Field(None, gt=0, le=1000, description="Users started per second.")
+    seconds: float = Field(10, ge=1, le=300, description="How long the load runs (bounded: CI holds a line).")
+    locustfile: str | None = Field(None, description="Relative to devbox.yaml (default: load.locustfile).")
+    tags: list[str] | None = Field(None, description="Only the locustfile's tasks with these tags.")
+    exclude_tags: list[str] | None = None
+    env: str | None = Field(None, description="Feature environment: every request carries baggage env=NAME.")
+
+
 class WaitStep(_Model):
     """Wait for a duration, for background traffic to end, or until an assertion holds."""
 
@@ -278,6 +295,64 @@ class LogExpect(_Model):
     min_count: int = Field(1, ge=1, description="At least this many matching lines (over all instances).")
 
 
+_BOUND = re.compile(r"\s*(<=|>=|==|<|>)?\s*(\d+(?:\.\d+)?)\s*(ms|%)?\s*")
+
+
+def parse_bound(value: float | str, default_op: str) -> tuple[str, float]:
+    """``"<= 800"``, ``"<800ms"``, ``"<= 1%"`` (a share) or a bare number (compared with
+    ``default_op``) as (operator, number)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a bound; write e.g. 800 or '<= 800'")
+    if isinstance(value, int | float):
+        return default_op, float(value)
+    match = _BOUND.fullmatch(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a bound; write e.g. 800 or '<= 800'")
+    number = float(match.group(2)) / (100 if match.group(3) == "%" else 1)
+    return match.group(1) or default_op, number
+
+
+class LoadExpect(_Model):
+    """Figures of a ``load`` step's run, for one entry (Locust's request name) or all together.
+
+    A bare number is an upper bound for latency, failures and errors and a lower bound for rps
+    and requests; a string gives the operator: ``p99_ms: "<= 800"``, ``rps: ">= 20"``."""
+
+    run: str = Field("load", description="Name of the load step.")
+    entry: str | None = Field(None, description="e.g. `GET /checkout/{user}` (default: every entry together).")
+    p50_ms: float | str | None = None
+    p95_ms: float | str | None = None
+    p99_ms: float | str | None = None
+    failures: float | str | None = Field(None, description="Failed requests.")
+    errors: float | str | None = Field(None, description="Failed share of requests: 0.01 or '<= 1%'.")
+    rps: float | str | None = Field(None, description="Requests per second.")
+    requests: float | str | None = Field(None, description="Requests sent.")
+
+    @field_validator("p50_ms", "p95_ms", "p99_ms", "failures", "errors", "rps", "requests")
+    @classmethod
+    def _bound(cls, value: float | str | None) -> float | str | None:
+        if value is not None:
+            parse_bound(value, "<=")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> LoadExpect:
+        if not self.bounds():
+            raise ValueError(f"expect load needs at least one of {', '.join(LOAD_FIGURES)}")
+        return self
+
+    def bounds(self) -> dict[str, tuple[str, float]]:
+        """Figure -> (operator, number) for every figure given."""
+        return {
+            key: parse_bound(value, ">=" if key in ("rps", "requests") else "<=")
+            for key in LOAD_FIGURES
+            if (value := getattr(self, key)) is not None
+        }
+
+
+LOAD_FIGURES = ("p50_ms", "p95_ms", "p99_ms", "failures", "errors", "rps", "requests")
+
+
 class Expectation(_Model):
     """Exactly one assertion kind, checked until it holds or ``within`` seconds have passed."""
 
@@ -288,6 +363,7 @@ class Expectation(_Model):
     metric: MetricExpect | None = None
     alert: AlertExpect | None = None
     log: LogExpect | None = None
+    load: LoadExpect | None = None
     within: float = Field(10.0, ge=0, le=600, description="Seconds to keep re-checking before failing.")
 
     @model_validator(mode="after")
@@ -309,7 +385,7 @@ class Expectation(_Model):
         return getattr(self, self.kind)
 
 
-EXPECT_KINDS = ("routing", "failover", "trace", "topology", "metric", "alert", "log")
+EXPECT_KINDS = ("routing", "failover", "trace", "topology", "metric", "alert", "log", "load")
 
 #: Step kind -> its model. ``kill`` is SIGKILL; ``hang`` is SIGSTOP.
 STEP_KINDS: dict[str, type[BaseModel]] = {
@@ -327,6 +403,7 @@ STEP_KINDS: dict[str, type[BaseModel]] = {
     "routing_rule": RoutingRuleStep,
     "silence": SilenceStep,
     "release": ReleaseStep,
+    "load": LoadStep,
     "wait": WaitStep,
     "expect": Expectation,
 }

@@ -70,6 +70,8 @@ class System:
         self.platform: PlatformThread | None = None
         self.config: ProjectConfig | None = None
         self.traffic_runs: dict[str, TrafficRun] = {}
+        #: Kept records of ``load`` steps (devbox.load), by step name.
+        self.load_runs: dict[str, dict[str, Any]] = {}
         self.aliases: dict[str, dict[str, Any]] = {}
         self.spans: list[Any] = []
         self.naming_changes: list[tuple[float, str, str]] = []
