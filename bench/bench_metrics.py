@@ -4,8 +4,12 @@
    against a bare endpoint (same framework, same route) that reads and discards the request.
 2. Query latency for 1 h of 1 s data (60 series) grouped by two dimensions, against reading the
    same samples out of SQLite without evaluating anything.
+3. Issue 15's query, ``sum by (a,b)(rate(x_total[1m]))`` over 1 h of 1 s data from 20 series, through
+   the Prometheus HTTP API of devbox and of a real Prometheus (Debian's ``prometheus``; the same
+   samples loaded with ``promtool tsdb create-blocks-from openmetrics``), interleaved, p50 each and
+   the ratio. Skipped when prometheus/promtool are not installed.
 
-    python bench/bench_metrics.py [--batches 40]
+    python bench/bench_metrics.py [--batches 40] [--only-prometheus]
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -73,7 +79,8 @@ _PLATFORM = textwrap.dedent(
     from pathlib import Path
     from devbox.testing import running_platform
     with running_platform(Path(sys.argv[1]), components=["metrics"]) as p:
-        print(json.dumps({"api": p.url("api"), "otlp": p.url("otlp_http")}), flush=True)
+        urls = {"api": p.url("api"), "otlp": p.url("otlp_http"), "prometheus": p.url("prometheus")}
+        print(json.dumps(urls), flush=True)
         sys.stdin.read()
     """
 )
@@ -152,10 +159,135 @@ def _seed_hour(core: object, end: int) -> int:
     return len(points)
 
 
+ISSUE15_QUERY = "sum by (a,b)(rate(x_total[1m]))"
+
+
+def _issue15_points(end: int) -> list[Point]:
+    """20 counters (a: 4 values, b: 5 values), one sample a second for the hour before ``end``."""
+    points = []
+    for s in range(20):
+        labels = (("a", f"a{s % 4}"), ("b", f"b{s // 4}"), ("i", str(s)))
+        value = 0.0
+        for t in range(end - 3600, end + 1):
+            value += (s + 1) * (1 + t % 7)
+            points.append(Point("x_total", labels, float(t), value))
+    return points
+
+
+def _openmetrics(points: list[Point]) -> str:
+    lines = ["# TYPE x counter"]
+    by_series: dict[tuple[tuple[str, str], ...], list[Point]] = {}
+    for point in points:
+        by_series.setdefault(point.labels, []).append(point)
+    for labels, pts in by_series.items():
+        text = ",".join(f'{k}="{v}"' for k, v in labels)
+        lines.extend(f"x_total{{{text}}} {p.value!r} {int(p.ts)}" for p in pts)
+    return "\n".join([*lines, "# EOF", ""])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _p50_range(http: httpx.Client, url: str, params: dict[str, str | float]) -> tuple[float, int]:
+    started = time.perf_counter()
+    r = http.get(url + "/api/v1/query_range", params=params)
+    r.raise_for_status()
+    took = time.perf_counter() - started
+    return took, sum(len(s["values"]) for s in r.json()["data"]["result"])
+
+
+def prometheus_comparison(runs: int = 15) -> None:
+    """Issue 15's query against a real Prometheus on the same samples, in the same run."""
+    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if not prometheus or not promtool:
+        print("prometheus/promtool not installed (apt-get install prometheus): comparison skipped")
+        return
+    end = int(time.time()) // 60 * 60 - 60
+    points = _issue15_points(end)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "data.om").write_text(_openmetrics(points))
+        (root / "prometheus.yml").write_text("global: {}\n")
+        subprocess.run(
+            [promtool, "tsdb", "create-blocks-from", "openmetrics", str(root / "data.om"), str(root / "tsdb")],
+            check=True,
+            capture_output=True,
+        )
+        port = _free_port()
+        prom = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={root / 'prometheus.yml'}",
+                f"--storage.tsdb.path={root / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=30d",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        project = root / "devbox"
+        core = MetricsCore(_state_path(project) / "metrics.db", MetricsConfig())
+        started = time.perf_counter()
+        for start in range(0, len(points), 50_000):
+            core.store.write(points[start : start + 50_000])
+        ingest = len(points) / (time.perf_counter() - started)
+        core.close()
+        devbox = _Server(_PLATFORM, str(project))
+        try:
+            prom_url = f"http://127.0.0.1:{port}"
+            with httpx.Client(timeout=60) as http:
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        if http.get(prom_url + "/-/ready").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("prometheus did not become ready")
+                    time.sleep(0.2)
+                figures: dict[str, dict[float, list[float]]] = {"devbox": {}, "prometheus": {}}
+                for step in (1.0, 15.0):
+                    params: dict[str, str | float] = {
+                        "query": ISSUE15_QUERY, "start": end - 3600, "end": end, "step": step
+                    }  # fmt: skip
+                    counts = {}
+                    for name, url in (("devbox", devbox.urls["prometheus"]), ("prometheus", prom_url)):
+                        _, counts[name] = _p50_range(http, url, params)  # warm-up (and the answer's size)
+                    assert counts["devbox"] == counts["prometheus"], counts
+                    for _ in range(runs):  # interleaved, so both see the same machine load
+                        for name, url in (("devbox", devbox.urls["prometheus"]), ("prometheus", prom_url)):
+                            figures[name].setdefault(step, []).append(_p50_range(http, url, params)[0])
+        finally:
+            devbox.close()
+            prom.terminate()
+            prom.wait(30)
+    print(f"store.write of the same {len(points)} samples (in process): {ingest:,.0f} points/s")
+    for step in (1.0, 15.0):
+        ours, theirs = statistics.median(figures["devbox"][step]), statistics.median(figures["prometheus"][step])
+        print(
+            f"{ISSUE15_QUERY} over 1 h x 1 s x 20 series, step {step:g} s, HTTP query_range p50 of {runs}: "
+            f"devbox {ours * 1000:.0f} ms, Prometheus {theirs * 1000:.0f} ms; ratio {ours / theirs:.2f}x"
+        )
+
+
+def _state_path(project: Path) -> Path:
+    from devbox.config import ProjectConfig
+
+    return Path(ProjectConfig.for_tests(project).state_path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--only-prometheus", action="store_true", help="run only the Prometheus comparison")
     args = parser.parse_args()
+    if args.only_prometheus:
+        prometheus_comparison()
+        return
     otlp_bodies = [_otlp_batch(i) for i in range(args.batches)]
     custom_bodies = [_custom_batch(i) for i in range(args.batches)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,6 +341,7 @@ def main() -> None:
         f"{q * 1000:.0f} ms, PromQL range {pq * 1000:.0f} ms; raw SQLite read of the same points {rw * 1000:.0f} ms; "
         f"ratio {q / rw:.2f} / {pq / rw:.2f}"
     )
+    prometheus_comparison()
 
 
 if __name__ == "__main__":

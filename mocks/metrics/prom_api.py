@@ -22,6 +22,7 @@ remote read/write or native histograms.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import time
@@ -102,6 +103,18 @@ def parse_step(text: str | None) -> float:
 
 def _ok(data: Any) -> JSONResponse:
     return JSONResponse({"status": "success", "data": data})
+
+
+def _success_body(data: Any) -> bytes:
+    """The success envelope as JSON bytes, encoded as JSONResponse does. Query answers are encoded
+    on the query pool: a 1 h x 1 s answer is megabytes, and encoding it on the loop stalls it."""
+    return json.dumps(
+        {"status": "success", "data": data}, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ).encode()
+
+
+def _json_bytes(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
 
 
 async def _on_query_pool(core: MetricsCore, work: Callable[[float], T]) -> T:
@@ -233,18 +246,20 @@ class PrometheusApi:
         expr = _query_text(params)
         at = parse_time(_one(params, "time"), time.time(), "time")
         evaluator = self.get_core().evaluator
-        kind, result = await _on_query_pool(
-            self.get_core(), lambda deadline: evaluator.instant(expr, at, deadline=deadline)
-        )
-        if kind == "vector":
-            data: Any = _vector_json(result, at)
-        elif kind == "matrix":
-            data = _matrix_json(result)
-        elif kind == "scalar":
-            data = [at, format_value(result)]
-        else:
-            data = [at, result]
-        return _ok({"resultType": kind, "result": data})
+
+        def work(deadline: float) -> bytes:
+            kind, result = evaluator.instant(expr, at, deadline=deadline)
+            if kind == "vector":
+                data: Any = _vector_json(result, at)
+            elif kind == "matrix":
+                data = _matrix_json(result)
+            elif kind == "scalar":
+                data = [at, format_value(result)]
+            else:
+                data = [at, result]
+            return _success_body({"resultType": kind, "result": data})
+
+        return _json_bytes(await _on_query_pool(self.get_core(), work))
 
     async def query_range(self, request: Request) -> Response:
         params = await _params(request)
@@ -260,10 +275,12 @@ class PrometheusApi:
                 "Try decreasing the query resolution (?step=XX)"
             )
         evaluator = self.get_core().evaluator
-        _, result = await _on_query_pool(
-            self.get_core(), lambda deadline: evaluator.range(expr, start, end, step, deadline=deadline)
-        )
-        return _ok({"resultType": "matrix", "result": _matrix_json(result)})
+
+        def work(deadline: float) -> bytes:
+            _, result = evaluator.range(expr, start, end, step, deadline=deadline)
+            return _success_body({"resultType": "matrix", "result": _matrix_json(result)})
+
+        return _json_bytes(await _on_query_pool(self.get_core(), work))
 
     async def series(self, request: Request) -> Response:
         params = await _params(request)
