@@ -13,6 +13,8 @@ The model is a devbox form of Polaris v2 rule routing (``RouteRule`` with a
     destinations[]                   SubRuleRouting.destinations[] (DestinationGroup)
       .labels {key: MatchString}     DestinationGroup.labels
       .priority, .weight, .isolate   DestinationGroup.priority / weight / isolate
+    rules[] {name, sources,          RuleRoutingConfig.rules[] (further SubRuleRouting, after
+             destinations}             the flat pair above when both are given)
     failover ("all" | "none")        polaris-go's ``failoverType`` consumer setting
 
 ``MatchString`` is Polaris's: ``type`` EXACT | REGEX | NOT_EQUALS | IN | NOT_IN (IN/NOT_IN take a
@@ -23,11 +25,15 @@ input: a plain string is an EXACT match; ``"*"`` matches any value that is prese
 the empty string, so ``{"type": "IN", "value": "base,"}`` means "env=base or untagged".
 
 Semantics (Polaris's): rules are tried in ``priority`` order (lower first, then name); the first
-enabled rule whose callee matches and any of whose sources match the request is *the* rule
-(no sources = any request). Its destination groups are grouped by priority (lower first); the
-first priority level with at least one available instance wins, and among its groups one is
-chosen by weight. If no group has instances, ``failover: all`` routes to every available
-instance and ``none`` routes to nothing. No rule matching routes to every available instance.
+enabled rule whose callee matches and one of whose sub-rules' sources match the request is *the*
+rule (no sources = any request). Its sub-rules are tried top to bottom, as Polaris does: a
+sub-rule whose sources match routes if one of its destination groups has an available instance,
+else the next matching sub-rule is tried (the usual feature-env rule is two sub-rules: ``env=X``
+to the ``X`` instances, then any request to ``base``). Within a sub-rule the destination groups
+are grouped by priority (lower first); the first priority level with at least one available
+instance wins, and among its groups one is chosen by weight. If no sub-rule has instances,
+``failover: all`` routes to every available instance and ``none`` routes to nothing. No rule
+matching routes to every available instance.
 "Available" is decided before the rule, by the filters isolation (weight 0 counts as isolated:
 it takes no traffic) → health → circuit breaker;
 if health and breaker together would remove every non-isolated instance, they are all kept
@@ -185,8 +191,29 @@ class DestinationGroup(BaseModel):
         return ",".join(f"{k}={m.describe()}" for k, m in sorted(self.labels.items()))
 
 
+class SubRule(BaseModel):
+    """One sources -> destinations pair of a rule (Polaris ``SubRuleRouting``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("", description="Optional name shown in explanations.")
+    sources: list[RuleSource] = Field(default_factory=list, description="Any of these callers; empty = any request.")
+    destinations: list[DestinationGroup] = Field(..., min_length=1, description="Instance subsets, by priority.")
+
+    @field_validator("destinations")
+    @classmethod
+    def _reachable(cls, value: list[DestinationGroup]) -> list[DestinationGroup]:
+        if all(d.isolate for d in value):
+            raise ValueError("every destination is isolated")
+        return value
+
+
 class RoutingRule(BaseModel):
-    """A routing rule for one callee service (or every service of a namespace with ``service: '*'``)."""
+    """A routing rule for one callee service (or every service of a namespace with ``service: '*'``).
+
+    The flat ``sources``/``destinations`` are the rule's first sub-rule (the common one-pair form);
+    ``rules`` holds further sub-rules, tried after it in order.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -197,17 +224,31 @@ class RoutingRule(BaseModel):
     priority: int = Field(0, ge=0, le=10, description="Rule order, lower first (Polaris RouteRule.priority).")
     description: str = Field("", description="Free text.")
     sources: list[RuleSource] = Field(default_factory=list, description="Any of these callers; empty = any request.")
-    destinations: list[DestinationGroup] = Field(..., min_length=1, description="Instance subsets, by priority.")
+    destinations: list[DestinationGroup] = Field(
+        default_factory=list, description="Instance subsets, by priority (the first sub-rule)."
+    )
+    rules: list[SubRule] = Field(default_factory=list, description="Further sub-rules, tried in order.")
     failover: Literal["all", "none"] = Field(
         "all", description="When no destination group has an instance: all available instances, or none."
     )
 
-    @field_validator("destinations")
-    @classmethod
-    def _reachable(cls, value: list[DestinationGroup]) -> list[DestinationGroup]:
-        if all(d.isolate for d in value):
+    _subrules: tuple[SubRule, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _has_destinations(self) -> RoutingRule:
+        if not self.destinations and not self.rules:
+            raise ValueError("a rule needs destinations (or sub-rules in `rules`)")
+        if self.destinations and all(d.isolate for d in self.destinations):
             raise ValueError("every destination is isolated")
-        return value
+        if self.sources and not self.destinations:
+            raise ValueError("`sources` without `destinations`: put them in a sub-rule")
+        first = (SubRule(sources=self.sources, destinations=self.destinations),) if self.destinations else ()
+        self._subrules = (*first, *self.rules)
+        return self
+
+    def subrules(self) -> tuple[SubRule, ...]:
+        """Every sources -> destinations pair, in the order Polaris tries them."""
+        return self._subrules
 
     def applies_to(self, namespace: str, service: str) -> bool:
         return self.enable and self.namespace == namespace and self.service in (ANY, service)
@@ -242,26 +283,29 @@ def to_polaris(rule: RoutingRule, *, service: str | None = None, revision: str =
     def match(m: MatchString) -> dict[str, Any]:
         return {"type": m.type, "value": m.value, "value_type": m.value_type}
 
-    sources = [
-        {
-            "service": s.service,
-            "namespace": s.namespace,
-            "arguments": [{"type": a.type, "key": a.key, "value": match(a.value)} for a in s.arguments],
-        }
-        for s in (rule.sources or [RuleSource()])
-    ]
-    destinations = [
-        {
-            "service": callee,
-            "namespace": rule.namespace,
-            "labels": {k: match(m) for k, m in d.labels.items()},
-            "priority": d.priority,
-            "weight": d.weight,
-            "isolate": d.isolate,
-            "name": d.label(),
-        }
-        for d in rule.destinations
-    ]
+    def subrule(sub: SubRule) -> dict[str, Any]:
+        sources = [
+            {
+                "service": s.service,
+                "namespace": s.namespace,
+                "arguments": [{"type": a.type, "key": a.key, "value": match(a.value)} for a in s.arguments],
+            }
+            for s in (sub.sources or [RuleSource()])
+        ]
+        destinations = [
+            {
+                "service": callee,
+                "namespace": rule.namespace,
+                "labels": {k: match(m) for k, m in d.labels.items()},
+                "priority": d.priority,
+                "weight": d.weight,
+                "isolate": d.isolate,
+                "name": d.label(),
+            }
+            for d in sub.destinations
+        ]
+        return {"name": sub.name or rule.name, "sources": sources, "destinations": destinations}
+
     return {
         "id": f"{rule.namespace}/{callee}/{rule.name}",
         "name": rule.name,
@@ -270,7 +314,7 @@ def to_polaris(rule: RoutingRule, *, service: str | None = None, revision: str =
         "routing_policy": "RulePolicy",
         "routing_config": {
             "@type": "type.googleapis.com/v1.RuleRoutingConfig",
-            "rules": [{"name": rule.name, "sources": sources, "destinations": destinations}],
+            "rules": [subrule(sub) for sub in rule.subrules()],
         },
         "revision": revision,
         "priority": rule.priority,
@@ -406,9 +450,17 @@ def match_rule(rules: Sequence[RoutingRule], *, namespace: str, service: str,
     """The first applicable rule (by priority, then name) whose sources match the request."""
     ordered = sorted((r for r in rules if r.applies_to(namespace, service)), key=lambda r: (r.priority, r.name))
     for rule in ordered:
-        if not rule.sources or any(source_matches(s, namespace, request) for s in rule.sources):
+        if matching_subrules(rule, namespace, request):
             return rule
     return None
+
+
+def matching_subrules(rule: RoutingRule, namespace: str, request: RouteRequest) -> list[SubRule]:
+    """The rule's sub-rules whose sources match the request (no sources = any), in order."""
+    return [
+        sub for sub in rule.subrules()
+        if not sub.sources or any(source_matches(s, namespace, request) for s in sub.sources)
+    ]
 
 
 def group_matches(group: DestinationGroup, instance: InstanceLike, params: Mapping[str, str]) -> bool:
@@ -463,20 +515,14 @@ def evaluate(
         return RouteResult(available, None, None, steps, reason, recovered_all=recovered)
 
     params = request.parameters()
-    priorities = sorted({g.priority for g in rule.destinations if not g.isolate})
     skipped: list[str] = []
-    for priority in priorities:
-        level = [g for g in rule.destinations if g.priority == priority and not g.isolate]
-        candidates = []
-        for group in level:
-            members = [i for i in available if group_matches(group, i, params)] if group.weight > 0 else []
-            if members:
-                candidates.append((group, members))
-            else:
-                skipped.append(group.label())
-        if not candidates:
+    for sub in matching_subrules(rule, namespace, request):
+        found = _route_subrule(sub, available, params, rng)
+        if found is None:
+            skipped.extend(d.label() for d in sub.destinations if not d.isolate)
             continue
-        group, members = _weighted_group(candidates, rng)
+        group, members, passed = found
+        skipped.extend(passed)
         chosen = {id(i) for i in members}
         removed = [i for i in available if id(i) not in chosen]
         steps.append(FilterStep("metadata", removed, note=f"destination {group.label()}"))
@@ -494,6 +540,27 @@ def evaluate(
     steps.append(FilterStep("metadata", available, note="no destination had instances: failover none"))
     reason = f"rule {rule.name}: no destination had instances; failover none"
     return RouteResult([], rule.name, None, steps, reason, failover=True, recovered_all=recovered)
+
+
+def _route_subrule(
+    sub: SubRule, available: Sequence[Any], params: Mapping[str, str], rng: Callable[[], float]
+) -> tuple[DestinationGroup, list[Any], list[str]] | None:
+    """(chosen group, its instances, labels of the empty groups tried before it), or None if all are empty."""
+    skipped: list[str] = []
+    for priority in sorted({g.priority for g in sub.destinations if not g.isolate}):
+        candidates = []
+        for group in sub.destinations:
+            if group.priority != priority or group.isolate:
+                continue
+            members = [i for i in available if group_matches(group, i, params)] if group.weight > 0 else []
+            if members:
+                candidates.append((group, members))
+            else:
+                skipped.append(group.label())
+        if candidates:
+            group, members = _weighted_group(candidates, rng)
+            return group, members, skipped
+    return None
 
 
 def _weighted_group(candidates: list[tuple[DestinationGroup, list[Any]]],

@@ -531,7 +531,9 @@ class Registry:
         instance = self.require_instance(instance_id)
         if not instance.health_check:
             raise NamingError(
-                Code.HealthCheckNotOpen, f"instance {instance_id} was registered without heartbeat health check"
+                # Polaris: a heartbeat on an instance without health check is HeartbeatOnDisabledIns
+                Code.HeartbeatOnDisabledIns,
+                f"instance {instance_id} was registered without heartbeat health check",
             )
         instance.last_heartbeat = self.clock()
         self._dirty_ins.add(instance.id)

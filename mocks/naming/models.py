@@ -47,6 +47,7 @@ class Code(enum.IntEnum):
     InvalidInstanceVersion = 400137
     InvalidInstanceIsolate = 400139
     HealthCheckNotOpen = 400140
+    HeartbeatOnDisabledIns = 400141
     InvalidMetadata = 400150
     InvalidRoutingName = 400180
     ExistedResource = 400201

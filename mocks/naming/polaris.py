@@ -385,8 +385,7 @@ class PolarisApi:
                 converted = routing_rules.to_polaris(rule, service=service, revision=revision)
                 target = self.pb.routing.RouteRule()
                 json_format.ParseDict(converted, target, ignore_unknown_fields=True)
-                inbound = v1_route(rule, namespace, service)
-                if inbound is not None:
+                for inbound in v1_routes(rule, namespace, service):
                     json_format.ParseDict(inbound, msg.inbounds.add())
             except Exception:
                 LOG.exception("rule %s of %s/%s cannot be sent to Polaris", data.get("name"), namespace, service)
@@ -395,8 +394,17 @@ class PolarisApi:
         return msg
 
 
-def v1_route(rule: routing_rules.RoutingRule, namespace: str, service: str) -> dict[str, Any] | None:
-    """The rule as a v1 inbound ``Route`` (what polaris-go 1.6 evaluates), or None if v1 cannot say it.
+def v1_routes(rule: routing_rules.RoutingRule, namespace: str, service: str) -> list[dict[str, Any]]:
+    """The rule as v1 inbound ``Route``s, one per sub-rule in order (polaris-go tries them top to
+    bottom), or none at all if v1 cannot say one of them."""
+    routes = [v1_route(rule, sub, namespace, service) for sub in rule.subrules()]
+    return [r for r in routes if r is not None] if all(r is not None for r in routes) else []
+
+
+def v1_route(
+    rule: routing_rules.RoutingRule, sub: routing_rules.SubRule, namespace: str, service: str
+) -> dict[str, Any] | None:
+    """One sub-rule as a v1 inbound ``Route`` (what polaris-go 1.6 evaluates), or None if v1 cannot say it.
 
     v1 matches only caller metadata (devbox ``CUSTOM`` arguments, which polaris-go takes from
     ``SourceService.Metadata``) and has no IN/NOT_IN on destinations; ``IN "base,"`` (one value
@@ -409,13 +417,13 @@ def v1_route(rule: routing_rules.RoutingRule, namespace: str, service: str) -> d
         return {"type": m.type, "value": m.value, "value_type": m.value_type}
 
     sources = []
-    for src in rule.sources or [routing_rules.RuleSource()]:
+    for src in sub.sources or [routing_rules.RuleSource()]:
         if any(a.type != "CUSTOM" for a in src.arguments):
             return None
         metadata = {a.key: match(a.value) for a in src.arguments}
         sources.append({"service": src.service, "namespace": src.namespace, "metadata": metadata})
     destinations = []
-    for group in rule.destinations:
+    for group in sub.destinations:
         labels: dict[str, Any] = {}
         for key, m in group.labels.items():
             if m.type in ("IN", "NOT_IN"):

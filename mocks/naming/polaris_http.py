@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from devbox.mocks.naming.models import Code, NamingError
@@ -117,6 +117,48 @@ def _page(items: list[Any], request: Request) -> list[Any]:
     return items[offset : offset + limit]
 
 
+def _flag(params: Mapping[str, str], key: str) -> bool | None:
+    raw = params.get(key)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise NamingError(Code.InvalidParameter, f"{key} must be true or false, not {raw!r}")
+
+
+def instance_filter(params: Mapping[str, str]) -> Callable[[Any], bool]:
+    """The console's instance query filters, as Polaris applies them: ``host`` (comma-separated
+    list), ``port``, ``healthy``, ``isolate``, ``protocol``, ``version`` and metadata as
+    ``keys``/``values`` (one pair; Polaris's console sends it that way). All given must hold."""
+    hosts = {h.strip() for h in params.get("host", "").split(",") if h.strip()}
+    port: int | None = None
+    if params.get("port"):
+        try:
+            port = int(params["port"])
+        except ValueError:
+            raise NamingError(Code.InvalidParameter, f"port must be an integer, not {params['port']!r}") from None
+    healthy, isolate = _flag(params, "healthy"), _flag(params, "isolate")
+    protocol, version = params.get("protocol") or None, params.get("version") or None
+    key, value = params.get("keys") or "", params.get("values") or ""
+    if value and not key:
+        raise NamingError(Code.InvalidParameter, "values needs keys (the metadata key to filter on)")
+
+    def matches(i: Any) -> bool:
+        return (
+            (not hosts or i.host in hosts)
+            and (port is None or i.port == port)
+            and (healthy is None or i.healthy == healthy)
+            and (isolate is None or i.isolated == isolate)
+            and (protocol is None or i.protocol == protocol)
+            and (version is None or i.version == version)
+            and (not key or (key in i.metadata and (not value or i.metadata[key] == value)))
+        )
+
+    return matches
+
+
 def _batch_write(api: PolarisApi, responses: list[Message], failed: str) -> Response:
     """A console write's answer: one response per item; the whole is success, the items' one
     failure code when all failed, else BadRequest (``failed`` is then the info)."""
@@ -134,14 +176,15 @@ def _batch_write(api: PolarisApi, responses: list[Message], failed: str) -> Resp
     )
 
 
-def _batch_query(api: PolarisApi, **payload: Any) -> Response:
-    """A console list's answer: ``payload`` is the one repeated field (``services=[...]``, ...)."""
+def _batch_query(api: PolarisApi, amount: int | None = None, **payload: Any) -> Response:
+    """A console list's answer: ``payload`` is the one repeated field (``services=[...]``, ...);
+    ``amount`` is how many matched before paging (Polaris's ``amount``; ``size`` is the page)."""
     items = next(iter(payload.values()))
     return pb_response(
         api.pb.response.BatchQueryResponse(
             code={"value": int(Code.ExecuteSuccess)},
             info={"value": "execute success"},
-            amount={"value": len(items)},
+            amount={"value": len(items) if amount is None else amount},
             size={"value": len(items)},
             **payload,
         )
@@ -258,8 +301,10 @@ class ConsoleHandlers(_Handlers):
         namespace = request.query_params.get("namespace")
         if not service or not namespace:
             raise NamingError(Code.InvalidParameter, "service and namespace are required")
-        chosen = _page(self.registry.instances(namespace, service), request)
-        return _batch_query(self.api, instances=[self.api.instance_to_pb(i) for i in chosen])
+        matching = instance_filter(request.query_params)
+        found = [i for i in self.registry.instances(namespace, service) if matching(i)]
+        chosen = _page(found, request)
+        return _batch_query(self.api, amount=len(found), instances=[self.api.instance_to_pb(i) for i in chosen])
 
     async def _instances(self, request: Request, op: Callable[[Any, str | None], Message]) -> Response:
         """A write on existing or new instances: ``op`` is the PolarisApi operation (it answers refusals)."""

@@ -3,8 +3,10 @@
 The other direction is :func:`devbox.polaris.routing.to_polaris`. Used by the console endpoint
 ``/naming/v2/routings`` so rules written for a real Polaris console can be loaded into devbox.
 
-LIMITATIONS: one sub-rule per RouteRule (Polaris allows several; devbox's model has one
-sources/destinations pair per rule), RulePolicy only (not MetadataPolicy / NearbyPolicy), no
+Every sub-rule (``routing_config.rules[]``) is kept, in order: the first becomes the flat
+``sources``/``destinations`` pair of the devbox rule, the others its ``rules``.
+
+LIMITATIONS: RulePolicy only (not MetadataPolicy / NearbyPolicy), no
 RANGE matches or VARIABLE values, all destinations must name the same callee service.
 """
 
@@ -46,23 +48,56 @@ def rule_from_polaris(data: dict[str, Any]) -> RoutingRule:
     subrules = config.get("rules") or []
     if not subrules and (config.get("sources") or config.get("destinations")):
         subrules = [{"sources": config.get("sources") or [], "destinations": config.get("destinations") or []}]
-    if len(subrules) != 1:
-        raise RuleConversionError(f"routing_config has {len(subrules)} sub-rules; devbox needs exactly one")
-    sub = subrules[0]
+    if not subrules:
+        raise RuleConversionError("routing_config has no sub-rules (rules[])")
+    if not isinstance(subrules, list) or not all(isinstance(sub, dict) for sub in subrules):
+        raise RuleConversionError("routing_config.rules must be a list of SubRuleRouting objects")
+    callees = {
+        (d.get("namespace") or data.get("namespace") or "default", d.get("service") or ANY)
+        for sub in subrules
+        for d in sub.get("destinations") or []
+        if isinstance(d, dict)
+    }
+    if len(callees) > 1:
+        raise RuleConversionError(f"destinations name several callee services {sorted(callees)}; devbox needs one")
+    if not callees:
+        raise RuleConversionError("the rule has no destinations")
+    namespace, service = callees.pop()
+    converted = [_subrule(sub, f"rules[{n}]") for n, sub in enumerate(subrules)]
+    first = converted[0]
+    extend = data.get("extendInfo") or data.get("extend_info") or {}
+    try:
+        return RoutingRule.model_validate(
+            {
+                "name": data.get("name", ""),
+                "namespace": namespace,
+                "service": service,
+                "enable": data.get("enable", True),
+                "priority": data.get("priority", 0),
+                "description": data.get("description", ""),
+                "sources": first["sources"],
+                "destinations": first["destinations"],
+                "rules": converted[1:],
+                "failover": extend.get("devbox.failover", "all"),
+            }
+        )
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise RuleConversionError(reasons) from None
+
+
+def _subrule(sub: dict[str, Any], where: str) -> dict[str, Any]:
+    """One ``SubRuleRouting`` as a devbox sub-rule dict (name, sources, destinations)."""
     raw_dests = sub.get("destinations") or []
     if not raw_dests:
-        raise RuleConversionError("the rule has no destinations")
-    callees = {(d.get("namespace") or data.get("namespace") or "default", d.get("service") or ANY) for d in raw_dests}
-    if len(callees) != 1:
-        raise RuleConversionError(f"destinations name several callee services {sorted(callees)}; devbox needs one")
-    namespace, service = callees.pop()
+        raise RuleConversionError(f"{where} has no destinations")
     sources = [
         {
             "service": s.get("service") or ANY,
             "namespace": s.get("namespace") or ANY,
             "arguments": [
                 {"type": a.get("type", "CUSTOM"), "key": a.get("key", ""),
-                 "value": _match(a.get("value", {}), f"sources[{i}].arguments[{j}]")}
+                 "value": _match(a.get("value", {}), f"{where}.sources[{i}].arguments[{j}]")}
                 for j, a in enumerate(s.get("arguments") or [])
             ],
         }
@@ -84,21 +119,4 @@ def rule_from_polaris(data: dict[str, Any]) -> RoutingRule:
         except ValidationError as exc:
             raise RuleConversionError(f"destinations[{i}]: {exc.errors()[0]['msg']}") from None
         destinations.append(group)
-    extend = data.get("extendInfo") or data.get("extend_info") or {}
-    try:
-        return RoutingRule.model_validate(
-            {
-                "name": data.get("name", ""),
-                "namespace": namespace,
-                "service": service,
-                "enable": data.get("enable", True),
-                "priority": data.get("priority", 0),
-                "description": data.get("description", ""),
-                "sources": sources,
-                "destinations": destinations,
-                "failover": extend.get("devbox.failover", "all"),
-            }
-        )
-    except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise RuleConversionError(reasons) from None
+    return {"name": sub.get("name", ""), "sources": sources, "destinations": destinations}

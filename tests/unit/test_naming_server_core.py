@@ -146,7 +146,7 @@ def test_bad_input_is_refused_with_polaris_codes(registry: Registry) -> None:
     unchecked = reg(registry, health_check=False)
     with pytest.raises(NamingError) as err:
         registry.heartbeat(unchecked.id)  # type: ignore[attr-defined]
-    assert err.value.code == Code.HealthCheckNotOpen
+    assert err.value.code == Code.HeartbeatOnDisabledIns
 
 
 def test_service_token_required_only_when_the_service_says_so(registry: Registry) -> None:

@@ -65,10 +65,13 @@ class Snapshot:
 
 def _label_only(rule: RoutingRule) -> bool:
     """Rules that match on labels only and never draw between same-priority groups."""
-    if any(arg.type != "CUSTOM" for src in rule.sources for arg in src.arguments):
-        return False
-    levels = [g.priority for g in rule.destinations if not g.isolate]
-    return len(levels) == len(set(levels))
+    for sub in rule.subrules():
+        if any(arg.type != "CUSTOM" for src in sub.sources for arg in src.arguments):
+            return False
+        levels = [g.priority for g in sub.destinations if not g.isolate]
+        if len(levels) != len(set(levels)):
+            return False
+    return True
 
 
 @dataclass
