@@ -208,18 +208,14 @@ function spanDetail(s) {
   spanLogs(s).catch((err) => { $("spanlogs").innerHTML = `<tr><td class="muted">${esc(err.message)}</td></tr>`; });
 }
 
-// The instance is named in the span's resource when the SDK sent it; else every instance of the service.
+// The span's resource names its instance (service.instance.id) when the SDK sent it; the log files
+// are named by devbox's instance name, so ask for the service and keep that instance's lines if it has any.
 async function spanLogs(s) {
-  const res = s.resource || {};
-  const inst = res["devbox.instance"] || res["service.instance.id"] || "";
-  const window = `&since=${s.start_us / 1e6 - 2}&until=${(s.start_us + s.duration_us) / 1e6 + 2}&limit=40`;
-  let r;
-  try {
-    r = await api(`/api/deploy/logs?service=${encodeURIComponent(s.service)}${inst ? "&instance=" + encodeURIComponent(inst) : ""}${window}`);
-  } catch (_) {
-    r = await api(`/api/deploy/logs?service=${encodeURIComponent(s.service)}${window}`);
-  }
-  logRows($("spanlogs"), r.lines, s.trace_id || (openTrace && openTrace.id));
+  const inst = (s.resource || {})["service.instance.id"] || "";
+  const r = await api(`/api/deploy/logs?service=${encodeURIComponent(s.service)}&since=${s.start_us / 1e6 - 2}` +
+    `&until=${(s.start_us + s.duration_us) / 1e6 + 2}&limit=60`);
+  const mine = r.lines.filter((l) => l.instance === inst);
+  logRows($("spanlogs"), mine.length ? mine : r.lines, s.trace_id);
 }
 
 function logRows(el, lines, hilite, append) {
