@@ -19,6 +19,8 @@ from devbox.mocks.metrics.promql.values import (
 )
 
 AGG_OPS = frozenset({"sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "quantile"})
+#: Aggregations whose value over one sample is that sample (NaN and infinities included).
+_IDENTITY_ON_ONE = frozenset({"sum", "avg", "min", "max"})
 
 
 def _group_labels(labels: Labels, by: list[str], without: bool) -> Labels:
@@ -38,8 +40,13 @@ def aggregate(
     out = Vector()
     params = param if param else itertools.repeat(None)
     for key, (labels, members) in groups.items():
+        if len(members) == 1 and op in _IDENTITY_ON_ONE:
+            result: list[float | None] = list(members[0])  # a group of one is its member's values
+            if any(v is not None for v in result):
+                out.series[key] = (labels, result)
+            continue
         # one column of member values per step (zip transposes in C)
-        result: list[float | None] = [
+        result = [
             _agg_one(op, present, p) if (present := [v for v in column if v is not None]) else None
             for column, p in zip(zip(*members, strict=True), params, strict=False)  # params may be endless
         ]

@@ -118,8 +118,9 @@ RANGE_FUNCTIONS = frozenset(
 
 def _window_bounds(ts: list[float], windows: list[tuple[float, float]]) -> tuple[list[int], list[int]]:
     """For each window ``(start, end]``, the slice ``ts[lo:hi]`` of samples inside it (C bisects only)."""
-    right = bisect.bisect_right
-    return [right(ts, w[0]) for w in windows], [right(ts, w[1]) for w in windows]
+    starts, ends = zip(*windows, strict=True) if windows else ((), ())
+    right, same = bisect.bisect_right, itertools.repeat(ts)
+    return list(map(right, same, starts)), list(map(right, same, ends))
 
 
 def _rates(s: RawSeries, windows: list[tuple[float, float]], *, counter: bool, rate: bool) -> list[float | None]:
