@@ -24,6 +24,7 @@ MODULES = (
     "devbox.cli.learn",  # explain request|service, tour
     "devbox.cli.release",  # release SERVICE|status|history|pause|resume|rollback, url
     "devbox.cli.faults",  # faults add|ls|rm|kill
+    "devbox.cli.evidence",  # snapshot save|load|ls|show, diff, why
 )
 
 #: Which module registers each top-level command: `devbox status` imports project.py alone, not
@@ -41,6 +42,7 @@ COMMANDS = {
     "capacity": "devbox.cli.load",
     **dict.fromkeys(("release", "url"), "devbox.cli.release"),
     "faults": "devbox.cli.faults",
+    **dict.fromkeys(("snapshot", "diff", "why"), "devbox.cli.evidence"),
 }
 
 LOG = logging.getLogger(__name__)
