@@ -7,6 +7,13 @@ both sides for ``Connection: close``), so a rule added later applies to the very
 on a client's pooled connection. gRPC services get a TCP-level proxy: latency on every chunk the
 client sends, and aborts of new connections.
 
+Zero-code tracing: given ``on_span``, the HTTP proxy makes the SERVER span of each request it
+forwards (:func:`server_span`): it continues the caller's W3C ``traceparent`` or B3 context (or
+starts a trace), and injects its own span as the parent downstream (``traceparent`` and, when the
+caller spoke B3, the ``X-B3-*`` headers), so an instrumented service's own spans nest under it. The
+span carries method, path, status and peer, so a service without any OpenTelemetry SDK shows up in
+traces, topology and RED metrics.
+
 LIMITATIONS: HTTP/1.1 only in HTTP mode (no h2c upgrade); in TCP mode rules cannot be scoped by
 method or path (HTTP/2 headers are compressed) and an error rate is applied as a connection abort.
 """
@@ -17,11 +24,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from devbox.mocks.faults.rules import Decision
 
@@ -29,6 +38,9 @@ LOG = logging.getLogger(__name__)
 
 MAX_HEAD = 64 * 1024
 CHUNK = 64 * 1024
+
+#: on_span(service, instance_id, span as OTLP/JSON) — the proxy's server span of one request
+SpanSink = Callable[[str, str, dict[str, Any]], None]
 
 #: decide(service, caller, method, path, peer) -> Decision
 Decider = Callable[[str, "str | None", "str | None", "str | None", "tuple[str, int]"], Awaitable[Decision]]
@@ -58,6 +70,85 @@ class RequestHead:
         lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
         lines.append("Connection: close")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@dataclass
+class TraceContext:
+    """The incoming context the proxy continues (or a new trace), and the span it makes."""
+
+    trace_id: str
+    parent_id: str | None
+    span_id: str
+    sampled: bool
+    b3: bool
+
+    def headers(self) -> dict[str, str]:
+        """What to send downstream so the service's own spans become children of the proxy's span."""
+        flags = "01" if self.sampled else "00"
+        out = {"traceparent": f"00-{self.trace_id}-{self.span_id}-{flags}"}
+        if self.b3:
+            out.update({"X-B3-TraceId": self.trace_id, "X-B3-SpanId": self.span_id,
+                        "X-B3-Sampled": "1" if self.sampled else "0",
+                        "b3": f"{self.trace_id}-{self.span_id}-{'1' if self.sampled else '0'}"})
+            if self.parent_id:
+                out["X-B3-ParentSpanId"] = self.parent_id
+        return out
+
+
+def _hex(value: str | None, length: int) -> str | None:
+    value = (value or "").strip().lower()
+    if len(value) == 16 and length == 32:
+        value = value.rjust(32, "0")  # 64-bit B3 trace ids
+    if len(value) != length or value.strip("0") == "" or any(c not in "0123456789abcdef" for c in value):
+        return None
+    return value
+
+
+def incoming_context(head: RequestHead) -> TraceContext:
+    """Continue W3C ``traceparent``, else B3 (single ``b3`` or multi ``X-B3-*``), else a new trace."""
+    span_id = os.urandom(8).hex()
+    parts = (head.header("traceparent") or "").split("-")
+    if len(parts) >= 4:
+        trace, parent = _hex(parts[1], 32), _hex(parts[2], 16)
+        if trace and parent:
+            return TraceContext(trace, parent, span_id, parts[3][-1:] in "13579bdf", False)
+    single = (head.header("b3") or "").split("-")
+    if len(single) >= 2:
+        trace, parent = _hex(single[0], 32), _hex(single[1], 16)
+        if trace and parent:
+            return TraceContext(trace, parent, span_id, (single[2:3] or ["1"])[0] != "0", True)
+    trace, parent = _hex(head.header("x-b3-traceid"), 32), _hex(head.header("x-b3-spanid"), 16)
+    if trace and parent:
+        return TraceContext(trace, parent, span_id, head.header("x-b3-sampled") != "0", True)
+    return TraceContext(os.urandom(16).hex(), None, span_id, True, False)
+
+
+def server_span(ctx: TraceContext, head: RequestHead, status: int | None, peer: tuple[str, int],
+                start: float, end: float, error: str = "") -> dict[str, Any]:
+    """The proxy's SERVER span of one request, as OTLP/JSON (semantic conventions for HTTP)."""
+    path = head.path.split("?")[0]
+    attrs: list[dict[str, Any]] = [
+        {"key": "http.request.method", "value": {"stringValue": head.method}},
+        {"key": "url.path", "value": {"stringValue": path}},
+        {"key": "client.address", "value": {"stringValue": str(peer[0])}},
+        {"key": "devbox.span.source", "value": {"stringValue": "proxy"}},
+    ]
+    if status is not None:
+        attrs.append({"key": "http.response.status_code", "value": {"intValue": str(status)}})
+    failed = bool(error) or status is None or status >= 500
+    span: dict[str, Any] = {
+        "traceId": ctx.trace_id,
+        "spanId": ctx.span_id,
+        "name": f"{head.method} {path}",
+        "kind": 2,
+        "startTimeUnixNano": str(int(start * 1e9)),
+        "endTimeUnixNano": str(int(max(end, start + 1e-6) * 1e9)),
+        "attributes": attrs,
+        "status": {"code": 2, "message": error or f"HTTP {status}"} if failed else {"code": 0},
+    }
+    if ctx.parent_id:
+        span["parentSpanId"] = ctx.parent_id
+    return span
 
 
 def parse_head(data: bytes) -> RequestHead:
@@ -114,7 +205,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
                 writer.write_eof()
 
 
-async def _pipe_response(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe_response(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:
     """Forward an HTTP response, telling the client the connection closes after it.
 
     The proxy forwards one request per connection; without ``Connection: close`` a keep-alive
@@ -125,12 +216,15 @@ async def _pipe_response(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
         with contextlib.suppress(Exception):
             writer.close()
-        return
+        return None
     lines = head.decode("latin-1").split("\r\n")
+    status_line = lines[0].split(" ")
+    status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else None
     kept = [line for line in lines[1:] if line and line.split(":", 1)[0].strip().lower()
             not in ("connection", "keep-alive")]
     writer.write(("\r\n".join([lines[0], *kept, "Connection: close"]) + "\r\n\r\n").encode("latin-1"))
     await _pipe(reader, writer)
+    return status
 
 
 class FaultProxy:
@@ -145,6 +239,7 @@ class FaultProxy:
         mode: str,
         decide: Decider,
         on_fault: Callable[[str, Decision, RequestHead | None, float, float], None] | None = None,
+        on_span: SpanSink | None = None,
     ) -> None:
         self.service = service
         self.instance_id = instance_id
@@ -152,6 +247,8 @@ class FaultProxy:
         self.mode = mode  # "http" or "tcp"
         self.decide = decide
         self.on_fault = on_fault
+        #: Where the server span of each forwarded HTTP request goes; None: no zero-code tracing.
+        self.on_span = on_span
         self.server: asyncio.Server | None = None
         self.address: tuple[str, int] | None = None
         self.connections = 0
@@ -257,11 +354,16 @@ class FaultProxy:
             self._upstream_gone(writer)
             return
         self._writers.add(up_writer)
+        trace = incoming_context(head) if self.on_span is not None else None
+        status: int | None = None
         try:
-            up_writer.write(head.encode())
+            up_writer.write(head.encode(extra=trace.headers() if trace else None))
             await up_writer.drain()
-            await asyncio.gather(_pipe(reader, up_writer), _pipe_response(up_reader, writer))
+            _, status = await asyncio.gather(_pipe(reader, up_writer), _pipe_response(up_reader, writer))
         finally:
+            if trace is not None and trace.sampled:
+                self._span(server_span(trace, head, status, peer, start, time.time(),
+                                       "" if status is not None else "no response from the instance"))
             self._writers.discard(up_writer)
             with contextlib.suppress(Exception):
                 up_writer.close()
@@ -300,6 +402,13 @@ class FaultProxy:
             self._writers.discard(up_writer)
             with contextlib.suppress(Exception):
                 up_writer.close()
+
+    def _span(self, span: dict[str, Any]) -> None:
+        if self.on_span is not None:
+            try:
+                self.on_span(self.service, self.instance_id, span)
+            except Exception:
+                LOG.exception("reporting a proxy span failed")
 
     def _report(self, decision: Decision, head: RequestHead | None, start: float, end: float | None = None) -> None:
         if self.on_fault is not None:
