@@ -412,13 +412,14 @@ async function load(sel) {
     s.total && s.total.p95 != null ? `${round(s.total.p95)} ms` : "-", esc((s.broke || []).join(", ")),
   ]));
   const cap = d.capacity;
-  table($("loadCapacity"), ["service", "instances", "measured QPS", "predicted QPS", "CPU ms/req", "saturated at"], cap ? cap.services.map((s) => {
+  // predicted QPS needs the run's fan-out from traces (`devbox capacity`); this table is built without them
+  table($("loadCapacity"), ["service", "instances", "measured QPS", "CPU ms/req", "saturated at"], cap ? cap.services.map((s) => {
     const sat = s.saturation || {};
-    return [esc(s.service), s.instances, s.measured_qps == null ? "-" : round(s.measured_qps), round(s.predicted_qps),
+    return [esc(s.service), s.instances, s.measured_qps == null ? "-" : round(s.measured_qps),
       s.cpu_s_per_request == null ? "-" : round(s.cpu_s_per_request * 1000),
       sat.step != null ? `step ${sat.step + 1}: ${round(sat.qps_per_instance)}/s per instance` : s.saturation ? "not reached" : "-"];
   }) : []);
-  if (!cap && d.capacity_error) $("loadCapacity").insertAdjacentHTML("beforeend", `<tr><td colspan="6" class="bad">${esc(d.capacity_error)}</td></tr>`);
+  if (!cap && d.capacity_error) $("loadCapacity").insertAdjacentHTML("beforeend", `<tr><td colspan="5" class="bad">${esc(d.capacity_error)}</td></tr>`);
 }
 
 // --- wiring: the hash is the state ---------------------------------------------------------------
