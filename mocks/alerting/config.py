@@ -157,6 +157,18 @@ class ShortRuleSpec(BaseModel):
     comparison: Literal[">", ">=", "<", "<=", "==", "!="] = Field(description="How to compare with threshold.")
     threshold: float = Field(description="The value to compare with.")
     duration: float | str = Field(0.0, description="How long the condition must hold before firing.")
+    min_volume: int | None = Field(
+        None,
+        ge=1,
+        description="Only alert for a group (of 'by') that saw at least this many events of 'volume' "
+        "within volume_window: one failed call of two is not an outage.",
+    )
+    volume: str | None = Field(
+        None,
+        description="PromQL selector of the counter whose increase is the volume, e.g. "
+        "rpc_server_requests_total{method!=\"GET /healthz\"}; required with min_volume.",
+    )
+    volume_window: float | str = Field(60.0, description="Window the volume is counted over (e.g. 1m).")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels added to every alert.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Annotations (templated).")
 
@@ -164,6 +176,14 @@ class ShortRuleSpec(BaseModel):
     @classmethod
     def _stringify_maps(cls, value: Any) -> Any:
         return _stringify(value)
+
+    @field_validator("volume_window")
+    @classmethod
+    def _volume_window(cls, value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds <= 0:
+            raise ValueError("volume_window must be longer than 0")
+        return seconds
 
     @field_validator("filter", mode="before")
     @classmethod
@@ -204,6 +224,10 @@ class ShortRuleSpec(BaseModel):
 
     @model_validator(mode="after")
     def _compiles(self) -> ShortRuleSpec:
+        if (self.min_volume is None) != (self.volume is None):
+            raise ValueError("min_volume and volume go together: how many events of which counter")
+        if self.volume is not None:
+            _check_expr(self.volume)
         _check_expr(compile_short(self))
         return self
 

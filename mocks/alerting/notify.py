@@ -148,7 +148,7 @@ class Notifier:
                         "RESOLVED" if t.to_state is AlertState.RESOLVED else "FIRING",
                         alertname,
                         "{" + ",".join(f"{k}={v}" for k, v in sorted(t.labels.items()) if k != "alertname") + "}",
-                        "-" if t.value is None else f"{t.value:g}",
+                        "-" if t.value is None else f"{t.value:.4g}",
                         t.annotations.get("summary", ""),
                     )
             for receiver in self.receivers:

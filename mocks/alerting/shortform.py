@@ -25,10 +25,14 @@ class ShortForm(Protocol):
     aggregate: str
     comparison: str
     threshold: float
+    min_volume: int | None
+    volume: str | None
+    volume_window: float
 
 
 def compile_short(spec: ShortForm) -> str:
-    """``indicator{filter} comparison threshold``, aggregated by ``by`` first when given."""
+    """``indicator{filter} comparison threshold``, aggregated by ``by`` first when given, and only
+    where the ``volume`` counter rose by ``min_volume`` or more over ``volume_window``."""
     if isinstance(spec.filter, dict):
         matchers = [f'{k}="{_escape(v)}"' for k, v in spec.filter.items()]
         for name in spec.filter:
@@ -42,7 +46,20 @@ def compile_short(spec: ShortForm) -> str:
     threshold = repr(spec.threshold) if math.isfinite(spec.threshold) else None
     if threshold is None:
         raise ValueError("threshold must be a finite number")
-    return f"{selector} {spec.comparison} {threshold}"
+    condition = f"{selector} {spec.comparison} {threshold}"
+    if spec.min_volume is None or spec.volume is None:
+        return condition
+    # a rate over two calls is noise: the group must also have seen min_volume events of the
+    # volume counter in the window; with no 'by' the whole volume counts (one group)
+    dims = ", ".join(spec.by or [])
+    grouping = f" by ({dims})" if spec.by else ""
+    volume = f"sum{grouping} (increase({spec.volume}[{_window(spec.volume_window)}]))"
+    return f"({condition}) and on({dims}) ({volume} >= {spec.min_volume})"
+
+
+def _window(seconds: float) -> str:
+    """A PromQL range for ``seconds`` (milliseconds when not whole seconds)."""
+    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"
 
 
 def _escape(value: str) -> str:

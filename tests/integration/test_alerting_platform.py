@@ -9,7 +9,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from devbox.config import ProjectConfig
-from devbox.testing import PlatformThread, running_platform
+from devbox.testing import PlatformThread, running_platform, wait_for
 
 
 class WebhookSink:
@@ -55,10 +55,11 @@ class WebhookSink:
 
 
 class Traffic:
-    """Pushes one 007 custom report per service every 0.1 s: calls, and ok when the service is healthy."""
+    """Pushes one 007 custom report per service every 0.1 s: ``calls`` calls, all ok when the service is healthy."""
 
-    def __init__(self, api: str, services: list[str]) -> None:
+    def __init__(self, api: str, services: list[str], calls: int = 1) -> None:
         self.api = api
+        self.calls = calls
         self.healthy = dict.fromkeys(services, True)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -72,8 +73,8 @@ class Traffic:
                         "name": "shop",
                         "dimensions": {"service": service},
                         "values": [
-                            {"name": "calls", "value": 1, "policy": "SUM"},
-                            {"name": "ok", "value": 1 if good else 0, "policy": "SUM"},
+                            {"name": "calls", "value": self.calls, "policy": "SUM"},
+                            {"name": "ok", "value": self.calls if good else 0, "policy": "SUM"},
                         ],
                     }
                     for service, good in list(self.healthy.items())
@@ -90,16 +91,6 @@ class Traffic:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join(5)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 METRICS = {
@@ -189,6 +180,44 @@ def test_error_burst_fires_silence_suppresses_history_shows_both_and_it_resolves
         assert report.status_code == 200, report.text
         assert report.json()["would_fire"]
         assert {e["labels"]["service"] for e in report.json()["episodes"] if e["fired_at"]} == {"orders", "payment"}
+
+
+def test_a_short_rule_with_min_volume_ignores_a_failing_service_that_saw_too_few_calls(tmp_path: Path) -> None:
+    rule = {
+        "name": "LowSuccessRate",
+        "indicator": "shop_success_rate",
+        "by": ["service"],
+        "comparison": "<",
+        "threshold": 90,
+        "duration": "0.5s",
+        "min_volume": 100,
+        "volume": "shop_calls_total",
+        "volume_window": "4s",
+        "annotations": {"summary": '{{ $labels.service }} at {{ $value | printf "%.1f" }}%'},
+    }
+    with platform(tmp_path, rules=[rule]) as p:
+        api = p.url("api")
+
+        def alerts() -> dict[str, dict[str, Any]]:
+            return {a["labels"]["service"]: a for a in httpx.get(api + "/api/alerts").json()["alerts"]}
+
+        # quiet fails every call but makes only ~40 in 4 s; busy makes ~400 and fails them once unhealthy
+        with Traffic(api, ["quiet"]) as quiet, Traffic(api, ["busy"], calls=10) as busy:
+            quiet.healthy["quiet"] = False
+            query = {"query": 'shop_success_rate{service="quiet"} < 90'}
+            wait_for(
+                lambda: httpx.get(api + "/api/metrics/promql", params=query).json()["result"],
+                what="quiet's success rate below the threshold",
+            )
+            busy.healthy["busy"] = False
+            wait_for(lambda: alerts().get("busy", {}).get("state") == "firing", what="busy's alert firing")
+            assert "quiet" not in alerts()
+            assert httpx.get(api + "/api/metrics/promql", params=query).json()["result"]
+            summary = alerts()["busy"]["annotations"]["summary"]
+            number = summary.removeprefix("busy at ").removesuffix("%")
+            assert number == f"{float(number):.1f}", summary
+        history = httpx.get(api + "/api/alerts/history", params={"service": "quiet"}).json()["transitions"]
+        assert history == []
 
 
 def test_rule_api_validates_creates_updates_deletes_and_backtests(tmp_path: Path) -> None:

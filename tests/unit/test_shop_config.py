@@ -29,7 +29,13 @@ def test_devbox_yaml_declares_the_five_services() -> None:
 def test_indicators_and_alert_rules_compile() -> None:
     config = load_config(SHOP / "devbox.yaml")
     assert {"entry_success_rate", "entry_avg_latency_seconds", "success_rate"} <= set(config.metrics.indicators)
-    assert [compile_short(r) for r in config.alerting.rules] == ["success_rate < 95.0", "entry_success_rate < 99.0"]
+    healthz = 'method!~"GET /healthz|grpc.health.v1.Health/Check"'
+    assert [compile_short(r) for r in config.alerting.rules] == [
+        f"(avg by (callee) (success_rate) < 95.0) and on(callee)"
+        f" (sum by (callee) (increase(rpc_server_requests_total{{{healthz}}}[60s])) >= 5)",
+        "(avg by (method) (entry_success_rate) < 99.0) and on(method)"
+        ' (sum by (method) (increase(rpc_server_requests_total{callee="gateway", method!="GET /healthz"}[30s])) >= 5)',
+    ]
     assert [r.alert for g in config.alerting.groups for r in g.rules] == ["ShopCheckoutSlow"]
 
 
