@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from devbox.cli.common import EXIT_FAILED, Api, ConfigOption, JsonOption, console, print_json
@@ -17,7 +19,7 @@ def register(app: typer.Typer) -> None:
     app.command("tour")(tour)
 
 
-def _print(story: dict, json_out: bool) -> None:
+def _print(story: dict[str, Any], json_out: bool) -> None:
     if json_out:
         print_json(story)
         return

@@ -218,7 +218,7 @@ def explained(learner: Learner) -> str | None:
     story = explain_request(learner.reader, trace)
     if not story["root_causes"] or story["root_causes"][0]["service"] != "payment":
         return None
-    return story["root_causes"][0]["sentence"]
+    return str(story["root_causes"][0]["sentence"])
 
 
 def steps() -> list[Step]:

@@ -76,7 +76,8 @@ def check_load(exp: LoadExpect, record: dict[str, Any]) -> Verdict:
             return Verdict(False, f"the load run {exp.run!r} has no entry {exp.entry!r} (it has {known})")
     if not row["requests"]:
         return Verdict(False, f"{what}: no request was measured in the load run {exp.run!r}")
-    held, broken = [], []
+    held: list[str] = []
+    broken: list[str] = []
     for key, (op, bound) in exp.bounds().items():
         value = row.get(ROW_KEYS[key])
         text = f"{key} {_num(value)} {op} {_num(bound)}"
