@@ -250,6 +250,13 @@ class TracesPort(Protocol):
         """Zipkin's dependency links of the window: ``parent``, ``child``, ``callCount``, ``errorCount``."""
         ...
 
+    def services_seen(self) -> set[str]:
+        """Services seen sending spans of their own (not the spans devbox's proxies make for them).
+
+        The first call starts the watch: services whose spans came only before it are not in the set.
+        """
+        ...
+
 
 __all__ = [
     "AlertsView",

@@ -78,6 +78,13 @@ class ServiceConfig(BaseModel):
     )
     reload: bool = Field(True, description="Replace instances when files under `path` change.")
     sampling: float = Field(1.0, ge=0, le=1, description="Trace sampling fraction for this service.")
+    trace: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Zero-code tracing (HTTP): devbox's proxy in front of each instance makes the server span of "
+        "every request, so a service without an OpenTelemetry SDK shows in traces, topology and RED metrics. "
+        "auto: on until the service sends spans of its own; on: always (its own spans nest under the proxy's); "
+        "off: never.",
+    )
     scrape: str | None = Field(None, description="Path of a Prometheus /metrics endpoint devbox scrapes.")
     restart: RestartPolicy = Field(default_factory=RestartPolicy, description="Restart and crash-loop policy.")
     build_timeout: float = Field(600.0, gt=0, description="Seconds a build may take before it is stopped.")

@@ -12,6 +12,19 @@
   :meth:`~devbox.platform.ports.NamingPort.drop_heartbeats`).
 - every injected error, abort or delay with a trace context becomes a span of the callee (sent to
   the collector over OTLP), so traces show the fault where it was injected.
+- zero-code tracing (``trace: auto|on|off`` per service): the proxy in front of each HTTP instance
+  makes the SERVER span of every request (:mod:`devbox.mocks.faults.proxy`), shipped with the fault
+  spans, so a service with no OpenTelemetry SDK shows in traces, topology and RED metrics. ``auto``
+  turns it off for a service once tracing has seen spans of its own
+  (:meth:`~devbox.platform.ports.TracesPort.services_seen`). A service traced this way gets a proxy
+  even when faults are disabled.
+
+One hop, one server span. A request through a service's entry port goes entry -> instance proxy
+(when there is one) -> instance. The instance proxy is the one that makes the server span: it sees
+every caller (the entry and the other services alike) and knows the instance. The entry makes the
+span only when the instance it picked has no tracing proxy in front (e.g. a ``register: self``
+instance); it then is the root server span when the caller sent no context. Never both: two server
+spans of one service for one request would count each call twice in RED metrics.
 
 The API on ``api`` is :mod:`devbox.mocks.faults.api`. Which process calls (for caller-scoped
 rules) is found through :class:`~devbox.platform.ports.DeployView`.
@@ -46,7 +59,7 @@ from fastapi import APIRouter
 from pydantic import ValidationError
 
 from devbox.platform.component import Component, PlatformContext
-from devbox.platform.ports import DeployView, FaultFront, NamingPort, UnknownInstance
+from devbox.platform.ports import DeployView, FaultFront, NamingPort, TracesPort, UnknownInstance
 
 LOG = logging.getLogger(__name__)
 
@@ -72,13 +85,16 @@ class FaultsComponent(Component):
         self._flusher: asyncio.Task[None] | None = None
         #: peer (host, port) -> (calling service, when found): a gRPC connection asks once per chunk.
         self._callers: dict[tuple[str, int], tuple[str | None, float]] = {}
+        #: Services tracing has seen sending their own spans (``trace: auto`` leaves them alone).
+        self._instrumented: set[str] = set()
         ctx.provide(FaultFront, self)
 
     # --- the deploy hook -------------------------------------------------------------------
 
     async def front(self, service: str, instance_id: str, host: str, port: int) -> tuple[str, int]:
-        """The address to register for an instance: a proxy in front of it when faults are enabled."""
-        if not self.enabled:
+        """The address to register for an instance: a proxy in front of it when faults are enabled
+        or devbox traces the service (see :meth:`traces`)."""
+        if not self.enabled and not self.traces(service):
             return host, port
         existing = self.proxies.get((host, port))
         if existing is not None and existing.address is not None:
@@ -96,6 +112,7 @@ class FaultsComponent(Component):
             service=service, instance_id=instance_id, upstream=(host, port), mode=mode,
             decide=self._decide, on_fault=self._on_fault,
         )
+        self._retune(proxy)
         address = await proxy.start(host if host not in ("0.0.0.0", "") else "127.0.0.1")
         self.proxies[(host, port)] = proxy
         LOG.info("fault proxy for %s %s: %s:%s -> %s:%s", service, instance_id, *address, host, port)
@@ -116,7 +133,9 @@ class FaultsComponent(Component):
         def candidates() -> list[Any]:
             return list(naming.instances(naming.namespace, service))
 
-        proxy = EntryProxy(service=service, mode="tcp" if protocol == "grpc" else "http", candidates=candidates)
+        proxy = EntryProxy(service=service, mode="tcp" if protocol == "grpc" else "http", candidates=candidates,
+                           traced_behind=self._traced_behind)
+        self._retune(proxy)
         try:
             address = await proxy.start("127.0.0.1", port or 0)
         except OSError as exc:
@@ -139,6 +158,43 @@ class FaultsComponent(Component):
             if proxy.address == (host, port):
                 return backend
         return host, port
+
+    # --- zero-code tracing -----------------------------------------------------------------
+
+    def traces(self, service: str) -> bool:
+        """Whether devbox's proxies make the server spans of ``service`` (its ``trace:`` setting)."""
+        if self.ctx.lookup(TracesPort) is None or "otlp_http" not in self.ctx.addresses:
+            return False
+        try:
+            svc = self.ctx.config.service(service)
+        except KeyError:
+            return False
+        if svc.protocol != "http" or svc.trace == "off":
+            return False
+        return svc.trace == "on" or service not in self._instrumented
+
+    def _retune(self, proxy: FaultProxy) -> None:
+        """Give the proxy its span sink, or take it away, after the service's tracing changed."""
+        proxy.on_span = self._on_span if proxy.mode == "http" and self.traces(proxy.service) else None
+
+    def _traced_behind(self, address: tuple[str, int]) -> bool:
+        """Whether ``address`` is an instance proxy that makes server spans (the entry then makes none)."""
+        return any(p.address == address and p.on_span is not None for p in self.proxies.values())
+
+    def _refresh_instrumented(self) -> None:
+        traces = self.ctx.lookup(TracesPort)
+        if traces is None:
+            return
+        seen = traces.services_seen()
+        if seen - self._instrumented:
+            LOG.info("services sending their own spans (trace: auto stops the proxy's): %s",
+                     ", ".join(sorted(seen - self._instrumented)))
+            self._instrumented |= seen
+            for proxy in [*self.proxies.values(), *self.entries.values()]:
+                self._retune(proxy)
+
+    def _on_span(self, service: str, instance_id: str, span: dict[str, Any]) -> None:
+        self._spans.append({"resource": _resource(service, instance_id), "span": span})
 
     # --- rules -----------------------------------------------------------------------------
 
@@ -269,11 +325,9 @@ class FaultsComponent(Component):
         ]
         if decision.status is not None:
             attributes.append({"key": "http.response.status_code", "value": {"intValue": str(decision.status)}})
+        attributes.append({"key": "devbox.span.source", "value": {"stringValue": "fault"}})
         self._spans.append({
-            "resource": {"attributes": [
-                {"key": "service.name", "value": {"stringValue": service}},
-                {"key": "service.instance.id", "value": {"stringValue": instance_id}},
-            ]},
+            "resource": _resource(service, instance_id),
             "span": {
                 "traceId": trace_id,
                 "spanId": os.urandom(8).hex(),
@@ -291,6 +345,7 @@ class FaultsComponent(Component):
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(0.2)
+            self._refresh_instrumented()
             if self._spans and "otlp_http" in self.ctx.addresses:
                 batch, self._spans = self._spans, []
                 await self._send(batch)
@@ -305,7 +360,7 @@ class FaultsComponent(Component):
             resources[key] = item["resource"]
         body = {
             "resourceSpans": [
-                {"resource": resources[k], "scopeSpans": [{"scope": {"name": "devbox.faults"}, "spans": spans}]}
+                {"resource": resources[k], "scopeSpans": [{"scope": {"name": "devbox.proxy"}, "spans": spans}]}
                 for k, spans in by_resource.items()
             ]
         }
@@ -313,12 +368,13 @@ class FaultsComponent(Component):
         try:
             await self._http.post(self.ctx.url("otlp_http") + "/v1/traces", json=body)
         except httpx.HTTPError as exc:
-            LOG.warning("sending %d fault spans failed: %s", len(batch), exc)
+            LOG.warning("sending %d proxy spans failed: %s", len(batch), exc)
 
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._http = httpx.AsyncClient(timeout=5.0)
+        self._refresh_instrumented()  # starts tracing's watch of who sends spans of their own
         self._flusher = asyncio.create_task(self._flush_loop(), name="faults:spans")
 
     async def stop(self) -> None:
@@ -346,6 +402,13 @@ class FaultsComponent(Component):
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
         return [("api", FaultsApi(self).router())]
+
+
+def _resource(service: str, instance_id: str) -> dict[str, Any]:
+    return {"attributes": [
+        {"key": "service.name", "value": {"stringValue": service}},
+        {"key": "service.instance.id", "value": {"stringValue": instance_id}},
+    ]}
 
 
 def _owner_of(peer: tuple[str, int], pids: dict[int, str]) -> str | None:

@@ -11,7 +11,9 @@ anything is sent, so a reload under a steady client fails no request.
 It reuses :class:`~devbox.mocks.faults.proxy.FaultProxy`'s forwarding (one request per upstream
 connection in HTTP mode, so every request is balanced on its own; per-connection in TCP mode for
 gRPC) but injects no fault itself: the registered addresses it forwards to are the per-instance
-fault proxies when faults are enabled, so a rule applies once.
+fault proxies when faults are enabled, so a rule applies once. Likewise for zero-code tracing: given
+``on_span``, it makes the server span of a request only when the instance it picked has no tracing
+proxy in front (``traced_behind``), so one request through the entry is one server span.
 
 LIMITATIONS: the instance list is naming's (instances devbox does not register, e.g. a service
 with ``register: self`` that never registered, cannot be reached through it).
@@ -23,6 +25,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from devbox.mocks.faults.proxy import MAX_HEAD, FaultProxy, _reset, error_response
 from devbox.mocks.faults.rules import Decision
@@ -43,11 +46,14 @@ class EntryProxy(FaultProxy):
     """The stable front of one service: forwards each connection to one of its live instances."""
 
     def __init__(self, *, service: str, mode: str, candidates: Callable[[], Sequence[InstanceView]],
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 traced_behind: Callable[[tuple[str, int]], bool] | None = None) -> None:
         super().__init__(service=service, instance_id=f"{service}:entry", upstream=("", 0), mode=mode,
                          decide=_no_fault)
         self.candidates = candidates
         self.rng = rng or random.Random()
+        #: Whether an upstream address is an instance proxy that makes the server span itself.
+        self.traced_behind = traced_behind
         #: Requests forwarded, and those answered 503 because no instance took them.
         self.forwarded = 0
         self.unavailable = 0
@@ -77,6 +83,11 @@ class EntryProxy(FaultProxy):
             self.forwarded += 1
             return connection
         raise last
+
+    def _makes_span(self, upstream: Any) -> bool:
+        if self.on_span is None:
+            return False
+        return not (upstream and self.traced_behind is not None and self.traced_behind(tuple(upstream[:2])))
 
     def _upstream_gone(self, writer: asyncio.StreamWriter) -> None:
         """No instance took the connection: say so (HTTP) or reset it; keep listening."""

@@ -354,7 +354,7 @@ class FaultProxy:
             self._upstream_gone(writer)
             return
         self._writers.add(up_writer)
-        trace = incoming_context(head) if self.on_span is not None else None
+        trace = incoming_context(head) if self._makes_span(up_writer.get_extra_info("peername")) else None
         status: int | None = None
         try:
             up_writer.write(head.encode(extra=trace.headers() if trace else None))
@@ -402,6 +402,10 @@ class FaultProxy:
             self._writers.discard(up_writer)
             with contextlib.suppress(Exception):
                 up_writer.close()
+
+    def _makes_span(self, upstream: tuple[str, int] | None) -> bool:
+        """Whether this request's server span is ours to make (given the instance it went to)."""
+        return self.on_span is not None
 
     def _span(self, span: dict[str, Any]) -> None:
         if self.on_span is not None:

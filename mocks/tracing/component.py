@@ -35,11 +35,29 @@ class TracingComponent(Component):
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)
         self.config = ctx.config.tracing
+        #: Services that sent spans of their own (not made by devbox's proxies); None until asked.
+        self._own: set[str] | None = None
         self.collector = Collector(self.config, ctx.state_dir / "tracing.db", on_commit=self._committed)
-        ctx.provide(TracesPort, self.collector)
+        ctx.provide(TracesPort, self)
 
     def _committed(self, spans: list[Span]) -> None:
+        if self._own is not None:
+            self._own.update(s.service for s in spans if "devbox.span.source" not in s.attributes)
         self.ctx.events.spans_ingested.fire(spans=spans)
+
+    # --- TracesPort ------------------------------------------------------------------------
+
+    async def traces(self, trace_ids: list[str]) -> list[list[Any]]:
+        return list(await self.collector.traces(trace_ids))
+
+    async def dependencies(self, end_us: int, lookback_us: int) -> list[dict[str, Any]]:
+        return await self.collector.dependencies(end_us, lookback_us)
+
+    def services_seen(self) -> set[str]:
+        """Services seen sending their own spans since the first call (which starts the watch)."""
+        if self._own is None:
+            self._own = set()
+        return set(self._own)
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
         limit = self.ctx.config.platform.max_body_bytes
