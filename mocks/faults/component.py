@@ -30,6 +30,10 @@ The API on ``api`` is :mod:`devbox.mocks.faults.api`. Which process calls (for c
 rules) is found through :class:`~devbox.platform.ports.DeployView`.
 
 LIMITATIONS: see :mod:`devbox.mocks.faults.proxy`; a proxy adds about a connection set-up per call.
+Zero-code tracing covers HTTP/1.1 services (gRPC ones are proxied at TCP level: no spans). Under
+``trace: auto`` an instrumented service's first requests, before tracing has seen its own spans
+(a flush or two), get the proxy's span too, with the service's own nested under it; ``trace: on``
+keeps both for every request (two server spans per hop, each counted in RED metrics).
 """
 
 from __future__ import annotations
