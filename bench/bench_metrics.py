@@ -78,7 +78,8 @@ _PLATFORM = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from devbox.testing import running_platform
-    with running_platform(Path(sys.argv[1]), components=["metrics"]) as p:
+    metrics = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    with running_platform(Path(sys.argv[1]), components=["metrics"], metrics=metrics) as p:
         urls = {"api": p.url("api"), "otlp": p.url("otlp_http"), "prometheus": p.url("prometheus")}
         print(json.dumps(urls), flush=True)
         sys.stdin.read()
@@ -235,7 +236,8 @@ def prometheus_comparison(runs: int = 15) -> None:
             core.store.write(points[start : start + 50_000])
         ingest = len(points) / (time.perf_counter() - started)
         core.close()
-        devbox = _Server(_PLATFORM, str(project))
+        # keep the hour raw for the whole run (by default samples older than raw_minutes become 1-minute rollups)
+        devbox = _Server(_PLATFORM, str(project), json.dumps({"raw_minutes": 24 * 60}))
         try:
             prom_url = f"http://127.0.0.1:{port}"
             with httpx.Client(timeout=60) as http:
