@@ -28,6 +28,10 @@ class EventHook:
     def remove_listener(self, listener: Callable[..., Any]) -> None:
         self._listeners.remove(listener)
 
+    def listening(self) -> bool:
+        """Whether any listener is registered (a producer may skip building what nobody reads)."""
+        return bool(self._listeners)
+
     def fire(self, **kwargs: Any) -> None:
         for listener in list(self._listeners):
             try:

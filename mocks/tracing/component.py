@@ -3,10 +3,12 @@ queries out, spans in ``<state_dir>/tracing.db``.
 
 Listeners: ``otlp_http`` (``/v1/traces``), ``otlp_grpc`` (``TraceService``), ``zipkin``
 (``/api/v2/...``, ``/config.json``); the OTLP and Zipkin routes are also on ``api``, with devbox's
-own ``/api/traces...`` and ``/api/topology``. Fires ``events.spans_ingested(spans=...)`` after
-each commit. Big bodies are decoded in the collector's decode pool, off the loop; while the
-writer holds ``tracing.max_pending_spans`` spans, exports are refused with 503 + Retry-After
-(gRPC UNAVAILABLE), OTLP's retryable answers.
+own ``/api/traces...`` and ``/api/topology``. An export is acknowledged once its body is in the
+WAL (``<state_dir>/tracing-wal``); the indexer process writes ``tracing.db``, and
+``events.spans_ingested(spans=...)`` fires after each of its commits (while anything listens: the
+spans travel back from the indexer only then). Big bodies are checked in a decode process, off the
+loop and its GIL; while ``tracing.max_pending_spans`` acknowledged spans wait to be indexed,
+exports are refused with 503 + Retry-After (gRPC UNAVAILABLE), OTLP's retryable answers.
 
 LIMITATIONS: see :mod:`devbox.mocks.tracing.convert` (what is kept of a span) and
 :mod:`devbox.mocks.tracing.analysis` (how calls are derived).
@@ -37,7 +39,8 @@ class TracingComponent(Component):
         self.config = ctx.config.tracing
         #: Services that sent spans of their own (not made by devbox's proxies); None until asked.
         self._own: set[str] | None = None
-        self.collector = Collector(self.config, ctx.state_dir / "tracing.db", on_commit=self._committed)
+        self.collector = Collector(self.config, ctx.state_dir / "tracing.db", on_commit=self._committed,
+                                   listening=lambda: self._own is not None or ctx.events.spans_ingested.listening())
         ctx.provide(TracesPort, self)
 
     def _committed(self, spans: list[Span]) -> None:

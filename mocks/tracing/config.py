@@ -14,10 +14,17 @@ class TracingConfig(BaseModel):
         30.0, gt=0, description="How often the age/count retention runs, in seconds."
     )
     write_batch_spans: int = Field(
-        20_000, gt=0, description="Most spans written in one SQLite transaction (concurrent exports are grouped)."
+        20_000, gt=0, description="Most spans the indexer writes in one SQLite transaction."
     )
     max_pending_spans: int = Field(
-        200_000, gt=0, description="Exports are refused (503 + Retry-After) while this many spans wait to be written."
+        200_000, gt=0,
+        description="Exports are refused (503 + Retry-After) while this many acknowledged spans wait in the WAL "
+                    "to be indexed.",
+    )
+    wal_fsync_interval_s: float = Field(
+        0.2, ge=0,
+        description="The WAL is fsynced this often (acknowledged spans survive a process kill at once, an OS "
+                    "crash after the next fsync); 0 fsyncs before each acknowledgement.",
     )
     max_future_skew_s: float = Field(
         3600.0, ge=0, description="Spans starting further than this in the future are rejected as absurd."

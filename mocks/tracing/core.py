@@ -1,8 +1,18 @@
-"""The trace collector's core: accepts decoded spans, answers queries and analyses.
+"""The trace collector's core: acknowledges exports once they are in the WAL, answers queries.
 
-It owns the :class:`SpanStore` and its :class:`SpanWriter`; the protocol adapters (OTLP HTTP and
-gRPC, Zipkin, the devbox API) only decode and encode. Every method that touches SQLite or runs an
-analysis is a coroutine that does the work in a thread, so the platform loop never blocks.
+Write path (issue 15): an export is checked (:func:`~devbox.mocks.tracing.indexer.check`: inline
+for small bodies, in a decode process for big ones), its body appended to the WAL
+(:mod:`~devbox.mocks.tracing.wal`) and the export acknowledged; the indexer process
+(:class:`~devbox.mocks.tracing.indexer.IndexerProcess`) decodes and writes SQLite in big
+transactions and reports back, and the collector fires ``on_commit`` with the spans of each
+commit while someone listens. Back-pressure is keyed on the WAL lag (acknowledged spans not yet
+indexed). Queries read SQLite through their own connection (WAL mode: readers do not block the
+writer) in a thread, after waiting — at most 2 s — until what was acknowledged before them is
+indexed, so an export followed by a query sees its spans.
+
+Memory bound under saturating ingest: the platform process holds no span queue — only request
+bodies in flight, which back-pressure caps at ``max_pending_spans`` of lag; the indexer holds at
+most one batch (``write_batch_spans`` spans, or 32 MB of bodies) decoded at a time.
 
 LIMITATIONS: analyses read at most ``analysis_max_spans`` spans of their window (newest first)
 and say so (``truncated``) when the window held more.
@@ -11,26 +21,31 @@ and say so (``truncated``) when the window held more.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
+import multiprocessing
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devbox.mocks.tracing import analysis
+from devbox.mocks.tracing import analysis, wal
 from devbox.mocks.tracing.config import TracingConfig
-from devbox.mocks.tracing.convert import Decoded
+from devbox.mocks.tracing.indexer import IndexerProcess, Options, Verdict, check
 from devbox.mocks.tracing.models import Span
-from devbox.mocks.tracing.store import SpanStore, SpanWriter, TraceQuery
+from devbox.mocks.tracing.store import SpanStore, TraceQuery
+from devbox.mocks.tracing.wal import Position, WalWriter, read_records
 
 from devbox.platform.errors import Busy
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_MS = 86_400_000
-#: Bodies above this size are decoded in the decode pool rather than on the loop.
+#: Bodies above this size are checked in the decode process rather than on the loop (OTLP protobuf
+#: is checked without building span objects, ~1-2 µs a span, so its bound is higher).
 DECODE_INLINE_BYTES = 64 * 1024
+DECODE_INLINE_PROTOBUF_BYTES = 2 * 1024 * 1024
 
 
 def now_us() -> int:
@@ -42,108 +57,211 @@ class TraceNotFound(KeyError):
 
 
 class Collector:
-    """Spans in (through :meth:`accept`), traces and analyses out."""
+    """Spans in (through :meth:`ingest`: checked, appended to the WAL, acknowledged), traces and
+    analyses out (read from SQLite, which the indexer process writes)."""
 
     def __init__(self, config: TracingConfig, db_path: Path, *,
-                 on_commit: Callable[[list[Span]], None] | None = None) -> None:
+                 on_commit: Callable[[list[Span]], None] | None = None,
+                 listening: Callable[[], bool] = lambda: True) -> None:
         self.config = config
         self.db_path = db_path
+        self.wal_dir = db_path.parent / "tracing-wal"
         self._on_commit = on_commit
+        self._listening = listening
         self.store: SpanStore | None = None
-        self.writer: SpanWriter | None = None
-        self._retention: asyncio.Task[None] | None = None
+        self.wal: WalWriter | None = None
+        self.indexer: IndexerProcess | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.accepted = 0
         self.rejected = 0
         self.refused_busy = 0
-        # Decoding has its own small pool: big exports never run on the loop, and a burst of them
-        # cannot take the threads that queries (asyncio's default pool) run on.
-        self._decoder = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="tracing-decode")
+        #: (end position, accepted spans) of each appended record not yet indexed, oldest first
+        self._unindexed: collections.deque[tuple[Position, int]] = collections.deque()
+        self._lag_spans = 0
+        self._indexed_at = Position(0, 0)
+        self._indexed_count = 0
+        self._progress = asyncio.Event()
+        self._want_spans = False
+        # Big bodies are read in a separate process (spawned on first need): decoding shares the
+        # GIL with the loop when it runs in a thread, and stalls every listener for seconds.
+        self._decoder: concurrent.futures.ProcessPoolExecutor | None = None
         self._decoding = 0
+        self._decoder_ready: concurrent.futures.Future[int] | None = None
 
     @property
     def max_future_us(self) -> int:
         return int(self.config.max_future_skew_s * 1_000_000)
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.store = await asyncio.to_thread(SpanStore, self.db_path, indexed_keys=self.config.autocomplete_keys)
-        self.writer = SpanWriter(self.store, batch_spans=self.config.write_batch_spans, on_commit=self._on_commit)
-        self.writer.start()
-        self._retention = asyncio.create_task(self._retention_loop(), name="tracing-retention")
+        self.wal = await asyncio.to_thread(WalWriter, self.wal_dir, fsync_interval_s=self.config.wal_fsync_interval_s)
+        # what a crash left in the WAL past the indexed position: replayed by the indexer, counted now
+        indexed = self.store.wal_position()
+        self._indexed_at = indexed
+        self._indexed_count = self.store.count
+        for rec in await asyncio.to_thread(lambda: list(read_records(self.wal_dir, indexed))):
+            self._unindexed.append((rec.end, rec.accepted))
+            self._lag_spans += rec.accepted
+        options = Options(indexed_keys=list(self.config.autocomplete_keys), batch_spans=self.config.write_batch_spans,
+                          retention_interval_s=self.config.retention_interval_s,
+                          max_age_us=int(self.config.retention_hours * 3600 * 1_000_000),
+                          max_spans=self.config.max_spans)
+        self.indexer = IndexerProcess(self.wal_dir, self.db_path, options, self._report)
+        self._sync_listening()
+        self.indexer.start()
+        # start the decode process now (not awaited): spawning it costs ~0.5 s of CPU, which the
+        # first big export should not wait for
+        self._decoder_ready = self._decode_process().submit(int)
+
+    def _decode_process(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._decoder is None:
+            self._decoder = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        return self._decoder
 
     async def stop(self) -> None:
-        if self._retention is not None:
-            self._retention.cancel()
-            try:
-                await self._retention
-            except asyncio.CancelledError:
-                pass
-        if self.writer is not None:
-            await self.writer.stop()
+        if self.indexer is not None:
+            await self._caught_up(10.0)  # index what was acknowledged, so a restart starts clean
+            await asyncio.to_thread(self.indexer.stop)
+            self.indexer = None
+        if self.wal is not None:
+            self.wal.close()
+            self.wal = None
         if self.store is not None:
             self.store.close()
             self.store = None
-        self._decoder.shutdown(wait=False, cancel_futures=True)
-
-    async def _retention_loop(self) -> None:
-        while True:
-            try:
-                await self.enforce_retention()
-            except Exception:
-                LOG.exception("tracing retention failed")
-            await asyncio.sleep(self.config.retention_interval_s)
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=False, cancel_futures=True)
 
     async def enforce_retention(self) -> int:
+        """Retention runs in the indexer process (the one writer); here for tools and tests."""
         assert self.store is not None
         return await asyncio.to_thread(
             self.store.enforce_retention, now_us=now_us(),
             max_age_us=int(self.config.retention_hours * 3600 * 1_000_000), max_spans=self.config.max_spans,
         )
 
+    # --- indexer reports (on its reader thread, handed to the loop) ------------------------
+
+    def _report(self, kind: str, position: Position, count: int, spans: list[Span] | None) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._indexed, kind, position, count, spans)
+
+    def _indexed(self, kind: str, position: Position, count: int, spans: list[Span] | None) -> None:
+        self._indexed_at = max(self._indexed_at, position)
+        self._indexed_count = count
+        while self._unindexed and self._unindexed[0][0] <= position:
+            self._lag_spans -= self._unindexed.popleft()[1]
+        self._progress.set()
+        self._progress = asyncio.Event()
+        if spans and self._on_commit is not None:
+            try:
+                self._on_commit(spans)
+            except Exception:
+                LOG.exception("span commit listener failed")
+
+    def _sync_listening(self) -> None:
+        want = self._on_commit is not None and self._listening()
+        if want != self._want_spans and self.indexer is not None:
+            self._want_spans = want
+            self.indexer.want_spans(want)
+
+    async def _caught_up(self, timeout: float = 2.0) -> bool:
+        """Wait (at most ``timeout``) until everything acknowledged so far is indexed: a query
+        right after an export sees it. False when the wait timed out."""
+        if self.wal is None:
+            return True
+        target = self.wal.position
+        deadline = time.monotonic() + timeout
+        while self._indexed_at < target:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._progress.wait(), left)
+            except TimeoutError:
+                return False
+        return True
+
     # --- ingest ----------------------------------------------------------------------------
 
     def _check_room(self) -> None:
-        """Back-pressure: refuse (429/503 + Retry-After, gRPC UNAVAILABLE — OTLP's retryable
-        answers) while the writer holds more spans than it may, or every decoder is busy with a
-        queue behind it, instead of letting exports wait for seconds."""
-        pending = self.writer.pending if self.writer is not None else 0
-        if pending >= self.config.max_pending_spans or self._decoding >= 8:
+        """Back-pressure: refuse (503 + Retry-After, gRPC UNAVAILABLE — OTLP's retryable answers)
+        while the WAL holds more acknowledged spans not yet indexed than it may, or every decoder
+        is busy, instead of letting the lag (and the time to queryable) grow without bound."""
+        if self._lag_spans >= self.config.max_pending_spans or self._decoding >= 8:
             self.refused_busy += 1
-            raise Busy(f"the trace store is busy ({pending} spans waiting to be written); retry shortly",
+            raise Busy(f"the trace store is busy ({self._lag_spans} spans waiting to be indexed); retry shortly",
                        retry_after=1.0)
 
-    async def decode(self, fn: Callable[..., Decoded], body: Any, size: int) -> Decoded:
-        """Run a decoder on ``body``: inline when small, else in the decode pool (never blocking
-        the loop on a big body). Refuses with :class:`Busy` when ingest is saturated."""
+    async def ingest(self, fmt: int, body: bytes, encoding: str, limit: int) -> Verdict:
+        """Check one export, append it to the WAL, return what was accepted. Raises
+        :class:`BadPayload` / ``TooLarge`` for an unreadable body, :class:`Busy` when saturated."""
         self._check_room()
-        kwargs: dict[str, Any] = {"now_us": now_us(), "max_future_us": self.max_future_us}
-        if size <= DECODE_INLINE_BYTES:
-            return fn(body, **kwargs)
-        self._decoding += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._decoder, lambda: fn(body, **kwargs))
-        finally:
-            self._decoding -= 1
-
-    async def accept(self, decoded: Decoded) -> None:
-        """Store the good spans of a decoded batch; returns after the commit."""
-        assert self.writer is not None
-        self.rejected += len(decoded.rejected)
-        if decoded.rejected:
-            LOG.info("rejected %d spans: %s", len(decoded.rejected), decoded.error_message(2))
-        await self.writer.write(decoded.spans)
-        self.accepted += len(decoded.spans)
+        assert self.wal is not None
+        now = now_us()
+        compressed = encoding.strip().lower() not in ("", "identity")
+        size = len(body) * (4 if compressed else 1)
+        inline = size <= (DECODE_INLINE_PROTOBUF_BYTES if fmt == wal.OTLP_PROTOBUF else DECODE_INLINE_BYTES)
+        if inline:
+            verdict = check(fmt, body, encoding, limit, now, self.max_future_us)
+        else:
+            self._decoding += 1
+            try:
+                args = (fmt, body, encoding, limit, now, self.max_future_us)
+                if self._decoder_ready is not None and self._decoder_ready.done():
+                    verdict = await asyncio.get_running_loop().run_in_executor(self._decode_process(), check, *args)
+                else:  # the decode process is still starting (a busy machine): a thread, as before it
+                    verdict = await asyncio.to_thread(check, *args)
+            finally:
+                self._decoding -= 1
+        self.rejected += len(verdict.rejected)
+        if verdict.rejected:
+            LOG.info("rejected %d spans: %s", len(verdict.rejected), verdict.error_message(2))
+        if verdict.accepted:
+            self._sync_listening()
+            end = self.wal.append(fmt, verdict.body if verdict.body is not None else body, now_us=now,
+                                  max_future_us=self.max_future_us, accepted=verdict.accepted)
+            verdict.body = None
+            self._unindexed.append((end, verdict.accepted))
+            self._lag_spans += verdict.accepted
+            self.accepted += verdict.accepted
+        return verdict
 
     # --- queries ---------------------------------------------------------------------------
 
     async def trace(self, trace_id: str) -> list[Span]:
         assert self.store is not None
+        await self._caught_up()
         spans = await asyncio.to_thread(self.store.trace, trace_id)
         if not spans:
             raise TraceNotFound(trace_id)
         return spans
 
+    async def trace_zipkin(self, trace_id: str) -> bytes:
+        """A trace as Zipkin's JSON array (stored JSON, concatenated); :class:`TraceNotFound`."""
+        assert self.store is not None
+        await self._caught_up()
+        body = await asyncio.to_thread(self.store.trace_zipkin, trace_id)
+        if body is None:
+            raise TraceNotFound(trace_id)
+        return body
+
+    async def traces_zipkin(self, trace_ids: list[str]) -> bytes:
+        """Zipkin's list of traces (JSON), leaving out the unknown ids."""
+        assert self.store is not None
+        await self._caught_up()
+        store = self.store
+
+        def load() -> bytes:
+            parts = [t for t in (store.trace_zipkin(tid) for tid in trace_ids) if t is not None]
+            return b"[" + b",".join(parts) + b"]"
+
+        return await asyncio.to_thread(load)
+
     async def traces(self, trace_ids: list[str]) -> list[list[Span]]:
         assert self.store is not None
+        await self._caught_up()
         store = self.store
 
         def load() -> list[list[Span]]:
@@ -153,27 +271,33 @@ class Collector:
 
     async def find(self, query: TraceQuery) -> list[str]:
         assert self.store is not None
+        await self._caught_up()
         return await asyncio.to_thread(self.store.find_trace_ids, query)
 
     async def summaries(self, query: TraceQuery) -> list[dict[str, Any]]:
         assert self.store is not None
+        await self._caught_up()
         store = self.store
         return await asyncio.to_thread(lambda: store.summaries(store.find_trace_ids(query)))
 
     async def services(self) -> list[str]:
         assert self.store is not None
+        await self._caught_up()
         return await asyncio.to_thread(self.store.services)
 
     async def names(self, service: str, kind: str) -> list[str]:
         assert self.store is not None
+        await self._caught_up()
         return await asyncio.to_thread(self.store.names, service, kind)
 
     async def tag_values(self, key: str) -> list[str]:
         assert self.store is not None
+        await self._caught_up()
         return await asyncio.to_thread(self.store.tag_values, key)
 
     async def window(self, end_us: int, lookback_us: int) -> tuple[list[Span], bool]:
         assert self.store is not None
+        await self._caught_up()
         return await asyncio.to_thread(self.store.spans_between, end_us - lookback_us, end_us,
                                        self.config.analysis_max_spans, details=False)
 
@@ -203,7 +327,11 @@ class Collector:
 
     def info(self) -> dict[str, Any]:
         return {
-            "spans_stored": self.store.count if self.store else 0,
+            # acknowledged spans are stored (in the WAL) before they are indexed; a resent span is
+            # counted again until the indexer finds it already there
+            "spans_stored": self._indexed_count + self._lag_spans,
+            "spans_indexed": self._indexed_count,
+            "wal_lag_spans": self._lag_spans,
             "spans_accepted": self.accepted,
             "spans_rejected": self.rejected,
             "exports_refused_busy": self.refused_busy,

@@ -82,5 +82,5 @@ class Span:
         for key, value in detail.items():
             if key == "annotations":
                 self.annotations = [(int(t), str(v)) for t, v in value]
-            elif key in Span.__slots__:  # type: ignore[attr-defined]
+            elif key in Span.__slots__:
                 setattr(self, key, value)

@@ -18,9 +18,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
-from devbox.mocks.tracing import convert
-from devbox.mocks.tracing.convert import BadPayload, Decoded
+from devbox.mocks.tracing import wal
+from devbox.mocks.tracing.convert import BadPayload
 from devbox.mocks.tracing.core import Collector
+from devbox.mocks.tracing.indexer import Verdict
 from fastapi import APIRouter, Request, Response
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
@@ -70,10 +71,15 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def store(collector: Collector, decoded: Decoded) -> None:
-    """Hand decoded spans to the collector; a store that cannot write is :class:`Busy` (clients retry)."""
+async def ingest(collector: Collector, fmt: int, body: bytes, encoding: str, limit: int, *,
+                 unreadable: str = "") -> Verdict:
+    """Hand an export to the collector (checked, then appended to the WAL before this returns).
+    An unreadable body is :class:`BadRequest` (``unreadable`` prefixes the reason); a store that
+    cannot write is :class:`Busy` (clients retry)."""
     try:
-        await collector.accept(decoded)
+        return await collector.ingest(fmt, body, encoding, limit)
+    except BadPayload as exc:
+        raise BadRequest(f"{unreadable}{exc}") from None
     except ApiError:
         raise
     except Exception as exc:
@@ -102,7 +108,7 @@ def render_error(exc: ApiError) -> Response:
     return Response(body.SerializeToString(), status_code=exc.status, media_type=PROTOBUF)
 
 
-def export_response(decoded: Decoded) -> trace_service_pb2.ExportTraceServiceResponse:
+def export_response(decoded: Verdict) -> trace_service_pb2.ExportTraceServiceResponse:
     response = trace_service_pb2.ExportTraceServiceResponse()
     if decoded.rejected:
         response.partial_success.rejected_spans = len(decoded.rejected)
@@ -123,25 +129,13 @@ class HttpExport:
             raise UnsupportedMediaType(f"Content-Type {kind or '(none)'!r} is not supported: send {PROTOBUF} or {JSON}")
         as_json = kind == JSON
         with answering_in(as_json):
-            decoded = await self._decode(request, as_json)
-            await store(self.collector, decoded)
+            body = await request.body()
+            decoded = await ingest(self.collector, wal.OTLP_JSON if as_json else wal.OTLP_PROTOBUF, body,
+                                   request.headers.get("content-encoding", ""), self.max_body_bytes)
         message = export_response(decoded)
         if as_json:
             return Response(json_format.MessageToJson(message, indent=None), media_type=JSON)
         return Response(message.SerializeToString(), media_type=PROTOBUF)
-
-    async def _decode(self, request: Request, as_json: bool) -> Decoded:
-        body = await request.body()
-        decode = convert.from_otlp_json if as_json else convert.from_otlp_protobuf
-        encoding = request.headers.get("content-encoding", "")
-        try:
-            if encoding.strip().lower() in ("", "identity"):
-                return await self.collector.decode(decode, body, len(body))
-            # decompressing is work too: do it where the decoding is done
-            return await self.collector.decode(
-                lambda raw, **kw: decode(decompress(raw, encoding, self.max_body_bytes), **kw), body, len(body) * 4)
-        except BadPayload as exc:
-            raise BadRequest(str(exc)) from None
 
 
 def http_router(collector: Collector, *, max_body_bytes: int) -> APIRouter:
@@ -156,17 +150,14 @@ class TraceService:
 
     Registered with a bytes-in handler (no request deserializer): grpc would answer a body it
     cannot parse with UNKNOWN and parse a big one on the loop; here garbage or truncated bodies
-    are INVALID_ARGUMENT and big ones are parsed in the collector's decode pool."""
+    are INVALID_ARGUMENT and big ones are checked in the collector's decode process."""
 
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
 
     async def Export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        try:
-            decoded = await self.collector.decode(convert.from_otlp_protobuf, request, len(request))
-        except BadPayload as exc:
-            raise BadRequest(str(exc)) from None  # the listener's edge aborts with INVALID_ARGUMENT
-        await store(self.collector, decoded)  # Busy: the listener's edge aborts with UNAVAILABLE
+        # BadRequest: the listener's edge aborts with INVALID_ARGUMENT; Busy: with UNAVAILABLE
+        decoded = await ingest(self.collector, wal.OTLP_PROTOBUF, request, "", len(request) + 1)
         return bytes(export_response(decoded).SerializeToString())
 
 

@@ -1,8 +1,10 @@
 """Span storage: one SQLite file (``<state_dir>/tracing.db``), indexed for the Zipkin queries.
 
-Blocking by design — the component calls it through ``asyncio.to_thread`` (see
-:class:`SpanWriter`), never from the loop. A write returns only after its transaction committed,
-so an acknowledged export survives ``kill -9`` of the platform.
+Blocking by design: the indexer process is its one writer (:mod:`devbox.mocks.tracing.indexer`,
+spans from the WAL in big transactions that also record the WAL position indexed); the platform
+reads it through its own connection in threads (WAL mode: readers never block the writer). Each
+span's Zipkin JSON is rendered at index time (column ``zipkin``), so a trace is read by
+concatenating stored text.
 
 Tables: ``spans`` (one row per span: attributes as one JSON column, the fidelity fields of
 :meth:`Span.detail` as another, the annotation values Zipkin's ``annotationQuery`` matches as a
@@ -23,18 +25,17 @@ resources (and so their tag values offered for autocompletion) are never deleted
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devbox.mocks.tracing.convert import annotation_values, index_tags, resource_tags
+from devbox.mocks.tracing.convert import annotation_values, index_tags, resource_tags, to_zipkin
 from devbox.mocks.tracing.models import Span
+from devbox.mocks.tracing.wal import Position
 
 from devbox.platform.store import Database
 
@@ -109,6 +110,13 @@ MIGRATIONS = [
     DROP INDEX spans_duration;
     CREATE INDEX spans_service ON spans (service COLLATE NOCASE, start_us);
     """,
+    # Issue 15: each span's Zipkin JSON is rendered once, at index time, so reading a trace is a
+    # concatenation of stored bytes; the WAL position indexed up to commits with the spans.
+    """
+    ALTER TABLE spans ADD COLUMN zipkin TEXT;
+    CREATE TABLE wal_progress (id INTEGER PRIMARY KEY CHECK (id = 1), segment INTEGER NOT NULL,
+                               offset INTEGER NOT NULL);
+    """,
 ]
 
 #: Most ``annotationQuery`` terms one query may hold (SQLite's expression depth is bounded).
@@ -118,7 +126,7 @@ _SPAN_COLUMNS = (
     "trace_id, span_id, parent_id, name, kind, service, remote_service, start_us, duration_us, error, "
     "status_message, attributes, resource_id, detail"
 )
-_INSERT_COLUMNS = f"rowid, {_SPAN_COLUMNS}, annotation_values"
+_INSERT_COLUMNS = f"rowid, {_SPAN_COLUMNS}, annotation_values, zipkin"
 _LIGHT_COLUMNS = _SPAN_COLUMNS.replace(", attributes, resource_id, detail", "")
 
 
@@ -222,10 +230,16 @@ class SpanStore:
             self._resources[text] = rid
         return rid
 
-    def insert(self, spans: Sequence[Span]) -> int:
+    def wal_position(self) -> Position:
+        """How far the WAL was indexed (committed with the spans it held)."""
+        with self.db.lock:
+            row = self.db.conn.execute("SELECT segment, offset FROM wal_progress WHERE id = 1").fetchone()
+        return Position(row[0], row[1]) if row else Position(0, 0)
+
+    def insert(self, spans: Sequence[Span], *, wal_position: Position | None = None) -> int:
         """Store spans in one transaction (a span already stored is kept as it was); returns how many
-        were new. Returns after the commit."""
-        if not spans:
+        were new. Returns after the commit, which also records ``wal_position`` when given."""
+        if not spans and wal_position is None:
             return 0
         with self.db.lock:
             conn = self.db.conn
@@ -248,10 +262,11 @@ class SpanStore:
                         s.start_us, s.duration_us, int(s.error), s.status_message,
                         dumps(s.attributes) if s.attributes else "{}", rid,
                         dumps(detail) if detail else None, dumps(values) if values else None,
+                        dumps(to_zipkin(s)),
                     ))
                 before = conn.total_changes
                 conn.executemany(f"INSERT OR IGNORE INTO spans ({_INSERT_COLUMNS}) VALUES "
-                                 "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                                 "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 added = conn.total_changes - before
                 written = list(enumerate(spans, start=first))
                 if added != len(spans):  # some were already there: index only the rows written now
@@ -272,6 +287,9 @@ class SpanStore:
                     "DO UPDATE SET last_us = max(last_us, excluded.last_us)",
                     [(*k, v) for k, v in names.items()],
                 )
+                if wal_position is not None:
+                    conn.execute("INSERT OR REPLACE INTO wal_progress VALUES (1, ?, ?)",
+                                 (wal_position.segment, wal_position.offset))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -338,6 +356,21 @@ class SpanStore:
             rows = conn.execute(f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = ? ORDER BY start_us",
                                 (trace_id,)).fetchall()
             return self._rows_to_spans(conn, rows)
+
+    def trace_zipkin(self, trace_id: str) -> bytes | None:
+        """A trace as the Zipkin API's JSON array, from the JSON stored at index time (None when
+        unknown). Rows written before that column existed are rendered from their fields."""
+        with self.db.lock:
+            conn = self.db.conn
+            rows = conn.execute("SELECT zipkin FROM spans WHERE trace_id = ? ORDER BY start_us",
+                                (trace_id,)).fetchall()
+            if not rows:
+                return None
+            if any(r[0] is None for r in rows):
+                spans = self._rows_to_spans(conn, conn.execute(
+                    f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = ? ORDER BY start_us", (trace_id,)))
+                return dumps([to_zipkin(s) for s in spans]).encode()
+        return ("[" + ",".join(r[0] for r in rows) + "]").encode()
 
     def find_trace_ids(self, q: TraceQuery) -> list[str]:
         """Trace ids with at least one span matching every condition, newest first."""
@@ -483,114 +516,3 @@ class SpanStore:
                     f"SELECT DISTINCT {_TAG_TEXT} AS v FROM (SELECT attributes FROM spans ORDER BY rowid DESC "
                     "LIMIT ?) WHERE v IS NOT NULL", (path, path, scan)))
             return sorted(values)[:limit]
-
-
-class SpanWriter:
-    """Group commit on the loop's side: concurrent exports queue their spans; one task writes
-    everything queued in one transaction off the loop, then answers each export and calls
-    ``on_commit`` with the spans written. An export is answered only after its commit."""
-
-    def __init__(self, store: SpanStore, *, batch_spans: int,
-                 on_commit: Callable[[list[Span]], None] | None = None) -> None:
-        self.store = store
-        self.batch_spans = batch_spans
-        self.on_commit = on_commit
-        self._queue: asyncio.Queue[tuple[list[Span], asyncio.Future[int]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._writing = False
-        self._pending = 0
-        self.batches = 0
-        self.written = 0
-
-    @property
-    def pending(self) -> int:
-        """Spans queued or being written (what back-pressure looks at)."""
-        return self._pending
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="tracing-writer")
-
-    async def stop(self) -> None:
-        """Finish what is queued and being written, then stop."""
-        if self._task is None:
-            return
-        deadline = time.monotonic() + 10
-        while (not self._queue.empty() or self._writing) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        self._task = None
-
-    async def write(self, spans: list[Span]) -> int:
-        """Queue spans and wait for their commit; returns how many were new."""
-        if not spans:
-            return 0
-        if self._task is None or self._task.done():
-            raise RuntimeError("the span writer is not running")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((spans, future))
-        self._pending += len(spans)
-        try:
-            return await future
-        finally:
-            self._pending -= len(spans)
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            total = len(batch[0][0])
-            while not self._queue.empty() and total < self.batch_spans:
-                item = self._queue.get_nowait()
-                batch.append(item)
-                total += len(item[0])
-            spans = [s for item, _ in batch for s in item]
-            self._writing = True
-            try:
-                await self._write(batch, spans)
-            finally:
-                self._writing = False
-
-    async def _write(self, batch: list[tuple[list[Span], asyncio.Future[int]]], spans: list[Span]) -> None:
-        try:
-            started = time.perf_counter()
-            added = await asyncio.to_thread(self.store.insert, spans)
-            LOG.debug("wrote %d spans (%d new) in %.1f ms", len(spans), added, (time.perf_counter() - started) * 1000)
-        except Exception:
-            if len(batch) == 1:
-                LOG.exception("writing %d spans failed", len(spans))
-                self._fail(batch[0][1])
-                return
-            # one export's spans must not sink the others grouped with it: write them one by one
-            written: list[Span] = []
-            for item, future in batch:
-                try:
-                    await asyncio.to_thread(self.store.insert, item)
-                except Exception:
-                    LOG.exception("writing %d spans failed", len(item))
-                    self._fail(future)
-                    continue
-                written.extend(item)
-                future.set_result(len(item))
-            self._committed(written)
-            return
-        self.batches += 1
-        self.written += added
-        for item, future in batch:
-            if not future.done():
-                future.set_result(len(item))
-        self._committed(spans)
-
-    @staticmethod
-    def _fail(future: asyncio.Future[int]) -> None:
-        if not future.done():
-            future.set_exception(RuntimeError("the span store could not write this batch; see the platform log"))
-
-    def _committed(self, spans: list[Span]) -> None:
-        if self.on_commit is not None and spans:
-            try:
-                self.on_commit(spans)
-            except Exception:
-                LOG.exception("span commit listener failed")

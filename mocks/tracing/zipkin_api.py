@@ -19,11 +19,9 @@ import logging
 import re
 from typing import Any
 
-from devbox.mocks.tracing import convert
-from devbox.mocks.tracing.convert import BadPayload
+from devbox.mocks.tracing import wal
 from devbox.mocks.tracing.core import DEFAULT_LOOKBACK_MS, Collector, TraceNotFound, now_us
-from devbox.mocks.tracing.models import Span
-from devbox.mocks.tracing.otlp import UnsupportedMediaType, decompress, media_type, store
+from devbox.mocks.tracing.otlp import UnsupportedMediaType, ingest, media_type
 from devbox.mocks.tracing.store import TooManyTerms, TraceQuery, parse_annotation_query
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
@@ -57,13 +55,14 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(json.dumps(data, separators=(",", ":")), status_code=status, media_type="application/json")
 
 
+def _raw_json(body: bytes) -> Response:
+    """JSON already rendered (traces: each span's Zipkin JSON is stored at index time)."""
+    return Response(body, media_type="application/json")
+
+
 def _lowered(names: list[str]) -> list[str]:
     """Names as the Zipkin server answers them: lower-cased, each once, sorted."""
     return sorted({n.lower() for n in names})
-
-
-def _trace_json(spans: list[Span]) -> list[dict[str, Any]]:
-    return [convert.to_zipkin(s) for s in spans]
 
 
 class ZipkinApi:
@@ -81,18 +80,11 @@ class ZipkinApi:
                 f"Content-Type {kind!r} is not supported: send application/json or application/x-protobuf"
             )
         body = await request.body()
-        decode = convert.from_zipkin_proto if kind == "application/x-protobuf" else convert.from_zipkin_json
-        encoding = request.headers.get("content-encoding", "")
-        limit = self.max_body_bytes
-        try:
-            decoded = await self.collector.decode(
-                lambda raw, **kw: decode(decompress(raw, encoding, limit), **kw), body,
-                len(body) * (1 if encoding.strip().lower() in ("", "identity") else 4))
-        except BadPayload as exc:
-            raise BadRequest(f"Cannot decode spans: {exc}") from None
-        await store(self.collector, decoded)
+        fmt = wal.ZIPKIN_PROTO if kind == "application/x-protobuf" else wal.ZIPKIN_JSON
+        decoded = await ingest(self.collector, fmt, body, request.headers.get("content-encoding", ""),
+                               self.max_body_bytes, unreadable="Cannot decode spans: ")
         if decoded.rejected:
-            raise BadRequest(f"stored {len(decoded.spans)} span(s); {decoded.error_message()}")
+            raise BadRequest(f"stored {decoded.accepted} span(s); {decoded.error_message()}")
         return Response(status_code=202)
 
     async def services(self) -> Response:
@@ -129,21 +121,20 @@ class ZipkinApi:
             max_duration_us=max_duration, start_us=end_us - look_us, end_us=end_us, limit=min(limit, MAX_LIMIT),
         )
         ids = await self.collector.find(query)
-        return _json([_trace_json(t) for t in await self.collector.traces(ids)])
+        return _raw_json(await self.collector.traces_zipkin(ids))
 
     async def trace(self, trace_id: str) -> Response:
         try:
-            spans = await self.collector.trace(normalise_trace_id(trace_id))
+            return _raw_json(await self.collector.trace_zipkin(normalise_trace_id(trace_id)))
         except TraceNotFound:
             raise NotFound(f"{trace_id} not found") from None
-        return _json(_trace_json(spans))
 
     async def trace_many(self, trace_ids: str = Query(..., alias="traceIds")) -> Response:
         parts = [p for p in trace_ids.split(",") if p.strip()]
         ids = list(dict.fromkeys(normalise_trace_id(p) for p in parts))
         if len(ids) < 2:
             raise BadRequest("traceIds needs at least two distinct trace ids; use /trace/{traceId} for one")
-        return _json([_trace_json(t) for t in await self.collector.traces(ids)])
+        return _raw_json(await self.collector.traces_zipkin(ids))
 
     async def dependencies(self, end_ts: int = Query(..., alias="endTs", ge=0, le=MAX_MS),
                            lookback: int | None = Query(None, ge=0, le=MAX_MS)) -> Response:

@@ -91,8 +91,6 @@ def test_a_2000_term_annotation_query_is_a_400(platform: PlatformThread) -> None
     assert ok.status_code == 200
 
 
-@pytest.mark.xfail(reason="decoding runs in a thread pool, off the loop, but still shares the GIL: the loop waits "
-                          "~2 s on a busy 2-core machine; needs decoding in a worker process (issue 15)", strict=False)
 def test_big_zipkin_body_is_decoded_off_the_loop(platform: PlatformThread) -> None:
     now = time.time_ns() // 1000
     spans = [{"traceId": f"{i + 1:032x}", "id": f"{i + 1:016x}", "name": "big", "timestamp": now - 1000,

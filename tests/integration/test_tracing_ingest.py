@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from devbox.testing import PlatformThread, running_platform
+from devbox.testing import PlatformThread, running_platform, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +255,8 @@ def test_acknowledged_spans_survive_a_restart_and_fire_the_event(tmp_path: Path)
     with running_platform(tmp_path, components=["tracing"]) as p:
         p.platform.events.spans_ingested.add_listener(lambda spans: seen.extend(spans))
         trace_id, _ = _emit(HttpExporter(endpoint=p.url("otlp_http") + "/v1/traces"), "durable")
+        # the event fires once the indexer process committed the spans (after the acknowledgement)
+        wait_for(lambda: len(seen) >= 2, timeout=10, what="spans_ingested with the 2 spans")
         assert {s.trace_id for s in seen} == {trace_id} and len(seen) == 2
         assert {s.remote_service for s in seen} == {None, "payments"}
     with running_platform(tmp_path, components=["tracing"]) as p:

@@ -1,0 +1,267 @@
+"""Checking exports on the request path, and indexing them from the WAL in a worker process.
+
+Two halves:
+
+- :func:`check` runs for each export before it is acknowledged: it undoes ``Content-Encoding``,
+  reads the body and says how many spans it accepts and why it rejects the others (the answer's
+  ``partial_success`` / Zipkin's 400). For OTLP protobuf — the hot path — that is a protobuf
+  parse and a check of each span's ids and times, without building span objects; only a batch
+  with a bad span goes through the full decoder, for the exact reasons. The full decode of the
+  other formats is what the check does; the component runs big bodies in a decode process.
+- :func:`run` is the indexer process (``multiprocessing`` spawn): it follows the WAL from the
+  position its SQLite file says it indexed up to, decodes records with the same decoder, time and
+  skew as the check did (so it keeps exactly the spans that were acknowledged), writes them in
+  big transactions together with the new position, deletes wholly indexed WAL segments, runs
+  retention, and reports each commit to the platform over a pipe: the position indexed, the span
+  count and — while something listens to ``spans_ingested`` — the spans themselves.
+
+:class:`IndexerProcess` is the platform's handle on that process.
+
+LIMITATIONS: the indexer re-decodes what the check parsed (twice the protobuf parse, 1 µs a span);
+a record that cannot be decoded any more (a devbox upgrade that tightened a rule) is logged and
+skipped rather than blocking the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devbox.mocks.tracing import convert, wal
+from devbox.mocks.tracing.convert import BadPayload, Decoded
+from devbox.mocks.tracing.wal import Position
+
+LOG = logging.getLogger(__name__)
+
+DECODERS: dict[int, Callable[..., Decoded]] = {
+    wal.OTLP_PROTOBUF: convert.from_otlp_protobuf,
+    wal.OTLP_JSON: convert.from_otlp_json,
+    wal.ZIPKIN_JSON: convert.from_zipkin_json,
+    wal.ZIPKIN_PROTO: convert.from_zipkin_proto,
+}
+
+_Z16, _Z8 = bytes(16), bytes(8)
+
+
+@dataclass
+class Verdict:
+    """What the check made of one export: the spans it accepts and one reason per rejected span;
+    ``body`` is the decompressed body when the check decompressed it (else None: the one sent)."""
+
+    accepted: int
+    rejected: list[str] = field(default_factory=list)
+    body: bytes | None = None
+
+    def error_message(self, limit: int = 5) -> str:
+        return Decoded(rejected=self.rejected).error_message(limit)
+
+
+def _otlp_protobuf(body: bytes, now_us: int, max_future_us: int) -> Verdict:
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    try:
+        req = ExportTraceServiceRequest.FromString(body)
+    except DecodeError as exc:
+        raise BadPayload(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}") from None
+    # The rules of convert._otlp_span on raw fields (ns times), so a good batch costs no objects.
+    low = convert.MIN_START_US * 1000
+    high = (now_us + max_future_us + 1) * 1000
+    longest = convert.MAX_DURATION_US
+    n = 0
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                t, s, p = sp.trace_id, sp.span_id, sp.parent_span_id
+                start, end = sp.start_time_unix_nano, sp.end_time_unix_nano
+                if (len(t) == 16 and t != _Z16 and len(s) == 8 and s != _Z8 and (not p or (len(p) == 8 and p != _Z8))
+                        and end and low <= start < high and 0 <= end // 1000 - start // 1000 <= longest
+                        and not sp.links):
+                    n += 1
+                    continue
+                decoded = convert.from_otlp_request(req, now_us=now_us, max_future_us=max_future_us)
+                return Verdict(len(decoded.spans), decoded.rejected)
+    return Verdict(n)
+
+
+def check(fmt: int, body: bytes, encoding: str, limit: int, now_us: int, max_future_us: int) -> Verdict:
+    """Decompress and read one export; raises :class:`BadPayload` (400) or ``TooLarge`` (413).
+    Module-level and picklable: the component runs it inline or in its decode process."""
+    from devbox.mocks.tracing.otlp import decompress
+
+    raw = decompress(body, encoding, limit)
+    if fmt == wal.OTLP_PROTOBUF:
+        verdict = _otlp_protobuf(raw, now_us, max_future_us)
+    else:
+        decoded = DECODERS[fmt](raw, now_us=now_us, max_future_us=max_future_us)
+        verdict = Verdict(len(decoded.spans), decoded.rejected)
+    if raw is not body:
+        verdict.body = raw
+    return verdict
+
+
+# --- the indexer process --------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    indexed_keys: list[str]
+    batch_spans: int
+    retention_interval_s: float
+    max_age_us: int
+    max_spans: int
+
+
+def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
+    """The indexer process's main loop (see the module docstring). Exits when the platform closes
+    the pipe — also when the platform was killed, so an orphan never keeps writing."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s indexer %(levelname)s %(message)s")
+    from devbox.mocks.tracing.store import SpanStore
+
+    store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
+    directory = Path(wal_dir)
+    position = store.wal_position()
+    want_spans = False
+    next_retention = time.monotonic() + options.retention_interval_s
+    conn.send(("ready", position.segment, position.offset, store.count))
+    try:
+        while True:
+            while conn.poll(0):
+                msg = conn.recv()
+                if msg[0] == "stop":
+                    return
+                if msg[0] == "want_spans":
+                    want_spans = bool(msg[1])
+            spans, end = _read_batch(directory, position, options.batch_spans)
+            if end == position:
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + options.retention_interval_s
+                    _retention(store, options)
+                    conn.send(("indexed", position.segment, position.offset, store.count, None))
+                if conn.poll(0.02):
+                    continue
+                continue
+            started = time.perf_counter()
+            added = store.insert(spans, wal_position=end)
+            LOG.debug("indexed %d spans (%d new) in %.0f ms", len(spans), added, (time.perf_counter() - started) * 1e3)
+            position = end
+            conn.send(("indexed", end.segment, end.offset, store.count, spans if want_spans and spans else None))
+            wal.delete_before(directory, end)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return
+    finally:
+        store.close()
+
+
+def _read_batch(directory: Path, position: Position, batch_spans: int) -> tuple[list[Any], Position]:
+    spans: list[Any] = []
+    end = position
+    for rec in wal.read_records(directory, position, max_bytes=32 * 1024 * 1024):
+        try:
+            decoded = DECODERS[rec.fmt](rec.body, now_us=rec.now_us, max_future_us=rec.max_future_us)
+        except Exception:  # not readable any more: skip it rather than block the log behind it
+            LOG.exception("a WAL record (format %d, %d bytes) could not be decoded; skipped", rec.fmt, len(rec.body))
+            decoded = Decoded()
+        spans.extend(decoded.spans)
+        end = rec.end
+        if len(spans) >= batch_spans:
+            break
+    return spans, end
+
+
+def _retention(store: Any, options: Options) -> None:
+    try:
+        store.enforce_retention(now_us=time.time_ns() // 1000, max_age_us=options.max_age_us,
+                                max_spans=options.max_spans)
+    except Exception:
+        LOG.exception("tracing retention failed")
+
+
+class IndexerProcess:
+    """The platform's handle on the indexer process: starts it (spawn), reads its reports on a
+    thread and hands each to ``on_report(kind, position, count, spans)``; restarts it if it dies."""
+
+    def __init__(self, wal_dir: Path, db_path: Path, options: Options,
+                 on_report: Callable[[str, Position, int, list[Any] | None], None]) -> None:
+        self.wal_dir = wal_dir
+        self.db_path = db_path
+        self.options = options
+        self.on_report = on_report
+        self._ctx = multiprocessing.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Any = None
+        self._stopping = False
+        self._want_spans = False
+        self._reader: threading.Thread | None = None
+        self._send_lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=run, name="devbox-tracing-indexer", daemon=True,
+                                       args=(str(self.wal_dir), str(self.db_path), self.options, child))
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        if self._want_spans:
+            self.want_spans(True)
+        self._reader = threading.Thread(target=self._read, args=(parent, self._proc), name="tracing-indexer-reports",
+                                        daemon=True)
+        self._reader.start()
+
+    def want_spans(self, flag: bool) -> None:
+        """Ask for (or stop) the spans of each commit, for the ``spans_ingested`` listeners."""
+        self._want_spans = flag
+        with self._send_lock:
+            try:
+                self._conn.send(("want_spans", flag))
+            except (OSError, AttributeError):
+                pass
+
+    def _read(self, conn: Any, proc: Any) -> None:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break
+            try:
+                if msg[0] == "ready":
+                    self.on_report("ready", Position(msg[1], msg[2]), msg[3], None)
+                else:
+                    self.on_report("indexed", Position(msg[1], msg[2]), msg[3], msg[4])
+            except Exception:
+                LOG.exception("handling an indexer report failed")
+        if self._stopping:
+            return
+        proc.join(timeout=5)
+        LOG.error("the tracing indexer process exited (code %s); restarting it", proc.exitcode)
+        time.sleep(1.0)
+        if not self._stopping:
+            self.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        if self._conn is not None:
+            with self._send_lock:
+                try:
+                    self._conn.send(("stop",))
+                except OSError:
+                    pass
+        if self._proc is not None:
+            self._proc.join(timeout)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
