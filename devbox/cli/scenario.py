@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
@@ -16,6 +17,8 @@ from rich.markup import escape
 from rich.status import Status
 
 from devbox.cli.common import EXIT_FAILED, EXIT_USAGE, JsonOption, config_or_exit, console, err_console, fail
+from devbox.config import ProjectConfig
+from devbox.diff.options import EvidenceOptions
 from devbox.scenario import junit
 from devbox.scenario.loader import ScenarioError
 from devbox.scenario.model import Scenario, Step
@@ -89,8 +92,13 @@ def run(
     ),
     as_json: bool = JsonOption,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log the platform's warnings."),
+    baseline: str | None = typer.Option(
+        None, "--baseline", help="Snapshot (name under .devbox/snapshots or a file) each run is compared with; "
+        "regression budgets need it."),
+    snapshot: str | None = typer.Option(
+        None, "--snapshot", help="Save each run's evidence as this snapshot (NAME, or NAME-<scenario> when several)."),
 ) -> None:
-    """Run scenario suites; exit 0 only when every scenario passes."""
+    """Run scenario suites; exit 0 only when every scenario passes (and keeps its budgets)."""
     # the runner reports what went wrong itself; the platform's own logs only with -v
     level = logging.INFO if verbose else logging.CRITICAL
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -105,7 +113,8 @@ def run(
     out = err_console if as_json else console
     reporter = RichReporter(out, quiet=as_json)
     reporter.total = len(scenarios)
-    results = run_all(scenarios, project, seed=seed, reporter=reporter)
+    results = run_all(scenarios, project, seed=seed, reporter=reporter,
+                      evidence=_evidence_options(scenarios, project, baseline, snapshot))
     if junit_file:
         junit.write(results, junit_file)
     passed = sum(r.passed for r in results)
@@ -121,6 +130,30 @@ def run(
         )
     if passed != len(results):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _evidence_options(scenarios: list[Scenario], project: ProjectConfig | None, baseline: str | None,
+                      snapshot: str | None) -> Callable[[Scenario], EvidenceOptions]:
+    """Per scenario: the baseline file and where its snapshot goes (its project's .devbox/snapshots)."""
+    from pathlib import Path
+
+    def folder(scenario: Scenario) -> Path:
+        mine = project if project is not None else scenario.project
+        return (mine.state_path if mine is not None else Path(".devbox")) / "snapshots"
+
+    def options(scenario: Scenario) -> EvidenceOptions:
+        base = None
+        if baseline:
+            base = Path(baseline) if Path(baseline).is_file() else folder(scenario) / f"{baseline}.db"
+            if not base.is_file():
+                fail(f"no baseline snapshot {baseline!r} (looked for {base})", EXIT_USAGE)
+        save = None
+        if snapshot:
+            slug = "".join(c if c.isalnum() else "-" for c in scenario.name.lower()).strip("-")
+            save = folder(scenario) / (f"{snapshot}.db" if len(scenarios) == 1 else f"{snapshot}-{slug}.db")
+        return EvidenceOptions(baseline=base, save=save)
+
+    return options
 
 
 @app.command("schema")

@@ -100,6 +100,7 @@ def _scenario(tree: Any, *, source: str, services: set[str] | None) -> Scenario:
             problems.extend(exc.problems)
     if services is not None:
         problems.extend(_unknown_services(tree, steps, services, source))
+    problems.extend(_bad_budgets(header.budgets, tree, source))
     if problems:
         raise ScenarioError(problems)
     return Scenario(
@@ -109,7 +110,21 @@ def _scenario(tree: Any, *, source: str, services: set[str] | None) -> Scenario:
         timeout=header.timeout,
         steps=steps,
         source=where,
+        budgets=header.budgets,
     )
+
+
+def _bad_budgets(budgets: list[str], tree: Any, source: str) -> list[str]:
+    from devbox.diff.budget import BudgetError, parse
+
+    problems = []
+    for i, text in enumerate(budgets):
+        try:
+            parse(text)
+        except BudgetError as exc:
+            line, _ = line_of(tree, ("budgets", i))
+            problems.append(f"{source}:{line or tree.line}: budgets[{i}]: {exc}")
+    return problems
 
 
 def _step(raw: Any, tree: Any, loc: tuple[int | str, ...], at: str, source: str) -> Step:

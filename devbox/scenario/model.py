@@ -438,6 +438,9 @@ class Scenario(BaseModel):
     error: str | None = None
     #: The project (a ProjectConfig) it runs against: the nearest devbox.yaml above its file.
     project: Any = Field(None, exclude=True)
+    #: Budgets checked on the run's evidence after the steps (devbox.diff.budget), e.g.
+    #: ``fanout(gateway:GET /checkout/{user}, users) <= 2``.
+    budgets: list[str] = Field(default_factory=list)
 
 
 class ScenarioHeader(_Model):
@@ -448,6 +451,10 @@ class ScenarioHeader(_Model):
     seed: int | None = Field(None, ge=0, description="Random seed; default: a fresh one, printed.")
     timeout: float = Field(120.0, gt=0, le=3600, description="Seconds the whole scenario may take.")
     steps: list[Any] = Field(min_length=1)
+    budgets: list[str] = Field(default_factory=list, description=(
+        "Checked after the steps on the run's traces (against `--baseline SNAPSHOT` for regressions): "
+        "'fanout(gateway:GET /checkout/{user}, users) <= 2', 'p99_regression(gateway:GET /checkout/{user}) <= 20%', "
+        "'p50_regression(OP) <= X%', 'error_rate(OP) <= X%'."))
 
 
 WaitStep.model_rebuild()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devbox.config import DEFAULT_FILE, ConfigError, ProjectConfig, load_config
+from devbox.diff.options import EvidenceOptions
 from devbox.scenario.loader import ScenarioError, discover, load_file
 from devbox.scenario.model import Expectation, Scenario, Step
 from devbox.scenario.session import AssertionFailed, Session, StepError
@@ -134,6 +135,7 @@ def run_scenario(
     *,
     seed: int | None = None,
     reporter: Reporter | None = None,
+    evidence: EvidenceOptions | None = None,
 ) -> ScenarioResult:
     reporter = reporter or Reporter()
     chosen = seed if seed is not None else scenario.seed
@@ -188,6 +190,13 @@ def run_scenario(
             reporter.step_finished(scenario, record)
             if outcome is not Outcome.PASSED:
                 break
+        evidence = evidence or EvidenceOptions()
+        if outcome is Outcome.PASSED and evidence.wanted(scenario.budgets):
+            record = _evidence_step(session, scenario, evidence, reporter)
+            records.append(record)
+            reporter.step_finished(scenario, record)
+            if record.outcome is not Outcome.PASSED:
+                outcome, message = record.outcome, f"{scenario.source}: budgets: {record.message}"
     finally:
         up = session.up_seconds
         try:
@@ -201,6 +210,23 @@ def run_scenario(
     return result
 
 
+def _evidence_step(session: Session, scenario: Scenario, options: EvidenceOptions, reporter: Reporter) -> StepRecord:
+    """Budgets, baseline and snapshot (devbox.diff.run) on the run's evidence, as one more step."""
+    from devbox.diff.run import check_run
+
+    t0 = time.monotonic()
+    try:
+        checked = check_run(session.url("api"), scenario.name, scenario.budgets, options)
+    except Exception as exc:  # the evidence could not be read or compared: say so, as a step error
+        LOG.exception("evidence of %s", scenario.name)
+        why = f"{type(exc).__name__}: {exc}"
+        return StepRecord(scenario.source, "budgets", time.monotonic() - t0, Outcome.ERROR, why)
+    for line in checked.lines:
+        reporter.log(line)
+    outcome = Outcome.PASSED if checked.ok else Outcome.FAILED
+    return StepRecord(scenario.source, "budgets", time.monotonic() - t0, outcome, checked.text)
+
+
 def run_all(
     scenarios: list[Scenario],
     project: ProjectConfig | None = None,
@@ -208,10 +234,13 @@ def run_all(
     seed: int | None = None,
     reporter: Reporter | None = None,
     on_result: Callable[[ScenarioResult], None] | None = None,
+    evidence: Callable[[Scenario], EvidenceOptions] | None = None,
 ) -> list[ScenarioResult]:
+    """Run each scenario; ``evidence`` says per scenario what to do with its run's evidence."""
     results = []
     for scenario in scenarios:
-        result = run_scenario(scenario, project, seed=seed, reporter=reporter)
+        options = evidence(scenario) if evidence else None
+        result = run_scenario(scenario, project, seed=seed, reporter=reporter, evidence=options)
         results.append(result)
         if on_result:
             on_result(result)

@@ -170,6 +170,22 @@ class Collector:
                 out.extend((name, labels, float(ts), float(v)) for ts, v in series.get("values", []))
         return out, step
 
+    def settle(self, *, quiet: float = 1.5, timeout: float = 15.0) -> bool:
+        """Wait until the spans of recent traces stop growing (services export in batches every
+        0.5 s, so the last requests' spans arrive after the requests): the count of spans of the last
+        minute's non-probe traces unchanged for ``quiet`` seconds. False when ``timeout`` ran out."""
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            rows = (self._get("/api/traces", lookback=60_000, limit=LIST_LIMIT) or {}).get("traces", [])
+            count = sum(int(r.get("spans") or 0) for r in rows)
+            if count != last:
+                last, since = count, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return True
+            time.sleep(0.25)
+        return False
+
     def evidence(self, start: float, end: float, *, name: str = "", with_metrics: bool = True) -> Evidence:
         """Everything: the state now and the window's traces, metrics, transitions and events."""
         ev = Evidence(meta={
@@ -186,8 +202,11 @@ class Collector:
 
 
 def collect(platform: Platform, *, start: float | None = None, end: float | None = None, name: str = "",
-            with_metrics: bool = True) -> Evidence:
-    """One window's evidence from a running platform; ``start`` defaults to when it came up."""
+            with_metrics: bool = True, settle: bool = False) -> Evidence:
+    """One window's evidence from a running platform; ``start`` defaults to when it came up; with
+    ``settle``, first wait for the last requests' spans (:meth:`Collector.settle`)."""
     with Collector(platform) as c:
+        if settle:
+            c.settle()
         stop = end if end is not None else time.time()
         return c.evidence(start if start is not None else c.started_at, stop, name=name, with_metrics=with_metrics)

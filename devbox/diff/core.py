@@ -1,0 +1,255 @@
+"""``devbox diff``'s core: two :class:`Profile` in, findings out. Pure (no I/O).
+
+A *finding* is a change a reviewer should look at; it is reported only when it is both
+significant (the test says it is not noise: p < :data:`ALPHA`) and material (big enough to
+matter: latency > 10 % and > 5 ms on the median, fan-out by ≥ 0.2 calls per request and ≥ 10 %,
+error rate by ≥ 1 point). Two runs of an unchanged system give none.
+
+Latency and errors are attributed to where they started: an operation whose total latency
+shifted while its *self time* did not only passed on a shift from downstream, and an operation
+whose error rate changed while its *origin* errors did not only passed on errors. Those are kept as
+``notes`` (context, not findings), so one slower hop is one finding, not one per caller above it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from devbox.diff.profile import OpStats, Profile
+from devbox.diff.stats import ALPHA_DEFAULT, MIN_SAMPLE, mann_whitney, quantile, two_proportions
+
+ALPHA = ALPHA_DEFAULT
+LATENCY_REL = 0.10
+LATENCY_ABS_MS = 5.0
+FANOUT_ABS = 0.2
+FANOUT_REL = 0.10
+ERROR_ABS = 0.01
+#: A new or vanished edge or error type needs this many occurrences on the side that has it.
+MIN_OCCURRENCES = 3
+
+
+@dataclass
+class Finding:
+    """One difference: its kind, what it is about, a one-line sentence with numbers, the numbers."""
+
+    kind: str
+    subject: str
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Diff:
+    a: str
+    b: str
+    findings: list[Finding] = field(default_factory=list)
+    #: Shifts passed on from downstream, and traffic warnings: context, not findings.
+    notes: list[Finding] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "summary": self.summary,
+                "findings": [f.to_json() for f in self.findings], "notes": [n.to_json() for n in self.notes]}
+
+
+def _op(key: tuple[str, str]) -> str:
+    return f"{key[0]}:{key[1]}"
+
+
+def _pct(a: float, b: float) -> float:
+    return (b - a) / a if a else (0.0 if b == a else float("inf"))
+
+
+def fmt_p(p: float) -> str:
+    return "p<0.0001" if p < 1e-4 else f"p={p:.4f}"
+
+
+def diff_fanout(a: Profile, b: Profile) -> list[Finding]:
+    out = []
+    for entry in sorted(set(a.fanout) & set(b.fanout)):
+        if a.entries[entry] < MIN_SAMPLE or b.entries[entry] < MIN_SAMPLE:
+            continue
+        for service in sorted(set(a.fanout[entry]) | set(b.fanout[entry])):
+            xa = a.fanout[entry].get(service) or [0] * a.entries[entry]
+            xb = b.fanout[entry].get(service) or [0] * b.entries[entry]
+            ma, mb = sum(xa) / len(xa), sum(xb) / len(xb)
+            if abs(mb - ma) < FANOUT_ABS or abs(_pct(ma, mb)) < FANOUT_REL:
+                continue
+            p = mann_whitney(xa, xb)
+            if p >= ALPHA:
+                continue
+            verb = "now calls" if ma else "now also calls"
+            out.append(Finding(
+                "fanout", f"{_op(entry)} → {service}",
+                f"{_op(entry)} {verb} {service} {mb:.1f}x per request instead of {ma:.1f}x "
+                f"({len(xa)} vs {len(xb)} requests, {fmt_p(p)})",
+                {"entry": _op(entry), "service": service, "a": round(ma, 3), "b": round(mb, 3), "p": p},
+            ))
+    return out
+
+
+def diff_edges(a: Profile, b: Profile) -> list[Finding]:
+    out = []
+    for edge in sorted(set(a.edges) | set(b.edges)):
+        na, nb = a.edges.get(edge, 0), b.edges.get(edge, 0)
+        caller, callee = edge
+        if na == 0 and nb >= MIN_OCCURRENCES and a.traces:
+            out.append(Finding("edge_new", f"{caller} → {callee}",
+                               f"new call {caller} → {callee} ({nb} calls; none before)",
+                               {"caller": caller, "callee": callee, "a": na, "b": nb}))
+        elif nb == 0 and na >= MIN_OCCURRENCES and b.traces:
+            out.append(Finding("edge_gone", f"{caller} → {callee}",
+                               f"{caller} no longer calls {callee} ({na} calls before, none now)",
+                               {"caller": caller, "callee": callee, "a": na, "b": nb}))
+    return out
+
+
+def latency_shift(sa: OpStats, sb: OpStats, *, self_time: bool = False) -> dict[str, Any] | None:
+    """The shift between two samples when it is significant and material, else None."""
+    xa, xb = (sa.self_ms, sb.self_ms) if self_time else (sa.durations_ms, sb.durations_ms)
+    if len(xa) < MIN_SAMPLE or len(xb) < MIN_SAMPLE:
+        return None
+    p50a, p50b = quantile(xa, 0.5), quantile(xb, 0.5)
+    delta = p50b - p50a
+    if abs(delta) <= LATENCY_ABS_MS or abs(_pct(p50a, p50b)) <= LATENCY_REL:
+        return None
+    p = mann_whitney(xa, xb)
+    if p >= ALPHA:
+        return None
+    return {"p50_a": round(p50a, 2), "p50_b": round(p50b, 2), "p99_a": round(quantile(xa, 0.99), 2),
+            "p99_b": round(quantile(xb, 0.99), 2), "delta_ms": round(delta, 2), "p": p, "n_a": len(xa), "n_b": len(xb)}
+
+
+def diff_latency(a: Profile, b: Profile) -> tuple[list[Finding], list[Finding]]:
+    findings, notes = [], []
+    for key in sorted(set(a.ops) & set(b.ops)):
+        total = latency_shift(a.ops[key], b.ops[key])
+        if total is None:
+            continue
+        own = latency_shift(a.ops[key], b.ops[key], self_time=True)
+        word = "slower" if total["delta_ms"] > 0 else "faster"
+        text = (f"{_op(key)} {word}: p50 {total['p50_a']:.1f} → {total['p50_b']:.1f} ms, "
+                f"p99 {total['p99_a']:.1f} → {total['p99_b']:.1f} ms ({total['n_a']} vs {total['n_b']} calls, "
+                f"{fmt_p(total['p'])})")
+        if own is not None and (own["delta_ms"] > 0) == (total["delta_ms"] > 0):
+            findings.append(Finding("latency", _op(key), f"{text}; its own time {own['delta_ms']:+.1f} ms",
+                                    {**total, "self": own}))
+        else:
+            notes.append(Finding("latency_passed_on", _op(key), f"{text}; its own time did not change: "
+                                 "the shift comes from a call it makes", total))
+    return findings, notes
+
+
+def diff_errors(a: Profile, b: Profile) -> tuple[list[Finding], list[Finding]]:
+    findings, notes = [], []
+    for key in sorted(set(a.ops) | set(b.ops)):
+        sa, sb = a.ops.get(key, OpStats()), b.ops.get(key, OpStats())
+        if sa.count < MIN_SAMPLE or sb.count < MIN_SAMPLE:
+            continue
+        ra, rb = sa.errors / sa.count, sb.errors / sb.count
+        if abs(rb - ra) < ERROR_ABS:
+            continue
+        p = two_proportions(sa.errors, sa.count, sb.errors, sb.count)
+        if p >= ALPHA:
+            continue
+        text = (f"{_op(key)} errors {ra:.1%} → {rb:.1%} ({sa.errors}/{sa.count} vs {sb.errors}/{sb.count}, "
+                f"{fmt_p(p)})")
+        data = {"a": ra, "b": rb, "p": p, "errors_a": sa.errors, "errors_b": sb.errors}
+        oa, ob = sa.origin_errors / sa.count, sb.origin_errors / sb.count
+        own_p = two_proportions(sa.origin_errors, sa.count, sb.origin_errors, sb.count)
+        if abs(ob - oa) >= ERROR_ABS and own_p < ALPHA:
+            findings.append(Finding("error_rate", _op(key), f"{text}; started here: {oa:.1%} → {ob:.1%}", data))
+        else:
+            notes.append(Finding("errors_passed_on", _op(key), f"{text}; passed on from a call it makes", data))
+    return findings, notes
+
+
+def diff_error_types(a: Profile, b: Profile) -> list[Finding]:
+    out = []
+    for key in sorted(set(a.error_types) | set(b.error_types)):
+        na, nb = a.error_types.get(key, 0), b.error_types.get(key, 0)
+        service, kind = key
+        if na == 0 and nb >= MIN_OCCURRENCES - 1:
+            out.append(Finding("error_type_new", f"{service} {kind}",
+                               f"{service} now raises {kind} ({nb}x; never before)",
+                               {"service": service, "type": kind, "a": na, "b": nb}))
+        elif nb == 0 and na >= MIN_OCCURRENCES - 1:
+            out.append(Finding("error_type_gone", f"{service} {kind}",
+                               f"{service} no longer raises {kind} ({na}x before)",
+                               {"service": service, "type": kind, "a": na, "b": nb}))
+    return out
+
+
+def diff_alerts(a: Profile, b: Profile) -> list[Finding]:
+    out = []
+    for rule in sorted(set(a.fired) ^ set(b.fired)):
+        if rule in b.fired:
+            out.append(Finding("alert_fired", rule, f"alert {rule} fired ({b.fired[rule]}x) and did not before",
+                               {"rule": rule, "a": 0, "b": b.fired[rule]}))
+        else:
+            out.append(Finding("alert_quiet", rule, f"alert {rule} no longer fires (fired {a.fired[rule]}x before)",
+                               {"rule": rule, "a": a.fired[rule], "b": 0}))
+    return out
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
+
+
+def diff_registry(a: Profile, b: Profile) -> list[Finding]:
+    out = []
+    ra, rb = a.registry, b.registry
+    for section in ("services", "routing_rules", "alert_rules", "silences"):
+        xa, xb = ra.get(section) or {}, rb.get(section) or {}
+        for key in sorted(set(xa) | set(xb)):
+            if key not in xa:
+                out.append(Finding("config", f"{section} {key}", f"{section.replace('_', ' ')}: {key} added",
+                                   {"section": section, "key": key, "b": xb[key]}))
+            elif key not in xb:
+                out.append(Finding("config", f"{section} {key}", f"{section.replace('_', ' ')}: {key} removed",
+                                   {"section": section, "key": key, "a": xa[key]}))
+            elif xa[key] != xb[key]:
+                if isinstance(xa[key], dict) and isinstance(xb[key], dict):
+                    changed = [f"{k} {_show(xa[key].get(k))} → {_show(xb[key].get(k))}"
+                               for k in sorted(set(xa[key]) | set(xb[key])) if xa[key].get(k) != xb[key].get(k)]
+                else:
+                    changed = [f"{_show(xa[key])} → {_show(xb[key])}"]
+                out.append(Finding("config", f"{section} {key}",
+                                   f"{section.replace('_', ' ')}: {key}: " + "; ".join(changed),
+                                   {"section": section, "key": key, "a": xa[key], "b": xb[key]}))
+    fa, fb = set(ra.get("faults") or []), set(rb.get("faults") or [])
+    for fault in sorted(fa ^ fb):
+        out.append(Finding("config", "fault", f"fault rule {'in effect' if fault in fb else 'gone'}: {fault}",
+                           {"section": "faults", "rule": fault, "in": "b" if fault in fb else "a"}))
+    return out
+
+
+def traffic_notes(a: Profile, b: Profile) -> list[Finding]:
+    out = []
+    for entry in sorted(set(a.entries) ^ set(b.entries)):
+        where = "B" if entry in b.entries else "A"
+        n = (b.entries if entry in b.entries else a.entries)[entry]
+        out.append(Finding("traffic", _op(entry), f"entry {_op(entry)} only in {where} ({n} requests): not compared",
+                           {"entry": _op(entry), "in": where, "requests": n}))
+    return out
+
+
+def diff(a: Profile, b: Profile) -> Diff:
+    """Everything that changed from ``a`` to ``b`` (see the module docstring)."""
+    result = Diff(a.label, b.label)
+    latency, latency_notes = diff_latency(a, b)
+    errors, error_notes = diff_errors(a, b)
+    result.findings = [*diff_fanout(a, b), *diff_edges(a, b), *latency, *errors, *diff_error_types(a, b),
+                       *diff_alerts(a, b), *diff_registry(a, b)]
+    result.notes = [*latency_notes, *error_notes, *traffic_notes(a, b)]
+    result.summary = {
+        side: {"label": p.label, "window": p.window, "traces": p.traces,
+               "entries": {_op(k): v for k, v in p.entries.items()}}
+        for side, p in (("a", a), ("b", b))
+    }
+    return result
