@@ -17,9 +17,8 @@ from pydantic import ValidationError
 
 from devbox import envvars
 from devbox.assembly import DEFAULT_PORTS, PlatformConfig, Ports, ProjectConfig
+from devbox.projectfile import DEFAULT_FILE, find_config
 from devbox.yamlpos import YamlError, YamlMap, allowed_keys, describe_error, line_of, load, plain
-
-DEFAULT_FILE = "devbox.yaml"
 
 __all__ = [
     "DEFAULT_FILE",
@@ -70,14 +69,6 @@ def parse_config(
             at = f"{where}:{line}" if line else where
             problems.append(f"{at}: {key}: {describe_error(err)}{allowed}")
         raise ConfigError(problems) from None
-
-
-def find_config(path: str | os.PathLike[str] | None = None) -> Path:
-    """The config file to use: ``path``, else $DEVBOX_CONFIG, else ./devbox.yaml."""
-    chosen = Path(path or os.environ.get(envvars.DEVBOX_CONFIG) or DEFAULT_FILE)
-    if chosen.is_dir():
-        chosen = chosen / DEFAULT_FILE
-    return chosen
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> ProjectConfig:

@@ -12,14 +12,34 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-import httpx
 import typer
 from rich.console import Console
 
 from devbox import envvars
-from devbox.config import DEFAULT_FILE, ConfigError, ProjectConfig, find_config, load_config
+from devbox.projectfile import DEFAULT_FILE, find_config, read_platform_address
+
+if TYPE_CHECKING:
+    from devbox.config import ProjectConfig
+
+
+def _import_httpx_without_trio() -> Any:
+    """httpx, without httpcore importing trio (installed for other tools) to see whether it runs
+    under trio: ~0.4 s of a CLI command's start-up, and devbox never runs under trio."""
+    blocked = "trio" not in sys.modules
+    if blocked:
+        sys.modules["trio"] = None  # type: ignore[assignment]  # import trio -> ImportError
+    try:
+        import httpcore  # noqa: F401  # httpx imports it when the first client is made
+        import httpx as module
+    finally:
+        if blocked:
+            del sys.modules["trio"]
+    return module
+
+
+httpx = _import_httpx_without_trio()
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -41,6 +61,9 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 
 def config_or_exit(path: str | None) -> ProjectConfig:
+    # the config model is assembled from every component's spec: imported when a command needs it
+    from devbox.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -49,11 +72,18 @@ def config_or_exit(path: str | None) -> ProjectConfig:
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def runtime_path(config: ProjectConfig) -> Path:
+class HasStatePath(Protocol):
+    """A ProjectConfig, or the PlatformAddress read-only commands get without building one."""
+
+    @property
+    def state_path(self) -> Path: ...
+
+
+def runtime_path(config: HasStatePath) -> Path:
     return config.state_path / RUNTIME_FILE
 
 
-def read_runtime(config: ProjectConfig) -> dict[str, Any] | None:
+def read_runtime(config: HasStatePath) -> dict[str, Any] | None:
     """The running platform's pid and listeners, or None when none is recorded or it died."""
     path = runtime_path(config)
     try:
@@ -74,11 +104,17 @@ def api_url(config_path: str | None = None) -> str:
     source = find_config(config_path)
     if not source.exists():
         fail(no_config_message(source), EXIT_USAGE)
-    config = config_or_exit(config_path)
-    runtime = read_runtime(config)
+    # platform: read plainly (the running platform validated the file); a file that cannot be read
+    # plainly gets the full load and its file:line:key message
+    address = read_platform_address(source)
+    if address is None:
+        config = config_or_exit(config_path)
+        runtime = read_runtime(config)
+        return str(runtime["api"]).rstrip("/") if runtime else f"http://127.0.0.1:{config.platform.ports.api}"
+    runtime = read_runtime(address)
     if runtime:
         return str(runtime["api"]).rstrip("/")
-    return f"http://127.0.0.1:{config.platform.ports.api}"
+    return f"http://127.0.0.1:{address.api_port}"
 
 
 def registry_dir() -> Path:
@@ -126,7 +162,10 @@ def api_token(config_path: str | None = None) -> str | None:
     if os.environ.get(envvars.DEVBOX_TOKEN):
         return os.environ[envvars.DEVBOX_TOKEN]
     source = find_config(config_path)
-    return config_or_exit(config_path).platform.token if source.exists() else None
+    if not source.exists():
+        return None
+    address = read_platform_address(source)
+    return address.token if address is not None else config_or_exit(config_path).platform.token
 
 
 def auth_headers(token: str | None) -> dict[str, str]:

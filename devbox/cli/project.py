@@ -45,12 +45,12 @@ from devbox.cli.common import (
     registry_dir,
     runtime_path,
 )
-from devbox.config import DEFAULT_FILE, ProjectConfig, json_schema
-from devbox.mocks.deploy import core as deploy_core
+from devbox.projectfile import DEFAULT_FILE
 
 if TYPE_CHECKING:
     from rich.live import Live
 
+    from devbox.config import ProjectConfig
     from devbox.platform.platform import Platform
 
 LOG = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ def up(
     chosen = _components(components)
     if no_reload:
         config.services = [s.model_copy(update={"reload": False}) for s in config.services]
+    from devbox.mocks.deploy import core as deploy_core  # the deploy package's config model: not for status
+
     problems = deploy_core.preflight(config.services, config.root)
     if any(s.runtime == "docker" for s in config.services):
         from devbox.mocks.deploy.docker import engine_problem
@@ -384,7 +386,7 @@ def _wait_detached(config: ProjectConfig, proc: subprocess.Popen[bytes], log_pat
         while True:
             code = proc.poll()
             if code is not None:
-                lines = deploy_core.tail_lines(log_path, 25)
+                lines = tail_lines(log_path, 25)
                 err_console.print("\n".join(lines), highlight=False, markup=False)
                 fail(f"devbox up exited with code {code} (log: {log_path})", code or EXIT_FAILED)
             runtime = read_runtime(config)
@@ -627,7 +629,7 @@ def logs(
 
     offsets: dict[Path, int] = {}
     for path in chosen:
-        for line in (deploy_core.tail_lines(path, lines, max_bytes=max(64 * 1024, lines * 400)) if lines else []):
+        for line in (tail_lines(path, lines, max_bytes=max(64 * 1024, lines * 400)) if lines else []):
             emit(path, line)
         offsets[path] = path.stat().st_size
     sys.stdout.flush()
@@ -773,7 +775,16 @@ def init(
 
 def schema() -> None:
     """Print the JSON Schema of devbox.yaml, for editors."""
+    from devbox.config import json_schema  # builds the whole config model: only this command needs it
+
     print_json(json_schema())
 
 
 __all__ = ["EXIT_NOT_RUNNING", "register"]
+
+
+def tail_lines(path: Path, lines: int, **kwargs: Any) -> list[str]:
+    """deploy's log tail, imported when used (the deploy package builds its config model on import)."""
+    from devbox.mocks.deploy import core as deploy_core
+
+    return deploy_core.tail_lines(path, lines, **kwargs)
