@@ -3,8 +3,9 @@
 gateway SERVER ─ CLIENT → users SERVER (``users_calls`` times, one after the other)
                └ CLIENT → orders SERVER ─ CLIENT → payment SERVER
 Latencies are drawn from a seeded generator; ``orders_extra_ms`` is added to orders' own time,
-``payment_error`` is the share of payment calls that fail, ``slow_instance`` adds latency between
-the gateway and one of the two users instances (as a proxy in front of it would).
+``payment_error`` is the share of payment calls that fail, ``slow_instance_ms`` adds latency between
+the gateway and one of the two users instances (as a proxy in front of it would), ``orders_unreached``
+is the share of requests whose call to orders fails before it is sent (routing left no instance).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def _span(trace: str, parent: str | None, kind: str, service: str, name: str, st
 
 
 def shop_rows(n: int, *, seed: int, t0: float = 1.7e15, users_calls: int = 1, orders_extra_ms: float = 0.0,
-              payment_error: float = 0.0, slow_instance_ms: float = 0.0, gap_us: float = 200_000) -> list[dict]:
+              payment_error: float = 0.0, slow_instance_ms: float = 0.0, orders_unreached: float = 0.0,
+              gap_us: float = 200_000) -> list[dict]:
     rnd = random.Random(seed)
     rows: list[dict] = []
     for i in range(n):
@@ -57,6 +59,13 @@ def shop_rows(n: int, *, seed: int, t0: float = 1.7e15, users_calls: int = 1, or
             rows.append(_span(trace, client["id"], "SERVER", "users", "GET /users/{user_id}", cursor + 150 + extra,
                               server, instance=instance))
             cursor += server + 300 + extra
+        if rnd.random() < orders_unreached:
+            # the call to orders fails before it is sent (no instance left by routing): no orders span
+            rows.append(_span(trace, gw["id"], "CLIENT", "gateway", "GET", cursor, 400, remote="orders",
+                              error="NoInstanceError: no instance of orders matches env=feature-x"))
+            gw["duration"] = int(cursor + 900 - start)
+            gw["tags"]["error"] = "503"
+            continue
         own = rnd.uniform(8000, 16000) + orders_extra_ms * 1000
         pay = rnd.uniform(400, 1500)
         failed = rnd.random() < payment_error

@@ -1,0 +1,295 @@
+"""Rank the likely causes of a service's trouble from several signals. Pure (no I/O).
+
+Input (:class:`Case`): the spans of the window before the moment asked about and of the window
+before that, the deploy events and releases around it, the fault rules and routing rules in effect,
+the registry. Each signal gives suspects a score in [0, 1] with a one-line reason with numbers;
+a suspect's score is the noisy-OR of its signals (``1 - prod(1 - s)``), so agreeing signals
+raise it and one weak signal stays weak.
+
+Signals, and the score each gives:
+
+- **error origin** (≤ 0.9): where the failing traces' errors started (the deepest failing span, as
+  ``traces why`` finds it), aggregated over the window: share of failing traces. A call that failed
+  before reaching its callee (a CLIENT span with no server span under it) points at the route to the
+  callee, and at the routing rules of that callee.
+- **release/deploy** (≤ 0.5): a release, reload or restart of a service on the failing path in the
+  window, more when it came just before the trouble.
+- **latency per hop** (≤ 0.6): the operations whose own time (self time) or whose calls' time
+  grew from the preceding window (Mann-Whitney U, p < 0.01, > 10 % and > 5 ms), weighted by their
+  share of the largest shift.
+- **instance outlier** (≤ 0.8): one instance whose calls are slower or fail more than the other
+  instances of its service in the same window.
+- **fault rule** (0.4): a fault rule in effect on a service on the failing path.
+- **routing rule** (≤ 0.9): a rule on a service whose calls fail before reaching it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from devbox.diff.core import latency_shift
+from devbox.diff.profile import OpStats, is_probe, self_time_us
+from devbox.diff.stats import ALPHA_DEFAULT, mann_whitney, quantile, two_proportions
+from devbox.mocks.tracing.analysis import CALLER_KINDS, build_tree, calls, group_traces, root_cause
+from devbox.mocks.tracing.models import Span
+
+DEPLOY_KINDS = ("release", "release_batch", "release_done", "reload", "reloaded", "restarted", "crashed", "scaled",
+                "started", "killed")
+
+
+@dataclass
+class Case:
+    """What the ranking reads (see the module docstring)."""
+
+    service: str
+    at: float
+    window: float
+    now: list[Span]
+    before: list[Span]
+    deploy_events: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    routing_rules: list[dict[str, Any]] = field(default_factory=list)
+    instances: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Suspect:
+    subject: str
+    signals: list[tuple[str, float, str]] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return 1 - math.prod(1 - s for _, s, _ in self.signals)
+
+    @property
+    def reason(self) -> str:
+        ordered = sorted(self.signals, key=lambda sig: -sig[1])
+        first = ordered[0][2]
+        rest = "; ".join(f"{name}: {text}" for name, _, text in ordered[1:])
+        return f"{first}" + (f" (also {rest})" if rest else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"subject": self.subject, "score": round(self.score, 3), "reason": self.reason,
+                "signals": [{"signal": n, "score": round(s, 3), "text": t} for n, s, t in self.signals]}
+
+
+class Board:
+    """The suspects so far, by subject."""
+
+    def __init__(self) -> None:
+        self.suspects: dict[str, Suspect] = {}
+
+    def add(self, subject: str, signal: str, score: float, text: str) -> None:
+        if score <= 0:
+            return
+        self.suspects.setdefault(subject, Suspect(subject)).signals.append((signal, min(score, 0.99), text))
+
+    def ranked(self) -> list[Suspect]:
+        return sorted(self.suspects.values(), key=lambda s: (-s.score, s.subject))
+
+
+def _traces(spans: Iterable[Span]) -> list[Any]:
+    out = []
+    for trace in group_traces(spans).values():
+        tree = build_tree(trace)
+        if not is_probe(tree.spans[tree.main_root]):
+            out.append(tree)
+    return out
+
+
+def failing_path(service: str, trees: list[Any]) -> set[str]:
+    """The service and every service it calls, directly or not, in these traces."""
+    graph = nx.DiGraph()
+    for tree in trees:
+        graph.add_edges_from((c.caller, c.callee) for c in calls(tree))
+    if service not in graph:
+        return {service}
+    return {service, *nx.descendants(graph, service)}
+
+
+def _short(instance: str, instances: dict[str, dict[str, Any]]) -> str:
+    found = instances.get(instance)
+    where = f" {found['host']}:{found['port']}" if found else ""
+    name = (found or {}).get("metadata", {}).get("devbox.instance")
+    return f"{name or instance[:10]}{where}"
+
+
+def origin_signal(board: Board, case: Case, trees: list[Any], path: set[str]) -> int:
+    """Error origin of the failing traces through the service; returns how many failed."""
+    failing = [t for t in trees if any(s.error for s in t.spans.values())
+               and any(s.service == case.service for s in t.spans.values())]
+    origins: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for tree in failing:
+        seen: set[tuple[str, str]] = set()
+        for cause in root_cause(list(tree.spans.values()))["causes"]:
+            span_kind, remote = cause["kind"], cause.get("attributes", {}).get("peer.service")
+            key_span = next((s for s in tree.spans.values() if s.span_id == cause["span_id"]), None)
+            remote = remote or (key_span.remote_service if key_span else None)
+            if span_kind in CALLER_KINDS and remote and remote != cause["service"]:
+                key = ("unreached", remote)
+            else:
+                key = ("origin", f"{cause['service']}")
+            if key not in seen:
+                seen.add(key)
+                origins[key].append(str(cause.get("message") or cause["name"]))
+    for (kind, subject), messages in origins.items():
+        share = len(messages) / len(failing)
+        common = max(set(messages), key=messages.count)
+        if kind == "origin":
+            board.add(subject, "error origin", 0.9 * share,
+                      f"errors start here in {len(messages)}/{len(failing)} failing traces ({share:.0%}): "
+                      f"{common[:80]}")
+        else:
+            board.add(f"route to {subject}", "error origin", 0.6 * share,
+                      f"calls to {subject} fail before reaching it in {len(messages)}/{len(failing)} failing traces "
+                      f"({share:.0%}): {common[:80]}")
+            for rule in case.routing_rules:
+                if rule.get("service") in (subject, "*"):
+                    name = f"routing rule {rule.get('service')}/{rule.get('name')}"
+                    board.add(name, "routing rule", 0.9 * share,
+                              f"routes calls to {subject}, which fail before reaching it in "
+                              f"{len(messages)}/{len(failing)} failing traces ({share:.0%}): {common[:80]}")
+    return len(failing)
+
+
+Stats = dict[tuple[str, str], OpStats]
+
+
+def _op_stats(trees: list[Any], path: set[str]) -> tuple[Stats, Stats]:
+    """Per service/operation on the path: server-side stats; per caller→callee: call (client-side) stats."""
+    ops: dict[tuple[str, str], OpStats] = defaultdict(OpStats)
+    hops: dict[tuple[str, str], OpStats] = defaultdict(OpStats)
+    for tree in trees:
+        for key, s in tree.spans.items():
+            if s.service in path and s.kind in ("SERVER", "CONSUMER"):
+                st = ops[(s.service, s.name)]
+                st.durations_ms.append(s.duration_us / 1000)
+                st.self_ms.append(self_time_us(tree, key) / 1000)
+        for c in calls(tree):
+            if c.callee in path:
+                st = hops[(c.caller, c.callee)]
+                st.durations_ms.append(c.duration_us / 1000)
+                st.self_ms.append(c.duration_us / 1000)
+    return ops, hops
+
+
+def latency_signal(board: Board, now: list[Any], before: list[Any], path: set[str]) -> None:
+    ops_now, hops_now = _op_stats(now, path)
+    ops_before, hops_before = _op_stats(before, path)
+    shifts: list[tuple[str, float, str]] = []
+    for key in set(ops_now) & set(ops_before):
+        own = latency_shift(ops_before[key], ops_now[key], self_time=True)
+        if own and own["delta_ms"] > 0:
+            shifts.append((key[0], own["delta_ms"], f"{key[0]}:{key[1]} own time p50 {own['p50_a']:.1f} → "
+                           f"{own['p50_b']:.1f} ms (+{own['delta_ms']:.1f} ms, p={own['p']:.1g})"))
+    for key in set(hops_now) & set(hops_before):
+        hop = latency_shift(hops_before[key], hops_now[key])
+        server = [k for k in ops_now if k[0] == key[1]]
+        moved = any(latency_shift(ops_before[k], ops_now[k]) for k in server if k in ops_before)
+        if hop and hop["delta_ms"] > 0 and not moved:
+            # the call got slower while the callee's own spans did not: the time is added on the way
+            shifts.append((key[1], hop["delta_ms"], f"calls {key[0]} → {key[1]} p50 {hop['p50_a']:.1f} → "
+                           f"{hop['p50_b']:.1f} ms (+{hop['delta_ms']:.1f} ms) while {key[1]}'s own spans did not "
+                           "change: time added between them (proxy, network, fault)"))
+    if not shifts:
+        return
+    top = max(d for _, d, _ in shifts)
+    for subject, delta, text in shifts:
+        board.add(subject, "latency shift", 0.6 * delta / top, text)
+
+
+def outlier_signal(board: Board, case: Case, trees: list[Any], path: set[str]) -> None:
+    """Per callee instance: its calls' latency and errors against the service's other instances."""
+    by_instance: dict[str, dict[str, OpStats]] = defaultdict(lambda: defaultdict(OpStats))
+    for tree in trees:
+        for key, s in tree.spans.items():
+            if s.service not in path or s.kind not in ("SERVER", "CONSUMER"):
+                continue
+            instance = str(s.attributes.get("service.instance.id") or "")
+            parent = tree.parent(key)
+            caller = tree.spans[parent] if parent else None
+            duration = caller.duration_us if caller is not None and caller.kind in CALLER_KINDS else s.duration_us
+            if instance:
+                st = by_instance[s.service][instance]
+                st.durations_ms.append(duration / 1000)
+                st.errors += int(s.error or (caller is not None and caller.kind in CALLER_KINDS and caller.error))
+    known = {str(i.get("id")): i for i in case.instances}
+    for service, per in by_instance.items():
+        if len(per) < 2:
+            continue
+        for instance, st in per.items():
+            rest = OpStats()
+            for other, ost in per.items():
+                if other != instance:
+                    rest.durations_ms.extend(ost.durations_ms)
+                    rest.errors += ost.errors
+            if st.count < 5 or rest.count < 5:
+                continue
+            a, b = quantile(rest.durations_ms, 0.5), quantile(st.durations_ms, 0.5)
+            label = f"{service} instance {_short(instance, known)}"
+            if b - a > 5 and b > 1.5 * a and mann_whitney(rest.durations_ms, st.durations_ms) < ALPHA_DEFAULT:
+                board.add(label, "instance outlier", 0.8,
+                          f"its calls take p50 {b:.1f} ms vs {a:.1f} ms on the other {len(per) - 1} instance(s) "
+                          f"({st.count} vs {rest.count} calls)")
+            ra, rb = rest.errors / rest.count, st.errors / st.count
+            if rb - ra > 0.1 and two_proportions(rest.errors, rest.count, st.errors, st.count) < ALPHA_DEFAULT:
+                board.add(label, "instance outlier", 0.8,
+                          f"{rb:.0%} of its calls fail vs {ra:.0%} on the other {len(per) - 1} instance(s)")
+
+
+def deploy_signal(board: Board, case: Case, path: set[str], onset: float | None) -> None:
+    seen: set[tuple[str, str]] = set()
+    for e in sorted(case.deploy_events, key=lambda e: -float(e.get("ts") or 0)):
+        service, kind, ts = str(e.get("service")), str(e.get("kind")), float(e.get("ts") or 0)
+        if service not in path or kind not in DEPLOY_KINDS or ts > case.at or (service, kind) in seen:
+            continue
+        seen.add((service, kind))
+        reference = onset if onset is not None else case.at
+        ago = reference - ts
+        # closer before the trouble counts more; after its onset it cannot have caused it
+        near = 1.0 if 0 <= ago <= case.window else 0.5 if ago > case.window else 0.2
+        weight = 0.5 if kind.startswith("release") or kind.startswith("reload") else 0.3
+        board.add(service, "deploy", weight * near,
+                  f"{kind} of {service} {abs(ago):.0f} s {'before' if ago >= 0 else 'after'} the trouble began: "
+                  f"{str(e.get('message') or '')[:70]}")
+
+
+def fault_signal(board: Board, case: Case, path: set[str]) -> None:
+    for f in case.faults:
+        service = str(f.get("service"))
+        if service not in path:
+            continue
+        what = ", ".join(x for x in (f"latency {f['latency_ms']:g} ms" if f.get("latency_ms") else "",
+                                     f"errors {f['error_rate']:.0%}" if f.get("error_rate") else "",
+                                     f"aborts {f['abort_rate']:.0%}" if f.get("abort_rate") else "") if x)
+        scope = f" from {f['caller']}" if f.get("caller") else ""
+        hits = (f.get("stats") or {}).get("hits", 0)
+        board.add(service, "fault rule", 0.4,
+                  f"fault rule {f.get('id')} in effect: {what} on calls to {service}{scope} ({hits} calls hit)")
+
+
+def onset_of(trees: list[Any]) -> float | None:
+    """When the first failing trace of the window started (epoch s), if any."""
+    starts = [tree.spans[tree.main_root].start_us for tree in trees if any(s.error for s in tree.spans.values())]
+    return min(starts) / 1e6 if starts else None
+
+
+def rank(case: Case) -> dict[str, Any]:
+    """Suspects, best first, with the facts they were ranked on."""
+    now, before = _traces(case.now), _traces(case.before)
+    path = failing_path(case.service, now + before)
+    board = Board()
+    failing = origin_signal(board, case, now, path)
+    latency_signal(board, now, before, path)
+    outlier_signal(board, case, now, path)
+    deploy_signal(board, case, path, onset_of(now))
+    fault_signal(board, case, path)
+    return {"service": case.service, "at": case.at, "window_s": case.window, "path": sorted(path),
+            "traces": len(now), "traces_before": len(before), "failing_traces": failing,
+            "suspects": [s.to_json() for s in board.ranked()]}

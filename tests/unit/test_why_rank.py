@@ -1,0 +1,65 @@
+"""devbox why's ranking on three staged incidents (synthetic traces, no platform): the true cause
+ranks first, and the test names the signals that put it there."""
+
+from __future__ import annotations
+
+from devbox.diff.profile import span_of
+from devbox.why.rank import Case, rank
+from tests.unit.evidence_traces import shop_rows
+
+T0 = 1.7e15  # µs
+WINDOW = 60.0
+
+
+def _case(**incident: float) -> Case:
+    before = [span_of(r) for r in shop_rows(300, seed=1, t0=T0)]
+    now = [span_of(r) for r in shop_rows(300, seed=2, t0=T0 + WINDOW * 1e6, **incident)]
+    return Case(service="gateway", at=(T0 / 1e6) + 2 * WINDOW, window=WINDOW, now=now, before=before)
+
+
+def _signals(suspect: dict) -> set[str]:
+    return {s["signal"] for s in suspect["signals"]}
+
+
+def test_a_bad_release_of_payment_ranks_payment_first() -> None:
+    case = _case(payment_error=0.5)
+    case.deploy_events = [
+        {"service": "payment", "kind": "release", "ts": T0 / 1e6 + WINDOW - 5, "message": "payment v2, batch 1"},
+        {"service": "users", "kind": "healthy", "ts": T0 / 1e6 + WINDOW - 50, "message": "noise"},
+    ]
+    report = rank(case)
+    top = report["suspects"][0]
+    assert top["subject"] == "payment", report["suspects"][:3]
+    assert _signals(top) == {"error origin", "deploy"}
+    assert "errors start here in" in top["reason"] and "release of payment" in top["reason"]
+
+
+def test_latency_on_one_users_instance_ranks_that_instance_first() -> None:
+    case = _case(slow_instance_ms=200)
+    case.instances = [{"id": "users-a", "host": "127.0.0.1", "port": 7001, "metadata": {"devbox.instance": "users-1"}},
+                      {"id": "users-b", "host": "127.0.0.1", "port": 7002, "metadata": {"devbox.instance": "users-2"}}]
+    case.faults = [{"id": "f1", "service": "users", "latency_ms": 200, "stats": {"hits": 150}}]
+    report = rank(case)
+    top = report["suspects"][0]
+    assert top["subject"] == "users instance users-1 127.0.0.1:7001", report["suspects"][:3]
+    assert "instance outlier" in _signals(top)
+    # the service-wide signals (the hop got slower, a fault rule on users) rank it next
+    assert report["suspects"][1]["subject"] == "users"
+    assert {"latency shift", "fault rule"} <= _signals(report["suspects"][1])
+
+
+def test_a_routing_rule_to_a_missing_group_ranks_the_rule_first() -> None:
+    case = _case(orders_unreached=0.4)
+    case.routing_rules = [{"namespace": "default", "service": "orders", "name": "feature-x"},
+                          {"namespace": "default", "service": "users", "name": "canary"}]
+    report = rank(case)
+    top = report["suspects"][0]
+    assert top["subject"] == "routing rule orders/feature-x", report["suspects"][:3]
+    assert _signals(top) == {"routing rule"}
+    assert "fail before reaching it in" in top["reason"]
+    assert all(s["subject"] != "routing rule users/canary" for s in report["suspects"])
+
+
+def test_a_quiet_system_has_no_strong_suspect() -> None:
+    report = rank(_case())
+    assert all(s["score"] < 0.3 for s in report["suspects"]), report["suspects"]
