@@ -151,7 +151,9 @@ def _trace(p: PlatformThread, trace_id: str, count: int) -> list[dict[str, Any]]
         r = httpx.get(p.url("zipkin") + f"/api/v2/trace/{trace_id}")
         return r.json() if r.status_code == 200 and len(r.json()) >= count else None
 
-    return wait_for(spans, what=f"{count} spans of trace {trace_id}")  # type: ignore[no-any-return]
+    found = wait_for(spans, what=f"{count} spans of trace {trace_id}")
+    assert found is not None
+    return found
 
 
 def _traceparent() -> tuple[str, str, str]:
@@ -187,6 +189,7 @@ def test_uninstrumented_python_and_go_services_show_in_topology_and_red(tmp_path
             return found.get(("plain-py", "plain-go"))
 
         link = wait_for(linked, what="plain-py -> plain-go in Zipkin dependencies")
+        assert link is not None
         assert link["callCount"] >= 5 and link["errorCount"] >= 1
         topology = httpx.get(p.url() + "/api/topology").json()
         assert {"plain-py", "plain-go"} <= {n["name"] for n in topology["services"]}
@@ -227,7 +230,9 @@ def test_trace_modes_one_server_span_per_hop(tmp_path: Path) -> None:
                 return spans if own and own[0]["parentId"] == parent else None
 
             # the service's own span is the caller's child: the proxy injected nothing, so it made no span
-            spans = wait_for(alone, what="inst-auto's own span, child of the caller's")
+            found = wait_for(alone, what="inst-auto's own span, child of the caller's")
+            assert found is not None
+            spans = found
             assert len(spans) == 1 and spans[0]["kind"] == "SERVER"
 
             # on: the service's own span nests under the proxy's (the proxy injected its span as parent)
