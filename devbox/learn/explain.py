@@ -332,10 +332,28 @@ def explain_service(reader: Reader, name: str, lookback_ms: int = 3_600_000) -> 
         last = deploys[-1]
         sentences.append(f"{len(deploys)} recent deploy event(s); the last: {last['kind']} {last['instance'] or ''} "
                          f"— {last['message']}.")
+    causes = _likely_causes(reader, name)
+    if causes:
+        sentences.append("Likely causes of its recent trouble (`devbox why " + name + "`): " + "; ".join(
+            f"{i}. {c['subject']} ({c['score']:.2f}): {c['reason']}" for i, c in enumerate(causes, 1)) + ".")
     return {
         "service": name, "deployment": deployed[0] if deployed else None, "callers": links.get("callers", []),
         "callers_transitive": links.get("callers_transitive", []), "callees": links.get("callees", []),
         "callees_transitive": links.get("callees_transitive", []), "edges": edges, "instances": instances,
         "routing_rules": rules_of_routing, "indicators": indicators, "alert_rules": rules, "active_alerts": active,
-        "deploys": deploys, "sentences": sentences,
+        "deploys": deploys, "likely_causes": causes, "sentences": sentences,
     }
+
+
+def _likely_causes(reader: Reader, name: str, window: float = 120.0) -> list[dict[str, Any]]:
+    """The top suspects of devbox why when the service's recent traces failed or slowed; [] when
+    nothing stands out (or the evidence cannot be read: explain still tells the rest)."""
+    from devbox.snapshot.collect import Platform
+    from devbox.why.gather import gather
+
+    try:
+        report = gather(Platform(reader.base, reader.api.token), name, window=window)
+    except Exception as exc:  # explain is a reading aid: a failed ranking must not hide the rest
+        LOG.debug("likely causes of %s: %s", name, exc)
+        return []
+    return [s for s in report["suspects"] if s["score"] >= 0.3][:3]

@@ -120,6 +120,16 @@ def _short(instance: str, instances: dict[str, dict[str, Any]]) -> str:
     return f"{name or instance[:10]}{where}"
 
 
+def _describe(cause: dict[str, Any]) -> str:
+    """What failed, in a few words: the span's message, else its name and status code."""
+    message = str(cause.get("message") or "")
+    if message and message.lower() not in ("true", "error"):
+        return f"{cause['name']}: {message}"
+    attrs = cause.get("attributes") or {}
+    code = attrs.get("http.status_code") or attrs.get("http.response.status_code") or attrs.get("rpc.grpc.status_code")
+    return f"{cause['name']} answered {code}" if code else str(cause["name"])
+
+
 def origin_signal(board: Board, case: Case, trees: list[Any], path: set[str]) -> int:
     """Error origin of the failing traces through the service; returns how many failed."""
     failing = [t for t in trees if any(s.error for s in t.spans.values())
@@ -137,7 +147,7 @@ def origin_signal(board: Board, case: Case, trees: list[Any], path: set[str]) ->
                 key = ("origin", f"{cause['service']}")
             if key not in seen:
                 seen.add(key)
-                origins[key].append(str(cause.get("message") or cause["name"]))
+                origins[key].append(_describe(cause))
     for (kind, subject), messages in origins.items():
         share = len(messages) / len(failing)
         common = max(set(messages), key=messages.count)
