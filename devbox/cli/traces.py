@@ -110,6 +110,28 @@ def _waterfall_rows(spans: list[dict[str, Any]]) -> list[tuple[int, dict[str, An
     return rows
 
 
+def span_notes(span: dict[str, Any]) -> list[tuple[int, str, bool]]:
+    """A span's OTel events and Zipkin annotations as ``(µs after the span's start, text, is an
+    exception)``, in time order: a recorded exception reads ``exception ValueError: card declined``
+    (its stack stays in ``--json``), another event its name and attributes, an annotation its value."""
+    notes: list[tuple[int, str, bool]] = []
+    start = span["start_us"]
+    for event in span.get("events") or []:
+        attrs = event.get("attributes") or {}
+        if event.get("name") == "exception" or "exception.type" in attrs:
+            kind, message = attrs.get("exception.type", ""), attrs.get("exception.message", "")
+            text = f"exception {kind}{': ' if kind and message else ''}{message}".rstrip()
+            notes.append((event.get("time_us", start) - start, text, True))
+        else:
+            extra = " ".join(f"{k}={v}" for k, v in attrs.items())
+            notes.append((event.get("time_us", start) - start, f"{event.get('name', '')} {extra}".rstrip(), False))
+    # stored apart (OTel events / Zipkin annotations); only the Zipkin API folds events into annotations
+    for ts, value in span.get("annotations") or []:
+        notes.append((ts - start, str(value), False))
+    notes.sort(key=lambda n: n[0])
+    return [(max(0, offset), text, bad) for offset, text, bad in notes]
+
+
 def _bar(start: int, duration: int, t0: int, total: int) -> Text:
     left = int((start - t0) / total * BAR_WIDTH) if total else 0
     width = max(1, round(duration / total * BAR_WIDTH)) if total else 1
@@ -144,6 +166,11 @@ def show(
         bar = _bar(s["start_us"], s["duration_us"], t0, total)
         bar.stylize("red" if s["error"] else ("cyan" if s["span_id"] in on_path else "dim"))
         table.add_row(Text(s["service"], style=style), name, s["kind"].lower(), fmt_us(s["duration_us"]), bar)
+        for offset, text, bad in span_notes(s):
+            mark = _bar(s["start_us"] + offset, 0, t0, total)  # where on the timeline it happened
+            mark.stylize("red" if bad else "yellow")
+            table.add_row("", Text("  " * (depth + 1) + f"↳ +{fmt_us(offset)} {text}", style="red" if bad else "dim"),
+                          "", "", mark)
     console.print(table)
     shares = ", ".join(f"{row['service']} {row['share']:.0%}" for row in critical["services"])
     console.print(f"critical path (cyan): {shares}", highlight=False)
