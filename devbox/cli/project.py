@@ -219,6 +219,9 @@ async def _serve(config: ProjectConfig, *, components: list[str] | None = None) 
         console.print(f"[bold]devbox[/] platform ready in {ready_s:.2f}s: {platform.ctx.url('api')}  "
                       f"({', '.join(f'{n} {p}' for n, (_, p) in platform.addresses.items())})", highlight=False,
                       soft_wrap=True)
+        if "dashboard" in platform.components:
+            console.print(dashboard_line(platform.ctx.url("api"), config.platform.token), highlight=False,
+                          soft_wrap=True)
         deploy = platform.components.get("deploy")
         if deploy is None or deploy.state is ComponentState.ERROR:
             if config.services:
@@ -376,6 +379,18 @@ def _detach(config: ProjectConfig, *, no_reload: bool, components: str | None) -
         fail("interrupted; the background devbox was stopped")
     console.print(f"devbox is running in the background (pid {proc.pid}, {runtime['api']}); "
                   f"`devbox status`, `devbox logs SERVICE`, `devbox down`", highlight=False, soft_wrap=True)
+    console.print(dashboard_line(runtime["api"], config.platform.token), highlight=False, soft_wrap=True)
+
+
+def dashboard_line(api: str, token: str | None) -> str:
+    """Where the dashboard is; with a platform token, the ``?token=`` link a browser opens it with
+    (the API answers it with a cookie and a redirect to the bare URL; see devbox.platform.http)."""
+    from urllib.parse import quote
+
+    url = api.rstrip("/") + "/"
+    if not token:
+        return f"dashboard: {url}"
+    return f"dashboard: {url}?token={quote(token, safe='')}  (the link logs this browser in; keep it private)"
 
 
 def _wait_detached(config: ProjectConfig, proc: subprocess.Popen[bytes], log_path: Path) -> dict[str, Any]:
