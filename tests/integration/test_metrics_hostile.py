@@ -126,8 +126,8 @@ def test_catastrophic_regex_answers_at_once(child: Child) -> None:
 
 
 def test_slow_queries_cannot_starve_ingest_or_health(child: Child) -> None:
-    """More slow queries than the query pool holds: the extra ones are refused as busy (503), and
-    ingest and /healthz answer promptly meanwhile (they once waited 40-60 s behind queries)."""
+    """More slow queries than the query pool runs at once: ingest and /healthz answer promptly
+    meanwhile (they once waited 40-60 s behind queries in the executor ingest shares)."""
     with httpx.Client(timeout=30) as http:
         assert _report(child, http, "slow").status_code == 200
     slow = "count(count_over_time(hostile_n_total[2m:10ms]))"  # 12k inner steps each: about a second of work
@@ -152,6 +152,5 @@ def test_slow_queries_cannot_starve_ingest_or_health(child: Child) -> None:
     # 3 s leaves room for a shared runner at load 20 (measured 0.45 s there); behind the queries they
     # waited for the whole queue (seconds per query, 6 at a time)
     assert worst < 3.0, f"health + one ingest took {worst:.2f} s while queries ran"
-    assert set(codes) <= {200, 503}, codes
-    assert 503 in codes, "a full query pool must refuse, not queue without bound"
+    assert set(codes) <= {200, 503}, codes  # 503: the pool's queue was full (see test_promql_guard)
     child.alive()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import tracemalloc
 
@@ -154,3 +155,21 @@ def test_query_past_its_deadline_is_refused() -> None:
     ev = Evaluator(_hostile_source())
     with pytest.raises(QueryError, match="timed out"):
         ev.instant("sum(x)", 300.0, deadline=time.monotonic() - 1)
+
+
+def test_query_pool_refuses_past_its_queue_and_frees_slots() -> None:
+    """Two run, two wait, the fifth is refused at once as busy; slots come back when queries end."""
+    from devbox.mocks.metrics.core import QueryBusy, QueryRunner
+
+    runner = QueryRunner(workers=2, waiting=2, timeout=30)
+    release = threading.Event()
+    try:
+        futures = [runner.submit(lambda _deadline: release.wait(30)) for _ in range(4)]
+        with pytest.raises(QueryBusy, match="too many queries"):
+            runner.submit(lambda _deadline: True)
+        release.set()
+        assert all(f.result(30) for f in futures)
+        assert runner.call(lambda deadline: deadline > time.monotonic())  # a slot again, with a deadline ahead
+    finally:
+        release.set()
+        runner.close()
