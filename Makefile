@@ -1,6 +1,6 @@
 # The two commands of the README: `make install` and `make test`.
 PYTHON ?= python3
-DEBIAN_PACKAGES = prometheus prometheus-alertmanager chromium
+DEBIAN_PACKAGES = prometheus prometheus-alertmanager chromium docker.io debootstrap docker-compose
 
 .PHONY: install test test-quick typecheck lint bench
 

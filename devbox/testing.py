@@ -123,3 +123,86 @@ def running_platform(
         yield thread
     finally:
         thread.stop()
+
+
+# --- a real Docker engine -----------------------------------------------------------------------
+
+#: Where :func:`docker_engine` keeps the engine it starts: outside any checkout, so built images
+#: survive between test runs on the same machine.
+DOCKER_ROOT = Path("/var/lib/devbox-test-docker")
+
+
+class EngineUnavailable(RuntimeError):
+    """No Docker engine can run here; ``str()`` says why (what is missing, the daemon's last log lines)."""
+
+
+def _engine_answers(host: str) -> bool:
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=host, timeout=5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+_ENGINE: dict[str, str] = {}
+
+
+def docker_engine(root: Path = DOCKER_ROOT, *, timeout: float = 60.0) -> str:
+    """The ``DOCKER_HOST`` of a running engine: $DOCKER_HOST if it answers, else one under ``root``,
+    started as /work/shared/DOCKER.md says (vfs, no bridge, no iptables; containers use the host
+    network) when none runs there. Raises :class:`EngineUnavailable` with the reason when docker.io
+    is not installed and cannot be, or the daemon does not start. Sets $DOCKER_HOST for the docker
+    SDK, the CLI and testcontainers. An engine this function started is stopped at interpreter exit.
+    """
+    import atexit
+    import os
+    import shutil
+    import signal
+    import subprocess
+
+    if "host" in _ENGINE:
+        return _ENGINE["host"]
+    given = os.environ.get("DOCKER_HOST")
+    sock = root / "docker.sock"
+    host = given if given and _engine_answers(given) else f"unix://{sock}"
+    if not _engine_answers(host):
+        if shutil.which("dockerd") is None and shutil.which("apt-get") and os.geteuid() == 0:
+            subprocess.run(["apt-get", "install", "-y", "-q", "docker.io"], capture_output=True, timeout=600,
+                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if shutil.which("dockerd") is None:
+            raise EngineUnavailable("dockerd is not installed (apt-get install docker.io, or `make install`)")
+        if os.geteuid() != 0:
+            raise EngineUnavailable("dockerd needs root here (no rootless setup); run the tests as root or set "
+                                    "DOCKER_HOST to a running engine")
+        root.mkdir(parents=True, exist_ok=True)
+        log = root / "dockerd.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+                 "--pidfile", str(root / "dockerd.pid"), "--host", host, "--storage-driver", "vfs",
+                 "--iptables=false", "--bridge=none"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not _engine_answers(host):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                tail = log.read_text(errors="replace").splitlines()[-5:]
+                raise EngineUnavailable("dockerd did not start: " + " | ".join(tail))
+            time.sleep(0.2)
+
+        def stop() -> None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(20)
+
+        atexit.register(stop)
+    os.environ["DOCKER_HOST"] = host
+    _ENGINE["host"] = host
+    return host

@@ -25,6 +25,7 @@ MODULES = (
     "devbox.cli.release",  # release SERVICE|status|history|pause|resume|rollback, url
     "devbox.cli.faults",  # faults add|ls|rm|kill
     "devbox.cli.evidence",  # snapshot save|load|ls|show, diff, why
+    "devbox.cli.export",  # export compose|k8s
 )
 
 #: Which module registers each top-level command: `devbox status` imports project.py alone, not
@@ -43,6 +44,7 @@ COMMANDS = {
     **dict.fromkeys(("release", "url"), "devbox.cli.release"),
     "faults": "devbox.cli.faults",
     **dict.fromkeys(("snapshot", "diff", "why"), "devbox.cli.evidence"),
+    "export": "devbox.cli.export",
 }
 
 LOG = logging.getLogger(__name__)

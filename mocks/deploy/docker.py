@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import shutil
@@ -23,12 +24,33 @@ import subprocess
 import time
 from pathlib import Path
 
+from devbox.mocks.deploy.config import ServiceConfig
 from devbox.mocks.deploy.runner import RunningProcess, rotate
 
 LOG = logging.getLogger(__name__)
 
 #: Label every devbox container carries: the project's state dir, for cleanup after a crash.
 LABEL = "devbox.state"
+#: Where the 123 convention puts a service's folder in its image (started by ``start.sh`` there).
+APP_DIR = "/usr/local/app"
+#: The base image of services without a Dockerfile or ``image:`` (built once: see tests/integration/docker_engine.py).
+BASE_IMAGE = "devbox-base:bookworm"
+
+
+def dockerfile_123(base: str, start: str = "./start.sh") -> str:
+    """The 123 convention as a Dockerfile: the service folder in /usr/local/app, started by its start.sh."""
+    cmd = f'["{APP_DIR}/start.sh"]' if start == "./start.sh" else f'["/bin/sh", "-c", {json.dumps(start)}]'
+    return f"FROM {base}\nCOPY . {APP_DIR}/\nWORKDIR {APP_DIR}\nCMD {cmd}\n"
+
+
+def needs_generated_dockerfile(svc: ServiceConfig, path: Path) -> bool:
+    """Whether the image is ``image:`` (or the base) plus the folder, by the 123 convention.
+
+    A Dockerfile in the folder wins; ``image:`` alone (no start.sh in the folder) is run as it is.
+    """
+    if (path / "Dockerfile").is_file():
+        return False
+    return svc.image is None or (path / "start.sh").is_file()
 
 
 def image_tag(project: str, service: str) -> str:

@@ -1,0 +1,99 @@
+"""``devbox export compose``: this project as a compose file (services + the real backends).
+
+Writes FILE and, next to it, ``FILE-without-suffix.d/`` with the backends' config (Prometheus
+config and rule file, Alertmanager config, the collector's pipeline) and the generated
+Dockerfiles of services that follow the 123 convention. Paths in the file are relative to it,
+so the folder can be moved as a whole.
+
+Two network layouts: ``bridge`` (default; each container on the compose network, backends found
+by name, every service on port 8080 inside its own container) and ``host`` (every container on
+the host network, backends on 127.0.0.1 — what a Docker engine without a bridge, like the one
+the tests start, can run).
+
+LIMITATIONS: no compose healthchecks (an image FROM scratch has no shell to run them; the
+Kubernetes export carries readiness probes); ``deploy.replicas`` needs Compose v2 or
+``docker-compose --compatibility``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from devbox.config import ProjectConfig
+from devbox.export.stack import ExportedService, Hosts, backends, config_files, dump, services
+from devbox.mocks.deploy.docker import BASE_IMAGE
+
+LOG = logging.getLogger(__name__)
+
+Network = Literal["bridge", "host"]
+
+
+def _service(item: ExportedService, *, here: Path, conf: Path, network: Network) -> dict[str, Any]:
+    out: dict[str, Any] = {"image": item.image}
+    if item.context is not None:
+        build: dict[str, Any] = {"context": os.path.relpath(item.context, here)}
+        if item.generated_dockerfile is not None:
+            build["dockerfile"] = os.path.relpath(conf / f"{item.name}.Dockerfile", item.context)
+        out["build"] = build
+    out["environment"] = dict(sorted(item.env.items()))
+    if network == "host":
+        out["network_mode"] = "host"
+    elif item.svc.port and item.svc.replicas == 1:
+        out["ports"] = [f"{item.svc.port}:{item.port}"]
+    if item.svc.replicas != 1:
+        out["deploy"] = {"replicas": item.svc.replicas}
+    out["depends_on"] = ["polaris", "otel-collector"]
+    out["restart"] = "on-failure" if item.svc.restart.enabled else "no"
+    return out
+
+
+def compose_document(config: ProjectConfig, out: Path, *, network: Network = "bridge",
+                     base_image: str = BASE_IMAGE) -> tuple[dict[str, Any], dict[str, str]]:
+    """The compose file for ``out`` and the files of its config folder (name → text)."""
+    hosts = Hosts.local() if network == "host" else Hosts()
+    here = out.parent.resolve()
+    conf = here / f"{out.stem}.d"
+    exported = services(config, hosts, base_image=base_image)
+    files = config_files(config, hosts, exported)
+    for item in exported:
+        if item.generated_dockerfile is not None:
+            files[f"{item.name}.Dockerfile"] = item.generated_dockerfile
+    doc: dict[str, Any] = {"services": {}}
+    for backend in backends(hosts):
+        entry: dict[str, Any] = {"image": backend.image, "restart": "unless-stopped"}
+        if backend.args:
+            entry["command"] = list(backend.args)
+        if backend.env:
+            entry["environment"] = dict(backend.env)
+        if backend.files:
+            entry["volumes"] = [f"./{conf.name}/{name}:{path}:ro" for path, name in backend.files.items()]
+        if network == "host":
+            entry["network_mode"] = "host"
+        else:
+            entry["ports"] = [f"{port}:{port}" for name, port in backend.ports.items() if name not in backend.private]
+        doc["services"][backend.name] = entry
+    for item in exported:
+        doc["services"][item.name] = _service(item, here=here, conf=conf, network=network)
+    return doc, files
+
+
+def write_compose(config: ProjectConfig, out: Path, *, network: Network = "bridge",
+                  base_image: str = BASE_IMAGE) -> list[Path]:
+    """Write the compose file and its config folder; the paths written."""
+    doc, files = compose_document(config, out, network=network, base_image=base_image)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    conf = out.parent / f"{out.stem}.d"
+    conf.mkdir(exist_ok=True)
+    written = []
+    for name, text in files.items():
+        (conf / name).write_text(text, encoding="utf-8")
+        written.append(conf / name)
+    header = (f"# {config.project}: exported by `devbox export compose` ({network} network).\n"
+              f"# Services as images with the env devbox injects; the real backends with config from\n"
+              f"# devbox.yaml in ./{conf.name}/. Services with `register: auto` must register themselves here.\n")
+    out.write_text(header + dump(doc), encoding="utf-8")
+    written.insert(0, out)
+    return written
