@@ -246,16 +246,18 @@ async def _serve(config: ProjectConfig, *, components: list[str] | None = None) 
 
 class _ShutdownCancels(logging.Filter):
     """uvicorn says ``ERROR: Cancel 3 running task(s), timeout graceful shutdown exceeded`` when
-    requests are still open as it stops: long-polls (naming watch, event streams) that wait for a
-    change by design. Closing them is what a stop should do, not an error: the line is kept, as
-    INFO with what it means (seen with `up -v`)."""
+    requests are still running 2 s after the stop began. Long-polls no longer cause it (every
+    component answers them in ``before_listeners_close``), but work a client asked for still can:
+    a PromQL query may run up to its 30 s timeout, a deploy API call (start, reload, scale) may be
+    building. Cutting those short is what the user's stop asked for, not a devbox error: the line
+    is kept, as INFO with what it means (seen with `up -v`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         match = re.match(r"Cancel (\d+) running task\(s\), timeout graceful shutdown exceeded", message)
         if match:
-            record.msg, record.args = ("closed %s open request(s) at shutdown (long-polls waiting for a change, "
-                                       "such as naming watch)"), (match.group(1),)
+            record.msg, record.args = ("closed %s open request(s) at shutdown (still running 2 s after the stop "
+                                       "began, such as a slow query or a deploy operation)"), (match.group(1),)
             record.levelno, record.levelname = logging.INFO, "INFO"
             return LOG.isEnabledFor(logging.INFO) or logging.getLogger().isEnabledFor(logging.INFO)
         return True

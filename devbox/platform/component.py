@@ -189,6 +189,11 @@ class Component:
     async def start(self) -> None:
         """Open stores and start background tasks. Listeners are bound already."""
 
+    async def before_listeners_close(self) -> None:
+        """Answer every request that is waiting by design (long-polls) now, and any that arrives
+        from here on at once: called by ``Platform.stop`` just before the listeners are told to
+        exit, so they close without waiting out their graceful-shutdown timeout. Must not raise."""
+
     async def stop(self) -> None:
         """Stop background tasks and flush stores. Must not raise."""
 

@@ -317,12 +317,17 @@ class Platform:
 
     async def stop(self) -> None:
         """Stop in three steps, each safe to repeat: components that own user processes (while the
-        listeners still serve, so instances can flush spans and deregister), then the listeners,
-        then every other component in reverse start order."""
+        listeners still serve, so instances can flush spans and deregister), then the listeners
+        (once every component has answered its long-polls), then every other component in
+        reverse start order."""
         components = list(reversed(self._components.items()))
         for name, component in components:
             if component.stops_before_listeners:
                 await self._stop_component(name, component)
+        # Long-polls (naming watch, log follow) would otherwise hold their listener open until
+        # uvicorn's graceful-shutdown timeout ends and it cancels them with an ERROR line.
+        for name, component in components:
+            await self._before_listeners_close(name, component)
         for server in self._http.values():
             server.should_exit = True
         for server in self._grpc.values():
@@ -336,6 +341,13 @@ class Platform:
         self._tasks.clear()
         self._close_sockets()
         self.stopped.set()
+
+    async def _before_listeners_close(self, name: str, component: Component) -> None:
+        # every instantiated component: a stopped or failed one's routes are still served
+        try:
+            await component.before_listeners_close()
+        except Exception:
+            LOG.exception("component %s failed to release its waiting requests", name)
 
     async def _stop_component(self, name: str, component: Component) -> None:
         if component.state not in (ComponentState.RUNNING, ComponentState.ERROR):

@@ -70,6 +70,7 @@ class DeployComponent(Component):
         #: service -> (host, port) of its stable entry port (when faults is hosted); kept for the whole `up`.
         self.entries: dict[str, tuple[str, int]] = {}
         self.releases: ReleaseManager | None = None
+        self.logs_api = LogsApi(ctx.state_dir / "logs")
         ctx.provide(DeployView, self)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -119,6 +120,9 @@ class DeployComponent(Component):
                 self.phase[name] = "stopped"
         if self.store is not None:
             self.store.close()
+
+    async def before_listeners_close(self) -> None:
+        self.logs_api.release_waits()
 
     def info(self) -> dict[str, Any]:
         if self.supervisor is None:
@@ -340,7 +344,7 @@ class DeployComponent(Component):
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
         return [("api", DeployApi(self).router()), ("api", ReleaseApi(self._release_manager).router()),
-                ("api", LogsApi(self.ctx.state_dir / "logs").router())]
+                ("api", self.logs_api.router())]
 
     def _release_manager(self) -> ReleaseManager:
         if self.releases is None:

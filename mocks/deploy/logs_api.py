@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import logging
 import re
 import time
@@ -131,6 +132,14 @@ class LogsApi:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        #: Set when the listeners are closing: a follow that waits answers with what it has.
+        self._closing = asyncio.Event()
+        #: Follows waiting for new lines right now.
+        self.following = 0
+
+    def release_waits(self) -> None:
+        """Answer every waiting follow now, and every later one without waiting."""
+        self._closing.set()
 
     def router(self) -> APIRouter:
         router = APIRouter(tags=["deploy"])
@@ -194,10 +203,15 @@ class LogsApi:
         deadline = time.monotonic() + wait
         while True:
             answer = await asyncio.to_thread(self._collect, files, query, limit, cursor)
-            if answer["lines"] or time.monotonic() >= deadline:
+            if answer["lines"] or time.monotonic() >= deadline or self._closing.is_set():
                 return answer
             cursor = parse_cursor(answer["cursor"])
-            await asyncio.sleep(POLL_S)
+            self.following += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), POLL_S)
+            finally:
+                self.following -= 1
             files = self.files(service, instance)  # an instance may have started meanwhile
 
     def _collect(self, files: list[tuple[str, str, Path]], query: LogQuery, limit: int,

@@ -78,6 +78,9 @@ class NamingComponent(Component):
     async def start(self) -> None:
         await self.service.start()
 
+    async def before_listeners_close(self) -> None:
+        self.service.release_waits()
+
     async def stop(self) -> None:
         await self.service.stop()
 

@@ -87,6 +87,10 @@ class NamingService:
         self.db_path = db_path
         self._on_instance = on_instance
         self._changed: dict[tuple[str, str], asyncio.Event] = {}
+        #: Set once the listeners are about to close: every watch answers at once from then on.
+        self._closing = False
+        #: Watches waiting for a change right now.
+        self.watching = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._store: NamingStore | None = None
         #: One commit at a time; whoever holds it writes every change made so far (group commit).
@@ -107,21 +111,32 @@ class NamingService:
 
     async def wait_changed(self, namespace: str, service: str, revision: str | None, timeout: float) -> None:
         """Return when the service's revision differs from ``revision``, or after ``timeout``."""
-        if (self.registry.revision(namespace, service) or "") != (revision or ""):
+        if self._closing or (self.registry.revision(namespace, service) or "") != (revision or ""):
             return
         event = self._changed.setdefault((namespace, service), asyncio.Event())
+        self.watching += 1
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             pass
         except asyncio.CancelledError:
-            # The HTTP server cancels pending long polls when it shuts down: answer them with the
-            # current state instead of an error the server would log for every watching client.
-            # The handler then returns at once, so the shutdown still completes.
+            # Should the HTTP server still cancel a pending long poll (a stop that skipped
+            # release_waits), answer it with the current state instead of an error the server
+            # would log for every watching client. The handler then returns at once.
             task = asyncio.current_task()
             if task is None:
                 raise
             task.uncancel()
+        finally:
+            self.watching -= 1
+
+    def release_waits(self) -> None:
+        """Answer every pending watch now with the current state, and every later one at once:
+        the listeners are closing, and a watch that waits would hold its server open."""
+        self._closing = True
+        changed, self._changed = self._changed, {}
+        for event in changed.values():
+            event.set()
 
     # --- token-checked writes --------------------------------------------------------------
 
@@ -293,8 +308,7 @@ class NamingService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
-        for event in self._changed.values():
-            event.set()
+        self.release_waits()
         if self._store is not None:
             try:
                 await self.flush()
