@@ -9,8 +9,15 @@ than ``raw_minutes`` are rolled up into ``samples_1m`` keeping the last sample o
 Writes are committed before :meth:`MetricsStore.write` returns, so whatever an API call
 acknowledged survives ``kill -9`` (WAL, ``synchronous=NORMAL``).
 
+Queries never hold the writer's locks: series are matched on a copy of the in-memory index, and
+samples are read through a read-only connection per query thread (WAL: readers see committed data
+and do not block the writer), in one read transaction so a concurrent compaction cannot move rows
+between the two tables mid-read.
+
 LIMITATIONS: the rollup keeps the last value of each minute, so a gauge's peaks inside a minute
-older than ``raw_minutes`` are lost; one writer connection (serialised by a lock).
+older than ``raw_minutes`` are lost; one writer connection (serialised by a lock); every query
+reads its samples from SQLite (no in-memory head block as Prometheus has), which is most of the
+cost of a query over few steps.
 """
 
 from __future__ import annotations
