@@ -135,7 +135,7 @@ def ls(config_file: str | None = ConfigOption, json_out: bool = JsonOption) -> N
     """Saved snapshots, newest first."""
     from devbox.snapshot.format import SnapshotError, read
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in sorted(snapshots_dir(config_file).glob("*.db"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             ev = read(path)

@@ -80,7 +80,7 @@ def self_time_us(tree: Any, key: str) -> int:
         if hi > lo:
             covered += hi - lo
             cursor = hi
-    return max(span.duration_us - covered, 0)
+    return max(int(span.duration_us) - covered, 0)
 
 
 def _subtree_calls(tree: Any, key: str) -> list[str]:

@@ -8,7 +8,7 @@ from datetime import datetime
 from rich.console import Console
 from rich.table import Table
 
-from devbox.diff.core import Diff
+from devbox.diff.core import Diff, Finding
 
 KIND_TITLES = {
     "fanout": "fan-out", "edge_new": "new edge", "edge_gone": "edge gone", "latency": "latency",
@@ -59,7 +59,7 @@ request; errors by &ge; 1 point). Latency and errors are counted where they star
 </body></html>"""
 
 
-def _rows(items: list, css: str = "") -> str:
+def _rows(items: list[Finding], css: str = "") -> str:
     if not items:
         return '<p class="ok">none</p>'
     rows = "".join(f"<tr><td class=kind>{html.escape(KIND_TITLES.get(f.kind, f.kind))}</td>"
