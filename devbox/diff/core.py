@@ -7,8 +7,10 @@ error rate by ≥ 1 point). Two runs of an unchanged system give none.
 
 Latency and errors are attributed to where they started: an operation whose total latency
 shifted while its *self time* did not only passed on a shift from downstream, and an operation
-whose error rate changed while its *origin* errors did not only passed on errors. Those are kept as
-``notes`` (context, not findings), so one slower hop is one finding, not one per caller above it.
+whose error rate changed while its *origin* errors did not only passed on errors; an operation
+that now makes more calls spends more of its own time making them (that is the fan-out finding).
+Those are kept as ``notes`` (context, not findings), so one slower hop is one finding, not one per
+caller above it.
 """
 
 from __future__ import annotations
@@ -125,6 +127,16 @@ def latency_shift(sa: OpStats, sb: OpStats, *, self_time: bool = False) -> dict[
             "p99_b": round(quantile(xb, 0.99), 2), "delta_ms": round(delta, 2), "p": p, "n_a": len(xa), "n_b": len(xb)}
 
 
+def _more_calls(sa: OpStats, sb: OpStats) -> tuple[float, float] | None:
+    """Mean calls made per span before and after, when the operation now makes significantly more."""
+    if not sa.calls or not sb.calls:
+        return None
+    ma, mb = sum(sa.calls) / len(sa.calls), sum(sb.calls) / len(sb.calls)
+    if mb - ma >= FANOUT_ABS and mann_whitney(sa.calls, sb.calls) < ALPHA:
+        return ma, mb
+    return None
+
+
 def diff_latency(a: Profile, b: Profile) -> tuple[list[Finding], list[Finding]]:
     findings, notes = [], []
     for key in sorted(set(a.ops) & set(b.ops)):
@@ -136,7 +148,12 @@ def diff_latency(a: Profile, b: Profile) -> tuple[list[Finding], list[Finding]]:
         text = (f"{_op(key)} {word}: p50 {total['p50_a']:.1f} → {total['p50_b']:.1f} ms, "
                 f"p99 {total['p99_a']:.1f} → {total['p99_b']:.1f} ms ({total['n_a']} vs {total['n_b']} calls, "
                 f"{fmt_p(total['p'])})")
-        if own is not None and (own["delta_ms"] > 0) == (total["delta_ms"] > 0):
+        more = _more_calls(a.ops[key], b.ops[key])
+        if own is not None and more is not None and own["delta_ms"] > 0:
+            notes.append(Finding("latency_with_more_calls", _op(key),
+                                 f"{text}; its own time {own['delta_ms']:+.1f} ms goes with the calls it makes "
+                                 f"({more[0]:.1f} → {more[1]:.1f} per request)", {**total, "self": own}))
+        elif own is not None and (own["delta_ms"] > 0) == (total["delta_ms"] > 0):
             findings.append(Finding("latency", _op(key), f"{text}; its own time {own['delta_ms']:+.1f} ms",
                                     {**total, "self": own}))
         else:

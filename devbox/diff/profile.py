@@ -59,6 +59,21 @@ def exception_types(span: Span) -> list[str]:
     return out
 
 
+def calls_made(tree: Any, key: str) -> int:
+    """How many calls the span made (CLIENT/PRODUCER spans or other services' spans under it, the
+    walk stopping at each, as :func:`self_time_us` walks)."""
+    span = tree.spans[key]
+    count, stack = 0, list(tree.children(key))
+    while stack:
+        child = stack.pop()
+        s = tree.spans[child]
+        if s.kind in CALLER_KINDS or s.service != span.service:
+            count += 1
+        else:
+            stack.extend(tree.children(child))
+    return count
+
+
 def self_time_us(tree: Any, key: str) -> int:
     """The span's duration minus the time it waited on calls it made (union of those intervals).
 
@@ -104,6 +119,8 @@ class OpStats:
     durations_ms: list[float] = field(default_factory=list)
     self_ms: list[float] = field(default_factory=list)
     errors: int = 0
+    #: Calls each span made (one number per span): a span that makes more calls spends more own time.
+    calls: list[int] = field(default_factory=list)
     #: Errors that started here: the span failed and none of its children did (``traces why``'s rule).
     origin_errors: int = 0
 
@@ -165,6 +182,7 @@ def profile(ev: Evidence, *, spans: Iterable[Span] | None = None) -> Profile:
                 stats = ops[(s.service, s.name)]
                 stats.durations_ms.append(s.duration_us / 1000)
                 stats.self_ms.append(self_time_us(tree, key) / 1000)
+                stats.calls.append(calls_made(tree, key))
                 stats.errors += int(s.error)
                 origin = s.error and not any(tree.spans[c].error for c in _subtree_calls(tree, key))
                 stats.origin_errors += int(origin)

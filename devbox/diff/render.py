@@ -14,7 +14,8 @@ KIND_TITLES = {
     "fanout": "fan-out", "edge_new": "new edge", "edge_gone": "edge gone", "latency": "latency",
     "error_rate": "errors", "error_type_new": "new error type", "error_type_gone": "error type gone",
     "alert_fired": "alert fired", "alert_quiet": "alert quiet", "config": "config",
-    "latency_passed_on": "latency (passed on)", "errors_passed_on": "errors (passed on)", "traffic": "traffic",
+    "latency_passed_on": "latency (passed on)", "latency_with_more_calls": "latency (more calls)",
+    "errors_passed_on": "errors (passed on)", "traffic": "traffic",
 }
 
 
