@@ -1,31 +1,46 @@
-"""Docker runner: one instance = one container, run attached through the ``docker`` CLI.
+"""Docker runner: one instance = one container, through the ``docker`` Python SDK.
 
-``docker run --rm --init --network host`` with the injected environment, so the instance sees
-the platform on 127.0.0.1 exactly as a process would and listens on its $PORT on the host. The
-per-instance config folder is mounted at the same path, so ``$DEVBOX_INSTANCE_CONFIG`` is valid
-inside. The attached CLI streams the container's output to the instance log; stopping signals
-the CLI (which forwards to the container) and then removes the container by name. SIGSTOP and
-SIGCONT become ``docker pause`` / ``unpause``.
+Images: a service's own Dockerfile, or — the 123 convention — ``image:`` (or the devbox base
+image) plus the service folder in ``/usr/local/app``, started by its ``start.sh``
+(:func:`dockerfile_123`; the generated Dockerfile lives in the state dir, never in the folder the
+reload watcher looks at). Builds stream into the service's build log; a failed build raises
+:class:`BuildFailed` carrying the log's tail.
 
-LIMITATIONS: Linux hosts (host networking); images are built with plain ``docker build`` from the
-service folder's Dockerfile; no registries, no volumes beyond the config folder.
+Containers run with ``network_mode=host`` and the injected environment, so the instance sees the
+platform on 127.0.0.1 exactly as a process would and listens on its $PORT on the host (engines
+without a bridge, like the one in /work/shared/DOCKER.md, need exactly that). The per-instance
+config folder is bind-mounted read-only at the same path, so ``$DEVBOX_INSTANCE_CONFIG`` is valid
+inside. A thread follows the container's logs into the instance log file; another waits for its
+exit and resolves :meth:`ContainerProcess.wait`. SIGSTOP/SIGCONT become pause/unpause; stop is
+``docker stop`` (SIGTERM, then SIGKILL after the stop timeout) and removes the container.
+
+Every container carries :data:`LABEL` = the project's state dir, so a devbox killed with SIGKILL
+leaves nothing that :func:`remove_leftover_containers` cannot find.
+
+LIMITATIONS: Linux engines (host networking); nothing is pushed or pulled on purpose (an ``image:``
+that is not local fails to start with the engine's message); no volumes beyond the config folder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import math
+import os
 import re
-import shutil
 import signal
-import subprocess
+import threading
 import time
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from devbox.mocks.deploy.config import ServiceConfig
-from devbox.mocks.deploy.runner import RunningProcess, rotate
+from devbox.mocks.deploy.runner import rotate
 
 LOG = logging.getLogger(__name__)
 
@@ -33,8 +48,36 @@ LOG = logging.getLogger(__name__)
 LABEL = "devbox.state"
 #: Where the 123 convention puts a service's folder in its image (started by ``start.sh`` there).
 APP_DIR = "/usr/local/app"
-#: The base image of services without a Dockerfile or ``image:`` (built once: see tests/integration/docker_engine.py).
+#: The base image of 123-convention services without ``image:`` (the tests build it with debootstrap).
 BASE_IMAGE = "devbox-base:bookworm"
+
+START_ENGINE = (
+    "start one: `dockerd` as root (Debian: apt-get install docker.io; without systemd see "
+    "/work/shared/DOCKER.md: --storage-driver vfs --iptables=false --bridge=none), or point DOCKER_HOST "
+    "at a running engine"
+)
+
+
+class DockerUnavailable(RuntimeError):
+    """No engine answers; ``str()`` says where devbox looked and what to start."""
+
+
+class BuildFailed(RuntimeError):
+    """An image build failed; ``tail`` is the last lines of its log."""
+
+    def __init__(self, message: str, tail: list[str]) -> None:
+        super().__init__(message)
+        self.tail = tail
+
+
+def image_tag(project: str, service: str) -> str:
+    """The tag devbox builds a service's image under."""
+    clean = re.sub(r"[^a-z0-9_.-]+", "-", project.lower()).strip("-.") or "devbox"
+    return f"devbox/{clean}-{service}:dev"
+
+
+def container_name(state_dir: Path, instance: str) -> str:
+    return f"devbox-{hashlib.sha1(str(state_dir).encode()).hexdigest()[:8]}-{instance}"
 
 
 def dockerfile_123(base: str, start: str = "./start.sh") -> str:
@@ -53,100 +96,201 @@ def needs_generated_dockerfile(svc: ServiceConfig, path: Path) -> bool:
     return svc.image is None or (path / "start.sh").is_file()
 
 
-def image_tag(project: str, service: str) -> str:
-    """The tag devbox builds a service's image under."""
-    clean = re.sub(r"[^a-z0-9_.-]+", "-", project.lower()).strip("-.") or "devbox"
-    return f"devbox/{clean}-{service}:dev"
+def needs_build(svc: ServiceConfig, path: Path) -> bool:
+    """Whether devbox builds this service's image (else ``image:`` runs as it is)."""
+    return svc.image is None or needs_generated_dockerfile(svc, path)
 
 
-def container_name(state_dir: Path, instance: str) -> str:
-    import hashlib
-
-    return f"devbox-{hashlib.sha1(str(state_dir).encode()).hexdigest()[:8]}-{instance}"
+def engine_address() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
-def run_args(
-    *, image: str, name: str, env: dict[str, str], command: str | None, state_dir: Path, mounts: list[Path]
-) -> list[str]:
-    """The ``docker run`` command line for one instance (pure, for tests)."""
-    args = ["docker", "run", "--rm", "--init", "--name", name, "--network", "host",
-            "--label", f"{LABEL}={state_dir}"]
-    for mount in mounts:
-        args += ["-v", f"{mount}:{mount}:ro"]
-    for key, value in sorted(env.items()):
-        args += ["-e", f"{key}={value}"]
-    args.append(image)
-    if command:
-        args += ["sh", "-c", command]
-    return args
+def connect(timeout: float = 10.0) -> Any:
+    """A docker SDK client that answered a ping; :class:`DockerUnavailable` saying what to start otherwise."""
+    try:
+        import docker
+    except ImportError:
+        raise DockerUnavailable("the docker Python SDK is not installed (pip install docker)") from None
+    try:
+        client = docker.from_env(timeout=math.ceil(timeout))
+        client.ping()
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DockerUnavailable(f"no Docker engine answers at {engine_address()} ({reason}); {START_ENGINE}") from None
+    return client
 
 
 def engine_problem(timeout: float = 10.0) -> str | None:
-    """Why containers cannot run here (no CLI, no engine), or None when they can."""
-    if shutil.which("docker") is None:
-        return "the docker CLI is not installed"
+    """Why containers cannot run here (no SDK, no engine, and what to start), or None when they can."""
     try:
-        result = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True,
-                                text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"the Docker engine does not answer ({exc})"
-    if result.returncode != 0:
-        reason = (result.stderr.strip().splitlines() or ["no reason given"])[-1]
-        return f"no Docker engine is reachable: {reason}"
+        connect(timeout).close()
+    except DockerUnavailable as exc:
+        return str(exc)
     return None
 
 
-class ContainerProcess(RunningProcess):
-    """The attached ``docker run`` CLI of one container; signals and stop reach the container."""
+def _build_lines(stream: Iterator[dict[str, Any]]) -> Iterator[tuple[str, str | None]]:
+    """(text, error) per chunk of the engine's build stream."""
+    for chunk in stream:
+        if "errorDetail" in chunk or "error" in chunk:
+            message = chunk.get("errorDetail", {}).get("message") or chunk.get("error") or "build failed"
+            yield message + "\n", message
+        elif "stream" in chunk:
+            yield chunk["stream"], None
+        elif "status" in chunk:
+            yield f"{chunk['status']} {chunk.get('progress', '')}".rstrip() + "\n", None
 
-    def __init__(self, proc: asyncio.subprocess.Process, log_path: Path, name: str) -> None:
-        super().__init__(proc, log_path)
+
+def build_image(client: Any, *, path: Path, tag: str, dockerfile: Path | None, log_path: Path, timeout: float) -> str:
+    """Build ``tag`` from ``path`` (blocking: run in a thread); the image id. BuildFailed with the log tail."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail: deque[str] = deque(maxlen=15)
+    started = time.monotonic()
+    error = None
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write(f"--- devbox: building {tag} from {path}" + (f" with {dockerfile}" if dockerfile else "") + "\n")
+        try:
+            stream = client.api.build(path=str(path), tag=tag, dockerfile=str(dockerfile) if dockerfile else None,
+                                      rm=True, forcerm=True, decode=True, network_mode="host", timeout=int(timeout))
+            for text, err in _build_lines(stream):
+                log.write(text)
+                tail.extend(line for line in text.splitlines() if line.strip())
+                error = err or error
+                if time.monotonic() - started > timeout:
+                    error = f"build stopped after {timeout:g}s"
+                    break
+        except Exception as exc:  # the engine refused the context, went away, ...
+            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.write(error + "\n")
+            tail.append(error)
+    if error:
+        raise BuildFailed(f"image {tag} did not build: {error}", list(tail))
+    return str(client.images.get(tag).id)
+
+
+class ContainerProcess:
+    """One running container, with the process runner's interface (pid, returncode, wait, signal, stop).
+
+    Owns two threads: one copies the container's logs into the instance log, one waits for its exit.
+    """
+
+    def __init__(self, client: Any, container: Any, log_path: Path, name: str,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.container = container
         self.name = name
+        self.log_path = log_path
+        self.started = time.monotonic()
+        self.returncode: int | None = None
+        self._loop = loop
+        self._done: asyncio.Future[int] = loop.create_future()
+        container.reload()
+        self.pid: int = int(container.attrs.get("State", {}).get("Pid") or 0)
+        self._logs = threading.Thread(target=self._pump_logs, name=f"docker-logs:{name}", daemon=True)
+        self._logs.start()
+        threading.Thread(target=self._wait_exit, name=f"docker-wait:{name}", daemon=True).start()
 
-    def _docker(self, *args: str) -> None:
-        # fire and forget: signals are sync in the runner interface and must not block the loop
-        with contextlib.suppress(OSError):
-            subprocess.Popen(["docker", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def _pump_logs(self) -> None:
+        try:
+            with self.log_path.open("ab") as log:
+                for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                    log.write(chunk)
+                    log.flush()
+        except Exception as exc:  # the container was removed under us: the log simply ends
+            LOG.debug("log stream of %s ended: %r", self.name, exc)
+
+    def _wait_exit(self) -> None:
+        try:
+            code = int(self.container.wait().get("StatusCode", -1))
+        except Exception as exc:
+            LOG.debug("waiting for %s failed: %r", self.name, exc)
+            code = -9
+        self._logs.join(timeout=5)  # the last lines belong in the log before anyone reads it
+        with contextlib.suppress(Exception):
+            self.container.remove(force=True)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._finish, code)
+
+    def _finish(self, code: int) -> None:
+        self.returncode = code
+        if not self._done.done():
+            self._done.set_result(code)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._done)
+
+    def _in_background(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        def call() -> None:
+            with contextlib.suppress(Exception):  # it exited meanwhile: nothing to signal
+                fn(*args, **kwargs)
+
+        threading.Thread(target=call, daemon=True).start()
 
     def signal(self, sig: int) -> bool:
-        if self.proc.returncode is not None:
+        if self.returncode is not None:
             return False
         if sig == signal.SIGSTOP:
-            self._docker("pause", self.name)
+            self._in_background(self.container.pause)
         elif sig == signal.SIGCONT:
-            self._docker("unpause", self.name)
+            self._in_background(self.container.unpause)
         else:
-            self._docker("kill", "--signal", signal.Signals(sig).name, self.name)
-            if sig == signal.SIGKILL:
-                super().signal(sig)
+            self._in_background(self.container.kill, signal=signal.Signals(sig).name)
         return True
 
     async def stop(self, timeout: float) -> int:
-        if self.proc.returncode is None:
-            self._docker("unpause", self.name)
-            super().signal(signal.SIGTERM)  # the attached CLI forwards it to the container
+        """``docker stop`` (SIGTERM, SIGKILL after ``timeout``), then the container is removed; its exit code."""
+        if self.returncode is None:
+            def stop() -> None:
+                with contextlib.suppress(Exception):
+                    self.container.reload()
+                    if self.container.status == "paused":
+                        self.container.unpause()
+                with contextlib.suppress(Exception):
+                    self.container.stop(timeout=max(1, math.ceil(timeout)))
+
+            await asyncio.to_thread(stop)
             try:
-                await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout)
+                await asyncio.wait_for(self.wait(), timeout + 10)
             except TimeoutError:
-                LOG.warning("container %s ignored SIGTERM for %.1fs; killing it", self.name, timeout)
-                super().signal(signal.SIGKILL)
-                await self.proc.wait()
-        remove = await asyncio.create_subprocess_exec(
-            "docker", "rm", "-f", self.name, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-        )
-        await remove.wait()
-        return self.proc.returncode  # type: ignore[return-value]
+                LOG.warning("container %s did not stop; removing it", self.name)
+                await asyncio.to_thread(self._remove)
+                self._finish(-9)
+        return self.returncode  # type: ignore[return-value]
+
+    def _remove(self) -> None:
+        with contextlib.suppress(Exception):
+            self.container.remove(force=True)
 
     def kill_now(self) -> None:
-        if self.proc.returncode is None:
-            super().kill_now()
-            self._docker("rm", "-f", self.name)
+        if self.returncode is None:
+            self._remove()
 
 
 class DockerRunner:
-    """Spawns instances as containers."""
+    """Builds images and spawns instances as containers; one SDK client per platform."""
 
     kind = "docker"
+
+    def __init__(self) -> None:
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    async def build(self, svc: ServiceConfig, *, path: Path, tag: str, work_dir: Path, log_path: Path,
+                    base_image: str = BASE_IMAGE) -> str:
+        """Build the service's image (its Dockerfile, or the 123 convention); the image id."""
+        dockerfile = None
+        if needs_generated_dockerfile(svc, path):
+            work_dir.mkdir(parents=True, exist_ok=True)
+            dockerfile = work_dir / f"{svc.name}.Dockerfile"
+            dockerfile.write_text(dockerfile_123(svc.image or base_image, svc.start), encoding="utf-8")
+        client = await asyncio.to_thread(lambda: self.client)
+        return await asyncio.to_thread(build_image, client, path=path, tag=tag, dockerfile=dockerfile,
+                                       log_path=log_path, timeout=svc.build_timeout)
 
     async def spawn(
         self, command: str | None, *, image: str, name: str, env: dict[str, str], log_path: Path,
@@ -154,32 +298,45 @@ class DockerRunner:
     ) -> ContainerProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         rotate(log_path)
-        # a container of the same name left by a killed devbox would make `docker run` fail
-        stale = await asyncio.create_subprocess_exec(
-            "docker", "rm", "-f", name, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-        )
-        await stale.wait()
-        args = run_args(image=image, name=name, env=env, command=command, state_dir=state_dir, mounts=mounts)
-        with log_path.open("ab") as log:
-            log.write(f"--- devbox: starting container {name} ({image}) at {time.strftime('%H:%M:%S')}\n".encode())
-            log.flush()
-            proc = await asyncio.create_subprocess_exec(
-                *args, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return ContainerProcess(proc, log_path, name)
+        loop = asyncio.get_running_loop()
+
+        def run() -> Any:
+            client = self.client
+            # a container of the same name left by a killed devbox would make the run fail
+            with contextlib.suppress(Exception):
+                client.containers.get(name).remove(force=True)
+            with log_path.open("ab") as log:
+                log.write(f"--- devbox: starting container {name} ({image}) at {time.strftime('%H:%M:%S')}\n".encode())
+            try:
+                return client.containers.run(
+                    image, ["/bin/sh", "-c", command] if command else None, name=name, detach=True,
+                    network_mode="host", environment=env, labels={LABEL: str(state_dir)},
+                    volumes={str(m): {"bind": str(m), "mode": "ro"} for m in mounts},
+                )
+            except Exception as exc:
+                raise OSError(f"container {name} from {image} did not start: {str(exc).splitlines()[0]}") from None
+
+        container = await asyncio.to_thread(run)
+        return await asyncio.to_thread(ContainerProcess, self.client, container, log_path, name, loop)
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
 
 
 def remove_leftover_containers(state_dir: Path) -> list[str]:
     """Remove containers a killed devbox of this project left running; their ids."""
-    if shutil.which("docker") is None:
-        return []
     try:
-        found = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL}={state_dir}"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+        client = connect(timeout=5)
+    except DockerUnavailable:
         return []
-    ids = found.stdout.split() if found.returncode == 0 else []
-    if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=30)
+    ids = []
+    try:
+        for container in client.containers.list(all=True, filters={"label": f"{LABEL}={state_dir}"}):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+                ids.append(container.id)
+    finally:
+        client.close()
     return ids

@@ -23,7 +23,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,14 @@ import httpx
 from devbox.mocks.deploy import core
 from devbox.mocks.deploy.config import ServiceConfig
 from devbox.mocks.deploy.deployment import Deployment, Instance
-from devbox.mocks.deploy.docker import DockerRunner, container_name, image_tag
+from devbox.mocks.deploy.docker import (
+    BuildFailed,
+    DockerRunner,
+    DockerUnavailable,
+    container_name,
+    image_tag,
+    needs_build,
+)
 from devbox.mocks.deploy.errors import DeployError, NotDeployed, NotPossibleNow
 from devbox.mocks.deploy.models import DeployEvent, EventKind, InstanceState
 from devbox.mocks.deploy.readiness import probe
@@ -152,17 +159,32 @@ class Supervisor:
         svc = dep.svc
         if svc.build:
             await self._build_step(dep, svc.build)
-        if svc.runtime == "docker" and svc.image is None:
-            await self._build_step(dep, f"docker build -t {image_tag(self.project, svc.name)} .")
+        if svc.runtime == "docker" and needs_build(svc, self.service_path(svc)):
+            self.docker = self.docker or DockerRunner()
+            tag = image_tag(self.project, svc.name)
+            await self._build_step(dep, f"docker build -t {tag}", run=lambda log: self._build_image(svc, tag, log))
 
-    async def _build_step(self, dep: Deployment, command: str) -> None:
+    async def _build_image(self, svc: ServiceConfig, tag: str, log_path: Path) -> int:
+        """The docker runner's build as a build step: 0, or 1 with the reason at the end of the build log."""
+        assert self.docker is not None
+        try:
+            await self.docker.build(svc, path=self.service_path(svc), tag=tag, work_dir=self.state_dir / "docker",
+                                    log_path=log_path)
+        except (BuildFailed, DockerUnavailable) as exc:
+            with log_path.open("a", encoding="utf-8") as log:
+                log.write(f"--- devbox: {exc}\n")
+            return 1
+        return 0
+
+    async def _build_step(self, dep: Deployment, command: str,
+                          run: Callable[[Path], Awaitable[int]] | None = None) -> None:
         svc = dep.svc
         log_path = self.log_dir(svc.name) / "build.log"
         started = time.monotonic()
         self.building.add(dep.key)
         try:
-            code = await run_build(command, cwd=self.service_path(svc), env=dict(svc.env), log_path=log_path,
-                                   timeout=svc.build_timeout)
+            code = await (run(log_path) if run else run_build(command, cwd=self.service_path(svc), env=dict(svc.env),
+                                                              log_path=log_path, timeout=svc.build_timeout))
         finally:
             # watchdog reports the build's writes a little late: keep ignoring them for a moment
             asyncio.get_running_loop().call_later(0.5, self.building.discard, dep.key)
@@ -564,6 +586,16 @@ class Supervisor:
         await self.stop_deployment(dep)
         self._event(dep, EventKind.STOPPED, "service stopped by request")
         return self.describe(dep)
+
+    async def remove_service(self, service: str, *, reason: str) -> None:
+        """Stop every deployment of ``service`` (each instance deregistered, drained, stopped) and
+        forget them: the service is no longer part of the project."""
+        for dep in [d for d in self.deployments.values() if d.svc.name == service]:
+            async with dep.lock:
+                await asyncio.gather(*(self.stop_instance(dep, inst, drain=dep.svc.drain, forget=True)
+                                       for inst in list(dep.instances.values())), return_exceptions=True)
+            self.deployments.pop(dep.key, None)
+            self._event(dep, EventKind.STOPPED, reason)
 
     async def close(self) -> None:
         """Stop every instance of every deployment (in parallel) and forget them."""

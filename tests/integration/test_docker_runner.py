@@ -1,0 +1,161 @@
+"""The Docker runner on a real engine (started as /work/shared/DOCKER.md says, or found at DOCKER_HOST;
+skipped, with the reason, only where none can run): a Go service FROM scratch built from its
+Dockerfile, run under devbox — ready, registered in naming, injected env, its output in the instance
+log, paused/unpaused by SIGSTOP/SIGCONT, hot-reloaded (rebuild + rolling replace), restarted with
+backoff after a crash, and removed on stop; a Dockerfile that does not build (the build log's tail
+in the error) and an engine that is not running (what to start)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from devbox.mocks.deploy import core
+from devbox.mocks.deploy.config import ServiceConfig
+from devbox.mocks.deploy.docker import LABEL, connect, dockerfile_123, engine_problem, image_tag, needs_build
+
+from devbox.platform.ports import NamingPort
+from devbox.testing import EngineUnavailable, PlatformThread, docker_engine, running_platform, wait_for
+from tests.docker_images import write_go_service
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Any]:
+    try:
+        docker_engine()
+    except EngineUnavailable as exc:
+        pytest.skip(f"no Docker engine: {exc}")
+    client = connect()
+    yield client
+    client.close()
+
+
+def services(p: PlatformThread) -> dict[str, Any]:
+    return {s["service"]: s for s in httpx.get(p.url() + "/api/deploy/services").json()["services"]}
+
+
+def events(p: PlatformThread, **params: Any) -> list[dict[str, Any]]:
+    return httpx.get(p.url() + "/api/deploy/events", params=params).json()["events"]
+
+
+def registered_ports(p: PlatformThread, service: str) -> list[int]:
+    assert p.platform is not None
+    registry = p.platform.ctx.lookup(NamingPort)
+    assert registry is not None
+
+    async def read() -> list[int]:
+        return sorted(i.port for i in registry.instances("default", service) if i.healthy)
+
+    return p.call(read())
+
+
+def deployed(p: PlatformThread, timeout: float = 120) -> list[str]:
+    return p.call(p.component("deploy").wait_deployed(timeout), timeout=timeout + 10)  # type: ignore[attr-defined]
+
+
+def answer(port: int) -> dict[str, str] | None:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+def test_go_container_runs_registered_reloaded_and_removed(tmp_path: Path, engine: Any) -> None:
+    folder = write_go_service(tmp_path / "hello", version="v1")
+    svc = ServiceConfig(name="hello", path="hello", runtime="docker", readiness={"http": "/healthz"}, drain=0.1,
+                        tags={"env": "base"})
+    with running_platform(tmp_path, components=["naming", "deploy"], services=[svc], project="Go Box") as p:
+        assert deployed(p) == []
+        [inst] = services(p)["hello"]["instances"]
+        assert inst["state"] == "ready"
+        assert registered_ports(p, "hello") == [inst["port"]]
+        got = answer(inst["port"])
+        assert got == {"instance": inst["id"], "version": "v1", "service": "hello"}
+        assert [e["kind"] for e in events(p, kind="built")]  # the image build is a deploy step
+        assert engine.images.get(image_tag("Go Box", "hello"))
+        [container] = engine.containers.list(filters={"label": f"{LABEL}={p.config.state_path}"})
+        env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+        assert env["PORT"] == str(inst["port"]) and env["DEVBOX_INSTANCE_ID"] == inst["id"]
+        assert env["DEVBOX_TAGS"] == "env=base"
+        assert container.attrs["Config"]["Cmd"] == ["/app"]  # the image's own command: `start` not set
+        config_dir = str(p.config.state_path / "run" / "hello")
+        assert {(m["Source"], m["Destination"], m["RW"]) for m in container.attrs["Mounts"]} == {
+            (config_dir, config_dir, False)}  # $DEVBOX_INSTANCE_CONFIG is valid inside
+        assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+        log = p.config.state_path / "logs" / "hello" / f"{inst['name']}.log"
+        wait_for(lambda: "go service v1 starting" in log.read_text() and "GET /" in log.read_text(),
+                 timeout=20, what="the container's output in the instance log")
+
+        base = p.url() + f"/api/deploy/services/hello/instances/{inst['name']}/signal"
+        assert httpx.post(base, json={"signal": "SIGSTOP"}).status_code == 200
+        wait_for(lambda: engine.containers.get(container.id).status == "paused", timeout=20, what="paused")
+        assert httpx.post(base, json={"signal": "SIGCONT"}).status_code == 200
+        wait_for(lambda: engine.containers.get(container.id).status == "running", timeout=20, what="unpaused")
+
+        # hot reload: a changed file → rebuild the image → new container registered → old one removed
+        (folder / "VERSION").write_text("v2\n")
+        wait_for(lambda: events(p, kind="reloaded"), timeout=120, what="reload")
+        [new] = services(p)["hello"]["instances"]
+        assert new["name"] != inst["name"] and answer(new["port"])["version"] == "v2"  # type: ignore[index]
+        assert registered_ports(p, "hello") == [new["port"]]
+        wait_for(lambda: container.id not in {c.id for c in engine.containers.list(all=True)}, timeout=30,
+                 what="the old container removed")
+    assert engine.containers.list(all=True, filters={"label": f"{LABEL}={p.config.state_path}"}) == []
+
+
+def test_crashing_container_restarts_with_backoff(tmp_path: Path, engine: Any) -> None:
+    write_go_service(tmp_path / "crashy")
+    svc = ServiceConfig(name="crashy", path="crashy", runtime="docker", readiness={"http": "/healthz"}, reload=False,
+                        env={"GO_EXIT_AFTER": "1.5"}, restart={"backoff": 0.2, "crash_loop": 50})
+    with running_platform(tmp_path, components=["naming", "deploy"], services=[svc]) as p:
+        assert deployed(p) == []
+        restarted = wait_for(lambda: events(p, kind="restarted"), timeout=60, what="a restart after the crash")
+        crashed = events(p, kind="crashed")
+        assert crashed and crashed[0]["data"]["exit_code"] == 3
+        assert restarted[0]["instance"] == crashed[0]["instance"]
+        wait_for(lambda: services(p)["crashy"]["instances"][0]["restarts"] >= 1, what="restart counted")
+
+
+def test_dockerfile_that_fails_to_build_shows_the_log_tail(tmp_path: Path, engine: Any) -> None:
+    folder = write_go_service(tmp_path / "broken")
+    (folder / "Dockerfile").write_text("FROM scratch\nCOPY missing-file /x\n")
+    svc = ServiceConfig(name="broken", path="broken", runtime="docker", reload=False)
+    with running_platform(tmp_path, components=["naming", "deploy"], services=[svc]) as p:
+        [error] = deployed(p)
+        assert "build `docker build -t devbox/devbox-broken:dev` failed" in error
+        assert "missing-file" in error  # the engine's own words, from the build log's tail
+        [failed] = events(p, kind="build_failed")
+        assert any("missing-file" in line for line in failed["data"]["tail"])
+
+
+def test_image_tags_and_preflight(tmp_path: Path) -> None:
+    assert image_tag("My Shop", "users") == "devbox/my-shop-users:dev"
+    (tmp_path / "svc").mkdir()
+    problems = core.preflight([ServiceConfig(name="a", path="svc", runtime="docker"),
+                               ServiceConfig(name="b", path="svc", runtime="docker", image="python:3.11")], tmp_path)
+    assert problems == [f"service a: runtime docker needs `image:` or a Dockerfile in {tmp_path / 'svc'}"]
+    # the 123 convention: image: plus a folder with start.sh is built on top of it; image: alone runs as is
+    svc = ServiceConfig(name="b", path="svc", runtime="docker", image="devbox-base:bookworm")
+    assert not needs_build(svc, tmp_path / "svc")
+    (tmp_path / "svc" / "start.sh").write_text("#!/bin/sh\nexec ./server\n")
+    assert needs_build(svc, tmp_path / "svc")
+    assert dockerfile_123("devbox-base:bookworm") == (
+        'FROM devbox-base:bookworm\nCOPY . /usr/local/app/\nWORKDIR /usr/local/app\nCMD ["/usr/local/app/start.sh"]\n')
+
+
+def test_engine_not_running_says_what_to_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    problem = engine_problem(timeout=2)
+    assert problem is not None
+    assert f"no Docker engine answers at unix://{tmp_path}/no-engine.sock" in problem
+    assert "dockerd" in problem and "DOCKER_HOST" in problem
+    write_go_service(tmp_path / "svc")
+    svc = ServiceConfig(name="boxed", path="svc", runtime="docker", reload=False)
+    with running_platform(tmp_path, components=["naming", "deploy"], services=[svc]) as p:
+        [error] = deployed(p, 30)
+        assert error.startswith("services with runtime docker cannot start: no Docker engine answers")
+
