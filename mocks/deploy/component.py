@@ -21,21 +21,22 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from devbox.mocks.deploy import core
+from devbox.mocks.deploy import config_reload, core
 from devbox.mocks.deploy.api import DeployApi
 from devbox.mocks.deploy.config import ServiceConfig
 from devbox.mocks.deploy.docker import engine_problem, remove_leftover_containers
 from devbox.mocks.deploy.errors import DeployError, NotDeployed
 from devbox.mocks.deploy.logs_api import LogsApi
-from devbox.mocks.deploy.models import DeployEvent
+from devbox.mocks.deploy.models import DeployEvent, EventKind
 from devbox.mocks.deploy.release import GROUP as RELEASE_GROUP
 from devbox.mocks.deploy.release import ReleaseApi, ReleaseManager
-from devbox.mocks.deploy.reload import ServiceWatch, Watcher
+from devbox.mocks.deploy.reload import FileWatch, ServiceWatch, Watcher
 from devbox.mocks.deploy.runner import kill_leftovers
 from devbox.mocks.deploy.store import EventStore
 from devbox.mocks.deploy.supervisor import Supervisor
 from fastapi import APIRouter
 
+from devbox.config import ConfigError, load_config
 from devbox.platform.component import Component, PlatformContext
 from devbox.platform.ports import (
     AlertsView,
@@ -71,6 +72,8 @@ class DeployComponent(Component):
         self.entries: dict[str, tuple[str, int]] = {}
         self.releases: ReleaseManager | None = None
         self.logs_api = LogsApi(ctx.state_dir / "logs")
+        #: devbox.yaml as last read from the file (what runs may differ: `--no-reload`, `devbox scale`)
+        self._file_config: Any = None
         ctx.provide(DeployView, self)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -189,6 +192,11 @@ class DeployComponent(Component):
             return
         await self._open_entries(config.services)
         await asyncio.gather(*(self._deploy_one(svc) for svc in config.services))
+        if config.source is not None:
+            try:
+                self._file_config = await asyncio.to_thread(load_config, config.source)
+            except ConfigError:
+                self._file_config = config  # edited into an error meanwhile: what runs is the reference
         self._start_watching()
         self._finish()
 
@@ -222,26 +230,115 @@ class DeployComponent(Component):
         self.phase[svc.name] = "ready"
 
     def _start_watching(self) -> None:
-        services = [s for s in self.ctx.config.services if s.reload]
-        if not services:
-            return
-        loop = asyncio.get_running_loop()
+        """Hot reload of each service's folder, and devbox.yaml itself (see :meth:`_config_changed`)."""
         # the initial builds ran before the observer existed: none of their writes can reach it
         self.sup.building.clear()
         self.watcher = Watcher()
-        # devbox.yaml may sit in a service's folder: editing it is not a code change (it is not re-read)
-        ignored = [self.ctx.state_dir, *([self.ctx.config.source] if self.ctx.config.source else [])]
-        for svc in services:
-            path = self.sup.service_path(svc)
-
-            async def changed(paths: list[str], name: str = svc.name) -> None:
-                await self.reload(name, reason=f"{len(paths)} file(s) changed: {', '.join(paths[:3])}")
-
-            self.watcher.add(ServiceWatch(
-                key=svc.name, root=path, loop=loop, on_change=changed, ignore_dirs=ignored,
-                patterns=list(svc.watch_ignore), paused=lambda name=svc.name: name in self.sup.building,
-            ))
+        for svc in self.ctx.config.services:
+            self._watch_service(svc)
+        if self._file_config is not None and self.ctx.config.source is not None:
+            self.watcher.add(FileWatch(key="devbox.yaml", file=self.ctx.config.source,
+                                       loop=asyncio.get_running_loop(), on_change=self._config_changed))
         self.watcher.start()
+
+    def _watch_service(self, svc: ServiceConfig) -> None:
+        if not svc.reload or self.watcher is None:
+            return
+        # devbox.yaml may sit in a service's folder: editing it is no code change (_config_changed has it)
+        ignored = [self.ctx.state_dir, *([self.ctx.config.source] if self.ctx.config.source else [])]
+
+        async def changed(paths: list[str], name: str = svc.name) -> None:
+            await self.reload(name, reason=f"{len(paths)} file(s) changed: {', '.join(paths[:3])}")
+
+        self.watcher.add(ServiceWatch(
+            key=svc.name, root=self.sup.service_path(svc), loop=asyncio.get_running_loop(), on_change=changed,
+            ignore_dirs=ignored, patterns=list(svc.watch_ignore),
+            paused=lambda name=svc.name: name in self.sup.building,
+        ))
+        self.watcher.start()
+
+    # --- devbox.yaml edited while up runs ---------------------------------------------------
+
+    def _config_event(self, kind: EventKind, message: str, **data: Any) -> None:
+        (LOG.error if kind is EventKind.CONFIG_ERROR else LOG.warning)("%s", message)
+        self._emit(DeployEvent(service="devbox.yaml", kind=kind, message=message, data=data))
+
+    async def _config_changed(self, paths: list[str]) -> None:
+        """Apply a saved devbox.yaml: services added are started, removed ones stopped, changed
+        ones replaced (rolling) or scaled; what only a restart applies is said. A file that does
+        not validate (or names a missing folder or script) changes nothing."""
+        config = self.ctx.config
+        try:
+            new = await asyncio.to_thread(load_config, config.source)
+        except ConfigError as exc:
+            self._config_event(EventKind.CONFIG_ERROR, "devbox.yaml not applied, the running services are kept "
+                               "as they are: " + "; ".join(exc.problems), problems=exc.problems)
+            return
+        change = config_reload.diff(self._file_config, new)
+        problems = core.preflight([*change.added, *(svc for svc, _ in change.changed)], config.root)
+        if problems:
+            self._config_event(EventKind.CONFIG_ERROR, "devbox.yaml not applied, the running services are kept "
+                               "as they are: " + "; ".join(problems), problems=problems)
+            return
+        before, self._file_config = self._file_config, new
+        if change.restart_keys:
+            keys = ", ".join(change.restart_keys)
+            self._config_event(EventKind.CONFIG_CHANGED, f"devbox.yaml changed {keys}: restart `devbox up` to apply",
+                               restart=change.restart_keys)
+        if not change.services:
+            return
+        running = {svc.name: svc for svc in config.services}
+        old = {svc.name: svc for svc in before.services}
+        wanted = {svc.name: running.get(svc.name, svc) for svc in new.services}
+        for svc, _ in change.changed:
+            wanted[svc.name] = config_reload.carry_overrides(running[svc.name], old[svc.name], svc)
+        config.services = list(wanted.values())
+        parts = [f"added {', '.join(s.name for s in change.added)}" if change.added else "",
+                 f"removed {', '.join(change.removed)}" if change.removed else "",
+                 "changed " + ", ".join(f"{svc.name} ({', '.join(fields)})" for svc, fields in change.changed)
+                 if change.changed else ""]
+        summary = "; ".join(part for part in parts if part)
+        self._config_event(EventKind.CONFIG_CHANGED, f"devbox.yaml changed services: {summary}; applying",
+                           added=[s.name for s in change.added], removed=change.removed,
+                           changed={svc.name: fields for svc, fields in change.changed})
+        await asyncio.gather(
+            *(self._remove_service(name) for name in change.removed),
+            *(self._add_service(svc) for svc in change.added),
+            *(self._change_service(wanted[svc.name], fields) for svc, fields in change.changed),
+        )
+
+    async def _add_service(self, svc: ServiceConfig) -> None:
+        self.phase[svc.name] = "pending"
+        await self._open_entries([svc])
+        await self._deploy_one(svc)
+        self._watch_service(svc)
+
+    async def _remove_service(self, name: str) -> None:
+        if self.watcher is not None:
+            await self.watcher.remove(name)
+        await self.sup.remove_service(name, reason="removed from devbox.yaml")
+        self.phase.pop(name, None)
+
+    async def _change_service(self, svc: ServiceConfig, fields: list[str]) -> None:
+        if set(fields) & {"path", *config_reload.WATCH_FIELDS} and self.watcher is not None:
+            await self.watcher.remove(svc.name)
+            self._watch_service(svc)
+        dep = self.sup.deployments.get(svc.name)
+        if dep is None:  # its first deploy never got as far as a deployment
+            await self._deploy_one(svc)
+            return
+        replace = [f for f in fields if f not in config_reload.WATCH_FIELDS]
+        # stopped by request: it stays stopped, and starts as it now reads
+        if not replace or not any(i.record.state.value != "stopped" for i in dep.instances.values()):
+            dep.svc = svc
+            return
+        with contextlib.suppress(DeployError):  # reported as a reload_failed event
+            if replace == ["replicas"]:
+                await self.sup.scale(svc.name, svc.replicas)
+            else:
+                dep.svc = svc
+                rebuild = bool(set(replace) & config_reload.BUILD_FIELDS)
+                await self.sup.replace_all(dep, reason=f"devbox.yaml changed {', '.join(replace)}", rebuild=rebuild)
 
     async def wait_deployed(self, timeout: float | None = None) -> list[str]:
         """Wait for the initial deploy of every service; the errors (empty when all are ready)."""

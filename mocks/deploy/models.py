@@ -43,6 +43,10 @@ class EventKind(enum.StrEnum):
     RELOADED = "reloaded"
     RELOAD_FAILED = "reload_failed"
     PORT_CHANGED = "port_changed"
+    #: devbox.yaml edited while up runs (service ``devbox.yaml``): applied, or what needs a restart
+    CONFIG_CHANGED = "config_changed"
+    #: devbox.yaml edited into an error (file:line:key): nothing applied, the running services are kept
+    CONFIG_ERROR = "config_error"
     #: gray release steps (:mod:`devbox.mocks.deploy.release`)
     RELEASE = "release"
     RELEASE_BATCH = "release_batch"

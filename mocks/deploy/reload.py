@@ -18,6 +18,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import ObservedWatch
 
 LOG = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class _Handler(FileSystemEventHandler):
 
 class ServiceWatch:
     """Debounces one service folder's changes into calls of ``on_change(paths)`` on the loop."""
+
+    #: Whether changes in sub-folders of ``root`` count.
+    recursive = True
 
     def __init__(self, *, key: str, root: Path, loop: asyncio.AbstractEventLoop,
                  on_change: Callable[[list[str]], Awaitable[None]], ignore_dirs: list[Path],
@@ -123,20 +127,54 @@ class ServiceWatch:
                 pass
 
 
+class FileWatch(ServiceWatch):
+    """Debounces the saves of one file (e.g. devbox.yaml) into calls of ``on_change([path])``.
+
+    Its folder is watched, not the file: editors save by writing a temporary file and renaming
+    it over the old one, which a watch on the file itself would lose after the first save.
+    """
+
+    recursive = False
+
+    def __init__(self, *, key: str, file: Path, loop: asyncio.AbstractEventLoop,
+                 on_change: Callable[[list[str]], Awaitable[None]], debounce: float = 0.3) -> None:
+        self.file = file.resolve()
+        super().__init__(key=key, root=self.file.parent, loop=loop, on_change=on_change, ignore_dirs=[],
+                         patterns=[], debounce=debounce)
+
+    def relevant(self, path: str) -> bool:
+        return Path(path).resolve() == self.file
+
+
 class Watcher:
-    """One watchdog observer thread scheduling a watch per service folder."""
+    """One watchdog observer thread scheduling a watch per service folder (and file)."""
 
     def __init__(self) -> None:
         self.observer = Observer()
         self.watches: list[ServiceWatch] = []
+        #: id(watch) -> its handler and observed folder (a folder two services share is one ObservedWatch)
+        self._scheduled: dict[int, tuple[_Handler, ObservedWatch]] = {}
         self.started = False
 
     def add(self, watch: ServiceWatch) -> None:
-        self.observer.schedule(_Handler(watch), str(watch.root), recursive=True)
+        """Watch ``watch.root``; may be called after :meth:`start` (then call :meth:`start` again)."""
+        handler = _Handler(watch)
+        self._scheduled[id(watch)] = handler, self.observer.schedule(handler, str(watch.root),
+                                                                     recursive=watch.recursive)
         self.watches.append(watch)
 
+    async def remove(self, key: str) -> None:
+        """Stop the watches added under ``key`` (a service that left devbox.yaml, or is watched anew)."""
+        for watch in [w for w in self.watches if w.key == key]:
+            self.watches.remove(watch)
+            await watch.close()
+            scheduled = self._scheduled.pop(id(watch), None)
+            if scheduled is not None:
+                self.observer.remove_handler_for_watch(*scheduled)
+
     def start(self) -> None:
-        if self.watches:
+        """Start the observer thread once there is something to watch (again: a no-op)."""
+        if self.watches and not self.started:
             self.observer.daemon = True
             self.observer.start()
             self.started = True
