@@ -275,13 +275,14 @@ async def _run_deploy(config: ProjectConfig, deploy: Any, stop: asyncio.Event, *
             else:
                 unregistered.pop(f"{event.service}/{event.instance}", None)
         if live_mode and not registration_failed and event.kind.value not in (
-                "crashed", "crash_loop", "reload", "reloaded", "reload_failed", "build_failed", "not_ready"):
+                "crashed", "crash_loop", "reload", "reloaded", "reload_failed", "build_failed", "not_ready",
+                "config_changed", "config_error"):
             return
         target = live.console if live is not None else console
         stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
         where = f"{event.service}/{event.instance}" if event.instance else event.service
         style = "red" if registration_failed or event.kind.value in (
-            "crashed", "crash_loop", "build_failed", "not_ready", "reload_failed") else None
+            "crashed", "crash_loop", "build_failed", "not_ready", "reload_failed", "config_error") else None
         target.print(Text(f"{stamp} {where} {event.kind.value}: {event.message}", style=style or ""), soft_wrap=True)
 
     from rich.live import Live  # only `up` draws a live table
