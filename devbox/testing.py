@@ -206,3 +206,81 @@ def docker_engine(root: Path = DOCKER_ROOT, *, timeout: float = 60.0) -> str:
     os.environ["DOCKER_HOST"] = host
     _ENGINE["host"] = host
     return host
+
+
+class ServiceContainer:
+    """A service image running against a devbox platform (see :func:`service_container`)."""
+
+    def __init__(self, container: Any, port: int, env: dict[str, str]) -> None:
+        #: The testcontainers ``DockerContainer`` (``.get_logs()``, ``.get_wrapped_container()``).
+        self.container = container
+        self.port = port
+        self.env = env
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def service_container(
+    image: str,
+    platform: PlatformThread,
+    *,
+    service: str = "svc",
+    env: dict[str, str] | None = None,
+    ready: str | None = "/healthz",
+    timeout: float = 60.0,
+) -> Iterator[ServiceContainer]:
+    """Run ``image`` with testcontainers against ``platform``, injected as devbox's deploy would:
+    ``PORT`` (a free port), the naming, OTLP and API addresses, ``OTEL_SERVICE_NAME=service``.
+
+    The container uses the host network (the platform listens on 127.0.0.1; engines without a bridge
+    need it), so ``.url`` is on 127.0.0.1. ``ready``: an HTTP path waited for (None: no wait). Ryuk is
+    disabled (its image would be pulled); the container is removed on exit. The engine comes from
+    :func:`docker_engine`; pytest users: ``with service_container("my/image:dev", devbox_platform) as c``.
+    """
+    import os
+    import socket
+
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    docker_engine()
+    import httpx
+    from testcontainers.core.container import DockerContainer
+
+    from devbox.mocks.deploy.config import ServiceConfig
+    from devbox.mocks.deploy.core import InstanceRecord, PlatformFacts, instance_env
+
+    assert platform.platform is not None
+    addresses = platform.platform.ctx.addresses
+    facts = PlatformFacts(
+        api_url=platform.url("api"),
+        naming_http=platform.url("polaris_http") if "polaris_http" in addresses else None,
+        naming_grpc=platform.target("polaris_grpc") if "polaris_grpc" in addresses else None,
+        otlp_http=platform.url("otlp_http") if "otlp_http" in addresses else None,
+        token=platform.config.platform.token,
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    svc = ServiceConfig(name=service, env=dict(env or {}))
+    record = InstanceRecord(name=f"{service}-tc", service=service, group="default", port=port)
+    injected = instance_env(svc, record=record, instance_id=f"{service}-tc-{port}", tags={}, platform=facts,
+                            config_file=Path("/dev/null"))
+    container = DockerContainer(image).with_kwargs(network_mode="host")
+    for key, value in injected.items():
+        container.with_env(key, value)
+    container.start()
+    try:
+        running = ServiceContainer(container, port, injected)
+        if ready is not None:
+            def answers() -> bool:
+                try:
+                    return httpx.get(running.url + ready, timeout=2).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_for(answers, timeout=timeout, what=f"{image} answering {ready} on port {port}")
+        yield running
+    finally:
+        container.stop()
