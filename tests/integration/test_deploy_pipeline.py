@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +14,10 @@ import yaml
 from devbox.mocks.deploy.config import ServiceConfig
 
 from devbox.platform.ports import NamingPort
-from devbox.testing import PlatformThread, running_platform
+from devbox.testing import PlatformThread, running_platform, wait_for
 from tests.deploy_fakes import write_service
 
 FAST_RESTART = {"backoff": 0.05, "factor": 2, "max_backoff": 0.2, "crash_loop": 3, "window": 60}
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:
@@ -116,7 +104,7 @@ def test_killed_instance_is_restarted_with_backoff_then_crash_loop_stops_it(tmp_
             old_pid = services(p)["fragile"]["instances"][0]["pid"]
             r = httpx.post(p.url() + f"/api/deploy/services/fragile/instances/{name}/kill")
             assert r.status_code == 200, r.text
-            wait_for("restart", lambda n=round_: len(events(p, kind="restarted")) == n)
+            wait_for(what="restart", check=lambda n=round_: len(events(p, kind="restarted")) == n)
             now = services(p)["fragile"]["instances"][0]
             assert now["restarts"] == round_ and now["state"] == "ready" and now["port"] == port
             assert now["pid"] != old_pid and not alive(old_pid)
@@ -126,7 +114,7 @@ def test_killed_instance_is_restarted_with_backoff_then_crash_loop_stops_it(tmp_
         assert "restart #2 in 0.10s" in crashed[1]["message"]
         # the third crash within the window is a crash loop: reported, not retried
         httpx.post(p.url() + f"/api/deploy/services/fragile/instances/{name}/kill")
-        loop_event = wait_for("crash loop", lambda: events(p, kind="crash_loop"))[0]
+        loop_event = wait_for(what="crash loop", check=lambda: events(p, kind="crash_loop"))[0]
         assert "crash loop: 3 crashes within 60s; not restarting" in loop_event["message"]
         now = services(p)["fragile"]["instances"][0]
         assert now["state"] == "crashloop" and now["pid"] is None
@@ -142,9 +130,9 @@ def test_service_crashing_on_its_own_is_restarted(tmp_path: Path) -> None:
                         restart={**FAST_RESTART, "crash_loop": 2}, readiness={"http": "/healthz", "timeout": 10})
     with platform(tmp_path, svc) as p:
         assert deployed(p) == []
-        crash = wait_for("a crash", lambda: events(p, kind="crashed"))[0]
+        crash = wait_for(what="a crash", check=lambda: events(p, kind="crashed"))[0]
         assert "exited with code 1" in crash["message"] and crash["data"]["tail"]
-        wait_for("crash loop", lambda: events(p, kind="crash_loop"))
+        wait_for(what="crash loop", check=lambda: events(p, kind="crash_loop"))
         assert services(p)["flaky"]["instances"][0]["state"] == "crashloop"
 
 
@@ -222,10 +210,10 @@ def test_hot_reload_replaces_instances_without_a_failed_request(tmp_path: Path) 
         thread = threading.Thread(target=client)
         thread.start()
         try:
-            wait_for("traffic", lambda: seen.get("1", 0) > 20)
+            wait_for(what="traffic", check=lambda: seen.get("1", 0) > 20)
             (folder / "VERSION").write_text("2\n")
-            wait_for("reload", lambda: events(p, kind="reloaded"), timeout=30)
-            wait_for("new version served", lambda: seen.get("2", 0) > 20)
+            wait_for(what="reload", check=lambda: events(p, kind="reloaded"), timeout=30)
+            wait_for(what="new version served", check=lambda: seen.get("2", 0) > 20)
         finally:
             stop.set()
             thread.join()
@@ -247,7 +235,7 @@ def test_reload_with_a_failing_build_keeps_the_old_instances(tmp_path: Path) -> 
         assert deployed(p) == []
         before = services(p)["web"]["instances"][0]
         (folder / "BUILD_OK").write_text("failing\n")
-        wait_for("reload failure", lambda: events(p, kind="reload_failed"))
+        wait_for(what="reload failure", check=lambda: events(p, kind="reload_failed"))
         after = services(p)["web"]["instances"]
         assert [(i["name"], i["state"], i["pid"]) for i in after] == [(before["name"], "ready", before["pid"])]
 
@@ -261,11 +249,11 @@ def test_instance_actions_scale_and_overrides(tmp_path: Path) -> None:
         name = services(p)["api"]["instances"][0]["name"]
         # SIGSTOP: the probe fails, devbox stops heartbeating, naming sees it unhealthy; SIGCONT heals
         assert httpx.post(f"{base}/instances/{name}/signal", json={"signal": "SIGSTOP"}).status_code == 200
-        wait_for("unhealthy", lambda: services(p)["api"]["instances"][0]["state"] == "unhealthy")
+        wait_for(what="unhealthy", check=lambda: services(p)["api"]["instances"][0]["state"] == "unhealthy")
         port = services(p)["api"]["instances"][0]["port"]
-        wait_for("naming unhealthy", lambda: registry_view(p, "api") == [(port, False)])
+        wait_for(what="naming unhealthy", check=lambda: registry_view(p, "api") == [(port, False)])
         assert httpx.post(f"{base}/instances/{name}/signal", json={"signal": "cont"}).status_code == 200
-        wait_for("healthy again", lambda: registry_view(p, "api") == [(port, True)])
+        wait_for(what="healthy again", check=lambda: registry_view(p, "api") == [(port, True)])
         # stop / start by hand
         assert httpx.post(f"{base}/instances/{name}/stop").json()["state"] == "stopped"
         assert registry_view(p, "api") == []
@@ -303,9 +291,9 @@ def test_saving_a_fix_replaces_a_crash_looping_instance(tmp_path: Path) -> None:
     with platform(tmp_path, svc) as p:
         assert deployed(p) == []
         httpx.post(p.url() + "/api/deploy/services/loopy/instances/loopy-1/kill")
-        wait_for("crash loop", lambda: events(p, kind="crash_loop"))
+        wait_for(what="crash loop", check=lambda: events(p, kind="crash_loop"))
         (folder / "VERSION").write_text("fixed\n")
-        wait_for("reload", lambda: events(p, kind="reloaded"))
+        wait_for(what="reload", check=lambda: events(p, kind="reloaded"))
         [inst] = services(p)["loopy"]["instances"]
         assert inst["name"] == "loopy-2" and inst["state"] == "ready"
         assert httpx.get(f"http://127.0.0.1:{inst['port']}/").json()["version"] == "fixed"

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from prometheus_client import Histogram as PromHistogram
 from devbox.config import ProjectConfig
 from devbox.platform.ports import MetricsQueryPort, NamingPort, Registration
 from devbox.sdk.metrics import MetricsClient, ReportRejected
-from devbox.testing import PlatformThread, running_platform
+from devbox.testing import PlatformThread, running_platform, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +60,6 @@ def _query(p: PlatformThread, expr: str) -> list[tuple[dict[str, str], float]]:
     return metrics.query_instant(expr, time.time())
 
 
-def _wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def _wait_total(p: PlatformThread, expr: str, total: float) -> list[tuple[dict[str, str], float]]:
     """The query's result once its values add up to ``total`` (spans may be counted over two flushes)."""
 
@@ -78,7 +67,7 @@ def _wait_total(p: PlatformThread, expr: str, total: float) -> list[tuple[dict[s
         got = _query(p, expr)
         return got if sum(v for _, v in got) == total else None
 
-    return _wait_for(check, f"{expr} to add up to {total}")
+    return wait_for(check, what=f"{expr} to add up to {total}")
 
 
 def _provider(exporter: Any, service: str) -> MeterProvider:
@@ -236,19 +225,19 @@ def test_prometheus_client_exposition_is_scraped(platform: PlatformThread) -> No
             )
 
         platform.call(register())
-        got = _wait_for(lambda: _query(platform, 'shop_hits_total{job="scraped"}'), "the scrape")
+        got = wait_for(lambda: _query(platform, 'shop_hits_total{job="scraped"}'), what="the scrape")
         labels, value = got[0]
         assert value == 7 and labels["instance"] == f"127.0.0.1:{port}" and labels["path"] == "/a"
         assert _query(platform, 'up{job="scraped"}')[0][1] == 1
         assert _query(platform, "shop_temperature")[0][1] == 3.5
         assert _query(platform, 'shop_latency_seconds_bucket{le="0.1"}')[0][1] == 1
         hits.labels(path="/a").inc(3)
-        _wait_for(lambda: _query(platform, "shop_hits_total")[0][1] == 10, "the second scrape")
+        wait_for(lambda: _query(platform, "shop_hits_total")[0][1] == 10, what="the second scrape")
     finally:
         server.shutdown()
         server.server_close()
         thread.join(5)
-    _wait_for(lambda: _query(platform, 'up{job="scraped"} == 0'), "up to go to 0")
+    wait_for(lambda: _query(platform, 'up{job="scraped"} == 0'), what="up to go to 0")
 
 
 def test_spans_become_rpc_reports_and_success_rate(platform: PlatformThread) -> None:
@@ -291,7 +280,7 @@ def test_spans_become_rpc_reports_and_success_rate(platform: PlatformThread) -> 
     platform.platform.events.spans_ingested.fire(spans=spans)  # type: ignore[union-attr]
     got = _wait_total(platform, 'sum by (caller, status) (rpc_server_requests_total{callee="stock"})', 20)
     assert {(lb["caller"], lb["status"]): v for lb, v in got} == {("web", "ok"): 15, ("web", "error"): 5}
-    rate = _wait_for(lambda: _query(platform, 'success_rate{callee="stock"}'), "success rate")
+    rate = wait_for(lambda: _query(platform, 'success_rate{callee="stock"}'), what="success rate")
     assert rate[0][1] == pytest.approx(75)
     r = httpx.post(
         platform.url("api") + "/api/metrics/query",

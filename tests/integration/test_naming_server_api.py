@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import httpx
 import pytest
 from devbox.mocks.naming.polaris_pb import protos
 
-from devbox.testing import PlatformThread, running_platform
+from devbox.testing import PlatformThread, running_platform, wait_for
 
 pb = protos()
 DiscoverType = pb.request.DiscoverRequest.DiscoverRequestType
@@ -46,17 +46,6 @@ def instance_msg(service: str = "orders", port: int = 9000, **kw: Any) -> Any:
         port={"value": port},
         **kw,
     )
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 # --- gRPC ---------------------------------------------------------------------------------
