@@ -93,6 +93,7 @@ def test_pytest_collects_scenario_files(project: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(480)  # every shop scenario on a fresh platform, one after another; the run may take 400 s
 def test_shop_suite_passes_with_junit(tmp_path: Path) -> None:
     """What CI runs: every example scenario of the shop, each listed in the JUnit report."""
     out = tmp_path / "shop.xml"

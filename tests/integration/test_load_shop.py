@@ -27,7 +27,11 @@ LOCUSTFILE = ROOT / "loadtests" / "shop.py"
 WANTED = ("naming", "tracing", "metrics", "deploy")
 SERVICES = {"gateway": 1, "orders": 2, "inventory": 1, "payment": 1, "users": 2}
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.skipif(not locust.available(), reason="locust not installed")]
+pytestmark = [
+    pytest.mark.slow,  # deploys the whole shop and runs Locust against it
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(not locust.available(), reason="locust not installed"),
+]
 
 
 def shop_config(state: Path) -> ProjectConfig:

@@ -24,7 +24,8 @@ SHOP = ROOT / "scenarios" / "shop"
 SERVICES = {"gateway", "orders", "inventory", "payment", "users"}
 WANTED = ("naming", "tracing", "metrics", "alerting", "deploy")
 
-pytestmark = pytest.mark.timeout(170)
+# slow: the module deploys the whole shop (7 instances) once and sends real traffic through it
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(170)]
 
 
 def shop_config(state: Path) -> ProjectConfig:

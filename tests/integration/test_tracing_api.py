@@ -96,6 +96,7 @@ def test_why_critical_path_topology_and_fanout(platform: PlatformThread) -> None
     assert entry["services"] == {"inventory": 0.5, "orders": 1.0, "users": 0.5}
 
 
+@pytest.mark.slow  # schemathesis over every Zipkin operation: tens of seconds on a busy machine
 def test_zipkin_api_conforms_to_its_spec(platform: PlatformThread) -> None:
     schema = schemathesis.openapi.from_path(SPEC)
     base = platform.url("zipkin") + "/api/v2"
