@@ -137,7 +137,7 @@ class EngineUnavailable(RuntimeError):
 
 
 def _engine_answers(host: str) -> bool:
-    import docker
+    import docker  # type: ignore[import-untyped]
 
     try:
         client = docker.DockerClient(base_url=host, timeout=5)

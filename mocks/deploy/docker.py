@@ -108,7 +108,7 @@ def engine_address() -> str:
 def connect(timeout: float = 10.0) -> Any:
     """A docker SDK client that answered a ping; :class:`DockerUnavailable` saying what to start otherwise."""
     try:
-        import docker
+        import docker  # type: ignore[import-untyped]
     except ImportError:
         raise DockerUnavailable("the docker Python SDK is not installed (pip install docker)") from None
     try:
