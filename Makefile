@@ -13,10 +13,21 @@ install:  ## everything: Debian peers used by the tests, then devbox with its de
 	fi
 	$(PYTHON) -m pip install -q -e '.[dev]'
 
+# Two pytest-xdist workers (one on a 1-core machine); --dist loadscope keeps each module on one
+# worker, so a module-scoped fixture (a deployed shop, a seeded platform) starts once, not once per
+# worker. Every test listens on port 0, so two workers never collide. pytest exits 5 when it ran no
+# test: make (and CI) fail on it like on any other non-zero exit.
+PYTEST_PARALLEL = -n auto --maxprocesses 2 --dist loadscope
+# This machine's environment sets PYTHONDONTWRITEBYTECODE=1: then every import compiles from source,
+# and pytest re-rewrites the asserts of all ~400 devbox modules (the package is a pytest plugin) in
+# each worker and every run; the CLI subprocesses of the e2e tests compile everything again each
+# time. Collecting took 80 s on a busy machine, 4 s with bytecode kept (under build/, not in the tree).
+PYTEST = env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX="$(CURDIR)/build/pycache" $(PYTHON) -m pytest
+
 test:  ## the whole suite, as CI runs it (lint, type check, then every test including slow peer tests)
 	ruff check .
 	$(MAKE) typecheck
-	$(PYTHON) -m pytest -p no:cacheprovider -q
+	$(PYTEST) -p no:cacheprovider -q $(PYTEST_PARALLEL) --durations=25
 
 # mypy sees the package as it installs: mocks/ is devbox.mocks. A tree of symlinks under build/
 # gives it that layout (reported paths read devbox/..., devbox/mocks/...); settings in pyproject.toml.
@@ -27,8 +38,8 @@ typecheck:  ## mypy: baseline for the package, strict for devbox.platform, devbo
 	@ln -s "$(CURDIR)/mocks" $(TYPECHECK)/devbox/mocks
 	cd $(TYPECHECK) && $(PYTHON) -m mypy --config-file "$(CURDIR)/pyproject.toml"
 
-test-quick:  ## skip the slow peer tests (real prometheus, amtool, chromium, go)
-	$(PYTHON) -m pytest -q -m "not slow"
+test-quick:  ## in-process tests only: not the slow ones (real peers, a deployed shop, load runs) nor the CLI e2e subprocesses; under 2 minutes
+	$(PYTEST) -p no:cacheprovider -q $(PYTEST_PARALLEL) -m "not slow and not e2e" --durations=15
 
 bench:
 	$(PYTHON) bench/run_all.py

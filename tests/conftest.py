@@ -1,0 +1,52 @@
+"""Suite-wide set-up: the e2e mark for everything under tests/e2e, and the shop built once.
+
+Every test under tests/e2e drives the real CLI as subprocesses, each of which imports the CLI:
+they are marked ``e2e`` here (a new file cannot forget it), and ``make test-quick`` leaves them out.
+
+Several modules deploy the shop from the repository's own scenarios/shop (test_shop,
+test_load_shop, the shop scenario suite), and its build steps write generated gRPC code into that
+tree. On a fresh clone two workers would run those builds at once, and one service could import a
+file the other is still writing. The controller runs them once, before any worker starts; the
+builds skip themselves when their output is newer than the .proto, so the workers' builds are then
+no-ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+LOG = logging.getLogger(__name__)
+
+SHOP = Path(__file__).resolve().parents[1] / "scenarios" / "shop"
+
+
+def _build_shop_once() -> None:
+    services = yaml.safe_load((SHOP / "devbox.yaml").read_text()).get("services") or []
+    for svc in services:
+        if not svc.get("build"):
+            continue
+        done = subprocess.run(svc["build"], shell=True, cwd=SHOP / svc.get("path", svc["name"]),
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:  # the tests that deploy the shop will report it with the build's log
+            LOG.warning("building shop service %s failed: %s", svc["name"], done.stderr[-2000:])
+
+
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller has built it
+        return
+    if (SHOP / "devbox.yaml").is_file():
+        _build_shop_once()
