@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any
 
 from devbox.mocks.tracing import analysis, wal
 from devbox.mocks.tracing.config import TracingConfig
-from devbox.mocks.tracing.indexer import IndexerProcess, Options, Verdict, check
+from devbox.mocks.tracing.indexer import CheckProcess, IndexerProcess, Options, Verdict, check
 from devbox.mocks.tracing.models import Span
 from devbox.mocks.tracing.store import SpanStore, TraceQuery
 from devbox.mocks.tracing.wal import Position, WalWriter, read_records
@@ -84,9 +82,8 @@ class Collector:
         self._want_spans = False
         # Big bodies are read in a separate process (spawned on first need): decoding shares the
         # GIL with the loop when it runs in a thread, and stalls every listener for seconds.
-        self._decoder: concurrent.futures.ProcessPoolExecutor | None = None
+        self._decoder = CheckProcess()
         self._decoding = 0
-        self._decoder_ready: concurrent.futures.Future[int] | None = None
 
     @property
     def max_future_us(self) -> int:
@@ -110,14 +107,9 @@ class Collector:
         self.indexer = IndexerProcess(self.wal_dir, self.db_path, options, self._report)
         self._sync_listening()
         self.indexer.start()
-        # start the decode process now (not awaited): spawning it costs ~0.5 s of CPU, which the
-        # first big export should not wait for
-        self._decoder_ready = self._decode_process().submit(int)
-
-    def _decode_process(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._decoder is None:
-            self._decoder = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        return self._decoder
+        # start the decode process now: its imports cost ~0.5 s of CPU, which the first big export
+        # should not wait for (it queues behind them meanwhile)
+        await asyncio.to_thread(self._decoder.start)
 
     async def stop(self) -> None:
         if self.indexer is not None:
@@ -130,8 +122,7 @@ class Collector:
         if self.store is not None:
             self.store.close()
             self.store = None
-        if self._decoder is not None:
-            self._decoder.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self._decoder.stop)
 
     async def enforce_retention(self) -> int:
         """Retention runs in the indexer process (the one writer); here for tools and tests."""
@@ -209,10 +200,7 @@ class Collector:
             self._decoding += 1
             try:
                 args = (fmt, body, encoding, limit, now, self.max_future_us)
-                if self._decoder_ready is not None and self._decoder_ready.done():
-                    verdict = await asyncio.get_running_loop().run_in_executor(self._decode_process(), check, *args)
-                else:  # the decode process is still starting (a busy machine): a thread, as before it
-                    verdict = await asyncio.to_thread(check, *args)
+                verdict = await asyncio.wrap_future(self._decoder.submit(*args))
             finally:
                 self._decoding -= 1
         self.rejected += len(verdict.rejected)

@@ -8,12 +8,12 @@ Two halves:
   parse and a check of each span's ids and times, without building span objects; only a batch
   with a bad span goes through the full decoder, for the exact reasons. The full decode of the
   other formats is what the check does; the component runs big bodies in a decode process.
-- :func:`run` is the indexer process (``multiprocessing`` spawn): it follows the WAL from the
-  position its SQLite file says it indexed up to, decodes records with the same decoder, time and
-  skew as the check did (so it keeps exactly the spans that were acknowledged), writes them in
-  big transactions together with the new position, deletes wholly indexed WAL segments, runs
-  retention, and reports each commit to the platform over a pipe: the position indexed, the span
-  count and — while something listens to ``spans_ingested`` — the spans themselves.
+- :func:`run` is the indexer process (``python -m``, see :mod:`~devbox.mocks.tracing.child`): it
+  follows the WAL from the position its SQLite file says it indexed up to, decodes records with
+  the same time and skew as the check did (so it keeps exactly the spans that were acknowledged),
+  writes them in big transactions together with the new position, deletes wholly indexed WAL
+  segments, runs retention, and reports each commit to the platform over a pipe: the position
+  indexed, the span count and — while something listens to ``spans_ingested`` — the spans.
 
 :class:`IndexerProcess` is the platform's handle on that process.
 
@@ -24,8 +24,11 @@ skipped rather than blocking the log.
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import logging
-import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devbox.mocks.tracing import convert, wal
+from devbox.mocks.tracing import child, convert, wal
 from devbox.mocks.tracing.convert import BadPayload, Decoded
 from devbox.mocks.tracing.wal import Position
 
@@ -184,8 +187,9 @@ def _retention(store: Any, options: Options) -> None:
 
 
 class IndexerProcess:
-    """The platform's handle on the indexer process: starts it (spawn), reads its reports on a
-    thread and hands each to ``on_report(kind, position, count, spans)``; restarts it if it dies."""
+    """The platform's handle on the indexer process (``python -m devbox.mocks.tracing.indexer index``,
+    see :mod:`~devbox.mocks.tracing.child`): starts it, reads its reports on a thread and hands each
+    to ``on_report(kind, position, count, spans)``; restarts it if it dies."""
 
     def __init__(self, wal_dir: Path, db_path: Path, options: Options,
                  on_report: Callable[[str, Position, int, list[Any] | None], None]) -> None:
@@ -193,9 +197,8 @@ class IndexerProcess:
         self.db_path = db_path
         self.options = options
         self.on_report = on_report
-        self._ctx = multiprocessing.get_context("spawn")
-        self._proc: Any = None
-        self._conn: Any = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: child.Duplex | None = None
         self._stopping = False
         self._want_spans = False
         self._reader: threading.Thread | None = None
@@ -206,15 +209,12 @@ class IndexerProcess:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
-        parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=run, name="devbox-tracing-indexer", daemon=True,
-                                       args=(str(self.wal_dir), str(self.db_path), self.options, child))
-        self._proc.start()
-        child.close()
-        self._conn = parent
+        proc, conn = child.start("index")
+        conn.send(("start", str(self.wal_dir), str(self.db_path), dataclasses.asdict(self.options)))
+        self._proc, self._conn = proc, conn
         if self._want_spans:
             self.want_spans(True)
-        self._reader = threading.Thread(target=self._read, args=(parent, self._proc), name="tracing-indexer-reports",
+        self._reader = threading.Thread(target=self._read, args=(conn, proc), name="tracing-indexer-reports",
                                         daemon=True)
         self._reader.start()
 
@@ -223,11 +223,12 @@ class IndexerProcess:
         self._want_spans = flag
         with self._send_lock:
             try:
-                self._conn.send(("want_spans", flag))
-            except (OSError, AttributeError):
+                if self._conn is not None:
+                    self._conn.send(("want_spans", flag))
+            except OSError:
                 pass
 
-    def _read(self, conn: Any, proc: Any) -> None:
+    def _read(self, conn: child.Duplex, proc: subprocess.Popen[bytes]) -> None:
         while True:
             try:
                 msg = conn.recv()
@@ -242,8 +243,12 @@ class IndexerProcess:
                 LOG.exception("handling an indexer report failed")
         if self._stopping:
             return
-        proc.join(timeout=5)
-        LOG.error("the tracing indexer process exited (code %s); restarting it", proc.exitcode)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        LOG.error("the tracing indexer process exited (code %s); restarting it", proc.returncode)
+        conn.close()
         time.sleep(1.0)
         if not self._stopping:
             self.start()
@@ -257,11 +262,119 @@ class IndexerProcess:
                 except OSError:
                     pass
         if self._proc is not None:
-            self._proc.join(timeout)
-            if self._proc.is_alive():
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
                 self._proc.terminate()
-                self._proc.join(5)
-        if self._conn is not None:
-            self._conn.close()
+                try:
+                    self._proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
+
+
+class CheckProcess:
+    """Checks big exports (:func:`check`) in ``python -m devbox.mocks.tracing.indexer check``, off
+    the platform's GIL. ``submit`` is thread-safe and returns a future; one request at a time is
+    worked on, in order. A dead process fails its pending futures and is restarted on next use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: child.Duplex | None = None
+        self._pending: dict[int, concurrent.futures.Future[Any]] = {}
+        self._next = 0
+
+    def _ensure(self) -> child.Duplex:
+        if self._conn is None:
+            self._proc, self._conn = child.start("check")
+            threading.Thread(target=self._read, args=(self._conn,), name="tracing-check-replies", daemon=True).start()
+        return self._conn
+
+    def start(self) -> None:
+        with self._lock:
+            self._ensure()
+
+    def submit(self, *args: Any) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            conn = self._ensure()
+            self._next += 1
+            self._pending[self._next] = fut
+            try:
+                conn.send((self._next, args))
+            except OSError as exc:
+                self._pending.pop(self._next, None)
+                fut.set_exception(exc)
+        return fut
+
+    def _read(self, conn: child.Duplex) -> None:
+        while True:
+            try:
+                ident, ok, value = conn.recv()
+            except (EOFError, OSError):
+                break
+            with self._lock:
+                fut = self._pending.pop(ident, None)
+            if fut is not None:
+                fut.set_result(value) if ok else fut.set_exception(value)
+        with self._lock:
+            if self._conn is conn:
+                self._conn = None
+            pending, self._pending = self._pending, {}
+        conn.close()
+        for fut in pending.values():
+            fut.set_exception(RuntimeError("the tracing check process exited"))
+
+    def stop(self) -> None:
+        with self._lock:
+            conn, proc, self._conn = self._conn, self._proc, None
+        if conn is not None:
+            conn.close()  # EOF on its stdin: the child exits
+        if proc is not None:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _serve_checks(conn: child.Duplex) -> None:
+    while True:
+        try:
+            ident, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            reply = (ident, True, check(*args))
+        except Exception as exc:
+            reply = (ident, False, exc)
+        try:
+            conn.send(reply)
+        except Exception as exc:  # an unpicklable exception: say what it was
+            conn.send((ident, False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry of ``python -m devbox.mocks.tracing.indexer index|check`` (started by the platform)."""
+    mode = (argv if argv is not None else sys.argv[1:] or ["index"])[0]
+    conn = child.child_end()
+    if mode == "check":
+        _serve_checks(conn)
+        return
+    try:
+        msg = conn.recv()
+    except (EOFError, OSError):
+        return
+    _, wal_dir, db_path, options = msg
+    run(wal_dir, db_path, Options(**options), conn)
+
+
+if __name__ == "__main__":
+    from devbox.mocks.tracing import indexer as _module  # the importable copy (its classes pickle by name)
+
+    _module.main()

@@ -262,3 +262,39 @@ def test_acknowledged_spans_survive_a_restart_and_fire_the_event(tmp_path: Path)
     with running_platform(tmp_path, components=["tracing"]) as p:
         assert len(_zipkin_trace(p, trace_id)) == 2
         assert json.loads(httpx.get(p.url("api") + "/api/platform").text)["components"]["tracing"]["spans_stored"] == 2
+
+
+EMBEDDING = """
+import json, os, sys
+from pathlib import Path
+import httpx
+from devbox.mocks.tracing.convert import to_otlp_request
+from devbox.mocks.tracing.models import Span
+from devbox.testing import running_platform
+
+root = Path(sys.argv[1])
+with open(root / "runs.txt", "a") as f:  # one line per execution of this script's top level
+    f.write(f"{os.getpid()}\\n")
+with running_platform(root / "state", components=["tracing"]) as p:
+    now = 1_000_000 * int(__import__("time").time())
+    spans = [Span(trace_id="e" * 32, span_id=f"{j + 1:016x}", parent_id=None, name="x" * 200, kind="SERVER",
+                  service="embedded", start_us=now - 1000, duration_us=10) for j in range(12_000)]
+    body = to_otlp_request(spans).SerializeToString()  # over 2 MB: checked in the check process
+    r = httpx.post(p.url("otlp_http") + "/v1/traces", content=body,
+                   headers={"content-type": "application/x-protobuf"}, timeout=60)
+    r.raise_for_status()
+    trace = httpx.get(p.url("zipkin") + "/api/v2/trace/" + "e" * 32, timeout=60).json()
+    print(json.dumps({"spans": len(trace), "body": len(body)}), flush=True)
+"""
+
+
+def test_a_script_without_a_main_guard_starts_and_stops_a_platform(tmp_path: Path) -> None:
+    """The indexer and check processes are ``python -m`` subprocesses: nothing re-runs the script
+    that embeds the platform (multiprocessing's spawn did, so an unguarded script looped)."""
+    script = tmp_path / "embed.py"
+    script.write_text(EMBEDDING)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["body"] > 2 * 1024 * 1024 and answer["spans"] == 12_000
+    assert len((tmp_path / "runs.txt").read_text().split()) == 1
