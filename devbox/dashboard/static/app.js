@@ -48,12 +48,36 @@ async function overview() {
       (s.instances || []).map((i) => `${esc(i.name)} :${esc(i.port)} <span class="${i.healthy ? "ok" : "bad"}">${esc(i.state)}</span>`).join("<br>"),
       esc(labels(s.tags)), esc(s.restarts),
     ]));
+    const { strangers } = await senders(services.services);
+    // shown apart: not services of this project (another tool exporting to its ports), so not in its table
+    $("strangers").hidden = !strangers.length;
+    $("strangers").innerHTML = `<h3>Spans also arrive from services not in devbox.yaml</h3>` +
+      `<p>${strangers.map((n) => `<span class="tag">${esc(n)}</span>`).join(" ")}</p>` +
+      '<p class="muted">another tool exporting to this devbox\'s ports? Their spans are kept, but they are no part of the project: ' +
+      'the topology leaves them out unless you ask for them.</p>';
   }
+}
+
+// Service names that sent spans (still stored) but are not services of devbox.yaml, as `devbox status`
+// lists them (unknown_senders). Without the deploy component there is no declared list: none is a stranger.
+async function senders(deployed) {
+  const p = await api("/api/platform");
+  if (!p.components.deploy || !p.components.tracing) return { strangers: [] };
+  const [d, t] = await Promise.all([deployed ? { services: deployed } : api("/api/deploy/services"), api("/api/traces/services")]);
+  const declared = new Set(d.services.map((s) => s.service));
+  return { strangers: t.services.filter((n) => !declared.has(n)).sort() };
 }
 
 // --- topology: dagre's layered layout (ranks by call depth, edges routed around nodes) ------------
 async function topology(sel) {
-  const t = await api(`/api/topology?lookback=${$("window").value}`);
+  const [t, { strangers }] = await Promise.all([api(`/api/topology?lookback=${$("window").value}`), senders()]);
+  const odd = new Set(strangers);
+  $("strangerToggle").hidden = !odd.size;
+  $("strangerCount").textContent = odd.size ? `(${strangers.join(", ")})` : "";
+  if (!$("showStrangers").checked) { // the project's own graph unless asked: strangers' traffic is not the project's
+    t.services = t.services.filter((s) => !odd.has(s.name));
+    t.edges = t.edges.filter((e) => !odd.has(e.caller) && !odd.has(e.callee));
+  }
   const g = new dagre.graphlib.Graph();
   g.setGraph({ rankdir: "LR", nodesep: 40, ranksep: 150, edgesep: 30, marginx: 20, marginy: 20 });
   g.setDefaultEdgeLabel(() => ({}));
@@ -74,8 +98,10 @@ async function topology(sel) {
   });
   g.nodes().forEach((n) => {
     const { x, y, s } = g.node(n);
-    out += `<g class="node${n === sel ? " sel" : ""}" data-node="${esc(n)}"><rect x="${x - 65}" y="${y - 20}" width="130" height="40" rx="6" fill="${n === sel ? "#e6eefc" : "#fff"}" stroke="${s.errors ? "#d64545" : "#3b6fd8"}" stroke-width="${n === sel ? 2.5 : 1.5}"/>` +
-      `<text x="${x}" y="${y + 4}" text-anchor="middle">${esc(n)}</text></g>`;
+    const stranger = odd.has(n);
+    out += `<g class="node${n === sel ? " sel" : ""}${stranger ? " stranger" : ""}" data-node="${esc(n)}"><rect x="${x - 65}" y="${y - 20}" width="130" height="40" rx="6" fill="${n === sel ? "#e6eefc" : stranger ? "#f3f0fa" : "#fff"}" stroke="${s.errors ? "#d64545" : stranger ? "#805ad5" : "#3b6fd8"}" stroke-width="${n === sel ? 2.5 : 1.5}"${stranger ? ' stroke-dasharray="5,3"' : ""}/>` +
+      `<text x="${x}" y="${y + (stranger ? -1 : 4)}" text-anchor="middle">${esc(n)}</text>` +
+      (stranger ? `<text x="${x}" y="${y + 13}" text-anchor="middle" fill="#805ad5" font-size="10">not in devbox.yaml</text>` : "") + "</g>";
   });
   const svg = $("graph");
   const gg = g.graph();
@@ -83,8 +109,9 @@ async function topology(sel) {
   svg.setAttribute("height", String(Math.max(200, gg.height)));
   svg.innerHTML = out;
   svg.querySelectorAll("[data-node]").forEach((el) => el.addEventListener("click", () => go("topology", el.dataset.node)));
+  const who = (n) => esc(n) + (odd.has(n) ? ' <span class="tag">not in devbox.yaml</span>' : "");
   table($("edges"), ["caller", "callee", "calls", "errors", "p50", "p99"], t.edges.map((e) => [
-    esc(e.caller), esc(e.callee), e.calls, `<span class="${e.errors ? "bad" : ""}">${e.errors} (${(e.error_rate * 100).toFixed(0)}%)</span>`, ms(e.p50_us), ms(e.p99_us),
+    who(e.caller), who(e.callee), e.calls, `<span class="${e.errors ? "bad" : ""}">${e.errors} (${(e.error_rate * 100).toFixed(0)}%)</span>`, ms(e.p50_us), ms(e.p99_us),
   ]));
   $("nodeinfo").innerHTML = sel ? await nodeInfo(sel) : '<span class="muted">click a service for its callers, callees, instances and indicators</span>';
 }
@@ -134,14 +161,23 @@ async function searchTraces() {
 
 async function traces(sel) {
   const found = await searchTraces();
-  table($("tracelist"), ["trace", "entry", "services", "spans", "duration", "started"], found.map((t) => [
+  table($("tracelist"), ["", "trace", "entry", "services", "spans", "duration", "started"], found.map((t) => [
+    `<input type="checkbox" data-cmp="${esc(t.trace_id)}"${ticked.includes(t.trace_id) ? " checked" : ""} title="compare">`,
     `<a href="#/traces/${esc(t.trace_id)}" data-trace="${esc(t.trace_id)}">${esc(t.trace_id.slice(0, 12))}…</a>`,
     `${esc(t.root_service)} ${esc(t.root_name)}`, esc(t.services.join(", ")),
     `${t.spans}${t.errors ? ` <span class="bad">(${t.errors} errors)</span>` : ""}`,
     ms(t.duration_us), when(t.start_us / 1e6),
   ]));
+  $("tracelist").querySelectorAll("[data-cmp]").forEach((box) => box.addEventListener("change", () => {
+    ticked = ticked.filter((id) => id !== box.dataset.cmp);
+    if (box.checked) ticked = [...ticked, box.dataset.cmp].slice(-2); // the two ticked last: A, then B
+    $("tracelist").querySelectorAll("[data-cmp]").forEach((b) => { b.checked = ticked.includes(b.dataset.cmp); });
+    $("compareBtn").disabled = ticked.length !== 2;
+  }));
+  $("compareBtn").disabled = ticked.length !== 2;
   if (sel) await trace(sel); else $("trace").hidden = true;
 }
+let ticked = []; // trace ids ticked for comparison, kept across the list's refreshes
 
 let openTrace = null;
 async function trace(id) {
@@ -226,6 +262,90 @@ function logRows(el, lines, hilite, append) {
   else el.innerHTML = html || '<tr><td class="muted">no log lines here</td></tr>';
 }
 
+// --- compare two traces: span trees matched by path ------------------------------------------------
+// A span's key is its parent's key + "service · operation · kind" + its repeat number among siblings with that
+// label, so the same call in two requests matches while a retry (a second repeat) or a new call does not.
+function keyedTree(spans) {
+  const byId = Object.fromEntries(spans.map((s) => [s.span_id, s]));
+  const kids = {};
+  spans.forEach((s) => { const p = byId[s.parent_id] ? s.parent_id : ""; (kids[p] = kids[p] || []).push(s); });
+  Object.values(kids).forEach((l) => l.sort((a, b) => a.start_us - b.start_us));
+  const nodes = new Map(), children = {};
+  const walk = (parent, list, depth) => {
+    const seen = {};
+    list.forEach((s) => {
+      const label = `${s.service} · ${s.name} · ${s.kind.toLowerCase()}`;
+      seen[label] = (seen[label] || 0) + 1;
+      const key = `${parent}/${label}#${seen[label]}`;
+      nodes.set(key, { s, depth, repeat: seen[label] });
+      (children[parent] = children[parent] || []).push(key);
+      walk(key, kids[s.span_id] || [], depth + 1);
+    });
+  };
+  walk("", kids[""] || [], 0);
+  const t0 = Math.min(...spans.map((s) => s.start_us));
+  const total = Math.max(...spans.map((s) => s.start_us + s.duration_us)) - t0 || 1;
+  const hops = new Set(spans.filter((s) => byId[s.parent_id] && byId[s.parent_id].service !== s.service)
+    .map((s) => `${byId[s.parent_id].service} → ${s.service}`));
+  return { nodes, children, t0, total, hops, spans, root: nodes.get((children[""] || [])[0]) };
+}
+
+// Rows of the merged tree: A's order, with B's extra spans after their siblings.
+function diffRows(a, b) {
+  const rows = [];
+  const walk = (parent) => {
+    const keys = [...(a.children[parent] || [])];
+    (b.children[parent] || []).forEach((k) => { if (!keys.includes(k)) keys.push(k); });
+    keys.forEach((k) => { rows.push({ key: k, a: a.nodes.get(k), b: b.nodes.get(k) }); walk(k); });
+  };
+  walk("");
+  return rows;
+}
+
+const changed = (r) => !r.a || !r.b || Math.abs(r.b.s.duration_us - r.a.s.duration_us) >= Math.max(1000, 0.2 * r.a.s.duration_us) || r.a.s.error !== r.b.s.error;
+let compared = null;
+async function compare(sel) {
+  const [idA, idB] = sel.split("..");
+  $("cmpA").value = idA || ""; $("cmpB").value = idB || "";
+  if (!idA || !idB) return;
+  if (!compared || compared.key !== sel) {
+    const [da, db] = await Promise.all([api(`/api/traces/${encodeURIComponent(idA)}`), api(`/api/traces/${encodeURIComponent(idB)}`)]);
+    compared = { key: sel, a: keyedTree(da.spans), b: keyedTree(db.spans) };
+  }
+  const { a, b } = compared;
+  const rows = diffRows(a, b);
+  const onlyA = rows.filter((r) => !r.b), onlyB = rows.filter((r) => !r.a), both = rows.filter((r) => r.a && r.b);
+  const hopsA = [...a.hops].filter((h) => !b.hops.has(h)), hopsB = [...b.hops].filter((h) => !a.hops.has(h));
+  const moved = both.map((r) => ({ r, d: r.b.s.duration_us - r.a.s.duration_us })).filter((x) => changed(x.r) && x.d)
+    .sort((x, y) => Math.abs(y.d) - Math.abs(x.d)).slice(0, 3);
+  const side = (t, id, tag) => `<p><b>${tag}</b> <a href="#/traces/${esc(id)}">${esc(id.slice(0, 12))}…</a> ${esc(t.root ? t.root.s.service + " " + t.root.s.name : "")} · ` +
+    `${t.spans.length} spans · ${ms(t.total)}${t.spans.some((s) => s.error) ? ` · <span class="bad">${t.spans.filter((s) => s.error).length} error span(s)</span>` : ""}</p>`;
+  const sign = (d) => (d > 0 ? "+" : "−") + ms(Math.abs(d));
+  const count = (n, what, cls) => `<span class="${n ? cls : "muted"}">${n} ${what}</span>`;
+  const summary = `<p id="cmpSummary">${both.length} spans matched · ${count(onlyA.length, "only in A", "bad")} · ${count(onlyB.length, "only in B", "ok")} · ` +
+    `total ${sign(b.total - a.total)}</p>` +
+    `<p>hops only in A: ${esc(hopsA.join(", ") || "-")} · hops only in B: ${esc(hopsB.join(", ") || "-")}</p>` +
+    (moved.length ? `<p>largest changes: ${moved.map((x) => `${esc(x.r.a.s.service)} ${esc(x.r.a.s.name)} <span class="${x.d > 0 ? "delta-up" : "delta-down"}">${sign(x.d)}</span>`).join(" · ")}</p>` : "");
+  // one scale for both timelines (each from its own start), so equal lengths are equal durations
+  const scale = Math.max(a.total, b.total);
+  const bar = (n, t) => (n ? `<div class="bar"><span class="${n.s.error ? "err" : ""}" style="left:${((n.s.start_us - t.t0) / scale) * 100}%;width:${Math.max(0.3, (n.s.duration_us / scale) * 100)}%"></span></div>` : "");
+  const shown = $("cmpChanged").checked ? rows.filter(changed) : rows;
+  const body = shown.map((r) => {
+    const n = r.a || r.b, status = r.a && r.b ? "both" : r.a ? "onlyA" : "onlyB";
+    const d = r.a && r.b ? r.b.s.duration_us - r.a.s.duration_us : null;
+    const dcls = d === null || !changed(r) ? "muted" : d > 0 ? "delta-up" : "delta-down";
+    const err = (x) => (x && x.s.error ? ' <span class="bad">✗</span>' : "");
+    return `<tr class="cmp ${status}" data-status="${status}"><td style="padding-left:${0.6 + n.depth * 1.1}rem"><b>${esc(n.s.service)}</b> ${esc(n.s.name)} ` +
+      `<span class="muted">${esc(n.s.kind.toLowerCase())}${n.repeat > 1 ? " #" + n.repeat : ""}</span>` +
+      `${status === "onlyA" ? ' <span class="tag">only in A</span>' : status === "onlyB" ? ' <span class="tag">only in B</span>' : ""}</td>` +
+      `<td>${r.a ? ms(r.a.s.duration_us) + err(r.a) : "-"}</td><td>${r.b ? ms(r.b.s.duration_us) + err(r.b) : "-"}</td>` +
+      `<td class="${dcls}">${d === null ? "" : sign(d)}</td><td class="lane2">${bar(r.a, a)}</td><td class="lane2">${bar(r.b, b)}</td></tr>`;
+  }).join("");
+  $("cmpOut").innerHTML = side(a, idA, "A") + side(b, idB, "B") + summary +
+    `<table id="cmpTable"><tr><th>service · operation</th><th>A</th><th>B</th><th>Δ (B − A)</th><th>A timeline (0–${ms(scale)})</th><th>B timeline (same scale)</th></tr>${body ||
+      '<tr><td colspan="6" class="muted">no differences</td></tr>'}</table>`;
+}
+
 // --- metrics: indicator picker with group-by, time axis, readable legends -------------------------
 const palette = ["#3b6fd8", "#d64545", "#1f9d55", "#d69e2e", "#805ad5", "#2c7a7b", "#b83280"];
 async function metrics() {
@@ -303,11 +423,13 @@ async function alerts() {
 async function around(x) {
   const svc = (x.labels || {}).callee || (x.labels || {}).service || "";
   const endMs = Math.round((x.at + 120) * 1000);
+  const p = await api("/api/platform");
   const [t, ev] = await Promise.all([
     api(`/api/traces?limit=10&errors=true&lookback=240000&end=${endMs}${svc ? "&service=" + encodeURIComponent(svc) : ""}`),
-    api(`/api/deploy/events?since=${x.at - 120}&limit=500`).catch(() => ({ events: [] })),
+    // the events API pages by event id (since=ID), not by time: take the newest and keep the window's
+    p.components.deploy ? api("/api/deploy/events?limit=5000") : { events: [] },
   ]);
-  const events = ev.events.filter((e) => e.kind !== "health" && e.ts <= x.at + 120).slice(-20);
+  const events = ev.events.filter((e) => e.kind !== "health" && Math.abs(e.ts - x.at) <= 120).slice(-20);
   $("histctx").hidden = false;
   $("histctx").innerHTML = `<h3>around ${esc(x.alertname)} ${esc(x.from)} → ${esc(x.to)} at ${when(x.at)}</h3>` +
     `<h4>failed traces${svc ? " of " + esc(svc) : ""}</h4><table id="ctxTraces"></table><h4>deploy events</h4><table id="ctxEvents"></table>`;
@@ -318,17 +440,57 @@ async function around(x) {
 }
 
 // --- naming and deploys -------------------------------------------------------------------------
-async function naming(sel) {
+async function naming(selection) {
+  const [sel, query] = [selection.split("?")[0], new URLSearchParams(selection.split("?")[1] || "")];
   const list = await api("/api/naming/services");
   table($("namingServices"), ["service", "instances", "healthy"], list.map((s) => [
     `<a href="#/naming/${esc(s.name)}">${esc(s.name)}</a>`, s.instances, `<span class="${s.healthy < s.instances ? "warn" : "ok"}">${s.healthy}</span>`]));
   if (!sel) { $("namingDetail").innerHTML = '<span class="muted">pick a service</span>'; return; }
   const s = await api(`/api/naming/services/default/${encodeURIComponent(sel)}`);
-  $("namingDetail").innerHTML = `<h3>${esc(sel)}</h3><table id="namingInstances"></table><h4>routing rules</h4><pre>${esc(JSON.stringify(s.routing, null, 1))}</pre><h4>circuit breaker</h4><pre>${esc(JSON.stringify(s.circuit_breaker))}</pre>`;
+  // the explanation sits under the instances it picks from; the raw rules (long JSON) come last
+  $("namingDetail").innerHTML = `<h3>${esc(sel)}</h3><table id="namingInstances"></table>` +
+    `<h4>explain a pick</h4><p class="filters">request labels <input type="text" id="explainLabels" placeholder="env=feature-x, tier=gold">` +
+    ` caller <input type="text" id="explainCaller" placeholder="gateway"> <button class="act" id="explainBtn">explain</button></p><div id="explainOut"></div>` +
+    `<h4>circuit breaker</h4><pre>${esc(JSON.stringify(s.circuit_breaker))}</pre><h4>routing rules</h4><pre>${esc(JSON.stringify(s.routing, null, 1))}</pre>`;
+  $("explainLabels").value = query.get("labels") || "";
+  $("explainCaller").value = query.get("caller") || "";
+  const ask = () => { // the question is part of the URL: a deep link shows the same explanation
+    const q = new URLSearchParams({ labels: $("explainLabels").value.trim(), caller: $("explainCaller").value.trim() });
+    location.hash = `#/naming/${encodeURIComponent(sel)}?${q}`; // the query stays readable in the URL
+  };
+  $("explainBtn").addEventListener("click", ask);
+  ["explainLabels", "explainCaller"].forEach((id) => $(id).addEventListener("keydown", (ev) => { if (ev.key === "Enter") ask(); }));
+  if (query.has("labels") || query.has("caller")) await explainPick(sel, query.get("labels") || "", query.get("caller") || "");
   table($("namingInstances"), ["instance", "address", "weight", "health", "tags"], s.instances.map((i) => [
     esc(i.metadata["devbox.instance"] || i.id.slice(0, 12)), `${esc(i.host)}:${esc(i.port)}`, i.weight,
     `<span class="${i.healthy && !i.isolated ? "ok" : "bad"}">${i.isolated ? "isolated" : i.healthy ? "healthy" : "unhealthy"}</span>`,
     esc(labels(Object.fromEntries(Object.entries(i.metadata).filter(([k]) => !k.startsWith("devbox.")))))]));
+}
+
+// naming's explain API (what `devbox naming explain` prints): which rule matched, what each filter removed, the pick.
+async function explainPick(service, labelText, caller) {
+  const p = new URLSearchParams({ service });
+  labelText.split(",").map((l) => l.trim()).filter(Boolean).forEach((l) => p.append("label", l));
+  if (caller) p.set("caller", caller);
+  let x;
+  try { x = await api(`/api/naming/explain?${p}`); } catch (err) { // a bad label is shown where it was typed
+    $("explainOut").innerHTML = `<p class="bad">${esc(err.message)}</p>`; return;
+  }
+  const removedBy = {};
+  x.filters.forEach((f) => f.removed.forEach((a) => { removedBy[a] = removedBy[a] || f.filter; }));
+  const asked = labels(x.request.labels) || "no labels";
+  $("explainOut").innerHTML = `<p>A call to <b>${esc(service)}</b> with ${esc(asked)}${x.request.caller_service ? " from " + esc(x.request.caller_service) : ""}:` +
+    ` rule <b>${esc(x.rule || "none")}</b>${x.destination ? ` → destination <b>${esc(x.destination)}</b>` : ""}` +
+    `${x.failover ? ' <span class="warn">failover</span>' : ""}${x.recovered_all ? ' <span class="warn">every instance filtered out: all recovered</span>' : ""}</p>` +
+    `<p class="cause">${esc(x.reason)}</p><table id="explainFilters"></table><table id="explainInstances"></table>` +
+    `<p>pick: ${x.pick ? `<b class="ok">${esc(x.pick.instance)}</b> <span class="muted">(${esc(x.pick.balancer)} by weight over ${x.candidates.length} candidate(s); another call may pick another)</span>` : '<b class="bad">no instance</b>'}</p>` +
+    (x.known ? "" : '<p class="warn">this service is not registered</p>');
+  table($("explainFilters"), ["step", "removed", "note"], x.filters.map((f) => [esc(f.filter), esc(f.removed.join(", ") || "-"), esc(f.note || "")]));
+  table($("explainInstances"), ["instance", "address", "tags", "weight", "verdict"], x.instances.map((i) => [
+    esc(i.metadata["devbox.instance"] || i.id.slice(0, 12)), esc(i.address),
+    esc(labels(Object.fromEntries(Object.entries(i.metadata).filter(([k]) => !k.startsWith("devbox."))))), i.weight,
+    x.pick && x.pick.instance === i.address ? '<b class="ok">picked</b>' : x.candidates.includes(i.address) ? '<span class="ok">candidate</span>'
+      : `<span class="muted">removed by ${esc(removedBy[i.address] || "routing")}</span>`]));
 }
 
 async function deploys() {
@@ -423,7 +585,7 @@ async function load(sel) {
 }
 
 // --- wiring: the hash is the state ---------------------------------------------------------------
-const views = { overview, topology, traces, metrics, alerts, naming, deploys, logs, load };
+const views = { overview, topology, traces, compare, metrics, alerts, naming, deploys, logs, load };
 let current = "overview", selection = "";
 function route() {
   const [, page, sel] = location.hash.match(/^#\/?([a-z]+)?\/?(.*)$/) || [];
@@ -437,7 +599,7 @@ function route() {
 function refresh() { views[current](selection).then(() => showError(null), showError); }
 window.addEventListener("hashchange", route);
 ["run", "errorsOnly", "traceService", "traceOperation", "traceTags", "traceMin", "traceMax", "window", "indicator", "groupby", "range",
-  "logQuery", "logTrace", "logFollow"].forEach((id) => $(id).addEventListener("change", refresh));
+  "logQuery", "logTrace", "logFollow", "showStrangers", "cmpChanged"].forEach((id) => $(id).addEventListener("change", refresh));
 // a chosen service/instance is part of the URL (deep links); the trace id box stays a filter
 ["logService", "logInstance"].forEach((id) => $(id).addEventListener("change", () => {
   if (id === "logService") $("logInstance").value = "";
@@ -445,6 +607,8 @@ window.addEventListener("hashchange", route);
   if (location.hash === `#/logs/${encodeURIComponent(sel)}` || (!sel && location.hash === "#/logs")) refresh(); else go("logs", sel);
 }));
 $("run").addEventListener("click", refresh);
+$("compareBtn").addEventListener("click", () => go("compare", ticked.join("..")));
+$("cmpGo").addEventListener("click", () => go("compare", `${$("cmpA").value.trim()}..${$("cmpB").value.trim()}`));
 // logs follow by long-poll and load runs do not change by themselves: no timer for them
-setInterval(() => { if (!["logs", "load"].includes(current) && (!["traces", "naming"].includes(current) || !selection)) refresh(); }, 5000);
+setInterval(() => { if (!["logs", "load", "compare"].includes(current) && (!["traces", "naming"].includes(current) || !selection)) refresh(); }, 5000);
 route();
