@@ -21,6 +21,8 @@ def add(
     status: int = typer.Option(503, "--status", help="Status of the injected errors."),
     abort: float = typer.Option(0, "--abort", help="Fraction of connections reset (0-1)."),
     caller: str | None = typer.Option(None, "--caller", help="Only calls from this service."),
+    instance: str | None = typer.Option(None, "--instance", help="Only calls to this instance (users-2, or its "
+                                        "naming id): one bad instance among healthy ones."),
     path: str | None = typer.Option(None, "--path", help="Only paths starting with this."),
     config_file: str | None = ConfigOption,
     as_json: bool = JsonOption,
@@ -28,7 +30,7 @@ def add(
     """Add a fault rule."""
     body: dict[str, Any] = {"service": service, "latency_ms": latency, "error_rate": errors, "status": status,
                             "abort_rate": abort}
-    body.update({k: v for k, v in (("caller", caller), ("path", path)) if v})
+    body.update({k: v for k, v in (("caller", caller), ("instance", instance), ("path", path)) if v})
     rule = Api(config_file).post("/api/faults", json=body)
     print_json(rule) if as_json else console.print(f"fault {rule['id']} added", highlight=False)
 
@@ -43,10 +45,10 @@ def ls(config_file: str | None = ConfigOption, as_json: bool = JsonOption) -> No
     if not data["enabled"]:
         console.print("faults are disabled in this project (faults.enabled is false)")
     table = Table(header_style="bold")
-    for column in ("id", "service", "caller", "latency", "errors", "abort", "hits"):
+    for column in ("id", "service", "instance", "caller", "latency", "errors", "abort", "hits"):
         table.add_column(column)
     for f in data["faults"]:
-        table.add_row(f["id"], f["service"], f["caller"] or "*", f"{f['latency_ms']:g} ms",
+        table.add_row(f["id"], f["service"], f.get("instance") or "*", f["caller"] or "*", f"{f['latency_ms']:g} ms",
                       f"{f['error_rate']:.0%} → {f['status']}", f"{f['abort_rate']:.0%}", str(f["stats"]["hits"]))
     console.print(table)
 

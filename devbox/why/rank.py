@@ -270,7 +270,15 @@ def deploy_signal(board: Board, case: Case, path: set[str], onset: float | None)
                   f"{str(e.get('message') or '')[:70]}")
 
 
+def _instance_id(name: str, case: Case) -> str:
+    """The naming id of an instance given by deploy name (``users-2``) or id."""
+    found = next((i for i in case.instances if name in (i.get("id"), (i.get("metadata") or {}).get("devbox.instance"))),
+                 None)
+    return str(found["id"]) if found else name
+
+
 def fault_signal(board: Board, case: Case, path: set[str]) -> None:
+    known = {str(i.get("id")): i for i in case.instances}
     for f in case.faults:
         service = str(f.get("service"))
         if service not in path:
@@ -280,8 +288,12 @@ def fault_signal(board: Board, case: Case, path: set[str]) -> None:
                                      f"aborts {f['abort_rate']:.0%}" if f.get("abort_rate") else "") if x)
         scope = f" from {f['caller']}" if f.get("caller") else ""
         hits = (f.get("stats") or {}).get("hits", 0)
-        board.add(service, "fault rule", 0.4,
-                  f"fault rule {f.get('id')} in effect: {what} on calls to {service}{scope} ({hits} calls hit)")
+        # a rule on one instance points at that instance (the same subject the outlier signal names)
+        subject = (f"{service} instance {_short(_instance_id(str(f['instance']), case), known)}" if f.get("instance")
+                   else service)
+        target = f"{service} instance {f['instance']}" if f.get("instance") else service
+        board.add(subject, "fault rule", 0.4,
+                  f"fault rule {f.get('id')} in effect: {what} on calls to {target}{scope} ({hits} calls hit)")
 
 
 def onset_of(trees: list[Any]) -> float | None:

@@ -6,7 +6,8 @@
   in front of the instance. Callers that resolve through naming then go through the proxy.
 - rules (``POST /api/faults``): latency, error rate with status, abort; scoped to a callee, a
   caller→callee pair (caller from ``x-devbox-caller``, baggage ``caller``, else the calling
-  process found by its socket), an HTTP method or a path prefix.
+  process found by its socket), one instance of the callee (deploy name or naming id: the proxy
+  in front of each instance knows which it is), an HTTP method or a path prefix.
 - naming faults: heartbeats of chosen instances are dropped (whoever sends them), so naming turns
   them unhealthy after the TTL as if the network lost them (naming's own hook,
   :meth:`~devbox.platform.ports.NamingPort.drop_heartbeats`).
@@ -216,6 +217,11 @@ class FaultsComponent(Component):
             except ValidationError as exc:
                 reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
                 raise InvalidFault(reasons) from None
+        if spec.instance is not None:
+            known = self._instance_names(spec.service)
+            if known and spec.instance not in known:
+                raise InvalidFault(f"instance: {spec.service} has no instance {spec.instance!r} "
+                                   f"(its instances: {', '.join(sorted(known))})")
         rule = Rule(spec)
         self.rules[rule.id] = rule
         LOG.info("fault %s added: %s", rule.id, spec.model_dump(exclude_defaults=True))
@@ -239,14 +245,35 @@ class FaultsComponent(Component):
                 await self.open_circuit(proxy.instance_id, False)
 
     async def _decide(
-        self, service: str, caller: str | None, method: str | None, path: str | None, peer: tuple[str, int]
+        self, service: str, caller: str | None, method: str | None, path: str | None, peer: tuple[str, int],
+        instance_id: str,
     ) -> Decision:
         rules = [r for r in self.rules.values() if r.spec.service == service]
         if not rules:
             return Decision()
         if caller is None and any(r.spec.caller for r in rules):
             caller = await self._caller_by_socket(peer)
-        return decide(rules, service=service, caller=caller, method=method, path=path)
+        names: set[str] = {instance_id}
+        if any(r.spec.instance is not None and r.spec.instance != instance_id for r in rules):
+            names |= self._instance_names(service, instance_id)
+        return decide(rules, service=service, caller=caller, method=method, path=path, instance=names)
+
+    def _instance_names(self, service: str, instance_id: str | None = None) -> set[str]:
+        """The names the service's instances go by (naming id, deploy name ``users-2``); only those of
+        ``instance_id`` when given. Deploy knows the names of what it runs; naming keeps the name in the
+        ``devbox.instance`` metadata of what deploy registered."""
+        names: set[str] = set()
+        deploy = self.ctx.lookup(DeployView)
+        for inst in deploy.running_instances() if deploy is not None else ():
+            if inst.service == service and inst.naming_id and instance_id in (None, inst.naming_id):
+                names |= {inst.name, inst.naming_id}
+        naming = self.ctx.lookup(NamingPort)
+        for found in naming.instances(naming.namespace, service) if naming is not None else ():
+            if instance_id in (None, found.id):
+                names.add(found.id)
+                if found.metadata.get("devbox.instance"):
+                    names.add(found.metadata["devbox.instance"])
+        return names
 
     async def _caller_by_socket(self, peer: tuple[str, int]) -> str | None:
         """The service whose process owns the calling socket: works for callers in any language."""

@@ -42,8 +42,8 @@ CHUNK = 64 * 1024
 #: on_span(service, instance_id, span as OTLP/JSON) — the proxy's server span of one request
 SpanSink = Callable[[str, str, dict[str, Any]], None]
 
-#: decide(service, caller, method, path, peer) -> Decision
-Decider = Callable[[str, "str | None", "str | None", "str | None", "tuple[str, int]"], Awaitable[Decision]]
+#: decide(service, caller, method, path, peer, instance_id) -> Decision
+Decider = Callable[[str, "str | None", "str | None", "str | None", "tuple[str, int]", str], Awaitable[Decision]]
 
 
 @dataclass
@@ -335,7 +335,8 @@ class FaultProxy:
 
         peer = writer.get_extra_info("peername") or ("", 0)
         start = time.time()
-        decision = await self.decide(self.service, caller_of(headers), head.method, head.path.split("?")[0], peer)
+        decision = await self.decide(self.service, caller_of(headers), head.method, head.path.split("?")[0], peer,
+                                     self.instance_id)
         if decision.abort:
             self._report(decision, head, start)
             _reset(writer)
@@ -383,7 +384,7 @@ class FaultProxy:
                 data = await reader.read(CHUNK)
                 if not data:
                     break
-                decision = await self.decide(self.service, None, None, None, peer)
+                decision = await self.decide(self.service, None, None, None, peer, self.instance_id)
                 if decision.abort or decision.status is not None:
                     self._report(decision, None, time.time(), time.time())
                     _reset(writer)

@@ -1,8 +1,9 @@
 """Fault rules and the decision for one call: pure, no sockets.
 
 A rule targets a callee service's inbound traffic, optionally only calls from one caller
-(caller→callee pair), one HTTP method, or paths starting with a prefix (for gRPC: the method
-path ``/pkg.Service/Method`` — only where the proxy can see it). It adds latency, answers a
+(caller→callee pair), one instance of the callee (its deploy name ``users-2`` or naming id: one
+bad instance among healthy siblings), one HTTP method, or paths starting with a prefix (for gRPC:
+the method path ``/pkg.Service/Method`` — only where the proxy can see it). It adds latency, answers a
 share of calls with an error status, and/or resets a share of connections. Each rule draws from
 its own seeded random generator, so a scenario with a fixed seed gets the same faults.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,8 @@ class FaultSpec(BaseModel):
 
     service: str = Field(min_length=1, description="Callee whose inbound traffic is affected.")
     caller: str | None = Field(None, description="Only calls from this service.")
+    instance: str | None = Field(None, min_length=1,
+                                 description="Only calls to this instance: its deploy name (users-2) or naming id.")
     path: str | None = Field(None, description="Only HTTP paths (or gRPC methods) starting with this.")
     method: str | None = Field(None, description="Only this HTTP method.")
     latency_ms: float = Field(0, ge=0, le=60_000)
@@ -57,9 +61,13 @@ class Rule:
         if self.spec.seed is not None:
             self.rng = random.Random(self.spec.seed)
 
-    def applies(self, *, service: str, caller: str | None, method: str | None, path: str | None) -> bool:
+    def applies(self, *, service: str, caller: str | None, method: str | None, path: str | None,
+                instance: Collection[str] = ()) -> bool:
+        """``instance``: the names the called instance goes by (naming id, deploy name)."""
         s = self.spec
         if s.service != service:
+            return False
+        if s.instance is not None and s.instance not in instance:
             return False
         if s.caller is not None and s.caller != caller:
             return False
@@ -91,11 +99,12 @@ class Decision:
 
 
 def decide(rules: list[Rule], *, service: str, caller: str | None = None, method: str | None = None,
-           path: str | None = None) -> Decision:
-    """Combine every applicable rule: latencies add up; the first abort or error drawn wins."""
+           path: str | None = None, instance: Collection[str] = ()) -> Decision:
+    """Combine every applicable rule: latencies add up; the first abort or error drawn wins.
+    ``instance``: the names the called instance goes by (naming id, deploy name)."""
     decision = Decision()
     for rule in rules:
-        if not rule.applies(service=service, caller=caller, method=method, path=path):
+        if not rule.applies(service=service, caller=caller, method=method, path=path, instance=instance):
             continue
         rule.hits += 1
         spec = rule.spec

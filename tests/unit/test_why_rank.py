@@ -63,3 +63,14 @@ def test_a_routing_rule_to_a_missing_group_ranks_the_rule_first() -> None:
 def test_a_quiet_system_has_no_strong_suspect() -> None:
     report = rank(_case())
     assert all(s["score"] < 0.3 for s in report["suspects"]), report["suspects"]
+
+
+def test_a_fault_rule_on_one_instance_points_at_that_instance() -> None:
+    case = _case(slow_instance_ms=200)
+    case.instances = [{"id": "users-a", "host": "127.0.0.1", "port": 7001, "metadata": {"devbox.instance": "users-1"}},
+                      {"id": "users-b", "host": "127.0.0.1", "port": 7002, "metadata": {"devbox.instance": "users-2"}}]
+    case.faults = [{"id": "f1", "service": "users", "instance": "users-1", "latency_ms": 200, "stats": {"hits": 150}}]
+    top = rank(case)["suspects"][0]
+    assert top["subject"] == "users instance users-1 127.0.0.1:7001"
+    assert _signals(top) == {"instance outlier", "fault rule"}
+    assert "on calls to users instance users-1" in top["reason"]
