@@ -60,6 +60,7 @@ from devbox.mocks.metrics.promql.values import (
     Value,
     Vector,
     format_value,
+    format_values,
     key_of,
 )
 
@@ -85,6 +86,7 @@ __all__ = [
     "Value",
     "Vector",
     "format_value",
+    "format_values",
     "key_of",
     "parse",
 ]

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 from typing import Any
 
+import numpy as np
 from devbox.mocks.metrics.promql.errors import QueryError
 from devbox.mocks.metrics.promql.source import RawSeries
 from devbox.mocks.metrics.promql.stats import quantile, variance
@@ -116,70 +116,87 @@ RANGE_FUNCTIONS = frozenset(
 )  # fmt: skip
 
 
-def _window_bounds(ts: list[float], windows: list[tuple[float, float]]) -> tuple[list[int], list[int]]:
-    """For each window ``(start, end]``, the slice ``ts[lo:hi]`` of samples inside it (C bisects only)."""
-    starts, ends = zip(*windows, strict=True) if windows else ((), ())
-    right, same = bisect.bisect_right, itertools.repeat(ts)
-    return list(map(right, same, starts)), list(map(right, same, ends))
+def _rates(
+    s: RawSeries, windows: list[tuple[float, float]], *, counter: bool, rate: bool, bounds: _Bounds | None = None
+) -> list[float | None]:
+    """:func:`_extrapolated` for every window of one series, vectorised over the windows with numpy.
 
-
-def _rates(s: RawSeries, windows: list[tuple[float, float]], *, counter: bool, rate: bool) -> list[float | None]:
-    """:func:`_extrapolated` for every window of one series, without slicing the samples per window.
-
-    The same arithmetic in the same order (results stay bit-exact with Prometheus); counter resets
-    are found through a running count, so a window without one costs O(1) instead of a loop.
+    Every step is one IEEE operation on float64 in the same order as Prometheus's extrapolatedRate
+    (elementwise numpy arithmetic rounds exactly as Python's), so results stay bit-exact. The one
+    order-dependent sum, adding the value before each counter reset, stays sequential in Python and
+    runs only for windows that contain a reset (found through a running count of resets).
     """
-    ts, vs = s.ts, s.vs
-    los, his = _window_bounds(ts, windows)
-    resets: list[int] = []
-    if counter:
-        resets = [0, *itertools.accumulate(b < a for a, b in itertools.pairwise(vs))]
-    out: list[float | None] = []
-    append = out.append
-    for lo, hi, (range_start, range_end) in zip(los, his, windows, strict=True):
-        n = hi - lo
-        if n < 2:
-            append(None)
-            continue
-        first, last = vs[lo], vs[hi - 1]
-        result = last - first
-        if counter and resets[hi - 1] != resets[lo]:
-            prev = first
-            for v in vs[lo + 1 : hi]:
-                if v < prev:
-                    result += prev
-                prev = v
-        t0, t1 = ts[lo], ts[hi - 1]
-        duration_to_start = t0 - range_start
-        duration_to_end = range_end - t1
+    if bounds is None:
+        bounds = _Bounds(windows)
+    ts = np.asarray(s.ts, dtype=np.float64)
+    vs = np.asarray(s.vs, dtype=np.float64)
+    los = np.searchsorted(ts, bounds.starts, side="right")
+    his = np.searchsorted(ts, bounds.ends, side="right")
+    n = his - los
+    valid = n >= 2
+    if not valid.any():
+        return [None] * len(windows)
+    last_i = np.where(valid, his - 1, 0)
+    first_i = np.where(valid, los, 0)
+    first, last = vs[first_i], vs[last_i]
+    result = last - first
+    with np.errstate(all="ignore"):
+        if counter:
+            resets = np.concatenate(([0], np.cumsum(vs[1:] < vs[:-1])))
+            for k in np.flatnonzero(valid & (resets[last_i] != resets[first_i])).tolist():
+                total = float(result[k])  # Python floats: the same sequential additions as the loop
+                prev = float(first[k])
+                for v in s.vs[int(first_i[k]) + 1 : int(last_i[k]) + 1]:
+                    if v < prev:
+                        total += prev
+                    prev = v
+                result[k] = total
+        t0, t1 = ts[first_i], ts[last_i]
+        duration_to_start = t0 - bounds.starts
+        duration_to_end = bounds.ends - t1
         sampled = t1 - t0
-        if sampled <= 0:
-            append(None)
-            continue
+        valid &= sampled > 0
         avg = sampled / (n - 1)
         threshold = avg * 1.1
-        if duration_to_start >= threshold:
-            duration_to_start = avg / 2
-        if counter and result > 0 and first >= 0:
+        half = avg / 2
+        duration_to_start = np.where(duration_to_start >= threshold, half, duration_to_start)
+        if counter:
             to_zero = sampled * (first / result)
-            if to_zero < duration_to_start:
-                duration_to_start = to_zero
-        if duration_to_end >= threshold:
-            duration_to_end = avg / 2
+            duration_to_start = np.where(
+                (result > 0) & (first >= 0) & (to_zero < duration_to_start), to_zero, duration_to_start
+            )
+        duration_to_end = np.where(duration_to_end >= threshold, half, duration_to_end)
         factor = (sampled + duration_to_start + duration_to_end) / sampled
         if rate:
-            factor /= range_end - range_start
-        append(result * factor)
+            factor /= bounds.lengths
+        values = result * factor
+    out: list[float | None] = values.tolist()
+    for k in np.flatnonzero(~valid).tolist():
+        out[k] = None
     return out
+
+
+class _Bounds:
+    """The windows of a range vector as numpy columns, built once for all its series."""
+
+    __slots__ = ("ends", "lengths", "starts")
+
+    def __init__(self, windows: list[tuple[float, float]]) -> None:
+        pairs = np.array(windows, dtype=np.float64).reshape(-1, 2)
+        self.starts, self.ends = pairs[:, 0].copy(), pairs[:, 1].copy()
+        self.lengths = self.ends - self.starts
 
 
 def range_fn(name: str, matrix: Matrix, times: list[float], param: list[float] | None = None) -> Vector:
     out = Vector()
     keep_name = name == "last_over_time"
+    bounds = None
+    if name in ("rate", "increase", "delta"):
+        bounds = _Bounds(matrix.windows)
     for s in matrix.series:
         vals: list[float | None]
-        if name in ("rate", "increase", "delta"):
-            vals = _rates(s, matrix.windows, counter=name != "delta", rate=name == "rate")
+        if bounds is not None:
+            vals = _rates(s, matrix.windows, counter=name != "delta", rate=name == "rate", bounds=bounds)
         else:
             vals = []
             for i, window in enumerate(matrix.windows):

@@ -6,6 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 from devbox.mocks.metrics.promql.source import Labels, RawSeries
 
 LabelKey = tuple[tuple[str, str], ...]
@@ -72,6 +73,18 @@ def format_value(v: float) -> str:
     return repr(float(v))
 
 
+def format_values(values: list[float]) -> list[str]:
+    """:func:`format_value` of every value, the common case (a non-integral finite float, whose
+    ``repr`` it is) in one C loop, and only the integral and non-finite ones one by one."""
+    out = list(map(repr, values))
+    column = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        special = ~np.isfinite(column) | ((column == np.trunc(column)) & (np.abs(column) < 1e15))
+    for k in np.flatnonzero(special).tolist():
+        out[k] = format_value(values[k])
+    return out
+
+
 __all__ = [
     "NAME",
     "LabelKey",
@@ -83,6 +96,7 @@ __all__ = [
     "Vector",
     "drop_name",
     "format_value",
+    "format_values",
     "key_of",
     "kind_of",
     "valid_label_name",
