@@ -92,6 +92,8 @@ class FaultsComponent(Component):
         self._callers: dict[tuple[str, int], tuple[str | None, float]] = {}
         #: Services tracing has seen sending their own spans (``trace: auto`` leaves them alone).
         self._instrumented: set[str] = set()
+        #: instance id -> its deploy tags, for the resource of the spans its proxy makes.
+        self._tags: dict[str, dict[str, str]] = {}
         ctx.provide(FaultFront, self)
 
     # --- the deploy hook -------------------------------------------------------------------
@@ -152,6 +154,7 @@ class FaultsComponent(Component):
 
     async def release(self, instance_id: str) -> None:
         """The instance is gone for good: close the proxy in front of it."""
+        self._tags.pop(instance_id, None)
         for backend, proxy in list(self.proxies.items()):
             if proxy.instance_id == instance_id:
                 del self.proxies[backend]
@@ -199,7 +202,21 @@ class FaultsComponent(Component):
                 self._retune(proxy)
 
     def _on_span(self, service: str, instance_id: str, span: dict[str, Any]) -> None:
-        self._spans.append({"resource": _resource(service, instance_id), "span": span})
+        self._spans.append({"resource": _resource(service, instance_id, self._instance_tags(service, instance_id)),
+                            "span": span})
+
+    def _instance_tags(self, service: str, instance_id: str) -> dict[str, str]:
+        """The instance's deploy tags (version, env...) from its registration, as an SDK would put them in its
+        resource (``devbox.<tag>``, see OTEL_RESOURCE_ATTRIBUTES): a release gate compares versions by them."""
+        tags = self._tags.get(instance_id)
+        if tags is None:
+            naming = self.ctx.lookup(NamingPort)
+            found = next((i for i in naming.instances(naming.namespace, service) if i.id == instance_id),
+                         None) if naming is not None else None
+            if found is None:  # not registered yet: ask again at its next span
+                return {}
+            tags = self._tags[instance_id] = {k: v for k, v in found.metadata.items() if not k.startswith("devbox.")}
+        return tags
 
     # --- rules -----------------------------------------------------------------------------
 
@@ -358,7 +375,7 @@ class FaultsComponent(Component):
             attributes.append({"key": "http.response.status_code", "value": {"intValue": str(decision.status)}})
         attributes.append({"key": "devbox.span.source", "value": {"stringValue": "fault"}})
         self._spans.append({
-            "resource": _resource(service, instance_id),
+            "resource": _resource(service, instance_id, self._instance_tags(service, instance_id)),
             "span": {
                 "traceId": trace_id,
                 "spanId": os.urandom(8).hex(),
@@ -435,10 +452,11 @@ class FaultsComponent(Component):
         return [("api", FaultsApi(self).router())]
 
 
-def _resource(service: str, instance_id: str) -> dict[str, Any]:
+def _resource(service: str, instance_id: str, tags: Mapping[str, str]) -> dict[str, Any]:
     return {"attributes": [
         {"key": "service.name", "value": {"stringValue": service}},
         {"key": "service.instance.id", "value": {"stringValue": instance_id}},
+        *({"key": f"devbox.{k}", "value": {"stringValue": v}} for k, v in sorted(tags.items())),
     ]}
 
 
