@@ -5,7 +5,8 @@ built once per source and cached under the engine's root), ``VERSION``, and a Do
 ``FROM scratch`` that copies both. The server listens on $PORT; ``GET /`` answers JSON with its
 $DEVBOX_INSTANCE_ID and the VERSION baked into the image, ``GET /healthz`` 200; it prints one
 line per request (the container log) and exits 0 on SIGTERM (as PID 1 it must handle it itself).
-``GO_EXIT_AFTER=S`` makes it exit 3 after S seconds (restart tests).
+``GO_EXIT_AFTER=S`` makes it exit 3 after S seconds (restart tests); ``GO_STATUS=500`` makes ``GET /``
+answer that status (a broken version for release gates).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ func main() {
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Printf("GET %s\\n", r.URL.Path)
 		w.Header().Set("Content-Type", "application/json")
+		if code, _ := strconv.Atoi(os.Getenv("GO_STATUS")); code != 0 {
+			w.WriteHeader(code)
+		}
 		json.NewEncoder(w).Encode(map[string]string{"instance": os.Getenv("DEVBOX_INSTANCE_ID"), "version": version,
 			"service": os.Getenv("DEVBOX_SERVICE")})
 	})
