@@ -59,12 +59,15 @@ async function overview() {
 }
 
 // Service names that sent spans (still stored) but are not services of devbox.yaml, as `devbox status`
-// lists them (unknown_senders). Without the deploy component there is no declared list: none is a stranger.
+// lists them (unknown_senders). A platform without services (deploy off, or a devbox.yaml that declares none)
+// is the backend for services started elsewhere: then every sender is the project's, none a stranger.
 async function senders(deployed) {
   const p = await api("/api/platform");
   if (!p.components.deploy || !p.components.tracing) return { strangers: [] };
-  const [d, t] = await Promise.all([deployed ? { services: deployed } : api("/api/deploy/services"), api("/api/traces/services")]);
+  const d = deployed ? { services: deployed } : await api("/api/deploy/services");
   const declared = new Set(d.services.map((s) => s.service));
+  if (!declared.size) return { strangers: [] };
+  const t = await api("/api/traces/services");
   return { strangers: t.services.filter((n) => !declared.has(n)).sort() };
 }
 
