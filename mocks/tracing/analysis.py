@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
+from devbox.mocks.tracing.links import CALLER_KINDS, break_cycles
 from devbox.mocks.tracing.models import Span
 
-CALLER_KINDS = ("CLIENT", "PRODUCER")
 CALLEE_KINDS = ("SERVER", "CONSUMER")
 
 
@@ -91,29 +91,11 @@ def build_tree(spans: Sequence[Span]) -> TraceTree:
             parent = owner.get(s.parent_id)
         if parent is not None and parent != key:
             parent_of[key] = parent
-    _break_cycles(parent_of)
+    break_cycles(parent_of)
     graph = nx.DiGraph()
     graph.add_nodes_from(keyed)
     graph.add_edges_from((parent, key) for key, parent in parent_of.items())
     return TraceTree(graph=graph, spans=keyed)
-
-
-def _break_cycles(parent_of: dict[str, str]) -> None:
-    """Bad data can make spans each other's ancestors: drop the link that closes each loop, so its
-    span becomes a root. Linear: every node is walked up once."""
-    settled: set[str] = set()
-    for start in list(parent_of):
-        path: list[str] = []
-        on_path: set[str] = set()
-        node: str | None = start
-        while node is not None and node not in settled:
-            if node in on_path:
-                del parent_of[path[-1]]  # the last link walked closes the loop
-                break
-            path.append(node)
-            on_path.add(node)
-            node = parent_of.get(node)
-        settled.update(path)
 
 
 def group_traces(spans: Iterable[Span]) -> dict[str, list[Span]]:
@@ -193,7 +175,11 @@ def topology_graph(spans: Iterable[Span]) -> nx.DiGraph:
 def topology(spans: Iterable[Span], service: str | None = None) -> dict[str, Any]:
     """The dependency graph as JSON; with ``service``, also who calls it and whom it calls,
     directly and transitively. Raises KeyError when ``service`` has no spans or calls."""
-    graph = topology_graph(spans)
+    return topology_of(topology_graph(spans), service)
+
+
+def topology_of(graph: nx.DiGraph, service: str | None = None) -> dict[str, Any]:
+    """:func:`topology`'s answer from a graph shaped as :func:`topology_graph` makes it."""
     result: dict[str, Any] = {
         "services": [{"name": n, **graph.nodes[n]} for n in sorted(graph)],
         "edges": [{"caller": a, "callee": b, **graph.edges[a, b]} for a, b in sorted(graph.edges)],

@@ -14,8 +14,9 @@ Memory bound under saturating ingest: the platform process holds no span queue â
 bodies in flight, which back-pressure caps at ``max_pending_spans`` of lag; the indexer holds at
 most one batch (``write_batch_spans`` spans, or 32 MB of bodies) decoded at a time.
 
-LIMITATIONS: analyses read at most ``analysis_max_spans`` spans of their window (newest first)
-and say so (``truncated``) when the window held more.
+LIMITATIONS: fan-out reads at most ``analysis_max_spans`` spans of its window (newest first) and
+says so (``truncated``) when the window held more; dependencies and topology read the per-minute
+counts the indexer keeps (:mod:`~devbox.mocks.tracing.links`) and are never truncated.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Collector:
         self._indexed_at = Position(0, 0)
         self._indexed_count = 0
         self._progress = asyncio.Event()
+        self._indexer_up = asyncio.Event()  # its first report came (it imported and opened the db)
         self._want_spans = False
         # Big bodies are read in a separate process (spawned on first need): decoding shares the
         # GIL with the loop when it runs in a thread, and stalls every listener for seconds.
@@ -139,6 +141,7 @@ class Collector:
             self._loop.call_soon_threadsafe(self._indexed, kind, position, count, spans)
 
     def _indexed(self, kind: str, position: Position, count: int, spans: list[Span] | None) -> None:
+        self._indexer_up.set()
         self._indexed_at = max(self._indexed_at, position)
         self._indexed_count = count
         while self._unindexed and self._unindexed[0][0] <= position:
@@ -163,6 +166,11 @@ class Collector:
         if self.wal is None:
             return True
         target = self.wal.position
+        if not self._indexer_up.is_set():  # still starting (its imports take ~1 s on a busy machine)
+            try:
+                await asyncio.wait_for(self._indexer_up.wait(), 10.0)
+            except TimeoutError:
+                return False
         deadline = time.monotonic() + timeout
         while self._indexed_at < target:
             left = deadline - time.monotonic()
@@ -292,13 +300,17 @@ class Collector:
     # --- analyses --------------------------------------------------------------------------
 
     async def dependencies(self, end_us: int, lookback_us: int) -> list[dict[str, Any]]:
-        spans, _ = await self.window(end_us, lookback_us)
-        return await asyncio.to_thread(analysis.dependency_links, spans)
+        """Zipkin's dependency links, from the counts the indexer keeps per minute (links.py)."""
+        assert self.store is not None
+        await self._caught_up()
+        return await asyncio.to_thread(self.store.dependency_links, end_us - lookback_us, end_us)
 
     async def topology(self, end_us: int, lookback_us: int, service: str | None = None) -> dict[str, Any]:
-        spans, truncated = await self.window(end_us, lookback_us)
-        result = await asyncio.to_thread(analysis.topology, spans, service)
-        return {**result, "window": _window(end_us, lookback_us, len(spans), truncated)}
+        assert self.store is not None
+        await self._caught_up()
+        graph, spans = await asyncio.to_thread(self.store.topology_graph, end_us - lookback_us, end_us)
+        result = analysis.topology_of(graph, service)
+        return {**result, "window": _window(end_us, lookback_us, spans, False)}
 
     async def fanout(self, end_us: int, lookback_us: int) -> dict[str, Any]:
         spans, truncated = await self.window(end_us, lookback_us)

@@ -28,16 +28,20 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from devbox.mocks.tracing import links
 from devbox.mocks.tracing.convert import annotation_values, index_tags, resource_tags, to_zipkin
 from devbox.mocks.tracing.models import Span
 from devbox.mocks.tracing.wal import Position
 
 from devbox.platform.store import Database
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 LOG = logging.getLogger(__name__)
 
@@ -117,6 +121,26 @@ MIGRATIONS = [
     CREATE TABLE wal_progress (id INTEGER PRIMARY KEY CHECK (id = 1), segment INTEGER NOT NULL,
                                offset INTEGER NOT NULL);
     """,
+    # Issue 15: dependency links and per-service counts kept at index time (see links.py), so
+    # /dependencies and /api/topology sum minute buckets instead of linking every span of their
+    # window; the indexed keys' values live once in tag_values (autocomplete) instead of a row per
+    # span (the most expensive part of the write path); tag searches read the window's JSON.
+    """
+    CREATE TABLE links (
+        minute INTEGER NOT NULL, parent TEXT NOT NULL, child TEXT NOT NULL, calls INTEGER NOT NULL,
+        errors INTEGER NOT NULL, sum_us INTEGER NOT NULL, max_us INTEGER NOT NULL, hist TEXT NOT NULL,
+        PRIMARY KEY (minute, parent, child)
+    ) WITHOUT ROWID;
+    CREATE TABLE service_minutes (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, spans INTEGER NOT NULL, errors INTEGER NOT NULL,
+        PRIMARY KEY (minute, service)
+    ) WITHOUT ROWID;
+    CREATE TABLE tag_values (
+        key TEXT NOT NULL, value TEXT NOT NULL, last_us INTEGER NOT NULL, PRIMARY KEY (key, value)
+    ) WITHOUT ROWID;
+    INSERT INTO tag_values SELECT key, value, max(start_us) FROM tags GROUP BY key, value;
+    DROP TABLE tags;
+    """,
 ]
 
 #: Most ``annotationQuery`` terms one query may hold (SQLite's expression depth is bounded).
@@ -128,6 +152,42 @@ _SPAN_COLUMNS = (
 )
 _INSERT_COLUMNS = f"rowid, {_SPAN_COLUMNS}, annotation_values, zipkin"
 _LIGHT_COLUMNS = _SPAN_COLUMNS.replace(", attributes, resource_id, detail", "")
+#: A span as the dependency linker reads it (links.Light)
+_LINK_COLUMNS = "span_id, parent_id, kind, service, remote_service, start_us, duration_us, error"
+
+#: A span decoded for storage: trace_id, span_id, parent_id, name, kind, service, remote_service,
+#: start_us, duration_us, error (0/1), status_message, attributes JSON, resource key (a key of
+#: :attr:`Rows.resources`), detail JSON or None, annotation values JSON or None, Zipkin JSON, and
+#: the (key, value) pairs of its indexed tags.
+Row = tuple[Any, ...]
+
+
+@dataclass
+class Rows:
+    """A batch of :data:`Row` tuples and the resources they name (canonical JSON -> attributes)."""
+
+    rows: list[Row] = field(default_factory=list)
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def resource(self, resource: dict[str, Any]) -> str:
+        """The key of a resource (its canonical JSON), remembered with the batch."""
+        text = json.dumps(resource, sort_keys=True, separators=(",", ":"), default=str)
+        self.resources.setdefault(text, resource)
+        return text
+
+    def extend(self, other: Rows) -> None:
+        self.rows.extend(other.rows)
+        self.resources.update(other.resources)
+
+
+def row_of(s: Span, resource_key: str, indexed_keys: Collection[str]) -> Row:
+    """A :class:`Span` as a :data:`Row` (the general path; OTLP protobuf has a faster decoder)."""
+    detail = s.detail()
+    values = annotation_values(s) if detail else None
+    return (s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.service, s.remote_service, s.start_us,
+            s.duration_us, int(s.error), s.status_message, dumps(s.attributes) if s.attributes else "{}",
+            resource_key, dumps(detail) if detail else None, dumps(values) if values else None,
+            dumps(to_zipkin(s)), index_tags(s, indexed_keys))
 
 
 @dataclass
@@ -185,6 +245,7 @@ _DERIVED_TAGS = {
     "otel.scope.name": "json_extract(detail, '$.scope.name')",
     "otel.scope.version": "json_extract(detail, '$.scope.version')",
     "otel.status_description": "CASE json_extract(detail, '$.status_code') WHEN 'ERROR' THEN status_message END",
+    "error": "CASE error WHEN 1 THEN coalesce(nullif(status_message, ''), 'true') END",
 }
 
 _TAG_TEXT = ("CASE json_type(attributes, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
@@ -219,8 +280,7 @@ class SpanStore:
 
     # --- writes ----------------------------------------------------------------------------
 
-    def _resource_id(self, conn: sqlite3.Connection, resource: dict[str, Any]) -> int:
-        text = json.dumps(resource, sort_keys=True, separators=(",", ":"), default=str)
+    def _resource_id(self, conn: sqlite3.Connection, text: str, resource: dict[str, Any]) -> int:
         rid = self._resources.get(text)
         if rid is None:
             conn.execute("INSERT OR IGNORE INTO resources (json) VALUES (?)", (text,))
@@ -239,54 +299,45 @@ class SpanStore:
     def insert(self, spans: Sequence[Span], *, wal_position: Position | None = None) -> int:
         """Store spans in one transaction (a span already stored is kept as it was); returns how many
         were new. Returns after the commit, which also records ``wal_position`` when given."""
-        if not spans and wal_position is None:
+        batch = Rows()
+        keys = self.indexed_keys
+        texts: dict[int, str] = {}  # spans of one export share their resource dict
+        for sp in spans:
+            text = texts.get(id(sp.resource))
+            if text is None:
+                text = texts[id(sp.resource)] = batch.resource(sp.resource)
+            batch.rows.append(row_of(sp, text, keys))
+        return self.insert_rows(batch, wal_position=wal_position)
+
+    def insert_rows(self, batch: Rows, *, wal_position: Position | None = None) -> int:
+        """:meth:`insert` for spans already decoded into :data:`Row` tuples (the indexer's path)."""
+        rows_in = batch.rows
+        if not rows_in and wal_position is None:
             return 0
         with self.db.lock:
             conn = self.db.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                # Rowids are handed out here (one writer, inside the transaction) so the tag rows can
-                # point at their span without a round trip per span; a duplicate keeps its old row
-                # and its would-be rowid is simply never used.
+                # the stored spans of the traces this batch adds to, as they were before it (linking)
+                before: dict[str, list[links.Light]] = {}
+                for tid in {r[0] for r in rows_in}:
+                    stored = conn.execute(f"SELECT {_LINK_COLUMNS} FROM spans WHERE trace_id = ?", (tid,)).fetchall()
+                    if stored:
+                        before[tid] = stored
+                # Rowids are handed out here (one writer, inside the transaction) so the rows written
+                # can be told from duplicates (a duplicate keeps its old row).
                 first = (conn.execute("SELECT max(rowid) FROM spans").fetchone()[0] or 0) + 1
-                rows = []
-                resource_ids: dict[int, int] = {}  # spans of one export share their resource dict
-                for rowid, s in enumerate(spans, start=first):
-                    rid = resource_ids.get(id(s.resource))
-                    if rid is None:
-                        rid = resource_ids[id(s.resource)] = self._resource_id(conn, s.resource)
-                    detail = s.detail()
-                    values = annotation_values(s) if detail else None
-                    rows.append((
-                        rowid, s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.service, s.remote_service,
-                        s.start_us, s.duration_us, int(s.error), s.status_message,
-                        dumps(s.attributes) if s.attributes else "{}", rid,
-                        dumps(detail) if detail else None, dumps(values) if values else None,
-                        dumps(to_zipkin(s)),
-                    ))
-                before = conn.total_changes
+                rid_of = {text: self._resource_id(conn, text, res) for text, res in batch.resources.items()}
+                rows = [(rowid, *r[:12], rid_of[r[12]], *r[13:16]) for rowid, r in enumerate(rows_in, start=first)]
+                before_changes = conn.total_changes
                 conn.executemany(f"INSERT OR IGNORE INTO spans ({_INSERT_COLUMNS}) VALUES "
                                  "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-                added = conn.total_changes - before
-                written = list(enumerate(spans, start=first))
-                if added != len(spans):  # some were already there: index only the rows written now
+                added = conn.total_changes - before_changes
+                written: Sequence[Row] = rows_in
+                if added != len(rows_in):  # some were already there: count only the rows written now
                     kept = {r[0] for r in conn.execute("SELECT rowid FROM spans WHERE rowid >= ?", (first,))}
-                    written = [(rowid, s) for rowid, s in written if rowid in kept]
-                tag_rows = []
-                names: dict[tuple[str, str, str], int] = {}
-                indexed = self.indexed_keys
-                for rowid, s in written:
-                    tag_rows.extend((key, value, rowid, s.start_us) for key, value in index_tags(s, indexed))
-                    for kind, value in (("span", s.name), ("remote", s.remote_service)):
-                        if value:
-                            k = (s.service, kind, value)
-                            names[k] = max(names.get(k, 0), s.start_us)
-                conn.executemany("INSERT OR IGNORE INTO tags VALUES (?,?,?,?)", tag_rows)
-                conn.executemany(
-                    "INSERT INTO names VALUES (?,?,?,?) ON CONFLICT (service, kind, value) "
-                    "DO UPDATE SET last_us = max(last_us, excluded.last_us)",
-                    [(*k, v) for k, v in names.items()],
-                )
+                    written = [r for rowid, r in enumerate(rows_in, start=first) if rowid in kept]
+                self._index(conn, written, before)
                 if wal_position is not None:
                     conn.execute("INSERT OR REPLACE INTO wal_progress VALUES (1, ?, ?)",
                                  (wal_position.segment, wal_position.offset))
@@ -297,6 +348,70 @@ class SpanStore:
                 raise
             self._count += added
             return added
+
+    def _index(self, conn: sqlite3.Connection, written: Sequence[Row], before: dict[str, list[links.Light]]) -> None:
+        """Names, distinct tag values, per-service counts and dependency links of the rows written."""
+        names: dict[tuple[str, str, str], int] = {}
+        values: dict[tuple[str, str], int] = {}
+        per_minute: dict[tuple[int, str], list[int]] = {}
+        traces: dict[str, list[links.Light]] = {}
+        minute_us = links.MINUTE_US
+        for r in written:
+            service, start = r[5], r[7]
+            for kind, value in (("span", r[3]), ("remote", r[6])):
+                if value:
+                    k = (service, kind, value)
+                    if names.get(k, 0) < start:
+                        names[k] = start
+            for pair in r[16]:
+                if values.get(pair, 0) < start:
+                    values[pair] = start
+            counts = per_minute.get((start // minute_us, service))
+            if counts is None:
+                counts = per_minute[(start // minute_us, service)] = [0, 0]
+            counts[0] += 1
+            counts[1] += r[9]
+            light = (r[1], r[2], r[4], service, r[6], start, r[8], r[9])
+            trace = traces.get(r[0])
+            if trace is None:
+                traces[r[0]] = [light]
+            else:
+                trace.append(light)
+        conn.executemany(
+            "INSERT INTO names VALUES (?,?,?,?) ON CONFLICT (service, kind, value) "
+            "DO UPDATE SET last_us = max(last_us, excluded.last_us)", [(*k, v) for k, v in names.items()])
+        conn.executemany(
+            "INSERT INTO tag_values VALUES (?,?,?) ON CONFLICT (key, value) "
+            "DO UPDATE SET last_us = max(last_us, excluded.last_us)", [(*k, v) for k, v in values.items()])
+        conn.executemany(
+            "INSERT INTO service_minutes VALUES (?,?,?,?) ON CONFLICT (minute, service) "
+            "DO UPDATE SET spans = spans + excluded.spans, errors = errors + excluded.errors",
+            [(*k, *v) for k, v in per_minute.items()])
+        delta: links.Delta = {}
+        for tid, new in traces.items():
+            old = before.get(tid)
+            if old:
+                links.add_calls(delta, links.calls_of(old), -1)
+                new = old + new
+            links.add_calls(delta, links.calls_of(new), +1)
+        self._add_links(conn, delta)
+
+    def _add_links(self, conn: sqlite3.Connection, delta: links.Delta) -> None:
+        out = []
+        for key, (calls, errors, sum_us, max_us, hist) in delta.items():
+            if not (calls or errors or sum_us or any(hist.values())):
+                continue  # re-linked to the same effect (a late parent that changed nothing here)
+            row = conn.execute("SELECT calls, errors, sum_us, max_us, hist FROM links "
+                               "WHERE minute = ? AND parent = ? AND child = ?", key).fetchone()
+            if row is not None:
+                merged = {int(b): n for b, n in loads(row[4]).items()}
+                for b, n in hist.items():
+                    merged[b] = merged.get(b, 0) + n
+                calls, errors, sum_us = calls + row[0], errors + row[1], sum_us + row[2]
+                max_us, hist = max(max_us, row[3]), merged
+            hist = {b: n for b, n in hist.items() if n}
+            out.append((*key, calls, errors, sum_us, max_us, dumps(hist)))
+        conn.executemany("INSERT OR REPLACE INTO links VALUES (?,?,?,?,?,?,?,?)", out)
 
     def enforce_retention(self, *, now_us: int, max_age_us: int, max_spans: int) -> int:
         """Delete spans older than ``max_age_us`` and the oldest beyond ``max_spans``; returns how many."""
@@ -312,8 +427,10 @@ class SpanStore:
             try:
                 deleted = conn.execute("DELETE FROM spans WHERE start_us < ?", (cutoff,)).rowcount
                 if deleted:
-                    conn.execute("DELETE FROM tags WHERE start_us < ?", (cutoff,))
+                    conn.execute("DELETE FROM tag_values WHERE last_us < ?", (cutoff,))
                     conn.execute("DELETE FROM names WHERE last_us < ?", (cutoff,))
+                    conn.execute("DELETE FROM links WHERE minute < ?", (cutoff // links.MINUTE_US,))
+                    conn.execute("DELETE FROM service_minutes WHERE minute < ?", (cutoff // links.MINUTE_US,))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -431,9 +548,7 @@ class SpanStore:
                     + (" AND value = ?)" if value is not None else ")"))
         resource_args: list[Any] = [key] if value is None else [key, value]
         if value is not None:
-            if key in self.indexed_keys:
-                own, own_args = "rowid IN (SELECT span_rowid FROM tags WHERE key = ? AND value = ?)", [key, value]
-            elif path is None:
+            if path is None:
                 own, own_args = "0", []
             else:
                 own, own_args = f"{_TAG_TEXT} = ?", [path, path, value]
@@ -508,11 +623,61 @@ class SpanStore:
         with self.db.lock:
             conn = self.db.conn
             values = {r[0] for r in conn.execute(
-                "SELECT value FROM tags WHERE key = ? UNION SELECT value FROM resource_tags WHERE key = ? LIMIT ?",
-                (key, key, limit))}
+                "SELECT value FROM tag_values WHERE key = ? UNION SELECT value FROM resource_tags WHERE key = ? "
+                "LIMIT ?", (key, key, limit))}
             path = _json_path(key)
             if key not in self.indexed_keys and path is not None:
                 values.update(r[0] for r in conn.execute(
                     f"SELECT DISTINCT {_TAG_TEXT} AS v FROM (SELECT attributes FROM spans ORDER BY rowid DESC "
                     "LIMIT ?) WHERE v IS NOT NULL", (path, path, scan)))
             return sorted(values)[:limit]
+
+    # --- dependency links (kept at index time, see links.py) -------------------------------
+
+    def dependency_links(self, start_us: int, end_us: int) -> list[dict[str, Any]]:
+        """Zipkin's ``/dependencies`` over the minute buckets of [start_us, end_us]."""
+        with self.db.lock:
+            rows = self.db.conn.execute(
+                "SELECT parent, child, sum(calls), sum(errors) FROM links WHERE minute BETWEEN ? AND ? "
+                "GROUP BY parent, child HAVING sum(calls) > 0 ORDER BY parent, child",
+                (start_us // links.MINUTE_US, end_us // links.MINUTE_US)).fetchall()
+        return [{"parent": a, "child": b, "callCount": n, "errorCount": e} for a, b, n, e in rows]
+
+    def topology_graph(self, start_us: int, end_us: int) -> tuple[nx.DiGraph, int]:
+        """:func:`analysis.topology_graph`'s graph from the minute buckets of [start_us, end_us]
+        (latency percentiles from the histogram), and the number of spans in the window."""
+        import networkx as nx  # not in the indexer process: it never answers this
+
+        lo, hi = start_us // links.MINUTE_US, end_us // links.MINUTE_US
+        with self.db.lock:
+            conn = self.db.conn
+            nodes = conn.execute("SELECT service, sum(spans), sum(errors) FROM service_minutes "
+                                 "WHERE minute BETWEEN ? AND ? GROUP BY service", (lo, hi)).fetchall()
+            edges = conn.execute("SELECT parent, child, calls, errors, sum_us, max_us, hist FROM links "
+                                 "WHERE minute BETWEEN ? AND ?", (lo, hi)).fetchall()
+        graph = nx.DiGraph()
+        for service, spans, errors in nodes:
+            graph.add_node(service, spans=spans, errors=errors)
+        merged: dict[tuple[str, str], list[Any]] = {}
+        for parent, child, calls, errors, sum_us, max_us, hist in edges:
+            m = merged.get((parent, child))
+            if m is None:
+                m = merged[(parent, child)] = [0, 0, 0, 0, {}]
+            m[0] += calls
+            m[1] += errors
+            m[2] += sum_us
+            m[3] = max(m[3], max_us)
+            for b, n in loads(hist).items():
+                m[4][int(b)] = m[4].get(int(b), 0) + n
+        for (caller, callee), (calls, errors, sum_us, max_us, hist) in merged.items():
+            if calls <= 0:
+                continue
+            for name in (caller, callee):
+                if name not in graph:
+                    graph.add_node(name, spans=0, errors=0)
+            graph.add_edge(
+                caller, callee, calls=calls, errors=errors, error_rate=errors / calls,
+                p50_us=links.percentile(hist, calls, 0.5, max_us), p90_us=links.percentile(hist, calls, 0.9, max_us),
+                p99_us=links.percentile(hist, calls, 0.99, max_us), mean_us=round(sum_us / calls), max_us=max_us,
+            )
+        return graph, sum(n[1] for n in nodes)
