@@ -130,15 +130,6 @@ def _any_value(value: Any) -> str:
     return str(got)
 
 
-def _attrs(items: Any) -> dict[str, str]:
-    out = {}
-    for kv in items:
-        name = label_name(kv.key)
-        if name:
-            out[name] = _any_value(kv.value)
-    return out
-
-
 def resource_labels(res: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """(labels every series of the resource carries, labels of its ``target_info``; empty: none)."""
     base: dict[str, str] = {}
@@ -167,16 +158,22 @@ def resource_labels(res: dict[str, str]) -> tuple[dict[str, str], dict[str, str]
 
 
 def convert(
-    request: metrics_service_pb2.ExportMetricsServiceRequest,
+    request: metrics_service_pb2.ExportMetricsServiceRequest, now: float | None = None
 ) -> tuple[list[Point], list[Point], list[MetricInfo], int, str]:
-    """(absolute points, delta points, metadata, rejected count, rejection message); ReportError if malformed."""
+    """(absolute points, delta points, metadata, rejected count, rejection message); ReportError if malformed.
+
+    Points without a timestamp get ``now`` (0.0 when None). Each distinct attribute list of a data
+    point is turned into sorted labels once (:class:`_LabelSets`), not once per point.
+    """
     points: list[Point] = []
     deltas: list[Point] = []
     meta: dict[str, MetricInfo] = {}
     rejected = 0
     message = ""
+    missing_ts = 0.0 if now is None else now
     for rm in request.resource_metrics:
         base, info = resource_labels({kv.key: _any_value(kv.value) for kv in rm.resource.attributes})
+        label_sets = _LabelSets(base)
         latest = 0.0
         for sm in rm.scope_metrics:
             for m in sm.metrics:
@@ -185,26 +182,24 @@ def convert(
                 if kind == "gauge":
                     name = _named(m, GAUGE)
                     meta[name] = MetricInfo(name, "gauge", m.description, m.unit)
-                    for dp in m.gauge.data_points:
-                        points.append(_number_point(name, base, dp, where))
+                    _number_points(name, label_sets, m.gauge.data_points, where, missing_ts, points)
                 elif kind == "sum":
                     monotonic = m.sum.is_monotonic
                     name = _named(m, COUNTER if monotonic else UPDOWN)
                     meta[name] = MetricInfo(name, "counter" if monotonic else "gauge", m.description, m.unit)
                     target = deltas if m.sum.aggregation_temporality == DELTA else points
-                    for dp in m.sum.data_points:
-                        target.append(_number_point(name, base, dp, where))
+                    _number_points(name, label_sets, m.sum.data_points, where, missing_ts, target)
                 elif kind == "histogram":
                     name = _named(m, HISTOGRAM)
                     meta[name] = MetricInfo(name, "histogram", m.description, m.unit)
                     target = deltas if m.histogram.aggregation_temporality == DELTA else points
                     for dp in m.histogram.data_points:
-                        target.extend(_histogram_points(name, base, dp, where))
+                        target.extend(_histogram_points(name, label_sets, dp, where, missing_ts))
                 elif kind == "summary":
                     name = _named(m, SUMMARY)
                     meta[name] = MetricInfo(name, "summary", m.description, m.unit)
                     for dp in m.summary.data_points:
-                        points.extend(_summary_points(name, base, dp, where))
+                        points.extend(_summary_points(name, label_sets, dp, where, missing_ts))
                 elif kind == "exponential_histogram":
                     rejected += len(m.exponential_histogram.data_points)
                     message = f"exponential histograms are not supported ({m.name}); use explicit buckets"
@@ -218,6 +213,59 @@ def convert(
     return points, deltas, list(meta.values()), rejected, message
 
 
+class _LabelSets:
+    """Sorted label tuples of one resource's data points, by their raw attribute list.
+
+    A batch repeats a few attribute lists over many points (every metric of a service, every
+    export): building, merging and sorting a dict per point was most of the conversion's time.
+    Equal label sets are also the same tuple, so the store's series index hashes fewer objects.
+    """
+
+    __slots__ = ("_base", "_known")
+
+    def __init__(self, base: dict[str, str]) -> None:
+        self._base = base
+        self._known: dict[tuple[tuple[str, str], ...], Labels] = {}
+
+    def of(self, attributes: Any, extra: tuple[tuple[str, str], ...] = ()) -> Labels:
+        pairs = []
+        for kv in attributes:  # a loop, not a generator: this runs once per data point
+            value = kv.value
+            # a non-empty string_value is the value; else _any_value tells "" from the other kinds
+            pairs.append((kv.key, value.string_value or _any_value(value)))
+        raw = tuple(pairs)
+        key = raw + extra if extra else raw
+        labels = self._known.get(key)
+        if labels is None:
+            merged = dict(self._base)
+            for raw_name, value in raw:
+                name = label_name(raw_name)
+                if name:
+                    merged[name] = value
+            merged.update(extra)
+            labels = labels_of(merged)
+            if len(self._known) < _LABEL_SETS_PER_RESOURCE:
+                self._known[key] = labels
+        return labels
+
+
+_LABEL_SETS_PER_RESOURCE = 65_536
+_new_point = tuple.__new__  # Point(...) without NamedTuple's Python-level __new__ (one per sample)
+
+
+def _number_points(
+    name: str, label_sets: _LabelSets, data_points: Any, where: str, missing_ts: float, out: list[Point]
+) -> None:
+    append = out.append
+    labels_of_dp = label_sets.of
+    for dp in data_points:
+        value = float(dp.as_int) if dp.WhichOneof("value") == "as_int" else dp.as_double
+        if value - value != 0.0:  # NaN or an infinity (x - x is NaN for both)
+            raise ReportError(f"{where}: value {value} is not a finite number (NaN and Inf are refused)")
+        nanos = dp.time_unix_nano
+        append(_new_point(Point, (name, labels_of_dp(dp.attributes), nanos / 1e9 if nanos else missing_ts, value)))
+
+
 def _named(m: Any, kind: str) -> str:
     name = metric_name(m.name, m.unit, kind)
     if not name:
@@ -225,8 +273,8 @@ def _named(m: Any, kind: str) -> str:
     return name
 
 
-def _ts(dp: Any) -> float:
-    return dp.time_unix_nano / 1e9 if dp.time_unix_nano else 0.0
+def _ts(dp: Any, missing: float = 0.0) -> float:
+    return dp.time_unix_nano / 1e9 if dp.time_unix_nano else missing
 
 
 def _finite(value: float, where: str) -> float:
@@ -235,56 +283,45 @@ def _finite(value: float, where: str) -> float:
     return value
 
 
-def _labels(base: dict[str, str], dp: Any, extra: dict[str, str] | None = None) -> Labels:
-    return labels_of({**base, **_attrs(dp.attributes), **(extra or {})})
-
-
-def _number_point(name: str, base: dict[str, str], dp: Any, where: str) -> Point:
-    kind = dp.WhichOneof("value")
-    value = float(dp.as_int) if kind == "as_int" else float(dp.as_double)
-    return Point(name, _labels(base, dp), _ts(dp), _finite(value, where))
-
-
-def _histogram_points(name: str, base: dict[str, str], dp: Any, where: str) -> list[Point]:
+def _histogram_points(name: str, label_sets: _LabelSets, dp: Any, where: str, missing_ts: float) -> list[Point]:
     bounds = list(dp.explicit_bounds)
     counts = list(dp.bucket_counts)
     if counts and len(counts) != len(bounds) + 1:
         raise ReportError(f"{where}: {len(counts)} bucket counts for {len(bounds)} bounds (need bounds + 1)")
     if bounds != sorted(bounds) or not all(math.isfinite(b) for b in bounds):
         raise ReportError(f"{where}: explicit_bounds must be finite and increasing")
-    ts = _ts(dp)
+    ts = _ts(dp, missing_ts)
     out = []
     running = 0
+    attributes = dp.attributes
     for bound, count in zip([*bounds, math.inf], counts or [0] * (len(bounds) + 1), strict=True):
         running += count
         le = "+Inf" if math.isinf(bound) else repr(float(bound))
-        out.append(Point(f"{name}_bucket", _labels(base, dp, {"le": le}), ts, float(running)))
-    out.append(Point(f"{name}_sum", _labels(base, dp), ts, _finite(dp.sum, where)))
-    out.append(Point(f"{name}_count", _labels(base, dp), ts, float(dp.count)))
+        out.append(Point(f"{name}_bucket", label_sets.of(attributes, (("le", le),)), ts, float(running)))
+    labels = label_sets.of(attributes)
+    out.append(Point(f"{name}_sum", labels, ts, _finite(dp.sum, where)))
+    out.append(Point(f"{name}_count", labels, ts, float(dp.count)))
     return out
 
 
-def _summary_points(name: str, base: dict[str, str], dp: Any, where: str) -> list[Point]:
-    ts = _ts(dp)
+def _summary_points(name: str, label_sets: _LabelSets, dp: Any, where: str, missing_ts: float) -> list[Point]:
+    ts = _ts(dp, missing_ts)
+    attributes = dp.attributes
     out = [
-        Point(name, _labels(base, dp, {"quantile": repr(q.quantile)}), ts, _finite(q.value, where))
+        Point(name, label_sets.of(attributes, (("quantile", repr(q.quantile)),)), ts, _finite(q.value, where))
         for q in dp.quantile_values
     ]
-    out.append(Point(f"{name}_sum", _labels(base, dp), ts, _finite(dp.sum, where)))
-    out.append(Point(f"{name}_count", _labels(base, dp), ts, float(dp.count)))
+    labels = label_sets.of(attributes)
+    out.append(Point(f"{name}_sum", labels, ts, _finite(dp.sum, where)))
+    out.append(Point(f"{name}_count", labels, ts, float(dp.count)))
     return out
 
 
 def _convert_and_store(core: MetricsCore, request: metrics_service_pb2.ExportMetricsServiceRequest) -> tuple[int, str]:
     """Off the event loop: decoding and storing a large batch takes milliseconds."""
-    points, deltas, meta, rejected, message = convert(request)
-    now = time.time()
-    core.ingest_points(_fill_times(points, now), meta, deltas=_fill_times(deltas, now))
+    points, deltas, meta, rejected, message = convert(request, time.time())
+    core.ingest_points(points, meta, deltas=deltas)
     return rejected, message
-
-
-def _fill_times(points: list[Point], now: float) -> list[Point]:
-    return [p if p.ts > 0 else Point(p.name, p.labels, now, p.value) for p in points]
 
 
 async def export(

@@ -132,6 +132,9 @@ def _append_rows(by_id: dict[int, RawSeries], rows: list[tuple[int, float, float
 
 
 _SID, _TS, _VALUE = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
+#: fields of a :class:`Point` (itemgetter maps in C; attribute access per point does not)
+_NAME, _LABELS, _POINT_TS, _POINT_VALUE = (operator.itemgetter(i) for i in range(4))
+_SID_TS = operator.itemgetter(0, 1)
 
 
 class Head:
@@ -296,12 +299,14 @@ class MetricsStore:
         metadata = list(metadata)
         if not points and not metadata:
             return 0
-        fresh = set()
-        for p in points:
-            if not math.isfinite(p.value):
-                raise ValueError(f"{p.name}: value {p.value} is not a finite number")
-            if (p.name, p.labels) not in self._ids:
-                fresh.add((p.name, p.labels))
+        # whole-batch passes in C (map/zip) rather than attribute look-ups per point: a batch is large
+        values = list(map(_POINT_VALUE, points))
+        if not all(map(math.isfinite, values)):
+            bad = next(p for p in points if not math.isfinite(p.value))
+            raise ValueError(f"{bad.name}: value {bad.value} is not a finite number")
+        keys = list(zip(map(_NAME, points), map(_LABELS, points), strict=True))
+        sids = list(map(self._ids.get, keys))
+        fresh = {key for key, sid in zip(keys, sids, strict=True) if sid is None} if None in sids else set()
         if fresh and len(self._series) + len(fresh) > self.max_series:
             raise ValueError(
                 f"storing this would make {len(self._series) + len(fresh)} series, over the limit of "
@@ -312,18 +317,21 @@ class MetricsStore:
             conn.execute("BEGIN IMMEDIATE")
             created: list[tuple[int, str, tuple[tuple[str, str], ...]]] = []
             try:
-                rows = []
-                for p in points:
-                    key = (p.name, p.labels)
-                    sid = self._ids.get(key)
-                    if sid is None:
-                        cur = conn.execute(
-                            "INSERT INTO series (name, labels) VALUES (?, ?)", (p.name, json.dumps(p.labels))
-                        )
-                        sid = int(cur.lastrowid or 0)
-                        self._ids[key] = sid
-                        created.append((sid, p.name, p.labels))
-                    rows.append((sid, int(p.ts), p.value))
+                if fresh:
+                    for i, sid in enumerate(sids):
+                        if sid is None:
+                            key = keys[i]
+                            sid = self._ids.get(key)
+                            if sid is None:
+                                cur = conn.execute(
+                                    "INSERT INTO series (name, labels) VALUES (?, ?)", (key[0], json.dumps(key[1]))
+                                )
+                                sid = self._ids[key] = int(cur.lastrowid or 0)
+                                created.append((sid, *key))
+                            sids[i] = sid
+                # sorted by (series, ts): SQLite's B-tree is walked in order and the head appends; the
+                # sort is stable, so of two samples of one second the later one still wins
+                rows = sorted(zip(sids, map(int, map(_POINT_TS, points)), values, strict=True), key=_SID_TS)
                 conn.executemany("INSERT OR REPLACE INTO samples (series_id, ts, value) VALUES (?, ?, ?)", rows)
                 for info in metadata:
                     old = self.meta.get(info.name)
