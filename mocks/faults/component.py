@@ -421,7 +421,9 @@ class FaultsComponent(Component):
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._http = httpx.AsyncClient(timeout=5.0)
+        # Only ever posts to the platform's own plain-HTTP OTLP listener: no TLS, so no CA bundle
+        # to load (that costs ~50 ms of CPU in `devbox up`).
+        self._http = httpx.AsyncClient(timeout=5.0, verify=False)
         self._refresh_instrumented()  # starts tracing's watch of who sends spans of their own
         self._flusher = asyncio.create_task(self._flush_loop(), name="faults:spans")
 

@@ -61,8 +61,16 @@ class Scraper:
         self.ctx = ctx
         self.core = core
         self.config = config
-        self.client = httpx.AsyncClient(timeout=config.scrape_timeout)
+        self._client: httpx.AsyncClient | None = None
         self.last: dict[str, dict[str, Any]] = {}
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        # Made on the first scrape: an httpx client loads the CA bundle (~50 ms of CPU) as it is
+        # made, which `devbox up` would pay at start for a project that scrapes nothing.
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.config.scrape_timeout)
+        return self._client
 
     def targets(self) -> list[tuple[str, str, str]]:
         """(service, instance "host:port", url) for every scrape target right now."""
@@ -119,4 +127,6 @@ class Scraper:
             LOG.info("scrape of %s failed: %s", url, error)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
