@@ -10,7 +10,8 @@ Signals, and the score each gives:
 
 - **error origin** (≤ 0.9): where the failing traces' errors started (the deepest failing span, as
   ``traces why`` finds it), aggregated over the window: share of failing traces. A call that failed
-  before reaching its callee (a CLIENT span with no server span under it) points at the route to the
+  before reaching its callee (a CLIENT span with no server span under it, or a span with the SDK's
+  ``devbox.naming.unresolved`` event: no instance was left to send it to) points at the route to the
   callee, and at the routing rules of that callee.
 - **release/deploy** (≤ 0.5): a release, reload or restart of a service on the failing path in the
   window, more when it came just before the trouble.
@@ -25,6 +26,7 @@ Signals, and the score each gives:
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable
@@ -130,6 +132,26 @@ def _describe(cause: dict[str, Any]) -> str:
     return f"{cause['name']} answered {code}" if code else str(cause["name"])
 
 
+UNRESOLVED = "devbox.naming.unresolved"
+
+
+def _unresolved(span: Span) -> tuple[str, str] | None:
+    """``(service, reason)`` of a call the SDK could not send for want of an instance (its
+    ``devbox.naming.unresolved`` event: an OTel event, or the Zipkin annotation it became)."""
+    for e in span.events:
+        if e.get("name") == UNRESOLVED and (e.get("attributes") or {}).get("service"):
+            return str(e["attributes"]["service"]), str(e["attributes"].get("reason") or "no instance")
+    for _, value in span.annotations:
+        if value.startswith(UNRESOLVED + ": {"):
+            try:
+                attrs = json.loads(value[len(UNRESOLVED) + 2:])
+            except ValueError:
+                continue
+            if attrs.get("service"):
+                return str(attrs["service"]), str(attrs.get("reason") or "no instance")
+    return None
+
+
 def origin_signal(board: Board, case: Case, trees: list[Any], path: set[str]) -> int:
     """Error origin of the failing traces through the service; returns how many failed."""
     failing = [t for t in trees if any(s.error for s in t.spans.values())
@@ -141,13 +163,16 @@ def origin_signal(board: Board, case: Case, trees: list[Any], path: set[str]) ->
             span_kind, remote = cause["kind"], cause.get("attributes", {}).get("peer.service")
             key_span = next((s for s in tree.spans.values() if s.span_id == cause["span_id"]), None)
             remote = remote or (key_span.remote_service if key_span else None)
-            if span_kind in CALLER_KINDS and remote and remote != cause["service"]:
-                key = ("unreached", remote)
+            unresolved = _unresolved(key_span) if key_span is not None else None
+            if unresolved is not None:  # the SDK found no instance to send the call to: it never left
+                key, what = ("unreached", unresolved[0]), unresolved[1]
+            elif span_kind in CALLER_KINDS and remote and remote != cause["service"]:
+                key, what = ("unreached", remote), _describe(cause)
             else:
-                key = ("origin", f"{cause['service']}")
+                key, what = ("origin", f"{cause['service']}"), _describe(cause)
             if key not in seen:
                 seen.add(key)
-                origins[key].append(_describe(cause))
+                origins[key].append(what)
     for (kind, subject), messages in origins.items():
         share = len(messages) / len(failing)
         common = max(set(messages), key=messages.count)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from devbox.polaris.balancer import NoInstanceError
 from devbox.sdk.naming.instance import Instance, NamingUnavailable
 from devbox.sdk.naming.labels import baggage_header
+from devbox.sdk.naming.spans import record_unresolved
 
 if TYPE_CHECKING:
     import grpc
@@ -154,6 +155,7 @@ class _UnaryUnary:
             except NoInstanceError as exc:
                 if failed is not None:
                     raise failed from None
+                record_unresolved(ch.service, str(exc))
                 raise _unavailable(exc) from exc
             channel = ch._channel(instance)
             cached = self._callables.get(instance.address)

@@ -23,6 +23,7 @@ import httpx
 from devbox.polaris.balancer import NoInstanceError
 from devbox.sdk.naming.instance import Instance, NamingUnavailable
 from devbox.sdk.naming.labels import baggage_header, current_labels
+from devbox.sdk.naming.spans import record_unresolved
 
 if TYPE_CHECKING:
     from devbox.sdk.naming.client import NamingClient, Snapshot
@@ -95,6 +96,7 @@ class _Call:
         except NoInstanceError as exc:
             if self.failed is not None:
                 raise self.failed from None  # nothing to fail over to: the connect error is the news
+            record_unresolved(self.service, str(exc))
             raise _unresolved(exc, self.request) from exc
         request = self.request
         request.url = request.url.copy_with(host=instance.host, port=instance.port)

@@ -2,7 +2,9 @@
 
 Owns :func:`record_pick` — every pick adds a ``devbox.naming.pick`` span event (so a span that picks
 several times, a gateway's, keeps every decision) and sets the ``devbox.naming.*`` attributes
-(which say the last pick) — and :func:`untraced`, which detaches the watch's long-polls from the
+(which say the last pick) —, :func:`record_unresolved` — a pick that found no instance adds a
+``devbox.naming.unresolved`` event: the call is never sent, so no CLIENT span says it was tried —
+and :func:`untraced`, which detaches the watch's long-polls from the
 request that first asked for a service.
 """
 
@@ -55,3 +57,14 @@ def record_pick(service: str, chosen: Instance, result: RouteResult, balancer: s
     }
     span.add_event("devbox.naming.pick", pick)
     span.set_attributes({f"devbox.naming.{key}": value for key, value in pick.items()})
+
+
+def record_unresolved(service: str, reason: str) -> None:
+    """Record on the current span that a call to ``service`` found no instance (health, breakers and
+    routing left none), so trace readers (``devbox why``) see where the call stopped and why."""
+    otel = otel_api()
+    if otel is None:  # pragma: no cover
+        return
+    span = otel[1].get_current_span()
+    if span.is_recording():
+        span.add_event("devbox.naming.unresolved", {"service": service, "reason": reason[:300]})
