@@ -77,8 +77,12 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
         time.sleep(0.01)
 
 
+#: One client for the readiness polls: a new one per poll would load the CA bundle each time.
+POLL = httpx.Client(timeout=2, verify=False)
+
+
 def http_ok(url: str) -> bool:
-    return httpx.get(url, timeout=2).status_code == 200
+    return POLL.get(url).status_code == 200
 
 
 def tree_rss_mb(pid: int) -> tuple[float, float]:
@@ -310,7 +314,7 @@ def _answers(name: str, port: int) -> bool:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=1)
         return True
-    r = httpx.get(f"http://127.0.0.1:{port}/healthz" if name == "api" else f"http://127.0.0.1:{port}/", timeout=1)
+    r = POLL.get(f"http://127.0.0.1:{port}/healthz" if name == "api" else f"http://127.0.0.1:{port}/", timeout=1)
     return r.status_code == 200 if name == "api" else r.status_code > 0
 
 
