@@ -141,7 +141,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                     return
                 if msg[0] == "want_spans":
                     want_spans = bool(msg[1])
-            spans, end = _read_batch(directory, position, options.batch_spans)
+            batch, spans, end = _read_batch(directory, position, options.batch_spans, store.indexed_keys, want_spans)
             if end == position:
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + options.retention_interval_s
@@ -151,8 +151,9 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                     continue
                 continue
             started = time.perf_counter()
-            added = store.insert(spans, wal_position=end)
-            LOG.debug("indexed %d spans (%d new) in %.0f ms", len(spans), added, (time.perf_counter() - started) * 1e3)
+            added = store.insert_rows(batch, wal_position=end)
+            LOG.debug("indexed %d spans (%d new) in %.0f ms", len(batch.rows), added,
+                      (time.perf_counter() - started) * 1e3)
             position = end
             conn.send(("indexed", end.segment, end.offset, store.count, spans if want_spans and spans else None))
             wal.delete_before(directory, end)
@@ -162,20 +163,40 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
         store.close()
 
 
-def _read_batch(directory: Path, position: Position, batch_spans: int) -> tuple[list[Any], Position]:
+def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_keys: frozenset[str],
+                want_spans: bool) -> tuple[Any, list[Any], Position]:
+    """Decode WAL records from ``position`` into store rows (OTLP protobuf straight into rows unless
+    the spans are wanted as objects); returns the rows, the spans (when wanted) and the end."""
+    from devbox.mocks.tracing import fastpath
+    from devbox.mocks.tracing.store import Rows, row_of
+
+    batch = Rows()
     spans: list[Any] = []
     end = position
     for rec in wal.read_records(directory, position, max_bytes=32 * 1024 * 1024):
         try:
-            decoded = DECODERS[rec.fmt](rec.body, now_us=rec.now_us, max_future_us=rec.max_future_us)
+            rows = None
+            if rec.fmt == wal.OTLP_PROTOBUF and not want_spans:
+                rows = fastpath.otlp_rows(rec.body, now_us=rec.now_us, max_future_us=rec.max_future_us,
+                                          indexed_keys=indexed_keys)
+            if rows is not None:
+                batch.extend(rows)
+            else:
+                decoded = DECODERS[rec.fmt](rec.body, now_us=rec.now_us, max_future_us=rec.max_future_us)
+                texts: dict[int, str] = {}
+                for sp in decoded.spans:
+                    text = texts.get(id(sp.resource))
+                    if text is None:
+                        text = texts[id(sp.resource)] = batch.resource(sp.resource)
+                    batch.rows.append(row_of(sp, text, indexed_keys))
+                if want_spans:
+                    spans.extend(decoded.spans)
         except Exception:  # not readable any more: skip it rather than block the log behind it
             LOG.exception("a WAL record (format %d, %d bytes) could not be decoded; skipped", rec.fmt, len(rec.body))
-            decoded = Decoded()
-        spans.extend(decoded.spans)
         end = rec.end
-        if len(spans) >= batch_spans:
+        if len(batch.rows) >= batch_spans:
             break
-    return spans, end
+    return batch, spans, end
 
 
 def _retention(store: Any, options: Options) -> None:

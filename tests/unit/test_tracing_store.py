@@ -155,3 +155,20 @@ def test_dependency_links_kept_at_index_time_equal_linking_whole_traces(tmp_path
         assert edge["max_us"] >= exact["max_us"] and edge["mean_us"] == exact["mean_us"]
         assert abs(edge["p50_us"] - exact["p50_us"]) <= 0.05 * exact["p50_us"] + 1
     store.close()
+
+
+def test_otlp_fast_path_rows_equal_the_general_decoder() -> None:
+    from devbox.mocks.tracing import fastpath
+    from devbox.mocks.tracing.store import Rows, row_of
+
+    spans = [mk(1, 1, attrs={"http.route": "/x", "n": 3, "ok": True, "peer.service": "Pay"}),
+             mk(1, 2, error=True, name="Café", attrs={"http.route": "/y", "lst": [1, 2]})]
+    spans[1].parent_id, spans[1].kind, spans[1].status_message = spans[0].span_id, "CLIENT", "declined"
+    spans[1].resource = {"service.name": "svc", "k8s.pod": "p-1"}
+    body = convert.to_otlp_request(spans).SerializeToString()
+    keys = frozenset({"http.route", "error"})
+    fast = fastpath.otlp_rows(body, now_us=NOW + 1, max_future_us=0, indexed_keys=keys)
+    decoded = convert.from_otlp_protobuf(body, now_us=NOW + 1, max_future_us=0)
+    general = Rows()
+    general.rows = [row_of(s, general.resource(s.resource), keys) for s in decoded.spans]
+    assert fast is not None and fast.rows == general.rows and fast.resources == general.resources
