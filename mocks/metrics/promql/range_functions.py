@@ -187,15 +187,60 @@ class _Bounds:
         self.lengths = self.ends - self.starts
 
 
+def _exact_columns(name: str, s: RawSeries, bounds: _Bounds) -> list[float | None]:
+    """The range functions whose every step is a count, a pick or one IEEE operation, vectorised
+    (so bit-exact with the per-window code): ``irate``/``idelta``, ``count_over_time``,
+    ``last_over_time``, ``changes`` and ``resets``. Sums and extremes stay per window: numpy's
+    summation order and NaN handling differ from Prometheus's sequential loops."""
+    if not s.ts:
+        return [None] * len(bounds.starts)
+    ts = np.asarray(s.ts, dtype=np.float64)
+    vs = np.asarray(s.vs, dtype=np.float64)
+    los = np.searchsorted(ts, bounds.starts, side="right")
+    his = np.searchsorted(ts, bounds.ends, side="right")
+    n = his - los
+    last_i = np.maximum(his - 1, 0)
+    with np.errstate(all="ignore"):
+        if name in ("irate", "idelta"):
+            valid = n >= 2
+            prev_i = np.maximum(his - 2, 0)
+            last, prev = vs[last_i], vs[prev_i]
+            values = last - prev
+            if name == "irate":
+                values = np.where(last < prev, last, values)
+                dt = ts[last_i] - ts[prev_i]
+                valid &= dt > 0
+                values = values / dt
+        else:
+            valid = n >= 1
+            if name == "count_over_time":
+                values = n.astype(np.float64)
+            elif name == "last_over_time":
+                values = vs[last_i]
+            else:  # changes, resets: running counts of the pairs that qualify, differenced per window
+                hits = vs[1:] != vs[:-1] if name == "changes" else vs[1:] < vs[:-1]
+                running = np.concatenate(([0], np.cumsum(hits)))
+                values = (running[last_i] - running[np.minimum(los, last_i)]).astype(np.float64)
+    out: list[float | None] = values.tolist()
+    for k in np.flatnonzero(~valid).tolist():
+        out[k] = None
+    return out
+
+
+_EXACT_COLUMNS = frozenset({"irate", "idelta", "count_over_time", "last_over_time", "changes", "resets"})
+
+
 def range_fn(name: str, matrix: Matrix, times: list[float], param: list[float] | None = None) -> Vector:
     out = Vector()
     keep_name = name == "last_over_time"
     bounds = None
-    if name in ("rate", "increase", "delta"):
+    if name in ("rate", "increase", "delta") or name in _EXACT_COLUMNS:
         bounds = _Bounds(matrix.windows)
     for s in matrix.series:
         vals: list[float | None]
-        if bounds is not None:
+        if bounds is not None and name in _EXACT_COLUMNS:
+            vals = _exact_columns(name, s, bounds)
+        elif bounds is not None:
             vals = _rates(s, matrix.windows, counter=name != "delta", rate=name == "rate", bounds=bounds)
         else:
             vals = []
