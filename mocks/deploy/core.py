@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from devbox.mocks.deploy.config import RestartPolicy, ServiceConfig
+from devbox.mocks.deploy.docker import BASE_IMAGE
 from devbox.mocks.deploy.models import InstanceState
 
 from devbox import envvars
@@ -231,9 +232,12 @@ def preflight(services: list[ServiceConfig], root: Path) -> list[str]:
             problems.append(f"service {svc.name}: path {svc.path!r} ({path}) is not a folder")
             continue
         if svc.runtime == "docker":
-            if svc.image is None and not (path / "Dockerfile").is_file():
+            # the 123 convention: no image and no Dockerfile runs the folder's start script on devbox's base image
+            script = start_script(svc.start)
+            if svc.image is None and not (path / "Dockerfile").is_file() and script and not (path / script).is_file():
                 problems.append(
-                    f"service {svc.name}: runtime docker needs `image:` or a Dockerfile in {path}"
+                    f"service {svc.name}: runtime docker needs a Dockerfile, `image:`, or a start script "
+                    f"({script}) in {path} to run on devbox's base image {BASE_IMAGE}"
                 )
             continue
         script = start_script(svc.start)

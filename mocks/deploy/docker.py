@@ -48,7 +48,7 @@ LOG = logging.getLogger(__name__)
 LABEL = "devbox.state"
 #: Where the 123 convention puts a service's folder in its image (started by ``start.sh`` there).
 APP_DIR = "/usr/local/app"
-#: The base image of 123-convention services without ``image:`` (the tests build it with debootstrap).
+#: The base image of 123-convention services without ``image:``: built once by ``devbox docker base``.
 BASE_IMAGE = "devbox-base:bookworm"
 
 START_ENGINE = (
@@ -126,6 +126,20 @@ def engine_problem(timeout: float = 10.0) -> str | None:
         connect(timeout).close()
     except DockerUnavailable as exc:
         return str(exc)
+    return None
+
+
+def missing_image(client: Any, image: str) -> str | None:
+    """Why ``image`` cannot be built on (it is not on the engine, and nothing is pulled), or None when it is there."""
+    try:
+        client.images.get(image)
+    except Exception as exc:
+        if type(exc).__name__ != "ImageNotFound":
+            return None  # the build itself will say what is wrong with the engine
+        if image == BASE_IMAGE:
+            return (f"devbox's base image {image} is not built on this engine: build it with `devbox docker base` "
+                    "(once; debootstrap takes minutes), or give the service `image:` or a Dockerfile")
+        return f"image {image} is not on this engine and devbox pulls nothing: build or `docker load` it first"
     return None
 
 
@@ -284,11 +298,17 @@ class DockerRunner:
                     base_image: str = BASE_IMAGE) -> str:
         """Build the service's image (its Dockerfile, or the 123 convention); the image id."""
         dockerfile = None
+        client = await asyncio.to_thread(lambda: self.client)
         if needs_generated_dockerfile(svc, path):
+            base = svc.image or base_image
+            missing = await asyncio.to_thread(missing_image, client, base)
+            if missing:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log_path.write_text(f"--- devbox: {missing}\n", encoding="utf-8")
+                raise BuildFailed(missing, [missing])
             work_dir.mkdir(parents=True, exist_ok=True)
             dockerfile = work_dir / f"{svc.name}.Dockerfile"
-            dockerfile.write_text(dockerfile_123(svc.image or base_image, svc.start), encoding="utf-8")
-        client = await asyncio.to_thread(lambda: self.client)
+            dockerfile.write_text(dockerfile_123(base, svc.start), encoding="utf-8")
         return await asyncio.to_thread(build_image, client, path=path, tag=tag, dockerfile=dockerfile,
                                        log_path=log_path, timeout=svc.build_timeout)
 

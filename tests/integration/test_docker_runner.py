@@ -11,11 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker  # type: ignore[import-untyped]
 import httpx
 import pytest
 from devbox.mocks.deploy import core
 from devbox.mocks.deploy.config import ServiceConfig
-from devbox.mocks.deploy.docker import LABEL, connect, dockerfile_123, engine_problem, image_tag, needs_build
+from devbox.mocks.deploy.docker import (
+    BASE_IMAGE,
+    LABEL,
+    connect,
+    dockerfile_123,
+    engine_problem,
+    image_tag,
+    missing_image,
+    needs_build,
+)
 
 from devbox.platform.ports import NamingPort
 from devbox.testing import EngineUnavailable, PlatformThread, docker_engine, running_platform, wait_for
@@ -137,12 +147,15 @@ def test_image_tags_and_preflight(tmp_path: Path) -> None:
     (tmp_path / "svc").mkdir()
     problems = core.preflight([ServiceConfig(name="a", path="svc", runtime="docker"),
                                ServiceConfig(name="b", path="svc", runtime="docker", image="python:3.11")], tmp_path)
-    assert problems == [f"service a: runtime docker needs `image:` or a Dockerfile in {tmp_path / 'svc'}"]
+    assert problems == [f"service a: runtime docker needs a Dockerfile, `image:`, or a start script (./start.sh) in "
+                        f"{tmp_path / 'svc'} to run on devbox's base image devbox-base:bookworm"]
     # the 123 convention: image: plus a folder with start.sh is built on top of it; image: alone runs as is
     svc = ServiceConfig(name="b", path="svc", runtime="docker", image="devbox-base:bookworm")
     assert not needs_build(svc, tmp_path / "svc")
     (tmp_path / "svc" / "start.sh").write_text("#!/bin/sh\nexec ./server\n")
     assert needs_build(svc, tmp_path / "svc")
+    # the 123 default: a start.sh and no image: runs on devbox's base image
+    assert core.preflight([ServiceConfig(name="a", path="svc", runtime="docker")], tmp_path) == []
     assert dockerfile_123("devbox-base:bookworm") == (
         'FROM devbox-base:bookworm\nCOPY . /usr/local/app/\nWORKDIR /usr/local/app\nCMD ["/usr/local/app/start.sh"]\n')
 
@@ -159,3 +172,20 @@ def test_engine_not_running_says_what_to_start(monkeypatch: pytest.MonkeyPatch, 
         [error] = deployed(p, 30)
         assert error.startswith("services with runtime docker cannot start: no Docker engine answers")
 
+
+
+def test_missing_base_or_image_says_how_to_get_it(tmp_path: Path, engine: Any) -> None:
+    class NoImages:
+        class images:  # the SDK's attribute: client.images.get
+            @staticmethod
+            def get(name: str) -> Any:
+                raise docker.errors.ImageNotFound(f"No such image: {name}")
+
+    assert "build it with `devbox docker base`" in (missing_image(NoImages(), BASE_IMAGE) or "")
+    folder = tmp_path / "svc"
+    folder.mkdir()
+    (folder / "start.sh").write_text("#!/bin/sh\nexec ./server\n")
+    svc = ServiceConfig(name="absent", path="svc", runtime="docker", image="devbox-test/absent:none", reload=False)
+    with running_platform(tmp_path, components=["naming", "deploy"], services=[svc]) as p:
+        [error] = deployed(p)
+        assert "devbox-test/absent:none is not on this engine and devbox pulls nothing" in error
