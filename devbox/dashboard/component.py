@@ -1,7 +1,9 @@
 """Serves the dashboard page and the one query it needs that the mocks don't offer as JSON.
 
-Also the load runs kept under ``.devbox/load/<run-id>/`` (read-only): ``GET /api/load/runs`` and
-``GET /api/load/runs/{id}`` with the run's per-second history for charts and its capacity table.
+``GET /api/why?alert=|service=&at=`` ranks the likely causes of an alert or a service's trouble, as
+``devbox why`` does (:mod:`devbox.why.serve`). Also the load runs kept under ``.devbox/load/<run-id>/``
+(read-only): ``GET /api/load/runs`` and ``GET /api/load/runs/{id}`` with the run's per-second history for
+charts and its capacity table.
 
 LIMITATIONS: silences are the one change made from the page; rules and isolation go through the CLI or API.
 A run's capacity table here is built without traces (per service: measured QPS, CPU per request,
@@ -23,7 +25,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from devbox.platform.component import Component, PlatformContext
 from devbox.platform.errors import BadRequest, NotFound
-from devbox.platform.ports import MetricsQueryPort, PortError
+from devbox.platform.ports import MetricsQueryPort, PortError, SuspectsPort
+from devbox.why.serve import WhyService
 
 LOG = logging.getLogger(__name__)
 
@@ -148,7 +151,15 @@ def _num(raw: str | None) -> float | None:
 
 
 class DashboardComponent(Component):
+    """Owns the page, its chart query, the load runs' reads and the ranking of likely causes
+    (``GET /api/why``, and the :class:`~devbox.platform.ports.SuspectsPort` alert notifications ask)."""
+
     name = "dashboard"
+
+    def __init__(self, ctx: PlatformContext) -> None:
+        super().__init__(ctx)
+        self.why = WhyService(lambda: ctx.url("api"), ctx.config.platform.token)
+        ctx.provide(SuspectsPort, self.why)
 
     def http_routes(self) -> list[tuple[str, APIRouter]]:
         router = APIRouter(tags=["dashboard"])
@@ -159,4 +170,5 @@ class DashboardComponent(Component):
         load = LoadRuns(self.ctx.state_dir / "load")
         router.add_api_route("/api/load/runs", load.runs, methods=["GET"])
         router.add_api_route("/api/load/runs/{run_id}", load.run, methods=["GET"])
+        router.add_api_route("/api/why", self.why.route, methods=["GET"])
         return [("api", router)]

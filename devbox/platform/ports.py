@@ -258,6 +258,18 @@ class TracesPort(Protocol):
         ...
 
 
+@runtime_checkable
+class SuspectsPort(Protocol):
+    """The likely causes of an alert or of a service's trouble (``devbox why``), for the alerts'
+    notifications and the dashboard's alert detail."""
+
+    async def suspects(self, target: str, at: float) -> list[Mapping[str, Any]]:
+        """Best first, each ``{"subject", "score" (0-1), "reason" (one line with numbers), "signals"}``,
+        for ``target`` (an alert rule's name or a service) at ``at`` (epoch s). Raises :class:`PortError`
+        when the target is neither."""
+        ...
+
+
 __all__ = [
     "AlertsView",
     "DeployView",
@@ -271,6 +283,7 @@ __all__ = [
     "Registration",
     "RunningInstance",
     "Sample",
+    "SuspectsPort",
     "TracesPort",
     "UnknownInstance",
 ]

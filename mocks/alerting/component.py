@@ -32,7 +32,7 @@ from devbox.mocks.alerting.service import AlertingService
 from devbox.mocks.alerting.sources import RuleSources
 
 from devbox.platform.component import Component
-from devbox.platform.ports import AlertsView, MetricsQueryPort
+from devbox.platform.ports import AlertsView, MetricsQueryPort, SuspectsPort
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -76,6 +76,9 @@ class AlertingComponent(Component):
     async def start(self) -> None:
         self.service.metrics = self.ctx.lookup(MetricsQueryPort)
         await self.service.start()
+        why = self.ctx.lookup(SuspectsPort)
+        if why is not None and self.service.notifier is not None:  # firing notifications name likely causes
+            self.service.notifier.suspects = why.suspects
 
     async def stop(self) -> None:
         await self.service.stop()

@@ -5,6 +5,12 @@ delays an evaluation. Transitions are grouped per alertname (Alertmanager's ``gr
 [alertname]``) and each group is one POST per receiver, retried with backoff on connection
 errors and 5xx.
 
+Likely causes: when a group has a firing alert and the notifier was given a ``suspects`` lookup (the
+alerting component's, through :class:`~devbox.platform.ports.SuspectsPort`), the group waits at most
+:data:`SUSPECTS_TIMEOUT` for the ranking of ``devbox why`` and its top :data:`TOP_SUSPECTS` suspects,
+each with its one-line reason, go into the terminal line and, as the ``suspects`` annotation, into
+each firing alert of the payload; when the ranking is late or fails it is sent without and says so.
+
 LIMITATIONS: no group_wait/group_interval/repeat_interval: a group is sent on the evaluation
 that changed it; only webhook receivers (no email, Slack, ...).
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +31,14 @@ from devbox.mocks.alerting.models import AlertState, Transition
 LOG = logging.getLogger(__name__)
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
+#: How long a firing notification waits for its likely causes before it goes without them.
+SUSPECTS_TIMEOUT = 1.0
+TOP_SUSPECTS = 3
+#: Labels that name the service an alert is about (else the alert rule is asked about).
+SERVICE_LABELS = ("callee", "service", "job", "service_name")
+
+#: suspects(alertname or service, at) -> ranked suspects (``subject``, ``score``, ``reason``)
+SuspectsFn = Callable[[str, float], Awaitable[Sequence[Mapping[str, Any]]]]
 
 
 def rfc3339(ts: float | None) -> str:
@@ -50,6 +65,12 @@ def webhook_alert(t: Transition, *, starts_at: float, generator_url: str = "") -
         "generatorURL": generator_url,
         "fingerprint": t.fingerprint,
     }
+
+
+def _with_note(alert: dict[str, Any], suspects: str | None) -> dict[str, Any]:
+    if suspects is not None:
+        alert["annotations"]["suspects"] = suspects
+    return alert
 
 
 def webhook_payload(
@@ -107,6 +128,9 @@ class Notifier:
         self.stats = {"sent": 0, "failed": 0, "retries": 0, "forwarded": 0, "forward_failed": 0}
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Where likely causes come from (set by the alerting component); None: notifications go without.
+        self.suspects: SuspectsFn | None = None
+        self.suspects_timeout = SUSPECTS_TIMEOUT
 
     async def start(self) -> None:
         pass  # the HTTP client is made on the first notification (see _http)
@@ -148,31 +172,68 @@ class Notifier:
         for item in transitions:
             groups.setdefault(item[0].alertname, []).append(item)
         for alertname, items in groups.items():
-            if self.terminal:
-                for t, _, _ in items:
-                    LOG.warning(
-                        "ALERT %s %s%s value=%s %s",
-                        "RESOLVED" if t.to_state is AlertState.RESOLVED else "FIRING",
-                        alertname,
-                        "{" + ",".join(f"{k}={v}" for k, v in sorted(t.labels.items()) if k != "alertname") + "}",
-                        "-" if t.value is None else f"{t.value:.4g}",
-                        t.annotations.get("summary", ""),
-                    )
-            for receiver in self.receivers:
-                chosen = [
+            if self.suspects is not None and any(t.to_state is AlertState.FIRING for t, _, _ in items):
+                self._spawn(self._with_suspects(alertname, items, companions.get(alertname, [])))
+            else:
+                self._send_group(alertname, items, companions.get(alertname, []), {})
+
+    async def _with_suspects(self, alertname: str, items: list[tuple[Transition, float, str]],
+                             companions: list[tuple[Transition, float, str]]) -> None:
+        """Rank each firing alert's likely causes (bounded in time: a notification is not held up
+        for long), then send the group with them."""
+        notes: dict[str, str] = {}
+        firing = [t for t, _, _ in items if t.to_state is AlertState.FIRING]
+        found = await asyncio.gather(*(self._suspects_text(t) for t in firing))
+        for t, text in zip(firing, found, strict=True):
+            notes[t.fingerprint] = text
+        self._send_group(alertname, items, companions, notes)
+
+    async def _suspects_text(self, t: Transition) -> str:
+        assert self.suspects is not None
+        target = next((t.labels[k] for k in SERVICE_LABELS if t.labels.get(k)), t.alertname)
+        try:
+            ranked = await asyncio.wait_for(self.suspects(target, t.at), self.suspects_timeout)
+        except TimeoutError:
+            return (f"not ranked: devbox why took longer than {self.suspects_timeout:g} s "
+                    f"(run `devbox why {t.alertname}`)")
+        except Exception as exc:  # the ranking is a courtesy: the notification goes anyway
+            LOG.info("ranking the suspects of %s failed", t.alertname, exc_info=True)
+            return f"not ranked: {exc}"
+        if not ranked:
+            return "no suspect: nothing on the failing path changed or stands out"
+        return "\n".join(f"{i}. {s['subject']} ({float(s['score']):.2f}): {s['reason']}"
+                         for i, s in enumerate(ranked[:TOP_SUSPECTS], 1))
+
+    def _send_group(self, alertname: str, items: list[tuple[Transition, float, str]],
+                    companions: list[tuple[Transition, float, str]], notes: dict[str, str]) -> None:
+        """One group's terminal lines and one POST per receiver; ``notes``: suspects text by fingerprint."""
+        if self.terminal:
+            for t, _, _ in items:
+                LOG.warning(
+                    "ALERT %s %s%s value=%s %s%s",
+                    "RESOLVED" if t.to_state is AlertState.RESOLVED else "FIRING",
+                    alertname,
+                    "{" + ",".join(f"{k}={v}" for k, v in sorted(t.labels.items()) if k != "alertname") + "}",
+                    "-" if t.value is None else f"{t.value:.4g}",
+                    t.annotations.get("summary", ""),
+                    "\n  likely causes:\n  " + notes[t.fingerprint].replace("\n", "\n  ")
+                    if t.fingerprint in notes else "",
+                )
+        for receiver in self.receivers:
+            chosen = [
+                _with_note(webhook_alert(t, starts_at=s, generator_url=g), notes.get(t.fingerprint))
+                for t, s, g in items
+                if matches_all(self._matchers[receiver.name], t.labels)
+                and (receiver.send_resolved or t.to_state is not AlertState.RESOLVED)
+            ]
+            if chosen:
+                chosen += [
                     webhook_alert(t, starts_at=s, generator_url=g)
-                    for t, s, g in items
+                    for t, s, g in companions
                     if matches_all(self._matchers[receiver.name], t.labels)
-                    and (receiver.send_resolved or t.to_state is not AlertState.RESOLVED)
                 ]
-                if chosen:
-                    chosen += [
-                        webhook_alert(t, starts_at=s, generator_url=g)
-                        for t, s, g in companions.get(alertname, [])
-                        if matches_all(self._matchers[receiver.name], t.labels)
-                    ]
-                    payload = webhook_payload(receiver.name, alertname, chosen, external_url=self.external_url)
-                    self._spawn(self._post(receiver, payload))
+                payload = webhook_payload(receiver.name, alertname, chosen, external_url=self.external_url)
+                self._spawn(self._post(receiver, payload))
 
     async def _post(self, receiver: WebhookReceiver, payload: dict[str, Any]) -> None:
         client = self._http()

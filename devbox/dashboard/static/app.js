@@ -435,11 +435,31 @@ async function around(x) {
   const events = ev.events.filter((e) => e.kind !== "health" && Math.abs(e.ts - x.at) <= 120).slice(-20);
   $("histctx").hidden = false;
   $("histctx").innerHTML = `<h3>around ${esc(x.alertname)} ${esc(x.from)} → ${esc(x.to)} at ${when(x.at)}</h3>` +
+    `<h4>likely causes (devbox why)</h4><p id="ctxWhyHead" class="muted">ranking…</p><table id="ctxWhy"></table>` +
     `<h4>failed traces${svc ? " of " + esc(svc) : ""}</h4><table id="ctxTraces"></table><h4>deploy events</h4><table id="ctxEvents"></table>`;
+  suspects(x, svc);
   table($("ctxTraces"), ["trace", "entry", "started"], t.traces.map((tr) => [
     `<a href="#/traces/${esc(tr.trace_id)}">${esc(tr.trace_id.slice(0, 12))}…</a>`, `${esc(tr.root_service)} ${esc(tr.root_name)}`, when(tr.start_us / 1e6)]));
   table($("ctxEvents"), ["time", "service", "instance", "event", "message"], events.map((e) => [
     when(e.ts), esc(e.service), esc(e.instance), esc(e.kind), esc(e.message)]));
+}
+
+// The transition's likely causes, ranked as `devbox why` ranks them (GET /api/why): the service the alert
+// names when it has one (a rule firing for several callees), else the rule. Loaded after the rest of the panel.
+async function suspects(x, svc) {
+  const q = svc ? `service=${encodeURIComponent(svc)}` : `alert=${encodeURIComponent(x.alertname)}`;
+  let r;
+  try {
+    r = await api(`/api/why?${q}&at=${x.at}`);
+  } catch (e) {
+    if ($("ctxWhyHead")) $("ctxWhyHead").textContent = `not ranked: ${e.message || e}`;
+    return;
+  }
+  if (!$("ctxWhy")) return;  // another transition's panel replaced this one meanwhile
+  $("ctxWhyHead").textContent = r.suspects.length ? r.headline : "no suspect: nothing on the failing path changed or stands out";
+  table($("ctxWhy"), ["#", "score", "suspect", "why"], r.suspects.slice(0, 5).map((s, i) => [
+    i + 1, `<span class="${s.score >= 0.5 ? "bad" : s.score >= 0.3 ? "warn" : ""}">${s.score.toFixed(2)}</span>`,
+    esc(s.subject), esc(s.reason)]));
 }
 
 // --- naming and deploys -------------------------------------------------------------------------
