@@ -137,13 +137,20 @@ class Evaluator:
             return "matrix", [({}, times, list(value.values))]
         assert isinstance(value, Vector)
         out = []
+        # series with values at the same steps share one times list (the encoder formats it once)
+        shared: dict[tuple[int, int, int], tuple[list[int], list[float]]] = {}
         for labels, vals in value.series.values():
             if None not in vals:
                 out.append((labels, times, vals))  # type: ignore[arg-type]  # no None in it
                 continue
             kept = [i for i, v in enumerate(vals) if v is not None]
-            if kept:
-                out.append((labels, [times[i] for i in kept], [vals[i] for i in kept]))  # type: ignore[misc]
+            if not kept:
+                continue
+            shape = (len(kept), kept[0], kept[-1])
+            seen = shared.get(shape)
+            if seen is None or seen[0] != kept:
+                seen = shared[shape] = (kept, [times[i] for i in kept])
+            out.append((labels, seen[1], [vals[i] for i in kept]))  # type: ignore[misc]
         return "matrix", out
 
     def fork(self, bounds: tuple[float, float], *, deadline: float | None = None) -> Evaluator:

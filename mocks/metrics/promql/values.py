@@ -74,14 +74,20 @@ def format_value(v: float) -> str:
 
 
 def format_values(values: list[float]) -> list[str]:
-    """:func:`format_value` of every value, the common case (a non-integral finite float, whose
-    ``repr`` it is) in one C loop, and only the integral and non-finite ones one by one."""
+    """:func:`format_value` of every value: the common case (a non-integral finite float, whose
+    ``repr`` it is) in one C loop, integral ones through numpy's integer formatting, and only the
+    non-finite ones one by one."""
     out = list(map(repr, values))
     column = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        special = ~np.isfinite(column) | ((column == np.trunc(column)) & (np.abs(column) < 1e15))
-    for k in np.flatnonzero(special).tolist():
-        out[k] = format_value(values[k])
+        finite = np.isfinite(column)
+        integral = np.flatnonzero(finite & (column == np.trunc(column)) & (np.abs(column) < 1e15))
+    if integral.size:  # str(int(v)): -0.0 becomes "0" as in format_value
+        for k, text in zip(integral.tolist(), column[integral].astype(np.int64).astype(str).tolist(), strict=True):
+            out[k] = text
+    if not finite.all():
+        for k in np.flatnonzero(~finite).tolist():
+            out[k] = format_value(values[k])
     return out
 
 
