@@ -117,6 +117,23 @@ def api_url(config_path: str | None = None) -> str:
     return f"http://127.0.0.1:{address.api_port}"
 
 
+def api_token(config_path: str | None = None) -> str | None:
+    """The token the running platform wants: $DEVBOX_TOKEN, else ``platform.token`` of devbox.yaml
+    (load_config already prefers the environment's), None when neither is set."""
+    if os.environ.get(envvars.DEVBOX_TOKEN):
+        return os.environ[envvars.DEVBOX_TOKEN]
+    source = find_config(config_path)
+    if not source.exists():
+        return None
+    address = read_platform_address(source)
+    return address.token if address is not None else config_or_exit(config_path).platform.token
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The header that carries the platform token (none when no token is set)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def registry_dir() -> Path:
     """Where every running devbox leaves a card (pid, project, config file, API), so that a command
     run outside any project can say which ones run. Removed on a clean stop; a card whose pid is
@@ -154,23 +171,6 @@ def no_config_message(source: Path) -> str:
         return f"{where}; no devbox is running on this machine (`devbox init` writes a starter project)"
     running = "; ".join(f"{c.get('project') or '?'} ({c.get('config') or '?'}, {c.get('api')})" for c in cards)
     return f"{where}. Running on this machine: {running}. Pass -f <devbox.yaml> or run from that folder"
-
-
-def api_token(config_path: str | None = None) -> str | None:
-    """The token the running platform wants: $DEVBOX_TOKEN, else ``platform.token`` of devbox.yaml
-    (load_config already prefers the environment's), None when neither is set."""
-    if os.environ.get(envvars.DEVBOX_TOKEN):
-        return os.environ[envvars.DEVBOX_TOKEN]
-    source = find_config(config_path)
-    if not source.exists():
-        return None
-    address = read_platform_address(source)
-    return address.token if address is not None else config_or_exit(config_path).platform.token
-
-
-def auth_headers(token: str | None) -> dict[str, str]:
-    """The header that carries the platform token (none when no token is set)."""
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 class Api:
