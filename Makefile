@@ -12,6 +12,9 @@ install:  ## everything: Debian peers used by the tests, then devbox with its de
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 	$(PYTHON) -m pip install -q -e '.[dev]'
+	@# devbox-base:bookworm (Debian by debootstrap, python3, the shop's packages) on the tests' Docker engine:
+	@# minutes, once; not in `make test`. No engine, or a failed build: said, and the tests needing it skip.
+	-$(PYTHON) -m tests.docker_images base
 
 # Two pytest-xdist workers (one on a 1-core machine); --dist loadscope keeps each module on one
 # worker, so a module-scoped fixture (a deployed shop, a seeded platform) starts once, not once per

@@ -89,3 +89,36 @@ def write_go_service(folder: Path, version: str = "v1") -> Path:
     (folder / "VERSION").write_text(version + "\n")
     (folder / "Dockerfile").write_text(DOCKERFILE)
     return folder
+
+
+def build_base_image() -> int:
+    """``make install``: devbox's base image on the tests' engine, once (minutes), so that the shop's Python
+    services can run in containers in the tests (test_docker_shop.py skips, saying so, without it). Where no
+    engine can start it says why and exits 0: a machine without Docker still installs."""
+    from devbox.mocks.deploy.base_image import build_base
+    from devbox.mocks.deploy.docker import BASE_IMAGE, BuildFailed, connect
+
+    from devbox.testing import EngineUnavailable, docker_engine
+
+    try:
+        docker_engine()
+    except EngineUnavailable as exc:
+        print(f"{BASE_IMAGE} not built: no Docker engine ({exc}); the tests that need it will skip")
+        return 0
+    client = connect()
+    try:
+        build_base(client, log_path=DOCKER_ROOT / "base.log", say=print)
+    except BuildFailed as exc:
+        print("\n".join([f"{BASE_IMAGE} not built: {exc}", *exc.tail]))
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["base"]:
+        sys.exit("usage: python -m tests.docker_images base   (build devbox-base:bookworm on the tests' engine)")
+    sys.exit(build_base_image())

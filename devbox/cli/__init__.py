@@ -26,6 +26,7 @@ MODULES = (
     "devbox.cli.faults",  # faults add|ls|rm|kill
     "devbox.cli.evidence",  # snapshot save|load|ls|show, diff, why
     "devbox.cli.export",  # export compose|k8s
+    "devbox.cli.docker",  # docker base
 )
 
 #: Which module registers each top-level command: `devbox status` imports project.py alone, not
@@ -45,6 +46,7 @@ COMMANDS = {
     "faults": "devbox.cli.faults",
     **dict.fromkeys(("snapshot", "diff", "why"), "devbox.cli.evidence"),
     "export": "devbox.cli.export",
+    "docker": "devbox.cli.docker",
 }
 
 LOG = logging.getLogger(__name__)
