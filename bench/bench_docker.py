@@ -7,7 +7,10 @@ the next round starts another. The image is built once before the rounds (a relo
 separate cost, printed too). Needs a Docker engine (``devbox.testing.docker_engine`` starts one as
 /work/shared/DOCKER.md says).
 
-Run: ``python bench/bench_docker.py [--rounds 10]``.
+``--python``: the same for the shop's ``users`` service (FastAPI on uvicorn with devbox's SDK): as a process
+from its folder, and as a container on ``devbox-base:bookworm`` (``devbox docker base`` builds it).
+
+Run: ``python bench/bench_docker.py [--rounds 10] [--python]``.
 """
 
 from __future__ import annotations
@@ -54,16 +57,21 @@ def measure(root: Path, svc: ServiceConfig, rounds: int) -> tuple[list[float], f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--python", action="store_true", help="the shop's users service instead of the Go one")
     args = parser.parse_args()
     docker_engine()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_go_service(root / "go")
-        common: dict[str, Any] = dict(path="go", readiness={"http": "/healthz"}, reload=False, drain=0)
-        process, _ = measure(root / "p", ServiceConfig(name="goproc", start="./app", **common).model_copy(
-            update={"path": str(root / "go")}), args.rounds)
-        container, build = measure(root / "c", ServiceConfig(name="gobox", runtime="docker", **common).model_copy(
-            update={"path": str(root / "go")}), args.rounds)
+        if args.python:
+            folder, start, name = Path(__file__).resolve().parents[1] / "scenarios/shop/users", "./start.sh", "users"
+        else:
+            folder, start, name = write_go_service(root / "go"), "./app", "go"
+        common: dict[str, Any] = dict(path="svc", readiness={"http": "/healthz"}, reload=False, drain=0)
+        at = {"path": str(folder)}  # outside the project root: past the model's relative-path check
+        process, _ = measure(root / "p", ServiceConfig(name=f"{name}proc", start=start, **common).model_copy(
+            update=at), args.rounds)
+        container, build = measure(root / "c", ServiceConfig(name=f"{name}box", runtime="docker", **common).model_copy(
+            update=at), args.rounds)
     p50p, p50c = statistics.median(process), statistics.median(container)
     print(f"process start   (spawn→ready→registered): median {p50p * 1000:.0f} ms, "
           f"min {min(process) * 1000:.0f}, max {max(process) * 1000:.0f} ({args.rounds} rounds)")
