@@ -4,6 +4,8 @@
    against a bare endpoint (same framework, same route) that reads and discards the request.
 2. Query latency for 1 h of 1 s data (60 series) grouped by two dimensions, against reading the
    same samples out of SQLite without evaluating anything.
+2b. CPU per OTLP point in process (protobuf parse, conversion, store), the part of ingest that is
+   devbox's own: HTTP figures on a shared 2-core machine swing by 3x between runs, CPU time less.
 3. Issue 15's query, ``sum by (a,b)(rate(x_total[1m]))`` over 1 h of 1 s data from 20 series, through
    the Prometheus HTTP API of devbox and of a real Prometheus (Debian's ``prometheus``; the same
    samples loaded with ``promtool tsdb create-blocks-from openmetrics``), interleaved, p50 each and
@@ -143,6 +145,33 @@ def _rate(http: httpx.Client, url: str, bodies: list, points: int, *, proto: boo
             r = http.post(url, json=body)
         r.raise_for_status()
     return points * len(bodies) / (time.perf_counter() - started)
+
+
+def otlp_cpu(batches: int = 40) -> None:
+    """CPU microseconds per point of each OTLP ingest step, in process (process_time, not wall)."""
+    from devbox.mocks.metrics import otlp
+
+    bodies = [_otlp_batch(i) for i in range(batches + 1)]
+    spent = {"parse": 0.0, "convert": 0.0, "store": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        core = MetricsCore(Path(tmp) / "metrics.db", MetricsConfig())
+        for i, body in enumerate(bodies):
+            t0 = time.process_time()
+            request = ExportMetricsServiceRequest()
+            request.ParseFromString(body)
+            t1 = time.process_time()
+            points, deltas, meta, _, _ = otlp.convert(request, time.time())
+            t2 = time.process_time()
+            core.ingest_points(points, meta, deltas=deltas)
+            t3 = time.process_time()
+            if i:  # the first batch creates the series
+                spent["parse"] += t1 - t0
+                spent["convert"] += t2 - t1
+                spent["store"] += t3 - t2
+        core.close()
+    count = batches * POINTS_PER_BATCH
+    split = ", ".join(f"{k} {v / count * 1e6:.2f} us" for k, v in spent.items())
+    print(f"OTLP ingest CPU per point (in process): {split}; {count / sum(spent.values()):,.0f} points/s of CPU")
 
 
 def _seed_hour(core: object, end: int) -> int:
@@ -315,6 +344,7 @@ def main() -> None:
     for kind, label in (("otlp", "OTLP/HTTP protobuf"), ("custom", "custom-report API")):
         ours, base = figures["devbox", kind], figures["bare", kind]
         print(f"{label:20} ingest: {ours:9.0f} points/s; bare discard endpoint {base:9.0f}/s; ratio {ours / base:.2f}")
+    otlp_cpu(args.batches)
 
     with tempfile.TemporaryDirectory() as tmp:
         core = MetricsCore(Path(tmp) / "metrics.db", MetricsConfig())

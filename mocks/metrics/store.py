@@ -152,17 +152,58 @@ class Head:
         self._cols: dict[int, tuple[array[float], array[float]]] = {}
 
     def add(self, rows: Iterable[tuple[int, int, float]]) -> None:
-        """Add committed (series id, ts, value) rows; a repeated ts replaces (INSERT OR REPLACE)."""
+        """Add committed (series id, ts, value) rows; a repeated ts replaces (INSERT OR REPLACE).
+
+        Rows come sorted by (series, ts) from :meth:`MetricsStore.write`, so each series' run is
+        handled whole: appended when it is newer than the column, or its values written over the
+        column's when it covers seconds the column already has (a re-sent batch); anything else
+        (duplicate seconds in one batch, interleaving) goes row by row.
+        """
         start, cols = self.start, self._cols
         added = 0
-        for sid, ts, value in rows:
-            if ts < start:
+        for sid, run in itertools.groupby(rows, key=_SID):
+            group = list(run)
+            stamps = list(map(_TS, group))
+            if min(stamps) < start:  # late samples older than the head: SQLite alone keeps them
+                group = [r for r in group if r[1] >= start]
+                if not group:
+                    continue
+                stamps = list(map(_TS, group))
+            if not all(map(operator.lt, stamps, stamps[1:])):  # unsorted, or a second twice
+                added += self._add_rows(cols, sid, group)
                 continue
+            col = cols.get(sid)
+            if col is None:
+                cols[sid] = (array("d", stamps), array("d", map(_VALUE, group)))
+                added += len(group)
+                continue
+            ts_col, vs_col = col
+            if ts_col[-1] < stamps[0]:
+                ts_col.extend(stamps)
+                vs_col.extend(map(_VALUE, group))
+                added += len(group)
+                continue
+            i = bisect.bisect_left(ts_col, stamps[0])
+            if ts_col[i : i + len(stamps)] == array("d", stamps):
+                vs_col[i : i + len(stamps)] = array("d", map(_VALUE, group))
+                continue
+            added += self._add_rows(cols, sid, group)
+        self.samples += added
+        if self.samples > self.max_samples:
+            self._shrink()
+
+    @staticmethod
+    def _add_rows(
+        cols: dict[int, tuple[array[float], array[float]]], sid: int, rows: list[tuple[int, int, float]]
+    ) -> int:
+        """Row by row, in the order given (a later row of the same second wins); returns how many were new."""
+        added = 0
+        for _, ts, value in rows:
             col = cols.get(sid)
             if col is None:
                 col = cols[sid] = (array("d"), array("d"))
             ts_col, vs_col = col
-            if not ts_col or ts_col[-1] < ts:  # the usual case: samples arrive in time order
+            if not ts_col or ts_col[-1] < ts:
                 ts_col.append(ts)
                 vs_col.append(value)
                 added += 1
@@ -174,26 +215,7 @@ class Head:
                 ts_col.insert(i, ts)
                 vs_col.insert(i, value)
                 added += 1
-        self.samples += added
-        if self.samples > self.max_samples:
-            self._shrink()
-
-    def load(self, rows: list[tuple[int, int, float]]) -> None:
-        """Add rows read in primary-key order from an empty head's series (on start): each series'
-        run is unique and sorted, so it is appended whole (in C) instead of row by row."""
-        for sid, run in itertools.groupby(rows, key=_SID):
-            group = list(run)
-            col = self._cols.get(sid)
-            if col is not None and col[0][-1] >= group[0][1]:
-                self.add(group)  # a chunk boundary inside one series: the general path
-                continue
-            if col is None:
-                col = self._cols[sid] = (array("d"), array("d"))
-            col[0].extend(map(_TS, group))
-            col[1].extend(map(_VALUE, group))
-            self.samples += len(group)
-        if self.samples > self.max_samples:
-            self._shrink()
+        return added
 
     def advance(self, start: int) -> None:
         """Forget samples before ``start`` (compaction rolled them up, or the head is full)."""
@@ -292,7 +314,7 @@ class MetricsStore:
                 "SELECT series_id, ts, value FROM samples WHERE ts >= ? ORDER BY series_id, ts", (start,)
             )
             while rows := cursor.fetchmany(65536):
-                head.load(rows)
+                head.add(rows)
         LOG.debug("metrics head: %d samples from %d loaded in %.3f s", head.samples, head.start,
                   time.perf_counter() - started)  # fmt: skip
         return head

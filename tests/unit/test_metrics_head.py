@@ -70,6 +70,21 @@ def test_head_stays_within_its_sample_bound(tmp_path: Path) -> None:
     store.close()
 
 
+def test_head_keeps_the_last_of_a_repeated_second_and_takes_a_resent_batch(tmp_path: Path) -> None:
+    now = int(time.time())
+    store = MetricsStore(tmp_path / "m.db")
+    batch = [Point("x_total", (), float(t), float(t)) for t in range(now - 10, now)]
+    store.write(batch)
+    store.write([Point("x_total", (), float(t), 2.0 * t) for t in range(now - 10, now)])  # same seconds again
+    store.write([Point("x_total", (), float(now), 1.0), Point("x_total", (), float(now), 5.0)])  # one second twice
+    store.write([Point("x_total", (), float(now - 20), 7.0), Point("x_total", (), float(now - 5), 9.0)])
+    _assert_same(store, now + 1)
+    (series,) = store.select(NAME_X, now - 30, now)
+    assert series.vs[-1] == 5.0 and series.vs[0] == 7.0 and 9.0 in series.vs
+    assert store.head.samples == 12
+    store.close()
+
+
 def test_last_value_comes_from_the_head(tmp_path: Path) -> None:
     now = int(time.time())
     store = MetricsStore(tmp_path / "m.db")
