@@ -186,12 +186,21 @@ def test_uninstrumented_python_and_go_services_show_in_topology_and_red(tmp_path
             end = int(time.time() * 1000) + 1000
             links = httpx.get(p.url("zipkin") + "/api/v2/dependencies", params={"endTs": end, "lookback": 600_000})
             found = {(d["parent"], d["child"]): d for d in links.json()}
-            return found.get(("plain-py", "plain-go"))
+            link = found.get(("plain-py", "plain-go"))
+            # the link shows with its first call: wait for all five of them (one failed), not its first sign
+            return link if link and link["callCount"] >= 5 and link["errorCount"] >= 1 else None
 
-        link = wait_for(linked, what="plain-py -> plain-go in Zipkin dependencies")
+        link = wait_for(linked, what="plain-py -> plain-go in Zipkin dependencies, 5 calls, 1 error")
         assert link is not None
         assert link["callCount"] >= 5 and link["errorCount"] >= 1
-        topology = httpx.get(p.url() + "/api/topology").json()
+
+        def in_topology() -> dict[str, Any] | None:
+            topology: dict[str, Any] = httpx.get(p.url() + "/api/topology").json()
+            names = {n["name"] for n in topology["services"]}
+            edge = any(e["caller"] == "plain-py" and e["callee"] == "plain-go" for e in topology["edges"])
+            return topology if {"plain-py", "plain-go"} <= names and edge else None
+
+        topology = wait_for(in_topology, what="plain-py -> plain-go in /api/topology")
         assert {"plain-py", "plain-go"} <= {n["name"] for n in topology["services"]}
         assert any(e["caller"] == "plain-py" and e["callee"] == "plain-go" for e in topology["edges"])
 
@@ -203,11 +212,11 @@ def test_uninstrumented_python_and_go_services_show_in_topology_and_red(tmp_path
                 'sum by (callee, status) (rpc_server_requests_total{callee=~"plain-.*", method!="GET /healthz"})',
                 time.time())
             counts = {(lb["callee"], lb.get("status", "")): v for lb, v in got}
-            return counts if sum(counts.values()) >= 10 else None
+            return counts if counts == expected else None
 
-        counts = wait_for(red, what="RED counts of plain-py and plain-go")
-        assert counts == {("plain-py", "ok"): 4, ("plain-py", "error"): 1,
-                          ("plain-go", "ok"): 4, ("plain-go", "error"): 1}
+        expected = {("plain-py", "ok"): 4, ("plain-py", "error"): 1, ("plain-go", "ok"): 4, ("plain-go", "error"): 1}
+        counts = wait_for(red, what=f"RED counts of plain-py and plain-go == {expected}")
+        assert counts == expected
 
 
 def test_trace_modes_one_server_span_per_hop(tmp_path: Path) -> None:
