@@ -178,6 +178,23 @@ class DeployComponent(Component):
         return self.supervisor
 
     async def _deploy_all(self) -> None:
+        """The initial deploy; whatever happens, ``deployed`` is resolved (``wait_deployed`` and
+        `devbox up` wait on it): an unexpected error is one of its errors, naming what failed."""
+        try:
+            await self._deploy_services()
+        except Exception as exc:
+            LOG.exception("deploying the project's services failed")
+            self.errors.append(f"deploying the services failed: {type(exc).__name__}: {exc}")
+            for name, phase in self.phase.items():
+                if phase != "ready":
+                    self.phase[name] = "failed"
+        finally:
+            if self.deployed is not None and not self.deployed.done():
+                if not self.errors:  # cancelled by stop midway: nobody may wait for a deploy that no longer runs
+                    self.errors.append("devbox stopped before every service was deployed")
+                self._finish()
+
+    async def _deploy_services(self) -> None:
         config = self.ctx.config
         problems = core.preflight(config.services, config.root)
         if any(s.runtime == "docker" for s in config.services):
