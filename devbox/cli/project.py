@@ -590,7 +590,11 @@ def _status_table(services: list[dict[str, Any]], now: float, width: int) -> Tab
 
 
 def _unknown_senders(api: Api, declared: set[str]) -> list[str]:
-    """Service names that sent spans (still stored) but are not services of devbox.yaml."""
+    """Service names that sent spans (still stored) but are not services of devbox.yaml. The
+    dashboard's rule: a devbox.yaml that declares no services is the backend for services started
+    elsewhere, so every sender is the project's and none is unknown."""
+    if not declared:
+        return []
     senders = api.get("/api/traces/services").get("services", [])
     return sorted(s for s in senders if s not in declared)
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from devbox.mocks.deploy.config import ServiceConfig
 
-from devbox.testing import running_platform
+from devbox.testing import running_platform, wait_for
+from tests.deploy_fakes import write_service
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +35,11 @@ def _span(trace: str, sid: str, parent: str | None, service: str, name: str, kin
 
 
 def test_unknown_metric_probes_and_strangers(tmp_path: Path) -> None:
-    with running_platform(tmp_path, components=["metrics", "tracing", "deploy"]) as p:
+    # a project that declares a service: a sender that is not one of its services is a stranger
+    write_service(tmp_path / "web")
+    web = ServiceConfig(name="web", path="web", readiness={"http": "/healthz"}, reload=False)
+    with running_platform(tmp_path, components=["metrics", "tracing", "deploy"], services=[web]) as p:
+        assert p.call(p.component("deploy").wait_deployed(60), timeout=70) == []  # type: ignore[attr-defined]
         api = p.url("api")
         out = _devbox(api, "metrics", "query", "nosuch")
         assert out.returncode == 1 and "no metric or indicator named 'nosuch'" in out.stderr, out
@@ -53,3 +59,17 @@ def test_unknown_metric_probes_and_strangers(tmp_path: Path) -> None:
         out = _devbox(api, "status")
         assert "not in devbox.yaml" in out.stdout and "stranger" in out.stdout, out
         assert json.loads(_devbox(api, "status", "--json").stdout)["unknown_senders"] == ["probe-target", "stranger"]
+
+
+def test_a_project_without_services_has_no_unknown_senders(tmp_path: Path) -> None:
+    """A devbox.yaml with no services is the backend for services started elsewhere: as on the
+    dashboard, every span sender is the project's, none is listed as not in devbox.yaml."""
+    with running_platform(tmp_path, components=["tracing", "deploy"]) as p:
+        api = p.url("api")
+        spans = [_span("c" * 32, "4" * 16, None, "elsewhere", "GET /work", "SERVER")]
+        assert httpx.post(p.url("zipkin") + "/api/v2/spans", json=spans).status_code == 202
+        wait_for(lambda: "elsewhere" in httpx.get(api + "/api/traces/services").json()["services"], 30,
+                 "elsewhere among the span senders")
+        out = _devbox(api, "status")
+        assert out.returncode == 0 and "not in devbox.yaml" not in out.stdout, out
+        assert json.loads(_devbox(api, "status", "--json").stdout)["unknown_senders"] == []
