@@ -96,6 +96,8 @@ def test_restart_only_keys_are_said_and_a_broken_edit_keeps_what_runs(tmp_path: 
 
         # fixed: only the count changed, so the running instance stays and one more starts
         _write(path, [_service("a", replicas=2)], max_body_bytes=1000)
-        wait_for(lambda: services(p)["a"]["ready"] == 2, 30, "a second instance of a")
+        # scale says 'scaled' once its new instance is ready and registered: wait for both, not the first
+        wait_for(lambda: services(p)["a"]["ready"] == 2 and events(p, service="a", kind="scaled"), 30,
+                 "a second instance of a, and its scaled event")
         assert pid in _pids(p, "a")
         assert [e["kind"] for e in events(p, service="a", kind="scaled")] == ["scaled"]
