@@ -23,11 +23,16 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 from devbox.mocks.tracing.links import CALLER_KINDS, break_cycles
 from devbox.mocks.tracing.models import Span
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+# networkx is imported where a graph is made, not here: the tracing component imports this module
+# at start, and networkx was ~0.2 s of an empty project's `devbox up` (issue 15, platform up <= 1 s).
 
 CALLEE_KINDS = ("SERVER", "CONSUMER")
 
@@ -92,6 +97,8 @@ def build_tree(spans: Sequence[Span]) -> TraceTree:
         if parent is not None and parent != key:
             parent_of[key] = parent
     break_cycles(parent_of)
+    import networkx as nx
+
     graph = nx.DiGraph()
     graph.add_nodes_from(keyed)
     graph.add_edges_from((parent, key) for key, parent in parent_of.items())
@@ -147,6 +154,8 @@ def percentile(sorted_values: Sequence[int], q: float) -> int:
 
 def topology_graph(spans: Iterable[Span]) -> nx.DiGraph:
     """Services as nodes (span and error counts), calls as edges (counts and latencies)."""
+    import networkx as nx
+
     graph = nx.DiGraph()
     latencies: dict[tuple[str, str], list[int]] = defaultdict(list)
     errors: dict[tuple[str, str], int] = defaultdict(int)
@@ -187,6 +196,8 @@ def topology_of(graph: nx.DiGraph, service: str | None = None) -> dict[str, Any]
     if service is not None:
         if service not in graph:
             raise KeyError(service)
+        import networkx as nx
+
         result["service"] = {
             "name": service,
             "callers": sorted(graph.predecessors(service)),
