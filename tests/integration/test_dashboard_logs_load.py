@@ -8,10 +8,12 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from devbox.testing import wait_for
 from tests.e2e.learn_shop import running_shop
 from tests.integration.test_dashboard_shop import ARGS, ARTIFACTS, CHROMIUM
 
@@ -38,10 +40,13 @@ def test_logs_load_and_trace_search_pages(tmp_path: Path) -> None:
             time.sleep(0.3)
         trace_id = failed[0]["trace_id"]
         # the SDK's request log carries the trace id: the logs API finds the failed checkout in payment's log
-        deadline = time.monotonic() + 15
-        while not (hits := httpx.get(base + "/api/deploy/logs", params={"trace_id": trace_id}).json()["lines"]):
-            assert time.monotonic() < deadline, "no log line carries the failed trace's id"
-            time.sleep(0.3)
+        # each service's log is flushed on its own: wait for both services' lines, payment's 503 among them
+        def logged() -> list[dict[str, Any]] | None:
+            hits = httpx.get(base + "/api/deploy/logs", params={"trace_id": trace_id}).json()["lines"]
+            return hits if {"gateway", "payment"} <= {h["service"] for h in hits} and any(
+                "status=503" in h["line"] for h in hits if h["service"] == "payment") else None
+
+        hits = wait_for(logged, timeout=15, what="gateway's and payment's (status=503) lines of the failed trace")
         assert {"gateway", "payment"} <= {h["service"] for h in hits}
         assert any("status=503" in h["line"] for h in hits if h["service"] == "payment")
         assert httpx.get(base + "/api/deploy/logs", params={"trace_id": "xyz"}).status_code == 400
