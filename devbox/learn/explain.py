@@ -3,13 +3,16 @@
 The request story is built from what the platform recorded: the trace's spans (each hop is a
 CLIENT span and the SERVER span it caused), the ``devbox.naming.pick`` span events the SDK adds for
 every routing decision (which instance, which rule, which balancer, what was filtered out — the
-breaker among them), the collector's root-cause and critical-path analyses. When a tracing store
-does not keep span events, the ``devbox.naming.*`` span attributes are used instead; they hold
-only a span's last pick, and the story says so.
+breaker among them), the collector's root-cause and critical-path analyses. Every pick event is
+read — an OTel span event, or the ``devbox.naming.pick: {...}`` Zipkin annotation it becomes when
+the spans went through Zipkin — so a span that picked several times (a gateway's) gives each hop
+its own decision. Only a span with no pick event at all (an SDK from before pick events) falls back
+to the ``devbox.naming.*`` span attributes, which hold its last pick only, and the story says so.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from typing import Any
@@ -43,8 +46,20 @@ def _status(span: dict[str, Any]) -> str:
     return text
 
 
-def _events(span: dict[str, Any]) -> list[dict[str, Any]]:
-    return [e for e in span.get("events") or [] if e.get("name") == PICK_EVENT]
+def _picks(span: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every pick recorded on ``span``, in time order: its ``devbox.naming.pick`` OTel events and the
+    Zipkin annotations such events become (``devbox.naming.pick: {attributes as JSON}``)."""
+    timed = [(int(e.get("time_us") or 0), dict(e.get("attributes") or {}))
+             for e in span.get("events") or [] if e.get("name") == PICK_EVENT]
+    for t, value in span.get("annotations") or []:
+        if str(value).startswith(PICK_EVENT + ": {"):
+            try:
+                attrs = json.loads(str(value)[len(PICK_EVENT) + 2:])
+            except ValueError:
+                continue
+            if isinstance(attrs, dict) and (int(t), attrs) not in timed:
+                timed.append((int(t), attrs))
+    return [attrs for _, attrs in sorted(timed, key=lambda pair: pair[0])]
 
 
 def _pick_from_attributes(span: dict[str, Any]) -> dict[str, Any] | None:
@@ -77,11 +92,12 @@ class _Trace:
 
     def pick_for(self, client: dict[str, Any], server: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         """The routing decision that sent ``client``'s call to ``server``'s instance, and where it
-        was read from (``event``, ``attributes`` or ``none``).
+        was read from (``event``, ``attributes``, ``unmatched`` — the caller's pick events were all
+        used by its other calls — or ``none``).
 
         The SDK picks while the caller's span is current, so the event sits on the CLIENT span
         or on one of its ancestors in the same service; several picks for the same callee are
-        told apart by the chosen port, else taken in order."""
+        told apart by the chosen port, else taken in order, each used for one call only."""
         callee, port = server["service"], _port(server)
         holders: list[dict[str, Any]] = []
         span: dict[str, Any] | None = client
@@ -89,9 +105,9 @@ class _Trace:
             holders.append(span)
             span = self.spans.get(span.get("parent_id") or "")
         candidates = [
-            (holder["span_id"], i, e.get("attributes") or {})
-            for holder in holders for i, e in enumerate(_events(holder))
-            if (e.get("attributes") or {}).get("service") == callee
+            (holder["span_id"], i, pick)
+            for holder in holders for i, pick in enumerate(_picks(holder))
+            if pick.get("service") == callee
         ]
         fresh = [c for c in candidates if (c[0], c[1]) not in self.used]
         chosen = next((c for c in fresh if port and str(c[2].get("instance", "")).endswith(f":{port}")), None)
@@ -99,7 +115,11 @@ class _Trace:
         if chosen:
             self.used.add((chosen[0], chosen[1]))
             return dict(chosen[2]), "event"
-        for holder in holders:
+        if candidates:  # picks of this callee were recorded, each already the decision of another call
+            return None, "unmatched"
+        if any(_picks(holder) for holder in holders):  # it records its picks: none was for this callee
+            return None, "none"
+        for holder in holders:  # an SDK that records no pick events: the attributes say the last pick
             pick = _pick_from_attributes(holder)
             if pick and pick.get("service") == callee:
                 return pick, "attributes"
@@ -107,6 +127,9 @@ class _Trace:
 
 
 def _why_pick(pick: dict[str, Any] | None, source: str) -> str:
+    if not pick and source == "unmatched":
+        return "none of the caller's recorded picks is left for this call (each of its picks of this service was " \
+               "the decision of another of its calls)"
     if not pick:
         return "no routing decision was recorded for this call (the caller did not resolve it through devbox naming)"
     parts = []
@@ -125,7 +148,7 @@ def _why_pick(pick: dict[str, Any] | None, source: str) -> str:
         parts.append(f"{balancer} balancer{among}")
     text = "; ".join(parts)
     if source == "attributes":
-        text += " (from the caller span's attributes: only its last pick is known)"
+        text += " (from the caller span's attributes: it has no pick events, so only its last pick is known)"
     return text
 
 
