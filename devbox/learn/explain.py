@@ -126,7 +126,26 @@ class _Trace:
         return None, "none"
 
 
-def _why_pick(pick: dict[str, Any] | None, source: str) -> str:
+def _breaker_story(pick: dict[str, Any], names: dict[str, str]) -> list[str]:
+    """What the circuit breakers did at this pick, as the SDK recorded it then (``breaker``: the chosen
+    instance's state; ``breaker_open``/``breaker_open_ids``: the instances its breaker kept out)."""
+    out = []
+    skipped_ids = list(pick.get("breaker_open_ids") or [])
+    skipped = list(pick.get("breaker_open") or [])
+    for i, addr in enumerate(skipped):
+        who = names.get(skipped_ids[i] if i < len(skipped_ids) else "") or addr
+        out.append(f"{who}{f' ({addr})' if who != addr else ''} was skipped: its circuit breaker was open")
+    state = pick.get("breaker")
+    if state == "half_open":
+        out.append("the chosen instance's breaker was half-open: this call was one of its probes")
+    elif state == "open":  # recover-all: every instance was out, so an open one was called anyway
+        out.append("the chosen instance's breaker was open (every instance was out: recover-all called it anyway)")
+    elif state == "closed" and not skipped:
+        out.append("its circuit breaker was closed")
+    return out
+
+
+def _why_pick(pick: dict[str, Any] | None, source: str, names: dict[str, str] | None = None) -> str:
     if not pick and source == "unmatched":
         return "none of the caller's recorded picks is left for this call (each of its picks of this service was " \
                "the decision of another of its calls)"
@@ -138,10 +157,13 @@ def _why_pick(pick: dict[str, Any] | None, source: str) -> str:
         parts.append(f"routing rule {pick['rule']!r}{target}")
     parts.append(str(pick.get("reason") or "no reason recorded"))
     filtered = pick.get("filtered") or []
+    if "breaker_open" in pick:  # the breaker's exclusions get their own sentence below
+        filtered = [f for f in filtered if not str(f).startswith("circuit_breaker:")]
     if filtered:
         parts.append("filtered out first: " + ", ".join(str(f) for f in filtered))
     if pick.get("failover"):
         parts.append("failover: the preferred instances were unavailable")
+    parts.extend(_breaker_story(pick, names or {}))
     balancer = pick.get("balancer")
     if balancer:
         among = f" among {pick['candidates']} candidate(s)" if pick.get("candidates") is not None else ""
@@ -181,7 +203,7 @@ def request_story(
                         "callee": server["service"], "operation": server["name"], "span_id": server["span_id"],
                         "instance": instance_of(server),
                         "address": (pick or {}).get("instance"),
-                        "pick": pick, "pick_source": source, "why": _why_pick(pick, source),
+                        "pick": pick, "pick_source": source, "why": _why_pick(pick, source, names),
                         "duration_us": server["duration_us"], "call_us": child["duration_us"],
                         "offset_us": server["start_us"] - t0,
                         "error": bool(server["error"]), "status": _status(server) or _status(child),

@@ -381,8 +381,10 @@ class NamingClient:
             if not result.instances:
                 raise NoInstanceError(f"no instance of {service!r} to call: {result.reason}")
             chosen, balancer = self._choose(service, result.instances, key)
-            self._breaker_set(service).acquire(chosen.id)
-        record_pick(service, chosen, result, balancer)
+            breakers = self._breaker_set(service)
+            state = breakers.state(chosen.id)  # before acquire: a half-open probe taken is this call's
+            breakers.acquire(chosen.id)
+        record_pick(service, chosen, result, balancer, breaker=str(state))
         return chosen, result, balancer
 
     def pick(self, service: str, labels: Mapping[str, str] | None = None, key: str | None = None) -> Instance:

@@ -30,12 +30,16 @@ def untraced() -> None:
     otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, otel_context.Context()))
 
 
-def record_pick(service: str, chosen: Instance, result: RouteResult, balancer: str) -> None:
+def record_pick(service: str, chosen: Instance, result: RouteResult, balancer: str, breaker: str = "") -> None:
     """Record one pick on the current span, if it records.
 
     The ``devbox.naming.pick`` event is the record of each decision: a span that picks more than
     once (a gateway, a failover) keeps them all, in order. The ``devbox.naming.*`` attributes are
     kept for filtering and for readers that want the span's outcome; they say the last pick only.
+    ``breaker`` is the chosen instance's breaker state at the pick; the instances its breaker kept
+    out are listed too (by address and id), so `devbox explain` can say what the breakers did *then*
+    — the breaker state read later is another moment's. When every instance was out and recover-all
+    kept them, none was skipped, so none is listed.
     """
     otel = otel_api()
     if otel is None:  # pragma: no cover
@@ -43,6 +47,8 @@ def record_pick(service: str, chosen: Instance, result: RouteResult, balancer: s
     span = otel[1].get_current_span()
     if not span.is_recording():
         return
+    skipped = [] if result.recovered_all else [
+        i for step in result.steps if step.filter == "circuit_breaker" for i in step.removed_instances]
     pick: dict[str, Any] = {
         "service": service,
         "instance": chosen.address,
@@ -54,6 +60,9 @@ def record_pick(service: str, chosen: Instance, result: RouteResult, balancer: s
         "filtered": list(result.removed_labels()),
         "candidates": len(result.instances),
         "failover": result.failover,
+        "breaker": breaker,
+        "breaker_open": [f"{i.host}:{i.port}" for i in skipped],
+        "breaker_open_ids": [str(i.id) for i in skipped],
     }
     span.add_event("devbox.naming.pick", pick)
     span.set_attributes({f"devbox.naming.{key}": value for key, value in pick.items()})
