@@ -115,7 +115,7 @@ def label_name(raw: str) -> str:
 def _any_value(value: Any) -> str:
     kind = value.WhichOneof("value")
     if kind == "string_value":
-        return value.string_value
+        return str(value.string_value)
     if kind is None:
         return ""
     if kind == "array_value":
@@ -123,7 +123,7 @@ def _any_value(value: Any) -> str:
     if kind == "kvlist_value":
         return json.dumps({kv.key: _any_value(kv.value) for kv in value.kvlist_value.values})
     if kind == "bytes_value":
-        return value.bytes_value.hex()
+        return str(value.bytes_value.hex())
     got = getattr(value, kind)
     if isinstance(got, bool):
         return "true" if got else "false"
@@ -259,7 +259,8 @@ def _number_points(
     append = out.append
     labels_of_dp = label_sets.of
     for dp in data_points:
-        value = float(dp.as_int) if dp.WhichOneof("value") == "as_int" else dp.as_double
+        # as_double is 0.0 when as_int is set: a non-zero as_double is the value (one look-up)
+        value = dp.as_double or (float(dp.as_int) if dp.WhichOneof("value") == "as_int" else dp.as_double)
         if value - value != 0.0:  # NaN or an infinity (x - x is NaN for both)
             raise ReportError(f"{where}: value {value} is not a finite number (NaN and Inf are refused)")
         nanos = dp.time_unix_nano
@@ -417,4 +418,6 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
 
 
 def register_grpc(server: grpc.aio.Server, get_core: Callable[[], MetricsCore]) -> None:
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(get_core), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        _MetricsService(get_core), server
+    )

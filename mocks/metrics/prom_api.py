@@ -345,7 +345,7 @@ class PrometheusApi:
 
     async def exposition(self) -> Response:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_StoreCollector(self.get_core(), self.states))  # type: ignore[arg-type]
+        registry.register(_StoreCollector(self.get_core(), self.states))
         body = await asyncio.to_thread(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 

@@ -43,7 +43,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from devbox.mocks.metrics.promql import NAME, LabelMatcher, RawSeries, SampleBudget
 
@@ -370,7 +370,8 @@ class MetricsStore:
                             sids[i] = sid
                 # sorted by (series, ts): SQLite's B-tree is walked in order and the head appends; the
                 # sort is stable, so of two samples of one second the later one still wins
-                rows = sorted(zip(sids, map(int, map(_POINT_TS, points)), values, strict=True), key=_SID_TS)
+                ids = cast("list[int]", sids)  # every None was just filled in
+                rows = sorted(zip(ids, map(int, map(_POINT_TS, points)), values, strict=True), key=_SID_TS)
                 conn.executemany("INSERT OR REPLACE INTO samples (series_id, ts, value) VALUES (?, ?, ?)", rows)
                 for info in metadata:
                     old = self.meta.get(info.name)

@@ -92,7 +92,7 @@ def topk(op: str, vec: Vector, ks: list[float], by: list[str], without: bool, ti
             if k < 1:
                 continue
             present = [(vec.series[m][1][i], m) for m in members if vec.series[m][1][i] is not None]
-            present.sort(key=lambda p: (math.isnan(p[0]), -p[0] if op == "topk" else p[0]))  # type: ignore[operator]
+            present.sort(key=lambda p: (math.isnan(p[0]), -p[0] if op == "topk" else p[0]))  # type: ignore[operator,arg-type]
             for value, m in present[:k]:
                 keep[m][i] = value
     out = Vector()

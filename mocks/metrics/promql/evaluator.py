@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from devbox.mocks.metrics.promql.aggregation import AGG_OPS, aggregate, count_values, topk
 from devbox.mocks.metrics.promql.binary import binary
@@ -141,7 +141,7 @@ class Evaluator:
         shared: dict[tuple[int, int, int], tuple[list[int], list[float]]] = {}
         for labels, vals in value.series.values():
             if None not in vals:
-                out.append((labels, times, vals))  # type: ignore[arg-type]  # no None in it
+                out.append((labels, times, cast("list[float]", vals)))  # no None in it
                 continue
             kept = [i for i, v in enumerate(vals) if v is not None]
             if not kept:
@@ -150,7 +150,7 @@ class Evaluator:
             seen = shared.get(shape)
             if seen is None or seen[0] != kept:
                 seen = shared[shape] = (kept, [times[i] for i in kept])
-            out.append((labels, seen[1], [vals[i] for i in kept]))  # type: ignore[misc]
+            out.append((labels, seen[1], cast("list[float]", [vals[i] for i in kept])))
         return "matrix", out
 
     def fork(self, bounds: tuple[float, float], *, deadline: float | None = None) -> Evaluator:
@@ -179,7 +179,8 @@ class Evaluator:
         handler = getattr(self, f"_eval_{kind}", None)
         if handler is None:
             raise QueryError(f"unsupported expression {kind}: {short(node)}")
-        return handler(node, times)
+        value: Value = handler(node, times)
+        return value
 
     def _eval_ParenExpr(self, node: Any, times: list[float]) -> Value:
         return self.evaluate(node.expr, times)

@@ -123,11 +123,11 @@ def _fn_scalar(ev: Engine, node: Any, args: list[Value], times: list[float]) -> 
     vec = args[0]
     if not isinstance(vec, Vector):
         raise QueryError("scalar() needs an instant vector")
-    out = []
+    out: list[float] = []
     for i in range(len(times)):
-        present = [vals[i] for _, vals in vec.series.values() if vals[i] is not None]
-        out.append(present[0] if len(present) == 1 else math.nan)  # type: ignore[list-item]
-    return Scalar(out)  # type: ignore[arg-type]
+        present = [v for _, vals in vec.series.values() if (v := vals[i]) is not None]
+        out.append(present[0] if len(present) == 1 else math.nan)
+    return Scalar(out)
 
 
 def _fn_vector(ev: Engine, node: Any, args: list[Value], times: list[float]) -> Value:
