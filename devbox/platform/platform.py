@@ -1,9 +1,15 @@
 """Platform: assembles the components, binds the listeners, runs them on one asyncio loop.
 
-Every listening socket is bound before any component starts, so a taken port is reported by its
-name (``polaris_grpc: port 8091 is taken``) and nothing has started yet. One HTTP app (FastAPI
-under uvicorn) per HTTP listener, one ``grpc.aio`` server per gRPC listener. A component that
-fails to start is marked ``error`` and the rest keep running.
+Every listening socket is bound before any component is imported or started, so a taken port is
+reported by its name (``polaris_grpc: port 8091 is taken``) and nothing has started yet. One HTTP
+app (FastAPI under uvicorn) per HTTP listener, one ``grpc.aio`` server per gRPC listener. A
+component that fails to start is marked ``error`` and the rest keep running.
+
+Bind first, then load: each listener serves from the moment it is bound, answering 503
+``{"error": "starting"}`` with ``Retry-After`` (gRPC: UNAVAILABLE "starting") while the components
+are imported (in a worker thread, so the loop keeps answering), started, and their apps built;
+then the real app is swapped in. A client that connects early gets told to retry, never
+"connection refused", and ``devbox up`` answers on every port within a fraction of its start.
 """
 
 from __future__ import annotations
@@ -11,17 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import socket
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import devbox
 from devbox.platform import registry
@@ -35,11 +39,12 @@ from devbox.platform.component import (
     PlatformContext,
     ProjectSettings,
 )
-from devbox.platform.edge import ApiErrorInterceptor, api_error_handler, openapi_without_422
-from devbox.platform.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
+from devbox.platform.edge import ApiErrorInterceptor
 from devbox.platform.events import Events
-from devbox.platform.http import BodyLimitMiddleware, TokenMiddleware
 from devbox.platform.store import CorruptState
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +61,69 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+#: Seconds a client told "starting" is asked to wait before it retries.
+STARTING_RETRY_AFTER = 1
+STARTING_REASON = "devbox is starting: its components are loading; retry in a moment"
+
+
+class _Switch:
+    """The ASGI app an HTTP listener serves from the moment it is bound: answers 503 "starting"
+    until ``app`` (the listener's real app) is set, then hands every request to it."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        app = self.app
+        if app is not None:
+            await app(scope, receive, send)
+        elif scope["type"] == "http":
+            body: dict[str, Any] = {"error": "starting", "reason": STARTING_REASON}
+            if scope.get("path") == "/healthz":
+                body = {"status": "starting", **body}
+            payload = json.dumps(body).encode()
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                (b"retry-after", str(STARTING_RETRY_AFTER).encode())]})
+            await send({"type": "http.response.body", "body": payload})
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1013})  # 1013: try again later
+
+
+async def _unavailable(request_iterator: Any, context: Any) -> Any:
+    await context.abort(grpc.StatusCode.UNAVAILABLE, STARTING_REASON)
+    yield  # pragma: no cover  # a generator: the kind of handler that fits any call shape
+
+
+#: stream-stream with raw bytes fits every call (unary or streaming) without reading its request.
+_STARTING_HANDLER = grpc.stream_stream_rpc_method_handler(_unavailable)
+
+
+class _GrpcTable(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no type stubs
+    """What a gRPC listener's registrars add, served through the one handler its server has had
+    since it was started (a grpc server takes handlers only before it starts): every call is
+    answered UNAVAILABLE "starting" until ``ready``. Registrars use it as they would the server."""
+
+    def __init__(self) -> None:
+        self.handlers: list[Any] = []
+        self.ready = False
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[Any]) -> None:
+        self.handlers.extend(handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Any]) -> None:
+        """Generated ``add_*Servicer_to_server`` also passes its generic handler, which serves these."""
+
+    def service(self, handler_call_details: Any) -> Any:
+        if not self.ready:
+            return _STARTING_HANDLER
+        for handler in self.handlers:
+            found = handler.service(handler_call_details)
+            if found is not None:
+                return found
+        return None
 
 
 class Platform:
@@ -89,7 +157,9 @@ class Platform:
         self._components: dict[str, Component] = {}
         self._sockets: dict[str, socket.socket] = {}
         self._http: dict[str, _Server] = {}
+        self._switches: dict[str, _Switch] = {}
         self._grpc: dict[str, grpc.aio.Server] = {}
+        self._grpc_tables: dict[str, _GrpcTable] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.stopped = asyncio.Event()
 
@@ -106,10 +176,13 @@ class Platform:
     def addresses(self) -> dict[str, tuple[str, int]]:
         return dict(self.ctx.addresses)
 
-    def _instantiate(self) -> None:
+    def _load_factories(self) -> dict[str, type[Component]]:
+        # in a worker thread: these imports are most of a start, and the loop keeps answering meanwhile
+        return {name: registry.load_factory(self._specs[name].factory) for name in self._wanted}
+
+    def _instantiate(self, classes: dict[str, type[Component]]) -> None:
         for name in self._wanted:
-            cls = registry.load_factory(self._specs[name].factory)
-            component = cls(self.ctx)
+            component = classes[name](self.ctx)
             self._components[name] = component
             self.ctx._components[name] = component
 
@@ -152,7 +225,22 @@ class Platform:
         sock.set_inheritable(False)
         return sock
 
+    def _listeners_declared(self) -> list[str]:
+        """What is bound before any component is imported: ``api`` and the wanted specs' listeners."""
+        names = [API_LISTENER.name]
+        for name in self._wanted:
+            names += [listener.name for listener in self._specs[name].listeners if listener.name not in names]
+        return names
+
     def _http_app(self, listener: str, routers: list[Any]) -> FastAPI:
+        from fastapi import FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+        from starlette.exceptions import HTTPException as StarletteHTTPException
+
+        from devbox.platform.edge import api_error_handler, openapi_without_422
+        from devbox.platform.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
+        from devbox.platform.http import BodyLimitMiddleware, TokenMiddleware
+
         api = listener == API_LISTENER.name
         app = FastAPI(
             title=f"devbox {listener}",
@@ -242,27 +330,57 @@ class Platform:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind every listener, start every component, then serve. Raises PortInUse before starting."""
+        """Bind every listener and serve "starting" on it, then import, instantiate and start every
+        component and swap in the real apps; returns once all of that is done. Raises PortInUse
+        before anything starts; on any other failure stops what it started, then raises."""
         self.config.state_path.mkdir(parents=True, exist_ok=True)
-        self._instantiate()
-        needed = self._listeners_needed()
+        declared = self._listeners_declared()
         try:
+            await self._bind_and_serve(declared)
+            LOG.info("platform listening (starting): %s", {k: v[1] for k, v in self.ctx.addresses.items()})
+            self._instantiate(await asyncio.to_thread(self._load_factories))
+            needed = self._listeners_needed()
             for listener in needed:
+                if listener not in declared:  # served by a component added at run time (tests, benchmarks)
+                    declared.append(listener)
+                    await self._bind_and_serve([listener])
+            for name, component in self._components.items():
+                await self._start_component(name, component)
+            for listener, items in needed.items():
+                if self.protocol(listener) == "grpc":
+                    table = self._grpc_tables[listener]
+                    for registrar in items:
+                        registrar(table)
+                    table.ready = True
+                else:
+                    self._switches[listener].app = await asyncio.to_thread(self._http_app, listener, items)
+            for listener in declared:  # declared by a spec, served by no component: the real 404s
+                if listener not in needed:
+                    if self.protocol(listener) == "grpc":
+                        self._grpc_tables[listener].ready = True
+                    else:
+                        self._switches[listener].app = await asyncio.to_thread(self._http_app, listener, [])
+        except BaseException:
+            await self._close_listeners()
+            raise
+        self.started_at = time.time()
+        LOG.info("platform up: %s", {k: v[1] for k, v in self.ctx.addresses.items()})
+
+    async def _bind_and_serve(self, listeners: list[str]) -> None:
+        """Bind every one of ``listeners`` (PortInUse before any serves), then serve "starting" on each."""
+        try:
+            for listener in listeners:
                 self._sockets[listener] = self._bind(listener)
                 host, port = self._sockets[listener].getsockname()[:2]
                 self.ctx.addresses[listener] = (host, port)
         except PortInUse:
             self._close_sockets()
             raise
-        for name, component in self._components.items():
-            await self._start_component(name, component)
-        for listener, items in needed.items():
+        for listener in listeners:
             if self.protocol(listener) == "grpc":
-                await self._serve_grpc(listener, items)
+                await self._serve_grpc(listener)
             else:
-                await self._serve_http(listener, items)
-        self.started_at = time.time()
-        LOG.info("platform up: %s", {k: v[1] for k, v in self.ctx.addresses.items()})
+                await self._serve_http(listener)
 
     async def _start_component(self, name: str, component: Component) -> None:
         component.state = ComponentState.STARTING
@@ -280,10 +398,10 @@ class Platform:
         else:
             component.state = ComponentState.RUNNING
 
-    async def _serve_http(self, listener: str, routers: list[Any]) -> None:
-        app = self._http_app(listener, routers)
+    async def _serve_http(self, listener: str) -> None:
+        switch = self._switches[listener] = _Switch()
         config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2
+            switch, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2
         )
         server = _Server(config)
         self._http[listener] = server
@@ -294,7 +412,7 @@ class Platform:
                 self._tasks[-1].result()
             await asyncio.sleep(0.005)
 
-    async def _serve_grpc(self, listener: str, registrars: list[Any]) -> None:
+    async def _serve_grpc(self, listener: str) -> None:
         options = [
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE),
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE),
@@ -303,9 +421,8 @@ class Platform:
         interceptors: list[Any] = [ApiErrorInterceptor()]
         if self.config.platform.token:
             interceptors.insert(0, TokenInterceptor(self.config.platform.token))
-        server = grpc.aio.server(options=options, interceptors=interceptors)
-        for registrar in registrars:
-            registrar(server)
+        table = self._grpc_tables[listener] = _GrpcTable()
+        server = grpc.aio.server(handlers=[table], options=options, interceptors=interceptors)
         host, port = self.ctx.addresses[listener]
         # grpc binds its own socket: release ours just before, so the port stays reserved until now.
         self._sockets.pop(listener).close()
@@ -328,19 +445,22 @@ class Platform:
         # uvicorn's graceful-shutdown timeout ends and it cancels them with an ERROR line.
         for name, component in components:
             await self._before_listeners_close(name, component)
+        await self._close_listeners()
+        for name, component in components:
+            await self._stop_component(name, component)
+        self.stopped.set()
+
+    async def _close_listeners(self) -> None:
         for server in self._http.values():
             server.should_exit = True
         for server in self._grpc.values():
             await server.stop(grace=1.0)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        for name, component in components:
-            await self._stop_component(name, component)
         self._http.clear()
         self._grpc.clear()
         self._tasks.clear()
         self._close_sockets()
-        self.stopped.set()
 
     async def _before_listeners_close(self, name: str, component: Component) -> None:
         # every instantiated component: a stopped or failed one's routes are still served

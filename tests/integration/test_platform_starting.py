@@ -1,0 +1,117 @@
+"""Bind first (issue 15, platform up <= 1 s): every listener answers from the moment it is bound —
+HTTP with 503 "starting" and Retry-After, gRPC with UNAVAILABLE — while a slow component starts,
+never "connection refused"; once the platform is up, the same listeners serve the real apps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from fastapi import APIRouter
+
+from devbox.assembly import SPECS
+from devbox.config import ProjectConfig
+from devbox.platform.component import Component, ComponentSpec, PlatformContext
+from devbox.platform.platform import Platform
+from devbox.testing import wait_for
+
+#: Released by the test: the slow component's start() waits on it.
+GATE = threading.Event()
+
+
+class SlowComponent(Component):
+    """A component whose start() takes as long as the test wants, serving one route on ``api``."""
+
+    name = "slow"
+
+    def __init__(self, ctx: PlatformContext) -> None:
+        super().__init__(ctx)
+        self.router = APIRouter()
+        self.router.add_api_route("/api/slow", self.hello, methods=["GET"])
+
+    def http_routes(self) -> list[tuple[str, APIRouter]]:
+        return [("api", self.router)]
+
+    async def hello(self) -> dict[str, str]:
+        return {"hello": "slow"}
+
+    async def start(self) -> None:
+        await asyncio.to_thread(GATE.wait, 60)
+
+
+@pytest.fixture()
+def starting(tmp_path: Path) -> Iterator[tuple[Platform, dict[str, Any]]]:
+    """A platform (naming + the slow component) whose start() runs on a background loop."""
+    GATE.clear()
+    specs = [*SPECS, ComponentSpec(name="slow", factory=f"{__name__}:SlowComponent", after=("naming",))]
+    platform = Platform(ProjectConfig.for_tests(tmp_path), components=["naming", "slow"], specs=specs)
+    loop = asyncio.new_event_loop()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        async def main() -> None:
+            outcome["stop"] = asyncio.Event()
+            try:
+                await platform.start()
+                outcome["started"] = True
+            except BaseException as exc:  # reported by the test's wait
+                outcome["error"] = exc
+                return
+            await outcome["stop"].wait()
+            await platform.stop()
+
+        loop.run_until_complete(main())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield platform, outcome
+    finally:
+        GATE.set()
+        wait_for(lambda: "started" in outcome or "error" in outcome, 30, "the platform's start to end")
+        if "stop" in outcome and "started" in outcome:
+            loop.call_soon_threadsafe(outcome["stop"].set)
+        thread.join(30)
+        loop.close()
+
+
+def test_listeners_answer_starting_while_a_slow_component_starts_then_serve(
+    starting: tuple[Platform, dict[str, Any]],
+) -> None:
+    platform, outcome = starting
+    wait_for(lambda: {"api", "polaris_http", "polaris_grpc"} <= set(platform.ctx.addresses), 30,
+             "the listeners to be bound")
+    api = platform.ctx.url("api")
+
+    health = httpx.get(f"{api}/healthz", timeout=30)  # bound and listening: no "connection refused"
+    assert health.status_code == 503
+    assert health.json()["status"] == "starting"
+    refused = httpx.get(f"{api}/api/slow", timeout=5)
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "starting" and refused.json()["reason"]
+    assert refused.headers["retry-after"] == "1"
+    polaris = httpx.get(platform.ctx.url("polaris_http") + "/naming/v1/instances", timeout=5)
+    assert polaris.status_code == 503 and polaris.json()["error"] == "starting"
+    with grpc.insecure_channel(platform.ctx.target("polaris_grpc")) as channel:
+        with pytest.raises(grpc.RpcError) as raised:
+            channel.unary_unary("/v1.PolarisGRPC/Discover")(b"", timeout=5)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "starting" in (raised.value.details() or "")
+    assert "started" not in outcome and "error" not in outcome
+
+    GATE.set()
+    wait_for(lambda: "started" in outcome or "error" in outcome, 30, "the platform to be up")
+    assert "error" not in outcome, outcome.get("error")
+    assert httpx.get(f"{api}/healthz", timeout=5).json()["status"] == "ok"
+    assert httpx.get(f"{api}/api/slow", timeout=5).json() == {"hello": "slow"}
+    assert httpx.get(platform.ctx.url("polaris_http") + "/healthz", timeout=5).status_code != 503
+    with grpc.insecure_channel(platform.ctx.target("polaris_grpc")) as channel:
+        with pytest.raises(grpc.RpcError) as raised:  # the real servicer table: an unknown method
+            channel.unary_unary("/no.Such/Method")(b"", timeout=5)
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
