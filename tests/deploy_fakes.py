@@ -5,7 +5,9 @@ answers ``GET /`` with JSON naming its instance and the content of ``VERSION`` (
 ``GET /healthz`` with 200. Behaviour knobs, by environment: ``FAKE_EXIT=N`` exits with N at once,
 ``FAKE_DELAY=S`` sleeps S seconds before listening, ``FAKE_UNREADY=1`` answers /healthz 503,
 ``FAKE_CRASH_AFTER=S`` exits 1 after S seconds of serving, ``FAKE_SELF_REGISTER=S`` registers
-itself through the Polaris HTTP API S seconds after it listens (a ``register: self`` service).
+itself through the Polaris HTTP API S seconds after it listens (a ``register: self`` service),
+``FAKE_LATENCY=S`` answers ``GET /`` after S seconds, ``FAKE_ERROR_RATE=F`` answers that share of
+``GET /`` with 500 (a slow or broken new version in a release test).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 SERVER = textwrap.dedent(
     '''
-    import json, os, sys, threading, time
+    import json, os, random, sys, threading, time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from pathlib import Path
 
@@ -28,6 +30,8 @@ SERVER = textwrap.dedent(
     version_file = Path(__file__).with_name("VERSION")
     VERSION = version_file.read_text().strip() if version_file.exists() else "0"
     UNREADY = bool(os.environ.get("FAKE_UNREADY"))
+    LATENCY = float(os.environ.get("FAKE_LATENCY", "0"))
+    ERROR_RATE = float(os.environ.get("FAKE_ERROR_RATE", "0"))
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -36,7 +40,8 @@ SERVER = textwrap.dedent(
             if self.path == "/healthz":
                 code, body = (503, b"starting") if UNREADY else (200, b"ok")
             else:
-                code = 200
+                time.sleep(LATENCY)
+                code = 500 if random.random() < ERROR_RATE else 200
                 body = json.dumps({"instance": os.environ.get("DEVBOX_INSTANCE_ID"),
                                    "version": VERSION, "port": os.environ.get("PORT"),
                                    "tags": os.environ.get("DEVBOX_TAGS", "")}).encode()

@@ -216,8 +216,11 @@ class ReleaseManager:
         dep = self.sup.deployments.get(req.service)
         if dep is None:
             raise NotDeployed(f"service {req.service!r} is not up (no deployment of it)")
-        if not self._live(dep):
-            raise NotPossibleNow(f"service {req.service} has no ready instance to release next to")
+        if not self._live(dep):  # declared in devbox.yaml, but scaled to 0, stopped or not ready yet
+            states = sorted({i.record.state.value for i in dep.instances.values()}) or ["scaled to 0"]
+            raise NotPossibleNow(f"service {req.service} is not up ({', '.join(states)}): a release needs a ready "
+                                 f"instance to release next to; start it (replicas in devbox.yaml, or POST "
+                                 f"/api/deploy/services/{req.service}/scale) and release again")
         rel = Release(id=f"{req.service}-{req.version}-{int(time.time())}", service=req.service, version=req.version,
                       batches=req.batches, pause=req.pause, gates=req.gates, in_place=req.in_place,
                       env=dict(req.env), tags=dict(req.tags))
