@@ -87,14 +87,30 @@ class Actions(System):
 
     def fault(self, step: FaultStep) -> str:
         faults = self.port(FaultFront, "faults")
-        body = step.model_dump(exclude={"alias"})
+        body = step.model_dump(exclude={"alias", "instance"})
+        target = self._fault_instance(step)
+        if target is not None:
+            body["instance"] = target
         body["seed"] = self.rng.randrange(2**31)
         rule = self.on_loop(faults.add_rule, body)
         fault_id = str(rule["id"])
         if step.alias:
             self.fault_ids[step.alias] = fault_id
-        self.log(f"fault {fault_id} on {step.service}: {_fault_text(step)}")
+        self.log(f"fault {fault_id} on {step.service}" + (f" instance {target}" if target else "")
+                 + f": {_fault_text(step)}")
         return fault_id
+
+    def _fault_instance(self, step: FaultStep) -> str | None:
+        """The one instance a fault step targets, as the faults component takes it (naming id or
+        deploy name); None for every instance. A string that is no scenario reference (`random`, a
+        name given by `as:`) is passed as a deploy name or id: the faults component refuses an unknown
+        one, naming the known ones."""
+        ref = step.instance
+        if ref is None or ref == "all":
+            return None
+        if isinstance(ref, str) and ref != "random" and ref not in self.aliases:
+            return ref
+        return self.pick_instances(step.service, ref)[0].id
 
     def clear_faults(self, step: ClearFaultsStep | None = None) -> None:
         faults = self.port(FaultFront, "faults")

@@ -112,6 +112,10 @@ class FaultStep(_Model):
 
     service: str = Field(description="Callee whose inbound traffic is affected.")
     caller: str | None = Field(None, description="Only calls from this service (caller→callee pair).")
+    instance: InstanceRef | None = Field(
+        None, description="Only calls to this instance of the service: index (sorted by id), `random` (seeded), a "
+        "name given by `as:`, metadata, or its deploy name (users-2) or naming id; default (or `all`) every instance."
+    )
     path: str | None = Field(None, description="Only HTTP paths starting with this (or the gRPC method).")
     method: str | None = Field(None, description="Only this HTTP method.")
     latency_ms: float = Field(0, ge=0, le=60_000, description="Added latency.")
