@@ -45,7 +45,16 @@ class Events:
 
     def __init__(self) -> None:
         self.spans_ingested = EventHook("spans_ingested")
-        """Spans were accepted by the trace collector. ``spans``: list of :class:`devbox.mocks.tracing.models.Span`."""
+        """Spans were accepted by the trace collector. ``spans``: list of :class:`devbox.mocks.tracing.models.Span`.
+        Listening costs: the collector then ships every span back from its indexer process as an
+        object (~15 µs a span of the platform's CPU) — prefer ``rpc_aggregates`` where it serves."""
+
+        self.rpc_aggregates = EventHook("rpc_aggregates")
+        """RPC counter increments the trace collector derived from a batch of spans it indexed
+        (CLIENT spans: caller reports, SERVER spans: callee reports, peers resolved as described in
+        :mod:`devbox.mocks.tracing.rpcstats`). ``aggregates``: ``{(side, base_labels): [{(code,
+        status): calls}, calls_per_latency_bucket, calls, latency_sum_us]}`` with latency buckets
+        bounded by the project's ``metrics.rpc_buckets`` (:data:`devbox.mocks.tracing.rpcstats.Aggregates`)."""
 
         self.instance_changed = EventHook("instance_changed")
         """An instance was registered, deregistered or changed health. ``service``, ``namespace``,

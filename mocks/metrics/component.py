@@ -112,7 +112,7 @@ class MetricsComponent(Component):
     async def start(self) -> None:
         path = self.ctx.state_dir / "metrics.db"
         self.core = await asyncio.to_thread(MetricsCore, path, self.config)
-        self.ctx.events.spans_ingested.add_listener(self._on_spans)
+        self.ctx.events.rpc_aggregates.add_listener(self._on_rpc)
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="metrics:flush"))
         self._tasks.append(asyncio.create_task(self._compact_loop(), name="metrics:compact"))
         from devbox.mocks.metrics.scrape import Scraper
@@ -122,7 +122,7 @@ class MetricsComponent(Component):
 
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
-            self.ctx.events.spans_ingested.remove_listener(self._on_spans)
+            self.ctx.events.rpc_aggregates.remove_listener(self._on_rpc)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -150,9 +150,10 @@ class MetricsComponent(Component):
 
     # --- background work --------------------------------------------------------------------
 
-    def _on_spans(self, spans: list[Any]) -> None:
+    def _on_rpc(self, aggregates: dict[Any, list[Any]]) -> None:
+        # increments the trace indexer derived from spans (not the spans: see tracing.rpcstats)
         if self.core is not None:
-            self.core.observe_spans(spans)
+            self.core.add_rpc(aggregates)
 
     async def _flush_loop(self) -> None:
         """Write the span-derived RPC counters: each second while spans arrive, else every

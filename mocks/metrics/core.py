@@ -5,20 +5,23 @@ rejected request stores nothing):
 
 - RPC reports derived from spans (007's caller/callee interceptor reports): SERVER spans are
   callee reports, CLIENT spans caller reports, counted into ``rpc_{server,client}_requests_total``
-  {caller, callee, method, code, status} and ``rpc_{server,client}_duration_seconds`` histograms;
+  {caller, callee, method, code, status} and ``rpc_{server,client}_duration_seconds`` histograms.
+  The trace collector's indexer process derives the increments from the spans it decodes
+  (:mod:`devbox.mocks.tracing.rpcstats`) and ``events.rpc_aggregates`` brings them here
+  (:meth:`RpcReports.add`): no span object crosses into this process;
 - OTLP metrics (:mod:`devbox.mocks.metrics.otlp` decodes, :meth:`ingest_points` stores);
 - custom multi-dimensional reports with a policy per value (:meth:`custom_reports`);
 - Prometheus scrapes (:mod:`devbox.mocks.metrics.scrape`).
 
 LIMITATIONS: the caller of a SERVER span is found from its parent CLIENT span when that arrives
-within ~2 s (else ``remote_service``, else ``unknown``); derived RPC counters live in memory for up
-to a second before they are written (the spans themselves are already stored by tracing).
+within ~2 s (else ``remote_service``, else ``unknown``; the indexer holds the span meanwhile);
+derived RPC counters live in memory for up to a second before they are written (the spans
+themselves are already stored by tracing).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import concurrent.futures
 import json
 import logging
@@ -26,7 +29,6 @@ import math
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +53,6 @@ T = TypeVar("T")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 POLICIES = ("SUM", "AVG", "MAX", "MIN", "SET", "LAST", "COUNT")
-#: How long a span waits for its peer span (to learn the caller/callee) before it is counted.
-PEER_WAIT = 2.0
-PEER_CACHE = 50_000
 #: 2100-01-01: later timestamps are refused as typos (or nanoseconds).
 MAX_TIMESTAMP = 4_102_444_800
 
@@ -97,28 +96,21 @@ def check_value(value: Any, where: str) -> float:
 class _Histogram:
     buckets: list[float]
     counts: list[int] = field(default_factory=list)
-    total: float = 0.0
+    total_us: int = 0  # whole µs: sums are exact whatever the order increments arrive in
     count: int = 0
 
-    def observe(self, value: float) -> None:
-        if not self.counts:
-            self.counts = [0] * len(self.buckets)
-        index = bisect.bisect_left(self.buckets, value)  # first bound >= value: le semantics
-        if index < len(self.buckets):
-            self.counts[index] += 1
-        self.total += value
-        self.count += 1
+    @property
+    def total(self) -> float:
+        return self.total_us / 1e6
 
 
 class RpcReports:
-    """Caller/callee counters and latency histograms derived from spans, kept cumulative in memory."""
+    """Caller/callee counters and latency histograms derived from spans, kept cumulative in memory
+    (the increments come from the trace indexer: :meth:`add`)."""
 
     def __init__(self, buckets: list[float]) -> None:
         self.buckets = list(buckets)
         self._lock = threading.Lock()
-        self._pending: list[tuple[float, Any]] = []
-        self._client_service: OrderedDict[str, str] = OrderedDict()  # client span id -> caller
-        self._server_service: OrderedDict[str, str] = OrderedDict()  # parent (client) span id -> callee
         self.requests: dict[tuple[str, Labels], float] = {}
         self.histograms: dict[tuple[str, Labels], _Histogram] = {}
         #: series created since the last write: they get a 0 sample one second earlier, so that
@@ -127,17 +119,30 @@ class RpcReports:
         self._changed: set[tuple[str, Labels]] = set()
         self._dirty = False
 
-    def observe(self, spans: Iterable[Any], now: float) -> None:
+    def add(self, aggregates: dict[tuple[str, Labels], list[Any]]) -> None:
+        """Add the increments of ``events.rpc_aggregates`` (format: :data:`devbox.mocks.tracing.rpcstats.Aggregates`,
+        latency buckets bounded by :attr:`buckets`)."""
         with self._lock:
-            for span in spans:
-                if span.kind == "CLIENT":
-                    _remember(self._client_service, span.span_id, span.service)
-                    self._pending.append((now, span))
-                elif span.kind == "SERVER":
-                    if span.parent_id:
-                        _remember(self._server_service, span.parent_id, span.service)
-                    self._pending.append((now, span))
-            if self._pending:
+            for (side, base), (outcomes, bucket_counts, calls, sum_us) in aggregates.items():
+                for (code, status), n in outcomes.items():
+                    key = (f"rpc_{side}_requests_total", labels_of({**dict(base), "code": code, "status": status}))
+                    if key not in self.requests:
+                        self._new.add(key)
+                    self.requests[key] = self.requests.get(key, 0.0) + n
+                    self._changed.add(key)
+                hkey = (f"rpc_{side}_duration_seconds", tuple(base))
+                hist = self.histograms.get(hkey)
+                if hist is None:
+                    hist = self.histograms[hkey] = _Histogram(self.buckets)
+                    self._new.add(hkey)
+                self._changed.add(hkey)
+                if not hist.counts:
+                    hist.counts = [0] * len(self.buckets)
+                for i, n in enumerate(bucket_counts):
+                    hist.counts[i] += n
+                hist.count += calls
+                hist.total_us += sum_us
+            if aggregates:
                 self._dirty = True
 
     def dirty(self) -> bool:
@@ -146,52 +151,10 @@ class RpcReports:
     def has_series(self) -> bool:
         return bool(self.requests or self.histograms)
 
-    def settle(self, now: float, *, force: bool = False) -> None:
-        """Count pending spans whose peer is known, or that waited long enough."""
-        with self._lock:
-            keep = []
-            for arrived, span in self._pending:
-                if span.kind == "SERVER":
-                    caller = self._client_service.get(span.parent_id or "")
-                    if caller is None and not force and now - arrived < PEER_WAIT and span.parent_id:
-                        keep.append((arrived, span))
-                        continue
-                    self._count(
-                        "server", caller or span.remote_service or _attr_peer(span) or "unknown", span.service, span
-                    )
-                else:
-                    callee = span.remote_service or self._server_service.get(span.span_id)
-                    if callee is None and not force and now - arrived < PEER_WAIT:
-                        keep.append((arrived, span))
-                        continue
-                    self._count("client", span.service, callee or _attr_peer(span) or "unknown", span)
-            self._pending = keep
-
-    def _count(self, side: str, caller: str, callee: str, span: Any) -> None:
-        method = _method_of(span)
-        code = _code_of(span)
-        status = "error" if span.error else "ok"
-        base = {"caller": caller, "callee": callee, "method": method}
-        version = (span.resource or {}).get("devbox.version") if side == "server" else None
-        if version:  # instances a release tagged: a gate compares the new version's calls with the old one's
-            base["version"] = str(version)
-        key = (f"rpc_{side}_requests_total", labels_of({**base, "code": code, "status": status}))
-        if key not in self.requests:
-            self._new.add(key)
-        self.requests[key] = self.requests.get(key, 0.0) + 1.0
-        self._changed.add(key)
-        hkey = (f"rpc_{side}_duration_seconds", labels_of(base))
-        hist = self.histograms.get(hkey)
-        if hist is None:
-            hist = self.histograms[hkey] = _Histogram(self.buckets)
-            self._new.add(hkey)
-        self._changed.add(hkey)
-        hist.observe(max(span.duration_us, 0) / 1e6)
-
     def points(self, ts: float, *, everything: bool = True) -> list[Point]:
         """The cumulative series at ``ts``: all of them, or only those counted since the last call."""
         with self._lock:
-            self._dirty = bool(self._pending)
+            self._dirty = False
             changed, self._changed = self._changed, set()
             requests = (
                 self.requests.items() if everything else ((k, self.requests[k]) for k in changed if k in self.requests)
@@ -239,44 +202,8 @@ RPC_METADATA = [
 ]
 
 
-def _remember(cache: OrderedDict[str, str], key: str, value: str) -> None:
-    cache[key] = value
-    if len(cache) > PEER_CACHE:
-        cache.popitem(last=False)
-
-
 def _fmt_le(bound: float) -> str:
     return repr(float(bound))
-
-
-def _attr_peer(span: Any) -> str | None:
-    """The peer named in the span's attributes: the callee for CLIENT spans, the caller for SERVER ones."""
-    attrs = span.attributes or {}
-    keys = ("peer.service", "server.address", "net.peer.name") if span.kind == "CLIENT" else ("devbox.caller",)
-    for key in keys:
-        if attrs.get(key):
-            return str(attrs[key])
-    return None
-
-
-def _method_of(span: Any) -> str:
-    attrs = span.attributes or {}
-    if attrs.get("rpc.method"):
-        service = attrs.get("rpc.service")
-        return f"{service}/{attrs['rpc.method']}" if service else str(attrs["rpc.method"])
-    route = attrs.get("http.route")
-    verb = attrs.get("http.request.method") or attrs.get("http.method")
-    if route:
-        return f"{verb} {route}" if verb else str(route)
-    return span.name or "unknown"
-
-
-def _code_of(span: Any) -> str:
-    attrs = span.attributes or {}
-    for key in ("rpc.grpc.status_code", "http.response.status_code", "http.status_code"):
-        if key in attrs and attrs[key] not in (None, ""):
-            return str(attrs[key])
-    return "error" if span.error else "ok"
 
 
 # --- custom reports ---------------------------------------------------------------------------
@@ -396,16 +323,15 @@ class MetricsCore:
 
     # --- ingest: spans ----------------------------------------------------------------------
 
-    def observe_spans(self, spans: Sequence[Any]) -> None:
-        self.rpc.observe(spans, time.time())
+    def add_rpc(self, aggregates: dict[tuple[str, Labels], list[Any]]) -> None:
+        self.rpc.add(aggregates)
 
     def rpc_dirty(self) -> bool:
         return self.rpc.dirty()
 
-    def flush_derived(self, now: float | None = None, *, force: bool = False, everything: bool = True) -> int:
+    def flush_derived(self, now: float | None = None, *, everything: bool = True) -> int:
         """Store the RPC counters: every series (``everything``), or only those that changed."""
         now = time.time() if now is None else now
-        self.rpc.settle(now, force=force)
         points = self.rpc.points(math.floor(now), everything=everything)
         if not points:
             return 0

@@ -4,11 +4,15 @@ queries out, spans in ``<state_dir>/tracing.db``.
 Listeners: ``otlp_http`` (``/v1/traces``), ``otlp_grpc`` (``TraceService``), ``zipkin``
 (``/api/v2/...``, ``/config.json``); the OTLP and Zipkin routes are also on ``api``, with devbox's
 own ``/api/traces...`` and ``/api/topology``. An export is acknowledged once its body is in the
-WAL (``<state_dir>/tracing-wal``); the indexer process writes ``tracing.db``, and
-``events.spans_ingested(spans=...)`` fires after each of its commits (while anything listens: the
-spans travel back from the indexer only then). Big bodies are checked in a decode process, off the
-loop and its GIL; while ``tracing.max_pending_spans`` acknowledged spans wait to be indexed,
-exports are refused with 503 + Retry-After (gRPC UNAVAILABLE), OTLP's retryable answers.
+WAL (``<state_dir>/tracing-wal``); the indexer process writes ``tracing.db``. After each of its
+commits ``events.rpc_aggregates(aggregates=...)`` fires with the RPC counter increments the indexer
+derived from the spans (:mod:`~devbox.mocks.tracing.rpcstats`, histogram bounds from
+``metrics.rpc_buckets``), and ``events.spans_ingested(spans=...)`` with the spans — only while
+anything listens to it: the spans then travel back from the indexer as objects, which takes OTLP
+protobuf off its fast path, so a consumer that can work from aggregates should. Big bodies are
+checked in a decode process, off the loop and its GIL; while ``tracing.max_pending_spans``
+acknowledged spans wait to be indexed, exports are refused with 503 + Retry-After (gRPC
+UNAVAILABLE), OTLP's retryable answers.
 
 LIMITATIONS: see :mod:`devbox.mocks.tracing.convert` (what is kept of a span) and
 :mod:`devbox.mocks.tracing.analysis` (how calls are derived).
@@ -22,7 +26,6 @@ from typing import Any
 
 from devbox.mocks.tracing import api, otlp, zipkin_api
 from devbox.mocks.tracing.core import Collector
-from devbox.mocks.tracing.models import Span
 from fastapi import APIRouter
 
 from devbox.platform.component import Component, PlatformContext
@@ -39,14 +42,20 @@ class TracingComponent(Component):
         self.config = ctx.config.tracing
         #: Services that sent spans of their own (not made by devbox's proxies); None until asked.
         self._own: set[str] | None = None
-        self.collector = Collector(self.config, ctx.state_dir / "tracing.db", on_commit=self._committed,
-                                   listening=lambda: self._own is not None or ctx.events.spans_ingested.listening())
+        events = ctx.events
+        self.collector = Collector(
+            self.config, ctx.state_dir / "tracing.db",
+            on_commit=lambda spans: events.spans_ingested.fire(spans=spans),
+            listening=events.spans_ingested.listening,
+            on_rpc=lambda aggregates: events.rpc_aggregates.fire(aggregates=aggregates),
+            rpc_buckets=lambda: list(ctx.config.metrics.rpc_buckets) if events.rpc_aggregates.listening() else None,
+            on_services=self._seen,
+        )
         ctx.provide(TracesPort, self)
 
-    def _committed(self, spans: list[Span]) -> None:
+    def _seen(self, services: set[str]) -> None:
         if self._own is not None:
-            self._own.update(s.service for s in spans if "devbox.span.source" not in s.attributes)
-        self.ctx.events.spans_ingested.fire(spans=spans)
+            self._own.update(services)
 
     # --- TracesPort ------------------------------------------------------------------------
 

@@ -4,11 +4,14 @@ Write path (issue 15): an export is checked (:func:`~devbox.mocks.tracing.indexe
 for small bodies, in a decode process for big ones), its body appended to the WAL
 (:mod:`~devbox.mocks.tracing.wal`) and the export acknowledged; the indexer process
 (:class:`~devbox.mocks.tracing.indexer.IndexerProcess`) decodes and writes SQLite in big
-transactions and reports back, and the collector fires ``on_commit`` with the spans of each
-commit while someone listens. Back-pressure is keyed on the WAL lag (acknowledged spans not yet
-indexed). Queries read SQLite through their own connection (WAL mode: readers do not block the
-writer) in a thread, after waiting — at most 2 s — until what was acknowledged before them is
-indexed, so an export followed by a query sees its spans.
+transactions and reports back, and the collector hands each report on: the RPC counter
+increments of the commit to ``on_rpc`` (while ``rpc_buckets()`` says someone counts calls), the
+services that sent spans of their own to ``on_services``, and the spans themselves to
+``on_commit`` only while ``listening()`` (that takes OTLP protobuf off the indexer's fast path).
+Back-pressure is keyed on the WAL lag (acknowledged spans not yet indexed). Queries read SQLite
+through their own connection (WAL mode: readers do not block the writer) in a thread, after waiting
+— at most 2 s — until what was acknowledged before them is indexed, so an export followed by a
+query sees its spans.
 
 Memory bound under saturating ingest: the platform process holds no span queue — only request
 bodies in flight, which back-pressure caps at ``max_pending_spans`` of lag; the indexer holds at
@@ -31,8 +34,9 @@ from typing import Any
 
 from devbox.mocks.tracing import analysis, wal
 from devbox.mocks.tracing.config import TracingConfig
-from devbox.mocks.tracing.indexer import CheckProcess, IndexerProcess, Options, Verdict, check
+from devbox.mocks.tracing.indexer import CheckProcess, IndexerProcess, Options, Report, Verdict, check
 from devbox.mocks.tracing.models import Span
+from devbox.mocks.tracing.rpcstats import Aggregates
 from devbox.mocks.tracing.store import SpanStore, TraceQuery
 from devbox.mocks.tracing.wal import Position, WalWriter, read_records
 
@@ -61,12 +65,18 @@ class Collector:
 
     def __init__(self, config: TracingConfig, db_path: Path, *,
                  on_commit: Callable[[list[Span]], None] | None = None,
-                 listening: Callable[[], bool] = lambda: True) -> None:
+                 listening: Callable[[], bool] = lambda: True,
+                 on_rpc: Callable[[Aggregates], None] | None = None,
+                 rpc_buckets: Callable[[], list[float] | None] = lambda: None,
+                 on_services: Callable[[set[str]], None] | None = None) -> None:
         self.config = config
         self.db_path = db_path
         self.wal_dir = db_path.parent / "tracing-wal"
         self._on_commit = on_commit
         self._listening = listening
+        self._on_rpc = on_rpc
+        self._rpc_buckets = rpc_buckets
+        self._on_services = on_services
         self.store: SpanStore | None = None
         self.wal: WalWriter | None = None
         self.indexer: IndexerProcess | None = None
@@ -82,6 +92,7 @@ class Collector:
         self._progress = asyncio.Event()
         self._indexer_up = asyncio.Event()  # its first report came (it imported and opened the db)
         self._want_spans = False
+        self._want_rpc: list[float] | None = None
         # Big bodies are read in a separate process (spawned on first need): decoding shares the
         # GIL with the loop when it runs in a thread, and stalls every listener for seconds.
         self._decoder = CheckProcess()
@@ -136,11 +147,11 @@ class Collector:
 
     # --- indexer reports (on its reader thread, handed to the loop) ------------------------
 
-    def _report(self, kind: str, position: Position, count: int, spans: list[Span] | None) -> None:
+    def _report(self, kind: str, position: Position, count: int, report: Report) -> None:
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._indexed, kind, position, count, spans)
+            self._loop.call_soon_threadsafe(self._indexed, kind, position, count, report)
 
-    def _indexed(self, kind: str, position: Position, count: int, spans: list[Span] | None) -> None:
+    def _indexed(self, kind: str, position: Position, count: int, report: Report) -> None:
         self._indexer_up.set()
         self._indexed_at = max(self._indexed_at, position)
         self._indexed_count = count
@@ -148,17 +159,23 @@ class Collector:
             self._lag_spans -= self._unindexed.popleft()[1]
         self._progress.set()
         self._progress = asyncio.Event()
-        if spans and self._on_commit is not None:
-            try:
-                self._on_commit(spans)
-            except Exception:
-                LOG.exception("span commit listener failed")
+        for handler, value in ((self._on_services, report.own_services), (self._on_rpc, report.aggregates),
+                               (self._on_commit, report.spans)):
+            if value and handler is not None:
+                try:
+                    handler(value)  # type: ignore[operator]
+                except Exception:
+                    LOG.exception("indexer report listener %r failed", handler)
 
     def _sync_listening(self) -> None:
         want = self._on_commit is not None and self._listening()
         if want != self._want_spans and self.indexer is not None:
             self._want_spans = want
             self.indexer.want_spans(want)
+        buckets = self._rpc_buckets() if self._on_rpc is not None else None
+        if buckets != self._want_rpc and self.indexer is not None:
+            self._want_rpc = buckets
+            self.indexer.want_rpc(buckets)
 
     async def _caught_up(self, timeout: float = 2.0) -> bool:
         """Wait (at most ``timeout``) until everything acknowledged so far is indexed: a query

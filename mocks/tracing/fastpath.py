@@ -24,16 +24,24 @@ from devbox.mocks.tracing.convert import (
     attributes,
     remote_service_of,
 )
+from devbox.mocks.tracing.rpcstats import Call, call_of
 from devbox.mocks.tracing.store import Rows, dumps
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 _Z16, _Z8 = bytes(16), bytes(8)
 _CALLERS = ("CLIENT", "PRODUCER")
+#: The attribute devbox's own span makers (the tracing proxy, faults) put on their spans.
+SOURCE_KEY = "devbox.span.source"
 
 
-def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Collection[str]) -> Rows | None:
-    """The rows of one OTLP protobuf export, or None when the general decoder must read it."""
+def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Collection[str],
+              calls: list[Call] | None = None, own: set[str] | None = None) -> Rows | None:
+    """The rows of one OTLP protobuf export, or None when the general decoder must read it. With
+    ``calls``, the :data:`~devbox.mocks.tracing.rpcstats.Call` of each CLIENT/SERVER span is
+    appended to it; with ``own``, the services of spans that devbox did not make are added to it."""
     req = ExportTraceServiceRequest.FromString(body)
+    found: list[Call] = []
+    seen: set[str] = set()
     low = convert.MIN_START_US * 1000
     high = (now_us + max_future_us + 1) * 1000
     longest = convert.MAX_DURATION_US
@@ -110,4 +118,13 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                 rows.append((trace_id, span_id, parent_id, sp.name, kind, service, remote, start, end - start,
                              int(error), message, dumps(attrs) if attrs else "{}", rkey,
                              dumps(detail) if detail else None, None, "".join(parts), pairs))
+                if calls is not None and (kind == "SERVER" or kind == "CLIENT"):
+                    found.append(call_of(kind, span_id, parent_id, service, remote, sp.name, error, attrs, resource,
+                                         end - start))
+                if own is not None and SOURCE_KEY not in attrs:
+                    seen.add(service)
+    if calls is not None:
+        calls.extend(found)
+    if own is not None:
+        own.update(seen)
     return batch

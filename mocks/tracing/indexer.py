@@ -12,8 +12,11 @@ Two halves:
   follows the WAL from the position its SQLite file says it indexed up to, decodes records with
   the same time and skew as the check did (so it keeps exactly the spans that were acknowledged),
   writes them in big transactions together with the new position, deletes wholly indexed WAL
-  segments, runs retention, and reports each commit to the platform over a pipe: the position
-  indexed, the span count and — while something listens to ``spans_ingested`` — the spans.
+  segments, runs retention, and reports each commit to the platform over a pipe (a :class:`Report`):
+  the position indexed, the span count, the services that sent spans of their own, the RPC
+  counter increments of the batch (:mod:`~devbox.mocks.tracing.rpcstats`, while something listens
+  to ``rpc_aggregates``) and — only while something listens to ``spans_ingested`` — the spans
+  themselves (which takes OTLP protobuf off its fast path: one Span per span, pickled).
 
 :class:`IndexerProcess` is the platform's handle on that process.
 
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devbox.mocks.tracing import child, convert, wal
+from devbox.mocks.tracing import child, convert, rpcstats, wal
 from devbox.mocks.tracing.convert import BadPayload, Decoded
 from devbox.mocks.tracing.wal import Position
 
@@ -113,6 +116,19 @@ def check(fmt: int, body: bytes, encoding: str, limit: int, now_us: int, max_fut
 
 
 @dataclass
+class Report:
+    """What one indexer report carries besides the position and count (all None when empty)."""
+
+    spans: list[Any] | None = None
+    aggregates: rpcstats.Aggregates | None = None
+    own_services: set[str] | None = None
+
+
+#: How often calls waiting for their peer are re-examined while the WAL is idle.
+SETTLE_EVERY_S = 0.25
+
+
+@dataclass
 class Options:
     indexed_keys: list[str]
     batch_spans: int
@@ -131,7 +147,9 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     directory = Path(wal_dir)
     position = store.wal_position()
     want_spans = False
+    deriver: rpcstats.RpcDeriver | None = None
     next_retention = time.monotonic() + options.retention_interval_s
+    next_settle = 0.0
     conn.send(("ready", position.segment, position.offset, store.count))
     try:
         while True:
@@ -141,21 +159,42 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                     return
                 if msg[0] == "want_spans":
                     want_spans = bool(msg[1])
-            batch, spans, end = _read_batch(directory, position, options.batch_spans, store.indexed_keys, want_spans)
+                elif msg[0] == "want_rpc":  # the histogram bounds, or None: nobody counts calls
+                    if msg[1] is None:
+                        deriver = None
+                    elif deriver is None or deriver.buckets != list(msg[1]):
+                        deriver = rpcstats.RpcDeriver(msg[1])
+            calls: list[rpcstats.Call] | None = [] if deriver is not None else None
+            own: set[str] = set()
+            batch, spans, end = _read_batch(directory, position, options.batch_spans, store.indexed_keys, want_spans,
+                                            calls, own)
             if end == position:
+                report = None
+                if deriver is not None and deriver.pending and time.monotonic() >= next_settle:
+                    next_settle = time.monotonic() + SETTLE_EVERY_S
+                    aggregates = deriver.settle(time.time())
+                    if aggregates:
+                        report = Report(aggregates=aggregates)
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + options.retention_interval_s
                     _retention(store, options)
-                    conn.send(("indexed", position.segment, position.offset, store.count, None))
-                if conn.poll(0.02):
-                    continue
+                    report = report or Report()
+                if report is not None:
+                    conn.send(("indexed", position.segment, position.offset, store.count, report))
+                conn.poll(0.02)
                 continue
             started = time.perf_counter()
             added = store.insert_rows(batch, wal_position=end)
             LOG.debug("indexed %d spans (%d new) in %.0f ms", len(batch.rows), added,
                       (time.perf_counter() - started) * 1e3)
             position = end
-            conn.send(("indexed", end.segment, end.offset, store.count, spans if want_spans and spans else None))
+            report = Report(spans=spans if want_spans and spans else None, own_services=own or None)
+            if deriver is not None and calls is not None:
+                now = time.time()
+                deriver.observe(calls, now)
+                report.aggregates = deriver.settle(now) or None
+                next_settle = time.monotonic() + SETTLE_EVERY_S
+            conn.send(("indexed", end.segment, end.offset, store.count, report))
             wal.delete_before(directory, end)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return
@@ -164,9 +203,12 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
 
 
 def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_keys: frozenset[str],
-                want_spans: bool) -> tuple[Any, list[Any], Position]:
+                want_spans: bool, calls: list[rpcstats.Call] | None = None,
+                own: set[str] | None = None) -> tuple[Any, list[Any], Position]:
     """Decode WAL records from ``position`` into store rows (OTLP protobuf straight into rows unless
-    the spans are wanted as objects); returns the rows, the spans (when wanted) and the end."""
+    the spans are wanted as objects); returns the rows, the spans (when wanted) and the end. The
+    RPC calls of the spans are appended to ``calls`` and the services that sent spans of their own
+    (not devbox's) added to ``own``, when given."""
     from devbox.mocks.tracing import fastpath
     from devbox.mocks.tracing.store import Rows, row_of
 
@@ -178,7 +220,7 @@ def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_k
             rows = None
             if rec.fmt == wal.OTLP_PROTOBUF and not want_spans:
                 rows = fastpath.otlp_rows(rec.body, now_us=rec.now_us, max_future_us=rec.max_future_us,
-                                          indexed_keys=indexed_keys)
+                                          indexed_keys=indexed_keys, calls=calls, own=own)
             if rows is not None:
                 batch.extend(rows)
             else:
@@ -191,6 +233,10 @@ def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_k
                     batch.rows.append(row_of(sp, text, indexed_keys))
                 if want_spans:
                     spans.extend(decoded.spans)
+                if calls is not None:
+                    calls.extend(rpcstats.calls_of_spans(decoded.spans))
+                if own is not None:
+                    own.update(s.service for s in decoded.spans if fastpath.SOURCE_KEY not in s.attributes)
         except Exception:  # not readable any more: skip it rather than block the log behind it
             LOG.exception("a WAL record (format %d, %d bytes) could not be decoded; skipped", rec.fmt, len(rec.body))
         end = rec.end
@@ -210,10 +256,10 @@ def _retention(store: Any, options: Options) -> None:
 class IndexerProcess:
     """The platform's handle on the indexer process (``python -m devbox.mocks.tracing.indexer index``,
     see :mod:`~devbox.mocks.tracing.child`): starts it, reads its reports on a thread and hands each
-    to ``on_report(kind, position, count, spans)``; restarts it if it dies."""
+    to ``on_report(kind, position, count, report)``; restarts it if it dies."""
 
     def __init__(self, wal_dir: Path, db_path: Path, options: Options,
-                 on_report: Callable[[str, Position, int, list[Any] | None], None]) -> None:
+                 on_report: Callable[[str, Position, int, Report], None]) -> None:
         self.wal_dir = wal_dir
         self.db_path = db_path
         self.options = options
@@ -222,6 +268,7 @@ class IndexerProcess:
         self._conn: child.Duplex | None = None
         self._stopping = False
         self._want_spans = False
+        self._rpc_buckets: list[float] | None = None
         self._reader: threading.Thread | None = None
         self._send_lock = threading.Lock()
 
@@ -235,6 +282,8 @@ class IndexerProcess:
         self._proc, self._conn = proc, conn
         if self._want_spans:
             self.want_spans(True)
+        if self._rpc_buckets is not None:
+            self.want_rpc(self._rpc_buckets)
         self._reader = threading.Thread(target=self._read, args=(conn, proc), name="tracing-indexer-reports",
                                         daemon=True)
         self._reader.start()
@@ -242,10 +291,19 @@ class IndexerProcess:
     def want_spans(self, flag: bool) -> None:
         """Ask for (or stop) the spans of each commit, for the ``spans_ingested`` listeners."""
         self._want_spans = flag
+        self._send(("want_spans", flag))
+
+    def want_rpc(self, buckets: list[float] | None) -> None:
+        """Ask for the RPC counter increments of each commit, with these latency bounds (seconds),
+        for the ``rpc_aggregates`` listeners; None stops them."""
+        self._rpc_buckets = buckets
+        self._send(("want_rpc", buckets))
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
         with self._send_lock:
             try:
                 if self._conn is not None:
-                    self._conn.send(("want_spans", flag))
+                    self._conn.send(msg)
             except OSError:
                 pass
 
@@ -257,7 +315,7 @@ class IndexerProcess:
                 break
             try:
                 if msg[0] == "ready":
-                    self.on_report("ready", Position(msg[1], msg[2]), msg[3], None)
+                    self.on_report("ready", Position(msg[1], msg[2]), msg[3], Report())
                 else:
                     self.on_report("indexed", Position(msg[1], msg[2]), msg[3], msg[4])
             except Exception:

@@ -21,7 +21,9 @@ import grpc
 import httpx
 import pytest
 from devbox.mocks.deploy.config import ServiceConfig
+from devbox.mocks.tracing.convert import to_otlp_request
 from devbox.mocks.tracing.models import Span
+from devbox.mocks.tracing.rpcstats import aggregate_spans
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
@@ -37,7 +39,7 @@ from prometheus_client import Gauge as PromGauge
 from prometheus_client import Histogram as PromHistogram
 
 from devbox.config import ProjectConfig
-from devbox.platform.ports import MetricsQueryPort, NamingPort, Registration
+from devbox.platform.ports import MetricsQueryPort, NamingPort, Registration, TracesPort
 from devbox.sdk.metrics import MetricsClient, ReportRejected
 from devbox.testing import PlatformThread, running_platform, wait_for
 
@@ -277,7 +279,9 @@ def test_spans_become_rpc_reports_and_success_rate(platform: PlatformThread) -> 
                 },
             )
         )
-    platform.platform.events.spans_ingested.fire(spans=spans)  # type: ignore[union-attr]
+    # what the trace indexer ships for these spans (tests/unit/test_tracing_rpcstats.py: from OTLP too)
+    aggregates = aggregate_spans(spans, platform.platform.config.metrics.rpc_buckets)  # type: ignore[union-attr]
+    platform.platform.events.rpc_aggregates.fire(aggregates=aggregates)  # type: ignore[union-attr]
     got = _wait_total(platform, 'sum by (caller, status) (rpc_server_requests_total{callee="stock"})', 20)
     assert {(lb["caller"], lb["status"]): v for lb, v in got} == {("web", "ok"): 15, ("web", "error"): 5}
     rate = wait_for(lambda: _query(platform, 'success_rate{callee="stock"}'), what="success rate")
@@ -416,3 +420,29 @@ def test_sdk_module_functions_from_the_injected_environment(platform: PlatformTh
     }
     assert _query(platform, 'upload_size_total{bucket="img"}')[0][1] == 2048
     assert _query(platform, 'upload_seconds{bucket="img"}')[0][1] == 0.5
+
+
+def test_otlp_spans_become_rpc_reports_with_the_indexer_on_its_fast_path(tmp_path: Path) -> None:
+    """A platform with tracing and metrics: RPC reports come from the indexer's aggregates, so no
+    span object is shipped back (the indexer keeps decoding OTLP protobuf straight into rows)."""
+    now = time.time_ns() // 1000
+    spans = []
+    for i in range(8):
+        client_id, server_id = f"{2 * i + 1:016x}", f"{2 * i + 2:016x}"
+        spans.append(Span(f"{i + 1:032x}", client_id, None, "GET /stock", "CLIENT", "web", now - 5000, 3000,
+                          error=i == 0, attributes={"http.response.status_code": 503 if i == 0 else 200}))
+        spans.append(Span(f"{i + 1:032x}", server_id, client_id, "GET /stock", "SERVER", "stock", now - 4000, 2000,
+                          error=i == 0, attributes={"http.route": "/stock", "http.request.method": "GET",
+                                                    "http.response.status_code": 503 if i == 0 else 200}))
+    with running_platform(tmp_path, components=["tracing", "metrics"]) as p:
+        r = httpx.post(p.url("otlp_http") + "/v1/traces", content=to_otlp_request(spans).SerializeToString(),
+                       headers={"content-type": "application/x-protobuf"})
+        assert r.status_code == 200, r.text
+        got = _wait_total(p, 'sum by (caller, method, status) (rpc_server_requests_total{callee="stock"})', 8)
+        assert {(lb["caller"], lb["method"], lb["status"]): v for lb, v in got} == {
+            ("web", "GET /stock", "ok"): 7, ("web", "GET /stock", "error"): 1}
+        got = _wait_total(p, 'sum by (callee, code) (rpc_client_requests_total{caller="web"})', 8)
+        assert {(lb["callee"], lb["code"]): v for lb, v in got} == {("stock", "200"): 7, ("stock", "503"): 1}
+        assert _query(p, 'rpc_server_duration_seconds_bucket{callee="stock",le="0.005"}')[0][1] == 8
+        tracing = p.platform.ctx.lookup(TracesPort)  # type: ignore[union-attr]
+        assert not tracing.collector._want_spans  # type: ignore[union-attr]  # nothing asks for Span objects

@@ -12,6 +12,7 @@ from devbox.mocks.metrics.core import Filter, MetricsCore, ReportError, Structur
 from devbox.mocks.metrics.promql import Evaluator, QueryError
 from devbox.mocks.metrics.store import MetricsStore, Point
 from devbox.mocks.tracing.models import Span
+from devbox.mocks.tracing.rpcstats import RpcDeriver, calls_of_spans
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,7 +50,28 @@ def core(tmp_path: Path) -> MetricsCore:
     c.close()
 
 
-def test_spans_become_caller_and_callee_reports(core: MetricsCore) -> None:
+class Feed:
+    """The trace indexer's side of span-derived RPC reports: spans in, peers resolved over time by
+    :class:`RpcDeriver`, the aggregates it settles handed to the core (as ``rpc_aggregates`` does)."""
+
+    def __init__(self, core: MetricsCore) -> None:
+        self.core = core
+        self.deriver = RpcDeriver(core.config.rpc_buckets)
+
+    def observe(self, spans: list[Span], now: float) -> None:
+        self.deriver.observe(calls_of_spans(spans), now)
+
+    def flush(self, now: float, *, force: bool = False) -> int:
+        self.core.rpc.add(self.deriver.settle(now, force=force))
+        return self.core.flush_derived(now)
+
+
+@pytest.fixture
+def feed(core: MetricsCore) -> Feed:
+    return Feed(core)
+
+
+def test_spans_become_caller_and_callee_reports(core: MetricsCore, feed: Feed) -> None:
     t0 = 1_000_000.0
     spans = []
     for i in range(10):
@@ -82,9 +104,9 @@ def test_spans_become_caller_and_callee_reports(core: MetricsCore) -> None:
             )
         )
     # server spans arrive first (they finish first); the caller is learned from the client span
-    core.rpc.observe([s for s in spans if s.kind == "SERVER"], t0)
-    core.rpc.observe([s for s in spans if s.kind == "CLIENT"], t0 + 0.5)
-    core.flush_derived(t0 + 1)
+    feed.observe([s for s in spans if s.kind == "SERVER"], t0)
+    feed.observe([s for s in spans if s.kind == "CLIENT"], t0 + 0.5)
+    feed.flush(t0 + 1)
     result = dict(
         (tuple(sorted(lb.items())), v)
         for lb, v in core.query_instant('rpc_server_requests_total{callee="orders"}', t0 + 1)
@@ -106,7 +128,7 @@ def test_spans_become_caller_and_callee_reports(core: MetricsCore) -> None:
     le = core.query_instant('rpc_server_duration_seconds_bucket{callee="orders",le="0.025"}', t0 + 1)
     assert le[0][1] == 0
     # more traffic later, then composite indicators over the rate
-    core.rpc.observe(
+    feed.observe(
         [
             _span(
                 f"{i + 500:016x}",
@@ -120,17 +142,17 @@ def test_spans_become_caller_and_callee_reports(core: MetricsCore) -> None:
         ],
         t0 + 30,
     )
-    core.flush_derived(t0 + 40, force=True)
+    feed.flush(t0 + 40, force=True)
     # the last minute holds all 20 calls (the series starts with a 0 sample): 10 x 40 ms and 10 x 20 ms
     assert core.query_instant("avg_latency_seconds", t0 + 40) == [({"callee": "orders"}, pytest.approx(0.03))]
     assert core.query_instant("success_rate", t0 + 40) == [({"callee": "orders"}, pytest.approx(85))]
 
 
-def test_server_span_without_a_client_peer_counts_after_waiting(core: MetricsCore) -> None:
-    core.rpc.observe([_span("1" * 16, "SERVER", "orders", parent="9" * 16)], 100.0)
-    core.flush_derived(100.5)
+def test_server_span_without_a_client_peer_counts_after_waiting(core: MetricsCore, feed: Feed) -> None:
+    feed.observe([_span("1" * 16, "SERVER", "orders", parent="9" * 16)], 100.0)
+    feed.flush(100.5)
     assert core.query_instant("rpc_server_requests_total", 100.5) == []
-    core.flush_derived(103.0)
+    feed.flush(103.0)
     ((labels, value),) = core.query_instant("rpc_server_requests_total", 103)
     assert labels["caller"] == "unknown" and value == 1
 
@@ -235,7 +257,7 @@ def test_store_refuses_nan(tmp_path: Path) -> None:
     store.close()
 
 
-def test_structured_query_filter_group_top_and_percentile(core: MetricsCore) -> None:
+def test_structured_query_filter_group_top_and_percentile(core: MetricsCore, feed: Feed) -> None:
     t0 = 10_000.0
     for step in range(0, 120, 5):
         spans = []
@@ -258,8 +280,8 @@ def test_structured_query_filter_group_top_and_percentile(core: MetricsCore) -> 
                     attrs={"http.route": method},
                 )
             )
-        core.rpc.observe(spans, t0 + step)
-        core.flush_derived(t0 + step, force=True)
+        feed.observe(spans, t0 + step)
+        feed.flush(t0 + step, force=True)
     end = t0 + 115
     q = StructuredQuery("rpc_server_requests_total", start=end - 60, end=end, step=30, group_by=["callee"])
     by_callee = {s["labels"]["callee"]: s["points"][-1][1] for s in core.structured_query(q)["series"]}
@@ -354,13 +376,13 @@ def test_any_query_body_is_answered_or_refused_with_a_reason(core: MetricsCore, 
         assert str(exc)
 
 
-def test_a_service_failing_from_its_first_call_has_success_rate_zero(core: MetricsCore) -> None:
+def test_a_service_failing_from_its_first_call_has_success_rate_zero(core: MetricsCore, feed: Feed) -> None:
     """No status="ok" series exists at all: the ratio is 0, not absent (else its alert never fires)."""
     t0 = 1_700_000_000.0
     ok = [_span(f"{i:016x}", "SERVER", "orders", remote="gateway") for i in range(4)]
     failing = [_span(f"{i + 100:016x}", "SERVER", "payment", remote="orders", error=True) for i in range(5)]
-    core.rpc.observe(ok + failing, t0)
-    core.flush_derived(t0 + 1, force=True)
+    feed.observe(ok + failing, t0)
+    feed.flush(t0 + 1, force=True)
     rates = dict((labels["callee"], value) for labels, value in core.query_instant("success_rate", t0 + 20))
     assert rates == {"orders": pytest.approx(100), "payment": 0}
     errors = dict((labels["callee"], value) for labels, value in core.query_instant("error_rate", t0 + 20))

@@ -1,0 +1,159 @@
+"""RPC counters derived from spans, worked out where the spans are decoded: in the indexer process.
+
+Metrics counts every CLIENT span as a caller report and every SERVER span as a callee report
+(007's interceptor reports): ``rpc_{client,server}_requests_total`` {caller, callee, method, code,
+status} and ``rpc_{client,server}_duration_seconds`` histograms ({caller, callee, method}, plus
+``version`` on the server side when the instance's resource has ``devbox.version``). Doing that in
+the platform process needed one :class:`~devbox.mocks.tracing.models.Span` per span shipped back
+from the indexer (pickled, unpickled, ~14 µs a span of the platform's GIL) — and it kept the indexer
+off its fast path (:mod:`~devbox.mocks.tracing.fastpath`). Here the indexer reads each CLIENT/SERVER
+span into a :data:`Call` tuple (from a Span or straight from the decoded attributes), resolves the
+peers with :class:`RpcDeriver` and ships per-batch :data:`Aggregates` to the platform, which fires
+``events.rpc_aggregates``; metrics adds them to its cumulative series.
+
+The rules are the ones metrics applied to spans: the caller of a SERVER span is its parent CLIENT
+span's service when that span arrives within :data:`PEER_WAIT` seconds (else the SERVER span's
+``remote_service``, else its ``devbox.caller`` attribute, else ``unknown``); the callee of a CLIENT
+span is its ``remote_service``, else the service of a SERVER span whose parent it is (within the
+wait), else ``peer.service`` / ``server.address`` / ``net.peer.name``, else ``unknown``.
+
+LIMITATIONS: spans waiting for their peer live in the indexer process: when it restarts (crash),
+those not yet counted are lost, as they were when the platform stopped.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+#: How long a span waits for its peer span (to learn the caller/callee) before it is counted.
+PEER_WAIT = 2.0
+PEER_CACHE = 50_000
+
+#: What the deriver reads of one CLIENT or SERVER span: kind, span_id, parent_id, service,
+#: remote_service, the peer its attributes name, method, code, error, version, duration_us.
+Call = tuple[str, str, str | None, str, str | None, str | None, str, str, bool, str | None, int]
+
+#: Per (side, base labels) — side "server"/"client", base the sorted (name, value) pairs of caller,
+#: callee, method and (server side) version — a list: ``{(code, status): calls}``, calls per
+#: latency bucket (``len(buckets)`` ints, a call in the first bucket whose bound is >= its latency
+#: in seconds; calls above the last bound are only in the count), calls, sum of latencies in µs.
+Aggregates = dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]]
+
+_CLIENT_PEER_KEYS = ("peer.service", "server.address", "net.peer.name")
+_CODE_KEYS = ("rpc.grpc.status_code", "http.response.status_code", "http.status_code")
+
+
+def call_of(kind: str, span_id: str, parent_id: str | None, service: str, remote_service: str | None, name: str,
+            error: bool, attrs: dict[str, Any], resource: dict[str, Any] | None, duration_us: int) -> Call:
+    """The :data:`Call` of one CLIENT or SERVER span, from its decoded fields."""
+    peer = None
+    for key in _CLIENT_PEER_KEYS if kind == "CLIENT" else ("devbox.caller",):
+        if attrs.get(key):
+            peer = str(attrs[key])
+            break
+    if attrs.get("rpc.method"):
+        rpc_service = attrs.get("rpc.service")
+        method = f"{rpc_service}/{attrs['rpc.method']}" if rpc_service else str(attrs["rpc.method"])
+    else:
+        route = attrs.get("http.route")
+        verb = attrs.get("http.request.method") or attrs.get("http.method")
+        if route:
+            method = f"{verb} {route}" if verb else str(route)
+        else:
+            method = name or "unknown"
+    code = None
+    for key in _CODE_KEYS:
+        if key in attrs and attrs[key] not in (None, ""):
+            code = str(attrs[key])
+            break
+    if code is None:
+        code = "error" if error else "ok"
+    version = (resource or {}).get("devbox.version") if kind == "SERVER" else None
+    return (kind, span_id, parent_id, service, remote_service, peer, method, code, bool(error),
+            str(version) if version else None, duration_us)
+
+
+def calls_of_spans(spans: Iterable[Any]) -> list[Call]:
+    """The calls of :class:`~devbox.mocks.tracing.models.Span` objects (CLIENT and SERVER ones)."""
+    return [call_of(s.kind, s.span_id, s.parent_id, s.service, s.remote_service, s.name, s.error,
+                    s.attributes or {}, s.resource, s.duration_us)
+            for s in spans if s.kind == "CLIENT" or s.kind == "SERVER"]
+
+
+class RpcDeriver:
+    """The peer resolution: remembers which service sent each CLIENT span (and which service
+    answered each one, from SERVER spans' parents), holds calls whose peer is not known yet, and
+    counts settled calls into :data:`Aggregates`."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = [float(b) for b in buckets]
+        self._pending: list[tuple[float, Call]] = []
+        self._client_service: OrderedDict[str, str] = OrderedDict()  # client span id -> caller
+        self._server_service: OrderedDict[str, str] = OrderedDict()  # parent (client) span id -> callee
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def observe(self, calls: Iterable[Call], now: float) -> None:
+        for call in calls:
+            if call[0] == "CLIENT":
+                _remember(self._client_service, call[1], call[3])
+            elif call[2]:
+                _remember(self._server_service, call[2], call[3])
+            self._pending.append((now, call))
+
+    def settle(self, now: float, *, force: bool = False) -> Aggregates:
+        """Count the calls whose peer is known, or that waited long enough (all with ``force``)."""
+        out: Aggregates = {}
+        keep = []
+        for arrived, call in self._pending:
+            kind, span_id, parent_id, service, remote, peer = call[:6]
+            if kind == "SERVER":
+                caller = self._client_service.get(parent_id or "")
+                if caller is None and not force and now - arrived < PEER_WAIT and parent_id:
+                    keep.append((arrived, call))
+                    continue
+                self._count(out, "server", caller or remote or peer or "unknown", service, call)
+            else:
+                callee = remote or self._server_service.get(span_id)
+                if callee is None and not force and now - arrived < PEER_WAIT:
+                    keep.append((arrived, call))
+                    continue
+                self._count(out, "client", service, callee or peer or "unknown", call)
+        self._pending = keep
+        return out
+
+    def _count(self, out: Aggregates, side: str, caller: str, callee: str, call: Call) -> None:
+        method, code, error, version, duration_us = call[6:]
+        if version:
+            base = (("callee", callee), ("caller", caller), ("method", method), ("version", version))
+        else:
+            base = (("callee", callee), ("caller", caller), ("method", method))
+        entry = out.get((side, base))
+        if entry is None:
+            entry = out[(side, base)] = [{}, [0] * len(self.buckets), 0, 0]
+        outcome = (code, "error" if error else "ok")
+        entry[0][outcome] = entry[0].get(outcome, 0) + 1
+        duration = max(duration_us, 0)
+        index = bisect.bisect_left(self.buckets, duration / 1e6)  # first bound >= value: le semantics
+        if index < len(self.buckets):
+            entry[1][index] += 1
+        entry[2] += 1
+        entry[3] += duration
+
+
+def aggregate_spans(spans: Iterable[Any], buckets: Sequence[float]) -> Aggregates:
+    """Every CLIENT/SERVER span counted at once, peers resolved within ``spans`` (tests, tools)."""
+    deriver = RpcDeriver(buckets)
+    deriver.observe(calls_of_spans(spans), 0.0)
+    return deriver.settle(0.0, force=True)
+
+
+def _remember(cache: OrderedDict[str, str], key: str, value: str) -> None:
+    cache[key] = value
+    if len(cache) > PEER_CACHE:
+        cache.popitem(last=False)

@@ -1,0 +1,86 @@
+"""RPC counters derived from spans in the trace indexer (tracing/rpcstats.py): the fast path reads
+the same calls as the general decoder, and peers are resolved across batches within the wait."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from devbox.mocks.tracing import convert, fastpath
+from devbox.mocks.tracing.models import Span
+from devbox.mocks.tracing.rpcstats import PEER_WAIT, RpcDeriver, aggregate_spans, calls_of_spans
+
+NOW = time.time_ns() // 1000
+BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1]
+
+
+def _random_span(r: random.Random, i: int, ids: list[str]) -> Span:
+    attrs: dict = {}
+    for key, values in (("rpc.method", ["Get", ""]), ("rpc.service", ["Svc"]), ("http.route", ["/a"]),
+                        ("http.request.method", ["GET"]), ("http.method", ["POST"]),
+                        ("http.response.status_code", [200, 500, ""]), ("rpc.grpc.status_code", [0, 2]),
+                        ("peer.service", ["pay", ""]), ("server.address", ["orders", "10.0.0.1"]),
+                        ("devbox.caller", ["gw"]), ("devbox.span.source", ["proxy"])):
+        if r.random() < 0.25:
+            attrs[key] = r.choice(values)
+    span_id = f"{i + 1:016x}"
+    parent = r.choice(ids) if ids and r.random() < 0.8 else None
+    ids.append(span_id)
+    resource = {"service.name": r.choice(["gw", "orders", "pay"])}
+    if r.random() < 0.3:
+        resource["devbox.version"] = r.choice(["v1", "v2"])
+    error = r.random() < 0.2
+    return Span(trace_id=f"{r.randrange(1, 5):032x}", span_id=span_id, parent_id=parent, name=r.choice(["op", ""]),
+                kind=r.choice(["CLIENT", "SERVER", "INTERNAL", "PRODUCER"]), service=resource["service.name"],
+                start_us=NOW - 1000, duration_us=r.choice([0, 1, 5000, 5001, r.randrange(0, 200_000)]),
+                error=error, status_message="bad" if error else "", attributes=attrs, resource=resource)
+
+
+def test_the_fast_path_reads_the_calls_and_own_services_the_general_decoder_does() -> None:
+    r = random.Random(7)
+    for _ in range(40):
+        ids: list[str] = []
+        spans = [_random_span(r, i, ids) for i in range(r.randrange(1, 60))]
+        body = convert.to_otlp_request(spans).SerializeToString()
+        calls: list = []
+        own: set[str] = set()
+        rows = fastpath.otlp_rows(body, now_us=NOW + 1, max_future_us=0, indexed_keys=(), calls=calls, own=own)
+        decoded = convert.from_otlp_protobuf(body, now_us=NOW + 1, max_future_us=0).spans
+        assert rows is not None
+        assert calls == calls_of_spans(decoded)
+        assert own == {s.service for s in decoded if "devbox.span.source" not in s.attributes}
+
+
+def _span(span_id: str, kind: str, service: str, *, parent: str | None = None, ms: int = 20,
+          attrs: dict | None = None) -> Span:
+    return Span(trace_id="a" * 32, span_id=span_id, parent_id=parent, name="op", kind=kind, service=service,
+                start_us=NOW, duration_us=ms * 1000, attributes=attrs or {})
+
+
+def test_peers_are_resolved_across_batches_within_the_wait() -> None:
+    deriver = RpcDeriver(BUCKETS)
+    # the server span arrives first: it waits for its parent client span
+    deriver.observe(calls_of_spans([_span("2" * 16, "SERVER", "orders", parent="1" * 16, ms=7)]), 100.0)
+    assert deriver.settle(100.5) == {} and deriver.pending == 1
+    deriver.observe(calls_of_spans([_span("1" * 16, "CLIENT", "gateway", ms=9,
+                                          attrs={"http.response.status_code": 200})]), 101.0)
+    got = deriver.settle(101.0)
+    base = (("callee", "orders"), ("caller", "gateway"), ("method", "op"))
+    assert got == {("server", base): [{("ok", "ok"): 1}, [0, 1, 0, 0, 0], 1, 7000],
+                   ("client", base): [{("200", "ok"): 1}, [0, 1, 0, 0, 0], 1, 9000]}
+    # a client span nobody answers is counted after the wait, against its attributes' peer
+    deriver.observe(calls_of_spans([_span("3" * 16, "CLIENT", "gateway", ms=999,
+                                          attrs={"server.address": "10.0.0.9", "peer.service": "ledger"})]), 200.0)
+    assert deriver.settle(200.0 + PEER_WAIT / 2) == {}
+    ((key, value),) = deriver.settle(200.0 + PEER_WAIT).items()
+    assert key == ("client", (("callee", "ledger"), ("caller", "gateway"), ("method", "op")))
+    assert value == [{("ok", "ok"): 1}, [0, 0, 0, 0, 0], 1, 999_000]  # above the last bound: only counted
+    assert deriver.pending == 0
+
+
+def test_aggregate_spans_counts_everything_at_once() -> None:
+    spans = [_span("1" * 16, "CLIENT", "web"), _span("2" * 16, "SERVER", "stock", parent="1" * 16),
+             _span("3" * 16, "INTERNAL", "web")]
+    got = aggregate_spans(spans, BUCKETS)
+    assert sorted(side for side, _ in got) == ["client", "server"]
+    assert all(dict(base)["caller"] == "web" and dict(base)["callee"] == "stock" for _, base in got)
