@@ -1,7 +1,8 @@
 """The ``devbox`` command line (typer + rich).
 
 Each command module exposes ``register(app)``; this package only assembles them, so a new
-command group is one module and one line in ``MODULES``.
+command group is one module and one line in ``MODULES``. ``devbox status`` with its plain flags
+runs without typer (see :func:`main`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
 MODULES = (
     "devbox.cli.project",  # up, down, status, logs, init, schema
@@ -54,6 +58,8 @@ LOG = logging.getLogger(__name__)
 
 def build_app(command: str | None = None) -> typer.Typer:
     """The CLI; with ``command`` (the first argument), only the module that registers it."""
+    import typer
+
     app = typer.Typer(
         name="devbox",
         help="A platform-in-a-box: naming, tracing, metrics and alerting, deploy — on one laptop.",
@@ -73,8 +79,44 @@ def build_app(command: str | None = None) -> typer.Typer:
     return app
 
 
+def fast_path(args: list[str]) -> Callable[[], None] | None:
+    """The command to run without building the typer app, or None (typer runs it).
+
+    Only ``status`` with the flags it has (``-f/--file PATH``, ``--json``): typer imports pydantic
+    (~0.1-0.2 s), most of what was left of ``devbox status <= 0.3 s`` (issue 15). Anything else
+    (``--help``, a typo, a missing value) goes to typer, which explains it as before.
+    """
+    if not args or args[0] != "status":
+        return None
+    config_file: str | None = None
+    as_json = False
+    rest = iter(args[1:])
+    for arg in rest:
+        if arg == "--json":
+            as_json = True
+        elif arg in ("-f", "--file"):
+            config_file = next(rest, None)
+            if config_file is None or config_file.startswith("-"):
+                return None
+        elif arg.startswith("--file="):
+            config_file = arg.partition("=")[2]
+        else:
+            return None
+
+    def run() -> None:
+        from devbox.cli.status import show_status
+
+        show_status(config_file, as_json)
+
+    return run
+
+
 def main() -> None:
     # grpc core logs an INFO line for every fork it sees (deploy forks to spawn instances); that is
     # noise in a terminal. Set before grpc is imported; a user's own GRPC_VERBOSITY wins.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    fast = fast_path(sys.argv[1:])
+    if fast is not None:
+        fast()
+        return
     build_app(sys.argv[1] if len(sys.argv) > 1 else None)()

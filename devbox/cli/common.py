@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-import typer
 from rich.console import Console
 
 from devbox import envvars
@@ -26,16 +25,17 @@ if TYPE_CHECKING:
 
 def _import_httpx_without_trio() -> Any:
     """httpx, without httpcore importing trio (installed for other tools) to see whether it runs
-    under trio: ~0.4 s of a CLI command's start-up, and devbox never runs under trio."""
-    blocked = "trio" not in sys.modules
-    if blocked:
-        sys.modules["trio"] = None  # type: ignore[assignment]  # import trio -> ImportError
+    under trio: ~0.4 s of a CLI command's start-up, and devbox never runs under trio. Nor httpx's
+    own command line (``httpx._main``: click, pygments, rich.progress), which devbox never runs."""
+    blocked = [name for name in ("trio", "httpx._main") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # import -> ImportError
     try:
         import httpcore  # noqa: F401  # httpx imports it when the first client is made
         import httpx as module
     finally:
-        if blocked:
-            del sys.modules["trio"]
+        for name in blocked:
+            del sys.modules[name]
     return module
 
 
@@ -51,13 +51,33 @@ RUNTIME_FILE = "platform.json"
 console = Console()
 err_console = Console(stderr=True)
 
-ConfigOption = typer.Option(None, "--file", "-f", help="Path of devbox.yaml (default: ./devbox.yaml).")
-JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of tables.")
+
+def __getattr__(name: str) -> Any:
+    """``ConfigOption``/``JsonOption``, the typer options every command shares, made on first use:
+    typer (and the pydantic it imports) is not loaded by a command that runs without it
+    (``devbox status``, see :func:`devbox.cli.main`)."""
+    if name in ("ConfigOption", "JsonOption"):
+        import typer
+
+        options = {
+            "ConfigOption": typer.Option(None, "--file", "-f", help="Path of devbox.yaml (default: ./devbox.yaml)."),
+            "JsonOption": typer.Option(False, "--json", help="Print JSON for scripts instead of tables."),
+        }
+        globals().update(options)
+        return options[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def exit_with(code: int) -> BaseException:
+    """The exception that ends the command with ``code``: typer's ``Exit`` inside the typer app,
+    a plain ``SystemExit`` when the command runs without typer (the same exit status)."""
+    typer = sys.modules.get("typer")
+    return typer.Exit(code) if typer is not None else SystemExit(code)
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
+    raise exit_with(code)
 
 
 def config_or_exit(path: str | None) -> ProjectConfig:
@@ -69,7 +89,7 @@ def config_or_exit(path: str | None) -> ProjectConfig:
     except ConfigError as exc:
         for problem in exc.problems:
             err_console.print(f"[bold red]config error:[/] {problem}", highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
+        raise exit_with(EXIT_USAGE) from None
 
 
 class HasStatePath(Protocol):
@@ -179,7 +199,10 @@ class Api:
     def __init__(self, config_path: str | None = None, *, timeout: float = 10.0) -> None:
         self.base = api_url(config_path)
         self.token = api_token(config_path)
-        self.http = httpx.Client(base_url=self.base, timeout=timeout, headers=auth_headers(self.token))
+        # plain http (the platform's own listener): no TLS context with the CA bundle loaded, ~40 ms
+        # of CPU a short command would spend for nothing
+        verify = not self.base.startswith("http://")
+        self.http = httpx.Client(base_url=self.base, timeout=timeout, headers=auth_headers(self.token), verify=verify)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

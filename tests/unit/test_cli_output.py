@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from devbox.cli import build_app
 from devbox.cli.common import human_duration, humanize_durations, no_config_message, refusal
 from devbox.cli.metrics import _spark, summary
-from devbox.cli.project import _ready_message, _ShutdownCancels, _status_table
+from devbox.cli.project import _ready_message, _ShutdownCancels
+from devbox.cli.status import _status_table
 from devbox.config import ConfigError, load_config
 
 
