@@ -151,6 +151,18 @@ class SourceArgument(BaseModel):
     key: str = Field("", description="Label/header/query/cookie/metadata key (unused for METHOD, PATH, CALLER_IP).")
     value: MatchString = Field(default_factory=MatchString, description="Matcher for the value.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _polaris_parameter(cls, data: Any) -> Any:
+        # Polaris's own parameter routing marks the source label PARAMETER: it takes the request's
+        # value (which must be present) for the destination labels that name this key. devbox's
+        # destination labels read the request directly, so on the source it is "any present value".
+        if isinstance(data, Mapping) and isinstance(data.get("value"), Mapping):
+            value = data["value"]
+            if value.get("value_type") == "PARAMETER" and value.get("type", "EXACT") == "EXACT":
+                return {**data, "value": {"type": "EXACT", "value": ANY}}
+        return data
+
     @model_validator(mode="after")
     def _needs_key(self) -> SourceArgument:
         if self.type not in ("METHOD", "PATH", "CALLER_IP") and not self.key:
@@ -158,6 +170,18 @@ class SourceArgument(BaseModel):
         if self.value.value_type == "PARAMETER":
             raise ValueError("PARAMETER values are only allowed in destination labels")
         return self
+
+    def to_polaris(self, sub: SubRule) -> dict[str, Any]:
+        """The matcher as Polaris sends it. A CUSTOM "any present value" whose key a PARAMETER
+        destination label of ``sub`` names goes as PARAMETER: polaris-java compares such a label
+        only with a value its source label captured (else it never matches), and polaris-go takes
+        a PARAMETER source label as match-all."""
+        m = self.value
+        if (self.type == "CUSTOM" and m.type == "EXACT" and m.value == ANY and m.value_type == "TEXT"
+                and any(d.value_type == "PARAMETER" and d.value == self.key
+                        for group in sub.destinations for d in group.labels.values())):
+            return {"type": "EXACT", "value": ANY, "value_type": "PARAMETER"}
+        return {"type": m.type, "value": m.value, "value_type": m.value_type}
 
 
 class RuleSource(BaseModel):
@@ -288,7 +312,7 @@ def to_polaris(rule: RoutingRule, *, service: str | None = None, revision: str =
             {
                 "service": s.service,
                 "namespace": s.namespace,
-                "arguments": [{"type": a.type, "key": a.key, "value": match(a.value)} for a in s.arguments],
+                "arguments": [{"type": a.type, "key": a.key, "value": a.to_polaris(sub)} for a in s.arguments],
             }
             for s in (sub.sources or [RuleSource()])
         ]

@@ -420,7 +420,7 @@ def v1_route(
     for src in sub.sources or [routing_rules.RuleSource()]:
         if any(a.type != "CUSTOM" for a in src.arguments):
             return None
-        metadata = {a.key: match(a.value) for a in src.arguments}
+        metadata = {a.key: a.to_polaris(sub) for a in src.arguments}
         sources.append({"service": src.service, "namespace": src.namespace, "metadata": metadata})
     destinations = []
     for group in sub.destinations:
