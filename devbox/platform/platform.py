@@ -401,7 +401,9 @@ class Platform:
     async def _serve_http(self, listener: str) -> None:
         switch = self._switches[listener] = _Switch()
         config = uvicorn.Config(
-            switch, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2
+            # ws="none": no listener serves websockets, and importing uvicorn's implementation of
+            # them is start-up time spent before the listener answers
+            switch, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2, ws="none"
         )
         server = _Server(config)
         self._http[listener] = server
