@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, cast
 
+import numpy as np
 from devbox.mocks.metrics.promql import NAME, LabelMatcher, RawSeries, SampleBudget
 
 from devbox.platform.store import Database
@@ -247,19 +248,21 @@ class Head:
         if col is not None:
             self.samples -= len(col[0])
 
-    def window(self, sid: int, lo: int, hi: int) -> tuple[list[float], list[float]]:
-        """Timestamps and values of one series in ``[lo, hi]`` (copied: the caller reads them unlocked)."""
+    def window(self, sid: int, lo: int, hi: int) -> tuple[array[float], array[float]]:
+        """Timestamps and values of one series in ``[lo, hi]`` (copies: the caller reads them unlocked)."""
         col = self._cols.get(sid)
         if col is None:
-            return [], []
+            return _EMPTY, _EMPTY
         ts_col, vs_col = col
         i, j = bisect.bisect_left(ts_col, lo), bisect.bisect_right(ts_col, hi)
-        return ts_col[i:j].tolist(), vs_col[i:j].tolist()
+        return ts_col[i:j], vs_col[i:j]
 
     def last(self, sid: int) -> float | None:
         col = self._cols.get(sid)
         return col[1][-1] if col else None
 
+
+_EMPTY: array[float] = array("d")
 
 #: How far back the head reaches at most (compaction's rollup cutoff may keep it shorter).
 HEAD_SECONDS = 3 * 3600
@@ -463,9 +466,14 @@ class MetricsStore:
             if budget is not None:
                 budget.charge(sum(len(ts) for ts, _ in recent))
             for series, (ts, vs) in zip(by_id.values(), recent, strict=True):
-                if ts:  # SQLite's part ends before the head's starts: appending keeps the order
+                if not ts:
+                    continue
+                if series.ts:  # SQLite's part ends before the head's starts: appending keeps the order
                     series.ts.extend(ts)
                     series.vs.extend(vs)
+                else:  # all from the head: the range functions read its columns without a conversion
+                    series.ts, series.vs = ts.tolist(), vs.tolist()
+                    series.arrays = (np.frombuffer(ts, dtype=np.float64), np.frombuffer(vs, dtype=np.float64))
         return [s for s in by_id.values() if s.ts]
 
     def _select_stored(self, by_id: dict[int, RawSeries], lo: int, hi: int, budget: SampleBudget | None) -> None:

@@ -128,8 +128,7 @@ def _rates(
     """
     if bounds is None:
         bounds = _Bounds(windows)
-    ts = np.asarray(s.ts, dtype=np.float64)
-    vs = np.asarray(s.vs, dtype=np.float64)
+    ts, vs = s.columns()
     los = np.searchsorted(ts, bounds.starts, side="right")
     his = np.searchsorted(ts, bounds.ends, side="right")
     n = his - los
@@ -194,8 +193,7 @@ def _exact_columns(name: str, s: RawSeries, bounds: _Bounds) -> list[float | Non
     summation order and NaN handling differ from Prometheus's sequential loops."""
     if not s.ts:
         return [None] * len(bounds.starts)
-    ts = np.asarray(s.ts, dtype=np.float64)
-    vs = np.asarray(s.vs, dtype=np.float64)
+    ts, vs = s.columns()
     los = np.searchsorted(ts, bounds.starts, side="right")
     his = np.searchsorted(ts, bounds.ends, side="right")
     n = his - los

@@ -6,9 +6,10 @@ import bisect
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import re2  # type: ignore[import-untyped]
 from devbox.mocks.metrics.promql.errors import QueryError
 
@@ -102,6 +103,14 @@ class RawSeries:
     labels: Labels
     ts: list[float]
     vs: list[float]
+    #: the same samples as float64 columns, when the source has them at hand (the store's head)
+    arrays: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Timestamps and values as numpy float64 columns (the vectorised range functions read these)."""
+        if self.arrays is not None and len(self.arrays[0]) == len(self.ts):
+            return self.arrays
+        return np.asarray(self.ts, dtype=np.float64), np.asarray(self.vs, dtype=np.float64)
 
     def in_window(self, window: tuple[float, float]) -> tuple[list[float], list[float]]:
         """Timestamps and values of the samples in ``(start, end]``: what a range selector sees."""
