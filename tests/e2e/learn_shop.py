@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,12 +26,15 @@ def devbox(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedP
 
 
 @contextmanager
-def running_shop(tmp_path: Path) -> Iterator[tuple[Path, dict]]:
-    """Yields the shop's folder and its `devbox status --json` once all of it is ready."""
+def running_shop(tmp_path: Path, edit: Callable[[dict], None] | None = None) -> Iterator[tuple[Path, dict]]:
+    """Yields the shop's folder and its `devbox status --json` once all of it is ready; ``edit`` may
+    change the copy's devbox.yaml (as a dict) before it starts."""
     shop = tmp_path / "shop"
     shutil.copytree(SHOP, shop, ignore=shutil.ignore_patterns("*_pb2*.py", "__pycache__", ".devbox", "*.scenario.yaml"))
     config = yaml.safe_load((shop / "devbox.yaml").read_text())
     config["platform"] = {"ports": dict.fromkeys(PORTS, 0)}
+    if edit is not None:
+        edit(config)
     with (shop / "devbox.yaml").open("w") as out:
         yaml.safe_dump(config, out, sort_keys=False)
     up = devbox("up", "--detach", "--no-reload", cwd=shop)

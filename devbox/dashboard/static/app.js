@@ -82,7 +82,8 @@ async function topology(sel) {
     t.edges = t.edges.filter((e) => !odd.has(e.caller) && !odd.has(e.callee));
   }
   const g = new dagre.graphlib.Graph();
-  g.setGraph({ rankdir: "LR", nodesep: 40, ranksep: 150, edgesep: 30, marginx: 20, marginy: 20 });
+  // top to bottom: the shop's call depth (4) with a label rank between each fits the card at 1:1, left to right did not
+  g.setGraph({ rankdir: "TB", nodesep: 30, ranksep: 36, edgesep: 20, marginx: 20, marginy: 20 });
   g.setDefaultEdgeLabel(() => ({}));
   t.services.forEach((s) => g.setNode(s.name, { width: 130, height: 40, s }));
   t.edges.forEach((e) => g.setEdge(e.caller, e.callee, { e, width: 150, height: 34, labelpos: "c" }));
@@ -93,9 +94,10 @@ async function topology(sel) {
     const { e, points, x, y } = g.edge(k);
     const c = health(e), mi = ["#d64545", "#d69e2e", "#1f9d55"].indexOf(c);
     const d = points.map((p, i) => `${i ? "L" : "M"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join("");
-    out += `<path class="edge" d="${d}" fill="none" stroke="${c}" stroke-width="1.8" marker-end="url(#arrow${mi})"/>`;
+    const key = esc(`${e.caller}>${e.callee}`);
+    out += `<path class="edge" data-edge="${key}" d="${d}" fill="none" stroke="${c}" stroke-width="1.8" marker-end="url(#arrow${mi})"/>`;
     const rate = e.calls / (Number($("window").value) / 1000);
-    out += `<g class="elabel"><rect x="${x - 72}" y="${y - 16}" width="144" height="32" rx="4" fill="#fff" opacity=".9"/>` +
+    out += `<g class="elabel" data-edge="${key}"><rect x="${x - 72}" y="${y - 16}" width="144" height="32" rx="4" fill="#fff" opacity=".9"/>` +
       `<text x="${x}" y="${y - 3}" text-anchor="middle">${e.calls} calls (${rate.toFixed(2)}/s) · ${(e.error_rate * 100).toFixed(0)}% err</text>` +
       `<text x="${x}" y="${y + 11}" text-anchor="middle" fill="#6b7385">p99 ${ms(e.p99_us)}</text></g>`;
   });
@@ -109,6 +111,7 @@ async function topology(sel) {
   const svg = $("graph");
   const gg = g.graph();
   svg.setAttribute("viewBox", `0 0 ${gg.width} ${gg.height}`);
+  svg.setAttribute("width", String(gg.width)); // drawn 1:1 (the card scrolls): scaled to fit, labels were unreadable
   svg.setAttribute("height", String(Math.max(200, gg.height)));
   svg.innerHTML = out;
   svg.querySelectorAll("[data-node]").forEach((el) => el.addEventListener("click", () => go("topology", el.dataset.node)));
@@ -361,11 +364,19 @@ async function metrics() {
   const minutes = Number($("range").value);
   const end = Date.now() / 1000, start = end - minutes * 60, step = Math.max(5, (minutes * 60) / 120);
   let r;
+  $("metricsError").textContent = "";
   if ($("promql").value.trim()) {
-    r = await api(`/api/dashboard/range?minutes=${minutes}&query=${encodeURIComponent($("promql").value.trim())}`);
+    try {
+      r = await api(`/api/dashboard/range?minutes=${minutes}&query=${encodeURIComponent($("promql").value.trim())}`);
+    } catch (err) { // shown under the expression that caused it, not in the page header; the old chart goes
+      $("metricsError").textContent = String(err.message || err);
+      $("chart").innerHTML = ""; $("legend").innerHTML = '<span class="muted">no chart: the expression failed</span>';
+      return;
+    }
   } else {
     const by = $("groupby").value;
-    r = await api(`/api/metrics/query?metric=${$("indicator").value}${by ? "&group_by=" + by : ""}&start=${start}&end=${end}&step=${step}`);
+    // "(all)" is one total: group_by=- (an absent group_by would mean the indicator's own default, by callee)
+    r = await api(`/api/metrics/query?metric=${$("indicator").value}&group_by=${by || "-"}&start=${start}&end=${end}&step=${step}`);
     r.start = start; r.end = end;
   }
   drawChart($("chart"), $("legend"), r.series.map((s) => ({ name: labels(s.labels) || "(all)", points: s.points })), r.start, r.end);
@@ -381,20 +392,29 @@ function drawChart(svg, legend, series, start, end) {
   const y = (v) => h - pad - ((v - ymin) / (ymax - ymin || 1)) * (h - 2 * pad);
   let out = `<line x1="${pad}" y1="${h - pad}" x2="${w - pad}" y2="${h - pad}" stroke="#ccc"/><line x1="${pad}" y1="${pad}" x2="${pad}" y2="${h - pad}" stroke="#ccc"/>`;
   [0, 0.5, 1].forEach((f) => { const v = ymin + f * (ymax - ymin); out += `<text x="4" y="${y(v) + 4}">${round(v)}</text>`; });
-  for (let i = 0; i <= 4; i++) { const t = r.start + (i / 4) * (r.end - r.start); out += `<text x="${x(t)}" y="${h - pad + 18}" text-anchor="middle">${new Date(t * 1000).toLocaleTimeString()}</text>`; }
+  for (let i = 0; i <= 4; i++) { const t = r.start + (i / 4) * (r.end - r.start); out += `<text class="tick" data-t="${t}" x="${x(t)}" y="${h - pad + 18}" text-anchor="middle">${new Date(t * 1000).toLocaleTimeString()}</text>`; }
   r.series.forEach((s, i) => {
     const d = s.points.filter((p) => Number.isFinite(p[1])).map((p, j) => `${j ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join("");
     out += `<path d="${d}" fill="none" stroke="${palette[i % palette.length]}" stroke-width="1.8"/>`;
+    // a point with no finite neighbour draws no line: mark it, or a young series is invisible
+    s.points.forEach((p, j) => {
+      const alone = Number.isFinite(p[1]) && !Number.isFinite((s.points[j - 1] || [])[1]) && !Number.isFinite((s.points[j + 1] || [])[1]);
+      if (alone) out += `<circle class="dot" cx="${x(p[0]).toFixed(1)}" cy="${y(p[1]).toFixed(1)}" r="3" fill="${palette[i % palette.length]}"/>`;
+    });
   });
   svg.innerHTML = out;
   legend.innerHTML = r.series.map((s, i) => `<span class="leg"><span style="color:${palette[i % palette.length]}">■</span> ${esc(s.name)}</span>`).join("") || '<span class="muted">no data in this range</span>';
 }
 
 // --- alerts -----------------------------------------------------------------------------------
+// Alertmanager's matcher objects as people write them (amtool's form): name=value, name=~regex, name!=value
+const matcherText = (ms) => (ms || []).map((m) =>
+  `${m.name}${m.isRegex ? (m.isEqual === false ? "!~" : "=~") : (m.isEqual === false ? "!=" : "=")}${m.value}`).join(", ");
 async function alerts() {
   const a = await api("/api/alerts?state=active");
   table($("active"), ["alert", "state", "labels", "value", "since", "silenced by", ""], a.alerts.map((x) => [
-    esc(x.alertname), `<span class="${x.state === "firing" ? "bad" : "warn"}">${esc(x.state)}</span>`,
+    esc(x.alertname), `<span class="${x.state === "firing" ? "bad" : "warn"}">${esc(x.state)}</span>` +
+      ((x.silenced_by || []).length ? ' <span class="tag">silenced</span>' : ""),
     esc(labels(x.labels)), round(x.value), when(x.active_at), esc((x.silenced_by || []).join(", ")),
     `<button class="act" data-silence='${esc(JSON.stringify(x.labels))}'>silence 1h</button>`,
   ]));
@@ -407,7 +427,7 @@ async function alerts() {
   }));
   const s = await api("/api/alerts/silences");
   table($("silences"), ["id", "matchers", "state", "ends", "comment", ""], s.silences.filter((x) => x.state !== "expired").map((x) => [
-    esc(String(x.id).slice(0, 8)), esc(JSON.stringify(x.matchers)), esc(x.state), esc(x.ends_at), esc(x.comment),
+    esc(String(x.id).slice(0, 8)), esc(matcherText(x.matchers)), esc(x.state), new Date(x.ends_at * 1000).toLocaleString(), esc(x.comment),
     `<button class="act" data-expire="${esc(x.id)}">expire</button>`,
   ]));
   $("silences").querySelectorAll("[data-expire]").forEach((b) => b.addEventListener("click", async () => {
