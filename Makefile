@@ -15,6 +15,9 @@ install:  ## everything: Debian peers used by the tests, then devbox with its de
 	@# devbox-base:bookworm (Debian by debootstrap, python3, the shop's packages) on the tests' Docker engine:
 	@# minutes, once; not in `make test`. No engine, or a failed build: said, and the tests needing it skip.
 	-$(PYTHON) -m tests.docker_images base
+	@# polaris-java and Maven's plugins into ~/.m2, so test_naming_polaris_java builds its probe offline
+	@if command -v mvn >/dev/null; then mvn -B -q dependency:go-offline -f tests/peers/polaris-java/pom.xml \
+	  || echo "polaris-java not fetched: test_naming_polaris_java fetches it or says why it skips"; fi
 
 # Two pytest-xdist workers (one on a 1-core machine); --dist loadscope keeps each module on one
 # worker, so a module-scoped fixture (a deployed shop, a seeded platform) starts once, not once per
