@@ -33,7 +33,7 @@ from devbox.cli.traces import parse_duration_us
 from devbox.config import find_config
 from devbox.load import locust, model
 from devbox.load import report as capacity_report
-from devbox.load.config import LoadConfig
+from devbox.load.config import LoadConfig, require_target
 from devbox.load.config import find_locustfile as _find_locustfile
 from devbox.load.locust import LoadError
 from devbox.load.platform import PlatformClient
@@ -146,7 +146,11 @@ def _spec(config_file: str | None, locustfile: str | None, target: str | None, u
     root, _, project, conf = _root_and_project(config_file)
     if not locust.available():
         fail(f"Locust is not installed; devbox runs its load tests with it: {locust.INSTALL_HINT}", EXIT_USAGE)
-    return LoadSpec(locustfile=find_locustfile(locustfile, root, project, conf), target=target or conf.target,
+    try:
+        target = require_target(target, conf)
+    except LoadError as exc:
+        fail(str(exc), EXIT_USAGE)
+    return LoadSpec(locustfile=find_locustfile(locustfile, root, project, conf), target=target,
                     users=users or conf.users, spawn_rate=spawn_rate or conf.spawn_rate,
                     seconds=_seconds(duration, "--time") if duration else conf.time,
                     tags=list(tags or conf.tags), exclude_tags=list(exclude_tags or conf.exclude_tags),
@@ -165,8 +169,8 @@ def _session(config_file: str | None, json_out: bool) -> tuple[Session, Live | N
 
 
 LocustfileOption = typer.Option(None, "--locustfile", "-l", help="Locustfile (default: loadtests/<project>.py).")
-TargetOption = typer.Option(None, "--target", help="Service to load, resolved through naming "
-                            "(default: load.target of devbox.yaml, else gateway).")
+TargetOption = typer.Option(None, "--target", help="Service to load through its entry port (`devbox url "
+                            "SERVICE`); required unless devbox.yaml sets load.target.")
 TagsOption = typer.Option(None, "--tags", "-T", help="Only tasks with this tag (repeatable; default: load.tags).")
 ExcludeOption = typer.Option(None, "--exclude-tags", "-E", help="Leave out tasks with this tag (repeatable).")
 EnvOption = typer.Option(None, "--env", help="Feature environment: requests carry baggage env=NAME.")

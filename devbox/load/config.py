@@ -25,7 +25,9 @@ class LoadConfig(BaseModel):
     locustfile: str | None = Field(
         None, description="Locustfile, relative to devbox.yaml (default: loadtests/<project>.py nearby)."
     )
-    target: str = Field("gateway", min_length=1, description="Service the load goes to, resolved through naming.")
+    # no default: a project's entry service is its own (the shop's is gateway, another's is not)
+    target: str | None = Field(None, min_length=1, description="Service the load goes to (its entry port, "
+                               "else an instance from naming); required unless --target gives it.")
     users: int = Field(10, ge=1, le=100_000, description="Concurrent users.")
     spawn_rate: float = Field(10.0, gt=0, le=10_000, description="Users started per second.")
     time: float = Field(30.0, gt=0, le=86_400, description="How long a run lasts: 30s, 2m, or seconds.")
@@ -40,6 +42,16 @@ class LoadConfig(BaseModel):
     def locustfile_path(self, root: Path) -> Path | None:
         """The configured locustfile resolved against the project folder, if one is configured."""
         return (root / self.locustfile).resolve() if self.locustfile else None
+
+
+def require_target(given: str | None, configured: LoadConfig | None) -> str:
+    """The service a run loads: ``given`` (a flag, a scenario step), else ``load.target``; LoadError
+    saying how to name one when neither does."""
+    target = given or (configured.target if configured is not None else None)
+    if not target:
+        raise LoadError("no target service: pass --target SERVICE (a scenario step: service:) or set "
+                        "load.target in devbox.yaml — the service whose entry the locustfile calls")
+    return target
 
 
 #: Where locustfiles live by convention, in the project folder or a folder above it.

@@ -1,8 +1,11 @@
 """What a load run needs from the running platform, over its HTTP APIs only.
 
-- naming (``/api/naming/instances``): the target service's live address, at start and between
-  ramp steps, so a reload or a second replica does not break a run;
-- deploy (``/api/deploy/services``): each instance's pid, for CPU seconds (psutil, same machine);
+- deploy (``/api/deploy/services``): the target service's stable entry port (``front_port``), which
+  forwards each request to a healthy instance by weight — so every replica gets load and a reload
+  or release during a run loses nothing; and each instance's pid, for CPU seconds (psutil);
+- naming (``/api/naming/instances``): for a service without an entry port (one that registers
+  itself from outside devbox, ``register: self``), one healthy instance's address, resolved at
+  start and between ramp steps — such a run loads that one instance only;
 - tracing, through the Zipkin v2 query API (``/api/v2/traces`` on the ``zipkin`` listener): the
   run's traces, read in time slices so no slice hits the 1000-trace limit;
 - metrics, through the Prometheus API (``/api/v1/query`` on the ``prometheus`` listener): the
@@ -34,14 +37,20 @@ COUNTERS_QUERY = ('sum by (callee, method) (rpc_server_requests_total{method!~"G
 ZIPKIN_LIMIT = 1000
 
 
+#: ``Target.via`` of a run aimed at the service's stable entry port / at one instance from naming.
+VIA_ENTRY, VIA_NAMING = "entry", "naming"
+
+
 @dataclass(frozen=True)
 class Target:
-    """The address a run sends its load to, and the naming instance behind it."""
+    """The address a run sends its load to: the service's entry port, or one naming instance."""
 
     service: str
     host: str
     port: int
+    #: the naming instance behind the address (``<service>:entry`` for the entry port)
     instance: str
+    via: str = VIA_NAMING
 
     @property
     def url(self) -> str:
@@ -96,18 +105,39 @@ class PlatformClient:
         return sorted({s["name"] for s in self._get(self.base + "/api/naming/services")})
 
     def resolve(self, service: str) -> Target:
-        """A healthy, not isolated instance of ``service`` (LoadError naming the known services)."""
+        """Where ``service``'s load goes: its stable entry port when deploy opened one (it balances
+        every request over the healthy instances by weight and survives reloads), else a healthy,
+        not isolated instance from naming. LoadError naming the known services when it is unknown,
+        or when naming has it but no instance is healthy."""
         instances = self._get(self.base + "/api/naming/instances", service=service)
         live = [i for i in instances if i.get("healthy") and not i.get("isolated")]
-        if not instances:
+        entry = self.entry(service)
+        if entry is None and not instances:
             known = ", ".join(self.services()) or "(none)"
             raise LoadError(f"unknown target service {service!r}: naming has {known}")
         if not live:
             raise LoadError(f"service {service!r} has {len(instances)} instance(s) but none healthy")
+        if entry is not None:
+            return Target(service, entry[0], entry[1], f"{service}:entry", VIA_ENTRY)
+        LOG.warning("service %s has no entry port (not deployed by devbox?): its load goes to one instance", service)
         live.sort(key=lambda i: (-int(i.get("weight", 100)), i["host"], i["port"]))
         chosen = live[0]
-        host = chosen["host"] if chosen["host"] not in ("0.0.0.0", "::") else "127.0.0.1"
-        return Target(service, host, int(chosen["port"]), chosen["id"])
+        return Target(service, _local(chosen["host"]), int(chosen["port"]), chosen["id"])
+
+    def entry(self, service: str) -> tuple[str, int] | None:
+        """The stable entry address of ``service`` (its default group's ``front_port``), or None
+        without the deploy component, without an entry for it (faults not hosted) or for a
+        service deploy does not run."""
+        try:
+            data = self._get(self.base + "/api/deploy/services")
+        except KeyError:
+            return None
+        for dep in data.get("services", []):
+            if dep.get("service") == service and dep.get("front_port"):
+                url = str(dep.get("url") or "")
+                host = url.split("://", 1)[-1].rsplit(":", 1)[0] if url else "127.0.0.1"
+                return _local(host), int(dep["front_port"])
+        return None
 
     # --- deploy and CPU -----------------------------------------------------------------------
 
@@ -175,6 +205,11 @@ class PlatformClient:
         except LoadError:
             return _until_quiet(self.spans_accepted, quiet_s, deadline)
         return _until_quiet(lambda: sum(self.counters().values()), quiet_s, deadline)
+
+
+def _local(host: str) -> str:
+    """A wildcard bind address as the address to connect to."""
+    return host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
 
 
 def _until_quiet(read: Any, quiet_s: float, deadline: float) -> bool:

@@ -6,8 +6,11 @@ kept by :class:`~devbox.load.runs.RunStore`:
 
 - :meth:`Session.run` — one window (``devbox load``);
 - :meth:`Session.ramp` — windows of rising users until a stop condition holds (``devbox load ramp``).
-  Each step is its own Locust process: its figures are its own (no reset races), and the target is
-  resolved again between steps.
+  Each step is its own Locust process: its figures are its own (no reset races).
+
+The load goes to the target service's stable entry port (see
+:meth:`~devbox.load.platform.PlatformClient.resolve`), so every replica gets its share and a reload
+during a run loses no request; a service without one is resolved through naming again per step.
 
 After the load, the session waits for span ingest to settle, then records per service (from the
 window's traces) throughput, latency and errors, plus the span-derived counters' increase — what
@@ -37,7 +40,8 @@ class LoadSpec:
     """What the user asked for."""
 
     locustfile: Path
-    target: str = "gateway"
+    #: the service loaded (no default: see :func:`devbox.load.config.require_target`)
+    target: str
     users: int = 10
     spawn_rate: float = 10.0
     seconds: float = 30.0
@@ -128,6 +132,9 @@ class Session:
             run.stop()
         code = run.wait(timeout=60)
         ended = time.time()
+        # the last frame shows what Locust wrote last: a short run can end between two ticks
+        elapsed = ended - (load_started or started)
+        self.on_tick(Tick(label, live.read(), elapsed, 0.0, spec.users))
         cpu_after = self.cpu.sample(pids)
         final = locust.read_final(out_dir)
         if not final and not interrupted:

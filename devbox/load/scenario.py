@@ -12,7 +12,7 @@ import operator
 from pathlib import Path
 from typing import Any
 
-from devbox.load.config import find_locustfile
+from devbox.load.config import find_locustfile, require_target
 from devbox.load.locust import LoadError
 from devbox.load.platform import PlatformClient
 from devbox.load.ramp import LoadSpec, Session
@@ -33,10 +33,11 @@ def spec_of(step: LoadStep, project: Any) -> LoadSpec:
     given = (project.root / step.locustfile) if step.locustfile else None
     try:
         locustfile = find_locustfile(given, project.root, project.project, conf)
+        target = require_target(step.service, conf)
     except LoadError as exc:
         raise StepError(str(exc)) from None
     users = step.users or conf.users
-    return LoadSpec(locustfile=locustfile, target=step.service or conf.target, users=users,
+    return LoadSpec(locustfile=locustfile, target=target, users=users,
                     spawn_rate=step.spawn_rate or max(conf.spawn_rate, float(users)), seconds=step.seconds,
                     tags=list(step.tags if step.tags is not None else conf.tags),
                     exclude_tags=list(step.exclude_tags if step.exclude_tags is not None else conf.exclude_tags),

@@ -1,10 +1,15 @@
 """A short real load run against the shop on a real platform (ports 0, loopback): Locust as a
 subprocess, alone and as master + 2 workers; the run kept with its figures, the capacity report
-built from its traces and counters, and bad input refused before anything is written."""
+built from its traces and counters, and bad input refused before anything is written.
+
+The gateway runs 2 replicas here: a run aims at its stable entry port, so both instances get
+load, and a hot reload of the gateway in the middle of a run fails no request."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,17 +20,18 @@ from devbox.config import Ports, ProjectConfig, load_config
 from devbox.load import locust, model
 from devbox.load import report as capacity_report
 from devbox.load.locust import LoadError
-from devbox.load.platform import PlatformClient
+from devbox.load.platform import VIA_ENTRY, PlatformClient
 from devbox.load.ramp import LoadSpec, Session
 from devbox.load.runs import RunStore
 from devbox.platform import registry
+from devbox.scenario.checks import span_instance
 from devbox.testing import PlatformThread, running_platform, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "scenarios" / "shop"
 LOCUSTFILE = ROOT / "loadtests" / "shop.py"
-WANTED = ("naming", "tracing", "metrics", "deploy")
-SERVICES = {"gateway": 1, "orders": 2, "inventory": 1, "payment": 1, "users": 2}
+WANTED = ("naming", "tracing", "metrics", "deploy", "faults")  # faults: the entry ports
+SERVICES = {"gateway": 2, "orders": 2, "inventory": 1, "payment": 1, "users": 2}
 
 pytestmark = [
     pytest.mark.slow,  # deploys the whole shop and runs Locust against it
@@ -40,6 +46,8 @@ def shop_config(state: Path) -> ProjectConfig:
     config.platform.state_dir = str(state)
     for svc in config.services:
         svc.reload = False
+        if svc.name == "gateway":
+            svc.replicas = 2  # the load's target: its entry port spreads the load over both
     return config
 
 
@@ -68,10 +76,21 @@ def session(shop: PlatformThread, tmp_path: Path) -> Iterator[Session]:
     client.close()
 
 
+def gateway_server_spans(session: Session, record: dict[str, object]) -> dict[str, int]:
+    """Gateway SERVER spans of the run's window per instance id (health probes left out)."""
+    start_us, end_us = int(record["started_at"] * 1e6), int(record["ended_at"] * 1e6)  # type: ignore[operator]
+    served: dict[str, int] = {}
+    for trace in session.client.traces("gateway", start_us, end_us):
+        for span in trace:
+            if span.service == "gateway" and span.kind == "SERVER" and "healthz" not in span.name.lower():
+                served[span_instance(span)] = served.get(span_instance(span), 0) + 1
+    return served
+
+
 def test_a_short_run_is_kept_with_entry_and_service_figures(session: Session, tmp_path: Path) -> None:
     ticks = []
     session.on_tick = ticks.append
-    record = session.run(LoadSpec(locustfile=LOCUSTFILE, users=4, spawn_rate=4, seconds=5))
+    record = session.run(LoadSpec(locustfile=LOCUSTFILE, target="gateway", users=4, spawn_rate=4, seconds=5))
     assert record["status"] == "complete"
     folder = Path(record["dir"])
     for name in ("run.json", "report.html", "locust_stats.csv", "locust_stats_history.csv", "locust.json"):
@@ -79,9 +98,13 @@ def test_a_short_run_is_kept_with_entry_and_service_figures(session: Session, tm
     names = {e["name"] for e in record["entries"]}
     assert names <= {"GET /products", "GET /checkout/{user}", "POST /orders"} and names
     assert record["total"]["requests"] > 0 and record["total"]["errors"] == 0
-    assert record["target"]["service"] == "gateway"
+    assert record["target"]["service"] == "gateway" and record["target"]["via"] == VIA_ENTRY
+    # the entry port balances every request: both gateway instances served a fair share of them
+    served = gateway_server_spans(session, record)
+    assert len(served) == 2 and "?" not in served, served
+    assert min(served.values()) >= 0.2 * sum(served.values()), served
     # the live view saw requests while the run went
-    assert any(t.snapshot.total is not None and t.snapshot.total.requests > 0 for t in ticks), ticks
+    assert any(t.snapshot.total is not None and t.snapshot.total.requests > 0 for t in ticks), ticks[-3:]
     # the platform side: counters grew per service, traces of the window were read, CPU was sampled
     assert {r["service"] for r in record["counters"]} >= {"gateway", "inventory"}
     assert record["traces_read"] > 0 and record["cpu_s"]["gateway"] > 0
@@ -103,12 +126,61 @@ def test_a_short_run_is_kept_with_entry_and_service_figures(session: Session, tm
 
 
 def test_distributed_master_and_two_workers(session: Session) -> None:
-    record = session.run(LoadSpec(locustfile=LOCUSTFILE, users=4, spawn_rate=4, seconds=5, workers=2))
+    record = session.run(LoadSpec(locustfile=LOCUSTFILE, target="gateway", users=4, spawn_rate=4, seconds=5,
+                                  workers=2))
     folder = Path(record["dir"])
     assert record["status"] == "complete" and record["params"]["workers"] == 2
     assert record["total"]["requests"] > 0
     assert (folder / "worker-1.log").is_file() and (folder / "worker-2.log").is_file()
-    assert "2 workers" in (folder / "locust.log").read_text() or "worker" in (folder / "locust.log").read_text()
+    # the master's own count as the second worker reported ready (Locust's log line)
+    log = (folder / "locust.log").read_text()
+    assert re.search(r"reported as ready\. 2 workers connected", log), log[-2000:]
+
+
+def test_a_hot_reload_of_the_target_during_a_run_loses_no_request(session: Session, shop: PlatformThread) -> None:
+    api = shop.url("api")
+
+    def gateway_ids() -> set[str]:
+        data = httpx.get(api + "/api/deploy/services", timeout=10).json()["services"]
+        return {i["id"] for d in data if d["service"] == "gateway" for i in d["instances"] if i["healthy"]}
+
+    before = gateway_ids()
+    spec = LoadSpec(locustfile=LOCUSTFILE, target="gateway", users=4, spawn_rate=4, seconds=15, tags=["products"])
+    records: list[dict[str, object]] = []
+    runner = threading.Thread(target=lambda: records.append(session.run(spec)), daemon=True)
+    runner.start()
+
+    def requests_flowing() -> bool:
+        for folder in session.store.root.glob("*"):
+            snap = locust.LiveStats(folder / "locust").read()
+            if snap.total is not None and snap.total.requests > 0:
+                return True
+        return False
+
+    wait_for(requests_flowing, timeout=60, what="the run's first requests")
+    reloaded = httpx.post(api + "/api/deploy/services/gateway/reload", timeout=60)
+    assert reloaded.status_code == 200, reloaded.text
+
+    def replaced() -> set[str]:
+        ids = gateway_ids()
+        return ids if len(ids) == 2 and not ids & before else set()
+
+    after = wait_for(replaced, timeout=60, what="two new gateway instances ready")
+    assert runner.is_alive(), "the run ended before the reload finished: it tested nothing"
+    runner.join(timeout=120)
+    assert not runner.is_alive() and records, "the run did not end"
+    record = records[0]
+    assert record["status"] == "complete"
+    total = record["total"]
+    assert total["requests"] > 0 and total["failures"] == 0, total  # type: ignore[index]
+    # the load reached the new instances through the same address
+
+    def new_ones_served() -> dict[str, int]:
+        served = gateway_server_spans(session, record)
+        return served if set(served) & after else {}
+
+    served = wait_for(new_ones_served, timeout=30, what="a gateway server span of a new instance")
+    assert set(served) & before, served
 
 
 def test_bad_input_is_refused_and_nothing_is_written(session: Session, tmp_path: Path) -> None:
@@ -117,7 +189,7 @@ def test_bad_input_is_refused_and_nothing_is_written(session: Session, tmp_path:
     with pytest.raises(LoadError, match=r"unknown target service 'nosuch'.*gateway"):
         session.run(LoadSpec(locustfile=LOCUSTFILE, target="nosuch", users=1, seconds=1))
     with pytest.raises(LoadError, match="does not import"):
-        session.run(LoadSpec(locustfile=broken, users=1, seconds=1))
+        session.run(LoadSpec(locustfile=broken, target="gateway", users=1, seconds=1))
     assert session.store.list() == [] and not any((tmp_path / "load").glob("*"))
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from devbox.config import ConfigError, load_config, parse_config
 from devbox.load import locust
-from devbox.load.config import LoadConfig, find_locustfile
+from devbox.load.config import LoadConfig, find_locustfile, require_target
 from devbox.load.locust import LoadError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,3 +71,24 @@ def test_cli_takes_the_section_when_no_flag_is_given(tmp_path: Path) -> None:
     spec = _spec(config, None, "gateway", 2, 1.0, "5s", ["orders"], None, 0, "feature-x")
     assert (spec.users, spec.spawn_rate, spec.seconds, spec.target, spec.tags) == (2, 1.0, 5.0, "gateway", ["orders"])
     assert spec.env()["DEVBOX_LOAD_ENV"] == "feature-x"
+
+
+def test_no_target_is_required_and_says_how_to_give_one(tmp_path: Path) -> None:
+    """No project's entry service is assumed (the shop's gateway is the shop's): a flag or load.target."""
+    assert LoadConfig().target is None
+    assert require_target("orders", LoadConfig()) == "orders"
+    assert require_target(None, LoadConfig(target="gateway")) == "gateway"
+    with pytest.raises(LoadError, match=r"no target service: pass --target SERVICE .* load\.target in devbox\.yaml"):
+        require_target(None, LoadConfig())
+
+
+@pytest.mark.skipif(not locust.available(), reason="locust not installed")
+def test_cli_without_a_target_exits_with_the_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from devbox.cli.load import _spec
+
+    (tmp_path / "mine.py").write_text("# configured\n")
+    (tmp_path / "devbox.yaml").write_text("project: app\nload:\n  locustfile: mine.py\n")
+    with pytest.raises(BaseException) as exited:  # typer.Exit / SystemExit with the usage code
+        _spec(str(tmp_path / "devbox.yaml"), None, None, None, None, None, None, None, 0, None)
+    assert getattr(exited.value, "exit_code", getattr(exited.value, "code", None)) == 2
+    assert "load.target" in capsys.readouterr().err
