@@ -86,15 +86,23 @@ def test_prediction_of_each_service_from_entry_qps() -> None:
                                        "payment": 100})
 
 
-def test_prediction_at_a_second_load_level_is_within_target_on_a_stable_mix() -> None:
-    """Fan-out learned at one level predicts another level's calls: the accuracy check's premise."""
-    first = model.fanout(shop_traces(checkouts=200, products=100), entry_service="gateway")
-    second = shop_traces(checkouts=500, products=300)
-    measured = model.service_figures(second, 0, 10**12)
-    predicted = model.predict_service_qps({"GET /checkout/{user}": 500, "GET /products": 300}, first)
-    for svc, row in measured.items():
-        err = model.error_pct(predicted[svc], row["calls"])
-        assert err is not None and abs(err) <= 5, (svc, err)
+def test_prediction_at_a_second_load_level_with_another_mix() -> None:
+    """Fan-out learned at one level predicts another level's calls from its own entry mix: the
+    accuracy check's premise. The second level shifts the mix (2:1 checkouts to products becomes
+    1:4) and its fraud share (1 in 4 instead of 1 in 5, as random order amounts do), so only a
+    per-entry fan-out predicts it — a service's calls per entry request of the first level would not."""
+    first_traces = shop_traces(checkouts=200, products=100)
+    first = model.fanout(first_traces, entry_service="gateway")
+    second = shop_traces(checkouts=160, fraud_every=4, products=640)
+    measured = {svc: row["calls"] for svc, row in model.service_figures(second, 0, 10**12).items()}
+    predicted = model.predict_service_qps({"GET /checkout/{user}": 160, "GET /products": 640}, first)
+    errors = {svc: model.error_pct(predicted[svc], calls) for svc, calls in measured.items()}
+    assert all(err is not None and abs(err) <= 5 for err in errors.values()), errors
+    assert errors["users"] == pytest.approx((160 * 2.2 - 160 * 2.25) / (160 * 2.25) * 100)  # the fraud share moved
+    # mix-blind: each service's calls per entry request at the first level, times the second's entry requests
+    first_calls = {svc: row["calls"] for svc, row in model.service_figures(first_traces, 0, 10**12).items()}
+    blind = {svc: calls / 300 * 800 for svc, calls in first_calls.items()}
+    assert max(abs(model.error_pct(blind[svc], calls) or 0) for svc, calls in measured.items()) > 50
 
 
 def test_unknown_entry_in_a_target_mix_is_named_with_a_suggestion() -> None:
