@@ -159,11 +159,13 @@ class Collector:
             self._lag_spans -= self._unindexed.popleft()[1]
         self._progress.set()
         self._progress = asyncio.Event()
-        for handler, value in ((self._on_services, report.own_services), (self._on_rpc, report.aggregates),
-                               (self._on_commit, report.spans)):
+        handlers: list[tuple[Callable[[Any], None] | None, Any]] = [
+            (self._on_services, report.own_services), (self._on_rpc, report.aggregates),
+            (self._on_commit, report.spans)]
+        for handler, value in handlers:
             if value and handler is not None:
                 try:
-                    handler(value)  # type: ignore[operator]
+                    handler(value)
                 except Exception:
                     LOG.exception("indexer report listener %r failed", handler)
 

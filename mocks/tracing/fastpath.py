@@ -11,7 +11,7 @@ with a span the decoder would reject, are left to that general path (``None``).
 from __future__ import annotations
 
 from collections.abc import Collection
-from json.encoder import encode_basestring as _enc  # type: ignore[attr-defined]
+from json.encoder import encode_basestring as _enc
 from typing import Any
 
 from devbox.mocks.tracing import convert

@@ -428,6 +428,7 @@ def _serve_checks(conn: child.Duplex) -> None:
             ident, args = conn.recv()
         except (EOFError, OSError):
             return
+        reply: tuple[Any, bool, Any]
         try:
             reply = (ident, True, check(*args))
         except Exception as exc:

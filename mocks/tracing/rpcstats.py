@@ -129,10 +129,9 @@ class RpcDeriver:
 
     def _count(self, out: Aggregates, side: str, caller: str, callee: str, call: Call) -> None:
         method, code, error, version, duration_us = call[6:]
+        base: tuple[tuple[str, str], ...] = (("callee", callee), ("caller", caller), ("method", method))
         if version:
-            base = (("callee", callee), ("caller", caller), ("method", method), ("version", version))
-        else:
-            base = (("callee", callee), ("caller", caller), ("method", method))
+            base = (*base, ("version", version))
         entry = out.get((side, base))
         if entry is None:
             entry = out[(side, base)] = [{}, [0] * len(self.buckets), 0, 0]
