@@ -12,6 +12,7 @@ the ports and the platform from them — this layer names no mock.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,6 +124,10 @@ class PlatformContext:
     events: Events
     #: listener name -> (host, port) actually bound; filled before components start.
     addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: Set once every listener serves its real app. Until then they answer 503 "starting" (the
+    #: platform binds first): a component that hands the listeners' addresses to processes it
+    #: starts (deploy) waits for it, so those never see "starting".
+    serving: asyncio.Event = field(default_factory=asyncio.Event)
     _components: dict[str, Component] = field(default_factory=dict)
     _ports: dict[type[Any], Any] = field(default_factory=dict)
 

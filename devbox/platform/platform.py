@@ -363,6 +363,7 @@ class Platform:
         except BaseException:
             await self._close_listeners()
             raise
+        self.ctx.serving.set()
         self.started_at = time.time()
         LOG.info("platform up: %s", {k: v[1] for k, v in self.ctx.addresses.items()})
 

@@ -181,6 +181,9 @@ class DeployComponent(Component):
         """The initial deploy; whatever happens, ``deployed`` is resolved (``wait_deployed`` and
         `devbox up` wait on it): an unexpected error is one of its errors, naming what failed."""
         try:
+            # the instances get the platform's addresses: start them once those serve for real
+            # (until then the listeners answer 503 "starting", see devbox.platform.platform)
+            await self.ctx.serving.wait()
             await self._deploy_services()
         except Exception as exc:
             LOG.exception("deploying the project's services failed")
