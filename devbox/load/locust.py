@@ -8,7 +8,8 @@ second with ``--csv-full-history``) and computes req/s from the request counts i
 stdout at exit; it holds every response-time bucket, so any percentile is exact).
 
 A stop (Ctrl-C, the deadline) sends SIGTERM to the master: Locust stops its users, writes its
-CSV, HTML report and JSON, then exits — what was measured is kept.
+CSV and JSON, then exits — what was measured is kept (its HTML report is written only by a run
+that reaches its end).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class LocustRun:
         return self.master is not None and self.master.poll() is None
 
     def stop(self) -> None:
-        """Ask Locust to stop now (SIGTERM): it writes its CSV, HTML and JSON before exiting."""
+        """Ask Locust to stop now (SIGTERM): it writes its CSV and JSON (not its HTML) before exiting."""
         if self.running():
             assert self.master is not None
             with contextlib.suppress(ProcessLookupError):
