@@ -43,7 +43,8 @@ def shop(state: Path, sampling: float) -> Any:
     for svc in config.services:
         svc.reload = False
         svc.sampling = sampling  # injected as DEVBOX_SAMPLING / OTEL_TRACES_SAMPLER_ARG
-    components = [c for c in ("naming", "tracing", "metrics", "deploy") if c in registry.available()]
+    # faults opens the entry ports: the load goes through gateway's, as `devbox load` sends it
+    components = [c for c in ("naming", "tracing", "metrics", "deploy", "faults") if c in registry.available()]
     return running_platform(config=config, components=components)
 
 
@@ -71,18 +72,21 @@ def main() -> None:
             wait_ready(p.url("api"))
             client = PlatformClient(p.url("api"))
             session = Session(client, RunStore(tmp / "on-runs"))
-            first = session.run(LoadSpec(locustfile=LOCUSTFILE, users=low, spawn_rate=low, seconds=args.seconds))
-            second = session.run(LoadSpec(locustfile=LOCUSTFILE, users=high, spawn_rate=high, seconds=args.seconds))
+            first = session.run(LoadSpec(locustfile=LOCUSTFILE, target="gateway", users=low, spawn_rate=low,
+                                         seconds=args.seconds))
+            second = session.run(LoadSpec(locustfile=LOCUSTFILE, target="gateway", users=high, spawn_rate=high,
+                                          seconds=args.seconds))
             window = {r["id"]: client.traces("gateway", int(r["started_at"] * 1e6), int(r["ended_at"] * 1e6))
                       for r in (first, second)}
             built = capacity_report.build(second, window[second["id"]], baseline=first,
                                           baseline_traces=window[first["id"]])
             on_rps = second["total"]["rps"]
             client.close()
-        print(f"prediction at {high} users from the fan-out at {low} users (predicted/measured calls):")
+        print(f"prediction at {high} users from the fan-out at {low} users (predicted/measured calls, error):")
         for row in built["accuracy"]["rows"]:
             ratio = row["predicted"] / row["measured"] if row["measured"] else float("nan")
-            print(f"  {row['service']:<10} {ratio:.3f}  ({row['predicted']:.0f} / {row['measured']:.0f})")
+            print(f"  {row['service']:<10} {ratio:.3f}  ({row['predicted']:.0f} / {row['measured']:.0f}, "
+                  f"{(ratio - 1) * 100:+.1f}%)")
         spans = built["spans"]
         print(f"traces received / requests sent: {spans['traces_ratio']:.3f} "
               f"({spans['traces_received']} / {spans['requests_sent']})")
@@ -92,7 +96,7 @@ def main() -> None:
             wait_ready(p.url("api"))
             client = PlatformClient(p.url("api"))
             off = Session(client, RunStore(tmp / "off-runs")).run(
-                LoadSpec(locustfile=LOCUSTFILE, users=high, spawn_rate=high, seconds=args.seconds))
+                LoadSpec(locustfile=LOCUSTFILE, target="gateway", users=high, spawn_rate=high, seconds=args.seconds))
             client.close()
         print(f"throughput with tracing on / off at {high} users: {on_rps / off['total']['rps']:.3f} "
               f"({on_rps:.1f} / {off['total']['rps']:.1f} req/s; p99 {second['total']['p99']} / "
