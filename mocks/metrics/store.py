@@ -263,6 +263,8 @@ class Head:
 
 
 _EMPTY: array[float] = array("d")
+#: a head start no query reaches (the head is not loaded yet); within SQLite's integer range
+_NEVER = 2**62 + 1
 
 #: How far back the head reaches at most (compaction's rollup cutoff may keep it shorter).
 HEAD_SECONDS = 3 * 3600
@@ -291,8 +293,13 @@ class MetricsStore:
         self.points_written = 0
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        self._closed = False
         self._load()
-        self.head = self._load_head(head_seconds, head_max_samples)
+        self.head = self._empty_head(head_seconds, head_max_samples)
+        #: set once the head holds what SQLite holds from its start; until then queries read SQLite
+        self.head_loaded = threading.Event()
+        # on a thread: a million samples take a second to load, and the platform's start waits for no one
+        threading.Thread(target=self._load_head, name="metrics-head", daemon=True).start()
 
     def _load(self) -> None:
         with self.db.lock:
@@ -303,24 +310,44 @@ class MetricsStore:
             ):
                 self.meta[name] = MetricInfo(name, kind, help_, unit, tuple(json.loads(dims)))
 
-    def _load_head(self, seconds: float, max_samples: int) -> Head:
-        """The head from SQLite's raw samples of the last ``seconds`` (after any rolled-up minute)."""
-        started = time.perf_counter()
+    def _empty_head(self, seconds: float, max_samples: int) -> Head:
+        """A head starting ``seconds`` ago, or after the newest rolled-up minute if that is later."""
         with self.db.lock:
-            conn = self.db.conn
-            rolled = conn.execute("SELECT MAX(ts) FROM samples_1m").fetchone()[0]
-            start = math.floor(time.time() - seconds)
-            if rolled is not None:
-                start = max(start, int(rolled) + 1)
-            head = Head(start, max_samples)
-            cursor = conn.execute(
-                "SELECT series_id, ts, value FROM samples WHERE ts >= ? ORDER BY series_id, ts", (start,)
-            )
-            while rows := cursor.fetchmany(65536):
-                head.add(rows)
-        LOG.debug("metrics head: %d samples from %d loaded in %.3f s", head.samples, head.start,
+            rolled = self.db.conn.execute("SELECT MAX(ts) FROM samples_1m").fetchone()[0]
+        start = math.floor(time.time() - seconds)
+        if rolled is not None:
+            start = max(start, int(rolled) + 1)
+        return Head(start, max_samples)
+
+    def _load_head(self) -> None:
+        """Fill the head from SQLite's raw samples since its start.
+
+        Holds the store's lock throughout (writers and queries wait, for about a second per million
+        samples). A write that slipped in before is both in the head and in what is read here: the
+        same values, and a repeated second replaces.
+        """
+        started = time.perf_counter()
+        try:
+            with self._lock:
+                if self._closed:
+                    return
+                conn = self._reader()
+                conn.execute("BEGIN")
+                try:
+                    cursor = conn.execute(
+                        "SELECT series_id, ts, value FROM samples WHERE ts >= ? ORDER BY series_id, ts",
+                        (self.head.start,),
+                    )
+                    while rows := cursor.fetchmany(65536):
+                        self.head.add(rows)
+                finally:
+                    conn.execute("COMMIT")
+                self.head_loaded.set()
+        except sqlite3.Error:  # closed while loading: nothing reads this store any more
+            LOG.debug("metrics head not loaded", exc_info=True)
+            return
+        LOG.debug("metrics head: %d samples from %d loaded in %.3f s", self.head.samples, self.head.start,
                   time.perf_counter() - started)  # fmt: skip
-        return head
 
     def _index(self, sid: int, name: str, labels: tuple[tuple[str, str], ...]) -> None:
         self._ids[(name, labels)] = sid
@@ -329,6 +356,7 @@ class MetricsStore:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
@@ -457,7 +485,7 @@ class MetricsStore:
             return []
         lo, hi = math.floor(_clamp(start)), math.floor(_clamp(end))
         with self._lock:  # one consistent snapshot of the head (slices are copies)
-            head_start = self.head.start
+            head_start = self.head.start if self.head_loaded.is_set() else _NEVER
             recent = [self.head.window(sid, max(lo, head_start), hi) for sid, _ in found] if hi >= head_start else []
         by_id = {sid: RawSeries(labels, [], []) for sid, labels in found}
         if lo < head_start:
@@ -521,7 +549,7 @@ class MetricsStore:
         if sid is None:
             return None
         with self._lock:
-            recent = self.head.last(sid)
+            recent = self.head.last(sid) if self.head_loaded.is_set() else None
         if recent is not None:
             return recent
         with self.db.lock:

@@ -43,6 +43,7 @@ def _write_shuffled(store: MetricsStore, now: int, seed: int) -> None:
 def test_head_answers_as_sqlite_through_writes_compaction_and_restart(tmp_path: Path) -> None:
     now = int(time.time())
     store = MetricsStore(tmp_path / "m.db", head_seconds=2000)
+    assert store.head_loaded.wait(10)
     assert store.head.start == now - 2000 or store.head.start == now - 1999  # a clock tick apart
     _write_shuffled(store, now, 1)
     _write_shuffled(store, now, 2)
@@ -54,6 +55,7 @@ def test_head_answers_as_sqlite_through_writes_compaction_and_restart(tmp_path: 
     _assert_same(store, now)
     store.close()
     again = MetricsStore(tmp_path / "m.db", head_seconds=2000)
+    assert again.head_loaded.wait(10)  # loaded on a thread, off the platform's start
     assert again.head.start == now - 1800  # after the newest rolled-up minute, not before it
     assert again.head.samples == 5 * 1800
     _assert_same(again, now)
@@ -63,6 +65,7 @@ def test_head_answers_as_sqlite_through_writes_compaction_and_restart(tmp_path: 
 def test_head_stays_within_its_sample_bound(tmp_path: Path) -> None:
     now = int(time.time())
     store = MetricsStore(tmp_path / "m.db", head_seconds=4000, head_max_samples=5000)
+    assert store.head_loaded.wait(10)
     _write_shuffled(store, now, 3)
     assert 0 < store.head.samples <= 5000
     assert store.head.start > now - 3000
@@ -73,6 +76,7 @@ def test_head_stays_within_its_sample_bound(tmp_path: Path) -> None:
 def test_head_keeps_the_last_of_a_repeated_second_and_takes_a_resent_batch(tmp_path: Path) -> None:
     now = int(time.time())
     store = MetricsStore(tmp_path / "m.db")
+    assert store.head_loaded.wait(10)
     batch = [Point("x_total", (), float(t), float(t)) for t in range(now - 10, now)]
     store.write(batch)
     store.write([Point("x_total", (), float(t), 2.0 * t) for t in range(now - 10, now)])  # same seconds again
@@ -88,6 +92,20 @@ def test_head_keeps_the_last_of_a_repeated_second_and_takes_a_resent_batch(tmp_p
 def test_last_value_comes_from_the_head(tmp_path: Path) -> None:
     now = int(time.time())
     store = MetricsStore(tmp_path / "m.db")
+    assert store.head_loaded.wait(10)
     store.write([Point("x_total", (), float(now - 5), 3.0), Point("x_total", (), float(now - 9), 2.0)])
     assert store.last_value("x_total", ()) == 3.0
     store.close()
+
+
+def test_queries_read_sqlite_until_the_head_is_loaded(tmp_path: Path) -> None:
+    now = int(time.time())
+    store = MetricsStore(tmp_path / "m.db")
+    store.write([Point("x_total", (), float(t), float(t)) for t in range(now - 100, now)])
+    store.close()
+    again = MetricsStore(tmp_path / "m.db")
+    with again._lock:  # the loader waits for this lock: nothing is in the head yet
+        (series,) = again.select(NAME_X, now - 200, now)
+        assert len(series.ts) == 100 and series.vs[-1] == now - 1
+    assert again.head_loaded.wait(10) and again.head.samples == 100
+    again.close()
