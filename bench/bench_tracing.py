@@ -11,8 +11,11 @@
    last hour, limit 20); and of ``/dependencies`` over the last hour.
 3. Memory: RSS of the platform process with ``--spans`` stored, against a fresh one.
 
-The platform runs in a child process (``--serve``), hosting only the tracing component plus the
-bench's discard endpoint, so the client's work does not share its interpreter.
+The platform runs in a child process (``--serve``), hosting the tracing and metrics components (as
+any project does: metrics derives RPC counters from every span the indexer commits; ``--components
+tracing`` leaves it out) plus the bench's discard endpoint, so the client's work does not share its
+interpreter. ``--profile DIR`` records py-spy profiles (collapsed stacks) of the platform and of the indexer
+process during the OTLP/HTTP ingest (py-spy must be on PATH and allowed to attach).
 """
 
 from __future__ import annotations
@@ -74,23 +77,26 @@ class DiscardComponent(Component):
         return [("otlp_grpc", lambda server: server.add_generic_rpc_handlers((handler,)))]
 
 
-def serve(state: Path) -> None:
-    """Child process: a platform with tracing + discard; prints its addresses, stops on stdin EOF."""
+def serve(state: Path, components: list[str]) -> None:
+    """Child process: a platform with ``components`` + discard; prints its addresses and the
+    indexer's pid, stops on stdin EOF."""
     from devbox.platform import registry
+    from devbox.platform.ports import TracesPort
     from devbox.testing import running_platform
 
     registry.COMPONENTS["bench_discard"] = "__main__:DiscardComponent"
-    with running_platform(state, components=["tracing", "bench_discard"],
+    with running_platform(state, components=[*components, "bench_discard"],
                           platform={"max_body_bytes": 64 * 1024 * 1024}) as p:
+        tracing: Any = p.platform.ctx.lookup(TracesPort)  # type: ignore[union-attr]
         print(json.dumps({"http": p.url("otlp_http"), "grpc": p.target("otlp_grpc"), "zipkin": p.url("zipkin"),
-                          "api": p.url("api")}), flush=True)
+                          "api": p.url("api"), "indexer_pid": tracing.collector.indexer.pid}), flush=True)
         sys.stdin.read()
 
 
 class Server:
-    def __init__(self, state: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(state)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+    def __init__(self, state: Path, components: str = "tracing,metrics") -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(state), "--components", components],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.addr = json.loads(self.proc.stdout.readline())
 
@@ -164,8 +170,18 @@ def grpc_sender(target: str, method: str) -> Any:
     return send
 
 
+def profile(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` for ``seconds`` into ``out``.txt (collapsed stacks: flamegraph.pl
+    input, and readable as text)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds) + 1),
+                             "--rate", "200", "--format", "raw", "--output", str(out.with_suffix(".txt")),
+                             "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
-    server = Server(tmp / "ingest")
+    server = Server(tmp / "ingest", args.components)
     try:
         warm = otlp_bodies(4, seed=1)
         for body in warm:
@@ -180,6 +196,13 @@ def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
                 real = grpc_sender(server.addr["grpc"], OTLP_METHOD)
                 bare = grpc_sender(server.addr["grpc"], DISCARD_METHOD)
             bare_s = blast(bare, bodies, args.workers)
+            spies = []
+            if args.profile is not None and proto == "http":
+                # the burst plus the indexing behind it: about spans / 8k spans/s at worst
+                seconds = min(60.0, len(bodies) * BATCH / 8000)
+                spies = [profile(server.proc.pid, args.profile / "platform", seconds),
+                         profile(server.addr["indexer_pid"], args.profile / "indexer", seconds)]
+            cpu_before = _cpu(server)
             started = time.perf_counter()
             real_s = blast(real, bodies, args.workers)
             spans = len(bodies) * BATCH
@@ -190,10 +213,22 @@ def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
                 time.sleep(0.05)
             out[f"{proto}_indexed_per_s"] = spans / (time.perf_counter() - started)
             out[f"{proto}_queryable_after_s"] = time.perf_counter() - started - real_s
+            # CPU per span of each process: steadier than rates on a shared machine
+            cpu_after = _cpu(server)
+            out[f"{proto}_platform_cpu_us"] = (cpu_after[0] - cpu_before[0]) / spans * 1e6
+            out[f"{proto}_indexer_cpu_us"] = (cpu_after[1] - cpu_before[1]) / spans * 1e6
+            for spy in spies:
+                spy.wait()
         out["stored"] = _stored(server)
         return out
     finally:
         server.stop()
+
+
+def _cpu(server: Server) -> tuple[float, float]:
+    """CPU seconds (user + system) so far of the platform process and of the indexer process."""
+    times = [psutil.Process(pid).cpu_times() for pid in (server.proc.pid, server.addr["indexer_pid"])]
+    return times[0].user + times[0].system, times[1].user + times[1].system
 
 
 def _info(server: Server) -> dict[str, Any]:
@@ -228,7 +263,7 @@ def fill(state: Path, total: int) -> str:
 
 
 def bench_query(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
-    fresh = Server(tmp / "fresh")
+    fresh = Server(tmp / "fresh", args.components)
     try:
         httpx.get(fresh.addr["api"] + "/healthz")
         rss_fresh = fresh.rss_mb()
@@ -238,7 +273,7 @@ def bench_query(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     started = time.perf_counter()
     trace_id = fill(state, args.spans)
     fill_s = time.perf_counter() - started
-    server = Server(state)
+    server = Server(state, args.components)
     try:
         client = httpx.Client(timeout=60)
 
@@ -285,9 +320,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=120, help="ingest requests of 512 spans per protocol")
     parser.add_argument("--workers", type=int, default=4, help="concurrent client connections")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--components", default="tracing,metrics", help="platform components besides the discard")
+    parser.add_argument("--profile", type=Path, help="record py-spy profiles of the ingest into this directory")
+    parser.add_argument("--ingest-only", action="store_true", help="skip the query and memory figures")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.components.split(","))
         return
     with tempfile.TemporaryDirectory(prefix="bench-tracing-") as tmp:
         ingest = bench_ingest(args, Path(tmp))
@@ -297,8 +335,12 @@ def main() -> None:
             real, ceiling = ingest[f"{proto}_spans_per_s"], ingest[f"{proto}_ceiling_spans_per_s"]
             print(f"  OTLP/{proto:<4} {real:>9,.0f} spans/s acknowledged   ceiling {ceiling:>10,.0f} spans/s   "
                   f"ratio {real / ceiling:.2f}   indexed {ingest[f'{proto}_indexed_per_s']:,.0f} spans/s "
-                  f"(all queryable {ingest[f'{proto}_queryable_after_s']:.1f} s after the last answer)")
-        print(f"  spans stored after the run: {ingest['stored']:,}")
+                  f"(all queryable {ingest[f'{proto}_queryable_after_s']:.1f} s after the last answer)   "
+                  f"CPU/span: platform {ingest[f'{proto}_platform_cpu_us']:.1f} us, "
+                  f"indexer {ingest[f'{proto}_indexer_cpu_us']:.1f} us")
+        print(f"  spans stored after the run: {ingest['stored']:,}   components: {args.components}")
+        if args.ingest_only:
+            return
         q = bench_query(args, Path(tmp))
         print(f"query with {q['stored']:,} spans stored (filled at {q['fill_spans_per_s']:,.0f} spans/s, "
               f"db {q['db_mb']:.0f} MB):")
