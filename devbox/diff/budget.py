@@ -112,8 +112,8 @@ def check(budget: Budget, run: Profile, baseline: Profile | None) -> BudgetResul
             return BudgetResult(budget, True, None, "not checked: no baseline (run with --baseline SNAPSHOT)")
         now, before = run.ops.get(key), baseline.ops.get(key)
         if now is None or before is None or not now.count or not before.count:
-            where = "this run" if now is None or not now.count else "the baseline"
-            return BudgetResult(budget, False, None, f"no call of {budget.args[0]} in {where}")
+            missing_in = "this run" if now is None or not now.count else "the baseline"
+            return BudgetResult(budget, False, None, f"no call of {budget.args[0]} in {missing_in}")
         a, b = quantile(before.durations_ms, q), quantile(now.durations_ms, q)
         value = (b - a) / a if a else 0.0
         p = mann_whitney(before.durations_ms, now.durations_ms)

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from devbox.mocks.tracing.analysis import CALLEE_KINDS, CALLER_KINDS, build_tree, calls, group_traces
+from devbox.mocks.tracing.analysis import CALLEE_KINDS, build_tree, calls, group_traces
+from devbox.mocks.tracing.links import CALLER_KINDS
 from devbox.mocks.tracing.models import Span
 from devbox.snapshot.collect import PROBE_ROOTS
 from devbox.snapshot.format import Evidence

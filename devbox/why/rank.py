@@ -38,7 +38,8 @@ import networkx as nx
 from devbox.diff.core import latency_shift
 from devbox.diff.profile import OpStats, is_probe, self_time_us
 from devbox.diff.stats import ALPHA_DEFAULT, mann_whitney, quantile, two_proportions
-from devbox.mocks.tracing.analysis import CALLER_KINDS, build_tree, calls, group_traces, root_cause
+from devbox.mocks.tracing.analysis import build_tree, calls, group_traces, root_cause
+from devbox.mocks.tracing.links import CALLER_KINDS
 from devbox.mocks.tracing.models import Span
 
 DEPLOY_KINDS = ("release", "release_batch", "release_done", "reload", "reloaded", "restarted", "crashed", "scaled",
