@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from devbox.mocks.tracing.analysis import CALLEE_KINDS, build_tree, calls, group_traces, percentile
+from devbox.mocks.tracing.analysis import CALLEE_KINDS, build_tree, calls_received, group_traces, percentile
 from devbox.mocks.tracing.models import Span
 
 #: Operations that are devbox's own health probes, never part of a load's traffic (lower case:
@@ -108,13 +108,7 @@ def fanout(traces: Iterable[Sequence[Span]], *, entry_service: str | None = None
         rs = tree.spans[root]
         if is_probe(rs.name) or (entry_service is not None and rs.service != entry_service):
             continue
-        counts: dict[tuple[str, str], int] = defaultdict(int)
-        for key, s in tree.spans.items():
-            if key != root and s.kind in CALLEE_KINDS:
-                counts[(s.service, s.name)] += 1
-        for call in calls(tree):
-            if not call.traced:
-                counts[(call.callee, call.operation)] += 1
+        counts = calls_received(tree)
         per_trace[(rs.service, rs.name)].append(counts)
         span_counts[(rs.service, rs.name)].append(len(trace))
     out: dict[str, EntryFanout] = {}

@@ -312,6 +312,23 @@ def critical_path(spans: Sequence[Span]) -> dict[str, Any]:
 # --- fan-out per entry operation ---------------------------------------------------------------
 
 
+def calls_received(tree: TraceTree) -> dict[tuple[str, str], int]:
+    """(service, operation) -> calls one trace made to it, its main root excluded.
+
+    A call received is a SERVER/CONSUMER span (other than the entry itself) or a call to an
+    uninstrumented peer (a CLIENT/PRODUCER span naming a remote service with no traced child).
+    """
+    root = tree.main_root
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for key, s in tree.spans.items():
+        if key != root and s.kind in CALLEE_KINDS:
+            counts[(s.service, s.name)] += 1
+    for call in calls(tree):
+        if not call.traced:
+            counts[(call.callee, call.operation)] += 1
+    return counts
+
+
 def fanout(spans: Iterable[Span]) -> list[dict[str, Any]]:
     """For each entry operation (the main root of a trace), how many calls each downstream
     service/operation receives per entry request, on average over the traces given.
@@ -327,12 +344,8 @@ def fanout(spans: Iterable[Span]) -> list[dict[str, Any]]:
         entry = (tree.spans[root].service, tree.spans[root].name)
         entries[entry] += 1
         counts = received[entry]
-        for key, s in tree.spans.items():
-            if key != root and s.kind in CALLEE_KINDS:
-                counts[(s.service, s.name)] += 1
-        for call in calls(tree):
-            if not call.traced:
-                counts[(call.callee, call.operation)] += 1
+        for key, n in calls_received(tree).items():
+            counts[key] += n
     out = []
     for (service, operation), requests in sorted(entries.items(), key=lambda kv: (-kv[1], kv[0])):
         downstream = [
