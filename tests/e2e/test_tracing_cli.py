@@ -57,7 +57,8 @@ def test_show_why_and_topology(platform: PlatformThread) -> None:
     assert out.returncode == 0 and "root cause: inventory · reserve — out of stock" in out.stdout
     assert "has no error span" in devbox(platform, "traces", "why", OK).stdout
     out = devbox(platform, "traces", "show", "f" * 32)
-    assert out.returncode == 1 and "404" in out.stderr
+    # an unknown trace is an error that says what is missing, not a raw "GET /api/...: 404" (issue 14)
+    assert out.returncode == 1 and f"no span of trace {'f' * 32} is stored" in out.stderr
     out = devbox(platform, "topology", "orders", "--json")
     data = json.loads(out.stdout)
     assert data["service"]["callers"] == ["gateway"] and data["service"]["callees"] == ["inventory"]

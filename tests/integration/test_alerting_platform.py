@@ -210,10 +210,19 @@ def test_a_short_rule_with_min_volume_ignores_a_failing_service_that_saw_too_few
                 what="quiet's success rate below the threshold",
             )
             busy.healthy["busy"] = False
-            wait_for(lambda: alerts().get("busy", {}).get("state") == "firing", what="busy's alert firing")
-            assert "quiet" not in alerts()
-            assert httpx.get(api + "/api/metrics/promql", params=query).json()["result"]
-            summary = alerts()["busy"]["annotations"]["summary"]
+            fired: dict[str, dict[str, Any]] = {}
+
+            def busy_fires_while_quiet_is_below() -> bool:
+                # one observation of both: busy firing and quiet's condition holding at that moment
+                # (on a busy runner either can flicker when a traffic thread stalls for a poll)
+                fired.clear()
+                fired.update(alerts())
+                return (fired.get("busy", {}).get("state") == "firing"
+                        and bool(httpx.get(api + "/api/metrics/promql", params=query).json()["result"]))
+
+            wait_for(busy_fires_while_quiet_is_below, what="busy's alert firing while quiet is below 90 %")
+            assert "quiet" not in fired
+            summary = fired["busy"]["annotations"]["summary"]
             number = summary.removeprefix("busy at ").removesuffix("%")
             assert number == f"{float(number):.1f}", summary
         history = httpx.get(api + "/api/alerts/history", params={"service": "quiet"}).json()["transitions"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from devbox.cli import build_app
@@ -41,6 +42,9 @@ class FakeApi:
 
 def test_waterfall_shows_events_and_annotations_under_their_span(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("devbox.cli.traces.Api", FakeApi)
+    # the CLI's console takes its width when devbox.cli.common is first imported (by whichever test
+    # did so in this worker): give this test a wide one of its own rather than depend on that order
+    monkeypatch.setattr("devbox.cli.traces.console", Console(width=200))
     result = CliRunner().invoke(build_app(), ["traces", "show", T], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
