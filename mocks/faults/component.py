@@ -144,7 +144,9 @@ class FaultsComponent(Component):
                            traced_behind=self._traced_behind)
         self._retune(proxy)
         try:
-            address = await proxy.start("127.0.0.1", port or 0)
+            # where the platform listens: loopback by default; a project that binds devbox beyond this
+            # machine (platform.host + token) makes its entry ports reachable too (remote load workers)
+            address = await proxy.start(self.ctx.config.platform.host or "127.0.0.1", port or 0)
         except OSError as exc:
             raise EntryPortTaken(f"entry port {port} of service {service} cannot be opened: {exc.strerror or exc}; "
                                  "free it or choose another `port:` in devbox.yaml") from None
