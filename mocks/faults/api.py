@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from devbox.mocks.faults.errors import UnknownFault
+from devbox.mocks.faults.grpc_proxy import GrpcProxy
 from devbox.mocks.faults.proxy import FaultProxy
 from devbox.mocks.faults.rules import Rule
 from fastapi import APIRouter, Body
@@ -32,7 +33,7 @@ class FaultOperations(Protocol):
 
     enabled: bool
     rules: dict[str, Rule]
-    proxies: dict[tuple[str, int], FaultProxy]
+    proxies: dict[tuple[str, int], FaultProxy | GrpcProxy]
     dropped: set[str]
 
     def add_rule(self, spec: Mapping[str, Any]) -> Mapping[str, Any]: ...

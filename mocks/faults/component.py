@@ -58,6 +58,7 @@ from devbox.mocks.faults.errors import (
     UnknownFault,
     UnknownTarget,
 )
+from devbox.mocks.faults.grpc_proxy import GrpcProxy
 from devbox.mocks.faults.proxy import FaultProxy, RequestHead
 from devbox.mocks.faults.rules import Decision, FaultSpec, Rule, decide, parse_traceparent
 from fastapi import APIRouter
@@ -80,7 +81,7 @@ class FaultsComponent(Component):
         #: Whether deploy should put a proxy in front of instances (see ``front``).
         self.enabled: bool = bool(getattr(section, "enabled", False))
         self.rules: dict[str, Rule] = {}
-        self.proxies: dict[tuple[str, int], FaultProxy] = {}
+        self.proxies: dict[tuple[str, int], FaultProxy | GrpcProxy] = {}
         #: service -> its stable entry port (see :mod:`devbox.mocks.faults.entry`), open until stop.
         self.entries: dict[str, EntryProxy] = {}
         #: Instances whose heartbeats naming drops on our request.
@@ -115,10 +116,15 @@ class FaultsComponent(Component):
         mode = "http"
         with contextlib.suppress(KeyError):
             mode = "tcp" if self.ctx.config.service(service).protocol == "grpc" else "http"
-        proxy = FaultProxy(
-            service=service, instance_id=instance_id, upstream=(host, port), mode=mode,
-            decide=self._decide, on_fault=self._on_fault,
-        )
+        proxy: FaultProxy | GrpcProxy
+        if mode == "tcp" and self.traces(service):  # a traced gRPC service: a proxy that sees each call
+            proxy = GrpcProxy(service=service, instance_id=instance_id, upstream=(host, port),
+                              decide=self._decide, on_fault=self._on_fault)
+        else:
+            proxy = FaultProxy(
+                service=service, instance_id=instance_id, upstream=(host, port), mode=mode,
+                decide=self._decide, on_fault=self._on_fault,
+            )
         self._retune(proxy)
         address = await proxy.start(host if host not in ("0.0.0.0", "") else "127.0.0.1")
         self.proxies[(host, port)] = proxy
@@ -179,13 +185,13 @@ class FaultsComponent(Component):
             svc = self.ctx.config.service(service)
         except KeyError:
             return False
-        if svc.protocol != "http" or svc.trace == "off":
+        if svc.trace == "off":
             return False
         return svc.trace == "on" or service not in self._instrumented
 
-    def _retune(self, proxy: FaultProxy) -> None:
+    def _retune(self, proxy: FaultProxy | GrpcProxy) -> None:
         """Give the proxy its span sink, or take it away, after the service's tracing changed."""
-        proxy.on_span = self._on_span if proxy.mode == "http" and self.traces(proxy.service) else None
+        proxy.on_span = self._on_span if proxy.mode in ("http", "grpc") and self.traces(proxy.service) else None
 
     def _traced_behind(self, address: tuple[str, int]) -> bool:
         """Whether ``address`` is an instance proxy that makes server spans (the entry then makes none)."""
@@ -329,8 +335,7 @@ class FaultsComponent(Component):
             raise UnknownTarget(f"no fault proxy in front of instance {instance_id!r} (is faults.enabled on?)")
         proxy.blocked = opened
         if opened and proxy.listening:
-            assert proxy.server is not None
-            proxy.server.close()
+            await proxy.suspend()
         elif not opened and not proxy.listening:
             await proxy.start()
 

@@ -5,7 +5,8 @@ asks for a :class:`~devbox.mocks.faults.rules.Decision`, then resets the connect
 error status, or waits and forwards. It forwards one request per upstream connection (it asks
 both sides for ``Connection: close``), so a rule added later applies to the very next call even
 on a client's pooled connection. gRPC services get a TCP-level proxy: latency on every chunk the
-client sends, and aborts of new connections.
+client sends, and aborts of new connections — unless devbox traces the service: then its proxy is
+the gRPC-aware :class:`~devbox.mocks.faults.grpc_proxy.GrpcProxy`, which sees each call.
 
 Zero-code tracing: given ``on_span``, the HTTP proxy makes the SERVER span of each request it
 forwards (:func:`server_span`): it continues the caller's W3C ``traceparent`` or B3 context (or
@@ -287,6 +288,11 @@ class FaultProxy:
     @property
     def listening(self) -> bool:
         return self.server is not None and self.server.is_serving()
+
+    async def suspend(self) -> None:
+        """Stop accepting connections (a forced circuit open); :meth:`start` listens again."""
+        if self.server is not None:
+            self.server.close()
 
     async def stop(self) -> None:
         if self.server is not None:
