@@ -141,7 +141,7 @@ def _summary(record: dict[str, Any]) -> None:
 def _spec(config_file: str | None, locustfile: str | None, target: str | None, users: int | None,
           spawn_rate: float | None, duration: str | None, tags: list[str] | None, exclude_tags: list[str] | None,
           workers: int, env: str | None, remote_workers: int = 0, master_bind: str = "127.0.0.1",
-          master_port: int = 0) -> LoadSpec:
+          master_port: int = 0, advertise: str | None = None) -> LoadSpec:
     """The run asked for: each flag given, else devbox.yaml's ``load:`` section, else its default."""
     root, _, project, conf = _root_and_project(config_file)
     if not locust.available():
@@ -155,7 +155,7 @@ def _spec(config_file: str | None, locustfile: str | None, target: str | None, u
                     seconds=_seconds(duration, "--time") if duration else conf.time,
                     tags=list(tags or conf.tags), exclude_tags=list(exclude_tags or conf.exclude_tags),
                     workers=workers, remote_workers=remote_workers, master_bind=master_bind,
-                    master_port=master_port, feature_env=env)
+                    master_port=master_port, advertise=advertise, feature_env=env)
 
 
 def _session(config_file: str | None, json_out: bool) -> tuple[Session, Live | None]:
@@ -197,6 +197,8 @@ def run(
                                     "(0.0.0.0 for other machines)."),
     master_port: int = typer.Option(0, "--master-port", help="The master's port (default: free; 5557 with "
                                     "--remote-workers)."),
+    advertise: str | None = typer.Option(None, "--advertise", help="This machine's address as workers on other "
+                                         "machines reach it: the target's entry port is loaded at HOST:PORT."),
     config_file: str | None = ConfigOption,
     json_out: bool = JsonOption,
 ) -> None:
@@ -204,7 +206,7 @@ def run(
     if ctx.invoked_subcommand is not None:
         return
     spec = _spec(config_file, locustfile, target, users, spawn_rate, duration, tags, exclude_tags, workers, env,
-                 remote_workers, master_bind, master_port)
+                 remote_workers, master_bind, master_port, advertise)
     session, live = _session(config_file, json_out)
     try:
         if live:

@@ -51,6 +51,8 @@ class LoadSpec:
     remote_workers: int = 0
     master_bind: str = "127.0.0.1"
     master_port: int = 0
+    #: the host workers on other machines use to reach this one (replaces the target's loopback host)
+    advertise: str | None = None
     feature_env: str | None = None
 
     def env(self) -> dict[str, str]:
@@ -103,7 +105,8 @@ class Session:
         target = self.client.resolve(spec.target)
         pids = self.client.pids()
         cpu_before = self.cpu.sample(pids)
-        plan = Plan(locustfile=spec.locustfile, host=target.url, users=spec.users, spawn_rate=spec.spawn_rate,
+        host = target.url if not spec.advertise else f"http://{spec.advertise}:{target.port}"
+        plan = Plan(locustfile=spec.locustfile, host=host, users=spec.users, spawn_rate=spec.spawn_rate,
                     seconds=spec.seconds, out_dir=out_dir, tags=spec.tags, exclude_tags=spec.exclude_tags,
                     workers=spec.workers, remote_workers=spec.remote_workers, master_bind=spec.master_bind,
                     master_port=spec.master_port, env=spec.env())
@@ -148,7 +151,7 @@ class Session:
         return {
             "label": label, "users": spec.users, "spawn_rate": spec.spawn_rate, "seconds_planned": spec.seconds,
             "started_at": started, "ended_at": ended, "seconds": seconds, "exit_code": code,
-            "interrupted": interrupted, "target": target.__dict__,
+            "interrupted": interrupted, "target": {**target.__dict__, "loaded": plan.host},
             "entries": locust.summarise(final, seconds), "total": locust.aggregate(final, seconds),
             "requests_by_entry": {str(s.get("name")): int(s.get("num_requests", 0)) for s in final},
             "instances": {svc: len(p) for svc, p in pids.items()},

@@ -163,7 +163,7 @@ def test_a_remote_worker_joins_the_master(shop: Path) -> None:
     before = kept(shop)
     port = str(locust.free_port())
     master = devbox_bg(["load", "--users", "2", "--time", "5s", "--remote-workers", "1", "--master-port", port,
-                        "--json"], shop, shop / "master.out")
+                        "--advertise", "localhost", "--json"], shop, shop / "master.out")
     worker = devbox_bg(["load", "worker", "--master", "127.0.0.1", "--master-port", port], shop, shop / "worker.out")
     try:
         assert master.wait(timeout=180) == 0, (shop / "master.out").read_text()
@@ -176,5 +176,6 @@ def test_a_remote_worker_joins_the_master(shop: Path) -> None:
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "complete" and record["params"]["remote_workers"] == 1
     assert record["total"]["requests"] > 0
+    assert record["target"]["loaded"].startswith("http://localhost:")  # the worker loaded the advertised host
     assert not list(folder.glob("worker-*.log"))  # no local worker: every request came from the remote one
     assert "reported as ready. 1 workers connected" in (folder / "locust.log").read_text()
