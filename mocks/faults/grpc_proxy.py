@@ -122,8 +122,10 @@ class _Passthrough(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
 
-        def behaviour(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-            return self.proxy.forward(str(method), requests, context)
+        # an async generator function itself: grpc.aio tells streaming behaviours apart by that
+        async def behaviour(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+            async for message in self.proxy.forward(str(method), requests, context):
+                yield message
 
         return grpc.stream_stream_rpc_method_handler(behaviour)
 

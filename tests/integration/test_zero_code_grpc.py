@@ -66,7 +66,7 @@ def _entry(p: PlatformThread, service: str) -> str:
 def _registered(p: PlatformThread, service: str) -> str:
     naming = p.platform.ctx.lookup(NamingPort)  # type: ignore[union-attr]
     assert naming is not None
-    instance = list(naming.instances(naming.namespace, service))[0]
+    instance = next(iter(naming.instances(naming.namespace, service)))
     return f"{instance.host}:{instance.port}"
 
 
