@@ -13,8 +13,9 @@
   :meth:`~devbox.platform.ports.NamingPort.drop_heartbeats`).
 - every injected error, abort or delay with a trace context becomes a span of the callee (sent to
   the collector over OTLP), so traces show the fault where it was injected.
-- zero-code tracing (``trace: auto|on|off`` per service): the proxy in front of each HTTP instance
-  makes the SERVER span of every request (:mod:`devbox.mocks.faults.proxy`), shipped with the fault
+- zero-code tracing (``trace: auto|on|off`` per service): the proxy in front of each instance
+  makes the SERVER span of every HTTP request (:mod:`devbox.mocks.faults.proxy`) or gRPC call
+  (:mod:`devbox.mocks.faults.grpc_proxy`, the proxy a traced gRPC service gets), shipped with the fault
   spans, so a service with no OpenTelemetry SDK shows in traces, topology and RED metrics. ``auto``
   turns it off for a service once tracing has seen spans of its own
   (:meth:`~devbox.platform.ports.TracesPort.services_seen`). A service traced this way gets a proxy
@@ -31,7 +32,8 @@ The API on ``api`` is :mod:`devbox.mocks.faults.api`. Which process calls (for c
 rules) is found through :class:`~devbox.platform.ports.DeployView`.
 
 LIMITATIONS: see :mod:`devbox.mocks.faults.proxy`; a proxy adds about a connection set-up per call.
-Zero-code tracing covers HTTP/1.1 services (gRPC ones are proxied at TCP level: no spans). Under
+Zero-code tracing covers HTTP/1.1 services and gRPC ones (:mod:`devbox.mocks.faults.grpc_proxy`; a gRPC
+service devbox does not trace keeps the TCP-level proxy: no spans, rules unscoped by method). Under
 ``trace: auto`` an instrumented service's first requests, before tracing has seen its own spans
 (a flush or two), get the proxy's span too, with the service's own nested under it; ``trace: on``
 keeps both for every request (two server spans per hop, each counted in RED metrics).
