@@ -80,7 +80,8 @@ class ServiceConfig(BaseModel):
     sampling: float = Field(1.0, ge=0, le=1, description="Trace sampling fraction for this service.")
     trace: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="Zero-code tracing (HTTP): devbox's proxy in front of each instance makes the server span of "
+        description="Zero-code tracing (HTTP and gRPC): devbox's proxy in front of each instance makes the server span "
+        "of "
         "every request, so a service without an OpenTelemetry SDK shows in traces, topology and RED metrics. "
         "auto: on until the service sends spans of its own; on: always (its own spans nest under the proxy's); "
         "off: never.",

@@ -25,7 +25,7 @@ from devbox.platform.errors import NotFound
 DEFAULT_WINDOW_MS = 3_600_000
 #: Root span names of readiness/health probes, left out of trace lists unless asked for.
 PROBE_NAMES = ("GET /healthz", "GET /health", "GET /readyz", "GET /livez", "/grpc.health.v1.Health/Check",
-               "/grpc.health.v1.Health/Watch")
+               "/grpc.health.v1.Health/Watch", "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch")
 
 
 def _window(end_ms: int | None, lookback_ms: int) -> tuple[int, int]:
