@@ -81,8 +81,7 @@ class ServiceConfig(BaseModel):
     trace: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Zero-code tracing (HTTP and gRPC): devbox's proxy in front of each instance makes the server span "
-        "of "
-        "every request, so a service without an OpenTelemetry SDK shows in traces, topology and RED metrics. "
+        "of every request, so a service without an OpenTelemetry SDK shows in traces, topology and RED metrics. "
         "auto: on until the service sends spans of its own; on: always (its own spans nest under the proxy's); "
         "off: never.",
     )
