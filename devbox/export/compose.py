@@ -8,7 +8,9 @@ so the folder can be moved as a whole.
 Two network layouts: ``bridge`` (default; each container on the compose network, backends found
 by name, every service on port 8080 inside its own container) and ``host`` (every container on
 the host network, backends on 127.0.0.1 — what a Docker engine without a bridge, like the one
-the tests start, can run).
+the tests start, can run). On the host network replicas cannot share a port and compose cannot
+vary the env per replica, so replica k (k ≥ 2) of a service is its own compose service
+``NAME-k`` on port ``PORT + REPLICA_PORT_STEP·(k-1)`` instead of ``deploy.replicas``.
 
 LIMITATIONS: no compose healthchecks (an image FROM scratch has no shell to run them; the
 Kubernetes export carries readiness probes); ``deploy.replicas`` needs Compose v2 or
@@ -17,11 +19,13 @@ Kubernetes export carries readiness probes); ``deploy.replicas`` needs Compose v
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
+from devbox import envvars
 from devbox.config import ProjectConfig
 from devbox.export.stack import ExportedService, Hosts, backends, config_files, dump, services
 from devbox.mocks.deploy.docker import BASE_IMAGE
@@ -29,6 +33,10 @@ from devbox.mocks.deploy.docker import BASE_IMAGE
 LOG = logging.getLogger(__name__)
 
 Network = Literal["bridge", "host"]
+
+
+#: Host network: replica k of a service listens this many ports above replica 1 (clear of the next services').
+REPLICA_PORT_STEP = 100
 
 
 def _service(item: ExportedService, *, here: Path, conf: Path, network: Network) -> dict[str, Any]:
@@ -43,7 +51,7 @@ def _service(item: ExportedService, *, here: Path, conf: Path, network: Network)
         out["network_mode"] = "host"
     elif item.svc.port and item.svc.replicas == 1:
         out["ports"] = [f"{item.svc.port}:{item.port}"]
-    if item.svc.replicas != 1:
+    if item.svc.replicas != 1 and network != "host":
         out["deploy"] = {"replicas": item.svc.replicas}
     out["depends_on"] = ["polaris", "otel-collector"]
     out["restart"] = "on-failure" if item.svc.restart.enabled else "no"
@@ -76,7 +84,15 @@ def compose_document(config: ProjectConfig, out: Path, *, network: Network = "br
             entry["ports"] = [f"{port}:{port}" for name, port in backend.ports.items() if name not in backend.private]
         doc["services"][backend.name] = entry
     for item in exported:
-        doc["services"][item.name] = _service(item, here=here, conf=conf, network=network)
+        entry = _service(item, here=here, conf=conf, network=network)
+        doc["services"][item.name] = entry
+        if network == "host":
+            for k in range(2, item.svc.replicas + 1):
+                port = item.port + REPLICA_PORT_STEP * (k - 1)
+                # same image and build (a cache hit): `up` alone builds what is missing instead of pulling it
+                replica = copy.deepcopy(entry)  # no shared objects: YAML would write them as &id anchors
+                replica["environment"][envvars.PORT] = str(port)
+                doc["services"][f"{item.name}-{k}"] = replica
     return doc, files
 
 
