@@ -13,8 +13,10 @@ vary the env per replica, so replica k (k ≥ 2) of a service is its own compose
 ``NAME-k`` on port ``PORT + REPLICA_PORT_STEP·(k-1)`` instead of ``deploy.replicas``.
 
 LIMITATIONS: no compose healthchecks (an image FROM scratch has no shell to run them; the
-Kubernetes export carries readiness probes); ``deploy.replicas`` needs Compose v2 or
-``docker-compose --compatibility``.
+Kubernetes export carries readiness probes). ``deploy.replicas`` is honoured by Compose v2 and by
+Debian's docker-compose 1.29 for this file (no ``version:`` key; seen starting ``orders_2``).
+The bridge layout needs services that listen on 0.0.0.0: the shop's bind 127.0.0.1 (fine under
+devbox and on the host network), so on a bridge network nothing outside their container reaches them.
 """
 
 from __future__ import annotations
