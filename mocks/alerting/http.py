@@ -24,7 +24,11 @@ def refused(code: str = "bad_request") -> Iterator[None]:
 
 async def read_json(request: Request, *, required: bool = True) -> Any:
     """The request's JSON body (``None`` for an empty body when not ``required``); ValueError says why not."""
-    raw = await request.body()
+    return decode_json(await request.body(), required=required)
+
+
+def decode_json(raw: bytes, *, required: bool = True) -> Any:
+    """:func:`read_json` of a body already read (callers decode a big one on a thread)."""
     if not raw:
         if required:
             raise ValueError("the request needs a JSON body")

@@ -32,6 +32,7 @@ from devbox.platform.errors import BadRequest, Conflict, NotFound
 from devbox.platform.ports import MetricsQueryPort, PortError
 
 LOG = logging.getLogger(__name__)
+POST_SLICE = 500  # posted alerts handled per turn of the loop (~20 ms of work)
 
 #: How often firing alerts are re-sent to an upstream Alertmanager (Prometheus: resend_delay 1m).
 RESEND_EVERY = 60.0
@@ -331,8 +332,15 @@ class AlertingService:
     # --- posted alerts, silences, history, backtest -------------------------------------------
 
     async def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        # A big batch (Alertmanager clients send thousands) goes through the core in slices with the
+        # loop let go between them: 20k alerts in one go held the loop ~1 s (every listener stalled).
         async with self._eval_lock:
-            await self._handle(self.core.post_alerts(alerts, self.clock()))
+            now = self.clock()
+            transitions: list[Transition] = []
+            for start in range(0, len(alerts), POST_SLICE):
+                transitions += self.core.post_alerts(alerts[start:start + POST_SLICE], now)
+                await asyncio.sleep(0)
+            await self._handle(transitions)
 
     def save_silence(self, silence: Silence) -> Silence:
         assert self.store is not None
