@@ -321,7 +321,8 @@ class AlertingService:
         out: dict[str, list[Notified]] = {}
         for alert in self.core.firing():
             name = alert.labels.get("alertname", "")
-            if name not in names or alert.fingerprint in changed or not alert.notified:
+            # cheap tests first: a fingerprint is hashed from the labels on every read
+            if name not in names or not alert.notified or alert.fingerprint in changed:
                 continue
             if self.core.silenced_by(alert.labels, now):
                 continue
