@@ -43,7 +43,8 @@ def show_status(config_file: str | None = None, as_json: bool = False) -> None:
         console.print("no services deployed" + (" yet" if deployed and deployed.get("deploying") else ""))
     else:
         width = _width()
-        console.print(_status_table(deployed["services"], time.time(), width), width=width)
+        console.width = width  # print(width=...) alone is capped at the console's own width (80 on a pipe)
+        console.print(_status_table(deployed["services"], time.time(), width))
     if strangers:
         console.print(f"[yellow]spans also arrive from services not in devbox.yaml:[/] {', '.join(strangers)} "
                       "[dim](another tool exporting to this devbox's ports? they are kept apart from the project)[/]",
