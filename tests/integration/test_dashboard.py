@@ -9,16 +9,7 @@ import httpx
 import pytest
 
 from devbox.testing import running_platform, wait_for
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.browser import ARGS, CHROMIUM
 
 
 def _zipkin_trace(now_us: int) -> list[dict[str, object]]:

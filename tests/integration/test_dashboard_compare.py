@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from devbox.testing import wait_for
+from tests.browser import ARGS, ARTIFACTS, CHROMIUM, watched_page
 from tests.e2e.learn_shop import running_shop
-from tests.integration.test_dashboard_shop import ARGS, ARTIFACTS, CHROMIUM
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420),
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
@@ -104,12 +104,8 @@ def test_compare_explain_strangers_and_a_fired_alerts_context(tmp_path: Path) ->
 
         with playwright.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            errors: list[str] = []
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 900})
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+                page, errors = watched_page(browser)
 
                 # a span sender that is no service of devbox.yaml: apart on the overview, out of the topology
                 page.goto(base + "/")

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from devbox.testing import wait_for
+from tests.browser import ARGS, ARTIFACTS, CHROMIUM, watched_page
 from tests.e2e.learn_shop import running_shop
-from tests.integration.test_dashboard_shop import ARGS, ARTIFACTS, CHROMIUM
 
 RUN = Path(__file__).parent / "data" / "load-run"  # a kept `devbox load` run of the shop
 
@@ -53,12 +53,8 @@ def test_logs_load_and_trace_search_pages(tmp_path: Path) -> None:
 
         with playwright.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            errors: list[str] = []
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 900})
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+                page, errors = watched_page(browser)
 
                 page.goto(f"{base}/#/logs/payment")
                 page.wait_for_selector("#loglines a[href^='#/traces/']")

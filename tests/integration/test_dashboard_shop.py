@@ -17,12 +17,8 @@ import httpx
 import pytest
 
 from devbox.testing import wait_for
+from tests.browser import ARGS, ARTIFACTS, CHROMIUM
 from tests.e2e.learn_shop import running_shop
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
