@@ -1,0 +1,64 @@
+"""Issue 16's "done when" on the real shop, as CI runs it: the shop's budget scenario before and after a
+deliberate change (one more call to users per checkout, 50 ms added in orders), through the CLI.
+
+1. ``devbox scenario run budget.scenario.yaml --snapshot base`` on an unchanged copy: passes.
+2. The change is made; ``--baseline base`` fails the run (exit 1) naming both broken budgets, and
+   ``devbox diff base changed`` finds exactly the two changes (fan-out users 2 → 3, orders' quote +50 ms
+   of its own time) and nothing else.
+3. The change is reverted; ``--baseline base`` passes again, and ``devbox diff base reverted`` finds
+   nothing: two runs of the same code differ only by noise, which must not be a finding. (An unchanged
+   run and the reverted run are the same code, so one run is both the noise check and the revert check.)
+
+Three shop runs of ~25 s each on an idle machine. The same three runs, repeated, are bench/bench_diff_noise.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.budget_shop import EXPECTED, ShopCopy, describe, found
+
+# three scenario runs of the shop, one after the other: ~80 s idle, up to ~4 min on a busy 2-core runner
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+
+
+def _text(done: object) -> str:
+    out = f"{getattr(done, 'stdout', '')}\n{getattr(done, 'stderr', '')}"
+    return " ".join(out.split())  # rich folds long lines on a pipe
+
+
+def test_budget_catches_the_change_and_nothing_else(tmp_path: Path) -> None:
+    shop = ShopCopy.make(tmp_path / "shop")
+
+    base = shop.run(snapshot="base")
+    assert base.returncode == 0, _text(base)[-4000:]
+    assert (shop.root / ".devbox" / "snapshots" / "base.db").is_file()
+
+    shop.apply_change()
+    changed = shop.run(baseline="base", snapshot="changed")
+    text = _text(changed)
+    assert changed.returncode == 1, text[-4000:]
+    assert "BROKEN: fanout(gateway:GET /checkout/{user}, users) <= 2: users is called 3.00x" in text, text[-4000:]
+    assert "BROKEN: p99_regression(gateway:GET /checkout/{user}) <= 20%" in text, text[-4000:]
+    assert "own time grew in orders:get /quote" in text, text[-4000:]
+    assert "2 difference(s) from baseline" in text, text[-4000:]
+
+    code, answer = shop.diff("base", "changed")
+    assert found(answer) == EXPECTED, describe(answer)
+    assert code == 1
+    by_kind = {f["kind"]: f for f in answer["findings"]}
+    assert (by_kind["fanout"]["data"]["a"], by_kind["fanout"]["data"]["b"]) == (2.0, 3.0), describe(answer)
+    own = by_kind["latency"]["data"]["self"]["delta_ms"]
+    assert 40 <= own <= 100, f"orders' quote own time grew {own} ms, not ~50 ms:\n{describe(answer)}"
+
+    shop.revert()
+    reverted = shop.run(baseline="base", snapshot="reverted")
+    text = _text(reverted)
+    assert reverted.returncode == 0, text[-4000:]
+    assert "0 difference(s) from baseline" in text, text[-4000:]
+
+    code, answer = shop.diff("base", "reverted")
+    assert found(answer) == set(), describe(answer)
+    assert code == 0
