@@ -33,8 +33,15 @@ DEVBOX_NAMING_GRPC = "DEVBOX_NAMING_GRPC"
 DEVBOX_NAMING_HTTP = "DEVBOX_NAMING_HTTP"
 #: Namespace services register in.
 DEVBOX_NAMESPACE = "DEVBOX_NAMESPACE"
-#: ``register: self`` services register themselves; ``auto`` ones are registered by devbox.
+#: ``self``: the service registers itself (the SDK does it in ``bootstrap`` from the env below, with
+#: heartbeats, and deregisters on shutdown); ``auto``: devbox registers it (the SDK does nothing).
+#: ``devbox export`` sets ``self``: on an exported stack no devbox runs to register anything.
 DEVBOX_REGISTER = "DEVBOX_REGISTER"
+#: The address the instance listens on (``sdk.bind_host()``): 127.0.0.1 under devbox; 0.0.0.0 where
+#: other machines or containers must reach it (an exported stack on a bridge network, Kubernetes).
+DEVBOX_HOST = "DEVBOX_HOST"
+#: The instance's protocol as declared in devbox.yaml (http, grpc, tcp): what self-registration reports.
+DEVBOX_PROTOCOL = "DEVBOX_PROTOCOL"
 #: Default load balancer of the naming SDK: weighted_random (default), round_robin or ring_hash.
 DEVBOX_NAMING_BALANCER = "DEVBOX_NAMING_BALANCER"
 #: Trace sampling fraction for this service (0..1), honoured by the SDK bootstrap.

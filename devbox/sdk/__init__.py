@@ -4,6 +4,7 @@
 
     app = FastAPI()
     sdk.bootstrap(app)                      # tracing (OTLP to devbox) + naming client from env
+    uvicorn.run(app, host=sdk.bind_host(), port=int(os.environ["PORT"]))
     http = sdk.http_client()                # httpx.AsyncClient: http://orders/... resolves via naming
     stock = InventoryStub(sdk.grpc_channel("inventory"))
 
@@ -52,7 +53,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "instrument": ("devbox.sdk.tracing", "instrument"),
 }
 
-__all__ = ["Identity", "bootstrap", "identity", *_LAZY]
+__all__ = ["Identity", "bind_host", "bootstrap", "identity", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -71,7 +72,10 @@ def __dir__() -> list[str]:
 def bootstrap(app: Any = None, *, service_name: str | None = None) -> NamingClient:
     """Make this process a devbox citizen: trace it (and ``app``, a FastAPI/ASGI app, if given) and
     log each of its requests with the trace id (INFO, ``DEVBOX_LOG_LEVEL``), and prepare the naming
-    client from the injected environment. Returns that naming client; the
+    client from the injected environment. When the env says the service registers itself
+    (``DEVBOX_REGISTER=self``, as on an exported stack), also register it in naming once it listens,
+    heartbeat, and deregister on shutdown (``app``'s lifespan, else process exit) — see
+    :mod:`devbox.sdk.naming.register`. Returns that naming client; the
     module-level ``http_client()`` / ``grpc_channel()`` resolve through it too, and routing labels
     arriving on ``app``'s requests (``baggage: env=feature-x``) travel on with its outgoing calls.
 
@@ -83,12 +87,19 @@ def bootstrap(app: Any = None, *, service_name: str | None = None) -> NamingClie
     tracing.instrument(app, service_name=service_name)
     logs.install(app)  # a line per request with its trace id, so the dashboard links logs and traces
     client = naming.default_client()  # made from the env once; http_client()/grpc_channel() use it too
+    naming.self_register(app)  # only with DEVBOX_REGISTER=self; once per process
     middleware = getattr(app, "user_middleware", None)
     if middleware is not None and not any(m.cls is naming.RoutingLabelsMiddleware for m in middleware):
         # routing labels (env=feature-x) arrive as baggage; keep them even when this request is not sampled
         app.add_middleware(naming.RoutingLabelsMiddleware)
     LOG.debug("devbox sdk bootstrapped for %s", service_name or "the service named by the environment")
     return client
+
+
+def bind_host() -> str:
+    """The address to listen on: ``DEVBOX_HOST`` as injected (127.0.0.1 under devbox, 0.0.0.0 on an
+    exported stack whose services reach each other across containers), 127.0.0.1 without it."""
+    return os.environ.get(envvars.DEVBOX_HOST) or "127.0.0.1"
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,8 @@ def instance_env(
         envvars.DEVBOX_API_URL: platform.api_url,
         envvars.DEVBOX_NAMESPACE: platform.namespace,
         envvars.DEVBOX_REGISTER: svc.registration,
+        envvars.DEVBOX_HOST: record.host,
+        envvars.DEVBOX_PROTOCOL: svc.protocol,
         envvars.DEVBOX_SAMPLING: f"{svc.sampling:g}",
         envvars.OTEL_SERVICE_NAME: svc.name,
         envvars.OTEL_RESOURCE_ATTRIBUTES: ",".join(resource),

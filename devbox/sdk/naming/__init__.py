@@ -20,13 +20,16 @@ This package only re-exports; the parts, each owning one concern:
   failover, :class:`UnresolvedService`;
 - :mod:`~devbox.sdk.naming.grpc` — :class:`NamingChannel`, a grpc.aio channel look-alike;
 - :mod:`~devbox.sdk.naming.spans` — each pick as a ``devbox.naming.pick`` event on the current span;
-- :mod:`~devbox.sdk.naming.instance` — :class:`Instance` and :class:`NamingUnavailable`.
+- :mod:`~devbox.sdk.naming.instance` — :class:`Instance` and :class:`NamingUnavailable`;
+- :mod:`~devbox.sdk.naming.register` — :func:`self_register`: the instance registers itself over
+  Polaris's HTTP client API, heartbeats and deregisters, when ``DEVBOX_REGISTER=self``.
 
 The SDK ships without the server: nothing here imports :mod:`devbox.mocks`.
 
-LIMITATIONS: only the devbox watch API is spoken (not Polaris's gRPC Discover); without
-``DEVBOX_API_URL`` names are not resolved (the http transport passes requests through unchanged,
-picks raise :class:`NamingUnavailable`). Through the transports, naming failures look like the
+LIMITATIONS: discovery speaks the devbox watch API (``DEVBOX_API_URL``) or, without it, Polaris's
+HTTP ``/v1/Discover`` (``DEVBOX_NAMING_HTTP``: instances only, no routing rules) — not Polaris's gRPC
+Discover; with neither, names are not resolved (the http transport passes requests through
+unchanged, picks raise :class:`NamingUnavailable`). Through the transports, naming failures look like the
 protocol's own: :class:`UnresolvedService` (an ``httpx.ConnectError``) and gRPC UNAVAILABLE.
 """
 
@@ -44,6 +47,7 @@ from devbox.sdk.naming.labels import (
     parse_baggage,
     routing_labels,
 )
+from devbox.sdk.naming.register import SelfRegistration, self_register
 
 __all__ = [
     "HASH_KEY",
@@ -55,6 +59,7 @@ __all__ = [
     "NamingUnavailable",
     "NoInstanceError",
     "RoutingLabelsMiddleware",
+    "SelfRegistration",
     "UnresolvedService",
     "baggage_header",
     "current_labels",
@@ -63,4 +68,5 @@ __all__ = [
     "http_client",
     "parse_baggage",
     "routing_labels",
+    "self_register",
 ]

@@ -5,9 +5,16 @@ module-level :func:`http_client` / :func:`grpc_channel` that use it).
 
 The cache: one entry per service, filled and kept fresh by the long-poll ``GET /api/naming/watch``
 (one background thread with its own asyncio loop, started on the first lookup — never at import or
-construction). When the platform is unreachable the cache keeps serving what it last had and the
+construction). Without devbox's API (``DEVBOX_API_URL`` unset: an exported stack, where the naming
+server is a Polaris server) but with ``DEVBOX_NAMING_HTTP``, the same cache is fed by Polaris's own
+client API instead: ``POST /v1/Discover`` (type INSTANCE) with the cached revision every ``refresh``
+seconds, as polaris-go polls (200001: unchanged; 400202: the service has no instance yet). When the
+server is unreachable the cache keeps serving what it last had and the
 watch retries with backoff; an answer with no instances does not wipe a non-empty cache (Polaris's
 empty protection).
+
+LIMITATIONS: through Polaris's Discover only instances are read — no routing rules (devbox's rules
+reach the SDK through the watch) and default circuit-breaker settings.
 
 A pick runs :func:`devbox.polaris.routing.evaluate` (isolation → health → circuit breaker → routing
 rule) and then a balancer: ring hash when a ``key`` is given, otherwise the client's balancer
@@ -44,6 +51,9 @@ from devbox.sdk.naming.labels import current_labels
 from devbox.sdk.naming.spans import record_pick, untraced
 
 LOG = logging.getLogger(__name__)
+
+#: Polaris answer codes the Discover poll reads.
+POLARIS_OK, POLARIS_UNCHANGED, POLARIS_NOT_FOUND = 200000, 200001, 400202
 
 
 @dataclass(frozen=True)
@@ -107,8 +117,13 @@ class NamingClient:
         token: str | None = None,
         breaker: BreakerConfig | None = None,
         watch_transport: httpx.AsyncBaseTransport | None = None,
+        naming_http: str | None = None,
+        refresh: float = 2.0,
     ) -> None:
         self.api_url = api_url.rstrip("/") if api_url else None
+        #: Polaris's HTTP client API: where names resolve when there is no devbox API to watch.
+        self.naming_http = naming_http.rstrip("/") if naming_http else None
+        self.refresh = refresh
         self.namespace = namespace
         self.service = service
         self.metadata = dict(metadata or {})
@@ -147,6 +162,8 @@ class NamingClient:
         if env.get(envvars.DEVBOX_NAMING_BALANCER):
             kw.setdefault("balancer", env[envvars.DEVBOX_NAMING_BALANCER])
         api_url = env.get(envvars.DEVBOX_API_URL) or None
+        if api_url is None and env.get(envvars.DEVBOX_NAMING_HTTP):
+            kw.setdefault("naming_http", env[envvars.DEVBOX_NAMING_HTTP])
         settings = (cls, api_url, sorted((k, repr(v)) for k, v in kw.items()))
         current = _default_holder.get("client")
         if current is not None and not current._closed and current._from_env == settings:
@@ -187,12 +204,14 @@ class NamingClient:
             entry = self._entries.get(service)
             if entry is None:
                 entry = Entry(service)
-                if self.api_url is None:
-                    entry.error = f"{envvars.DEVBOX_API_URL} is not set: no platform to resolve {service!r}"
+                if self.api_url is None and self.naming_http is None:
+                    entry.error = (f"neither {envvars.DEVBOX_API_URL} nor {envvars.DEVBOX_NAMING_HTTP} is set: "
+                                   f"no platform to resolve {service!r}")
                     entry.ready.set()
                 else:
                     loop = self._ensure_loop()
-                    entry.task = asyncio.run_coroutine_threadsafe(self._watch(entry), loop)
+                    feed = self._watch(entry) if self.api_url is not None else self._poll_polaris(entry)
+                    entry.task = asyncio.run_coroutine_threadsafe(feed, loop)
                 self._entries[service] = entry
         return entry
 
@@ -237,6 +256,51 @@ class NamingClient:
             backoff = 0.2
             if entry.snapshot.revision == sent and time.monotonic() - started < 0.2:
                 await asyncio.sleep(1.0)  # the server did not hold the poll: do not spin
+
+    async def _poll_polaris(self, entry: Entry) -> None:
+        """Keep ``entry`` fresh from Polaris's ``POST /v1/Discover`` (no devbox API to watch)."""
+        assert self.naming_http is not None
+        untraced()
+        if self._http is None:
+            self._http = httpx.AsyncClient(headers=self._headers, transport=self._watch_transport)
+        http = self._http
+        url = f"{self.naming_http}/v1/Discover"
+        backoff = 0.2
+        while not self._closed:
+            revision = entry.snapshot.revision if entry.synced else ""
+            body = {"type": "INSTANCE",
+                    "service": {"name": entry.service, "namespace": self.namespace, "revision": revision}}
+            try:
+                answer = await http.post(url, json=body, timeout=10)
+                data = answer.json()
+                code = int(data.get("code") or answer.status_code * 1000)
+                if code == POLARIS_OK:
+                    self._apply(entry, self._parse_polaris(entry.service, data))
+                elif code == POLARIS_NOT_FOUND:  # nothing registered under that name (yet)
+                    self._apply(entry, Snapshot())
+                elif code != POLARIS_UNCHANGED:
+                    raise ValueError(f"Discover answered {code}: {str(data.get('info') or '')[:200]}")
+            except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                self._unreachable(entry, f"naming server {self.naming_http}: {exc!r}")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.2
+            # nothing to call yet: ask again sooner, so a service that is starting is found quickly
+            await asyncio.sleep(self.refresh if entry.snapshot.instances else min(self.refresh, 0.5))
+
+    def _parse_polaris(self, service: str, data: Mapping[str, Any]) -> Snapshot:
+        """A ``v1.DiscoverResponse`` (protobuf-JSON, either field-name style) as a snapshot."""
+        instances = []
+        for raw in data.get("instances") or []:
+            location = {k: v for k, v in (raw.get("location") or {}).items() if v}
+            instances.append(Instance.from_json({
+                "id": raw.get("id"), "host": raw["host"], "port": raw["port"], "protocol": raw.get("protocol"),
+                "version": raw.get("version"), "weight": raw.get("weight", 100), "healthy": raw.get("healthy", True),
+                "isolated": raw.get("isolate", False), "metadata": raw.get("metadata"), "location": location or None,
+            }, service=service, namespace=self.namespace))
+        revision = str((data.get("service") or {}).get("revision") or "")
+        return Snapshot(revision=revision, instances=tuple(instances))
 
     def _parse(self, service: str, data: Mapping[str, Any]) -> Snapshot:
         instances = tuple(Instance.from_json(i, service=service, namespace=self.namespace)
@@ -440,7 +504,7 @@ class NamingClient:
 
     def resolves(self, host: str) -> bool:
         """Whether ``host`` is a service name to resolve (not an IP, not dotted, not localhost)."""
-        if self.api_url is None or not host or "." in host or host == "localhost":
+        if (self.api_url is None and self.naming_http is None) or not host or "." in host or host == "localhost":
             return False
         try:
             ipaddress.ip_address(host.strip("[]"))
