@@ -3,7 +3,9 @@
 A target is an alert rule (its name or ``group/name`` id) or a service. For an alert, the moment
 is its last firing at or before ``--at`` (default now) and the service is taken from the firing
 alert's labels (``callee``, ``service``, ``job``) or from the rule's expression; the windows are
-``[at - window, at]`` and the one before it.
+``[at - window, at]`` and the one before it. Besides the spans (whose pick events carry the callers'
+circuit-breaker state), it reads the deploy events, fault rules, routing rules, instances, and the
+breaker settings of each registered service.
 """
 
 from __future__ import annotations
@@ -67,6 +69,18 @@ def resolve_target(c: Collector, target: str, at: float, explicit_at: bool) -> t
     return target, at, f"{target} at {time.strftime('%H:%M:%S', time.localtime(at))}; likely causes:"
 
 
+def breaker_settings(c: Collector, instances: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The circuit-breaker settings naming hands the callers of each registered service, for those that
+    have their own (the breakers' state is the callers': the ranking reads it from their spans)."""
+    out: dict[str, dict[str, Any]] = {}
+    for namespace, service in sorted({(str(i.get("namespace") or "default"), str(i.get("service")))
+                                      for i in instances}):
+        settings = (c._maybe(f"/api/naming/services/{namespace}/{service}") or {}).get("circuit_breaker")
+        if settings:
+            out[service.lower()] = dict(settings)
+    return out
+
+
 def gather(platform: Platform, target: str, *, at: str | None = None, window: float = 120.0) -> dict[str, Any]:
     """The ranked suspects for ``target`` (see the module docstring), as JSON with a headline."""
     now = time.time()
@@ -76,13 +90,15 @@ def gather(platform: Platform, target: str, *, at: str | None = None, window: fl
         spans_now = c.spans(c.trace_ids(start, moment))
         spans_before = c.spans(c.trace_ids(start - window, start))
         deploy = (c._maybe("/api/deploy/events", limit=5000) or {}).get("events", [])
+        instances = c._maybe("/api/naming/instances") or []
         case = Case(
             service=service.lower(), at=moment, window=window,
             now=[span_of(r) for r in spans_now], before=[span_of(r) for r in spans_before],
             deploy_events=[e for e in deploy if start - window <= float(e.get("ts") or 0) <= moment],
             faults=(c._maybe("/api/faults") or {}).get("faults", []),
             routing_rules=c._maybe("/api/naming/rules") or [],
-            instances=c._maybe("/api/naming/instances") or [],
+            instances=instances,
+            breakers=breaker_settings(c, instances),
         )
     report = rank(case)
     report["headline"] = headline

@@ -22,6 +22,11 @@ Signals, and the score each gives:
   instances of its service in the same window.
 - **fault rule** (0.4): a fault rule in effect on a service on the failing path.
 - **routing rule** (≤ 0.9): a rule on a service whose calls fail before reaching it.
+- **breaker** (≤ 0.7): an instance the callers' circuit breakers kept out of (or only probed) at a larger
+  share of the window's picks of its service than of the preceding window's (two-proportion test,
+  p < 0.01, by ≥ 10 points): 0.7 x the change. A breaker that closed again (the instance back in
+  rotation) scores 0.3 x the change. The breaker state is the callers' own (the SDK's), read from
+  the ``devbox.naming.pick`` events it records on the span of each call, as ``devbox explain`` reads it.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class Case:
     faults: list[dict[str, Any]] = field(default_factory=list)
     routing_rules: list[dict[str, Any]] = field(default_factory=list)
     instances: list[dict[str, Any]] = field(default_factory=list)
+    #: service -> its circuit-breaker settings in naming, for services that have their own
+    breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -134,22 +141,31 @@ def _describe(cause: dict[str, Any]) -> str:
 
 
 UNRESOLVED = "devbox.naming.unresolved"
+PICK = "devbox.naming.pick"
+
+
+def span_events(span: Span, name: str) -> list[dict[str, Any]]:
+    """The attributes of the span's ``name`` events: OTel events, and the ``name: {json}`` Zipkin
+    annotations such events become when the spans are read through Zipkin."""
+    out = [dict(e.get("attributes") or {}) for e in span.events if e.get("name") == name]
+    prefix = name + ": {"
+    for _, value in span.annotations:
+        if value.startswith(prefix):
+            try:
+                attrs = json.loads(value[len(name) + 2:])
+            except ValueError:
+                continue
+            if isinstance(attrs, dict):
+                out.append(attrs)
+    return out
 
 
 def _unresolved(span: Span) -> tuple[str, str] | None:
     """``(service, reason)`` of a call the SDK could not send for want of an instance (its
-    ``devbox.naming.unresolved`` event: an OTel event, or the Zipkin annotation it became)."""
-    for e in span.events:
-        if e.get("name") == UNRESOLVED and (e.get("attributes") or {}).get("service"):
-            return str(e["attributes"]["service"]), str(e["attributes"].get("reason") or "no instance")
-    for _, value in span.annotations:
-        if value.startswith(UNRESOLVED + ": {"):
-            try:
-                attrs = json.loads(value[len(UNRESOLVED) + 2:])
-            except ValueError:
-                continue
-            if attrs.get("service"):
-                return str(attrs["service"]), str(attrs.get("reason") or "no instance")
+    ``devbox.naming.unresolved`` event)."""
+    for attrs in span_events(span, UNRESOLVED):
+        if attrs.get("service"):
+            return str(attrs["service"]), str(attrs.get("reason") or "no instance")
     return None
 
 
@@ -322,6 +338,69 @@ def fault_signal(board: Board, case: Case, path: set[str]) -> None:
                   f"fault rule {f.get('id')} in effect: {what} on calls to {target}{scope} ({hits} calls hit)")
 
 
+BREAKER_CHANGE = 0.10
+#: A breaker seen open at fewer picks than this (on the side where it was) is not a change.
+BREAKER_MIN_PICKS = 3
+
+
+@dataclass
+class BreakerTally:
+    """One window's picks as the callers' breakers saw them: picks per callee service, and per
+    (service, instance id) the picks at which that instance's breaker was not closed (kept out, or
+    the chosen instance half-open or open), with the callers whose breakers they were."""
+
+    picks: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    out: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    callers: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    @classmethod
+    def of(cls, trees: list[Any], path: set[str]) -> BreakerTally:
+        tally = cls()
+        for tree in trees:
+            for span in tree.spans.values():
+                for pick in span_events(span, PICK):
+                    service = str(pick.get("service") or "").lower()  # span names are read lower-cased
+                    if service not in path:
+                        continue
+                    tally.picks[service] += 1
+                    ids = {str(i) for i in pick.get("breaker_open_ids") or []}
+                    if pick.get("breaker") in ("open", "half_open") and pick.get("instance_id"):
+                        ids.add(str(pick["instance_id"]))
+                    for instance in ids:
+                        tally.out[(service, instance)] += 1
+                        tally.callers[(service, instance)].add(span.service)
+        return tally
+
+
+def _settings(config: dict[str, Any] | None) -> str:
+    return f"; its breaker settings: {', '.join(f'{k} {v}' for k, v in sorted(config.items()))}" if config else ""
+
+
+def breaker_signal(board: Board, case: Case, now: list[Any], before: list[Any], path: set[str]) -> None:
+    """Instances whose breakers (in the callers) were open at more — or fewer — of the window's picks
+    of their service than of the preceding window's."""
+    tn, tb = BreakerTally.of(now, path), BreakerTally.of(before, path)
+    known = {str(i.get("id")): i for i in case.instances}
+    for service, instance in sorted(set(tn.out) | set(tb.out)):
+        n, b = tn.picks.get(service, 0), tb.picks.get(service, 0)
+        xn, xb = tn.out.get((service, instance), 0), tb.out.get((service, instance), 0)
+        share_n, share_b = (xn / n if n else 0.0), (xb / b if b else 0.0)
+        change = share_n - share_b
+        if abs(change) < BREAKER_CHANGE or max(xn, xb) < BREAKER_MIN_PICKS:
+            continue
+        if n and b and two_proportions(xb, b, xn, n) >= ALPHA_DEFAULT:
+            continue
+        counts = f"{xn}/{n} picks of {service} ({share_n:.0%}) vs {xb}/{b} ({share_b:.0%}) before"
+        label = f"{service} instance {_short(instance, known)}"
+        if change > 0:
+            by = ", ".join(sorted(tn.callers[(service, instance)]))
+            board.add(label, "breaker", 0.7 * change,
+                      f"circuit breaker open for it in {by} at {counts}{_settings(case.breakers.get(service))}")
+        else:
+            board.add(label, "breaker", 0.3 * -change,
+                      f"its circuit breaker closed again (back in rotation): open at {counts}")
+
+
 def onset_of(trees: list[Any]) -> float | None:
     """When the first failing trace of the window started (epoch s), if any."""
     starts = [tree.spans[tree.main_root].start_us for tree in trees if any(s.error for s in tree.spans.values())]
@@ -338,6 +417,7 @@ def rank(case: Case) -> dict[str, Any]:
     outlier_signal(board, case, now, path)
     deploy_signal(board, case, path, onset_of(now))
     fault_signal(board, case, path)
+    breaker_signal(board, case, now, before, path)
     return {"service": case.service, "at": case.at, "window_s": case.window, "path": sorted(path),
             "traces": len(now), "traces_before": len(before), "failing_traces": failing,
             "suspects": [s.to_json() for s in board.ranked()]}
