@@ -21,7 +21,7 @@ from typing import Any
 from devbox.mocks.alerting.config import WebhookReceiver
 from devbox.mocks.alerting.http import decode_json, read_json, refused
 from devbox.mocks.alerting.matchers import matcher_from_api, matches_all, parse_filters, parse_matchers
-from devbox.mocks.alerting.models import LABEL_NAME, Alert, AlertState, Matcher, Silence, SilenceState
+from devbox.mocks.alerting.models import LABEL_NAME, Alert, AlertState, Matcher, Silence, SilenceState, fingerprint
 from devbox.mocks.alerting.notify import rfc3339
 from devbox.mocks.alerting.service import AlertingService
 from fastapi import APIRouter, Request, Response
@@ -125,6 +125,7 @@ def postable_alerts(body: Any, now: float) -> list[dict[str, Any]]:
         parsed.append(
             {
                 "labels": labels,
+                "fingerprint": fingerprint(labels),  # here, on the request's thread, not on the loop
                 "annotations": _label_set(item.get("annotations"), f"alert {i}: annotations", check_names=False),
                 "starts_at": min(starts, now) if starts is not None else None,
                 "ends_at": ends,

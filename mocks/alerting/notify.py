@@ -36,6 +36,13 @@ SUSPECTS_TIMEOUT = 1.0
 TOP_SUSPECTS = 3
 #: Labels that name the service an alert is about (else the alert rule is asked about).
 SERVICE_LABELS = ("callee", "service", "job", "service_name")
+#: A group with more transitions than this gets one terminal line (counts and a few examples), not
+#: one line each: 20k posted alerts were 20k log lines written on the loop.
+TERMINAL_LINES = 10
+#: A receiver's payload for a group with more alerts than this is built on a thread, off the loop.
+BUILD_INLINE = 200
+
+Notified = tuple[Transition, float, str]
 
 #: suspects(alertname or service, at) -> ranked suspects (``subject``, ``score``, ``reason``)
 SuspectsFn = Callable[[str, float], Awaitable[Sequence[Mapping[str, Any]]]]
@@ -65,6 +72,15 @@ def webhook_alert(t: Transition, *, starts_at: float, generator_url: str = "") -
         "generatorURL": generator_url,
         "fingerprint": t.fingerprint,
     }
+
+
+def _target(t: Transition) -> str:
+    """What ``devbox why`` is asked about for ``t``: the service it names, else its alert name."""
+    return next((t.labels[k] for k in SERVICE_LABELS if t.labels.get(k)), t.alertname)
+
+
+def _label_text(t: Transition) -> str:
+    return "{" + ",".join(f"{k}={v}" for k, v in sorted(t.labels.items()) if k != "alertname") + "}"
 
 
 def _with_note(alert: dict[str, Any], suspects: str | None) -> dict[str, Any]:
@@ -158,8 +174,8 @@ class Notifier:
 
     def notify(
         self,
-        transitions: list[tuple[Transition, float, str]],
-        companions: dict[str, list[tuple[Transition, float, str]]] | None = None,
+        transitions: list[Notified],
+        companions: dict[str, list[Notified]] | None = None,
     ) -> None:
         """``(transition, starts_at, generator_url)`` for each notified transition of one evaluation.
 
@@ -168,7 +184,7 @@ class Notifier:
         if not transitions:
             return
         companions = companions or {}
-        groups: dict[str, list[tuple[Transition, float, str]]] = {}
+        groups: dict[str, list[Notified]] = {}
         for item in transitions:
             groups.setdefault(item[0].alertname, []).append(item)
         for alertname, items in groups.items():
@@ -177,20 +193,21 @@ class Notifier:
             else:
                 self._send_group(alertname, items, companions.get(alertname, []), {})
 
-    async def _with_suspects(self, alertname: str, items: list[tuple[Transition, float, str]],
-                             companions: list[tuple[Transition, float, str]]) -> None:
+    async def _with_suspects(self, alertname: str, items: list[Notified],
+                             companions: list[Notified]) -> None:
         """Rank each firing alert's likely causes (bounded in time: a notification is not held up
         for long), then send the group with them."""
-        notes: dict[str, str] = {}
         firing = [t for t, _, _ in items if t.to_state is AlertState.FIRING]
-        found = await asyncio.gather(*(self._suspects_text(t) for t in firing))
-        for t, text in zip(firing, found, strict=True):
-            notes[t.fingerprint] = text
+        # one ranking per service and time, not per alert (20k posted alerts name a few services)
+        asked = {(_target(t), t.at): t for t in firing}
+        found = await asyncio.gather(*(self._suspects_text(t) for t in asked.values()))
+        texts = dict(zip(asked, found, strict=True))
+        notes = {t.fingerprint: texts[(_target(t), t.at)] for t in firing}
         self._send_group(alertname, items, companions, notes)
 
     async def _suspects_text(self, t: Transition) -> str:
         assert self.suspects is not None
-        target = next((t.labels[k] for k in SERVICE_LABELS if t.labels.get(k)), t.alertname)
+        target = _target(t)
         try:
             ranked = await asyncio.wait_for(self.suspects(target, t.at), self.suspects_timeout)
         except TimeoutError:
@@ -204,36 +221,62 @@ class Notifier:
         return "\n".join(f"{i}. {s['subject']} ({float(s['score']):.2f}): {s['reason']}"
                          for i, s in enumerate(ranked[:TOP_SUSPECTS], 1))
 
-    def _send_group(self, alertname: str, items: list[tuple[Transition, float, str]],
-                    companions: list[tuple[Transition, float, str]], notes: dict[str, str]) -> None:
+    def _send_group(self, alertname: str, items: list[Notified], companions: list[Notified],
+                    notes: dict[str, str]) -> None:
         """One group's terminal lines and one POST per receiver; ``notes``: suspects text by fingerprint."""
         if self.terminal:
-            for t, _, _ in items:
-                LOG.warning(
-                    "ALERT %s %s%s value=%s %s%s",
-                    "RESOLVED" if t.to_state is AlertState.RESOLVED else "FIRING",
-                    alertname,
-                    "{" + ",".join(f"{k}={v}" for k, v in sorted(t.labels.items()) if k != "alertname") + "}",
-                    "-" if t.value is None else f"{t.value:.4g}",
-                    t.annotations.get("summary", ""),
-                    "\n  likely causes:\n  " + notes[t.fingerprint].replace("\n", "\n  ")
-                    if t.fingerprint in notes else "",
-                )
+            self._terminal(alertname, items, notes)
         for receiver in self.receivers:
-            chosen = [
-                _with_note(webhook_alert(t, starts_at=s, generator_url=g), notes.get(t.fingerprint))
-                for t, s, g in items
-                if matches_all(self._matchers[receiver.name], t.labels)
-                and (receiver.send_resolved or t.to_state is not AlertState.RESOLVED)
-            ]
-            if chosen:
-                chosen += [
-                    webhook_alert(t, starts_at=s, generator_url=g)
-                    for t, s, g in companions
-                    if matches_all(self._matchers[receiver.name], t.labels)
-                ]
-                payload = webhook_payload(receiver.name, alertname, chosen, external_url=self.external_url)
-                self._spawn(self._post(receiver, payload))
+            if len(items) + len(companions) <= BUILD_INLINE:
+                payload = self._payload(receiver, alertname, items, companions, notes)
+                if payload is not None:
+                    self._spawn(self._post(receiver, payload))
+            else:
+                self._spawn(self._build_and_post(receiver, alertname, items, companions, notes))
+
+    def _terminal(self, alertname: str, items: list[Notified], notes: dict[str, str]) -> None:
+        if len(items) > TERMINAL_LINES:
+            resolved = sum(1 for t, _, _ in items if t.to_state is AlertState.RESOLVED)
+            LOG.warning("ALERT %s: %d alerts changed (%d firing, %d resolved), e.g. %s (`devbox alerts ls` lists them)",
+                        alertname, len(items), len(items) - resolved, resolved,
+                        " ".join(_label_text(t) for t, _, _ in items[:3]))
+            return
+        for t, _, _ in items:
+            LOG.warning(
+                "ALERT %s %s%s value=%s %s%s",
+                "RESOLVED" if t.to_state is AlertState.RESOLVED else "FIRING",
+                alertname,
+                _label_text(t),
+                "-" if t.value is None else f"{t.value:.4g}",
+                t.annotations.get("summary", ""),
+                "\n  likely causes:\n  " + notes[t.fingerprint].replace("\n", "\n  ")
+                if t.fingerprint in notes else "",
+            )
+
+    def _payload(self, receiver: WebhookReceiver, alertname: str, items: list[Notified],
+                 companions: list[Notified], notes: dict[str, str]) -> dict[str, Any] | None:
+        """The webhook body of one group for one receiver (None: no alert of it goes there)."""
+        chosen = [
+            _with_note(webhook_alert(t, starts_at=s, generator_url=g), notes.get(t.fingerprint))
+            for t, s, g in items
+            if matches_all(self._matchers[receiver.name], t.labels)
+            and (receiver.send_resolved or t.to_state is not AlertState.RESOLVED)
+        ]
+        if not chosen:
+            return None
+        chosen += [
+            webhook_alert(t, starts_at=s, generator_url=g)
+            for t, s, g in companions
+            if matches_all(self._matchers[receiver.name], t.labels)
+        ]
+        return webhook_payload(receiver.name, alertname, chosen, external_url=self.external_url)
+
+    async def _build_and_post(self, receiver: WebhookReceiver, alertname: str, items: list[Notified],
+                              companions: list[Notified], notes: dict[str, str]) -> None:
+        # transitions are not changed once made: a big group's payload is built on a thread
+        payload = await asyncio.to_thread(self._payload, receiver, alertname, items, companions, notes)
+        if payload is not None:
+            await self._post(receiver, payload)
 
     async def _post(self, receiver: WebhookReceiver, payload: dict[str, Any]) -> None:
         client = self._http()

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from devbox.mocks.alerting.config import AlertingConfig
 from devbox.mocks.alerting.engine import AlertingCore, Sample, backtest, run_queries, still_firing
 from devbox.mocks.alerting.models import Alert, AlertState, Rule, Silence, Transition
-from devbox.mocks.alerting.notify import Notifier, upstream_alert
+from devbox.mocks.alerting.notify import Notified, Notifier, upstream_alert
 from devbox.mocks.alerting.rules import rule_from_json
 from devbox.mocks.alerting.sources import RuleSources, RuleWatcher
 from devbox.mocks.alerting.store import AlertStore
@@ -32,7 +32,12 @@ from devbox.platform.errors import BadRequest, Conflict, NotFound
 from devbox.platform.ports import MetricsQueryPort, PortError
 
 LOG = logging.getLogger(__name__)
-POST_SLICE = 500  # posted alerts handled per turn of the loop (~20 ms of work)
+#: A big batch (20k posted alerts, their transitions) is worked through in slices of about this many
+#: seconds, the loop let go between them: every listener shares the loop, and /healthz must answer
+#: within 100 ms while it runs.
+SLICE_SECONDS = 0.005
+#: Items handled between two looks at the clock.
+SLICE_ITEMS = 64
 
 #: How often firing alerts are re-sent to an upstream Alertmanager (Prometheus: resend_delay 1m).
 RESEND_EVERY = 60.0
@@ -41,7 +46,6 @@ SILENCE_RETENTION = 120 * 3600.0
 
 #: ``url(listener)``: base URL of a bound listener, or ``None`` when it is not served.
 UrlOf = Callable[[str], str | None]
-Notified = tuple[Transition, float, str]
 
 
 class RuleNotFound(NotFound):
@@ -54,6 +58,19 @@ class SilenceNotFound(NotFound):
 
 class NoMetrics(Exception):
     """No component provides PromQL: rules cannot be evaluated (the rule's health says this)."""
+
+
+class Slices:
+    """Lets the loop go whenever about :data:`SLICE_SECONDS` of work ran since it last did."""
+
+    def __init__(self, budget: float = SLICE_SECONDS) -> None:
+        self.budget = budget
+        self._until = time.perf_counter() + budget
+
+    async def pause(self) -> None:
+        if time.perf_counter() >= self._until:
+            await asyncio.sleep(0)
+            self._until = time.perf_counter() + self.budget
 
 
 class AlertingService:
@@ -283,24 +300,33 @@ class AlertingService:
         )
 
     async def _handle(self, transitions: list[Transition]) -> None:
-        """Store, announce and notify one batch of transitions."""
+        """Store, announce and notify one batch of transitions (the caller holds ``_eval_lock``).
+        A big batch is worked through in :class:`Slices`, so the loop keeps answering meanwhile."""
         if not transitions:
             return
         if self.store is not None:
             await asyncio.to_thread(self.store.add_transitions, transitions)
-        for t in transitions:
+        slices = Slices()
+        for i, t in enumerate(transitions, 1):
             self.on_transition(t)
+            if i % SLICE_ITEMS == 0:
+                await slices.pause()
         if self.notifier is None:
             return
+        forwarding = bool(self.notifier.upstream)
         outgoing: list[Notified] = []
         upstream = []
-        for t in transitions:
+        for i, t in enumerate(transitions, 1):
+            if i % SLICE_ITEMS == 0:
+                await slices.pause()
+            if not t.notified and not forwarding:
+                continue
             alert = self.core._alert_of(t)
             starts = (alert.fired_at or alert.active_at) if alert is not None else t.at
             generator = (alert.generator_url if alert is not None else "") or self.generator_url(t.rule_id)
             if t.notified:
                 outgoing.append((t, starts, generator))
-            if t.to_state in (AlertState.FIRING, AlertState.RESOLVED) and t.from_state is not t.to_state:
+            if forwarding and t.to_state in (AlertState.FIRING, AlertState.RESOLVED) and t.from_state is not t.to_state:
                 upstream.append(
                     upstream_alert(
                         t.labels,
@@ -310,18 +336,22 @@ class AlertingService:
                         generator_url=generator,
                     )
                 )
-        self.notifier.notify(outgoing, self._companions(outgoing))
+        companions = await self._companions(outgoing, slices)
+        self.notifier.notify(outgoing, companions)
         self.notifier.forward(upstream)
 
-    def _companions(self, outgoing: list[Notified]) -> dict[str, list[Notified]]:
+    async def _companions(self, outgoing: list[Notified], slices: Slices) -> dict[str, list[Notified]]:
         """The other firing, already notified, unsilenced alerts of each group being notified."""
+        if not outgoing:
+            return {}
         names = {t.alertname for t, _, _ in outgoing}
         changed = {t.fingerprint for t, _, _ in outgoing}
         now = self.clock()
         out: dict[str, list[Notified]] = {}
-        for alert in self.core.firing():
+        for i, alert in enumerate(self.core.firing(), 1):
+            if i % SLICE_ITEMS == 0:
+                await slices.pause()
             name = alert.labels.get("alertname", "")
-            # cheap tests first: a fingerprint is hashed from the labels on every read
             if name not in names or not alert.notified or alert.fingerprint in changed:
                 continue
             if self.core.silenced_by(alert.labels, now):
@@ -334,13 +364,14 @@ class AlertingService:
 
     async def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
         # A big batch (Alertmanager clients send thousands) goes through the core in slices with the
-        # loop let go between them: 20k alerts in one go held the loop ~1 s (every listener stalled).
+        # loop let go between them: 20k alerts in one go held the loop 1.5-2 s (every listener stalled).
         async with self._eval_lock:
             now = self.clock()
             transitions: list[Transition] = []
-            for start in range(0, len(alerts), POST_SLICE):
-                transitions += self.core.post_alerts(alerts[start:start + POST_SLICE], now)
-                await asyncio.sleep(0)
+            slices = Slices()
+            for start in range(0, len(alerts), SLICE_ITEMS):
+                transitions += self.core.post_alerts(alerts[start:start + SLICE_ITEMS], now)
+                await slices.pause()
             await self._handle(transitions)
 
     def save_silence(self, silence: Silence) -> Silence:
