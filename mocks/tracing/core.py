@@ -112,9 +112,11 @@ class Collector:
         indexed = self.store.wal_position()
         self._indexed_at = indexed
         self._indexed_count = self.store.count
-        for rec in await asyncio.to_thread(lambda: list(read_records(self.wal_dir, indexed))):
-            self._unindexed.append((rec.end, rec.accepted))
-            self._lag_spans += rec.accepted
+        # (position, spans) of each record, not the records: the WAL may hold up to max_pending_spans (~330 MB)
+        for end, accepted in await asyncio.to_thread(
+                lambda: [(rec.end, rec.accepted) for rec in read_records(self.wal_dir, indexed)]):
+            self._unindexed.append((end, accepted))
+            self._lag_spans += accepted
         options = Options(indexed_keys=list(self.config.autocomplete_keys), batch_spans=self.config.write_batch_spans,
                           retention_interval_s=self.config.retention_interval_s,
                           max_age_us=int(self.config.retention_hours * 3600 * 1_000_000),
