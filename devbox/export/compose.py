@@ -5,18 +5,28 @@ config and rule file, Alertmanager config, the collector's pipeline) and the gen
 Dockerfiles of services that follow the 123 convention. Paths in the file are relative to it,
 so the folder can be moved as a whole.
 
-Two network layouts: ``bridge`` (default; each container on the compose network, backends found
-by name, every service on port 8080 inside its own container) and ``host`` (every container on
-the host network, backends on 127.0.0.1 — what a Docker engine without a bridge, like the one
-the tests start, can run). On the host network replicas cannot share a port and compose cannot
-vary the env per replica, so replica k (k ≥ 2) of a service is its own compose service
-``NAME-k`` on port ``PORT + REPLICA_PORT_STEP·(k-1)`` instead of ``deploy.replicas``.
+Two network layouts: ``bridge`` (default, the portable one; each container on the compose network,
+backends found by name, every service on port 8080 inside its own container, listening on 0.0.0.0
+and registering its container address) and ``host`` (``--network host``: every container on the
+host network, backends and services on 127.0.0.1 — what a Docker engine without a bridge, such as
+``dockerd --bridge=none`` on devbox's own test machines, can run; choose it there). On the host
+network replicas cannot share a port and compose cannot vary the env per replica, so replica k
+(k ≥ 2) of a service is its own compose service ``NAME-k`` on port
+``PORT + REPLICA_PORT_STEP·(k-1)`` instead of ``deploy.replicas``.
+
+Services find each other through Polaris: every service is exported with ``DEVBOX_REGISTER=self``
+(see :mod:`devbox.export.stack`), so the devbox SDK registers each instance when it listens and
+resolves names through Polaris's Discover. Seen working for the shop on the host layout, with a
+devbox platform standing in for Polaris and the collector (tests/integration/test_export_compose.py):
+every instance registered itself and ``GET /checkout/alice`` crossed gateway → users, orders →
+users, inventory, payment.
 
 LIMITATIONS: no compose healthchecks (an image FROM scratch has no shell to run them; the
-Kubernetes export carries readiness probes). ``deploy.replicas`` is honoured by Compose v2 and by
-Debian's docker-compose 1.29 for this file (no ``version:`` key; seen starting ``orders_2``).
-The bridge layout needs services that listen on 0.0.0.0: the shop's bind 127.0.0.1 (fine under
-devbox and on the host network), so on a bridge network nothing outside their container reaches them.
+Kubernetes export carries readiness probes); ``depends_on`` orders starts, it does not wait for
+Polaris — the SDK retries registering until the server answers. ``deploy.replicas`` is honoured by
+Compose v2 and by Debian's docker-compose 1.29 for this file (no ``version:`` key; seen starting
+``orders_2``). The bridge layout has not run here (the test engine has no bridge); its services
+listen on 0.0.0.0 and register the address on their route to Polaris.
 """
 
 from __future__ import annotations
@@ -61,9 +71,13 @@ def _service(item: ExportedService, *, here: Path, conf: Path, network: Network)
 
 
 def compose_document(config: ProjectConfig, out: Path, *, network: Network = "bridge",
-                     base_image: str = BASE_IMAGE) -> tuple[dict[str, Any], dict[str, str]]:
-    """The compose file for ``out`` and the files of its config folder (name → text)."""
-    hosts = Hosts.local() if network == "host" else Hosts()
+                     base_image: str = BASE_IMAGE, hosts: Hosts | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The compose file for ``out`` and the files of its config folder (name → text).
+
+    ``hosts``: where services are told the backends are (default: by name on the bridge network,
+    127.0.0.1 on the host network)."""
+    if hosts is None:
+        hosts = Hosts.local() if network == "host" else Hosts()
     here = out.parent.resolve()
     conf = here / f"{out.stem}.d"
     exported = services(config, hosts, base_image=base_image)
@@ -99,9 +113,9 @@ def compose_document(config: ProjectConfig, out: Path, *, network: Network = "br
 
 
 def write_compose(config: ProjectConfig, out: Path, *, network: Network = "bridge",
-                  base_image: str = BASE_IMAGE) -> list[Path]:
+                  base_image: str = BASE_IMAGE, hosts: Hosts | None = None) -> list[Path]:
     """Write the compose file and its config folder; the paths written."""
-    doc, files = compose_document(config, out, network=network, base_image=base_image)
+    doc, files = compose_document(config, out, network=network, base_image=base_image, hosts=hosts)
     out.parent.mkdir(parents=True, exist_ok=True)
     conf = out.parent / f"{out.stem}.d"
     conf.mkdir(exist_ok=True)
@@ -111,7 +125,7 @@ def write_compose(config: ProjectConfig, out: Path, *, network: Network = "bridg
         written.append(conf / name)
     header = (f"# {config.project}: exported by `devbox export compose` ({network} network).\n"
               f"# Services as images with the env devbox injects; the real backends with config from\n"
-              f"# devbox.yaml in ./{conf.name}/. Services with `register: auto` must register themselves here.\n")
+              f"# devbox.yaml in ./{conf.name}/. Services register themselves in Polaris (DEVBOX_REGISTER=self).\n")
     out.write_text(header + dump(doc), encoding="utf-8")
     written.insert(0, out)
     return written

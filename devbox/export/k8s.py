@@ -3,7 +3,10 @@
 One file per service (a Deployment with the injected env, its replicas and readiness/startup
 probes from ``readiness:``, and a ClusterIP Service), one per backend, and ``config.yaml`` with
 the ConfigMaps: the project's alert rules (Prometheus rule file), Prometheus, Alertmanager and
-collector config. Backends are found by their Service names, as on a compose network.
+collector config. Backends are found by their Service names, as on a compose network. Services
+listen on 0.0.0.0 (``DEVBOX_HOST``) and register themselves in Polaris (``DEVBOX_REGISTER=self``)
+at the pod's address, which is what callers reach: a ClusterIP Service in front of them is for
+clients outside the mesh (see :mod:`devbox.export.stack`).
 
 Probes: ``readiness.http`` → httpGet, ``tcp`` → tcpSocket, ``grpc`` → grpc (grpc.health.v1);
 ``readiness.timeout`` (how long devbox waits for a new instance) becomes the startup probe's

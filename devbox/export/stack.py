@@ -5,6 +5,11 @@ devbox injects, and the real backends behind devbox's protocols with config from
   from the service's own Dockerfile or, without one, the 123 convention (a base image plus the
   service folder, started by ``/usr/local/app/start.sh``); the env is :func:`~devbox.mocks.deploy.core.instance_env`
   with the platform's addresses replaced by the backends' and the per-instance keys left out.
+  No devbox runs on the exported stack, so every service gets ``DEVBOX_REGISTER=self``: the devbox
+  SDK's ``bootstrap`` registers the instance in Polaris over Polaris's HTTP client API once it
+  listens, heartbeats and deregisters on shutdown, and resolves names through Polaris's
+  ``/v1/Discover`` (:mod:`devbox.sdk.naming`); ``DEVBOX_HOST`` (``sdk.bind_host()``) is 0.0.0.0 where
+  each service has its own network namespace (bridge network, Kubernetes), 127.0.0.1 on one host network.
 - Backends: Polaris server (naming, HTTP 8090 / gRPC 8091), an OpenTelemetry Collector (OTLP in;
   traces to Jaeger; span metrics to Prometheus), Jaeger, Prometheus (the project's alert rules,
   its composite indicators as recording rules) and Alertmanager (the project's webhook receivers).
@@ -16,8 +21,10 @@ devbox injects, and the real backends behind devbox's protocols with config from
 LIMITATIONS: the ``caller`` label (and with it ``rpc_client_*`` / client_success_rate) has no
 spanmetrics counterpart; indicators are rewritten textually (each counter selector becomes
 ``sum by (by) (increase(sel[window]))``), which covers formulas of selectors, numbers and
-arithmetic — the kind devbox.yaml holds — not arbitrary PromQL. ``register: auto`` services are
-registered by devbox; on the exported stack no devbox runs, so they must register themselves.
+arithmetic — the kind devbox.yaml holds — not arbitrary PromQL. Registration and discovery on the
+exported stack need services built on the devbox SDK (``sdk.bootstrap`` + ``sdk.bind_host()``); a
+service on another stack must register itself with its own Polaris SDK, as ``register: self`` ones do
+under devbox. Through Polaris's Discover the SDK reads instances, not devbox's routing rules.
 """
 
 from __future__ import annotations
@@ -60,10 +67,16 @@ class Hosts:
     alertmanager: str = "alertmanager"
     #: Jaeger's OTLP gRPC port: 4317 unless it would collide with the collector's on one host network.
     jaeger_otlp: int = 4317
+    #: Polaris's HTTP and gRPC client API ports and the collector's OTLP/HTTP port, as services are told them.
+    polaris_http: int = 8090
+    polaris_grpc: int = 8091
+    otlp_http: int = 4318
 
     @classmethod
-    def local(cls) -> Hosts:
-        return cls("127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.1", jaeger_otlp=14317)
+    def local(cls, **ports: int) -> Hosts:
+        """Everything on 127.0.0.1 (one host network); ``ports`` override the backends' defaults
+        (e.g. a devbox platform standing in for Polaris and the collector on its own ports)."""
+        return cls("127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.1", **{"jaeger_otlp": 14317, **ports})
 
     @property
     def is_local(self) -> bool:
@@ -92,20 +105,23 @@ def services(config: ProjectConfig, hosts: Hosts, *, base_image: str) -> list[Ex
     """Every service of the project, with the env devbox would inject, aimed at ``hosts``."""
     facts = core.PlatformFacts(
         api_url="", namespace=config.naming.namespace if hasattr(config, "naming") else "default",
-        naming_http=f"http://{hosts.polaris}:8090", naming_grpc=f"{hosts.polaris}:8091",
-        otlp_http=f"http://{hosts.collector}:4318", token=config.platform.token,
+        naming_http=f"http://{hosts.polaris}:{hosts.polaris_http}", naming_grpc=f"{hosts.polaris}:{hosts.polaris_grpc}",
+        otlp_http=f"http://{hosts.collector}:{hosts.otlp_http}", token=config.platform.token,
     )
     out = []
     for index, svc in enumerate(config.services):
         # one network namespace per container: every service can take the conventional 8080;
         # on the host network they need ports of their own, clear of the backends' (8080-9093)
         port = svc.port or (8080 if not hosts.is_local else 18080 + index)
-        record = core.InstanceRecord(name=f"{svc.name}-1", service=svc.name, group="default", port=port)
+        # its own network namespace: listen on every interface; one shared host network: loopback will do
+        bind = "127.0.0.1" if hosts.is_local else "0.0.0.0"
+        record = core.InstanceRecord(name=f"{svc.name}-1", service=svc.name, group="default", port=port, host=bind)
         tags = core.instance_tags(svc, {})
         env = core.instance_env(svc, record=record, instance_id="", tags=tags, platform=facts,
                                 config_file=Path(APP_DIR) / "instance.yaml")
         for key in PER_INSTANCE:
             env.pop(key, None)
+        env[envvars.DEVBOX_REGISTER] = "self"  # no devbox here to register it: the SDK does (module doc)
         env[envvars.OTEL_RESOURCE_ATTRIBUTES] = ",".join(
             item for item in env[envvars.OTEL_RESOURCE_ATTRIBUTES].split(",")
             if not item.startswith("service.instance.id=")

@@ -3,26 +3,36 @@ its Prometheus rules and Alertmanager config pass promtool/amtool, and the part 
 up by that compose file on the real engine: a Go service image FROM scratch, and the shop's five
 Python services on devbox's base image (every replica answering its health check). The backends
 (Polaris, the collector, Jaeger, Prometheus, Alertmanager) are registry images that cannot be pulled
-here, so they are left out of the `up`; the services start without them."""
+here, so they are left out of the `up`; the services start without them.
+
+The exported shop also works as a whole: with a devbox platform standing in for Polaris and the
+collector (devbox's naming server speaks Polaris's HTTP client API), every exported service
+registers itself (DEVBOX_REGISTER=self; the SDK, no devbox deploy), ``GET /checkout/alice`` on the
+gateway crosses gateway → users, orders → users, inventory (gRPC), payment, every call resolved by
+name through Polaris's Discover, and ``down`` deregisters every instance."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
 import pytest
 import yaml
-from devbox.mocks.deploy.docker import BASE_IMAGE, connect, missing_image
+from devbox.mocks.deploy.base_image import build_base, copy_devbox
+from devbox.mocks.deploy.docker import BASE_IMAGE, build_image, connect, missing_image
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devbox.config import load_config
 from devbox.export.compose import write_compose
-from devbox.testing import EngineUnavailable, docker_engine, wait_for
+from devbox.export.stack import Hosts
+from devbox.testing import DOCKER_ROOT, EngineUnavailable, docker_engine, running_platform, wait_for
 from tests.docker_images import write_go_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,3 +196,105 @@ def _get(url: str) -> dict[str, str] | None:
     except httpx.HTTPError:
         return None
     return response.json() if response.status_code == 200 else None
+
+
+#: The base image with this checkout's devbox package on top (the SDK in devbox-base is a copy of
+#: the devbox that built it, which may predate the SDK's self-registration).
+CURRENT_BASE = "devbox-base:bookworm-export-test"
+
+
+def _current_devbox_base() -> str:
+    """:data:`CURRENT_BASE`: devbox-base (built first if the engine lacks it; minutes) + this devbox."""
+    client = connect()
+    try:
+        if missing_image(client, BASE_IMAGE):
+            build_base(client, log_path=DOCKER_ROOT / "base.log", say=print)
+        with tempfile.TemporaryDirectory(prefix="devbox-export-base-") as tmp:
+            context = Path(tmp)
+            copy_devbox(context / "site")
+            (context / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nCOPY site /opt/devbox-site\n")
+            build_image(client, path=context, tag=CURRENT_BASE, dockerfile=None,
+                        log_path=DOCKER_ROOT / "export-base.log", timeout=600)
+    finally:
+        client.close()
+    return CURRENT_BASE
+
+
+def _discover(naming_http: str, service: str) -> list[dict[str, Any]]:
+    """The service's instances through Polaris's own client API (what a Polaris SDK asks)."""
+    body = {"type": "INSTANCE", "service": {"name": service, "namespace": "default"}}
+    answer = httpx.post(f"{naming_http}/v1/Discover", json=body, timeout=5).json()
+    return answer.get("instances") or [] if answer.get("code") == 200000 else []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # the first run builds five images on vfs (minutes); later ones hit the cache
+def test_exported_shop_registers_itself_and_serves_a_checkout(tmp_path: Path) -> None:
+    try:
+        docker_engine()
+    except EngineUnavailable as exc:
+        pytest.skip(f"no Docker engine: {exc}")
+    started = time.monotonic()
+    base = _current_devbox_base()
+    base_s = time.monotonic() - started
+    # its own project name: its images (devbox/shopexport-*) are not the other tests' devbox/shop-*
+    config = load_config(SHOP).model_copy(update={"project": "shopexport"})
+    with running_platform(tmp_path / "platform", components=["naming", "tracing"]) as platform:
+        naming_http = platform.url("polaris_http")
+        hosts = Hosts.local(polaris_http=int(naming_http.rsplit(":", 1)[1]),
+                            polaris_grpc=int(platform.target("polaris_grpc").rsplit(":", 1)[1]),
+                            otlp_http=int(platform.url("otlp_http").rsplit(":", 1)[1]))
+        out = tmp_path / "export" / "compose.yaml"
+        write_compose(config, out, network="host", base_image=base, hosts=hosts)
+        doc = yaml.safe_load(out.read_text())
+        names = [n for n in doc["services"] if n.split("-")[0] in SHOP_SERVICES]
+        assert {doc["services"][n]["environment"]["DEVBOX_REGISTER"] for n in names} == {"self"}
+        assert doc["services"]["gateway"]["environment"]["DEVBOX_NAMING_HTTP"] == naming_http
+        replicas = {svc.name: svc.replicas for svc in config.services}
+        project = ["-f", str(out), "-p", f"devboxexp{tmp_path.name[-6:].lower()}"]
+        try:
+            built = _compose(*project, "build", *SHOP_SERVICES, timeout=900)
+            assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+            build_s = time.monotonic() - started - base_s
+            up = _compose(*project, "up", "-d", "--no-deps", *names, timeout=300)
+            assert up.returncode == 0, up.stderr
+
+            registered: dict[str, list[dict[str, Any]]] = {}
+
+            def every_instance_registered_healthy() -> bool:
+                for service in SHOP_SERVICES:
+                    registered[service] = [i for i in _discover(naming_http, service) if i.get("healthy")]
+                return all(len(registered[s]) == replicas[s] for s in SHOP_SERVICES)
+
+            try:
+                wait_for(every_instance_registered_healthy, timeout=180,
+                         what="every exported shop instance registered (and heartbeating) in naming")
+            except AssertionError as exc:
+                logs = _compose(*project, "logs", "--no-color", "--tail", "8")
+                raise AssertionError(f"{exc}; registered: {registered}\n{logs.stdout[-4000:]}") from None
+            up_s = time.monotonic() - started - base_s - build_s
+            for service, found in registered.items():
+                ports = sorted(int(i["port"]) for i in found)
+                expected = sorted(int(doc["services"][n]["environment"]["PORT"]) for n in names
+                                  if n.split("-")[0] == service)
+                assert ports == expected, (service, found)
+                assert all(i["metadata"].get("devbox.registered_by") == "self" for i in found), found
+                assert all(i["host"] == "127.0.0.1" for i in found), found
+
+            gateway = int(doc["services"]["gateway"]["environment"]["PORT"])
+            answer = httpx.get(f"http://127.0.0.1:{gateway}/checkout/alice", timeout=30)
+            assert answer.status_code == 200, answer.text
+            page = answer.json()
+            assert page["user"]["name"] == "Alice" and page["served_by"]["service"] == "gateway"
+            quote = page["quote"]
+            assert quote["served_by"]["service"] == "orders"
+            assert {k: v["service"] for k, v in quote["calls"].items()} == {
+                "users": "users", "inventory": "inventory", "payment": "payment"}
+            print(f"exported shop against a devbox platform: base {base_s:.1f}s, build {build_s:.1f}s, "
+                  f"up and all registered {up_s:.1f}s")
+        finally:
+            down = _compose(*project, "down", "--timeout", "10")
+        assert down.returncode == 0, down.stderr
+        # every instance withdrew itself on shutdown (SIGTERM → lifespan/exit hooks → DeregisterInstance)
+        left = {s: _discover(naming_http, s) for s in SHOP_SERVICES}
+        assert not any(left.values()), left
