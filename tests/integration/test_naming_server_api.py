@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -303,9 +302,11 @@ def test_watch_long_poll_wakes_on_change(platform: PlatformThread) -> None:
         result["answer"] = httpx.get(api + "/watch", params={"service": "orders", "revision": "", "timeout": 20},
                                      timeout=30).json()
 
+    naming = platform.component("naming").service  # type: ignore[attr-defined]
     thread = threading.Thread(target=watcher)
     thread.start()
-    time.sleep(0.3)
+    # the change must come while the long poll waits (not before it was made): wait for it to wait
+    wait_for(lambda: naming.watching == 1, what="the watch to be waiting")
     httpx.post(api + "/instances", json={"service": "orders", "host": "127.0.0.1", "port": 8002,
                                          "health_check": False, "metadata": {"env": "base"}})
     thread.join(timeout=20)
