@@ -127,6 +127,7 @@ def test_reload_ignores_state_dir_caches_and_patterns(tmp_path: Path) -> None:
 
 def test_debounce_turns_a_burst_into_one_reload(tmp_path: Path) -> None:
     calls: list[list[str]] = []
+    finished: list[list[str]] = []
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -134,17 +135,25 @@ def test_debounce_turns_a_burst_into_one_reload(tmp_path: Path) -> None:
         async def on_change(paths: list[str]) -> None:
             calls.append(paths)
             await asyncio.sleep(0.05)
+            finished.append(paths)
+
+        async def reloads_done(count: int) -> None:
+            deadline = loop.time() + 10
+            while len(finished) < count:
+                assert loop.time() < deadline, f"waiting for reload {count}; calls so far: {calls}"
+                await asyncio.sleep(0.01)
 
         watch = ServiceWatch(key="a", root=tmp_path, loop=loop, on_change=on_change, ignore_dirs=[],
                              patterns=[], debounce=0.05)
         for name in ("a.py", "b.py", "a.py"):
             watch._on_loop(name)
-        await asyncio.sleep(0.2)
+        await reloads_done(1)
         watch._on_loop("c.py")  # a later change: a second reload
-        await asyncio.sleep(0.2)
+        await reloads_done(2)
         watch.paused = lambda: True
         watch._on_loop("d.py")  # during a build: ignored
-        await asyncio.sleep(0.2)
+        # "no reload" is what is asserted here: give it four debounce periods to (wrongly) happen
+        await asyncio.sleep(4 * watch.debounce)
         await watch.close()
 
     asyncio.run(main())
