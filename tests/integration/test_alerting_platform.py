@@ -296,7 +296,9 @@ def test_rule_files_hot_reload_and_broken_edits_keep_the_old_rules(tmp_path: Pat
         before = reloads()
         for i in range(5):  # e.g. a log file next to the rules: not a rule source, no reload
             (tmp_path / "service.log").write_text(f"line {i}\n")
-            time.sleep(0.1)
+            time.sleep(0.1)  # a log being written over time (the writer's pace), not a wait
+        # "no reload" is what is asserted: a bounded window longer than the reload debounce (0.2 s)
+        # plus a reload, in which a wrongly triggered reload would have been counted
         time.sleep(0.5)
         assert reloads() == before
 
@@ -496,6 +498,8 @@ def test_a_group_notification_lists_every_firing_alert_of_the_group(tmp_path: Pa
         post("b")  # silenced: no notification of its own
         post("c")
         wait_for(lambda: len(sink.payloads) == 2, what="the second notification")
+        # "no third notification" (b's own, silenced) is what is asserted: a bounded window for it to
+        # (wrongly) arrive; b was posted before c, so a notification of its own would come first
         time.sleep(0.3)
         assert len(sink.payloads) == 2
         second = sink.payloads[1]
