@@ -2,7 +2,7 @@
 deliberate change (one more call to users per checkout, 50 ms added in orders), through the CLI.
 
 1. ``devbox scenario run budget.scenario.yaml --snapshot base`` on an unchanged copy: passes.
-2. The change is made; ``--baseline base`` fails the run (exit 1) naming both broken budgets, and
+2. The change is made; ``--baseline base`` fails the run (exit 1), the fan-out and p50 budgets broken, and
    ``devbox diff base changed`` finds exactly the two changes (fan-out users 2 → 3, orders' quote +50 ms
    of its own time) and nothing else.
 3. The change is reverted; ``--baseline base`` passes again, and ``devbox diff base reverted`` finds
@@ -40,8 +40,9 @@ def test_budget_catches_the_change_and_nothing_else(tmp_path: Path) -> None:
     changed = shop.run(baseline="base", snapshot="changed")
     text = _text(changed)
     assert changed.returncode == 1, text[-4000:]
-    assert "BROKEN: fanout(gateway:GET /checkout/{user}, users) <= 2: users is called 3.00x" in text, text[-4000:]
-    assert "BROKEN: p99_regression(gateway:GET /checkout/{user}) <= 20%" in text, text[-4000:]
+    assert "BROKEN: fanout(gateway:GET /checkout/{user}, users) <= 2: users is called" in text, text[-4000:]
+    # the p50 budget, not the p99 one: on a busy runner a few stalls make the p99 (seen: 403 ms before, 329 ms after)
+    assert "BROKEN: p50_regression(gateway:GET /checkout/{user}) <= 20%" in text, text[-4000:]
     assert "own time grew in orders:get /quote" in text, text[-4000:]
     assert "2 difference(s) from baseline" in text, text[-4000:]
 
@@ -49,7 +50,9 @@ def test_budget_catches_the_change_and_nothing_else(tmp_path: Path) -> None:
     assert found(answer) == EXPECTED, describe(answer)
     assert code == 1
     by_kind = {f["kind"]: f for f in answer["findings"]}
-    assert (by_kind["fanout"]["data"]["a"], by_kind["fanout"]["data"]["b"]) == (2.0, 3.0), describe(answer)
+    # a trace whose last spans came too late for the evidence would count a call short: 2.99x is 3x
+    fanout = by_kind["fanout"]["data"]
+    assert fanout["a"] == pytest.approx(2, abs=0.05) and fanout["b"] == pytest.approx(3, abs=0.05), describe(answer)
     own = by_kind["latency"]["data"]["self"]["delta_ms"]
     assert 40 <= own <= 100, f"orders' quote own time grew {own} ms, not ~50 ms:\n{describe(answer)}"
 
