@@ -77,7 +77,7 @@ class DiscardComponent(Component):
         return [("otlp_grpc", lambda server: server.add_generic_rpc_handlers((handler,)))]
 
 
-def serve(state: Path, components: list[str]) -> None:
+def serve(state: Path, components: list[str], tracing: dict[str, Any] | None = None) -> None:
     """Child process: a platform with ``components`` + discard; prints its addresses and the
     indexer's pid, stops on stdin EOF."""
     from devbox.platform import registry
@@ -86,16 +86,18 @@ def serve(state: Path, components: list[str]) -> None:
 
     registry.COMPONENTS["bench_discard"] = "__main__:DiscardComponent"
     with running_platform(state, components=[*components, "bench_discard"],
-                          platform={"max_body_bytes": 64 * 1024 * 1024}) as p:
-        tracing: Any = p.platform.ctx.lookup(TracesPort)  # type: ignore[union-attr]
+                          platform={"max_body_bytes": 64 * 1024 * 1024},
+                          **({"tracing": tracing} if tracing else {})) as p:
+        traces: Any = p.platform.ctx.lookup(TracesPort)  # type: ignore[union-attr]
         print(json.dumps({"http": p.url("otlp_http"), "grpc": p.target("otlp_grpc"), "zipkin": p.url("zipkin"),
-                          "api": p.url("api"), "indexer_pid": tracing.collector.indexer.pid}), flush=True)
+                          "api": p.url("api"), "indexer_pid": traces.collector.indexer.pid}), flush=True)
         sys.stdin.read()
 
 
 class Server:
-    def __init__(self, state: Path, components: str = "tracing,metrics") -> None:
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(state), "--components", components],
+    def __init__(self, state: Path, components: str = "tracing,metrics", tracing: dict[str, Any] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(state), "--components", components,
+                                      "--tracing", json.dumps(tracing or {})],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.addr = json.loads(self.proc.stdout.readline())
@@ -323,9 +325,10 @@ def main() -> None:
     parser.add_argument("--components", default="tracing,metrics", help="platform components besides the discard")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of the ingest into this directory")
     parser.add_argument("--ingest-only", action="store_true", help="skip the query and memory figures")
+    parser.add_argument("--tracing", type=json.loads, default={}, help="devbox tracing config overrides (JSON)")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.components.split(","))
+        serve(args.serve, args.components.split(","), args.tracing)
         return
     with tempfile.TemporaryDirectory(prefix="bench-tracing-") as tmp:
         ingest = bench_ingest(args, Path(tmp))
