@@ -11,11 +11,19 @@ whose error rate changed while its *origin* errors did not only passed on errors
 that now makes more calls spends more of its own time making them (that is the fan-out finding).
 Those are kept as ``notes`` (context, not findings), so one slower hop is one finding, not one per
 caller above it.
+
+A busy (or idle) machine stretches (or shrinks) every process's own time alike: between two runs of
+the unchanged shop on a loaded 2-core box, every operation's self-time median was 1.3-1.5x the
+other run's, each with p < 0.001. So the self-time test compares each operation with the other run
+scaled by :func:`run_scale` (the median over operations of their self-time ratios): a change moves
+one operation, or a few, against the rest. LIMITATION: a change that slows most operations by the
+same factor (every service doing more work per call) looks like a busier machine and is a note.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,6 +38,8 @@ FANOUT_REL = 0.10
 ERROR_ABS = 0.01
 #: A new or vanished edge or error type needs this many occurrences on the side that has it.
 MIN_OCCURRENCES = 3
+#: The run-wide factor on own time is taken from at least this many operations (else none: 1.0).
+SCALE_MIN_OPS = 3
 
 
 @dataclass
@@ -111,11 +121,28 @@ def diff_edges(a: Profile, b: Profile) -> list[Finding]:
     return out
 
 
-def latency_shift(sa: OpStats, sb: OpStats, *, self_time: bool = False) -> dict[str, Any] | None:
-    """The shift between two samples when it is significant and material, else None."""
+def run_scale(a: Profile, b: Profile) -> float:
+    """How much longer every operation's own time is in ``b`` than in ``a`` (the machine, not the code):
+    the median over operations measured in both of the ratio of their self-time medians; 1.0 when fewer
+    than :data:`SCALE_MIN_OPS` operations tell. A change to one operation, or a few, leaves it be."""
+    ratios = []
+    for key in set(a.ops) & set(b.ops):
+        xa, xb = a.ops[key].self_ms, b.ops[key].self_ms
+        if len(xa) >= MIN_SAMPLE and len(xb) >= MIN_SAMPLE:
+            pa, pb = quantile(xa, 0.5), quantile(xb, 0.5)
+            if pa > 0 and pb > 0:
+                ratios.append(pb / pa)
+    return statistics.median(ratios) if len(ratios) >= SCALE_MIN_OPS else 1.0
+
+
+def latency_shift(sa: OpStats, sb: OpStats, *, self_time: bool = False, scale: float = 1.0) -> dict[str, Any] | None:
+    """The shift between two samples when it is significant and material, else None. With ``scale``,
+    the self time of ``sa`` is first multiplied by it (the run-wide factor, :func:`run_scale`)."""
     xa, xb = (sa.self_ms, sb.self_ms) if self_time else (sa.durations_ms, sb.durations_ms)
     if len(xa) < MIN_SAMPLE or len(xb) < MIN_SAMPLE:
         return None
+    if self_time and scale != 1.0:
+        xa = [x * scale for x in xa]
     p50a, p50b = quantile(xa, 0.5), quantile(xb, 0.5)
     delta = p50b - p50a
     if abs(delta) <= LATENCY_ABS_MS or abs(_pct(p50a, p50b)) <= LATENCY_REL:
@@ -123,8 +150,11 @@ def latency_shift(sa: OpStats, sb: OpStats, *, self_time: bool = False) -> dict[
     p = mann_whitney(xa, xb)
     if p >= ALPHA:
         return None
-    return {"p50_a": round(p50a, 2), "p50_b": round(p50b, 2), "p99_a": round(quantile(xa, 0.99), 2),
-            "p99_b": round(quantile(xb, 0.99), 2), "delta_ms": round(delta, 2), "p": p, "n_a": len(xa), "n_b": len(xb)}
+    out = {"p50_a": round(p50a, 2), "p50_b": round(p50b, 2), "p99_a": round(quantile(xa, 0.99), 2),
+           "p99_b": round(quantile(xb, 0.99), 2), "delta_ms": round(delta, 2), "p": p, "n_a": len(xa), "n_b": len(xb)}
+    if self_time and scale != 1.0:
+        out["scale"] = round(scale, 3)
+    return out
 
 
 def _more_calls(sa: OpStats, sb: OpStats) -> tuple[float, float] | None:
@@ -137,13 +167,18 @@ def _more_calls(sa: OpStats, sb: OpStats) -> tuple[float, float] | None:
     return None
 
 
+def _beyond(scale: float) -> str:
+    return f" beyond the whole run's x{scale:.2f}" if abs(scale - 1) >= 0.05 else ""
+
+
 def diff_latency(a: Profile, b: Profile) -> tuple[list[Finding], list[Finding]]:
     findings, notes = [], []
+    scale = run_scale(a, b)
     for key in sorted(set(a.ops) & set(b.ops)):
         total = latency_shift(a.ops[key], b.ops[key])
         if total is None:
             continue
-        own = latency_shift(a.ops[key], b.ops[key], self_time=True)
+        own = latency_shift(a.ops[key], b.ops[key], self_time=True, scale=scale)
         word = "slower" if total["delta_ms"] > 0 else "faster"
         text = (f"{_op(key)} {word}: p50 {total['p50_a']:.1f} → {total['p50_b']:.1f} ms, "
                 f"p99 {total['p99_a']:.1f} → {total['p99_b']:.1f} ms ({total['n_a']} vs {total['n_b']} calls, "
@@ -154,8 +189,13 @@ def diff_latency(a: Profile, b: Profile) -> tuple[list[Finding], list[Finding]]:
                                  f"{text}; its own time {own['delta_ms']:+.1f} ms goes with the calls it makes "
                                  f"({more[0]:.1f} → {more[1]:.1f} per request)", {**total, "self": own}))
         elif own is not None and (own["delta_ms"] > 0) == (total["delta_ms"] > 0):
-            findings.append(Finding("latency", _op(key), f"{text}; its own time {own['delta_ms']:+.1f} ms",
+            findings.append(Finding("latency", _op(key),
+                                    f"{text}; its own time {own['delta_ms']:+.1f} ms{_beyond(scale)}",
                                     {**total, "self": own}))
+        elif own is None and (raw := latency_shift(a.ops[key], b.ops[key], self_time=True)) is not None:
+            notes.append(Finding("latency_whole_run", _op(key), f"{text}; its own time {raw['delta_ms']:+.1f} ms "
+                                 f"is the whole run's: every operation's own time is x{scale:.2f} (a busier or "
+                                 "idler machine, not a change)", {**total, "self": raw, "scale": round(scale, 3)}))
         else:
             notes.append(Finding("latency_passed_on", _op(key), f"{text}; its own time did not change: "
                                  "the shift comes from a call it makes", total))
@@ -269,4 +309,5 @@ def diff(a: Profile, b: Profile) -> Diff:
                "entries": {_op(k): v for k, v in p.entries.items()}}
         for side, p in (("a", a), ("b", b))
     }
+    result.summary["own_time_scale"] = round(run_scale(a, b), 3)
     return result

@@ -15,7 +15,7 @@ KIND_TITLES = {
     "error_rate": "errors", "error_type_new": "new error type", "error_type_gone": "error type gone",
     "alert_fired": "alert fired", "alert_quiet": "alert quiet", "config": "config",
     "latency_passed_on": "latency (passed on)", "latency_with_more_calls": "latency (more calls)",
-    "errors_passed_on": "errors (passed on)", "traffic": "traffic",
+    "errors_passed_on": "errors (passed on)", "traffic": "traffic", "latency_whole_run": "latency (whole run)",
 }
 
 
@@ -32,6 +32,10 @@ def _side(d: Diff, side: str) -> str:
 def print_table(d: Diff, out: Console) -> None:
     out.print(f"A  {_side(d, 'a')}", highlight=False)
     out.print(f"B  {_side(d, 'b')}", highlight=False)
+    scale = float(d.summary.get("own_time_scale") or 1.0)
+    if abs(scale - 1) >= 0.05:
+        out.print(f"[dim]every operation's own time is x{scale:.2f} in B (the machine): compared beyond that[/]",
+                  highlight=False)
     if not d.findings:
         out.print("[green]no significant difference[/]")
     else:
@@ -56,7 +60,8 @@ th{{background:#f4f4f4}} .kind{{font-weight:600;white-space:nowrap}} .notes td{{
 <h2>{count} finding(s)</h2>{findings}<h2>Context (not findings)</h2>{notes}
 <p style="color:#777">A finding is significant (p &lt; 0.01: Mann-Whitney U for latency and fan-out, a two-proportion
 test for error rates) and material (latency &gt; 10 % and &gt; 5 ms on the median; fan-out by &ge; 0.2 calls per
-request; errors by &ge; 1 point). Latency and errors are counted where they started (self time, origin errors).</p>
+request; errors by &ge; 1 point). Latency and errors are counted where they started (self time, origin errors);
+own time is compared beyond the factor every operation's own time changed by (a busier or idler machine).</p>
 </body></html>"""
 
 

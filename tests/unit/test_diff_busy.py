@@ -1,0 +1,68 @@
+"""devbox diff on a busier machine (synthetic traces, no platform): every operation's own time stretched
+by the same factor is the machine, not a change — no finding — while a change on top of it is still
+found, exactly. Between two runs of the unchanged shop on the loaded 2-core box every operation's own
+time was 1.3-1.5x the other run's (p < 0.001 each); an operation doing ~12 ms of its own work was then a
+false finding."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from devbox.diff.core import diff, run_scale
+from devbox.diff.profile import Profile, profile
+from devbox.snapshot.format import Evidence
+from tests.unit.evidence_traces import shop_rows
+
+N = 110  # the budget scenario's checkouts (warm-up included)
+
+
+def _busy(rows: list[dict[str, Any]], factor: float) -> list[dict[str, Any]]:
+    """The same traces on a machine ``factor`` times slower: every span (and its offset in its trace) longer."""
+    rows = copy.deepcopy(rows)
+    starts: dict[str, int] = {}
+    for r in rows:
+        starts[r["traceId"]] = min(starts.get(r["traceId"], r["timestamp"]), r["timestamp"])
+    for r in rows:
+        t0 = starts[r["traceId"]]
+        r["timestamp"] = int(t0 + (r["timestamp"] - t0) * factor)
+        r["duration"] = max(int(r["duration"] * factor), 1)
+    return rows
+
+
+def _profile(name: str, rows: list[dict[str, Any]]) -> Profile:
+    return profile(Evidence(meta={"name": name}, spans=rows))
+
+
+@pytest.mark.parametrize("factor", [0.6, 1.5, 2.5])
+def test_a_busier_or_idler_machine_is_no_finding(factor: float) -> None:
+    a = _profile("a", shop_rows(N, seed=1))
+    b = _profile("b", _busy(shop_rows(N, seed=2), factor))
+    result = diff(a, b)
+    assert result.findings == [], [f.text for f in result.findings]
+    assert result.summary["own_time_scale"] == pytest.approx(factor, rel=0.1)
+    # orders does ~12 ms of its own work: its shift is shown, as the whole run's
+    [note] = [n for n in result.notes if n.subject == "orders:get /quote"]
+    assert note.kind == "latency_whole_run" and "is the whole run's" in note.text
+
+
+def test_the_change_on_a_busier_machine_is_exactly_the_two_findings() -> None:
+    a = _profile("a", shop_rows(N, seed=1))
+    b = _profile("b", _busy(shop_rows(N, seed=2, users_calls=2, orders_extra_ms=50), 1.5))
+    result = diff(a, b)
+    assert {(f.kind, f.subject) for f in result.findings} == {
+        ("fanout", "gateway:get /checkout/{user} → users"), ("latency", "orders:get /quote")}
+    [latency] = [f for f in result.findings if f.kind == "latency"]
+    # (12 + 50) x 1.5 against 12 x 1.5: 75 ms beyond the machine's share
+    assert latency.data["self"]["delta_ms"] == pytest.approx(75, abs=8)
+    assert "beyond the whole run's x1.5" in latency.text
+
+
+def test_too_few_operations_give_no_factor() -> None:
+    a = _profile("a", shop_rows(N, seed=1))
+    b = _profile("b", _busy(shop_rows(N, seed=2), 2.0))
+    for p in (a, b):
+        p.ops = {k: v for k, v in p.ops.items() if k[0] in ("gateway", "orders")}
+    assert run_scale(a, b) == 1.0
