@@ -4,12 +4,13 @@ routing reason; `devbox explain service` says who calls a service, its instances
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from devbox.testing import wait_for
 from tests.e2e.learn_shop import devbox, running_shop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -21,15 +22,14 @@ def test_explain_a_failing_checkout_and_a_service(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{gateway['port']}/checkout/alice"
         assert httpx.get(url, timeout=15).status_code == 200
         assert httpx.get(url + "?fail=payment", timeout=15).status_code >= 500
-        deadline = time.monotonic() + 30
-        while True:
+        def failed_trace() -> dict[str, Any] | None:
             listed = devbox("traces", "ls", "--errors", "--json", cwd=shop)
             failed = [t for t in json.loads(listed.stdout)["traces"] if "payment" in t["services"]]
-            if failed and failed[0]["spans"] >= 11:
-                break
-            assert time.monotonic() < deadline, listed.stdout
-            time.sleep(0.3)
-        trace_id = failed[0]["trace_id"]
+            return failed[0] if failed and failed[0]["spans"] >= 11 else None
+
+        # each check is a CLI process: polled at a CLI's pace
+        found = wait_for(failed_trace, timeout=30, what="the failed checkout's whole trace (11 spans)", every=0.3)
+        trace_id = found["trace_id"]
 
         text = devbox("explain", "request", trace_id, cwd=shop)
         assert text.returncode == 0, text.stderr

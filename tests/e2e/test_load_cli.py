@@ -14,19 +14,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from devbox.load import locust
 from devbox.testing import wait_for
+from tests.e2e.learn_shop import running_shop
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOP = ROOT / "scenarios" / "shop"
-PORTS = ("api", "otlp_http", "otlp_grpc", "zipkin", "polaris_grpc", "polaris_http", "prometheus", "alertmanager")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600),
               pytest.mark.skipif(not locust.available(), reason="locust not installed")]
@@ -62,29 +59,10 @@ def kept(shop: Path) -> set[Path]:
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("load-e2e")
-    shop = base / "scenarios" / "shop"  # the repository's layout: loadtests/ two folders up
-    shutil.copytree(SHOP, shop, ignore=shutil.ignore_patterns("*_pb2*.py", "__pycache__", ".devbox",
-                                                              "*.scenario.yaml"))
+    # the repository's layout: the shop in scenarios/shop, its locustfile in loadtests/ two folders up
     shutil.copytree(ROOT / "loadtests", base / "loadtests", ignore=shutil.ignore_patterns("__pycache__"))
-    config = yaml.safe_load((shop / "devbox.yaml").read_text())
-    config["platform"] = {"ports": dict.fromkeys(PORTS, 0)}
-    with (shop / "devbox.yaml").open("w") as out:
-        yaml.safe_dump(config, out, sort_keys=False)
-    up = devbox(["up", "--detach", "--no-reload"], shop, timeout=120)
-    assert up.returncode == 0, up.stdout + up.stderr
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            status = devbox(["status", "--json"], shop, timeout=30)
-            services = json.loads(status.stdout)["services"] if status.returncode == 0 else []
-            ready = {s["service"]: s["ready"] for s in services}
-            if ready == {"gateway": 1, "orders": 2, "inventory": 1, "payment": 1, "users": 2}:
-                break
-            assert time.monotonic() < deadline, f"shop not ready: {ready} {status.stderr}"
-            time.sleep(0.5)
+    with running_shop(base / "scenarios", timeout=120) as (shop, _):
         yield shop
-    finally:
-        devbox(["down"], shop, timeout=60)
 
 
 def test_readme_load_commands_run_as_written(shop: Path) -> None:
