@@ -9,7 +9,8 @@ deliberate change (one more call to users per checkout, 50 ms added in orders), 
    nothing: two runs of the same code differ only by noise, which must not be a finding. (An unchanged
    run and the reverted run are the same code, so one run is both the noise check and the revert check.)
 
-Three shop runs of ~25 s each on an idle machine. The same three runs, repeated, are bench/bench_diff_noise.py.
+Three shop runs (100 checkouts each, one at a time) and two diffs: 80-140 s for the module on the shared
+2-core box at load 11-17. The same runs, three times over, are bench/bench_diff_noise.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 from tests.e2e.budget_shop import EXPECTED, ShopCopy, describe, found
 
-# three scenario runs of the shop, one after the other: ~80 s idle, up to ~4 min on a busy 2-core runner
+# three scenario runs of the shop, one after the other: 80-140 s on the busy 2-core box, 480 s is the ceiling
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 
