@@ -7,22 +7,25 @@ API is given. No sockets except one loopback listener standing in for the instan
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 from devbox.mocks.naming.polaris_pb import protos
+from fastapi import FastAPI
 from google.protobuf import json_format
 
 from devbox import envvars
 from devbox.polaris.ids import instance_id
 from devbox.sdk.naming import NamingClient
-from devbox.sdk.naming.register import InstanceSpec, SelfRegistration, advertised_host, self_register
+from devbox.sdk.naming.register import InstanceSpec, SelfRegistration, _wrap_lifespan, advertised_host, self_register
 from devbox.testing import wait_for
 
 ENV = {
@@ -210,3 +213,33 @@ def test_naming_client_discovers_through_polaris_without_a_devbox_api(polaris: F
             reg.stop()
     finally:
         client.close()
+
+
+def test_an_apps_registration_lives_inside_its_lifespan() -> None:
+    """Registered after the app's own startup, withdrawn before its own shutdown (callers stop
+    picking the instance while it can still answer)."""
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def own(app: FastAPI) -> AsyncIterator[None]:
+        events.append("app up")
+        yield
+        events.append("app down")
+
+    class Recorder:
+        def start(self) -> None:
+            events.append("register")
+
+        def stop(self) -> None:
+            if "deregister" not in events:
+                events.append("deregister")
+
+    app = FastAPI(lifespan=own)
+    assert _wrap_lifespan(app, Recorder())  # type: ignore[arg-type]
+
+    async def serve() -> None:  # what Starlette's router does with the lifespan on startup/shutdown
+        async with app.router.lifespan_context(app):
+            events.append("serving")
+
+    asyncio.run(serve())
+    assert events == ["app up", "register", "serving", "deregister", "app down"]

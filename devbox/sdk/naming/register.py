@@ -30,6 +30,7 @@ heartbeat.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -179,7 +180,7 @@ class SelfRegistration:
         """POST ``body``; the answer (a ``v1.Response``) when its code is one of ``accept``."""
         answer = self._http.post(path, json=body)
         try:
-            data = answer.json()
+            data = dict(answer.json())
             code = int(data.get("code") or (answer.status_code * 1000))
             info = str(data.get("info") or "")
         except (ValueError, AttributeError, TypeError):
@@ -301,7 +302,7 @@ def self_register(app: Any = None, environ: Mapping[str, str] | None = None) -> 
 def _wrap_lifespan(app: Any, registration: SelfRegistration) -> bool:
     router = getattr(app, "router", None)
     inner = getattr(router, "lifespan_context", None)
-    if inner is None:
+    if router is None or inner is None:
         return False
 
     @asynccontextmanager
@@ -311,8 +312,6 @@ def _wrap_lifespan(app: Any, registration: SelfRegistration) -> bool:
             try:
                 yield state
             finally:
-                import asyncio
-
                 await asyncio.to_thread(registration.stop)  # deregister before the app's own shutdown
 
     router.lifespan_context = lifespan
