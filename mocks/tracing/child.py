@@ -39,6 +39,13 @@ class Duplex:
     def recv(self) -> Any:
         return self._in.recv()
 
+    def send_bytes(self, data: bytes) -> None:
+        """Raw bytes, not pickled (no copy of a big body; the write releases the GIL)."""
+        self._out.send_bytes(data)
+
+    def recv_bytes(self) -> bytes:
+        return self._in.recv_bytes()
+
     def poll(self, timeout: float | None = 0.0) -> bool:
         return self._in.poll(timeout)
 

@@ -45,10 +45,16 @@ from devbox.platform.errors import Busy
 LOG = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_MS = 86_400_000
-#: Bodies above this size are checked in the decode process rather than on the loop (OTLP protobuf
-#: is checked without building span objects, ~1-2 µs a span, so its bound is higher).
-DECODE_INLINE_BYTES = 64 * 1024
-DECODE_INLINE_PROTOBUF_BYTES = 2 * 1024 * 1024
+#: Bodies above this size are checked in the decode process rather than on the loop. OTLP protobuf
+#: is checked without building span objects, but still ~10 µs a span on a busy machine: a 512-span
+#: batch (28 kB) held the loop ~5-20 ms, and 64 exporters' batches back to back kept every listener
+#: (/healthz) waiting behind them. Below these sizes the hop to the process costs more than the check.
+DECODE_INLINE_BYTES = 16 * 1024
+DECODE_INLINE_PROTOBUF_BYTES = 8 * 1024
+#: Exports (and bytes of them) waiting for or in the decode process at once; more are refused
+#: (503 + Retry-After). A queue of small batches there is cheap; the byte bound keeps big ones in check.
+MAX_DECODING = 128
+MAX_DECODING_BYTES = 256 * 1024 * 1024
 WAL_INLINE_BYTES = 1024 * 1024  # bigger records are appended to the WAL on a thread
 
 
@@ -94,10 +100,11 @@ class Collector:
         self._indexer_up = asyncio.Event()  # its first report came (it imported and opened the db)
         self._want_spans = False
         self._want_rpc: list[float] | None = None
-        # Big bodies are read in a separate process (spawned on first need): decoding shares the
-        # GIL with the loop when it runs in a thread, and stalls every listener for seconds.
+        # All but small bodies are read in a separate process (spawned on first need): decoding
+        # shares the GIL with the loop when it runs in a thread, and stalls every listener.
         self._decoder = CheckProcess()
         self._decoding = 0
+        self._decoding_bytes = 0
         self._appending = asyncio.Lock()
 
     @property
@@ -207,11 +214,13 @@ class Collector:
 
     # --- ingest ----------------------------------------------------------------------------
 
-    def _check_room(self) -> None:
+    def _check_room(self, size: int) -> None:
         """Back-pressure: refuse (503 + Retry-After, gRPC UNAVAILABLE — OTLP's retryable answers)
-        while the WAL holds more acknowledged spans not yet indexed than it may, or every decoder
-        is busy, instead of letting the lag (and the time to queryable) grow without bound."""
-        if self._lag_spans >= self.config.max_pending_spans or self._decoding >= 8:
+        while the WAL holds more acknowledged spans not yet indexed than it may, or the decode
+        process has too many exports (or bytes) queued, instead of letting the lag (and the time
+        to queryable) grow without bound."""
+        if (self._lag_spans >= self.config.max_pending_spans or self._decoding >= MAX_DECODING
+                or (self._decoding and self._decoding_bytes + size > MAX_DECODING_BYTES)):
             self.refused_busy += 1
             raise Busy(f"the trace store is busy ({self._lag_spans} spans waiting to be indexed); retry shortly",
                        retry_after=1.0)
@@ -219,7 +228,7 @@ class Collector:
     async def ingest(self, fmt: int, body: bytes, encoding: str, limit: int) -> Verdict:
         """Check one export, append it to the WAL, return what was accepted. Raises
         :class:`BadPayload` / ``TooLarge`` for an unreadable body, :class:`Busy` when saturated."""
-        self._check_room()
+        self._check_room(len(body))
         assert self.wal is not None
         now = now_us()
         compressed = encoding.strip().lower() not in ("", "identity")
@@ -229,14 +238,15 @@ class Collector:
             verdict = check(fmt, body, encoding, limit, now, self.max_future_us)
         else:
             self._decoding += 1
+            self._decoding_bytes += len(body)
             try:
-                args = (fmt, body, encoding, limit, now, self.max_future_us)
-                # submit on a thread: it pickles the body down a pipe the child drains as it reads
-                # (a 52 MiB export held the loop ~0.8 s there)
-                pending = await asyncio.to_thread(self._decoder.submit, *args)
+                # the decoder's sender thread writes the body down the pipe (a 52 MiB export held
+                # the loop ~0.8 s when that ran here)
+                pending = self._decoder.submit(fmt, body, encoding, limit, now, self.max_future_us)
                 verdict = await asyncio.wrap_future(pending)
             finally:
                 self._decoding -= 1
+                self._decoding_bytes -= len(body)
         self.rejected += len(verdict.rejected)
         if verdict.rejected:
             LOG.info("rejected %d spans: %s", len(verdict.rejected), verdict.error_message(2))
@@ -244,10 +254,11 @@ class Collector:
             self._sync_listening()
             record = verdict.body if verdict.body is not None else body
             verdict.body = None
-            # appends stay in order (the lag bookkeeping pops them by position); a big record is
-            # written on a thread (52 MiB took ~0.1 s, more with a segment's fsync, on the loop)
+            # appends stay in order (the lag bookkeeping pops them by position); a big record, or
+            # one that closes a segment (an fsync of up to 64 MiB), is written on a thread (52 MiB
+            # took ~0.1 s on the loop)
             async with self._appending:
-                if len(record) <= WAL_INLINE_BYTES:
+                if len(record) <= WAL_INLINE_BYTES and not self.wal.rotates_at(len(record)):
                     end = self.wal.append(fmt, record, now_us=now, max_future_us=self.max_future_us,
                                           accepted=verdict.accepted)
                 else:

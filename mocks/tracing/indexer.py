@@ -30,6 +30,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import queue
 import subprocess
 import sys
 import threading
@@ -357,9 +358,10 @@ class IndexerProcess:
 
 
 class CheckProcess:
-    """Checks big exports (:func:`check`) in ``python -m devbox.mocks.tracing.indexer check``, off
-    the platform's GIL. ``submit`` is thread-safe and returns a future; one request at a time is
-    worked on, in order. A dead process fails its pending futures and is restarted on next use."""
+    """Checks exports (:func:`check`) in ``python -m devbox.mocks.tracing.indexer check``, off
+    the platform's GIL. ``submit`` is thread-safe, does not block (a sender thread writes the
+    request down the pipe) and returns a future; one request at a time is worked on, in order. A
+    dead process fails its pending futures and is restarted on next use."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -367,11 +369,17 @@ class CheckProcess:
         self._conn: child.Duplex | None = None
         self._pending: dict[int, concurrent.futures.Future[Any]] = {}
         self._next = 0
+        self._outbox: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._requests: dict[int, tuple[Any, ...]] = {}
+        self._sender: threading.Thread | None = None
 
     def _ensure(self) -> child.Duplex:
         if self._conn is None:
             self._proc, self._conn = child.start("check")
             threading.Thread(target=self._read, args=(self._conn,), name="tracing-check-replies", daemon=True).start()
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send, name="tracing-check-send", daemon=True)
+            self._sender.start()
         return self._conn
 
     def start(self) -> None:
@@ -381,15 +389,31 @@ class CheckProcess:
     def submit(self, *args: Any) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
-            conn = self._ensure()
+            self._ensure()
             self._next += 1
             self._pending[self._next] = fut
-            try:
-                conn.send((self._next, args))
-            except OSError as exc:
-                self._pending.pop(self._next, None)
-                fut.set_exception(exc)
+            self._requests[self._next] = args
+            self._outbox.put(self._next)
         return fut
+
+    def _send(self) -> None:
+        # the one writer of the pipe; a big body takes a while to go down it, other submits queue meanwhile
+        while (ident := self._outbox.get()) is not None:
+            with self._lock:
+                args = self._requests.pop(ident, None)
+                if args is None or ident not in self._pending:  # failed meanwhile (the process died)
+                    continue
+                conn = self._ensure()
+            fmt, body, *rest = args
+            try:
+                # the body goes as raw bytes: pickling it would copy 52 MiB holding the GIL (the loop waits)
+                conn.send((ident, fmt, rest))
+                conn.send_bytes(body)
+            except (OSError, ValueError) as exc:
+                with self._lock:
+                    fut = self._pending.pop(ident, None)
+                if fut is not None:
+                    fut.set_exception(exc)
 
     def _read(self, conn: child.Duplex) -> None:
         while True:
@@ -412,6 +436,9 @@ class CheckProcess:
     def stop(self) -> None:
         with self._lock:
             conn, proc, self._conn = self._conn, self._proc, None
+            if self._sender is not None:
+                self._outbox.put(None)
+                self._sender = None
         if conn is not None:
             conn.close()  # EOF on its stdin: the child exits
         if proc is not None:
@@ -425,12 +452,13 @@ class CheckProcess:
 def _serve_checks(conn: child.Duplex) -> None:
     while True:
         try:
-            ident, args = conn.recv()
+            ident, fmt, rest = conn.recv()
+            body = conn.recv_bytes()
         except (EOFError, OSError):
             return
         reply: tuple[Any, bool, Any]
         try:
-            reply = (ident, True, check(*args))
+            reply = (ident, True, check(fmt, body, *rest))
         except Exception as exc:
             reply = (ident, False, exc)
         try:

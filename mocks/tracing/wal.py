@@ -149,6 +149,11 @@ class WalWriter:
         """The end of what was appended (and acknowledged)."""
         return Position(self._segment, self._offset)
 
+    def rotates_at(self, size: int) -> bool:
+        """Whether appending a ``size``-byte body closes the current segment first (with an fsync:
+        the platform then appends on a thread rather than on its loop)."""
+        return bool(self._offset) and self._offset + HEADER.size + size > SEGMENT_BYTES
+
     def append(self, fmt: int, body: bytes, *, now_us: int, max_future_us: int, accepted: int) -> Position:
         header = HEADER.pack(len(body), zlib.crc32(body), fmt, now_us, max_future_us, accepted)
         with self._lock:
