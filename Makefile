@@ -22,8 +22,11 @@ install:  ## everything: Debian peers used by the tests, then devbox with its de
 # Two pytest-xdist workers (one on a 1-core machine); --dist loadscope keeps each module on one
 # worker, so a module-scoped fixture (a deployed shop, a seeded platform) starts once, not once per
 # worker. Every test listens on port 0, so two workers never collide. pytest exits 5 when it ran no
-# test: make (and CI) fail on it like on any other non-zero exit.
-PYTEST_PARALLEL = -n auto --maxprocesses 2 --dist loadscope
+# test: make (and CI) fail on it like on any other non-zero exit. --no-loadscope-reorder: xdist would
+# otherwise hand out scopes by their number of tests, so the one-test scopes that take minutes (the
+# shop's scenario suite, the tour) started last and were the run's tail; tests/conftest.py orders
+# them longest first instead.
+PYTEST_PARALLEL = -n auto --maxprocesses 2 --dist loadscope --no-loadscope-reorder
 # This machine's environment sets PYTHONDONTWRITEBYTECODE=1: then every import compiles from source,
 # and pytest re-rewrites the asserts of all ~400 devbox modules (the package is a pytest plugin) in
 # each worker and every run; the CLI subprocesses of the e2e tests compile everything again each

@@ -43,10 +43,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.is_relative_to(E2E):
             item.add_marker(pytest.mark.e2e)
-    # Modules with slow or e2e tests first (order kept within a module): xdist's loadscope hands out
-    # modules in this order, and a 5-minute shop suite started last is the whole run's tail.
+    # Modules with slow or e2e tests first (order kept within a module), the longest of all (LONGEST,
+    # measured) before them: xdist's loadscope hands out scopes (modules, classes) in this order, and a
+    # minutes-long test started last is the whole run's tail.
     long_modules = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("e2e")}
-    items.sort(key=lambda item: item.path not in long_modules)
+    items.sort(key=lambda item: (_longest_rank(item.nodeid), item.path not in long_modules))
+
+
+#: The scopes that take longest (a minute or more on a busy 2-core runner), longest first.
+LONGEST = (
+    "tests/e2e/test_scenario_cli.py::TestShopSuiteFirstHalf",
+    "tests/e2e/test_scenario_cli.py::TestShopSuiteSecondHalf",
+    "tests/e2e/test_load_cli.py",
+    "tests/integration/test_export_compose.py",
+    "tests/integration/test_docker_shop.py",
+    "tests/e2e/test_tour.py",
+)
+
+
+def _longest_rank(nodeid: str) -> int:
+    return next((rank for rank, scope in enumerate(LONGEST) if nodeid.startswith(scope + "::")), len(LONGEST))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -83,7 +83,13 @@ class Assertions(System):
         return self.expect(Expectation(load=LoadExpect(**kw), within=0))
 
     def _settle_spans(self, run: TrafficRun, deadline: float, quiet: float = 0.7) -> None:
-        """Wait until the traffic's spans stop arriving (SDKs export in batches), or the deadline."""
+        """Wait until the traffic's spans stop arriving (SDKs export in batches), or the deadline.
+
+        Once per traffic: after its spans were quiet for ``quiet`` s, the next assertions on the same
+        traffic (a scenario often checks several services' shares of one traffic) read them at once.
+        """
+        if run.settled:
+            return
         if not run.done:
             run.wait(max(deadline - time.monotonic(), 0))
         wanted = set(run.trace_ids)
@@ -94,6 +100,7 @@ class Assertions(System):
             if count != last:
                 last, since = count, time.monotonic()
             elif count and time.monotonic() - since >= quiet:
+                run.settled = run.done
                 return
             time.sleep(0.1)
 

@@ -63,6 +63,8 @@ class TrafficRun:
     error: str | None = None
     #: Set to stop starting new calls (the scenario ended before a background traffic did).
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: Its spans stopped arriving after it ended (checked once: later assertions on it need not wait again).
+    settled: bool = False
 
     @property
     def done(self) -> bool:
