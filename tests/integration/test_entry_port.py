@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from devbox.mocks.deploy.config import ServiceConfig
 
-from devbox.testing import PlatformThread, running_platform
+from devbox.testing import PlatformThread, running_platform, wait_for
 from tests.deploy_fakes import write_service
 
 FAST_RESTART = {"backoff": 0.05, "factor": 2, "max_backoff": 0.2, "crash_loop": 5, "window": 60}
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def services(p: PlatformThread) -> dict[str, Any]:
@@ -75,10 +62,10 @@ def test_entry_reload_under_a_steady_client_fails_no_request(tmp_path: Path) -> 
         thread = threading.Thread(target=client)
         thread.start()
         try:
-            wait_for("traffic", lambda: seen.get("1", 0) > 20)
+            wait_for(lambda: seen.get("1", 0) > 20, what="traffic", every=0.05)
             (folder / "VERSION").write_text("2\n")
-            wait_for("reload", lambda: events(p, kind="reloaded"))
-            wait_for("new version served", lambda: seen.get("2", 0) > 20)
+            wait_for(lambda: events(p, kind="reloaded"), what="reload", every=0.05)
+            wait_for(lambda: seen.get("2", 0) > 20, what="new version served", every=0.05)
         finally:
             stop.set()
             thread.join()
@@ -104,7 +91,8 @@ def test_taken_port_while_down_moves_the_instance_behind_the_same_entry(tmp_path
             assert moved["state"] == "ready" and moved["port"] != inst["port"]
             changed = events(p, kind="port_changed")
             assert changed and changed[0]["data"]["old_port"] == inst["port"]
-            answer = wait_for("served at the entry", lambda: httpx.get(f"http://127.0.0.1:{entry}/").status_code == 200)
+            answer = wait_for(lambda: httpx.get(f"http://127.0.0.1:{entry}/").status_code == 200,
+                              what="served at the entry", every=0.05)
             assert answer
         finally:
             squatter.close()
