@@ -9,10 +9,11 @@ Each repeat, on a fresh copy of scenarios/shop (tests/e2e/budget_shop.py: the ch
   4. unless --pairs-only, the unchanged shop once more against base: it must pass, and
      ``devbox diff base same`` must find nothing (two runs of one code, noise only).
 
-Prints per repeat each run's time and exit code and the findings, then a verdict per repeat;
+Prints per repeat each run's time and exit code, the findings and the run-wide factor on own time the
+diff compared beyond (how much busier one run's machine was), then a verdict per repeat;
 exits 1 when a repeat found a false finding or missed one of the two.
 
-Usage: python bench/bench_diff_noise.py [--repeats 3] [--pairs-only]
+Usage: python bench/bench_diff_noise.py [--repeats 3] [--pairs-only] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (the shop's change) from a checkout
 from tests.e2e.budget_shop import EXPECTED, ShopCopy, describe, found
@@ -36,6 +38,11 @@ def timed_run(shop: ShopCopy, label: str, **kw: str) -> int:
     return done.returncode
 
 
+def _scale(answer: dict[str, Any]) -> str:
+    """The run-wide factor on own time the diff compared beyond (how much busier the machine was)."""
+    return f"; every operation's own time x{answer['summary'].get('own_time_scale', 1.0):.2f}"
+
+
 def repeat(n: int, root: Path, pairs_only: bool) -> list[str]:
     """One repeat; returns what went wrong (empty: as expected)."""
     print(f"repeat {n}", flush=True)
@@ -48,7 +55,7 @@ def repeat(n: int, root: Path, pairs_only: bool) -> list[str]:
         wrong.append("the changed run did not fail its budgets")
     shop.revert()
     _, answer = shop.diff("base", "changed")
-    print(f"  diff base changed: {len(answer['findings'])} finding(s)\n{describe(answer)}")
+    print(f"  diff base changed: {len(answer['findings'])} finding(s){_scale(answer)}\n{describe(answer)}")
     if found(answer) - EXPECTED:
         wrong.append(f"false finding(s): {sorted(found(answer) - EXPECTED)}")
     if EXPECTED - found(answer):
@@ -57,7 +64,7 @@ def repeat(n: int, root: Path, pairs_only: bool) -> list[str]:
         if timed_run(shop, "same", baseline="base", snapshot="same") != 0:
             wrong.append("the unchanged run failed against base")
         _, answer = shop.diff("base", "same")
-        print(f"  diff base same: {len(answer['findings'])} finding(s)\n{describe(answer)}")
+        print(f"  diff base same: {len(answer['findings'])} finding(s){_scale(answer)}\n{describe(answer)}")
         if answer["findings"]:
             wrong.append(f"false finding(s) between two unchanged runs: {sorted(found(answer))}")
     print(f"  repeat {n}: " + ("as expected" if not wrong else "WRONG: " + "; ".join(wrong)), flush=True)
@@ -68,10 +75,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pairs-only", action="store_true", help="Skip the second unchanged run of each repeat.")
+    parser.add_argument("--keep", metavar="DIR", help="Keep the shop copies (and their snapshots) under DIR.")
     args = parser.parse_args()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-diff-noise-") as tmp:
-        results = [repeat(n, Path(tmp), args.pairs_only) for n in range(1, args.repeats + 1)]
+        root = Path(args.keep) if args.keep else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        results = [repeat(n, root, args.pairs_only) for n in range(1, args.repeats + 1)]
     bad = sum(1 for r in results if r)
     print(f"{args.repeats - bad}/{args.repeats} repeats as expected (exactly the two findings"
           f"{'' if args.pairs_only else '; none between unchanged runs'}) in {time.perf_counter() - t0:.0f} s")

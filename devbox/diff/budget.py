@@ -87,7 +87,7 @@ def _grown_on_path(entry: tuple[str, str], run: Profile, baseline: Profile) -> l
     findings, notes = diff_latency(baseline, run)
     path = {entry[0], *run.fanout.get(entry, {})}
     return [f.subject for f in [*findings, *notes] if f.kind in ("latency", "latency_with_more_calls")
-            and f.subject.split(":", 1)[0] in path and f.data.get("delta_ms", 0) > 0]
+            and f.subject.split(":", 1)[0] in path and f.data["self"]["delta_ms"] > 0]
 
 
 def check(budget: Budget, run: Profile, baseline: Profile | None) -> BudgetResult:

@@ -171,34 +171,50 @@ def _beyond(scale: float) -> str:
     return f" beyond the whole run's x{scale:.2f}" if abs(scale - 1) >= 0.05 else ""
 
 
+def _total_text(key: tuple[str, str], sa: OpStats, sb: OpStats, total: dict[str, Any] | None) -> str:
+    if total is None:  # the total did not move significantly: its medians, for context
+        a, b = quantile(sa.durations_ms, 0.5), quantile(sb.durations_ms, 0.5)
+        return f"{_op(key)}: p50 {a:.1f} → {b:.1f} ms in all (not a significant change)"
+    word = "slower" if total["delta_ms"] > 0 else "faster"
+    return (f"{_op(key)} {word}: p50 {total['p50_a']:.1f} → {total['p50_b']:.1f} ms, "
+            f"p99 {total['p99_a']:.1f} → {total['p99_b']:.1f} ms ({total['n_a']} vs {total['n_b']} calls, "
+            f"{fmt_p(total['p'])})")
+
+
 def diff_latency(a: Profile, b: Profile) -> tuple[list[Finding], list[Finding]]:
+    """Own-time shifts are findings, whatever the total did: on a busy machine the time an operation
+    waits on its calls (client, proxy, connection) swings by tens of ms between runs, so 50 ms more of
+    its own time can leave its total unchanged or even faster. A total shift with no own-time shift
+    was passed on (or is the whole run's): a note."""
     findings, notes = [], []
     scale = run_scale(a, b)
     for key in sorted(set(a.ops) & set(b.ops)):
-        total = latency_shift(a.ops[key], b.ops[key])
-        if total is None:
-            continue
-        own = latency_shift(a.ops[key], b.ops[key], self_time=True, scale=scale)
-        word = "slower" if total["delta_ms"] > 0 else "faster"
-        text = (f"{_op(key)} {word}: p50 {total['p50_a']:.1f} → {total['p50_b']:.1f} ms, "
-                f"p99 {total['p99_a']:.1f} → {total['p99_b']:.1f} ms ({total['n_a']} vs {total['n_b']} calls, "
-                f"{fmt_p(total['p'])})")
-        more = _more_calls(a.ops[key], b.ops[key])
-        if own is not None and more is not None and own["delta_ms"] > 0:
-            notes.append(Finding("latency_with_more_calls", _op(key),
-                                 f"{text}; its own time {own['delta_ms']:+.1f} ms goes with the calls it makes "
-                                 f"({more[0]:.1f} → {more[1]:.1f} per request)", {**total, "self": own}))
-        elif own is not None and (own["delta_ms"] > 0) == (total["delta_ms"] > 0):
-            findings.append(Finding("latency", _op(key),
-                                    f"{text}; its own time {own['delta_ms']:+.1f} ms{_beyond(scale)}",
-                                    {**total, "self": own}))
-        elif own is None and (raw := latency_shift(a.ops[key], b.ops[key], self_time=True)) is not None:
-            notes.append(Finding("latency_whole_run", _op(key), f"{text}; its own time {raw['delta_ms']:+.1f} ms "
-                                 f"is the whole run's: every operation's own time is x{scale:.2f} (a busier or "
-                                 "idler machine, not a change)", {**total, "self": raw, "scale": round(scale, 3)}))
-        else:
-            notes.append(Finding("latency_passed_on", _op(key), f"{text}; its own time did not change: "
-                                 "the shift comes from a call it makes", total))
+        sa, sb = a.ops[key], b.ops[key]
+        total = latency_shift(sa, sb)
+        own = latency_shift(sa, sb, self_time=True, scale=scale)
+        if own is not None:
+            text = _total_text(key, sa, sb, total)
+            more = _more_calls(sa, sb)
+            data = {**(total or {}), "self": own}
+            if more is not None and own["delta_ms"] > 0:
+                notes.append(Finding("latency_with_more_calls", _op(key),
+                                     f"{text}; its own time {own['delta_ms']:+.1f} ms goes with the calls it makes "
+                                     f"({more[0]:.1f} → {more[1]:.1f} per request)", data))
+            else:
+                findings.append(Finding("latency", _op(key),
+                                        f"{text}; its own time {own['delta_ms']:+.1f} ms{_beyond(scale)} "
+                                        f"(p50 {own['p50_a']:.1f} → {own['p50_b']:.1f} ms)", data))
+        elif total is not None:
+            text = _total_text(key, sa, sb, total)
+            raw = latency_shift(sa, sb, self_time=True)
+            if raw is not None:
+                notes.append(Finding("latency_whole_run", _op(key), f"{text}; its own time {raw['delta_ms']:+.1f} "
+                                     f"ms is the whole run's: every operation's own time is x{scale:.2f} (a busier "
+                                     "or idler machine, not a change)",
+                                     {**total, "self": raw, "scale": round(scale, 3)}))
+            else:
+                notes.append(Finding("latency_passed_on", _op(key), f"{text}; its own time did not change: "
+                                     "the shift comes from a call it makes", total))
     return findings, notes
 
 
