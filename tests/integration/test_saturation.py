@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -25,7 +24,7 @@ import pytest
 from devbox.mocks.tracing.convert import to_otlp_request
 from devbox.mocks.tracing.models import Span
 
-from devbox.testing import PlatformThread, running_platform
+from devbox.testing import PlatformThread, running_platform, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -131,19 +130,20 @@ def _stored(p: PlatformThread) -> int:
                ["components"]["tracing"]["spans_stored"])
 
 
-def _wait_for(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
+def _all_stored(p: PlatformThread, acked: int) -> bool:
+    """Whether every acknowledged span is stored (False when the wait for it timed out)."""
+    try:
+        wait_for(lambda: _stored(p) >= acked, 120, f"the {acked} acknowledged spans to be stored", every=0.2)
+    except AssertionError:
+        return False
+    return True
 
 
 @pytest.mark.xfail(
-    reason="known gap (issue 14 §3.7): /healthz p99 ~0.5 s under saturation, target 100 ms; the 20k-alert "
-    "POST is still handled in one go on the loop (AlertingService._handle, ~1.5-2 s) and each 512-span batch "
-    "is checked on the loop (~8 ms). The other assertions pass; see the closing note of this landing.",
+    reason="issue 14 §3.7: the platform keeps /healthz p99 at ~30 ms under this load when the machine has CPU to "
+    "spare, but on a machine whose CPU is saturated by other processes (CPU pressure ~98%) the platform's process "
+    "is not scheduled for 100-500 ms at a time (its loop lags while the process uses ~no CPU), so p99 is 0.2-0.6 s. "
+    "The other assertions pass.",
     strict=False,
 )
 def test_api_stays_responsive_while_ingest_is_saturated(tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_api_stays_responsive_while_ingest_is_saturated(tmp_path: Path) -> None:
                           platform={"max_body_bytes": 64 * 2**20}) as p:
         health = p.url("api") + "/healthz"
         with Prober(health) as idle:
-            _wait_for(lambda: len(idle.times) >= 200, 30)
+            wait_for(lambda: len(idle.times) >= 200, 30, "200 /healthz probes of the idle platform")
         baseline = idle.summary()
 
         load = subprocess.Popen([sys.executable, "-c", EXPORTER_SCRIPT, p.url("otlp_http") + "/v1/traces",
@@ -190,7 +190,8 @@ def test_api_stays_responsive_while_ingest_is_saturated(tmp_path: Path) -> None:
             with Prober(health) as busy, concurrent.futures.ThreadPoolExecutor(2) as pool:
                 load.stdin.write("go\n")
                 load.stdin.flush()
-                _wait_for(lambda: len(busy.times) >= 20, 5)  # the exporters are under way
+                # the exporters are under way
+                wait_for(lambda: len(busy.times) >= 20, 30, "20 /healthz probes under load")
                 grpc_answer = pool.submit(grpc_export)
                 alert_answer = pool.submit(post_alerts)
                 out, _ = load.communicate(timeout=LOAD_SECONDS + 2 * CLIENT_TIMEOUT)
@@ -206,7 +207,7 @@ def test_api_stays_responsive_while_ingest_is_saturated(tmp_path: Path) -> None:
             codes[str(code)] = codes.get(str(code), 0) + 1
         acked = sum(BATCH - rejected for code, _, rejected, _ in answers if code == 200)
         acked += 5000 if grpc_code == "OK" else 0
-        settled = _wait_for(lambda: _stored(p) >= acked, 120)
+        settled = _all_stored(p, acked)
         stored = _stored(p)
         export_p99 = _percentile([a[3] for a in answers], 0.99)
         report = (f"/healthz idle {baseline} saturated {saturated}; exports {codes} (p99 {export_p99:.2f}s); "
