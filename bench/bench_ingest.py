@@ -332,7 +332,11 @@ def lag_test(args: argparse.Namespace, tmp: Path, tracing: dict[str, Any], bodie
                     time.sleep(0.01)
                     continue
                 trace_id, at = acked[0]
-                if client.get(f"{zipkin}/api/v2/trace/{trace_id}").status_code == 200:
+                try:
+                    found = client.get(f"{zipkin}/api/v2/trace/{trace_id}").status_code == 200
+                except httpx.HTTPError:  # the server was stopped: the run took too long to catch up
+                    return
+                if found:
                     lags.append(time.monotonic() - at)
                     acked.popleft()
                 elif time.monotonic() - at > 60:

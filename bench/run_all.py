@@ -6,6 +6,8 @@ Prometheus (Debian), plus a bare discard endpoint on devbox's own server (the pa
 
 1. OTLP/HTTP ingest, spans/s: the same pre-encoded batches (bench_tracing's generator) to devbox,
    Jaeger and the discard endpoint; Zipkin JSON of the same spans to devbox and Zipkin.
+   Acknowledged ingest over a fixed time (bench_ingest: fresh systems, N connections, 503s waited
+   out) against Jaeger is the ``ack`` section.
 2. Queries on what each stored in 1.: trace by id (a 1,000-span and a 16-span trace) and a search
    (service, limit 20), p50 over --queries.
 3. Metrics: the same samples ingested by devbox (OTLP/HTTP) and by Prometheus's own write path
@@ -242,6 +244,18 @@ def bench_spans(args: argparse.Namespace, found: dict[str, peers.Peer], tmp: Pat
                 {n: f[key] for n, f in figures.items() if n != "devbox"}, higher=False)
 
 
+def bench_ack(args: argparse.Namespace, found: dict[str, peers.Peer], tmp: Path, out: Report) -> None:
+    """bench_ingest's comparison: acknowledged spans/s for --ack-seconds per run, fresh systems, interleaved."""
+    import bench_ingest
+
+    if not found["jaeger"].ok:
+        out.skip("jaeger", found["jaeger"].missing)
+        return
+    runs = argparse.Namespace(seconds=args.ack_seconds, connections=[4, 16], rounds=1, profile=None)
+    for conns, ours, theirs in bench_ingest.throughput(runs, bench_ingest.batches(400), tmp, found["jaeger"], {}):
+        out.row(f"acknowledged OTLP/HTTP, {conns} conns, spans/s", ours, {"jaeger": theirs}, higher=True)
+
+
 # --- 3: metrics -------------------------------------------------------------------------------
 
 
@@ -404,7 +418,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=40, help="requests per query p50")
     parser.add_argument("--metric-runs", type=int, default=7, help="interleaved PromQL runs per system")
     parser.add_argument("--peers", default="jaeger,zipkin,prometheus", help="peers to build/run (others skipped)")
-    parser.add_argument("--only", default="start,ingest,metrics", help="sections: start, ingest (+queries), metrics")
+    parser.add_argument("--ack-seconds", type=float, default=20.0, help="seconds per acknowledged-ingest run")
+    parser.add_argument("--only", default="start,ingest,ack,metrics",
+                        help="sections: start, ingest (+queries), ack (acknowledged ingest vs Jaeger), metrics")
     args = parser.parse_args()
     began = time.monotonic()
     wanted = tuple(p.strip() for p in args.peers.split(",") if p.strip())
@@ -424,6 +440,9 @@ def main() -> None:
             bench_start(args, found, tmp, out)
         if "ingest" in sections:
             bench_spans(args, found, tmp, out)
+        if "ack" in sections:
+            out.head(f"acknowledged OTLP/HTTP ingest, {args.ack_seconds:.0f} s per run (bench/bench_ingest.py)")
+            bench_ack(args, found, tmp, out)
         if "metrics" in sections:
             out.head("metrics vs Prometheus")
             bench_metrics_vs_prometheus(args, found, tmp, out)
