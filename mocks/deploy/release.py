@@ -18,7 +18,11 @@ Gates (``--gate``), checked every second over each pause (and before the old ver
   span-derived ``rpc_server_requests_total{version=...}`` (health probes left out), is below 99.5 %;
 - ``p99>1.2x``: the new version's p99 latency over the batch is above 1.2 x the old version's.
 
-Indicator gates need :data:`MIN_CALLS` calls of the new version before they judge. The state is
+Indicator gates need :data:`MIN_CALLS` calls of the new version before they judge. A batch whose
+pause ends with an indicator gate still unjudged (no traffic reached the new version) is *held*, not
+promoted: the release pauses itself and says so; ``resume`` watches the batch again, ``rollback``
+reverts (a gate that could not look must not let a broken version through). The old version's p99
+is taken over the whole release, so the last batch (no traffic left on the old) still has one. The state is
 written to ``releases.json`` in the state dir at every step: a platform that died mid-release comes
 back with the release ``interrupted`` (the new instances died with it), which ``rollback`` closes.
 
@@ -171,6 +175,7 @@ class ReleaseManager:
         self._resume = asyncio.Event()
         self._resume.set()
         self._rollback_asked = False
+        self._started = time.monotonic()  # the running release's start (the old version's p99 window)
         self._load()
 
     # --- persistence ----------------------------------------------------------------------
@@ -312,6 +317,7 @@ class ReleaseManager:
         tags = {**old.extra_tags, **rel.tags, "version": rel.version}
         env = {**old.extra_env, **rel.env}
         try:
+            self._started = time.monotonic()
             new = await self.sup.deploy(svc, group=GROUP, tags=tags, env=env, weight=0)
             rel.new_instances = list(new.instances)
             for n, percent in enumerate(rel.batches):
@@ -365,28 +371,44 @@ class ReleaseManager:
             self.sup.naming.set_weight(old, inst, old_weight)
 
     async def _watch(self, rel: Release, gates: list[Gate], since: float) -> dict[str, Any] | None:
-        """Check every gate each second for ``pause`` seconds (a paused release waits); the first failure."""
+        """Check every gate each second for ``pause`` seconds (a paused release waits); the first failure.
+        A pause that ends with a gate unable to judge holds the batch (see the module's docstring)."""
         watched = 0.0
         while True:
             if not self._resume.is_set():
                 await self._resume.wait()
+                watched = 0.0  # resumed after a hold (or a pause): the batch is watched for a full pause again
             if self._rollback_asked:
                 return None
-            window = max(5.0, time.monotonic() - since)
-            results = [await self._check(rel, gate, window) for gate in gates]
+            now = time.monotonic()
+            window, whole = max(5.0, now - since), max(5.0, now - self._started)
+            results = [await self._check(rel, gate, window, whole) for gate in gates]
             rel.last_gate = results
             failed = next((r for r in results if r["ok"] is False), None)
             if failed is not None:
                 return failed
             if watched >= rel.pause:
-                return None
+                unjudged = [r for r in results if r.get("inconclusive")]
+                if not unjudged:
+                    return None
+                self._hold(rel, unjudged)
+                continue
             step = min(1.0, rel.pause - watched) or 0.0
             await asyncio.sleep(step)
             watched += step
             if step == 0:
                 return None
 
-    async def _check(self, rel: Release, gate: Gate, window: float) -> dict[str, Any]:
+    def _hold(self, rel: Release, unjudged: list[dict[str, Any]]) -> None:
+        """Pause the release at this batch: its gates could not look at the new version."""
+        rel.state = "paused"
+        self._resume.clear()
+        why = "; ".join(f"gate {r['gate']} not judged: {r['message']}" for r in unjudged)
+        self._step(EventKind.RELEASE_PAUSED, f"held at {rel.percent}%: {why}. Send traffic to {rel.service}, then "
+                   "`devbox release resume` to watch this batch again, or `devbox release rollback`",
+                   held=True, gates=unjudged)
+
+    async def _check(self, rel: Release, gate: Gate, window: float, whole: float | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {"gate": gate.text, "kind": gate.kind, "ok": True}
         if gate.kind == "alert":
             alerts = self.alerts()
@@ -408,8 +430,8 @@ class ReleaseManager:
         calls = await self._value(metrics, f"sum(increase(rpc_server_requests_total{{{new_sel}}}[{w}]))")
         result["calls"] = round(calls or 0)
         if not calls or calls < MIN_CALLS:
-            return {**result, "ok": None, "message": f"{round(calls or 0)} calls of {rel.version} so far "
-                                                        f"(a judgement needs {MIN_CALLS})"}
+            return {**result, "ok": None, "inconclusive": True,
+                    "message": f"{round(calls or 0)} calls of {rel.version} so far (a judgement needs {MIN_CALLS})"}
         if gate.kind == "success_rate":
             ok_calls = await self._value(
                 metrics, f'sum(increase(rpc_server_requests_total{{{new_sel},status="ok"}}[{w}]))') or 0.0
@@ -421,10 +443,11 @@ class ReleaseManager:
             return result
         quantile = "histogram_quantile(0.99, sum by (le) (increase(rpc_server_duration_seconds_bucket{%s}[%s])))"
         new_p99 = await self._value(metrics, quantile % (new_sel, w))
-        old_p99 = await self._value(metrics, quantile % (old_sel, w))
+        old_p99 = await self._value(metrics, quantile % (old_sel, f"{max(1, round(whole or window))}s"))
         result.update(p99_seconds=new_p99, old_p99_seconds=old_p99)
         if new_p99 is None or not old_p99:
-            return {**result, "ok": None, "message": "no p99 of the old version to compare with"}
+            return {**result, "ok": None, "inconclusive": True,
+                    "message": "no p99 of the old version to compare with (no calls of it since the release began)"}
         ratio = new_p99 / old_p99
         result["message"] = (f"p99 of {rel.version} is {new_p99 * 1000:.0f} ms, {ratio:.2f}x the old version's "
                              f"{old_p99 * 1000:.0f} ms (gate: at most {gate.threshold:g}x)")

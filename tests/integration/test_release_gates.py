@@ -169,3 +169,16 @@ def test_a_service_declared_but_not_up_is_refused_clearly(platform: PlatformThre
     assert "idle" in reason and "not up" in reason, reason
     nope = httpx.post(platform.url() + "/api/deploy/releases", json={"service": "nope"})
     assert nope.status_code == 404 and "not up" in nope.json()["reason"]
+
+
+def test_a_gate_that_saw_no_calls_holds_the_batch_instead_of_promoting(platform: PlatformThread) -> None:
+    # no client: v-quiet gets no call, so `success_rate<99` cannot judge; the batch is held, not promoted
+    start(platform, service="web", version="v-quiet", batches=[50, 100], pause=0.5, gates=["success_rate<99"])
+    held = wait_for(lambda: (rel := current(platform))["state"] == "paused" and rel, 60, "the release held")
+    assert held["percent"] == 50, held
+    [step] = [s for s in held["steps"] if s["message"].startswith("held at 50%")]
+    assert "gate success_rate<99 not judged: 0 calls of v-quiet" in step["message"], step
+    assert "devbox release resume" in step["message"], step
+    answer = httpx.post(platform.url() + "/api/deploy/releases/current/rollback", timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert finished(platform)["state"] == "rolled_back"
