@@ -24,7 +24,9 @@ FEATURE_ROUTING = [
      "destinations": [{"name": "base", "labels": {"env": {"type": "IN", "value": "base,"}}}]},
 ]
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.skipif(not locust.available(), reason="locust not installed")]
+# slow: the whole shop deployed and a Locust run (make test-quick leaves those out)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240),
+              pytest.mark.skipif(not locust.available(), reason="locust not installed")]
 
 
 def test_load_with_env_reaches_only_env_tagged_instances() -> None:
