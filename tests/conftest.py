@@ -57,6 +57,8 @@ LONGEST = (
     "tests/e2e/test_load_cli.py",
     "tests/integration/test_export_compose.py",
     "tests/integration/test_docker_shop.py",
+    "tests/e2e/test_readme_as_written.py",
+    "tests/e2e/test_budget_shop.py",
     "tests/e2e/test_tour.py",
 )
 
