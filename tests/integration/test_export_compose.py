@@ -125,6 +125,7 @@ SHOP_SERVICES = ["gateway", "orders", "users", "payment", "inventory"]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a changed shop folder rebuilds five images on vfs (minutes; the build allows 600 s)
 def test_exported_shop_services_come_up_on_the_real_engine(tmp_path: Path) -> None:
     try:
         docker_engine()

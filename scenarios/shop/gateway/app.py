@@ -123,4 +123,5 @@ async def place_order(order: OrderRequest, request: Request) -> dict:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host=sdk.bind_host(), port=int(os.environ.get("PORT", "8000")), log_level="warning")
+    uvicorn.run(app, host=os.environ.get("DEVBOX_HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "8000")),
+                log_level="warning")

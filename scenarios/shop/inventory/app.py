@@ -68,7 +68,7 @@ async def serve(port: int) -> None:
     pb_grpc.add_InventoryServicer_to_server(Inventory(me), server)
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    server.add_insecure_port(f"{sdk.bind_host()}:{port}")
+    server.add_insecure_port(f"{os.environ.get('DEVBOX_HOST', '127.0.0.1')}:{port}")
     await server.start()
     await checker.set("", health_pb2.HealthCheckResponse.SERVING)
     await checker.set("shop.inventory.v1.Inventory", health_pb2.HealthCheckResponse.SERVING)

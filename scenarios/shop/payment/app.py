@@ -119,4 +119,5 @@ async def set_faults(faults: Faults, request: Request) -> Faults:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host=sdk.bind_host(), port=int(os.environ.get("PORT", "8003")), log_level="warning")
+    uvicorn.run(app, host=os.environ.get("DEVBOX_HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "8003")),
+                log_level="warning")
