@@ -55,6 +55,9 @@ def resolve_target(c: Collector, target: str, at: float, explicit_at: bool) -> t
         fired = [t for t in history if t.get("to") == "firing" and float(t.get("at") or 0) <= at]
         last = max(fired, key=lambda t: float(t["at"])) if fired else None
         service = _alert_service(rule, last)
+        if service is None and last is None:
+            raise LookupError(f"alert {target} has not fired (up to {time.strftime('%H:%M:%S', time.localtime(at))})"
+                              ": nothing to explain yet; for a service's trouble now, ask `devbox why SERVICE`")
         if service is None:
             raise LookupError(f"alert {target}: cannot tell which service it is about (no callee/service label); "
                               "ask `devbox why SERVICE`")
