@@ -151,6 +151,16 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
                 stop(up, 60)
 
 
+#: The README text before each bash block this module runs (a new block must be added here or elsewhere).
+BLOCKS_HERE = ("## Set up, run, test", "Or, in another shell in `scenarios/shop/`", "Break things on purpose",
+               "Release a new version in gray batches", "## Snapshots, diffs, and why an alert fired")
+
+
+def test_every_bash_block_of_the_readme_is_run() -> None:
+    covered = [block_after(marker) for marker in (*BLOCKS_HERE, *BLOCKS_ELSEWHERE)]
+    assert sorted(map(tuple, covered)) == sorted(map(tuple, bash_blocks()))
+
+
 def test_lines_not_run_here_are_run_as_written_elsewhere() -> None:
     for line, (where, evidence) in ELSEWHERE.items():
         assert evidence in (ROOT / where).read_text(), f"{where} does not run `{line}`"
