@@ -39,8 +39,9 @@ EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 # the deadline (each time with its own ids, written over MARKER) and reports per answer: status,
 # retry-after present, rejected spans, seconds.
 EXPORTER_SCRIPT = r"""
-import asyncio, json, sys, time
+import asyncio, json, os, sys, time
 import httpx
+os.nice(10)  # the load generator yields the CPU to the platform it measures: the test's client is not under test
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 url, count, seconds, timeout, body_path, marker = sys.argv[1:7]
