@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def test_exported_shop_services_come_up_on_the_real_engine(tmp_path: Path) -> No
     # the shop's services and their replicas; the backends cannot be pulled here, so they stay down
     names = [n for n in doc["services"] if n.split("-")[0] in SHOP_SERVICES]
     assert sorted({n.split("-")[0] for n in names}) == sorted(SHOP_SERVICES)
-    project = ["-f", str(out), "-p", f"devboxshop{tmp_path.name[-6:].lower()}"]
+    project = ["-f", str(out), "-p", _project_name("devboxshop")]
     started = time.monotonic()
     try:
         built = _compose(*project, "build", *SHOP_SERVICES, timeout=600)
@@ -180,6 +181,12 @@ def test_exported_shop_services_come_up_on_the_real_engine(tmp_path: Path) -> No
         assert len(states) == len(names) and set(states.values()) == {("running", 0)}, states
     finally:
         _compose(*project, "down", "--timeout", "5")
+
+
+def _project_name(prefix: str) -> str:
+    """A compose project of its own per run: pytest reuses tmp_path names across runs, and a container
+    of an earlier run still being removed (vfs deletes slowly) would be taken for one of this run's."""
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
 def _grpc_serving(port: int) -> bool:
@@ -252,7 +259,7 @@ def test_exported_shop_registers_itself_and_serves_a_checkout(tmp_path: Path) ->
         assert {doc["services"][n]["environment"]["DEVBOX_REGISTER"] for n in names} == {"self"}
         assert doc["services"]["gateway"]["environment"]["DEVBOX_NAMING_HTTP"] == naming_http
         replicas = {svc.name: svc.replicas for svc in config.services}
-        project = ["-f", str(out), "-p", f"devboxexp{tmp_path.name[-6:].lower()}"]
+        project = ["-f", str(out), "-p", _project_name("devboxexp")]
         try:
             built = _compose(*project, "build", *SHOP_SERVICES, timeout=900)
             assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
