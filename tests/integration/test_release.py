@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 from devbox.mocks.deploy.config import ServiceConfig
 
-from devbox.testing import PlatformThread, running_platform
+from devbox.testing import PlatformThread, running_platform, wait_for
 from tests.deploy_fakes import write_service
-from tests.integration.test_entry_port import deployed, events, services, wait_for
+from tests.integration.test_entry_port import deployed, events, services
 
 COMPONENTS = ["naming", "faults", "deploy"]
 
@@ -49,7 +49,8 @@ def test_release_shifts_by_weight_and_retires_the_old_version_with_no_failed_ent
             started = release(p, service="web", version="v2", batches=[50, 100], pause=0.5)
             assert started.status_code == 202, started.text
             assert started.json()["traffic"]["method"] == "instance weights"
-            done = wait_for("release done", lambda: current(p)["state"] in ("succeeded", "rolled_back", "failed"))
+            done = wait_for(lambda: current(p)["state"] in ("succeeded", "rolled_back", "failed"),
+                            what="release done", every=0.05)
             assert done
         finally:
             stop.set()
@@ -83,7 +84,7 @@ def test_bad_input_rollback_by_request_and_an_interrupted_release(tmp_path: Path
         assert release(p, service="web", batches=[10, 100], pause=60).status_code == 202
         second = release(p, service="web", version="v3")
         assert second.status_code == 409 and "wait for it" in second.json()["reason"]
-        wait_for("batch 1", lambda: current(p)["batch"] == 0)
+        wait_for(lambda: current(p)["batch"] == 0, what="batch 1", every=0.05)
         assert httpx.post(p.url() + "/api/deploy/releases/current/pause").json()["state"] == "paused"
         rolled = httpx.post(p.url() + "/api/deploy/releases/current/rollback", timeout=30).json()
         assert rolled["state"] == "rolled_back" and "rollback requested" in rolled["reason"]
@@ -91,7 +92,7 @@ def test_bad_input_rollback_by_request_and_an_interrupted_release(tmp_path: Path
         assert "web@release" not in services(p) and dep["instances"][0]["weight"] == 100
         # a platform that dies mid-release: the state file says what happened, rollback closes it
         assert release(p, service="web", batches=[10, 100], pause=60).status_code == 202
-        wait_for("batch 1 again", lambda: current(p)["batch"] == 0)
+        wait_for(lambda: current(p)["batch"] == 0, what="batch 1 again", every=0.05)
     state = json.loads((tmp_path / ".devbox" / "releases.json").read_text()) if (
         tmp_path / ".devbox" / "releases.json").exists() else None
     with running_platform(tmp_path, components=COMPONENTS, services=[svc]) as p:
