@@ -85,7 +85,15 @@ def test_taken_port_while_down_moves_the_instance_behind_the_same_entry(tmp_path
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             httpx.post(p.url() + f"/api/deploy/services/web/instances/{inst['name']}/stop").raise_for_status()
-            squatter.bind(("127.0.0.1", inst["port"]))
+
+            def taken() -> bool:  # the stopped process's socket may close a moment after the stop answers
+                try:
+                    squatter.bind(("127.0.0.1", inst["port"]))
+                except OSError:
+                    return False
+                return True
+
+            wait_for(taken, timeout=10, what=f"the stopped instance's port {inst['port']} to be free to take")
             squatter.listen()
             moved = httpx.post(p.url() + f"/api/deploy/services/web/instances/{inst['name']}/start").json()
             assert moved["state"] == "ready" and moved["port"] != inst["port"]
