@@ -291,7 +291,9 @@ class DockerRunner:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = connect()
+            # the engine's API calls (create, start: a vfs copy of the image's layers) take tens of
+            # seconds on a busy machine; the SDK's timeout is per call, not a readiness deadline
+            self._client = connect(timeout=120)
         return self._client
 
     async def build(self, svc: ServiceConfig, *, path: Path, tag: str, work_dir: Path, log_path: Path,

@@ -71,6 +71,10 @@ from devbox.platform.ports import DeployView, FaultFront, NamingPort, TracesPort
 
 LOG = logging.getLogger(__name__)
 
+#: Seconds a ``trace: auto`` service's proxy spans are held after its first request, waiting to see
+#: whether the service sends spans of its own (its SDK exports every 0.5 s; tracing indexes in ~1 s).
+AUTO_HOLD = 3.0
+
 
 class FaultsComponent(Component):
     """Owns the fault rules, the proxies in front of instances and the dropped heartbeats."""
@@ -95,6 +99,10 @@ class FaultsComponent(Component):
         self._callers: dict[tuple[str, int], tuple[str | None, float]] = {}
         #: Services tracing has seen sending their own spans (``trace: auto`` leaves them alone).
         self._instrumented: set[str] = set()
+        #: trace: auto services that sent no span of their own for AUTO_HOLD s after their first request
+        self._untraced: set[str] = set()
+        self._held: list[tuple[float, str, dict[str, Any]]] = []
+        self._held_since: dict[str, float] = {}
         #: instance id -> its deploy tags, for the resource of the spans its proxy makes.
         self._tags: dict[str, dict[str, str]] = {}
         ctx.provide(FaultFront, self)
@@ -212,8 +220,19 @@ class FaultsComponent(Component):
                 self._retune(proxy)
 
     def _on_span(self, service: str, instance_id: str, span: dict[str, Any]) -> None:
-        self._spans.append({"resource": _resource(service, instance_id, self._instance_tags(service, instance_id)),
-                            "span": span})
+        item = {"resource": _resource(service, instance_id, self._instance_tags(service, instance_id)), "span": span}
+        try:
+            auto = self.ctx.config.service(service).trace == "auto"
+        except KeyError:
+            auto = False
+        if service in self._untraced or not auto:
+            self._spans.append(item)
+            return
+        # trace: auto, not decided yet: an instrumented service's first spans reach tracing a moment after
+        # its first requests (its SDK batches for 0.5 s); held until then, they are dropped when its own
+        # arrive — else the first checkouts would carry two server spans of the gateway, one its own
+        self._held.append((time.monotonic(), service, item))
+        self._held_since.setdefault(service, time.monotonic())
 
     def _instance_tags(self, service: str, instance_id: str) -> dict[str, str]:
         """The instance's deploy tags (version, env...) from its registration, as an SDK would put them in its
@@ -399,10 +418,34 @@ class FaultsComponent(Component):
             },
         })
 
+    def _release_held(self) -> None:
+        """Drop held spans of services now seen sending their own; ship those of services that stayed
+        silent for :data:`AUTO_HOLD` seconds after their first request (from then on, no holding)."""
+        if not self._held:
+            return
+        now = time.monotonic()
+        for service, since in list(self._held_since.items()):
+            if service not in self._instrumented and now - since >= AUTO_HOLD:
+                self._untraced.add(service)
+                del self._held_since[service]
+        keep = []
+        for item in self._held:
+            service = item[1]
+            if service in self._instrumented:
+                continue
+            if service in self._untraced:
+                self._spans.append(item[2])
+            else:
+                keep.append(item)
+        self._held = keep
+        for service in [s for s in self._held_since if s in self._instrumented]:
+            del self._held_since[service]
+
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(0.2)
             self._refresh_instrumented()
+            self._release_held()
             if self._spans and "otlp_http" in self.ctx.addresses:
                 batch, self._spans = self._spans, []
                 await self._send(batch)
