@@ -19,9 +19,10 @@ install:  ## everything: Debian peers used by the tests, then devbox with its de
 	@if command -v mvn >/dev/null; then mvn -B -q dependency:go-offline -f tests/peers/polaris-java/pom.xml \
 	  || echo "polaris-java not fetched: test_naming_polaris_java fetches it or says why it skips"; fi
 
-# Two pytest-xdist workers (one on a 1-core machine); --dist loadscope keeps each module on one
-# worker, so a module-scoped fixture (a deployed shop, a seeded platform) starts once, not once per
-# worker. Every test listens on port 0, so two workers never collide. pytest exits 5 when it ran no
+# Two pytest-xdist workers (one on a 1-core machine; three on two cores measured slower beside a hog,
+# 12:48 vs 11:11, and flakier); --dist loadscope keeps each module on one worker, so a module-scoped
+# fixture (a deployed shop, a seeded platform) starts once, not once per worker. Every test listens on
+# port 0, so two workers never collide. pytest exits 5 when it ran no
 # test: make (and CI) fail on it like on any other non-zero exit. --no-loadscope-reorder: xdist would
 # otherwise hand out scopes by their number of tests, so the one-test scopes that take minutes (the
 # shop's scenario suite, the tour) started last and were the run's tail; tests/conftest.py orders

@@ -427,23 +427,28 @@ class ReleaseManager:
         w = f"{max(1, round(window))}s"
         sel = f'callee="{rel.service}",method!~"{PROBES}"'
         new_sel, old_sel = f'{sel},version="{rel.version}"', f'{sel},version!="{rel.version}"'
-        calls = await self._value(metrics, f"sum(increase(rpc_server_requests_total{{{new_sel}}}[{w}]))")
+        # every query of one check at one instant: increase() extrapolates to the window's edges, so the
+        # same counter read a moment apart gives another value (a healthy v2 read 94 % this way)
+        at = time.time()
+        calls = await self._value(metrics, f"sum(increase(rpc_server_requests_total{{{new_sel}}}[{w}]))", at)
         result["calls"] = round(calls or 0)
         if not calls or calls < MIN_CALLS:
             return {**result, "ok": None, "inconclusive": True,
                     "message": f"{round(calls or 0)} calls of {rel.version} so far (a judgement needs {MIN_CALLS})"}
         if gate.kind == "success_rate":
-            ok_calls = await self._value(
-                metrics, f'sum(increase(rpc_server_requests_total{{{new_sel},status="ok"}}[{w}]))') or 0.0
-            rate = 100.0 * ok_calls / calls
+            # one expression, so numerator and denominator are one evaluation over the same samples
+            share = await self._value(
+                metrics, f'(sum(increase(rpc_server_requests_total{{{new_sel},status="ok"}}[{w}])) or vector(0))'
+                         f' / sum(increase(rpc_server_requests_total{{{new_sel}}}[{w}]))', at)
+            rate = 100.0 * min(1.0, share if share is not None else 0.0)
             result["success_rate"] = round(rate, 2)
             result["message"] = (f"{rel.version} answered {rate:.1f}% of {round(calls)} calls without error over "
                                  f"{w} (gate: at least {gate.threshold:g}%)")
             result["ok"] = rate >= gate.threshold
             return result
         quantile = "histogram_quantile(0.99, sum by (le) (increase(rpc_server_duration_seconds_bucket{%s}[%s])))"
-        new_p99 = await self._value(metrics, quantile % (new_sel, w))
-        old_p99 = await self._value(metrics, quantile % (old_sel, f"{max(1, round(whole or window))}s"))
+        new_p99 = await self._value(metrics, quantile % (new_sel, w), at)
+        old_p99 = await self._value(metrics, quantile % (old_sel, f"{max(1, round(whole or window))}s"), at)
         result.update(p99_seconds=new_p99, old_p99_seconds=old_p99)
         if new_p99 is None or not old_p99:
             return {**result, "ok": None, "inconclusive": True,
@@ -455,9 +460,9 @@ class ReleaseManager:
         return result
 
     @staticmethod
-    async def _value(metrics: MetricsQueryPort, expr: str) -> float | None:
+    async def _value(metrics: MetricsQueryPort, expr: str, at: float) -> float | None:
         try:  # a query may take a while: never on the platform's loop
-            found = await asyncio.to_thread(metrics.query_instant, expr, time.time())
+            found = await asyncio.to_thread(metrics.query_instant, expr, at)
         except PortError as exc:
             LOG.warning("release gate query %s failed: %s", expr, exc)
             return None

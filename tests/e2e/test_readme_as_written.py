@@ -100,10 +100,10 @@ class Shell:
         return json.loads(self.run(line))
 
 
-def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
-    """Ctrl-C, as a user stops a foreground command; the exit code."""
+def stop(proc: subprocess.Popen[bytes], timeout: float = 60, sig: int = signal.SIGINT) -> int:
+    """Ctrl-C (or ``kill %1``'s SIGTERM), as a user stops a command; the exit code."""
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, sig)
     return proc.wait(timeout)
 
 
@@ -264,7 +264,7 @@ def test_release_block(shop: Shop, tmp_path: Path) -> None:
         assert running.wait(240) == 1, log.read_text()
         assert "rolled" in log.read_text(), log.read_text()
     finally:
-        stop(loop)  # `kill %1`: the loop was started by this test, not by a job-control shell
+        stop(loop, sig=signal.SIGTERM)  # `kill %1` (SIGTERM): curl exits 130 on Ctrl-C, and bash loops on
     states = [r["state"] for r in sh.json(commands(history)[0])]
     assert states[:3] == ["rolled_back", "rolled_back", "succeeded"], states  # newest first
 
@@ -320,7 +320,7 @@ def why_after_it_fired(sh: Shell, command: str, tmp_path: Path) -> str:
 
         return wait_for(answered, timeout=180, every=2, what="ShopSuccessRateLow fired and explained")
     finally:
-        stop(loop)
+        stop(loop, sig=signal.SIGTERM)
         sh.run("devbox faults rm all")
 
 
