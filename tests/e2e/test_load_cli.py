@@ -94,6 +94,10 @@ def test_readme_load_commands_run_as_written(shop: Path) -> None:
     ramp = next(r for r in runs if "-ramp-" in r.name)
     page = (ramp / "capacity.html").read_text()
     assert "<script" in page and "Instances needed" in page
+    # the README's `devbox diff load:RUN_A load:RUN_B` (its snapshot section), on this section's two runs
+    run_a, run_b = [r.name for r in runs if "-ramp-" not in r.name]
+    diff = devbox(["diff", f"load:{run_a}", f"load:{run_b}"], shop)
+    assert diff.returncode == 0 and "Traceback" not in diff.stderr, diff.stdout + diff.stderr
 
 
 def test_bad_input_exits_non_zero_and_keeps_nothing(shop: Path, tmp_path: Path) -> None:

@@ -44,6 +44,11 @@ ELSEWHERE = {
     "make test": (".ci/run", "make test"),
     "devbox scenario run . --junit out.xml": ("tests/e2e/test_scenario_cli.py",
                                               '_devbox("scenario", "run", *args, "--junit"'),
+    # two load runs to diff: the load block's test has them (this module would make two more)
+    "devbox diff load:RUN_A load:RUN_B": ("tests/e2e/test_load_cli.py", '["diff", f"load:{run_a}", f"load:{run_b}"]'),
+    # the budget pair (the suite's halves leave budget.scenario.yaml to it): test_budget_shop
+    "devbox scenario run budget.scenario.yaml --snapshot base": ("tests/e2e/budget_shop.py", '"--snapshot"'),
+    "devbox scenario run budget.scenario.yaml --baseline base": ("tests/e2e/budget_shop.py", '"--baseline"'),
 }
 #: Whole blocks another test runs line by line: the README section's heading -> that test.
 BLOCKS_ELSEWHERE = {"## Load tests and capacity": "tests/e2e/test_load_cli.py"}
@@ -272,11 +277,10 @@ def test_release_block(shop: Shop, tmp_path: Path) -> None:
 def test_snapshot_diff_and_why_block(shop: Shop, tmp_path: Path) -> None:
     sh = shop.shell
     lines = block_after("## Snapshots, diffs, and why an alert fired")
-    runs: list[str] = []
     for line in lines:
         for command in commands(line):
-            if command in ELSEWHERE or command.startswith("devbox scenario run budget"):
-                continue  # the budget pair: tests/e2e's budget test runs them on their own copy
+            if command in ELSEWHERE:
+                continue
             if command.startswith("devbox snapshot load"):
                 log = tmp_path / "snapshot-load.log"
                 loaded = sh.start(command, log)
@@ -289,11 +293,6 @@ def test_snapshot_diff_and_why_block(shop: Shop, tmp_path: Path) -> None:
                 continue
             if command.startswith("devbox diff before after"):
                 sh.run("devbox snapshot save after")  # the README's "after": a second snapshot, later
-            if "RUN_A" in command:
-                while len(runs) < 2:
-                    sh.run("devbox load --users 2 --time 3s", timeout=120)
-                    runs = [r["id"] for r in sh.json("devbox load ls --json")]
-                command = command.replace("RUN_A", runs[1]).replace("RUN_B", runs[0])
             if command.startswith("devbox why ShopSuccessRateLow"):
                 out = why_after_it_fired(sh, command, tmp_path)
                 assert "payment" in out and re.search(r"\d", out), out
