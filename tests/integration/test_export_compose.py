@@ -13,6 +13,7 @@ name through Polaris's Discover, and ``down`` deregisters every instance."""
 
 from __future__ import annotations
 
+import datetime
 import shutil
 import subprocess
 import tempfile
@@ -153,12 +154,28 @@ def _get(url: str) -> dict[str, str] | None:
 CURRENT_BASE = "devbox-base:bookworm-export-test"
 
 
+def _created(client: Any, tag: str) -> float:
+    """When the engine built ``tag`` (epoch seconds; 0 when it has no such image)."""
+    try:
+        stamp = client.images.get(tag).attrs["Created"]
+    except Exception:
+        return 0.0
+    return datetime.datetime.fromisoformat(stamp[:19]).replace(tzinfo=datetime.UTC).timestamp()
+
+
 def _current_devbox_base() -> str:
-    """:data:`CURRENT_BASE`: devbox-base (built first if the engine lacks it; minutes) + this devbox."""
+    """An image with this checkout's devbox: devbox-base itself when it was built after the last change to
+    devbox's code (`make install` on a fresh clone), else :data:`CURRENT_BASE` (devbox-base + this devbox),
+    rebuilt only when the code changed since — each rebuild makes compose rebuild five service images."""
+    newest = max(f.stat().st_mtime for f in (ROOT / "devbox").rglob("*.py"))
     client = connect()
     try:
         if missing_image(client, BASE_IMAGE):
             build_base(client, log_path=DOCKER_ROOT / "base.log", say=print)
+        if _created(client, BASE_IMAGE) > newest:
+            return BASE_IMAGE
+        if _created(client, CURRENT_BASE) > newest:
+            return CURRENT_BASE
         with tempfile.TemporaryDirectory(prefix="devbox-export-base-") as tmp:
             context = Path(tmp)
             copy_devbox(context / "site")
