@@ -14,6 +14,7 @@ no-ops.
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 from pathlib import Path
 
@@ -21,6 +22,13 @@ import pytest
 import yaml
 
 LOG = logging.getLogger(__name__)
+
+# A suite started as a background job of a shell without job control (`make test &`, some CI runners)
+# inherits SIGINT ignored, and every CLI a test starts would too: the tests that press Ctrl-C on
+# `devbox load`, `logs --follow` or `snapshot load` then wait forever. A handler here is reset to the
+# default in the children at exec, as a terminal gives them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHOP = Path(__file__).resolve().parents[1] / "scenarios" / "shop"
 
