@@ -215,12 +215,16 @@ class NamingClient:
                 self._entries[service] = entry
         return entry
 
+    def _polling_client(self) -> httpx.AsyncClient:
+        """The one client every entry's watch (or Discover poll) shares."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(headers=self._headers, transport=self._watch_transport)
+        return self._http
+
     async def _watch(self, entry: Entry) -> None:
         assert self.api_url is not None
         untraced()  # this task's context only: the caller's span must not adopt the long-polls
-        if self._http is None:
-            self._http = httpx.AsyncClient(headers=self._headers, transport=self._watch_transport)
-        http = self._http
+        http = self._polling_client()
         url = f"{self.api_url}/api/naming/watch"
         backoff = 0.2
         while not self._closed:
@@ -261,9 +265,7 @@ class NamingClient:
         """Keep ``entry`` fresh from Polaris's ``POST /v1/Discover`` (no devbox API to watch)."""
         assert self.naming_http is not None
         untraced()
-        if self._http is None:
-            self._http = httpx.AsyncClient(headers=self._headers, transport=self._watch_transport)
-        http = self._http
+        http = self._polling_client()
         url = f"{self.naming_http}/v1/Discover"
         backoff = 0.2
         while not self._closed:
