@@ -31,6 +31,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -470,6 +471,10 @@ def _serve_checks(conn: child.Duplex) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry of ``python -m devbox.mocks.tracing.indexer index|check`` (started by the platform)."""
     mode = (argv if argv is not None else sys.argv[1:] or ["index"])[0]
+    # Ctrl-C in a terminal reaches the whole process group: the platform that started this process
+    # stops it in order (flushing what it indexed); dying on the signal here printed a traceback and
+    # made the platform restart it on its way out
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = child.child_end()
     if mode == "check":
         _serve_checks(conn)
