@@ -97,9 +97,11 @@ def test_readme_load_commands_run_as_written(shop: Path) -> None:
     # the README's `devbox diff load:RUN_A load:RUN_B` (its snapshot section), on this section's two runs
     run_a, run_b = [r.name for r in runs if "-ramp-" not in r.name]
     diff = devbox(["diff", f"load:{run_a}", f"load:{run_b}"], shop)
-    # exit 1 says the runs differ (as diff(1) does); two load runs on a busy machine may well
-    assert diff.returncode in (0, 1) and "finding" in diff.stdout and "Traceback" not in diff.stderr, \
-        diff.stdout + diff.stderr
+    # exit 1 with the findings when the runs differ (as diff(1) does), 0 when they do not: either may be true of
+    # two short load runs on a busy machine
+    found = bool(re.search(r"\d+ finding\(s\)", diff.stdout))
+    said = (diff.returncode, found, "no significant difference" in diff.stdout)
+    assert said in ((1, True, False), (0, False, True)) and "Traceback" not in diff.stderr, diff.stdout + diff.stderr
 
 
 def test_bad_input_exits_non_zero_and_keeps_nothing(shop: Path, tmp_path: Path) -> None:

@@ -145,7 +145,9 @@ def test_a_hot_reload_of_the_target_during_a_run_loses_no_request(session: Sessi
         return {i["id"] for d in data if d["service"] == "gateway" for i in d["instances"] if i["healthy"]}
 
     before = gateway_ids()
-    spec = LoadSpec(locustfile=LOCUSTFILE, target="gateway", users=4, spawn_rate=4, seconds=15, tags=["products"])
+    # long enough for the reload to finish inside the run on a loaded runner (two new gateways start and
+    # become ready: >12 s seen at a load average of 9, when a 15 s run ended first and tested nothing)
+    spec = LoadSpec(locustfile=LOCUSTFILE, target="gateway", users=4, spawn_rate=4, seconds=30, tags=["products"])
     records: list[dict[str, object]] = []
     runner = threading.Thread(target=lambda: records.append(session.run(spec)), daemon=True)
     runner.start()
