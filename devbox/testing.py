@@ -46,6 +46,12 @@ def wait_for(check: Callable[[], T], timeout: float = 30.0, what: str = "conditi
         time.sleep(every)
 
 
+def traceparent() -> tuple[str, str, str]:
+    """A new W3C trace context: (trace id, parent span id, ``traceparent`` header value)."""
+    trace, parent = f"{time.time_ns():032x}", "00f067aa0ba902b7"
+    return trace, parent, f"00-{trace}-{parent}-01"
+
+
 class PlatformThread:
     """A :class:`Platform` served from a background thread; ``start()`` returns once it listens."""
 
@@ -100,6 +106,19 @@ class PlatformThread:
     def component(self, name: str) -> Component:
         assert self.platform is not None
         return self.platform.component(name)
+
+    def trace(self, trace_id: str, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+        """Trace ``trace_id`` from the Zipkin API once it holds ``count`` spans (spans are indexed
+        off the request path, so a trace is complete a moment after its last export)."""
+        import httpx
+
+        def spans() -> list[dict[str, Any]] | None:
+            r = httpx.get(self.url("zipkin") + f"/api/v2/trace/{trace_id}", timeout=10)
+            return r.json() if r.status_code == 200 and len(r.json()) >= count else None
+
+        found = wait_for(spans, timeout, f"{count} spans of trace {trace_id}")
+        assert found is not None  # wait_for returns the first truthy answer
+        return found
 
 
 @contextlib.contextmanager

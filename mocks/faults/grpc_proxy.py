@@ -32,12 +32,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import grpc.aio
-from devbox.mocks.faults.proxy import Decider, RequestHead, SpanSink, TraceContext, incoming_context
+from devbox.mocks.faults.proxy import (
+    Decider,
+    FaultSink,
+    Front,
+    RequestHead,
+    SpanSink,
+    TraceContext,
+    incoming_context,
+)
 from devbox.mocks.faults.rules import Decision, caller_of
 
 LOG = logging.getLogger(__name__)
@@ -130,7 +138,7 @@ class _Passthrough(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no
         return grpc.stream_stream_rpc_method_handler(behaviour)
 
 
-class GrpcProxy:
+class GrpcProxy(Front):
     """A gRPC passthrough on an ephemeral port in front of one gRPC instance (``mode`` ``grpc``).
 
     Same surface as :class:`~devbox.mocks.faults.proxy.FaultProxy` for the faults component: ``address``,
@@ -139,28 +147,11 @@ class GrpcProxy:
 
     mode = "grpc"
 
-    def __init__(
-        self,
-        *,
-        service: str,
-        instance_id: str,
-        upstream: tuple[str, int],
-        decide: Decider,
-        on_fault: Callable[[str, Decision, RequestHead | None, float, float], None] | None = None,
-        on_span: SpanSink | None = None,
-    ) -> None:
-        self.service = service
-        self.instance_id = instance_id
-        self.upstream = upstream
-        self.decide = decide
-        self.on_fault = on_fault
-        #: Where the server span of each call goes; None: a plain passthrough (faults only).
-        self.on_span = on_span
+    def __init__(self, *, service: str, instance_id: str, upstream: tuple[str, int], decide: Decider,
+                 on_fault: FaultSink | None = None, on_span: SpanSink | None = None) -> None:
+        super().__init__(service=service, instance_id=instance_id, upstream=upstream, decide=decide,
+                         on_fault=on_fault, on_span=on_span)
         self.server: grpc.aio.Server | None = None
-        self.address: tuple[str, int] | None = None
-        self.blocked = False
-        #: Calls forwarded (``connections`` in ``GET /api/faults/proxies``, as the other proxies count theirs).
-        self.connections = 0
         self._channel: grpc.aio.Channel | None = None
 
     @property

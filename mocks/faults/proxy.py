@@ -228,35 +228,41 @@ async def _pipe_response(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     return status
 
 
-class FaultProxy:
-    """Listens on an ephemeral port in front of ``upstream``; one per fronted instance."""
+#: What a proxy reports of each fault it applied: instance id, the decision, the request, start, end.
+FaultSink = Callable[[str, Decision, "RequestHead | None", float, float], None]
 
-    def __init__(
-        self,
-        *,
-        service: str,
-        instance_id: str,
-        upstream: tuple[str, int],
-        mode: str,
-        decide: Decider,
-        on_fault: Callable[[str, Decision, RequestHead | None, float, float], None] | None = None,
-        on_span: SpanSink | None = None,
-    ) -> None:
+
+class Front:
+    """What every proxy in front of one instance holds, whatever it speaks (HTTP/TCP here, gRPC in
+    :mod:`~devbox.mocks.faults.grpc_proxy`): the faults component reads and sets these."""
+
+    def __init__(self, *, service: str, instance_id: str, upstream: tuple[str, int], decide: Decider,
+                 on_fault: FaultSink | None = None, on_span: SpanSink | None = None) -> None:
         self.service = service
         self.instance_id = instance_id
         self.upstream = upstream
-        self.mode = mode  # "http" or "tcp"
         self.decide = decide
         self.on_fault = on_fault
-        #: Where the server span of each forwarded HTTP request goes; None: no zero-code tracing.
+        #: Where the server span of each forwarded request goes; None: no zero-code tracing.
         self.on_span = on_span
-        self.server: asyncio.Server | None = None
         self.address: tuple[str, int] | None = None
+        #: Connections (HTTP/TCP) or calls (gRPC) forwarded: ``connections`` in ``GET /api/faults/proxies``.
         self.connections = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
         #: Refusing connections on purpose (a forced circuit-breaker open), not because it died.
         self.blocked = False
+
+
+class FaultProxy(Front):
+    """Listens on an ephemeral port in front of ``upstream``; one per fronted instance."""
+
+    def __init__(self, *, service: str, instance_id: str, upstream: tuple[str, int], mode: str, decide: Decider,
+                 on_fault: FaultSink | None = None, on_span: SpanSink | None = None) -> None:
+        super().__init__(service=service, instance_id=instance_id, upstream=upstream, decide=decide,
+                         on_fault=on_fault, on_span=on_span)
+        self.mode = mode  # "http" or "tcp"
+        self.server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, host: str = "127.0.0.1") -> tuple[str, int]:
         """Listen (again, on the same port after the instance came back) and return the address."""

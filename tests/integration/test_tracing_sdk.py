@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devbox.testing import PlatformThread, running_platform, wait_for
+from devbox.testing import PlatformThread, running_platform
 
 SERVICE = r'''
 import asyncio, json, socket, sys, urllib.request
@@ -97,14 +97,6 @@ def _run_service(platform: PlatformThread, tmp_path: Path, requests: dict, **env
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _trace(platform: PlatformThread, trace_id: str, want: int) -> list[dict]:
-    def spans() -> list[dict] | None:
-        r = httpx.get(f"{platform.url('zipkin')}/api/v2/trace/{trace_id}")
-        return r.json() if r.status_code == 200 and len(r.json()) >= want else None
-
-    return wait_for(spans, timeout=30, what=f"{want} spans of trace {trace_id}")
-
-
 def test_one_trace_through_fastapi_httpx_and_grpc_with_b3_and_baggage(platform: PlatformThread,
                                                                         tmp_path: Path) -> None:
     trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -112,7 +104,7 @@ def test_one_trace_through_fastapi_httpx_and_grpc_with_b3_and_baggage(platform: 
         "b3": {"b3": f"{trace_id}-{parent}-1", "baggage": "env=feature-x"},
     })
     assert out["b3"]["baggage"] == {"env": "feature-x"}
-    spans = _trace(platform, trace_id, want=4)
+    spans = platform.trace(trace_id, 4)
     by_id = {s["id"]: s for s in spans}
     outer = [s for s in spans if s.get("kind") == "SERVER" and s.get("parentId") == parent]
     assert len(outer) == 1, spans
@@ -133,7 +125,7 @@ def test_sampling_fraction_zero_drops_new_traces_but_follows_a_sampled_parent(pl
         "parented": {"traceparent": f"00-{sampled}-00f067aa0ba902b7-01"},
     }, DEVBOX_SAMPLING="0", OTEL_SERVICE_NAME="sampled-web")
     assert "parented" in out
-    assert len(_trace(platform, sampled, want=4)) >= 4
+    assert len(platform.trace(sampled, 4)) >= 4
     inner = httpx.get(f"{platform.url('zipkin')}/api/v2/traces",
                       params={"serviceName": "sampled-web", "spanName": "GET /inner", "limit": 100}).json()
     # the unparented call to /inner was dropped; the one under the sampled parent was kept

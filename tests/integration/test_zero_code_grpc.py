@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devbox.config import Ports, load_config
 from devbox.platform.ports import MetricsQueryPort, NamingPort
-from devbox.testing import PlatformThread, running_platform, wait_for
+from devbox.testing import PlatformThread, running_platform, traceparent, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = ["naming", "faults", "deploy", "tracing", "metrics"]
@@ -70,21 +70,6 @@ def _registered(p: PlatformThread, service: str) -> str:
     return f"{instance.host}:{instance.port}"
 
 
-def _traceparent() -> tuple[str, str, str]:
-    trace, parent = f"{time.time_ns():032x}", "00f067aa0ba902b7"
-    return trace, parent, f"00-{trace}-{parent}-01"
-
-
-def _trace(p: PlatformThread, trace_id: str, count: int) -> list[dict[str, Any]]:
-    def spans() -> list[dict[str, Any]] | None:
-        r = httpx.get(p.url("zipkin") + f"/api/v2/trace/{trace_id}")
-        return r.json() if r.status_code == 200 and len(r.json()) >= count else None
-
-    found = wait_for(spans, what=f"{count} spans of trace {trace_id}")
-    assert found is not None
-    return found
-
-
 def _call(target: str, method: str, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.StatusCode:
     with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
         try:
@@ -112,9 +97,9 @@ def test_uninstrumented_grpc_service_shows_in_traces_topology_and_red(tmp_path: 
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
         # the caller's context is continued: the proxy's span is the child of the caller's
-        trace, parent, header = _traceparent()
+        trace, parent, header = traceparent()
         assert _call(entry, "/echo.Echo/Say", (("traceparent", header),)) == grpc.StatusCode.OK
-        [span] = _trace(p, trace, 1)
+        [span] = p.trace(trace, 1)
         assert span["name"] == "echo.echo/say" or span["name"] == "echo.Echo/Say"
         assert span["kind"] == "SERVER" and span["parentId"] == parent
         assert span["localEndpoint"]["serviceName"] == "plain-grpc"
@@ -179,9 +164,9 @@ def test_shop_inventory_gets_one_server_span_under_auto(tmp_path: Path) -> None:
             stub = pb_grpc.InventoryStub(channel)
 
             def alone() -> list[dict[str, Any]] | None:
-                trace, parent, header = _traceparent()
+                trace, parent, header = traceparent()
                 stub.ListProducts(pb.ListProductsRequest(), metadata=(("traceparent", header),), timeout=10)
-                spans = _trace(p, trace, 1)
+                spans = p.trace(trace, 1)
                 servers = [s for s in spans if s["kind"] == "SERVER"]
                 own = [s for s in servers if "devbox.span.source" not in s.get("tags", {})]
                 return spans if own and own[0]["parentId"] == parent else None

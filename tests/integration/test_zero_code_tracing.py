@@ -19,7 +19,7 @@ import pytest
 from devbox.mocks.deploy.config import ServiceConfig
 
 from devbox.platform.ports import MetricsQueryPort
-from devbox.testing import PlatformThread, running_platform, wait_for
+from devbox.testing import PlatformThread, running_platform, traceparent, wait_for
 
 COMPONENTS = ["naming", "faults", "deploy", "tracing", "metrics"]
 
@@ -146,21 +146,6 @@ def _entry(p: PlatformThread, service: str) -> str:
     return str(services[service]["url"])
 
 
-def _trace(p: PlatformThread, trace_id: str, count: int) -> list[dict[str, Any]]:
-    def spans() -> list[dict[str, Any]] | None:
-        r = httpx.get(p.url("zipkin") + f"/api/v2/trace/{trace_id}")
-        return r.json() if r.status_code == 200 and len(r.json()) >= count else None
-
-    found = wait_for(spans, what=f"{count} spans of trace {trace_id}")
-    assert found is not None
-    return found
-
-
-def _traceparent() -> tuple[str, str, str]:
-    trace, parent = f"{time.time_ns():032x}", "00f067aa0ba902b7"
-    return trace, parent, f"00-{trace}-{parent}-01"
-
-
 @pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain")
 def test_uninstrumented_python_and_go_services_show_in_topology_and_red(tmp_path: Path) -> None:
     go_port = _free_port()
@@ -232,9 +217,9 @@ def test_trace_modes_one_server_span_per_hop(tmp_path: Path) -> None:
             url = _entry(p, "inst-auto")
 
             def alone() -> list[dict[str, Any]] | None:
-                trace, parent, header = _traceparent()
+                trace, parent, header = traceparent()
                 http.get(url + "/x", headers={"traceparent": header})
-                spans = _trace(p, trace, 1)
+                spans = p.trace(trace, 1)
                 own = [s for s in spans if "devbox.span.source" not in s.get("tags", {})]
                 return spans if own and own[0]["parentId"] == parent else None
 
@@ -245,19 +230,19 @@ def test_trace_modes_one_server_span_per_hop(tmp_path: Path) -> None:
             assert len(spans) == 1 and spans[0]["kind"] == "SERVER"
 
             # on: the service's own span nests under the proxy's (the proxy injected its span as parent)
-            trace, parent, header = _traceparent()
+            trace, parent, header = traceparent()
             http.get(_entry(p, "inst-on") + "/y", headers={"traceparent": header})
-            spans = _trace(p, trace, 2)
+            spans = p.trace(trace, 2)
             proxy = next(s for s in spans if s.get("tags", {}).get("devbox.span.source") == "proxy")
             own = next(s for s in spans if s is not proxy)
             assert proxy["parentId"] == parent and own["parentId"] == proxy["id"] and len(spans) == 2
 
             # off: no span at all for an uninstrumented service
-            trace, _, header = _traceparent()
+            trace, _, header = traceparent()
             assert http.get(_entry(p, "inst-off") + "/z", headers={"traceparent": header}).status_code == 200
             # a span of a traced service sent after it is indexed after it: once that one is stored, the
             # off service's span would be too, had the proxy made one
-            marker, _, marker_header = _traceparent()
+            marker, _, marker_header = traceparent()
             http.get(_entry(p, "inst-on") + "/marker", headers={"traceparent": marker_header})
-            _trace(p, marker, 2)
+            p.trace(marker, 2)
             assert httpx.get(p.url("zipkin") + f"/api/v2/trace/{trace}").status_code == 404
