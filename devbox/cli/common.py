@@ -17,29 +17,29 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from rich.console import Console
 
 from devbox import envvars
+from devbox.httpcore_loader import load_httpcore
 from devbox.projectfile import DEFAULT_FILE, find_config, read_platform_address
 
 if TYPE_CHECKING:
     from devbox.config import ProjectConfig
 
 
-def _import_httpx_without_trio() -> Any:
-    """httpx, without httpcore importing trio (installed for other tools) to see whether it runs
-    under trio: ~0.4 s of a CLI command's start-up, and devbox never runs under trio. Nor httpx's
-    own command line (``httpx._main``: click, pygments, rich.progress), which devbox never runs."""
-    blocked = [name for name in ("trio", "httpx._main") if name not in sys.modules]
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]  # import -> ImportError
+def _import_httpx_without_cli() -> Any:
+    """httpx, with httpcore loaded without trio (see :mod:`devbox.httpcore_loader`), and without
+    httpx's own command line (``httpx._main``: click, pygments, rich.progress), which devbox never runs."""
+    load_httpcore()
+    blocked = "httpx._main" not in sys.modules
+    if blocked:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]  # import -> ImportError
     try:
-        import httpcore  # noqa: F401  # httpx imports it when the first client is made
         import httpx as module
     finally:
-        for name in blocked:
-            del sys.modules[name]
+        if blocked:
+            del sys.modules["httpx._main"]
     return module
 
 
-httpx = _import_httpx_without_trio()
+httpx = _import_httpx_without_cli()
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from devbox.cli.common import EXIT_FAILED, Api, console, err_console, exit_with, print_json
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 STATE_STYLE = {
     "ready": "green", "starting": "yellow", "pending": "dim", "building": "yellow", "unhealthy": "red",
@@ -88,6 +89,9 @@ def _status_rows(services: list[dict[str, Any]], now: float) -> list[dict[str, A
 
 
 def _status_table(services: list[dict[str, Any]], now: float, width: int) -> Table:
+    from rich.table import Table  # only when there is a table to show (~15 ms of a status without services)
+    from rich.text import Text
+
     rows = _status_rows(services, now)
     columns = list(STATUS_COLUMNS)
 

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from devbox import envvars
+from devbox.httpcore_loader import load_httpcore
 
 LOG = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class MetricsClient:
 
     def report_many(self, reports: list[dict[str, Any]]) -> dict[str, Any]:
         if self._http is None:
+            load_httpcore()  # without trio up front (see devbox.httpcore_loader)
             token = os.environ.get(envvars.DEVBOX_TOKEN)  # injected when platform.token is set
             self._http = httpx.Client(timeout=10.0, headers={"Authorization": f"Bearer {token}"} if token else {})
         response = self._http.post(f"{self.api_url}/api/metrics/custom", json={"reports": reports})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -181,9 +182,6 @@ class DeployComponent(Component):
         """The initial deploy; whatever happens, ``deployed`` is resolved (``wait_deployed`` and
         `devbox up` wait on it): an unexpected error is one of its errors, naming what failed."""
         try:
-            # the instances get the platform's addresses: start them once those serve for real
-            # (until then the listeners answer 503 "starting", see devbox.platform.platform)
-            await self.ctx.serving.wait()
             await self._deploy_services()
         except Exception as exc:
             LOG.exception("deploying the project's services failed")
@@ -210,8 +208,16 @@ class DeployComponent(Component):
                 self.phase[svc.name] = "failed"
             self._finish()
             return
-        await self._open_entries(config.services)
-        await asyncio.gather(*(self._deploy_one(svc) for svc in config.services))
+        # Builds start now, while the platform is still starting (they need nothing from it); the
+        # instances get the platform's addresses: they start once those serve for real (until then
+        # the listeners answer 503 "starting", see devbox.platform.platform) and the entry ports are open.
+        serving = asyncio.create_task(self._when_serving(config.services), name="deploy:serving")
+        try:
+            await asyncio.gather(*(self._deploy_one(svc, before_start=functools.partial(self._start_gate, svc, serving))
+                                   for svc in config.services))
+            await serving
+        finally:
+            serving.cancel()
         if config.source is not None:
             try:
                 self._file_config = await asyncio.to_thread(load_config, config.source)
@@ -223,6 +229,15 @@ class DeployComponent(Component):
     def _finish(self) -> None:
         if self.deployed is not None and not self.deployed.done():
             self.deployed.set_result(list(self.errors))
+
+    async def _when_serving(self, services: list[ServiceConfig]) -> None:
+        await self.ctx.serving.wait()
+        await self._open_entries(services)
+
+    async def _start_gate(self, svc: ServiceConfig, serving: asyncio.Task[None]) -> None:
+        """Between ``svc``'s build and its first instance: the platform serves, the entry ports are open."""
+        await asyncio.shield(serving)
+        self.phase[svc.name] = "starting"
 
     async def _open_entries(self, services: list[ServiceConfig]) -> None:
         """Open each service's stable entry port before its first instance starts (see FaultFront.entry)."""

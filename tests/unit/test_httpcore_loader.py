@@ -1,0 +1,50 @@
+"""httpcore loaded without trio (devbox.httpcore_loader): what a service using the SDK and every CLI command
+no longer pays at start, and what must keep working — httpx under trio, ``httpcore.TrioBackend``."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+needs_trio = pytest.mark.skipif(importlib.util.find_spec("trio") is None, reason="trio is not installed")
+
+
+def _run(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@needs_trio
+def test_the_sdk_and_the_cli_load_httpcore_without_trio() -> None:
+    out = _run("import sys, httpx\n"
+               "import devbox.sdk.naming, devbox.cli.common\n"
+               "httpx.AsyncClient(); httpx.Client()\n"
+               "print('httpcore' in sys.modules, 'trio' in sys.modules)")
+    assert out == "True False"
+
+
+@needs_trio
+def test_httpx_still_runs_under_trio_and_trio_backend_is_the_real_one() -> None:
+    out = _run(
+        "import threading, http.server\n"
+        "from devbox.httpcore_loader import load_httpcore\n"
+        "load_httpcore()\n"
+        "import httpx, httpcore, trio\n"
+        "server = http.server.HTTPServer(('127.0.0.1', 0), http.server.BaseHTTPRequestHandler)\n"
+        "threading.Thread(target=server.serve_forever, daemon=True).start()\n"
+        "async def main():\n"
+        "    async with httpx.AsyncClient() as client:\n"
+        "        return (await client.get(f'http://127.0.0.1:{server.server_address[1]}/')).status_code\n"
+        "print(trio.run(main), httpcore.TrioBackend.__module__)"
+    )
+    assert out == "501 httpcore._backends.trio"
+
+
+def test_loading_twice_returns_the_same_module() -> None:
+    out = _run("from devbox.httpcore_loader import load_httpcore\n"
+               "print(load_httpcore() is load_httpcore())")
+    assert out == "True"
