@@ -368,21 +368,25 @@ class SpanStore:
         traces: dict[str, list[links.Light]] = {}
         minute_us = links.MINUTE_US
         for r in written:
-            service, start = r[5], r[7]
-            for kind, value in (("span", r[3]), ("remote", r[6])):
-                if value:
-                    k = (service, kind, value)
-                    if names.get(k, 0) < start:
-                        names[k] = start
+            service, start, remote = r[5], r[7], r[6]
+            if r[3]:
+                k = (service, "span", r[3])
+                if names.get(k, 0) < start:
+                    names[k] = start
+            if remote:
+                k = (service, "remote", remote)
+                if names.get(k, 0) < start:
+                    names[k] = start
             for pair in r[15]:
                 if values.get(pair, 0) < start:
                     values[pair] = start
-            counts = per_minute.get((start // minute_us, service))
+            m = (start // minute_us, service)
+            counts = per_minute.get(m)
             if counts is None:
-                counts = per_minute[(start // minute_us, service)] = [0, 0]
+                counts = per_minute[m] = [0, 0]
             counts[0] += 1
             counts[1] += r[9]
-            light = (r[1], r[2], r[4], service, r[6], start, r[8], r[9])
+            light = (r[1], r[2], r[4], service, remote, start, r[8], r[9])
             trace = traces.get(r[0])
             if trace is None:
                 traces[r[0]] = [light]
