@@ -3,20 +3,24 @@
 :func:`otlp_rows` reads an ``ExportTraceServiceRequest`` into the :data:`~devbox.mocks.tracing.store.Row`
 tuples the store writes: attributes read once per span (inline, into one dict: the JSON column, the
 indexed tag values, the RPC call), per-scope work (the ``detail`` JSON of each status) done once
-per scope, and no Zipkin JSON (rendered when a trace is read: it was a third of the decode). The
-result is the one :func:`convert.from_otlp_request` + :func:`store.row_of` give
-(``tests/unit/test_tracing_store.py`` compares them). Spans with events or links, and batches
+per scope, and each span's Zipkin JSON joined from per-resource and per-scope fragments (the
+``localEndpoint``, the resource's, scope's and status's tags; the attributes' JSON is the tags' when
+every value is a string) rather than rendered from a dict per span. The result is the one
+:func:`convert.from_otlp_request` + :func:`store.row_of` give (``tests/unit/test_tracing_store.py``
+compares them). Spans with events or links, and batches
 with a span the decoder would reject, are left to that general path (``None``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from json.encoder import encode_basestring as _enc
 from typing import Any
 
 from devbox.mocks.tracing import convert
 from devbox.mocks.tracing.convert import (
     _OTLP_KINDS,
+    _RESOURCE_NOT_TAGS,
     _STATUS_NAMES,
     _service_of,
     _tag_text,
@@ -52,12 +56,20 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
         resource = attributes(rs.resource.attributes)
         service = _service_of(resource)
         rkey = batch.resource(resource)
+        res_tags = {k: _tag_text(v) for k, v in resource.items() if k not in _RESOURCE_NOT_TAGS and v is not None}
+        res_part = dumps(res_tags)[1:-1] if res_tags else ""
+        # an attribute with one of these keys changes a tag rendered from elsewhere: such a span's
+        # tags are put together as a dict (rare), the others by joining fragments
+        taken = _DERIVED_TAG_KEYS | res_tags.keys()
+        local = f',"localEndpoint":{{"serviceName":{_enc(service.lower())}}}'
         for ss in rs.scope_spans:
             scope: dict[str, str] = {}
             if ss.scope.name:
                 scope["name"] = ss.scope.name
             if ss.scope.version:
                 scope["version"] = ss.scope.version
+            scope_tags = {f"otel.scope.{k}": v for k, v in scope.items()}
+            scope_part = dumps(scope_tags)[1:-1] if scope_tags else ""
             details = {code: _detail_json(scope, status) for code, status in _STATUS_NAMES.items()}
             details[0] = dumps({"scope": scope}) if scope else None
             for sp in ss.spans:
@@ -70,15 +82,17 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                     return None
                 trace_id, span_id = t.hex(), s.hex()
                 parent_id = p.hex() if p else None
-                # read inline, not through convert.attributes: most values are strings, and a call per
-                # attribute was a fifth of the decode
+                # read inline, not through convert.attributes (a call per attribute); every value a
+                # string is the common case, where the tags' JSON is the attributes' own
                 attrs: dict[str, Any] = {}
+                plain = True
                 for kv in sp.attributes:
                     v = kv.value
                     which = v.WhichOneof("value")
                     if which == "string_value":
                         attrs[kv.key] = v.string_value
                     else:
+                        plain = False
                         attrs[kv.key] = _SCALAR.get(which, any_value)(v) if which is not None else None
                 kind = _OTLP_KINDS.get(sp.kind, "INTERNAL")
                 status = sp.status
@@ -87,14 +101,33 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                 message = status.message
                 remote = remote_service_of(attrs) if kind in _CALLERS else None
                 duration = end - start
-                attrs_json = dumps(attrs) if attrs else "{}"
-                pairs = [(k, text) for k, v in attrs.items() if k in indexed_keys and v is not None
-                         and not isinstance(v, (list, dict))
-                         and len(text := v if type(v) is str else _tag_text(v)) <= 256]
+                if attrs:
+                    attrs_json = dumps(attrs)
+                    texts = attrs if plain else {k: _tag_text(v) for k, v in attrs.items() if v is not None}
+                    pairs = [(k, texts[k]) for k in attrs if k in indexed_keys and k in texts
+                             and not isinstance(attrs[k], (list, dict)) and len(texts[k]) <= 256]
+                else:
+                    attrs_json, texts, pairs = "{}", attrs, []
+                if taken.isdisjoint(texts):
+                    tags = ",".join(part for part in (
+                        res_part, attrs_json[1:-1] if plain else dumps(texts)[1:-1], scope_part,
+                        _STATUS_TAGS.get(code, ""),
+                        f'"otel.status_description":{_enc(message)}' if error and message else "",
+                        f'"error":{_enc(message or "true")}' if error else "") if part)
+                    tags = f',"tags":{{{tags}}}' if tags else ""
+                else:
+                    tags = _tags_json(res_tags, texts, scope_tags, code, error, message)
                 if error:
                     pairs.append(("error", message or "true"))
+                zipkin = (f'{{"traceId":"{trace_id}"' + (f',"parentId":"{parent_id}"' if parent_id else "")
+                          + f',"id":"{span_id}"' + _KIND_PARTS[kind]
+                          + (f',"name":{_enc(sp.name.lower())}' if sp.name else "")
+                          + f',"timestamp":{start},"duration":{duration if duration > 1 else 1}{local}'
+                          + (f',"remoteEndpoint":{{"serviceName":{_enc(remote.lower())}}}' if remote else "")
+                          + tags + "}")
                 append((trace_id, span_id, parent_id, sp.name, kind, service, remote, start, duration,
-                        1 if error else 0, message, attrs_json, rkey, details.get(code, details[0]), None, pairs))
+                        1 if error else 0, message, attrs_json, rkey, details.get(code, details[0]), None, zipkin,
+                        pairs))
                 if calls is not None and (kind == "SERVER" or kind == "CLIENT"):
                     found.append(call_of(kind, span_id, parent_id, service, remote, sp.name, error, attrs, resource,
                                          duration))
@@ -109,6 +142,11 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
 
 _SCALAR = {"bool_value": lambda v: v.bool_value, "int_value": lambda v: v.int_value,
            "double_value": lambda v: v.double_value}
+#: Tags a span gets from its scope and status (convert.to_zipkin): an attribute of the same key is overwritten.
+_DERIVED_TAG_KEYS = frozenset({"otel.scope.name", "otel.scope.version", "otel.status_code", "otel.status_description",
+                               "error"})
+_STATUS_TAGS = {code: f'"otel.status_code":"{name}"' for code, name in _STATUS_NAMES.items()}
+_KIND_PARTS = {kind: "" if kind == "INTERNAL" else f',"kind":"{kind}"' for kind in _OTLP_KINDS.values()}
 
 
 def _detail_json(scope: dict[str, str], status_code: str) -> str:
@@ -117,3 +155,19 @@ def _detail_json(scope: dict[str, str], status_code: str) -> str:
         detail["scope"] = scope
     detail["status_code"] = status_code
     return dumps(detail)
+
+
+def _tags_json(res_tags: dict[str, str], texts: dict[str, Any], scope_tags: dict[str, str], code: int, error: bool,
+               message: str) -> str:
+    """The ``"tags"`` member as :func:`convert.to_zipkin` puts it together, key by key."""
+    tags = dict(res_tags)
+    tags.update(texts)
+    tags.update(scope_tags)
+    status_code = _STATUS_NAMES.get(code, "")
+    if status_code:
+        tags["otel.status_code"] = status_code
+        if error and message:
+            tags["otel.status_description"] = message
+    if error:
+        tags["error"] = message or tags.get("error") or "true"
+    return f',"tags":{dumps(tags)}' if tags else ""

@@ -174,7 +174,7 @@ def test_otlp_fast_path_rows_equal_the_general_decoder() -> None:
     assert fast is not None and fast.rows == general.rows and fast.resources == general.resources
 
 
-def test_otlp_fast_path_edge_values_and_zipkin_rendered_at_read(tmp_path: Path) -> None:
+def test_otlp_fast_path_edge_values_and_zipkin_of_a_trace_read(tmp_path: Path) -> None:
     """Every attribute value type, scope and status (unset/OK/ERROR/unknown), attribute keys that
     collide with resource and derived tags: the fast path's rows are the general decoder's, and a
     trace read back renders to_zipkin of the decoded spans."""
