@@ -13,7 +13,8 @@ with a span the decoder would reject, are left to that general path (``None``).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import operator
+from collections.abc import Callable, Collection
 from json.encoder import encode_basestring as _enc
 from typing import Any
 
@@ -70,7 +71,8 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                 scope["version"] = ss.scope.version
             scope_tags = {f"otel.scope.{k}": v for k, v in scope.items()}
             scope_part = dumps(scope_tags)[1:-1] if scope_tags else ""
-            details = {code: _detail_json(scope, status) for code, status in _STATUS_NAMES.items()}
+            details: dict[int, str | None] = {code: _detail_json(scope, status)
+                                              for code, status in _STATUS_NAMES.items()}
             details[0] = dumps({"scope": scope}) if scope else None
             for sp in ss.spans:
                 t, s, p = sp.trace_id, sp.span_id, sp.parent_span_id
@@ -93,7 +95,8 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                         attrs[kv.key] = v.string_value
                     else:
                         plain = False
-                        attrs[kv.key] = _SCALAR.get(which, any_value)(v) if which is not None else None
+                        read = _SCALAR.get(which) if which is not None else None
+                        attrs[kv.key] = read(v) if read is not None else any_value(v)
                 kind = _OTLP_KINDS.get(sp.kind, "INTERNAL")
                 status = sp.status
                 code = status.code
@@ -140,8 +143,11 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
     return batch
 
 
-_SCALAR = {"bool_value": lambda v: v.bool_value, "int_value": lambda v: v.int_value,
-           "double_value": lambda v: v.double_value}
+#: How an AnyValue's scalar member is read (any_value reads the others).
+_SCALAR: dict[str, Callable[[Any], Any]] = {
+    "bool_value": operator.attrgetter("bool_value"), "int_value": operator.attrgetter("int_value"),
+    "double_value": operator.attrgetter("double_value"),
+}
 #: Tags a span gets from its scope and status (convert.to_zipkin): an attribute of the same key is overwritten.
 _DERIVED_TAG_KEYS = frozenset({"otel.scope.name", "otel.scope.version", "otel.status_code", "otel.status_description",
                                "error"})
