@@ -52,6 +52,9 @@ def bucket_top(bucket: int) -> int:
 def calls_of(spans: Sequence[Light]) -> list[tuple[int, str, str, int, int]]:
     """The calls of one trace as (start_us of the call's bucket span, caller, callee, duration_us,
     error) — :func:`analysis.calls` over :func:`analysis.build_tree`, without objects or graphs."""
+    unique = {s[0]: s for s in spans}
+    if len(unique) == len(spans):
+        return _calls_of_unique(spans, unique)
     by_id: dict[str, list[Light]] = defaultdict(list)
     for s in spans:
         by_id[s[0]].append(s)
@@ -87,6 +90,26 @@ def calls_of(spans: Sequence[Light]) -> list[tuple[int, str, str, int, int]]:
         out.append((c[5], p[3], c[3], duration, int(bool(c[7]) or (p[2] == "CLIENT" and bool(p[7])))))
     for key, s in keyed.items():
         if s[2] in CALLER_KINDS and key not in has_remote_child and s[4] and s[4] != s[3]:
+            out.append((s[5], s[3], s[4], s[6], int(bool(s[7]))))
+    return out
+
+
+def _calls_of_unique(spans: Sequence[Light], by_id: dict[str, Light]) -> list[tuple[int, str, str, int, int]]:
+    """:func:`calls_of` for a trace whose span ids are all different (no Zipkin shared spans: every
+    OTLP trace), where a span's id is its key in the tree: the same calls, without the grouping."""
+    parent_of = {s[0]: s[1] for s in spans if s[1] and s[1] != s[0] and s[1] in by_id}
+    break_cycles(parent_of)
+    out: list[tuple[int, str, str, int, int]] = []
+    has_remote_child: set[str] = set()
+    for key, parent in parent_of.items():
+        p, c = by_id[parent], by_id[key]
+        if p[3] == c[3]:
+            continue
+        has_remote_child.add(parent)
+        duration = p[6] if p[2] in CALLER_KINDS else c[6]
+        out.append((c[5], p[3], c[3], duration, int(bool(c[7]) or (p[2] == "CLIENT" and bool(p[7])))))
+    for s in spans:
+        if s[2] in CALLER_KINDS and s[0] not in has_remote_child and s[4] and s[4] != s[3]:
             out.append((s[5], s[3], s[4], s[6], int(bool(s[7]))))
     return out
 

@@ -368,21 +368,25 @@ class SpanStore:
         traces: dict[str, list[links.Light]] = {}
         minute_us = links.MINUTE_US
         for r in written:
-            service, start = r[5], r[7]
-            for kind, value in (("span", r[3]), ("remote", r[6])):
-                if value:
-                    k = (service, kind, value)
-                    if names.get(k, 0) < start:
-                        names[k] = start
+            service, start, remote = r[5], r[7], r[6]
+            if r[3]:
+                k = (service, "span", r[3])
+                if names.get(k, 0) < start:
+                    names[k] = start
+            if remote:
+                k = (service, "remote", remote)
+                if names.get(k, 0) < start:
+                    names[k] = start
             for pair in r[16]:
                 if values.get(pair, 0) < start:
                     values[pair] = start
-            counts = per_minute.get((start // minute_us, service))
+            m = (start // minute_us, service)
+            counts = per_minute.get(m)
             if counts is None:
-                counts = per_minute[(start // minute_us, service)] = [0, 0]
+                counts = per_minute[m] = [0, 0]
             counts[0] += 1
             counts[1] += r[9]
-            light = (r[1], r[2], r[4], service, r[6], start, r[8], r[9])
+            light = (r[1], r[2], r[4], service, remote, start, r[8], r[9])
             trace = traces.get(r[0])
             if trace is None:
                 traces[r[0]] = [light]
@@ -487,18 +491,18 @@ class SpanStore:
 
     def trace_zipkin(self, trace_id: str) -> bytes | None:
         """A trace as the Zipkin API's JSON array, from the JSON stored at index time (None when
-        unknown). Rows written before that column existed are rendered from their fields."""
+        unknown). Rows written before that column existed are rendered from their fields
+        (:func:`convert.to_zipkin`; rendering every span at read time instead made a 1,000-span trace
+        ~10x slower: 129 ms p50 with 1M spans stored, bench_queries)."""
         with self.db.lock:
             conn = self.db.conn
-            rows = conn.execute("SELECT zipkin FROM spans WHERE trace_id = ? ORDER BY start_us",
+            rows = conn.execute(f"SELECT zipkin, {_SPAN_COLUMNS} FROM spans WHERE trace_id = ? ORDER BY start_us",
                                 (trace_id,)).fetchall()
             if not rows:
                 return None
-            if any(r[0] is None for r in rows):
-                spans = self._rows_to_spans(conn, conn.execute(
-                    f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = ? ORDER BY start_us", (trace_id,)))
-                return dumps([to_zipkin(s) for s in spans]).encode()
-        return ("[" + ",".join(r[0] for r in rows) + "]").encode()
+            spans = iter(self._rows_to_spans(conn, [r[1:] for r in rows if r[0] is None]))
+        return ("[" + ",".join(r[0] if r[0] is not None else dumps(to_zipkin(next(spans))) for r in rows)
+                + "]").encode()
 
     def find_trace_ids(self, q: TraceQuery) -> list[str]:
         """Trace ids with at least one span matching every condition, newest first."""

@@ -172,3 +172,56 @@ def test_otlp_fast_path_rows_equal_the_general_decoder() -> None:
     general = Rows()
     general.rows = [row_of(s, general.resource(s.resource), keys) for s in decoded.spans]
     assert fast is not None and fast.rows == general.rows and fast.resources == general.resources
+
+
+def test_otlp_fast_path_edge_values_and_zipkin_of_a_trace_read(tmp_path: Path) -> None:
+    """Every attribute value type, scope and status (unset/OK/ERROR/unknown), attribute keys that
+    collide with resource and derived tags: the fast path's rows are the general decoder's, and a
+    trace read back renders to_zipkin of the decoded spans."""
+    from devbox.mocks.tracing import fastpath
+    from devbox.mocks.tracing.store import Rows, row_of
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    def kv(key: str, value: AnyValue) -> KeyValue:
+        return KeyValue(key=key, value=value)
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend([kv("service.name", AnyValue(string_value="Svc")),
+                                   kv("host", AnyValue(string_value="h1")), kv("n", AnyValue(int_value=1))])
+    ss = rs.scope_spans.add()
+    ss.scope.name, ss.scope.version = "lib", "1.0"
+    values = [AnyValue(string_value="s"), AnyValue(int_value=-3), AnyValue(double_value=1.5),
+              AnyValue(bool_value=False), AnyValue(bytes_value=b"\x01\xff"), AnyValue()]
+    values[0].string_value = "s"
+    arr = AnyValue()
+    arr.array_value.values.extend([AnyValue(int_value=1), AnyValue(string_value="x")])
+    kvl = AnyValue()
+    kvl.kvlist_value.values.extend([kv("a", AnyValue(bool_value=True))])
+    values += [arr, kvl]
+    for i, (code, extra) in enumerate([(0, "host"), (1, "error"), (2, "otel.status_code"), (3, "otel.scope.name"),
+                                       (2, "plain"), (0, "http.route")]):
+        sp = ss.spans.add()
+        sp.trace_id, sp.span_id = bytes([9] * 16), bytes([1, i + 1] + [0] * 6)
+        if i:
+            sp.parent_span_id = bytes([1, 1] + [0] * 6)
+        sp.name, sp.kind = f"Op{i}", i % 6
+        sp.start_time_unix_nano = (NOW - 1000) * 1000
+        sp.end_time_unix_nano = NOW * 1000
+        sp.status.code, sp.status.message = code, "bad" if code == 2 and i % 2 == 0 else ""
+        sp.attributes.extend([kv(f"k{j}", v) for j, v in enumerate(values)])
+        sp.attributes.extend([kv(extra, AnyValue(string_value="e")), kv("peer.service", AnyValue(string_value="P"))])
+    body = req.SerializeToString()
+    keys = frozenset({"k0", "k1", "k3", "k6", "host", "http.route", "error"})
+    fast = fastpath.otlp_rows(body, now_us=NOW + 1, max_future_us=0, indexed_keys=keys)
+    decoded = convert.from_otlp_protobuf(body, now_us=NOW + 1, max_future_us=0)
+    general = Rows()
+    general.rows = [row_of(s, general.resource(s.resource), keys) for s in decoded.spans]
+    assert fast is not None and fast.rows == general.rows and fast.resources == general.resources
+
+    store = SpanStore(tmp_path / "t.db", indexed_keys=keys)
+    store.insert(decoded.spans)
+    by_id = {z["id"]: z for z in json.loads(store.trace_zipkin("09" * 16) or b"")}
+    assert by_id == {s.span_id: json.loads(json.dumps(convert.to_zipkin(s))) for s in decoded.spans}
+    store.close()
