@@ -28,9 +28,11 @@ skipped rather than blocking the log.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import queue
 import signal
 import subprocess
@@ -126,6 +128,9 @@ class Report:
     aggregates: rpcstats.Aggregates | None = None
     own_services: set[str] | None = None
 
+
+#: The indexer's niceness (see main): below the platform and the check process when the CPU is short.
+INDEXER_NICE = 5
 
 #: How often calls waiting for their peer are re-examined while the WAL is idle.
 SETTLE_EVERY_S = 0.25
@@ -497,6 +502,11 @@ def main(argv: list[str] | None = None) -> None:
     if mode == "check":
         _serve_checks(conn)
         return
+    # Indexing is the background half of ingest (an acknowledged span is already safe in the WAL): when
+    # the CPU is short, the platform's listeners (acknowledging, queries, /healthz) and the check
+    # process on the acknowledge path go first, and the indexer catches up when they idle.
+    with contextlib.suppress(OSError):
+        os.nice(INDEXER_NICE)
     try:
         msg = conn.recv()
     except (EOFError, OSError):

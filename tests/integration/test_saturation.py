@@ -140,13 +140,6 @@ def _all_stored(p: PlatformThread, acked: int) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    reason="issue 14 §3.7: the platform keeps /healthz p99 at ~30 ms under this load when the machine has CPU to "
-    "spare, but on a machine whose CPU is saturated by other processes (CPU pressure ~98%) the platform's process "
-    "is not scheduled for 100-500 ms at a time (its loop lags while the process uses ~no CPU), so p99 is 0.2-0.6 s. "
-    "The other assertions pass.",
-    strict=False,
-)
 def test_api_stays_responsive_while_ingest_is_saturated(tmp_path: Path) -> None:
     now = time.time_ns() // 1000
     batch = to_otlp_request(_spans(MARKER, BATCH, now)).SerializeToString()
