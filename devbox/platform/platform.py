@@ -78,6 +78,8 @@ def _hold_heap(hold: bool) -> None:
             gc.set_threshold(*_thresholds)
 
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
+#: Seconds an idle keep-alive HTTP connection stays open (longer than the clients' own idle expiry).
+KEEP_ALIVE_S = 120
 
 
 class PortInUse(Exception):
@@ -437,7 +439,12 @@ class Platform:
         config = uvicorn.Config(
             # ws="none": no listener serves websockets, and importing uvicorn's implementation of
             # them is start-up time spent before the listener answers
-            switch, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2, ws="none"
+            switch, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2, ws="none",
+            # An idle keep-alive connection is closed by the client first: httpx drops its idle connections
+            # after 5 s (uvicorn's default here too), Go's transport after 90 s. With the server's timer as
+            # short as the client's, an export sent as the server closed met a reset (ReadError, the batch
+            # lost to a client that does not retry it) — seen beside a CPU hog, where timers fire late.
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
         server = _Server(config)
         self._http[listener] = server

@@ -13,6 +13,7 @@ name through Polaris's Discover, and ``down`` deregisters every instance."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ import httpx
 import pytest
 import yaml
 from devbox.mocks.deploy.base_image import build_base, copy_devbox
-from devbox.mocks.deploy.docker import BASE_IMAGE, build_image, connect, missing_image
+from devbox.mocks.deploy.docker import BASE_IMAGE, build_image, connect, image_tag, missing_image
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devbox.config import load_config
@@ -163,6 +164,34 @@ def _created(client: Any, tag: str) -> float:
     return datetime.datetime.fromisoformat(stamp[:19]).replace(tzinfo=datetime.UTC).timestamp()
 
 
+def _image_ids(tags: list[str]) -> set[str]:
+    """The ids the engine has under ``tags`` now (a tag it lacks is left out)."""
+    client = connect()
+    try:
+        found = set()
+        for tag in tags:
+            with contextlib.suppress(Exception):
+                found.add(client.images.get(tag).id)
+        return found
+    finally:
+        client.close()
+
+
+def _remove_replaced(before: set[str], tags: list[str]) -> None:
+    """Remove the images a rebuild untagged: on vfs each is a full copy of the base (~440 MB), and a
+    developer's every code change rebuilt six of them — the tests' engine filled the disk."""
+    replaced = before - _image_ids(tags)
+    client = connect()
+    try:
+        for _ in range(2):  # a replaced base goes once the service images built on it have gone
+            for image_id in list(replaced):
+                with contextlib.suppress(Exception):  # still used (a container of another run): left
+                    client.images.remove(image_id)
+                    replaced.discard(image_id)
+    finally:
+        client.close()
+
+
 def _current_devbox_base() -> str:
     """An image with this checkout's devbox: devbox-base itself when it was built after the last change to
     devbox's code (`make install` on a fresh clone), else :data:`CURRENT_BASE` (devbox-base + this devbox),
@@ -202,10 +231,12 @@ def test_exported_shop_registers_itself_and_serves_a_checkout(tmp_path: Path) ->
     except EngineUnavailable as exc:
         pytest.skip(f"no Docker engine: {exc}")
     started = time.monotonic()
+    config = load_config(SHOP).model_copy(update={"project": "shopexport"})
+    images = [image_tag(config.project, s) for s in SHOP_SERVICES] + [CURRENT_BASE]
+    before = _image_ids(images)
     base = _current_devbox_base()
     base_s = time.monotonic() - started
-    # its own project name: its images (devbox/shopexport-*) are not the other tests' devbox/shop-*
-    config = load_config(SHOP).model_copy(update={"project": "shopexport"})
+    # its own project name (above): its images (devbox/shopexport-*) are not the other tests' devbox/shop-*
     with running_platform(tmp_path / "platform", components=["naming", "tracing"]) as platform:
         naming_http = platform.url("polaris_http")
         hosts = Hosts.local(polaris_http=int(naming_http.rsplit(":", 1)[1]),
@@ -269,6 +300,7 @@ def test_exported_shop_registers_itself_and_serves_a_checkout(tmp_path: Path) ->
             assert len(states) == len(names) and set(states.values()) == {("running", 0)}, states
         finally:
             down = _compose(*project, "down", "--timeout", "10")
+            _remove_replaced(before, images)
         assert down.returncode == 0, down.stderr
         # every instance withdrew itself on shutdown (SIGTERM → lifespan/exit hooks → DeregisterInstance)
         left = {s: _discover(naming_http, s) for s in SHOP_SERVICES}
