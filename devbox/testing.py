@@ -122,6 +122,43 @@ class PlatformThread:
 
 
 @contextlib.contextmanager
+def starting_in_background(platform: Platform, gate: threading.Event) -> Iterator[dict[str, Any]]:
+    """``platform.start()`` on a loop of its own in a thread, for tests of what happens *while* it
+    starts (a component of the test holds the start until ``gate`` is set). Yields the outcome:
+    ``started`` once start() returned, ``error`` the exception it raised. On exit the gate is set, the
+    start awaited and the platform stopped."""
+    loop = asyncio.new_event_loop()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        async def main() -> None:
+            outcome["stop"] = asyncio.Event()
+            try:
+                await platform.start()
+                outcome["started"] = True
+            except BaseException as exc:  # reported by the test's waits
+                outcome["error"] = exc
+                return
+            await outcome["stop"].wait()
+            await platform.stop()
+
+        loop.run_until_complete(main())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield outcome
+    finally:
+        gate.set()
+        wait_for(lambda: "started" in outcome or "error" in outcome, 30, "the platform's start to end")
+        if "stop" in outcome and "started" in outcome:
+            loop.call_soon_threadsafe(outcome["stop"].set)
+        thread.join(60)
+        if not thread.is_alive():
+            loop.close()
+
+
+@contextlib.contextmanager
 def running_platform(
     root: Path | None = None,
     *,

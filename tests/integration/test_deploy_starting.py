@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
 
 from devbox.mocks.deploy.config import ServiceConfig
 
@@ -16,7 +15,7 @@ from devbox.config import ProjectConfig
 from devbox.platform.component import Component, ComponentSpec
 from devbox.platform.platform import Platform
 from devbox.platform.ports import DeployView
-from devbox.testing import wait_for
+from devbox.testing import starting_in_background, wait_for
 from tests.deploy_fakes import write_service
 
 #: Released by the test: the held component's start() waits on it.
@@ -39,26 +38,7 @@ def test_builds_run_while_the_platform_starts_and_instances_wait_until_it_serves
     specs = [*SPECS, ComponentSpec(name="held", factory=f"{__name__}:HeldComponent", after=("deploy",))]
     platform = Platform(ProjectConfig.for_tests(tmp_path, services=[svc]), components=["naming", "deploy", "held"],
                         specs=specs)
-    loop = asyncio.new_event_loop()
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        async def main() -> None:
-            outcome["stop"] = asyncio.Event()
-            try:
-                await platform.start()
-                outcome["started"] = True
-            except BaseException as exc:  # reported by the test's waits
-                outcome["error"] = exc
-                return
-            await outcome["stop"].wait()
-            await platform.stop()
-
-        loop.run_until_complete(main())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
+    with starting_in_background(platform, GATE) as outcome:
         wait_for(lambda: (tmp_path / "svc" / "built").exists() or "error" in outcome, 30,
                  "the build to run while a later component still starts")
         assert "error" not in outcome, outcome.get("error")
@@ -71,9 +51,3 @@ def test_builds_run_while_the_platform_starts_and_instances_wait_until_it_serves
                  "the instance to start and become ready once the platform serves")
         assert "error" not in outcome, outcome.get("error")
         assert platform.ctx.serving.is_set()
-    finally:
-        GATE.set()
-        wait_for(lambda: "started" in outcome or "error" in outcome, 30, "the platform's start to end")
-        if "stop" in outcome and "started" in outcome:
-            loop.call_soon_threadsafe(outcome["stop"].set)
-        thread.join(60)

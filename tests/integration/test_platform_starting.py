@@ -19,7 +19,7 @@ from devbox.assembly import SPECS
 from devbox.config import ProjectConfig
 from devbox.platform.component import Component, ComponentSpec, PlatformContext
 from devbox.platform.platform import Platform
-from devbox.testing import wait_for
+from devbox.testing import starting_in_background, wait_for
 
 #: Released by the test: the slow component's start() waits on it.
 GATE = threading.Event()
@@ -51,34 +51,8 @@ def starting(tmp_path: Path) -> Iterator[tuple[Platform, dict[str, Any]]]:
     GATE.clear()
     specs = [*SPECS, ComponentSpec(name="slow", factory=f"{__name__}:SlowComponent", after=("naming",))]
     platform = Platform(ProjectConfig.for_tests(tmp_path), components=["naming", "slow"], specs=specs)
-    loop = asyncio.new_event_loop()
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        async def main() -> None:
-            outcome["stop"] = asyncio.Event()
-            try:
-                await platform.start()
-                outcome["started"] = True
-            except BaseException as exc:  # reported by the test's wait
-                outcome["error"] = exc
-                return
-            await outcome["stop"].wait()
-            await platform.stop()
-
-        loop.run_until_complete(main())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
+    with starting_in_background(platform, GATE) as outcome:
         yield platform, outcome
-    finally:
-        GATE.set()
-        wait_for(lambda: "started" in outcome or "error" in outcome, 30, "the platform's start to end")
-        if "stop" in outcome and "started" in outcome:
-            loop.call_soon_threadsafe(outcome["stop"].set)
-        thread.join(30)
-        loop.close()
 
 
 def test_listeners_answer_starting_while_a_slow_component_starts_then_serve(
