@@ -28,7 +28,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,21 +47,9 @@ sys.path.insert(0, str(BENCH))
 import bench_metrics  # noqa: E402
 import bench_tracing  # noqa: E402
 import peers  # noqa: E402
+from bench_start import free_port, up_empty  # noqa: E402
 from bench_tracing import BATCH, blast, http_sender, make_spans  # noqa: E402
 from devbox.mocks.tracing.convert import to_otlp_request, to_zipkin  # noqa: E402
-
-LISTENERS = ("api", "otlp_http", "otlp_grpc", "zipkin", "polaris_grpc", "polaris_http", "prometheus", "alertmanager")
-GRPC_LISTENERS = ("otlp_grpc", "polaris_grpc")
-#: Python as a user has it: bytecode cached (this machine's environment turns that off, so every
-#: import of a fresh interpreter would compile from source).
-PY_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-PY_ENV["PYTHONPYCACHEPREFIX"] = str(ROOT / "build" / "pycache")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
@@ -321,44 +308,16 @@ def bench_metrics_vs_prometheus(args: argparse.Namespace, found: dict[str, peers
 # --- 4: start and idle RSS ----------------------------------------------------------------------
 
 
-def _answers(name: str, port: int) -> bool:
-    if name in GRPC_LISTENERS:
-        import grpc
-
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=1)
-        return True
-    r = POLL.get(f"http://127.0.0.1:{port}/healthz" if name == "api" else f"http://127.0.0.1:{port}/", timeout=1)
-    return r.status_code == 200 if name == "api" else r.status_code > 0
-
-
 def devbox_up_empty(tmp: Path) -> dict[str, float]:
-    """`devbox up` of an empty project: seconds until every listener answers (api: /healthz 200;
-    HTTP: any response; gRPC: an HTTP/2 handshake), then idle RSS after 3 s."""
+    """`devbox up` of an empty project (bench_start's): seconds until every listener serves (api:
+    /healthz 200; HTTP: no longer 'starting'; gRPC: an HTTP/2 handshake), then idle RSS after 3 s."""
     project = tmp / "empty"
     project.mkdir()
-    ports = {n: free_port() for n in LISTENERS}
-    (project / "devbox.yaml").write_text("project: empty\nplatform:\n  ports:\n"
-                                         + "".join(f"    {n}: {p}\n" for n, p in ports.items()) + "services: []\n")
-    started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "devbox", "up"], cwd=project, env=PY_ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, figures = up_empty(project)
     try:
-        pending = dict(ports)
-        first: dict[str, float] = {}
-        while pending and time.monotonic() - started < 60:
-            for name, port in list(pending.items()):
-                with contextlib.suppress(Exception):
-                    if _answers(name, port):
-                        first[name] = time.monotonic() - started
-                        del pending[name]
-            time.sleep(0.005)
-        if pending:
-            raise RuntimeError(f"devbox up: {', '.join(pending)} not answering after 60 s")
-        cpu = psutil.Process(proc.pid).cpu_times()
         time.sleep(3)
         own, tree = tree_rss_mb(proc.pid)
-        return {"healthy_s": max(first.values()), "cpu_s": cpu.user + cpu.system, "rss": own, "rss_tree": tree}
+        return {"healthy_s": figures["serve_s"], "cpu_s": figures["cpu_s"], "rss": own, "rss_tree": tree}
     finally:
         proc.send_signal(signal.SIGINT)
         try:
