@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -45,6 +46,20 @@ def _die_with_parent() -> Callable[[], None] | None:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     return preexec
+
+
+#: A command with no shell syntax: words of paths, options and values (``./start.sh``, ``python3 app.py --port 80``).
+_SIMPLE_COMMAND = re.compile(r"[\w./@%+=:,-]+(?:[ \t]+[\w./@%+=:,-]+)*")
+
+
+def shell_command(command: str) -> str:
+    """What ``/bin/sh -c`` runs for ``command``: a simple command is exec'ed, so the instance is the
+    shell's own process and keeps :func:`_die_with_parent`'s signal across the exec (dash forks the
+    last command of ``-c``: ``./start.sh`` ran as a child of the shell and outlived a killed devbox);
+    with ``exec`` in start.sh too (the convention), the server itself dies with devbox."""
+    command = command.strip()
+    simple = _SIMPLE_COMMAND.fullmatch(command) and command.split()[0] != "exec"
+    return f"exec {command}" if simple else command
 
 
 class RunningProcess:
@@ -123,7 +138,7 @@ class ProcessRunner:
             proc = await asyncio.create_subprocess_exec(
                 "/bin/sh",
                 "-c",
-                command,
+                shell_command(command),
                 cwd=str(cwd),
                 env={**os.environ, **env},
                 stdin=asyncio.subprocess.DEVNULL,

@@ -180,6 +180,21 @@ def test_devbox_killed_outright_leaves_instances_that_down_reaps(tmp_path: Path)
     assert wait_gone(members) == []
 
 
+def test_devbox_killed_outright_takes_an_execing_instance_with_it(tmp_path: Path) -> None:
+    # start.sh execs its server (the convention): the server is the process devbox spawned, which
+    # Linux kills when devbox dies (a scenario run killed at its timeout left whole shops running)
+    write_service(tmp_path / "svc")
+    root = project(tmp_path, HELLO)
+    assert devbox("up", "-d", "--no-reload", "--components", COMPONENTS, cwd=root).returncode == 0
+    runtime = json.loads((root / ".devbox" / "platform.json").read_text())
+    status = httpx.get(runtime["api"] + "/api/deploy/services").json()
+    members = [int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) in instance_pids(status)]
+    assert members
+    os.kill(runtime["pid"], signal.SIGKILL)
+    assert wait_gone([runtime["pid"], *members]) == []
+    devbox("down", cwd=root)  # the stale platform.json
+
+
 def _pgid(pid: int) -> int | None:
     try:
         return os.getpgid(pid)
