@@ -178,10 +178,17 @@ class Actions(System):
         if response.status_code >= 400:
             raise StepError(f"release refused: {response.status_code} {response.json().get('reason', response.text)}")
         rel: dict[str, Any] = response.json()
-        while not step.background and rel["state"] not in ("succeeded", "rolled_back", "failed", "interrupted"):
+        # "paused" ends the wait too: nobody resumes a release in a scenario, and a release holds itself
+        # there when a gate saw too few calls to judge by the end of a pause (it waited forever before)
+        while not step.background and rel["state"] not in ("succeeded", "rolled_back", "failed", "interrupted",
+                                                           "paused"):
             time.sleep(0.5)
             rel = httpx.get(api + "/current", timeout=10).json()
         self.log(f"release of {step.service} {step.version}: {rel['state']} — {rel['reason'] or rel['explain']}")
+        if rel["state"] == "paused" and not step.background:
+            held = "; ".join(g.get("message", "") for g in rel.get("last_gate") or [] if g.get("inconclusive"))
+            raise StepError(f"release of {step.service} {step.version} held at {rel.get('percent')} %"
+                            + (f": {held} — the scenario's traffic must give the gates calls to judge" if held else ""))
         if step.expect and not step.background and rel["state"] != step.expect:
             raise StepError(f"release of {step.service} {step.version} ended {rel['state']}, not {step.expect}: "
                             f"{rel['reason']}")

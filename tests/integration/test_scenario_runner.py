@@ -188,3 +188,18 @@ def test_scenario_timeout_and_unknown_traffic(project: Path) -> None:
     result = run_scenario(scenario, config)
     assert result.outcome is Outcome.ERROR
     assert "scenario timeout of 1s" in result.message or "no traffic named 'nope'" in result.message
+
+
+def test_a_release_held_by_a_gate_without_calls_ends_the_step(project: Path) -> None:
+    # no traffic: the gate cannot judge by the end of the first pause and the release holds itself
+    # (paused); the step used to wait for an end that never came, past the scenario's timeout
+    [result] = _run(project, """
+        name: held release
+        timeout: 120
+        steps:
+          - up: {services: [web]}
+          - release: {service: web, version: v2, batches: [50, 100], pause: 1, gates: ["success_rate<99"],
+                      expect: rolled_back}
+        """)
+    assert result.outcome is Outcome.ERROR, result.message
+    assert "held at 50 %" in result.message and "calls to judge" in result.message, result.message
