@@ -153,11 +153,13 @@ def test_error_burst_fires_silence_suppresses_history_shows_both_and_it_resolves
         assert payload["groupKey"] == '{}:{alertname="LowSuccessRate"}'
         assert payload["status"] == "firing"
         firing = sink.alerts("firing")
-        assert [a["labels"]["service"] for a in firing] == ["orders"]  # payment's was silenced
+        # payment's was silenced; orders' may be notified again at a group interval while it still fires
+        # (a busy machine took longer than one to resolve it), as Alertmanager re-sends a changed group
+        assert {a["labels"]["service"] for a in firing} == {"orders"}
         assert firing[0]["labels"]["severity"] == "page"
         assert firing[0]["annotations"]["summary"].startswith("orders success rate ")
         assert firing[0]["endsAt"] == "0001-01-01T00:00:00Z"
-        assert [a["labels"]["service"] for a in sink.alerts("resolved")] == ["orders"]
+        assert {a["labels"]["service"] for a in sink.alerts("resolved")} == {"orders"}
 
         history = httpx.get(api + "/api/alerts/history", params={"rule": "LowSuccessRate"}).json()["transitions"]
         fired = {t["service"]: t for t in history if t["to"] == "firing"}
