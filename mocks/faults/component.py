@@ -202,6 +202,16 @@ class FaultsComponent(Component):
     def _retune(self, proxy: FaultProxy | GrpcProxy) -> None:
         """Give the proxy its span sink, or take it away, after the service's tracing changed."""
         proxy.on_span = self._on_span if proxy.mode in ("http", "grpc") and self.traces(proxy.service) else None
+        proxy.provisional = self._provisional
+
+    def _provisional(self, service: str) -> bool:
+        """Whether the proxy spans of ``service`` made now may yet be dropped: ``trace: auto`` and not
+        yet found silent (:data:`AUTO_HOLD`) — they are held, and dropped if its own spans arrive."""
+        try:
+            auto = self.ctx.config.service(service).trace == "auto"
+        except KeyError:
+            return False
+        return auto and service not in self._untraced
 
     def _traced_behind(self, address: tuple[str, int]) -> bool:
         """Whether ``address`` is an instance proxy that makes server spans (the entry then makes none)."""
@@ -221,11 +231,7 @@ class FaultsComponent(Component):
 
     def _on_span(self, service: str, instance_id: str, span: dict[str, Any]) -> None:
         item = {"resource": _resource(service, instance_id, self._instance_tags(service, instance_id)), "span": span}
-        try:
-            auto = self.ctx.config.service(service).trace == "auto"
-        except KeyError:
-            auto = False
-        if service in self._untraced or not auto:
+        if not self._provisional(service):
             self._spans.append(item)
             return
         # trace: auto, not decided yet: an instrumented service's first spans reach tracing a moment after

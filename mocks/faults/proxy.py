@@ -245,11 +245,31 @@ class Front:
         self.on_fault = on_fault
         #: Where the server span of each forwarded request goes; None: no zero-code tracing.
         self.on_span = on_span
+        #: Whether a span made now may yet be dropped (``trace: auto`` before devbox knows whether the
+        #: service sends spans of its own); see :meth:`downstream_context`.
+        self.provisional: Callable[[str], bool] | None = None
         self.address: tuple[str, int] | None = None
         #: Connections (HTTP/TCP) or calls (gRPC) forwarded: ``connections`` in ``GET /api/faults/proxies``.
         self.connections = 0
         #: Refusing connections on purpose (a forced circuit-breaker open), not because it died.
         self.blocked = False
+
+    def downstream_context(self, trace: TraceContext) -> dict[str, str] | None:
+        """The context headers that replace the caller's on the way to the instance: the proxy's span
+        as the parent, so an instrumented service's spans nest under it.
+
+        None — the caller's context goes through unchanged — while that span may yet be dropped and the
+        caller sent a context: were the span dropped, the service's spans would hang from a span never
+        stored, and the call from its caller would vanish from the tree (the shop's first checkouts
+        lost orders -> inventory so). Without a caller context the proxy's span starts the trace, and an
+        uninstrumented service that passes ``traceparent`` on links its own calls under it.
+
+        LIMITATION: for :data:`~devbox.mocks.faults.component.AUTO_HOLD` seconds after its first request,
+        an uninstrumented service that passes a caller's context on makes its own calls look like its
+        caller's (``trace: on`` never holds)."""
+        if trace.parent_id and self.provisional is not None and self.provisional(self.service):
+            return None
+        return trace.headers()
 
 
 class FaultProxy(Front):
@@ -370,7 +390,7 @@ class FaultProxy(Front):
         trace = incoming_context(head) if self._makes_span(up_writer.get_extra_info("peername")) else None
         status: int | None = None
         try:
-            up_writer.write(head.encode(extra=trace.headers() if trace else None))
+            up_writer.write(head.encode(extra=self.downstream_context(trace) if trace else None))
             await up_writer.drain()
             _, status = await asyncio.gather(_pipe(reader, up_writer), _pipe_response(up_reader, writer))
         finally:

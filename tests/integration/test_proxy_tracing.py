@@ -52,12 +52,14 @@ async def _no_fault(*_: object) -> Decision:
     return Decision()
 
 
-def _through_proxy(upstream: tuple[str, int], calls: list[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
+def _through_proxy(upstream: tuple[str, int], calls: list[tuple[str, dict[str, str]]], *,
+                   provisional: bool = False) -> list[dict[str, Any]]:
     spans: list[dict[str, Any]] = []
 
     async def run() -> None:
         proxy = FaultProxy(service="plain", instance_id="plain-1", upstream=upstream, mode="http",
                            decide=_no_fault, on_span=lambda service, iid, span: spans.append(span))
+        proxy.provisional = lambda service: provisional
         host, port = await proxy.start()
         async with httpx.AsyncClient() as client:
             for path, headers in calls:
@@ -88,6 +90,20 @@ def test_proxy_makes_server_spans_and_propagates(plain: tuple[str, int]) -> None
     assert b3["traceId"] == "0000000000000000463ac35c9f6413ad" and b3["parentSpanId"] == "a2fb4a1d1a96d312"
     assert _Plain.seen[2]["x-b3-spanid"] == b3["spanId"]
     assert _Plain.seen[2]["traceparent"].split("-")[2] == b3["spanId"]
+
+
+def test_a_span_that_may_be_dropped_is_not_made_the_services_parent(plain: tuple[str, int]) -> None:
+    """trace: auto, before devbox knows whether the service sends its own spans: its proxy's span may
+    be dropped, so a caller's context goes through unchanged (the service's spans stay the caller's
+    children, its call stays in the tree); with no caller context the proxy's span still starts the trace."""
+    _Plain.seen.clear()
+    trace, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    spans = _through_proxy(plain, [("/orders", {"traceparent": f"00-{trace}-{parent}-01"}), ("/orders", {})],
+                           provisional=True)
+    continued, started = spans
+    assert continued["parentSpanId"] == parent
+    assert _Plain.seen[0]["traceparent"] == f"00-{trace}-{parent}-01"
+    assert _Plain.seen[1]["traceparent"] == f"00-{started['traceId']}-{started['spanId']}-01"
 
 
 def test_uninstrumented_service_shows_in_traces_and_red_metrics(plain: tuple[str, int], tmp_path: Any) -> None:
