@@ -20,7 +20,8 @@ the format as JSON Schema. A scenario::
 Steps: ``up``, ``traffic``, ``kill`` (SIGKILL), ``hang`` (SIGSTOP), ``signal``, ``stop``,
 ``start``, ``isolate``, ``fault`` (latency_ms, error_rate + status, abort_rate; scoped by caller,
 method, path), ``clear_faults``, ``naming_fault`` (drop_heartbeats, circuit_open),
-``routing_rule``, ``silence``, ``wait`` (seconds | traffic | until: <assertion>), ``expect``.
+``routing_rule``, ``silence``, ``wait`` (seconds | traffic [+ stop: true, to end it now] | until: <assertion>),
+``expect``.
 Instances are picked by index, ``random`` (seeded), ``all``, metadata, or a name given by ``as:``.
 
 Assertions (``expect:``, re-checked until ``within`` seconds): ``routing`` (share of calls on a

@@ -205,6 +205,8 @@ class WaitStep(_Model):
 
     seconds: float | None = Field(None, ge=0, le=3600)
     traffic: str | None = Field(None, description="Name of background traffic to wait for.")
+    stop: bool = Field(False, description="With traffic: end it now (no new calls; those in flight finish), "
+                                          "e.g. once a release it ran under is over.")
     until: Expectation | None = Field(None, description="An assertion that must become true.")
     timeout: float = Field(30.0, gt=0)
 
@@ -213,6 +215,8 @@ class WaitStep(_Model):
         given = [k for k in ("seconds", "traffic", "until") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("wait needs exactly one of seconds, traffic, until")
+        if self.stop and self.traffic is None:
+            raise ValueError("stop ends a background traffic: give it with `traffic: NAME`")
         return self
 
 

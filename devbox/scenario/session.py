@@ -52,6 +52,8 @@ class Session(Actions, Assertions):
             time.sleep(step.seconds)
         elif step.traffic is not None:
             run = self._traffic(step.traffic)
+            if step.stop:
+                run.cancelled.set()
             self._finish(run)
         elif step.until is not None:
             exp = step.until.model_copy(update={"within": step.timeout})

@@ -161,6 +161,10 @@ def test_kill_and_dropped_heartbeats_take_instances_out(project: Path) -> None:
         with pytest.raises(AssertionFailed, match="still healthy in naming"):
             s.do("isolate", service="web", instance="all", isolated=False, **{"as": "fine"})
             s.expect_failover(traffic=None, instance="fine", unhealthy_within=0.3, within=0)
+        # a background traffic ended early: `wait` with `stop` returns once its calls in flight are done
+        long = s.do("traffic", name="long", service="web", rate=20, duration=600, background=True)
+        s.do("wait", traffic="long", stop=True)
+        assert long.done and len(long.results) < 20 * 600
 
 
 def test_fixtures_give_a_session_and_clients(project: Path, devbox_scenario) -> None:
