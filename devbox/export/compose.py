@@ -40,7 +40,7 @@ from typing import Any, Literal
 from devbox import envvars
 from devbox.config import ProjectConfig
 from devbox.export.stack import ExportedService, Hosts, backends, config_files, dump, services
-from devbox.mocks.deploy.docker import BASE_IMAGE
+from devbox.mocks.deploy.docker import BASE_IMAGE, run_123
 
 LOG = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def _service(item: ExportedService, *, here: Path, conf: Path, network: Network)
         build: dict[str, Any] = {"context": os.path.relpath(item.context, here)}
         if item.generated_dockerfile is not None:
             build["dockerfile"] = os.path.relpath(conf / f"{item.name}.Dockerfile", item.context)
+            # the 123 image is the folder alone: where and how it starts is said here
+            out["working_dir"], out["command"] = run_123(item.svc.start)
         out["build"] = build
     out["environment"] = dict(sorted(item.env.items()))
     if network == "host":

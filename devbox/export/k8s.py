@@ -25,7 +25,7 @@ from typing import Any
 from devbox.config import ProjectConfig
 from devbox.export.stack import Backend, ExportedService, Hosts, backends, config_files, dump, services
 from devbox.mocks.deploy.config import Readiness
-from devbox.mocks.deploy.docker import BASE_IMAGE
+from devbox.mocks.deploy.docker import BASE_IMAGE, run_123
 
 #: Seconds between readiness probes.
 PERIOD = 2
@@ -77,6 +77,8 @@ def service_objects(project: str, item: ExportedService) -> list[dict[str, Any]]
         "startupProbe": {**action, "periodSeconds": PERIOD, "timeoutSeconds": 1,
                          "failureThreshold": max(1, math.ceil(svc.readiness.timeout / PERIOD))},
     }
+    if item.generated_dockerfile is not None:  # the 123 image is the folder alone (compose's says the same)
+        container["workingDir"], container["command"] = run_123(svc.start)
     if svc.stop_timeout:
         container["lifecycle"] = {"preStop": {"sleep": {"seconds": max(1, math.ceil(svc.drain))}}}
     return [_deployment(project, item.name, "service", container, replicas=svc.replicas),

@@ -132,7 +132,7 @@ def services(config: ProjectConfig, hosts: Hosts, *, base_image: str) -> list[Ex
         else:
             image, context = image_tag(config.project, svc.name), path
             generate = needs_generated_dockerfile(svc, path)
-            dockerfile = dockerfile_123(svc.image or base_image, svc.start) if generate else None
+            dockerfile = dockerfile_123(svc.image or base_image) if generate else None
         out.append(ExportedService(svc=svc, image=image, context=context, generated_dockerfile=dockerfile,
                                    port=port, env=env))
     return out

@@ -25,6 +25,7 @@ from devbox.mocks.deploy.docker import (
     image_tag,
     missing_image,
     needs_build,
+    run_123,
 )
 
 from devbox.platform.ports import NamingPort
@@ -156,8 +157,9 @@ def test_image_tags_and_preflight(tmp_path: Path) -> None:
     assert needs_build(svc, tmp_path / "svc")
     # the 123 default: a start.sh and no image: runs on devbox's base image
     assert core.preflight([ServiceConfig(name="a", path="svc", runtime="docker")], tmp_path) == []
-    assert dockerfile_123("devbox-base:bookworm") == (
-        'FROM devbox-base:bookworm\nCOPY . /usr/local/app/\nWORKDIR /usr/local/app\nCMD ["/usr/local/app/start.sh"]\n')
+    assert dockerfile_123("devbox-base:bookworm") == "FROM devbox-base:bookworm\nCOPY . /usr/local/app/\n"
+    assert run_123() == ("/usr/local/app", ["/usr/local/app/start.sh"])
+    assert run_123("python3 app.py") == ("/usr/local/app", ["/bin/sh", "-c", "python3 app.py"])
 
 
 def test_engine_not_running_says_what_to_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

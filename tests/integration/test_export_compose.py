@@ -70,7 +70,9 @@ def test_shop_export_parses_with_docker_compose(tmp_path: Path, network: str) ->
     assert orders["environment"]["DEVBOX_NAMING_GRPC"] == naming
     # no Dockerfile in the shop's folders: the 123 convention, generated next to the file
     dockerfile = (out.parent / orders["build"]["context"] / orders["build"]["dockerfile"]).resolve()
-    assert dockerfile.read_text().endswith('CMD ["/usr/local/app/start.sh"]\n')
+    assert dockerfile.read_text().endswith("COPY . /usr/local/app/\n")
+    # one build instruction (each copies the whole image on vfs): where and how it starts is said here
+    assert orders["working_dir"] == "/usr/local/app" and orders["command"] == ["/usr/local/app/start.sh"]
     assert doc["services"]["payment"]["environment"]["FRAUD_CHECK_ABOVE_CENTS"] == "50000"
 
 
