@@ -105,6 +105,18 @@ def needs_generated_dockerfile(svc: ServiceConfig, path: Path) -> bool:
     return svc.image is None or (path / "start.sh").is_file()
 
 
+def container_start(svc: ServiceConfig, path: Path, project: str) -> tuple[str, str | None, list[str] | None]:
+    """What an instance's container runs: image, working directory and command (None: the image's own).
+
+    The 123 convention's image is built here on top of ``image:`` or the base: the folder and nothing
+    else, so the container is told where and how to start; any other image runs as it is, with
+    ``start:`` as its command when one is given."""
+    if needs_generated_dockerfile(svc, path):
+        return (image_tag(project, svc.name), *run_123(svc.start))
+    argv = ["/bin/sh", "-c", svc.start] if "start" in svc.model_fields_set else None
+    return svc.image or image_tag(project, svc.name), None, argv
+
+
 def needs_build(svc: ServiceConfig, path: Path) -> bool:
     """Whether devbox builds this service's image (else ``image:`` runs as it is)."""
     return svc.image is None or needs_generated_dockerfile(svc, path)

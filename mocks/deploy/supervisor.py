@@ -36,10 +36,9 @@ from devbox.mocks.deploy.docker import (
     DockerRunner,
     DockerUnavailable,
     container_name,
+    container_start,
     image_tag,
     needs_build,
-    needs_generated_dockerfile,
-    run_123,
 )
 from devbox.mocks.deploy.errors import DeployError, NotDeployed, NotPossibleNow
 from devbox.mocks.deploy.models import DeployEvent, EventKind, InstanceState
@@ -280,13 +279,7 @@ class Supervisor:
         try:
             if svc.runtime == "docker":
                 self.docker = self.docker or DockerRunner()
-                image = svc.image or image_tag(self.project, svc.name)
-                working_dir, argv = None, (["/bin/sh", "-c", svc.start] if "start" in svc.model_fields_set else None)
-                if needs_generated_dockerfile(svc, self.service_path(svc)):
-                    # the 123 convention's image, built here on top of `image:` or the base: the folder
-                    # and nothing else, so the container is told where and how to start
-                    image = image_tag(self.project, svc.name)
-                    working_dir, argv = run_123(svc.start)
+                image, working_dir, argv = container_start(svc, self.service_path(svc), self.project)
                 inst.proc = await self.docker.spawn(
                     argv, image=image, name=container_name(self.state_dir, rec.name), env=env,
                     log_path=inst.log_path, state_dir=self.state_dir, mounts=[run_dir], working_dir=working_dir,

@@ -20,6 +20,7 @@ from devbox.mocks.deploy.docker import (
     BASE_IMAGE,
     LABEL,
     connect,
+    container_start,
     dockerfile_123,
     engine_problem,
     image_tag,
@@ -159,6 +160,13 @@ def test_image_tags_and_preflight(tmp_path: Path) -> None:
     assert core.preflight([ServiceConfig(name="a", path="svc", runtime="docker")], tmp_path) == []
     assert dockerfile_123("devbox-base:bookworm") == "FROM devbox-base:bookworm\nCOPY . /usr/local/app/\n"
     assert run_123() == ("/usr/local/app", ["/usr/local/app/start.sh"])
+    # what the instance's container runs: image: plus the folder is the image built with the folder
+    built = ("devbox/p-b:dev", "/usr/local/app", ["/usr/local/app/start.sh"])
+    assert container_start(svc, tmp_path / "svc", "p") == built
+    (tmp_path / "svc" / "start.sh").unlink()
+    assert container_start(svc, tmp_path / "svc", "p") == ("devbox-base:bookworm", None, None)  # image: as it is
+    custom = ServiceConfig(name="c", path="svc", runtime="docker", image="x:1", start="serve --port $PORT")
+    assert container_start(custom, tmp_path / "svc", "p") == ("x:1", None, ["/bin/sh", "-c", "serve --port $PORT"])
     assert run_123("python3 app.py") == ("/usr/local/app", ["/bin/sh", "-c", "python3 app.py"])
 
 

@@ -53,7 +53,9 @@ def test_shop_users_runs_in_a_container_on_the_base_image(tmp_path: Path) -> Non
             [inst] = users["instances"]
             assert inst["state"] == "ready"
             [container] = client.containers.list(filters={"label": f"{LABEL}={p.config.state_path}"})
-            assert container.attrs["Config"]["Cmd"] == ["/usr/local/app/start.sh"]  # the 123 convention
+            # the 123 convention: the image is the folder on the base; the container is told how to start
+            assert container.attrs["Config"]["Cmd"] == ["/usr/local/app/start.sh"]
+            assert container.attrs["Config"]["WorkingDir"] == "/usr/local/app"
 
             naming = p.platform.ctx.lookup(NamingPort)  # type: ignore[union-attr]
             assert naming is not None
