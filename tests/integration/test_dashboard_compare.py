@@ -39,10 +39,14 @@ def _stranger_spans() -> list[dict[str, Any]]:
 
 def _variant(spans: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """The same checkout as a new trace (Zipkin JSON) with one call fewer and one more: gateway's
-    users lookup answered without reaching users (a cache, say), and orders retries payment."""
+    users lookup answered without reaching users (a cache, say), and orders retries payment. The
+    gateway's two calls, made side by side, start in the other order (as they may in any request)."""
     trace = "c0ffee" + spans[0]["trace_id"][6:]
     [dropped] = [s for s in spans if s["service"] == "users" and
                  next(p for p in spans if p["span_id"] == s["parent_id"])["service"] == "gateway"]
+    first, second = sorted((s for s in spans if s["service"] == "gateway" and s["kind"] == "CLIENT"),
+                           key=lambda s: s["start_us"])
+    starts = {first["span_id"]: second["start_us"], second["span_id"]: first["start_us"]}
     [charge] = [s for s in spans if s["service"] == "orders" and s["kind"] == "CLIENT" and s["name"] == "POST"]
     # span ids of its own (a retry's id must not be its original's)
     fresh = {s["span_id"]: f"{i + 1:016x}" for i, s in enumerate(spans)} | {"retry": f"{len(spans) + 1:016x}"}
@@ -50,7 +54,8 @@ def _variant(spans: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     out = []
     for s in [*(s for s in spans if s is not dropped), retry]:
         z = {"traceId": trace, "id": fresh[s["span_id"]], "name": s["name"], "kind": s["kind"],
-             "timestamp": s["start_us"], "duration": s["duration_us"], "localEndpoint": {"serviceName": s["service"]},
+             "timestamp": starts.get(s["span_id"], s["start_us"]), "duration": s["duration_us"],
+             "localEndpoint": {"serviceName": s["service"]},
              "tags": {k: str(v) for k, v in (s.get("attributes") or {}).items()}}
         if s["parent_id"]:
             z["parentId"] = fresh[s["parent_id"]]

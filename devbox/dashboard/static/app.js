@@ -270,20 +270,26 @@ function logRows(el, lines, hilite, append) {
 
 // --- compare two traces: span trees matched by path ------------------------------------------------
 // A span's key is its parent's key + "service · operation · kind" + its repeat number among siblings with that
-// label, so the same call in two requests matches while a retry (a second repeat) or a new call does not.
+// label, so the same call in two requests matches while a retry (a second repeat) or a new call does not. Repeats
+// are numbered by callee (the service of a client span's child), then start: calls made side by side (the
+// gateway's GET to users and its GET to orders) start in a different order from one request to the next, and a
+// call whose callee made no span (a cache answered, the callee was down) still numbers after the others.
 function keyedTree(spans) {
   const byId = Object.fromEntries(spans.map((s) => [s.span_id, s]));
   const kids = {};
   spans.forEach((s) => { const p = byId[s.parent_id] ? s.parent_id : ""; (kids[p] = kids[p] || []).push(s); });
   Object.values(kids).forEach((l) => l.sort((a, b) => a.start_us - b.start_us));
+  const labelOf = (s) => `${s.service} · ${s.name} · ${s.kind.toLowerCase()}`;
+  const callee = (s) => ((kids[s.span_id] || []).find((c) => c.service !== s.service) || {}).service || s.remote_service || "\uffff";
   const nodes = new Map(), children = {};
   const walk = (parent, list, depth) => {
     const seen = {};
+    [...list].sort((a, b) => labelOf(a).localeCompare(labelOf(b)) || callee(a).localeCompare(callee(b)) || a.start_us - b.start_us)
+      .forEach((s) => { const label = labelOf(s); seen[label] = (seen[label] || 0) + 1; s._repeat = seen[label]; });
     list.forEach((s) => {
-      const label = `${s.service} · ${s.name} · ${s.kind.toLowerCase()}`;
-      seen[label] = (seen[label] || 0) + 1;
-      const key = `${parent}/${label}#${seen[label]}`;
-      nodes.set(key, { s, depth, repeat: seen[label] });
+      const label = labelOf(s);
+      const key = `${parent}/${label}#${s._repeat}`;
+      nodes.set(key, { s, depth, repeat: s._repeat });
       (children[parent] = children[parent] || []).push(key);
       walk(key, kids[s.span_id] || [], depth + 1);
     });
