@@ -19,18 +19,19 @@ install:  ## everything: Debian peers used by the tests, then devbox with its de
 	@if command -v mvn >/dev/null; then mvn -B -q dependency:go-offline -f tests/peers/polaris-java/pom.xml \
 	  || echo "polaris-java not fetched: test_naming_polaris_java fetches it or says why it skips"; fi
 
-# pytest-xdist workers: one more than the machine has cores. Many long tests wait more than they
-# compute (a shop coming up, a release's pause, a load run's seconds), so a third worker on two cores
-# keeps them busier: beside a CPU hog 9:14-9:24 against 11:18-11:43 with two. The first three-worker
-# runs failed on timing 4 times in 5 — each was a real race the load exposed (a held release, a
-# dropped parent span, a compare matched by start order...), fixed since. --dist loadscope keeps each
-# module on one worker, so a module-scoped fixture (a deployed shop, a seeded platform) starts once,
-# not once per worker. Every test listens on port 0, so workers never collide. pytest exits 5 when it
-# ran no test: make (and CI) fail on it like on any other non-zero exit. --no-loadscope-reorder: xdist
-# would otherwise hand out scopes by their number of tests, so the one-test scopes that take minutes
-# (the shop's scenario suite, the tour) started last and were the run's tail; tests/conftest.py orders
+# pytest-xdist workers: as many as the machine has cores. The suite is CPU-bound on two cores (idle:
+# 135 % CPU, vmstat 1-15 % idle throughout), yet many long tests wait (a shop coming up, a release's
+# pause, a load run's seconds), so a third worker is faster beside a CPU hog — 9:14-10:42 against
+# 11:18-11:43 with two — but 2 of its 3 latest runs failed on timing (a latency budget, /healthz p99
+# under saturated ingest, an alert re-firing on the starved machine) against 0 of 3 with two: a green
+# suite first; `make test WORKERS=3` for the faster one. --dist loadscope keeps each module on one
+# worker, so a module-scoped fixture (a deployed shop, a seeded platform) starts once, not once per
+# worker. Every test listens on port 0, so workers never collide. pytest exits 5 when it ran no test:
+# make (and CI) fail on it like on any other non-zero exit. --no-loadscope-reorder: xdist would
+# otherwise hand out scopes by their number of tests, so the one-test scopes that take minutes (the
+# shop's scenario suite, the tour) started last and were the run's tail; tests/conftest.py orders
 # them longest first instead.
-WORKERS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)) + 1)")
+WORKERS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)))")
 PYTEST_PARALLEL = -n $(WORKERS) --dist loadscope --no-loadscope-reorder
 # This machine's environment sets PYTHONDONTWRITEBYTECODE=1: then every import compiles from source,
 # and pytest re-rewrites the asserts of all ~400 devbox modules (the package is a pytest plugin) in
