@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -35,6 +36,7 @@ RULE = {
 }
 
 
+@pytest.mark.slow  # 5-8 s of real processes: left out of make test-quick
 def test_span_errors_fire_the_success_rate_rule_and_it_resolves(tmp_path: Path) -> None:
     config = ProjectConfig.for_tests(
         tmp_path,

@@ -96,6 +96,7 @@ def live_instances(p: PlatformThread) -> int:
                for inst in dep["instances"] if inst["state"] not in ("stopped", "failed"))
 
 
+@pytest.mark.slow  # 5-8 s of real processes: left out of make test-quick
 def test_a_slow_new_version_fails_the_p99_gate_and_is_rolled_back_with_the_numbers(platform: PlatformThread) -> None:
     entry = services(platform)["web"]["front_port"]
     with EntryClient(entry):
@@ -143,6 +144,7 @@ def test_in_place_release_adds_no_capacity_and_fails_no_entry_request(platform: 
     assert dep["tags"]["version"] == "v-inplace" and dep["ready"] == 2 and "web@release" not in services(platform)
 
 
+@pytest.mark.slow  # 5-8 s of real processes: left out of make test-quick
 def test_a_paused_release_stands_still_until_resumed(platform: PlatformThread) -> None:
     start(platform, service="web", version="v-resumed", batches=[50, 100], pause=2)
     wait_for(lambda: current(platform)["batch"] == 0, 60, "the first batch")

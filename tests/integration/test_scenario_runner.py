@@ -140,6 +140,7 @@ def test_proxy_latency_abort_and_caller_scope(project: Path) -> None:
     assert config.faults.enabled is False  # only the scenario's copy turned it on
 
 
+@pytest.mark.slow  # 5-8 s of real processes: left out of make test-quick
 def test_kill_and_dropped_heartbeats_take_instances_out(project: Path) -> None:
     with open_session(project, seed=2) as s:
         s.do("up", services=["web"])

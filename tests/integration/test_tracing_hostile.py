@@ -112,6 +112,7 @@ def test_big_zipkin_body_is_decoded_off_the_loop(platform: PlatformThread) -> No
     assert worst < 1.0, f"/healthz stalled {worst:.2f}s while a big body was decoded"
 
 
+@pytest.mark.slow  # 5-8 s of real processes: left out of make test-quick
 def test_saturated_ingest_answers_retryable_busy_and_keeps_every_acknowledged_span(tmp_path: object) -> None:
     import pathlib
 

@@ -230,6 +230,7 @@ with running_platform(Path(sys.argv[1]), components=["tracing"]) as p:
 """
 
 
+@pytest.mark.slow  # 5-8 s of real processes: left out of make test-quick
 def test_acknowledged_spans_survive_kill_9(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

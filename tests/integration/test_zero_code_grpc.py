@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import httpx
+import pytest
 from devbox.mocks.deploy.config import ServiceConfig
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -79,6 +80,7 @@ def _call(target: str, method: str, metadata: tuple[tuple[str, str], ...] = ()) 
     return grpc.StatusCode.OK
 
 
+@pytest.mark.slow  # 5-8 s of real processes: left out of make test-quick
 def test_uninstrumented_grpc_service_shows_in_traces_topology_and_red(tmp_path: Path) -> None:
     folder = tmp_path / "echo"
     folder.mkdir()

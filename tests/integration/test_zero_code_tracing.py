@@ -147,6 +147,7 @@ def _entry(p: PlatformThread, service: str) -> str:
 
 
 @pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain")
+@pytest.mark.slow  # 5-8 s of real processes: left out of make test-quick
 def test_uninstrumented_python_and_go_services_show_in_topology_and_red(tmp_path: Path) -> None:
     go_port = _free_port()
     _python_service(tmp_path / "py", PLAIN)
