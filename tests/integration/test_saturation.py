@@ -6,6 +6,11 @@ not share the platform's interpreter) send for ~10 s, while a 52 MiB OTLP/gRPC e
 /healthz p99 <= max(100 ms, 3x the p99 measured on the idle platform in the same test — a busy CI
 machine must not fail it spuriously), every export answered 200 or 503 with Retry-After (no other
 5xx, no hang past the client timeout), and every acknowledged span stored afterwards.
+
+The p99 limit also allows 3x the p99 of a control — a bare stdlib HTTP server in a process of its
+own, probed the same way in the same seconds: beside a CPU hog the scheduler alone delays a probe
+by hundreds of ms now and then (hog18: devbox 198 ms), which says nothing about devbox; a stall of
+devbox's own (its loop or the GIL held by ingest) shows as devbox's p99 far above the control's.
 """
 
 from __future__ import annotations
@@ -126,6 +131,21 @@ class Prober:
                 "p99_ms": _percentile(self.times, 0.99) * 1000, "max_ms": max(self.times) * 1000}
 
 
+# The control: a bare HTTP server on port 0 (its port on the first line), answering 200 to any GET.
+CONTROL_SCRIPT = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK wait
+    def do_GET(self):
+        self.send_response(200); self.send_header("content-length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
 def _stored(p: PlatformThread) -> int:
     return int(httpx.get(p.url("api") + "/api/platform", timeout=CLIENT_TIMEOUT).json()
                ["components"]["tracing"]["spans_stored"])
@@ -157,6 +177,9 @@ def test_api_stays_responsive_while_ingest_is_saturated(tmp_path: Path) -> None:
             wait_for(lambda: len(idle.times) >= 200, 30, "200 /healthz probes of the idle platform")
         baseline = idle.summary()
 
+        control_server = subprocess.Popen([sys.executable, "-c", CONTROL_SCRIPT], stdout=subprocess.PIPE, text=True)
+        assert control_server.stdout is not None
+        control_url = f"http://127.0.0.1:{control_server.stdout.readline().strip()}/"
         load = subprocess.Popen([sys.executable, "-c", EXPORTER_SCRIPT, p.url("otlp_http") + "/v1/traces",
                                  str(EXPORTERS), str(LOAD_SECONDS), str(CLIENT_TIMEOUT), str(body_file),
                                  f"{MARKER:08x}"],
@@ -181,7 +204,8 @@ def test_api_stays_responsive_while_ingest_is_saturated(tmp_path: Path) -> None:
                                headers={"content-type": "application/json"}, timeout=CLIENT_TIMEOUT)
                 return r.status_code, time.monotonic() - t
 
-            with Prober(health) as busy, concurrent.futures.ThreadPoolExecutor(2) as pool:
+            with Prober(health) as busy, Prober(control_url) as control, \
+                    concurrent.futures.ThreadPoolExecutor(2) as pool:
                 load.stdin.write("go\n")
                 load.stdin.flush()
                 # the exporters are under way
@@ -192,9 +216,10 @@ def test_api_stays_responsive_while_ingest_is_saturated(tmp_path: Path) -> None:
                 grpc_code, grpc_seconds = grpc_answer.result(CLIENT_TIMEOUT * 2)
                 alert_code, alert_seconds = alert_answer.result(CLIENT_TIMEOUT * 2)
         finally:
+            control_server.kill()
             if load.poll() is None:
                 load.kill()
-        saturated = busy.summary()
+        saturated, machine = busy.summary(), control.summary()
         answers = json.loads(out)
         codes: dict[str, int] = {}
         for code, *_ in answers:
@@ -204,7 +229,8 @@ def test_api_stays_responsive_while_ingest_is_saturated(tmp_path: Path) -> None:
         settled = _all_stored(p, acked)
         stored = _stored(p)
         export_p99 = _percentile([a[3] for a in answers], 0.99)
-        report = (f"/healthz idle {baseline} saturated {saturated}; exports {codes} (p99 {export_p99:.2f}s); "
+        report = (f"/healthz idle {baseline} saturated {saturated}; control server meanwhile {machine}; "
+                  f"exports {codes} (p99 {export_p99:.2f}s); "
                   f"gRPC 52 MiB {grpc_code} in {grpc_seconds:.2f}s; 20k alerts {alert_code} in {alert_seconds:.2f}s; "
                   f"acknowledged {acked} stored {stored}")
         print(report)
@@ -215,5 +241,5 @@ def test_api_stays_responsive_while_ingest_is_saturated(tmp_path: Path) -> None:
         assert grpc_code in ("OK", "UNAVAILABLE"), report
         assert alert_code == 200, report
         assert settled and stored == acked, report
-        limit_ms = max(100.0, 3 * baseline["p99_ms"])
+        limit_ms = max(100.0, 3 * baseline["p99_ms"], 3 * machine["p99_ms"])
         assert saturated["p99_ms"] <= limit_ms, f"/healthz p99 over {limit_ms:.0f} ms: {report}"
