@@ -209,7 +209,7 @@ class GrpcProxy(Front):
         if decision.latency_ms:
             await asyncio.sleep(decision.latency_ms / 1000)
             self._report(decision, head, start, time.time())
-        context_headers = self.downstream_context(trace) if trace is not None else None
+        context_headers = self.downstream_context(trace)
         if context_headers is not None:
             outgoing = [(k, v) for k, v in metadata if k.lower() not in TRACE_KEYS]
             outgoing += [(k.lower(), v) for k, v in context_headers.items()]

@@ -254,7 +254,7 @@ class Front:
         #: Refusing connections on purpose (a forced circuit-breaker open), not because it died.
         self.blocked = False
 
-    def downstream_context(self, trace: TraceContext) -> dict[str, str] | None:
+    def downstream_context(self, trace: TraceContext | None) -> dict[str, str] | None:
         """The context headers that replace the caller's on the way to the instance: the proxy's span
         as the parent, so an instrumented service's spans nest under it.
 
@@ -266,7 +266,10 @@ class Front:
 
         LIMITATION: for :data:`~devbox.mocks.faults.component.AUTO_HOLD` seconds after its first request,
         an uninstrumented service that passes a caller's context on makes its own calls look like its
-        caller's (``trace: on`` never holds)."""
+        caller's (``trace: on`` never holds). None as well when the proxy makes no span (``trace``
+        None): the caller's context goes through."""
+        if trace is None:
+            return None
         if trace.parent_id and self.provisional is not None and self.provisional(self.service):
             return None
         return trace.headers()
@@ -390,7 +393,7 @@ class FaultProxy(Front):
         trace = incoming_context(head) if self._makes_span(up_writer.get_extra_info("peername")) else None
         status: int | None = None
         try:
-            up_writer.write(head.encode(extra=self.downstream_context(trace) if trace else None))
+            up_writer.write(head.encode(extra=self.downstream_context(trace)))
             await up_writer.drain()
             _, status = await asyncio.gather(_pipe(reader, up_writer), _pipe_response(up_reader, writer))
         finally:

@@ -82,7 +82,7 @@ def calls_of(spans: Sequence[Light]) -> list[tuple[int, str, str, int, int]]:
         if parent is not None and parent != key:
             parent_of[key] = parent
     break_cycles(parent_of)
-    return _calls_in_tree(parent_of, keyed, keyed.items())
+    return _calls_in_tree(parent_of, keyed)
 
 
 def _calls_of_unique(spans: Sequence[Light], by_id: dict[str, Light]) -> list[tuple[int, str, str, int, int]]:
@@ -90,11 +90,10 @@ def _calls_of_unique(spans: Sequence[Light], by_id: dict[str, Light]) -> list[tu
     OTLP trace), where a span's id is its key in the tree: the same calls, without the grouping."""
     parent_of = {s[0]: s[1] for s in spans if s[1] and s[1] != s[0] and s[1] in by_id}
     break_cycles(parent_of)
-    return _calls_in_tree(parent_of, by_id, ((s[0], s) for s in spans))
+    return _calls_in_tree(parent_of, by_id)
 
 
-def _calls_in_tree(parent_of: Mapping[K, K], span_of: Mapping[K, Light],
-                   nodes: Iterable[tuple[K, Light]]) -> list[tuple[int, str, str, int, int]]:
+def _calls_in_tree(parent_of: Mapping[K, K], span_of: Mapping[K, Light]) -> list[tuple[int, str, str, int, int]]:
     """The calls of a span tree (``parent_of``: node -> its parent, cycles broken): one per edge that
     crosses services, timed by the caller's side when it has one; and a client span with no child of
     the remote service (an uninstrumented callee) is a call to its remote service."""
@@ -107,7 +106,7 @@ def _calls_in_tree(parent_of: Mapping[K, K], span_of: Mapping[K, Light],
         has_remote_child.add(parent)
         duration = p[6] if p[2] in CALLER_KINDS else c[6]
         out.append((c[5], p[3], c[3], duration, int(bool(c[7]) or (p[2] == "CLIENT" and bool(p[7])))))
-    for key, s in nodes:
+    for key, s in span_of.items():
         if s[2] in CALLER_KINDS and key not in has_remote_child and s[4] and s[4] != s[3]:
             out.append((s[5], s[3], s[4], s[6], int(bool(s[7]))))
     return out

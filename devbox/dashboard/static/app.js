@@ -283,13 +283,12 @@ function keyedTree(spans) {
   const callee = (s) => ((kids[s.span_id] || []).find((c) => c.service !== s.service) || {}).service || s.remote_service || "\uffff";
   const nodes = new Map(), children = {};
   const walk = (parent, list, depth) => {
-    const seen = {};
+    const seen = {}, repeat = new Map();
     [...list].sort((a, b) => labelOf(a).localeCompare(labelOf(b)) || callee(a).localeCompare(callee(b)) || a.start_us - b.start_us)
-      .forEach((s) => { const label = labelOf(s); seen[label] = (seen[label] || 0) + 1; s._repeat = seen[label]; });
+      .forEach((s) => { const label = labelOf(s); seen[label] = (seen[label] || 0) + 1; repeat.set(s, seen[label]); });
     list.forEach((s) => {
-      const label = labelOf(s);
-      const key = `${parent}/${label}#${s._repeat}`;
-      nodes.set(key, { s, depth, repeat: s._repeat });
+      const key = `${parent}/${labelOf(s)}#${repeat.get(s)}`;
+      nodes.set(key, { s, depth, repeat: repeat.get(s) });
       (children[parent] = children[parent] || []).push(key);
       walk(key, kids[s.span_id] || [], depth + 1);
     });
