@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from devbox.testing import running_platform, wait_for
+from tests import httpc
 
 pytestmark = pytest.mark.e2e
 
@@ -76,8 +76,8 @@ def test_alerts_cli(tmp_path: Path) -> None:
             "dimensions": {"service": "orders"},
             "values": [{"name": "up", "policy": "SET", "value": 0}],
         }
-        assert httpx.post(api + "/api/metrics/custom", json=report).status_code == 200
-        wait_for(lambda: httpx.get(api + "/api/alerts", params={"state": "firing"}).json()["alerts"], timeout=60,
+        assert httpc.post(api + "/api/metrics/custom", json=report).status_code == 200
+        wait_for(lambda: httpc.get(api + "/api/alerts", params={"state": "firing"}).json()["alerts"], timeout=60,
                  what="the rule ShopDown to fire")
         [firing] = as_json(devbox(api, "alerts", "ls", "--json", cwd=tmp_path))["alerts"]
         assert firing["state"] == "firing" and firing["silenced_by"] == [added["id"]]

@@ -10,11 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from devbox.mocks.deploy.config import ServiceConfig
 
 from devbox.testing import running_platform, wait_for
+from tests import httpc
 from tests.deploy_fakes import write_service
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +47,7 @@ def test_unknown_metric_probes_and_strangers(tmp_path: Path) -> None:
         spans = [_span("a" * 32, "1" * 16, None, "probe-target", "GET /healthz", "SERVER"),
                  _span("b" * 32, "2" * 16, None, "stranger", "GET /work", "SERVER"),
                  _span("b" * 32, "3" * 16, "2" * 16, "stranger", "GET db", "CLIENT")]
-        r = httpx.post(p.url("zipkin") + "/api/v2/spans", json=spans)
+        r = httpc.post(p.url("zipkin") + "/api/v2/spans", json=spans)
         assert r.status_code == 202, r.text
         out = _devbox(api, "traces", "fanout", "--json")
         assert out.returncode == 0, out.stderr
@@ -67,8 +67,8 @@ def test_a_project_without_services_has_no_unknown_senders(tmp_path: Path) -> No
     with running_platform(tmp_path, components=["tracing", "deploy"]) as p:
         api = p.url("api")
         spans = [_span("c" * 32, "4" * 16, None, "elsewhere", "GET /work", "SERVER")]
-        assert httpx.post(p.url("zipkin") + "/api/v2/spans", json=spans).status_code == 202
-        wait_for(lambda: "elsewhere" in httpx.get(api + "/api/traces/services").json()["services"], 30,
+        assert httpc.post(p.url("zipkin") + "/api/v2/spans", json=spans).status_code == 202
+        wait_for(lambda: "elsewhere" in httpc.get(api + "/api/traces/services").json()["services"], 30,
                  "elsewhere among the span senders")
         out = _devbox(api, "status")
         assert out.returncode == 0 and "not in devbox.yaml" not in out.stdout, out

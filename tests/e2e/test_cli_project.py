@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests import httpc
 from tests.deploy_fakes import write_service
 
 pytestmark = pytest.mark.e2e
@@ -98,7 +98,7 @@ def test_up_detach_status_logs_down(tmp_path: Path) -> None:
         assert dep["service"] == "hello" and dep["ready"] == 2
         assert {i["state"] for i in dep["instances"]} == {"ready"} and all(i["healthy"] for i in dep["instances"])
         pids = instance_pids(status)
-        answer = httpx.get(f"http://127.0.0.1:{dep['instances'][0]['port']}/").json()
+        answer = httpc.get(f"http://127.0.0.1:{dep['instances'][0]['port']}/").json()
         assert answer["instance"] == dep["instances"][0]["id"]
 
         logs = devbox("logs", "hello", cwd=root, check=True).stdout
@@ -112,13 +112,13 @@ def test_up_detach_status_logs_down(tmp_path: Path) -> None:
             # the past lines come first: once they are out, it is following from the files' ends
             assert read_line(follow.stdout).startswith("hello-1 | ")
             assert read_line(follow.stdout).startswith("hello-2 | ")
-            httpx.post(runtime["api"] + "/api/deploy/services/hello/instances/hello-1/kill")
+            httpc.post(runtime["api"] + "/api/deploy/services/hello/instances/hello-1/kill")
             assert read_line(follow.stdout).startswith("hello-1 | --- devbox: starting './start.sh'")
         finally:
             follow.terminate()
             follow.wait(10)
 
-        events = httpx.get(runtime["api"] + "/api/deploy/events", params={"kind": "ready"}).json()["events"]
+        events = httpc.get(runtime["api"] + "/api/deploy/events", params={"kind": "ready"}).json()["events"]
         assert len(events) == 2
 
         again = devbox("up", "--components", COMPONENTS, cwd=root)
@@ -150,7 +150,7 @@ def test_ctrl_c_stops_everything_with_no_orphans(tmp_path: Path) -> None:
                 break
         assert any("platform ready in" in line for line in lines), lines
         runtime = json.loads((root / ".devbox" / "platform.json").read_text())
-        status = httpx.get(runtime["api"] + "/api/deploy/services").json()
+        status = httpc.get(runtime["api"] + "/api/deploy/services").json()
         pgids = instance_pids(status)
         members = [int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) in pgids]
         assert len(members) >= 4  # 2 x (sh, sleep, python)
@@ -170,7 +170,7 @@ def test_devbox_killed_outright_leaves_instances_that_down_reaps(tmp_path: Path)
     root = project(tmp_path, HELLO)
     assert devbox("up", "-d", "--no-reload", "--components", COMPONENTS, cwd=root).returncode == 0
     runtime = json.loads((root / ".devbox" / "platform.json").read_text())
-    status = httpx.get(runtime["api"] + "/api/deploy/services").json()
+    status = httpc.get(runtime["api"] + "/api/deploy/services").json()
     members = [int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) in instance_pids(status)]
     os.kill(runtime["pid"], signal.SIGKILL)
     assert wait_gone([runtime["pid"]]) == []
@@ -187,7 +187,7 @@ def test_devbox_killed_outright_takes_an_execing_instance_with_it(tmp_path: Path
     root = project(tmp_path, HELLO)
     assert devbox("up", "-d", "--no-reload", "--components", COMPONENTS, cwd=root).returncode == 0
     runtime = json.loads((root / ".devbox" / "platform.json").read_text())
-    status = httpx.get(runtime["api"] + "/api/deploy/services").json()
+    status = httpc.get(runtime["api"] + "/api/deploy/services").json()
     members = [int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) in instance_pids(status)]
     assert members
     os.kill(runtime["pid"], signal.SIGKILL)
@@ -263,7 +263,7 @@ def test_init_writes_a_project_that_comes_up(tmp_path: Path) -> None:
         status = json.loads(devbox("status", "--json", cwd=root, check=True).stdout)
         [dep] = status["services"]
         assert dep["service"] == "hello" and dep["ready"] == 1 and dep["reload"] is False
-        answer = httpx.get(f"http://127.0.0.1:{dep['instances'][0]['port']}/").json()
+        answer = httpc.get(f"http://127.0.0.1:{dep['instances'][0]['port']}/").json()
         assert answer["hello"] == "world" and answer["tags"] == "env=base"
     finally:
         devbox("down", cwd=root)

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from devbox.testing import wait_for
+from tests import httpc
 from tests.e2e.learn_shop import devbox, running_shop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -20,8 +20,8 @@ def test_explain_a_failing_checkout_and_a_service(tmp_path: Path) -> None:
     with running_shop(tmp_path) as (shop, state):
         [gateway] = next(s for s in state["services"] if s["service"] == "gateway")["instances"]
         url = f"http://127.0.0.1:{gateway['port']}/checkout/alice"
-        assert httpx.get(url, timeout=15).status_code == 200
-        assert httpx.get(url + "?fail=payment", timeout=15).status_code >= 500
+        assert httpc.get(url, timeout=15).status_code == 200
+        assert httpc.get(url + "?fail=payment", timeout=15).status_code >= 500
         def failed_trace() -> dict[str, Any] | None:
             listed = devbox("traces", "ls", "--errors", "--json", cwd=shop)
             failed = [t for t in json.loads(listed.stdout)["traces"] if "payment" in t["services"]]

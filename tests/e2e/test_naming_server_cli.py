@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from devbox import envvars
 from devbox.testing import PlatformThread, running_platform
+from tests import httpc
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> PlatformThread:
     with running_platform(root, components=["naming"]) as p:
         api = p.url("api") + "/api/naming"
         for port, env in ((8101, "base"), (8102, "feature-x")):
-            httpx.post(api + "/instances", json={"service": "orders", "host": "127.0.0.1", "port": port,
+            httpc.post(api + "/instances", json={"service": "orders", "host": "127.0.0.1", "port": port,
                                                  "health_check": False, "metadata": {"env": env}})
         yield p
 

@@ -7,10 +7,10 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from devbox.testing import wait_for
+from tests import httpc
 from tests.deploy_fakes import write_service
 from tests.e2e.test_cli_project import devbox, project
 from tests.integration.test_entry_port import free_port
@@ -43,7 +43,7 @@ def test_url_and_status_show_the_entry_port(shop: tuple[Path, int]) -> None:
     root, port = shop
     url = devbox("url", "web", cwd=root, check=True).stdout.strip()
     assert url == f"http://127.0.0.1:{port}"
-    assert httpx.get(url + "/").status_code == 200
+    assert httpc.get(url + "/").status_code == 200
     status = devbox("status", cwd=root, check=True).stdout
     assert f"web :{port}" in status, status
     unknown = devbox("url", "nope", cwd=root)
@@ -60,7 +60,7 @@ def test_release_status_history_and_rollback_from_the_cli(shop: tuple[Path, int]
     status = json.loads(devbox("release", "status", "--json", cwd=root, check=True).stdout)
     assert status["state"] == "succeeded" and status["version"] == "v2" and len(status["switch_seconds"]) == 2
     assert json.loads(devbox("status", "--json", cwd=root, check=True).stdout)["services"][0]["tags"]["version"] == "v2"
-    assert "version=v2" in httpx.get(f"http://127.0.0.1:{port}/").json()["tags"]
+    assert "version=v2" in httpc.get(f"http://127.0.0.1:{port}/").json()["tags"]
 
     nothing = devbox("release", "pause", cwd=root)
     assert nothing.returncode != 0 and "no release is running" in nothing.stderr
@@ -71,7 +71,7 @@ def test_release_status_history_and_rollback_from_the_cli(shop: tuple[Path, int]
     again = devbox("release", "web", "--version", "v4", cwd=root)
     assert again.returncode != 0 and "wait for it" in again.stderr
     api = json.loads((root / ".devbox" / "platform.json").read_text())["api"]
-    wait_for(lambda: httpx.get(api + "/api/deploy/releases/current").json()["batch"] == 0, 60, "v3's first batch")
+    wait_for(lambda: httpc.get(api + "/api/deploy/releases/current").json()["batch"] == 0, 60, "v3's first batch")
     paused = devbox("release", "pause", cwd=root, check=True).stdout
     assert "paused" in paused and "devbox release resume" in paused
     rolled = devbox("release", "rollback", cwd=root, timeout=60, check=True).stdout
@@ -81,4 +81,4 @@ def test_release_status_history_and_rollback_from_the_cli(shop: tuple[Path, int]
     assert [(r["version"], r["state"]) for r in history] == [("v3", "rolled_back"), ("v2", "succeeded")]
     listed = devbox("release", "history", cwd=root, check=True).stdout
     assert "web-v3-" in listed and "rolled_back" in listed
-    assert "version=v2" in httpx.get(f"http://127.0.0.1:{port}/").json()["tags"]
+    assert "version=v2" in httpc.get(f"http://127.0.0.1:{port}/").json()["tags"]

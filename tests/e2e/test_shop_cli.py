@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 import yaml
 
 from devbox.testing import wait_for
+from tests import httpc
 
 SHOP = Path(__file__).resolve().parents[2] / "scenarios" / "shop"
 
@@ -63,7 +63,7 @@ def test_devbox_up_runs_the_shop_and_down_stops_it(tmp_path: Path) -> None:
 
         state = wait_for(all_ready, timeout=120, every=0.5, what="every shop instance ready in `devbox status`")
         [gateway] = next(s for s in state["services"] if s["service"] == "gateway")["instances"]
-        answer = httpx.get(f"http://127.0.0.1:{gateway['port']}/checkout/alice", timeout=15)
+        answer = httpc.get(f"http://127.0.0.1:{gateway['port']}/checkout/alice", timeout=15)
         assert answer.status_code == 200, answer.text
         assert answer.json()["quote"]["approved"] is True
         assert (shop / "inventory" / "inventory_pb2_grpc.py").is_file()  # the build step ran

@@ -8,11 +8,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from devbox.mocks.tracing.convert import to_otlp_request
 
 from devbox.testing import PlatformThread, running_platform
+from tests import httpc
 from tests.integration.test_tracing_api import FAILED, OK, constructed
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
     with running_platform(tmp_path_factory.mktemp("tracing-cli"), components=["tracing"]) as p:
-        r = httpx.post(p.url("otlp_http") + "/v1/traces", content=to_otlp_request(constructed()).SerializeToString(),
+        r = httpc.post(p.url("otlp_http") + "/v1/traces", content=to_otlp_request(constructed()).SerializeToString(),
                        headers={"content-type": "application/x-protobuf"})
         assert r.status_code == 200
         yield p

@@ -8,10 +8,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
 from devbox.testing import running_platform, wait_for
+from tests import httpc
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,7 +37,7 @@ def test_amtool_silences_and_alerts(tmp_path: Path) -> None:
             "dimensions": {"service": "orders"},
             "values": [{"name": "up", "policy": "SET", "value": 0}],
         }
-        assert httpx.post(api + "/api/metrics/custom", json=report).status_code == 200
+        assert httpc.post(api + "/api/metrics/custom", json=report).status_code == 200
 
         def queried() -> subprocess.CompletedProcess[str] | None:
             out = amtool(am, "alert", "query", "-o", "json")
@@ -77,7 +77,7 @@ def test_amtool_silences_and_alerts(tmp_path: Path) -> None:
         assert missing.returncode != 0
 
         # The devbox side sees the same silences and the notification history.
-        listed = httpx.get(api + "/api/alerts/silences").json()["silences"]
+        listed = httpc.get(api + "/api/alerts/silences").json()["silences"]
         assert [s["state"] for s in listed] == ["expired"]
-        history = httpx.get(api + "/api/alerts/history", params={"rule": "AlwaysOn"}).json()["transitions"]
+        history = httpc.get(api + "/api/alerts/history", params={"rule": "AlwaysOn"}).json()["transitions"]
         assert history and history[-1]["to"] == "firing" and history[-1]["notified"]

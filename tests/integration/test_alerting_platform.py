@@ -19,6 +19,7 @@ import pytest
 
 from devbox.config import ProjectConfig
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 
 
 class WebhookSink:
@@ -124,12 +125,12 @@ def test_error_burst_fires_silence_suppresses_history_shows_both_and_it_resolves
         with Traffic(api, ["orders", "payment"]) as traffic:
             wait_for(
                 lambda: (
-                    len(httpx.get(api + "/api/metrics/promql", params={"query": "shop_success_rate"}).json()["result"])
+                    len(httpc.get(api + "/api/metrics/promql", params={"query": "shop_success_rate"}).json()["result"])
                     == 2
                 ),
                 what="both services measured",
             )
-            silence = httpx.post(
+            silence = httpc.post(
                 api + "/api/alerts/silences",
                 json={"matchers": ['service="payment"'], "duration": "10m", "comment": "known", "created_by": "t"},
             )
@@ -138,13 +139,13 @@ def test_error_burst_fires_silence_suppresses_history_shows_both_and_it_resolves
             traffic.healthy.update(orders=False, payment=False)
 
             def both_firing() -> bool:
-                alerts = httpx.get(api + "/api/alerts", params={"state": "firing"}).json()["alerts"]
+                alerts = httpc.get(api + "/api/alerts", params={"state": "firing"}).json()["alerts"]
                 return {a["labels"]["service"] for a in alerts} == {"orders", "payment"}
 
             wait_for(both_firing, what="both alerts firing")
             wait_for(lambda: sink.alerts("firing"), what="the webhook notification")
             traffic.healthy.update(orders=True, payment=True)
-            wait_for(lambda: not httpx.get(api + "/api/alerts").json()["alerts"], what="both alerts resolved")
+            wait_for(lambda: not httpc.get(api + "/api/alerts").json()["alerts"], what="both alerts resolved")
             wait_for(lambda: sink.alerts("resolved"), what="the resolved notification")
         assert traffic.errors == []
 
@@ -161,7 +162,7 @@ def test_error_burst_fires_silence_suppresses_history_shows_both_and_it_resolves
         assert firing[0]["endsAt"] == "0001-01-01T00:00:00Z"
         assert {a["labels"]["service"] for a in sink.alerts("resolved")} == {"orders"}
 
-        history = httpx.get(api + "/api/alerts/history", params={"rule": "LowSuccessRate"}).json()["transitions"]
+        history = httpc.get(api + "/api/alerts/history", params={"rule": "LowSuccessRate"}).json()["transitions"]
         fired = {t["service"]: t for t in history if t["to"] == "firing"}
         assert fired["orders"]["notified"] and not fired["orders"]["silenced"]
         assert fired["payment"]["silenced"] and fired["payment"]["silenced_by"] == [silence_id]
@@ -169,14 +170,14 @@ def test_error_burst_fires_silence_suppresses_history_shows_both_and_it_resolves
         assert fired["payment"]["value"] < 90
         resolved = {t["service"] for t in history if t["to"] == "resolved"}
         assert resolved == {"orders", "payment"}
-        only_payment = httpx.get(api + "/api/alerts/history", params={"service": "payment"}).json()["transitions"]
+        only_payment = httpc.get(api + "/api/alerts/history", params={"service": "payment"}).json()["transitions"]
         assert {t["service"] for t in only_payment} == {"payment"}
-        future = httpx.get(api + "/api/alerts/history", params={"since": str(time.time() + 60)}).json()
+        future = httpc.get(api + "/api/alerts/history", params={"since": str(time.time() + 60)}).json()
         assert future["transitions"] == []
         assert any(t.to_state.value == "firing" for t in events)
 
         # The backtest replays the stored data: the same rule would have fired for both services.
-        report = httpx.post(
+        report = httpc.post(
             api + "/api/alerts/rules/test", json={"id": "LowSuccessRate", "since": "2m", "step": "0.5s"}
         )
         assert report.status_code == 200, report.text
@@ -201,14 +202,14 @@ def test_a_short_rule_with_min_volume_ignores_a_failing_service_that_saw_too_few
         api = p.url("api")
 
         def alerts() -> dict[str, dict[str, Any]]:
-            return {a["labels"]["service"]: a for a in httpx.get(api + "/api/alerts").json()["alerts"]}
+            return {a["labels"]["service"]: a for a in httpc.get(api + "/api/alerts").json()["alerts"]}
 
         # quiet fails every call but makes only ~40 in 4 s; busy makes ~400 and fails them once unhealthy
         with Traffic(api, ["quiet"]) as quiet, Traffic(api, ["busy"], calls=10) as busy:
             quiet.healthy["quiet"] = False
             query = {"query": 'shop_success_rate{service="quiet"} < 90'}
             wait_for(
-                lambda: httpx.get(api + "/api/metrics/promql", params=query).json()["result"],
+                lambda: httpc.get(api + "/api/metrics/promql", params=query).json()["result"],
                 what="quiet's success rate below the threshold",
             )
             busy.healthy["busy"] = False
@@ -220,48 +221,48 @@ def test_a_short_rule_with_min_volume_ignores_a_failing_service_that_saw_too_few
                 fired.clear()
                 fired.update(alerts())
                 return (fired.get("busy", {}).get("state") == "firing"
-                        and bool(httpx.get(api + "/api/metrics/promql", params=query).json()["result"]))
+                        and bool(httpc.get(api + "/api/metrics/promql", params=query).json()["result"]))
 
             wait_for(busy_fires_while_quiet_is_below, what="busy's alert firing while quiet is below 90 %")
             assert "quiet" not in fired
             summary = fired["busy"]["annotations"]["summary"]
             number = summary.removeprefix("busy at ").removesuffix("%")
             assert number == f"{float(number):.1f}", summary
-        history = httpx.get(api + "/api/alerts/history", params={"service": "quiet"}).json()["transitions"]
+        history = httpc.get(api + "/api/alerts/history", params={"service": "quiet"}).json()["transitions"]
         assert history == []
 
 
 def test_rule_api_validates_creates_updates_deletes_and_backtests(tmp_path: Path) -> None:
     with platform(tmp_path) as p:
         rules = p.url("api") + "/api/alerts/rules"
-        bad = httpx.post(rules, json={"alert": "Broken", "expr": "sum(", "for": "1m"})
+        bad = httpc.post(rules, json={"alert": "Broken", "expr": "sum(", "for": "1m"})
         assert bad.status_code == 400 and "PromQL" in bad.json()["reason"]
-        bad = httpx.post(rules, json={"name": "X", "indicator": "x", "comparison": "~", "threshold": 1})
+        bad = httpc.post(rules, json={"name": "X", "indicator": "x", "comparison": "~", "threshold": 1})
         assert bad.status_code == 400 and "comparison" in bad.json()["reason"]
-        assert httpx.post(rules, content=b"{not json").status_code == 400
-        assert httpx.get(rules).json()["rules"] == []
+        assert httpc.post(rules, content=b"{not json").status_code == 400
+        assert httpc.get(rules).json()["rules"] == []
 
-        created = httpx.post(rules, json={"alert": "Up", "expr": "vector(1) > 0", "for": "1s", "group": "g"})
+        created = httpc.post(rules, json={"alert": "Up", "expr": "vector(1) > 0", "for": "1s", "group": "g"})
         assert created.status_code == 201, created.text
         assert created.json()["id"] == "g/Up"
-        assert httpx.post(rules, json={"alert": "Up", "expr": "vector(1)", "group": "g"}).status_code == 409
-        updated = httpx.put(rules + "/g/Up", json={"alert": "Up", "expr": "vector(2) > 1", "group": "g"})
+        assert httpc.post(rules, json={"alert": "Up", "expr": "vector(1)", "group": "g"}).status_code == 409
+        updated = httpc.put(rules + "/g/Up", json={"alert": "Up", "expr": "vector(2) > 1", "group": "g"})
         assert updated.status_code == 200 and updated.json()["expr"] == "vector(2) > 1"
-        wait_for(lambda: httpx.get(rules + "/Up").json()["state"] == "firing", what="the API rule firing")
+        wait_for(lambda: httpc.get(rules + "/Up").json()["state"] == "firing", what="the API rule firing")
 
-        report = httpx.post(
+        report = httpc.post(
             rules + "/test",
             json={"rule": {"alert": "Never", "expr": "vector(1) > 5"}, "since": "30s", "step": "1s"},
         )
         assert report.status_code == 200 and report.json()["episodes"] == []
         assert report.json()["evaluations"] == 31
-        bad = httpx.post(rules + "/test", json={"rule": {"alert": "Q", "expr": "rate(up)"}, "since": "1m"})
+        bad = httpc.post(rules + "/test", json={"rule": {"alert": "Q", "expr": "rate(up)"}, "since": "1m"})
         assert bad.status_code == 400, bad.text
-        assert httpx.post(rules + "/test", json={"id": "nope"}).status_code == 404
+        assert httpc.post(rules + "/test", json={"id": "nope"}).status_code == 404
 
-        assert httpx.delete(rules + "/g/Up").status_code == 200
-        assert httpx.get(rules + "/g/Up").status_code == 404
-        history = httpx.get(p.url("api") + "/api/alerts/history", params={"rule": "g/Up"}).json()["transitions"]
+        assert httpc.delete(rules + "/g/Up").status_code == 200
+        assert httpc.get(rules + "/g/Up").status_code == 404
+        history = httpc.get(p.url("api") + "/api/alerts/history", params={"rule": "g/Up"}).json()["transitions"]
         assert [t["to"] for t in history][:2] == ["resolved", "firing"]
 
 
@@ -275,7 +276,7 @@ def test_rule_files_hot_reload_and_broken_edits_keep_the_old_rules(tmp_path: Pat
         url = p.url("api") + "/api/alerts/rules"
 
         def ids() -> list[str]:
-            return [r["id"] for r in httpx.get(url).json()["rules"]]
+            return [r["id"] for r in httpc.get(url).json()["rules"]]
 
         assert ids() == ["g/A"]
         rules_file.write_text(
@@ -284,16 +285,16 @@ def test_rule_files_hot_reload_and_broken_edits_keep_the_old_rules(tmp_path: Pat
         )
         wait_for(lambda: ids() == ["g/A", "g/B"], what="the edited file to load")
         rules_file.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: vector(1) >\n")
-        errors = wait_for(lambda: httpx.get(url).json()["errors"], what="the broken edit to be reported")
+        errors = wait_for(lambda: httpc.get(url).json()["errors"], what="the broken edit to be reported")
         assert errors[0].startswith("alerts.yml:5:") and "PromQL" in errors[0]
         assert ids() == ["g/A", "g/B"]
         (tmp_path / "more.yml").write_text("rules:\n  - {name: C, indicator: up, comparison: '<', threshold: 1}\n")
         wait_for(lambda: "devbox/C" in ids(), what="a new file matching the glob")
-        forbidden = httpx.delete(url + "/devbox/C")
+        forbidden = httpc.delete(url + "/devbox/C")
         assert forbidden.status_code == 409 and "more.yml" in forbidden.json()["reason"]
 
         def reloads() -> int:
-            return httpx.get(p.url("api") + "/api/platform").json()["components"]["alerting"]["rule_reloads"]
+            return httpc.get(p.url("api") + "/api/platform").json()["components"]["alerting"]["rule_reloads"]
 
         before = reloads()
         for i in range(5):  # e.g. a log file next to the rules: not a rule source, no reload
@@ -318,26 +319,26 @@ def test_rule_files_hot_reload_and_broken_edits_keep_the_old_rules(tmp_path: Pat
 def test_bad_silences_are_refused_and_nothing_is_stored(tmp_path: Path, body: dict[str, Any]) -> None:
     with platform(tmp_path) as p:
         url = p.url("api") + "/api/alerts/silences"
-        r = httpx.post(url, json=body)
+        r = httpc.post(url, json=body)
         assert r.status_code == 400, r.text
         assert r.json()["reason"]
-        assert httpx.get(url).json()["silences"] == []
+        assert httpc.get(url).json()["silences"] == []
 
 
 def test_silences_api_rules_and_history_survive_a_restart(tmp_path: Path) -> None:
     with platform(tmp_path) as p:
         api = p.url("api")
-        silence = httpx.post(api + "/api/alerts/silences", json={"matchers": ["service=a"], "duration": "1h"}).json()
+        silence = httpc.post(api + "/api/alerts/silences", json={"matchers": ["service=a"], "duration": "1h"}).json()
         rule = {"alert": "Kept", "expr": "vector(1) > 0", "group": "g"}
-        assert httpx.post(api + "/api/alerts/rules", json=rule).status_code == 201
-        wait_for(lambda: httpx.get(api + "/api/alerts/history").json()["transitions"], what="a transition")
+        assert httpc.post(api + "/api/alerts/rules", json=rule).status_code == 201
+        wait_for(lambda: httpc.get(api + "/api/alerts/history").json()["transitions"], what="a transition")
     with platform(tmp_path) as p:
         api = p.url("api")
-        assert [s["id"] for s in httpx.get(api + "/api/alerts/silences").json()["silences"]] == [silence["id"]]
-        am = httpx.get(p.url("alertmanager") + f"/api/v2/silence/{silence['id']}").json()
+        assert [s["id"] for s in httpc.get(api + "/api/alerts/silences").json()["silences"]] == [silence["id"]]
+        am = httpc.get(p.url("alertmanager") + f"/api/v2/silence/{silence['id']}").json()
         assert am["status"]["state"] == "active"
-        assert [r["id"] for r in httpx.get(api + "/api/alerts/rules").json()["rules"]] == ["g/Kept"]
-        history = httpx.get(api + "/api/alerts/history", params={"rule": "g/Kept"}).json()["transitions"]
+        assert [r["id"] for r in httpc.get(api + "/api/alerts/rules").json()["rules"]] == ["g/Kept"]
+        history = httpc.get(api + "/api/alerts/history", params={"rule": "g/Kept"}).json()["transitions"]
         assert history[-1]["to"] == "firing"
 
 
@@ -365,11 +366,11 @@ def test_webhook_is_retried_until_the_receiver_answers(tmp_path: Path) -> None:
     try:
         with platform(tmp_path, receivers=[{"name": "flaky", "url": url, "max_retries": 3}]) as p:
             am = p.url("alertmanager")
-            posted = httpx.post(am + "/api/v2/alerts", json=[{"labels": {"alertname": "Ext", "service": "x"}}])
+            posted = httpc.post(am + "/api/v2/alerts", json=[{"labels": {"alertname": "Ext", "service": "x"}}])
             assert posted.status_code == 200
             [payload] = wait_for(lambda: got, what="the third attempt to succeed")
             assert payload["alerts"][0]["labels"] == {"alertname": "Ext", "service": "x"}
-            stats = httpx.get(p.url("api") + "/api/platform").json()["components"]["alerting"]["notifications"]
+            stats = httpc.get(p.url("api") + "/api/platform").json()["components"]["alerting"]["notifications"]
             assert stats["retries"] == 2 and stats["sent"] == 1
     finally:
         server.shutdown()
@@ -387,13 +388,13 @@ def test_devbox_yaml_inline_rules_hot_reload(tmp_path: Path) -> None:
     config.platform.ports = ProjectConfig.for_tests(tmp_path).platform.ports
     with running_platform(config=config, components=["metrics", "alerting"]) as p:
         url = p.url("api") + "/api/alerts/rules"
-        assert [r["source"] for r in httpx.get(url).json()["rules"]] == ["devbox.yaml:5"]
+        assert [r["source"] for r in httpc.get(url).json()["rules"]] == ["devbox.yaml:5"]
         source.write_text(head + rule.format(name="Second", threshold=1))
-        wait_for(lambda: [r["id"] for r in httpx.get(url).json()["rules"]] == ["devbox/Second"], what="reload")
+        wait_for(lambda: [r["id"] for r in httpc.get(url).json()["rules"]] == ["devbox/Second"], what="reload")
         source.write_text(head + rule.format(name="Third", threshold="high"))
-        errors = wait_for(lambda: httpx.get(url).json()["errors"], what="the bad edit reported")
+        errors = wait_for(lambda: httpc.get(url).json()["errors"], what="the bad edit reported")
         assert errors[0].startswith("devbox.yaml:5:") and "threshold" in errors[0]
-        assert [r["id"] for r in httpx.get(url).json()["rules"]] == ["devbox/Second"]
+        assert [r["id"] for r in httpc.get(url).json()["rules"]] == ["devbox/Second"]
 
 
 def test_alertmanager_port_refuses_bad_input_with_reasons_and_stores_nothing(tmp_path: Path) -> None:
@@ -421,9 +422,9 @@ def test_alertmanager_port_refuses_bad_input_with_reasons_and_stores_nothing(tmp
             },
         ]
         for body in bad_silences:
-            r = httpx.post(am + "/silences", json=body)
+            r = httpc.post(am + "/silences", json=body)
             assert r.status_code == 400 and isinstance(r.json(), str) and r.json(), (body, r.text)
-        r = httpx.post(
+        r = httpc.post(
             am + "/silences",
             json={
                 "id": "00000000-0000-0000-0000-000000000000",
@@ -434,7 +435,7 @@ def test_alertmanager_port_refuses_bad_input_with_reasons_and_stores_nothing(tmp
             },
         )
         assert r.status_code == 404
-        assert httpx.get(am + "/silences").json() == []
+        assert httpc.get(am + "/silences").json() == []
 
         bad_alerts = [
             [{"labels": {}}],
@@ -445,16 +446,16 @@ def test_alertmanager_port_refuses_bad_input_with_reasons_and_stores_nothing(tmp
             {"labels": {"a": "b"}},
         ]
         for body in bad_alerts:
-            r = httpx.post(am + "/alerts", json=body)
+            r = httpc.post(am + "/alerts", json=body)
             assert r.status_code == 400 and isinstance(r.json(), str), (body, r.text)
-        assert httpx.post(am + "/alerts", content=b"[{").status_code == 400
-        assert httpx.get(am + "/alerts").json() == []  # the valid alert of a refused batch was not kept
+        assert httpc.post(am + "/alerts", content=b"[{").status_code == 400
+        assert httpc.get(am + "/alerts").json() == []  # the valid alert of a refused batch was not kept
 
         for query in ("filter=service%3D~%22(%22", "active=maybe", "receiver=(", "filter=%3Dx"):
-            r = httpx.get(am + "/alerts?" + query)
+            r = httpc.get(am + "/alerts?" + query)
             assert r.status_code == 400 and r.json(), query
-        assert httpx.get(am + "/silence/nope").status_code == 404
-        assert httpx.delete(am + "/silence/nope").status_code == 404
+        assert httpc.get(am + "/silence/nope").status_code == 404
+        assert httpc.delete(am + "/silence/nope").status_code == 404
 
 
 def test_nan_and_inf_values_are_served_as_prometheus_strings(tmp_path: Path) -> None:
@@ -462,20 +463,20 @@ def test_nan_and_inf_values_are_served_as_prometheus_strings(tmp_path: Path) -> 
         api = p.url("api")
         for name, expr in (("Nan", "vector(0) / vector(0)"), ("Inf", "vector(1) / vector(0)")):
             body = {"alert": name, "expr": expr, "group": "g"}
-            assert httpx.post(api + "/api/alerts/rules", json=body).status_code == 201
+            assert httpc.post(api + "/api/alerts/rules", json=body).status_code == 201
 
         def values() -> dict[str, Any]:
-            r = httpx.get(api + "/api/alerts", params={"state": "firing"})
+            r = httpc.get(api + "/api/alerts", params={"state": "firing"})
             assert r.status_code == 200, r.text
             return {a["alertname"]: a["value"] for a in r.json()["alerts"]}
 
         assert wait_for(lambda: len(values()) == 2 and values(), what="both firing") == {"Nan": "NaN", "Inf": "+Inf"}
-        history = httpx.get(api + "/api/alerts/history")
+        history = httpc.get(api + "/api/alerts/history")
         assert history.status_code == 200
         assert {t["value"] for t in history.json()["transitions"]} <= {None, "+Inf"}  # SQLite keeps NaN as NULL
-        prom = httpx.get(p.url("prometheus") + "/api/v1/alerts").json()["data"]["alerts"]
+        prom = httpc.get(p.url("prometheus") + "/api/v1/alerts").json()["data"]["alerts"]
         assert sorted(a["value"] for a in prom) == ["+Inf", "NaN"]
-        report = httpx.post(api + "/api/alerts/rules/test", json={"id": "g/Inf", "since": "10s", "step": "1s"})
+        report = httpc.post(api + "/api/alerts/rules/test", json={"id": "g/Inf", "since": "10s", "step": "1s"})
         assert report.status_code == 200, report.text
 
 
@@ -485,7 +486,7 @@ def test_a_group_notification_lists_every_firing_alert_of_the_group(tmp_path: Pa
 
         def post(service: str) -> None:
             body = [{"labels": {"alertname": "Disk", "service": service}}]
-            assert httpx.post(am + "/alerts", json=body).status_code == 200
+            assert httpc.post(am + "/alerts", json=body).status_code == 200
 
         post("a")
         wait_for(lambda: len(sink.payloads) == 1, what="the first notification")
@@ -496,7 +497,7 @@ def test_a_group_notification_lists_every_firing_alert_of_the_group(tmp_path: Pa
             "startsAt": "2020-01-01T00:00:00Z",
             "endsAt": "2099-01-01T00:00:00Z",
         }
-        assert httpx.post(am + "/silences", json=silence).status_code == 200
+        assert httpc.post(am + "/silences", json=silence).status_code == 200
         post("b")  # silenced: no notification of its own
         post("c")
         wait_for(lambda: len(sink.payloads) == 2, what="the second notification")
@@ -523,6 +524,6 @@ def test_a_group_notification_lists_every_firing_alert_of_the_group(tmp_path: Pa
 )
 def test_bad_backtests_are_refused(tmp_path: Path, body: Any) -> None:
     with platform(tmp_path) as p:
-        r = httpx.post(p.url("api") + "/api/alerts/rules/test", content=json.dumps(body))
+        r = httpc.post(p.url("api") + "/api/alerts/rules/test", content=json.dumps(body))
         assert r.status_code == 400, r.text
         assert r.json()["reason"]

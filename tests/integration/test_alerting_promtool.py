@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from devbox.mocks.alerting.rules import load_file
 
 from devbox.testing import running_platform, wait_for
+from tests import httpc
 
 pytestmark = [
     pytest.mark.slow,
@@ -56,7 +56,7 @@ def test_exported_rules_pass_promtool_and_load_back(tmp_path: Path) -> None:
     with running_platform(
         tmp_path, components=["metrics", "alerting"], alerting={"interval": 0.2, "rules": [SHORT], "groups": GROUPS}
     ) as p:
-        exported = httpx.get(p.url("api") + "/api/alerts/rules/export")
+        exported = httpc.get(p.url("api") + "/api/alerts/rules/export")
         assert exported.status_code == 200
         path = tmp_path / "exported.yml"
         path.write_text(exported.text)
@@ -74,12 +74,12 @@ def test_exported_rules_pass_promtool_and_load_back(tmp_path: Path) -> None:
         prom = p.url("prometheus")
         def always_on_first() -> list[dict[str, Any]] | None:
             # other rules may be pending first: wait for the alert asserted, not for any alert
-            alerts = httpx.get(prom + "/api/v1/alerts").json()["data"]["alerts"]
+            alerts = httpc.get(prom + "/api/v1/alerts").json()["data"]["alerts"]
             return alerts if alerts and alerts[0]["labels"] == {"alertname": "AlwaysOn"} else None
 
         alerts = wait_for(always_on_first, timeout=60, what="AlwaysOn in Prometheus' /api/v1/alerts")
         assert alerts[0]["labels"] == {"alertname": "AlwaysOn"} and alerts[0]["state"] == "firing"
-        groups = httpx.get(prom + "/api/v1/rules").json()["data"]["groups"]
+        groups = httpc.get(prom + "/api/v1/rules").json()["data"]["groups"]
         by_name = {r["name"]: r for g in groups for r in g["rules"]}
         assert by_name["AlwaysOn"]["state"] == "firing" and by_name["AlwaysOn"]["health"] == "ok"
         assert by_name["Slow"]["duration"] == 0.5 and by_name["Slow"]["type"] == "alerting"

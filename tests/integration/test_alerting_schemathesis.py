@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +14,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from devbox.testing import PlatformThread, running_platform
+from tests import httpc
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "alertmanager-openapi.yaml"
 
@@ -26,8 +26,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThrea
     with running_platform(root, components=["alerting"], alerting={"receivers": receivers, "terminal": False}) as p:
         am = p.url("alertmanager")
         # Something to list: an alert and a silence.
-        httpx.post(am + "/api/v2/alerts", json=[{"labels": {"alertname": "Seed", "service": "a"}}]).raise_for_status()
-        httpx.post(
+        httpc.post(am + "/api/v2/alerts", json=[{"labels": {"alertname": "Seed", "service": "a"}}]).raise_for_status()
+        httpc.post(
             am + "/api/v2/silences",
             json={
                 "matchers": [{"name": "service", "value": "a", "isRegex": False}],

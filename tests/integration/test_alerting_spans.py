@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -17,6 +16,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from devbox.config import ProjectConfig
 from devbox.testing import running_platform
+from tests import httpc
 from tests.integration.test_alerting_platform import wait_for
 
 SUCCESS_RATE = {
@@ -64,17 +64,17 @@ def test_span_errors_fire_the_success_rate_rule_and_it_resolves(tmp_path: Path) 
         try:
 
             def measured() -> bool:
-                result = httpx.get(
+                result = httpc.get(
                     api + "/api/metrics/promql", params={"query": 'success_rate{callee="orders"}'}
                 ).json()["result"]
                 return bool(result) and result[0]["value"] == 100
 
             wait_for(measured, what="orders measured from its spans")
-            assert httpx.get(api + "/api/alerts").json()["alerts"] == []
+            assert httpc.get(api + "/api/alerts").json()["alerts"] == []
             failing.set()
 
             def firing() -> list[dict[str, object]]:
-                return httpx.get(api + "/api/alerts", params={"state": "firing"}).json()["alerts"]
+                return httpc.get(api + "/api/alerts", params={"state": "firing"}).json()["alerts"]
 
             [alert] = wait_for(firing, what="the success-rate alert firing")
             assert alert["labels"] == {"alertname": "OrdersFailing", "callee": "orders"}
@@ -86,5 +86,5 @@ def test_span_errors_fire_the_success_rate_rule_and_it_resolves(tmp_path: Path) 
             stop.set()
             worker.join(5)
             provider.shutdown()
-        history = httpx.get(api + "/api/alerts/history", params={"service": "orders"}).json()["transitions"]
+        history = httpc.get(api + "/api/alerts/history", params={"service": "orders"}).json()["transitions"]
         assert [t["to"] for t in reversed(history)] == ["pending", "firing", "resolved"]

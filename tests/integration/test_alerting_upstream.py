@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from devbox.testing import running_platform
+from tests import httpc
 from tests.integration.test_alerting_platform import WebhookSink, wait_for
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -68,7 +69,7 @@ def real_alertmanager(tmp_path: Path, webhook: str) -> Iterator[str]:
 
 def _ready(url: str) -> bool:
     try:
-        return httpx.get(url + "/-/ready", timeout=1).status_code == 200
+        return httpc.get(url + "/-/ready", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -92,14 +93,14 @@ def test_forwarding_and_webhook_payload_match_a_real_alertmanager(tmp_path: Path
                 "labels": {"severity": "page"},
                 "annotations": {"summary": "value {{ $value }}"},
             }
-            created = httpx.post(rules, json=body)
+            created = httpc.post(rules, json=body)
             if created.status_code == 400 and "label_replace" in created.text:
                 body["expr"] = "vector(3) > 0"
-                created = httpx.post(rules, json=body)
+                created = httpc.post(rules, json=body)
             assert created.status_code == 201, created.text
 
             def upstream_alerts() -> list[dict[str, Any]]:
-                return httpx.get(upstream + "/api/v2/alerts").json()
+                return httpc.get(upstream + "/api/v2/alerts").json()
 
             [forwarded] = wait_for(upstream_alerts, what="the alert at the real Alertmanager")
             assert forwarded["labels"]["alertname"] == "Forwarded"
@@ -109,7 +110,7 @@ def test_forwarding_and_webhook_payload_match_a_real_alertmanager(tmp_path: Path
 
             wait_for(lambda: _by_receiver(sink, "real", "firing"), what="the real Alertmanager's webhook")
             wait_for(lambda: _by_receiver(sink, "devbox-hook", "firing"), what="devbox's webhook")
-            assert httpx.delete(rules + "/devbox/Forwarded").status_code == 200
+            assert httpc.delete(rules + "/devbox/Forwarded").status_code == 200
             wait_for(lambda: _by_receiver(sink, "devbox-hook", "resolved"), what="devbox's resolved webhook")
             wait_for(lambda: _by_receiver(sink, "real", "resolved"), timeout=30, what="the real resolved webhook")
 

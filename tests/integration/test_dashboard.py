@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from devbox.testing import running_platform, wait_for
+from tests import httpc
 from tests.browser import ARGS, CHROMIUM
 
 
@@ -39,10 +39,10 @@ def test_dashboard_shows_topology_and_trace(tmp_path: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     with running_platform(tmp_path) as p:
         spans = _zipkin_trace(int(time.time() * 1e6) - 20_000)
-        assert httpx.post(p.url("zipkin") + "/api/v2/spans", json=spans).status_code == 202
+        assert httpc.post(p.url("zipkin") + "/api/v2/spans", json=spans).status_code == 202
         # the first query of a new platform waits for its indexer process to be up (up to 10 s on a busy
         # machine, past httpx's default 5 s)
-        wait_for(lambda: httpx.get(p.url("api") + "/api/topology", timeout=30).json()["edges"], timeout=30,
+        wait_for(lambda: httpc.get(p.url("api") + "/api/topology", timeout=30).json()["edges"], timeout=30,
                  what="the trace's edges in /api/topology")
         with playwright.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from devbox.testing import wait_for
+from tests import httpc
 from tests.browser import ARGS, ARTIFACTS, CHROMIUM, watched_page
 from tests.e2e.learn_shop import running_shop
 
@@ -64,7 +64,7 @@ def _variant(spans: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _whole(base: str, trace_id: str, spans: int) -> bool:
-    answer = httpx.get(f"{base}/api/traces/{trace_id}")
+    answer = httpc.get(f"{base}/api/traces/{trace_id}")
     return answer.status_code == 200 and len(answer.json()["spans"]) >= spans
 
 
@@ -76,33 +76,33 @@ def test_compare_explain_strangers_and_a_fired_alerts_context(tmp_path: Path) ->
         base = f"http://127.0.0.1:{listeners['api']['port']}"
         [gateway] = next(s for s in state["services"] if s["service"] == "gateway")["instances"]
         url = f"http://127.0.0.1:{gateway['port']}/checkout/alice"
-        assert httpx.get(url, timeout=15).status_code == 200
+        assert httpc.get(url, timeout=15).status_code == 200
 
         def ok_checkout() -> dict[str, Any] | None:
-            found = httpx.get(base + "/api/traces", params={"service": "gateway"}).json()["traces"]
+            found = httpc.get(base + "/api/traces", params={"service": "gateway"}).json()["traces"]
             return next((t for t in found if t["errors"] == 0 and "checkout" in t["root_name"] and t["spans"] >= 11),
                         None)
 
         ok = wait_for(ok_checkout, timeout=30, what="a whole successful checkout trace")
-        assert httpx.get(url + "?fail=payment", timeout=15).status_code >= 500
-        failed = wait_for(lambda: next((t for t in httpx.get(base + "/api/traces?errors=true").json()["traces"]
+        assert httpc.get(url + "?fail=payment", timeout=15).status_code >= 500
+        failed = wait_for(lambda: next((t for t in httpc.get(base + "/api/traces?errors=true").json()["traces"]
                                         if t["spans"] >= 11), None), timeout=30, what="the failed checkout's trace")
         assert _whole(base, ok["trace_id"], 11) and _whole(base, failed["trace_id"], 11)
 
         zipkin = f"http://127.0.0.1:{listeners['zipkin']['port']}/api/v2/spans"
-        variant, spans = _variant(httpx.get(f"{base}/api/traces/{ok['trace_id']}").json()["spans"])
-        assert httpx.post(zipkin, json=spans).status_code == 202
+        variant, spans = _variant(httpc.get(f"{base}/api/traces/{ok['trace_id']}").json()["spans"])
+        assert httpc.post(zipkin, json=spans).status_code == 202
         want = len(spans)
         wait_for(lambda: _whole(base, variant, want), timeout=60, what=f"the variant checkout's {want} spans")
-        assert httpx.post(zipkin, json=_stranger_spans()).status_code == 202
-        wait_for(lambda: "batch-job" in httpx.get(base + "/api/traces/services").json()["services"], timeout=30,
+        assert httpc.post(zipkin, json=_stranger_spans()).status_code == 202
+        wait_for(lambda: "batch-job" in httpc.get(base + "/api/traces/services").json()["services"], timeout=30,
                  what="batch-job among the span senders")
-        assert httpx.post(base + "/api/naming/rules", json=FEATURE_RULE).status_code in (200, 201)
+        assert httpc.post(base + "/api/naming/rules", json=FEATURE_RULE).status_code in (200, 201)
 
         # payment fails until ShopSuccessRateLow fires for it (>= 5 calls in 1 m, below 95 % for 10 s)
         def fired() -> dict[str, Any] | None:
-            httpx.get(url + "?fail=payment", timeout=15)
-            rows = httpx.get(base + "/api/alerts/history", params={"rule": "ShopSuccessRateLow"}).json()["transitions"]
+            httpc.get(url + "?fail=payment", timeout=15)
+            rows = httpc.get(base + "/api/alerts/history", params={"rule": "ShopSuccessRateLow"}).json()["transitions"]
             return next((r for r in rows if r["to"] == "firing" and r["labels"].get("callee") == "payment"), None)
 
         firing = wait_for(fired, timeout=120, every=0.5, what="ShopSuccessRateLow firing for payment in the history")

@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from devbox.testing import wait_for
+from tests import httpc
 from tests.browser import ARGS, ARTIFACTS, CHROMIUM, watched_page
 from tests.e2e.learn_shop import running_shop
 
@@ -31,24 +31,24 @@ def test_logs_load_and_trace_search_pages(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{state['platform']['listeners']['api']['port']}"
         [gateway] = next(s for s in state["services"] if s["service"] == "gateway")["instances"]
         url = f"http://127.0.0.1:{gateway['port']}/checkout/alice"
-        assert httpx.get(url, timeout=15).status_code == 200
-        assert httpx.get(url + "?fail=payment", timeout=15).status_code >= 500
+        assert httpc.get(url, timeout=15).status_code == 200
+        assert httpc.get(url + "?fail=payment", timeout=15).status_code >= 500
         def failed_trace() -> dict[str, Any] | None:
-            failed = httpx.get(base + "/api/traces?errors=true").json()["traces"]
+            failed = httpc.get(base + "/api/traces?errors=true").json()["traces"]
             return failed[0] if failed and failed[0]["spans"] >= 11 else None
 
         trace_id = wait_for(failed_trace, timeout=30, what="the failed checkout's whole trace (11 spans)")["trace_id"]
         # the SDK's request log carries the trace id: the logs API finds the failed checkout in payment's log
         # each service's log is flushed on its own: wait for both services' lines, payment's 503 among them
         def logged() -> list[dict[str, Any]] | None:
-            hits = httpx.get(base + "/api/deploy/logs", params={"trace_id": trace_id}).json()["lines"]
+            hits = httpc.get(base + "/api/deploy/logs", params={"trace_id": trace_id}).json()["lines"]
             return hits if {"gateway", "payment"} <= {h["service"] for h in hits} and any(
                 "status=503" in h["line"] for h in hits if h["service"] == "payment") else None
 
         hits = wait_for(logged, timeout=15, what="gateway's and payment's (status=503) lines of the failed trace")
         assert {"gateway", "payment"} <= {h["service"] for h in hits}
         assert any("status=503" in h["line"] for h in hits if h["service"] == "payment")
-        assert httpx.get(base + "/api/deploy/logs", params={"trace_id": "xyz"}).status_code == 400
+        assert httpc.get(base + "/api/deploy/logs", params={"trace_id": "xyz"}).status_code == 400
 
         with playwright.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -59,7 +59,7 @@ def test_logs_load_and_trace_search_pages(tmp_path: Path) -> None:
                 page.wait_for_selector("#loglines a[href^='#/traces/']")
                 assert "method=POST path=/authorize" in page.inner_text("#loglines")
                 before = page.locator("#loglines tr").count()
-                httpx.get(url, timeout=15)  # follow: the new request's line appears without a reload
+                httpc.get(url, timeout=15)  # follow: the new request's line appears without a reload
                 page.wait_for_function(f"document.querySelectorAll('#loglines tr').length > {before}")
                 page.screenshot(path=str(ARTIFACTS / "dashboard-logs.png"), full_page=True)
                 page.fill("#logTrace", trace_id)

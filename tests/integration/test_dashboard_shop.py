@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from devbox.testing import wait_for
+from tests import httpc
 from tests.browser import ARGS, ARTIFACTS, CHROMIUM
 from tests.e2e.learn_shop import running_shop
 
@@ -50,13 +50,13 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
         [gateway] = next(s for s in state["services"] if s["service"] == "gateway")["instances"]
         url = f"http://127.0.0.1:{gateway['port']}/checkout/alice"
         for _ in range(3):
-            assert httpx.get(url, timeout=15).status_code == 200
-        assert httpx.get(url + "?fail=payment", timeout=15).status_code >= 500
+            assert httpc.get(url, timeout=15).status_code == 200
+        assert httpc.get(url + "?fail=payment", timeout=15).status_code >= 500
 
         # payment fails until ShopSuccessRateLow fires for it (>= 5 calls in 1 m, below 95 % for 10 s)
         def fired() -> dict[str, Any] | None:
-            httpx.get(url + "?fail=payment", timeout=15)
-            rows = httpx.get(base + "/api/alerts/history", params={"rule": "ShopSuccessRateLow"}).json()["transitions"]
+            httpc.get(url + "?fail=payment", timeout=15)
+            rows = httpc.get(base + "/api/alerts/history", params={"rule": "ShopSuccessRateLow"}).json()["transitions"]
             return next((r for r in rows if r["to"] == "firing" and r["labels"].get("callee") == "payment"), None)
 
         wait_for(fired, timeout=120, every=0.5, what="ShopSuccessRateLow firing for payment in the history")
@@ -100,7 +100,7 @@ def _ms(us: float) -> str:
 
 def test_every_page_on_the_shop(shop: Shop, browser: Any) -> None:
     base = shop.base
-    failed = wait_for(lambda: [t for t in httpx.get(base + "/api/traces?errors=true").json()["traces"][:1]
+    failed = wait_for(lambda: [t for t in httpc.get(base + "/api/traces?errors=true").json()["traces"][:1]
                                if t["spans"] >= 11], timeout=30, what="the newest failed checkout's 11 spans")
     trace_id = failed[0]["trace_id"]
     page, errors = _page(browser)
@@ -179,7 +179,7 @@ def _old_call(now_us: int) -> list[dict[str, Any]]:
 
 
 def _edges(shop: Shop, lookback_ms: int) -> dict[str, dict[str, Any]]:
-    topo = httpx.get(shop.base + "/api/topology", params={"lookback": lookback_ms}).json()
+    topo = httpc.get(shop.base + "/api/topology", params={"lookback": lookback_ms}).json()
     return {f"{e['caller']}>{e['callee']}": e for e in topo["edges"]}
 
 
@@ -188,7 +188,7 @@ def _label(page: Any, edge: str) -> str:
 
 
 def test_topology_edges_show_rate_errors_p99_in_health_colours_for_the_chosen_window(shop: Shop, browser: Any) -> None:
-    assert httpx.post(shop.zipkin + "/api/v2/spans", json=_old_call(int(time.time() * 1e6))).status_code == 202
+    assert httpc.post(shop.zipkin + "/api/v2/spans", json=_old_call(int(time.time() * 1e6))).status_code == 202
     wait_for(lambda: "users>inventory" in _edges(shop, 3_600_000) and "users>inventory" not in _edges(shop, 300_000),
              timeout=30, what="the old users → inventory call in the 1 hour topology only")
     page, errors = _page(browser)
@@ -276,7 +276,7 @@ def test_metrics_indicator_group_by_range_and_a_bad_promql_shown_in_place(shop: 
 
 
 def _am_silence(shop: Shop, matchers: dict[str, str], state: str) -> dict[str, Any] | None:
-    for s in httpx.get(shop.alertmanager + "/api/v2/silences").json():
+    for s in httpc.get(shop.alertmanager + "/api/v2/silences").json():
         if {m["name"]: m["value"] for m in s["matchers"]} == matchers and s["status"]["state"] == state:
             return s
     return None
@@ -305,7 +305,7 @@ def test_alerts_firing_pending_silenced_with_labels_and_a_silence_made_and_expir
         assert silence["createdBy"] == "dashboard"
         wait_for(lambda: any(a["labels"].get("alertname") == "ShopSuccessRateLow" and a["labels"].get("callee") ==
                              "payment" and silence["id"] in a["status"]["silencedBy"]
-                             for a in httpx.get(shop.alertmanager + "/api/v2/alerts").json()),
+                             for a in httpc.get(shop.alertmanager + "/api/v2/alerts").json()),
                  timeout=15, what="payment's alert suppressed by the silence")
         row = page.locator("#silences tr", has_text=silence["id"][:8])
         row.wait_for()
@@ -315,7 +315,7 @@ def test_alerts_firing_pending_silenced_with_labels_and_a_silence_made_and_expir
 
         # expire it from the page
         row.locator("[data-expire]").click()
-        wait_for(lambda: httpx.get(f"{shop.alertmanager}/api/v2/silence/{silence['id']}").json()["status"]["state"]
+        wait_for(lambda: httpc.get(f"{shop.alertmanager}/api/v2/silence/{silence['id']}").json()["status"]["state"]
                  == "expired", timeout=15, what="the silence expired in Alertmanager")
         row.wait_for(state="detached")
         assert silence["id"] not in firing.inner_text()

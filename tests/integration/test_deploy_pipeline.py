@@ -15,6 +15,7 @@ from devbox.mocks.deploy.config import ServiceConfig
 
 from devbox.platform.ports import NamingPort
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 from tests.deploy_fakes import write_service
 
 FAST_RESTART = {"backoff": 0.05, "factor": 2, "max_backoff": 0.2, "crash_loop": 3, "window": 60}
@@ -32,11 +33,11 @@ def alive(pid: int) -> bool:
 
 
 def services(p: PlatformThread) -> dict[str, Any]:
-    return {d["key"]: d for d in httpx.get(p.url() + "/api/deploy/services").json()["services"]}
+    return {d["key"]: d for d in httpc.get(p.url() + "/api/deploy/services").json()["services"]}
 
 
 def events(p: PlatformThread, **params: Any) -> list[dict[str, Any]]:
-    return httpx.get(p.url() + "/api/deploy/events", params=params).json()["events"]
+    return httpc.get(p.url() + "/api/deploy/events", params=params).json()["events"]
 
 
 def naming(p: PlatformThread) -> NamingPort:
@@ -74,7 +75,7 @@ def test_lifecycle_ready_registered_injected_then_stopped(tmp_path: Path) -> Non
         pids = [i["pid"] for i in dep["instances"]]
         assert sorted(registry_view(p, "hello")) == sorted((i["port"], True) for i in dep["instances"])
         for inst in dep["instances"]:
-            answer = httpx.get(f"http://127.0.0.1:{inst['port']}/").json()
+            answer = httpc.get(f"http://127.0.0.1:{inst['port']}/").json()
             assert answer["instance"] == inst["id"] and answer["tags"] == "env=base"
             facts = yaml.safe_load(Path(inst["config"]).read_text())
             assert facts["instance"] == {"id": inst["id"], "name": inst["name"], "host": "127.0.0.1",
@@ -102,7 +103,7 @@ def test_killed_instance_is_restarted_with_backoff_then_crash_loop_stops_it(tmp_
         name, port = inst["name"], inst["port"]
         for round_ in (1, 2):
             old_pid = services(p)["fragile"]["instances"][0]["pid"]
-            r = httpx.post(p.url() + f"/api/deploy/services/fragile/instances/{name}/kill")
+            r = httpc.post(p.url() + f"/api/deploy/services/fragile/instances/{name}/kill")
             assert r.status_code == 200, r.text
             wait_for(what="restart", check=lambda n=round_: len(events(p, kind="restarted")) == n)
             now = services(p)["fragile"]["instances"][0]
@@ -113,14 +114,14 @@ def test_killed_instance_is_restarted_with_backoff_then_crash_loop_stops_it(tmp_
         assert "signal SIGKILL" in crashed[0]["message"] and "restart #1 in 0.05s" in crashed[0]["message"]
         assert "restart #2 in 0.10s" in crashed[1]["message"]
         # the third crash within the window is a crash loop: reported, not retried
-        httpx.post(p.url() + f"/api/deploy/services/fragile/instances/{name}/kill")
+        httpc.post(p.url() + f"/api/deploy/services/fragile/instances/{name}/kill")
         loop_event = wait_for(what="crash loop", check=lambda: events(p, kind="crash_loop"))[0]
         assert "crash loop: 3 crashes within 60s; not restarting" in loop_event["message"]
         now = services(p)["fragile"]["instances"][0]
         assert now["state"] == "crashloop" and now["pid"] is None
         assert registry_view(p, "fragile") in ([], [(port, False)])
         # a user can start it again by hand
-        r = httpx.post(p.url() + f"/api/deploy/services/fragile/instances/{name}/start")
+        r = httpc.post(p.url() + f"/api/deploy/services/fragile/instances/{name}/start")
         assert r.status_code == 200 and r.json()["state"] == "ready"
 
 
@@ -248,40 +249,40 @@ def test_instance_actions_scale_and_overrides(tmp_path: Path) -> None:
         base = p.url() + "/api/deploy/services/api"
         name = services(p)["api"]["instances"][0]["name"]
         # SIGSTOP: the probe fails, devbox stops heartbeating, naming sees it unhealthy; SIGCONT heals
-        assert httpx.post(f"{base}/instances/{name}/signal", json={"signal": "SIGSTOP"}).status_code == 200
+        assert httpc.post(f"{base}/instances/{name}/signal", json={"signal": "SIGSTOP"}).status_code == 200
         wait_for(what="unhealthy", check=lambda: services(p)["api"]["instances"][0]["state"] == "unhealthy")
         port = services(p)["api"]["instances"][0]["port"]
         wait_for(what="naming unhealthy", check=lambda: registry_view(p, "api") == [(port, False)])
-        assert httpx.post(f"{base}/instances/{name}/signal", json={"signal": "cont"}).status_code == 200
+        assert httpc.post(f"{base}/instances/{name}/signal", json={"signal": "cont"}).status_code == 200
         wait_for(what="healthy again", check=lambda: registry_view(p, "api") == [(port, True)])
         # stop / start by hand
-        assert httpx.post(f"{base}/instances/{name}/stop").json()["state"] == "stopped"
+        assert httpc.post(f"{base}/instances/{name}/stop").json()["state"] == "stopped"
         assert registry_view(p, "api") == []
-        assert httpx.post(f"{base}/instances/{name}/start").json()["state"] == "ready"
+        assert httpc.post(f"{base}/instances/{name}/start").json()["state"] == "ready"
         # scale up and down
-        assert httpx.post(f"{base}/scale", json={"replicas": 3}, timeout=30).json()["ready"] == 3
+        assert httpc.post(f"{base}/scale", json={"replicas": 3}, timeout=30).json()["ready"] == 3
         assert len(registry_view(p, "api")) == 3
-        assert httpx.post(f"{base}/scale", json={"replicas": 1}, timeout=30).json()["ready"] == 1
+        assert httpc.post(f"{base}/scale", json={"replicas": 1}, timeout=30).json()["ready"] == 1
         # a feature environment beside the base one: same service, other tags
-        r = httpx.post(f"{base}/start", json={"group": "feature-x", "tags": {"env": "feature-x"}}, timeout=30)
+        r = httpc.post(f"{base}/start", json={"group": "feature-x", "tags": {"env": "feature-x"}}, timeout=30)
         assert r.status_code == 200, r.text
         feature = r.json()["instances"][0]
-        assert httpx.get(f"http://127.0.0.1:{feature['port']}/").json()["tags"] == "env=feature-x"
+        assert httpc.get(f"http://127.0.0.1:{feature['port']}/").json()["tags"] == "env=feature-x"
         assert len(registry_view(p, "api")) == 2
         # bad input: 4xx with a reason
-        assert httpx.post(f"{base}/instances/nope/kill").status_code == 404
-        assert httpx.post(p.url() + "/api/deploy/services/nope/scale", json={"replicas": 1}).status_code == 404
-        bad_signal = httpx.post(f"{base}/instances/{name}/signal", json={"signal": "SIGWHAT"})
+        assert httpc.post(f"{base}/instances/nope/kill").status_code == 404
+        assert httpc.post(p.url() + "/api/deploy/services/nope/scale", json={"replicas": 1}).status_code == 404
+        bad_signal = httpc.post(f"{base}/instances/{name}/signal", json={"signal": "SIGWHAT"})
         assert bad_signal.status_code == 409 and "unknown signal" in bad_signal.json()["reason"]
-        assert httpx.post(f"{base}/scale", json={"replicas": -1}).status_code == 400
-        assert httpx.get(p.url() + "/api/deploy/events", params={"kind": "exploded"}).status_code == 400
-        assert httpx.post(f"{base}/instances/{name}/signal", json={}).status_code == 400
+        assert httpc.post(f"{base}/scale", json={"replicas": -1}).status_code == 400
+        assert httpc.get(p.url() + "/api/deploy/events", params={"kind": "exploded"}).status_code == 400
+        assert httpc.post(f"{base}/instances/{name}/signal", json={}).status_code == 400
 
 
 def test_no_services_runs_the_platform_alone(tmp_path: Path) -> None:
     with platform(tmp_path) as p:
         assert deployed(p) == []
-        body = httpx.get(p.url() + "/api/deploy/services").json()
+        body = httpc.get(p.url() + "/api/deploy/services").json()
         assert body == {"services": [], "phase": {}, "deploying": False, "errors": []}
 
 
@@ -290,13 +291,13 @@ def test_saving_a_fix_replaces_a_crash_looping_instance(tmp_path: Path) -> None:
     svc = ServiceConfig(name="loopy", path="svc", drain=0.1, restart={**FAST_RESTART, "crash_loop": 1})
     with platform(tmp_path, svc) as p:
         assert deployed(p) == []
-        httpx.post(p.url() + "/api/deploy/services/loopy/instances/loopy-1/kill")
+        httpc.post(p.url() + "/api/deploy/services/loopy/instances/loopy-1/kill")
         wait_for(what="crash loop", check=lambda: events(p, kind="crash_loop"))
         (folder / "VERSION").write_text("fixed\n")
         wait_for(what="reload", check=lambda: events(p, kind="reloaded"))
         [inst] = services(p)["loopy"]["instances"]
         assert inst["name"] == "loopy-2" and inst["state"] == "ready"
-        assert httpx.get(f"http://127.0.0.1:{inst['port']}/").json()["version"] == "fixed"
+        assert httpc.get(f"http://127.0.0.1:{inst['port']}/").json()["version"] == "fixed"
 
 
 def test_self_registering_service_is_awaited_and_not_registered_by_devbox(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import pytest
 from devbox.mocks.deploy.config import ServiceConfig
 
 from devbox.testing import EngineUnavailable, PlatformThread, docker_engine, running_platform, wait_for
+from tests import httpc
 from tests.docker_images import write_go_service
 from tests.integration.test_entry_port import free_port
 from tests.integration.test_zero_code_tracing import PLAIN, _python_service
@@ -54,7 +55,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platfor
 
 
 def services(p: PlatformThread) -> dict[str, Any]:
-    return {s["key"]: s for s in httpx.get(p.url() + "/api/deploy/services").json()["services"]}
+    return {s["key"]: s for s in httpc.get(p.url() + "/api/deploy/services").json()["services"]}
 
 
 def test_container_is_traced_by_its_proxy_and_in_topology(platform: tuple[PlatformThread, Path]) -> None:
@@ -65,7 +66,7 @@ def test_container_is_traced_by_its_proxy_and_in_topology(platform: tuple[Platfo
             assert http.get(caller + "/orders").status_code == 200
 
     def hello_spans() -> list[dict[str, Any]]:
-        found = httpx.get(p.url("zipkin") + "/api/v2/traces", params={"serviceName": "hello", "limit": 10}).json()
+        found = httpc.get(p.url("zipkin") + "/api/v2/traces", params={"serviceName": "hello", "limit": 10}).json()
         return [s for trace in found for s in trace if s["localEndpoint"]["serviceName"] == "hello"]
 
     spans = wait_for(lambda: len(hello_spans()) >= 3 and hello_spans(), timeout=60,
@@ -74,18 +75,18 @@ def test_container_is_traced_by_its_proxy_and_in_topology(platform: tuple[Platfo
     assert all(s.get("parentId") for s in spans)  # children of the caller's span: the context went through
 
     def edge() -> bool:
-        topology = httpx.get(p.url() + "/api/topology").json()
+        topology = httpc.get(p.url() + "/api/topology").json()
         return any(e["caller"] == "caller" and e["callee"] == "hello" for e in topology["edges"])
 
     wait_for(edge, timeout=60, what="caller -> hello in /api/topology")
 
 
 def _release(p: PlatformThread, **body: Any) -> dict[str, Any]:
-    started = httpx.post(p.url() + "/api/deploy/releases", json=body, timeout=30)
+    started = httpc.post(p.url() + "/api/deploy/releases", json=body, timeout=30)
     assert started.status_code == 202, started.text
 
     def finished() -> dict[str, Any] | None:
-        rel = httpx.get(p.url() + "/api/deploy/releases/current").json()
+        rel = httpc.get(p.url() + "/api/deploy/releases/current").json()
         return rel if rel["state"] in ("succeeded", "rolled_back", "failed") else None
 
     return wait_for(finished, timeout=240, what=f"release of {body['version']} finished", every=0.5)
@@ -134,7 +135,7 @@ def test_release_of_the_container_completes_and_a_failing_gate_rolls_back(
     assert "v1" in good.versions and "v2" in good.versions
     hello = services(p)["hello"]
     assert hello["tags"]["version"] == "v2" and hello["ready"] == 1
-    assert httpx.get(entry + "/").json()["version"] == "v2"
+    assert httpc.get(entry + "/").json()["version"] == "v2"
 
     # the same image, started with GO_STATUS=500 by the release: every call of v3 fails
     with Traffic(entry) as bad:
@@ -147,7 +148,7 @@ def test_release_of_the_container_completes_and_a_failing_gate_rolls_back(
     assert "hello@release" not in services(p)
 
     def v2_again() -> bool:
-        answer = httpx.get(entry + "/")
+        answer = httpc.get(entry + "/")
         return answer.status_code == 200 and answer.json()["version"] == "v2"
 
     wait_for(v2_again, timeout=30, what="v2 serving again, without errors")

@@ -31,6 +31,7 @@ from devbox.mocks.deploy.docker import (
 
 from devbox.platform.ports import NamingPort
 from devbox.testing import EngineUnavailable, PlatformThread, docker_engine, running_platform, wait_for
+from tests import httpc
 from tests.docker_images import write_go_service
 
 
@@ -46,11 +47,11 @@ def engine() -> Iterator[Any]:
 
 
 def services(p: PlatformThread) -> dict[str, Any]:
-    return {s["service"]: s for s in httpx.get(p.url() + "/api/deploy/services").json()["services"]}
+    return {s["service"]: s for s in httpc.get(p.url() + "/api/deploy/services").json()["services"]}
 
 
 def events(p: PlatformThread, **params: Any) -> list[dict[str, Any]]:
-    return httpx.get(p.url() + "/api/deploy/events", params=params).json()["events"]
+    return httpc.get(p.url() + "/api/deploy/events", params=params).json()["events"]
 
 
 def registered_ports(p: PlatformThread, service: str) -> list[int]:
@@ -70,7 +71,7 @@ def deployed(p: PlatformThread, timeout: float = 120) -> list[str]:
 
 def answer(port: int) -> dict[str, str] | None:
     try:
-        response = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+        response = httpc.get(f"http://127.0.0.1:{port}/", timeout=2)
     except httpx.HTTPError:
         return None
     return response.json() if response.status_code == 200 else None
@@ -103,9 +104,9 @@ def test_go_container_runs_registered_reloaded_and_removed(tmp_path: Path, engin
                  timeout=20, what="the container's output in the instance log")
 
         base = p.url() + f"/api/deploy/services/hello/instances/{inst['name']}/signal"
-        assert httpx.post(base, json={"signal": "SIGSTOP"}).status_code == 200
+        assert httpc.post(base, json={"signal": "SIGSTOP"}).status_code == 200
         wait_for(lambda: engine.containers.get(container.id).status == "paused", timeout=20, what="paused")
-        assert httpx.post(base, json={"signal": "SIGCONT"}).status_code == 200
+        assert httpc.post(base, json={"signal": "SIGCONT"}).status_code == 200
         wait_for(lambda: engine.containers.get(container.id).status == "running", timeout=20, what="unpaused")
 
         # hot reload: a changed file → rebuild the image → new container registered → old one removed

@@ -15,13 +15,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from devbox.mocks.deploy.config import ServiceConfig
 from devbox.mocks.deploy.docker import BASE_IMAGE, LABEL, connect, missing_image
 
 from devbox.platform.ports import NamingPort
 from devbox.testing import EngineUnavailable, PlatformThread, docker_engine, running_platform, wait_for
+from tests import httpc
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ SHOP = Path(__file__).resolve().parents[2] / "scenarios" / "shop"
 
 
 def services(p: PlatformThread) -> dict[str, Any]:
-    return {s["key"]: s for s in httpx.get(p.url() + "/api/deploy/services").json()["services"]}
+    return {s["key"]: s for s in httpc.get(p.url() + "/api/deploy/services").json()["services"]}
 
 
 def test_shop_users_runs_in_a_container_on_the_base_image(tmp_path: Path) -> None:
@@ -61,13 +61,13 @@ def test_shop_users_runs_in_a_container_on_the_base_image(tmp_path: Path) -> Non
             assert naming is not None
             assert [i.id for i in naming.instances(naming.namespace, "users") if i.healthy] == [inst["id"]]
 
-            alice = httpx.get(users["url"] + "/users/alice", timeout=10).json()
+            alice = httpc.get(users["url"] + "/users/alice", timeout=10).json()
             assert alice["name"] == "Alice" and alice["served_by"] == {
                 "service": "users", "instance": inst["id"], "env": "base"}
 
             def own_spans() -> list[dict[str, Any]]:
-                httpx.get(users["url"] + "/users/bob", timeout=10)
-                found = httpx.get(p.url("zipkin") + "/api/v2/traces", params={"serviceName": "users"}).json()
+                httpc.get(users["url"] + "/users/bob", timeout=10)
+                found = httpc.get(p.url("zipkin") + "/api/v2/traces", params={"serviceName": "users"}).json()
                 return [s for t in found for s in t if s["localEndpoint"]["serviceName"] == "users"
                         and "devbox.span.source" not in s.get("tags", {})]
 

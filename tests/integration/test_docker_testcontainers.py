@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 from devbox.mocks.deploy.docker import connect
 
 from devbox.testing import EngineUnavailable, docker_engine, running_platform, service_container
+from tests import httpc
 from tests.docker_images import write_go_service
 
 
@@ -23,7 +23,7 @@ def test_service_image_runs_against_a_devbox_platform(tmp_path: Path) -> None:
     client.images.build(path=str(folder), tag="devbox-test/go-hello:tc", rm=True)
     with running_platform(tmp_path, components=["naming"]) as p:
         with service_container("devbox-test/go-hello:tc", p, service="hello") as c:
-            got = httpx.get(c.url + "/").json()
+            got = httpc.get(c.url + "/").json()
             assert got["version"] == "tc-1" and got["service"] == "hello"
             assert c.env["DEVBOX_NAMING_HTTP"] == p.url("polaris_http")
             assert "go service tc-1 starting" in c.container.get_logs()[0].decode()

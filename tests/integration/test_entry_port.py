@@ -11,17 +11,18 @@ import httpx
 from devbox.mocks.deploy.config import ServiceConfig
 
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 from tests.deploy_fakes import write_service
 
 FAST_RESTART = {"backoff": 0.05, "factor": 2, "max_backoff": 0.2, "crash_loop": 5, "window": 60}
 
 
 def services(p: PlatformThread) -> dict[str, Any]:
-    return {d["key"]: d for d in httpx.get(p.url() + "/api/deploy/services").json()["services"]}
+    return {d["key"]: d for d in httpc.get(p.url() + "/api/deploy/services").json()["services"]}
 
 
 def events(p: PlatformThread, **params: Any) -> list[dict[str, Any]]:
-    return httpx.get(p.url() + "/api/deploy/events", params=params).json()["events"]
+    return httpc.get(p.url() + "/api/deploy/events", params=params).json()["events"]
 
 
 def deployed(p: PlatformThread) -> list[str]:
@@ -84,7 +85,7 @@ def test_taken_port_while_down_moves_the_instance_behind_the_same_entry(tmp_path
         squatter = socket.socket()
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            httpx.post(p.url() + f"/api/deploy/services/web/instances/{inst['name']}/stop").raise_for_status()
+            httpc.post(p.url() + f"/api/deploy/services/web/instances/{inst['name']}/stop").raise_for_status()
 
             def taken() -> bool:  # the stopped process's socket may close a moment after the stop answers
                 try:
@@ -95,11 +96,11 @@ def test_taken_port_while_down_moves_the_instance_behind_the_same_entry(tmp_path
 
             wait_for(taken, timeout=10, what=f"the stopped instance's port {inst['port']} to be free to take")
             squatter.listen()
-            moved = httpx.post(p.url() + f"/api/deploy/services/web/instances/{inst['name']}/start").json()
+            moved = httpc.post(p.url() + f"/api/deploy/services/web/instances/{inst['name']}/start").json()
             assert moved["state"] == "ready" and moved["port"] != inst["port"]
             changed = events(p, kind="port_changed")
             assert changed and changed[0]["data"]["old_port"] == inst["port"]
-            answer = wait_for(lambda: httpx.get(f"http://127.0.0.1:{entry}/").status_code == 200,
+            answer = wait_for(lambda: httpc.get(f"http://127.0.0.1:{entry}/").status_code == 200,
                               what="served at the entry", every=0.05)
             assert answer
         finally:

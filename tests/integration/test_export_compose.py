@@ -36,6 +36,7 @@ from devbox.config import load_config
 from devbox.export.compose import write_compose
 from devbox.export.stack import Hosts
 from devbox.testing import DOCKER_ROOT, EngineUnavailable, docker_engine, running_platform, wait_for
+from tests import httpc
 from tests.docker_images import write_go_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +147,7 @@ def _grpc_serving(port: int) -> bool:
 
 def _get(url: str) -> dict[str, str] | None:
     try:
-        response = httpx.get(url, timeout=2)
+        response = httpc.get(url, timeout=2)
     except httpx.HTTPError:
         return None
     return response.json() if response.status_code == 200 else None
@@ -221,7 +222,7 @@ def _current_devbox_base() -> str:
 def _discover(naming_http: str, service: str) -> list[dict[str, Any]]:
     """The service's instances through Polaris's own client API (what a Polaris SDK asks)."""
     body = {"type": "INSTANCE", "service": {"name": service, "namespace": "default"}}
-    answer = httpx.post(f"{naming_http}/v1/Discover", json=body, timeout=5).json()
+    answer = httpc.post(f"{naming_http}/v1/Discover", json=body, timeout=5).json()
     return answer.get("instances") or [] if answer.get("code") == 200000 else []
 
 
@@ -282,7 +283,7 @@ def test_exported_shop_registers_itself_and_serves_a_checkout(tmp_path: Path) ->
                 assert all(i["host"] == "127.0.0.1" for i in found), found
 
             gateway = int(doc["services"]["gateway"]["environment"]["PORT"])
-            answer = httpx.get(f"http://127.0.0.1:{gateway}/checkout/alice", timeout=30)
+            answer = httpc.get(f"http://127.0.0.1:{gateway}/checkout/alice", timeout=30)
             assert answer.status_code == 200, answer.text
             page = answer.json()
             assert page["user"]["name"] == "Alice" and page["served_by"]["service"] == "gateway"

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 from devbox.mocks.naming.polaris_pb import protos
 
 from devbox.testing import PlatformThread, running_platform
+from tests import httpc
 
 DEEP = ("[" * 100_000 + "]" * 100_000).encode()
 pb = protos()
@@ -33,7 +33,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThrea
     ("polaris_http", "/v1/RegisterInstance"),
 ])
 def test_json_nested_100000_deep_is_a_400(platform: PlatformThread, listener: str, path: str) -> None:
-    answer = httpx.post(platform.url(listener) + path, content=DEEP, headers={"Content-Type": "application/json"})
+    answer = httpc.post(platform.url(listener) + path, content=DEEP, headers={"Content-Type": "application/json"})
     assert answer.status_code == 400, answer.text[:300]
 
 
@@ -45,19 +45,19 @@ def test_a_10000_character_instance_id_is_refused(platform: PlatformThread) -> N
                                 host={"value": "127.0.0.1"}, port={"value": 9000}), timeout=10)
     assert answer.code.value == 400130  # InvalidInstanceID
     api = platform.url("api")
-    refused = httpx.post(api + "/api/naming/instances",
+    refused = httpc.post(api + "/api/naming/instances",
                          json={"service": "long", "host": "127.0.0.1", "port": 9001, "id": long_id})
     assert refused.status_code == 400
-    assert all(len(i["id"]) <= 128 for i in httpx.get(api + "/api/naming/instances").json())
+    assert all(len(i["id"]) <= 128 for i in httpc.get(api + "/api/naming/instances").json())
 
 
 @pytest.mark.parametrize("name", ["1-bad", "a b", "", "x-y"])
 def test_a_silence_matcher_that_is_not_a_label_name_is_refused(platform: PlatformThread, name: str) -> None:
     silence = {"matchers": [{"name": name, "value": "v", "isRegex": False}], "startsAt": "2030-01-01T00:00:00Z",
                "endsAt": "2030-01-02T00:00:00Z", "createdBy": "t", "comment": "c"}
-    answer = httpx.post(platform.url("alertmanager") + "/api/v2/silences", json=silence)
+    answer = httpc.post(platform.url("alertmanager") + "/api/v2/silences", json=silence)
     assert answer.status_code == 400, answer.text
-    listed = httpx.get(platform.url("alertmanager") + "/api/v2/silences", params={"filter": "1-bad=v"})
+    listed = httpc.get(platform.url("alertmanager") + "/api/v2/silences", params={"filter": "1-bad=v"})
     assert listed.status_code == 400
 
 
@@ -65,7 +65,7 @@ def test_prometheus_refuses_unknown_methods_in_its_envelope(platform: PlatformTh
     prom = platform.url("prometheus")
     for method, path in [("POST", "/api/v1/admin/tsdb/delete_series"), ("PUT", "/api/v1/query"),
                          ("GET", "/api/v1/admin/tsdb/snapshot")]:
-        answer = httpx.request(method, prom + path)
+        answer = httpc.request(method, prom + path)
         assert answer.status_code in (404, 405), (method, path, answer.status_code)
         body = answer.json()
         assert body["status"] == "error" and body["errorType"] and body["error"], body
@@ -73,26 +73,26 @@ def test_prometheus_refuses_unknown_methods_in_its_envelope(platform: PlatformTh
 
 def test_alertmanager_answers_carry_a_content_type(platform: PlatformThread) -> None:
     am = platform.url("alertmanager") + "/api/v2"
-    posted = httpx.post(am + "/alerts", json=[{"labels": {"alertname": "Hostile"}}])
+    posted = httpc.post(am + "/alerts", json=[{"labels": {"alertname": "Hostile"}}])
     assert posted.status_code == 200 and posted.headers["content-type"].startswith("application/json")
     silence = {"matchers": [{"name": "alertname", "value": "Hostile", "isRegex": False}],
                "startsAt": "2030-01-01T00:00:00Z", "endsAt": "2030-01-02T00:00:00Z", "createdBy": "t", "comment": "c"}
-    sid = httpx.post(am + "/silences", json=silence).json()["silenceID"]
-    deleted = httpx.delete(f"{am}/silence/{sid}")
+    sid = httpc.post(am + "/silences", json=silence).json()["silenceID"]
+    deleted = httpc.delete(f"{am}/silence/{sid}")
     assert deleted.status_code == 200 and deleted.headers["content-type"].startswith("application/json")
 
 
 def test_devbox_openapi_documents_400_not_422(platform: PlatformThread) -> None:
     api = platform.url("api")
-    spec = httpx.get(api + "/openapi.json").json()
+    spec = httpc.get(api + "/openapi.json").json()
     validation = [(path, method) for path, ops in spec["paths"].items() for method, op in ops.items()
                   if "HTTPValidationError" in str(op.get("responses", {}).get("422", ""))]
     assert validation == []
     register = spec["paths"]["/api/naming/instances"]["post"]["responses"]
     assert "400" in register
     # and what it documents is what it answers
-    assert httpx.post(api + "/api/naming/instances", json={"service": 5}).status_code == 400
-    assert httpx.put(api + "/api/naming/instances").status_code == 405
+    assert httpc.post(api + "/api/naming/instances", json={"service": 5}).status_code == 400
+    assert httpc.put(api + "/api/naming/instances").status_code == 405
 
 
 def test_half_sent_bodies_are_timed_out_and_the_api_stays_responsive(platform: PlatformThread) -> None:
@@ -107,7 +107,7 @@ def test_half_sent_bodies_are_timed_out_and_the_api_stays_responsive(platform: P
         took = []
         for _ in range(20):
             t0 = time.monotonic()
-            assert httpx.get(platform.url("api") + "/healthz", timeout=5).status_code == 200
+            assert httpc.get(platform.url("api") + "/healthz", timeout=5).status_code == 200
             took.append(time.monotonic() - t0)
         # generous bounds for a busy shared runner: stalled bodies must not hold the loop at all
         assert sorted(took)[len(took) // 2] < 0.25, f"/healthz median {sorted(took)[10]:.2f}s with stalled bodies"

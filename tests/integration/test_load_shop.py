@@ -13,7 +13,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from devbox.config import Ports, ProjectConfig, load_config
@@ -26,6 +25,7 @@ from devbox.load.runs import RunStore
 from devbox.platform import registry
 from devbox.scenario.checks import span_instance
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "scenarios" / "shop"
@@ -59,7 +59,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
         api = p.url("api")
 
         def ready() -> bool:
-            data = httpx.get(api + "/api/deploy/services", timeout=10).json()
+            data = httpc.get(api + "/api/deploy/services", timeout=10).json()
             counts: dict[str, int] = {}
             for dep in data["services"]:
                 counts[dep["service"]] = counts.get(dep["service"], 0) + dep["ready"]
@@ -141,7 +141,7 @@ def test_a_hot_reload_of_the_target_during_a_run_loses_no_request(session: Sessi
     api = shop.url("api")
 
     def gateway_ids() -> set[str]:
-        data = httpx.get(api + "/api/deploy/services", timeout=10).json()["services"]
+        data = httpc.get(api + "/api/deploy/services", timeout=10).json()["services"]
         return {i["id"] for d in data if d["service"] == "gateway" for i in d["instances"] if i["healthy"]}
 
     before = gateway_ids()
@@ -160,7 +160,7 @@ def test_a_hot_reload_of_the_target_during_a_run_loses_no_request(session: Sessi
         return False
 
     wait_for(requests_flowing, timeout=60, what="the run's first requests")
-    reloaded = httpx.post(api + "/api/deploy/services/gateway/reload", timeout=60)
+    reloaded = httpc.post(api + "/api/deploy/services/gateway/reload", timeout=60)
     assert reloaded.status_code == 200, reloaded.text
 
     def replaced() -> set[str]:

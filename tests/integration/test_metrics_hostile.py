@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import httpc
+
 _CHILD = textwrap.dedent(
     """
     import json, sys
@@ -50,7 +52,7 @@ class Child:
     def alive(self) -> None:
         code = self.proc.poll()
         assert code is None, f"the platform process died with exit code {code}"
-        assert httpx.get(self.api + "/healthz", timeout=5).status_code == 200
+        assert httpc.get(self.api + "/healthz", timeout=5).status_code == 200
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +135,7 @@ def test_slow_queries_cannot_starve_ingest_or_health(child: Child) -> None:
     slow = "count(count_over_time(hostile_n_total[2m:10ms]))"  # 12k inner steps each: about a second of work
 
     def query(_: int) -> int:
-        r = httpx.post(child.prometheus + "/api/v1/query", data={"query": slow}, timeout=60)
+        r = httpc.post(child.prometheus + "/api/v1/query", data={"query": slow}, timeout=60)
         return r.status_code
 
     with concurrent.futures.ThreadPoolExecutor(24) as pool:

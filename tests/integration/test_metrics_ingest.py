@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from devbox.mocks.deploy.config import ServiceConfig
 from devbox.mocks.tracing.convert import to_otlp_request
@@ -42,6 +41,7 @@ from devbox.config import ProjectConfig
 from devbox.platform.ports import MetricsQueryPort, NamingPort, Registration, TracesPort
 from devbox.sdk.metrics import MetricsClient, ReportRejected
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 
 
 @pytest.fixture(scope="module")
@@ -144,27 +144,27 @@ def test_otlp_json_and_malformed_bodies(platform: PlatformThread) -> None:
     point = metric.gauge.data_points.add()
     point.as_double, point.time_unix_nano = 21.5, time.time_ns()
     body = json_format.MessageToJson(_request_with(metric))
-    r = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+    r = httpc.post(url, content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("application/json")
     assert _query(platform, 'temperature{service="json-svc"}')[0][1] == 21.5
     point.as_double = 22.5
     packed = gzip.compress(_request_with(metric).SerializeToString())
-    r = httpx.post(url, content=packed, headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
+    r = httpc.post(url, content=packed, headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
     assert r.status_code == 200, r.text
     assert _query(platform, 'temperature{service="json-svc"}')[0][1] == 22.5
 
     before = platform.component("metrics").core.store.stats()  # type: ignore[attr-defined]
-    bad = httpx.post(url, content=b"\x0a\xff\xff\xff", headers={"Content-Type": "application/x-protobuf"})
+    bad = httpc.post(url, content=b"\x0a\xff\xff\xff", headers={"Content-Type": "application/x-protobuf"})
     assert bad.status_code == 400
-    bad = httpx.post(url, content=b"{not json", headers={"Content-Type": "application/json"})
+    bad = httpc.post(url, content=b"{not json", headers={"Content-Type": "application/json"})
     assert bad.status_code == 400 and "malformed" in bad.json()["message"]
     # one NaN point refuses the whole request: the good point next to it is not stored either
     mixed = metrics_pb2.Metric(name="mixed_gauge")
     for value in (1.0, float("nan")):
         dp = mixed.gauge.data_points.add()
         dp.as_double, dp.time_unix_nano = value, time.time_ns()
-    bad = httpx.post(
+    bad = httpc.post(
         url, content=_request_with(mixed).SerializeToString(), headers={"Content-Type": "application/x-protobuf"}
     )
     assert bad.status_code == 400
@@ -172,11 +172,11 @@ def test_otlp_json_and_malformed_bodies(platform: PlatformThread) -> None:
     dp = hist.histogram.data_points.add()
     dp.explicit_bounds.extend([1.0, 2.0])
     dp.bucket_counts.extend([1])
-    bad = httpx.post(
+    bad = httpc.post(
         url, content=_request_with(hist).SerializeToString(), headers={"Content-Type": "application/x-protobuf"}
     )
     assert bad.status_code == 400
-    bad = httpx.post(url, content=b"x", headers={"Content-Type": "text/plain"})
+    bad = httpc.post(url, content=b"x", headers={"Content-Type": "text/plain"})
     assert bad.status_code == 415
     assert platform.component("metrics").core.store.stats() == before  # type: ignore[attr-defined]
     assert _query(platform, "mixed_gauge") == []
@@ -190,9 +190,9 @@ def test_custom_reports_through_sdk_and_api(platform: PlatformThread) -> None:
     assert _query(platform, 'pay_latency_ms{region="sz"}')[0][1] in (30, 40)
     with pytest.raises(ReportRejected, match="unknown policy"):
         client.report("pay", {"region": "sz"}, amount=(1, "MEDIAN"))
-    r = httpx.post(platform.url("api") + "/api/metrics/custom", content=b"{oops")
+    r = httpc.post(platform.url("api") + "/api/metrics/custom", content=b"{oops")
     assert r.status_code == 400 and r.json()["error"] == "invalid JSON"
-    r = httpx.post(
+    r = httpc.post(
         platform.url("api") + "/api/metrics/custom",
         json={
             "reports": [
@@ -203,7 +203,7 @@ def test_custom_reports_through_sdk_and_api(platform: PlatformThread) -> None:
     )
     assert r.status_code == 400 and "label name" in r.json()["reason"]
     assert _query(platform, 'pay_amount_total{region="sz"}')[0][1] == 20  # nothing stored half
-    ls = httpx.get(platform.url("api") + "/api/metrics/ls").json()
+    ls = httpc.get(platform.url("api") + "/api/metrics/ls").json()
     pay = next(m for m in ls["metrics"] if m["name"] == "pay_amount_total")
     assert pay["dimensions"] == ["region", "channel"] and pay["type"] == "counter"
 
@@ -286,22 +286,22 @@ def test_spans_become_rpc_reports_and_success_rate(platform: PlatformThread) -> 
     assert {(lb["caller"], lb["status"]): v for lb, v in got} == {("web", "ok"): 15, ("web", "error"): 5}
     rate = wait_for(lambda: _query(platform, 'success_rate{callee="stock"}'), what="success rate")
     assert rate[0][1] == pytest.approx(75)
-    r = httpx.post(
+    r = httpc.post(
         platform.url("api") + "/api/metrics/query",
         json={"metric": "success_rate", "group_by": ["callee", "caller"], "start": "-1m", "step": 10},
     )
     assert r.status_code == 200, r.text
     (series,) = [s for s in r.json()["series"] if s["labels"].get("callee") == "stock"]
     assert series["labels"] == {"callee": "stock", "caller": "web"} and series["points"][-1][1] == pytest.approx(75)
-    r = httpx.get(
+    r = httpc.get(
         platform.url("api") + "/api/metrics/query",
         params={"metric": "rpc_server_duration_seconds", "aggregate": "p50", "filter": "callee=stock"},
     )
     assert r.status_code == 200 and 0.01 < r.json()["series"][0]["points"][-1][1] <= 0.025
-    dims = httpx.get(platform.url("api") + "/api/metrics/dimensions", params={"metric": "success_rate"}).json()
+    dims = httpc.get(platform.url("api") + "/api/metrics/dimensions", params={"metric": "success_rate"}).json()
     assert "stock" in dims["dimensions"]["callee"] and "web" in dims["dimensions"]["caller"]
     assert "status" in dims["dimensions"] and "le" not in dims["dimensions"]
-    r = httpx.get(platform.url("api") + "/api/metrics/query", params={"metric": "x", "filter": "a ~~ b"})
+    r = httpc.get(platform.url("api") + "/api/metrics/query", params={"metric": "x", "filter": "a ~~ b"})
     assert r.status_code == 400 and "filter" in r.json()["reason"]
 
 
@@ -337,7 +337,7 @@ def test_acknowledged_reports_survive_kill_9(tmp_path: Path) -> None:
     with running_platform(tmp_path, components=["metrics"]) as p:
         assert _query(p, "durable_n_total")[0][1] == 50
         # the running total continues after the restart instead of starting over
-        httpx.post(
+        httpc.post(
             p.url("api") + "/api/metrics/custom", json={"name": "durable", "values": [{"name": "n", "value": 1}]}
         )
         assert _query(p, "durable_n_total")[0][1] == 51
@@ -345,11 +345,11 @@ def test_acknowledged_reports_survive_kill_9(tmp_path: Path) -> None:
 
 def test_ls_and_query_api_errors(platform: PlatformThread) -> None:
     api = platform.url("api")
-    r = httpx.post(api + "/api/metrics/query", content=json.dumps({"metric": "success_rate", "bogus": 1}))
+    r = httpc.post(api + "/api/metrics/query", content=json.dumps({"metric": "success_rate", "bogus": 1}))
     assert r.status_code == 400 and "unknown field" in r.json()["reason"]
-    r = httpx.get(api + "/api/metrics/query", params={"metric": "rpc_server_requests_total", "aggregate": "median"})
+    r = httpc.get(api + "/api/metrics/query", params={"metric": "rpc_server_requests_total", "aggregate": "median"})
     assert r.status_code == 400 and "aggregate" in r.json()["reason"]
-    r = httpx.get(api + "/api/metrics/promql", params={"query": "sum("})
+    r = httpc.get(api + "/api/metrics/promql", params={"query": "sum("})
     assert r.status_code == 400 and "parse error" in r.json()["reason"]
 
 
@@ -435,7 +435,7 @@ def test_otlp_spans_become_rpc_reports_with_the_indexer_on_its_fast_path(tmp_pat
                           error=i == 0, attributes={"http.route": "/stock", "http.request.method": "GET",
                                                     "http.response.status_code": 503 if i == 0 else 200}))
     with running_platform(tmp_path, components=["tracing", "metrics"]) as p:
-        r = httpx.post(p.url("otlp_http") + "/v1/traces", content=to_otlp_request(spans).SerializeToString(),
+        r = httpc.post(p.url("otlp_http") + "/v1/traces", content=to_otlp_request(spans).SerializeToString(),
                        headers={"content-type": "application/x-protobuf"})
         assert r.status_code == 200, r.text
         got = _wait_total(p, 'sum by (caller, method, status) (rpc_server_requests_total{callee="stock"})', 8)

@@ -16,6 +16,7 @@ import pytest
 from devbox.mocks.metrics.store import Point
 
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "prometheus-api-openapi.yaml"
 
@@ -77,7 +78,7 @@ def fresh(tmp_path: Path) -> Iterator[PlatformThread]:
 
 
 def _get(p: PlatformThread, path: str, **params: object) -> httpx.Response:
-    return httpx.get(p.url("prometheus") + path, params=params)  # type: ignore[arg-type]
+    return httpc.get(p.url("prometheus") + path, params=params)  # type: ignore[arg-type]
 
 
 def test_instant_query_get_and_form_post(platform: PlatformThread, now: float) -> None:
@@ -88,14 +89,14 @@ def test_instant_query_get_and_form_post(platform: PlatformThread, now: float) -
     values = {s["metric"]["svc"]: float(s["value"][1]) for s in body["data"]["result"]}
     assert values == {"a": pytest.approx(2.5), "b": pytest.approx(1.0)}
     assert body["data"]["result"][0]["value"][0] == now
-    r = httpx.post(platform.url("prometheus") + "/api/v1/query", data={"query": "1+1", "time": str(now)})
+    r = httpc.post(platform.url("prometheus") + "/api/v1/query", data={"query": "1+1", "time": str(now)})
     assert r.json()["data"] == {"resultType": "scalar", "result": [now, "2"]}
     r = _get(platform, "/api/v1/query", query='"hello"')
     assert r.json()["data"]["resultType"] == "string"
 
 
 def test_range_query_and_durations(platform: PlatformThread, now: float) -> None:
-    r = httpx.post(
+    r = httpc.post(
         platform.url("prometheus") + "/api/v1/query_range",
         data={"query": 'rate(http_requests_total{svc="b"}[1m])', "start": now - 300, "end": now, "step": "1m"},
     )
@@ -246,7 +247,7 @@ def test_real_prometheus_scrapes_devbox(fresh: PlatformThread, tmp_path: Path) -
 
     def query(expr: str) -> list:
         try:
-            r = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr})
+            r = httpc.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr})
         except httpx.TransportError:  # Prometheus still starting
             return []
         return r.json()["data"]["result"] if r.status_code == 200 else []

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from devbox.testing import running_platform, wait_for
+from tests import httpc
 
 WRITERS = 4
 SERVICE = "durable"
@@ -114,7 +115,7 @@ def test_acknowledged_registrations_and_deregistrations_survive_kill_9(tmp_path:
     assert ledger.deregistered, "the load deregistered nothing: the test proves nothing"
     must_exist = ledger.registered - ledger.deregister_sent
     with running_platform(tmp_path, components=["naming"]) as platform:
-        listed = httpx.get(platform.url("api") + "/api/naming/instances", params={"service": SERVICE}).json()
+        listed = httpc.get(platform.url("api") + "/api/naming/instances", params={"service": SERVICE}).json()
     served = {i["port"] for i in listed}
     lost = must_exist - served
     back = ledger.deregistered & served

@@ -9,11 +9,11 @@ import json
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 from devbox.mocks.naming.models import Code
 
 from devbox.testing import PlatformThread, running_platform
+from tests import httpc
 from tests.integration.test_naming_server_polaris_go import probe  # noqa: F401  (the polaris-go build fixture)
 
 TWO_SUB_RULES = {
@@ -35,14 +35,14 @@ TWO_SUB_RULES = {
 def test_two_sub_rule_rule_routes_polaris_go(probe: Path, tmp_path: Path) -> None:  # noqa: F811
     with running_platform(tmp_path, components=["naming"]) as platform:
         console = platform.url("polaris_http") + "/naming/v1/instances"
-        r = httpx.post(console, json=[
+        r = httpc.post(console, json=[
             {"service": "go-provider", "namespace": "default", "host": "127.0.0.2", "port": 18081,
              "metadata": {"env": "base"}},
             {"service": "go-provider", "namespace": "default", "host": "127.0.0.3", "port": 18082,
              "metadata": {"env": "feature-x"}},
         ])
         assert r.json()["code"] == 200000, r.text
-        r = httpx.post(platform.url("polaris_http") + "/naming/v2/routings", json=[TWO_SUB_RULES])
+        r = httpc.post(platform.url("polaris_http") + "/naming/v2/routings", json=[TWO_SUB_RULES])
         assert r.status_code == 200 and r.json()["code"] == 200000, r.text
         workdir = tmp_path / "run"
         workdir.mkdir()
@@ -60,7 +60,7 @@ def test_two_sub_rule_rule_routes_polaris_go(probe: Path, tmp_path: Path) -> Non
 
 
 def _instances(platform: PlatformThread, **params: str) -> list[tuple[str, int]]:
-    r = httpx.get(platform.url("polaris_http") + "/naming/v1/instances",
+    r = httpc.get(platform.url("polaris_http") + "/naming/v1/instances",
                   params={"service": "svc", "namespace": "default", **params})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -71,7 +71,7 @@ def _instances(platform: PlatformThread, **params: str) -> list[tuple[str, int]]
 def test_console_instance_filters_and_heartbeat_code(tmp_path: Path) -> None:
     with running_platform(tmp_path, components=["naming"]) as platform:
         base = platform.url("polaris_http")
-        r = httpx.post(base + "/naming/v1/instances", json=[
+        r = httpc.post(base + "/naming/v1/instances", json=[
             {"service": "svc", "namespace": "default", "host": "10.0.0.1", "port": 1, "protocol": "grpc",
              "version": "v1", "metadata": {"env": "base"}},
             {"service": "svc", "namespace": "default", "host": "10.0.0.1", "port": 2, "version": "v2",
@@ -92,15 +92,15 @@ def test_console_instance_filters_and_heartbeat_code(tmp_path: Path) -> None:
         assert _instances(platform, protocol="grpc") == [("10.0.0.1", 1)]
         assert _instances(platform, version="v2") == [("10.0.0.1", 2)]
         assert _instances(platform, port="9") == []
-        r = httpx.get(base + "/naming/v1/instances", params={"service": "svc", "namespace": "default", "port": "x"})
+        r = httpc.get(base + "/naming/v1/instances", params={"service": "svc", "namespace": "default", "port": "x"})
         assert r.status_code == 400 and r.json()["code"] == int(Code.InvalidParameter), r.text
-        paged = httpx.get(base + "/naming/v1/instances",
+        paged = httpc.get(base + "/naming/v1/instances",
                           params={"service": "svc", "namespace": "default", "limit": "1"}).json()
         assert int(paged["amount"]) == 4 and int(paged["size"]) == 1  # amount counts before paging
 
         # an instance registered without a health check: Polaris answers HeartbeatOnDisabledIns
-        r = httpx.post(base + "/v1/RegisterInstance",
+        r = httpc.post(base + "/v1/RegisterInstance",
                        json={"service": "svc", "namespace": "default", "host": "10.0.0.9", "port": 9})
         iid = r.json()["instance"]["id"]
-        r = httpx.post(base + "/v1/Heartbeat", json={"id": iid})
+        r = httpc.post(base + "/v1/Heartbeat", json={"id": iid})
         assert r.json()["code"] == 400141, r.text

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from devbox.polaris.routing import multi_env_rule
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 from tests.integration.test_naming_polaris_fidelity import TWO_SUB_RULES
 
 PROBE_SRC = Path(__file__).resolve().parents[1] / "peers" / "polaris-java"
@@ -146,14 +146,14 @@ class Run:
 
 
 def _console_instances(platform: PlatformThread, service: str) -> dict[str, dict[str, Any]]:
-    r = httpx.get(platform.url("polaris_http") + "/naming/v1/instances",
+    r = httpc.get(platform.url("polaris_http") + "/naming/v1/instances",
                   params={"service": service, "namespace": "default"})
     assert r.status_code == 200, r.text
     return {f"{i['host']}:{i['port']}": i for i in r.json().get("instances", [])}
 
 
 def _others(platform: PlatformThread, service: str) -> None:
-    r = httpx.post(platform.url("polaris_http") + "/naming/v1/instances", json=[
+    r = httpc.post(platform.url("polaris_http") + "/naming/v1/instances", json=[
         {"service": service, "namespace": "default", "host": "127.0.0.2", "port": 18081, "metadata": {"env": "base"}},
         {"service": service, "namespace": "default", "host": "127.0.0.3", "port": 18082,
          "metadata": {"env": "feature-x"}},
@@ -171,7 +171,7 @@ def test_polaris_java_registers_heartbeats_routes_and_deregisters(probe: Probe, 
         _others(platform, service)
         # the feature-env rule with a base fallback, as two v2 sub-rules posted on the console
         rule = json.loads(json.dumps(TWO_SUB_RULES).replace("go-provider", service))
-        r = httpx.post(platform.url("polaris_http") + "/naming/v2/routings", json=[rule])
+        r = httpc.post(platform.url("polaris_http") + "/naming/v2/routings", json=[rule])
         assert r.json()["code"] == 200000, r.text
 
         run = Run(probe, platform, tmp_path / "run", "--service", service, "--port", "18080", "--expect", "3",

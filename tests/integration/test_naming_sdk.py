@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from devbox.config import ProjectConfig
 from devbox.sdk.naming import NamingClient, parse_baggage, routing_labels
 from devbox.testing import running_platform, wait_for
+from tests import httpc
 
 RULE = {
     "name": "feature-env",
@@ -75,7 +75,7 @@ def instances() -> Iterator[Callable[[str], FakeInstance]]:
 
 
 def register(api: str, service: str, port: int, env: str, protocol: str = "http") -> None:
-    answer = httpx.post(f"{api}/api/naming/instances", json={
+    answer = httpc.post(f"{api}/api/naming/instances", json={
         "service": service, "host": "127.0.0.1", "port": port, "protocol": protocol,
         "metadata": {"env": env}, "health_check": False})
     assert answer.status_code == 201, answer.text
@@ -88,7 +88,7 @@ def test_feature_routing_base_fallback_and_failover(tmp_path: Path, instances: C
         register(api, "orders", fleet["orders-base"].port, "base")
         register(api, "orders", fleet["orders-fx"].port, "feature-x")
         register(api, "users", fleet["users-base"].port, "base")
-        answer = httpx.put(f"{api}/api/naming/rules/default/*", json=[RULE])
+        answer = httpc.put(f"{api}/api/naming/rules/default/*", json=[RULE])
         assert answer.status_code == 200, answer.text
 
         with NamingClient(api, service="gateway", watch_timeout=1) as client, client.sync_http_client() as http:
@@ -111,9 +111,9 @@ def test_feature_routing_base_fallback_and_failover(tmp_path: Path, instances: C
             assert breakers["circuit_breakers"][f"127.0.0.1:{fleet['orders-fx'].port}"]["consecutive_errors"] >= 1
 
             # the platform isolates the dead instance: the watch brings the change
-            ref = next(i["id"] for i in httpx.get(f"{api}/api/naming/instances", params={"service": "orders"}).json()
+            ref = next(i["id"] for i in httpc.get(f"{api}/api/naming/instances", params={"service": "orders"}).json()
                        if i["port"] == fleet["orders-fx"].port)
-            assert httpx.put(f"{api}/api/naming/instances/{ref}/isolate", json={"isolated": True}).status_code < 300
+            assert httpc.put(f"{api}/api/naming/instances/{ref}/isolate", json={"isolated": True}).status_code < 300
             client.wait_for("orders", lambda insts: any(i.isolated for i in insts), timeout=10)
             why = client.explain("orders", {"env": "feature-x"})
             assert why["filters"][0]["removed"] == [f"127.0.0.1:{fleet['orders-fx'].port}"]
@@ -236,7 +236,7 @@ def test_labels_flow_along_the_chain_without_tracing(tmp_path: Path,
         pay_base, pay_fx = instances("payment-base"), instances("payment-fx")
         register(api, "payment", pay_base.port, "base")
         register(api, "payment", pay_fx.port, "feature-x")
-        assert httpx.put(f"{api}/api/naming/rules/default/*", json=[RULE]).status_code == 200
+        assert httpc.put(f"{api}/api/naming/rules/default/*", json=[RULE]).status_code == 200
         middle = NamingClient(api, service="orders", watch_timeout=1)
 
         async def handle(request: Any) -> JSONResponse:
@@ -293,7 +293,7 @@ def test_pick_explanation_lands_on_the_callers_span(tmp_path: Path, instances: C
         base, fx = instances("orders-base"), instances("orders-fx")
         register(api, "orders", base.port, "base")
         register(api, "orders", fx.port, "feature-x")
-        assert httpx.put(f"{api}/api/naming/rules/default/*", json=[RULE]).status_code == 200
+        assert httpc.put(f"{api}/api/naming/rules/default/*", json=[RULE]).status_code == 200
         env = {**os.environ, "DEVBOX_API_URL": api, "DEVBOX_SERVICE": "gateway",
                "OTEL_EXPORTER_OTLP_ENDPOINT": platform.url("otlp_http"), "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
         child = subprocess.run([sys.executable, "-c", _TRACED_CALLER], env=env, capture_output=True, text=True,
@@ -303,7 +303,7 @@ def test_pick_explanation_lands_on_the_callers_span(tmp_path: Path, instances: C
         assert name == "orders-fx"
         def with_handler() -> list[dict[str, Any]] | None:
             # spans come in per-process batches: the trace may be known before the server's span is in
-            answer = httpx.get(f"{api}/api/traces/{trace_id}")
+            answer = httpc.get(f"{api}/api/traces/{trace_id}")
             spans = answer.json()["spans"] if answer.status_code == 200 else []
             return spans if any(s["name"] == "handler" for s in spans) else None
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from devbox.mocks.naming.polaris_pb import protos
 
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 
 pb = protos()
 DiscoverType = pb.request.DiscoverRequest.DiscoverRequestType
@@ -127,7 +127,7 @@ def test_grpc_bad_input_gets_polaris_codes(stub: Any, channel: grpc.Channel) -> 
 
 def test_grpc_service_token(platform: PlatformThread, stub: Any) -> None:
     api = platform.url("api")
-    created = httpx.post(api + "/api/naming/services", json={"name": "secure", "require_token": True})
+    created = httpc.post(api + "/api/naming/services", json={"name": "secure", "require_token": True})
     assert created.status_code == 201
     token = created.json()["token"]
     msg = instance_msg(service="secure")
@@ -156,23 +156,23 @@ def test_polaris_http_client_api(platform: PlatformThread) -> None:
     base = platform.url("polaris_http")
     body = {"service": "orders", "namespace": "default", "host": "127.0.0.1", "port": 9100,
             "weight": 50, "health_check": {"type": "HEARTBEAT", "heartbeat": {"ttl": 5}}}
-    r = httpx.post(base + "/v1/RegisterInstance", json=body)
+    r = httpc.post(base + "/v1/RegisterInstance", json=body)
     assert r.status_code == 200 and r.json()["code"] == 200000
     iid = r.json()["instance"]["id"]
-    assert httpx.post(base + "/v1/Heartbeat", json={"id": iid}).json()["code"] == 200000
+    assert httpc.post(base + "/v1/Heartbeat", json={"id": iid}).json()["code"] == 200000
     service = {"name": "orders", "namespace": "default"}
-    r = httpx.post(base + "/v1/Discover", json={"type": "INSTANCE", "service": service})
+    r = httpc.post(base + "/v1/Discover", json={"type": "INSTANCE", "service": service})
     assert r.status_code == 200
     data = r.json()
     assert data["type"] == "INSTANCE"
     assert [(i["id"], i["weight"], i["healthy"]) for i in data["instances"]] == [(iid, 50, True)]
     revision = data["service"]["revision"]
-    r = httpx.post(base + "/v1/Discover", json={"type": "INSTANCE", "service": {
+    r = httpc.post(base + "/v1/Discover", json={"type": "INSTANCE", "service": {
         "name": "orders", "namespace": "default", "revision": revision}})
     assert r.json()["code"] == 200001
-    r = httpx.post(base + "/v1/ReportClient", json={"host": "127.0.0.1", "type": "SDK"})
+    r = httpc.post(base + "/v1/ReportClient", json={"host": "127.0.0.1", "type": "SDK"})
     assert r.json()["code"] == 200000
-    r = httpx.post(base + "/v1/DeregisterInstance", json={"id": iid})
+    r = httpc.post(base + "/v1/DeregisterInstance", json={"id": iid})
     assert r.json()["code"] == 200000
 
 
@@ -191,7 +191,7 @@ def test_polaris_http_client_api(platform: PlatformThread) -> None:
     ],
 )
 def test_polaris_http_bad_input(platform: PlatformThread, path: str, body: bytes, status: int, code: int) -> None:
-    r = httpx.post(platform.url("polaris_http") + path, content=body, headers={"content-type": "application/json"})
+    r = httpc.post(platform.url("polaris_http") + path, content=body, headers={"content-type": "application/json"})
     assert r.status_code == status
     assert r.headers["x-polaris-code"] == str(code)
     assert r.json()["code"] == code
@@ -200,31 +200,31 @@ def test_polaris_http_bad_input(platform: PlatformThread, path: str, body: bytes
 
 def test_polaris_console_api(platform: PlatformThread) -> None:
     base = platform.url("polaris_http") + "/naming/v1"
-    r = httpx.post(base + "/services", json=[{"name": "svc", "namespace": "default", "owners": "me"}])
+    r = httpc.post(base + "/services", json=[{"name": "svc", "namespace": "default", "owners": "me"}])
     assert r.status_code == 200 and r.json()["responses"][0]["service"]["token"]
-    r = httpx.post(base + "/instances", json=[
+    r = httpc.post(base + "/instances", json=[
         {"service": "svc", "namespace": "default", "host": "10.0.0.1", "port": 1},
         {"service": "svc", "namespace": "default", "host": "10.0.0.2", "port": 2},
     ])
     assert r.json()["code"] == 200000 and r.json()["size"] == 2
-    r = httpx.get(base + "/instances", params={"service": "svc", "namespace": "default"})
+    r = httpc.get(base + "/instances", params={"service": "svc", "namespace": "default"})
     assert r.json()["amount"] == 2
-    r = httpx.put(base + "/instances", json=[{"service": "svc", "namespace": "default", "host": "10.0.0.1",
+    r = httpc.put(base + "/instances", json=[{"service": "svc", "namespace": "default", "host": "10.0.0.1",
                                               "port": 1, "isolate": True}])
     assert r.json()["code"] == 200000
-    r = httpx.get(base + "/instances", params={"service": "svc", "namespace": "default"})
+    r = httpc.get(base + "/instances", params={"service": "svc", "namespace": "default"})
     assert [i.get("isolate", False) for i in r.json()["instances"]] == [True, False]
-    assert httpx.get(base + "/services", params={"namespace": "default"}).json()["services"][0]["name"] == "svc"
-    assert "default" in [n["name"] for n in httpx.get(base + "/namespaces").json()["namespaces"]]
-    r = httpx.post(base + "/services/delete", json=[{"name": "svc", "namespace": "default"}])
+    assert httpc.get(base + "/services", params={"namespace": "default"}).json()["services"][0]["name"] == "svc"
+    assert "default" in [n["name"] for n in httpc.get(base + "/namespaces").json()["namespaces"]]
+    r = httpc.post(base + "/services/delete", json=[{"name": "svc", "namespace": "default"}])
     assert r.status_code == 400 and r.json()["responses"][0]["code"] == 400204
-    r = httpx.post(base + "/instances/delete", json=[
+    r = httpc.post(base + "/instances/delete", json=[
         {"service": "svc", "namespace": "default", "host": "10.0.0.1", "port": 1},
         {"service": "svc", "namespace": "default", "host": "10.0.0.2", "port": 2},
     ])
     assert r.json()["code"] == 200000
-    assert httpx.get(base + "/instances", params={"service": "svc"}).status_code == 400
-    assert httpx.post(base + "/instances", content=b"{").status_code == 400
+    assert httpc.get(base + "/instances", params={"service": "svc"}).status_code == 400
+    assert httpc.post(base + "/instances", content=b"{").status_code == 400
 
 
 # --- devbox API ----------------------------------------------------------------------------
@@ -234,24 +234,24 @@ def test_devbox_api_lifecycle_and_events(platform: PlatformThread) -> None:
     api = platform.url("api") + "/api/naming"
     seen: list[dict[str, Any]] = []
     platform.platform.events.instance_changed.add_listener(lambda **kw: seen.append(kw))  # type: ignore[union-attr]
-    r = httpx.post(api + "/instances", json={"service": "orders", "host": "127.0.0.1", "port": 8001,
+    r = httpc.post(api + "/instances", json={"service": "orders", "host": "127.0.0.1", "port": 8001,
                                              "metadata": {"env": "base"}, "ttl": 20})
     assert r.status_code == 201
     inst = r.json()
     assert inst["healthy"] is False
-    assert httpx.post(api + f"/instances/{inst['id'][:10]}/heartbeat").status_code == 204
-    assert httpx.get(api + "/instances/127.0.0.1:8001").json()["healthy"] is True
-    r = httpx.put(api + "/instances/127.0.0.1:8001/isolate", json={"isolated": True})
+    assert httpc.post(api + f"/instances/{inst['id'][:10]}/heartbeat").status_code == 204
+    assert httpc.get(api + "/instances/127.0.0.1:8001").json()["healthy"] is True
+    r = httpc.put(api + "/instances/127.0.0.1:8001/isolate", json={"isolated": True})
     assert r.json()["isolated"] is True
-    r = httpx.put(api + f"/instances/{inst['id']}/weight", json={"weight": 7})
+    r = httpc.put(api + f"/instances/{inst['id']}/weight", json={"weight": 7})
     assert r.json()["weight"] == 7
-    shown = httpx.get(api + "/services/default/orders").json()
+    shown = httpc.get(api + "/services/default/orders").json()
     assert shown["instances"][0]["weight"] == 7 and shown["routing"] == []
-    assert httpx.get(api + "/services").json()[0]["name"] == "orders"
-    assert httpx.delete(api + f"/instances/{inst['id']}").status_code == 204
+    assert httpc.get(api + "/services").json()[0]["name"] == "orders"
+    assert httpc.delete(api + f"/instances/{inst['id']}").status_code == 204
     assert [e["change"] for e in seen] == ["registered", "healthy", "isolated", "updated", "deregistered"]
     assert {e["instance_id"] for e in seen} == {inst["id"]}
-    assert httpx.get(platform.url("api") + "/openapi.json").json()["paths"]["/api/naming/watch"]
+    assert httpc.get(platform.url("api") + "/openapi.json").json()["paths"]["/api/naming/watch"]
 
 
 @pytest.mark.parametrize(
@@ -278,7 +278,7 @@ def test_devbox_api_lifecycle_and_events(platform: PlatformThread) -> None:
 )
 def test_devbox_api_bad_input(platform: PlatformThread, method: str, path: str, body: Any, status: int) -> None:
     url = platform.url("api") + "/api/naming" + path
-    r = httpx.request(method, url, json=body) if body is not None else httpx.request(method, url)
+    r = httpc.request(method, url, json=body) if body is not None else httpc.request(method, url)
     assert r.status_code == status, r.text
     data = r.json()
     assert data["error"]
@@ -286,20 +286,20 @@ def test_devbox_api_bad_input(platform: PlatformThread, method: str, path: str, 
 
 
 def test_malformed_json_body_on_devbox_api(platform: PlatformThread) -> None:
-    r = httpx.post(platform.url("api") + "/api/naming/instances", content=b"{oops",
+    r = httpc.post(platform.url("api") + "/api/naming/instances", content=b"{oops",
                    headers={"content-type": "application/json"})
     assert r.status_code == 400
 
 
 def test_watch_long_poll_wakes_on_change(platform: PlatformThread) -> None:
     api = platform.url("api") + "/api/naming"
-    first = httpx.get(api + "/watch", params={"service": "orders", "timeout": 0}).json()
+    first = httpc.get(api + "/watch", params={"service": "orders", "timeout": 0}).json()
     assert first == {"namespace": "default", "service": "orders", "revision": "", "instances": [],
                      "routing": [], "circuit_breaker": None}
     result: dict[str, Any] = {}
 
     def watcher() -> None:
-        result["answer"] = httpx.get(api + "/watch", params={"service": "orders", "revision": "", "timeout": 20},
+        result["answer"] = httpc.get(api + "/watch", params={"service": "orders", "revision": "", "timeout": 20},
                                      timeout=30).json()
 
     naming = platform.component("naming").service  # type: ignore[attr-defined]
@@ -307,22 +307,22 @@ def test_watch_long_poll_wakes_on_change(platform: PlatformThread) -> None:
     thread.start()
     # the change must come while the long poll waits (not before it was made): wait for it to wait
     wait_for(lambda: naming.watching == 1, what="the watch to be waiting")
-    httpx.post(api + "/instances", json={"service": "orders", "host": "127.0.0.1", "port": 8002,
+    httpc.post(api + "/instances", json={"service": "orders", "host": "127.0.0.1", "port": 8002,
                                          "health_check": False, "metadata": {"env": "base"}})
     thread.join(timeout=20)
     answer = result["answer"]
     assert answer["revision"]
     assert [(i["port"], i["healthy"], i["metadata"]) for i in answer["instances"]] == [(8002, True, {"env": "base"})]
     # Unchanged revision: waits out the timeout and answers the same revision.
-    again = httpx.get(api + "/watch", params={"service": "orders", "revision": answer["revision"], "timeout": 0.3})
+    again = httpc.get(api + "/watch", params={"service": "orders", "revision": answer["revision"], "timeout": 0.3})
     assert again.json()["revision"] == answer["revision"]
     # Rules and circuit-breaker settings are part of the watched state.
     rule = {"name": "feature-env", "service": "*", "sources": [{"arguments": [{"key": "env", "value": "*"}]}],
             "destinations": [{"labels": {"env": "$env"}}, {"labels": {"env": {"type": "IN", "value": "base,"}},
                                                            "priority": 1}]}
-    assert httpx.post(api + "/rules", json=rule).status_code == 201
-    assert httpx.put(api + "/circuit-breakers/default/orders", json={"consecutive_errors": 2}).status_code == 200
-    changed = httpx.get(api + "/watch", params={"service": "orders", "revision": answer["revision"]}).json()
+    assert httpc.post(api + "/rules", json=rule).status_code == 201
+    assert httpc.put(api + "/circuit-breakers/default/orders", json={"consecutive_errors": 2}).status_code == 200
+    changed = httpc.get(api + "/watch", params={"service": "orders", "revision": answer["revision"]}).json()
     assert changed["revision"] != answer["revision"]
     assert [r["name"] for r in changed["routing"]] == ["feature-env"]
     assert changed["circuit_breaker"] == {"consecutive_errors": 2}
@@ -331,47 +331,47 @@ def test_watch_long_poll_wakes_on_change(platform: PlatformThread) -> None:
 def test_rules_crud_and_explain(platform: PlatformThread) -> None:
     api = platform.url("api") + "/api/naming"
     for port, env in ((8010, "base"), (8011, "feature-x")):
-        httpx.post(api + "/instances", json={"service": "orders", "host": "127.0.0.1", "port": port,
+        httpc.post(api + "/instances", json={"service": "orders", "host": "127.0.0.1", "port": port,
                                              "health_check": False, "metadata": {"env": env}})
-    httpx.post(api + "/instances", json={"service": "payments", "host": "127.0.0.1", "port": 8020,
+    httpc.post(api + "/instances", json={"service": "payments", "host": "127.0.0.1", "port": 8020,
                                          "health_check": False, "metadata": {"env": "base"}})
     rule = {"name": "feature-env", "sources": [{"arguments": [{"key": "env", "value": "*"}]}],
             "destinations": [{"labels": {"env": "$env"}}, {"labels": {"env": {"type": "IN", "value": "base,"}},
                                                            "priority": 1}]}
-    r = httpx.put(api + "/rules/default/*", json=[rule])
+    r = httpc.put(api + "/rules/default/*", json=[rule])
     assert r.status_code == 200 and r.json()[0]["service"] == "*"
-    assert [x["name"] for x in httpx.get(api + "/rules", params={"service": "payments"}).json()] == ["feature-env"]
+    assert [x["name"] for x in httpc.get(api + "/rules", params={"service": "payments"}).json()] == ["feature-env"]
 
-    feature = httpx.get(api + "/explain", params={"service": "orders", "label": "env=feature-x"}).json()
+    feature = httpc.get(api + "/explain", params={"service": "orders", "label": "env=feature-x"}).json()
     assert feature["rule"] == "feature-env"
     assert feature["candidates"] == ["127.0.0.1:8011"]
     assert feature["pick"]["instance"] == "127.0.0.1:8011"
-    fallback = httpx.post(api + "/explain", json={"service": "payments", "labels": {"env": "feature-x"}}).json()
+    fallback = httpc.post(api + "/explain", json={"service": "payments", "labels": {"env": "feature-x"}}).json()
     assert fallback["failover"] is True and fallback["candidates"] == ["127.0.0.1:8020"]
-    plain = httpx.get(api + "/explain", params={"service": "orders"}).json()
+    plain = httpc.get(api + "/explain", params={"service": "orders"}).json()
     assert plain["rule"] is None and len(plain["candidates"]) == 2
 
-    assert httpx.delete(api + "/rules/default/*/feature-env").status_code == 204
-    assert httpx.delete(api + "/rules/default/*/feature-env").status_code == 404
-    assert httpx.get(api + "/rules").json() == []
+    assert httpc.delete(api + "/rules/default/*/feature-env").status_code == 204
+    assert httpc.delete(api + "/rules/default/*/feature-env").status_code == 404
+    assert httpc.get(api + "/rules").json() == []
 
 
 def test_state_survives_restart(tmp_path: Path) -> None:
     with running_platform(tmp_path, components=["naming"]) as p:
         api = p.url("api") + "/api/naming"
-        httpx.post(api + "/services", json={"name": "secure", "require_token": True})
-        httpx.post(api + "/instances", json={"service": "orders", "host": "127.0.0.1", "port": 8030,
+        httpc.post(api + "/services", json={"name": "secure", "require_token": True})
+        httpc.post(api + "/instances", json={"service": "orders", "host": "127.0.0.1", "port": 8030,
                                              "health_check": False, "metadata": {"env": "base"}})
         rule = {"name": "r1", "service": "orders", "destinations": [{"labels": {"env": "base"}}]}
-        assert httpx.post(api + "/rules", json=rule).status_code == 201
-        revision = httpx.get(api + "/watch", params={"service": "orders", "timeout": 0}).json()["revision"]
+        assert httpc.post(api + "/rules", json=rule).status_code == 201
+        revision = httpc.get(api + "/watch", params={"service": "orders", "timeout": 0}).json()["revision"]
     with running_platform(tmp_path, components=["naming"]) as p:
         api = p.url("api") + "/api/naming"
-        watched = httpx.get(api + "/watch", params={"service": "orders", "revision": revision, "timeout": 0}).json()
+        watched = httpc.get(api + "/watch", params={"service": "orders", "revision": revision, "timeout": 0}).json()
         assert watched["revision"] == revision
         assert [i["port"] for i in watched["instances"]] == [8030]
         assert [r["name"] for r in watched["routing"]] == ["r1"]
-        assert httpx.get(api + "/services/default/secure").json()["require_token"] is True
+        assert httpc.get(api + "/services/default/secure").json()["require_token"] is True
 
 
 def test_polaris_v2_routing_console_round_trip(platform: PlatformThread) -> None:
@@ -389,30 +389,30 @@ def test_polaris_v2_routing_console_round_trip(platform: PlatformThread) -> None
                  "labels": {"env": {"type": "IN", "value": "base,"}}},
             ]}]},
     }
-    r = httpx.post(base, json=[rule])
+    r = httpc.post(base, json=[rule])
     assert r.status_code == 200 and r.json()["code"] == 200000, r.text
-    stored = httpx.get(platform.url("api") + "/api/naming/rules", params={"service": "orders"}).json()
+    stored = httpc.get(platform.url("api") + "/api/naming/rules", params={"service": "orders"}).json()
     summary = [(s["name"], s["service"], s["destinations"][1]["name"]) for s in stored]
     assert summary == [("feature-env", "orders", "base")]
     assert stored[0]["destinations"][0]["labels"]["env"]["value_type"] == "PARAMETER"
-    listed = httpx.get(base, params={"service": "orders"}).json()
+    listed = httpc.get(base, params={"service": "orders"}).json()
     assert listed["amount"] == 1
     assert listed["data"][0]["@type"] == "type.googleapis.com/v1.RouteRule"
     assert listed["data"][0]["name"] == "feature-env"
     # What devbox lists can be posted back unchanged.
-    assert httpx.post(base, json=listed["data"]).json()["code"] == 200000
+    assert httpc.post(base, json=listed["data"]).json()["code"] == 200000
 
     unsupported = {**rule, "routing_policy": "MetadataPolicy"}
-    r = httpx.post(base, json=[unsupported])
+    r = httpc.post(base, json=[unsupported])
     assert r.status_code == 400 and "RulePolicy" in r.json()["responses"][0]["info"]
     ranged = json.loads(json.dumps(rule))
     ranged["routing_config"]["rules"][0]["destinations"][0]["labels"]["env"]["type"] = "RANGE"
-    assert "not supported" in httpx.post(base, json=[ranged]).json()["responses"][0]["info"]
-    assert httpx.post(base, content=b"{").status_code == 400
+    assert "not supported" in httpc.post(base, json=[ranged]).json()["responses"][0]["info"]
+    assert httpc.post(base, content=b"{").status_code == 400
 
-    r = httpx.post(base + "/delete", json=[{"id": "default/orders/feature-env"}])
+    r = httpc.post(base + "/delete", json=[{"id": "default/orders/feature-env"}])
     assert r.json()["code"] == 200000
-    assert httpx.get(base).json()["amount"] == 0
+    assert httpc.get(base).json()["amount"] == 0
 
 
 def test_config_declares_services_and_rules(tmp_path: Path) -> None:
@@ -434,15 +434,15 @@ def test_config_declares_services_and_rules(tmp_path: Path) -> None:
     for _ in range(2):  # applying the same config again changes nothing
         with running_platform(config=config, components=["naming"]) as p:
             api = p.url("api") + "/api/naming"
-            secure = httpx.get(api + "/services/default/secure").json()
+            secure = httpc.get(api + "/services/default/secure").json()
             assert secure["require_token"] is True and secure["token"] == "fixed-token-1"
-            assert [r["name"] for r in httpx.get(api + "/rules").json()] == ["multi-env"]
+            assert [r["name"] for r in httpc.get(api + "/rules").json()] == ["multi-env"]
             revisions.append(secure["revision"])
             with grpc.insecure_channel(p.target("polaris_grpc")) as chan:
                 stub = pb.grpcapi.PolarisGRPCStub(chan)
                 msg = instance_msg(service="secure")
                 assert stub.RegisterInstance(msg).code.value == 401000
                 assert stub.RegisterInstance(msg, metadata=[("x-polaris-token", "fixed-token-1")]).code.value == 200000
-            revisions.append(httpx.get(api + "/services/default/secure").json()["revision"])
+            revisions.append(httpc.get(api + "/services/default/secure").json()["revision"])
     # The restart re-applied the same config: the revision clients cached is still current.
     assert revisions[1] == revisions[2]

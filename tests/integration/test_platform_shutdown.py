@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from devbox.testing import running_platform, wait_for
+from tests import httpc
 
 
 class _Errors(logging.Handler):
@@ -54,10 +53,10 @@ def test_stop_answers_pending_long_polls_at_once_and_logs_no_error(tmp_path: Pat
             logging.getLogger(name).addHandler(errors)
         try:
             api = p.url("api")
-            cursor = httpx.get(f"{api}/api/deploy/logs", params={"service": "orders"}).json()["cursor"]
-            watch, watched = _in_background(lambda: httpx.get(
+            cursor = httpc.get(f"{api}/api/deploy/logs", params={"service": "orders"}).json()["cursor"]
+            watch, watched = _in_background(lambda: httpc.get(
                 f"{api}/api/naming/watch", params={"service": "orders", "revision": "", "timeout": 60}, timeout=60))
-            follow, followed = _in_background(lambda: httpx.get(
+            follow, followed = _in_background(lambda: httpc.get(
                 f"{api}/api/deploy/logs", params={"service": "orders", "after": cursor, "wait": 25}, timeout=60))
             naming = p.component("naming").service  # type: ignore[attr-defined]
             logs_api = p.component("deploy").logs_api  # type: ignore[attr-defined]

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from fastapi import APIRouter
 
@@ -20,6 +19,7 @@ from devbox.config import ProjectConfig
 from devbox.platform.component import Component, ComponentSpec, PlatformContext
 from devbox.platform.platform import Platform
 from devbox.testing import starting_in_background, wait_for
+from tests import httpc
 
 #: Released by the test: the slow component's start() waits on it.
 GATE = threading.Event()
@@ -63,14 +63,14 @@ def test_listeners_answer_starting_while_a_slow_component_starts_then_serve(
              "the listeners to be bound")
     api = platform.ctx.url("api")
 
-    health = httpx.get(f"{api}/healthz", timeout=30)  # bound and listening: no "connection refused"
+    health = httpc.get(f"{api}/healthz", timeout=30)  # bound and listening: no "connection refused"
     assert health.status_code == 503
     assert health.json()["status"] == "starting"
-    refused = httpx.get(f"{api}/api/slow", timeout=5)
+    refused = httpc.get(f"{api}/api/slow", timeout=5)
     assert refused.status_code == 503
     assert refused.json()["error"] == "starting" and refused.json()["reason"]
     assert refused.headers["retry-after"] == "1"
-    polaris = httpx.get(platform.ctx.url("polaris_http") + "/naming/v1/instances", timeout=5)
+    polaris = httpc.get(platform.ctx.url("polaris_http") + "/naming/v1/instances", timeout=5)
     assert polaris.status_code == 503 and polaris.json()["error"] == "starting"
     with grpc.insecure_channel(platform.ctx.target("polaris_grpc")) as channel:
         with pytest.raises(grpc.RpcError) as raised:
@@ -82,9 +82,9 @@ def test_listeners_answer_starting_while_a_slow_component_starts_then_serve(
     GATE.set()
     wait_for(lambda: "started" in outcome or "error" in outcome, 30, "the platform to be up")
     assert "error" not in outcome, outcome.get("error")
-    assert httpx.get(f"{api}/healthz", timeout=5).json()["status"] == "ok"
-    assert httpx.get(f"{api}/api/slow", timeout=5).json() == {"hello": "slow"}
-    assert httpx.get(platform.ctx.url("polaris_http") + "/healthz", timeout=5).status_code != 503
+    assert httpc.get(f"{api}/healthz", timeout=5).json()["status"] == "ok"
+    assert httpc.get(f"{api}/api/slow", timeout=5).json() == {"hello": "slow"}
+    assert httpc.get(platform.ctx.url("polaris_http") + "/healthz", timeout=5).status_code != 503
     with grpc.insecure_channel(platform.ctx.target("polaris_grpc")) as channel:
         with pytest.raises(grpc.RpcError) as raised:  # the real servicer table: an unknown method
             channel.unary_unary("/no.Such/Method")(b"", timeout=5)

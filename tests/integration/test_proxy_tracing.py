@@ -19,6 +19,7 @@ from devbox.mocks.faults.rules import Decision
 
 from devbox.platform.ports import MetricsQueryPort
 from devbox.testing import running_platform, wait_for
+from tests import httpc
 
 
 class _Plain(BaseHTTPRequestHandler):
@@ -114,10 +115,10 @@ def test_uninstrumented_service_shows_in_traces_and_red_metrics(plain: tuple[str
                                         {"key": "service.instance.id", "value": {"stringValue": "plain-1"}}]},
             "scopeSpans": [{"scope": {"name": "devbox.proxy"}, "spans": spans}],
         }]}
-        r = httpx.post(platform.url("otlp_http") + "/v1/traces", json=body)
+        r = httpc.post(platform.url("otlp_http") + "/v1/traces", json=body)
         assert r.status_code == 200, r.text
         zipkin = platform.url("zipkin")
-        services = wait_for(lambda: "plain" in httpx.get(zipkin + "/api/v2/services").json(), what="plain in services")
+        services = wait_for(lambda: "plain" in httpc.get(zipkin + "/api/v2/services").json(), what="plain in services")
         assert services
         metrics = platform.platform.ctx.lookup(MetricsQueryPort)  # type: ignore[union-attr]
         assert metrics is not None

@@ -11,6 +11,7 @@ import httpx
 from devbox.mocks.deploy.config import ServiceConfig
 
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 from tests.deploy_fakes import write_service
 from tests.integration.test_entry_port import deployed, events, services
 
@@ -18,11 +19,11 @@ COMPONENTS = ["naming", "faults", "deploy"]
 
 
 def release(p: PlatformThread, **body: Any) -> httpx.Response:
-    return httpx.post(p.url() + "/api/deploy/releases", json=body)
+    return httpc.post(p.url() + "/api/deploy/releases", json=body)
 
 
 def current(p: PlatformThread) -> dict[str, Any]:
-    return httpx.get(p.url() + "/api/deploy/releases/current").json()
+    return httpc.get(p.url() + "/api/deploy/releases/current").json()
 
 
 def test_release_shifts_by_weight_and_retires_the_old_version_with_no_failed_entry_request(tmp_path: Path) -> None:
@@ -66,7 +67,7 @@ def test_release_shifts_by_weight_and_retires_the_old_version_with_no_failed_ent
         assert len(rel["switch_seconds"]) == 2
         kinds = [e["kind"] for e in events(p, service="web")]
         assert kinds.count("release_batch") == 2 and "release_done" in kinds
-        history = httpx.get(p.url() + "/api/deploy/releases").json()["history"]
+        history = httpc.get(p.url() + "/api/deploy/releases").json()["history"]
         assert history[0]["id"] == rel["id"]
 
 
@@ -85,8 +86,8 @@ def test_bad_input_rollback_by_request_and_an_interrupted_release(tmp_path: Path
         second = release(p, service="web", version="v3")
         assert second.status_code == 409 and "wait for it" in second.json()["reason"]
         wait_for(lambda: current(p)["batch"] == 0, what="batch 1", every=0.05)
-        assert httpx.post(p.url() + "/api/deploy/releases/current/pause").json()["state"] == "paused"
-        rolled = httpx.post(p.url() + "/api/deploy/releases/current/rollback", timeout=30).json()
+        assert httpc.post(p.url() + "/api/deploy/releases/current/pause").json()["state"] == "paused"
+        rolled = httpc.post(p.url() + "/api/deploy/releases/current/rollback", timeout=30).json()
         assert rolled["state"] == "rolled_back" and "rollback requested" in rolled["reason"]
         dep = services(p)["web"]
         assert "web@release" not in services(p) and dep["instances"][0]["weight"] == 100
@@ -100,5 +101,5 @@ def test_bad_input_rollback_by_request_and_an_interrupted_release(tmp_path: Path
         rel = current(p)
         assert rel["state"] == "interrupted" and "rollback" in rel["explain"], (rel, state)
         assert release(p, service="web").status_code == 409
-        rolled = httpx.post(p.url() + "/api/deploy/releases/current/rollback").json()
+        rolled = httpc.post(p.url() + "/api/deploy/releases/current/rollback").json()
         assert rolled["state"] == "rolled_back"

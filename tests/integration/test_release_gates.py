@@ -20,6 +20,7 @@ from devbox.mocks.deploy.config import ServiceConfig
 
 from devbox.config import ProjectConfig
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 from tests.deploy_fakes import write_service
 from tests.integration.test_entry_port import deployed, services
 
@@ -78,13 +79,13 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThrea
 
 
 def start(p: PlatformThread, **body: Any) -> dict[str, Any]:
-    answer = httpx.post(p.url() + "/api/deploy/releases", json=body, timeout=30)
+    answer = httpc.post(p.url() + "/api/deploy/releases", json=body, timeout=30)
     assert answer.status_code == 202, answer.text
     return dict(answer.json())
 
 
 def current(p: PlatformThread) -> dict[str, Any]:
-    return dict(httpx.get(p.url() + "/api/deploy/releases/current").json())
+    return dict(httpc.get(p.url() + "/api/deploy/releases/current").json())
 
 
 def finished(p: PlatformThread, timeout: float = 60) -> dict[str, Any]:
@@ -148,10 +149,10 @@ def test_in_place_release_adds_no_capacity_and_fails_no_entry_request(platform: 
 def test_a_paused_release_stands_still_until_resumed(platform: PlatformThread) -> None:
     start(platform, service="web", version="v-resumed", batches=[50, 100], pause=2)
     wait_for(lambda: current(platform)["batch"] == 0, 60, "the first batch")
-    paused = httpx.post(platform.url() + "/api/deploy/releases/current/pause").json()
+    paused = httpc.post(platform.url() + "/api/deploy/releases/current/pause").json()
     assert paused["state"] == "paused" and "resume" in paused["explain"]
     assert current(platform)["state"] == "paused"
-    resumed = httpx.post(platform.url() + "/api/deploy/releases/current/resume").json()
+    resumed = httpc.post(platform.url() + "/api/deploy/releases/current/resume").json()
     assert resumed["state"] == "running"
     rel = finished(platform)
     assert rel["state"] == "succeeded", rel
@@ -165,11 +166,11 @@ def test_a_paused_release_stands_still_until_resumed(platform: PlatformThread) -
 
 
 def test_a_service_declared_but_not_up_is_refused_clearly(platform: PlatformThread) -> None:
-    answer = httpx.post(platform.url() + "/api/deploy/releases", json={"service": "idle"})
+    answer = httpc.post(platform.url() + "/api/deploy/releases", json={"service": "idle"})
     assert 400 <= answer.status_code < 500, answer.text
     reason = answer.json()["reason"]
     assert "idle" in reason and "not up" in reason, reason
-    nope = httpx.post(platform.url() + "/api/deploy/releases", json={"service": "nope"})
+    nope = httpc.post(platform.url() + "/api/deploy/releases", json={"service": "nope"})
     assert nope.status_code == 404 and "not up" in nope.json()["reason"]
 
 
@@ -181,6 +182,6 @@ def test_a_gate_that_saw_no_calls_holds_the_batch_instead_of_promoting(platform:
     [step] = [s for s in held["steps"] if s["message"].startswith("held at 50%")]
     assert "gate success_rate<99 not judged: 0 calls of v-quiet" in step["message"], step
     assert "devbox release resume" in step["message"], step
-    answer = httpx.post(platform.url() + "/api/deploy/releases/current/rollback", timeout=60)
+    answer = httpc.post(platform.url() + "/api/deploy/releases/current/rollback", timeout=60)
     assert answer.status_code == 200, answer.text
     assert finished(platform)["state"] == "rolled_back"

@@ -30,6 +30,7 @@ from devbox.mocks.tracing.convert import to_otlp_request
 from devbox.mocks.tracing.models import Span
 
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 
 pytestmark = pytest.mark.slow
 
@@ -147,7 +148,7 @@ server.serve_forever()
 
 
 def _stored(p: PlatformThread) -> int:
-    return int(httpx.get(p.url("api") + "/api/platform", timeout=CLIENT_TIMEOUT).json()
+    return int(httpc.get(p.url("api") + "/api/platform", timeout=CLIENT_TIMEOUT).json()
                ["components"]["tracing"]["spans_stored"])
 
 
@@ -200,7 +201,7 @@ def test_api_stays_responsive_while_ingest_is_saturated(tmp_path: Path) -> None:
 
             def post_alerts() -> tuple[int, float]:
                 t = time.monotonic()
-                r = httpx.post(p.url("alertmanager") + "/api/v2/alerts", content=alerts,
+                r = httpc.post(p.url("alertmanager") + "/api/v2/alerts", content=alerts,
                                headers={"content-type": "application/json"}, timeout=CLIENT_TIMEOUT)
                 return r.status_code, time.monotonic() - t
 

@@ -18,6 +18,7 @@ import pytest
 from devbox.config import Ports, ProjectConfig, load_config
 from devbox.platform import registry
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "scenarios" / "shop"
@@ -48,7 +49,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
 
 
 def instances(p: PlatformThread, service: str) -> list[dict[str, Any]]:
-    found = httpx.get(p.url("api") + f"/api/deploy/services/{service}").json()
+    found = httpc.get(p.url("api") + f"/api/deploy/services/{service}").json()
     return [i for dep in found["deployments"] for i in dep["instances"]]
 
 
@@ -117,7 +118,7 @@ def test_order_paths(gateway: httpx.Client) -> None:
 
 
 def _trace(shop: PlatformThread, trace_id: str) -> list[dict[str, Any]] | None:
-    answer = httpx.get(shop.url("zipkin") + f"/api/v2/trace/{trace_id}")
+    answer = httpc.get(shop.url("zipkin") + f"/api/v2/trace/{trace_id}")
     return answer.json() if answer.status_code == 200 else None
 
 
@@ -165,7 +166,7 @@ def test_error_trace_roots_at_payment(shop: PlatformThread, gateway: httpx.Clien
 
     wait_for(failed_chain, timeout=40, what="error spans of payment, orders and gateway")
     # devbox's root cause: where the error originated, with the path to it
-    why = httpx.get(shop.url("api") + f"/api/traces/{trace_id}/why").json()
+    why = httpc.get(shop.url("api") + f"/api/traces/{trace_id}/why").json()
     assert why["failed"] is True
     assert {c["service"] for c in why["causes"]} == {"payment"}, why["causes"]
     assert why["causes"][0]["path"][0]["service"] == "gateway"
@@ -180,7 +181,7 @@ def test_the_shop_is_measured_with_zero_code(shop: PlatformThread, gateway: http
     assert gateway.post("/orders", json={"user": "bob", "sku": "sku-1", "fail": "payment"}).status_code == 502
 
     def query(expr: str) -> list[dict[str, Any]]:
-        answer = httpx.get(shop.url("prometheus") + "/api/v1/query", params={"query": expr}).json()
+        answer = httpc.get(shop.url("prometheus") + "/api/v1/query", params={"query": expr}).json()
         assert answer["status"] == "success", answer
         return answer["data"]["result"]
 
@@ -221,12 +222,12 @@ def test_the_shop_is_measured_with_zero_code(shop: PlatformThread, gateway: http
 def test_payment_failures_fire_the_success_rate_alert(shop: PlatformThread, gateway: httpx.Client) -> None:
     [payment] = instances(shop, "payment")
     faults = f"http://127.0.0.1:{payment['port']}/admin/faults"
-    assert httpx.put(faults, json={"error_rate": 1.0}).json() == {"error_rate": 1.0}
+    assert httpc.put(faults, json={"error_rate": 1.0}).json() == {"error_rate": 1.0}
 
     def firing() -> list[dict[str, Any]] | None:
         for _ in range(4):  # keep the failures coming: the rule wants 10 s of them
             assert gateway.post("/orders", json={"user": "bob", "sku": "sku-1"}).status_code == 502
-        alerts = httpx.get(
+        alerts = httpc.get(
             shop.url("alertmanager") + "/api/v2/alerts", params={"filter": "alertname=ShopSuccessRateLow"}
         )
         active = [a for a in alerts.json() if a["status"]["state"] == "active"]
@@ -236,7 +237,7 @@ def test_payment_failures_fire_the_success_rate_alert(shop: PlatformThread, gate
     try:
         active = wait_for(firing, timeout=90, every=0.5, what="ShopSuccessRateLow to fire for payment")
     finally:
-        httpx.put(faults, json={"error_rate": 0.0})
+        httpc.put(faults, json={"error_rate": 0.0})
     by_callee = {a["labels"]["callee"]: a for a in active}
     # payment fails, and so do the hops that pass its failure on; users and inventory do not
     assert "payment" in by_callee and not {"users", "inventory"} & set(by_callee)
@@ -271,7 +272,7 @@ def test_fanout_per_entry_matches_the_call_graph(shop: PlatformThread, gateway: 
     assert gateway.get("/products").status_code == 200
 
     def settled() -> dict[str, dict[str, float]] | None:
-        rows = httpx.get(shop.url("api") + "/api/traces/fanout", params={"lookback": 600_000}).json()["entries"]
+        rows = httpc.get(shop.url("api") + "/api/traces/fanout", params={"lookback": 600_000}).json()["entries"]
         entries = {(r["service"], r["operation"]): r["services"] for r in rows}
         products = entries.get(("gateway", "GET /products"))
         checkout = entries.get(("gateway", "GET /checkout/{user}"))
@@ -288,7 +289,7 @@ def test_fanout_per_entry_matches_the_call_graph(shop: PlatformThread, gateway: 
 def test_feature_environment_recipe_from_the_readme(shop: PlatformThread, gateway: httpx.Client) -> None:
     """README: a feature-x group of orders beside base, one namespace-wide rule, labelled requests."""
     api = shop.url("api")
-    started = httpx.post(
+    started = httpc.post(
         api + "/api/deploy/services/orders/start", json={"group": "feature-x", "tags": {"env": "feature-x"}},
         timeout=90,
     )
@@ -300,7 +301,7 @@ def test_feature_environment_recipe_from_the_readme(shop: PlatformThread, gatewa
         "destinations": [{"labels": {"env": "$env"}}, {"labels": {"env": {"type": "IN", "value": "base,"}},
                                                        "priority": 1}],
     }
-    assert httpx.post(api + "/api/naming/rules", json=rule).status_code == 201
+    assert httpc.post(api + "/api/naming/rules", json=rule).status_code == 201
     try:
         def routed() -> dict[str, Any] | None:
             body = gateway.get("/checkout/alice", headers={"baggage": "env=feature-x"}).json()
@@ -317,4 +318,4 @@ def test_feature_environment_recipe_from_the_readme(shop: PlatformThread, gatewa
             plain = gateway.get("/checkout/alice").json()
             assert plain["quote"]["served_by"]["env"] == "base"
     finally:
-        httpx.post(api + "/api/deploy/services/orders/stop", json={"group": "feature-x"}, timeout=60)
+        httpc.post(api + "/api/deploy/services/orders/stop", json={"group": "feature-x"}, timeout=60)

@@ -15,6 +15,7 @@ from devbox.snapshot.collect import Platform, collect
 from devbox.snapshot.format import read, write
 from devbox.snapshot.serve import start
 from devbox.testing import running_platform, wait_for
+from tests import httpc
 from tests.unit.evidence_traces import shop_rows
 
 RULE = {"service": "orders", "name": "feature-x", "destinations": [{"labels": {"env": "feature-x"}}]}
@@ -30,7 +31,7 @@ def test_save_then_load_restores_state_and_evidence(tmp_path: Path) -> None:
         assert api.post("/api/alerts/silences", json={"matchers": ["alertname=X"],
                                                        "duration": "1h", "comment": "t"}).status_code == 201
         rows = shop_rows(20, seed=1, t0=time.time() * 1e6 - 30e6, gap_us=100_000)
-        assert httpx.post(p.url("zipkin") + "/api/v2/spans", content=json.dumps(rows),
+        assert httpc.post(p.url("zipkin") + "/api/v2/spans", content=json.dumps(rows),
                           headers={"Content-Type": "application/json"}).status_code == 202
         wait_for(lambda: len(api.get("/api/traces", params={"limit": 100}).json()["traces"]) == 20, 30,
                  "the 20 traces stored")

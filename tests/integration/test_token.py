@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from devbox.testing import PlatformThread, running_platform
+from tests import httpc
 
 TOKEN = "s3cret-token"
 pb = protos()
@@ -56,7 +57,7 @@ def test_polaris_grpc_refuses_calls_without_the_token(platform: PlatformThread, 
         with pytest.raises(grpc.RpcError) as discover:
             list(stub.Discover(iter([request]), metadata=metadata, timeout=10))
         assert discover.value.code() is grpc.StatusCode.UNAUTHENTICATED
-    listed = httpx.get(platform.url("api") + "/api/naming/services", headers={"Authorization": f"Bearer {TOKEN}"})
+    listed = httpc.get(platform.url("api") + "/api/naming/services", headers={"Authorization": f"Bearer {TOKEN}"})
     assert listed.status_code == 200
     assert "rogue" not in listed.text  # nothing was registered
 
@@ -79,11 +80,11 @@ def test_otlp_grpc_export_needs_the_token(platform: PlatformThread) -> None:
 
 def test_http_listeners_need_the_token(platform: PlatformThread) -> None:
     for listener, path in [("api", "/api/platform"), ("polaris_http", "/v1/Discover"), ("otlp_http", "/v1/traces")]:
-        answer = httpx.post(platform.url(listener) + path) if listener == "otlp_http" else \
-            httpx.get(platform.url(listener) + path)
+        answer = httpc.post(platform.url(listener) + path) if listener == "otlp_http" else \
+            httpc.get(platform.url(listener) + path)
         assert answer.status_code == 401, (listener, answer.status_code)
-    assert httpx.get(platform.url("api") + "/healthz").status_code == 200
-    ok = httpx.get(platform.url("api") + "/api/platform", headers={"X-Devbox-Token": TOKEN})
+    assert httpc.get(platform.url("api") + "/healthz").status_code == 200
+    ok = httpc.get(platform.url("api") + "/api/platform", headers={"X-Devbox-Token": TOKEN})
     assert ok.status_code == 200
 
 
@@ -101,7 +102,7 @@ def test_a_token_link_logs_a_browser_in(platform: PlatformThread) -> None:
         # the browser now carries the cookie on every request of the dashboard
         assert browser.get("/api/platform").status_code == 200
     # a script may also pass the token in the query (no redirect for non-browsers)
-    assert httpx.get(base + "/api/platform", params={"token": TOKEN}).status_code == 200
+    assert httpc.get(base + "/api/platform", params={"token": TOKEN}).status_code == 200
 
 
 def test_the_cli_sends_the_token_from_devbox_yaml(platform: PlatformThread, tmp_path: Path,

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
 from devbox.mocks.tracing.convert import to_otlp_request
@@ -16,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from devbox.testing import PlatformThread, running_platform
+from tests import httpc
 
 SPEC = str(Path(__file__).resolve().parents[1] / "specs" / "zipkin2-api.yaml")
 FAILED, OK, PROBE = "a1" * 16, "b2" * 16, "c3" * 16
@@ -50,7 +50,7 @@ def constructed() -> list[Span]:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
     with running_platform(tmp_path_factory.mktemp("tracing-api"), components=["tracing"]) as p:
-        r = httpx.post(p.url("otlp_http") + "/v1/traces", content=to_otlp_request(constructed()).SerializeToString(),
+        r = httpc.post(p.url("otlp_http") + "/v1/traces", content=to_otlp_request(constructed()).SerializeToString(),
                        headers={"content-type": "application/x-protobuf"})
         assert r.status_code == 200
         yield p
@@ -58,39 +58,39 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThrea
 
 def test_list_filters_and_one_trace(platform: PlatformThread) -> None:
     api = platform.url("api") + "/api"
-    failed = httpx.get(api + "/traces", params={"errors": "true"}).json()["traces"]
+    failed = httpc.get(api + "/traces", params={"errors": "true"}).json()["traces"]
     assert [t["trace_id"] for t in failed] == [FAILED]
     assert failed[0]["root_name"] == "GET /checkout" and failed[0]["services"] == ["gateway", "inventory", "orders"]
-    slow = httpx.get(api + "/traces", params={"min_duration": 90}).json()["traces"]
+    slow = httpc.get(api + "/traces", params={"min_duration": 90}).json()["traces"]
     assert {t["trace_id"] for t in slow} == {FAILED, OK}
-    assert httpx.get(api + "/traces", params={"service": "inventory"}).json()["traces"][0]["trace_id"] == FAILED
-    listed = {t["trace_id"] for t in httpx.get(api + "/traces").json()["traces"]}
+    assert httpc.get(api + "/traces", params={"service": "inventory"}).json()["traces"][0]["trace_id"] == FAILED
+    listed = {t["trace_id"] for t in httpc.get(api + "/traces").json()["traces"]}
     assert listed == {FAILED, OK}  # health probes are left out unless asked for
-    with_probes = httpx.get(api + "/traces", params={"probes": "true", "service": "orders"}).json()["traces"]
+    with_probes = httpc.get(api + "/traces", params={"probes": "true", "service": "orders"}).json()["traces"]
     assert {t["trace_id"] for t in with_probes} == {FAILED, OK, PROBE}
-    spans = httpx.get(f"{api}/traces/{OK}").json()["spans"]
+    spans = httpc.get(f"{api}/traces/{OK}").json()["spans"]
     assert [s["name"] for s in spans] == ["GET /checkout", "call orders", "POST /orders"]
-    r = httpx.get(f"{api}/traces/{'c' * 32}")
+    r = httpc.get(f"{api}/traces/{'c' * 32}")
     assert r.status_code == 404 and r.json()["error"] == "trace not found"
-    r = httpx.get(f"{api}/traces/not-hex/why")
+    r = httpc.get(f"{api}/traces/not-hex/why")
     assert r.status_code == 400 and "not a trace id" in r.json()["reason"]
 
 
 def test_why_critical_path_topology_and_fanout(platform: PlatformThread) -> None:
     api = platform.url("api") + "/api"
-    why = httpx.get(f"{api}/traces/{FAILED}/why").json()
+    why = httpc.get(f"{api}/traces/{FAILED}/why").json()
     causes = [(c["service"], c["name"], c["message"]) for c in why["causes"]]
     assert causes == [("inventory", "reserve", "out of stock")]
     assert [h["service"] for h in why["causes"][0]["path"]] == ["gateway", "gateway", "orders", "orders", "inventory"]
-    path = httpx.get(f"{api}/traces/{FAILED}/critical-path").json()
+    path = httpc.get(f"{api}/traces/{FAILED}/critical-path").json()
     assert {r["service"]: r["critical_us"] for r in path["services"]} == {"gateway": 34, "orders": 20, "inventory": 46}
-    topo = httpx.get(api + "/topology", params={"service": "orders"}).json()
+    topo = httpc.get(api + "/topology", params={"service": "orders"}).json()
     edges = {(e["caller"], e["callee"]): (e["calls"], e["errors"]) for e in topo["edges"]}
     assert edges == {("gateway", "orders"): (2, 1), ("orders", "inventory"): (1, 1), ("gateway", "users"): (1, 0)}
     assert topo["service"]["callers"] == ["gateway"] and topo["service"]["callees_transitive"] == ["inventory"]
-    r = httpx.get(api + "/topology", params={"service": "nobody"})
+    r = httpc.get(api + "/topology", params={"service": "nobody"})
     assert r.status_code == 404 and "nobody" in r.json()["reason"]
-    entries = httpx.get(api + "/traces/fanout").json()["entries"]
+    entries = httpc.get(api + "/traces/fanout").json()["entries"]
     entry = next(e for e in entries if e["operation"] == "GET /checkout")
     assert entry["service"] == "gateway" and entry["requests"] == 2
     assert entry["services"] == {"inventory": 0.5, "orders": 1.0, "users": 0.5}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.exporter.zipkin.json import ZipkinExporter
@@ -17,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from devbox.testing import PlatformThread, running_platform
+from tests import httpc
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def _emit(exporter: SpanExporter, service: str) -> tuple[str, str, str]:
 
 
 def _zipkin(p: PlatformThread, path: str, **params: object) -> object:
-    r = httpx.get(f"{p.url('zipkin')}/api/v2{path}", params=params)  # type: ignore[arg-type]
+    r = httpc.get(f"{p.url('zipkin')}/api/v2{path}", params=params)  # type: ignore[arg-type]
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -96,7 +96,7 @@ def test_events_status_scope_and_names_as_zipkin_answers_them(platform: Platform
     found = _zipkin(platform, "/traces", serviceName=service, annotationQuery=f"{start} and otel.status_code=ERROR")
     assert [t[0]["traceId"] for t in found] == [trace_id]  # type: ignore[index]
     # devbox's own API keeps the case and the structured events (and, from OTLP, the links)
-    own = httpx.get(f"{platform.url('api')}/api/traces/{trace_id}").json()["spans"]
+    own = httpc.get(f"{platform.url('api')}/api/traces/{trace_id}").json()["spans"]
     mine = next(s for s in own if s["name"] == name)
     assert mine["service"] == service
     if kind == "otlp":
@@ -122,7 +122,7 @@ def test_zipkin_model_comes_back_whole(platform: PlatformThread) -> None:
               "remoteEndpoint": {"serviceName": "frontend", "ipv4": "192.168.99.1"}}
     late = {"traceId": tid, "id": "7b221d5bc9e6496c", "parentId": "6b221d5bc9e6496c", "name": "late",
             "localEndpoint": {"serviceName": "backend"}, "annotations": [{"timestamp": now - 300, "value": "ws"}]}
-    r = httpx.post(platform.url("zipkin") + "/api/v2/spans", json=[client, server, late])
+    r = httpc.post(platform.url("zipkin") + "/api/v2/spans", json=[client, server, late])
     assert r.status_code == 202, r.text
     got = _zipkin(platform, f"/trace/{tid}")
     assert isinstance(got, list) and len(got) == 3

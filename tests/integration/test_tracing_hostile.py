@@ -15,6 +15,7 @@ from devbox.mocks.tracing.convert import to_otlp_request
 from devbox.mocks.tracing.models import Span
 
 from devbox.testing import PlatformThread, running_platform
+from tests import httpc
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -27,7 +28,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThrea
 
 
 def _otlp_json(platform: PlatformThread, body: bytes) -> httpx.Response:
-    return httpx.post(platform.url("otlp_http") + "/v1/traces", content=body,
+    return httpc.post(platform.url("otlp_http") + "/v1/traces", content=body,
                       headers={"content-type": "application/json"})
 
 
@@ -35,7 +36,7 @@ def test_deeply_nested_json_is_a_400(platform: PlatformThread) -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     r = _otlp_json(platform, b'{"resourceSpans":' + deep + b"}")
     assert r.status_code == 400, r.text
-    r = httpx.post(platform.url("zipkin") + "/api/v2/spans", content=deep, headers={"content-type": "application/json"})
+    r = httpc.post(platform.url("zipkin") + "/api/v2/spans", content=deep, headers={"content-type": "application/json"})
     assert r.status_code == 400 and "nested too deeply" in r.text
 
 
@@ -65,7 +66,7 @@ def test_poison_zipkin_span_is_a_400_not_a_503(platform: PlatformThread) -> None
             "localEndpoint": {"serviceName": "p"}}
     for bad in ({"remoteEndpoint": {"serviceName": {"x": 1}}}, {"localEndpoint": {"port": "80"}},
                 {"annotations": [{"timestamp": "x", "value": 1}]}, {"tags": {"k": {"x": 1}}}, {"name": ["x"]}):
-        r = httpx.post(platform.url("zipkin") + "/api/v2/spans", json=[{**base, **bad}])
+        r = httpc.post(platform.url("zipkin") + "/api/v2/spans", json=[{**base, **bad}])
         assert r.status_code == 400, (bad, r.text)
         assert "1 span(s) rejected" in r.text
 
@@ -85,9 +86,9 @@ def test_garbage_and_truncated_grpc_exports_are_invalid_argument(platform: Platf
 
 def test_a_2000_term_annotation_query_is_a_400(platform: PlatformThread) -> None:
     query = " and ".join(f"k{i}=v{i}" for i in range(2000))
-    r = httpx.get(platform.url("zipkin") + "/api/v2/traces", params={"annotationQuery": query})
+    r = httpc.get(platform.url("zipkin") + "/api/v2/traces", params={"annotationQuery": query})
     assert r.status_code == 400 and "terms" in r.text
-    ok = httpx.get(platform.url("zipkin") + "/api/v2/traces", params={"annotationQuery": 'a and b=c and "q\\'})
+    ok = httpc.get(platform.url("zipkin") + "/api/v2/traces", params={"annotationQuery": 'a and b=c and "q\\'})
     assert ok.status_code == 200
 
 
@@ -126,7 +127,7 @@ def test_saturated_ingest_answers_retryable_busy_and_keeps_every_acknowledged_sp
                                     for j in range(2000)]).SerializeToString()
 
         def send(i: int) -> httpx.Response:
-            return httpx.post(p.url("otlp_http") + "/v1/traces", content=body(i), timeout=60,
+            return httpc.post(p.url("otlp_http") + "/v1/traces", content=body(i), timeout=60,
                               headers={"content-type": "application/x-protobuf"})
 
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -136,5 +137,5 @@ def test_saturated_ingest_answers_retryable_busy_and_keeps_every_acknowledged_sp
         assert 503 in codes, codes
         assert all(r.headers.get("retry-after") for r in answers if r.status_code == 503)
         acked = codes.count(200) * 2000
-        stored = httpx.get(p.url("api") + "/api/platform").json()["components"]["tracing"]["spans_stored"]
+        stored = httpc.get(p.url("api") + "/api/platform").json()["components"]["tracing"]["spans_stored"]
         assert stored == acked

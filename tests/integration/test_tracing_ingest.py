@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from devbox.mocks.tracing.convert import to_otlp_request
 from devbox.mocks.tracing.models import Span
@@ -32,6 +31,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from devbox.testing import PlatformThread, running_platform, wait_for
+from tests import httpc
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def _emit(exporter: SpanExporter, service: str) -> tuple[str, str]:
 
 
 def _zipkin_trace(p: PlatformThread, trace_id: str, listener: str = "zipkin") -> list[dict]:
-    r = httpx.get(f"{p.url(listener)}/api/v2/trace/{trace_id}")
+    r = httpc.get(f"{p.url(listener)}/api/v2/trace/{trace_id}")
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -87,12 +87,12 @@ def test_real_exporters_round_trip_through_zipkin_api(platform: PlatformThread, 
     assert root["tags"]["http.route"] == "/checkout"
     # the same data through the query endpoints, also on the api listener
     z = platform.url("api") + "/api/v2"
-    assert service in httpx.get(z + "/services").json()
-    assert f"{prefix} call" in httpx.get(z + "/spans", params={"serviceName": service}).json()
-    assert httpx.get(z + "/remoteServices", params={"serviceName": service}).json() == ["payments"]
-    found = httpx.get(z + "/traces", params={"serviceName": service, "annotationQuery": "http.route=/checkout"}).json()
+    assert service in httpc.get(z + "/services").json()
+    assert f"{prefix} call" in httpc.get(z + "/spans", params={"serviceName": service}).json()
+    assert httpc.get(z + "/remoteServices", params={"serviceName": service}).json() == ["payments"]
+    found = httpc.get(z + "/traces", params={"serviceName": service, "annotationQuery": "http.route=/checkout"}).json()
     assert [t[0]["traceId"] for t in found] == [trace_id]
-    links = httpx.get(z + "/dependencies", params={"endTs": int(time.time() * 1000)}).json()
+    links = httpc.get(z + "/dependencies", params={"endTs": int(time.time() * 1000)}).json()
     assert {"parent": service, "child": "payments", "callCount": 1, "errorCount": 1} in links
 
 
@@ -106,7 +106,7 @@ def test_otlp_json_answers_in_json_with_partial_success(platform: PlatformThread
               "endTimeUnixNano": "1700000000001"}
     body = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "js"}}]},
                                "scopeSpans": [{"spans": [good, bad_len, no_id, absurd]}]}]}
-    r = httpx.post(platform.url("otlp_http") + "/v1/traces", json=body)
+    r = httpc.post(platform.url("otlp_http") + "/v1/traces", json=body)
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
     partial = r.json()["partialSuccess"]
     assert int(partial["rejectedSpans"]) == 3
@@ -122,35 +122,35 @@ def test_otlp_protobuf_deflate_and_bad_input(platform: PlatformThread) -> None:
                 service="deflate", start_us=time.time_ns() // 1000 - 10, duration_us=5)
     body = zlib.compress(to_otlp_request([span]).SerializeToString())
     url = platform.url("otlp_http") + "/v1/traces"
-    r = httpx.post(url, content=body, headers={"content-type": "application/x-protobuf", "content-encoding": "deflate"})
+    r = httpc.post(url, content=body, headers={"content-type": "application/x-protobuf", "content-encoding": "deflate"})
     assert r.status_code == 200
     assert not ExportTraceServiceResponse.FromString(r.content).HasField("partial_success")
     assert _zipkin_trace(platform, "1" * 32)[0]["name"] == "deflated"
     # malformed protobuf: 400 with a google.rpc.Status in protobuf
     from google.rpc import status_pb2
 
-    r = httpx.post(url, content=b"\xff\xff\xff", headers={"content-type": "application/x-protobuf"})
+    r = httpc.post(url, content=b"\xff\xff\xff", headers={"content-type": "application/x-protobuf"})
     assert r.status_code == 400 and "not an OTLP" in status_pb2.Status.FromString(r.content).message
-    r = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"})
+    r = httpc.post(url, content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "not JSON" in r.json()["message"]
-    r = httpx.post(url, content=b"hello", headers={"content-type": "text/plain"})
+    r = httpc.post(url, content=b"hello", headers={"content-type": "text/plain"})
     assert r.status_code == 415 and "Content-Type" in r.json()["message"]
-    r = httpx.post(url, content=b"x" * 3_000_000, headers={"content-type": "application/x-protobuf"})
+    r = httpc.post(url, content=b"x" * 3_000_000, headers={"content-type": "application/x-protobuf"})
     assert r.status_code == 413
     bomb = gzip.compress(b"\x00" * 5_000_000)
-    r = httpx.post(url, content=bomb, headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"})
+    r = httpc.post(url, content=bomb, headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"})
     assert r.status_code == 413 and "decompressed" in status_pb2.Status.FromString(r.content).message
-    r = httpx.post(url, content=bomb[:100], headers={"content-type": "application/x-protobuf",
+    r = httpc.post(url, content=bomb[:100], headers={"content-type": "application/x-protobuf",
                                                       "content-encoding": "gzip"})
     assert r.status_code == 400 and "truncated" in status_pb2.Status.FromString(r.content).message
-    r = httpx.post(url, content=body, headers={"content-type": "application/x-protobuf", "content-encoding": "br"})
+    r = httpc.post(url, content=body, headers={"content-type": "application/x-protobuf", "content-encoding": "br"})
     assert r.status_code == 415
     # the same endpoint is mounted on the api listener
-    r = httpx.post(platform.url("api") + "/v1/traces", content=body,
+    r = httpc.post(platform.url("api") + "/v1/traces", content=body,
                    headers={"content-type": "application/x-protobuf", "content-encoding": "deflate"})
     assert r.status_code == 200
     # an empty request is a valid (empty) export
-    r = httpx.post(url, content=ExportTraceServiceRequest().SerializeToString(),
+    r = httpc.post(url, content=ExportTraceServiceRequest().SerializeToString(),
                    headers={"content-type": "application/x-protobuf"})
     assert r.status_code == 200
 
@@ -165,17 +165,17 @@ def test_zipkin_proto3_and_bad_zipkin_input(platform: PlatformThread) -> None:
     sp.remote_endpoint.service_name = "db"
     sp.tags["db.system"] = "sqlite"
     url = platform.url("zipkin") + "/api/v2/spans"
-    r = httpx.post(url, content=lst.SerializeToString(), headers={"content-type": "application/x-protobuf"})
+    r = httpc.post(url, content=lst.SerializeToString(), headers={"content-type": "application/x-protobuf"})
     assert r.status_code == 202 and r.content == b""
     got = _zipkin_trace(platform, "ab" * 8)  # a 64-bit id is found by its 16 hex characters
     assert got[0]["traceId"] == "0" * 16 + "ab" * 8 and got[0]["remoteEndpoint"] == {"serviceName": "db"}
     assert got[0]["tags"]["db.system"] == "sqlite"
-    assert httpx.post(url, content=b"[]", headers={"content-type": "application/json"}).status_code == 202
+    assert httpc.post(url, content=b"[]", headers={"content-type": "application/json"}).status_code == 202
     gz = gzip.compress(json.dumps([{"traceId": "ab" * 16, "id": "98" * 8, "name": "gzipped", "timestamp": now,
                                     "duration": 9, "localEndpoint": {"serviceName": "zgzip"}}]).encode())
-    r = httpx.post(url, content=gz, headers={"content-type": "application/json", "content-encoding": "gzip"})
+    r = httpc.post(url, content=gz, headers={"content-type": "application/json", "content-encoding": "gzip"})
     assert r.status_code == 202 and _zipkin_trace(platform, "ab" * 16)[0]["name"] == "gzipped"
-    r = httpx.post(url, content=b"{]", headers={"content-type": "application/json"})
+    r = httpc.post(url, content=b"{]", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "Cannot decode" in r.text
     good = {"traceId": "ef" * 16, "id": "12" * 8, "name": "kept", "timestamp": now, "duration": 3,
             "localEndpoint": {"serviceName": "zjson"}}
@@ -184,24 +184,24 @@ def test_zipkin_proto3_and_bad_zipkin_input(platform: PlatformThread) -> None:
     body = b"[" + json.dumps(good).encode() + b"," + json.dumps(
         {"traceId": "ef" * 16, "name": "no-id", "timestamp": now}).encode() + b"," + json.dumps(
         {**good, "id": "34" * 8, "timestamp": 99999999999999999999}).encode() + b"," + surrogate + b"]"
-    r = httpx.post(url, content=body, headers={"content-type": "application/json"})
+    r = httpc.post(url, content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400 and "stored 1 span" in r.text and "id is missing" in r.text
     assert "3 span(s) rejected" in r.text and "lone surrogate" in r.text
     assert [s["name"] for s in _zipkin_trace(platform, "ef" * 16)] == ["kept"]
-    assert httpx.post(url, content=b"<xml/>", headers={"content-type": "application/xml"}).status_code == 415
+    assert httpc.post(url, content=b"<xml/>", headers={"content-type": "application/xml"}).status_code == 415
     # queries with bad ids and unknown ids
     z = platform.url("zipkin") + "/api/v2"
-    r = httpx.get(z + "/trace/" + "9" * 32)
+    r = httpc.get(z + "/trace/" + "9" * 32)
     assert r.status_code == 404 and r.text == "9" * 32 + " not found"
-    assert httpx.get(z + "/trace/xyz").status_code == 400
-    assert httpx.get(z + "/traceMany", params={"traceIds": "ef" * 16}).status_code == 400
-    many = httpx.get(z + "/traceMany", params={"traceIds": f"{'ef' * 16},{'ab' * 8},{'9' * 32}"}).json()
+    assert httpc.get(z + "/trace/xyz").status_code == 400
+    assert httpc.get(z + "/traceMany", params={"traceIds": "ef" * 16}).status_code == 400
+    many = httpc.get(z + "/traceMany", params={"traceIds": f"{'ef' * 16},{'ab' * 8},{'9' * 32}"}).json()
     assert sorted(t[0]["name"] for t in many) == ["kept", "proto-call"]
-    assert httpx.get(z + "/spans").status_code == 400  # serviceName is required
-    assert httpx.get(z + "/traces", params={"limit": "lots"}).status_code == 400
-    assert "db.system" not in httpx.get(z + "/autocompleteKeys").json()
-    assert httpx.get(z + "/autocompleteValues", params={"key": "db.system"}).json() == ["sqlite"]
-    assert httpx.get(platform.url("zipkin") + "/config.json").json()["dependency"]["enabled"] is True
+    assert httpc.get(z + "/spans").status_code == 400  # serviceName is required
+    assert httpc.get(z + "/traces", params={"limit": "lots"}).status_code == 400
+    assert "db.system" not in httpc.get(z + "/autocompleteKeys").json()
+    assert httpc.get(z + "/autocompleteValues", params={"key": "db.system"}).json() == ["sqlite"]
+    assert httpc.get(platform.url("zipkin") + "/config.json").json()["dependency"]["enabled"] is True
 
 
 def test_grpc_partial_success_counts_bad_spans(platform: PlatformThread) -> None:
@@ -240,14 +240,14 @@ def test_acknowledged_spans_survive_kill_9(tmp_path: Path) -> None:
         for i in range(20):
             spans = [Span(trace_id=f"{i + 1:032x}", span_id=f"{j + 1:016x}", parent_id=None, name=f"s{j}",
                           kind="SERVER", service="killed", start_us=now - 1000, duration_us=10) for j in range(50)]
-            r = httpx.post(url, content=to_otlp_request(spans).SerializeToString(),
+            r = httpc.post(url, content=to_otlp_request(spans).SerializeToString(),
                            headers={"content-type": "application/x-protobuf"})
             assert r.status_code == 200
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     with running_platform(tmp_path, components=["tracing"]) as p:
-        assert httpx.get(p.url("api") + "/api/platform").json()["components"]["tracing"]["spans_stored"] == 1000
+        assert httpc.get(p.url("api") + "/api/platform").json()["components"]["tracing"]["spans_stored"] == 1000
         assert len(_zipkin_trace(p, f"{20:032x}")) == 50
 
 
@@ -262,7 +262,7 @@ def test_acknowledged_spans_survive_a_restart_and_fire_the_event(tmp_path: Path)
         assert {s.remote_service for s in seen} == {None, "payments"}
     with running_platform(tmp_path, components=["tracing"]) as p:
         assert len(_zipkin_trace(p, trace_id)) == 2
-        assert json.loads(httpx.get(p.url("api") + "/api/platform").text)["components"]["tracing"]["spans_stored"] == 2
+        assert json.loads(httpc.get(p.url("api") + "/api/platform").text)["components"]["tracing"]["spans_stored"] == 2
 
 
 EMBEDDING = """

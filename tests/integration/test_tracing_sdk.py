@@ -11,10 +11,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from devbox.testing import PlatformThread, running_platform
+from tests import httpc
 
 SERVICE = r'''
 import asyncio, json, socket, sys, urllib.request
@@ -126,7 +126,7 @@ def test_sampling_fraction_zero_drops_new_traces_but_follows_a_sampled_parent(pl
     }, DEVBOX_SAMPLING="0", OTEL_SERVICE_NAME="sampled-web")
     assert "parented" in out
     assert len(platform.trace(sampled, 4)) >= 4
-    inner = httpx.get(f"{platform.url('zipkin')}/api/v2/traces",
+    inner = httpc.get(f"{platform.url('zipkin')}/api/v2/traces",
                       params={"serviceName": "sampled-web", "spanName": "GET /inner", "limit": 100}).json()
     # the unparented call to /inner was dropped; the one under the sampled parent was kept
     assert {t[0]["traceId"] for t in inner} == {sampled}

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from devbox.mocks.deploy.config import ServiceConfig
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from devbox.config import Ports, load_config
 from devbox.platform.ports import MetricsQueryPort, NamingPort
 from devbox.testing import PlatformThread, running_platform, traceparent, wait_for
+from tests import httpc
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = ["naming", "faults", "deploy", "tracing", "metrics"]
@@ -60,7 +60,7 @@ def _deployed(p: PlatformThread) -> None:
 
 
 def _entry(p: PlatformThread, service: str) -> str:
-    services = {d["key"]: d for d in httpx.get(p.url() + "/api/deploy/services").json()["services"]}
+    services = {d["key"]: d for d in httpc.get(p.url() + "/api/deploy/services").json()["services"]}
     return str(services[service]["url"])
 
 
@@ -110,7 +110,7 @@ def test_uninstrumented_grpc_service_shows_in_traces_topology_and_red(tmp_path: 
             "grpc", "echo.Echo", "Say", "0")
 
         def in_topology() -> set[str] | None:
-            names = {n["name"] for n in httpx.get(p.url() + "/api/topology").json()["services"]}
+            names = {n["name"] for n in httpc.get(p.url() + "/api/topology").json()["services"]}
             return names if "plain-grpc" in names else None
 
         assert wait_for(in_topology, what="plain-grpc in /api/topology") is not None
@@ -134,12 +134,12 @@ def test_uninstrumented_grpc_service_shows_in_traces_topology_and_red(tmp_path: 
         assert [v for _, v in probes_out] == [6]
 
         # faults apply per call and answer gRPC statuses
-        rule = httpx.post(p.url() + "/api/faults", json={"service": "plain-grpc", "path": "/echo.Echo/Say",
+        rule = httpc.post(p.url() + "/api/faults", json={"service": "plain-grpc", "path": "/echo.Echo/Say",
                                                          "error_rate": 1, "status": 503}).json()
         assert _call(entry, "/echo.Echo/Say") == grpc.StatusCode.UNAVAILABLE
         assert _call(entry, "/echo.Echo/Fail") == grpc.StatusCode.INTERNAL  # another method: not matched
-        httpx.delete(p.url() + f"/api/faults/{rule['id']}")
-        httpx.post(p.url() + "/api/faults", json={"service": "plain-grpc", "latency_ms": 300})
+        httpc.delete(p.url() + f"/api/faults/{rule['id']}")
+        httpc.post(p.url() + "/api/faults", json={"service": "plain-grpc", "latency_ms": 300})
         began = time.monotonic()
         assert _call(entry, "/echo.Echo/Say") == grpc.StatusCode.OK
         assert time.monotonic() - began >= 0.3

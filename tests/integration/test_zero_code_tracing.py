@@ -20,6 +20,7 @@ from devbox.mocks.deploy.config import ServiceConfig
 
 from devbox.platform.ports import MetricsQueryPort
 from devbox.testing import PlatformThread, running_platform, traceparent, wait_for
+from tests import httpc
 
 COMPONENTS = ["naming", "faults", "deploy", "tracing", "metrics"]
 
@@ -142,7 +143,7 @@ def _deployed(p: PlatformThread) -> None:
 
 
 def _entry(p: PlatformThread, service: str) -> str:
-    services = {d["key"]: d for d in httpx.get(p.url() + "/api/deploy/services").json()["services"]}
+    services = {d["key"]: d for d in httpc.get(p.url() + "/api/deploy/services").json()["services"]}
     return str(services[service]["url"])
 
 
@@ -170,7 +171,7 @@ def test_uninstrumented_python_and_go_services_show_in_topology_and_red(tmp_path
 
         def linked() -> dict[str, Any] | None:
             end = int(time.time() * 1000) + 1000
-            links = httpx.get(p.url("zipkin") + "/api/v2/dependencies", params={"endTs": end, "lookback": 600_000})
+            links = httpc.get(p.url("zipkin") + "/api/v2/dependencies", params={"endTs": end, "lookback": 600_000})
             found = {(d["parent"], d["child"]): d for d in links.json()}
             link = found.get(("plain-py", "plain-go"))
             # the link shows with its first call: wait for all five of them (one failed), not its first sign
@@ -181,7 +182,7 @@ def test_uninstrumented_python_and_go_services_show_in_topology_and_red(tmp_path
         assert link["callCount"] >= 5 and link["errorCount"] >= 1
 
         def in_topology() -> dict[str, Any] | None:
-            topology: dict[str, Any] = httpx.get(p.url() + "/api/topology").json()
+            topology: dict[str, Any] = httpc.get(p.url() + "/api/topology").json()
             names = {n["name"] for n in topology["services"]}
             edge = any(e["caller"] == "plain-py" and e["callee"] == "plain-go" for e in topology["edges"])
             return topology if {"plain-py", "plain-go"} <= names and edge else None
@@ -246,4 +247,4 @@ def test_trace_modes_one_server_span_per_hop(tmp_path: Path) -> None:
             marker, _, marker_header = traceparent()
             http.get(_entry(p, "inst-on") + "/marker", headers={"traceparent": marker_header})
             p.trace(marker, 2)
-            assert httpx.get(p.url("zipkin") + f"/api/v2/trace/{trace}").status_code == 404
+            assert httpc.get(p.url("zipkin") + f"/api/v2/trace/{trace}").status_code == 404
