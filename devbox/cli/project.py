@@ -423,7 +423,7 @@ def _get_json(url: str, token: str | None = None) -> Any:
     import httpx
 
     try:
-        response = httpx.get(url, timeout=2.0, headers=_auth_headers(token))
+        response = httpx.get(url, timeout=2.0, headers=_auth_headers(token), verify=not url.startswith("http://"))
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
