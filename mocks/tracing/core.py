@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -103,6 +104,7 @@ class Collector:
         # All but small bodies are read in a separate process (spawned on first need): decoding
         # shares the GIL with the loop when it runs in a thread, and stalls every listener.
         self._decoder = CheckProcess()
+        self._decoder_start: asyncio.Task[None] | None = None  # started with the first export
         self._decoding = 0
         self._decoding_bytes = 0
         self._appending = asyncio.Lock()
@@ -131,9 +133,6 @@ class Collector:
         self.indexer = IndexerProcess(self.wal_dir, self.db_path, options, self._report)
         self._sync_listening()
         self.indexer.start()
-        # start the decode process now: its imports cost ~0.5 s of CPU, which the first big export
-        # should not wait for (it queues behind them meanwhile)
-        await asyncio.to_thread(self._decoder.start)
 
     async def stop(self) -> None:
         if self.indexer is not None:
@@ -146,6 +145,9 @@ class Collector:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self._decoder_start is not None:
+            with contextlib.suppress(Exception):  # a start that failed: submit tries again, and says why
+                await self._decoder_start
         await asyncio.to_thread(self._decoder.stop)
 
     async def enforce_retention(self) -> int:
@@ -230,6 +232,10 @@ class Collector:
         :class:`BadPayload` / ``TooLarge`` for an unreadable body, :class:`Busy` when saturated."""
         self._check_room(len(body))
         assert self.wal is not None
+        if self._decoder_start is None:
+            # the decode process starts with the first export, in the background: its start-up (~0.2 s of
+            # CPU) is not spent by a platform that never sees a span, nor waited for by the first big export
+            self._decoder_start = asyncio.create_task(asyncio.to_thread(self._decoder.start))
         now = now_us()
         compressed = encoding.strip().lower() not in ("", "identity")
         size = len(body) * (4 if compressed else 1)

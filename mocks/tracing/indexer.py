@@ -135,6 +135,12 @@ INDEXER_NICE = 5
 #: How often calls waiting for their peer are re-examined while the WAL is idle.
 SETTLE_EVERY_S = 0.25
 
+#: How long the indexer waits before it looks at the WAL again when it found nothing new: doubling
+#: from the minimum to the maximum while the WAL stays idle, back to the minimum when a record came.
+#: Polling at 20 ms throughout cost an idle platform ~3 % of a core; at most 0.1 s is added to the time
+#: a span takes to become queryable after a pause (the bound is 2 s).
+IDLE_WAIT_MIN_S, IDLE_WAIT_MAX_S = 0.02, 0.1
+
 
 @dataclass
 class Options:
@@ -158,6 +164,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     deriver: rpcstats.RpcDeriver | None = None
     next_retention = time.monotonic() + options.retention_interval_s
     next_settle = 0.0
+    idle_wait = IDLE_WAIT_MIN_S
     gc.freeze()  # what start-up made lives as long as the process: out of the collector's passes
     conn.send(("ready", position.segment, position.offset, store.count))
     try:
@@ -189,8 +196,10 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                     report = report or Report()
                 if report is not None:
                     conn.send(("indexed", position.segment, position.offset, store.count, report))
-                conn.poll(0.02)
+                conn.poll(idle_wait)  # a message from the platform ends the wait early
+                idle_wait = min(idle_wait * 2, IDLE_WAIT_MAX_S)
                 continue
+            idle_wait = IDLE_WAIT_MIN_S
             position = end
             report = Report(spans=spans if want_spans and spans else None, own_services=own or None)
             if deriver is not None and calls is not None:

@@ -68,11 +68,12 @@ def _segment_path(directory: Path, segment: int) -> Path:
 
 def segments(directory: Path) -> list[int]:
     out = []
-    for p in directory.glob(f"*{SUFFIX}"):
-        try:
-            out.append(int(p.stem, 16))
-        except ValueError:
-            continue
+    for name in os.listdir(directory):  # not Path.glob: the indexer asks several times a second
+        if name.endswith(SUFFIX):
+            try:
+                out.append(int(name[: -len(SUFFIX)], 16))
+            except ValueError:
+                continue
     return sorted(out)
 
 
