@@ -7,12 +7,15 @@ load, and a hot reload of the gateway in the middle of a run fails no request.""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from devbox.config import Ports, ProjectConfig, load_config
@@ -137,6 +140,14 @@ def test_distributed_master_and_two_workers(session: Session) -> None:
     assert re.search(r"reported as ready\. 2 workers connected", log), log[-2000:]
 
 
+def _stop_locust() -> None:
+    """SIGTERM to the Locust processes this test's session started (LocustRun.stop's signal)."""
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "locust" in proc.cmdline()[:3]:
+                proc.send_signal(signal.SIGTERM)
+
+
 def test_a_hot_reload_of_the_target_during_a_run_loses_no_request(session: Session, shop: PlatformThread) -> None:
     api = shop.url("api")
 
@@ -146,20 +157,21 @@ def test_a_hot_reload_of_the_target_during_a_run_loses_no_request(session: Sessi
 
     before = gateway_ids()
     # long enough for the reload to finish inside the run on a loaded runner (two new gateways start and
-    # become ready: >12 s seen at a load average of 9, when a 15 s run ended first and tested nothing)
-    spec = LoadSpec(locustfile=LOCUSTFILE, target="gateway", users=4, spawn_rate=4, seconds=30, tags=["products"])
+    # become ready: >12 s seen at a load average of 9, when a 15 s run ended first and tested nothing);
+    # Locust is stopped once the new instances have taken some of the load
+    spec = LoadSpec(locustfile=LOCUSTFILE, target="gateway", users=4, spawn_rate=4, seconds=60, tags=["products"])
     records: list[dict[str, object]] = []
     runner = threading.Thread(target=lambda: records.append(session.run(spec)), daemon=True)
     runner.start()
 
-    def requests_flowing() -> bool:
+    def requests_made() -> int:
         for folder in session.store.root.glob("*"):
             snap = locust.LiveStats(folder / "locust").read()
             if snap.total is not None and snap.total.requests > 0:
-                return True
-        return False
+                return snap.total.requests
+        return 0
 
-    wait_for(requests_flowing, timeout=60, what="the run's first requests")
+    wait_for(requests_made, timeout=60, what="the run's first requests")
     reloaded = httpc.post(api + "/api/deploy/services/gateway/reload", timeout=60)
     assert reloaded.status_code == 200, reloaded.text
 
@@ -169,6 +181,9 @@ def test_a_hot_reload_of_the_target_during_a_run_loses_no_request(session: Sessi
 
     after = wait_for(replaced, timeout=60, what="two new gateway instances ready")
     assert runner.is_alive(), "the run ended before the reload finished: it tested nothing"
+    since = requests_made()
+    wait_for(lambda: requests_made() >= since + 40, timeout=60, what="40 requests after the reload")
+    _stop_locust()  # as Ctrl-C of `devbox load` does: Locust writes what it measured and exits
     runner.join(timeout=120)
     assert not runner.is_alive() and records, "the run did not end"
     record = records[0]
