@@ -291,8 +291,10 @@ class NamingClient:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.2
-            # nothing to call yet: ask again sooner, so a service that is starting is found quickly
-            await asyncio.sleep(self.refresh if entry.snapshot.instances else min(self.refresh, 0.5))
+            # nothing to call yet (no instance, or none healthy: registered, its first heartbeat not seen):
+            # ask again sooner, so a service that is starting is found quickly
+            callable_ = any(i.healthy and not i.isolated and i.weight > 0 for i in entry.snapshot.instances)
+            await asyncio.sleep(self.refresh if callable_ else min(self.refresh, 0.5))
 
     def _parse_polaris(self, service: str, data: Mapping[str, Any]) -> Snapshot:
         """A ``v1.DiscoverResponse`` (protobuf-JSON, either field-name style) as a snapshot."""
