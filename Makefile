@@ -19,19 +19,21 @@ install:  ## everything: Debian peers used by the tests, then devbox with its de
 	@if command -v mvn >/dev/null; then mvn -B -q dependency:go-offline -f tests/peers/polaris-java/pom.xml \
 	  || echo "polaris-java not fetched: test_naming_polaris_java fetches it or says why it skips"; fi
 
-# pytest-xdist workers: as many as the machine has cores. The suite is CPU-bound on two cores (idle:
-# 135 % CPU, vmstat 1-15 % idle throughout), yet many long tests wait (a shop coming up, a release's
-# pause, a load run's seconds), so a third worker is faster beside a CPU hog — 9:14-10:42 against
-# 11:18-11:43 with two — but 2 of its 3 latest runs failed on timing (a latency budget, /healthz p99
-# under saturated ingest, an alert re-firing on the starved machine) against 0 of 3 with two: a green
-# suite first; `make test WORKERS=3` for the faster one. --dist loadscope keeps each module on one
+# pytest-xdist workers: one more than the machine has cores. The suite is CPU-bound on two cores (idle:
+# 135 % CPU, vmstat 1-15 % idle throughout), and beside a CPU hog a third worker also takes a larger share
+# of the machine: 7:59 against 10:37-10:59 with two (hog23-25), once the suite's own CPU was cut (each
+# `httpx.get` of a test loaded the CA bundle, 45 ms; tracing's child processes imported pydantic). A third
+# worker was tried before those cuts and failed timing-bound tests 1 run in 3 (a latency budget, /healthz
+# p99 under saturated ingest, an alert re-firing): since then the budget runs one instance a service, the
+# /healthz test has a control, and `make test WORKERS=2` is there for a machine where three are too many.
+# --dist loadscope keeps each module on one
 # worker, so a module-scoped fixture (a deployed shop, a seeded platform) starts once, not once per
 # worker. Every test listens on port 0, so workers never collide. pytest exits 5 when it ran no test:
 # make (and CI) fail on it like on any other non-zero exit. --no-loadscope-reorder: xdist would
 # otherwise hand out scopes by their number of tests, so the one-test scopes that take minutes (the
 # shop's scenario suite, the tour) started last and were the run's tail; tests/conftest.py orders
 # them longest first instead.
-WORKERS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)))")
+WORKERS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)) + 1)")
 PYTEST_PARALLEL = -n $(WORKERS) --dist loadscope --no-loadscope-reorder
 # This machine's environment sets PYTHONDONTWRITEBYTECODE=1: then every import compiles from source,
 # and pytest re-rewrites the asserts of all ~400 devbox modules (the package is a pytest plugin) in
@@ -53,11 +55,12 @@ typecheck:  ## mypy: baseline for the package, strict for devbox.platform, devbo
 	@ln -s "$(CURDIR)/mocks" $(TYPECHECK)/devbox/mocks
 	cd $(TYPECHECK) && $(PYTHON) -m mypy --config-file "$(CURDIR)/pyproject.toml"
 
-# The quick subset's tests are short and in-process, so a worker more than cores (their timing is not
+# The quick subset, with the same workers as make test (a worker more than cores; their timing is not
 # what they assert): idle, 167 s with two workers, 132 s with three, 113 s with three once the eight
-# 5-8 s tests of real processes were marked slow (they run in `make test`).
+# 5-8 s tests of real processes were marked slow (they run in `make test`), 97 s once tests stopped
+# loading the CA bundle on every request (tests/httpc.py).
 test-quick:  ## in-process tests only: not the slow ones (real peers, a deployed shop, load runs) nor the CLI e2e subprocesses; under 2 minutes
-	$(PYTEST) -p no:cacheprovider -q -n $$(( $(WORKERS) + 1 )) --dist loadscope --no-loadscope-reorder \
+	$(PYTEST) -p no:cacheprovider -q -n $(WORKERS) --dist loadscope --no-loadscope-reorder \
 	  -m "not slow and not e2e" --durations=15
 
 bench:
