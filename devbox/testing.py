@@ -112,8 +112,11 @@ class PlatformThread:
         off the request path, so a trace is complete a moment after its last export)."""
         import httpx
 
+        from devbox.tls import tls_for
+
         def spans() -> list[dict[str, Any]] | None:
-            r = httpx.get(self.url("zipkin") + f"/api/v2/trace/{trace_id}", timeout=10, verify=False)
+            r = httpx.get(self.url("zipkin") + f"/api/v2/trace/{trace_id}", timeout=10,
+                          verify=tls_for(self.url("zipkin")))
             return r.json() if r.status_code == 200 and len(r.json()) >= count else None
 
         found = wait_for(spans, timeout, f"{count} spans of trace {trace_id}")
@@ -306,6 +309,7 @@ def service_container(
 
     from devbox.mocks.deploy.config import ServiceConfig
     from devbox.mocks.deploy.core import InstanceRecord, PlatformFacts, instance_env
+    from devbox.tls import tls_for
 
     assert platform.platform is not None
     addresses = platform.platform.ctx.addresses
@@ -332,7 +336,7 @@ def service_container(
         if ready is not None:
             def answers() -> bool:
                 try:
-                    return httpx.get(running.url + ready, timeout=2, verify=False).status_code == 200
+                    return httpx.get(running.url + ready, timeout=2, verify=tls_for(running.url)).status_code == 200
                 except httpx.HTTPError:
                     return False
 

@@ -1,41 +1,36 @@
-"""``httpx.get`` and friends for the tests, with one TLS context per process instead of one per call.
+"""``httpx.get`` and friends for the tests, with the ``verify`` of :func:`devbox.tls.tls_for`.
 
-Each ``httpx.get(...)`` builds a client, and with it a TLS context that loads the CA bundle
-(SSL_CERT_FILE, else certifi's): ~45 ms of CPU a call, spent for nothing over the platform's plain
-http. The tests call its APIs thousands of times (every wait polls), and a py-spy profile of
-``make test-quick`` put 21 % of its CPU there. These take the same arguments and still build a
-client (and a connection) per call, as httpx's do; only the TLS context, built on first use, is shared.
+Each ``httpx.get(...)`` builds a client, and with it a TLS context that loads the CA bundle: ~45 ms of
+CPU a call, spent for nothing over the platform's plain http. The tests call its APIs thousands of times
+(every wait polls), and a py-spy profile of ``make test-quick`` put 21 % of its CPU there. These take
+the same arguments and still build a client (and a connection) per call, as httpx's do; a plain
+``http://`` URL gets no TLS context, any other the process's default one.
 """
 
 from __future__ import annotations
 
-import functools
-import ssl
 from typing import Any
 
 import httpx
 
-
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    return httpx.create_ssl_context()
+from devbox.tls import tls_for
 
 
 def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(method, url, verify=_tls(), **kwargs)
+    return httpx.request(method, url, verify=tls_for(url), **kwargs)
 
 
 def get(url: str, **kwargs: Any) -> httpx.Response:
-    return httpx.get(url, verify=_tls(), **kwargs)
+    return httpx.get(url, verify=tls_for(url), **kwargs)
 
 
 def post(url: str, **kwargs: Any) -> httpx.Response:
-    return httpx.post(url, verify=_tls(), **kwargs)
+    return httpx.post(url, verify=tls_for(url), **kwargs)
 
 
 def put(url: str, **kwargs: Any) -> httpx.Response:
-    return httpx.put(url, verify=_tls(), **kwargs)
+    return httpx.put(url, verify=tls_for(url), **kwargs)
 
 
 def delete(url: str, **kwargs: Any) -> httpx.Response:
-    return httpx.delete(url, verify=_tls(), **kwargs)
+    return httpx.delete(url, verify=tls_for(url), **kwargs)

@@ -19,6 +19,7 @@ from rich.console import Console
 from devbox import envvars
 from devbox.httpcore_loader import load_httpcore
 from devbox.projectfile import DEFAULT_FILE, find_config, read_platform_address
+from devbox.tls import tls_for
 
 if TYPE_CHECKING:
     from devbox.config import ProjectConfig
@@ -199,10 +200,8 @@ class Api:
     def __init__(self, config_path: str | None = None, *, timeout: float = 10.0) -> None:
         self.base = api_url(config_path)
         self.token = api_token(config_path)
-        # plain http (the platform's own listener): no TLS context with the CA bundle loaded, ~40 ms
-        # of CPU a short command would spend for nothing
-        verify = not self.base.startswith("http://")
-        self.http = httpx.Client(base_url=self.base, timeout=timeout, headers=auth_headers(self.token), verify=verify)
+        self.http = httpx.Client(base_url=self.base, timeout=timeout, headers=auth_headers(self.token),
+                                 verify=tls_for(self.base))
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

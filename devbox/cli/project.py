@@ -422,8 +422,10 @@ def _wait_detached(config: ProjectConfig, proc: subprocess.Popen[bytes], log_pat
 def _get_json(url: str, token: str | None = None) -> Any:
     import httpx
 
+    from devbox.tls import tls_for
+
     try:
-        response = httpx.get(url, timeout=2.0, headers=_auth_headers(token), verify=not url.startswith("http://"))
+        response = httpx.get(url, timeout=2.0, headers=_auth_headers(token), verify=tls_for(url))
     except httpx.HTTPError:
         return None
     if response.status_code != 200:

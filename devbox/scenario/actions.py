@@ -32,6 +32,7 @@ from devbox.scenario.model import (
 )
 from devbox.scenario.system import StepError, System, deploy_name
 from devbox.scenario.traffic import Target, TrafficGenerator, TrafficRun
+from devbox.tls import tls_for
 
 
 class Actions(System):
@@ -162,7 +163,8 @@ class Actions(System):
             "createdBy": "devbox scenario",
             "comment": step.comment,
         }
-        response = httpx.post(self.url("alertmanager") + "/api/v2/silences", json=body, timeout=10, verify=False)
+        response = httpx.post(self.url("alertmanager") + "/api/v2/silences", json=body, timeout=10,
+                              verify=tls_for(self.url("alertmanager")))
         if response.status_code >= 400:
             raise StepError(f"adding the silence failed: {response.status_code} {response.text[:300]}")
         silence_id = response.json().get("silenceID", "")
@@ -174,7 +176,7 @@ class Actions(System):
         """Start a gray release (deploy's public API, as `devbox release`) and wait for its end."""
         body = step.model_dump(exclude={"expect", "background"})
         api = self.url("api") + "/api/deploy/releases"
-        response = httpx.post(api, json=body, timeout=30, verify=False)
+        response = httpx.post(api, json=body, timeout=30, verify=tls_for(api))
         if response.status_code >= 400:
             raise StepError(f"release refused: {response.status_code} {response.json().get('reason', response.text)}")
         rel: dict[str, Any] = response.json()
@@ -183,7 +185,7 @@ class Actions(System):
         while not step.background and rel["state"] not in ("succeeded", "rolled_back", "failed", "interrupted",
                                                            "paused"):
             time.sleep(0.5)
-            rel = httpx.get(api + "/current", timeout=10, verify=False).json()
+            rel = httpx.get(api + "/current", timeout=10, verify=tls_for(api)).json()
         self.log(f"release of {step.service} {step.version}: {rel['state']} — {rel['reason'] or rel['explain']}")
         if rel["state"] == "paused" and not step.background:
             held = "; ".join(g.get("message", "") for g in rel.get("last_gate") or [] if g.get("inconclusive"))

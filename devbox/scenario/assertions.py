@@ -31,6 +31,7 @@ from devbox.scenario.model import (
 )
 from devbox.scenario.system import AssertionFailed, StepError, System
 from devbox.scenario.traffic import TrafficRun
+from devbox.tls import tls_for
 
 #: Trace assertions read at most this many traces of a traffic from the collector.
 MAX_TRACES = 50
@@ -174,7 +175,7 @@ class Assertions(System):
         """From alerting's own history store (``GET /api/alerts/history``)."""
         self.port(AlertsView, "alerting")
         response = httpx.get(self.url("api") + "/api/alerts/history", params={"limit": 10000}, timeout=10,
-                             verify=False)
+                             verify=tls_for(self.url("api")))
         if response.status_code != 200:
             raise StepError(f"GET /api/alerts/history: {response.status_code} {response.text[:200]}")
         history = sorted(response.json().get("transitions", []), key=lambda t: t.get("at", 0))

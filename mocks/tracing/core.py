@@ -234,7 +234,8 @@ class Collector:
         assert self.wal is not None
         if self._decoder_start is None:
             # the decode process starts with the first export, in the background: its start-up (~0.2 s of
-            # CPU) is not spent by a platform that never sees a span, nor waited for by the first big export
+            # CPU) is not spent by a platform that never sees a span, and is under way when a later big
+            # export needs it (a big first export waits for it)
             self._decoder_start = asyncio.create_task(asyncio.to_thread(self._decoder.start))
         now = now_us()
         compressed = encoding.strip().lower() not in ("", "identity")

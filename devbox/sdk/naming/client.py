@@ -31,7 +31,6 @@ import functools
 import ipaddress
 import logging
 import os
-import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -50,6 +49,7 @@ from devbox.sdk.naming.http import AsyncNamingTransport, NamingTransport
 from devbox.sdk.naming.instance import Instance, NamingUnavailable
 from devbox.sdk.naming.labels import current_labels
 from devbox.sdk.naming.spans import record_pick, untraced
+from devbox.tls import default_tls, tls_for
 
 LOG = logging.getLogger(__name__)
 
@@ -219,9 +219,8 @@ class NamingClient:
     def _polling_client(self) -> httpx.AsyncClient:
         """The one client every entry's watch (or Discover poll) shares."""
         if self._http is None:
-            # the platform's own listener is plain http: no TLS context (loading the CA bundle is ~45 ms of CPU)
-            plain = (self.api_url or self.naming_http or "").startswith("http://")
-            self._http = httpx.AsyncClient(headers=self._headers, transport=self._watch_transport, verify=not plain)
+            self._http = httpx.AsyncClient(headers=self._headers, transport=self._watch_transport,
+                                           verify=tls_for(self.api_url or self.naming_http or ""))
         return self._http
 
     async def _watch(self, entry: Entry) -> None:
@@ -592,13 +591,6 @@ def default_client() -> NamingClient:
     """The default client: the last :meth:`NamingClient.from_env`, made now if there is none."""
     client = _default_holder.get("client")
     return client if client is not None else NamingClient.from_env()
-
-
-@functools.cache
-def default_tls() -> ssl.SSLContext:
-    """The TLS context of ``verify=True``, built once a process: each build loads the CA bundle
-    (~45 ms of CPU), and a service makes a client per downstream."""
-    return httpx.create_ssl_context()
 
 
 def http_client(**kw: Any) -> httpx.AsyncClient:
