@@ -284,7 +284,8 @@ with running_platform(root / "state", components=["tracing"]) as p:
     r = httpx.post(p.url("otlp_http") + "/v1/traces", content=body,
                    headers={"content-type": "application/x-protobuf"}, timeout=60)
     r.raise_for_status()
-    trace = httpx.get(p.url("zipkin") + "/api/v2/trace/" + "e" * 32, timeout=60).json()
+    # spans are indexed off the request path (a query waits up to 2 s for that): wait for all of them
+    trace = p.trace("e" * 32, 12_000, timeout=60)
     print(json.dumps({"spans": len(trace), "body": len(body)}), flush=True)
 """
 
