@@ -136,7 +136,9 @@ def post_load(url: str, bodies: list[bytes], connections: int, seconds: float, *
     started = time.monotonic()
     for t in threads:
         t.start()
-    stop.wait(seconds)
+    deadline = started + seconds
+    for t in threads:  # until the time is up, the caller stops it, or (unique) every body was sent
+        t.join(max(0.0, deadline - time.monotonic()))
     stop.set()
     for t in threads:
         t.join(70)
@@ -218,7 +220,8 @@ def run_devbox(tmp: Path, name: str, bodies: list[bytes], conns: int, args: argp
 
 
 def _cpu(server: bench_tracing.Server) -> tuple[float, float, float]:
-    """CPU seconds so far of the platform process, the indexer, and the other workers (the check process)."""
+    """CPU seconds so far of the platform process, the indexer, and the other workers (the check
+    process, the indexer's other lanes)."""
     main = psutil.Process(server.proc.pid)
     seconds = {p.pid: p.cpu_times() for p in [main, *main.children(recursive=True)]}
     own = {pid: t.user + t.system for pid, t in seconds.items()}
@@ -360,6 +363,36 @@ def lag_test(args: argparse.Namespace, tmp: Path, tracing: dict[str, Any], bodie
             "max_s": lags[-1] if lags else float("nan"), "lag_spans_end": info.get("wal_lag_spans", 0)}
 
 
+def drain_test(tmp: Path, tracing: dict[str, Any], bodies: list[bytes], tag: str) -> dict[str, Any]:
+    """The sustained indexing rate: ``bodies`` (each once) posted as fast as they are acknowledged
+    (far faster than they are indexed), then the time from the first post until the WAL lag is 0."""
+    server = devbox_server(tmp / f"drain-{tag}", tracing)
+    try:
+        url = server.addr["http"] + "/v1/traces"
+        post_load(url, bodies[:4], 2, 0.5)  # warm: imports, the check process, the first index pass
+        wait_lag_zero(server, 60)
+        before = time.monotonic()
+        cpu0 = _cpu(server)
+        load = post_load(url, bodies, 4, 3600, unique=True)
+        acked = time.monotonic() - before
+        wait_lag_zero(server, 600)
+        took = time.monotonic() - before
+        cpu1 = _cpu(server)
+    finally:
+        server.stop()
+    spans = len(load.acked) * BATCH
+    return {"spans": spans, "acked_s": acked, "indexed_s": took, "rate": spans / took,
+            "cpu": {k: b - a for k, a, b in zip(("platform", "indexer", "other workers"), cpu0, cpu1, strict=True)}}
+
+
+def wait_lag_zero(server: bench_tracing.Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while devbox_info(server).get("wal_lag_spans", 0):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the WAL was not indexed within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -372,6 +405,10 @@ def main() -> None:
                         help="paced rates (spans/s) for the ack-to-queryable lag")
     parser.add_argument("--lag-connections", type=int, default=4)
     parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--drain", type=int, default=0,
+                        help="sustained indexing: post this many spans at once and time until all are indexed, "
+                             "for each --drain-lanes value (alternating, --rounds times)")
+    parser.add_argument("--drain-lanes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     parser.add_argument("--tracing", type=json.loads, default={},
                         help='devbox tracing config overrides, JSON (e.g. \'{"max_pending_spans": 2000000}\')')
     parser.add_argument("--profile", type=Path, help="py-spy the first devbox run into this directory")
@@ -401,6 +438,22 @@ def main() -> None:
             print(f"kill -9 under load ({max(args.connections)} connections, {k['rate']:,} spans/s before the kill): "
                   f"acknowledged {k['acknowledged']:,}, lost {k['lost']}, stored {k['stored']:,} "
                   f"(reported {k['stored_reported']:,}; requests cut by the kill {k['errors_at_kill']})", flush=True)
+        if args.drain:
+            drain_bodies = batches(args.drain // BATCH)
+            rates: dict[int, list[float]] = {lanes: [] for lanes in args.drain_lanes}
+            for r in range(args.rounds):
+                order = args.drain_lanes if r % 2 == 0 else list(reversed(args.drain_lanes))
+                for lanes in order:
+                    d = drain_test(tmp, {**args.tracing, "index_lanes": lanes}, drain_bodies, f"{r}-{lanes}")
+                    rates[lanes].append(d["rate"])
+                    cpu = ", ".join(f"{k} {v:.1f} s" for k, v in d["cpu"].items())
+                    print(f"drain, {lanes} lane(s): {d['spans']:,} spans acknowledged in {d['acked_s']:.1f} s, "
+                          f"all indexed after {d['indexed_s']:.1f} s: {d['rate']:,.0f} spans/s indexed (CPU {cpu})",
+                          flush=True)
+            base = statistics.median(rates[args.drain_lanes[0]])
+            for lanes, got in rates.items():
+                print(f"drain, {lanes} lane(s): median {statistics.median(got):,.0f} spans/s, "
+                      f"{statistics.median(got) / base:.2f}x {args.drain_lanes[0]} lane(s)", flush=True)
         for rate in args.lag:
             r = lag_test(args, tmp, args.tracing, bodies, rate)
             print(f"paced {rate:,.0f} spans/s: acknowledged {r['rate']:,.0f} spans/s (503s {r['busy']}); "

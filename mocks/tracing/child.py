@@ -33,6 +33,11 @@ class Duplex:
         self._in = Connection(read_fd, writable=False)
         self._out = Connection(write_fd, readable=False)
 
+    @property
+    def reader(self) -> Connection:
+        """The end this side reads (for :func:`multiprocessing.connection.wait`)."""
+        return self._in
+
     def send(self, obj: Any) -> None:
         self._out.send(obj)
 

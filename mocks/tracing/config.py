@@ -16,6 +16,11 @@ class TracingConfig(BaseModel):
     write_batch_spans: int = Field(
         20_000, gt=0, description="Most spans the indexer writes in one SQLite transaction."
     )
+    index_lanes: int = Field(
+        0, ge=0, le=16,
+        description="Processes that index the WAL side by side (decoding runs on every core, writes take turns); "
+                    "0: one per core, at most 4.",
+    )
     # The WAL is on disk (~160 bytes a span of OTLP protobuf: 2M spans ~330 MB), not in memory: a
     # burst is acknowledged at the WAL's speed and indexed behind it. 200k refused a 10 s burst at
     # the in-memory Jaeger's rate after ~2 s (bench/bench_ingest.py); the price of the room is the

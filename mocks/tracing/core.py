@@ -28,6 +28,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -129,7 +130,8 @@ class Collector:
         options = Options(indexed_keys=list(self.config.autocomplete_keys), batch_spans=self.config.write_batch_spans,
                           retention_interval_s=self.config.retention_interval_s,
                           max_age_us=int(self.config.retention_hours * 3600 * 1_000_000),
-                          max_spans=self.config.max_spans)
+                          max_spans=self.config.max_spans,
+                          lanes=self.config.index_lanes or min(os.cpu_count() or 1, 4))
         self.indexer = IndexerProcess(self.wal_dir, self.db_path, options, self._report)
         self._sync_listening()
         self.indexer.start()

@@ -30,8 +30,11 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import fcntl
 import gc
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import signal
@@ -41,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -149,22 +153,95 @@ class Options:
     retention_interval_s: float
     max_age_us: int
     max_spans: int
+    #: How many processes index the WAL (see :func:`run`).
+    lanes: int = 1
+
+
+def lane_of(rec: wal.Record, lanes: int) -> int:
+    """Which lane indexes a record: a hash of its place in the log, the same in every lane."""
+    return hash((rec.end.segment, rec.end.offset)) % lanes
+
+
+class WriteLock:
+    """Serializes the lanes' SQLite transactions: an exclusive ``flock`` on a file beside the
+    database, so a lane waiting to write wakes the moment the other commits (SQLite's own busy
+    handler would sleep up to 100 ms between tries). A no-op with one lane."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600) if path is not None else None
+
+    def __enter__(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Wants:
+    """What the platform's listeners want of each commit besides the rows — the spans as objects,
+    the RPC calls — as two bytes in a file beside the database. The platform writes it before it
+    appends the export that a new listener should see (and tells the lead over its pipe as well);
+    the other lanes read it before each batch, so they learn it in the same order as the lead,
+    which reads its pipe before each batch."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._fd = os.open(f"{db_path}.wants", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def write(self, *, spans: bool, calls: bool) -> None:
+        os.pwrite(self._fd, bytes((spans, calls)), 0)
+
+    def read(self) -> tuple[bool, bool]:
+        got = os.pread(self._fd, 2, 0)
+        return (len(got) == 2 and got[0] == 1), (len(got) == 2 and got[1] == 1)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@dataclass
+class _Peer:
+    """The lead's handle on another lane: its pid, its end of their pipe, how far it indexed."""
+
+    pid: int
+    conn: Connection
+    position: Position
 
 
 def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     """The indexer process's main loop (see the module docstring). Exits when the platform closes
-    the pipe — also when the platform was killed, so an orphan never keeps writing."""
+    the pipe — also when the platform was killed, so an orphan never keeps writing.
+
+    With ``options.lanes`` > 1 this process (the lead, lane 0) forks the other lanes first: each lane
+    decodes the records :func:`lane_of` gives it and writes them (the decoding, most of the work,
+    runs on every core; the writes take turns through :class:`WriteLock`) and reports each commit
+    to the lead, which alone talks to the platform (reporting the least position of all lanes),
+    counts RPC calls, deletes indexed WAL segments and runs retention."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s indexer %(levelname)s %(message)s")
     from devbox.mocks.tracing.store import SpanStore
 
+    lanes = max(1, options.lanes)
+    store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
+    position = store.reset_lanes(lanes)
+    store.close()  # no SQLite connection may cross a fork
+    lock_path = Path(db_path + ".index-lock") if lanes > 1 else None
+    peers = [_fork_lane(wal_dir, db_path, options, lane, lanes, position, lock_path, conn)
+             for lane in range(1, lanes)]
+    lock = WriteLock(lock_path)
     store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
     directory = Path(wal_dir)
-    position = store.wal_position()
     want_spans = False
     deriver: rpcstats.RpcDeriver | None = None
     next_retention = time.monotonic() + options.retention_interval_s
     next_settle = 0.0
     idle_wait = IDLE_WAIT_MIN_S
+    reported = position
     gc.freeze()  # what start-up made lives as long as the process: out of the collector's passes
     conn.send(("ready", position.segment, position.offset, store.count))
     try:
@@ -182,8 +259,25 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                         deriver = rpcstats.RpcDeriver(msg[1])
             calls: list[rpcstats.Call] | None = [] if deriver is not None else None
             own: set[str] = set()
-            spans, end = index_batch(store, directory, position, options.batch_spans, want_spans, calls, own)
-            if end == position:
+            spans: list[Any] = []
+            progressed = False
+            for peer in peers:  # what the other lanes committed
+                while peer.conn.poll(0):
+                    progressed = True
+                    _, segment, offset, added, lane_spans, lane_calls, lane_own = peer.conn.recv()
+                    peer.position = Position(segment, offset)
+                    store.add_count(added)
+                    spans.extend(lane_spans or ())
+                    if calls is not None:
+                        calls.extend(lane_calls or ())
+                    own.update(lane_own or ())
+            mine, end = index_batch(store, directory, position, options.batch_spans, want_spans, calls, own,
+                                    lane=(0, lanes), lock=lock)
+            spans.extend(mine)
+            progressed = progressed or end != position
+            position = end
+            done = min([position, *(peer.position for peer in peers)])
+            if not progressed:
                 report = None
                 if deriver is not None and deriver.pending and time.monotonic() >= next_settle:
                     next_settle = time.monotonic() + SETTLE_EVERY_S
@@ -192,44 +286,132 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                         report = Report(aggregates=aggregates)
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + options.retention_interval_s
-                    _retention(store, options)
+                    with lock:
+                        _retention(store, options)
                     report = report or Report()
                 if report is not None:
-                    conn.send(("indexed", position.segment, position.offset, store.count, report))
-                conn.poll(idle_wait)  # a message from the platform ends the wait early
-                idle_wait = min(idle_wait * 2, IDLE_WAIT_MAX_S)
+                    conn.send(("indexed", done.segment, done.offset, store.count, report))
+                # a message from the platform or a lane ends the wait early
+                waiting = multiprocessing.connection.wait([conn.reader, *(peer.conn for peer in peers)], idle_wait)
+                idle_wait = min(idle_wait * 2, IDLE_WAIT_MAX_S) if not waiting else IDLE_WAIT_MIN_S
                 continue
             idle_wait = IDLE_WAIT_MIN_S
-            position = end
             report = Report(spans=spans if want_spans and spans else None, own_services=own or None)
             if deriver is not None and calls is not None:
                 now = time.time()
                 deriver.observe(calls, now)
                 report.aggregates = deriver.settle(now) or None
                 next_settle = time.monotonic() + SETTLE_EVERY_S
-            conn.send(("indexed", end.segment, end.offset, store.count, report))
-            wal.delete_before(directory, end)
+            conn.send(("indexed", done.segment, done.offset, store.count, report))
+            if done != reported:
+                wal.delete_before(directory, done)
+                reported = done
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return
     finally:
         store.close()
+        lock.close()
+        _stop_lanes(peers)
+
+
+def _fork_lane(wal_dir: str, db_path: str, options: Options, lane: int, lanes: int, position: Position,
+               lock_path: Path | None, platform: Any) -> _Peer:
+    """Fork lane ``lane`` (this process has no thread and no SQLite connection open: safe to fork)."""
+    ours, theirs = multiprocessing.Pipe()
+    pid = os.fork()
+    if pid == 0:  # the lane
+        code = 0
+        try:
+            ours.close()
+            platform.close()  # the platform's pipe is the lead's alone
+            _lane(wal_dir, db_path, options, lane, lanes, position, WriteLock(lock_path), theirs)
+        except BaseException:
+            LOG.exception("tracing indexer lane %d failed", lane)
+            code = 1
+        finally:
+            os._exit(code)
+    theirs.close()
+    return _Peer(pid, ours, position)
+
+
+def _lane(wal_dir: str, db_path: str, options: Options, lane: int, lanes: int, position: Position,
+          lock: WriteLock, conn: Connection) -> None:
+    """Another lane's loop: index its records, tell the lead after each commit (also a commit
+    that only moved past the records of other lanes); exits when the lead closes the pipe."""
+    from devbox.mocks.tracing.store import SpanStore
+
+    store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
+    directory = Path(wal_dir)
+    wants = Wants(Path(db_path))
+    idle_wait = IDLE_WAIT_MIN_S
+    gc.freeze()
+    try:
+        while True:
+            if conn.poll(0):
+                conn.recv()  # "stop": the only message a lane gets
+                return
+            want_spans, want_calls = wants.read()
+            calls: list[rpcstats.Call] | None = [] if want_calls else None
+            own: set[str] = set()
+            count = store.count
+            spans, end = index_batch(store, directory, position, options.batch_spans, want_spans, calls, own,
+                                     lane=(lane, lanes), lock=lock)
+            if end == position:
+                conn.poll(idle_wait)
+                idle_wait = min(idle_wait * 2, IDLE_WAIT_MAX_S)
+                continue
+            idle_wait = IDLE_WAIT_MIN_S
+            position = end
+            conn.send(("indexed", end.segment, end.offset, store.count - count, spans or None, calls or None,
+                       own or None))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return
+    finally:
+        store.close()
+        lock.close()
+        wants.close()
+
+
+def _stop_lanes(peers: list[_Peer], timeout: float = 10.0) -> None:
+    """Close each lane's pipe (it exits after the batch in hand) and reap it; kill one that hangs."""
+    for peer in peers:
+        with contextlib.suppress(OSError):
+            peer.conn.close()
+    deadline = time.monotonic() + timeout
+    for peer in peers:
+        while True:
+            try:
+                pid, _ = os.waitpid(peer.pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                break
+            if time.monotonic() >= deadline:
+                os.kill(peer.pid, signal.SIGKILL)
+                os.waitpid(peer.pid, 0)
+                break
+            time.sleep(0.02)
 
 
 def index_batch(store: Any, directory: Path, position: Position, batch_spans: int, want_spans: bool,
-                calls: list[rpcstats.Call] | None, own: set[str]) -> tuple[list[Any], Position]:
-    """Decode the WAL records from ``position`` (:func:`_read_batch`) and write them with the new
-    position in one transaction; returns the spans (when wanted) and the end (``position``: nothing new).
+                calls: list[rpcstats.Call] | None, own: set[str], *, lane: tuple[int, int] = (0, 1),
+                lock: WriteLock | None = None) -> tuple[list[Any], Position]:
+    """Decode the WAL records from ``position`` (:func:`_read_batch`; with ``lane`` = (n, lanes), only
+    lane n's) and write them with the new position in one transaction (under ``lock``); returns the
+    spans (when wanted) and the end (``position``: nothing new).
 
     A batch allocates ~10 container objects a span, none in a cycle (refcounting frees them): with
     the cyclic collector on, its passes walked the growing batch again and again (~9 % of the
     indexer's CPU). It is held off for the batch and runs between batches, where little is alive."""
     gc.disable()
     try:
-        batch, spans, end = _read_batch(directory, position, batch_spans, store.indexed_keys, want_spans, calls, own)
+        batch, spans, end = _read_batch(directory, position, batch_spans, store.indexed_keys, want_spans, calls, own,
+                                        lane=lane)
         if end != position:
-            started = time.perf_counter()
-            added = store.insert_rows(batch, wal_position=end)
-            LOG.debug("indexed %d spans (%d new) in %.0f ms", len(batch.rows), added,
+            with lock if lock is not None else contextlib.nullcontext():
+                started = time.perf_counter()
+                added = store.insert_rows(batch, wal_position=end, lane=lane[0])
+            LOG.debug("lane %d indexed %d spans (%d new) in %.0f ms", lane[0], len(batch.rows), added,
                       (time.perf_counter() - started) * 1e3)
     finally:
         gc.enable()
@@ -238,18 +420,23 @@ def index_batch(store: Any, directory: Path, position: Position, batch_spans: in
 
 def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_keys: frozenset[str],
                 want_spans: bool, calls: list[rpcstats.Call] | None = None,
-                own: set[str] | None = None) -> tuple[Any, list[Any], Position]:
+                own: set[str] | None = None, *, lane: tuple[int, int] = (0, 1)) -> tuple[Any, list[Any], Position]:
     """Decode WAL records from ``position`` into store rows (OTLP protobuf straight into rows unless
     the spans are wanted as objects); returns the rows, the spans (when wanted) and the end. The
     RPC calls of the spans are appended to ``calls`` and the services that sent spans of their own
-    (not devbox's) added to ``own``, when given."""
+    (not devbox's) added to ``own``, when given. With ``lane`` = (n, lanes) the records of other
+    lanes are passed over."""
     from devbox.mocks.tracing import fastpath
     from devbox.mocks.tracing.store import Rows, row_of
 
     batch = Rows()
     spans: list[Any] = []
     end = position
+    mine, lanes = lane
     for rec in wal.read_records(directory, position, max_bytes=32 * 1024 * 1024):
+        end = rec.end
+        if lanes > 1 and lane_of(rec, lanes) != mine:
+            continue
         try:
             rows = None
             if rec.fmt == wal.OTLP_PROTOBUF and not want_spans:
@@ -273,7 +460,6 @@ def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_k
                     own.update(s.service for s in decoded.spans if fastpath.SOURCE_KEY not in s.attributes)
         except Exception:  # not readable any more: skip it rather than block the log behind it
             LOG.exception("a WAL record (format %d, %d bytes) could not be decoded; skipped", rec.fmt, len(rec.body))
-        end = rec.end
         if len(batch.rows) >= batch_spans:
             break
     return batch, spans, end
@@ -305,6 +491,8 @@ class IndexerProcess:
         self._rpc_buckets: list[float] | None = None
         self._reader: threading.Thread | None = None
         self._send_lock = threading.Lock()
+        self._wants = Wants(db_path)
+        self._wants.write(spans=False, calls=False)
 
     @property
     def pid(self) -> int | None:
@@ -325,12 +513,14 @@ class IndexerProcess:
     def want_spans(self, flag: bool) -> None:
         """Ask for (or stop) the spans of each commit, for the ``spans_ingested`` listeners."""
         self._want_spans = flag
+        self._wants.write(spans=flag, calls=self._rpc_buckets is not None)
         self._send(("want_spans", flag))
 
     def want_rpc(self, buckets: list[float] | None) -> None:
         """Ask for the RPC counter increments of each commit, with these latency bounds (seconds),
         for the ``rpc_aggregates`` listeners; None stops them."""
         self._rpc_buckets = buckets
+        self._wants.write(spans=self._want_spans, calls=buckets is not None)
         self._send(("want_rpc", buckets))
 
     def _send(self, msg: tuple[Any, ...]) -> None:
@@ -388,6 +578,7 @@ class IndexerProcess:
             self._reader.join(timeout=5)
         if self._conn is not None:
             self._conn.close()
+        self._wants.close()
 
 
 class CheckProcess:

@@ -152,6 +152,13 @@ MIGRATIONS = [
     INSERT INTO tag_values SELECT key, value, max(start_us) FROM tags GROUP BY key, value;
     DROP TABLE tags;
     """,
+    # Issue 15: the WAL is indexed by several processes (lanes), each recording how far it got; what
+    # is certainly indexed is the least of their positions.
+    """
+    CREATE TABLE wal_lanes (lane INTEGER PRIMARY KEY, segment INTEGER NOT NULL, offset INTEGER NOT NULL);
+    INSERT INTO wal_lanes SELECT 0, segment, offset FROM wal_progress;
+    DROP TABLE wal_progress;
+    """,
 ]
 
 #: Most ``annotationQuery`` terms one query may hold (SQLite's expression depth is bounded).
@@ -302,10 +309,29 @@ class SpanStore:
         return rid
 
     def wal_position(self) -> Position:
-        """How far the WAL was indexed (committed with the spans it held)."""
+        """How far the WAL was certainly indexed: the least position any lane committed with its spans."""
         with self.db.lock:
-            row = self.db.conn.execute("SELECT segment, offset FROM wal_progress WHERE id = 1").fetchone()
+            row = self.db.conn.execute("SELECT segment, offset FROM wal_lanes ORDER BY segment, offset LIMIT 1"
+                                       ).fetchone()
         return Position(row[0], row[1]) if row else Position(0, 0)
+
+    def reset_lanes(self, lanes: int) -> Position:
+        """Before ``lanes`` indexer processes start: each resumes from the least committed position
+        (records a lane indexed past it are read again and kept as they were: a span is stored once),
+        and positions of lanes that no longer run are forgotten. Returns that position."""
+        position = self.wal_position()
+        with self.db.lock:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM wal_lanes")
+            conn.executemany("INSERT INTO wal_lanes VALUES (?, ?, ?)",
+                             [(lane, position.segment, position.offset) for lane in range(lanes)])
+            conn.execute("COMMIT")
+        return position
+
+    def add_count(self, n: int) -> None:
+        """Spans another indexer lane stored (this one keeps the total: :attr:`count`)."""
+        self._count += n
 
     def insert(self, spans: Sequence[Span], *, wal_position: Position | None = None) -> int:
         """Store spans in one transaction (a span already stored is kept as it was); returns how many
@@ -320,8 +346,9 @@ class SpanStore:
             batch.rows.append(row_of(sp, text, keys))
         return self.insert_rows(batch, wal_position=wal_position)
 
-    def insert_rows(self, batch: Rows, *, wal_position: Position | None = None) -> int:
-        """:meth:`insert` for spans already decoded into :data:`Row` tuples (the indexer's path)."""
+    def insert_rows(self, batch: Rows, *, wal_position: Position | None = None, lane: int = 0) -> int:
+        """:meth:`insert` for spans already decoded into :data:`Row` tuples (the indexer's path);
+        ``wal_position`` is recorded as ``lane``'s."""
         rows_in = batch.rows
         if not rows_in and wal_position is None:
             return 0
@@ -350,8 +377,8 @@ class SpanStore:
                     written = [r for rowid, r in enumerate(rows_in, start=first) if rowid in kept]
                 self._index(conn, written, before)
                 if wal_position is not None:
-                    conn.execute("INSERT OR REPLACE INTO wal_progress VALUES (1, ?, ?)",
-                                 (wal_position.segment, wal_position.offset))
+                    conn.execute("INSERT OR REPLACE INTO wal_lanes VALUES (?, ?, ?)",
+                                 (lane, wal_position.segment, wal_position.offset))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
