@@ -1,0 +1,143 @@
+"""The fast paths of a range query give exactly what the straightforward definitions give.
+
+- ``_rates_of``: rate/increase/delta of many series in one numpy pass (their columns end to end)
+  against Prometheus's extrapolatedRate window by window, on random data with counter resets, gaps,
+  NaN and infinities, and series of 0 or 1 samples next to each other;
+- a range query against the instant query at each of its steps (series that start, stop and pause
+  inside the range: the answer's runs of steps are cut by slicing);
+- ``format_values`` (each distinct value formatted once) against ``format_value`` one by one;
+- ``_matrix_body`` (an answer joined from flat pieces) against ``json.dumps`` of the same answer;
+- a series held as columns only makes the same lists on demand.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+from devbox.mocks.metrics.prom_api import _matrix_body, _success_body
+from devbox.mocks.metrics.promql import Evaluator, ListSource, format_value, format_values, key_of
+from devbox.mocks.metrics.promql.range_functions import _Bounds, _extrapolated, _rates_of
+from devbox.mocks.metrics.promql.source import RawSeries
+
+
+def _samples(rng: random.Random, count: int, *, finite: bool = False) -> tuple[list[float], list[float]]:
+    ts, vs, t, v = [], [], rng.choice([0.0, 40.0, 200.0]), 0.0
+    for _ in range(count):
+        t += rng.choice([1.0, 1.0, 1.0, 0.5, 3.0, 17.0, 90.0])
+        if rng.random() < 0.1:
+            v = 0.0  # a counter reset
+        elif not finite and rng.random() < 0.03:
+            v = rng.choice([math.nan, math.inf, -math.inf, -v])
+        else:
+            v = (v if math.isfinite(v) else 0.0) + rng.choice([0.0, 1.0, rng.random() * 10])
+        ts.append(t)
+        vs.append(v)
+    return ts, vs
+
+
+def _same(got: list[float | None], want: list[float | None]) -> bool:
+    return [repr(v) for v in got] == [repr(v) for v in want]
+
+
+def test_rates_of_many_series_match_the_per_window_reference_bit_for_bit() -> None:
+    rng = random.Random(15)
+    for _ in range(40):
+        series = []
+        for k in range(rng.randint(1, 6)):
+            ts, vs = _samples(rng, rng.choice([0, 1, 2, 50, 300]))
+            if ts and rng.random() < 0.5:  # as the store's head gives them: columns only
+                series.append(RawSeries({"i": str(k)}, arrays=(np.array(ts), np.array(vs))))
+            else:
+                series.append(RawSeries({"i": str(k)}, ts, vs))
+        width = rng.choice([0.5, 1.0, 5.0, 60.0, 120.0])
+        step = rng.choice([0.7, 1.0, 15.0])
+        windows = [(t - width, t) for t in (i * step for i in range(int(600 / step)))]
+        for counter, rate in ((True, True), (True, False), (False, False)):
+            got = _rates_of(series, _Bounds(windows), counter=counter, rate=rate)
+            for s, values in zip(series, got, strict=True):
+                want = [_extrapolated(*s.in_window(w), w, counter=counter, rate=rate) for w in windows]
+                assert _same(values, want), (counter, rate)
+
+
+def test_a_range_query_is_the_instant_query_at_each_step() -> None:
+    rng = random.Random(16)
+    source = ListSource()
+    for k in range(8):
+        ts, vs = _samples(rng, rng.choice([40, 150, 400]), finite=True)
+        source.add({"__name__": "x_total", "a": f"a{k % 2}", "b": f"b{k % 3}", "i": str(k)}, zip(ts, vs, strict=True))
+    evaluator = Evaluator(source)
+    expressions = [
+        "rate(x_total[1m])",
+        "sum by (a,b)(rate(x_total[1m]))",
+        "sum by (a)(increase(x_total[2m]))",
+        "delta(x_total[30s])",
+        "irate(x_total[1m])",
+        "avg_over_time(x_total[1m])",
+        "x_total",
+    ]
+    for expr in expressions:
+        for start, end, step in ((0.0, 900.0, 7.0), (100.0, 700.0, 1.0), (0.0, 2000.0, 60.0)):
+            _, matrix = evaluator.range(expr, start, end, step)
+            by_step: dict[float, dict[object, float]] = {}
+            for labels, points in matrix:
+                for t, v in points:
+                    by_step.setdefault(t, {})[key_of(labels)] = v
+            count = math.floor((end - start) / step + 1e-9) + 1
+            for t in (start + i * step for i in range(count)):
+                _, vector = evaluator.instant(expr, t)
+                want = {key_of(labels): repr(v) for labels, v in vector}
+                assert {k: repr(v) for k, v in by_step.get(t, {}).items()} == want, (expr, t)
+
+
+def test_format_values_is_format_value_of_each() -> None:
+    rng = random.Random(17)
+    special = [0.0, -0.0, 1.0, -5.0, 123.0, 1e15, 1e16, -1e16, 2.5e16, 1e-7, 1.5e-5, 0.1, 1 / 3, 1e300]
+    special += [math.nan, math.inf, -math.inf]
+    cases = [
+        [],
+        special,
+        [rng.random() * 100 for _ in range(3000)],  # all distinct
+        [rng.choice(special) for _ in range(3000)],  # mostly repeats, the specials among them
+        [rng.choice([0.0, -0.0, 0.25, 7.0, math.nan]) for _ in range(5000)],
+        [float(i % 7) / 3 for i in range(10_000)],
+    ]
+    for values in cases:
+        assert format_values(values) == [format_value(v) for v in values]
+
+
+def test_matrix_body_is_the_json_answer_byte_for_byte() -> None:
+    rng = random.Random(18)
+    steps = [1_796_000_000.0 + i * 15 for i in range(200)]
+    columns = []
+    for k in range(12):
+        if k % 3 == 0:
+            ts = steps  # series on the query's steps share one list
+        elif k % 3 == 1:
+            ts = steps[rng.randint(0, 50) : rng.randint(150, 200)]
+        else:
+            ts = [1.5, 2.25, 1e10 + 0.001][: rng.randint(0, 3)]
+        vs = [rng.choice([rng.random(), 0.0, 3.0, math.nan, math.inf, -1e-9, 1e17]) for _ in ts]
+        columns.append(({"__name__": "x", "k": str(k), "q": 'a "quoted" \u00e9 value'}, ts, vs))
+    want = _success_body(
+        {
+            "resultType": "matrix",
+            "result": [
+                {"metric": labels, "values": [[t, format_value(v)] for t, v in zip(ts, vs, strict=True)]}
+                for labels, ts, vs in columns
+            ],
+        }
+    )
+    assert _matrix_body(columns) == want
+    assert _matrix_body([]) == _success_body({"resultType": "matrix", "result": []})
+
+
+def test_a_series_held_as_columns_makes_its_lists_on_demand() -> None:
+    ts, vs = np.array([1.0, 2.0, 4.0]), np.array([3.0, 0.5, 9.0])
+    series = RawSeries({"__name__": "x"}, arrays=(ts, vs))
+    assert len(series) == 3
+    assert series.columns()[0] is ts
+    assert series.ts == [1.0, 2.0, 4.0] and series.vs == [3.0, 0.5, 9.0]
+    assert series.in_window((1.0, 4.0)) == ([2.0, 4.0], [0.5, 9.0])
+    assert series.latest(3.0, 300.0) == 1
