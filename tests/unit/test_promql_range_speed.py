@@ -102,6 +102,8 @@ def test_format_values_is_format_value_of_each() -> None:
         [rng.choice(special) for _ in range(3000)],  # mostly repeats, the specials among them
         [rng.choice([0.0, -0.0, 0.25, 7.0, math.nan]) for _ in range(5000)],
         [float(i % 7) / 3 for i in range(10_000)],
+        [float(i) for i in range(-50, 5000)] + [-0.0, 0.0, 1e15 - 1],  # all integral
+        [float(i) for i in range(-50, 5000)] + [0.5, 1e15, math.nan],
     ]
     for values in cases:
         assert format_values(values) == [format_value(v) for v in values]
@@ -141,3 +143,16 @@ def test_a_series_held_as_columns_makes_its_lists_on_demand() -> None:
     assert series.ts == [1.0, 2.0, 4.0] and series.vs == [3.0, 0.5, 9.0]
     assert series.in_window((1.0, 4.0)) == ([2.0, 4.0], [0.5, 9.0])
     assert series.latest(3.0, 300.0) == 1
+
+
+def test_latest_at_is_latest_at_each_time() -> None:
+    rng = random.Random(19)
+    for _ in range(40):
+        ts, vs = _samples(rng, rng.choice([0, 1, 5, 200]))
+        series = RawSeries({"__name__": "x"}, ts, vs)
+        times = sorted(rng.uniform(-50, 3000) for _ in range(rng.randint(1, 80)))
+        times += rng.sample([*ts, math.inf, -math.inf, 1e300], k=min(3, len(ts) + 1))  # on a sample, off the scale
+        lookback = rng.choice([1.0, 30.0, 300.0])
+        for stamps, column in ((False, vs), (True, ts)):
+            want = [None if (i := series.latest(t, lookback)) is None else column[i] for t in times]
+            assert _same(series.latest_at(times, lookback, stamps=stamps), want)

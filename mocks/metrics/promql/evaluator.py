@@ -279,7 +279,7 @@ class Evaluator:
         selected = self.select(node, lo, hi)
         self.budget.charge(len(selected) * len(times))  # the points this vector will hold
         for s in selected:
-            vals = [None if (i := s.latest(t, self.lookback)) is None else s.vs[i] for t in shifted]
+            vals = s.latest_at(shifted, self.lookback)
             if any(v is not None for v in vals):
                 out.series[key_of(s.labels)] = (s.labels, vals)
         return out

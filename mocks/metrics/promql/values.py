@@ -103,16 +103,19 @@ _SAMPLE = 512
 
 
 def _format_each(values: Sequence[float]) -> list[str]:
-    """:func:`format_value` of every value: the common case (a non-integral finite float, whose
-    ``repr`` it is) in one C loop, integral ones through numpy's integer formatting, and only the
-    non-finite ones one by one."""
-    out = list(map(repr, values))
+    """:func:`format_value` of every value: integral ones (``str(int(v))``; all of them, the common
+    case of counts, in one C loop) and the rest (``repr``, one C loop) by kind, only the non-finite
+    ones one by one."""
     column = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(column)
-        integral = np.flatnonzero(finite & (column == np.trunc(column)) & (np.abs(column) < 1e15))
-    if integral.size:  # str(int(v)): -0.0 becomes "0" as in format_value
-        for k, text in zip(integral.tolist(), column[integral].astype(np.int64).astype(str).tolist(), strict=True):
+        whole = finite & (column == np.trunc(column)) & (np.abs(column) < 1e15)
+    if whole.all():  # -0.0 becomes "0" as in format_value
+        return list(map(str, column.astype(np.int64).tolist()))
+    out = list(map(repr, values))
+    integral = np.flatnonzero(whole)
+    if integral.size:
+        for k, text in zip(integral.tolist(), map(str, column[integral].astype(np.int64).tolist()), strict=True):
             out[k] = text
     if not finite.all():
         for k in np.flatnonzero(~finite).tolist():
