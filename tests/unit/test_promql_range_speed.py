@@ -76,6 +76,10 @@ def test_a_range_query_is_the_instant_query_at_each_step() -> None:
         "irate(x_total[1m])",
         "avg_over_time(x_total[1m])",
         "x_total",
+        "rate(x_total[1m]) / ignoring(i) group_left sum by (a,b)(rate(x_total[1m]))",
+        "sum by (a)(x_total) / on(a) group_right x_total",
+        "x_total - on(i) x_total > bool 0",
+        "sum by (a,b)(rate(x_total[1m])) / sum by (a,b)(increase(x_total[2m]))",
     ]
     for expr in expressions:
         for start, end, step in ((0.0, 900.0, 7.0), (100.0, 700.0, 1.0), (0.0, 2000.0, 60.0)):

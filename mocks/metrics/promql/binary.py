@@ -120,10 +120,12 @@ def _vector_vector(
         many, one, swapped = lhs, rhs, False
     one_sigs = [(_signature(lb, mod), lb, vals) for lb, vals in one.series.values()]
     many_sigs = [(_signature(lb, mod), lb, vals) for lb, vals in many.series.values()]
+    # a matched pair's result labels depend on the pair alone: built once, not at every step
+    paired: dict[tuple[int, int], tuple[Labels, LabelKey]] = {}
     out = Vector()
     for i in range(len(times)):
-        one_map: dict[LabelKey, tuple[Labels, float]] = {}
-        for sig, lb, vals in one_sigs:
+        one_map: dict[LabelKey, tuple[int, float]] = {}
+        for j, (sig, _, vals) in enumerate(one_sigs):
             v = vals[i]
             if v is None:
                 continue
@@ -133,9 +135,9 @@ def _vector_vector(
                     f"found duplicate series for the match group {dict(sig)} on the {side} hand-side of the "
                     "operation; many-to-many matching not allowed: matching labels must be unique on one side"
                 )
-            one_map[sig] = (lb, v)
+            one_map[sig] = (j, v)
         seen: set[LabelKey] = set()
-        for sig, lb, vals in many_sigs:
+        for m, (sig, lb, vals) in enumerate(many_sigs):
             v = vals[i]
             if v is None or sig not in one_map:
                 continue
@@ -146,15 +148,18 @@ def _vector_vector(
                         "operation; many-to-many matching not allowed: matching labels must be unique on one side"
                     )
                 seen.add(sig)
-            olb, ov = one_map[sig]
+            j, ov = one_map[sig]
             a, b = (ov, v) if swapped else (v, ov)
             r = _apply(op, a, b, return_bool)
             if r is None:
                 continue
             if is_cmp and not return_bool:
                 r = a if not swapped else b
-            result_lb = _result_labels(lb, olb, mod, op, is_cmp, return_bool)
-            key = key_of(result_lb)
+            labelled = paired.get((m, j))
+            if labelled is None:
+                result_lb = _result_labels(lb, one_sigs[j][1], mod, op, is_cmp, return_bool)
+                labelled = paired[m, j] = (result_lb, key_of(result_lb))
+            result_lb, key = labelled
             entry = out.series.get(key)
             if entry is None:
                 entry = (result_lb, [None] * len(times))
