@@ -18,8 +18,10 @@ import random
 import numpy as np
 from devbox.mocks.metrics.prom_api import _matrix_body, _success_body
 from devbox.mocks.metrics.promql import Evaluator, ListSource, format_value, format_values, key_of
+from devbox.mocks.metrics.promql.binary import _apply, binary
 from devbox.mocks.metrics.promql.range_functions import _Bounds, _extrapolated, _rates_of
 from devbox.mocks.metrics.promql.source import RawSeries
+from devbox.mocks.metrics.promql.values import LabelKey, Scalar, Vector
 
 
 def _samples(rng: random.Random, count: int, *, finite: bool = False) -> tuple[list[float], list[float]]:
@@ -160,3 +162,40 @@ def test_latest_at_is_latest_at_each_time() -> None:
         for stamps, column in ((False, vs), (True, ts)):
             want = [None if (i := series.latest(t, lookback)) is None else column[i] for t in times]
             assert _same(series.latest_at(times, lookback, stamps=stamps), want)
+
+
+def test_arithmetic_over_vectors_is_the_operator_at_each_point() -> None:
+    rng = random.Random(20)
+    special = [0.0, -0.0, 1.0, -2.5, 1e308, -1e308, 1e-320, math.nan, math.inf, -math.inf, None]
+    steps = 400
+    left, right = Vector(), Vector()
+    for k in range(3):
+        labels = {"__name__": "m", "k": str(k)}
+        for side in (left, right):
+            side.series[key_of(labels)] = (labels, [rng.choice([*special, rng.random() * 10]) for _ in range(steps)])
+    scalar = [rng.choice([0.0, -0.0, 3.0, -1.0, math.nan, math.inf, 1e-300]) for _ in range(steps)]
+    times = [float(i) for i in range(steps)]
+
+    def with_scalar(key: LabelKey, i: int) -> tuple[float, float] | None:
+        v = left.series[key][1][i]
+        return None if v is None else (v, scalar[i])
+
+    def scalar_first(key: LabelKey, i: int) -> tuple[float, float] | None:
+        v = left.series[key][1][i]
+        return None if v is None else (scalar[i], v)
+
+    def with_vector(key: LabelKey, i: int) -> tuple[float, float] | None:
+        v, w = left.series[key][1][i], right.series[key][1][i]
+        return None if v is None or w is None else (v, w)
+
+    for op in ("+", "-", "*", "/"):
+        for got, operands in (
+            (binary(op, left, Scalar(scalar), None, times), with_scalar),
+            (binary(op, Scalar(scalar), left, None, times), scalar_first),
+            (binary(op, left, right, None, times), with_vector),
+        ):
+            assert isinstance(got, Vector)
+            for key in left.series:
+                want = [None if (ab := operands(key, i)) is None else _apply(op, *ab, False) for i in range(steps)]
+                out_key = tuple(pair for pair in key if pair[0] != "__name__")
+                assert _same(got.series[out_key][1], want), (op, operands.__name__)

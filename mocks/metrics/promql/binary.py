@@ -4,6 +4,8 @@ scalars and instant vectors, with ``on``/``ignoring`` and ``group_left``/``group
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Callable
 from typing import Any
 
 from devbox.mocks.metrics.promql.errors import QueryError
@@ -58,12 +60,38 @@ def _apply(op: str, a: float, b: float, return_bool: bool) -> float | None:
     raise QueryError(f"operator {op} is not implemented by devbox")
 
 
+def _divide(a: float, b: float) -> float | None:
+    return a / b if b else _apply("/", a, b, False)
+
+
+#: The arithmetic whose float result is the plain Python operation (never an exception: float +, -
+#: and * overflow to infinity; division by zero goes through :func:`_apply`'s IEEE rule): applied
+#: without :func:`_apply`'s dispatch per point.
+_ARITHMETIC: dict[str, Callable[[float, float], float | None]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": _divide,
+}
+
+
 def _vector_scalar(
     op: str, vec: Vector, scalar: list[float], is_cmp: bool, return_bool: bool, *, scalar_left: bool
 ) -> Vector:
     out = Vector()
+    fast = _ARITHMETIC.get(op)
     for labels, vals in vec.series.values():
-        new: list[float | None] = []
+        new: list[float | None]
+        if fast is not None:
+            if scalar_left:
+                new = [None if v is None else fast(k, v) for k, v in zip(scalar, vals, strict=True)]
+            else:
+                new = [None if v is None else fast(v, k) for v, k in zip(vals, scalar, strict=True)]
+            lb = drop_name(labels)
+            if any(v is not None for v in new):
+                out.series[key_of(lb)] = (lb, new)
+            continue
+        new = []
         for i, v in enumerate(vals):
             if v is None:
                 new.append(None)
@@ -120,6 +148,7 @@ def _vector_vector(
         many, one, swapped = lhs, rhs, False
     one_sigs = [(_signature(lb, mod), lb, vals) for lb, vals in one.series.values()]
     many_sigs = [(_signature(lb, mod), lb, vals) for lb, vals in many.series.values()]
+    fast = _ARITHMETIC.get(op)
     # a matched pair's result labels depend on the pair alone: built once, not at every step
     paired: dict[tuple[int, int], tuple[Labels, LabelKey]] = {}
     out = Vector()
@@ -150,7 +179,7 @@ def _vector_vector(
                 seen.add(sig)
             j, ov = one_map[sig]
             a, b = (ov, v) if swapped else (v, ov)
-            r = _apply(op, a, b, return_bool)
+            r = fast(a, b) if fast is not None else _apply(op, a, b, return_bool)
             if r is None:
                 continue
             if is_cmp and not return_bool:
