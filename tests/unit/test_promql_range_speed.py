@@ -8,7 +8,8 @@
 - ``format_values`` (each distinct value formatted once) against ``format_value`` one by one;
 - ``_matrix_body`` (an answer joined from flat pieces) against ``json.dumps`` of the same answer;
 - a series held as columns makes the same lists on demand; ``latest_at`` is ``latest`` at each time;
-- ``+ - * /`` over vectors and scalars (the fast path) are ``_apply`` at each point.
+- ``+ - * /`` over vectors and scalars (the fast path) are ``_apply`` at each point, and matched
+  vector arithmetic answers (or refuses) as the step-by-step matching does.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import math
 import random
 
 import numpy as np
+import pytest
 from devbox.mocks.metrics.prom_api import _matrix_body, _success_body
-from devbox.mocks.metrics.promql import Evaluator, ListSource, format_value, format_values, key_of
+from devbox.mocks.metrics.promql import Evaluator, ListSource, QueryError, format_value, format_values, key_of
 from devbox.mocks.metrics.promql.binary import _apply, binary
 from devbox.mocks.metrics.promql.range_functions import _Bounds, _extrapolated, _rates
 from devbox.mocks.metrics.promql.source import RawSeries
@@ -201,3 +203,42 @@ def test_arithmetic_over_vectors_is_the_operator_at_each_point() -> None:
                 want = [None if (ab := operands(key, i)) is None else _apply(op, *ab, False) for i in range(steps)]
                 out_key = tuple(pair for pair in key if pair[0] != "__name__")
                 assert _same(got.series[out_key][1], want), (op, operands.__name__)
+
+
+def test_matched_arithmetic_is_the_step_by_step_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vector-vector arithmetic with its fast paths and with the step-by-step path alone: the same
+    series in the same order with the same values, or the same refusal."""
+    from devbox.mocks.metrics.promql import binary as binary_module
+
+    rng = random.Random(21)
+    source = ListSource()
+    for k in range(8):
+        ts, vs = _samples(rng, rng.choice([40, 150, 400]), finite=True)
+        source.add({"__name__": "x_total", "a": f"a{k % 2}", "b": f"b{k % 3}", "i": str(k)}, zip(ts, vs, strict=True))
+        source.add(
+            {"__name__": "y_total", "a": f"a{k % 2}", "b": f"b{k % 3}", "i": str(k)}, zip(ts, vs[::-1], strict=True)
+        )
+    expressions = [
+        "rate(x_total[1m]) / rate(y_total[1m])",
+        "x_total - ignoring(i) group_left sum by (a,b)(y_total)",
+        "sum by (a,b)(rate(x_total[1m])) * sum by (a,b)(rate(y_total[2m]))",
+        "sum by (a)(x_total) + on(a) sum by (a)(y_total)",
+        "x_total / on(a) y_total",  # many-to-many: refused
+        "rate(x_total[1m]) - on(__name__) rate(y_total[1m])",  # every pair has the same labels: refused
+        "x_total + on(i) y_total",
+        # unique match groups, but both pairs come out as {i="1"}: refused
+        '{__name__=~"x_total|y_total", i="1"} + on(__name__, i) {__name__=~"x_total|y_total", i="1"}',
+    ]
+
+    def answers() -> list[object]:
+        out: list[object] = []
+        for expr in expressions:
+            try:
+                out.append(Evaluator(source).range(expr, 0.0, 1500.0, 7.0))
+            except QueryError as exc:
+                out.append(str(exc))
+        return [repr(a) for a in out]
+
+    fast = answers()
+    monkeypatch.setattr(binary_module, "_ARITHMETIC", {})
+    assert fast == answers()

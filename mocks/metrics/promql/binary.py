@@ -137,6 +137,44 @@ def _result_labels(lhs: Labels, rhs: Labels, mod: Any, op: str, is_cmp: bool, re
     return base
 
 
+Matched = list[tuple[LabelKey, Labels, list[float | None]]]
+
+
+def _one_to_one(
+    fast: Callable[[float, float], float | None], one: Matched, many: Matched, mod: Any, op: str
+) -> Vector | None:
+    """Arithmetic between one-to-one matched vectors when no match group has two series on a side
+    and no two pairs give the same labels: then the pairs are the same at every step and each
+    pair's column is computed in one pass. None otherwise: the step-by-step path finds (and
+    refuses) the steps where series collide. The series come out in the step-by-step path's order
+    (by the first step with a value, then the left side's order)."""
+    index: dict[LabelKey, int] = {}
+    for j, (sig, _, _) in enumerate(one):
+        if sig in index:
+            return None
+        index[sig] = j
+    if len({sig for sig, _, _ in many}) != len(many):
+        return None
+    rows = []
+    for m, (sig, lb, vals) in enumerate(many):
+        partner = index.get(sig)
+        if partner is None:
+            continue
+        j = partner
+        column = [None if a is None or b is None else fast(a, b) for a, b in zip(vals, one[j][2], strict=True)]
+        first = next((i for i, r in enumerate(column) if r is not None), None)
+        if first is not None:
+            rows.append((first, m, _result_labels(lb, one[j][1], mod, op, False, False), column))
+    rows.sort(key=lambda row: (row[0], row[1]))
+    out = Vector()
+    for _, _, labels, column in rows:
+        key = key_of(labels)
+        if key in out.series:
+            return None
+        out.series[key] = (labels, column)
+    return out
+
+
 def _vector_vector(
     op: str, lhs: Vector, rhs: Vector, mod: Any, is_cmp: bool, return_bool: bool, times: list[float]
 ) -> Vector:
@@ -149,6 +187,10 @@ def _vector_vector(
     one_sigs = [(_signature(lb, mod), lb, vals) for lb, vals in one.series.values()]
     many_sigs = [(_signature(lb, mod), lb, vals) for lb, vals in many.series.values()]
     fast = _ARITHMETIC.get(op)
+    if fast is not None and card == "OneToOne":
+        matched = _one_to_one(fast, one_sigs, many_sigs, mod, op)
+        if matched is not None:
+            return matched
     # a matched pair's result labels depend on the pair alone: built once, not at every step
     paired: dict[tuple[int, int], tuple[Labels, LabelKey]] = {}
     out = Vector()
