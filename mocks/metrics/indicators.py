@@ -116,7 +116,7 @@ class Indicator:
             return range_fn("rate", matrix, times)
         out = Vector()
         for s in series.values():
-            vals = [None if (i := s.latest(t, ev.lookback)) is None else s.vs[i] for t in times]
+            vals = s.latest_at(times, ev.lookback)
             out.series[key_of(s.labels)] = (s.labels, vals)
         return out
 

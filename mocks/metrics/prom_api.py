@@ -22,6 +22,7 @@ remote read/write or native histograms.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import re
@@ -116,21 +117,37 @@ def _success_body(data: Any) -> bytes:
 def _matrix_body(columns: list[tuple[dict[str, str], list[float], list[float]]]) -> bytes:
     """:func:`_success_body` of a range query's matrix, byte for byte, built from its columns.
 
-    json.dumps walks a list per point (72k points: half a second); here each series' points are
-    one join over C-level maps, and the series that share the query's step times (the usual case)
-    share their text. Times are written as json writes them (``repr``), values as
-    :func:`format_value` (plain text: digits, sign, ``.``, ``e``, ``NaN``, ``Inf``; nothing to escape).
+    json.dumps walks a list per point (72k points: half a second). Here the values of the whole
+    answer are formatted in one call (:func:`format_values`: a value repeated anywhere in the
+    answer is formatted once), and each point's text is two pieces of one flat list joined once:
+    a prefix ``"],[<time>,"`` shared by every series on the same times list (the usual case: the
+    query's steps) and the value's text. Times are written as json writes them (``repr``), values
+    as :func:`format_value` (plain text: digits, sign, ``.``, ``e``, ``NaN``, ``Inf``; nothing to escape).
     """
-    parts = []
-    times_text: dict[int, tuple[list[float], list[str]]] = {}
-    for labels, ts, vs in columns:
-        shared = times_text.get(id(ts))
-        if shared is None or shared[0] is not ts:
-            shared = times_text[id(ts)] = (ts, [t + ',"' for t in map(repr, ts)])
+    texts = format_values(list(itertools.chain.from_iterable(vs for _, _, vs in columns)))
+    parts = ['{"status":"success","data":{"resultType":"matrix","result":[']
+    prefixes: dict[int, tuple[list[float], list[str]]] = {}
+    at = 0
+    for k, (labels, ts, _) in enumerate(columns):
         metric = json.dumps(labels, ensure_ascii=False, separators=(",", ":"))
-        points = '"],['.join(map(str.__add__, shared[1], format_values(vs)))
-        parts.append(f'{{"metric":{metric},"values":[[{points}"]]}}' if ts else f'{{"metric":{metric},"values":[]}}')
-    return ('{"status":"success","data":{"resultType":"matrix","result":[' + ",".join(parts) + "]}}").encode()
+        head = f'{"," if k else ""}{{"metric":{metric},"values":['
+        if not ts:
+            parts.append(head + "]}")
+            continue
+        shared = prefixes.get(id(ts))
+        if shared is None or shared[0] is not ts:
+            stamps = list(map(repr, ts))
+            shared = prefixes[id(ts)] = (ts, ["[" + stamps[0] + ',"', *['"],[' + t + ',"' for t in stamps[1:]]])
+        n = len(ts)
+        points: list[str] = [""] * (2 * n)
+        points[0::2] = shared[1]
+        points[1::2] = texts[at : at + n]
+        at += n
+        parts.append(head)
+        parts += points
+        parts.append('"]]}')
+    parts.append("]}}")
+    return "".join(parts).encode()
 
 
 def _json_bytes(body: bytes) -> Response:

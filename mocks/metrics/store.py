@@ -493,16 +493,17 @@ class MetricsStore:
         if recent:
             if budget is not None:
                 budget.charge(sum(len(ts) for ts, _ in recent))
-            for series, (ts, vs) in zip(by_id.values(), recent, strict=True):
+            for sid, (ts, vs) in zip(by_id, recent, strict=True):
                 if not ts:
                     continue
+                series = by_id[sid]
                 if series.ts:  # SQLite's part ends before the head's starts: appending keeps the order
                     series.ts.extend(ts)
                     series.vs.extend(vs)
-                else:  # all from the head: the range functions read its columns without a conversion
-                    series.ts, series.vs = ts.tolist(), vs.tolist()
-                    series.arrays = (np.frombuffer(ts, dtype=np.float64), np.frombuffer(vs, dtype=np.float64))
-        return [s for s in by_id.values() if s.ts]
+                else:  # all from the head: its columns (the slices are copies), lists only if asked for
+                    arrays = (np.frombuffer(ts, dtype=np.float64), np.frombuffer(vs, dtype=np.float64))
+                    by_id[sid] = RawSeries(series.labels, arrays=arrays)
+        return [s for s in by_id.values() if len(s)]
 
     def _select_stored(self, by_id: dict[int, RawSeries], lo: int, hi: int, budget: SampleBudget | None) -> None:
         ids = list(by_id)

@@ -4,6 +4,8 @@ scalars and instant vectors, with ``on``/``ignoring`` and ``group_left``/``group
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Callable
 from typing import Any
 
 from devbox.mocks.metrics.promql.errors import QueryError
@@ -58,12 +60,38 @@ def _apply(op: str, a: float, b: float, return_bool: bool) -> float | None:
     raise QueryError(f"operator {op} is not implemented by devbox")
 
 
+def _divide(a: float, b: float) -> float | None:
+    return a / b if b else _apply("/", a, b, False)
+
+
+#: The arithmetic whose float result is the plain Python operation (never an exception: float +, -
+#: and * overflow to infinity; division by zero goes through :func:`_apply`'s IEEE rule): applied
+#: without :func:`_apply`'s dispatch per point.
+_ARITHMETIC: dict[str, Callable[[float, float], float | None]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": _divide,
+}
+
+
 def _vector_scalar(
     op: str, vec: Vector, scalar: list[float], is_cmp: bool, return_bool: bool, *, scalar_left: bool
 ) -> Vector:
     out = Vector()
+    fast = _ARITHMETIC.get(op)
     for labels, vals in vec.series.values():
-        new: list[float | None] = []
+        new: list[float | None]
+        if fast is not None:
+            if scalar_left:
+                new = [None if v is None else fast(k, v) for k, v in zip(scalar, vals, strict=True)]
+            else:
+                new = [None if v is None else fast(v, k) for v, k in zip(vals, scalar, strict=True)]
+            lb = drop_name(labels)
+            if any(v is not None for v in new):
+                out.series[key_of(lb)] = (lb, new)
+            continue
+        new = []
         for i, v in enumerate(vals):
             if v is None:
                 new.append(None)
@@ -109,6 +137,44 @@ def _result_labels(lhs: Labels, rhs: Labels, mod: Any, op: str, is_cmp: bool, re
     return base
 
 
+Matched = list[tuple[LabelKey, Labels, list[float | None]]]
+
+
+def _one_to_one(
+    fast: Callable[[float, float], float | None], one: Matched, many: Matched, mod: Any, op: str
+) -> Vector | None:
+    """Arithmetic between one-to-one matched vectors when no match group has two series on a side
+    and no two pairs give the same labels: then the pairs are the same at every step and each
+    pair's column is computed in one pass. None otherwise: the step-by-step path finds (and
+    refuses) the steps where series collide. The series come out in the step-by-step path's order
+    (by the first step with a value, then the left side's order)."""
+    index: dict[LabelKey, int] = {}
+    for j, (sig, _, _) in enumerate(one):
+        if sig in index:
+            return None
+        index[sig] = j
+    if len({sig for sig, _, _ in many}) != len(many):
+        return None
+    rows = []
+    for m, (sig, lb, vals) in enumerate(many):
+        partner = index.get(sig)
+        if partner is None:
+            continue
+        j = partner
+        column = [None if a is None or b is None else fast(a, b) for a, b in zip(vals, one[j][2], strict=True)]
+        first = next((i for i, r in enumerate(column) if r is not None), None)
+        if first is not None:
+            rows.append((first, m, _result_labels(lb, one[j][1], mod, op, False, False), column))
+    rows.sort(key=lambda row: (row[0], row[1]))
+    out = Vector()
+    for _, _, labels, column in rows:
+        key = key_of(labels)
+        if key in out.series:
+            return None
+        out.series[key] = (labels, column)
+    return out
+
+
 def _vector_vector(
     op: str, lhs: Vector, rhs: Vector, mod: Any, is_cmp: bool, return_bool: bool, times: list[float]
 ) -> Vector:
@@ -120,10 +186,17 @@ def _vector_vector(
         many, one, swapped = lhs, rhs, False
     one_sigs = [(_signature(lb, mod), lb, vals) for lb, vals in one.series.values()]
     many_sigs = [(_signature(lb, mod), lb, vals) for lb, vals in many.series.values()]
+    fast = _ARITHMETIC.get(op)
+    if fast is not None and card == "OneToOne":
+        matched = _one_to_one(fast, one_sigs, many_sigs, mod, op)
+        if matched is not None:
+            return matched
+    # a matched pair's result labels depend on the pair alone: built once, not at every step
+    paired: dict[tuple[int, int], tuple[Labels, LabelKey]] = {}
     out = Vector()
     for i in range(len(times)):
-        one_map: dict[LabelKey, tuple[Labels, float]] = {}
-        for sig, lb, vals in one_sigs:
+        one_map: dict[LabelKey, tuple[int, float]] = {}
+        for j, (sig, _, vals) in enumerate(one_sigs):
             v = vals[i]
             if v is None:
                 continue
@@ -133,9 +206,9 @@ def _vector_vector(
                     f"found duplicate series for the match group {dict(sig)} on the {side} hand-side of the "
                     "operation; many-to-many matching not allowed: matching labels must be unique on one side"
                 )
-            one_map[sig] = (lb, v)
+            one_map[sig] = (j, v)
         seen: set[LabelKey] = set()
-        for sig, lb, vals in many_sigs:
+        for m, (sig, lb, vals) in enumerate(many_sigs):
             v = vals[i]
             if v is None or sig not in one_map:
                 continue
@@ -146,15 +219,18 @@ def _vector_vector(
                         "operation; many-to-many matching not allowed: matching labels must be unique on one side"
                     )
                 seen.add(sig)
-            olb, ov = one_map[sig]
+            j, ov = one_map[sig]
             a, b = (ov, v) if swapped else (v, ov)
-            r = _apply(op, a, b, return_bool)
+            r = fast(a, b) if fast is not None else _apply(op, a, b, return_bool)
             if r is None:
                 continue
             if is_cmp and not return_bool:
                 r = a if not swapped else b
-            result_lb = _result_labels(lb, olb, mod, op, is_cmp, return_bool)
-            key = key_of(result_lb)
+            labelled = paired.get((m, j))
+            if labelled is None:
+                result_lb = _result_labels(lb, one_sigs[j][1], mod, op, is_cmp, return_bool)
+                labelled = paired[m, j] = (result_lb, key_of(result_lb))
+            result_lb, key = labelled
             entry = out.series.get(key)
             if entry is None:
                 entry = (result_lb, [None] * len(times))

@@ -138,14 +138,29 @@ class Evaluator:
         assert isinstance(value, Vector)
         out = []
         # series with values at the same steps share one times list (the encoder formats it once)
+        runs: dict[tuple[int, int], list[float]] = {}
         shared: dict[tuple[int, int, int], tuple[list[int], list[float]]] = {}
         for labels, vals in value.series.values():
             if None not in vals:
                 out.append((labels, times, cast("list[float]", vals)))  # no None in it
                 continue
-            kept = [i for i, v in enumerate(vals) if v is not None]
-            if not kept:
+            # the usual gaps are at the ends (a window filling up, a series that starts or stops
+            # inside the range): one run of values is two slices, not a test per step
+            lo, hi = 0, len(vals)
+            while lo < hi and vals[lo] is None:
+                lo += 1
+            while hi > lo and vals[hi - 1] is None:
+                hi -= 1
+            if lo == hi:
                 continue
+            part = vals[lo:hi]
+            if None not in part:
+                stamps = runs.get((lo, hi))
+                if stamps is None:
+                    stamps = runs[lo, hi] = times[lo:hi]
+                out.append((labels, stamps, cast("list[float]", part)))
+                continue
+            kept = [i for i, v in enumerate(vals) if v is not None]
             shape = (len(kept), kept[0], kept[-1])
             seen = shared.get(shape)
             if seen is None or seen[0] != kept:
@@ -264,7 +279,7 @@ class Evaluator:
         selected = self.select(node, lo, hi)
         self.budget.charge(len(selected) * len(times))  # the points this vector will hold
         for s in selected:
-            vals = [None if (i := s.latest(t, self.lookback)) is None else s.vs[i] for t in shifted]
+            vals = s.latest_at(shifted, self.lookback)
             if any(v is not None for v in vals):
                 out.series[key_of(s.labels)] = (s.labels, vals)
         return out

@@ -146,7 +146,7 @@ def _fn_timestamp(ev: Engine, node: Any, args: list[Value], times: list[float]) 
     shifted = ev.shift(arg, times)
     out = Vector()
     for s in ev.select(arg, min(shifted) - ev.lookback, max(shifted)):
-        vals = [None if (i := s.latest(t, ev.lookback)) is None else s.ts[i] for t in shifted]
+        vals = s.latest_at(shifted, ev.lookback, stamps=True)
         lb = drop_name(s.labels)
         if any(v is not None for v in vals):
             out.series[key_of(lb)] = (lb, vals)

@@ -125,6 +125,10 @@ def _rates(
     (elementwise numpy arithmetic rounds exactly as Python's), so results stay bit-exact. The one
     order-dependent sum, adding the value before each counter reset, stays sequential in Python and
     runs only for windows that contain a reset (found through a running count of resets).
+
+    One series at a time on purpose: laying all series end to end for one pass was measured slower
+    (20 series x 3,601 steps: 29 ms against 20 ms; its temporaries of 576 kB each leave the CPU's
+    cache) and no faster at 15 s and 60 s steps.
     """
     if bounds is None:
         bounds = _Bounds(windows)
@@ -138,14 +142,15 @@ def _rates(
     last_i = np.where(valid, his - 1, 0)
     first_i = np.where(valid, los, 0)
     first, last = vs[first_i], vs[last_i]
-    result = last - first
-    with np.errstate(all="ignore"):
-        if counter:
-            resets = np.concatenate(([0], np.cumsum(vs[1:] < vs[:-1])))
+    with np.errstate(all="ignore"):  # inf - inf is NaN, as in Go
+        result = last - first
+        drops = vs[1:] < vs[:-1] if counter else None
+        if drops is not None and drops.any():
+            resets = np.concatenate(([0], np.cumsum(drops)))
             for k in np.flatnonzero(valid & (resets[last_i] != resets[first_i])).tolist():
                 total = float(result[k])  # Python floats: the same sequential additions as the loop
                 prev = float(first[k])
-                for v in s.vs[int(first_i[k]) + 1 : int(last_i[k]) + 1]:
+                for v in vs[int(first_i[k]) + 1 : int(last_i[k]) + 1].tolist():  # the columns: no lists made
                     if v < prev:
                         total += prev
                     prev = v
@@ -191,9 +196,9 @@ def _exact_columns(name: str, s: RawSeries, bounds: _Bounds) -> list[float | Non
     (so bit-exact with the per-window code): ``irate``/``idelta``, ``count_over_time``,
     ``last_over_time``, ``changes`` and ``resets``. Sums and extremes stay per window: numpy's
     summation order and NaN handling differ from Prometheus's sequential loops."""
-    if not s.ts:
-        return [None] * len(bounds.starts)
     ts, vs = s.columns()
+    if not len(ts):
+        return [None] * len(bounds.starts)
     los = np.searchsorted(ts, bounds.starts, side="right")
     his = np.searchsorted(ts, bounds.ends, side="right")
     n = his - los

@@ -6,7 +6,7 @@ import bisect
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -96,19 +96,55 @@ def full_regex(pattern: str) -> LabelRegex:
     return found
 
 
-@dataclass
 class RawSeries:
-    """Samples of one stored series, sorted by time. ``labels`` includes ``__name__``."""
+    """Samples of one stored series, sorted by time. ``labels`` includes ``__name__``.
 
-    labels: Labels
-    ts: list[float]
-    vs: list[float]
-    #: the same samples as float64 columns, when the source has them at hand (the store's head)
-    arrays: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
+    Holds the samples as lists (``ts``, ``vs``), as float64 columns (``arrays``, when the source has
+    them at hand: the store's head), or both. A series given only as columns makes its lists on
+    first use: the range functions read the columns, so a rate over a head-held hour never builds
+    the 2 x 3,600 float objects per series the lists would cost.
+    """
+
+    __slots__ = ("_ts", "_vs", "arrays", "labels")
+
+    def __init__(
+        self,
+        labels: Labels,
+        ts: list[float] | None = None,
+        vs: list[float] | None = None,
+        arrays: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        if (ts is None or vs is None) and arrays is None:
+            raise ValueError("a series needs its samples as lists or as columns")
+        self.labels = labels
+        self._ts = ts
+        self._vs = vs
+        #: the same samples as float64 columns (when given, they are what the lists would hold)
+        self.arrays = arrays
+
+    @property
+    def ts(self) -> list[float]:
+        if self._ts is None:
+            assert self.arrays is not None
+            self._ts = self.arrays[0].tolist()
+        return self._ts
+
+    @property
+    def vs(self) -> list[float]:
+        if self._vs is None:
+            assert self.arrays is not None
+            self._vs = self.arrays[1].tolist()
+        return self._vs
+
+    def __len__(self) -> int:
+        return len(self._ts) if self._ts is not None else len(self.arrays[0]) if self.arrays is not None else 0
+
+    def __repr__(self) -> str:
+        return f"RawSeries({self.labels!r}, {len(self)} samples)"
 
     def columns(self) -> tuple[np.ndarray, np.ndarray]:
         """Timestamps and values as numpy float64 columns (the vectorised range functions read these)."""
-        if self.arrays is not None and len(self.arrays[0]) == len(self.ts):
+        if self.arrays is not None and (self._ts is None or len(self.arrays[0]) == len(self._ts)):
             return self.arrays
         return np.asarray(self.ts, dtype=np.float64), np.asarray(self.vs, dtype=np.float64)
 
@@ -122,6 +158,24 @@ class RawSeries:
         """Index of the newest sample in (t - lookback, t] — what an instant selector sees at t."""
         i = bisect.bisect_right(self.ts, t) - 1
         return i if i >= 0 and self.ts[i] > t - lookback else None
+
+    def latest_at(self, times: Sequence[float], lookback: float, *, stamps: bool = False) -> list[float | None]:
+        """:meth:`latest` at every time at once: the newest sample's value (its timestamp if
+        ``stamps``) in (t - lookback, t], or None. One ``searchsorted`` over the steps instead of a
+        bisect per step; the comparisons are the same IEEE ones, so the answer is too."""
+        ts, vs = self.columns()
+        at = np.asarray(times, dtype=np.float64)
+        idx = np.searchsorted(ts, at, side="right") - 1
+        seen = idx >= 0
+        idx[~seen] = 0
+        if len(ts):
+            seen &= ts[idx] > at - lookback
+        else:
+            seen[:] = False
+        out: list[float | None] = (ts if stamps else vs)[idx].tolist() if len(ts) else [None] * len(at)
+        for k in np.flatnonzero(~seen).tolist():
+            out[k] = None
+        return out
 
 
 class SampleBudget:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,17 +74,48 @@ def format_value(v: float) -> str:
     return repr(float(v))
 
 
-def format_values(values: list[float]) -> list[str]:
-    """:func:`format_value` of every value: the common case (a non-integral finite float, whose
-    ``repr`` it is) in one C loop, integral ones through numpy's integer formatting, and only the
-    non-finite ones one by one."""
-    out = list(map(repr, values))
+def format_values(values: Sequence[float]) -> list[str]:
+    """:func:`format_value` of every value, each distinct value formatted once.
+
+    Formatting is the cost of a large answer (``repr`` of a float with 17 digits takes most of a
+    microsecond), while answers repeat values often: zeros, idle series, gauges that hold still,
+    rates of counters that move in steps. A strided sample of the answer says first whether
+    repeats are common (when they are not, the look-ups would only add cost); then the distinct
+    values are found in one C-level pass (``dict.fromkeys``). ``-0.0`` and ``0.0`` are one key, which
+    is right: both are written ``0``; each NaN object is its own key.
+    """
+    sample = values[:: max(1, len(values) // _SAMPLE)]
+    if len(set(sample)) > len(sample) * _DISTINCT_SHARE:
+        return _format_each(values)
+    distinct = dict.fromkeys(values)
+    if len(distinct) > len(values) * _DISTINCT_SHARE:
+        return _format_each(values)
+    keys = list(distinct)
+    texts = dict(zip(keys, _format_each(keys), strict=True))
+    return list(map(texts.__getitem__, values))
+
+
+#: Above this share of distinct values, :func:`format_values` formats every value (the look-ups
+#: would cost more than the formatting they save).
+_DISTINCT_SHARE = 0.8
+#: Values :func:`format_values` samples to judge whether the answer repeats values.
+_SAMPLE = 512
+
+
+def _format_each(values: Sequence[float]) -> list[str]:
+    """:func:`format_value` of every value: integral ones (``str(int(v))``; all of them, the common
+    case of counts, in one C loop) and the rest (``repr``, one C loop) by kind, only the non-finite
+    ones one by one."""
     column = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(column)
-        integral = np.flatnonzero(finite & (column == np.trunc(column)) & (np.abs(column) < 1e15))
-    if integral.size:  # str(int(v)): -0.0 becomes "0" as in format_value
-        for k, text in zip(integral.tolist(), column[integral].astype(np.int64).astype(str).tolist(), strict=True):
+        whole = finite & (column == np.trunc(column)) & (np.abs(column) < 1e15)
+    if whole.all():  # -0.0 becomes "0" as in format_value
+        return list(map(str, column.astype(np.int64).tolist()))
+    out = list(map(repr, values))
+    integral = np.flatnonzero(whole)
+    if integral.size:
+        for k, text in zip(integral.tolist(), map(str, column[integral].astype(np.int64).tolist()), strict=True):
             out[k] = text
     if not finite.all():
         for k in np.flatnonzero(~finite).tolist():
