@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 from devbox.mocks.deploy.config import ServiceConfig
+from devbox.mocks.deploy.reload import DEBOUNCE_S
 
 from devbox.testing import running_platform
 
@@ -28,14 +29,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.deploy_fakes import write_service
 
 
-def _wait(check: Any, timeout: float = 60.0) -> Any:
+def _wait(check: Any, timeout: float = 60.0, every: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.05)
+        time.sleep(every)
     raise TimeoutError("condition not met")
+
+
+def cold_start(folder: Path) -> float:
+    """The service's bare cold start: ``start.sh`` spawned on a free port until /healthz answers 200."""
+    import os
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    proc = subprocess.Popen(["sh", "start.sh"], cwd=folder, env={**os.environ, "PORT": str(port)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(up, every=0.01)
+        return time.monotonic() - started
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def main() -> None:
@@ -45,6 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         folder = write_service(root / "gw")
+        cold = sorted(cold_start(folder) for _ in range(3))[1]
         svc = ServiceConfig(name="gateway", path="gw", readiness={"http": "/healthz"})
         with running_platform(root, components=["naming", "faults", "deploy"], services=[svc]) as p:
             p.call(p.component("deploy").wait_deployed(60), timeout=70)  # type: ignore[attr-defined]
@@ -53,7 +81,7 @@ def main() -> None:
                 return {d["key"]: d for d in httpx.get(p.url() + "/api/deploy/services").json()["services"]}
 
             entry = services()["gateway"]["front_port"]
-            stop, counts, seen = threading.Event(), {"ok": 0, "failed": 0}, {}
+            stop, counts, seen, first = threading.Event(), {"ok": 0, "failed": 0}, {}, {}
 
             def client() -> None:
                 with httpx.Client(timeout=5) as http:
@@ -64,16 +92,20 @@ def main() -> None:
                             counts["ok"] += 1
                             body = answer.json()
                             seen[body["version"] + body["tags"]] = time.monotonic()
+                            first.setdefault(body["version"], seen[body["version"] + body["tags"]])
                         except (httpx.HTTPError, ValueError):
                             counts["failed"] += 1
 
             thread = threading.Thread(target=client)
             thread.start()
+            reload_s: list[float] = []
             try:
                 for n in range(args.reloads):
                     events = p.url() + "/api/deploy/events"
                     before = len(httpx.get(events, params={"kind": "reloaded"}).json()["events"])
+                    saved = time.monotonic()
                     (folder / "VERSION").write_text(f"{n + 2}\n")
+                    reload_s.append(_wait(lambda v=str(n + 2): first.get(v), every=0.01) - saved)
                     _wait(lambda b=before: len(httpx.get(p.url() + "/api/deploy/events",
                                                          params={"kind": "reloaded"}).json()["events"]) > b)
                 reloads_ok, reloads_failed = counts["ok"], counts["failed"]
@@ -89,6 +121,11 @@ def main() -> None:
                 thread.join()
             print(f"entry reloads: {args.reloads}; requests during them {reloads_ok + reloads_failed}, "
                   f"failed {reloads_failed}")
+            print("file save -> the new code answering at the entry: "
+                  + ", ".join(f"{r:.2f} s" for r in reload_s)
+                  + f"; the service's bare cold start (start.sh -> /healthz 200, median of 3) {cold:.2f} s: "
+                  + ", ".join(f"{r / cold:.1f}x" for r in reload_s)
+                  + f" (the watcher waits {DEBOUNCE_S} s for saves to settle)")
             print(f"release {rel['state']}: batch switch (weight writes) "
                   + ", ".join(f"{s * 1000:.1f} ms" for s in rel["switch_seconds"])
                   + f"; first v9 answer at the entry {first_seen:.2f}s after the release request (includes start)")
