@@ -242,6 +242,8 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     next_settle = 0.0
     idle_wait = IDLE_WAIT_MIN_S
     reported = position
+    #: (end, spans acknowledged) of the records some lane indexed past the least position
+    ahead: dict[Position, int] = {}
     gc.freeze()  # what start-up made lives as long as the process: out of the collector's passes
     conn.send(("ready", position.segment, position.offset, store.count))
     try:
@@ -264,19 +266,26 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
             for peer in peers:  # what the other lanes committed
                 while peer.conn.poll(0):
                     progressed = True
-                    _, segment, offset, added, lane_spans, lane_calls, lane_own = peer.conn.recv()
+                    _, segment, offset, added, lane_spans, lane_calls, lane_own, lane_taken = peer.conn.recv()
                     peer.position = Position(segment, offset)
+                    ahead.update(lane_taken)
                     store.add_count(added)
                     spans.extend(lane_spans or ())
                     if calls is not None:
                         calls.extend(lane_calls or ())
                     own.update(lane_own or ())
+            taken: list[tuple[Position, int]] = []
             mine, end = index_batch(store, directory, position, options.batch_spans, want_spans, calls, own,
-                                    lane=(0, lanes), lock=lock)
+                                    lane=(0, lanes), lock=lock, taken=taken)
+            ahead.update(taken)
             spans.extend(mine)
             progressed = progressed or end != position
             position = end
             done = min([position, *(peer.position for peer in peers)])
+            if ahead:
+                ahead = {at: n for at, n in ahead.items() if at > done}
+            # the spans of records up to `done`: the platform counts those past it as waiting in the WAL
+            count = store.count - sum(ahead.values())
             if not progressed:
                 report = None
                 if deriver is not None and deriver.pending and time.monotonic() >= next_settle:
@@ -290,7 +299,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                         _retention(store, options)
                     report = report or Report()
                 if report is not None:
-                    conn.send(("indexed", done.segment, done.offset, store.count, report))
+                    conn.send(("indexed", done.segment, done.offset, count, report))
                 # a message from the platform or a lane ends the wait early
                 waiting = multiprocessing.connection.wait([conn.reader, *(peer.conn for peer in peers)], idle_wait)
                 idle_wait = min(idle_wait * 2, IDLE_WAIT_MAX_S) if not waiting else IDLE_WAIT_MIN_S
@@ -302,7 +311,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                 deriver.observe(calls, now)
                 report.aggregates = deriver.settle(now) or None
                 next_settle = time.monotonic() + SETTLE_EVERY_S
-            conn.send(("indexed", done.segment, done.offset, store.count, report))
+            conn.send(("indexed", done.segment, done.offset, count, report))
             if done != reported:
                 wal.delete_before(directory, done)
                 reported = done
@@ -354,8 +363,9 @@ def _lane(wal_dir: str, db_path: str, options: Options, lane: int, lanes: int, p
             calls: list[rpcstats.Call] | None = [] if want_calls else None
             own: set[str] = set()
             count = store.count
+            taken: list[tuple[Position, int]] = []
             spans, end = index_batch(store, directory, position, options.batch_spans, want_spans, calls, own,
-                                     lane=(lane, lanes), lock=lock)
+                                     lane=(lane, lanes), lock=lock, taken=taken)
             if end == position:
                 conn.poll(idle_wait)
                 idle_wait = min(idle_wait * 2, IDLE_WAIT_MAX_S)
@@ -363,7 +373,7 @@ def _lane(wal_dir: str, db_path: str, options: Options, lane: int, lanes: int, p
             idle_wait = IDLE_WAIT_MIN_S
             position = end
             conn.send(("indexed", end.segment, end.offset, store.count - count, spans or None, calls or None,
-                       own or None))
+                       own or None, taken))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return
     finally:
@@ -395,7 +405,8 @@ def _stop_lanes(peers: list[_Peer], timeout: float = 10.0) -> None:
 
 def index_batch(store: Any, directory: Path, position: Position, batch_spans: int, want_spans: bool,
                 calls: list[rpcstats.Call] | None, own: set[str], *, lane: tuple[int, int] = (0, 1),
-                lock: WriteLock | None = None) -> tuple[list[Any], Position]:
+                lock: WriteLock | None = None,
+                taken: list[tuple[Position, int]] | None = None) -> tuple[list[Any], Position]:
     """Decode the WAL records from ``position`` (:func:`_read_batch`; with ``lane`` = (n, lanes), only
     lane n's) and write them with the new position in one transaction (under ``lock``); returns the
     spans (when wanted) and the end (``position``: nothing new).
@@ -406,7 +417,7 @@ def index_batch(store: Any, directory: Path, position: Position, batch_spans: in
     gc.disable()
     try:
         batch, spans, end = _read_batch(directory, position, batch_spans, store.indexed_keys, want_spans, calls, own,
-                                        lane=lane)
+                                        lane=lane, taken=taken)
         if end != position:
             with lock if lock is not None else contextlib.nullcontext():
                 started = time.perf_counter()
@@ -420,12 +431,13 @@ def index_batch(store: Any, directory: Path, position: Position, batch_spans: in
 
 def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_keys: frozenset[str],
                 want_spans: bool, calls: list[rpcstats.Call] | None = None,
-                own: set[str] | None = None, *, lane: tuple[int, int] = (0, 1)) -> tuple[Any, list[Any], Position]:
+                own: set[str] | None = None, *, lane: tuple[int, int] = (0, 1),
+                taken: list[tuple[Position, int]] | None = None) -> tuple[Any, list[Any], Position]:
     """Decode WAL records from ``position`` into store rows (OTLP protobuf straight into rows unless
     the spans are wanted as objects); returns the rows, the spans (when wanted) and the end. The
     RPC calls of the spans are appended to ``calls`` and the services that sent spans of their own
     (not devbox's) added to ``own``, when given. With ``lane`` = (n, lanes) the records of other
-    lanes are passed over."""
+    lanes are passed over; ``taken`` gets the (end, spans acknowledged) of each record read."""
     from devbox.mocks.tracing import fastpath
     from devbox.mocks.tracing.store import Rows, row_of
 
@@ -437,6 +449,8 @@ def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_k
         end = rec.end
         if lanes > 1 and lane_of(rec, lanes) != mine:
             continue
+        if taken is not None:
+            taken.append((rec.end, rec.accepted))
         try:
             rows = None
             if rec.fmt == wal.OTLP_PROTOBUF and not want_spans:

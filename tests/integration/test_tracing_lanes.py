@@ -22,7 +22,7 @@ from devbox.mocks.tracing.wal import OTLP_PROTOBUF, Position, WalWriter
 SERVICES = ("gateway", "orders", "inventory", "payment")
 
 
-def _records(seed: int, traces: int, per_record: int) -> list[bytes]:
+def _records(seed: int, traces: int, per_record: int) -> list[tuple[bytes, int]]:
     """OTLP exports of ``traces`` 6-span call chains, the spans shuffled across records."""
     rng = random.Random(seed)
     now = time.time_ns() // 1000
@@ -40,14 +40,18 @@ def _records(seed: int, traces: int, per_record: int) -> list[bytes]:
                               resource={"service.name": service}))
             parent = span_id
     rng.shuffle(spans)
-    return [to_otlp_request(spans[i:i + per_record]).SerializeToString() for i in range(0, len(spans), per_record)]
+    return [(to_otlp_request(spans[i:i + per_record]).SerializeToString(), len(spans[i:i + per_record]))
+            for i in range(0, len(spans), per_record)]
 
 
-def _index(tmp: Path, records: list[bytes], lanes: int) -> tuple[Path, list[tuple[Position, int]]]:
+def _index(tmp: Path, records: list[tuple[bytes, int]], lanes: int
+           ) -> tuple[Path, list[tuple[Position, int]], list[tuple[Position, int]]]:
     wal_dir, db = tmp / f"wal-{lanes}", tmp / f"tracing-{lanes}.db"
     writer = WalWriter(wal_dir)
-    for body in records:
-        writer.append(OTLP_PROTOBUF, body, now_us=time.time_ns() // 1000, max_future_us=3_600_000_000, accepted=0)
+    ends = []
+    for body, spans in records:
+        ends.append((writer.append(OTLP_PROTOBUF, body, now_us=time.time_ns() // 1000, max_future_us=3_600_000_000,
+                                   accepted=spans), spans))
     end = writer.position
     writer.close()
     SpanStore(db).close()  # the platform migrates the file before the indexer starts
@@ -67,7 +71,7 @@ def _index(tmp: Path, records: list[bytes], lanes: int) -> tuple[Path, list[tupl
         assert done.wait(60), f"{lanes} lane(s) did not index the WAL to {end} in 60 s; reports {reports[-3:]}"
     finally:
         indexer.stop()
-    return db, reports
+    return db, reports, ends
 
 
 def _content(db: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -88,11 +92,15 @@ def _content(db: Path) -> dict[str, list[tuple[object, ...]]]:
 
 def test_two_lanes_store_what_one_lane_stores(tmp_path: Path) -> None:
     records = _records(seed=7, traces=150, per_record=30)  # 900 spans in 30 records, batches of ~100
-    one, _ = _index(tmp_path, records, lanes=1)
-    two, reports = _index(tmp_path, records, lanes=2)
+    one, _, _ = _index(tmp_path, records, lanes=1)
+    two, reports, ends = _index(tmp_path, records, lanes=2)
     assert reports[-1][1] == 900  # the lead counts the other lane's spans too
     positions = [position for position, _ in reports]
     assert positions == sorted(positions)  # the least position of the lanes: never backwards
+    for position, count in reports:
+        # the platform adds the spans of records past the position (still in the WAL): a count that
+        # held a lane's spans from past it would count them twice
+        assert count == sum(spans for end, spans in ends if end <= position), (position, count)
     a, b = _content(one), _content(two)
     assert len(a["spans"]) == 900 and a["links"]
     for table in a:
