@@ -16,11 +16,15 @@ Two halves:
   the position indexed, the span count, the services that sent spans of their own, the RPC
   counter increments of the batch (:mod:`~devbox.mocks.tracing.rpcstats`, while something listens
   to ``rpc_aggregates``) and — only while something listens to ``spans_ingested`` — the spans
-  themselves (which takes OTLP protobuf off its fast path: one Span per span, pickled).
+  themselves (which takes OTLP protobuf off its fast path: one Span per span, pickled). With
+  several lanes (``tracing.index_lanes``) it forks the others, which decode and write their share
+  of the records and report to it; it reports the least position of all lanes (see :func:`run`).
 
 :class:`IndexerProcess` is the platform's handle on that process.
 
 LIMITATIONS: the indexer re-decodes what the check parsed (twice the protobuf parse, 1 µs a span);
+lanes write one at a time (SQLite has one writer), so they multiply the decoding, not the writing
+(two lanes index 1.22 times what one does on a 2-core VM: bench/bench_ingest.py --drain);
 a record that cannot be decoded any more (a devbox upgrade that tightened a rule) is logged and
 skipped rather than blocking the log.
 """

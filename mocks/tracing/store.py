@@ -1,7 +1,7 @@
 """Span storage: one SQLite file (``<state_dir>/tracing.db``), indexed for the Zipkin queries.
 
-Blocking by design: the indexer process is its one writer (:mod:`devbox.mocks.tracing.indexer`,
-spans from the WAL in big transactions that also record the WAL position indexed); the platform
+Blocking by design: the indexer's lanes are its writers, one at a time (:mod:`devbox.mocks.tracing.indexer`,
+spans from the WAL in big transactions that also record the lane's WAL position); the platform
 reads it through its own connection in threads (WAL mode: readers never block the writer). Each
 span's Zipkin JSON is rendered at index time (column ``zipkin``), so a trace is read by
 concatenating stored text.
