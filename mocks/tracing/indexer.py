@@ -191,9 +191,9 @@ class WriteLock:
 class Wants:
     """What the platform's listeners want of each commit besides the rows — the spans as objects,
     the RPC calls — as two bytes in a file beside the database. The platform writes it before it
-    appends the export that a new listener should see (and tells the lead over its pipe as well);
-    the other lanes read it before each batch, so they learn it in the same order as the lead,
-    which reads its pipe before each batch."""
+    appends the export that a new listener should see, and every lane reads it before each batch,
+    so no lane reads that export without knowing. (The lead also gets the RPC histogram bounds over
+    its pipe: it alone counts the calls.)"""
 
     def __init__(self, db_path: Path) -> None:
         self._fd = os.open(f"{db_path}.wants", os.O_RDWR | os.O_CREAT, 0o600)
@@ -240,7 +240,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     lock = WriteLock(lock_path)
     store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
     directory = Path(wal_dir)
-    want_spans = False
+    wants = Wants(Path(db_path))
     deriver: rpcstats.RpcDeriver | None = None
     next_retention = time.monotonic() + options.retention_interval_s
     next_settle = 0.0
@@ -256,13 +256,12 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                 msg = conn.recv()
                 if msg[0] == "stop":
                     return
-                if msg[0] == "want_spans":
-                    want_spans = bool(msg[1])
-                elif msg[0] == "want_rpc":  # the histogram bounds, or None: nobody counts calls
+                if msg[0] == "want_rpc":  # the histogram bounds, or None: nobody counts calls
                     if msg[1] is None:
                         deriver = None
                     elif deriver is None or deriver.buckets != list(msg[1]):
                         deriver = rpcstats.RpcDeriver(msg[1])
+            want_spans = wants.read()[0]
             calls: list[rpcstats.Call] | None = [] if deriver is not None else None
             own: set[str] = set()
             spans: list[Any] = []
@@ -324,6 +323,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     finally:
         store.close()
         lock.close()
+        wants.close()
         _stop_lanes(peers)
 
 
@@ -520,8 +520,6 @@ class IndexerProcess:
         proc, conn = child.start("index")
         conn.send(("start", str(self.wal_dir), str(self.db_path), dataclasses.asdict(self.options)))
         self._proc, self._conn = proc, conn
-        if self._want_spans:
-            self.want_spans(True)
         if self._rpc_buckets is not None:
             self.want_rpc(self._rpc_buckets)
         self._reader = threading.Thread(target=self._read, args=(conn, proc), name="tracing-indexer-reports",
@@ -532,7 +530,6 @@ class IndexerProcess:
         """Ask for (or stop) the spans of each commit, for the ``spans_ingested`` listeners."""
         self._want_spans = flag
         self._wants.write(spans=flag, calls=self._rpc_buckets is not None)
-        self._send(("want_spans", flag))
 
     def want_rpc(self, buckets: list[float] | None) -> None:
         """Ask for the RPC counter increments of each commit, with these latency bounds (seconds),
