@@ -370,12 +370,12 @@ def drain_test(tmp: Path, tracing: dict[str, Any], bodies: list[bytes], tag: str
     try:
         url = server.addr["http"] + "/v1/traces"
         post_load(url, bodies[:4], 2, 0.5)  # warm: imports, the check process, the first index pass
-        wait_lag_zero(server, 60)
+        run_all.wait_until(lambda: devbox_info(server).get("wal_lag_spans", 1) == 0, 60, "the warm-up indexed")
         before = time.monotonic()
         cpu0 = _cpu(server)
         load = post_load(url, bodies, 4, 3600, unique=True)
         acked = time.monotonic() - before
-        wait_lag_zero(server, 600)
+        run_all.wait_until(lambda: devbox_info(server).get("wal_lag_spans", 1) == 0, 600, "the drain indexed")
         took = time.monotonic() - before
         cpu1 = _cpu(server)
     finally:
@@ -383,14 +383,6 @@ def drain_test(tmp: Path, tracing: dict[str, Any], bodies: list[bytes], tag: str
     spans = len(load.acked) * BATCH
     return {"spans": spans, "acked_s": acked, "indexed_s": took, "rate": spans / took,
             "cpu": {k: b - a for k, a, b in zip(("platform", "indexer", "other workers"), cpu0, cpu1, strict=True)}}
-
-
-def wait_lag_zero(server: bench_tracing.Server, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while devbox_info(server).get("wal_lag_spans", 0):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the WAL was not indexed within {timeout:.0f} s")
-        time.sleep(0.05)
 
 
 def main() -> None:
