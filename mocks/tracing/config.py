@@ -24,14 +24,20 @@ class TracingConfig(BaseModel):
         description="Processes that index the WAL side by side (decoding runs on every core, writes take turns); "
                     "0: one per core, at most 4. Above 1, spans_stored is over-counted for a while after a crash.",
     )
-    # The WAL is on disk (~160 bytes a span of OTLP protobuf: 2M spans ~330 MB), not in memory: a
-    # burst is acknowledged at the WAL's speed and indexed behind it. 200k refused a 10 s burst at
-    # the in-memory Jaeger's rate after ~2 s (bench/bench_ingest.py); the price of the room is the
-    # time to queryable while a burst is indexed (lag / the indexing rate).
+    # The WAL is on disk (~160 bytes a span of OTLP protobuf: 8M spans ~1.3 GB), not in memory: a
+    # burst is acknowledged at the WAL's speed and indexed behind it. 2M refused the 20 s
+    # burst at the in-memory Jaeger's rate after ~7 s (0.42x Jaeger's acknowledged spans; 8M: 1.04x,
+    # where Jaeger held 9 GB of RAM; bench/bench_ingest.py); the price of the room is disk and the
+    # time to queryable while a burst is indexed (lag / the indexing rate, ~20k spans/s a lane).
     max_pending_spans: int = Field(
-        2_000_000, gt=0,
+        8_000_000, gt=0,
         description="Exports are refused (503 + Retry-After) while this many acknowledged spans wait in the WAL "
                     "(on disk, ~160 bytes each) to be indexed.",
+    )
+    wal_min_free_mb: int = Field(
+        512, ge=0,
+        description="Exports are refused (503 + Retry-After) while the disk holding the WAL has less than this "
+                    "many MB free, rather than filling it.",
     )
     wal_fsync_interval_s: float = Field(
         0.2, ge=0,

@@ -29,6 +29,7 @@ import collections
 import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,12 @@ DECODE_INLINE_PROTOBUF_BYTES = 8 * 1024
 MAX_DECODING = 128
 MAX_DECODING_BYTES = 256 * 1024 * 1024
 WAL_INLINE_BYTES = 1024 * 1024  # bigger records are appended to the WAL on a thread
+#: How often the free space of the WAL's disk is looked at (``shutil.disk_usage``: a statvfs call).
+DISK_CHECK_EVERY_S = 0.5
+#: A query does not wait for the indexer (read-your-writes) while more than this many spans wait and
+#: the indexing rate could not catch up within the wait anyway: during a burst's drain (minutes at
+#: the WAL's bound) every query would otherwise take the whole wait and then answer the same.
+NO_WAIT_LAG_SPANS = 200_000
 
 
 def now_us() -> int:
@@ -98,6 +105,8 @@ class Collector:
         self._lag_spans = 0
         self._indexed_at = Position(0, 0)
         self._indexed_count = 0
+        self._index_rate = 0.0  # spans indexed a second, smoothed over the indexer's reports
+        self._rate_mark = (0.0, 0)  # (monotonic time, indexed count) of the last report that moved
         self._progress = asyncio.Event()
         self._indexer_up = asyncio.Event()  # its first report came (it imported and opened the db)
         self._want_spans = False
@@ -109,6 +118,8 @@ class Collector:
         self._decoding = 0
         self._decoding_bytes = 0
         self._appending = asyncio.Lock()
+        self._disk_free = 0
+        self._disk_checked = -DISK_CHECK_EVERY_S  # monotonic time of the last look
 
     @property
     def max_future_us(self) -> int:
@@ -122,7 +133,7 @@ class Collector:
         indexed = self.store.wal_position()
         self._indexed_at = indexed
         self._indexed_count = self.store.count
-        # (position, spans) of each record, not the records: the WAL may hold up to max_pending_spans (~330 MB)
+        # (position, spans) of each record, not the records: the WAL may hold up to max_pending_spans (~1.3 GB)
         for end, accepted in await asyncio.to_thread(
                 lambda: [(rec.end, rec.accepted) for rec in read_records(self.wal_dir, indexed)]):
             self._unindexed.append((end, accepted))
@@ -169,6 +180,12 @@ class Collector:
     def _indexed(self, kind: str, position: Position, count: int, report: Report) -> None:
         self._indexer_up.set()
         self._indexed_at = max(self._indexed_at, position)
+        now = time.monotonic()
+        then, before = self._rate_mark
+        if count != before:
+            if then and now > then:
+                self._index_rate = 0.7 * self._index_rate + 0.3 * max(count - before, 0) / (now - then)
+            self._rate_mark = (now, count)
         self._indexed_count = count
         while self._unindexed and self._unindexed[0][0] <= position:
             self._lag_spans -= self._unindexed.popleft()[1]
@@ -205,6 +222,8 @@ class Collector:
                 await asyncio.wait_for(self._indexer_up.wait(), 10.0)
             except TimeoutError:
                 return False
+        if self._lag_spans > max(NO_WAIT_LAG_SPANS, 2 * self._index_rate * timeout):
+            return False  # a burst is being indexed: the wait would time out and answer the same
         deadline = time.monotonic() + timeout
         while self._indexed_at < target:
             left = deadline - time.monotonic()
@@ -228,6 +247,15 @@ class Collector:
             self.refused_busy += 1
             raise Busy(f"the trace store is busy ({self._lag_spans} spans waiting to be indexed); retry shortly",
                        retry_after=1.0)
+        now = time.monotonic()
+        if now - self._disk_checked >= DISK_CHECK_EVERY_S:
+            self._disk_checked = now
+            self._disk_free = shutil.disk_usage(self.wal_dir).free
+        if self._disk_free - size < self.config.wal_min_free_mb * 1024 * 1024:
+            self.refused_busy += 1
+            raise Busy(f"the disk holding the trace WAL ({self.wal_dir}) has {self._disk_free // 2**20} MB free, "
+                       f"under tracing.wal_min_free_mb ({self.config.wal_min_free_mb}); free some space",
+                       retry_after=5.0)
 
     async def ingest(self, fmt: int, body: bytes, encoding: str, limit: int) -> Verdict:
         """Check one export, append it to the WAL, return what was accepted. Raises
@@ -267,12 +295,18 @@ class Collector:
             # one that closes a segment (an fsync of up to 64 MiB), is written on a thread (52 MiB
             # took ~0.1 s on the loop)
             async with self._appending:
-                if len(record) <= WAL_INLINE_BYTES and not self.wal.rotates_at(len(record)):
-                    end = self.wal.append(fmt, record, now_us=now, max_future_us=self.max_future_us,
-                                          accepted=verdict.accepted)
-                else:
-                    end = await asyncio.to_thread(self.wal.append, fmt, record, now_us=now,
-                                                  max_future_us=self.max_future_us, accepted=verdict.accepted)
+                try:
+                    if len(record) <= WAL_INLINE_BYTES and not self.wal.rotates_at(len(record)):
+                        end = self.wal.append(fmt, record, now_us=now, max_future_us=self.max_future_us,
+                                              accepted=verdict.accepted)
+                    else:
+                        end = await asyncio.to_thread(self.wal.append, fmt, record, now_us=now,
+                                                      max_future_us=self.max_future_us, accepted=verdict.accepted)
+                except OSError as exc:  # a full disk, mostly: the record was cut back, nothing acknowledged
+                    self.refused_busy += 1
+                    self._disk_checked = -DISK_CHECK_EVERY_S
+                    raise Busy(f"the trace WAL ({self.wal_dir}) could not be written: {exc.strerror or exc}",
+                               retry_after=5.0) from exc
                 self._unindexed.append((end, verdict.accepted))
             self._lag_spans += verdict.accepted
             self.accepted += verdict.accepted
@@ -386,6 +420,7 @@ class Collector:
             "spans_stored": self._indexed_count + self._lag_spans,
             "spans_indexed": self._indexed_count,
             "wal_lag_spans": self._lag_spans,
+            "index_rate_spans_s": round(self._index_rate),
             "spans_accepted": self.accepted,
             "spans_rejected": self.rejected,
             "exports_refused_busy": self.refused_busy,

@@ -161,13 +161,21 @@ class WalWriter:
             if self._offset and self._offset + len(header) + len(body) > SEGMENT_BYTES:
                 self._rotate()
             data = header + body if len(body) < 65536 else None
-            if data is not None:
-                written = os.write(self._fd, data)
-                if written != len(data):
-                    self._write_rest(data, written)
-            else:  # no copy of a big body: two writes, the record counts only once both are whole
-                self._write_rest(header, 0)
-                self._write_rest(body, 0)
+            try:
+                if data is not None:
+                    written = os.write(self._fd, data)
+                    if written != len(data):
+                        self._write_rest(data, written)
+                else:  # no copy of a big body: two writes, the record counts only once both are whole
+                    self._write_rest(header, 0)
+                    self._write_rest(body, 0)
+            except OSError:
+                # a write cut short (a full disk): the part written would hide every later record
+                # from the reader (it stops at a torn one), so the segment is cut back to the last
+                # whole record before the error goes up (the export is not acknowledged)
+                os.ftruncate(self._fd, self._offset)
+                os.lseek(self._fd, self._offset, os.SEEK_SET)
+                raise
             self._offset += len(header) + len(body)
             self._dirty = True
             if self.fsync_interval_s <= 0:

@@ -139,3 +139,22 @@ def test_saturated_ingest_answers_retryable_busy_and_keeps_every_acknowledged_sp
         acked = codes.count(200) * 2000
         stored = httpc.get(p.url("api") + "/api/platform").json()["components"]["tracing"]["spans_stored"]
         assert stored == acked
+
+
+def test_exports_are_refused_with_the_reason_while_the_wal_disk_is_short_of_room(tmp_path: object) -> None:
+    import pathlib
+
+    assert isinstance(tmp_path, pathlib.Path)
+    # more room asked for than any disk has: every export is refused before it is written
+    with running_platform(tmp_path, components=["tracing"], tracing={"wal_min_free_mb": 2**40}) as p:
+        now = time.time_ns() // 1000
+        body = to_otlp_request([Span(trace_id=f"{1:032x}", span_id=f"{1:016x}", parent_id=None, name="s",
+                                     kind="SERVER", service="full", start_us=now - 100, duration_us=5)
+                                ]).SerializeToString()
+        answer = httpc.post(p.url("otlp_http") + "/v1/traces", content=body, timeout=30,
+                            headers={"content-type": "application/x-protobuf"})
+        assert answer.status_code == 503, answer.text
+        assert answer.headers.get("retry-after")
+        assert "wal_min_free_mb" in answer.text and "free some space" in answer.text
+        info = httpc.get(p.url("api") + "/api/platform").json()["components"]["tracing"]
+        assert info["spans_stored"] == 0 and info["exports_refused_busy"] == 1
