@@ -37,7 +37,15 @@ from typing import Any
 
 from devbox.mocks.tracing import analysis, wal
 from devbox.mocks.tracing.config import TracingConfig
-from devbox.mocks.tracing.indexer import CheckProcess, IndexerProcess, Options, Report, Verdict, check
+from devbox.mocks.tracing.indexer import (
+    CheckProcess,
+    IndexerProcess,
+    Options,
+    Report,
+    Verdict,
+    check,
+    lane_indexed,
+)
 from devbox.mocks.tracing.models import Span
 from devbox.mocks.tracing.rpcstats import Aggregates
 from devbox.mocks.tracing.store import SpanStore, TraceQuery
@@ -130,12 +138,17 @@ class Collector:
         self.store = await asyncio.to_thread(SpanStore, self.db_path, indexed_keys=self.config.autocomplete_keys)
         self.wal = await asyncio.to_thread(WalWriter, self.wal_dir, fsync_interval_s=self.config.wal_fsync_interval_s)
         # what a crash left in the WAL past the indexed position: replayed by the indexer, counted now
-        indexed = self.store.wal_position()
+        # as waiting; the spans of those records an indexer lane ahead of the others already stored
+        # are counted there and not as indexed, as the indexer counts them (indexer.run)
+        positions = self.store.lane_positions()
+        indexed = min(positions, default=Position(0, 0))
         self._indexed_at = indexed
-        self._indexed_count = self.store.count
-        # (position, spans) of each record, not the records: the WAL may hold up to max_pending_spans (~1.3 GB)
-        for end, accepted in await asyncio.to_thread(
-                lambda: [(rec.end, rec.accepted) for rec in read_records(self.wal_dir, indexed)]):
+        # (position, spans, already indexed) of each record, not the records: the WAL may hold up to
+        # max_pending_spans (~1.3 GB)
+        records = await asyncio.to_thread(lambda: [(rec.end, rec.accepted, lane_indexed(rec, positions))
+                                                   for rec in read_records(self.wal_dir, indexed)])
+        self._indexed_count = self.store.count - sum(accepted for _, accepted, ahead in records if ahead)
+        for end, accepted, _ in records:
             self._unindexed.append((end, accepted))
             self._lag_spans += accepted
         options = Options(indexed_keys=list(self.config.autocomplete_keys), batch_spans=self.config.write_batch_spans,

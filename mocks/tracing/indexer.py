@@ -46,7 +46,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -166,6 +166,12 @@ def lane_of(rec: wal.Record, lanes: int) -> int:
     return hash((rec.end.segment, rec.end.offset)) % lanes
 
 
+def lane_indexed(rec: wal.Record, positions: Sequence[Position]) -> bool:
+    """Whether the lane of a record past the least of ``positions`` (each lane's committed position)
+    already indexed it: lanes run unevenly, and a crash leaves one ahead of another."""
+    return len(positions) > 1 and rec.end <= positions[lane_of(rec, len(positions))]
+
+
 class WriteLock:
     """Serializes the lanes' SQLite transactions: an exclusive ``flock`` on a file beside the
     database, so a lane waiting to write wakes the moment the other commits (SQLite's own busy
@@ -231,25 +237,32 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     from devbox.mocks.tracing.store import SpanStore
 
     lanes = max(1, options.lanes)
+    directory = Path(wal_dir)
     store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
-    position = store.reset_lanes(lanes)
+    #: (end, spans acknowledged) of the records some lane indexed past the least position: their
+    #: spans are in store.count and the platform counts them as waiting in the WAL until `done` passes
+    before = store.lane_positions()
+    ahead: dict[Position, int] = {}
+    if len(set(before)) > 1:  # a crash left the lanes uneven (the platform counts the same, core.start)
+        ahead = {rec.end: rec.accepted for rec in wal.read_records(directory, min(before))
+                 if lane_indexed(rec, before)}
+    positions = store.reset_lanes(lanes)
     store.close()  # no SQLite connection may cross a fork
     lock_path = Path(db_path + ".index-lock") if lanes > 1 else None
-    peers = [_fork_lane(wal_dir, db_path, options, lane, lanes, position, lock_path, conn)
+    peers = [_fork_lane(wal_dir, db_path, options, lane, lanes, positions[lane], lock_path, conn)
              for lane in range(1, lanes)]
     lock = WriteLock(lock_path)
     store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
-    directory = Path(wal_dir)
+    position = positions[0]
+    done = min(positions)
     wants = Wants(Path(db_path))
     deriver: rpcstats.RpcDeriver | None = None
     next_retention = time.monotonic() + options.retention_interval_s
     next_settle = 0.0
     idle_wait = IDLE_WAIT_MIN_S
-    reported = position
-    #: (end, spans acknowledged) of the records some lane indexed past the least position
-    ahead: dict[Position, int] = {}
+    reported = done
     gc.freeze()  # what start-up made lives as long as the process: out of the collector's passes
-    conn.send(("ready", position.segment, position.offset, store.count))
+    conn.send(("ready", done.segment, done.offset, store.count - sum(ahead.values())))
     try:
         while True:
             while conn.poll(0):

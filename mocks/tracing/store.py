@@ -308,18 +308,24 @@ class SpanStore:
             self._resources[text] = rid
         return rid
 
+    def lane_positions(self) -> list[Position]:
+        """How far each indexer lane committed its records, by lane (empty before the first start)."""
+        with self.db.lock:
+            rows = self.db.conn.execute("SELECT segment, offset FROM wal_lanes ORDER BY lane").fetchall()
+        return [Position(segment, offset) for segment, offset in rows]
+
     def wal_position(self) -> Position:
         """How far the WAL was certainly indexed: the least position any lane committed with its spans."""
-        with self.db.lock:
-            row = self.db.conn.execute("SELECT segment, offset FROM wal_lanes ORDER BY segment, offset LIMIT 1"
-                                       ).fetchone()
-        return Position(row[0], row[1]) if row else Position(0, 0)
+        return min(self.lane_positions(), default=Position(0, 0))
 
-    def reset_lanes(self, lanes: int) -> Position:
-        """Before ``lanes`` indexer processes start: each resumes from the least committed position
-        (records a lane indexed past it are read again and kept as they were: a span is stored once),
-        and positions of lanes that no longer run are forgotten. Returns that position."""
-        position = self.wal_position()
+    def reset_lanes(self, lanes: int) -> list[Position]:
+        """Before ``lanes`` indexer processes start: where each resumes. The same number of lanes as
+        last time resume from their own positions; another number all resume from the least (the
+        records a lane indexed past it are read again and kept as they were: a span is stored once)."""
+        positions = self.lane_positions()
+        if len(positions) == lanes:
+            return positions
+        position = min(positions, default=Position(0, 0))
         with self.db.lock:
             conn = self.db.conn
             conn.execute("BEGIN IMMEDIATE")
@@ -327,7 +333,7 @@ class SpanStore:
             conn.executemany("INSERT INTO wal_lanes VALUES (?, ?, ?)",
                              [(lane, position.segment, position.offset) for lane in range(lanes)])
             conn.execute("COMMIT")
-        return position
+        return [position] * lanes
 
     def add_count(self, n: int) -> None:
         """Spans another indexer lane stored (this one keeps the total: :attr:`count`)."""

@@ -7,14 +7,17 @@ kept at index time must still come out as linking each trace whole.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
+from devbox.mocks.tracing.config import TracingConfig
 from devbox.mocks.tracing.convert import to_otlp_request
-from devbox.mocks.tracing.indexer import IndexerProcess, Options, Report
+from devbox.mocks.tracing.core import Collector
+from devbox.mocks.tracing.indexer import IndexerProcess, Options, Report, index_batch
 from devbox.mocks.tracing.models import Span
 from devbox.mocks.tracing.store import SpanStore
 from devbox.mocks.tracing.wal import OTLP_PROTOBUF, Position, WalWriter
@@ -44,17 +47,21 @@ def _records(seed: int, traces: int, per_record: int) -> list[tuple[bytes, int]]
             for i in range(0, len(spans), per_record)]
 
 
-def _index(tmp: Path, records: list[tuple[bytes, int]], lanes: int
-           ) -> tuple[Path, list[tuple[Position, int]], list[tuple[Position, int]]]:
-    wal_dir, db = tmp / f"wal-{lanes}", tmp / f"tracing-{lanes}.db"
+def _write(tmp: Path, records: list[tuple[bytes, int]], name: str) -> tuple[Path, Path, list[tuple[Position, int]]]:
+    """A WAL of ``records`` and an empty (migrated) database; returns them and each record's (end, spans)."""
+    wal_dir, db = tmp / f"wal-{name}", tmp / f"tracing-{name}.db"
     writer = WalWriter(wal_dir)
     ends = []
     for body, spans in records:
         ends.append((writer.append(OTLP_PROTOBUF, body, now_us=time.time_ns() // 1000, max_future_us=3_600_000_000,
                                    accepted=spans), spans))
-    end = writer.position
     writer.close()
     SpanStore(db).close()  # the platform migrates the file before the indexer starts
+    return wal_dir, db, ends
+
+
+def _run(wal_dir: Path, db: Path, end: Position, lanes: int) -> list[tuple[Position, int]]:
+    """The indexer process with ``lanes`` lanes until it reports ``end``; its reports (position, count)."""
     reports: list[tuple[Position, int]] = []
     done = threading.Event()
 
@@ -63,15 +70,33 @@ def _index(tmp: Path, records: list[tuple[bytes, int]], lanes: int
         if position >= end:
             done.set()
 
-    indexer = IndexerProcess(wal_dir, db, Options(indexed_keys=["http.route"], batch_spans=100,
-                                                  retention_interval_s=3600, max_age_us=10**15, max_spans=10**9,
-                                                  lanes=lanes), on_report)
+    indexer = IndexerProcess(wal_dir, db, _options(lanes), on_report)
     indexer.start()
     try:
         assert done.wait(60), f"{lanes} lane(s) did not index the WAL to {end} in 60 s; reports {reports[-3:]}"
     finally:
         indexer.stop()
-    return db, reports, ends
+    return reports
+
+
+def _options(lanes: int) -> Options:
+    return Options(indexed_keys=["http.route"], batch_spans=100, retention_interval_s=3600, max_age_us=10**15,
+                   max_spans=10**9, lanes=lanes)
+
+
+def _index(tmp: Path, records: list[tuple[bytes, int]], lanes: int
+           ) -> tuple[Path, list[tuple[Position, int]], list[tuple[Position, int]]]:
+    wal_dir, db, ends = _write(tmp, records, str(lanes))
+    return db, _run(wal_dir, db, ends[-1][0], lanes), ends
+
+
+def _assert_counts_exact(reports: list[tuple[Position, int]], ends: list[tuple[Position, int]]) -> None:
+    positions = [position for position, _ in reports]
+    assert positions == sorted(positions)  # the least position of the lanes: never backwards
+    for position, count in reports:
+        # the platform adds the spans of records past the position (still in the WAL): a count that
+        # held a lane's spans from past it would count them twice
+        assert count == sum(spans for end, spans in ends if end <= position), (position, count)
 
 
 def _content(db: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -95,12 +120,8 @@ def test_two_lanes_store_what_one_lane_stores(tmp_path: Path) -> None:
     one, _, _ = _index(tmp_path, records, lanes=1)
     two, reports, ends = _index(tmp_path, records, lanes=2)
     assert reports[-1][1] == 900  # the lead counts the other lane's spans too
+    _assert_counts_exact(reports, ends)
     positions = [position for position, _ in reports]
-    assert positions == sorted(positions)  # the least position of the lanes: never backwards
-    for position, count in reports:
-        # the platform adds the spans of records past the position (still in the WAL): a count that
-        # held a lane's spans from past it would count them twice
-        assert count == sum(spans for end, spans in ends if end <= position), (position, count)
     a, b = _content(one), _content(two)
     assert len(a["spans"]) == 900 and a["links"]
     for table in a:
@@ -110,3 +131,56 @@ def test_two_lanes_store_what_one_lane_stores(tmp_path: Path) -> None:
         assert store.wal_position() == positions[-1]  # both lanes committed their way to the end
     finally:
         store.close()
+
+
+def _crashed_uneven(tmp: Path, records: list[tuple[bytes, int]], name: str
+                    ) -> tuple[Path, Path, list[tuple[Position, int]]]:
+    """The state a kill -9 leaves when lane 1 of 2 had indexed all its records and lane 0 none."""
+    wal_dir, db, ends = _write(tmp, records, name)
+    store = SpanStore(db, indexed_keys=["http.route"])
+    try:
+        store.reset_lanes(2)
+        position = Position(0, 0)
+        while True:
+            _, end = index_batch(store, wal_dir, position, 100, False, None, set(), lane=(1, 2))
+            if end == position:
+                break
+            position = end
+        assert 0 < store.count < 900
+        assert store.lane_positions() == [Position(0, 0), ends[-1][0]]
+    finally:
+        store.close()
+    return wal_dir, db, ends
+
+
+def test_a_restart_after_a_crash_between_uneven_lanes_counts_every_span_once(tmp_path: Path) -> None:
+    records = _records(seed=11, traces=150, per_record=30)
+    one, _, _ = _index(tmp_path, records, lanes=1)
+    for lanes in (2, 1):  # the same lanes resume from their own positions; another number from the least
+        wal_dir, db, ends = _crashed_uneven(tmp_path, records, f"crashed-{lanes}")
+        reports = _run(wal_dir, db, ends[-1][0], lanes)
+        assert reports[0][0] == Position(0, 0)  # "ready": nothing certainly indexed yet, lane 0 is at the start
+        _assert_counts_exact(reports, ends)
+        assert reports[-1][1] == 900
+        assert _content(db) == _content(one), lanes
+
+
+def test_the_platform_restarted_on_uneven_lanes_reports_what_was_acknowledged(tmp_path: Path) -> None:
+    records = _records(seed=13, traces=150, per_record=30)
+    wal_dir, db, _ = _crashed_uneven(tmp_path, records, "platform")
+    wal_dir.rename(db.parent / "tracing-wal")  # where the collector keeps its WAL
+
+    async def restart() -> list[dict[str, int]]:
+        collector = Collector(TracingConfig(index_lanes=2), db)
+        await collector.start()
+        try:
+            seen = [collector.info()]  # before the indexer's first report
+            assert await collector._caught_up(60)
+            seen.append(collector.info())
+        finally:
+            await collector.stop()
+        return seen
+
+    started, caught_up = asyncio.run(restart())
+    assert started["spans_stored"] == 900 and started["wal_lag_spans"] == 900
+    assert caught_up["spans_stored"] == 900 and caught_up["wal_lag_spans"] == 0
