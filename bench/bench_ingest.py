@@ -95,11 +95,12 @@ class Load:
 
 
 def post_load(url: str, bodies: list[bytes], connections: int, seconds: float, *, rate: float = 0.0,
-              unique: bool = False, stop: threading.Event | None = None) -> Load:
+              unique: bool = False, stop: threading.Event | None = None, load: Load | None = None) -> Load:
     """Post ``bodies`` (cycled, or each once with ``unique``) over ``connections`` for ``seconds``;
-    with ``rate`` (spans/s), paced. A connection that fails (the server was killed) stops."""
+    with ``rate`` (spans/s), paced. A connection that fails (the server was killed) stops. ``load``:
+    the object to count into (another thread may watch it)."""
     parts = urlsplit(url)
-    load = Load()
+    load = load or Load()
     numbers = itertools.count()
     stop = stop or threading.Event()
     interval = connections * BATCH / rate if rate else 0.0
@@ -265,16 +266,29 @@ def throughput(args: argparse.Namespace, bodies: list[bytes], tmp: Path, peer: p
 
 
 def kill_test(args: argparse.Namespace, tmp: Path, tracing: dict[str, Any], conns: int) -> dict[str, int]:
-    """Load, SIGKILL mid-load, restart, count stored spans per acknowledged batch."""
+    """Load, SIGKILL mid-load (after ``--seconds / 2``, or once 60 % of the unique batches were
+    acknowledged: the load is still on), restart, count stored spans per acknowledged batch.
+    Retention is set to keep every span sent: spans it deletes would count as lost."""
     bodies = batches(args.kill_batches)
     state = tmp / "kill"
+    tracing = {"max_spans": max(2_000_000, 2 * len(bodies) * BATCH), **tracing}
     server = devbox_server(state, tracing)
     url = server.addr["http"] + "/v1/traces"
     indexer = psutil.Process(server.addr["indexer_pid"])
     stop = threading.Event()
-    killer = threading.Timer(args.seconds / 2, lambda: (os.kill(server.proc.pid, signal.SIGKILL), stop.set()))
+    load = Load()
+
+    def kill() -> None:
+        deadline = time.monotonic() + args.seconds / 2
+        while len(load.acked) < 0.6 * len(bodies) and not stop.wait(max(0.0, min(0.01, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                break
+        os.kill(server.proc.pid, signal.SIGKILL)
+        stop.set()
+
+    killer = threading.Thread(target=kill)
     killer.start()
-    load = post_load(url, bodies, conns, args.seconds, unique=True, stop=stop)
+    post_load(url, bodies, conns, args.seconds, unique=True, stop=stop, load=load)
     killer.join()
     server.proc.wait(30)
     indexer.wait(30)  # it exits on its pipe's EOF: one writer at a time

@@ -99,6 +99,7 @@ def main() -> None:
             thread = threading.Thread(target=client)
             thread.start()
             reload_s: list[float] = []
+            first_ready: list[float] = []  # the reload's start -> its new instance ready and registered
             try:
                 for n in range(args.reloads):
                     events = p.url() + "/api/deploy/events"
@@ -108,6 +109,7 @@ def main() -> None:
                     reload_s.append(_wait(lambda v=str(n + 2): first.get(v), every=0.01) - saved)
                     _wait(lambda b=before: len(httpx.get(p.url() + "/api/deploy/events",
                                                          params={"kind": "reloaded"}).json()["events"]) > b)
+                    first_ready.append(services()["gateway"]["last_reload"]["first_ready_s"])
                 reloads_ok, reloads_failed = counts["ok"], counts["failed"]
                 started = time.monotonic()
                 body = {"service": "gateway", "version": "v9", "batches": [50, 100], "pause": 1}
@@ -125,7 +127,8 @@ def main() -> None:
                   + ", ".join(f"{r:.2f} s" for r in reload_s)
                   + f"; the service's bare cold start (start.sh -> /healthz 200, median of 3) {cold:.2f} s: "
                   + ", ".join(f"{r / cold:.1f}x" for r in reload_s)
-                  + f" (the watcher waits {DEBOUNCE_S} s for saves to settle)")
+                  + f" (the watcher waits {DEBOUNCE_S} s for saves to settle; of that, reload start -> new "
+                  + "instance ready and registered " + ", ".join(f"{r:.2f} s" for r in first_ready) + ")")
             print(f"release {rel['state']}: batch switch (weight writes) "
                   + ", ".join(f"{s * 1000:.1f} ms" for s in rel["switch_seconds"])
                   + f"; first v9 answer at the entry {first_seen:.2f}s after the release request (includes start)")
