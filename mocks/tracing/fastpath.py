@@ -4,17 +4,19 @@
 tuples the store writes: attributes read once per span (inline, into one dict: the JSON column, the
 indexed tag values, the RPC call), per-scope work (the ``detail`` JSON of each status) done once
 per scope, and each span's Zipkin JSON joined from per-resource and per-scope fragments (the
-``localEndpoint``, the resource's, scope's and status's tags; the attributes' JSON is the tags' when
-every value is a string) rather than rendered from a dict per span. The result is the one
-:func:`convert.from_otlp_request` + :func:`store.row_of` give (``tests/unit/test_tracing_store.py``
-compares them). Spans with events or links, and batches
-with a span the decoder would reject, are left to that general path (``None``).
+``localEndpoint``, the resource's, scope's and status's tags) and per-batch cached ones (a name's,
+a remote endpoint's, an attribute key's) rather than rendered from a dict per span. A span's
+attributes' JSON and its tags' are joined from one ``"key":value`` part per attribute (string, int
+and bool values; any other type, or a repeated key, takes the general route): ``dumps`` of the two
+dicts cost twice as much. The result is the one :func:`convert.from_otlp_request` +
+:func:`store.row_of` give (``tests/unit/test_tracing_store.py`` compares them, on random exports
+too). Spans with events or links, and batches with a span the decoder would reject, are left to
+that general path (``None``).
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from json.encoder import encode_basestring as _enc
 from typing import Any
 
@@ -53,6 +55,10 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
     batch = Rows()
     rows = batch.rows
     append = rows.append
+    # fragments of the Zipkin JSON that repeat across spans: a span's name, its remote endpoint
+    name_parts: dict[str, str] = {"": ""}
+    remote_parts: dict[str, str] = {}
+    key_parts: dict[str, str] = {}  # an attribute key's JSON and the colon
     for rs in req.resource_spans:
         resource = attributes(rs.resource.attributes)
         service = _service_of(resource)
@@ -74,6 +80,8 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
             details: dict[int, str | None] = {code: _detail_json(scope, status)
                                               for code, status in _STATUS_NAMES.items()}
             details[0] = dumps({"scope": scope}) if scope else None
+            # the tags after the attributes' (scope, status) by status code, for spans without an error
+            tails = {code: _join(scope_part, _STATUS_TAGS.get(code, "")) for code in (0, 1)}
             for sp in ss.spans:
                 t, s, p = sp.trace_id, sp.span_id, sp.parent_span_id
                 start_ns, end_ns = sp.start_time_unix_nano, sp.end_time_unix_nano
@@ -83,57 +91,104 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                         and 0 <= end - start <= longest and not sp.links and not sp.events):
                     return None
                 trace_id, span_id = t.hex(), s.hex()
-                parent_id = p.hex() if p else None
-                # read inline, not through convert.attributes (a call per attribute); every value a
-                # string is the common case, where the tags' JSON is the attributes' own
+                # read inline, not through convert.attributes (a call per attribute), and each
+                # attribute's JSON put together from a cached key part (dumps of the dict cost twice
+                # as much): ``parts`` for the attributes' JSON, ``tag_parts`` for the tags' (None while
+                # every value is a string, whose tag text is itself); other values than strings,
+                # ints and bools take the general route (_attribute_json) and so does a repeated key
                 attrs: dict[str, Any] = {}
-                plain = True
+                parts: list[str] = []
+                tag_parts: list[str] | None = None
+                pairs: list[tuple[str, str]] = []
+                general = False
                 for kv in sp.attributes:
+                    key = kv.key
                     v = kv.value
+                    value = v.string_value
+                    key_part = key_parts.get(key)
+                    if key_part is None:
+                        key_part = key_parts[key] = _enc(key) + ":"
+                    if value or v.WhichOneof("value") == "string_value":
+                        attrs[key] = value
+                        part = key_part + _enc(value)
+                        parts.append(part)
+                        if tag_parts is not None:
+                            tag_parts.append(part)
+                        if key in indexed_keys and len(value) <= 256:
+                            pairs.append((key, value))
+                        continue
                     which = v.WhichOneof("value")
-                    if which == "string_value":
-                        attrs[kv.key] = v.string_value
+                    if which == "int_value":
+                        value = attrs[key] = v.int_value
+                        text = str(value)
+                    elif which == "bool_value":
+                        value = attrs[key] = v.bool_value
+                        text = "true" if value else "false"
                     else:
-                        plain = False
-                        read = _SCALAR.get(which) if which is not None else None
-                        attrs[kv.key] = read(v) if read is not None else any_value(v)
-                kind = _OTLP_KINDS.get(sp.kind, "INTERNAL")
+                        attrs[key] = any_value(v)
+                        general = True
+                        continue
+                    if tag_parts is None:
+                        tag_parts = parts.copy()
+                    parts.append(key_part + text)
+                    tag_parts.append(f'{key_part}"{text}"')
+                    if key in indexed_keys:
+                        pairs.append((key, text))
+                kind, kind_part = _KINDS.get(sp.kind, _INTERNAL)
                 status = sp.status
                 code = status.code
-                error = code == 2
-                message = status.message
                 remote = remote_service_of(attrs) if kind in _CALLERS else None
                 duration = end - start
-                if attrs:
-                    attrs_json = dumps(attrs)
-                    texts = attrs if plain else {k: _tag_text(v) for k, v in attrs.items() if v is not None}
-                    pairs = [(k, texts[k]) for k in attrs if k in indexed_keys and k in texts
-                             and not isinstance(attrs[k], (list, dict)) and len(texts[k]) <= 256]
+                texts: dict[str, Any]
+                if general or len(parts) != len(attrs):
+                    attrs_json, body_part, texts, pairs = _attribute_json(attrs, indexed_keys)
                 else:
-                    attrs_json, texts, pairs = "{}", attrs, []
-                if taken.isdisjoint(texts):
-                    tags = ",".join(part for part in (
-                        res_part, attrs_json[1:-1] if plain else dumps(texts)[1:-1], scope_part,
-                        _STATUS_TAGS.get(code, ""),
-                        f'"otel.status_description":{_enc(message)}' if error and message else "",
-                        f'"error":{_enc(message or "true")}' if error else "") if part)
-                    tags = f',"tags":{{{tags}}}' if tags else ""
-                else:
+                    attrs_json = "{" + ",".join(parts) + "}"
+                    if tag_parts is None:
+                        body_part, texts = attrs_json[1:-1], attrs
+                    else:  # the keys are the attributes' (the texts, when needed: _tags_json)
+                        body_part, texts = ",".join(tag_parts), attrs
+                if code == 2 or code not in tails or not taken.isdisjoint(texts):
+                    message = status.message
+                    error = code == 2
+                    if texts is attrs and tag_parts is not None:
+                        texts = {k: _tag_text(v) for k, v in attrs.items()}
                     tags = _tags_json(res_tags, texts, scope_tags, code, error, message)
-                if error:
-                    pairs.append(("error", message or "true"))
-                zipkin = (f'{{"traceId":"{trace_id}"' + (f',"parentId":"{parent_id}"' if parent_id else "")
-                          + f',"id":"{span_id}"' + _KIND_PARTS[kind]
-                          + (f',"name":{_enc(sp.name.lower())}' if sp.name else "")
-                          + f',"timestamp":{start},"duration":{duration if duration > 1 else 1}{local}'
-                          + (f',"remoteEndpoint":{{"serviceName":{_enc(remote.lower())}}}' if remote else "")
-                          + tags + "}")
-                append((trace_id, span_id, parent_id, sp.name, kind, service, remote, start, duration,
+                    if error:
+                        pairs.append(("error", message or "true"))
+                else:
+                    message = status.message
+                    error = False
+                    tags = _join(_join(res_part, body_part), tails[code])
+                    tags = f',"tags":{{{tags}}}' if tags else ""
+                name = sp.name
+                name_part = name_parts.get(name)
+                if name_part is None:
+                    name_part = name_parts[name] = f',"name":{_enc(name.lower())}'
+                if remote:
+                    remote_part = remote_parts.get(remote)
+                    if remote_part is None:
+                        remote_part = f',"remoteEndpoint":{{"serviceName":{_enc(remote.lower())}}}'
+                        remote_parts[remote] = remote_part
+                else:
+                    remote_part = ""
+                if p:
+                    parent_id = p.hex()
+                    zipkin = (f'{{"traceId":"{trace_id}","parentId":"{parent_id}","id":"{span_id}"'
+                              f'{kind_part}{name_part}'
+                              f',"timestamp":{start},"duration":{duration if duration > 1 else 1}{local}{remote_part}'
+                              f'{tags}}}')
+                else:
+                    parent_id = None
+                    zipkin = (f'{{"traceId":"{trace_id}","id":"{span_id}"{kind_part}{name_part}'
+                              f',"timestamp":{start},"duration":{duration if duration > 1 else 1}{local}{remote_part}'
+                              f'{tags}}}')
+                append((trace_id, span_id, parent_id, name, kind, service, remote, start, duration,
                         1 if error else 0, message, attrs_json, rkey, details.get(code, details[0]), None, zipkin,
                         pairs))
                 if calls is not None and (kind == "SERVER" or kind == "CLIENT"):
-                    found.append(call_of(kind, span_id, parent_id, service, remote, sp.name, error, attrs, resource,
-                                         duration))
+                    found.append(call_of(kind, span_id, parent_id, service, remote, name, error, attrs,
+                                         resource, duration))
                 if own is not None and SOURCE_KEY not in attrs:
                     seen.add(service)
     if calls is not None:
@@ -143,16 +198,28 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
     return batch
 
 
-#: How an AnyValue's scalar member is read (any_value reads the others).
-_SCALAR: dict[str, Callable[[Any], Any]] = {
-    "bool_value": operator.attrgetter("bool_value"), "int_value": operator.attrgetter("int_value"),
-    "double_value": operator.attrgetter("double_value"),
-}
 #: Tags a span gets from its scope and status (convert.to_zipkin): an attribute of the same key is overwritten.
 _DERIVED_TAG_KEYS = frozenset({"otel.scope.name", "otel.scope.version", "otel.status_code", "otel.status_description",
                                "error"})
 _STATUS_TAGS = {code: f'"otel.status_code":"{name}"' for code, name in _STATUS_NAMES.items()}
-_KIND_PARTS = {kind: "" if kind == "INTERNAL" else f',"kind":"{kind}"' for kind in _OTLP_KINDS.values()}
+#: An OTLP span kind's name and the ``"kind"`` member of its Zipkin JSON (none for INTERNAL).
+_KINDS = {number: (kind, "" if kind == "INTERNAL" else f',"kind":"{kind}"') for number, kind in _OTLP_KINDS.items()}
+_INTERNAL = ("INTERNAL", "")
+
+
+def _attribute_json(attrs: dict[str, Any], indexed_keys: Collection[str]) -> tuple[
+        str, str, dict[str, str], list[tuple[str, str]]]:
+    """A span's attributes' JSON, its tags' JSON members, its tag texts and indexed (key, text) pairs,
+    as :func:`store.row_of` and :func:`convert.to_zipkin` make them (any value type)."""
+    texts = {k: _tag_text(v) for k, v in attrs.items() if v is not None}
+    pairs = [(k, text) for k, text in texts.items() if k in indexed_keys and len(text) <= 256
+             and not isinstance(attrs[k], (list, dict))]
+    return dumps(attrs), dumps(texts)[1:-1], texts, pairs
+
+
+def _join(a: str, b: str) -> str:
+    """Two JSON member lists joined (either may be empty)."""
+    return f"{a},{b}" if a and b else a or b
 
 
 def _detail_json(scope: dict[str, str], status_code: str) -> str:

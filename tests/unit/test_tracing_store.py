@@ -225,3 +225,91 @@ def test_otlp_fast_path_edge_values_and_zipkin_of_a_trace_read(tmp_path: Path) -
     by_id = {z["id"]: z for z in json.loads(store.trace_zipkin("09" * 16) or b"")}
     assert by_id == {s.span_id: json.loads(json.dumps(convert.to_zipkin(s))) for s in decoded.spans}
     store.close()
+
+
+def test_otlp_fast_path_rows_equal_the_general_decoder_on_random_exports() -> None:
+    """Random exports built as protobuf (so a span may repeat an attribute key, hold an unset value,
+    long or non-ASCII strings, keys that collide with resource and derived tags): the fast path's
+    rows, calls and services are the general decoder's (store.row_of, rpcstats.calls_of_spans)."""
+    from devbox.mocks.tracing import fastpath
+    from devbox.mocks.tracing.rpcstats import calls_of_spans
+    from devbox.mocks.tracing.store import Rows, row_of
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    r = random.Random(15)
+    keys = ["http.route", "http.response.status_code", "rpc.method", "peer.service", "server.address", "user",
+            "error", "otel.status_code", "otel.scope.name", "host", "devbox.span.source", "Ключ", "a\"b\\c"]
+
+    def value() -> AnyValue:
+        which = r.choice(["s", "s", "s", "s", "empty", "long", "int", "bool", "double", "bytes", "unset", "array",
+                          "kvlist"])
+        if which == "s":
+            return AnyValue(string_value=r.choice(["GET", "/api/1", "orders", "10.0.0.1", "é ü\n\t\"x\"", "ok"]))
+        if which == "empty":
+            v = AnyValue()
+            v.string_value = ""
+            return v
+        if which == "long":
+            return AnyValue(string_value="x" * r.choice([256, 257]))
+        if which == "int":
+            return AnyValue(int_value=r.choice([0, 200, -3, 2**62]))
+        if which == "bool":
+            return AnyValue(bool_value=r.random() < 0.5)
+        if which == "double":
+            return AnyValue(double_value=r.choice([0.0, -0.0, 1.5, 1e300, float("inf")]))
+        if which == "bytes":
+            return AnyValue(bytes_value=b"\x01\xff")
+        if which == "array":
+            v = AnyValue()
+            v.array_value.values.extend([AnyValue(int_value=1), AnyValue(string_value="é")])
+            return v
+        if which == "kvlist":
+            v = AnyValue()
+            v.kvlist_value.values.extend([KeyValue(key="a", value=AnyValue(bool_value=True))])
+            return v
+        return AnyValue()
+
+    for _ in range(60):
+        req = ExportTraceServiceRequest()
+        span_ids: list[bytes] = []
+        for svc in r.sample(["gateway", "Orders", "pay"], r.randint(1, 3)):
+            rs = req.resource_spans.add()
+            rs.resource.attributes.add(key="service.name", value=AnyValue(string_value=svc))
+            if r.random() < 0.5:
+                rs.resource.attributes.add(key="host", value=AnyValue(string_value="h1"))
+            if r.random() < 0.3:
+                rs.resource.attributes.add(key="devbox.version", value=AnyValue(string_value="v2"))
+            for _scope in range(r.randint(1, 2)):
+                ss = rs.scope_spans.add()
+                if r.random() < 0.5:
+                    ss.scope.name = "lib"
+                if r.random() < 0.3:
+                    ss.scope.version = "1.0"
+                for _span in range(r.randint(1, 12)):
+                    sp = ss.spans.add()
+                    sp.trace_id = bytes([r.randint(1, 3)] * 16)
+                    sp.span_id = r.randbytes(7) + b"\x01"
+                    if span_ids and r.random() < 0.7:
+                        sp.parent_span_id = r.choice(span_ids)
+                    span_ids.append(sp.span_id)
+                    sp.name = r.choice(["", "GET /x", "Op", "ÄÖ"])
+                    sp.kind = r.randint(0, 6)
+                    sp.start_time_unix_nano = (NOW - 1000) * 1000 + r.randint(0, 999)
+                    sp.end_time_unix_nano = sp.start_time_unix_nano + r.choice([0, 1, 999, 1000, 5_000_000])
+                    sp.status.code = r.choice([0, 0, 1, 2, 3])
+                    sp.status.message = r.choice(["", "bad"])
+                    for _attr in range(r.choice([0, 1, 4, 8])):
+                        sp.attributes.add(key=r.choice(keys), value=value())
+        body = req.SerializeToString()
+        index = frozenset(r.sample(keys, 4)) | {"error"}
+        calls: list = []
+        own: set[str] = set()
+        fast = fastpath.otlp_rows(body, now_us=NOW + 1, max_future_us=0, indexed_keys=index, calls=calls, own=own)
+        decoded = convert.from_otlp_protobuf(body, now_us=NOW + 1, max_future_us=0)
+        assert not decoded.rejected
+        general = Rows()
+        general.rows = [row_of(s, general.resource(s.resource), index) for s in decoded.spans]
+        assert fast is not None and fast.rows == general.rows and fast.resources == general.resources
+        assert calls == calls_of_spans(decoded.spans)
+        assert own == {s.service for s in decoded.spans if fastpath.SOURCE_KEY not in s.attributes}
