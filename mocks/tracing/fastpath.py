@@ -1,17 +1,23 @@
 """OTLP protobuf straight into storage rows: the indexer's hot path, no :class:`Span` per span.
 
 :func:`otlp_rows` reads an ``ExportTraceServiceRequest`` into the :data:`~devbox.mocks.tracing.store.Row`
-tuples the store writes: attributes read once per span (inline, into one dict: the JSON column, the
+tuples the store writes: attributes read once per span (into one dict: the JSON column, the
 indexed tag values, the RPC call), per-scope work (the ``detail`` JSON of each status) done once
 per scope, and each span's Zipkin JSON joined from per-resource and per-scope fragments (the
-``localEndpoint``, the resource's, scope's and status's tags) and per-batch cached ones (a name's,
-a remote endpoint's, an attribute key's) rather than rendered from a dict per span. A span's
-attributes' JSON and its tags' are joined from one ``"key":value`` part per attribute (string, int
-and bool values; any other type, or a repeated key, takes the general route): ``dumps`` of the two
-dicts cost twice as much. The result is the one :func:`convert.from_otlp_request` +
-:func:`store.row_of` give (``tests/unit/test_tracing_store.py`` compares them, on random exports
-too). Spans with events or links, and batches with a span the decoder would reject, are left to
-that general path (``None``).
+``localEndpoint``, the resource's, scope's and status's tags) and per-export cached ones (a name's,
+a remote endpoint's) rather than rendered from a dict per span.
+
+Attributes are the bulk of the work: the request is parsed with each span's attributes left as
+serialized ``KeyValue`` bytes (:data:`_LeanRequest`), and what one attribute makes — its key and
+value, its ``"key":value`` part of the attributes' JSON and its part of the tags' JSON, its indexed
+pair — is worked out once per distinct attribute of the export (:func:`_attribute`, cached by those
+bytes): values repeat across an export's spans (routes, methods, status codes), and a message
+object per attribute and per value cost more than the rest of a span. A value other than a
+string, int or bool, or a repeated key, takes the general route for that span.
+
+The result is the one :func:`convert.from_otlp_request` + :func:`store.row_of` give
+(``tests/unit/test_tracing_store.py`` compares them, on random exports too). Spans with events or
+links, and batches with a span the decoder would reject, are left to that general path (``None``).
 """
 
 from __future__ import annotations
@@ -33,9 +39,61 @@ from devbox.mocks.tracing.convert import (
 )
 from devbox.mocks.tracing.rpcstats import Call, call_of
 from devbox.mocks.tracing.store import Rows, dumps
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 _Z16, _Z8 = bytes(16), bytes(8)
+
+
+def _lean_request() -> Any:
+    """``ExportTraceServiceRequest`` with each span's ``attributes`` read as the serialized
+    ``KeyValue`` messages (``repeated bytes``: the same wire format) rather than as message objects,
+    in a pool of its own. Reading a span's attributes as messages cost ~1 us each (a wrapper object
+    per KeyValue and per AnyValue, three attribute reads): most of them repeat within an export, so
+    the bytes are a cache key for what each one makes."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (common_pb2, resource_pb2, trace_pb2, trace_service_pb2):
+        file = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(file)
+        for message in file.message_type:
+            if module is trace_pb2 and message.name == "Span":
+                (field,) = [f for f in message.field if f.name == "attributes"]
+                field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+                field.ClearField("type_name")
+        pool.Add(file)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName(trace_service_pb2.ExportTraceServiceRequest.DESCRIPTOR.full_name))
+
+
+_LeanRequest = _lean_request()
+
+#: What one serialized attribute makes: key, value, its ``"key":value`` JSON, its ``"key":"text"`` tag
+#: JSON and its indexed (key, text) pair (None: not indexed) — the first part None (and the tag part
+#: empty) for a value that is not a string, int or bool (the span's attributes take the general route).
+_Attribute = tuple[str, Any, str | None, str, tuple[str, str] | None]
+
+
+def _attribute(raw: bytes, indexed_keys: Collection[str]) -> _Attribute:
+    kv = common_pb2.KeyValue.FromString(raw)
+    key, v = kv.key, kv.value
+    which = v.WhichOneof("value")
+    key_part = _enc(key) + ":"
+    if which == "string_value":
+        value = v.string_value
+        part = key_part + _enc(value)
+        return key, value, part, part, (key, value) if key in indexed_keys and len(value) <= 256 else None
+    if which == "int_value":
+        value = v.int_value
+        text = str(value)
+    elif which == "bool_value":
+        value = v.bool_value
+        text = "true" if value else "false"
+    else:
+        return key, any_value(v), None, "", None
+    return key, value, key_part + text, f'{key_part}"{text}"', (key, text) if key in indexed_keys else None
 _CALLERS = ("CLIENT", "PRODUCER")
 #: The attribute devbox's own span makers (the tracing proxy, faults) put on their spans.
 SOURCE_KEY = "devbox.span.source"
@@ -46,7 +104,7 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
     """The rows of one OTLP protobuf export, or None when the general decoder must read it. With
     ``calls``, the :data:`~devbox.mocks.tracing.rpcstats.Call` of each CLIENT/SERVER span is
     appended to it; with ``own``, the services of spans that devbox did not make are added to it."""
-    req = ExportTraceServiceRequest.FromString(body)
+    req = _LeanRequest.FromString(body)
     found: list[Call] = []
     seen: set[str] = set()
     low = convert.MIN_START_US * 1000
@@ -58,7 +116,7 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
     # fragments of the Zipkin JSON that repeat across spans: a span's name, its remote endpoint
     name_parts: dict[str, str] = {"": ""}
     remote_parts: dict[str, str] = {}
-    key_parts: dict[str, str] = {}  # an attribute key's JSON and the colon
+    cache: dict[bytes, _Attribute] = {}  # serialized KeyValue -> what it makes (_attribute)
     for rs in req.resource_spans:
         resource = attributes(rs.resource.attributes)
         service = _service_of(resource)
@@ -91,49 +149,28 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                         and 0 <= end - start <= longest and not sp.links and not sp.events):
                     return None
                 trace_id, span_id = t.hex(), s.hex()
-                # read inline, not through convert.attributes (a call per attribute), and each
-                # attribute's JSON put together from a cached key part (dumps of the dict cost twice
-                # as much): ``parts`` for the attributes' JSON, ``tag_parts`` for the tags' (None while
-                # every value is a string, whose tag text is itself); other values than strings,
-                # ints and bools take the general route (_attribute_json) and so does a repeated key
+                # each attribute read from its serialized KeyValue through the batch's cache (see
+                # _LeanRequest): its key and value, its part of the attributes' JSON and of the tags'
+                # JSON, its indexed (key, text) pair; a value other than a string, int or bool (part
+                # None) and a repeated key take the general route (_attribute_json)
                 attrs: dict[str, Any] = {}
                 parts: list[str] = []
-                tag_parts: list[str] | None = None
+                tag_parts: list[str] = []
                 pairs: list[tuple[str, str]] = []
                 general = False
-                for kv in sp.attributes:
-                    key = kv.key
-                    v = kv.value
-                    value = v.string_value
-                    key_part = key_parts.get(key)
-                    if key_part is None:
-                        key_part = key_parts[key] = _enc(key) + ":"
-                    if value or v.WhichOneof("value") == "string_value":
-                        attrs[key] = value
-                        part = key_part + _enc(value)
-                        parts.append(part)
-                        if tag_parts is not None:
-                            tag_parts.append(part)
-                        if key in indexed_keys and len(value) <= 256:
-                            pairs.append((key, value))
-                        continue
-                    which = v.WhichOneof("value")
-                    if which == "int_value":
-                        value = attrs[key] = v.int_value
-                        text = str(value)
-                    elif which == "bool_value":
-                        value = attrs[key] = v.bool_value
-                        text = "true" if value else "false"
-                    else:
-                        attrs[key] = any_value(v)
+                for raw in sp.attributes:
+                    attribute = cache.get(raw)
+                    if attribute is None:
+                        attribute = cache[raw] = _attribute(raw, indexed_keys)
+                    key, value, part, tag_part, pair = attribute
+                    attrs[key] = value
+                    if part is None:
                         general = True
                         continue
-                    if tag_parts is None:
-                        tag_parts = parts.copy()
-                    parts.append(key_part + text)
-                    tag_parts.append(f'{key_part}"{text}"')
-                    if key in indexed_keys:
-                        pairs.append((key, text))
+                    parts.append(part)
+                    tag_parts.append(tag_part)
+                    if pair is not None:
+                        pairs.append(pair)
                 kind, kind_part = _KINDS.get(sp.kind, _INTERNAL)
                 status = sp.status
                 code = status.code
@@ -142,16 +179,12 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                 texts: dict[str, Any]
                 if general or len(parts) != len(attrs):
                     attrs_json, body_part, texts, pairs = _attribute_json(attrs, indexed_keys)
-                else:
-                    attrs_json = "{" + ",".join(parts) + "}"
-                    if tag_parts is None:
-                        body_part, texts = attrs_json[1:-1], attrs
-                    else:  # the keys are the attributes' (the texts, when needed: _tags_json)
-                        body_part, texts = ",".join(tag_parts), attrs
+                else:  # the tags' keys are the attributes' (their texts, when needed: _tags_json)
+                    attrs_json, body_part, texts = "{" + ",".join(parts) + "}", ",".join(tag_parts), attrs
                 if code == 2 or code not in tails or not taken.isdisjoint(texts):
                     message = status.message
                     error = code == 2
-                    if texts is attrs and tag_parts is not None:
+                    if texts is attrs:
                         texts = {k: _tag_text(v) for k, v in attrs.items()}
                     tags = _tags_json(res_tags, texts, scope_tags, code, error, message)
                     if error:
