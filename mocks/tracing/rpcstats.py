@@ -42,37 +42,39 @@ Call = tuple[str, str, str | None, str, str | None, str | None, str, str, bool, 
 #: in seconds; calls above the last bound are only in the count), calls, sum of latencies in µs.
 Aggregates = dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]]
 
-_CLIENT_PEER_KEYS = ("peer.service", "server.address", "net.peer.name")
 _CODE_KEYS = ("rpc.grpc.status_code", "http.response.status_code", "http.status_code")
 
 
 def call_of(kind: str, span_id: str, parent_id: str | None, service: str, remote_service: str | None, name: str,
             error: bool, attrs: dict[str, Any], resource: dict[str, Any] | None, duration_us: int) -> Call:
     """The :data:`Call` of one CLIENT or SERVER span, from its decoded fields."""
-    peer = None
-    for key in _CLIENT_PEER_KEYS if kind == "CLIENT" else ("devbox.caller",):
-        if attrs.get(key):
-            peer = str(attrs[key])
-            break
-    if attrs.get("rpc.method"):
-        rpc_service = attrs.get("rpc.service")
-        method = f"{rpc_service}/{attrs['rpc.method']}" if rpc_service else str(attrs["rpc.method"])
+    get = attrs.get
+    # the first truthy of the keys, in order (the indexer calls this for every CLIENT/SERVER span)
+    if kind == "CLIENT":
+        peer = get("peer.service") or get("server.address") or get("net.peer.name")
     else:
-        route = attrs.get("http.route")
-        verb = attrs.get("http.request.method") or attrs.get("http.method")
+        peer = get("devbox.caller")
+    rpc_method = get("rpc.method")
+    if rpc_method:
+        rpc_service = get("rpc.service")
+        method = f"{rpc_service}/{rpc_method}" if rpc_service else str(rpc_method)
+    else:
+        route = get("http.route")
         if route:
+            verb = get("http.request.method") or get("http.method")
             method = f"{verb} {route}" if verb else str(route)
         else:
             method = name or "unknown"
     code = None
     for key in _CODE_KEYS:
-        if key in attrs and attrs[key] not in (None, ""):
-            code = str(attrs[key])
+        value = get(key)
+        if value is not None and value != "":
+            code = str(value)
             break
     if code is None:
         code = "error" if error else "ok"
-    version = (resource or {}).get("devbox.version") if kind == "SERVER" else None
-    return (kind, span_id, parent_id, service, remote_service, peer, method, code, bool(error),
+    version = resource.get("devbox.version") if kind == "SERVER" and resource else None
+    return (kind, span_id, parent_id, service, remote_service, str(peer) if peer else None, method, code, bool(error),
             str(version) if version else None, duration_us)
 
 

@@ -172,6 +172,8 @@ _INSERT_COLUMNS = f"rowid, {_SPAN_COLUMNS}, annotation_values, zipkin"
 _LIGHT_COLUMNS = _SPAN_COLUMNS.replace(", attributes, resource_id, detail", "")
 #: A span as the dependency linker reads it (links.Light)
 _LINK_COLUMNS = "span_id, parent_id, kind, service, remote_service, start_us, duration_us, error"
+#: Trace ids per ``IN (...)`` query (under SQLite's oldest default limit of 999 parameters).
+_IN_CHUNK = 500
 
 #: A span decoded for storage: trace_id, span_id, parent_id, name, kind, service, remote_service,
 #: start_us, duration_us, error (0/1), status_message, attributes JSON, resource key (a key of
@@ -363,11 +365,7 @@ class SpanStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 # the stored spans of the traces this batch adds to, as they were before it (linking)
-                before: dict[str, list[links.Light]] = {}
-                for tid in {r[0] for r in rows_in}:
-                    stored = conn.execute(f"SELECT {_LINK_COLUMNS} FROM spans WHERE trace_id = ?", (tid,)).fetchall()
-                    if stored:
-                        before[tid] = stored
+                before = self._stored_spans(conn, list({r[0]: None for r in rows_in}))
                 # Rowids are handed out here (one writer, inside the transaction) so the rows written
                 # can be told from duplicates (a duplicate keeps its old row).
                 first = (conn.execute("SELECT max(rowid) FROM spans").fetchone()[0] or 0) + 1
@@ -392,6 +390,22 @@ class SpanStore:
                 raise
             self._count += added
             return added
+
+    def _stored_spans(self, conn: sqlite3.Connection, trace_ids: list[str]) -> dict[str, list[links.Light]]:
+        """The stored spans of these traces (those that have some), as the linker reads them: a query per
+        :data:`_IN_CHUNK` trace ids rather than one per trace (a trace's rows come in the trace-id
+        index's order either way)."""
+        before: dict[str, list[links.Light]] = {}
+        for i in range(0, len(trace_ids), _IN_CHUNK):
+            chunk = trace_ids[i:i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(f"SELECT trace_id, {_LINK_COLUMNS} FROM spans WHERE trace_id IN ({marks})", chunk):
+                stored = before.get(row[0])
+                if stored is None:
+                    before[row[0]] = [row[1:]]
+                else:
+                    stored.append(row[1:])
+        return before
 
     def _index(self, conn: sqlite3.Connection, written: Sequence[Row], before: dict[str, list[links.Light]]) -> None:
         """Names, distinct tag values, per-service counts and dependency links of the rows written."""

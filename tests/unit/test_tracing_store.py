@@ -313,3 +313,25 @@ def test_otlp_fast_path_rows_equal_the_general_decoder_on_random_exports() -> No
         assert fast is not None and fast.rows == general.rows and fast.resources == general.resources
         assert calls == calls_of_spans(decoded.spans)
         assert own == {s.service for s in decoded.spans if fastpath.SOURCE_KEY not in s.attributes}
+
+
+def test_stored_spans_of_many_traces_are_those_of_a_query_per_trace(tmp_path: Path) -> None:
+    """The linker's read of the stored spans of a batch's traces, chunked into IN (...) queries, is a
+    query per trace: the same rows in the same order, across chunk boundaries."""
+    from devbox.mocks.tracing import store as store_module
+
+    store = SpanStore(tmp_path / "t.db")
+    r = random.Random(3)
+    spans = [mk(t, 1000 * t + k, service=r.choice("ab")) for t in range(1, 1200) for k in range(r.randint(1, 3))]
+    store.insert(spans)
+    trace_ids = [f"{t:032x}" for t in range(0, 1300, 2)]  # some unknown (0 and past 1199)
+    with store.db.lock:
+        conn = store.db.conn
+        got = store._stored_spans(conn, trace_ids)
+        want = {}
+        for tid in trace_ids:
+            rows = conn.execute(f"SELECT {store_module._LINK_COLUMNS} FROM spans WHERE trace_id = ?", (tid,)).fetchall()
+            if rows:
+                want[tid] = rows
+    assert len(trace_ids) > store_module._IN_CHUNK and got == want
+    store.close()
