@@ -335,3 +335,25 @@ def test_stored_spans_of_many_traces_are_those_of_a_query_per_trace(tmp_path: Pa
                 want[tid] = rows
     assert len(trace_ids) > store_module._IN_CHUNK and got == want
     store.close()
+
+
+def test_a_span_without_detail_or_annotations_stores_null_for_them(tmp_path: Path) -> None:
+    """Rows carry "" for no detail / no annotation values (bound as strings); the table holds NULL."""
+    from devbox.mocks.tracing import fastpath
+
+    store = SpanStore(tmp_path / "t.db")
+    plain = mk(1, 1)
+    annotated = mk(2, 2)
+    annotated.annotations = [(NOW, "cache miss")]
+    store.insert([plain, annotated])
+    body = convert.to_otlp_request([mk(3, 3)]).SerializeToString()
+    rows = fastpath.otlp_rows(body, now_us=NOW + 1, max_future_us=0, indexed_keys=store.indexed_keys)
+    assert rows is not None
+    store.insert_rows(rows)
+    with store.db.lock:
+        got = dict((r[0][-1], r[1:]) for r in store.db.conn.execute(
+            "SELECT span_id, detail, annotation_values FROM spans ORDER BY span_id"))
+    assert got["1"] == (None, None) and got["3"] == (None, None)
+    assert got["2"][0] is not None and json.loads(got["2"][1]) == ["cache miss"]
+    assert store.trace(f"{2:032x}")[0].annotations == [(NOW, "cache miss")]
+    store.close()
