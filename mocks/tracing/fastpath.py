@@ -135,8 +135,9 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                 scope["version"] = ss.scope.version
             scope_tags = {f"otel.scope.{k}": v for k, v in scope.items()}
             scope_part = dumps(scope_tags)[1:-1] if scope_tags else ""
-            details = {code: _detail_json(scope, status) for code, status in _STATUS_NAMES.items()}
-            details[0] = dumps({"scope": scope}) if scope else ""
+            details: dict[int, str | int] = {code: _detail_json(scope, status)
+                                             for code, status in _STATUS_NAMES.items()}
+            details[0] = dumps({"scope": scope}) if scope else 0
             # the tags after the attributes' (scope, status) by status code, for spans without an error
             tails = {code: _join(scope_part, _STATUS_TAGS.get(code, "")) for code in (0, 1)}
             for sp in ss.spans:
@@ -215,8 +216,8 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                     zipkin = (f'{{"traceId":"{trace_id}","id":"{span_id}"{kind_part}{name_part}'
                               f',"timestamp":{start},"duration":{duration if duration > 1 else 1}{local}{remote_part}'
                               f'{tags}}}')
-                append((trace_id, span_id, parent_id, name, kind, service, remote, start, duration,
-                        1 if error else 0, message, attrs_json, rkey, details.get(code, details[0]), "", zipkin,
+                append((trace_id, span_id, parent_id or 0, name, kind, service, remote or 0, start, duration,
+                        1 if error else 0, message, attrs_json, rkey, details.get(code, details[0]), 0, zipkin,
                         pairs))
                 if calls is not None and (kind == "SERVER" or kind == "CLIENT"):
                     found.append(call_of(kind, span_id, parent_id, service, remote, name, error, attrs,

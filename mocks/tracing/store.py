@@ -178,9 +178,10 @@ _IN_CHUNK = 500
 #: A span decoded for storage: trace_id, span_id, parent_id, name, kind, service, remote_service,
 #: start_us, duration_us, error (0/1), status_message, attributes JSON, resource key (a key of
 #: :attr:`Rows.resources`), detail JSON, annotation values JSON, Zipkin JSON, and the (key, value)
-#: pairs of its indexed tags. No detail or annotation values is "" (stored as NULL): the sqlite3
-#: module binds None through its adapter lookup, ~0.4 us a parameter (two a span on the indexer's
-#: path), where a string is bound directly.
+#: pairs of its indexed tags. A missing parent id, remote service, detail or annotation values is 0
+#: (stored as NULL: the INSERT writes ``NULLIF(?, 0)``): the sqlite3 module binds None through its
+#: adapter lookup, which fails through an AttributeError (~0.5 us a parameter; a span on the
+#: indexer's path had two to four), where an int is bound directly. A text column never holds 0.
 Row = tuple[Any, ...]
 
 
@@ -206,9 +207,10 @@ def row_of(s: Span, resource_key: str, indexed_keys: Collection[str]) -> Row:
     """A :class:`Span` as a :data:`Row` (the general path; OTLP protobuf has a faster decoder)."""
     detail = s.detail()
     values = annotation_values(s) if detail else None
-    return (s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.service, s.remote_service, s.start_us,
+    return (s.trace_id, s.span_id, 0 if s.parent_id is None else s.parent_id, s.name, s.kind, s.service,
+            0 if s.remote_service is None else s.remote_service, s.start_us,
             s.duration_us, int(s.error), s.status_message, dumps(s.attributes) if s.attributes else "{}",
-            resource_key, dumps(detail) if detail else "", dumps(values) if values else "",
+            resource_key, dumps(detail) if detail else 0, dumps(values) if values else 0,
             dumps(to_zipkin(s)), index_tags(s, indexed_keys))
 
 
@@ -375,7 +377,7 @@ class SpanStore:
                 rows = [(rowid, *r[:12], rid_of[r[12]], *r[13:16]) for rowid, r in enumerate(rows_in, start=first)]
                 before_changes = conn.total_changes
                 conn.executemany(f"INSERT OR IGNORE INTO spans ({_INSERT_COLUMNS}) VALUES "
-                                 "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULLIF(?,''),NULLIF(?,''),?)", rows)
+                                 "(?,?,?,NULLIF(?,0),?,?,?,NULLIF(?,0),?,?,?,?,?,?,NULLIF(?,0),NULLIF(?,0),?)", rows)
                 added = conn.total_changes - before_changes
                 written: Sequence[Row] = rows_in
                 if added != len(rows_in):  # some were already there: count only the rows written now
@@ -435,7 +437,7 @@ class SpanStore:
                 counts = per_minute[m] = [0, 0]
             counts[0] += 1
             counts[1] += r[9]
-            light = (r[1], r[2], r[4], service, remote, start, r[8], r[9])
+            light = (r[1], r[2] or None, r[4], service, remote or None, start, r[8], r[9])
             trace = traces.get(r[0])
             if trace is None:
                 traces[r[0]] = [light]

@@ -337,23 +337,28 @@ def test_stored_spans_of_many_traces_are_those_of_a_query_per_trace(tmp_path: Pa
     store.close()
 
 
-def test_a_span_without_detail_or_annotations_stores_null_for_them(tmp_path: Path) -> None:
-    """Rows carry "" for no detail / no annotation values (bound as strings); the table holds NULL."""
+def test_a_span_without_parent_remote_detail_or_annotations_stores_null_for_them(tmp_path: Path) -> None:
+    """Rows carry 0 for no parent, remote service, detail or annotation values (bound as ints); the
+    table holds NULL, and an empty string stays an empty string."""
     from devbox.mocks.tracing import fastpath
 
     store = SpanStore(tmp_path / "t.db")
     plain = mk(1, 1)
     annotated = mk(2, 2)
     annotated.annotations = [(NOW, "cache miss")]
-    store.insert([plain, annotated])
+    annotated.parent_id, annotated.kind, annotated.remote_service = "1" * 16, "CLIENT", "Pay"
+    empty = mk(4, 4)
+    empty.parent_id, empty.remote_service = "", ""
+    store.insert([plain, annotated, empty])
     body = convert.to_otlp_request([mk(3, 3)]).SerializeToString()
     rows = fastpath.otlp_rows(body, now_us=NOW + 1, max_future_us=0, indexed_keys=store.indexed_keys)
     assert rows is not None
     store.insert_rows(rows)
     with store.db.lock:
-        got = dict((r[0][-1], r[1:]) for r in store.db.conn.execute(
-            "SELECT span_id, detail, annotation_values FROM spans ORDER BY span_id"))
-    assert got["1"] == (None, None) and got["3"] == (None, None)
-    assert got["2"][0] is not None and json.loads(got["2"][1]) == ["cache miss"]
+        got = {r[0][-1]: r[1:] for r in store.db.conn.execute(
+            "SELECT span_id, parent_id, remote_service, detail, annotation_values FROM spans ORDER BY span_id")}
+    assert got["1"] == (None, None, None, None) and got["3"] == (None, None, None, None)
+    assert got["4"] == ("", "", None, None)
+    assert got["2"][:2] == ("1" * 16, "Pay") and got["2"][2] is not None and json.loads(got["2"][3]) == ["cache miss"]
     assert store.trace(f"{2:032x}")[0].annotations == [(NOW, "cache miss")]
     store.close()
