@@ -39,3 +39,23 @@ def test_break_cycles_drops_the_links_walking_each_path_drops() -> None:
             while node in parent_of:
                 node, steps = parent_of[node], steps + 1
                 assert steps <= n
+
+
+def test_add_calls_sums_each_call_into_its_minute_and_bucket() -> None:
+    from devbox.mocks.tracing.links import MINUTE_US, add_calls, bucket_of
+
+    r = random.Random(9)
+    calls = [(r.randrange(0, 5 * MINUTE_US), r.choice("ab"), r.choice("bc"),
+              r.choice([0, 1, 2, 999, r.randrange(10**7)]), r.randint(0, 1)) for _ in range(2000)]
+    for sign in (1, -1):
+        delta: dict = {}
+        add_calls(delta, calls, sign)
+        want: dict = {}
+        for start_us, caller, callee, duration, error in calls:
+            row = want.setdefault((start_us // MINUTE_US, caller, callee), [0, 0, 0, 0, {}])
+            row[0] += sign
+            row[1] += sign * error
+            row[2] += sign * duration
+            row[3] = max(row[3], duration) if sign > 0 else row[3]
+            row[4][bucket_of(duration)] = row[4].get(bucket_of(duration), 0) + sign
+        assert delta == want
