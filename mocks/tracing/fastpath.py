@@ -127,6 +127,7 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
         # tags are put together as a dict (rare), the others by joining fragments
         taken = _DERIVED_TAG_KEYS | res_tags.keys()
         local = f',"localEndpoint":{{"serviceName":{_enc(service.lower())}}}'
+        head = f',"tags":{{{res_part},' if res_part else ',"tags":{'  # opens the "tags" member before the attributes'
         for ss in rs.scope_spans:
             scope: dict[str, str] = {}
             if ss.scope.name:
@@ -138,8 +139,13 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
             details: dict[int, str | int] = {code: _detail_json(scope, status)
                                              for code, status in _STATUS_NAMES.items()}
             details[0] = dumps({"scope": scope}) if scope else 0
-            # the tags after the attributes' (scope, status) by status code, for spans without an error
-            tails = {code: _join(scope_part, _STATUS_TAGS.get(code, "")) for code in (0, 1)}
+            # by status code, for spans without an error: what closes the "tags" member after the
+            # attributes' tags (the scope's and status's), and the whole member of a span with no attributes
+            ends: dict[int, tuple[str, str]] = {}
+            for code in (0, 1):
+                tail = _join(scope_part, _STATUS_TAGS.get(code, ""))
+                inner = _join(res_part, tail)
+                ends[code] = (f",{tail}}}" if tail else "}", f',"tags":{{{inner}}}' if inner else "")
             for sp in ss.spans:
                 t, s, p = sp.trace_id, sp.span_id, sp.parent_span_id
                 start_ns, end_ns = sp.start_time_unix_nano, sp.end_time_unix_nano
@@ -181,7 +187,7 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                     attrs_json, body_part, texts, pairs = _attribute_json(attrs, indexed_keys)
                 else:  # the tags' keys are the attributes' (their texts, when needed: _tags_json)
                     attrs_json, body_part, texts = "{" + ",".join(parts) + "}", ",".join(tag_parts), attrs
-                if code == 2 or code not in tails or not taken.isdisjoint(texts):
+                if code == 2 or code not in ends or not taken.isdisjoint(texts):
                     message = status.message
                     error = code == 2
                     if texts is attrs:
@@ -192,8 +198,8 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                 else:
                     message = status.message
                     error = False
-                    tags = _join(_join(res_part, body_part), tails[code])
-                    tags = f',"tags":{{{tags}}}' if tags else ""
+                    close, whole = ends[code]
+                    tags = f"{head}{body_part}{close}" if body_part else whole
                 name = sp.name
                 name_part = name_parts.get(name)
                 if name_part is None:
