@@ -362,3 +362,23 @@ def test_a_span_without_parent_remote_detail_or_annotations_stores_null_for_them
     assert got["2"][:2] == ("1" * 16, "Pay") and got["2"][2] is not None and json.loads(got["2"][3]) == ["cache miss"]
     assert store.trace(f"{2:032x}")[0].annotations == [(NOW, "cache miss")]
     store.close()
+
+
+def test_the_fast_paths_attribute_cache_follows_the_indexed_keys_and_is_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attributes are remembered across exports: an export read with other indexed keys gets its
+    pairs for those keys, and the cache is emptied past its bound."""
+    from devbox.mocks.tracing import fastpath
+    from devbox.mocks.tracing.store import Rows, row_of
+
+    spans = [mk(1, i + 1, attrs={"http.route": f"/r{i % 3}", "user": f"u{i}", "n": i % 2}) for i in range(40)]
+    body = convert.to_otlp_request(spans).SerializeToString()
+    decoded = convert.from_otlp_protobuf(body, now_us=NOW + 1, max_future_us=0)
+    monkeypatch.setattr(fastpath, "ATTRIBUTE_CACHE", 50)
+    for keys in (frozenset({"http.route", "error"}), frozenset({"user", "n", "error"}), ("http.route",), ()):
+        for _ in range(2):
+            fast = fastpath.otlp_rows(body, now_us=NOW + 1, max_future_us=0, indexed_keys=keys)
+            general = Rows()
+            general.rows = [row_of(s, general.resource(s.resource), keys) for s in decoded.spans]
+            assert fast is not None and fast.rows == general.rows
+            assert len(fastpath._cache[1]) <= 50 + 3 * len(spans)
