@@ -114,20 +114,20 @@ def _calls_in_tree(parent_of: Mapping[K, K], span_of: Mapping[K, Light]) -> list
 
 def break_cycles(parent_of: dict[Any, Any]) -> None:
     """Bad data can make spans each other's ancestors: drop the link that closes each loop, so its
-    span becomes a root. Linear: every node is walked up once."""
-    settled: set[Any] = set()
-    for start in list(parent_of):
-        path: list[Any] = []
-        on_path: set[Any] = set()
-        node = start
-        while node is not None and node not in settled:
-            if node in on_path:
-                del parent_of[path[-1]]  # the last link walked closes the loop
+    span becomes a root. Linear: every node is walked up once (marked with the walk that reached it,
+    so a walk that meets its own mark closed a loop and one that meets an older mark can stop)."""
+    walk_of: dict[Any, int] = {}
+    for walk, node in enumerate(list(parent_of)):
+        last = None
+        while node is not None:
+            seen = walk_of.get(node)
+            if seen is not None:
+                if seen == walk:
+                    del parent_of[last]  # the last link walked closes the loop
                 break
-            path.append(node)
-            on_path.add(node)
+            walk_of[node] = walk
+            last = node
             node = parent_of.get(node)
-        settled.update(path)
 
 
 def add_calls(delta: Delta, calls: Iterable[tuple[int, str, str, int, int]], sign: int) -> None:

@@ -172,11 +172,16 @@ _INSERT_COLUMNS = f"rowid, {_SPAN_COLUMNS}, annotation_values, zipkin"
 _LIGHT_COLUMNS = _SPAN_COLUMNS.replace(", attributes, resource_id, detail", "")
 #: A span as the dependency linker reads it (links.Light)
 _LINK_COLUMNS = "span_id, parent_id, kind, service, remote_service, start_us, duration_us, error"
+#: Trace ids per ``IN (...)`` query (under SQLite's oldest default limit of 999 parameters).
+_IN_CHUNK = 500
 
 #: A span decoded for storage: trace_id, span_id, parent_id, name, kind, service, remote_service,
 #: start_us, duration_us, error (0/1), status_message, attributes JSON, resource key (a key of
-#: :attr:`Rows.resources`), detail JSON or None, annotation values JSON or None, Zipkin JSON, and
-#: the (key, value) pairs of its indexed tags.
+#: :attr:`Rows.resources`), detail JSON, annotation values JSON, Zipkin JSON, and the (key, value)
+#: pairs of its indexed tags. A missing parent id, remote service, detail or annotation values is 0
+#: (stored as NULL: the INSERT writes ``NULLIF(?, 0)``): the sqlite3 module binds None through its
+#: adapter lookup, which fails through an AttributeError (~0.5 us a parameter; a span on the
+#: indexer's path had two to four), where an int is bound directly. A text column never holds 0.
 Row = tuple[Any, ...]
 
 
@@ -202,9 +207,10 @@ def row_of(s: Span, resource_key: str, indexed_keys: Collection[str]) -> Row:
     """A :class:`Span` as a :data:`Row` (the general path; OTLP protobuf has a faster decoder)."""
     detail = s.detail()
     values = annotation_values(s) if detail else None
-    return (s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.service, s.remote_service, s.start_us,
+    return (s.trace_id, s.span_id, 0 if s.parent_id is None else s.parent_id, s.name, s.kind, s.service,
+            0 if s.remote_service is None else s.remote_service, s.start_us,
             s.duration_us, int(s.error), s.status_message, dumps(s.attributes) if s.attributes else "{}",
-            resource_key, dumps(detail) if detail else None, dumps(values) if values else None,
+            resource_key, dumps(detail) if detail else 0, dumps(values) if values else 0,
             dumps(to_zipkin(s)), index_tags(s, indexed_keys))
 
 
@@ -363,11 +369,7 @@ class SpanStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 # the stored spans of the traces this batch adds to, as they were before it (linking)
-                before: dict[str, list[links.Light]] = {}
-                for tid in {r[0] for r in rows_in}:
-                    stored = conn.execute(f"SELECT {_LINK_COLUMNS} FROM spans WHERE trace_id = ?", (tid,)).fetchall()
-                    if stored:
-                        before[tid] = stored
+                before = self._stored_spans(conn, list({r[0]: None for r in rows_in}))
                 # Rowids are handed out here (one writer, inside the transaction) so the rows written
                 # can be told from duplicates (a duplicate keeps its old row).
                 first = (conn.execute("SELECT max(rowid) FROM spans").fetchone()[0] or 0) + 1
@@ -375,7 +377,7 @@ class SpanStore:
                 rows = [(rowid, *r[:12], rid_of[r[12]], *r[13:16]) for rowid, r in enumerate(rows_in, start=first)]
                 before_changes = conn.total_changes
                 conn.executemany(f"INSERT OR IGNORE INTO spans ({_INSERT_COLUMNS}) VALUES "
-                                 "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                                 "(?,?,?,NULLIF(?,0),?,?,?,NULLIF(?,0),?,?,?,?,?,?,NULLIF(?,0),NULLIF(?,0),?)", rows)
                 added = conn.total_changes - before_changes
                 written: Sequence[Row] = rows_in
                 if added != len(rows_in):  # some were already there: count only the rows written now
@@ -392,6 +394,22 @@ class SpanStore:
                 raise
             self._count += added
             return added
+
+    def _stored_spans(self, conn: sqlite3.Connection, trace_ids: list[str]) -> dict[str, list[links.Light]]:
+        """The stored spans of these traces (those that have some), as the linker reads them: a query per
+        :data:`_IN_CHUNK` trace ids rather than one per trace (a trace's rows come in the trace-id
+        index's order either way)."""
+        before: dict[str, list[links.Light]] = {}
+        for i in range(0, len(trace_ids), _IN_CHUNK):
+            chunk = trace_ids[i:i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(f"SELECT trace_id, {_LINK_COLUMNS} FROM spans WHERE trace_id IN ({marks})", chunk):
+                stored = before.get(row[0])
+                if stored is None:
+                    before[row[0]] = [row[1:]]
+                else:
+                    stored.append(row[1:])
+        return before
 
     def _index(self, conn: sqlite3.Connection, written: Sequence[Row], before: dict[str, list[links.Light]]) -> None:
         """Names, distinct tag values, per-service counts and dependency links of the rows written."""
@@ -419,7 +437,7 @@ class SpanStore:
                 counts = per_minute[m] = [0, 0]
             counts[0] += 1
             counts[1] += r[9]
-            light = (r[1], r[2], r[4], service, remote, start, r[8], r[9])
+            light = (r[1], r[2] or None, r[4], service, remote or None, start, r[8], r[9])
             trace = traces.get(r[0])
             if trace is None:
                 traces[r[0]] = [light]

@@ -84,3 +84,97 @@ def test_aggregate_spans_counts_everything_at_once() -> None:
     got = aggregate_spans(spans, BUCKETS)
     assert sorted(side for side, _ in got) == ["client", "server"]
     assert all(dict(base)["caller"] == "web" and dict(base)["callee"] == "stock" for _, base in got)
+
+
+def _settle_by_definition(deriver: RpcDeriver, pending: list, now: float, force: bool) -> tuple[dict, list]:
+    """RpcDeriver.settle's rule, one call at a time: each call's labels built and counted in turn."""
+    out: dict = {}
+    keep = []
+    for arrived, call in pending:
+        kind, span_id, parent_id, service, remote, peer, method, code, error, version, duration_us = call
+        if kind == "SERVER":
+            caller = deriver._client_service.get(parent_id or "")
+            if caller is None and not force and now - arrived < PEER_WAIT and parent_id:
+                keep.append((arrived, call))
+                continue
+            side, caller, callee = "server", caller or remote or peer or "unknown", service
+        else:
+            callee = remote or deriver._server_service.get(span_id)
+            if callee is None and not force and now - arrived < PEER_WAIT:
+                keep.append((arrived, call))
+                continue
+            side, caller, callee = "client", service, callee or peer or "unknown"
+        base: tuple = (("callee", callee), ("caller", caller), ("method", method))
+        if version:
+            base = (*base, ("version", version))
+        entry = out.setdefault((side, base), [{}, [0] * len(deriver.buckets), 0, 0])
+        outcome = (code, "error" if error else "ok")
+        entry[0][outcome] = entry[0].get(outcome, 0) + 1
+        duration = max(duration_us, 0)
+        index = next((i for i, bound in enumerate(deriver.buckets) if duration / 1e6 <= bound), None)
+        if index is not None:
+            entry[1][index] += 1
+        entry[2] += 1
+        entry[3] += duration
+    return out, keep
+
+
+def test_settle_counts_what_counting_each_call_by_the_rule_counts() -> None:
+    r = random.Random(11)
+    deriver = RpcDeriver(BUCKETS)
+    now = 1000.0
+    for step in range(30):
+        ids: list[str] = []
+        spans = [_random_span(r, 100 * step + i, ids) for i in range(r.randrange(1, 40))]
+        calls = calls_of_spans(spans)
+        calls += [(*c[:9], "", c[10]) for c in calls[:2]]  # an empty version is no label, as None is
+        deriver.observe(calls, now)
+        now += r.choice([0.1, 0.5, PEER_WAIT])
+        force = r.random() < 0.1
+        want, keep = _settle_by_definition(deriver, list(deriver._pending), now, force)
+        assert deriver.settle(now, force=force) == want
+        assert deriver._pending == keep
+
+
+def _call_by_definition(kind: str, span_id: str, parent_id: str | None, service: str, remote: str | None, name: str,
+                        error: bool, attrs: dict, resource: dict | None, duration_us: int) -> tuple:
+    """call_of's rules written out key by key."""
+    peer = None
+    for key in ("peer.service", "server.address", "net.peer.name") if kind == "CLIENT" else ("devbox.caller",):
+        if attrs.get(key):
+            peer = str(attrs[key])
+            break
+    if attrs.get("rpc.method"):
+        service_part = f"{attrs['rpc.service']}/" if attrs.get("rpc.service") else ""
+        method = f"{service_part}{attrs['rpc.method']}"
+    elif attrs.get("http.route"):
+        verb = attrs.get("http.request.method") or attrs.get("http.method")
+        method = f"{verb} {attrs['http.route']}" if verb else str(attrs["http.route"])
+    else:
+        method = name or "unknown"
+    code = None
+    for key in ("rpc.grpc.status_code", "http.response.status_code", "http.status_code"):
+        if key in attrs and attrs[key] not in (None, ""):
+            code = str(attrs[key])
+            break
+    if code is None:
+        code = "error" if error else "ok"
+    version = (resource or {}).get("devbox.version") if kind == "SERVER" else None
+    return (kind, span_id, parent_id, service, remote, peer, method, code, bool(error),
+            str(version) if version else None, duration_us)
+
+
+def test_call_of_follows_the_rules_key_by_key() -> None:
+    from devbox.mocks.tracing.rpcstats import call_of
+
+    r = random.Random(13)
+    values = ["", "x", 0, 200, None, False, True, 2.5, ["a"]]
+    keys = ["peer.service", "server.address", "net.peer.name", "devbox.caller", "rpc.method", "rpc.service",
+            "http.route", "http.request.method", "http.method", "rpc.grpc.status_code", "http.response.status_code",
+            "http.status_code", "other"]
+    for _ in range(3000):
+        attrs = {k: r.choice(values) for k in r.sample(keys, r.randint(0, len(keys)))}
+        resource = r.choice([None, {}, {"devbox.version": r.choice(["v1", "", 3, None])}])
+        args = (r.choice(["CLIENT", "SERVER"]), "s1", r.choice([None, "p1"]), "svc", r.choice([None, "peer"]),
+                r.choice(["", "op"]), r.random() < 0.3, attrs, resource, r.choice([-1, 0, 5000]))
+        assert call_of(*args) == _call_by_definition(*args)

@@ -225,3 +225,160 @@ def test_otlp_fast_path_edge_values_and_zipkin_of_a_trace_read(tmp_path: Path) -
     by_id = {z["id"]: z for z in json.loads(store.trace_zipkin("09" * 16) or b"")}
     assert by_id == {s.span_id: json.loads(json.dumps(convert.to_zipkin(s))) for s in decoded.spans}
     store.close()
+
+
+def test_otlp_fast_path_rows_equal_the_general_decoder_on_random_exports() -> None:
+    """Random exports built as protobuf (so a span may repeat an attribute key, hold an unset value,
+    long or non-ASCII strings, keys that collide with resource and derived tags): the fast path's
+    rows, calls and services are the general decoder's (store.row_of, rpcstats.calls_of_spans)."""
+    from devbox.mocks.tracing import fastpath
+    from devbox.mocks.tracing.rpcstats import calls_of_spans
+    from devbox.mocks.tracing.store import Rows, row_of
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    r = random.Random(15)
+    keys = ["http.route", "http.response.status_code", "rpc.method", "peer.service", "server.address", "user",
+            "error", "otel.status_code", "otel.scope.name", "host", "devbox.span.source", "Ключ", "a\"b\\c"]
+
+    def value() -> AnyValue:
+        which = r.choice(["s", "s", "s", "s", "empty", "long", "int", "bool", "double", "bytes", "unset", "array",
+                          "kvlist"])
+        if which == "s":
+            return AnyValue(string_value=r.choice(["GET", "/api/1", "orders", "10.0.0.1", "é ü\n\t\"x\"", "ok"]))
+        if which == "empty":
+            v = AnyValue()
+            v.string_value = ""
+            return v
+        if which == "long":
+            return AnyValue(string_value="x" * r.choice([256, 257]))
+        if which == "int":
+            return AnyValue(int_value=r.choice([0, 200, -3, 2**62]))
+        if which == "bool":
+            return AnyValue(bool_value=r.random() < 0.5)
+        if which == "double":
+            return AnyValue(double_value=r.choice([0.0, -0.0, 1.5, 1e300, float("inf")]))
+        if which == "bytes":
+            return AnyValue(bytes_value=b"\x01\xff")
+        if which == "array":
+            v = AnyValue()
+            v.array_value.values.extend([AnyValue(int_value=1), AnyValue(string_value="é")])
+            return v
+        if which == "kvlist":
+            v = AnyValue()
+            v.kvlist_value.values.extend([KeyValue(key="a", value=AnyValue(bool_value=True))])
+            return v
+        return AnyValue()
+
+    for _ in range(60):
+        req = ExportTraceServiceRequest()
+        span_ids: list[bytes] = []
+        for svc in r.sample(["gateway", "Orders", "pay"], r.randint(1, 3)):
+            rs = req.resource_spans.add()
+            rs.resource.attributes.add(key="service.name", value=AnyValue(string_value=svc))
+            if r.random() < 0.5:
+                rs.resource.attributes.add(key="host", value=AnyValue(string_value="h1"))
+            if r.random() < 0.3:
+                rs.resource.attributes.add(key="devbox.version", value=AnyValue(string_value="v2"))
+            for _scope in range(r.randint(1, 2)):
+                ss = rs.scope_spans.add()
+                if r.random() < 0.5:
+                    ss.scope.name = "lib"
+                if r.random() < 0.3:
+                    ss.scope.version = "1.0"
+                for _span in range(r.randint(1, 12)):
+                    sp = ss.spans.add()
+                    sp.trace_id = bytes([r.randint(1, 3)] * 16)
+                    sp.span_id = r.randbytes(7) + b"\x01"
+                    if span_ids and r.random() < 0.7:
+                        sp.parent_span_id = r.choice(span_ids)
+                    span_ids.append(sp.span_id)
+                    sp.name = r.choice(["", "GET /x", "Op", "ÄÖ"])
+                    sp.kind = r.randint(0, 6)
+                    sp.start_time_unix_nano = (NOW - 1000) * 1000 + r.randint(0, 999)
+                    sp.end_time_unix_nano = sp.start_time_unix_nano + r.choice([0, 1, 999, 1000, 5_000_000])
+                    sp.status.code = r.choice([0, 0, 1, 2, 3])
+                    sp.status.message = r.choice(["", "bad"])
+                    for _attr in range(r.choice([0, 1, 4, 8])):
+                        sp.attributes.add(key=r.choice(keys), value=value())
+        body = req.SerializeToString()
+        index = frozenset(r.sample(keys, 4)) | {"error"}
+        calls: list = []
+        own: set[str] = set()
+        fast = fastpath.otlp_rows(body, now_us=NOW + 1, max_future_us=0, indexed_keys=index, calls=calls, own=own)
+        decoded = convert.from_otlp_protobuf(body, now_us=NOW + 1, max_future_us=0)
+        assert not decoded.rejected
+        general = Rows()
+        general.rows = [row_of(s, general.resource(s.resource), index) for s in decoded.spans]
+        assert fast is not None and fast.rows == general.rows and fast.resources == general.resources
+        assert calls == calls_of_spans(decoded.spans)
+        assert own == {s.service for s in decoded.spans if fastpath.SOURCE_KEY not in s.attributes}
+
+
+def test_stored_spans_of_many_traces_are_those_of_a_query_per_trace(tmp_path: Path) -> None:
+    """The linker's read of the stored spans of a batch's traces, chunked into IN (...) queries, is a
+    query per trace: the same rows in the same order, across chunk boundaries."""
+    from devbox.mocks.tracing import store as store_module
+
+    store = SpanStore(tmp_path / "t.db")
+    r = random.Random(3)
+    spans = [mk(t, 1000 * t + k, service=r.choice("ab")) for t in range(1, 1200) for k in range(r.randint(1, 3))]
+    store.insert(spans)
+    trace_ids = [f"{t:032x}" for t in range(0, 1300, 2)]  # some unknown (0 and past 1199)
+    with store.db.lock:
+        conn = store.db.conn
+        got = store._stored_spans(conn, trace_ids)
+        want = {}
+        for tid in trace_ids:
+            rows = conn.execute(f"SELECT {store_module._LINK_COLUMNS} FROM spans WHERE trace_id = ?", (tid,)).fetchall()
+            if rows:
+                want[tid] = rows
+    assert len(trace_ids) > store_module._IN_CHUNK and got == want
+    store.close()
+
+
+def test_a_span_without_parent_remote_detail_or_annotations_stores_null_for_them(tmp_path: Path) -> None:
+    """Rows carry 0 for no parent, remote service, detail or annotation values (bound as ints); the
+    table holds NULL, and an empty string stays an empty string."""
+    from devbox.mocks.tracing import fastpath
+
+    store = SpanStore(tmp_path / "t.db")
+    plain = mk(1, 1)
+    annotated = mk(2, 2)
+    annotated.annotations = [(NOW, "cache miss")]
+    annotated.parent_id, annotated.kind, annotated.remote_service = "1" * 16, "CLIENT", "Pay"
+    empty = mk(4, 4)
+    empty.parent_id, empty.remote_service = "", ""
+    store.insert([plain, annotated, empty])
+    body = convert.to_otlp_request([mk(3, 3)]).SerializeToString()
+    rows = fastpath.otlp_rows(body, now_us=NOW + 1, max_future_us=0, indexed_keys=store.indexed_keys)
+    assert rows is not None
+    store.insert_rows(rows)
+    with store.db.lock:
+        got = {r[0][-1]: r[1:] for r in store.db.conn.execute(
+            "SELECT span_id, parent_id, remote_service, detail, annotation_values FROM spans ORDER BY span_id")}
+    assert got["1"] == (None, None, None, None) and got["3"] == (None, None, None, None)
+    assert got["4"] == ("", "", None, None)
+    assert got["2"][:2] == ("1" * 16, "Pay") and got["2"][2] is not None and json.loads(got["2"][3]) == ["cache miss"]
+    assert store.trace(f"{2:032x}")[0].annotations == [(NOW, "cache miss")]
+    store.close()
+
+
+def test_the_fast_paths_attribute_cache_follows_the_indexed_keys_and_is_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attributes are remembered across exports: an export read with other indexed keys gets its
+    pairs for those keys, and the cache is emptied past its bound."""
+    from devbox.mocks.tracing import fastpath
+    from devbox.mocks.tracing.store import Rows, row_of
+
+    spans = [mk(1, i + 1, attrs={"http.route": f"/r{i % 3}", "user": f"u{i}", "n": i % 2}) for i in range(40)]
+    body = convert.to_otlp_request(spans).SerializeToString()
+    decoded = convert.from_otlp_protobuf(body, now_us=NOW + 1, max_future_us=0)
+    monkeypatch.setattr(fastpath, "ATTRIBUTE_CACHE", 50)
+    for keys in (frozenset({"http.route", "error"}), frozenset({"user", "n", "error"}), ("http.route",), ()):
+        for _ in range(2):
+            fast = fastpath.otlp_rows(body, now_us=NOW + 1, max_future_us=0, indexed_keys=keys)
+            general = Rows()
+            general.rows = [row_of(s, general.resource(s.resource), keys) for s in decoded.spans]
+            assert fast is not None and fast.rows == general.rows
+            assert len(fastpath._cache[1]) <= 50 + 3 * len(spans)
