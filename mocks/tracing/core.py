@@ -14,7 +14,8 @@ through their own connection (WAL mode: readers do not block the writer) in a th
 query sees its spans.
 
 Memory bound under saturating ingest: the platform process holds no span queue — only request
-bodies in flight, which back-pressure caps at ``max_pending_spans`` of lag; the indexer holds at
+bodies in flight and an entry per export waiting in the WAL, which back-pressure caps at
+``max_pending_spans`` of lag and :data:`MAX_PENDING_RECORDS` exports; the indexer holds at
 most one batch (``write_batch_spans`` spans, or 32 MB of bodies) decoded at a time.
 
 LIMITATIONS: fan-out reads at most ``analysis_max_spans`` spans of its window (newest first) and
@@ -67,6 +68,10 @@ DECODE_INLINE_PROTOBUF_BYTES = 8 * 1024
 MAX_DECODING = 128
 MAX_DECODING_BYTES = 256 * 1024 * 1024
 WAL_INLINE_BYTES = 1024 * 1024  # bigger records are appended to the WAL on a thread
+#: Acknowledged exports (WAL records) waiting to be indexed at most: the platform keeps one small
+#: entry per record (~200 bytes: its end and span count) for the lag, so with exports of a span or
+#: two ``max_pending_spans`` alone would not bound its memory (~100 MB here).
+MAX_PENDING_RECORDS = 500_000
 #: How often the free space of the WAL's disk is looked at (``shutil.disk_usage``: a statvfs call).
 DISK_CHECK_EVERY_S = 0.5
 #: A query does not wait for the indexer (read-your-writes) while more than this many spans wait and
@@ -255,10 +260,12 @@ class Collector:
         while the WAL holds more acknowledged spans not yet indexed than it may, or the decode
         process has too many exports (or bytes) queued, instead of letting the lag (and the time
         to queryable) grow without bound."""
-        if (self._lag_spans >= self.config.max_pending_spans or self._decoding >= MAX_DECODING
+        if (self._lag_spans >= self.config.max_pending_spans or len(self._unindexed) >= MAX_PENDING_RECORDS
+                or self._decoding >= MAX_DECODING
                 or (self._decoding and self._decoding_bytes + size > MAX_DECODING_BYTES)):
             self.refused_busy += 1
-            raise Busy(f"the trace store is busy ({self._lag_spans} spans waiting to be indexed); retry shortly",
+            raise Busy(f"the trace store is busy ({self._lag_spans} spans in {len(self._unindexed)} exports waiting "
+                       "to be indexed); retry shortly",
                        retry_after=1.0)
         now = time.monotonic()
         if now - self._disk_checked >= DISK_CHECK_EVERY_S:

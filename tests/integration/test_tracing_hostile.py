@@ -14,7 +14,8 @@ import pytest
 from devbox.mocks.tracing.convert import to_otlp_request
 from devbox.mocks.tracing.models import Span
 
-from devbox.testing import PlatformThread, running_platform
+from devbox.platform.ports import TracesPort
+from devbox.testing import PlatformThread, running_platform, wait_for
 from tests import httpc
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -158,3 +159,39 @@ def test_exports_are_refused_with_the_reason_while_the_wal_disk_is_short_of_room
         assert "wal_min_free_mb" in answer.text and "free some space" in answer.text
         info = httpc.get(p.url("api") + "/api/platform").json()["components"]["tracing"]
         assert info["spans_stored"] == 0 and info["exports_refused_busy"] == 1
+
+
+def test_exports_are_refused_while_too_many_wait_in_the_wal_however_few_spans_they_hold(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import pathlib
+    import signal
+
+    from devbox.mocks.tracing import core
+
+    assert isinstance(tmp_path, pathlib.Path)
+    monkeypatch.setattr(core, "MAX_PENDING_RECORDS", 2)
+    with running_platform(tmp_path, components=["tracing"]) as p:
+        collector = p.platform.ctx.lookup(TracesPort).collector  # type: ignore[union-attr]
+        now = time.time_ns() // 1000
+
+        def export(i: int) -> httpx.Response:
+            body = to_otlp_request([Span(trace_id=f"{i + 1:032x}", span_id=f"{1:016x}", parent_id=None, name="s",
+                                         kind="SERVER", service="small", start_us=now - 100, duration_us=5)
+                                    ]).SerializeToString()
+            return httpc.post(p.url("otlp_http") + "/v1/traces", content=body, timeout=30,
+                              headers={"content-type": "application/x-protobuf"})
+
+        assert export(0).status_code == 200
+        wait_for(lambda: collector.info()["wal_lag_spans"] == 0, timeout=30, what="the indexer running")
+        pid = collector.indexer.pid
+        os.kill(pid, signal.SIGSTOP)  # nothing is reported indexed: exports wait in the WAL
+        try:
+            assert [export(i).status_code for i in (1, 2)] == [200, 200]
+            refused = export(3)
+            assert refused.status_code == 503 and refused.headers.get("retry-after"), refused.text
+            assert "2 exports waiting to be indexed" in refused.text
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: collector.info()["wal_lag_spans"] == 0, timeout=30, what="the lag indexed")
+        assert collector.info()["spans_stored"] == 3
