@@ -19,12 +19,13 @@ Gates (``--gate``), checked every second over each pause (and before the old ver
 - ``p99>1.2x``: the new version's p99 latency over the batch is above 1.2 x the old version's.
 
 Indicator gates need :data:`MIN_CALLS` calls of the new version before they judge. A batch whose
-pause ends with an indicator gate still unjudged (no traffic reached the new version) is *held*, not
-promoted: the release pauses itself and says so; ``resume`` watches the batch again, ``rollback``
-reverts (a gate that could not look must not let a broken version through). The old version's p99
-is taken over the whole release, so the last batch (no traffic left on the old) still has one. The state is
-written to ``releases.json`` in the state dir at every step: a platform that died mid-release comes
-back with the release ``interrupted`` (the new instances died with it), which ``rollback`` closes.
+pause ends with an indicator gate still unjudged (no traffic reached the new version), and at least
+:data:`DATA_DELAY_S` after it began (the counters lag the calls), is *held*, not promoted: the
+release pauses itself and says so; ``resume`` watches the batch again, ``rollback`` reverts (a gate
+that could not look must not let a broken version through). The old version's p99 is taken over the
+whole release, so the last batch (no traffic left on the old) still has one. The state is written to
+``releases.json`` in the state dir at every step: a platform that died mid-release comes back with
+the release ``interrupted`` (the new instances died with it), which ``rollback`` closes.
 
 LIMITATIONS: one release at a time; ``in_place`` replaces instances one by one (no surge), so a
 rollback of it starts old-version instances again; the old version's instances run the code on disk.
@@ -59,6 +60,11 @@ LOG = logging.getLogger(__name__)
 GROUP = "release"
 #: Calls of the new version an indicator gate needs before it judges.
 MIN_CALLS = 10
+#: Seconds a batch is watched, whatever its pause, before a gate that saw too few calls holds it: the
+#: span-derived counters lag the calls — a ``trace: auto`` service's proxy spans wait 3 s after its
+#: first request (faults.AUTO_HOLD: does it send spans of its own?), then indexing and deriving take
+#: ~1 s. A 2 s pause with traffic flowing held a release whose calls had not reached the counters yet.
+DATA_DELAY_S = 5.0
 PROBES = "GET /healthz|grpc.health.v1.Health/Check"
 TRAFFIC = {
     "method": "instance weights",
@@ -372,7 +378,8 @@ class ReleaseManager:
 
     async def _watch(self, rel: Release, gates: list[Gate], since: float) -> dict[str, Any] | None:
         """Check every gate each second for ``pause`` seconds (a paused release waits); the first failure.
-        A pause that ends with a gate unable to judge holds the batch (see the module's docstring)."""
+        A pause that ends with a gate unable to judge is watched on to :data:`DATA_DELAY_S`, then holds
+        the batch (see the module's docstring)."""
         watched = 0.0
         while True:
             if not self._resume.is_set():
@@ -391,13 +398,14 @@ class ReleaseManager:
                 unjudged = [r for r in results if r.get("inconclusive")]
                 if not unjudged:
                     return None
-                self._hold(rel, unjudged)
-                continue
-            step = min(1.0, rel.pause - watched) or 0.0
+                if watched >= DATA_DELAY_S:
+                    self._hold(rel, unjudged)
+                    continue
+                step = min(1.0, DATA_DELAY_S - watched)  # the calls may not have reached the counters yet
+            else:
+                step = min(1.0, rel.pause - watched)
             await asyncio.sleep(step)
             watched += step
-            if step == 0:
-                return None
 
     def _hold(self, rel: Release, unjudged: list[dict[str, Any]]) -> None:
         """Pause the release at this batch: its gates could not look at the new version."""
