@@ -79,10 +79,17 @@ def main() -> None:
     args = ap.parse_args()
 
     import bench_ingest
-    from devbox.mocks.tracing import wal
 
     bodies = bench_ingest.batches(args.batches)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-indexer-"))
+    with tempfile.TemporaryDirectory(prefix="bench-indexer-") as tmp_name:  # ~0.5 GB of WAL and databases
+        compare(args, bodies, Path(tmp_name))
+
+
+def compare(args: argparse.Namespace, bodies: list[bytes], tmp: Path) -> None:
+    """Append ``bodies`` to a WAL under ``tmp``, index it with each tree in turn, print the figures."""
+    import bench_ingest
+    from devbox.mocks.tracing import wal
+
     writer = wal.WalWriter(tmp / "wal")
     now_us = time.time_ns() // 1000
     for body in bodies:
