@@ -17,7 +17,7 @@ class TracingConfig(BaseModel):
         20_000, gt=0, description="Most spans the indexer writes in one SQLite transaction."
     )
     # One lane a core by default: the lanes are niced with the indexer (acknowledging goes first) and
-    # decode side by side (bench_ingest --drain: 2 lanes index 1.22x what 1 does on this 2-core VM).
+    # decode side by side (bench_ingest --drain: 2 lanes index 1.16-1.22x what 1 does on a 2-core VM).
     index_lanes: int = Field(
         0, ge=0, le=16,
         description="Processes that index the WAL side by side (decoding runs on every core, writes take turns); "
@@ -27,7 +27,7 @@ class TracingConfig(BaseModel):
     # burst is acknowledged at the WAL's speed and indexed behind it. 2M refused the 20 s
     # burst at the in-memory Jaeger's rate after ~7 s (0.42x Jaeger's acknowledged spans; 8M: 1.04x,
     # where Jaeger held 9 GB of RAM; bench/bench_ingest.py); the price of the room is disk and the
-    # time to queryable while a burst is indexed (lag / the indexing rate, ~20k spans/s a lane).
+    # time to queryable while a burst is indexed (lag / the indexing rate, ~28-33k spans/s on 2 cores).
     max_pending_spans: int = Field(
         8_000_000, gt=0,
         description="Exports are refused (503 + Retry-After) while this many acknowledged spans wait in the WAL "

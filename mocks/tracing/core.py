@@ -263,19 +263,21 @@ class Collector:
         if (self._lag_spans >= self.config.max_pending_spans or len(self._unindexed) >= MAX_PENDING_RECORDS
                 or self._decoding >= MAX_DECODING
                 or (self._decoding and self._decoding_bytes + size > MAX_DECODING_BYTES)):
-            self.refused_busy += 1
-            raise Busy(f"the trace store is busy ({self._lag_spans} spans in {len(self._unindexed)} exports waiting "
-                       "to be indexed); retry shortly",
-                       retry_after=1.0)
+            raise self._refuse(f"the trace store is busy ({self._lag_spans} spans in {len(self._unindexed)} exports "
+                               "waiting to be indexed); retry shortly", retry_after=1.0)
         now = time.monotonic()
         if now - self._disk_checked >= DISK_CHECK_EVERY_S:
             self._disk_checked = now
             self._disk_free = shutil.disk_usage(self.wal_dir).free
         if self._disk_free - size < self.config.wal_min_free_mb * 1024 * 1024:
-            self.refused_busy += 1
-            raise Busy(f"the disk holding the trace WAL ({self.wal_dir}) has {self._disk_free // 2**20} MB free, "
-                       f"under tracing.wal_min_free_mb ({self.config.wal_min_free_mb}); free some space",
-                       retry_after=5.0)
+            raise self._refuse(f"the disk holding the trace WAL ({self.wal_dir}) has {self._disk_free // 2**20} MB "
+                               f"free, under tracing.wal_min_free_mb ({self.config.wal_min_free_mb}); free some space",
+                               retry_after=5.0)
+
+    def _refuse(self, reason: str, *, retry_after: float) -> Busy:
+        """Back-pressure's answer (503 + Retry-After), counted in ``exports_refused_busy``."""
+        self.refused_busy += 1
+        return Busy(reason, retry_after=retry_after)
 
     async def ingest(self, fmt: int, body: bytes, encoding: str, limit: int) -> Verdict:
         """Check one export, append it to the WAL, return what was accepted. Raises
@@ -323,10 +325,9 @@ class Collector:
                         end = await asyncio.to_thread(self.wal.append, fmt, record, now_us=now,
                                                       max_future_us=self.max_future_us, accepted=verdict.accepted)
                 except OSError as exc:  # a full disk, mostly: the record was cut back, nothing acknowledged
-                    self.refused_busy += 1
                     self._disk_checked = -DISK_CHECK_EVERY_S
-                    raise Busy(f"the trace WAL ({self.wal_dir}) could not be written: {exc.strerror or exc}",
-                               retry_after=5.0) from exc
+                    raise self._refuse(f"the trace WAL ({self.wal_dir}) could not be written: {exc.strerror or exc}",
+                                       retry_after=5.0) from exc
                 self._unindexed.append((end, verdict.accepted))
             self._lag_spans += verdict.accepted
             self.accepted += verdict.accepted

@@ -209,8 +209,8 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                     attrs_json, body_part, texts, pairs = _attribute_json(attrs, indexed_keys)
                 else:  # the tags' keys are the attributes' (their texts, when needed: _tags_json)
                     attrs_json, body_part, texts = "{" + ",".join(parts) + "}", ",".join(tag_parts), attrs
+                message = status.message
                 if code == 2 or code not in ends or not taken.isdisjoint(texts):
-                    message = status.message
                     error = code == 2
                     if texts is attrs:
                         texts = {k: _tag_text(v) for k, v in attrs.items()}
@@ -218,7 +218,6 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                     if error:
                         pairs.append(("error", message or "true"))
                 else:
-                    message = status.message
                     error = False
                     close, whole = ends[code]
                     tags = f"{head}{body_part}{close}" if body_part else whole
@@ -233,17 +232,11 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
                         remote_parts[remote] = remote_part
                 else:
                     remote_part = ""
-                if p:
-                    parent_id = p.hex()
-                    zipkin = (f'{{"traceId":"{trace_id}","parentId":"{parent_id}","id":"{span_id}"'
-                              f'{kind_part}{name_part}'
-                              f',"timestamp":{start},"duration":{duration if duration > 1 else 1}{local}{remote_part}'
-                              f'{tags}}}')
-                else:
-                    parent_id = None
-                    zipkin = (f'{{"traceId":"{trace_id}","id":"{span_id}"{kind_part}{name_part}'
-                              f',"timestamp":{start},"duration":{duration if duration > 1 else 1}{local}{remote_part}'
-                              f'{tags}}}')
+                parent_id = p.hex() if p else None
+                parent_part = f',"parentId":"{parent_id}"' if parent_id else ""
+                zipkin = (f'{{"traceId":"{trace_id}"{parent_part},"id":"{span_id}"{kind_part}{name_part}'
+                          f',"timestamp":{start},"duration":{duration if duration > 1 else 1}{local}{remote_part}'
+                          f'{tags}}}')
                 append((trace_id, span_id, parent_id or 0, name, kind, service, remote or 0, start, duration,
                         1 if error else 0, message, attrs_json, rkey, details.get(code, details[0]), 0, zipkin,
                         pairs))

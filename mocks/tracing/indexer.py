@@ -24,7 +24,7 @@ Two halves:
 
 LIMITATIONS: the indexer re-decodes what the check parsed (twice the protobuf parse, 1 µs a span);
 lanes write one at a time (SQLite has one writer), so they multiply the decoding, not the writing
-(two lanes index 1.22 times what one does on a 2-core VM: bench/bench_ingest.py --drain);
+(two lanes index 1.16-1.22 times what one does on a 2-core VM: bench/bench_ingest.py --drain);
 a record that cannot be decoded any more (a devbox upgrade that tightened a rule) is logged and
 skipped rather than blocking the log.
 """
