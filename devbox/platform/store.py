@@ -30,8 +30,9 @@ class CorruptState(Exception):
         )
 
 
-def open_db(path: Path, migrations: Sequence[str]) -> sqlite3.Connection:
-    """Open (creating) the SQLite file at ``path`` and bring its schema up to date.
+def open_db(path: Path, migrations: Sequence[str], *, page_size: int | None = None) -> sqlite3.Connection:
+    """Open (creating) the SQLite file at ``path`` and bring its schema up to date; ``page_size``
+    (bytes, a power of two) applies to a file created here (an existing file keeps its own).
 
     Raises :class:`CorruptState` for a file that exists but is not a usable SQLite database
     (garbage, truncated to zero bytes, a damaged schema)."""
@@ -42,6 +43,8 @@ def open_db(path: Path, migrations: Sequence[str]) -> sqlite3.Connection:
         raise CorruptState(path, "the file is empty (0 bytes), so what it held is gone")
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
+        if page_size is not None:  # before anything is written: the first write fixes it
+            conn.execute(f"PRAGMA page_size={int(page_size)}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
@@ -66,9 +69,9 @@ def open_db(path: Path, migrations: Sequence[str]) -> sqlite3.Connection:
 class Database:
     """A component's SQLite file with a lock, so the loop and worker threads can share it."""
 
-    def __init__(self, path: Path, migrations: Sequence[str]) -> None:
+    def __init__(self, path: Path, migrations: Sequence[str], *, page_size: int | None = None) -> None:
         self.path = path
-        self.conn = open_db(path, migrations)
+        self.conn = open_db(path, migrations, page_size=page_size)
         self.lock = threading.RLock()
 
     def close(self) -> None:

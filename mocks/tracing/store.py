@@ -9,8 +9,9 @@ concatenating stored text.
 Tables: ``spans`` (one row per span: attributes as one JSON column, the fidelity fields of
 :meth:`Span.detail` as another, the annotation values Zipkin's ``annotationQuery`` matches as a
 third; indexes on trace id, time and service — the service case-insensitively, as Zipkin
-queries), ``tags`` (an index of the values of the few *indexed* keys only — the autocomplete keys
-and ``error`` — other keys are searched in the JSON column within the query's window),
+queries), ``tag_values`` (the distinct values of the few *indexed* keys only — the autocomplete
+keys and ``error`` — tags are searched in the JSON column within the query's window), ``links`` and
+``service_minutes`` (dependency links and span counts per minute, :mod:`~devbox.mocks.tracing.links`),
 ``resources`` and ``resource_tags`` (resource attribute sets, stored and indexed once),
 ``names`` (service, span and remote-service names, so ``/services`` does not scan the spans).
 
@@ -161,6 +162,11 @@ MIGRATIONS = [
     """,
 ]
 
+#: The page size of a new span store (SQLite's default is 4 KiB). A span's row is ~1 KB and each
+#: batch appends thousands: with 16 KiB pages the insert and the commit took 3 us a span less
+#: (~15 % of the write; bench/bench_indexer.py). A store created before keeps its 4 KiB pages.
+PAGE_SIZE = 16384
+
 #: Most ``annotationQuery`` terms one query may hold (SQLite's expression depth is bounded).
 MAX_QUERY_TERMS = 64
 
@@ -168,7 +174,7 @@ _SPAN_COLUMNS = (
     "trace_id, span_id, parent_id, name, kind, service, remote_service, start_us, duration_us, error, "
     "status_message, attributes, resource_id, detail"
 )
-_INSERT_COLUMNS = f"rowid, {_SPAN_COLUMNS}, annotation_values, zipkin"
+_INSERT_COLUMNS = f"{_SPAN_COLUMNS}, annotation_values, zipkin"
 _LIGHT_COLUMNS = _SPAN_COLUMNS.replace(", attributes, resource_id, detail", "")
 #: A span as the dependency linker reads it (links.Light)
 _LINK_COLUMNS = "span_id, parent_id, kind, service, remote_service, start_us, duration_us, error"
@@ -212,6 +218,70 @@ def row_of(s: Span, resource_key: str, indexed_keys: Collection[str]) -> Row:
             s.duration_us, int(s.error), s.status_message, dumps(s.attributes) if s.attributes else "{}",
             resource_key, dumps(detail) if detail else 0, dumps(values) if values else 0,
             dumps(to_zipkin(s)), index_tags(s, indexed_keys))
+
+
+@dataclass
+class Aggregates:
+    """What a batch's rows add to the tables besides ``spans``: the last use of each (service,
+    kind, name) and indexed (key, value), [spans, errors] per (minute, service), each trace's spans
+    as the linker reads them, and the dependency-link counts of linking each trace's new spans alone
+    (:meth:`SpanStore._index` corrects the traces that had spans stored before)."""
+
+    names: dict[tuple[str, str, str], int]
+    values: dict[tuple[str, str], int]
+    per_minute: dict[tuple[int, str], list[int]]
+    traces: dict[str, list[links.Light]]
+    delta: links.Delta
+
+
+@dataclass
+class Prepared:
+    """A batch ready to write (:meth:`SpanStore.prepare`): the resource ids it was bound with, its
+    rows bound with them (None when a resource is new to the store: bound in the transaction), its
+    trace ids, its aggregates."""
+
+    batch: Rows
+    rids: dict[str, int | None]
+    bound: list[Row] | None
+    trace_ids: list[str]
+    aggregates: Aggregates
+
+
+def _aggregates(rows: Sequence[Row]) -> Aggregates:
+    names: dict[tuple[str, str, str], int] = {}
+    values: dict[tuple[str, str], int] = {}
+    per_minute: dict[tuple[int, str], list[int]] = {}
+    traces: dict[str, list[links.Light]] = {}
+    minute_us = links.MINUTE_US
+    for r in rows:
+        service, start, remote = r[5], r[7], r[6]
+        if r[3]:
+            k = (service, "span", r[3])
+            if names.get(k, 0) < start:
+                names[k] = start
+        if remote:
+            k = (service, "remote", remote)
+            if names.get(k, 0) < start:
+                names[k] = start
+        for pair in r[16]:
+            if values.get(pair, 0) < start:
+                values[pair] = start
+        m = (start // minute_us, service)
+        counts = per_minute.get(m)
+        if counts is None:
+            counts = per_minute[m] = [0, 0]
+        counts[0] += 1
+        counts[1] += r[9]
+        light = (r[1], r[2] or None, r[4], service, remote or None, start, r[8], r[9])
+        trace = traces.get(r[0])
+        if trace is None:
+            traces[r[0]] = [light]
+        else:
+            trace.append(light)
+    delta: links.Delta = {}
+    for spans in traces.values():
+        links.add_calls(delta, links.calls_of(spans), +1)
+    return Aggregates(names, values, per_minute, traces, delta)
 
 
 @dataclass
@@ -282,13 +352,14 @@ class SpanStore:
     def __init__(self, path: Path, *, indexed_keys: Iterable[str] = ()) -> None:
         #: Tag keys whose values get index rows (autocompletion, fast equality search).
         self.indexed_keys = frozenset(indexed_keys) | {"error"}
-        self.db = Database(path, MIGRATIONS)
+        self.db = Database(path, MIGRATIONS, page_size=PAGE_SIZE)
         with self.db.lock:
-            # a bigger page cache keeps the index pages hot: inserts touch six b-trees per span
+            # a bigger page cache keeps the index pages hot: inserts touch four b-trees per span
             self.db.conn.execute("PRAGMA cache_size = -65536")
             # checkpoint every ~40 MB of WAL rather than 4 MB: fewer fsyncs under a steady stream
             # of exports (durability across a process kill does not depend on checkpoints)
-            self.db.conn.execute("PRAGMA wal_autocheckpoint = 10000")
+            page_size = self.db.conn.execute("PRAGMA page_size").fetchone()[0]
+            self.db.conn.execute(f"PRAGMA wal_autocheckpoint = {40 * 2**20 // page_size}")
         self._resources: dict[str, int] = {}
         self._resource_json: dict[int, dict[str, Any]] = {}
         with self.db.lock:
@@ -358,10 +429,21 @@ class SpanStore:
             batch.rows.append(row_of(sp, text, keys))
         return self.insert_rows(batch, wal_position=wal_position)
 
-    def insert_rows(self, batch: Rows, *, wal_position: Position | None = None, lane: int = 0) -> int:
-        """:meth:`insert` for spans already decoded into :data:`Row` tuples (the indexer's path);
-        ``wal_position`` is recorded as ``lane``'s."""
+    def prepare(self, batch: Rows) -> Prepared:
+        """What ``batch`` writes, worked out before the write transaction (:class:`Prepared`): an
+        indexer lane calls it outside the lanes' write lock, so the other lane can write meanwhile."""
         rows_in = batch.rows
+        rids = {text: self._resources.get(text) for text in batch.resources}
+        bound: list[Row] | None = None
+        if None not in rids.values():  # every resource stored before: bind now
+            bound = [(*r[:12], rids[r[12]], *r[13:16]) for r in rows_in]
+        return Prepared(batch, rids, bound, list({r[0]: None for r in rows_in}), _aggregates(rows_in))
+
+    def insert_rows(self, batch: Rows | Prepared, *, wal_position: Position | None = None, lane: int = 0) -> int:
+        """:meth:`insert` for spans already decoded into :data:`Row` tuples (the indexer's path), or
+        the result of :meth:`prepare`; ``wal_position`` is recorded as ``lane``'s."""
+        prepared = batch if isinstance(batch, Prepared) else self.prepare(batch)
+        rows_in = prepared.batch.rows
         if not rows_in and wal_position is None:
             return 0
         with self.db.lock:
@@ -369,21 +451,31 @@ class SpanStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 # the stored spans of the traces this batch adds to, as they were before it (linking)
-                before = self._stored_spans(conn, list({r[0]: None for r in rows_in}))
-                # Rowids are handed out here (one writer, inside the transaction) so the rows written
-                # can be told from duplicates (a duplicate keeps its old row).
+                before = self._stored_spans(conn, prepared.trace_ids)
+                # new rows get rowids from here up (no AUTOINCREMENT: max + 1, in order), so the rows
+                # written can be told from duplicates (a duplicate keeps its old row)
                 first = (conn.execute("SELECT max(rowid) FROM spans").fetchone()[0] or 0) + 1
-                rid_of = {text: self._resource_id(conn, text, res) for text, res in batch.resources.items()}
-                rows = [(rowid, *r[:12], rid_of[r[12]], *r[13:16]) for rowid, r in enumerate(rows_in, start=first)]
+                rows = prepared.bound
+                # a resource new to this process (or forgotten since: a rolled back write): its id is known here
+                if rows is None or any(self._resources.get(t) != rid for t, rid in prepared.rids.items()):
+                    rid_of = {text: self._resource_id(conn, text, res)
+                              for text, res in prepared.batch.resources.items()}
+                    rows = [(*r[:12], rid_of[r[12]], *r[13:16]) for r in rows_in]
                 before_changes = conn.total_changes
                 conn.executemany(f"INSERT OR IGNORE INTO spans ({_INSERT_COLUMNS}) VALUES "
-                                 "(?,?,?,NULLIF(?,0),?,?,?,NULLIF(?,0),?,?,?,?,?,?,NULLIF(?,0),NULLIF(?,0),?)", rows)
+                                 "(?,?,NULLIF(?,0),?,?,?,NULLIF(?,0),?,?,?,?,?,?,NULLIF(?,0),NULLIF(?,0),?)", rows)
                 added = conn.total_changes - before_changes
-                written: Sequence[Row] = rows_in
+                aggregates = prepared.aggregates
                 if added != len(rows_in):  # some were already there: count only the rows written now
-                    kept = {r[0] for r in conn.execute("SELECT rowid FROM spans WHERE rowid >= ?", (first,))}
-                    written = [r for rowid, r in enumerate(rows_in, start=first) if rowid in kept]
-                self._index(conn, written, before)
+                    kept = set(conn.execute("SELECT trace_id, span_id, kind FROM spans WHERE rowid >= ?", (first,)))
+                    written = []
+                    for r in rows_in:  # the first of a batch's duplicates is the one written
+                        key = (r[0], r[1], r[4])
+                        if key in kept:
+                            kept.discard(key)
+                            written.append(r)
+                    aggregates = _aggregates(written)
+                self._index(conn, aggregates, before)
                 if wal_position is not None:
                     conn.execute("INSERT OR REPLACE INTO wal_lanes VALUES (?, ?, ?)",
                                  (lane, wal_position.segment, wal_position.offset))
@@ -411,55 +503,26 @@ class SpanStore:
                     stored.append(row[1:])
         return before
 
-    def _index(self, conn: sqlite3.Connection, written: Sequence[Row], before: dict[str, list[links.Light]]) -> None:
-        """Names, distinct tag values, per-service counts and dependency links of the rows written."""
-        names: dict[tuple[str, str, str], int] = {}
-        values: dict[tuple[str, str], int] = {}
-        per_minute: dict[tuple[int, str], list[int]] = {}
-        traces: dict[str, list[links.Light]] = {}
-        minute_us = links.MINUTE_US
-        for r in written:
-            service, start, remote = r[5], r[7], r[6]
-            if r[3]:
-                k = (service, "span", r[3])
-                if names.get(k, 0) < start:
-                    names[k] = start
-            if remote:
-                k = (service, "remote", remote)
-                if names.get(k, 0) < start:
-                    names[k] = start
-            for pair in r[16]:
-                if values.get(pair, 0) < start:
-                    values[pair] = start
-            m = (start // minute_us, service)
-            counts = per_minute.get(m)
-            if counts is None:
-                counts = per_minute[m] = [0, 0]
-            counts[0] += 1
-            counts[1] += r[9]
-            light = (r[1], r[2] or None, r[4], service, remote or None, start, r[8], r[9])
-            trace = traces.get(r[0])
-            if trace is None:
-                traces[r[0]] = [light]
-            else:
-                trace.append(light)
+    def _index(self, conn: sqlite3.Connection, aggregates: Aggregates, before: dict[str, list[links.Light]]) -> None:
+        """Writes the names, distinct tag values, per-service counts and dependency links of the rows
+        written; the links of a trace that had spans stored before are worked out again here, whole."""
         conn.executemany(
             "INSERT INTO names VALUES (?,?,?,?) ON CONFLICT (service, kind, value) "
-            "DO UPDATE SET last_us = max(last_us, excluded.last_us)", [(*k, v) for k, v in names.items()])
+            "DO UPDATE SET last_us = max(last_us, excluded.last_us)", [(*k, v) for k, v in aggregates.names.items()])
         conn.executemany(
             "INSERT INTO tag_values VALUES (?,?,?) ON CONFLICT (key, value) "
-            "DO UPDATE SET last_us = max(last_us, excluded.last_us)", [(*k, v) for k, v in values.items()])
+            "DO UPDATE SET last_us = max(last_us, excluded.last_us)", [(*k, v) for k, v in aggregates.values.items()])
         conn.executemany(
             "INSERT INTO service_minutes VALUES (?,?,?,?) ON CONFLICT (minute, service) "
             "DO UPDATE SET spans = spans + excluded.spans, errors = errors + excluded.errors",
-            [(*k, *v) for k, v in per_minute.items()])
-        delta: links.Delta = {}
-        for tid, new in traces.items():
-            old = before.get(tid)
-            if old:
+            [(*k, *v) for k, v in aggregates.per_minute.items()])
+        delta = aggregates.delta
+        for tid, old in before.items():
+            new = aggregates.traces.get(tid)
+            if new and old:  # linked alone before the lock: link the trace's spans before and after instead
+                links.add_calls(delta, links.calls_of(new), -1)
                 links.add_calls(delta, links.calls_of(old), -1)
-                new = old + new
-            links.add_calls(delta, links.calls_of(new), +1)
+                links.add_calls(delta, links.calls_of(old + new), +1)
         self._add_links(conn, delta)
 
     def _add_links(self, conn: sqlite3.Connection, delta: links.Delta) -> None:
