@@ -667,7 +667,7 @@ class CheckProcess:
                 with self._lock:
                     fut = self._pending.pop(ident, None)
                 if fut is not None:
-                    fut.set_exception(exc)
+                    _settle(fut, exc, False)
 
     def _read(self, conn: child.Duplex) -> None:
         while True:
@@ -678,14 +678,14 @@ class CheckProcess:
             with self._lock:
                 fut = self._pending.pop(ident, None)
             if fut is not None:
-                fut.set_result(value) if ok else fut.set_exception(value)
+                _settle(fut, value, ok)
         with self._lock:
             if self._conn is conn:
                 self._conn = None
             pending, self._pending = self._pending, {}
         conn.close()
         for fut in pending.values():
-            fut.set_exception(RuntimeError("the tracing check process exited"))
+            _settle(fut, RuntimeError("the tracing check process exited"), False)
 
     def stop(self) -> None:
         with self._lock:
@@ -701,6 +701,14 @@ class CheckProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _settle(fut: concurrent.futures.Future[Any], value: Any, ok: bool) -> None:
+    """Complete a check's future, unless its request gave up meanwhile: the request's task was
+    cancelled (a server shutting down), which cancels the future. Setting it then raised in the
+    reply thread and ended it, and every later check waited forever."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        fut.set_result(value) if ok else fut.set_exception(value)
 
 
 def _serve_checks(conn: child.Duplex) -> None:
