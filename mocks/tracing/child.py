@@ -54,6 +54,14 @@ class Duplex:
     def poll(self, timeout: float | None = 0.0) -> bool:
         return self._in.poll(timeout)
 
+    def close_output(self) -> None:
+        """Close the end this side writes: the other side reads EOF (a child exits on it). The end
+        this side reads stays open for a thread that may be reading it; that thread closes it."""
+        try:
+            self._out.close()
+        except OSError:
+            pass
+
     def close(self) -> None:
         for conn in (self._out, self._in):
             try:

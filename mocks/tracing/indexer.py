@@ -565,7 +565,7 @@ class IndexerProcess:
         while True:
             try:
                 msg = conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError, TypeError):  # TypeError: closed by stop() after its wait for this thread
                 break
             try:
                 if msg[0] == "ready":
@@ -663,7 +663,7 @@ class CheckProcess:
                 # the body goes as raw bytes: pickling it would copy 52 MiB holding the GIL (the loop waits)
                 conn.send((ident, fmt, rest))
                 conn.send_bytes(body)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, TypeError) as exc:  # TypeError: closed by stop() mid-write
                 with self._lock:
                     fut = self._pending.pop(ident, None)
                 if fut is not None:
@@ -694,7 +694,10 @@ class CheckProcess:
                 self._outbox.put(None)
                 self._sender = None
         if conn is not None:
-            conn.close()  # EOF on its stdin: the child exits
+            # EOF on its stdin: the child exits, and the reply thread, reading EOF in turn, closes the rest.
+            # Closing the end it reads under it raised in that thread (a read of a handle gone None),
+            # and the fd could have been reused by then.
+            conn.close_output()
         if proc is not None:
             try:
                 proc.wait(5)

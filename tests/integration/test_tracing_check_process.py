@@ -4,6 +4,7 @@ in order, also after a request gave up on its reply."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 from devbox.mocks.tracing import wal
@@ -29,3 +30,20 @@ def test_a_cancelled_check_leaves_the_next_ones_answered() -> None:
         assert [f.result(timeout=60).accepted for f in later] == [1, 2, 3]
     finally:
         checks.stop()
+
+
+def test_stop_ends_the_child_and_its_reply_thread_through_eof() -> None:
+    """stop() closes only the end it writes: the child reads EOF and exits, the reply thread reads EOF
+    and closes the rest. (It closed both ends under the reply thread, which raised there — a read of a
+    handle gone None — seen in a platform's stop under load.)"""
+    for _ in range(5):
+        checks = CheckProcess()
+        now_us = time.time_ns() // 1000
+        assert checks.submit(wal.ZIPKIN_JSON, _zipkin(3), "", 2**20, now_us, 3_600_000_000).result(60).accepted == 3
+        replies = [t for t in threading.enumerate() if t.name == "tracing-check-replies"]
+        proc = checks._proc
+        checks.stop()
+        assert proc is not None and proc.returncode is not None
+        for thread in replies:
+            thread.join(timeout=30)
+            assert not thread.is_alive()
