@@ -9,6 +9,8 @@ when ``go`` is absent.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -28,15 +30,27 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The probe, built once per run: this module and test_naming_polaris_fidelity both use it, on two
+    xdist workers at once. Two `go build`s of the same packages side by side each compile all of polaris-go
+    on a cold build cache (4-5 min of CPU each on the busy 2-core runner); the second waits for the first
+    (a lock in the run's shared temporary folder) and takes its binary."""
     go = shutil.which("go")
     if go is None:
         pytest.skip("go is not installed: the polaris-go real-client test cannot build its probe")
-    out = tmp_path_factory.mktemp("polaris-go") / "probe"
-    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod -buildvcs=false"}
-    result = subprocess.run(
-        [go, "build", "-o", str(out), "."], cwd=PROBE_SRC, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, f"go build of the polaris-go probe failed:\n{result.stderr[-4000:]}"
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's basetemp is a folder of the run's own
+        shared = shared.parent
+    digest = hashlib.sha256(b"".join((PROBE_SRC / name).read_bytes() for name in ("main.go", "go.mod", "go.sum")))
+    out = shared / f"polaris-go-probe-{digest.hexdigest()[:12]}"
+    with (shared / "polaris-go-probe.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if out.is_file():
+            return out
+        env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod -buildvcs=false"}
+        result = subprocess.run([go, "build", "-o", f"{out}.tmp", "."], cwd=PROBE_SRC, env=env, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, f"go build of the polaris-go probe failed:\n{result.stderr[-4000:]}"
+        Path(f"{out}.tmp").replace(out)  # whole or absent: a build cut short leaves no half binary
     return out
 
 
