@@ -1,4 +1,5 @@
-"""httpcore (what httpx sends with) without importing trio before anyone runs under it.
+"""httpcore (what httpx sends with) without importing trio before anyone runs under it, and httpx
+without its command line.
 
 httpcore imports trio at its own import only to learn whether it will run under trio; with trio
 installed (other tools bring it) that is ~0.1 s of CPU in every process that makes its first httpx
@@ -6,6 +7,12 @@ client: each instance of a service using :mod:`devbox.sdk` (``sdk.http_client()`
 before it answers readiness), every CLI command. A process that really runs under trio has imported
 trio before any request is sent, so httpcore reaches it through a stand-in that imports trio on
 first use (``httpcore.TrioBackend`` too): nothing changes for trio users.
+
+httpx imports its own command line (``httpx._main``: click, pygments, rich) at its import, ~55 ms of
+CPU in every process that imports httpx: the platform, every CLI command, every instance using
+:mod:`devbox.sdk`. :func:`load_httpx` imports httpx without it (``httpx.main`` is then httpx's own
+stand-in, which says the CLI's dependencies are missing); the ``httpx`` command itself is a process of
+its own and unaffected. Where httpx was imported before, it is left as it is.
 """
 
 from __future__ import annotations
@@ -57,3 +64,19 @@ def load_httpcore() -> ModuleType:
     del httpcore.TrioBackend  # the stand-in that says trio is not installed; the real one on first access
     setattr(httpcore, "__getattr__", _trio_backend)  # noqa: B010  # PEP 562: the module's own lookup
     return httpcore
+
+
+def load_httpx() -> ModuleType:
+    """httpx, with httpcore loaded without trio and without httpx's command line (see the module docstring)."""
+    load_httpcore()
+    loaded = sys.modules.get("httpx")
+    if loaded is not None:
+        return loaded
+    blocked = "httpx._main" not in sys.modules
+    if blocked:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]  # import -> ImportError: httpx's stand-in
+    try:
+        return importlib.import_module("httpx")
+    finally:
+        if blocked:
+            del sys.modules["httpx._main"]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from rich.console import Console
 
 from devbox import envvars
-from devbox.httpcore_loader import load_httpcore
+from devbox.httpcore_loader import load_httpx
 from devbox.projectfile import DEFAULT_FILE, find_config, read_platform_address
 from devbox.tls import tls_for
 
@@ -25,22 +25,7 @@ if TYPE_CHECKING:
     from devbox.config import ProjectConfig
 
 
-def _import_httpx_without_cli() -> Any:
-    """httpx, with httpcore loaded without trio (see :mod:`devbox.httpcore_loader`), and without
-    httpx's own command line (``httpx._main``: click, pygments, rich.progress), which devbox never runs."""
-    load_httpcore()
-    blocked = "httpx._main" not in sys.modules
-    if blocked:
-        sys.modules["httpx._main"] = None  # type: ignore[assignment]  # import -> ImportError
-    try:
-        import httpx as module
-    finally:
-        if blocked:
-            del sys.modules["httpx._main"]
-    return module
-
-
-httpx = _import_httpx_without_cli()
+httpx = load_httpx()  # without trio or httpx's own CLI (devbox.httpcore_loader)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

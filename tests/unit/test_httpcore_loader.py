@@ -1,5 +1,6 @@
-"""httpcore loaded without trio (devbox.httpcore_loader): what a service using the SDK and every CLI command
-no longer pays at start, and what must keep working — httpx under trio, ``httpcore.TrioBackend``."""
+"""httpcore loaded without trio and httpx without its command line (devbox.httpcore_loader): what a
+service using the SDK and every CLI command no longer pays at start, and what must keep working — httpx
+under trio, ``httpcore.TrioBackend``, an httpx a process imported before."""
 
 from __future__ import annotations
 
@@ -48,3 +49,17 @@ def test_loading_twice_returns_the_same_module() -> None:
     out = _run("from devbox.httpcore_loader import load_httpcore\n"
                "print(load_httpcore() is load_httpcore())")
     assert out == "True"
+
+
+@pytest.mark.parametrize("module", ["devbox.sdk.naming", "devbox.cli.common"])
+def test_the_sdk_and_the_cli_import_httpx_without_its_command_line(module: str) -> None:
+    out = _run(f"import sys\nimport {module}\nimport httpx\n"
+               "print('httpx._main' in sys.modules, 'pygments' in sys.modules, callable(httpx.main),"
+               " httpx.AsyncClient is not None)")
+    assert out == "False False True True"
+
+
+def test_an_httpx_imported_before_is_left_as_it_is() -> None:
+    out = _run("import sys, httpx\nfrom devbox.httpcore_loader import load_httpx\n"
+               "print(load_httpx() is httpx, 'httpx._main' in sys.modules)")
+    assert out == "True True"

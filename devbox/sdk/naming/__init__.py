@@ -33,7 +33,15 @@ unchanged, picks raise :class:`NamingUnavailable`). Through the transports, nami
 protocol's own: :class:`UnresolvedService` (an ``httpx.ConnectError``) and gRPC UNAVAILABLE.
 """
 
+# ruff: noqa: E402  (httpx is loaded below before the modules that import it)
 from __future__ import annotations
+
+from devbox.httpcore_loader import load_httpx
+
+# every client the SDK makes is an httpx one, sending through httpcore: load both before the modules
+# below import httpx, without trio and without httpx's own CLI (~0.15 s of each instance's start,
+# before it answers readiness; see devbox.httpcore_loader)
+load_httpx()
 
 from devbox.polaris.balancer import NoInstanceError
 from devbox.sdk.naming.client import NamingClient, default_client, grpc_channel, http_client

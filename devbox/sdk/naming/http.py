@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from devbox.httpcore_loader import load_httpcore
 from devbox.polaris.balancer import NoInstanceError
 from devbox.sdk.naming.instance import Instance, NamingUnavailable
 from devbox.sdk.naming.labels import baggage_header, current_labels
@@ -30,10 +29,6 @@ if TYPE_CHECKING:
     from devbox.sdk.naming.client import NamingClient, Snapshot
 
 LOG = logging.getLogger(__name__)
-
-# every client the SDK makes sends through httpcore: load it now without trio (~0.1 s of each
-# instance's start, before it answers readiness; see devbox.httpcore_loader)
-load_httpcore()
 
 #: ``httpx`` request extension: a key for consistent hashing (ring hash), e.g. the user id, so
 #: ``http.get("http://carts/...", extensions={HASH_KEY: user})`` keeps a user on one instance.
