@@ -27,6 +27,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from devbox import envvars
@@ -62,19 +64,56 @@ def _service_name(explicit: str | None) -> str | None:
 
 
 def _exporter() -> Any | None:
+    """The OTLP span exporter the environment asks for (None without an endpoint), built on its first
+    export: see :class:`_BuiltOnFirstExport`."""
     endpoint = (os.environ.get(envvars.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
                 or os.environ.get(envvars.OTEL_EXPORTER_OTLP_ENDPOINT))
     if not endpoint:
         LOG.info("no %s: spans are not exported", envvars.OTEL_EXPORTER_OTLP_ENDPOINT)
         return None
     protocol = os.environ.get(envvars.OTEL_EXPORTER_OTLP_PROTOCOL, "http/protobuf").strip().lower()
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    return _BuiltOnFirstExport(_grpc_exporter if protocol == "grpc" else _http_exporter)
 
-        return GrpcExporter()  # reads the endpoint and options from OTEL_EXPORTER_OTLP_*
+
+def _grpc_exporter() -> Any:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+    return GrpcExporter()  # reads the endpoint and options from OTEL_EXPORTER_OTLP_*
+
+
+def _http_exporter() -> Any:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
     return HttpExporter()
+
+
+class _BuiltOnFirstExport:
+    """A span exporter that makes the real one when it first has spans to send — in the batch span
+    processor's thread, after the service serves: the OTLP/HTTP exporter's stack (requests, urllib3,
+    charset_normalizer) is ~80 ms of CPU, and in `devbox up` every instance used to pay it before it
+    answered readiness, all of them at once on the same cores. Nothing is lost meanwhile: spans wait in
+    the processor's queue, as they do for any export."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._exporter: Any = None
+        self._lock = threading.Lock()
+
+    def _real(self) -> Any:
+        with self._lock:
+            if self._exporter is None:
+                self._exporter = self._build()
+            return self._exporter
+
+    def export(self, spans: Any) -> Any:
+        return self._real().export(spans)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter is None or bool(self._exporter.force_flush(timeout_millis))
+
+    def shutdown(self) -> None:
+        if self._exporter is not None:
+            self._exporter.shutdown()
 
 
 def _propagators() -> None:
