@@ -52,8 +52,8 @@ from bench_tracing import BATCH, blast, http_sender, make_spans  # noqa: E402
 from devbox.mocks.tracing.convert import to_otlp_request, to_zipkin  # noqa: E402
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds until ``check()`` holds; RuntimeError past ``timeout``."""
+def wait_until(check: Callable[[], bool], timeout: float, what: str, *, every: float = 0.01) -> float:
+    """Seconds until ``check()`` holds, asked every ``every`` seconds; RuntimeError past ``timeout``."""
     started = time.monotonic()
     while True:
         try:
@@ -63,7 +63,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
             pass
         if time.monotonic() - started > timeout:
             raise RuntimeError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.01)
+        time.sleep(every)
 
 
 #: One client for the readiness polls: a new one per poll would load the CA bundle each time.
