@@ -131,9 +131,31 @@ def test_settle_counts_what_counting_each_call_by_the_rule_counts() -> None:
         deriver.observe(calls, now)
         now += r.choice([0.1, 0.5, PEER_WAIT])
         force = r.random() < 0.1
-        want, keep = _settle_by_definition(deriver, list(deriver._pending), now, force)
+        want, keep = _settle_by_definition(deriver, deriver.pending_calls(), now, force)
         assert deriver.settle(now, force=force) == want
-        assert deriver._pending == keep
+        assert deriver.pending_calls() == keep and deriver.pending == len(keep)
+
+
+def test_settle_matches_the_rule_when_peers_arrive_batches_apart_in_any_order() -> None:
+    """Parents and children across batches, shuffled: a call waits, its peer comes batches later (found
+    by span id), or its wait runs out; each settle counts what the rule over every pending call counts."""
+    for seed in range(20):
+        r = random.Random(seed)
+        ids: list[str] = []
+        spans = [_random_span(r, i, ids) for i in range(300)]
+        r.shuffle(spans)
+        deriver = RpcDeriver(BUCKETS)
+        now = 1000.0
+        while spans:
+            cut = r.randrange(1, 30)
+            batch, spans = spans[:cut], spans[cut:]
+            deriver.observe(calls_of_spans(batch), now)
+            now += r.choice([0.0, 0.3, 0.7, PEER_WAIT / 2, PEER_WAIT])
+            force = r.random() < 0.05
+            want, keep = _settle_by_definition(deriver, deriver.pending_calls(), now, force)
+            assert deriver.settle(now, force=force) == want
+            assert deriver.pending_calls() == keep and deriver.pending == len(keep)
+        assert deriver.settle(now + PEER_WAIT) is not None and deriver.pending == 0
 
 
 def _call_by_definition(kind: str, span_id: str, parent_id: str | None, service: str, remote: str | None, name: str,
