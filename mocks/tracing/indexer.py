@@ -166,8 +166,13 @@ class Options:
 
 
 def lane_of(rec: wal.Record, lanes: int) -> int:
-    """Which lane indexes a record: a hash of its place in the log, the same in every lane."""
-    return hash((rec.end.segment, rec.end.offset)) % lanes
+    """Which lane indexes a record: a hash of its place in the log, the same in every lane. The lead
+    (lane 0) gets two shares and every other lane three: besides its own records the lead reads the
+    other lanes' reports and counts every lane's RPC calls (~30 % more work a span at 50k spans/s).
+    With even shares the other lanes caught up and idled while the lead — whose position is the
+    least, the one the platform reports — fell behind."""
+    share = hash((rec.end.segment, rec.end.offset)) % (3 * lanes - 1)
+    return 0 if share < 2 else 1 + (share - 2) // 3
 
 
 def lane_indexed(rec: wal.Record, positions: Sequence[Position]) -> bool:
