@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -112,7 +113,8 @@ def import_us(argv: list[str], cwd: Path) -> int:
                if not m.group(2).startswith(" "))
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """Ctrl-C a `devbox up`, as a user stops it (it stops its services)."""
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(30)

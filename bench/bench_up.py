@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import psutil
 import yaml
-from bench_start import PY_ENV  # bytecode cached as a user has it (this VM sets PYTHONDONTWRITEBYTECODE)
+from bench_start import PY_ENV, stop  # bytecode cached as a user has it (this VM sets PYTHONDONTWRITEBYTECODE)
 
 REPO = Path(__file__).resolve().parent.parent
 LISTENERS = ("api", "otlp_http", "otlp_grpc", "zipkin", "polaris_grpc", "polaris_http", "prometheus", "alertmanager")
@@ -250,15 +250,6 @@ def main() -> None:
     finally:
         stop(proc)
         shutil.rmtree(root.parent, ignore_errors=True)
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    """Ctrl-C a `devbox up`, as a user stops it (it stops its services)."""
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 if __name__ == "__main__":
