@@ -145,12 +145,12 @@ class Collector:
         # what a crash left in the WAL past the indexed position: replayed by the indexer, counted now
         # as waiting; the spans of those records an indexer lane ahead of the others already stored
         # are counted there and not as indexed, as the indexer counts them (indexer.run)
-        positions = self.store.lane_positions()
+        positions, shares = self.store.lane_positions(), self.store.lane_shares()
         indexed = min(positions, default=Position(0, 0))
         self._indexed_at = indexed
         # (position, spans, already indexed) of each record, not the records: the WAL may hold up to
         # max_pending_spans (~1.3 GB)
-        records = await asyncio.to_thread(lambda: [(rec.end, rec.accepted, lane_indexed(rec, positions))
+        records = await asyncio.to_thread(lambda: [(rec.end, rec.accepted, lane_indexed(rec, positions, shares))
                                                    for rec in read_records(self.wal_dir, indexed)])
         self._indexed_count = self.store.count - sum(accepted for _, accepted, ahead in records if ahead)
         for end, accepted, _ in records:

@@ -165,20 +165,24 @@ class Options:
     lanes: int = 1
 
 
-def lane_of(rec: wal.Record, lanes: int) -> int:
+def lane_of(rec: wal.Record, lanes: int, shares: int = 2) -> int:
     """Which lane indexes a record: a hash of its place in the log, the same in every lane. The lead
     (lane 0) gets two shares and every other lane three: besides its own records the lead reads the
     other lanes' reports and counts every lane's RPC calls (~30 % more work a span at 50k spans/s).
-    With even shares the other lanes caught up and idled while the lead — whose position is the
-    least, the one the platform reports — fell behind."""
-    share = hash((rec.end.segment, rec.end.offset)) % (3 * lanes - 1)
+    With even shares (``shares=1``, before 2026-12-03) the other lanes caught up and idled while the
+    lead — whose position is the least, the one the platform reports — fell behind."""
+    place = hash((rec.end.segment, rec.end.offset))
+    if shares == 1:
+        return place % lanes
+    share = place % (3 * lanes - 1)
     return 0 if share < 2 else 1 + (share - 2) // 3
 
 
-def lane_indexed(rec: wal.Record, positions: Sequence[Position]) -> bool:
-    """Whether the lane of a record past the least of ``positions`` (each lane's committed position)
-    already indexed it: lanes run unevenly, and a crash leaves one ahead of another."""
-    return len(positions) > 1 and rec.end <= positions[lane_of(rec, len(positions))]
+def lane_indexed(rec: wal.Record, positions: Sequence[Position], shares: int = 2) -> bool:
+    """Whether the lane of a record past the least of ``positions`` (each lane's committed position,
+    written under ``shares``: SpanStore.lane_shares) already indexed it: lanes run unevenly, and a crash
+    leaves one ahead of another."""
+    return len(positions) > 1 and rec.end <= positions[lane_of(rec, len(positions), shares)]
 
 
 class WriteLock:
@@ -250,11 +254,11 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
     #: (end, spans acknowledged) of the records some lane indexed past the least position: their
     #: spans are in store.count and the platform counts them as waiting in the WAL until `done` passes
-    before = store.lane_positions()
+    before, shares = store.lane_positions(), store.lane_shares()
     ahead: dict[Position, int] = {}
     if len(set(before)) > 1:  # a crash left the lanes uneven (the platform counts the same, core.start)
         ahead = {rec.end: rec.accepted for rec in wal.read_records(directory, min(before))
-                 if lane_indexed(rec, before)}
+                 if lane_indexed(rec, before, shares)}
     positions = store.reset_lanes(lanes)
     store.close()  # no SQLite connection may cross a fork
     lock_path = Path(db_path + ".index-lock") if lanes > 1 else None

@@ -160,7 +160,17 @@ MIGRATIONS = [
     INSERT INTO wal_lanes SELECT 0, segment, offset FROM wal_progress;
     DROP TABLE wal_progress;
     """,
+    # Which lane indexes which record changed (indexer.lane_of: the lead's share became smaller). A
+    # store whose lanes ran before says so here: its lane positions are read with the shares they were
+    # written under (SpanStore.lane_shares), then every lane resumes from the least (reset_lanes).
+    """
+    CREATE TABLE wal_lane_shares (version INTEGER NOT NULL);
+    INSERT INTO wal_lane_shares SELECT 1 WHERE EXISTS (SELECT 1 FROM wal_lanes);
+    """,
 ]
+
+#: The lane shares this devbox writes under (see :func:`devbox.mocks.tracing.indexer.lane_of`).
+LANE_SHARES = 2
 
 #: The page size of a new span store (SQLite's default is 4 KiB). A span's row is ~1 KB and each
 #: batch appends thousands: with 16 KiB pages the insert and the commit took 3 us a span less
@@ -395,12 +405,20 @@ class SpanStore:
         """How far the WAL was certainly indexed: the least position any lane committed with its spans."""
         return min(self.lane_positions(), default=Position(0, 0))
 
+    def lane_shares(self) -> int:
+        """The lane shares the lane positions were written under (:data:`LANE_SHARES` unless a devbox
+        before them left its positions here)."""
+        with self.db.lock:
+            row = self.db.conn.execute("SELECT max(version) FROM wal_lane_shares").fetchone()
+        return int(row[0]) if row[0] is not None else LANE_SHARES
+
     def reset_lanes(self, lanes: int) -> list[Position]:
         """Before ``lanes`` indexer processes start: where each resumes. The same number of lanes as
-        last time resume from their own positions; another number all resume from the least (the
-        records a lane indexed past it are read again and kept as they were: a span is stored once)."""
+        last time, under the same shares, resume from their own positions; another number, or other
+        shares, all resume from the least (the records a lane indexed past it are read again and kept
+        as they were: a span is stored once)."""
         positions = self.lane_positions()
-        if len(positions) == lanes:
+        if len(positions) == lanes and self.lane_shares() == LANE_SHARES:
             return positions
         position = min(positions, default=Position(0, 0))
         with self.db.lock:
@@ -409,6 +427,7 @@ class SpanStore:
             conn.execute("DELETE FROM wal_lanes")
             conn.executemany("INSERT INTO wal_lanes VALUES (?, ?, ?)",
                              [(lane, position.segment, position.offset) for lane in range(lanes)])
+            conn.execute("DELETE FROM wal_lane_shares")
             conn.execute("COMMIT")
         return [position] * lanes
 

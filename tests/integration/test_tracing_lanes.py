@@ -14,12 +14,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+from devbox.mocks.tracing import indexer
 from devbox.mocks.tracing.config import TracingConfig
 from devbox.mocks.tracing.convert import to_otlp_request
 from devbox.mocks.tracing.core import Collector
 from devbox.mocks.tracing.indexer import IndexerProcess, Options, Report, index_batch
 from devbox.mocks.tracing.models import Span
-from devbox.mocks.tracing.store import SpanStore
+from devbox.mocks.tracing.store import LANE_SHARES, MIGRATIONS, SpanStore
 from devbox.mocks.tracing.wal import OTLP_PROTOBUF, Position, WalWriter
 
 SERVICES = ("gateway", "orders", "inventory", "payment")
@@ -184,3 +186,56 @@ def test_the_platform_restarted_on_uneven_lanes_reports_what_was_acknowledged(tm
     started, caught_up = asyncio.run(restart())
     assert started["spans_stored"] == 900 and started["wal_lag_spans"] == 900
     assert caught_up["spans_stored"] == 900 and caught_up["wal_lag_spans"] == 0
+
+
+def test_a_store_left_uneven_under_the_former_lane_shares_counts_every_span_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill -9 under the lane shares before 2026-12-03 (even: a hash of the place modulo the lanes),
+    restarted by this devbox, whose lead takes a smaller share: read with the shares they were written
+    under, the positions count every span once, and the lanes resume from the least."""
+    records = _records(seed=17, traces=150, per_record=30)
+    one, _, _ = _index(tmp_path, records, lanes=1)
+    current = indexer.lane_of
+    monkeypatch.setattr(indexer, "lane_of", lambda rec, lanes, shares=1: current(rec, lanes, 1))
+    wal_dir, db, ends = _crashed_uneven(tmp_path, records, "former")
+    monkeypatch.undo()
+    assert any(current(rec, 2, 1) != current(rec, 2) for rec in _wal_records(wal_dir))  # the shares differ here
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO wal_lane_shares VALUES (1)")  # what the migration left in a store of then
+    conn.commit()
+    conn.close()
+    reports = _run(wal_dir, db, ends[-1][0], 2)
+    _assert_counts_exact(reports, ends)
+    assert reports[-1][1] == 900
+    assert _content(db) == _content(one)
+    store = SpanStore(db)
+    try:
+        assert store.lane_shares() == LANE_SHARES == 2
+    finally:
+        store.close()
+
+
+def _wal_records(wal_dir: Path) -> list:
+    from devbox.mocks.tracing.wal import read_records
+
+    return list(read_records(wal_dir, Position(0, 0)))
+
+
+def test_the_migration_marks_a_store_whose_lanes_ran_under_the_former_shares(tmp_path: Path) -> None:
+    fresh = SpanStore(tmp_path / "fresh.db")
+    try:
+        assert fresh.lane_shares() == LANE_SHARES  # nothing was indexed under other shares
+        fresh.reset_lanes(2)
+    finally:
+        fresh.close()
+    conn = sqlite3.connect(tmp_path / "fresh.db")  # as the devbox before the shares left it
+    conn.execute("DROP TABLE wal_lane_shares")
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    conn.close()
+    before = SpanStore(tmp_path / "fresh.db")
+    try:
+        assert before.lane_shares() == 1
+        assert before.reset_lanes(2) == [Position(0, 0)] * 2  # resumed from the least, under the new shares
+        assert before.lane_shares() == LANE_SHARES
+    finally:
+        before.close()
