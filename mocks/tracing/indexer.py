@@ -249,6 +249,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s indexer %(levelname)s %(message)s")
     from devbox.mocks.tracing.store import SpanStore
 
+    _fence(db_path)
     lanes = max(1, options.lanes)
     directory = Path(wal_dir)
     store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
@@ -351,6 +352,16 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
         lock.close()
         wants.close()
         _stop_lanes(peers)
+
+
+def _fence(db_path: str) -> None:
+    """Wait until no indexer of an earlier platform can write, then keep the next one waiting for this
+    one: an exclusive ``flock`` on a file beside the database, held (and shared with the forked lanes)
+    until every process of this indexer has exited. After a ``kill -9`` of the platform its indexer
+    lanes finish the batch in hand before they notice; a lane committing it after the new indexer read
+    the lanes' positions had its spans counted nowhere (the new lanes found them stored: 0 added)."""
+    fd = os.open(db_path + ".indexer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # never closed: released when this process and its lanes are gone
 
 
 def _fork_lane(wal_dir: str, db_path: str, options: Options, lane: int, lanes: int, position: Position,

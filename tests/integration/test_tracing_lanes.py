@@ -24,6 +24,8 @@ from devbox.mocks.tracing.models import Span
 from devbox.mocks.tracing.store import LANE_SHARES, MIGRATIONS, SpanStore
 from devbox.mocks.tracing.wal import OTLP_PROTOBUF, Position, WalWriter
 
+from devbox.testing import wait_for
+
 SERVICES = ("gateway", "orders", "inventory", "payment")
 
 
@@ -239,3 +241,36 @@ def test_the_migration_marks_a_store_whose_lanes_ran_under_the_former_shares(tmp
         assert before.lane_shares() == LANE_SHARES
     finally:
         before.close()
+
+
+def test_an_indexer_waits_until_the_one_of_a_killed_platform_is_gone(tmp_path: Path) -> None:
+    """After a kill -9 of the platform its indexer finishes the batch in hand before it notices: the
+    next one starts writing only once it has exited (a lane committing after the new one read the
+    positions had its spans counted nowhere)."""
+    import fcntl
+    import os
+
+    records = _records(seed=19, traces=20, per_record=30)
+    wal_dir, db, ends = _write(tmp_path, records, "fenced")
+    old = os.open(str(db) + ".indexer-lock", os.O_RDWR | os.O_CREAT, 0o600)  # the killed platform's indexer
+    fcntl.flock(old, fcntl.LOCK_EX)
+    reports: list[tuple[Position, int]] = []
+    indexer_ = IndexerProcess(wal_dir, db, _options(2), lambda kind, position, count, report:
+                              reports.append((position, count)))
+    indexer_.start()
+    try:
+        inode = os.fstat(old).st_ino
+
+        def waiting() -> bool:  # the new indexer blocked on the lock (a "->" waiter in /proc/locks)
+            lines = Path("/proc/locks").read_text().splitlines()
+            return any("->" in line and line.split()[6].endswith(f":{inode}") for line in lines)
+
+        wait_for(waiting, 30, "the new indexer to wait for the old one")
+        assert reports == []  # nothing indexed, nothing reported while the old indexer lives
+        os.close(old)  # the old indexer exits
+        deadline = time.monotonic() + 60
+        while not (reports and reports[-1][0] >= ends[-1][0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reports and reports[-1] == (ends[-1][0], 120)
+    finally:
+        indexer_.stop()
