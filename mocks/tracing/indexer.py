@@ -165,7 +165,7 @@ class Options:
     lanes: int = 1
 
 
-def lane_of(rec: wal.Record, lanes: int, shares: int = 2) -> int:
+def lane_of(rec: wal.Record, lanes: int, shares: int = wal.LANE_SHARES) -> int:
     """Which lane indexes a record: a hash of its place in the log, the same in every lane. The lead
     (lane 0) gets two shares and every other lane three: besides its own records the lead reads the
     other lanes' reports and counts every lane's RPC calls (~30 % more work a span at 50k spans/s).
@@ -178,7 +178,7 @@ def lane_of(rec: wal.Record, lanes: int, shares: int = 2) -> int:
     return 0 if share < 2 else 1 + (share - 2) // 3
 
 
-def lane_indexed(rec: wal.Record, positions: Sequence[Position], shares: int = 2) -> bool:
+def lane_indexed(rec: wal.Record, positions: Sequence[Position], shares: int = wal.LANE_SHARES) -> bool:
     """Whether the lane of a record past the least of ``positions`` (each lane's committed position,
     written under ``shares``: SpanStore.lane_shares) already indexed it: lanes run unevenly, and a crash
     leaves one ahead of another."""

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from devbox.mocks.tracing import links
 from devbox.mocks.tracing.convert import annotation_values, index_tags, resource_tags, to_zipkin
 from devbox.mocks.tracing.models import Span
-from devbox.mocks.tracing.wal import Position
+from devbox.mocks.tracing.wal import LANE_SHARES, Position
 
 from devbox.platform.store import Database
 
@@ -168,9 +168,6 @@ MIGRATIONS = [
     INSERT INTO wal_lane_shares SELECT 1 WHERE EXISTS (SELECT 1 FROM wal_lanes);
     """,
 ]
-
-#: The lane shares this devbox writes under (see :func:`devbox.mocks.tracing.indexer.lane_of`).
-LANE_SHARES = 2
 
 #: The page size of a new span store (SQLite's default is 4 KiB). A span's row is ~1 KB and each
 #: batch appends thousands: with 16 KiB pages the insert and the commit took 3 us a span less

@@ -37,6 +37,11 @@ LOG = logging.getLogger(__name__)
 #: body length, crc32(body), format code, arrival µs, future-skew µs, accepted spans
 HEADER = struct.Struct("<IIBqqI")
 SEGMENT_BYTES = 64 * 1024 * 1024
+
+#: How the log's records are shared among the indexer's lanes (indexer.lane_of): 2, the lead's share
+#: smaller; 1, even (before 2026-12-03). A store records the shares its lane positions were written
+#: under (SpanStore.lane_shares).
+LANE_SHARES = 2
 SUFFIX = ".wal"
 
 #: Format codes of a record's body.
