@@ -320,13 +320,36 @@ def lag_test(args: argparse.Namespace, tmp: Path, tracing: dict[str, Any], bodie
     try:
         url = server.addr["http"] + "/v1/traces"
         zipkin = server.addr["zipkin"]
-        post_load(url, bodies[:8], 2, 0.5)
+        post_load(url, bodies[:8], 2, 0.5)  # warm, unpaced: ~100k spans to index before the paced load
+        run_all.wait_until(lambda: devbox_info(server).get("wal_lag_spans", 1) == 0, 120, "the warm-up indexed")
         stop = threading.Event()
+        lookups: list[threading.Thread] = []
+        lock = threading.Lock()
 
-        acked: collections.deque[tuple[str, float]] = collections.deque()
+        def find(trace_id: str, acked: float) -> None:
+            """Asks for one probe's trace until the query API returns it. Each probe on its own: one
+            lookup after another would add each query's wait (a query waits ≤ 2 s for the spans
+            acknowledged before it to be indexed) to the lag of the probes behind it."""
+            nonlocal missing
+            client = httpx.Client(timeout=30)
+            while True:
+                try:
+                    found = client.get(f"{zipkin}/api/v2/trace/{trace_id}").status_code == 200
+                except httpx.HTTPError:  # the server was stopped: the run took too long to catch up
+                    return
+                with lock:
+                    if found:
+                        lags.append(time.monotonic() - acked)
+                        return
+                    if time.monotonic() - acked > 60:
+                        missing += 1
+                        return
+                # asked again in 20 ms (1 % of the 2 s bound): back to back, the queries took CPU from
+                # the niced indexer whose lag they time
+                time.sleep(0.02)
 
         def probe() -> None:
-            """Every 0.25 s one span of its own trace, noting when it was acknowledged."""
+            """Every 0.25 s one span of its own trace, looked up from when it was acknowledged."""
             client = httpx.Client(timeout=30)
             i = 0
             while not stop.wait(0.25):
@@ -337,38 +360,16 @@ def lag_test(args: argparse.Namespace, tmp: Path, tracing: dict[str, Any], bodie
                             service="probe", start_us=now - 1000, duration_us=10)
                 r = client.post(url, content=to_otlp_request([span]).SerializeToString(), headers=PROTOBUF)
                 if r.status_code == 200:
-                    acked.append((trace_id, time.monotonic()))
-
-        def find() -> None:
-            """The oldest acknowledged probe not yet seen, asked for until the query API returns it
-            (the indexer works in WAL order, so the ones behind it come after)."""
-            nonlocal missing
-            client = httpx.Client(timeout=30)
-            while not (stop.is_set() and not acked and not prober.is_alive()):
-                if not acked:
-                    time.sleep(0.01)
-                    continue
-                trace_id, at = acked[0]
-                try:
-                    found = client.get(f"{zipkin}/api/v2/trace/{trace_id}").status_code == 200
-                except httpx.HTTPError:  # the server was stopped: the run took too long to catch up
-                    return
-                if found:
-                    lags.append(time.monotonic() - at)
-                    acked.popleft()
-                elif time.monotonic() - at > 60:
-                    missing += 1
-                    acked.popleft()
-                else:  # asked again in 20 ms (1 % of the 2 s bound): back to back, the queries took CPU
-                    time.sleep(0.02)  # from the niced indexer whose lag they time
+                    lookup = threading.Thread(target=find, args=(trace_id, time.monotonic()), daemon=True)
+                    lookups.append(lookup)
+                    lookup.start()
 
         prober = threading.Thread(target=probe, daemon=True)
-        finder = threading.Thread(target=find, daemon=True)
         prober.start()
-        finder.start()
         load = post_load(url, bodies, args.lag_connections, args.seconds, rate=rate, stop=stop)
         prober.join(40)
-        finder.join(120)
+        for lookup in lookups:
+            lookup.join(70)  # each gives up 60 s after its probe was acknowledged
         info = devbox_info(server)
     finally:
         server.stop()
