@@ -261,12 +261,16 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
         ahead = {rec.end: rec.accepted for rec in wal.read_records(directory, min(before))
                  if lane_indexed(rec, before, shares)}
     positions = store.reset_lanes(lanes)
+    # the total as no lane has run yet: what a lane stores from its fork on comes in its reports (one
+    # that commits before the store is opened again below would otherwise be counted twice)
+    counted = store.count
     store.close()  # no SQLite connection may cross a fork
     lock_path = Path(db_path + ".index-lock") if lanes > 1 else None
     peers = [_fork_lane(wal_dir, db_path, options, lane, lanes, positions[lane], lock_path, conn)
              for lane in range(1, lanes)]
     lock = WriteLock(lock_path)
     store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
+    store.add_count(counted - store.count)
     position = positions[0]
     done = min(positions)
     wants = Wants(Path(db_path))

@@ -274,3 +274,61 @@ def test_an_indexer_waits_until_the_one_of_a_killed_platform_is_gone(tmp_path: P
         assert reports and reports[-1] == (ends[-1][0], 120)
     finally:
         indexer_.stop()
+
+
+#: Runs the indexer's lead in this (fresh) process; its store, opened again after the lanes are forked,
+#: opens only once the other lane has committed: the order a busy machine can give them.
+LATE_LEAD = """
+import os, sqlite3, sys, threading, time
+from devbox.mocks.tracing import indexer, store, wal
+from devbox.mocks.tracing.child import Duplex
+
+wal_dir, db, end_segment, end_offset = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+lead, opened = os.getpid(), []
+
+
+class LateStore(store.SpanStore):
+    def __init__(self, path, **kwargs):
+        opened.append(path)
+        if os.getpid() == lead and len(opened) == 2:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with sqlite3.connect(path) as conn:
+                    if conn.execute("SELECT count(*) FROM spans").fetchone()[0]:
+                        break
+                time.sleep(0.01)
+            else:
+                raise SystemExit("the other lane committed nothing in 30 s")
+        super().__init__(path, **kwargs)
+
+
+store.SpanStore = LateStore
+lead_reads, test_writes = os.pipe()
+test_reads, lead_writes = os.pipe()
+mine, theirs = Duplex(test_reads, test_writes), Duplex(lead_reads, lead_writes)
+options = indexer.Options(indexed_keys=["http.route"], batch_spans=100, retention_interval_s=3600,
+                          max_age_us=10**15, max_spans=10**9, lanes=2)
+runner = threading.Thread(target=indexer.run, args=(wal_dir, db, options, theirs))
+runner.start()
+while True:
+    kind, segment, offset, count, *_ = mine.recv()
+    if wal.Position(segment, offset) >= wal.Position(end_segment, end_offset):
+        break
+mine.send(("stop",))
+runner.join(30)
+print(count)
+"""
+
+
+def test_a_lane_that_commits_before_the_lead_opens_its_store_is_counted_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    records = _records(seed=11, traces=150, per_record=30)  # 900 spans in 30 records
+    wal_dir, db, ends = _write(tmp_path, records, "late")
+    end = ends[-1][0]
+    done = subprocess.run([sys.executable, "-c", LATE_LEAD, str(wal_dir), str(db), str(end.segment), str(end.offset)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) == 900, done.stdout + done.stderr
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM spans").fetchone()[0] == 900
