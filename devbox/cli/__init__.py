@@ -119,4 +119,12 @@ def main() -> None:
     if fast is not None:
         fast()
         return
-    build_app(sys.argv[1] if len(sys.argv) > 1 else None)()
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    if command != "up":
+        # httpx without its own command line (devbox.httpcore_loader), before a command's modules
+        # import it plainly; not for `up`, whose process is the platform's: one without services
+        # never needs an HTTP client (~5 MB and ~40 ms of its start)
+        from devbox.httpcore_loader import load_httpx
+
+        load_httpx()
+    build_app(command)()

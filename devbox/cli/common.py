@@ -22,10 +22,10 @@ from devbox.projectfile import DEFAULT_FILE, find_config, read_platform_address
 from devbox.tls import tls_for
 
 if TYPE_CHECKING:
+    import httpx
+
     from devbox.config import ProjectConfig
 
-
-httpx = load_httpx()  # without trio or httpx's own CLI (devbox.httpcore_loader)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -185,13 +185,16 @@ class Api:
     def __init__(self, config_path: str | None = None, *, timeout: float = 10.0) -> None:
         self.base = api_url(config_path)
         self.token = api_token(config_path)
+        # without trio or httpx's own CLI (devbox.httpcore_loader); not at import: `devbox up` runs
+        # the platform in this process, and a project without services never needs httpx
+        httpx = load_httpx()
         self.http = httpx.Client(base_url=self.base, timeout=timeout, headers=auth_headers(self.token),
                                  verify=tls_for(self.base))
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
+        except load_httpx().TransportError as exc:
             fail(
                 f"devbox is not reachable at {self.base} ({exc.__class__.__name__}); start it with `devbox up`",
                 EXIT_NOT_RUNNING,

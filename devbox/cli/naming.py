@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import typer
 import yaml
 from rich.table import Table
 
 from devbox.cli.common import EXIT_USAGE, Api, ConfigOption, JsonOption, ago, console, fail, print_json
+from devbox.httpcore_loader import load_httpx
 
 naming_app = typer.Typer(help="Naming (Polaris): services, instances, routing rules.", no_args_is_help=True)
 rules_app = typer.Typer(help="Routing rules.", no_args_is_help=True)
@@ -225,7 +225,7 @@ def _post_rule(api: Api, file: Path, rule: dict[str, Any]) -> Any:
     """POST one rule; a refused rule fails with every validation reason (not just the first line)."""
     try:
         response = api.http.post("/api/naming/rules", json=rule)
-    except httpx.TransportError:
+    except load_httpx().TransportError:  # made by Api: loaded
         return api.post("/api/naming/rules", json=rule)  # reports "not reachable" the common way
     if response.status_code >= 400:
         try:

@@ -21,12 +21,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from devbox.mocks.alerting.config import WebhookReceiver
 from devbox.mocks.alerting.matchers import matches_all, parse_matchers
 from devbox.mocks.alerting.models import AlertState, Transition
+
+if TYPE_CHECKING:
+    import httpx
 
 LOG = logging.getLogger(__name__)
 
@@ -155,6 +157,8 @@ class Notifier:
         # Not at start: an httpx client loads the CA bundle (~50 ms of CPU) as it is made, which
         # `devbox up` would pay for a project that never notifies anyone.
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient()
         return self._client
 
@@ -279,6 +283,8 @@ class Notifier:
             await self._post(receiver, payload)
 
     async def _post(self, receiver: WebhookReceiver, payload: dict[str, Any]) -> None:
+        import httpx
+
         client = self._http()
         delay = 0.2
         for attempt in range(receiver.max_retries + 1):
@@ -309,6 +315,8 @@ class Notifier:
             self._spawn(self._forward(alerts))
 
     async def _forward(self, alerts: list[dict[str, Any]]) -> None:
+        import httpx
+
         try:
             r = await self._http().post(f"{self.upstream}/api/v2/alerts", json=alerts, timeout=5.0)
             r.raise_for_status()

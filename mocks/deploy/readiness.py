@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
-import httpx
 from devbox.mocks.deploy.config import Readiness
+
+if TYPE_CHECKING:
+    import httpx
 
 LOG = logging.getLogger(__name__)
 
@@ -16,6 +19,8 @@ async def probe(
     check: Readiness, host: str, port: int, *, timeout: float = 1.0, client: httpx.AsyncClient | None = None
 ) -> tuple[bool, str]:
     """One probe of an instance; (ok, what was seen). Pass a shared ``client``: making one costs ~15 ms CPU."""
+    import httpx
+
     try:
         if check.http is not None:
             url = f"http://{host}:{port}{check.http}"

@@ -25,9 +25,8 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from devbox.mocks.deploy import core
 from devbox.mocks.deploy.config import ServiceConfig
 from devbox.mocks.deploy.deployment import Deployment, Instance
@@ -49,6 +48,9 @@ from devbox.mocks.deploy.runner import ProcessRunner, run_build
 from devbox.platform.ports import FaultFront, NamingPort, RunningInstance
 from devbox.polaris.ids import instance_id
 from devbox.yamlpos import dump
+
+if TYPE_CHECKING:
+    import httpx
 
 LOG = logging.getLogger(__name__)
 S = InstanceState
@@ -115,6 +117,8 @@ class Supervisor:
             # one client for every probe: probes run every second or two per instance. Probes are plain
             # http to the instance's own port: no CA bundle to load (~30 ms of CPU on the loop, and
             # every instance's first probe waited behind it)
+            import httpx
+
             self._http = httpx.AsyncClient(trust_env=False, verify=False,
                                            limits=httpx.Limits(max_keepalive_connections=0))
         return await probe(dep.svc.readiness, inst.record.host, inst.record.port, timeout=timeout,

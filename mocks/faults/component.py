@@ -47,9 +47,8 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from devbox.mocks.faults.api import FaultsApi
 from devbox.mocks.faults.entry import EntryProxy
 from devbox.mocks.faults.errors import (
@@ -68,6 +67,9 @@ from pydantic import ValidationError
 
 from devbox.platform.component import Component, PlatformContext
 from devbox.platform.ports import DeployView, FaultFront, NamingPort, TracesPort, UnknownInstance
+
+if TYPE_CHECKING:
+    import httpx
 
 LOG = logging.getLogger(__name__)
 
@@ -470,7 +472,11 @@ class FaultsComponent(Component):
                 for k, spans in by_resource.items()
             ]
         }
-        assert self._http is not None
+        import httpx
+
+        if self._http is None:  # made on the first spans: a project without faults never loads httpx
+            # only ever posts to the platform's own plain-HTTP OTLP listener: no TLS, no CA bundle to load
+            self._http = httpx.AsyncClient(timeout=5.0, verify=False)
         try:
             await self._http.post(self.ctx.url("otlp_http") + "/v1/traces", json=body)
         except httpx.HTTPError as exc:
@@ -479,9 +485,6 @@ class FaultsComponent(Component):
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # Only ever posts to the platform's own plain-HTTP OTLP listener: no TLS, so no CA bundle
-        # to load (that costs ~50 ms of CPU in `devbox up`).
-        self._http = httpx.AsyncClient(timeout=5.0, verify=False)
         self._refresh_instrumented()  # starts tracing's watch of who sends spans of their own
         self._flusher = asyncio.create_task(self._flush_loop(), name="faults:spans")
 
@@ -494,7 +497,7 @@ class FaultsComponent(Component):
             await proxy.stop()
         self.proxies.clear()
         self.entries.clear()
-        if self._spans and self._http is not None and "otlp_http" in self.ctx.addresses:
+        if self._spans and "otlp_http" in self.ctx.addresses:
             with contextlib.suppress(Exception):
                 await self._send(self._spans)
         if self._http is not None:

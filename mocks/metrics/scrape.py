@@ -18,7 +18,6 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from devbox.mocks.metrics.core import MetricsCore, labels_of
 from devbox.mocks.metrics.store import MetricInfo, Point
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devbox.platform.ports import NamingPort
 
 if TYPE_CHECKING:
+    import httpx
     from devbox.mocks.metrics.config import MetricsConfig
 
     from devbox.platform.component import PlatformContext
@@ -69,6 +69,8 @@ class Scraper:
         # Made on the first scrape: an httpx client loads the CA bundle (~50 ms of CPU) as it is
         # made, which `devbox up` would pay at start for a project that scrapes nothing.
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=self.config.scrape_timeout)
         return self._client
 
@@ -102,6 +104,8 @@ class Scraper:
         base = {"job": service, "service": service, "instance": instance}
         now = time.time()
         began = time.monotonic()
+        import httpx
+
         error = ""
         points: list[Point] = []
         meta: list[MetricInfo] = []

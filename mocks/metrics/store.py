@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, cast
 
-import numpy as np
 from devbox.mocks.metrics.promql import NAME, LabelMatcher, RawSeries, SampleBudget
 
 from devbox.platform.store import Database
@@ -480,6 +479,7 @@ class MetricsStore:
         The part of ``[start, end]`` at or after the head's start comes from the head; only what
         lies before it is read from SQLite.
         """
+        import numpy as np
         found = self.series_of(matchers)
         if not found:
             return []

@@ -51,12 +51,28 @@ def test_loading_twice_returns_the_same_module() -> None:
     assert out == "True"
 
 
-@pytest.mark.parametrize("module", ["devbox.sdk.naming", "devbox.cli.common"])
-def test_the_sdk_and_the_cli_import_httpx_without_its_command_line(module: str) -> None:
-    out = _run(f"import sys\nimport {module}\nimport httpx\n"
+#: the SDK at import; the CLI as a command (not `up`) runs, before the command's modules import httpx
+LOADERS = {
+    "sdk": "import devbox.sdk.naming",
+    "cli": "import contextlib, io, devbox.cli\n"
+           "sys.argv = ['devbox', 'naming', 'ls', '-f', '/nonexistent/devbox.yaml']\n"
+           "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()), "
+           "contextlib.redirect_stderr(io.StringIO()):\n    devbox.cli.main()",
+}
+
+
+@pytest.mark.parametrize("loader", sorted(LOADERS))
+def test_the_sdk_and_the_cli_import_httpx_without_its_command_line(loader: str) -> None:
+    out = _run(f"import sys\n{LOADERS[loader]}\nimport httpx\n"
                "print('httpx._main' in sys.modules, 'pygments' in sys.modules, callable(httpx.main),"
                " httpx.AsyncClient is not None)")
     assert out == "False False True True"
+
+
+def test_devbox_up_does_not_load_httpx_before_it_needs_it() -> None:
+    """`up` is the platform's process: httpx loads with its first probe, scrape or notification."""
+    out = _run("import sys\nimport devbox.cli.project\nprint('httpx' in sys.modules)")
+    assert out == "False"
 
 
 def test_an_httpx_imported_before_is_left_as_it_is() -> None:

@@ -26,3 +26,19 @@ def test_loading_the_config_imports_no_heavy_module(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_an_idle_platform_without_services_loads_neither_numpy_nor_httpx(tmp_path: Path) -> None:
+    """Idle RSS (issue 15): the PromQL engine's numpy (~11 MB) loads with the first samples or
+    query, httpx (~5 MB) with the first probe, scrape, notification or proxy span — not at start."""
+    probe = (
+        "import sys, urllib.request\n"
+        "from devbox.testing import running_platform\n"
+        f"with running_platform({str(tmp_path)!r}) as thread:\n"
+        "    platform = thread.platform\n"
+        "    assert platform is not None and platform.ctx.serving.is_set()\n"
+        "    urllib.request.urlopen(platform.ctx.url('api') + '/healthz', timeout=30).read()\n"
+        "    print(sorted(m for m in ('numpy', 'httpx') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -7,7 +7,6 @@ import itertools
 import math
 from typing import Any
 
-import numpy as np
 from devbox.mocks.metrics.promql.errors import QueryError
 from devbox.mocks.metrics.promql.source import RawSeries
 from devbox.mocks.metrics.promql.stats import quantile, variance
@@ -130,6 +129,7 @@ def _rates(
     (20 series x 3,601 steps: 29 ms against 20 ms; its temporaries of 576 kB each leave the CPU's
     cache) and no faster at 15 s and 60 s steps.
     """
+    import numpy as np
     if bounds is None:
         bounds = _Bounds(windows)
     ts, vs = s.columns()
@@ -186,6 +186,7 @@ class _Bounds:
     __slots__ = ("ends", "lengths", "starts")
 
     def __init__(self, windows: list[tuple[float, float]]) -> None:
+        import numpy as np
         pairs = np.array(windows, dtype=np.float64).reshape(-1, 2)
         self.starts, self.ends = pairs[:, 0].copy(), pairs[:, 1].copy()
         self.lengths = self.ends - self.starts
@@ -196,6 +197,7 @@ def _exact_columns(name: str, s: RawSeries, bounds: _Bounds) -> list[float | Non
     (so bit-exact with the per-window code): ``irate``/``idelta``, ``count_over_time``,
     ``last_over_time``, ``changes`` and ``resets``. Sums and extremes stay per window: numpy's
     summation order and NaN handling differ from Prometheus's sequential loops."""
+    import numpy as np
     ts, vs = s.columns()
     if not len(ts):
         return [None] * len(bounds.starts)

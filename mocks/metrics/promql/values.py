@@ -7,7 +7,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 from devbox.mocks.metrics.promql.source import Labels, RawSeries
 
 LabelKey = tuple[tuple[str, str], ...]
@@ -106,6 +105,7 @@ def _format_each(values: Sequence[float]) -> list[str]:
     """:func:`format_value` of every value: integral ones (``str(int(v))``; all of them, the common
     case of counts, in one C loop) and the rest (``repr``, one C loop) by kind, only the non-finite
     ones one by one."""
+    import numpy as np
     column = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(column)
