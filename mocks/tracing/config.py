@@ -23,6 +23,13 @@ class TracingConfig(BaseModel):
         description="Processes that index the WAL side by side (decoding runs on every core, writes take turns); "
                     "0: one per core, at most 4.",
     )
+    # One check process was the acknowledge path's ceiling under a saturating load (~0.9 of a core);
+    # the second starts only while every running one has a check in flight (indexer.CheckPool).
+    check_processes: int = Field(
+        0, ge=0, le=16,
+        description="Processes that read exports before they are acknowledged (each takes the checks of its turn; "
+                    "more start only under concurrent exports); 0: one per core, at most 2.",
+    )
     # The WAL is on disk (~160 bytes a span of OTLP protobuf: 8M spans ~1.3 GB), not in memory: a
     # burst is acknowledged at the WAL's speed and indexed behind it. 2M refused the 20 s
     # burst at the in-memory Jaeger's rate after ~7 s (0.42x Jaeger's acknowledged spans; 8M: 1.04x,

@@ -39,7 +39,7 @@ from typing import Any
 from devbox.mocks.tracing import analysis, wal
 from devbox.mocks.tracing.config import TracingConfig
 from devbox.mocks.tracing.indexer import (
-    CheckProcess,
+    CheckPool,
     IndexerProcess,
     Options,
     Report,
@@ -126,7 +126,7 @@ class Collector:
         self._want_rpc: list[float] | None = None
         # All but small bodies are read in a separate process (spawned on first need): decoding
         # shares the GIL with the loop when it runs in a thread, and stalls every listener.
-        self._decoder = CheckProcess()
+        self._decoder = CheckPool(config.check_processes or min(os.cpu_count() or 1, 2))
         self._decoder_start: asyncio.Task[None] | None = None  # started with the first export
         self._decoding = 0
         self._decoding_bytes = 0

@@ -712,6 +712,11 @@ class CheckProcess:
         with self._lock:
             self._ensure()
 
+    @property
+    def in_flight(self) -> int:
+        """Checks submitted and not yet answered."""
+        return len(self._pending)
+
     def submit(self, *args: Any) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
@@ -776,6 +781,60 @@ class CheckProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class CheckPool:
+    """Up to ``size`` :class:`CheckProcess`; each check goes to the one with the fewest in flight.
+
+    One process is one core: under a saturating load it was the acknowledge path's ceiling (2.4-2.9 µs
+    of its CPU a span, ~0.9 of a core at 320k-370k spans/s). Another process starts (in the background;
+    the running ones take the checks meanwhile) only when a check arrives while every running one has
+    one in flight, so a platform that sees one export at a time runs one."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._lock = threading.Lock()
+        self._running = [CheckProcess()]
+        self._starting = False
+        self._stopped = False
+
+    @property
+    def processes(self) -> int:
+        return len(self._running)
+
+    def start(self) -> None:
+        self._running[0].start()
+
+    def submit(self, *args: Any) -> concurrent.futures.Future[Any]:
+        with self._lock:
+            least = min(self._running, key=lambda p: p.in_flight)
+            if least.in_flight and not self._starting and len(self._running) < self.size:
+                self._starting = True
+                threading.Thread(target=self._grow, name="tracing-check-start", daemon=True).start()
+        return least.submit(*args)
+
+    def _grow(self) -> None:
+        more = CheckProcess()
+        try:
+            more.start()
+        except OSError:  # the running ones go on taking the checks
+            LOG.exception("could not start another tracing check process")
+            with self._lock:
+                self._starting = False
+            return
+        with self._lock:
+            self._starting = False
+            if not self._stopped:
+                self._running.append(more)
+                return
+        more.stop()  # the pool was stopped while this one started
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            running = list(self._running)
+        for process in running:
+            process.stop()
 
 
 def _settle(fut: concurrent.futures.Future[Any], value: Any, ok: bool) -> None:

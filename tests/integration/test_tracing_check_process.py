@@ -47,3 +47,32 @@ def test_stop_ends_the_child_and_its_reply_thread_through_eof() -> None:
         for thread in replies:
             thread.join(timeout=30)
             assert not thread.is_alive()
+
+
+def test_the_pool_starts_a_second_process_only_when_checks_overlap() -> None:
+    from devbox.mocks.tracing.indexer import CheckPool
+
+    from devbox.testing import wait_for
+
+    pool = CheckPool(2)
+    try:
+        now_us = time.time_ns() // 1000
+        args = ("", 10 * 2**20, now_us, 3_600_000_000)
+        pool.start()
+        for n in range(1, 6):  # one at a time, as one exporter sends: one process does
+            assert pool.submit(wal.ZIPKIN_JSON, _zipkin(n), *args).result(timeout=60).accepted == n
+        assert pool.processes == 1
+
+        def overlapping() -> bool:  # checks in flight together: another starts (in the background)
+            for pending in [pool.submit(wal.ZIPKIN_JSON, _zipkin(2000), *args) for _ in range(4)]:
+                assert pending.result(timeout=60).accepted == 2000
+            return pool.processes == 2
+
+        wait_for(overlapping, timeout=60, what="a second check process")
+        futures = [pool.submit(wal.ZIPKIN_JSON, _zipkin(n), *args) for n in range(1, 41)]
+        assert [f.result(timeout=60).accepted for f in futures] == list(range(1, 41))
+        children = [p._proc for p in pool._running]
+        assert len({c.pid for c in children if c is not None}) == 2
+    finally:
+        pool.stop()
+    assert all(c is not None and c.returncode is not None for c in children)
