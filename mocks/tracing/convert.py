@@ -38,6 +38,8 @@ MIN_START_US = 946_684_800_000_000
 #: A span lasting more than a week is a clock or unit mistake.
 MAX_DURATION_US = 7 * 24 * 3600 * 1_000_000
 UNKNOWN_SERVICE = "unknown_service"
+#: The attribute devbox's own span makers (the tracing proxy, faults) put on their spans.
+SOURCE_KEY = "devbox.span.source"
 
 _OTLP_KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 _OTLP_KIND_OUT = {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
@@ -222,7 +224,7 @@ def _scope_of(name: str, version: str) -> dict[str, str]:
     return out
 
 
-def _service_of(resource: dict[str, Any]) -> str:
+def service_of(resource: dict[str, Any]) -> str:
     name = resource.get("service.name")
     return name if isinstance(name, str) and name else UNKNOWN_SERVICE
 
@@ -231,7 +233,7 @@ def from_otlp_request(req: ExportTraceServiceRequest, *, now_us: int, max_future
     out = Decoded()
     for rs in req.resource_spans:
         resource = attributes(rs.resource.attributes)
-        service = _service_of(resource)
+        service = service_of(resource)
         for ss in rs.scope_spans:
             scope = _scope_of(ss.scope.name, ss.scope.version)
             for sp in ss.spans:
@@ -319,7 +321,7 @@ def from_otlp_json(body: bytes, *, now_us: int, max_future_us: int) -> Decoded:
             out.rejected.extend([str(exc)] * max(sum(len(spans) for _, spans in groups), 1))
             continue
         resource = attributes(resource_msg.attributes)
-        service = _service_of(resource)
+        service = service_of(resource)
         for ss, spans in groups:
             scope_msg = common_pb2.InstrumentationScope()
             try:

@@ -331,6 +331,9 @@ class Collector:
                 self._unindexed.append((end, verdict.accepted))
             self._lag_spans += verdict.accepted
             self.accepted += verdict.accepted
+            if verdict.own and self._on_services is not None:
+                # known now rather than once indexed: `trace: auto` waits on it, the index may lag minutes
+                self._on_services(verdict.own)
         return verdict
 
     # --- queries ---------------------------------------------------------------------------

@@ -34,11 +34,12 @@ from devbox.mocks.tracing.convert import (
     _OTLP_KINDS,
     _RESOURCE_NOT_TAGS,
     _STATUS_NAMES,
-    _service_of,
+    SOURCE_KEY,
     _tag_text,
     any_value,
     attributes,
     remote_service_of,
+    service_of,
 )
 from devbox.mocks.tracing.rpcstats import Call, call_of
 from devbox.mocks.tracing.store import Rows, dumps
@@ -117,8 +118,6 @@ def _attribute(raw: bytes, indexed_keys: Collection[str]) -> _Attribute:
         return key, any_value(v), None, "", None
     return key, value, key_part + text, f'{key_part}"{text}"', (key, text) if key in indexed_keys else None
 _CALLERS = ("CLIENT", "PRODUCER")
-#: The attribute devbox's own span makers (the tracing proxy, faults) put on their spans.
-SOURCE_KEY = "devbox.span.source"
 
 
 def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Collection[str],
@@ -141,7 +140,7 @@ def otlp_rows(body: bytes, *, now_us: int, max_future_us: int, indexed_keys: Col
     cache = _attribute_cache(indexed_keys)
     for rs in req.resource_spans:
         resource = attributes(rs.resource.attributes)
-        service = _service_of(resource)
+        service = service_of(resource)
         rkey = batch.resource(resource)
         res_tags = {k: _tag_text(v) for k, v in resource.items() if k not in _RESOURCE_NOT_TAGS and v is not None}
         res_part = dumps(res_tags)[1:-1] if res_tags else ""

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from devbox.mocks.tracing import child, convert, rpcstats, wal
-from devbox.mocks.tracing.convert import BadPayload, Decoded
+from devbox.mocks.tracing.convert import SOURCE_KEY, BadPayload, Decoded
 from devbox.mocks.tracing.wal import Position
 
 LOG = logging.getLogger(__name__)
@@ -77,6 +77,9 @@ class Verdict:
     accepted: int
     rejected: list[str] = field(default_factory=list)
     body: bytes | None = None
+    #: services with accepted spans of their own in it (not made by devbox's proxies): known at the
+    #: acknowledgement, not once indexed (``trace: auto`` decides on it, and the index may lag by minutes)
+    own: set[str] = field(default_factory=set)
 
     def error_message(self, limit: int = 5) -> str:
         return Decoded(rejected=self.rejected).error_message(limit)
@@ -95,9 +98,12 @@ def _otlp_protobuf(body: bytes, now_us: int, max_future_us: int) -> Verdict:
     high = (now_us + max_future_us + 1) * 1000
     longest = convert.MAX_DURATION_US
     n = 0
+    own: set[str] = set()
     for rs in req.resource_spans:
+        service = None
         for ss in rs.scope_spans:
-            for sp in ss.spans:
+            spans = ss.spans
+            for sp in spans:
                 t, s, p = sp.trace_id, sp.span_id, sp.parent_span_id
                 start, end = sp.start_time_unix_nano, sp.end_time_unix_nano
                 if (len(t) == 16 and t != _Z16 and len(s) == 8 and s != _Z8 and (not p or (len(p) == 8 and p != _Z8))
@@ -106,8 +112,29 @@ def _otlp_protobuf(body: bytes, now_us: int, max_future_us: int) -> Verdict:
                     n += 1
                     continue
                 decoded = convert.from_otlp_request(req, now_us=now_us, max_future_us=max_future_us)
-                return Verdict(len(decoded.spans), decoded.rejected)
-    return Verdict(n)
+                return _verdict(decoded)
+            # whose spans these are, once a scope (not a span): the resource's service, if one of them is
+            # its own (the first, but for devbox's proxy spans)
+            if spans and service not in own:
+                service = service or _service_name(rs.resource.attributes)
+                if any(not any(a.key == SOURCE_KEY for a in sp.attributes) for sp in spans):
+                    own.add(service)
+    return Verdict(n, own=own)
+
+
+def _service_name(attributes: Sequence[Any]) -> str:
+    """:func:`convert.service_of` of a protobuf resource without converting its attributes: a
+    ``service.name`` that is not a non-empty string (string_value "") is the unknown service."""
+    name = ""
+    for attribute in attributes:
+        if attribute.key == "service.name":
+            name = attribute.value.string_value
+    return name or convert.UNKNOWN_SERVICE
+
+
+def _verdict(decoded: Decoded) -> Verdict:
+    return Verdict(len(decoded.spans), decoded.rejected,
+                   own={s.service for s in decoded.spans if SOURCE_KEY not in s.attributes})
 
 
 def check(fmt: int, body: bytes, encoding: str, limit: int, now_us: int, max_future_us: int) -> Verdict:
@@ -119,8 +146,7 @@ def check(fmt: int, body: bytes, encoding: str, limit: int, now_us: int, max_fut
     if fmt == wal.OTLP_PROTOBUF:
         verdict = _otlp_protobuf(raw, now_us, max_future_us)
     else:
-        decoded = DECODERS[fmt](raw, now_us=now_us, max_future_us=max_future_us)
-        verdict = Verdict(len(decoded.spans), decoded.rejected)
+        verdict = _verdict(DECODERS[fmt](raw, now_us=now_us, max_future_us=max_future_us))
     if raw is not body:
         verdict.body = raw
     return verdict
@@ -562,7 +588,7 @@ def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_k
                 if calls is not None:
                     calls.extend(rpcstats.calls_of_spans(decoded.spans))
                 if own is not None:
-                    own.update(s.service for s in decoded.spans if fastpath.SOURCE_KEY not in s.attributes)
+                    own.update(s.service for s in decoded.spans if SOURCE_KEY not in s.attributes)
         except Exception:  # not readable any more: skip it rather than block the log behind it
             LOG.exception("a WAL record (format %d, %d bytes) could not be decoded; skipped", rec.fmt, len(rec.body))
         if len(batch.rows) >= batch_spans:

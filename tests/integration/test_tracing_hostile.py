@@ -195,3 +195,45 @@ def test_exports_are_refused_while_too_many_wait_in_the_wal_however_few_spans_th
             os.kill(pid, signal.SIGCONT)
         wait_for(lambda: collector.info()["wal_lag_spans"] == 0, timeout=30, what="the lag indexed")
         assert collector.info()["spans_stored"] == 3
+
+
+def test_services_sending_their_own_spans_are_known_at_acknowledgement_with_the_indexer_stopped(
+        tmp_path: object) -> None:
+    """`trace: auto` (faults) decides whether a service traces itself from services_seen(); that is
+    known when an export is acknowledged, not once indexed — the index may lag by minutes."""
+    import os
+    import pathlib
+    import signal
+
+    assert isinstance(tmp_path, pathlib.Path)
+    with running_platform(tmp_path, components=["tracing"]) as p:
+        tracing = p.platform.ctx.lookup(TracesPort)
+        collector = tracing.collector  # type: ignore[union-attr]
+        assert tracing is not None and tracing.services_seen() == set()  # the watch starts
+        now = time.time_ns() // 1000
+        url = p.url("otlp_http") + "/v1/traces"
+
+        def span(i: int, service: str, **attributes: object) -> Span:
+            return Span(trace_id=f"{i + 1:032x}", span_id=f"{i + 1:016x}", parent_id=None, name="s", kind="SERVER",
+                        service=service, start_us=now - 100, duration_us=5, attributes=dict(attributes))
+
+        assert httpc.post(url, content=to_otlp_request([span(0, "warm")]).SerializeToString(), timeout=30,
+                          headers={"content-type": "application/x-protobuf"}).status_code == 200
+        wait_for(lambda: collector.info()["wal_lag_spans"] == 0, timeout=30, what="the indexer running")
+        pid = collector.indexer.pid
+        os.kill(pid, signal.SIGSTOP)  # nothing is indexed from here on
+        try:
+            big = [span(1 + i, "billing") for i in range(400)]  # past the inline size: the check process reads it
+            own = httpc.post(url, content=to_otlp_request(big).SerializeToString(), timeout=30,
+                             headers={"content-type": "application/x-protobuf"})
+            proxy = httpc.post(url, timeout=30, json={"resourceSpans": [{
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "ledger"}}]},
+                "scopeSpans": [{"scope": {"name": "devbox.proxy"}, "spans": [{
+                    "traceId": f"{999:032x}", "spanId": f"{999:016x}", "name": "get", "kind": 2,
+                    "startTimeUnixNano": str(now * 1000), "endTimeUnixNano": str(now * 1000 + 5000),
+                    "attributes": [{"key": "devbox.span.source", "value": {"stringValue": "proxy"}}]}]}]}]})
+            assert own.status_code == 200 and proxy.status_code == 200, (own.text, proxy.text)
+            assert tracing.services_seen() == {"warm", "billing"}  # not ledger: its span is a proxy's
+            assert collector.info()["wal_lag_spans"] == 401
+        finally:
+            os.kill(pid, signal.SIGCONT)
