@@ -23,8 +23,8 @@ class TracingConfig(BaseModel):
         description="Processes that index the WAL side by side (decoding runs on every core, writes take turns); "
                     "0: one per core, at most 4.",
     )
-    # One check process was the acknowledge path's ceiling under a saturating load (~0.9 of a core);
-    # the second starts only while every running one has a check in flight (indexer.CheckPool).
+    # Under a saturating load exports queued behind one check process (it used ~0.55 of a core); the
+    # second starts only while every running one has a check in flight (indexer.CheckPool).
     check_processes: int = Field(
         0, ge=0, le=16,
         description="Processes that read exports before they are acknowledged (each takes the checks of its turn; "
