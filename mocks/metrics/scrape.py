@@ -101,11 +101,11 @@ class Scraper:
             await asyncio.sleep(max(0.1, self.config.scrape_interval - (time.monotonic() - started)))
 
     async def scrape(self, service: str, instance: str, url: str) -> None:
+        import httpx
+
         base = {"job": service, "service": service, "instance": instance}
         now = time.time()
         began = time.monotonic()
-        import httpx
-
         error = ""
         points: list[Point] = []
         meta: list[MetricInfo] = []
