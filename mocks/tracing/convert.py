@@ -229,6 +229,17 @@ def service_of(resource: dict[str, Any]) -> str:
     return name if isinstance(name, str) and name else UNKNOWN_SERVICE
 
 
+def service_of_keyvalues(attributes: Iterable[Any]) -> str:
+    """:func:`service_of` of a protobuf resource's attributes as they are (the check reads one a scope
+    on the acknowledge path; converting them all first cost ~2 % of it): the last ``service.name``,
+    unknown when it is not a non-empty string (a value of another type has ``string_value`` "")."""
+    name = ""
+    for attribute in attributes:
+        if attribute.key == "service.name":
+            name = attribute.value.string_value
+    return name or UNKNOWN_SERVICE
+
+
 def from_otlp_request(req: ExportTraceServiceRequest, *, now_us: int, max_future_us: int) -> Decoded:
     out = Decoded()
     for rs in req.resource_spans:

@@ -116,20 +116,10 @@ def _otlp_protobuf(body: bytes, now_us: int, max_future_us: int) -> Verdict:
             # whose spans these are, once a scope (not a span): the resource's service, if one of them is
             # its own (the first, but for devbox's proxy spans)
             if spans and service not in own:
-                service = service or _service_name(rs.resource.attributes)
+                service = service or convert.service_of_keyvalues(rs.resource.attributes)
                 if any(not any(a.key == SOURCE_KEY for a in sp.attributes) for sp in spans):
                     own.add(service)
     return Verdict(n, own=own)
-
-
-def _service_name(attributes: Sequence[Any]) -> str:
-    """:func:`convert.service_of` of a protobuf resource without converting its attributes: a
-    ``service.name`` that is not a non-empty string (string_value "") is the unknown service."""
-    name = ""
-    for attribute in attributes:
-        if attribute.key == "service.name":
-            name = attribute.value.string_value
-    return name or convert.UNKNOWN_SERVICE
 
 
 def _verdict(decoded: Decoded) -> Verdict:

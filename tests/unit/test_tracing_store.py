@@ -382,3 +382,27 @@ def test_the_fast_paths_attribute_cache_follows_the_indexed_keys_and_is_bounded(
             general.rows = [row_of(s, general.resource(s.resource), keys) for s in decoded.spans]
             assert fast is not None and fast.rows == general.rows
             assert len(fastpath._cache[1]) <= 50 + 3 * len(spans)
+
+
+def test_the_service_of_protobuf_attributes_is_the_service_of_their_conversion() -> None:
+    from devbox.mocks.tracing import convert
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    def resource(*pairs: tuple[str, object]) -> Resource:
+        out = Resource()
+        for key, value in pairs:
+            kv = out.attributes.add(key=key)
+            if isinstance(value, str):
+                kv.value.string_value = value
+            elif isinstance(value, bool):
+                kv.value.bool_value = value
+            else:
+                kv.value.int_value = int(value)  # type: ignore[call-overload]
+        return out
+
+    cases = [resource(), resource(("service.name", "")), resource(("service.name", "users"), ("host", "h")),
+             resource(("service.name", 7)), resource(("service.name", True)),
+             resource(("service.name", "a"), ("service.name", "b")),
+             resource(("service.name", "b"), ("service.name", 3))]
+    for r in cases:
+        assert convert.service_of_keyvalues(r.attributes) == convert.service_of(convert.attributes(r.attributes)), r
