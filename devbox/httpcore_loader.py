@@ -9,8 +9,9 @@ trio before any request is sent, so httpcore reaches it through a stand-in that 
 first use (``httpcore.TrioBackend`` too): nothing changes for trio users.
 
 httpx imports its own command line (``httpx._main``: click, pygments, rich) at its import, ~55 ms of
-CPU in every process that imports httpx: the platform, every CLI command, every instance using
-:mod:`devbox.sdk`. :func:`load_httpx` imports httpx without it (``httpx.main`` is then httpx's own
+CPU in every process that imports httpx: the platform (its first probe, scrape, notification or
+proxy span: on the event loop while a project's instances start), every CLI command, every instance
+using :mod:`devbox.sdk`. :func:`load_httpx` imports httpx without it (``httpx.main`` is then httpx's own
 stand-in, which says the CLI's dependencies are missing); the ``httpx`` command itself is a process of
 its own and unaffected. Where httpx was imported before, it is left as it is.
 """

@@ -27,6 +27,8 @@ from devbox.mocks.alerting.config import WebhookReceiver
 from devbox.mocks.alerting.matchers import matches_all, parse_matchers
 from devbox.mocks.alerting.models import AlertState, Transition
 
+from devbox.httpcore_loader import load_httpx
+
 if TYPE_CHECKING:
     import httpx
 
@@ -157,7 +159,7 @@ class Notifier:
         # Not at start: an httpx client loads the CA bundle (~50 ms of CPU) as it is made, which
         # `devbox up` would pay for a project that never notifies anyone.
         if self._client is None:
-            import httpx
+            httpx = load_httpx()
 
             self._client = httpx.AsyncClient()
         return self._client
@@ -283,7 +285,7 @@ class Notifier:
             await self._post(receiver, payload)
 
     async def _post(self, receiver: WebhookReceiver, payload: dict[str, Any]) -> None:
-        import httpx
+        httpx = load_httpx()
 
         client = self._http()
         delay = 0.2
@@ -315,7 +317,7 @@ class Notifier:
             self._spawn(self._forward(alerts))
 
     async def _forward(self, alerts: list[dict[str, Any]]) -> None:
-        import httpx
+        httpx = load_httpx()
 
         try:
             r = await self._http().post(f"{self.upstream}/api/v2/alerts", json=alerts, timeout=5.0)

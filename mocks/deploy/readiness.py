@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from devbox.mocks.deploy.config import Readiness
 
+from devbox.httpcore_loader import load_httpx
+
 if TYPE_CHECKING:
     import httpx
 
@@ -19,7 +21,7 @@ async def probe(
     check: Readiness, host: str, port: int, *, timeout: float = 1.0, client: httpx.AsyncClient | None = None
 ) -> tuple[bool, str]:
     """One probe of an instance; (ok, what was seen). Pass a shared ``client``: making one costs ~15 ms CPU."""
-    import httpx
+    httpx = load_httpx()
 
     try:
         if check.http is not None:

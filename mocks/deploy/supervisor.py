@@ -45,6 +45,7 @@ from devbox.mocks.deploy.readiness import listening, probe
 from devbox.mocks.deploy.registration import Registrar
 from devbox.mocks.deploy.runner import ProcessRunner, run_build
 
+from devbox.httpcore_loader import load_httpx
 from devbox.platform.ports import FaultFront, NamingPort, RunningInstance
 from devbox.polaris.ids import instance_id
 from devbox.yamlpos import dump
@@ -117,7 +118,7 @@ class Supervisor:
             # one client for every probe: probes run every second or two per instance. Probes are plain
             # http to the instance's own port: no CA bundle to load (~30 ms of CPU on the loop, and
             # every instance's first probe waited behind it)
-            import httpx
+            httpx = load_httpx()
 
             self._http = httpx.AsyncClient(trust_env=False, verify=False,
                                            limits=httpx.Limits(max_keepalive_connections=0))

@@ -65,6 +65,7 @@ from devbox.mocks.faults.rules import Decision, FaultSpec, Rule, decide, parse_t
 from fastapi import APIRouter
 from pydantic import ValidationError
 
+from devbox.httpcore_loader import load_httpx
 from devbox.platform.component import Component, PlatformContext
 from devbox.platform.ports import DeployView, FaultFront, NamingPort, TracesPort, UnknownInstance
 
@@ -472,7 +473,7 @@ class FaultsComponent(Component):
                 for k, spans in by_resource.items()
             ]
         }
-        import httpx
+        httpx = load_httpx()
 
         if self._http is None:  # made on the first spans: a project without faults never loads httpx
             # only ever posts to the platform's own plain-HTTP OTLP listener: no TLS, no CA bundle to load

@@ -22,6 +22,7 @@ from devbox.mocks.metrics.core import MetricsCore, labels_of
 from devbox.mocks.metrics.store import MetricInfo, Point
 from prometheus_client.parser import text_string_to_metric_families
 
+from devbox.httpcore_loader import load_httpx
 from devbox.platform.ports import NamingPort
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class Scraper:
         # Made on the first scrape: an httpx client loads the CA bundle (~50 ms of CPU) as it is
         # made, which `devbox up` would pay at start for a project that scrapes nothing.
         if self._client is None:
-            import httpx
+            httpx = load_httpx()
 
             self._client = httpx.AsyncClient(timeout=self.config.scrape_timeout)
         return self._client
@@ -101,7 +102,7 @@ class Scraper:
             await asyncio.sleep(max(0.1, self.config.scrape_interval - (time.monotonic() - started)))
 
     async def scrape(self, service: str, instance: str, url: str) -> None:
-        import httpx
+        httpx = load_httpx()
 
         base = {"job": service, "service": service, "instance": instance}
         now = time.time()
