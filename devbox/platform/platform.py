@@ -40,7 +40,7 @@ from devbox.platform.component import (
     PlatformContext,
     ProjectSettings,
 )
-from devbox.platform.edge import ApiErrorInterceptor
+from devbox.platform.edge import ApiErrorInterceptor, load_fastapi
 from devbox.platform.events import Events
 from devbox.platform.store import CorruptState
 
@@ -210,6 +210,7 @@ class Platform:
 
     def _load_factories(self) -> dict[str, type[Component]]:
         # in a worker thread: these imports are most of a start, and the loop keeps answering meanwhile
+        load_fastapi()  # before the components' routes import it
         return {name: registry.load_factory(self._specs[name].factory) for name in self._wanted}
 
     def _instantiate(self, classes: dict[str, type[Component]]) -> None:
