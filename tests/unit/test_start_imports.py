@@ -28,39 +28,43 @@ def test_loading_the_config_imports_no_heavy_module(tmp_path: Path) -> None:
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_an_idle_platform_without_services_loads_neither_numpy_nor_httpx(tmp_path: Path) -> None:
-    """Idle RSS (issue 15): the PromQL engine's numpy (~11 MB) loads with the first samples or
-    query, httpx (~5 MB) with the first probe, scrape, notification or proxy span — not at start."""
-    probe = (
-        "import sys, urllib.request\n"
-        "from devbox.testing import running_platform\n"
-        f"with running_platform({str(tmp_path)!r}) as thread:\n"
-        "    platform = thread.platform\n"
-        "    assert platform is not None and platform.ctx.serving.is_set()\n"
-        "    urllib.request.urlopen(platform.ctx.url('api') + '/healthz', timeout=30).read()\n"
-        "    print(sorted(m for m in ('numpy', 'httpx') if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
-
-
-def test_the_openapi_document_models_build_with_the_first_document(tmp_path: Path) -> None:
-    """FastAPI's ~60 OpenAPI models (~70 ms of every start) are built when /openapi.json is first
-    asked for, not at start; the document and /docs are what they were."""
+def _in_a_fresh_platform(tmp_path: Path, body: str) -> str:
+    """The last line ``body`` prints, run in a new interpreter inside a started platform (``platform``
+    and its ``api`` URL bound, ``sys``, ``json`` and ``urllib.request`` imported)."""
     probe = (
         "import json, sys, urllib.request\n"
         "from devbox.testing import running_platform\n"
         f"with running_platform({str(tmp_path)!r}) as thread:\n"
         "    platform = thread.platform\n"
         "    assert platform is not None and platform.ctx.serving.is_set()\n"
-        "    from fastapi.openapi.models import OpenAPI\n"
-        "    from pydantic import BaseModel\n"
-        "    before = OpenAPI.__pydantic_complete__\n"
         "    api = platform.ctx.url('api')\n"
-        "    doc = json.loads(urllib.request.urlopen(api + '/openapi.json', timeout=30).read())\n"
-        "    docs = urllib.request.urlopen(api + '/docs', timeout=30).status\n"
-        "    print(before, OpenAPI.__pydantic_complete__, BaseModel.model_config, doc['openapi'][:2],\n"
-        "          '/api/naming/services' in doc['paths'], 'Error' in doc['components']['schemas'], docs)\n"
+        + "".join(f"    {line}\n" for line in body.splitlines())
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "False True {} 3. True True 200", out.stdout + out.stderr
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip(), out.stdout + out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_an_idle_platform_without_services_loads_neither_numpy_nor_httpx(tmp_path: Path) -> None:
+    """Idle RSS (issue 15): the PromQL engine's numpy (~11 MB) loads with the first samples or
+    query, httpx (~5 MB) with the first probe, scrape, notification or proxy span — not at start."""
+    out = _in_a_fresh_platform(tmp_path, (
+        "urllib.request.urlopen(api + '/healthz', timeout=30).read()\n"
+        "print(sorted(m for m in ('numpy', 'httpx') if m in sys.modules))"
+    ))
+    assert out == "[]"
+
+
+def test_the_openapi_document_models_build_with_the_first_document(tmp_path: Path) -> None:
+    """FastAPI's ~60 OpenAPI models (~70 ms of every start) are built when /openapi.json is first
+    asked for, not at start; the document and /docs are what they were."""
+    out = _in_a_fresh_platform(tmp_path, (
+        "from fastapi.openapi.models import OpenAPI\n"
+        "from pydantic import BaseModel\n"
+        "before = OpenAPI.__pydantic_complete__\n"
+        "doc = json.loads(urllib.request.urlopen(api + '/openapi.json', timeout=30).read())\n"
+        "docs = urllib.request.urlopen(api + '/docs', timeout=30).status\n"
+        "print(before, OpenAPI.__pydantic_complete__, BaseModel.model_config, doc['openapi'][:2],\n"
+        "      '/api/naming/services' in doc['paths'], 'Error' in doc['components']['schemas'], docs)"
+    ))
+    assert out == "False True {} 3. True True 200"
