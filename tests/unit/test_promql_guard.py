@@ -141,6 +141,23 @@ def test_huge_subquery_is_refused_before_building_its_steps() -> None:
     assert peak < 10 * 2**20
 
 
+@pytest.mark.parametrize(("query", "at"), [
+    ("max_over_time(vector(1)[1s:1ms])", 1e17),  # a float second cannot hold 1 ms there
+    ("max_over_time(vector(1)[1s:1ms] offset -999999999d)", 14400.0),
+])
+def test_a_subquery_step_finer_than_a_timestamp_far_from_now_is_refused(query: str, at: float) -> None:
+    """It looped for good (the step added to the time left it unchanged), holding a query thread."""
+    with pytest.raises(QueryError, match="finer than a timestamp"):
+        Evaluator(ListSource()).instant(query, at)
+
+
+def test_subquery_steps_are_aligned_multiples_of_the_step() -> None:
+    source = ListSource()
+    source.add({"__name__": "x"}, [(float(t), float(t)) for t in range(0, 100)])
+    got = Evaluator(source).instant("count_over_time(x[1s:100ms])", 50.0)
+    assert got == ("vector", [({}, 10.0)])  # the 10 steps in (49 s, 50 s], each seeing the sample at 49 s
+
+
 def test_sample_budget_refuses_a_query_that_would_hold_too_many_points() -> None:
     source = ListSource()
     for i in range(50):

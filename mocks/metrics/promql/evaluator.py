@@ -309,13 +309,14 @@ class Evaluator:
             raise QueryError(
                 f"subquery would evaluate {expected:,} steps (at most {MAX_SUBQUERY_STEPS:,}); use a larger step"
             )
+        if hi + step == hi or first + step == first:
+            # far from now (a huge time or offset) a float second cannot hold the step: the steps
+            # would all be one time (and a loop adding the step would never end)
+            raise QueryError(f"subquery step {step:g}s is finer than a timestamp can be at time {hi:.6g}; "
+                             "use a larger step or a time nearer to now")
         self.budget.charge(expected)
-        inner_times = []
-        t = first
-        while t <= hi:
-            if t > lo:
-                inner_times.append(t)
-            t += step
+        # each step from its index: adding the step again and again would drift (and, far from now, stall)
+        inner_times = [t for t in (first + i * step for i in range(expected)) if lo < t <= hi]
         if not inner_times:
             return Matrix([], [(t - rng, t) for t in shifted], rng)
         inner = self.evaluate(node.expr, inner_times)
