@@ -32,6 +32,13 @@ class BadRequest(ApiError):
     """Malformed or invalid input: what was wrong and what is allowed."""
 
 
+class UnsupportedMediaType(BadRequest):
+    """A Content-Type or Content-Encoding the endpoint does not read (HTTP 415)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"

@@ -100,7 +100,7 @@ class MetricsComponent(Component):
         serve_rules = not self.ctx.has("alerting")
         return [
             ("api", api_router(get)),
-            ("otlp_http", otlp_http_router(get)),
+            ("otlp_http", otlp_http_router(get, max_body_bytes=self.ctx.config.platform.max_body_bytes)),
             ("prometheus", prometheus_router(get, self.ctx.states, serve_rules=serve_rules)),
         ]
 

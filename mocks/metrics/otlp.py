@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gzip
 import json
 import logging
 import math
 import re
 import time
-import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +40,12 @@ from devbox.mocks.metrics.store import MetricInfo, Point
 from fastapi import APIRouter, Request, Response
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
-from google.rpc import status_pb2
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+
+from devbox.platform.encoding import inflate
+from devbox.platform.errors import ApiError, BadRequest, UnsupportedMediaType
+
+METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 
 if TYPE_CHECKING:
     import grpc.aio
@@ -337,20 +339,6 @@ async def export(
     return response
 
 
-def _decompress(body: bytes, encoding: str) -> bytes:
-    encoding = encoding.lower().strip()
-    if encoding == "gzip":
-        return gzip.decompress(body)
-    if encoding == "deflate":
-        try:
-            return zlib.decompress(body)
-        except zlib.error:
-            return zlib.decompress(body, -zlib.MAX_WBITS)
-    if encoding in ("", "identity"):
-        return body
-    raise ReportError(f"unsupported Content-Encoding {encoding!r} (gzip, deflate or none)")
-
-
 def _strip_exemplars(node: Any) -> Any:
     if isinstance(node, dict):
         return {k: _strip_exemplars(v) for k, v in node.items() if k != "exemplars"}
@@ -359,44 +347,32 @@ def _strip_exemplars(node: Any) -> Any:
     return node
 
 
-def otlp_http_router(get_core: Callable[[], MetricsCore]) -> APIRouter:
+def otlp_http_router(get_core: Callable[[], MetricsCore], *, max_body_bytes: int) -> APIRouter:
+    """``POST /v1/metrics``: OTLP/HTTP in protobuf or JSON. Refusals are ApiErrors carrying the
+    request's encoding: the ``otlp_http`` listener answers them as a ``google.rpc.Status`` in it."""
     router = APIRouter()
-
-    def status(code: int, message: str, as_json: bool) -> Response:
-        st = status_pb2.Status(code=3 if code == 400 else 13, message=message)
-        if as_json:
-            return Response(json_format.MessageToJson(st), status_code=code, media_type="application/json")
-        return Response(st.SerializeToString(), status_code=code, media_type="application/x-protobuf")
 
     @router.post("/v1/metrics", tags=["otlp"])
     async def v1_metrics(request: Request) -> Response:
         ctype = request.headers.get("content-type", "application/x-protobuf").split(";")[0].strip().lower()
-        as_json = ctype == "application/json"
         if ctype not in ("application/json", "application/x-protobuf", "application/protobuf"):
-            return status(
-                415, f"unsupported Content-Type {ctype!r}; send application/x-protobuf or application/json", False
+            raise UnsupportedMediaType(
+                f"unsupported Content-Type {ctype!r}; send application/x-protobuf or application/json"
             )
+        as_json = ctype == "application/json"
+        answer = {"encoding": "application/json" if as_json else "application/x-protobuf"}
         try:
-            body = _decompress(await request.body(), request.headers.get("content-encoding", ""))
-        except (OSError, EOFError, zlib.error) as exc:
-            return status(400, f"body could not be decompressed: {exc}", as_json)
-        except ReportError as exc:
-            return status(400, str(exc), as_json)
-        message = metrics_service_pb2.ExportMetricsServiceRequest()
-        try:
-            if as_json:
-                json_format.ParseDict(_strip_exemplars(json.loads(body or b"{}")), message, ignore_unknown_fields=True)
-            else:
-                message.ParseFromString(body)
-        except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-            kind = "JSON" if as_json else "protobuf"
-            return status(400, f"malformed OTLP {kind} ExportMetricsServiceRequest: {exc}", as_json)
+            body = inflate(await request.body(), request.headers.get("content-encoding", ""), max_body_bytes)
+        except ValueError as exc:
+            raise BadRequest(f"body could not be decompressed: {exc}", detail=answer) from None
+        except ApiError as exc:
+            exc.detail.update(answer)
+            raise
+        message = parse_request(body, as_json=as_json, detail=answer)
         try:
             response = await export(get_core(), message)
-        except ReportError as exc:
-            return status(400, str(exc), as_json)
-        except ValueError as exc:
-            return status(400, str(exc), as_json)
+        except (ReportError, ValueError) as exc:
+            raise BadRequest(str(exc), detail=answer) from None
         if as_json:
             return Response(json_format.MessageToJson(response), media_type="application/json")
         return Response(response.SerializeToString(), media_type="application/x-protobuf")
@@ -404,20 +380,42 @@ def otlp_http_router(get_core: Callable[[], MetricsCore]) -> APIRouter:
     return router
 
 
-class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+def parse_request(body: bytes, *, as_json: bool = False, detail: dict[str, Any] | None = None) -> Any:
+    """An ``ExportMetricsServiceRequest`` from its protobuf or JSON bytes; BadRequest saying why not."""
+    message = metrics_service_pb2.ExportMetricsServiceRequest()
+    try:
+        if as_json:
+            json_format.ParseDict(_strip_exemplars(json.loads(body or b"{}")), message, ignore_unknown_fields=True)
+        else:
+            message.ParseFromString(body)
+    except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        kind = "JSON" if as_json else "protobuf"
+        raise BadRequest(f"malformed OTLP {kind} ExportMetricsServiceRequest: {exc}", detail=detail) from None
+    return message
+
+
+class _MetricsService:
+    """``opentelemetry.proto.collector.metrics.v1.MetricsService`` with a bytes-in handler (no request
+    deserializer): grpc answers a body it cannot parse with UNKNOWN; here it is INVALID_ARGUMENT."""
+
     def __init__(self, get_core: Callable[[], MetricsCore]) -> None:
         self.get_core = get_core
 
-    async def Export(self, request: Any, context: Any) -> Any:
-        import grpc
-
+    async def Export(self, request: bytes, context: Any) -> bytes:
+        # BadRequest: the listener's edge aborts with INVALID_ARGUMENT
+        message = parse_request(request)
         try:
-            return await export(self.get_core(), request)
+            response = await export(self.get_core(), message)
         except (ReportError, ValueError) as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise BadRequest(str(exc)) from None
+        return bytes(response.SerializeToString())
 
 
 def register_grpc(server: grpc.aio.Server, get_core: Callable[[], MetricsCore]) -> None:
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        _MetricsService(get_core), server
-    )
+    import grpc
+
+    service = _MetricsService(get_core)
+    handler = grpc.method_handlers_generic_handler(METRICS_SERVICE, {
+        "Export": grpc.unary_unary_rpc_method_handler(service.Export),
+    })
+    server.add_generic_rpc_handlers((handler,))

@@ -130,9 +130,12 @@ def _verdict(decoded: Decoded) -> Verdict:
 def check(fmt: int, body: bytes, encoding: str, limit: int, now_us: int, max_future_us: int) -> Verdict:
     """Decompress and read one export; raises :class:`BadPayload` (400) or ``TooLarge`` (413).
     Module-level and picklable: the component runs it inline or in its decode process."""
-    from devbox.mocks.tracing.otlp import decompress
+    from devbox.platform.encoding import inflate
 
-    raw = decompress(body, encoding, limit)
+    try:
+        raw = inflate(body, encoding, limit)
+    except ValueError as exc:
+        raise BadPayload(str(exc)) from None
     if fmt == wal.OTLP_PROTOBUF:
         verdict = _otlp_protobuf(raw, now_us, max_future_us)
     else:

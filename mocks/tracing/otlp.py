@@ -12,7 +12,6 @@ LIMITATIONS: ``/v1/metrics`` and ``/v1/logs`` are not served here.
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,7 +26,7 @@ from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from devbox.platform.errors import ApiError, BadRequest, Busy, TooLarge
+from devbox.platform.errors import ApiError, BadRequest, Busy, UnsupportedMediaType
 
 LOG = logging.getLogger(__name__)
 
@@ -35,36 +34,6 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 EXPORT_METHOD = "Export"
 SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
-
-
-class UnsupportedMediaType(BadRequest):
-    """A Content-Type or Content-Encoding the endpoint does not read (HTTP 415)."""
-
-    status = 415
-    code = "unsupported_media_type"
-
-
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """Undo ``Content-Encoding`` (gzip, deflate — zlib or raw — or identity), refusing bombs."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding in ("gzip", "x-gzip"):
-        wbits = 16 + zlib.MAX_WBITS
-    elif encoding == "deflate":
-        wbits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS
-    else:
-        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (use gzip, deflate or none)")
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadPayload(f"body is not valid {encoding}: {exc}") from None
-    if len(out) > limit:
-        raise TooLarge(f"body is over {limit} bytes once decompressed")
-    if not inflater.eof:
-        raise BadPayload(f"body is truncated {encoding} data")
-    return out
 
 
 def media_type(request: Request) -> str:

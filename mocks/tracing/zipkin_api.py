@@ -21,12 +21,12 @@ from typing import Any
 
 from devbox.mocks.tracing import wal
 from devbox.mocks.tracing.core import DEFAULT_LOOKBACK_MS, Collector, TraceNotFound, now_us
-from devbox.mocks.tracing.otlp import UnsupportedMediaType, ingest, media_type
+from devbox.mocks.tracing.otlp import ingest, media_type
 from devbox.mocks.tracing.store import TooManyTerms, TraceQuery, parse_annotation_query
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from devbox.platform.errors import ApiError, BadRequest, NotFound
+from devbox.platform.errors import ApiError, BadRequest, NotFound, UnsupportedMediaType
 
 LOG = logging.getLogger(__name__)
 

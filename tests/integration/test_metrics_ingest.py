@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,35 @@ def test_otlp_json_and_malformed_bodies(platform: PlatformThread) -> None:
     assert bad.status_code == 415
     assert platform.component("metrics").core.store.stats() == before  # type: ignore[attr-defined]
     assert _query(platform, "mixed_gauge") == []
+
+
+def test_otlp_metrics_refuse_a_decompression_bomb_and_garbage_with_a_reason(platform: PlatformThread) -> None:
+    """A 1 MB gzip body that inflates to 1 GB took the platform to 2.16 GB of RSS (a probe found it):
+    it is refused past the body limit, as /v1/traces does; gRPC garbage is INVALID_ARGUMENT, not UNKNOWN."""
+    url = platform.url("otlp_http") + "/v1/metrics"
+    limit = platform.platform.config.platform.max_body_bytes  # type: ignore[union-attr]
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(packer.compress(bytes(1 << 20)) for _ in range(1024)) + packer.flush()
+    assert len(bomb) < 2 << 20
+    for ctype in ("application/x-protobuf", "application/json"):
+        r = httpc.post(url, content=bomb, headers={"Content-Type": ctype, "Content-Encoding": "gzip"})
+        assert r.status_code == 413, r.text
+    assert r.json()["message"] == f"body is over {limit} bytes once decompressed"
+    as_json = {"Content-Type": "application/json"}
+    r = httpc.post(url, content=gzip.compress(b"x")[:-4], headers={**as_json, "Content-Encoding": "gzip"})
+    assert r.status_code == 400 and "truncated gzip" in r.json()["message"]
+    r = httpc.post(url, content=b"x", headers={**as_json, "Content-Encoding": "br"})
+    assert r.status_code == 415
+    assert r.json() == {"code": 3, "message": "Content-Encoding 'br' is not supported (use gzip, deflate or none)"}
+    r = httpc.post(url, content=b"x", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and r.json()["code"] == 3  # INVALID_ARGUMENT, not INTERNAL
+    with grpc.insecure_channel(platform.target("otlp_grpc")) as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+                                     request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as refused:
+            export(b"\x0a\xff\xff\xff\xff\x0f", timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "malformed OTLP protobuf ExportMetricsServiceRequest" in (refused.value.details() or "")
 
 
 def test_custom_reports_through_sdk_and_api(platform: PlatformThread) -> None:
