@@ -60,12 +60,13 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from devbox.regex import compile_re2
 
 LOG = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ class MatchString(BaseModel):
     def _check_regex(self) -> MatchString:
         if self.type == "REGEX" and self.value_type == "TEXT":
             try:
-                re.compile(self.value)
-            except re.error as exc:
+                compile_re2(self.value)
+            except ValueError as exc:
                 raise ValueError(f"invalid regex {self.value!r}: {exc}") from None
         return self
 
@@ -132,8 +133,11 @@ class MatchString(BaseModel):
             return text in (self._items if self.value_type == "TEXT" else _split(expected))
         if self.type == "NOT_IN":
             return text not in (self._items if self.value_type == "TEXT" else _split(expected))
-        # re's own pattern cache keeps this cheap; patterns were compiled once at validation
-        return re.search(expected, text) is not None
+        # RE2 (linear time, Go's syntax as Polaris): a PARAMETER pattern comes from the request
+        try:
+            return compile_re2(expected).search(text) is not None
+        except ValueError:
+            return False  # a request's parameter that is no regex matches nothing
 
     def describe(self) -> str:
         value = f"${self.value}" if self.value_type == "PARAMETER" else self.value

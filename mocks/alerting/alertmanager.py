@@ -23,13 +23,14 @@ from devbox.mocks.alerting.config import WebhookReceiver
 from devbox.mocks.alerting.http import decode_json, read_json, refused
 from devbox.mocks.alerting.matchers import matcher_from_api, matches_all, parse_filters, parse_matchers
 from devbox.mocks.alerting.models import LABEL_NAME, Alert, AlertState, Matcher, Silence, SilenceState, fingerprint
-from devbox.mocks.alerting.notify import rfc3339
+from devbox.mocks.alerting.notify import check_time, rfc3339
 from devbox.mocks.alerting.service import AlertingService
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 import devbox
 from devbox.platform.errors import ApiError, NotFound
+from devbox.regex import compile_re2
 
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
@@ -66,14 +67,14 @@ def _filters(request: Request) -> list[Matcher]:
         raise ValueError(f"bad filter: {exc}") from None
 
 
-def _receiver_regex(request: Request) -> re.Pattern[str] | None:
+def _receiver_regex(request: Request) -> Any:
     raw = request.query_params.get("receiver")
     if not raw:
         return None
     try:
-        return re.compile(raw)
-    except re.error as exc:
-        raise ValueError(f"receiver: bad regex: {exc}") from None
+        return compile_re2(raw)
+    except ValueError as exc:
+        raise ValueError(f"receiver: bad regex {raw!r}: {exc}") from None
 
 
 def _time(value: Any, name: str) -> float | None:
@@ -89,7 +90,7 @@ def _time(value: Any, name: str) -> float | None:
         raise ValueError(f"{name}: {value!r} has no time zone (add Z or an offset)")
     if parsed.year <= 1:
         return None  # Go's zero time: what amtool sends for "not set"
-    return parsed.timestamp()
+    return check_time(parsed.timestamp(), name, value)
 
 
 def _label_set(value: Any, name: str, *, check_names: bool) -> dict[str, str]:

@@ -16,6 +16,7 @@ from devbox.mocks.alerting.config import parse_duration
 from devbox.mocks.alerting.http import read_json, refused
 from devbox.mocks.alerting.matchers import matcher_from_api, parse_matchers
 from devbox.mocks.alerting.models import Alert, AlertState, Matcher, Rule, Silence
+from devbox.mocks.alerting.notify import check_time
 from devbox.mocks.alerting.rules import export_rule_file, rule_from_json
 from devbox.mocks.alerting.service import AlertingService
 from fastapi import APIRouter, Request
@@ -43,7 +44,7 @@ def parse_time(value: Any, *, now: float, name: str) -> float:
     found = _parse_time(value, now=now, name=name)
     if not math.isfinite(found):
         raise ValueError(f"{name}: {value!r} is not a finite time")
-    return found
+    return check_time(found, name, value)
 
 
 def _parse_time(value: Any, *, now: float, name: str) -> float:

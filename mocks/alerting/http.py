@@ -4,6 +4,7 @@ errors turned into the platform's :class:`~devbox.platform.errors.BadRequest`.""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +35,29 @@ def decode_json(raw: bytes, *, required: bool = True) -> Any:
             raise ValueError("the request needs a JSON body")
         return None
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except ValueError as exc:
         raise ValueError(f"the body is not valid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(raw) and not _unicode(value):
+        # JSON's \\ud800 escapes decode to strings no UTF-8 store or answer can hold
+        raise ValueError("the body holds text that is not valid Unicode (a lone UTF-16 surrogate escape, e.g. \\ud800)")
+    return value
+
+
+#: A UTF-16 surrogate escape: only then can json.loads make a string that is not valid Unicode.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _unicode(value: Any) -> bool:
+    """Whether every string in ``value`` (keys too) is valid Unicode: no lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_unicode(k) and _unicode(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_unicode(v) for v in value)
+    return True

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from devbox.regex import compile_re2
+
 #: Label names follow Prometheus: [a-zA-Z_][a-zA-Z0-9_]*.
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -48,8 +50,8 @@ class Matcher:
             raise ValueError("a matcher needs a label name")
         if self.type in (MatchType.RE, MatchType.NRE):
             try:
-                re.compile(self.value)
-            except re.error as exc:
+                compile_re2(self.value)
+            except ValueError as exc:
                 raise ValueError(f"matcher {self.name}{self.type.value}{self.value!r}: bad regex: {exc}") from None
 
     def matches(self, labels: dict[str, str]) -> bool:
@@ -58,7 +60,7 @@ class Matcher:
             return actual == self.value
         if self.type is MatchType.NE:
             return actual != self.value
-        hit = re.fullmatch(self.value, actual) is not None
+        hit = compile_re2(self.value).fullmatch(actual) is not None  # RE2: linear time, Go's syntax
         return hit if self.type is MatchType.RE else not hit
 
     @property

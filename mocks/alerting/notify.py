@@ -52,6 +52,17 @@ Notified = tuple[Transition, float, str]
 SuspectsFn = Callable[[str, float], Awaitable[Sequence[Mapping[str, Any]]]]
 
 
+#: The times an RFC 3339 answer can carry: years 1 to 9999, in UTC (Unix seconds).
+EARLIEST, LATEST = -62135596800.0, 253402300799.0
+
+
+def check_time(ts: float, name: str, given: object) -> float:
+    """``ts`` if an answer can carry it (see :data:`EARLIEST`); ValueError naming ``name`` if not."""
+    if not EARLIEST <= ts <= LATEST:
+        raise ValueError(f"{name}: {given!r} is out of range (years 1 to 9999 in UTC)")
+    return ts
+
+
 def rfc3339(ts: float | None) -> str:
     if ts is None:
         return ZERO_TIME

@@ -72,3 +72,16 @@ def test_polaris_parameter_source_is_accepted_and_routes_like_multi_env() -> Non
     # and it goes back out in Polaris's form
     (route,) = v1_routes(rule, "default", "orders")
     assert route["sources"][0]["metadata"] == {"env": PARAMETER}
+
+
+def test_a_parameter_regex_from_the_request_matches_in_linear_time_and_a_bad_one_matches_nothing() -> None:
+    """A REGEX destination with value_type PARAMETER takes its pattern from the request: "(" was a
+    500 on /api/naming/explain, and "(a+)+$" held the event loop for seconds (a probe's findings)."""
+    from devbox.polaris.routing import MatchString
+
+    matcher = MatchString.model_validate({"type": "REGEX", "value": "env", "value_type": "PARAMETER"})
+    hostile = "a" * 40 + "!"
+    assert matcher.matches(hostile, {"env": "(a+)+$"}) is False  # RE2: no backtracking, at once
+    assert matcher.matches(hostile, {"env": "a+!$"}) is True  # unanchored search, as Go's MatchString
+    assert matcher.matches("x", {"env": "("}) is False
+    assert matcher.matches("x", {"env": "(a)\\1"}) is False  # not RE2 (Polaris's Go refuses it too)
