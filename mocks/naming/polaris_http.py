@@ -94,11 +94,14 @@ async def _parse(request: Request, message: Message) -> Message:
 
 async def _parse_list(request: Request, factory: Callable[[], Message]) -> list[Message]:
     out = []
-    for item in await _json_list(request, ""):
+    for i, item in enumerate(await _json_list(request, "")):
         message = factory()
+        if not isinstance(item, dict):  # ParseDict fails on these with TypeError/AttributeError, or reads "x" as {}
+            raise NamingError(Code.ParseException,
+                              f"item {i} is not a {message.DESCRIPTOR.name} object: {json.dumps(item)[:80]}")
         try:
             json_format.ParseDict(item, message, ignore_unknown_fields=True)
-        except json_format.ParseError as exc:
+        except (json_format.ParseError, RecursionError) as exc:
             raise NamingError(Code.ParseException, f"item is not a valid {message.DESCRIPTOR.name}: {exc}") from None
         out.append(message)
     return out
