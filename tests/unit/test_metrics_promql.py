@@ -212,3 +212,12 @@ def test_range_query_refuses_bad_steps(ev: Evaluator) -> None:
 def test_formula_rejects_functions() -> None:
     with pytest.raises(QueryError, match="composite indicator formula"):
         Indicator("x", "rate(a[1m]) / b")
+
+
+def test_round_to_zero_is_nan_as_in_prometheus_not_a_refusal(ev: Evaluator) -> None:
+    """Prometheus computes floor(v * 1/to + 0.5) / (1/to) in IEEE arithmetic: to=0 gives NaN. It was
+    a 400 (ZeroDivisionError) here — a hostile-input probe's finding."""
+    (_, value), = ev.instant("round(vector(1), 0)", 10.0)[1]
+    assert math.isnan(value)
+    assert ev.instant("round(vector(1.26), 0.1)", 10.0)[1] == [({}, 1.3)]
+    assert ev.instant("round(vector(-2.5))", 10.0)[1] == [({}, -2.0)]  # halves round up, as Go's floor(x+0.5)

@@ -86,13 +86,17 @@ def _fn_round(ev: Engine, node: Any, args: list[Value], times: list[float]) -> V
     vec = args[0]
     if not isinstance(vec, Vector):
         raise QueryError("round() needs an instant vector")
+    # Prometheus: floor(v * 1/to + 0.5) / (1/to) in IEEE arithmetic, so round(x, 0) is NaN (1/0 = +Inf)
+    inverse = [1.0 / t if t else math.copysign(math.inf, t) for t in to]
     for labels, vals in vec.series.values():
         lb = drop_name(labels)
-        out.series[key_of(lb)] = (
-            lb,
-            [None if v is None else math.floor(v * (1.0 / to[i]) + 0.5) / (1.0 / to[i]) for i, v in enumerate(vals)],
-        )
+        out.series[key_of(lb)] = (lb, [None if v is None else _round_to(v, inverse[i]) for i, v in enumerate(vals)])
     return out
+
+
+def _round_to(value: float, inverse: float) -> float:
+    scaled = value * inverse + 0.5
+    return (math.floor(scaled) if math.isfinite(scaled) else scaled) / inverse
 
 
 def _fn_clamp(ev: Engine, node: Any, args: list[Value], times: list[float]) -> Value:
