@@ -121,7 +121,8 @@ class ServiceWatch:
             LOG.exception("reload of %s failed", self.key)
         if self._again and self.enabled:
             self._again = False
-            self._fire()
+            # after this task is done: called from here, _fire saw it still running and only queued again
+            self.loop.call_soon(self._fire)
 
     async def close(self) -> None:
         self.enabled = False

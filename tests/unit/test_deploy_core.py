@@ -179,3 +179,38 @@ def test_instance_ports_come_from_below_the_ephemeral_range(tmp_path: Path) -> N
     range_file.write_text("1024 65535\n")
     assert core.instance_port_range(range_file) == (20000, 30000)
     assert core.instance_port_range(tmp_path / "missing") == (24384, 32768)
+
+
+def test_a_change_during_a_reload_runs_one_more_reload_after_it(tmp_path: Path) -> None:
+    """A save while a reload rolls out queues exactly one more. It was lost: the queued reload was
+    fired from inside the finishing one, which saw itself running and only queued it again — two
+    instances were left on different code (found following the README)."""
+    calls: list[list[str]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        release = asyncio.Event()
+
+        async def on_change(paths: list[str]) -> None:
+            calls.append(paths)
+            if len(calls) == 1:
+                await release.wait()
+
+        watch = ServiceWatch(key="a", root=tmp_path, loop=loop, on_change=on_change, ignore_dirs=[],
+                             patterns=[], debounce=0.01)
+        watch._on_loop("edit.py")
+        deadline = loop.time() + 10
+        while not calls:
+            assert loop.time() < deadline, "the first reload never started"
+            await asyncio.sleep(0.01)
+        watch._on_loop("revert.py")  # while the first reload runs
+        await asyncio.sleep(4 * watch.debounce)  # its debounce passes while the first still runs
+        assert calls == [["edit.py"]]
+        release.set()
+        while len(calls) < 2:
+            assert loop.time() < deadline, f"the queued reload never ran: {calls}"
+            await asyncio.sleep(0.01)
+        await watch.close()
+
+    asyncio.run(main())
+    assert calls == [["edit.py"], ["revert.py"]]
