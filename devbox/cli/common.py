@@ -115,12 +115,32 @@ def api_url(config_path: str | None = None) -> str:
     address = read_platform_address(source)
     if address is None:
         config = config_or_exit(config_path)
-        runtime = read_runtime(config)
-        return str(runtime["api"]).rstrip("/") if runtime else f"http://127.0.0.1:{config.platform.ports.api}"
-    runtime = read_runtime(address)
+        runtime, port = read_runtime(config), config.platform.ports.api
+    else:
+        runtime, port = read_runtime(address), address.api_port
     if runtime:
         return str(runtime["api"]).rstrip("/")
-    return f"http://127.0.0.1:{address.api_port}"
+    other = _other_project_on(port, source)
+    if other is not None:
+        fail(f"this project ({source}) is not running, and the devbox answering on port {port} is another project's: "
+             f"{other.get('project') or '?'} ({other.get('config') or '?'}). Start this one with `devbox up` (give it "
+             "another platform.ports.api while the other runs), or pass -f that project's devbox.yaml",
+             EXIT_NOT_RUNNING)
+    return f"http://127.0.0.1:{port}"
+
+
+def _other_project_on(port: int, source: Path) -> dict[str, Any] | None:
+    """The card of a running devbox of another project whose API listens on ``port``, if any: this
+    project has no runtime file, so a command sent to that port would act on that project."""
+    if not port:
+        return None
+    here = source.resolve()
+    for card in running_platforms():
+        listener = (card.get("listeners") or {}).get("api") or [None, None]
+        config = card.get("config")
+        if listener[-1] == port and config and Path(config).resolve() != here:
+            return card
+    return None
 
 
 def api_token(config_path: str | None = None) -> str | None:

@@ -14,7 +14,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from devbox.cli import build_app
-from devbox.cli.common import human_duration, humanize_durations, no_config_message, refusal
+from devbox.cli.common import api_url, human_duration, humanize_durations, no_config_message, refusal
 from devbox.cli.metrics import _spark, summary
 from devbox.cli.project import _ready_message, _ShutdownCancels
 from devbox.cli.status import _status_table
@@ -101,6 +101,33 @@ def test_no_config_here_names_the_running_projects(tmp_path: Path, monkeypatch: 
     (cards / "999999999.json").write_text(json.dumps({"pid": 999999999, "project": "gone", "api": "x"}))
     said = no_config_message(Path("devbox.yaml"))
     assert "shop (/src/shop/devbox.yaml, http://127.0.0.1:7171)" in said and "gone" not in said
+
+
+def test_a_command_of_a_stopped_project_does_not_act_on_another_project_on_its_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found following the README: with the shop up on 7070, `devbox faults add` in a new project
+    (same default port, not running) added the fault to the shop."""
+    import json
+    import os
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("DEVBOX_API", raising=False)
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "devbox.yaml").write_text("project: own\nplatform:\n  ports:\n    api: 7171\nservices: []\n")
+    cards = tmp_path / "cache" / "devbox" / "running"
+    cards.mkdir(parents=True)
+    card = {"pid": os.getpid(), "project": "shop", "config": str(tmp_path / "shop" / "devbox.yaml"),
+            "api": "http://127.0.0.1:7171", "listeners": {"api": ["127.0.0.1", 7171]}}
+    (cards / f"{os.getpid()}.json").write_text(json.dumps(card))
+    result = CliRunner().invoke(build_app(), ["faults", "ls", "-f", str(own / "devbox.yaml")])
+    assert result.exit_code == 3, result.output
+    said = " ".join(result.output.split())  # as the terminal wrapped it
+    assert "is another project's: shop (" in said and "devbox up" in said
+    card["config"] = str(own / "devbox.yaml")  # the same project, running (its runtime file lost): allowed
+    (cards / f"{os.getpid()}.json").write_text(json.dumps(card))
+    assert api_url(str(own / "devbox.yaml")) == "http://127.0.0.1:7171"
 
 
 def test_logs_takes_dash_f_as_the_config_file(tmp_path: Path) -> None:
