@@ -312,10 +312,16 @@ def saturation(steps: Sequence[Step], *, cpu_limit: float = DEFAULT_CPU_LIMIT) -
     return out
 
 
+#: A p99 below this is not compared as a ratio: 2 ms -> 8 ms is x4 and means nothing (a README ramp
+#: blamed the shop's 2 ms users service over the gateway whose p99 grew by 250 ms).
+GROWTH_FLOOR_MS = 10.0
+
+
 def _growth(first: Step, step: Step, svc: str) -> float:
     base = first.services.get(svc)
-    now = step.services[svc]
-    return now.p99_ms / base.p99_ms if base is not None and base.p99_ms > 0 else 1.0
+    if base is None:
+        return 1.0
+    return max(step.services[svc].p99_ms, GROWTH_FLOOR_MS) / max(base.p99_ms, GROWTH_FLOOR_MS)
 
 
 def _pin(first: Step, step: Step) -> str:

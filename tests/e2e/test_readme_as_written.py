@@ -291,8 +291,6 @@ def test_snapshot_diff_and_why_block(shop: Shop, tmp_path: Path) -> None:
                 assert "users" in naming, naming
                 assert stop(loaded) in (0, 130, -signal.SIGINT), log.read_text()
                 continue
-            if command.startswith("devbox diff before after"):
-                sh.run("devbox snapshot save after")  # the README's "after": a second snapshot, later
             if command.startswith("devbox why ShopSuccessRateLow"):
                 out = why_after_it_fired(sh, command, tmp_path)
                 assert "payment" in out and re.search(r"\d", out), out

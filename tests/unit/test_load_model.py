@@ -212,3 +212,12 @@ def test_lower_cased_names_from_the_zipkin_api_align_with_locusts() -> None:
     fan = model.align_names(model.fanout(traces, entry_service="gateway"), ["GET /checkout/{user}", "GET /products"])
     assert set(fan) == {"GET /checkout/{user}", "GET /products"}  # probes ("get /healthz") still left out
     assert model.predict_service_qps({"GET /products": 10}, fan) == {"gateway": 10.0, "inventory": 10.0}
+
+
+def test_a_millisecond_service_is_not_blamed_for_growing_a_few_milliseconds() -> None:
+    """The README's ramp blamed users (p99 2 -> 8 ms, x4) over the gateway (316 -> 565 ms, x1.8)."""
+    steps = [_step(5, [], gateway=(25, 1, 0.7, 316), users=(35, 2, 0.3, 2)),
+             _step(20, ["p99>500ms"], gateway=(60, 1, 1.8, 565), users=(86, 2, 0.7, 8))]
+    sat = model.saturation(steps)
+    assert sat["gateway"]["step"] == 1 and "p99 grew most (x1.8" in sat["gateway"]["why"]
+    assert sat["users"]["step"] is None
