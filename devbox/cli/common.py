@@ -11,10 +11,12 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from rich.console import Console
+from rich.table import Column
 
 from devbox import envvars
 from devbox.httpcore_loader import load_httpx
@@ -264,6 +266,12 @@ def refusal(response: httpx.Response) -> str:
 
 
 _MS = re.compile(r"\b(\d+(?:\.\d+)?) ?ms\b")
+
+
+def whole(header: str, values: Iterable[str]) -> Column:
+    """A table column of what a later command is given (trace ids, run ids, rule ids, addresses):
+    never cut or wrapped; on a narrow terminal (80 columns, any pipe) the other columns give way."""
+    return Column(header, no_wrap=True, min_width=max((len(v) for v in values), default=len(header)))
 
 
 def human_duration(seconds: float) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from devbox.cli.common import Api, ConfigOption, JsonOption, console, print_json
+from devbox.cli.common import Api, ConfigOption, JsonOption, console, print_json, whole
 
 faults_app = typer.Typer(help="Fault injection: latency, errors, aborts, killed instances.", no_args_is_help=True)
 
@@ -44,9 +44,8 @@ def ls(config_file: str | None = ConfigOption, as_json: bool = JsonOption) -> No
         return
     if not data["enabled"]:
         console.print("faults are disabled in this project (faults.enabled is false)")
-    table = Table(header_style="bold")
-    for column in ("id", "service", "instance", "caller", "latency", "errors", "abort", "hits"):
-        table.add_column(column)
+    table = Table(whole("id", (f["id"] for f in data["faults"])), "service", "instance", "caller", "latency", "errors",
+                  "abort", "hits", header_style="bold")
     for f in data["faults"]:
         table.add_row(f["id"], f["service"], f.get("instance") or "*", f["caller"] or "*", f"{f['latency_ms']:g} ms",
                       f"{f['error_rate']:.0%} → {f['status']}", f"{f['abort_rate']:.0%}", str(f["stats"]["hits"]))

@@ -28,6 +28,7 @@ from devbox.cli.common import (
     err_console,
     fail,
     print_json,
+    whole,
 )
 from devbox.cli.traces import parse_duration_us
 from devbox.config import find_config
@@ -317,12 +318,13 @@ def ls(config_file: str | None = ConfigOption, json_out: bool = JsonOption) -> N
     if not runs:
         console.print("no load run kept yet; start one with `devbox load`")
         return
-    table = Table("run", "kind", "started", "users", "s", "requests", "req/s", "errors", "p99 ms", "status")
+    table = Table(whole("run", (r["id"] for r in runs)), "kind", "started", "users", "s", "requests", "req/s", "errors",
+                  "p99 ms", "status")
     for r in runs:
         last = r["steps"][-1]
         total = last["total"]
         users = str(r["params"]["users"]) if r["kind"] == "run" else f"{r['steps'][0]['users']}→{last['users']}"
-        table.add_row(r["id"], r["kind"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"])), users,
+        table.add_row(r["id"], r["kind"], time.strftime("%m-%d %H:%M:%S", time.localtime(r["started_at"])), users,
                       f"{r['ended_at'] - r['started_at']:.0f}", str(sum(s["total"]["requests"] for s in r["steps"])),
                       f"{total['rps']:.1f}", f"{total['errors']:.1%}", _ms(total["p99"]), r["status"])
     console.print(table)

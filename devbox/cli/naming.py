@@ -14,7 +14,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from devbox.cli.common import EXIT_USAGE, Api, ConfigOption, JsonOption, ago, console, fail, print_json
+from devbox.cli.common import EXIT_USAGE, Api, ConfigOption, JsonOption, ago, console, fail, print_json, whole
 from devbox.httpcore_loader import load_httpx
 
 naming_app = typer.Typer(help="Naming (Polaris): services, instances, routing rules.", no_args_is_help=True)
@@ -76,7 +76,8 @@ def show(
         return
     console.print(f"[bold]{data['namespace']}/{data['name']}[/]  revision {data['revision'][:12]}"
                   f"{'  (token required)' if data['require_token'] else ''}")
-    table = Table("id", "address", "state", "weight", "metadata", "ttl", "last heartbeat")
+    addresses = [f"{inst['host']}:{inst['port']}" for inst in data["instances"]]
+    table = Table("id", whole("address", addresses), "state", "weight", "metadata", "ttl", "last heartbeat")
     for inst in data["instances"]:
         table.add_row(
             inst["id"][:12], f"{inst['host']}:{inst['port']}", _health(inst), str(inst["weight"]),

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from devbox.cli.common import EXIT_USAGE, Api, ConfigOption, JsonOption, console, fail, print_json
+from devbox.cli.common import EXIT_USAGE, Api, ConfigOption, JsonOption, console, fail, print_json, whole
 
 _UNITS_US = {"us": 1, "µs": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000,
              "d": 86_400_000_000}
@@ -84,7 +84,8 @@ def ls(
     if not data["traces"]:
         console.print("no traces in that window")
         return
-    table = Table("trace id", "start", "root", "duration", "spans", "errors", "services")
+    table = Table(whole("trace id", (t["trace_id"] for t in data["traces"])), "start", "root", "duration", "spans",
+                  "errors", "services")
     for t in data["traces"]:
         table.add_row(
             t["trace_id"], _when(t["start_us"]), f"{t['root_service']}: {t['root_name']}", fmt_us(t["duration_us"]),

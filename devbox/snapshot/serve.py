@@ -49,8 +49,9 @@ def serve(ev: Evidence, state: Path, *, out: Console, stop: threading.Event | No
               f"{done['silences']} silences", highlight=False)
     for refusal in done["refused"][:10]:
         out.print(f"[yellow]not restored:[/] {refusal}", highlight=False)
-    out.print(f"dashboard: {thread.url('api')}/   in another shell: export DEVBOX_API={thread.url('api')}",
-              highlight=False)
+    out.print(f"dashboard: {thread.url('api')}/", highlight=False)
+    # a line of its own, never wrapped: it is pasted into another shell
+    out.print(f"in another shell: export DEVBOX_API={thread.url('api')}", highlight=False, soft_wrap=True)
     out.print("read-only (in the file; `devbox snapshot show`): alert transitions, deploy events, releases, "
               "fault rules, raw metric samples. Ctrl-C stops.", highlight=False)
     try:

@@ -138,3 +138,21 @@ def test_logs_takes_dash_f_as_the_config_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(build_app(), ["logs", "orders", "-f", str(tmp_path / "devbox.yaml")])
     assert result.exit_code == 0, result.output
     assert "hello from orders" in result.output
+
+
+def test_ids_a_later_command_takes_are_never_cut_at_80_columns() -> None:
+    """At 80 columns (any pipe) `traces ls` showed 7bea68bd5… and `traces why 7bea68bd5` then failed."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from devbox.cli.common import whole
+
+    trace_id = "7bea68bd5c1f4a2e9b0d8e7f6a5b4c3d"
+    table = Table(whole("trace id", [trace_id]), "start", "root", "duration", "spans", "errors", "services")
+    table.add_row(trace_id, "06:41:28", "gateway: GET /checkout/{user}", "312 ms", "12", "1",
+                  "gateway, orders, payment, users, inventory")
+    out = io.StringIO()
+    Console(file=out, width=80).print(table)
+    assert trace_id in out.getvalue()
