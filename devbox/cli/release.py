@@ -38,18 +38,26 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def show(rel: dict[str, Any]) -> None:
-    console.print(f"[bold]{rel['service']} {rel['version']}[/] — {rel['state']}: {rel['explain']}", highlight=False)
-    console.print(f"traffic by {rel['traffic']['method']}: {rel['traffic']['why']}", highlight=False)
+def show(rel: dict[str, Any], *, traffic: bool = False, steps_from: int | None = None) -> None:
+    """A release: what it is doing (its explanation says the state), its gates, its recent steps —
+    those from ``steps_from`` when the earlier ones were printed as they happened. ``traffic``: how
+    traffic is split (a paragraph: for ``release status``)."""
+    console.print(f"[bold]{rel['service']} {rel['version']}[/] — {rel['explain']}", highlight=False)
+    if traffic:
+        console.print(f"traffic by {rel['traffic']['method']}: {rel['traffic']['why']}", highlight=False)
+    failed = rel.get("gate_failed") or {}
     for gate in rel.get("last_gate") or []:
+        if failed and gate["gate"] == failed.get("gate"):
+            continue  # said once, below
         verdict = {True: "[green]ok[/]", False: "[red]FAILED[/]", None: "[yellow]not judged[/]"}[gate["ok"]]
-        console.print(f"  gate {gate['gate']}: {verdict} {gate.get('message', '')}", highlight=False)
-    if rel.get("gate_failed"):
-        console.print(f"[red]gate {rel['gate_failed']['gate']} failed:[/] {rel['gate_failed'].get('message', '')}",
-                      highlight=False)
+        message = gate.get("message") or ""
+        console.print(f"  gate {gate['gate']}: {verdict}{' ' + message if message else ''}", highlight=False)
+    if failed:
+        console.print(f"[red]gate {failed['gate']} failed:[/] {failed.get('message', '')}", highlight=False)
     if rel.get("switch_seconds"):
         console.print("batch switch: " + ", ".join(f"{s * 1000:.0f} ms" for s in rel["switch_seconds"]))
-    for step in rel.get("steps", [])[-8:]:
+    steps = rel.get("steps", [])
+    for step in steps[steps_from:] if steps_from is not None else steps[-8:]:
         console.print(f"  {time.strftime('%H:%M:%S', time.localtime(step['ts']))} {step['kind']}: {step['message']}",
                       highlight=False)
 
@@ -82,7 +90,7 @@ def release(
             return
         path = "/api/deploy/releases/current" + ("" if target == "status" else f"/{target}")
         rel = api.get(path) if target == "status" else api.post(path)
-        print_json(rel) if as_json else show(rel)
+        print_json(rel) if as_json else show(rel, traffic=target == "status")
         return
     try:
         shares = [int(b) for b in batches.split(",") if b.strip()]
@@ -92,7 +100,7 @@ def release(
             "gates": gate, "in_place": in_place, "env": _pairs(env, "--env"), "tags": _pairs(tag, "--tag")}
     rel = api.post("/api/deploy/releases", json=body)
     if detach:
-        print_json(rel) if as_json else show(rel)
+        print_json(rel) if as_json else show(rel, traffic=True)
         return
     seen = 0
     while rel["state"] not in FINAL:
@@ -105,7 +113,7 @@ def release(
     if as_json:
         print_json(rel)
     else:
-        show(rel)
+        show(rel, steps_from=seen)  # the steps before were printed as they happened
     if rel["state"] != "succeeded":
         raise typer.Exit(1)
 

@@ -196,17 +196,17 @@ def origin_signal(board: Board, case: Case, trees: list[Any], path: set[str]) ->
         if kind == "origin":
             board.add(subject, "error origin", 0.9 * share,
                       f"errors start here in {len(messages)}/{len(failing)} failing traces ({share:.0%}): "
-                      f"{common[:80]}")
+                      f"{clip(common, 80)}")
         else:
             board.add(f"route to {subject}", "error origin", 0.6 * share,
                       f"calls to {subject} fail before reaching it in {len(messages)}/{len(failing)} failing traces "
-                      f"({share:.0%}): {common[:80]}")
+                      f"({share:.0%}): {clip(common, 80)}")
             for rule in case.routing_rules:
                 if rule.get("service") in (subject, "*"):
                     name = f"routing rule {rule.get('service')}/{rule.get('name')}"
                     board.add(name, "routing rule", 0.9 * share,
                               f"routes calls to {subject}, which fail before reaching it in "
-                              f"{len(messages)}/{len(failing)} failing traces ({share:.0%}): {common[:80]}")
+                              f"{len(messages)}/{len(failing)} failing traces ({share:.0%}): {clip(common, 80)}")
     return len(failing)
 
 
@@ -295,6 +295,14 @@ def outlier_signal(board: Board, case: Case, trees: list[Any], path: set[str]) -
                           f"{rb:.0%} of its calls fail vs {ra:.0%} on the other {len(per) - 1} instance(s)")
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, cut after a whole word with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0] if " " in text[: limit - 1] else text[: limit - 1]
+    return cut.rstrip(" ,;:") + "…"
+
+
 def deploy_signal(board: Board, case: Case, path: set[str], onset: float | None) -> None:
     seen: set[tuple[str, str]] = set()
     for e in sorted(case.deploy_events, key=lambda e: -float(e.get("ts") or 0)):
@@ -308,8 +316,14 @@ def deploy_signal(board: Board, case: Case, path: set[str], onset: float | None)
         near = 1.0 if 0 <= ago <= case.window else 0.5 if ago > case.window else 0.2
         weight = 0.5 if kind.startswith("release") or kind.startswith("reload") else 0.3
         board.add(service, "deploy", weight * near,
-                  f"{kind} of {service} {abs(ago):.0f} s {'before' if ago >= 0 else 'after'} the trouble began: "
-                  f"{str(e.get('message') or '')[:70]}")
+                  f"{_happened(kind, service)} {abs(ago):.0f} s {'before' if ago >= 0 else 'after'} the trouble "
+                  f"began: {clip(str(e.get('message') or ''), 70)}")
+
+
+def _happened(kind: str, service: str) -> str:
+    """A deploy event as words: "release of payment", "payment crashed"."""
+    words = kind.replace("_", " ")
+    return f"{service} {words}" if words.endswith(("ed", "done")) else f"{words} of {service}"
 
 
 def _instance_id(name: str, case: Case) -> str:

@@ -74,3 +74,15 @@ def test_a_fault_rule_on_one_instance_points_at_that_instance() -> None:
     assert top["subject"] == "users instance users-1 127.0.0.1:7001"
     assert _signals(top) == {"instance outlier", "fault rule"}
     assert "on calls to users instance users-1" in top["reason"]
+
+
+def test_event_text_is_cut_after_a_whole_word_and_events_read_as_sentences() -> None:
+    """Following the README: "the old version is retired" was shown as "the ol;", and a start read
+    "deploy: started of payment"."""
+    from devbox.why.rank import _happened, clip
+
+    assert clip("pause 10s, gate; the old version is retired after the last batch", 30) == "pause 10s, gate; the old…"
+    assert clip("short enough", 30) == "short enough"
+    assert _happened("started", "payment") == "payment started"
+    assert _happened("release_done", "payment") == "payment release done"
+    assert _happened("release_batch", "payment") == "release batch of payment"
