@@ -41,7 +41,7 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 def show(rel: dict[str, Any], *, traffic: bool = False, steps_from: int | None = None) -> None:
     """A release: what it is doing (its explanation says the state), its gates, its recent steps —
     those from ``steps_from`` when the earlier ones were printed as they happened. ``traffic``: how
-    traffic is split (a paragraph: for ``release status``)."""
+    traffic is split (a paragraph: once per release command, not for pause, resume, rollback)."""
     console.print(f"[bold]{rel['service']} {rel['version']}[/] — {rel['explain']}", highlight=False)
     if traffic:
         console.print(f"traffic by {rel['traffic']['method']}: {rel['traffic']['why']}", highlight=False)
@@ -113,7 +113,7 @@ def release(
     if as_json:
         print_json(rel)
     else:
-        show(rel, steps_from=seen)  # the steps before were printed as they happened
+        show(rel, traffic=True, steps_from=seen)  # the steps before were printed as they happened
     if rel["state"] != "succeeded":
         raise typer.Exit(1)
 
