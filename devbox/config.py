@@ -76,7 +76,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ProjectConfig:
     source = find_config(path)
     if not source.exists():
         raise ConfigError(
-            [f"{source}: no such file; run `devbox init` to write a starter config, or pass -f PATH"]
+            [f"{source.absolute()}: no such file; run `devbox init` to write a starter config, or pass -f PATH"]
         )
     return parse_config(
         source.read_text(encoding="utf-8"), source=source.resolve(), token=os.environ.get(envvars.DEVBOX_TOKEN)

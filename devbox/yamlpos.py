@@ -16,6 +16,7 @@ Scalars follow YAML 1.2's core schema for booleans (only ``true``/``false``: ``o
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -168,12 +169,26 @@ def line_of(tree: Any, loc: tuple[int | str, ...]) -> tuple[int | None, str]:
     return line, ".".join(parts).replace(".[", "[")
 
 
+#: pydantic's wording of a wrong value -> what the user wrote was and what is expected.
+_EXPECTED = {
+    "int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
+    "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+    "bool_type": "true or false", "string_type": "text", "dict_type": "a mapping of keys", "list_type": "a list",
+}
+_BOUNDS = {"greater_than": "more than {gt}", "greater_than_equal": "at least {ge}", "less_than": "less than {lt}",
+           "less_than_equal": "at most {le}"}
+
+
 def describe_error(err: Mapping[str, Any]) -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "literal_error":
         return f"{msg.lower()}"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, not {err.get('input')!r}"
+    if kind in _BOUNDS:
+        return f"{err.get('input')!r} is out of range: it must be {_BOUNDS[kind].format(**err.get('ctx', {}))}"
     return str(msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg)
 
 
@@ -192,5 +207,9 @@ def allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
         if current is None:
             return ""
     fields = getattr(current, "model_fields", {})
+    if not fields:
+        return ""
     # the key as written in the file: a field's alias (`register`), not its Python name (`registration`)
-    return f" (allowed: {', '.join(f.alias or k for k, f in fields.items() if not f.exclude)})" if fields else ""
+    keys = [f.alias or k for k, f in fields.items() if not f.exclude]
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.75) if loc else []
+    return (f"; did you mean {close[0]}?" if close else "") + f" (allowed: {', '.join(keys)})"

@@ -42,6 +42,7 @@ from devbox.cli.common import (
     print_json,
     read_runtime,
     registry_dir,
+    running_platforms,
     runtime_path,
 )
 from devbox.cli.status import STATE_STYLE, show_status
@@ -112,13 +113,22 @@ def up(
     try:
         code = asyncio.run(_serve(config, components=chosen))
     except PortInUse as exc:
-        fail(str(exc), EXIT_USAGE)
+        fail(str(exc) + _holder(exc.port), EXIT_USAGE)
     except Exception as exc:
         if verbose:
             raise
         fail(f"the platform failed: {type(exc).__name__}: {exc} (`devbox up -v` shows the traceback)")
     if code:
         raise typer.Exit(code)
+
+
+def _holder(port: int) -> str:
+    """Which running devbox holds ``port`` (its machine-wide card), as a sentence; "" when none does."""
+    for card in running_platforms():
+        if port and any(address[-1] == port for address in (card.get("listeners") or {}).values()):
+            return (f". It is held by the devbox of project {card.get('project') or '?'} (pid {card.get('pid')}): "
+                    f"`devbox down -f {card.get('config')}` stops it")
+    return ""
 
 
 def _running(config: ProjectConfig) -> dict[str, Any] | None:

@@ -83,7 +83,11 @@ KEEP_ALIVE_S = 120
 
 
 class PortInUse(Exception):
-    """A listener's port is taken. ``str()`` names the listener and says what to do."""
+    """A listener's port is taken. ``str()`` names the listener and says what to do; ``port`` is it."""
+
+    def __init__(self, message: str, *, port: int = 0) -> None:
+        super().__init__(message)
+        self.port = port
 
 
 class _Server(uvicorn.Server):
@@ -248,9 +252,9 @@ class Platform:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(
                     f"{listener}: port {port} on {host} is taken (is another devbox running? "
-                    f"`devbox down`, or set platform.ports.{listener} in devbox.yaml; 0 picks a free one)"
+                    f"`devbox down`, or set platform.ports.{listener} in devbox.yaml; 0 picks a free one)", port=port
                 ) from None
-            raise PortInUse(f"{listener}: cannot bind {host}:{port}: {exc.strerror}") from None
+            raise PortInUse(f"{listener}: cannot bind {host}:{port}: {exc.strerror}", port=port) from None
         # Accepted sockets inherit this: without it, keep-alive requests stall ~40 ms on the
         # Nagle/delayed-ACK interplay (uvloop does not set TCP_NODELAY on sockets it is handed).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -472,7 +476,7 @@ class Platform:
         self._sockets.pop(listener).close()
         bound = server.add_insecure_port(f"{'[' + host + ']' if ':' in host else host}:{port}")
         if bound == 0:
-            raise PortInUse(f"{listener}: port {port} on {host} was taken while starting")
+            raise PortInUse(f"{listener}: port {port} on {host} was taken while starting", port=port)
         await server.start()
         self._grpc[listener] = server
 

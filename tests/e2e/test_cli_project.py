@@ -237,15 +237,27 @@ def _cwd(pid: int) -> Path | None:
         return None
 
 
-def test_taken_port_is_reported_by_name(tmp_path: Path) -> None:
+def test_taken_port_is_reported_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         root = project(tmp_path, "  []\n", platform=f"platform:\n  ports: {{api: {port}, polaris_http: 0}}\n")
         result = devbox("up", "--components", COMPONENTS, cwd=root)
+        assert result.returncode == 2
+        assert f"api: port {port} on 127.0.0.1 is taken" in result.stderr
+        assert "held by" not in result.stderr  # not a devbox's
+        # a devbox's (its machine-wide card says so): named, with the command that stops it
+        cards = tmp_path / "cache" / "devbox" / "running"
+        cards.mkdir(parents=True)
+        (cards / f"{os.getpid()}.json").write_text(json.dumps({
+            "pid": os.getpid(), "project": "shop", "config": "/src/shop/devbox.yaml",
+            "listeners": {"api": ["127.0.0.1", port]}}))
+        result = devbox("up", "--components", COMPONENTS, cwd=root)
     assert result.returncode == 2
-    assert f"api: port {port} on 127.0.0.1 is taken" in result.stderr
+    said = " ".join(result.stderr.split())
+    assert "held by the devbox of project shop" in said and "`devbox down -f /src/shop/devbox.yaml`" in said, said
     assert not (root / ".devbox" / "platform.json").exists()
 
 

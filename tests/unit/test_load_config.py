@@ -23,10 +23,10 @@ def test_section_defaults_and_values() -> None:
 
 
 @pytest.mark.parametrize(("text", "where", "says"), [
-    ("project: x\nload:\n  users: 0\n", "devbox.yaml:3: load.users", "greater than or equal to 1"),
+    ("project: x\nload:\n  users: 0\n", "devbox.yaml:3: load.users", "0 is out of range: it must be at least 1"),
     ("load:\n  target: gateway\n  time: soon\n", "devbox.yaml:3: load.time", "not a duration"),
     ("load:\n  userz: 3\n", "devbox.yaml:2: load.userz", "allowed: locustfile, target, users"),
-    ("load:\n  spawn_rate: -1\n", "devbox.yaml:2: load.spawn_rate", "greater than 0"),
+    ("load:\n  spawn_rate: -1\n", "devbox.yaml:2: load.spawn_rate", "-1 is out of range: it must be more than 0"),
 ])
 def test_bad_values_name_file_line_and_key(text: str, where: str, says: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:

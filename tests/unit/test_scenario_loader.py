@@ -40,7 +40,8 @@ steps:
     ("body", "expected"),
     [
         ("  - trafic: {service: gateway}", "s.scenario.yaml:3: steps[0]: unknown step kind 'trafic' (allowed: up,"),
-        ("  - traffic: {service: gateway, count: many}", "s.scenario.yaml:3: steps[0].traffic.count: Input should"),
+        ("  - traffic: {service: gateway, count: many}",
+         "s.scenario.yaml:3: steps[0].traffic.count: expected a whole number, not 'many'"),
         ("  - traffic: {service: gateway}", "give either count, or rate with duration"),
         ("  - traffic: {service: shop, count: 1}", ":3: steps[0].traffic.service: unknown service 'shop'"),
         ("  - expect: {rooting: {service: orders}}", "steps[0].expect.rooting: unknown key (assertion kinds: routing,"),
