@@ -167,7 +167,7 @@ def failed_over(learner: Learner) -> str | None:
 
 
 def unisolate(learner: Learner) -> None:
-    for ref in learner.facts.get("isolated", []):
+    for ref in learner.facts.pop("isolated", []):
         learner.reader.api.request("PUT", f"/api/naming/instances/{ref}/isolate", json={"isolated": False})
 
 
@@ -182,10 +182,28 @@ def feature_env(learner: Learner) -> None:
     if not any(i["metadata"].get("env") == "feature-x" for i in learner.instances("orders")):
         learner.reader.api.post("/api/deploy/services/orders/start",
                                 json={"group": "feature-x", "tags": {"env": "feature-x"}})
+        learner.facts["started_group"] = True
     rules = learner.reader.need("/api/naming/rules")
     if not any(r.get("name") == "feature-env" for r in rules):
         learner.reader.api.post("/api/naming/rules", json=FEATURE_RULE)
+        learner.facts["added_rule"] = True
     learner.checkout(headers={"baggage": "env=feature-x"})
+
+
+def undo(learner: Learner) -> list[str]:
+    """Take back what the tour's own actions (``--auto``) added to the project; what was undone."""
+    http = learner.reader.api.http  # not the CLI's client: what is gone already (replaced, removed) is fine
+    done = []
+    isolated = learner.facts.pop("isolated", [])
+    back = [http.put(f"/api/naming/instances/{ref}/isolate", json={"isolated": False}).is_success for ref in isolated]
+    if any(back):
+        done.append("the isolated orders instance back in rotation")
+    if learner.facts.pop("started_group", False) and http.post(
+            "/api/deploy/services/orders/stop", json={"group": "feature-x"}, timeout=60).is_success:
+        done.append("the feature-x group of orders stopped")
+    if learner.facts.pop("added_rule", False) and http.delete("/api/naming/rules/default/*/feature-env").is_success:
+        done.append("the feature-env routing rule removed")
+    return done
 
 
 def feature_routed(learner: Learner) -> str | None:
@@ -294,6 +312,16 @@ class Tour:
         self.out = out
 
     def run(self, start: int = 1) -> dict[str, Any]:
+        """The steps from ``start``; with ``auto``, what its own actions added is taken back after."""
+        try:
+            return self._run(start)
+        finally:
+            if self.auto:
+                undone = undo(self.learner)
+                if undone:
+                    self.out.print(f"[dim]undone: {'; '.join(undone)}[/]", highlight=False)
+
+    def _run(self, start: int) -> dict[str, Any]:
         all_steps = steps()
         results: list[dict[str, Any]] = []
         for number, step in enumerate(all_steps, start=1):

@@ -24,3 +24,10 @@ def test_tour_auto_passes_every_step_on_the_shop(tmp_path: Path) -> None:
         assert all(step["passed"] and step["seen"] for step in result["steps"])
         seen = " ".join(step["seen"] for step in result["steps"])
         assert "root cause payment" in seen and "ShopSuccessRateLow" in seen and "feature-x" in seen
+        # what the tour added (a feature-x group of orders, the feature-env rule) is taken back after it
+        assert "undone: the feature-x group of orders stopped; the feature-env routing rule removed" in " ".join(
+            tour.stdout.split())
+        rules = devbox("naming", "rules", "ls", "--json", cwd=shop)
+        assert rules.returncode == 0 and "feature-env" not in rules.stdout, rules.stdout + rules.stderr
+        orders = devbox("naming", "show", "orders", "--json", cwd=shop)
+        assert orders.returncode == 0 and "feature-x" not in orders.stdout, orders.stdout + orders.stderr
