@@ -170,8 +170,9 @@ def show(name: str = typer.Argument(...), config_file: str | None = ConfigOption
         return
     console.print(json.dumps({"meta": ev.meta, **_counts(ev)}, indent=2, default=str), highlight=False)
     for t in ev.transitions:
-        console.print(f"{time.strftime('%H:%M:%S', time.localtime(t.get('at') or 0))}  alert {t.get('alertname')} "
-                      f"{t.get('from')} → {t.get('to')}", highlight=False)
+        labels = ", ".join(f"{k}={v}" for k, v in sorted((t.get("labels") or {}).items()) if k != "alertname")
+        console.print(f"{time.strftime('%H:%M:%S', time.localtime(t.get('at') or 0))}  alert {t.get('alertname')}"
+                      f"{' {' + labels + '}' if labels else ''} {t.get('from')} → {t.get('to')}", highlight=False)
     for e in ev.deploy_events:
         console.print(f"{time.strftime('%H:%M:%S', time.localtime(e.get('ts') or 0))}  {e.get('service')} "
                       f"{e.get('kind')}: {e.get('message')}", highlight=False)
