@@ -39,10 +39,12 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def show(rel: dict[str, Any], *, traffic: bool = False, steps_from: int | None = None) -> None:
-    """A release: what it is doing (its explanation says the state), its gates, its recent steps —
+    """A release: its state and what it is doing (the state once), its gates, its recent steps —
     those from ``steps_from`` when the earlier ones were printed as they happened. ``traffic``: how
     traffic is split (a paragraph: once per release command, not for pause, resume, rollback)."""
-    console.print(f"[bold]{rel['service']} {rel['version']}[/] — {rel['explain']}", highlight=False)
+    state, explain = rel["state"], rel["explain"]
+    said = explain if explain.startswith(state) else f"{state}: {explain}"  # 'succeeded: …' says it already
+    console.print(f"[bold]{rel['service']} {rel['version']}[/] — {said}", highlight=False)
     if traffic:
         console.print(f"traffic by {rel['traffic']['method']}: {rel['traffic']['why']}", highlight=False)
     failed = rel.get("gate_failed") or {}
