@@ -330,12 +330,13 @@ def _pin(first: Step, step: Step) -> str:
     busiest = max(step.services, key=lambda s: step.services[s].cpu_per_instance)
     if step.services[busiest].cpu_per_instance >= 0.5:
         return busiest
-    return max(step.services, key=lambda s: (_growth(first, step, s), s))
+    # growth ties (a ramp broken at its first step has none to compare): the busier one, not the last name
+    return max(step.services, key=lambda s: (_growth(first, step, s), step.services[s].cpu_per_instance, s))
 
 
 def _pin_reason(first: Step, step: Step, svc: str) -> str:
     st = step.services[svc]
-    if st.cpu_per_instance >= 0.5:
+    if st.cpu_per_instance >= 0.5 or first is step:
         return f"was the busiest ({st.cpu_per_instance:.2f} cores per instance)"
     return f"p99 grew most (x{_growth(first, step, svc):.1f}, to {st.p99_ms:.0f} ms)"
 

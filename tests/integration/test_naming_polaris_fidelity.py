@@ -106,12 +106,12 @@ def test_console_instance_filters_and_heartbeat_code(tmp_path: Path) -> None:
         assert r.json()["code"] == 400141, r.text
 
 
-@pytest.mark.parametrize("item", [5, None, True, "x", [1]])
-def test_console_writes_refuse_an_item_that_is_not_an_object(tmp_path: Path, item: object) -> None:
+def test_console_writes_refuse_an_item_that_is_not_an_object(tmp_path: Path) -> None:
     """[5] was a 500 on every console write (a probe's finding) and ["x"] was read as {}."""
     with running_platform(tmp_path, components=["naming"]) as platform:
         base = platform.url("polaris_http") + "/naming/v1/"
-        for path in ("instances", "services", "namespaces", "instances/delete", "services/delete"):
-            r = httpc.post(base + path, json=[item])
-            assert r.status_code == 400, (path, r.text)
-            assert r.json()["code"] == int(Code.ParseException) and "item 0 is not a" in r.json()["info"], r.text
+        for item in (5, None, True, "x", [1]):
+            for path in ("instances", "services", "namespaces", "instances/delete", "services/delete"):
+                r = httpc.post(base + path, json=[item])
+                assert r.status_code == 400, (item, path, r.text)
+                assert r.json()["code"] == int(Code.ParseException) and "item 0 is not a" in r.json()["info"], r.text

@@ -221,3 +221,10 @@ def test_a_millisecond_service_is_not_blamed_for_growing_a_few_milliseconds() ->
     sat = model.saturation(steps)
     assert sat["gateway"]["step"] == 1 and "p99 grew most (x1.8" in sat["gateway"]["why"]
     assert sat["users"]["step"] is None
+
+
+def test_a_ramp_broken_at_its_first_step_blames_the_busiest_service_not_the_last_name() -> None:
+    steps = [_step(10, ["p99>500ms"], gateway=(33, 1, 3.2, 580), users=(70, 2, 1.0, 4))]
+    sat = model.saturation(steps)
+    assert sat["gateway"]["step"] == 0 and "was the busiest (0.32 cores" in sat["gateway"]["why"]
+    assert sat["users"]["step"] is None
