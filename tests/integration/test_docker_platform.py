@@ -130,7 +130,9 @@ def test_release_of_the_container_completes_and_a_failing_gate_rolls_back(
     (folder / "VERSION").write_text("v2\n")
     with Traffic(entry) as good:
         rel = _release(p, service="hello", version="v2", batches=[50, 100], pause=2, gates=["success_rate<99"])
-    assert rel["state"] == "succeeded", rel
+    # the why of a rollback in full (pytest cuts the dict): seen once beside a CPU hog and the export test
+    why = ("state", "reason", "gate_failed", "last_gate", "steps")
+    assert rel["state"] == "succeeded", {k: rel.get(k) for k in why}
     assert good.failures == []
     assert "v1" in good.versions and "v2" in good.versions
     hello = services(p)["hello"]
