@@ -38,26 +38,14 @@ def decode_json(raw: bytes, *, required: bool = True) -> Any:
         value = json.loads(raw)
     except ValueError as exc:
         raise ValueError(f"the body is not valid JSON: {exc}") from None
-    if _SURROGATE_ESCAPE.search(raw) and not _unicode(value):
-        # JSON's \\ud800 escapes decode to strings no UTF-8 store or answer can hold
-        raise ValueError("the body holds text that is not valid Unicode (a lone UTF-16 surrogate escape, e.g. \\ud800)")
+    if _SURROGATE_ESCAPE.search(raw):
+        try:  # JSON's \\ud800 escapes decode to strings no UTF-8 store or answer can hold
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("the body holds text that is not valid Unicode (a lone UTF-16 surrogate escape, "
+                             "e.g. \\ud800)") from None
     return value
 
 
 #: A UTF-16 surrogate escape: only then can json.loads make a string that is not valid Unicode.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def _unicode(value: Any) -> bool:
-    """Whether every string in ``value`` (keys too) is valid Unicode: no lone surrogate."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_unicode(k) and _unicode(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_unicode(v) for v in value)
-    return True
