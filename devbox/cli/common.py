@@ -134,13 +134,19 @@ def api_url(config_path: str | None = None) -> str:
 def _other_project_on(port: int, source: Path) -> dict[str, Any] | None:
     """The card of a running devbox of another project whose API listens on ``port``, if any: this
     project has no runtime file, so a command sent to that port would act on that project."""
+    card = running_on(port, listener="api")
+    config = card.get("config") if card else None
+    return card if config and Path(config).resolve() != source.resolve() else None
+
+
+def running_on(port: int, *, listener: str | None = None) -> dict[str, Any] | None:
+    """The card of the running devbox listening on ``port`` (on ``listener`` only, if given), if any."""
     if not port:
         return None
-    here = source.resolve()
     for card in running_platforms():
-        listener = (card.get("listeners") or {}).get("api") or [None, None]
-        config = card.get("config")
-        if listener[-1] == port and config and Path(config).resolve() != here:
+        listeners = card.get("listeners") or {}
+        addresses = [listeners.get(listener) or [None]] if listener else listeners.values()
+        if any(address[-1] == port for address in addresses):
             return card
     return None
 

@@ -42,7 +42,7 @@ from devbox.cli.common import (
     print_json,
     read_runtime,
     registry_dir,
-    running_platforms,
+    running_on,
     runtime_path,
 )
 from devbox.cli.status import STATE_STYLE, show_status
@@ -124,11 +124,11 @@ def up(
 
 def _holder(port: int) -> str:
     """Which running devbox holds ``port`` (its machine-wide card), as a sentence; "" when none does."""
-    for card in running_platforms():
-        if port and any(address[-1] == port for address in (card.get("listeners") or {}).values()):
-            return (f". It is held by the devbox of project {card.get('project') or '?'} (pid {card.get('pid')}): "
-                    f"`devbox down -f {card.get('config')}` stops it")
-    return ""
+    card = running_on(port)
+    if card is None:
+        return ""
+    return (f". It is held by the devbox of project {card.get('project') or '?'} (pid {card.get('pid')}): "
+            f"`devbox down -f {card.get('config')}` stops it")
 
 
 def _running(config: ProjectConfig) -> dict[str, Any] | None:
