@@ -360,19 +360,15 @@ def otlp_http_router(get_core: Callable[[], MetricsCore], *, max_body_bytes: int
                 f"unsupported Content-Type {ctype!r}; send application/x-protobuf or application/json"
             )
         as_json = ctype == "application/json"
-        answer = {"encoding": "application/json" if as_json else "application/x-protobuf"}
         try:
-            body = inflate(await request.body(), request.headers.get("content-encoding", ""), max_body_bytes)
-        except ValueError as exc:
-            raise BadRequest(f"body could not be decompressed: {exc}", detail=answer) from None
-        except ApiError as exc:
-            exc.detail.update(answer)
+            try:
+                body = inflate(await request.body(), request.headers.get("content-encoding", ""), max_body_bytes)
+            except ValueError as exc:
+                raise BadRequest(f"body could not be decompressed: {exc}") from None
+            response = await _refused_or_exported(get_core(), parse_request(body, as_json=as_json))
+        except ApiError as exc:  # answered by the listener's renderer, in the request's encoding
+            exc.detail.setdefault("encoding", "application/json" if as_json else "application/x-protobuf")
             raise
-        message = parse_request(body, as_json=as_json, detail=answer)
-        try:
-            response = await export(get_core(), message)
-        except (ReportError, ValueError) as exc:
-            raise BadRequest(str(exc), detail=answer) from None
         if as_json:
             return Response(json_format.MessageToJson(response), media_type="application/json")
         return Response(response.SerializeToString(), media_type="application/x-protobuf")
@@ -380,7 +376,15 @@ def otlp_http_router(get_core: Callable[[], MetricsCore], *, max_body_bytes: int
     return router
 
 
-def parse_request(body: bytes, *, as_json: bool = False, detail: dict[str, Any] | None = None) -> Any:
+async def _refused_or_exported(core: MetricsCore, message: Any) -> Any:
+    """:func:`export`, a report it refuses as BadRequest (both transports answer it so)."""
+    try:
+        return await export(core, message)
+    except (ReportError, ValueError) as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def parse_request(body: bytes, *, as_json: bool = False) -> Any:
     """An ``ExportMetricsServiceRequest`` from its protobuf or JSON bytes; BadRequest saying why not."""
     message = metrics_service_pb2.ExportMetricsServiceRequest()
     try:
@@ -390,7 +394,7 @@ def parse_request(body: bytes, *, as_json: bool = False, detail: dict[str, Any] 
             message.ParseFromString(body)
     except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         kind = "JSON" if as_json else "protobuf"
-        raise BadRequest(f"malformed OTLP {kind} ExportMetricsServiceRequest: {exc}", detail=detail) from None
+        raise BadRequest(f"malformed OTLP {kind} ExportMetricsServiceRequest: {exc}") from None
     return message
 
 
@@ -403,11 +407,7 @@ class _MetricsService:
 
     async def Export(self, request: bytes, context: Any) -> bytes:
         # BadRequest: the listener's edge aborts with INVALID_ARGUMENT
-        message = parse_request(request)
-        try:
-            response = await export(self.get_core(), message)
-        except (ReportError, ValueError) as exc:
-            raise BadRequest(str(exc)) from None
+        response = await _refused_or_exported(self.get_core(), parse_request(request))
         return bytes(response.SerializeToString())
 
 
