@@ -440,11 +440,16 @@ class Platform:
             component.state = ComponentState.RUNNING
 
     async def _serve_http(self, listener: str) -> None:
+        # uvicorn's httptools protocol (what http="auto" picks) with a deadline on request heads; imported
+        # here, where uvicorn would import its own, not with this module
+        from devbox.platform.http_timeouts import HeadTimeoutProtocol
+
         switch = self._switches[listener] = _Switch()
         config = uvicorn.Config(
             # ws="none": no listener serves websockets, and importing uvicorn's implementation of
             # them is start-up time spent before the listener answers
             switch, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2, ws="none",
+            http=HeadTimeoutProtocol,
             # An idle keep-alive connection is closed by the client first: httpx drops its idle connections
             # after 5 s (uvicorn's default here too), Go's transport after 90 s. With the server's timer as
             # short as the client's, an export sent as the server closed met a reset (ReadError, the batch
@@ -461,10 +466,16 @@ class Platform:
             await asyncio.sleep(0.005)
 
     async def _serve_grpc(self, listener: str) -> None:
+        from devbox.platform.http_timeouts import HEAD_TIMEOUT_S
+
         options = [
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE),
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE),
             ("grpc.so_reuseport", 0),
+            # A connection that has not sent the HTTP/2 preface and SETTINGS within this is sent GOAWAY
+            # and closed, as an HTTP listener closes one whose request head is late. Without it grpc
+            # closes such a connection after 60 s (its SETTINGS-ack timeout; the handshake's own is 120 s).
+            ("grpc.server_handshake_timeout_ms", int(HEAD_TIMEOUT_S * 1000)),
         ]
         interceptors: list[Any] = [ApiErrorInterceptor()]
         if self.config.platform.token:

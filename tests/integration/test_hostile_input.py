@@ -1,8 +1,10 @@
 """Hostile input against the non-tracing listeners (issue 14, §3 items 6, 7 and 10): refused
-with a 4xx in the protocol's own shape, never a 500, and the API stays responsive."""
+with a 4xx in the protocol's own shape, never a 500, and the API stays responsive. A request head
+or an HTTP/2 preface that never completes is timed out, never held open."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ import grpc
 import pytest
 from devbox.mocks.naming.polaris_pb import protos
 
+from devbox.platform.http_timeouts import HEAD_TIMEOUT_S, HeadTimeoutProtocol
 from devbox.testing import PlatformThread, running_platform
 from tests import httpc
 
@@ -124,3 +127,173 @@ def test_half_sent_bodies_are_timed_out_and_the_api_stays_responsive(platform: P
     finally:
         for sock in stalled:
             sock.close()
+
+
+# --- request heads that never complete (slowloris) ----------------------------------------------
+#: The head timeout while these tests run (HEAD_TIMEOUT_S is 10 s): the timers' behaviour, not their length.
+HEAD_S = 1.0
+#: How long a test waits for an answer or a close: a timer fires late on a CPU-starved runner.
+DEADLINE_S = 30.0
+HTTP_LISTENERS = ("api", "polaris_http", "prometheus", "alertmanager")
+
+
+@pytest.fixture
+def short_heads(monkeypatch: pytest.MonkeyPatch) -> float:
+    monkeypatch.setattr(HeadTimeoutProtocol, "head_timeout", HEAD_S)
+    return HEAD_S
+
+
+def _connect(platform: PlatformThread, listener: str) -> socket.socket:
+    host, port = platform.target(listener).rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=DEADLINE_S)
+
+
+def _until_closed(sock: socket.socket, deadline: float) -> bytes:
+    """Everything the server sends until it closes the connection; fails at ``deadline`` (monotonic)."""
+    answer = b""
+    while True:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            raise AssertionError(f"the connection was still open at the deadline; read {answer[:300]!r}") from None
+        if not chunk:
+            return answer
+        answer += chunk
+
+
+def _one_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The head and body of one response with a Content-Length (the connection stays open)."""
+    sock.settimeout(DEADLINE_S)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole answer arrived: {data[:300]!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    fields = dict(line.lower().split(b":", 1) for line in head.split(b"\r\n")[1:])
+    length = int(fields[b"content-length"])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole answer arrived: {head + body!r}"
+        body += chunk
+    return head, body
+
+
+def _assert_head_timeout(answer: bytes) -> None:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), answer[:300]
+    assert b"\r\nconnection: close" in head.lower(), head
+    reason = json.loads(body)["reason"]
+    assert f"did not arrive within {HEAD_S:g} s" in reason, reason
+
+
+def test_uvicorn_still_has_the_hooks_the_head_timeout_overrides() -> None:
+    """The head timer overrides these of uvicorn's HttpToolsProtocol: one renamed upstream would leave
+    an override that is never called (and the timer unarmed or never cancelled)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    overridden = {name for name in vars(HeadTimeoutProtocol) if not name.startswith("_") and callable(
+        getattr(HeadTimeoutProtocol, name))}
+    assert overridden == {"connection_made", "connection_lost", "data_received", "on_message_begin",
+                          "on_headers_complete", "on_message_complete"}
+    assert overridden | {"shutdown"} <= set(vars(HttpToolsProtocol))
+
+
+def test_a_partial_request_head_is_answered_408_and_closed(platform: PlatformThread, short_heads: float) -> None:
+    socks = {listener: _connect(platform, listener) for listener in HTTP_LISTENERS}
+    try:
+        sent = time.monotonic()
+        for sock in socks.values():
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        deadline = sent + DEADLINE_S
+        for listener, sock in socks.items():
+            answer = _until_closed(sock, deadline)
+            _assert_head_timeout(answer)
+            assert time.monotonic() - sent >= short_heads * 0.9, f"{listener} answered 408 before the timeout"
+    finally:
+        for sock in socks.values():
+            sock.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer(
+        platform: PlatformThread, short_heads: float) -> None:
+    with _connect(platform, "api") as sock:
+        assert _until_closed(sock, time.monotonic() + DEADLINE_S) == b""
+
+
+def test_a_head_trickled_a_byte_at_a_time_is_cut(platform: PlatformThread, short_heads: float) -> None:
+    # Each byte comes well within the timeout of the one before: only a deadline on the whole head cuts it.
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
+    deadline = time.monotonic() + DEADLINE_S
+    with _connect(platform, "api") as sock:
+        sent = 0
+        answer = b""
+        while not answer:
+            assert sent < len(head), "the whole trickled head was sent and no 408 came"
+            sock.sendall(head[sent:sent + 1])
+            sent += 1
+            sock.settimeout(short_heads / 10)  # the pace of the trickle: a wait for the answer
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError:
+                assert time.monotonic() < deadline, f"no 408 after {sent} trickled bytes"
+        answer += _until_closed(sock, deadline)
+    _assert_head_timeout(answer)
+
+
+def test_an_idle_keep_alive_connection_outlives_the_head_timeout(platform: PlatformThread, short_heads: float) -> None:
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with _connect(platform, "api") as kept, _connect(platform, "api") as clock:
+        kept.sendall(request)
+        head, _ = _one_answer(kept)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        # A partial head sent now is answered 408 a head timeout later: by then the kept connection
+        # has idled that long since its answer.
+        clock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        _assert_head_timeout(_until_closed(clock, time.monotonic() + DEADLINE_S))
+        kept.sendall(request)
+        head, body = _one_answer(kept)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert json.loads(body)["status"], body
+
+
+def test_a_slow_large_body_is_not_cut_by_the_head_timeout(platform: PlatformThread, short_heads: float) -> None:
+    # JSON may start with any amount of whitespace: a body that streams for longer than the head
+    # timeout (paced well within the listener's 1 s body read timeout) and still parses.
+    pad = b" " * 32_768
+    with _connect(platform, "alertmanager") as post, _connect(platform, "alertmanager") as clock:
+        post.sendall(b"POST /api/v2/alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        clock.sendall(b"GET / HTTP/1.1\r\n")
+        clock.settimeout(0.05)  # the pace of the body's chunks: a wait for the clock's 408
+        deadline = time.monotonic() + DEADLINE_S
+        sent = 0
+        answer = b""
+        while not answer or sent < 1_000_000:
+            post.sendall(b"%x\r\n%s\r\n" % (len(pad), pad))
+            sent += len(pad)
+            if not answer:
+                try:
+                    answer = clock.recv(65536)
+                except TimeoutError:
+                    assert time.monotonic() < deadline, "the partial head on the clock connection had no answer"
+        _assert_head_timeout(answer + _until_closed(clock, deadline))
+        alerts = b'[{"labels": {"alertname": "SlowBody"}}]'
+        post.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(alerts), alerts))
+        head, body = _one_answer(post)
+    assert head.startswith(b"HTTP/1.1 200 "), head + body[:300]
+    listed = httpc.get(platform.url("alertmanager") + "/api/v2/alerts", params={"filter": "alertname=SlowBody"})
+    assert [a["labels"]["alertname"] for a in listed.json()] == ["SlowBody"]
+
+
+def test_a_grpc_connection_without_its_http2_preface_is_closed(platform: PlatformThread) -> None:
+    # grpc's own bound is its SETTINGS-ack timeout (60 s, GOAWAY "settings_timeout"); the platform sets
+    # the handshake timeout to the head timeout, whose GOAWAY says so.
+    host, port = platform.target("polaris_grpc").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as silent, socket.create_connection((host, int(port))) as partial:
+        partial.sendall(b"PRI * HTTP/2.0\r\n")
+        deadline = time.monotonic() + HEAD_TIMEOUT_S + DEADLINE_S
+        for sock in (silent, partial):
+            goaway = _until_closed(sock, deadline)
+            assert b"before handshake timeout" in goaway, goaway
