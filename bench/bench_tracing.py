@@ -89,6 +89,7 @@ def serve(state: Path, components: list[str], tracing: dict[str, Any] | None = N
                           platform={"max_body_bytes": 64 * 1024 * 1024},
                           **({"tracing": tracing} if tracing else {})) as p:
         traces: Any = p.platform.ctx.lookup(TracesPort)  # type: ignore[union-attr]
+        traces.collector.start_indexer()  # else started by the first export: its pid is wanted now
         print(json.dumps({"http": p.url("otlp_http"), "grpc": p.target("otlp_grpc"), "zipkin": p.url("zipkin"),
                           "api": p.url("api"), "indexer_pid": traces.collector.indexer.pid}), flush=True)
         sys.stdin.read()

@@ -265,6 +265,26 @@ def test_acknowledged_spans_survive_a_restart_and_fire_the_event(tmp_path: Path)
         assert json.loads(httpc.get(p.url("api") + "/api/platform").text)["components"]["tracing"]["spans_stored"] == 2
 
 
+
+def test_the_indexer_starts_with_the_first_export_or_at_start_when_spans_are_stored(tmp_path: Path) -> None:
+    """An empty collector runs no indexer process (its start-up and its lanes' memory are spent only once
+    a span comes); a query before then answers at once. A platform with spans stored starts it at start:
+    their retention runs in it."""
+    from devbox.platform.ports import TracesPort
+
+    with running_platform(tmp_path, components=["tracing"]) as p:
+        collector = p.platform.ctx.lookup(TracesPort).collector  # type: ignore[union-attr]
+        assert collector.indexer.pid is None
+        assert httpc.get(p.url("zipkin") + "/api/v2/services", timeout=5).json() == []
+        assert collector.indexer.pid is None
+        trace_id, _ = _emit(HttpExporter(endpoint=p.url("otlp_http") + "/v1/traces"), "first")
+        assert collector.indexer.pid is not None
+        assert len(_zipkin_trace(p, trace_id)) == 2
+    with running_platform(tmp_path, components=["tracing"]) as p:
+        collector = p.platform.ctx.lookup(TracesPort).collector  # type: ignore[union-attr]
+        assert collector.indexer.pid is not None
+        assert len(_zipkin_trace(p, trace_id)) == 2
+
 EMBEDDING = """
 import json, os, sys
 from pathlib import Path
