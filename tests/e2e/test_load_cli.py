@@ -91,6 +91,11 @@ def test_readme_load_commands_run_as_written(shop: Path) -> None:
         record = json.loads((run / "run.json").read_text())
         assert record["steps"][0]["total"]["requests"] > 0
         assert (run / "report.html").is_file() or (run / "step-01" / "report.html").is_file()
+    # `--workers 2`: a Locust master and two worker processes, the master counting both as they report ready
+    [distributed] = [r for r in runs if json.loads((r / "run.json").read_text())["params"].get("workers") == 2]
+    assert (distributed / "worker-1.log").is_file() and (distributed / "worker-2.log").is_file()
+    log = (distributed / "locust.log").read_text()
+    assert re.search(r"reported as ready\. 2 workers connected", log), log[-2000:]
     ramp = next(r for r in runs if "-ramp-" in r.name)
     page = (ramp / "capacity.html").read_text()
     assert "<script" in page and "Instances needed" in page

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -326,3 +327,17 @@ def test_zz_down_stops_the_foreground_up(shop: Shop) -> None:
     lines = block_after("Or, in another shell in `scenarios/shop/`")
     shop.shell.run(commands(lines[-1])[0], timeout=60)
     assert shop.up.wait(60) == 0, shop.up_log.read_text()
+    # and leaves nothing running: every instance (and whatever it started) is gone with the platform
+    wait_for(lambda: _processes_under(shop.shell.cwd) == [], timeout=30, every=0.2,
+             what="no process left under the shop's folder")
+
+
+def _processes_under(folder: Path) -> list[str]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if Path(proc.cwd()).is_relative_to(folder):
+                found.append(" ".join(proc.cmdline()))
+        except (psutil.Error, OSError):
+            continue
+    return found
