@@ -80,6 +80,11 @@ def _hold_heap(hold: bool) -> None:
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
 #: Seconds an idle keep-alive HTTP connection stays open (longer than the clients' own idle expiry).
 KEEP_ALIVE_S = 120
+#: Seconds a gRPC connection may go without an RPC in flight before it is sent GOAWAY and closed: one
+#: that sent its preface and then half a frame (or nothing) is not held forever (grpc has no read
+#: timeout past the handshake). A real client's channel reconnects on its next call; an open stream
+#: counts as a call in flight, and the Polaris SDKs heartbeat and refresh far more often than this.
+GRPC_IDLE_S = 300.0
 
 
 class PortInUse(Exception):
@@ -476,6 +481,7 @@ class Platform:
             # and closed, as an HTTP listener closes one whose request head is late. Without it grpc
             # closes such a connection after 60 s (its SETTINGS-ack timeout; the handshake's own is 120 s).
             ("grpc.server_handshake_timeout_ms", int(HEAD_TIMEOUT_S * 1000)),
+            ("grpc.max_connection_idle_ms", int(GRPC_IDLE_S * 1000)),
         ]
         interceptors: list[Any] = [ApiErrorInterceptor()]
         if self.config.platform.token:

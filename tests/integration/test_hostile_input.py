@@ -297,3 +297,35 @@ def test_a_grpc_connection_without_its_http2_preface_is_closed(platform: Platfor
         for sock in (silent, partial):
             goaway = _until_closed(sock, deadline)
             assert b"before handshake timeout" in goaway, goaway
+
+
+#: The client's HTTP/2 preface, an empty SETTINGS frame, and the 9-byte head of a 100-byte HEADERS frame
+#: whose payload never comes.
+HALF_A_FRAME = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+                + b"\x00\x00\x64\x01\x04\x00\x00\x00\x01")
+
+
+def test_a_grpc_connection_idle_after_its_preface_is_closed_and_real_clients_reconnect(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the handshake grpc has no read timeout: a connection that sent half a frame (no call in
+    flight) is closed once idle for GRPC_IDLE_S (shortened here), while a real channel idle as long
+    reconnects on its next call."""
+    from devbox.platform import platform as platform_module
+
+    monkeypatch.setattr(platform_module, "GRPC_IDLE_S", 1.0)
+    with running_platform(tmp_path, components=["naming"]) as p:
+        host, port = p.target("polaris_grpc").rsplit(":", 1)
+        with grpc.insecure_channel(p.target("polaris_grpc")) as channel:
+            stub = pb.grpcapi.PolarisGRPCStub(channel)
+
+            def register(n: int) -> int:
+                return int(stub.RegisterInstance(pb.service.Instance(
+                    service={"value": "idle"}, namespace={"value": "default"}, host={"value": "127.0.0.1"},
+                    port={"value": 9000 + n}), timeout=10).code.value)
+
+            assert register(1) == 200000
+            with socket.create_connection((host, int(port))) as half:
+                half.sendall(HALF_A_FRAME)
+                goaway = _until_closed(half, time.monotonic() + DEADLINE_S)
+            assert b"connection idle" in goaway, goaway  # GOAWAY's debug data
+            assert register(2) == 200000  # the channel, idle as long, still calls
