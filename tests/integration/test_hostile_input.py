@@ -299,6 +299,27 @@ def test_a_grpc_connection_without_its_http2_preface_is_closed(platform: Platfor
             assert b"before handshake timeout" in goaway, goaway
 
 
+
+@pytest.mark.parametrize("listener", ["api", "alertmanager", "polaris_http"])
+def test_a_request_head_over_the_size_bound_is_answered_431_and_closed(platform: PlatformThread,
+                                                                       listener: str) -> None:
+    from devbox.platform.http_timeouts import MAX_HEAD_BYTES
+
+    with _connect(platform, listener) as sock:  # under the bound: served
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES // 2) + b"\r\n\r\n")
+        head, _ = _one_answer(sock)
+        assert not head.startswith(b"HTTP/1.1 431 "), head
+    with _connect(platform, listener) as sock:
+        try:  # the server may close while the rest of the head is still being sent
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (2 * MAX_HEAD_BYTES) + b"\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = _until_closed(sock, time.monotonic() + DEADLINE_S)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), answer[:300]
+    assert b"\r\nconnection: close" in head.lower(), head
+    assert f"exceed {MAX_HEAD_BYTES} bytes" in json.loads(body)["reason"], body
+
 #: The client's HTTP/2 preface, an empty SETTINGS frame, and the 9-byte head of a 100-byte HEADERS frame
 #: whose payload never comes.
 HALF_A_FRAME = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
