@@ -7,17 +7,16 @@ here, so they are left out of the `up`; the services start without them.
 
 The exported shop also works as a whole: with a devbox platform standing in for Polaris and the
 collector (devbox's naming server speaks Polaris's HTTP client API), every exported service
-registers itself (DEVBOX_REGISTER=self; the SDK, no devbox deploy), ``GET /checkout/alice`` on the
+registers itself (DEVBOX_REGISTER=self; the SDK — this checkout's, mounted over the image's copy —
+no devbox deploy), ``GET /checkout/alice`` on the
 gateway crosses gateway → users, orders → users, inventory (gRPC), payment, every call resolved by
 name through Polaris's Discover, and ``down`` deregisters every instance."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import shutil
 import subprocess
-import tempfile
 import textwrap
 import time
 import uuid
@@ -29,7 +28,7 @@ import httpx
 import pytest
 import yaml
 from devbox.mocks.deploy.base_image import build_base, copy_devbox
-from devbox.mocks.deploy.docker import BASE_IMAGE, build_image, connect, image_tag, missing_image
+from devbox.mocks.deploy.docker import BASE_IMAGE, connect, image_tag, missing_image
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devbox.config import load_config
@@ -153,20 +152,6 @@ def _get(url: str) -> dict[str, str] | None:
     return response.json() if response.status_code == 200 else None
 
 
-#: The base image with this checkout's devbox package on top (the SDK in devbox-base is a copy of
-#: the devbox that built it, which may predate the SDK's self-registration).
-CURRENT_BASE = "devbox-base:bookworm-export-test"
-
-
-def _created(client: Any, tag: str) -> float:
-    """When the engine built ``tag`` (epoch seconds; 0 when it has no such image)."""
-    try:
-        stamp = client.images.get(tag).attrs["Created"]
-    except Exception:
-        return 0.0
-    return datetime.datetime.fromisoformat(stamp[:19]).replace(tzinfo=datetime.UTC).timestamp()
-
-
 def _image_ids(tags: list[str]) -> set[str]:
     """The ids the engine has under ``tags`` now (a tag it lacks is left out)."""
     client = connect()
@@ -181,42 +166,40 @@ def _image_ids(tags: list[str]) -> set[str]:
 
 
 def _remove_replaced(before: set[str], tags: list[str]) -> None:
-    """Remove the images a rebuild untagged: on vfs each is a full copy of the base (~440 MB), and a
-    developer's every code change rebuilt six of them — the tests' engine filled the disk."""
+    """Remove the images a rebuild untagged (a change to the shop's code or to devbox-base): on vfs each
+    is a full copy of the base (~440 MB), and the tests' engine once filled the disk with them."""
     replaced = before - _image_ids(tags)
     client = connect()
     try:
-        for _ in range(2):  # a replaced base goes once the service images built on it have gone
-            for image_id in list(replaced):
-                with contextlib.suppress(Exception):  # still used (a container of another run): left
-                    client.images.remove(image_id)
-                    replaced.discard(image_id)
+        for image_id in replaced:
+            with contextlib.suppress(Exception):  # still used (a container of another run): left
+                client.images.remove(image_id)
     finally:
         client.close()
 
 
-def _current_devbox_base() -> str:
-    """An image with this checkout's devbox: devbox-base itself when it was built after the last change to
-    devbox's code (`make install` on a fresh clone), else :data:`CURRENT_BASE` (devbox-base + this devbox),
-    rebuilt only when the code changed since — each rebuild makes compose rebuild five service images."""
-    newest = max(f.stat().st_mtime for f in (ROOT / "devbox").rglob("*.py"))
+def _base_image() -> str:
+    """devbox-base, built if the engine lacks it (``make install`` builds it)."""
     client = connect()
     try:
         if missing_image(client, BASE_IMAGE):
             build_base(client, log_path=DOCKER_ROOT / "base.log", say=print)
-        if _created(client, BASE_IMAGE) > newest:
-            return BASE_IMAGE
-        if _created(client, CURRENT_BASE) > newest:
-            return CURRENT_BASE
-        with tempfile.TemporaryDirectory(prefix="devbox-export-base-") as tmp:
-            context = Path(tmp)
-            copy_devbox(context / "site")
-            (context / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nCOPY site /opt/devbox-site\n")
-            build_image(client, path=context, tag=CURRENT_BASE, dockerfile=None,
-                        log_path=DOCKER_ROOT / "export-base.log", timeout=600)
     finally:
         client.close()
-    return CURRENT_BASE
+    return BASE_IMAGE
+
+
+def _with_this_devbox(compose: Path, services: list[str], site: Path) -> Path:
+    """A compose override mounting this checkout's devbox (:func:`copy_devbox` into ``site``) over the
+    image's copy (/opt/devbox-site, on PYTHONPATH): devbox-base holds the devbox that built it, which
+    may predate the SDK's self-registration. The images stay FROM devbox-base, so a change to devbox's
+    code rebuilds none of them — on vfs each rebuild copied the whole image six times over (67-193 s
+    of the suite beside a hog)."""
+    copy_devbox(site)
+    override = compose.with_name("this-devbox.yaml")
+    override.write_text(yaml.safe_dump({"services": {
+        name: {"volumes": [f"{site}:/opt/devbox-site:ro"]} for name in services}}), encoding="utf-8")
+    return override
 
 
 def _discover(naming_http: str, service: str) -> list[dict[str, Any]]:
@@ -235,9 +218,9 @@ def test_exported_shop_registers_itself_and_serves_a_checkout(tmp_path: Path) ->
         pytest.skip(f"no Docker engine: {exc}")
     started = time.monotonic()
     config = load_config(SHOP).model_copy(update={"project": "shopexport"})
-    images = [image_tag(config.project, s) for s in SHOP_SERVICES] + [CURRENT_BASE]
+    images = [image_tag(config.project, s) for s in SHOP_SERVICES]
     before = _image_ids(images)
-    base = _current_devbox_base()
+    base = _base_image()
     base_s = time.monotonic() - started
     # its own project name (above): its images (devbox/shopexport-*) are not the other tests' devbox/shop-*
     with running_platform(tmp_path / "platform", components=["naming", "tracing"]) as platform:
@@ -252,7 +235,8 @@ def test_exported_shop_registers_itself_and_serves_a_checkout(tmp_path: Path) ->
         assert {doc["services"][n]["environment"]["DEVBOX_REGISTER"] for n in names} == {"self"}
         assert doc["services"]["gateway"]["environment"]["DEVBOX_NAMING_HTTP"] == naming_http
         replicas = {svc.name: svc.replicas for svc in config.services}
-        project = ["-f", str(out), "-p", _project_name("devboxexp")]
+        override = _with_this_devbox(out, names, tmp_path / "site")
+        project = ["-f", str(out), "-f", str(override), "-p", _project_name("devboxexp")]
         try:
             built = _compose(*project, "build", *SHOP_SERVICES, timeout=900)
             assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
@@ -308,11 +292,14 @@ def test_exported_shop_registers_itself_and_serves_a_checkout(tmp_path: Path) ->
             # every container runs and none has restarted (a replica bound to a taken port would loop)
             client = connect()
             try:
-                states = {c.name: (c.status, c.attrs["RestartCount"]) for c in client.containers.list(
-                    all=True, filters={"label": f"com.docker.compose.project={project[-1]}"})}
+                containers = client.containers.list(
+                    all=True, filters={"label": f"com.docker.compose.project={project[-1]}"})
+                states = {c.name: (c.status, c.attrs["RestartCount"]) for c in containers}
+                mounts = {c.name: [m["Destination"] for m in c.attrs["Mounts"]] for c in containers}
             finally:
                 client.close()
             assert len(states) == len(names) and set(states.values()) == {("running", 0)}, states
+            assert all(m == ["/opt/devbox-site"] for m in mounts.values()), mounts  # this checkout's devbox
         finally:
             down = _compose(*project, "down", "--timeout", "10")
             _remove_replaced(before, images)
