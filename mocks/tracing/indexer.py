@@ -622,6 +622,11 @@ class IndexerProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` was called (it stays true across its restarts and after ``stop``)."""
+        return self._proc is not None
+
     def start(self) -> None:
         proc, conn = child.start("index")
         conn.send(("start", str(self.wal_dir), str(self.db_path), dataclasses.asdict(self.options)))

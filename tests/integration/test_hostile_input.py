@@ -180,12 +180,17 @@ def _one_answer(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, body
 
 
-def _assert_head_timeout(answer: bytes) -> None:
+def _assert_refused(answer: bytes, status: int, why: str) -> None:
+    """``answer`` is ``status`` with Connection: close and a JSON reason saying ``why``."""
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 408 "), answer[:300]
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), answer[:300]
     assert b"\r\nconnection: close" in head.lower(), head
     reason = json.loads(body)["reason"]
-    assert f"did not arrive within {HEAD_S:g} s" in reason, reason
+    assert why in reason, reason
+
+
+def _assert_head_timeout(answer: bytes) -> None:
+    _assert_refused(answer, 408, f"did not arrive within {HEAD_S:g} s")
 
 
 def test_uvicorn_still_has_the_hooks_the_head_timeout_overrides() -> None:
@@ -315,10 +320,7 @@ def test_a_request_head_over_the_size_bound_is_answered_431_and_closed(platform:
         except (BrokenPipeError, ConnectionResetError):
             pass
         answer = _until_closed(sock, time.monotonic() + DEADLINE_S)
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 431 "), answer[:300]
-    assert b"\r\nconnection: close" in head.lower(), head
-    assert f"exceed {MAX_HEAD_BYTES} bytes" in json.loads(body)["reason"], body
+    _assert_refused(answer, 431, f"exceed {MAX_HEAD_BYTES} bytes")
 
 #: The client's HTTP/2 preface, an empty SETTINGS frame, and the 9-byte head of a 100-byte HEADERS frame
 #: whose payload never comes.
