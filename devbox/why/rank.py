@@ -3,8 +3,9 @@
 Input (:class:`Case`): the spans of the window before the moment asked about and of the window
 before that, the deploy events and releases around it, the fault rules and routing rules in effect,
 the registry. Each signal gives suspects a score in [0, 1] with a one-line reason with numbers;
-a suspect's score is the noisy-OR of its signals (``1 - prod(1 - s)``), so agreeing signals
-raise it and one weak signal stays weak.
+a suspect's score is the noisy-OR of its distinct signals (``1 - prod(1 - s)``, each signal at its
+strongest), so agreeing signals raise it, one weak signal stays weak, and one signal seen from many
+places (a callee slower from each of its callers) does not pile up.
 
 Signals, and the score each gives:
 
@@ -75,7 +76,12 @@ class Suspect:
 
     @property
     def score(self) -> float:
-        return 1 - math.prod(1 - s for _, s, _ in self.signals)
+        """The noisy-OR of its distinct signals, each at its strongest: the same signal seen several
+        times (calls to a service slower from each of its callers) is one piece of evidence."""
+        strongest: dict[str, float] = {}
+        for name, s, _ in self.signals:
+            strongest[name] = max(s, strongest.get(name, 0.0))
+        return 1 - math.prod(1 - s for s in strongest.values())
 
     @property
     def reason(self) -> str:

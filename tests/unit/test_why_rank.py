@@ -3,8 +3,10 @@ ranks first, and the test names the signals that put it there."""
 
 from __future__ import annotations
 
+import pytest
+
 from devbox.diff.profile import span_of
-from devbox.why.rank import Case, rank
+from devbox.why.rank import Board, Case, rank
 from tests.unit.evidence_traces import shop_rows
 
 T0 = 1.7e15  # µs
@@ -46,6 +48,20 @@ def test_latency_on_one_users_instance_ranks_that_instance_first() -> None:
     # the service-wide signals (the hop got slower, a fault rule on users) rank it next
     assert report["suspects"][1]["subject"] == "users"
     assert {"latency shift", "fault rule"} <= _signals(report["suspects"][1])
+
+
+def test_one_signal_seen_from_several_callers_counts_once() -> None:
+    """Calls to users slower from the gateway and from orders are one piece of evidence; found on the CI
+    box, where two such hops (0.83) outranked the slow instance itself (outlier and fault rule)."""
+    board = Board()
+    board.add("users", "latency shift", 0.6, "calls gateway → users p50 24.8 → 170.7 ms")
+    board.add("users", "latency shift", 0.575, "calls orders → users p50 25.1 → 168.0 ms")
+    board.add("users instance users-1", "instance outlier", 0.8, "its calls take p50 175.0 ms vs 25.0 ms")
+    board.add("users instance users-1", "fault rule", 0.4, "fault rule in effect")
+    service, instance = board.suspects["users"], board.suspects["users instance users-1"]
+    assert service.score == 0.6 and len(service.signals) == 2
+    assert instance.score == pytest.approx(1 - 0.2 * 0.6)
+    assert [s.subject for s in board.ranked()] == ["users instance users-1", "users"]
 
 
 def test_a_routing_rule_to_a_missing_group_ranks_the_rule_first() -> None:
