@@ -262,39 +262,69 @@ def latency_signal(board: Board, now: list[Any], before: list[Any], path: set[st
         board.add(subject, "latency shift", 0.6 * delta / top, text)
 
 
+@dataclass
+class InstanceCalls:
+    """One instance's calls in the window: how long each took as its caller saw it (a proxy's or the
+    network's time included) where the caller's span is there, as the instance served it always."""
+
+    called_ms: list[float] = field(default_factory=list)
+    served_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.served_ms)
+
+    @classmethod
+    def merged(cls, parts: Iterable[InstanceCalls]) -> InstanceCalls:
+        out = cls()
+        for p in parts:
+            out.called_ms += p.called_ms
+            out.served_ms += p.served_ms
+            out.errors += p.errors
+        return out
+
+
+#: Fewer calls than this on either side is no comparison.
+OUTLIER_MIN_CALLS = 5
+
+
 def outlier_signal(board: Board, case: Case, trees: list[Any], path: set[str]) -> None:
-    """Per callee instance: its calls' latency and errors against the service's other instances."""
-    by_instance: dict[str, dict[str, OpStats]] = defaultdict(lambda: defaultdict(OpStats))
+    """Per callee instance: its calls' latency and errors against the service's other instances.
+
+    Latency is compared as the callers saw it where every side has enough calls whose caller's span is
+    in the window's traces (time added in front of the instance shows only there), else as served: one
+    measure on both sides, never a mix (a trace read before its caller's spans arrived has only the
+    instance's own)."""
+    by_instance: dict[str, dict[str, InstanceCalls]] = defaultdict(lambda: defaultdict(InstanceCalls))
     for tree in trees:
         for key, s in tree.spans.items():
-            if s.service not in path or s.kind not in ("SERVER", "CONSUMER"):
-                continue
             instance = str(s.attributes.get("service.instance.id") or "")
+            if s.service not in path or s.kind not in ("SERVER", "CONSUMER") or not instance:
+                continue
             parent = tree.parent(key)
             caller = tree.spans[parent] if parent else None
-            duration = caller.duration_us if caller is not None and caller.kind in CALLER_KINDS else s.duration_us
-            if instance:
-                st = by_instance[s.service][instance]
-                st.durations_ms.append(duration / 1000)
-                st.errors += int(s.error or (caller is not None and caller.kind in CALLER_KINDS and caller.error))
+            st = by_instance[s.service][instance]
+            st.served_ms.append(s.duration_us / 1000)
+            if caller is not None and caller.kind in CALLER_KINDS:
+                st.called_ms.append(caller.duration_us / 1000)
+            st.errors += int(s.error or (caller is not None and caller.kind in CALLER_KINDS and caller.error))
     known = {str(i.get("id")): i for i in case.instances}
     for service, per in by_instance.items():
         if len(per) < 2:
             continue
+        by_caller = all(len(st.called_ms) >= OUTLIER_MIN_CALLS for st in per.values())
         for instance, st in per.items():
-            rest = OpStats()
-            for other, ost in per.items():
-                if other != instance:
-                    rest.durations_ms.extend(ost.durations_ms)
-                    rest.errors += ost.errors
-            if st.count < 5 or rest.count < 5:
+            rest = InstanceCalls.merged(ost for other, ost in per.items() if other != instance)
+            if st.count < OUTLIER_MIN_CALLS or rest.count < OUTLIER_MIN_CALLS:
                 continue
-            a, b = quantile(rest.durations_ms, 0.5), quantile(st.durations_ms, 0.5)
+            mine, others = (st.called_ms, rest.called_ms) if by_caller else (st.served_ms, rest.served_ms)
+            a, b = quantile(others, 0.5), quantile(mine, 0.5)
             label = f"{service} instance {_short(instance, known)}"
-            if b - a > 5 and b > 1.5 * a and mann_whitney(rest.durations_ms, st.durations_ms) < ALPHA_DEFAULT:
+            if b - a > 5 and b > 1.5 * a and mann_whitney(others, mine) < ALPHA_DEFAULT:
                 board.add(label, "instance outlier", 0.8,
                           f"its calls take p50 {b:.1f} ms vs {a:.1f} ms on the other {len(per) - 1} instance(s) "
-                          f"({st.count} vs {rest.count} calls)")
+                          f"({len(mine)} vs {len(others)} calls{'' if by_caller else ', as served'})")
             ra, rb = rest.errors / rest.count, st.errors / st.count
             if rb - ra > 0.1 and two_proportions(rest.errors, rest.count, st.errors, st.count) < ALPHA_DEFAULT:
                 board.add(label, "instance outlier", 0.8,

@@ -149,8 +149,10 @@ def _top(report: dict[str, Any]) -> tuple[dict[str, Any], set[str], str]:
     return top, {s["signal"] for s in top["signals"]}, strongest
 
 
-def _brief(report: dict[str, Any]) -> list[str]:
-    return [f"{s['score']:.2f} {s['subject']}: {s['reason']}" for s in report["suspects"][:4]]
+def _brief(report: dict[str, Any]) -> str:
+    """The first suspects with each of their signals, one per line: what a failed assertion shows."""
+    return "\n".join(f"{s['score']:.2f} {s['subject']}: " + "; ".join(
+        f"{g['signal']} {g['score']:.2f} {g['text']}" for g in s["signals"]) for s in report["suspects"][:5])
 
 
 def test_a_bad_release_of_payment_ranks_payment_first(shop: Shop) -> None:

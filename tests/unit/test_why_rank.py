@@ -50,6 +50,23 @@ def test_latency_on_one_users_instance_ranks_that_instance_first() -> None:
     assert {"latency shift", "fault rule"} <= _signals(report["suspects"][1])
 
 
+def test_a_slow_instance_is_found_in_traces_read_before_most_of_their_callers_spans() -> None:
+    """The delay is in front of users-a (a proxy): only its callers' spans show it. Read while the gateway's
+    spans of two calls in three had not arrived, users-a was compared partly as its callers saw it and
+    partly as it served: the mix hid it (found on the CI box). One measure on both sides finds it."""
+    before = [span_of(r) for r in shop_rows(300, seed=1, t0=T0)]
+    rows = shop_rows(300, seed=2, t0=T0 + WINDOW * 1e6, slow_instance_ms=150)
+    by_id = {r["id"]: r for r in rows}
+    slow_callers = [by_id[r["parentId"]]["id"] for r in rows
+                    if r["tags"].get("service.instance.id") == "users-a"]
+    late = set(slow_callers[: 2 * len(slow_callers) // 3])
+    now = [span_of(r) for r in rows if r["id"] not in late]
+    case = Case(service="gateway", at=(T0 / 1e6) + 2 * WINDOW, window=WINDOW, now=now, before=before)
+    outlier = next(s for s in rank(case)["suspects"] if "instance outlier" in _signals(s))
+    assert outlier["subject"] == "users instance users-a"
+    assert "its calls take p50" in outlier["reason"] and "as served" not in outlier["reason"]
+
+
 def test_one_signal_seen_from_several_callers_counts_once() -> None:
     """Calls to users slower from the gateway and from orders are one piece of evidence; found on the CI
     box, where two such hops (0.83) outranked the slow instance itself (outlier and fault rule)."""
