@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from devbox.mocks.metrics.promql import (
+    NAME,
     Evaluator,
     LabelKey,
     LabelMatcher,
@@ -66,7 +67,12 @@ class Indicator:
         return self.evaluate(evaluator, times, filters=filters, by=self.by)
 
     def evaluate(self, ev: Evaluator, times: list[float], *, filters: list[LabelMatcher], by: list[str]) -> Vector:
-        """The formula with every base metric filtered, rated and summed by ``by``."""
+        """The formula with every base metric filtered, rated and summed by ``by``.
+
+        Each base metric is read from the store once per evaluation, and every selector of it is
+        picked from that one read: spans keep arriving while a formula is evaluated, and a
+        ``ok * 100 / all`` whose two sides were read a moment apart could pass 100."""
+        reads = Reads(ev, times, filters, lookback=max(self.window, ev.lookback))
 
         def walk(n: Any) -> Value:
             kind = type(n).__name__
@@ -79,10 +85,10 @@ class Indicator:
                 return binary("*", Scalar([-1.0] * len(times)), inner, None, times)
             if kind == "BinaryExpr":
                 return binary(str(n.op), walk(n.lhs), walk(n.rhs), None, times)
-            base = self._base(ev, n, times, filters)
+            base = self._base(ev, n, times, reads)
             summed = aggregate("sum", base, by=by, without=False, times=times)
             if self.is_counter(n.name or "") and n.matchers.matchers:
-                self._zero_fill(ev, summed, n.name, times, filters, by)
+                self._zero_fill(ev, summed, n.name, times, reads, by)
             return summed
 
         result = walk(self.ast)
@@ -91,27 +97,20 @@ class Indicator:
         assert isinstance(result, Vector)
         return result
 
-    def _zero_fill(
-        self, ev: Evaluator, summed: Vector, name: str, times: list[float], filters: list[LabelMatcher], by: list[str]
-    ) -> None:
+    def _zero_fill(self, ev: Evaluator, summed: Vector, name: str, times: list[float], reads: Reads,
+                   by: list[str]) -> None:
         """A filtered counter with no events in a group is 0 there, not absent: a service whose every
         call failed has a success rate of 0 (and alerts), not no success rate at all."""
-        whole = self._base(ev, parse(name), times, filters)
+        whole = self._base(ev, parse(name), times, reads)
         for key, (labels, values) in aggregate("sum", whole, by=by, without=False, times=times).series.items():
             if key not in summed.series:
                 summed.series[key] = (labels, [None if v is None else 0.0 for v in values])
 
-    def _base(self, ev: Evaluator, n: Any, times: list[float], filters: list[LabelMatcher]) -> Vector:
+    def _base(self, ev: Evaluator, n: Any, times: list[float], reads: Reads) -> Vector:
         """One base metric of the formula at each step: rated over ``window`` if a counter, else as is."""
         window = self.window
-        name = n.name or ""
-        series: dict[LabelKey, RawSeries] = {}
-        for group in ev.matchers(n):
-            for s in ev.source.select(
-                group + filters, min(times) - max(window, ev.lookback), max(times), budget=ev.budget
-            ):
-                series.setdefault(key_of(s.labels), s)
-        if self.is_counter(name):
+        series = reads.select(n)
+        if self.is_counter(n.name or ""):
             matrix = Matrix(list(series.values()), [(t - window, t) for t in times], window)
             return range_fn("rate", matrix, times)
         out = Vector()
@@ -119,6 +118,33 @@ class Indicator:
             vals = s.latest_at(times, ev.lookback)
             out.series[key_of(s.labels)] = (s.labels, vals)
         return out
+
+
+class Reads:
+    """The series one evaluation of a formula reads, each metric name read from the store once."""
+
+    def __init__(self, ev: Evaluator, times: list[float], filters: list[LabelMatcher], *, lookback: float) -> None:
+        self.ev, self.filters = ev, filters
+        self.start, self.end = min(times) - lookback, max(times)
+        self._by_name: dict[str, list[RawSeries]] = {}
+
+    def select(self, n: Any) -> dict[LabelKey, RawSeries]:
+        """The series of selector ``n`` (its matcher groups or-ed), filtered by the query's filters."""
+        found: dict[LabelKey, RawSeries] = {}
+        for group in self.ev.matchers(n):
+            if n.name:
+                named = self._by_name.get(n.name)
+                if named is None:
+                    named = self._by_name[n.name] = self._read([m for m in group if m.name == NAME])
+                picked = [s for s in named if all(m.matches(s.labels) for m in group)]
+            else:  # no name to read by: this selector's own read
+                picked = self._read(group)
+            for s in picked:
+                found.setdefault(key_of(s.labels), s)
+        return found
+
+    def _read(self, matchers: list[LabelMatcher]) -> list[RawSeries]:
+        return self.ev.source.select(matchers + self.filters, self.start, self.end, budget=self.ev.budget)
 
 
 def check_formula(node: Any) -> None:
