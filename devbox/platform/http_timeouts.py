@@ -89,8 +89,9 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
                 self._disarm()
-                self._refuse(431, f"the request's line and headers exceed {self.max_head_bytes} bytes; "
-                                  "send fewer or smaller headers")
+                self._refuse(431, "request_header_fields_too_large",
+                             f"the request's line and headers exceed {self.max_head_bytes} bytes; "
+                             "send fewer or smaller headers")
 
     def on_message_begin(self) -> None:
         # A second request in the same read as the end of the first (pipelined) starts its clock here.
@@ -132,11 +133,12 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or not self._in_head:
             return
         timeout = f"{self.head_timeout:g} s"
-        self._refuse(408, f"the request's headers did not arrive within {timeout}; "
-                          "send the request line and headers at once")
+        self._refuse(408, "request_timeout",
+                     f"the request's headers did not arrive within {timeout}; "
+                     "send the request line and headers at once")
 
-    def _refuse(self, status: int, reason: str) -> None:
-        """Answer ``status`` with a JSON reason and close the connection."""
+    def _refuse(self, status: int, error: str, reason: str) -> None:
+        """Answer ``status`` with a JSON ``error`` and ``reason`` and close the connection."""
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             # The answer to an earlier (pipelined) request is still being written: end the
@@ -144,7 +146,6 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
             self.shutdown()
             return
         LOG.info("%s: %s; answered %d", _peer(self.client), reason, status)
-        error = {408: "request_timeout", 431: "request_header_fields_too_large"}[status]
         payload = json.dumps({"error": error, "reason": reason}).encode()
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:

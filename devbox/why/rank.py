@@ -303,12 +303,12 @@ def outlier_signal(board: Board, case: Case, trees: list[Any], path: set[str]) -
             if s.service not in path or s.kind not in ("SERVER", "CONSUMER") or not instance:
                 continue
             parent = tree.parent(key)
-            caller = tree.spans[parent] if parent else None
+            caller = tree.spans[parent] if parent and tree.spans[parent].kind in CALLER_KINDS else None
             st = by_instance[s.service][instance]
             st.served_ms.append(s.duration_us / 1000)
-            if caller is not None and caller.kind in CALLER_KINDS:
+            if caller is not None:
                 st.called_ms.append(caller.duration_us / 1000)
-            st.errors += int(s.error or (caller is not None and caller.kind in CALLER_KINDS and caller.error))
+            st.errors += int(s.error or (caller is not None and caller.error))
     known = {str(i.get("id")): i for i in case.instances}
     for service, per in by_instance.items():
         if len(per) < 2:

@@ -85,10 +85,10 @@ class Indicator:
                 return binary("*", Scalar([-1.0] * len(times)), inner, None, times)
             if kind == "BinaryExpr":
                 return binary(str(n.op), walk(n.lhs), walk(n.rhs), None, times)
-            base = self._base(ev, n, times, reads)
+            base = self._base(n, times, reads)
             summed = aggregate("sum", base, by=by, without=False, times=times)
             if self.is_counter(n.name or "") and n.matchers.matchers:
-                self._zero_fill(ev, summed, n.name, times, reads, by)
+                self._zero_fill(summed, n.name, times, reads, by)
             return summed
 
         result = walk(self.ast)
@@ -97,16 +97,15 @@ class Indicator:
         assert isinstance(result, Vector)
         return result
 
-    def _zero_fill(self, ev: Evaluator, summed: Vector, name: str, times: list[float], reads: Reads,
-                   by: list[str]) -> None:
+    def _zero_fill(self, summed: Vector, name: str, times: list[float], reads: Reads, by: list[str]) -> None:
         """A filtered counter with no events in a group is 0 there, not absent: a service whose every
         call failed has a success rate of 0 (and alerts), not no success rate at all."""
-        whole = self._base(ev, parse(name), times, reads)
+        whole = self._base(parse(name), times, reads)
         for key, (labels, values) in aggregate("sum", whole, by=by, without=False, times=times).series.items():
             if key not in summed.series:
                 summed.series[key] = (labels, [None if v is None else 0.0 for v in values])
 
-    def _base(self, ev: Evaluator, n: Any, times: list[float], reads: Reads) -> Vector:
+    def _base(self, n: Any, times: list[float], reads: Reads) -> Vector:
         """One base metric of the formula at each step: rated over ``window`` if a counter, else as is."""
         window = self.window
         series = reads.select(n)
@@ -115,7 +114,7 @@ class Indicator:
             return range_fn("rate", matrix, times)
         out = Vector()
         for s in series.values():
-            vals = s.latest_at(times, ev.lookback)
+            vals = s.latest_at(times, reads.ev.lookback)
             out.series[key_of(s.labels)] = (s.labels, vals)
         return out
 

@@ -304,7 +304,6 @@ def test_a_grpc_connection_without_its_http2_preface_is_closed(platform: Platfor
             assert b"before handshake timeout" in goaway, goaway
 
 
-
 @pytest.mark.parametrize("listener", ["api", "alertmanager", "polaris_http"])
 def test_a_request_head_over_the_size_bound_is_answered_431_and_closed(platform: PlatformThread,
                                                                        listener: str) -> None:
@@ -321,6 +320,7 @@ def test_a_request_head_over_the_size_bound_is_answered_431_and_closed(platform:
             pass
         answer = _until_closed(sock, time.monotonic() + DEADLINE_S)
     _assert_refused(answer, 431, f"exceed {MAX_HEAD_BYTES} bytes")
+
 
 #: The client's HTTP/2 preface, an empty SETTINGS frame, and the 9-byte head of a 100-byte HEADERS frame
 #: whose payload never comes.

@@ -265,7 +265,6 @@ def test_acknowledged_spans_survive_a_restart_and_fire_the_event(tmp_path: Path)
         assert json.loads(httpc.get(p.url("api") + "/api/platform").text)["components"]["tracing"]["spans_stored"] == 2
 
 
-
 def test_the_indexer_starts_with_the_first_export_or_at_start_when_spans_are_stored(tmp_path: Path) -> None:
     """An empty collector runs no indexer process (its start-up and its lanes' memory are spent only once
     a span comes); a query before then answers at once. A platform with spans stored starts it at start:
@@ -284,6 +283,7 @@ def test_the_indexer_starts_with_the_first_export_or_at_start_when_spans_are_sto
         collector = p.platform.ctx.lookup(TracesPort).collector  # type: ignore[union-attr]
         assert collector.indexer.pid is not None
         assert len(_zipkin_trace(p, trace_id)) == 2
+
 
 EMBEDDING = """
 import json, os, sys
