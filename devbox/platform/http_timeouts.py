@@ -138,12 +138,25 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
                      "send the request line and headers at once")
 
     def _refuse(self, status: int, error: str, reason: str) -> None:
-        """Answer ``status`` with a JSON ``error`` and ``reason`` and close the connection."""
+        """Answer ``status`` with a JSON ``error`` and ``reason`` and close the connection (or, while an
+        earlier pipelined request's answer is in flight, close it after that answer)."""
+        # From here what arrives is dropped: fed to httptools, a head past the bound grows without one.
+        self._lingering = True
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            # The answer to an earlier (pipelined) request is still being written: end the
-            # connection after it rather than writing this answer into the middle of it.
-            self.shutdown()
+            # The answer to an earlier (pipelined) request is still being written: end the connection
+            # after it rather than writing this answer into the middle of it. Not by uvicorn's
+            # shutdown(): its close right after that answer, the client still sending, is a reset
+            # (ECONNRESET in place of EOF, half the time on loopback), which can discard the answer
+            # before the client reads it; the lingering close below ends with EOF.
+            LOG.info("%s: %s; closing after the answer in flight", _peer(self.client), reason)
+            answered = cycle.on_response
+
+            def close_after_answer() -> None:
+                answered()
+                self._close_lingering()
+
+            cycle.on_response = close_after_answer
             return
         LOG.info("%s: %s; answered %d", _peer(self.client), reason, status)
         payload = json.dumps({"error": error, "reason": reason}).encode()
@@ -154,7 +167,12 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
                  b"content-length: " + str(len(payload)).encode() + b"\r\n",
                  b"connection: close\r\n\r\n"]
         self.transport.write(b"".join(head) + payload)
-        self._lingering = True
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """End the connection after what is written, still reading (and dropping) for ``LINGER_S``."""
+        if self.transport.is_closing():
+            return
         if self.transport.can_write_eof():
             self.transport.write_eof()  # the answer ends here; the client's EOF then ends the connection
         self._arm(self.transport.close, LINGER_S)

@@ -4,11 +4,15 @@ or an HTTP/2 preface that never completes is timed out, never held open."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -320,6 +324,133 @@ def test_a_request_head_over_the_size_bound_is_answered_431_and_closed(platform:
             pass
         answer = _until_closed(sock, time.monotonic() + DEADLINE_S)
     _assert_refused(answer, 431, f"exceed {MAX_HEAD_BYTES} bytes")
+
+
+# --- a head refused while the answer before it is still in flight (pipelined) -------------------
+#: The head bound while these tests run: the bound's behaviour, not its size (1 MiB would only be slower).
+SMALL_HEAD_BYTES = 64 * 1024
+#: What the client sends of its refused head while the answer before it is held: many times the bound.
+FLOOD_BYTES = 8 * 1024 * 1024
+HELD_BODY = b"the answer that was held"
+
+
+@dataclass
+class _Meter:
+    """What reached the protocol of a connection to :func:`held_answer`; ``changed`` is notified once a
+    read has been handled and once a refusal made, for a test to wait on."""
+
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    received: int = 0  # bytes handled by the protocol's data_received
+    fed: int = 0  # of them, those fed to httptools' parser
+    largest_read: int = 0
+    refused: list[int] = field(default_factory=list)
+
+    def wait_for(self, what: str, condition: Callable[[], object]) -> None:
+        with self.changed:
+            assert self.changed.wait_for(condition, timeout=DEADLINE_S), f"{what}: not by the deadline ({self})"
+
+
+class _MeteredParser:
+    """httptools' parser (a C type, not patchable) counting the bytes it is fed."""
+
+    def __init__(self, parser: Any, meter: _Meter) -> None:
+        self._parser, self._meter = parser, meter
+
+    def feed_data(self, data: bytes) -> None:
+        with self._meter.changed:
+            self._meter.fed += len(data)
+        self._parser.feed_data(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+@dataclass
+class _HeldAnswer:
+    port: int
+    release: threading.Event  # the one endpoint answers once this is set
+    meter: _Meter
+
+
+@pytest.fixture
+def held_answer() -> Iterator[_HeldAnswer]:
+    """A uvicorn server with the platform's protocol (metered) on port 0, in a thread, whose one endpoint
+    holds its answer until the test releases it."""
+    import uvicorn
+
+    meter, release = _Meter(), threading.Event()
+
+    class Metered(HeadTimeoutProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.parser = _MeteredParser(self.parser, meter)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            with meter.changed:
+                meter.received += len(data)
+                meter.largest_read = max(meter.largest_read, len(data))
+                meter.changed.notify_all()
+
+        def _refuse(self, status: int, error: str, reason: str) -> None:
+            super()._refuse(status, error, reason)
+            with meter.changed:
+                meter.refused.append(status)
+                meter.changed.notify_all()
+
+    async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                  send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        await asyncio.to_thread(release.wait, DEADLINE_S)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(HELD_BODY))]})
+        await send({"type": "http.response.body", "body": HELD_BODY})
+
+    # Listening before the server starts, as the platform's sockets are: a client connects at once.
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, http=Metered, log_level="warning", lifespan="off", ws="none",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield _HeldAnswer(port=sock.getsockname()[1], release=release, meter=meter)
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(DEADLINE_S)
+        sock.close()
+        assert not thread.is_alive(), "the server did not stop"
+
+
+@pytest.mark.parametrize("status", [431, 408])
+def test_a_head_refused_behind_an_answer_in_flight_is_dropped_and_that_answer_arrives_whole(
+        held_answer: _HeldAnswer, monkeypatch: pytest.MonkeyPatch, status: int) -> None:
+    """A pipelined request's head refused (too large, or too slow) while the answer before it is held:
+    the connection ends after that answer, and what the client sends meanwhile is dropped unread. It was
+    fed to httptools, which holds a head without any bound, for as long as the answer took."""
+    monkeypatch.setattr(HeadTimeoutProtocol, "max_head_bytes", SMALL_HEAD_BYTES)
+    if status == 408:
+        monkeypatch.setattr(HeadTimeoutProtocol, "head_timeout", HEAD_S)
+    meter = held_answer.meter
+    with socket.create_connection(("127.0.0.1", held_answer.port), timeout=DEADLINE_S) as sock:
+        start = b"GET /held HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nX-Big: "
+        sock.sendall(start)
+        sent = len(start)
+        if status == 408:
+            meter.wait_for("a 408 for the head behind the held answer", lambda: meter.refused)
+        chunk = b"a" * 65536
+        while sent < FLOOD_BYTES:
+            sock.sendall(chunk)
+            sent += len(chunk)
+        meter.wait_for(f"the server handling all {sent} bytes sent", lambda: meter.received == sent)
+        # the head is fed until it passes the bound, at most one read past it (one read may hold its start)
+        assert meter.fed <= SMALL_HEAD_BYTES + 2 * meter.largest_read, (
+            f"httptools was fed {meter.fed} of the {sent} bytes sent while the answer was held")
+        assert meter.refused == [status]
+        held_answer.release.set()
+        answer = _until_closed(sock, time.monotonic() + DEADLINE_S)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert body == HELD_BODY, answer[:300]  # whole, and nothing written after it
 
 
 #: The client's HTTP/2 preface, an empty SETTINGS frame, and the 9-byte head of a 100-byte HEADERS frame
