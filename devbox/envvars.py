@@ -1,4 +1,5 @@
-"""Every environment variable devbox reads or injects, as documented constants.
+"""Every environment variable devbox reads or injects, as documented constants, and the one header
+the deploy pipeline's probes carry: the contract between the platform and the services it runs.
 
 Only :mod:`devbox.config` reads the environment for the platform; the deploy pipeline injects the
 ``INJECTED`` ones into user services, and the SDK (:mod:`devbox.sdk`) reads those back.
@@ -58,3 +59,11 @@ OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
 OTEL_TRACES_SAMPLER = "OTEL_TRACES_SAMPLER"
 OTEL_TRACES_SAMPLER_ARG = "OTEL_TRACES_SAMPLER_ARG"
 OTEL_PROPAGATORS = "OTEL_PROPAGATORS"
+
+# --- sent by the deploy pipeline's probes -----------------------------------------------------
+#: The User-Agent of the pipeline's readiness and liveness probes (the start of it for gRPC, whose
+#: library appends its own): every instance is probed every second or two, and the SDK does not trace
+#: a request that carries it (a ``get /healthz`` trace every 1.7 s per instance hid the real ones and
+#: kept the tracing pipeline busy on an idle platform). A request to the same path from anyone else is
+#: traced as usual.
+PROBE_USER_AGENT = "devbox-probe"

@@ -116,6 +116,42 @@ class _BuiltOnFirstExport:
             self._exporter.shutdown()
 
 
+#: Span attributes that carry a request's User-Agent at the span's start: HTTP (old and new semantic
+#: conventions, as the ASGI instrumentation sets them) and gRPC (from the call's metadata).
+_USER_AGENT_KEYS = ("http.user_agent", "user_agent.original", "rpc.user_agent")
+
+
+def is_probe(attributes: Any) -> bool:
+    """Whether a span about to start serves the deploy pipeline's probe (its User-Agent starts with
+    :data:`devbox.envvars.PROBE_USER_AGENT`)."""
+    if not attributes:
+        return False
+    for key in _USER_AGENT_KEYS:
+        agent = attributes.get(key)
+        if isinstance(agent, str) and agent.startswith(envvars.PROBE_USER_AGENT):
+            return True
+    return False
+
+
+def _not_probes(inner: Any) -> Any:
+    """``inner`` (the sampler the service asked for) with the pipeline's probes dropped: an instance is
+    probed every second or two, and a trace per probe would bury the service's real traces and keep the
+    exporter and the platform's tracing busy while the service is idle."""
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class NotProbes(Sampler):
+        def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+                          attributes: Any = None, links: Any = None, trace_state: Any = None) -> SamplingResult:
+            if is_probe(attributes):
+                return SamplingResult(Decision.DROP)
+            return inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+        def get_description(self) -> str:
+            return f"NotProbes{{{inner.get_description()}}}"
+
+    return NotProbes()
+
+
 def _propagators() -> None:
     if os.environ.get(envvars.OTEL_PROPAGATORS):
         return  # the SDK already built what the user asked for
@@ -164,7 +200,8 @@ def _provider(service_name: str | None) -> Any:
     resource = Resource.create(attributes)  # merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME
     fraction = sampling_fraction()
     sampler = ParentBased(TraceIdRatioBased(fraction)) if fraction is not None else None
-    provider = TracerProvider(resource=resource, sampler=sampler)
+    provider = TracerProvider(resource=resource, sampler=sampler)  # None: OTEL_TRACES_SAMPLER or the default
+    provider.sampler = _not_probes(provider.sampler)
     exporter = _exporter()
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))

@@ -25,7 +25,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from devbox.mocks.deploy import core
 from devbox.mocks.deploy.config import ServiceConfig
@@ -45,13 +45,9 @@ from devbox.mocks.deploy.readiness import listening, probe
 from devbox.mocks.deploy.registration import Registrar
 from devbox.mocks.deploy.runner import ProcessRunner, run_build
 
-from devbox.httpcore_loader import load_httpx
 from devbox.platform.ports import FaultFront, NamingPort, RunningInstance
 from devbox.polaris.ids import instance_id
 from devbox.yamlpos import dump
-
-if TYPE_CHECKING:
-    import httpx
 
 LOG = logging.getLogger(__name__)
 S = InstanceState
@@ -80,7 +76,6 @@ class Supervisor:
         self.root = root
         self.project = project
         self.docker: DockerRunner | None = None
-        self._http: httpx.AsyncClient | None = None
         self.state_dir = state_dir
         self.facts = facts
         self.emit = emit
@@ -114,16 +109,7 @@ class Supervisor:
         inst.record.move(state, now=self.clock(), message=message)
 
     async def _probe(self, dep: Deployment, inst: Instance, timeout: float) -> tuple[bool, str]:
-        if self._http is None:
-            # one client for every probe: probes run every second or two per instance. Probes are plain
-            # http to the instance's own port: no CA bundle to load (~30 ms of CPU on the loop, and
-            # every instance's first probe waited behind it)
-            httpx = load_httpx()
-
-            self._http = httpx.AsyncClient(trust_env=False, verify=False,
-                                           limits=httpx.Limits(max_keepalive_connections=0))
-        return await probe(dep.svc.readiness, inst.record.host, inst.record.port, timeout=timeout,
-                           client=self._http)
+        return await probe(dep.svc.readiness, inst.record.host, inst.record.port, timeout=timeout)
 
     # --- paths ----------------------------------------------------------------------------
 
@@ -635,9 +621,6 @@ class Supervisor:
                     task.cancel()
                 if inst.proc is not None:
                     inst.proc.kill_now()
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
 
 
     # --- views ------------------------------------------------------------------------------
