@@ -4,6 +4,8 @@ well, badly or not at all, over real sockets: it says what it saw and never hang
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -91,3 +93,18 @@ def test_a_closed_port_is_not_ready() -> None:
 
     ok, seen = asyncio.run(main())
     assert not ok and seen.startswith("ConnectionRefusedError"), seen
+
+
+def test_probing_loads_no_http_client_library() -> None:
+    """A probe runs on the platform's loop while instances start: httpx (with its command line and
+    trio, ~0.1 s of CPU) was loaded there by the first one."""
+    code = ("import asyncio, sys, threading, http.server\n"
+            "from devbox.mocks.deploy.config import Readiness\n"
+            "from devbox.mocks.deploy.readiness import probe\n"
+            "server = http.server.HTTPServer(('127.0.0.1', 0), http.server.BaseHTTPRequestHandler)\n"
+            "threading.Thread(target=server.serve_forever, daemon=True).start()\n"
+            "print(asyncio.run(probe(Readiness(http='/'), '127.0.0.1', server.server_address[1], timeout=10)),\n"
+            "      [m for m in ('httpx', 'httpcore', 'trio') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(False, 'GET / -> 501') []"

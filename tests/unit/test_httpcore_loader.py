@@ -75,21 +75,6 @@ def test_devbox_up_does_not_load_httpx_before_it_needs_it() -> None:
     assert out == "False"
 
 
-def test_the_platforms_first_probe_loads_httpx_without_its_command_line_or_trio() -> None:
-    """The deploy pipeline's first readiness probe is where `devbox up` of a project first needs httpx,
-    on the event loop while the instances start: its command line and trio were ~0.1 s of CPU there."""
-    out = _run(
-        "import asyncio, sys, threading, http.server\n"
-        "from devbox.mocks.deploy.config import Readiness\n"
-        "from devbox.mocks.deploy.readiness import probe\n"
-        "server = http.server.HTTPServer(('127.0.0.1', 0), http.server.BaseHTTPRequestHandler)\n"
-        "threading.Thread(target=server.serve_forever, daemon=True).start()\n"
-        "ok, seen = asyncio.run(probe(Readiness(http='/'), '127.0.0.1', server.server_address[1]))\n"
-        "print(ok, 'httpx' in sys.modules, 'httpx._main' in sys.modules, 'trio' in sys.modules)"
-    )
-    assert out == "False True False False"
-
-
 def test_an_httpx_imported_before_is_left_as_it_is() -> None:
     out = _run("import sys, httpx\nfrom devbox.httpcore_loader import load_httpx\n"
                "print(load_httpx() is httpx, 'httpx._main' in sys.modules)")
