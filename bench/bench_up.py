@@ -18,6 +18,7 @@ pairs (bare start, devbox up) alternate and the median ratio is printed — sing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -179,15 +180,39 @@ def hot_reload(root: Path, api: str, service: str, path: str) -> dict[str, Any]:
     return {**stats, "all_replaced": all_replaced}
 
 
-def idle_rss(pid: int) -> tuple[int, float]:
-    """RSS after settling, and CPU used over 5 idle seconds (percent of one core)."""
-    process = psutil.Process(pid)
+def idle_rss(pid: int) -> int:
+    """The platform's RSS after settling."""
     time.sleep(3.0)
-    before = process.cpu_times()
-    time.sleep(5.0)
-    after = process.cpu_times()
-    cpu = (after.user + after.system - before.user - before.system) / 5.0 * 100
-    return process.memory_info().rss, cpu
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+def idle_cpu(pid: int, seconds: float = 10.0) -> dict[str, float]:
+    """CPU over ``seconds`` of an idle project (percent of one core): the platform's own process, its
+    tracing workers, and the instances it runs (what the services do idle, probed: the baseline)."""
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+
+    def part(p: psutil.Process) -> str:
+        if p.pid == pid:
+            return "platform"
+        return "tracing workers" if "devbox.mocks.tracing" in " ".join(p.cmdline()) else "instances"
+
+    def cpu() -> dict[int, float]:
+        out = {}
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                times = p.cpu_times()
+                out[p.pid] = times.user + times.system
+        return out
+
+    parts = {p.pid: part(p) for p in tree}
+    before = cpu()
+    time.sleep(seconds)
+    after = cpu()
+    shares = {"platform": 0.0, "tracing workers": 0.0, "instances": 0.0}
+    for p, used in after.items():
+        if p in before:
+            shares[parts[p]] += (used - before[p]) / seconds * 100
+    return shares
 
 
 def bare_python_rss() -> int:
@@ -230,11 +255,15 @@ def main() -> None:
     try:
         runtime = json.loads((root / ".devbox" / "platform.json").read_text())
 
-        rss, cpu = idle_rss(runtime["pid"])
+        rss = idle_rss(runtime["pid"])
         python_rss = bare_python_rss()
         print(f"platform RSS idle:                        {rss / 2**20:6.1f} MiB ({rss / python_rss:.1f}x a bare "
               f"python, {python_rss / 2**20:.1f} MiB)")
-        print(f"platform CPU idle (probes, heartbeats):   {cpu:6.1f} % of one core")
+        shares = idle_cpu(runtime["pid"])
+        devbox_share = shares["platform"] + shares["tracing workers"]
+        print(f"CPU idle, % of one core over 10 s:        platform {shares['platform']:.1f} (probes, heartbeats, "
+              f"alert rules), its tracing workers {shares['tracing workers']:.1f}; the {instances} instances "
+              f"{shares['instances']:.1f} (devbox / instances {devbox_share / max(shares['instances'], 0.01):.2f}x)")
 
         svc = next(s for s in services if s["name"] == args.reload_service)
         app = next(p.name for p in (root / svc["path"]).glob("*.py") if p.name == "app.py")
