@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -209,6 +210,8 @@ def idle_cpu(pid: int, seconds: float = 10.0) -> dict[str, float]:
     time.sleep(seconds)
     after = cpu()
     shares = {"platform": 0.0, "tracing workers": 0.0, "instances": 0.0}
+    if "tracing workers" not in parts.values():
+        shares["tracing workers"] = math.nan  # started with the first spans: none came
     for p, used in after.items():
         if p in before:
             shares[parts[p]] += (used - before[p]) / seconds * 100
@@ -260,10 +263,13 @@ def main() -> None:
         print(f"platform RSS idle:                        {rss / 2**20:6.1f} MiB ({rss / python_rss:.1f}x a bare "
               f"python, {python_rss / 2**20:.1f} MiB)")
         shares = idle_cpu(runtime["pid"])
-        devbox_share = shares["platform"] + shares["tracing workers"]
+        workers = shares["tracing workers"]
+        devbox_share = shares["platform"] + (0.0 if math.isnan(workers) else workers)
         print(f"CPU idle, % of one core over 10 s:        platform {shares['platform']:.1f} (probes, heartbeats, "
-              f"alert rules), its tracing workers {shares['tracing workers']:.1f}; the {instances} instances "
-              f"{shares['instances']:.1f} (devbox / instances {devbox_share / max(shares['instances'], 0.01):.2f}x)")
+              "alert rules), its tracing workers "
+              f"{'not started (no span yet)' if math.isnan(workers) else f'{workers:.1f}'}; the {instances} "
+              f"instances {shares['instances']:.1f} (devbox / instances "
+              f"{devbox_share / max(shares['instances'], 0.01):.2f}x)")
 
         svc = next(s for s in services if s["name"] == args.reload_service)
         app = next(p.name for p in (root / svc["path"]).glob("*.py") if p.name == "app.py")
