@@ -4,8 +4,6 @@ well, badly or not at all, over real sockets: it says what it saw and never hang
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -13,6 +11,7 @@ from devbox.mocks.deploy.config import Readiness
 from devbox.mocks.deploy.readiness import MAX_ANSWER_HEAD, probe
 
 from devbox.envvars import PROBE_USER_AGENT
+from tests.pyrun import python_c
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -105,6 +104,4 @@ def test_probing_loads_no_http_client_library() -> None:
             "threading.Thread(target=server.serve_forever, daemon=True).start()\n"
             "print(asyncio.run(probe(Readiness(http='/'), '127.0.0.1', server.server_address[1], timeout=10)),\n"
             "      [m for m in ('httpx', 'httpcore', 'trio') if m in sys.modules])")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "(False, 'GET / -> 501') []"
+    assert python_c(code) == "(False, 'GET / -> 501') []"

@@ -5,23 +5,17 @@ under trio, ``httpcore.TrioBackend``, an httpx a process imported before."""
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 
 import pytest
+
+from tests.pyrun import python_c
 
 needs_trio = pytest.mark.skipif(importlib.util.find_spec("trio") is None, reason="trio is not installed")
 
 
-def _run(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 @needs_trio
 def test_the_sdk_and_the_cli_load_httpcore_without_trio() -> None:
-    out = _run("import sys, httpx\n"
+    out = python_c("import sys, httpx\n"
                "import devbox.sdk.naming, devbox.cli.common\n"
                "httpx.AsyncClient(); httpx.Client()\n"
                "print('httpcore' in sys.modules, 'trio' in sys.modules)")
@@ -30,7 +24,7 @@ def test_the_sdk_and_the_cli_load_httpcore_without_trio() -> None:
 
 @needs_trio
 def test_httpx_still_runs_under_trio_and_trio_backend_is_the_real_one() -> None:
-    out = _run(
+    out = python_c(
         "import threading, http.server\n"
         "from devbox.httpcore_loader import load_httpcore\n"
         "load_httpcore()\n"
@@ -46,7 +40,7 @@ def test_httpx_still_runs_under_trio_and_trio_backend_is_the_real_one() -> None:
 
 
 def test_loading_twice_returns_the_same_module() -> None:
-    out = _run("from devbox.httpcore_loader import load_httpcore\n"
+    out = python_c("from devbox.httpcore_loader import load_httpcore\n"
                "print(load_httpcore() is load_httpcore())")
     assert out == "True"
 
@@ -63,7 +57,7 @@ LOADERS = {
 
 @pytest.mark.parametrize("loader", sorted(LOADERS))
 def test_the_sdk_and_the_cli_import_httpx_without_its_command_line(loader: str) -> None:
-    out = _run(f"import sys\n{LOADERS[loader]}\nimport httpx\n"
+    out = python_c(f"import sys\n{LOADERS[loader]}\nimport httpx\n"
                "print('httpx._main' in sys.modules, 'pygments' in sys.modules, callable(httpx.main),"
                " httpx.AsyncClient is not None)")
     assert out == "False False True True"
@@ -71,11 +65,11 @@ def test_the_sdk_and_the_cli_import_httpx_without_its_command_line(loader: str) 
 
 def test_devbox_up_does_not_load_httpx_before_it_needs_it() -> None:
     """`up` is the platform's process: httpx loads with its first probe, scrape or notification."""
-    out = _run("import sys\nimport devbox.cli.project\nprint('httpx' in sys.modules)")
+    out = python_c("import sys\nimport devbox.cli.project\nprint('httpx' in sys.modules)")
     assert out == "False"
 
 
 def test_an_httpx_imported_before_is_left_as_it_is() -> None:
-    out = _run("import sys, httpx\nfrom devbox.httpcore_loader import load_httpx\n"
+    out = python_c("import sys, httpx\nfrom devbox.httpcore_loader import load_httpx\n"
                "print(load_httpx() is httpx, 'httpx._main' in sys.modules)")
     assert out == "True True"

@@ -3,12 +3,10 @@ always: a dependency), and with Python's re in a service's own environment witho
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from devbox.regex import compile_re2
+from tests.pyrun import python_c
 
 
 def test_re2_refuses_what_it_cannot_run_in_linear_time() -> None:
@@ -25,6 +23,4 @@ def test_the_sdk_imports_and_matches_without_google_re2() -> None:
             "from devbox.polaris.routing import MatchString\n"
             "m = MatchString.model_validate({'type': 'REGEX', 'value': 'b.se'})\n"
             "print(m.matches('base'), m.matches('feature'))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "True False"
+    assert python_c(code) == "True False"
