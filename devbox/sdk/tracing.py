@@ -14,8 +14,9 @@ baggage, B3 single and multi headers accepted on the way in; set ``OTEL_PROPAGAT
 yourself) and the instrumentations: FastAPI/ASGI (the given app, else every app created later),
 httpx, and gRPC (client channels, sync server and ``grpc.aio`` server).
 
-Calling it again is harmless: the provider is set up once per process and each instrumentation
-once. Importing this module has no side effects.
+Requests from liveness and readiness probes (devbox's deploy pipeline, the kubelet) are not traced:
+see :data:`PROBE_AGENTS`. Calling it again is harmless: the provider is set up once per process and
+each instrumentation once. Importing this module has no side effects.
 
 LIMITATIONS: without ``OTEL_EXPORTER_OTLP_ENDPOINT`` spans are created and propagated but not
 exported (a service run outside devbox still works); gRPC servers must be created after
@@ -119,16 +120,19 @@ class _BuiltOnFirstExport:
 #: Span attributes that carry a request's User-Agent at the span's start: HTTP (old and new semantic
 #: conventions, as the ASGI instrumentation sets them) and gRPC (from the call's metadata).
 _USER_AGENT_KEYS = ("http.user_agent", "user_agent.original", "rpc.user_agent")
+#: How the probes that run a service begin their User-Agent: devbox's deploy pipeline, and the kubelet
+#: (``kube-probe/1.30``) on the stack ``devbox export k8s`` writes, whose manifests probe every 5 s.
+PROBE_AGENTS = (envvars.PROBE_USER_AGENT, "kube-probe/")
 
 
 def is_probe(attributes: Any) -> bool:
-    """Whether a span about to start serves the deploy pipeline's probe (its User-Agent starts with
-    :data:`devbox.envvars.PROBE_USER_AGENT`)."""
+    """Whether a span about to start serves a liveness or readiness probe (its User-Agent starts with one
+    of :data:`PROBE_AGENTS`)."""
     if not attributes:
         return False
     for key in _USER_AGENT_KEYS:
         agent = attributes.get(key)
-        if isinstance(agent, str) and agent.startswith(envvars.PROBE_USER_AGENT):
+        if isinstance(agent, str) and agent.startswith(PROBE_AGENTS):
             return True
     return False
 
