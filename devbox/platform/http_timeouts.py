@@ -20,8 +20,9 @@ timer per connection, as nginx's ``client_header_timeout`` and Apache's ``mod_re
 
 It relies on uvicorn's ``HttpToolsProtocol`` hooks (the httptools parser callbacks
 ``on_message_begin``/``on_headers_complete``/``on_message_complete``, ``data_received``,
-``connection_made``/``connection_lost``, ``shutdown``, and the ``loop``/``transport``/``cycle``/
-``server_state`` attributes); ``tests/integration/test_hostile_input.py`` checks they are there.
+``connection_made``/``connection_lost``, and the ``loop``/``transport``/``cycle``/``server_state``
+attributes) and on its ``RequestResponseCycle``'s ``response_complete`` flag and ``on_response``
+callback (called once an answer is sent); ``tests/integration/test_hostile_input.py`` checks they are there.
 """
 
 from __future__ import annotations

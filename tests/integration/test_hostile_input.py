@@ -5,6 +5,7 @@ or an HTTP/2 preface that never completes is timed out, never held open."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import socket
 import threading
@@ -200,13 +201,17 @@ def _assert_head_timeout(answer: bytes) -> None:
 def test_uvicorn_still_has_the_hooks_the_head_timeout_overrides() -> None:
     """The head timer overrides these of uvicorn's HttpToolsProtocol: one renamed upstream would leave
     an override that is never called (and the timer unarmed or never cancelled)."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
     overridden = {name for name in vars(HeadTimeoutProtocol) if not name.startswith("_") and callable(
         getattr(HeadTimeoutProtocol, name))}
     assert overridden == {"connection_made", "connection_lost", "data_received", "on_message_begin",
                           "on_headers_complete", "on_message_complete"}
-    assert overridden | {"shutdown"} <= set(vars(HttpToolsProtocol))
+    assert overridden <= set(vars(HttpToolsProtocol))
+    # a refusal behind an answer in flight closes after it: from the cycle's flag and callback
+    cycle = inspect.signature(RequestResponseCycle.__init__).parameters
+    assert "on_response" in cycle
+    assert "response_complete" in inspect.getsource(RequestResponseCycle.__init__)
 
 
 def test_a_partial_request_head_is_answered_408_and_closed(platform: PlatformThread, short_heads: float) -> None:
