@@ -370,7 +370,12 @@ def test_webhook_is_retried_until_the_receiver_answers(tmp_path: Path) -> None:
             assert posted.status_code == 200
             [payload] = wait_for(lambda: got, what="the third attempt to succeed")
             assert payload["alerts"][0]["labels"] == {"alertname": "Ext", "service": "x"}
-            stats = httpc.get(p.url("api") + "/api/platform").json()["components"]["alerting"]["notifications"]
+
+            def notifications() -> dict[str, Any]:
+                return httpc.get(p.url("api") + "/api/platform").json()["components"]["alerting"]["notifications"]
+
+            # the receiver holds the payload before the platform has read its 200 and counted the send
+            stats = wait_for(lambda: (s := notifications())["sent"] and s, what="the send counted")
             assert stats["retries"] == 2 and stats["sent"] == 1
     finally:
         server.shutdown()
