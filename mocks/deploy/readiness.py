@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 
-import h11
 from devbox.mocks.deploy.config import Readiness
 
 from devbox.envvars import PROBE_USER_AGENT
@@ -21,13 +20,23 @@ async def probe(check: Readiness, host: str, port: int, *, timeout: float = 1.0)
     """One probe of an instance; (ok, what was seen)."""
     try:
         if check.http is not None:
-            status = await asyncio.wait_for(http_status(host, port, check.http), timeout)
+            import h11  # with the first HTTP probe (~20 ms), not at the start of every platform
+
+            try:
+                status = await asyncio.wait_for(http_status(host, port, check.http), timeout)
+            except h11.ProtocolError as exc:
+                return False, _seen(exc)
             return 200 <= status < 300, f"GET {check.http} -> {status}"
         if check.grpc:
             return await _grpc_health(host, port, timeout)
         return await listening(host, port, timeout=timeout)
-    except (OSError, TimeoutError, h11.ProtocolError) as exc:
-        return False, f"{type(exc).__name__}: {exc}".rstrip(": ")
+    except (OSError, TimeoutError) as exc:
+        return False, _seen(exc)
+
+
+def _seen(exc: BaseException) -> str:
+    """What a failed probe saw: the error's type, and its message when it has one."""
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
 
 
 async def http_status(host: str, port: int, path: str) -> int:
@@ -37,6 +46,8 @@ async def http_status(host: str, port: int, path: str) -> int:
     CPU. h11 makes and reads the messages; the request carries :data:`PROBE_USER_AGENT` so the SDK
     does not trace it. Raises OSError (refused, reset), ``h11.ProtocolError`` (not HTTP/1.x, or an
     answer head past :data:`MAX_ANSWER_HEAD`)."""
+    import h11
+
     reader, writer = await asyncio.open_connection(host, port)
     try:
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_ANSWER_HEAD)
@@ -64,7 +75,7 @@ async def listening(host: str, port: int, *, timeout: float = 1.0) -> tuple[bool
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (OSError, TimeoutError) as exc:
-        return False, f"{type(exc).__name__}: {exc}".rstrip(": ")
+        return False, _seen(exc)
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()

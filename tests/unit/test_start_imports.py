@@ -47,10 +47,11 @@ def _in_a_fresh_platform(tmp_path: Path, body: str) -> str:
 
 def test_an_idle_platform_without_services_loads_neither_numpy_nor_httpx(tmp_path: Path) -> None:
     """Idle RSS (issue 15): the PromQL engine's numpy (~11 MB) loads with the first samples or
-    query, httpx (~5 MB) with the first probe, scrape, notification or proxy span — not at start."""
+    query, httpx (~5 MB) with the first scrape, notification or proxy span, and the deploy probes'
+    h11 (~20 ms) with the first HTTP probe — not at start."""
     out = _in_a_fresh_platform(tmp_path, (
         "urllib.request.urlopen(api + '/healthz', timeout=30).read()\n"
-        "print(sorted(m for m in ('numpy', 'httpx') if m in sys.modules))"
+        "print(sorted(m for m in ('numpy', 'httpx', 'h11') if m in sys.modules))"
     ))
     assert out == "[]"
 
