@@ -190,12 +190,16 @@ def idle_rss(pid: int) -> int:
 def idle_cpu(pid: int, seconds: float = 10.0) -> dict[str, float]:
     """CPU over ``seconds`` of an idle project (percent of one core): the platform's own process, its
     tracing workers, and the instances it runs (what the services do idle, probed: the baseline)."""
-    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    root = psutil.Process(pid)
+    tree = [root, *root.children(recursive=True)]
 
     def part(p: psutil.Process) -> str:
         if p.pid == pid:
             return "platform"
-        return "tracing workers" if "devbox.mocks.tracing" in " ".join(p.cmdline()) else "instances"
+        with contextlib.suppress(psutil.Error):  # gone meanwhile: its CPU is not counted below either
+            if "devbox.mocks.tracing" in " ".join(p.cmdline()):
+                return "tracing workers"
+        return "instances"
 
     def cpu() -> dict[int, float]:
         out = {}
