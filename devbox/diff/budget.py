@@ -8,7 +8,11 @@ One budget per string, ``FUNCTION(ARGS) OP LIMIT``:
   latency in this run over the baseline's, as a change (``+20%`` is 1.2x); needs a baseline. It is
   broken only when the two runs' latencies also differ significantly (Mann-Whitney U, p < 0.01)
   and some operation on its path takes more of its own time (a latency finding of the diff): on
-  a busy CI runner a whole run is slower, its tail quantile by half, while no hop changed.
+  a busy CI runner a whole run is slower, its tail quantile by half, while no hop changed. The
+  baseline's latencies are first taken at this run's speed (x :func:`~devbox.diff.core.run_scale`,
+  the factor on every operation's own time): a baseline recorded on a busier machine would
+  otherwise hide a regression (seen: +50 ms in orders read as p50 145 → 155 ms, +6.5 %, with the
+  whole run x0.76; +40 % at the same speed).
   LIMITATION: time added between a caller's and a callee's spans (a proxy, the network) is not
   anyone's own time, so a regression made only of it passes.
 - ``error_rate(OP) <= 1%`` — share of ``OP``'s calls that failed in this run.
@@ -23,7 +27,7 @@ import operator
 import re
 from dataclasses import dataclass
 
-from devbox.diff.core import ALPHA, diff_latency, fmt_p
+from devbox.diff.core import ALPHA, diff_latency, fmt_p, run_scale
 from devbox.diff.profile import Profile
 from devbox.diff.stats import mann_whitney, quantile
 
@@ -114,12 +118,17 @@ def check(budget: Budget, run: Profile, baseline: Profile | None) -> BudgetResul
         if now is None or before is None or not now.count or not before.count:
             missing_in = "this run" if now is None or not now.count else "the baseline"
             return BudgetResult(budget, False, None, f"no call of {budget.args[0]} in {missing_in}")
-        a, b = quantile(before.durations_ms, q), quantile(now.durations_ms, q)
+        scale = run_scale(baseline, run)
+        was = [x * scale for x in before.durations_ms]  # the baseline at this run's speed
+        a, b = quantile(was, q), quantile(now.durations_ms, q)
         value = (b - a) / a if a else 0.0
-        p = mann_whitney(before.durations_ms, now.durations_ms)
+        p = mann_whitney(was, now.durations_ms)
         name = budget.function.split("_")[0]
-        detail = (f"{name} of {budget.args[0]} {a:.1f} → {b:.1f} ms ({value:+.1%}; {before.count} vs {now.count} "
-                  f"calls, {fmt_p(p)})")
+        speed = ""
+        if abs(scale - 1) >= 0.05:
+            speed = f", the baseline's {quantile(before.durations_ms, q):.1f} ms at this run's x{scale:.2f} speed"
+        detail = (f"{name} of {budget.args[0]} {a:.1f} → {b:.1f} ms ({value:+.1%}{speed}; {before.count} vs "
+                  f"{now.count} calls, {fmt_p(p)})")
         if not _OPS[budget.op](value, budget.limit):
             if p >= ALPHA:
                 # over the limit, but the two runs' latencies are not told apart by the test: noise

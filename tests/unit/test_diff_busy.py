@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from devbox.diff.budget import check_all
 from devbox.diff.core import diff, run_scale
 from devbox.diff.profile import OpStats, Profile, profile
 from devbox.snapshot.format import Evidence
@@ -89,3 +90,27 @@ def test_own_time_added_is_found_when_the_total_did_not_move() -> None:
     [finding] = result.findings
     assert (finding.kind, finding.subject) == ("latency", "orders:get /quote")
     assert "in all (not a significant change); its own time +50" in finding.text
+
+
+P50 = "p50_regression(gateway:GET /checkout/{user}) <= 20%"
+
+
+def test_a_baseline_from_a_busier_machine_does_not_hide_the_regression() -> None:
+    """CI, beside a hog: the baseline's run was the busier one (the whole run x0.76 after), so the change's
+    +50 ms in orders read as checkout p50 145.2 → 154.7 ms, +6.5 %, and the p50 budget passed. Taken at
+    the run's speed, the baseline is the regression's yardstick again."""
+    base = _profile("base", _busy(shop_rows(N, seed=1), 3.5))
+    changed = _profile("changed", shop_rows(N, seed=2, users_calls=2, orders_extra_ms=50))
+    raw_before = sorted(base.ops[("gateway", "get /checkout/{user}")].durations_ms)[N // 2]
+    raw_after = sorted(changed.ops[("gateway", "get /checkout/{user}")].durations_ms)[N // 2]
+    assert raw_after / raw_before - 1 < 0.2  # raw p50s alone: within the budget
+    [result] = check_all([P50], changed, base)
+    assert not result.ok, result.reason
+    assert "at this run's x0.29 speed" in result.reason and "own time grew in orders:get /quote" in result.reason
+
+
+@pytest.mark.parametrize("factor", [0.6, 2.5])
+def test_the_same_code_keeps_the_budget_whichever_run_was_busier(factor: float) -> None:
+    base = _profile("base", _busy(shop_rows(N, seed=1), factor))
+    [result] = check_all([P50], _profile("same", shop_rows(N, seed=2)), base)
+    assert result.ok and abs(result.value or 0) < 0.1, result.reason
