@@ -22,8 +22,11 @@ from tests.integration.test_alerting_platform import wait_for
 SUCCESS_RATE = {
     "formula": 'rpc_server_requests_total{status="ok"} * 100 / rpc_server_requests_total',
     "by": ["callee"],
-    # Span counters are written about once a second: a window of several seconds always holds two points.
-    "window": 4,
+    # Span counters are written about once a second, and rate() needs two points in the window: a stall of
+    # the indexer longer than the window takes the indicator away, and a pending alert goes back to inactive
+    # (seen once in the full suite beside a CPU hog with a 4 s window; a 4.5 s SIGSTOP of the indexer
+    # reproduces it). 8 s rides out such a stall, and resolving takes a few seconds longer.
+    "window": 8,
 }
 RULE = {
     "name": "OrdersFailing",
@@ -36,7 +39,7 @@ RULE = {
 }
 
 
-@pytest.mark.slow  # 5-8 s of real processes: left out of make test-quick
+@pytest.mark.slow  # 8-11 s of real processes: left out of make test-quick
 def test_span_errors_fire_the_success_rate_rule_and_it_resolves(tmp_path: Path) -> None:
     config = ProjectConfig.for_tests(
         tmp_path,
@@ -87,4 +90,5 @@ def test_span_errors_fire_the_success_rate_rule_and_it_resolves(tmp_path: Path) 
             worker.join(5)
             provider.shutdown()
         history = httpc.get(api + "/api/alerts/history", params={"service": "orders"}).json()["transitions"]
-        assert [t["to"] for t in reversed(history)] == ["pending", "firing", "resolved"]
+        seen = [(t["to"], round(t["at"], 2), t["value"]) for t in reversed(history)]
+        assert [t["to"] for t in reversed(history)] == ["pending", "firing", "resolved"], seen
