@@ -70,10 +70,11 @@ class Duplex:
                 pass
 
 
-def start(mode: str) -> tuple[subprocess.Popen[bytes], Duplex]:
-    """Start ``python -m devbox.mocks.tracing.indexer <mode>``; returns it and the platform's end."""
+def start(mode: str, pass_fds: tuple[int, ...] = ()) -> tuple[subprocess.Popen[bytes], Duplex]:
+    """Start ``python -m devbox.mocks.tracing.indexer <mode>`` (with ``pass_fds`` open in it, at the same
+    numbers); returns it and the platform's end."""
     proc = subprocess.Popen([sys.executable, "-m", MODULE, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            close_fds=True)
+                            close_fds=True, pass_fds=pass_fds)
     assert proc.stdin is not None and proc.stdout is not None
     # the Connections own the fds from here on: detach them from the Popen file objects
     write_fd, read_fd = os.dup(proc.stdin.fileno()), os.dup(proc.stdout.fileno())

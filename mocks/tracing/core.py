@@ -340,6 +340,8 @@ class Collector:
                 self._unindexed.append((end, verdict.accepted))
             self._lag_spans += verdict.accepted
             self.start_indexer()
+            if self.indexer is not None:
+                self.indexer.nudge()
             self.accepted += verdict.accepted
             if verdict.own and self._on_services is not None:
                 # known now rather than once indexed: `trace: auto` waits on it, the index may lag minutes
