@@ -265,9 +265,6 @@ class Nudge:
         with contextlib.suppress(OSError):  # closed by a stop meanwhile: nobody waits on it
             os.eventfd_write(self.fd, 1)
 
-    def fileno(self) -> int:
-        return self.fd
-
     def clear(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self.fd)
@@ -279,8 +276,8 @@ class Nudge:
 def _idle(waitables: list[Any], nudge: Nudge | None, timeout: float) -> bool:
     """Wait until a pipe has a message or the platform appended (``nudge``), at most ``timeout``;
     whether something came."""
-    ready = multiprocessing.connection.wait([*waitables, nudge] if nudge is not None else waitables, timeout)
-    if nudge is not None and nudge in ready:
+    ready = multiprocessing.connection.wait([*waitables, nudge.fd] if nudge is not None else waitables, timeout)
+    if nudge is not None and nudge.fd in ready:
         nudge.clear()
     return bool(ready)
 
