@@ -170,6 +170,15 @@ SETTLE_EVERY_S = 0.25
 #: and at 0.1 s (before the nudge) still 0.45 % a lane, nearly all of it the wake-ups' own cost.
 IDLE_WAIT_MIN_S, IDLE_WAIT_MAX_S = 0.02, 1.0
 
+#: A lane nudged less than this after its last batch waits out the rest before it reads: under a
+#: steady trickle of small exports (a shop under load: tens of appends a second) it then writes
+#: what came meanwhile in one transaction and one report, where reading at each nudge took 1.4-2x
+#: the CPU (a one-record commit and report each). After a pause a nudge is read at once.
+GATHER_S = 0.05
+
+#: The idle wait's cap where the platform cannot nudge (no eventfd: not Linux).
+POLL_WITHOUT_NUDGE_S = 0.1
+
 #: Reports a lane may hold for the lead (see :class:`_Outbox`).
 LANE_OUTBOX = 8
 
@@ -262,7 +271,7 @@ class Nudge:
         self.fd = fd if fd is not None else os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
     def __call__(self) -> None:
-        with contextlib.suppress(OSError):  # closed by a stop meanwhile: nobody waits on it
+        with contextlib.suppress(OSError):  # the counter full (2^64 - 2 nudges unread): it wakes anyway
             os.eventfd_write(self.fd, 1)
 
     def clear(self) -> None:
@@ -273,12 +282,16 @@ class Nudge:
         os.close(self.fd)
 
 
-def _idle(waitables: list[Any], nudge: Nudge | None, timeout: float) -> bool:
+def _idle(waitables: list[Any], nudge: Nudge | None, timeout: float, *, gather_until: float = 0.0) -> bool:
     """Wait until a pipe has a message or the platform appended (``nudge``), at most ``timeout``;
-    whether something came."""
+    whether something came. A nudge before ``gather_until`` (monotonic) is held until then, unless
+    a pipe speaks meanwhile (see :data:`GATHER_S`)."""
     ready = multiprocessing.connection.wait([*waitables, nudge.fd] if nudge is not None else waitables, timeout)
     if nudge is not None and nudge.fd in ready:
         nudge.clear()
+        rest = gather_until - time.monotonic()
+        if rest > 0 and len(ready) == 1:
+            multiprocessing.connection.wait(waitables, rest)
     return bool(ready)
 
 
@@ -333,6 +346,8 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     next_settle = 0.0
     idle_wait = options.idle_wait_min_s
     nudge = Nudge(options.nudges[0]) if options.nudges else None
+    longest = options.idle_wait_max_s if nudge is not None else min(options.idle_wait_max_s, POLL_WITHOUT_NUDGE_S)
+    last_batch = 0.0
     reported = done
     gc.freeze()  # what start-up made lives as long as the process: out of the collector's passes
     conn.send(("ready", done.segment, done.offset, store.count - sum(ahead.values())))
@@ -394,10 +409,12 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                 wait = idle_wait
                 if deriver is not None and deriver.pending:
                     wait = min(wait, max(next_settle - time.monotonic(), 0.0))
-                waited = _idle([conn.reader, *(peer.conn for peer in peers)], nudge, wait)
-                idle_wait = min(idle_wait * 2, options.idle_wait_max_s) if not waited else options.idle_wait_min_s
+                waited = _idle([conn.reader, *(peer.conn for peer in peers)], nudge, wait,
+                               gather_until=last_batch + GATHER_S)
+                idle_wait = min(idle_wait * 2, longest) if not waited else options.idle_wait_min_s
                 continue
             idle_wait = options.idle_wait_min_s
+            last_batch = time.monotonic()
             report = Report(spans=spans if want_spans and spans else None, own_services=own or None)
             if deriver is not None and calls is not None:
                 now = time.time()
@@ -458,6 +475,8 @@ def _lane(wal_dir: str, db_path: str, options: Options, lane: int, lanes: int, p
     wants = Wants(Path(db_path))
     idle_wait = options.idle_wait_min_s
     nudge = Nudge(options.nudges[lane]) if len(options.nudges) > lane else None
+    longest = options.idle_wait_max_s if nudge is not None else min(options.idle_wait_max_s, POLL_WITHOUT_NUDGE_S)
+    last_batch = 0.0
     outbox = _Outbox(conn)
     gc.freeze()
     try:
@@ -475,10 +494,11 @@ def _lane(wal_dir: str, db_path: str, options: Options, lane: int, lanes: int, p
             spans, end = index_batch(store, directory, position, options.batch_spans, want_spans, calls, own,
                                      lane=(lane, lanes), lock=lock, taken=taken)
             if end == position:
-                waited = _idle([conn], nudge, idle_wait)
-                idle_wait = min(idle_wait * 2, options.idle_wait_max_s) if not waited else options.idle_wait_min_s
+                waited = _idle([conn], nudge, idle_wait, gather_until=last_batch + GATHER_S)
+                idle_wait = min(idle_wait * 2, longest) if not waited else options.idle_wait_min_s
                 continue
             idle_wait = options.idle_wait_min_s
+            last_batch = time.monotonic()
             position = end
             outbox.put(("indexed", end.segment, end.offset, store.count - count, spans or None, calls or None,
                         own or None, taken))
@@ -659,8 +679,10 @@ class IndexerProcess:
         self._wants = Wants(db_path)
         self._wants.write(spans=False, calls=False)
         #: one per lane, kept across restarts of the process; the lock keeps a nudge on the loop from
-        #: writing to a number stop() closed (and something else may have opened since)
-        self._nudges = [Nudge() for _ in range(max(1, options.lanes))]
+        #: writing to a number stop() closed (and something else may have opened since). Without
+        #: eventfd (not Linux) none: the lanes look every POLL_WITHOUT_NUDGE_S
+        lanes = max(1, options.lanes) if hasattr(os, "eventfd") else 0
+        self._nudges = [Nudge() for _ in range(lanes)]
         self._nudges_lock = threading.Lock()
 
     @property

@@ -371,3 +371,12 @@ def test_an_append_wakes_every_idle_lane_at_once(tmp_path: Path) -> None:
         assert reports[-1][1] == 360
     finally:
         process.stop()
+
+
+def test_without_eventfd_the_lanes_look_on_their_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not Linux (no eventfd): no nudge, and the lanes look at the WAL every 0.1 s at most, as before it."""
+    monkeypatch.delattr(indexer.os, "eventfd")
+    records = _records(seed=13, traces=40, per_record=30)
+    wal_dir, db, ends = _write(tmp_path, records, "no-eventfd")
+    reports = _run(wal_dir, db, ends[-1][0], lanes=2)
+    assert reports[-1][1] == 240
