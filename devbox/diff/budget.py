@@ -8,11 +8,12 @@ One budget per string, ``FUNCTION(ARGS) OP LIMIT``:
   latency in this run over the baseline's, as a change (``+20%`` is 1.2x); needs a baseline. It is
   broken only when the two runs' latencies also differ significantly (Mann-Whitney U, p < 0.01)
   and some operation on its path takes more of its own time (a latency finding of the diff): on
-  a busy CI runner a whole run is slower, its tail quantile by half, while no hop changed. The
-  baseline's latencies are first taken at this run's speed (x :func:`~devbox.diff.core.run_scale`,
-  the factor on every operation's own time): a baseline recorded on a busier machine would
-  otherwise hide a regression (seen: +50 ms in orders read as p50 145 → 155 ms, +6.5 %, with the
-  whole run x0.76; +40 % at the same speed).
+  a busy CI runner a whole run is slower, its tail quantile by half, while no hop changed. When
+  this run was the faster one, the baseline's latencies are first taken at its speed (x
+  :func:`~devbox.diff.core.run_scale`, the factor on every operation's own time): a baseline
+  recorded on a busier machine would otherwise hide a regression (seen: +50 ms in orders read as
+  p50 145 → 155 ms, +6.5 %, with the whole run x0.76; +40 % at the same speed). A slower run is not
+  scaled down: its waits need not stretch like own time, and scaling them could hide a change.
   LIMITATION: time added between a caller's and a callee's spans (a proxy, the network) is not
   anyone's own time, so a regression made only of it passes.
 - ``error_rate(OP) <= 1%`` — share of ``OP``'s calls that failed in this run.
@@ -118,8 +119,12 @@ def check(budget: Budget, run: Profile, baseline: Profile | None) -> BudgetResul
         if now is None or before is None or not now.count or not before.count:
             missing_in = "this run" if now is None or not now.count else "the baseline"
             return BudgetResult(budget, False, None, f"no call of {budget.args[0]} in {missing_in}")
-        scale = run_scale(baseline, run)
-        was = [x * scale for x in before.durations_ms]  # the baseline at this run's speed
+        # a faster run than the baseline's: the baseline at this run's speed. Never the other way: the
+        # factor is of own time, and a slower run's waits (network, sleeps) need not stretch with it, so a
+        # scaled-up baseline could hide a regression; a slower run is compared as it is, and the checks
+        # below tell a busy machine from a change
+        scale = min(run_scale(baseline, run), 1.0)
+        was = [x * scale for x in before.durations_ms]
         a, b = quantile(was, q), quantile(now.durations_ms, q)
         value = (b - a) / a if a else 0.0
         p = mann_whitney(was, now.durations_ms)
