@@ -17,8 +17,8 @@ install:  ## everything: Debian peers used by the tests, then devbox with its de
 	-$(PYTHON) -m tests.docker_images base
 	@# polaris-go from the Go module proxy, compiled into Go's build cache: the two polaris-go tests then link
 	@# their probe in ~1 s, where a cold cache compiled it for 55-80 s of a test worker on a fresh machine
-	@if command -v go >/dev/null; then (cd tests/integration/naming_polaris_go && GOTOOLCHAIN=local timeout 900 \
-	  GOFLAGS="-mod=mod -buildvcs=false" go build -o /dev/null .) \
+	@if command -v go >/dev/null; then (cd tests/integration/naming_polaris_go && GOTOOLCHAIN=local \
+	  GOFLAGS="-mod=mod -buildvcs=false" timeout 900 go build -o /dev/null .) \
 	  || echo "polaris-go not built: test_naming_server_polaris_go builds it or says why it fails"; fi
 	@# polaris-java and Maven's plugins into ~/.m2, so test_naming_polaris_java builds its probe offline
 	@if command -v mvn >/dev/null; then mvn -B -q dependency:go-offline -f tests/peers/polaris-java/pom.xml \
