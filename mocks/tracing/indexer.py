@@ -282,17 +282,35 @@ class Nudge:
         os.close(self.fd)
 
 
-def _idle(waitables: list[Any], nudge: Nudge | None, timeout: float, *, gather_until: float = 0.0) -> bool:
-    """Wait until a pipe has a message or the platform appended (``nudge``), at most ``timeout``;
-    whether something came. A nudge before ``gather_until`` (monotonic) is held until then, unless
-    a pipe speaks meanwhile (see :data:`GATHER_S`)."""
-    ready = multiprocessing.connection.wait([*waitables, nudge.fd] if nudge is not None else waitables, timeout)
-    if nudge is not None and nudge.fd in ready:
-        nudge.clear()
-        rest = gather_until - time.monotonic()
-        if rest > 0 and len(ready) == 1:
-            multiprocessing.connection.wait(waitables, rest)
-    return bool(ready)
+class _Idler:
+    """How a lane waits when the WAL had nothing new: until a pipe has a message or the platform
+    appended (its :class:`Nudge`), at most the idle wait, which doubles while nothing comes and is
+    back to its minimum when something did; a nudge within :data:`GATHER_S` of the last batch is
+    held until then, unless a pipe speaks meanwhile."""
+
+    def __init__(self, options: Options, lane: int) -> None:
+        self.nudge = Nudge(options.nudges[lane]) if len(options.nudges) > lane else None
+        self.shortest = options.idle_wait_min_s
+        self.longest = options.idle_wait_max_s if self.nudge is not None else min(options.idle_wait_max_s,
+                                                                                   POLL_WITHOUT_NUDGE_S)
+        self.wait_s = self.shortest
+        self.last_batch = 0.0
+
+    def worked(self) -> None:
+        """A batch was read: the next idle wait starts short, and nudges are gathered for a while."""
+        self.wait_s = self.shortest
+        self.last_batch = time.monotonic()
+
+    def wait(self, waitables: list[Any], at_most: float | None = None) -> None:
+        timeout = self.wait_s if at_most is None else min(self.wait_s, at_most)
+        nudge = self.nudge
+        ready = multiprocessing.connection.wait([*waitables, nudge.fd] if nudge is not None else waitables, timeout)
+        if nudge is not None and nudge.fd in ready:
+            nudge.clear()
+            rest = self.last_batch + GATHER_S - time.monotonic()
+            if rest > 0 and len(ready) == 1:
+                multiprocessing.connection.wait(waitables, rest)
+        self.wait_s = min(self.wait_s * 2, self.longest) if not ready else self.shortest
 
 
 @dataclass
@@ -344,10 +362,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     deriver: rpcstats.RpcDeriver | None = None
     next_retention = time.monotonic() + options.retention_interval_s
     next_settle = 0.0
-    idle_wait = options.idle_wait_min_s
-    nudge = Nudge(options.nudges[0]) if options.nudges else None
-    longest = options.idle_wait_max_s if nudge is not None else min(options.idle_wait_max_s, POLL_WITHOUT_NUDGE_S)
-    last_batch = 0.0
+    idler = _Idler(options, 0)
     reported = done
     gc.freeze()  # what start-up made lives as long as the process: out of the collector's passes
     conn.send(("ready", done.segment, done.offset, store.count - sum(ahead.values())))
@@ -406,15 +421,11 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                     conn.send(("indexed", done.segment, done.offset, count, report))
                 # a message from the platform or a lane, or an append, ends the wait early; calls waiting
                 # for their peer are settled on time
-                wait = idle_wait
-                if deriver is not None and deriver.pending:
-                    wait = min(wait, max(next_settle - time.monotonic(), 0.0))
-                waited = _idle([conn.reader, *(peer.conn for peer in peers)], nudge, wait,
-                               gather_until=last_batch + GATHER_S)
-                idle_wait = min(idle_wait * 2, longest) if not waited else options.idle_wait_min_s
+                settling = deriver is not None and deriver.pending
+                settle_in = max(next_settle - time.monotonic(), 0.0) if settling else None
+                idler.wait([conn.reader, *(peer.conn for peer in peers)], settle_in)
                 continue
-            idle_wait = options.idle_wait_min_s
-            last_batch = time.monotonic()
+            idler.worked()
             report = Report(spans=spans if want_spans and spans else None, own_services=own or None)
             if deriver is not None and calls is not None:
                 now = time.time()
@@ -473,10 +484,7 @@ def _lane(wal_dir: str, db_path: str, options: Options, lane: int, lanes: int, p
     store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
     directory = Path(wal_dir)
     wants = Wants(Path(db_path))
-    idle_wait = options.idle_wait_min_s
-    nudge = Nudge(options.nudges[lane]) if len(options.nudges) > lane else None
-    longest = options.idle_wait_max_s if nudge is not None else min(options.idle_wait_max_s, POLL_WITHOUT_NUDGE_S)
-    last_batch = 0.0
+    idler = _Idler(options, lane)
     outbox = _Outbox(conn)
     gc.freeze()
     try:
@@ -494,11 +502,9 @@ def _lane(wal_dir: str, db_path: str, options: Options, lane: int, lanes: int, p
             spans, end = index_batch(store, directory, position, options.batch_spans, want_spans, calls, own,
                                      lane=(lane, lanes), lock=lock, taken=taken)
             if end == position:
-                waited = _idle([conn], nudge, idle_wait, gather_until=last_batch + GATHER_S)
-                idle_wait = min(idle_wait * 2, longest) if not waited else options.idle_wait_min_s
+                idler.wait([conn])
                 continue
-            idle_wait = options.idle_wait_min_s
-            last_batch = time.monotonic()
+            idler.worked()
             position = end
             outbox.put(("indexed", end.segment, end.offset, store.count - count, spans or None, calls or None,
                         own or None, taken))
