@@ -32,6 +32,7 @@ skipped rather than blocking the log.
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -338,8 +339,9 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     lanes = max(1, options.lanes)
     directory = Path(wal_dir)
     store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
-    #: (end, spans acknowledged) of the records some lane indexed past the least position: their
-    #: spans are in store.count and the platform counts them as waiting in the WAL until `done` passes
+    #: (end, spans stored) of the records some lane indexed past the least position: their spans are
+    #: in store.count and the platform counts them as waiting in the WAL until `done` passes. Those a
+    #: crash left count what they acknowledged: the store does not keep what each record added
     before, shares = store.lane_positions(), store.lane_shares()
     ahead: dict[Position, int] = {}
     if len(set(before)) > 1:  # a crash left the lanes uneven (the platform counts the same, core.start)
@@ -387,7 +389,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                     progressed = True
                     _, segment, offset, added, lane_spans, lane_calls, lane_own, lane_taken = peer.conn.recv()
                     peer.position = Position(segment, offset)
-                    ahead.update(lane_taken)
+                    _count_ahead(ahead, lane_taken)
                     store.add_count(added)
                     spans.extend(lane_spans or ())
                     if calls is not None:
@@ -396,7 +398,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
             taken: list[tuple[Position, int]] = []
             mine, end = index_batch(store, directory, position, options.batch_spans, want_spans, calls, own,
                                     lane=(0, lanes), lock=lock, taken=taken)
-            ahead.update(taken)
+            _count_ahead(ahead, taken)
             spans.extend(mine)
             progressed = progressed or end != position
             position = end
@@ -443,6 +445,14 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
         lock.close()
         wants.close()
         _stop_lanes(peers)
+
+
+def _count_ahead(ahead: dict[Position, int], taken: list[tuple[Position, int]]) -> None:
+    """Add what a lane stored of each record it took to what ``ahead`` holds of it: a record a crash
+    left indexed past the least position is read again when the lanes resume from there, and the
+    spans the first reading stored are in the store still (the second stores none of them)."""
+    for end, spans in taken:
+        ahead[end] = ahead.get(end, 0) + spans
 
 
 def _fence(db_path: str) -> None:
@@ -585,12 +595,14 @@ def index_batch(store: Any, directory: Path, position: Position, batch_spans: in
                 taken: list[tuple[Position, int]] | None = None) -> tuple[list[Any], Position]:
     """Decode the WAL records from ``position`` (:func:`_read_batch`; with ``lane`` = (n, lanes), only
     lane n's) and write them with the new position in one transaction (under ``lock``); returns the
-    spans (when wanted) and the end (``position``: nothing new).
+    spans (when wanted) and the end (``position``: nothing new). ``taken`` gets the (end, spans
+    stored) of each record written (:func:`stored_of`).
 
     A batch allocates ~10 container objects a span, none in a cycle (refcounting frees them): with
     the cyclic collector on, its passes walked the growing batch again and again (~9 % of the
     indexer's CPU). It is held off for the batch and runs between batches, where little is alive."""
     gc.disable()
+    first = len(taken) if taken is not None else 0
     try:
         batch, spans, end = _read_batch(directory, position, batch_spans, store.indexed_keys, want_spans, calls, own,
                                         lane=lane, taken=taken)
@@ -598,12 +610,30 @@ def index_batch(store: Any, directory: Path, position: Position, batch_spans: in
             prepared = store.prepare(batch)  # the Python half of the write, before the lock
             with lock if lock is not None else contextlib.nullcontext():
                 started = time.perf_counter()
-                added = store.insert_rows(prepared, wal_position=end, lane=lane[0])
+                duplicates: list[int] = []
+                added = store.insert_rows(prepared, wal_position=end, lane=lane[0], duplicates=duplicates)
+            if taken is not None:
+                taken[first:] = stored_of(taken[first:], len(batch.rows), duplicates)
             LOG.debug("lane %d indexed %d spans (%d new) in %.0f ms under the lock", lane[0], len(batch.rows), added,
                       (time.perf_counter() - started) * 1e3)
     finally:
         gc.enable()
     return spans, end
+
+
+def stored_of(starts: list[tuple[Position, int]], rows: int, duplicates: list[int]) -> list[tuple[Position, int]]:
+    """The (end, spans stored) of a batch's records, from their (end, where its rows start in the batch),
+    the batch's number of rows and the rows the store had already (``duplicates``, ascending). A span
+    already there (an exporter's retry, a batch sent again) is acknowledged but not stored again, and
+    the lead subtracts what a lane stored past the least position from the count it reports:
+    subtracting what those records acknowledged made the count fall short, below zero under a load
+    of resent batches."""
+    stored = []
+    for i, (end, first) in enumerate(starts):
+        stop = starts[i + 1][1] if i + 1 < len(starts) else rows
+        again = bisect.bisect_left(duplicates, stop) - bisect.bisect_left(duplicates, first)
+        stored.append((end, stop - first - again))
+    return stored
 
 
 def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_keys: frozenset[str],
@@ -614,7 +644,7 @@ def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_k
     the spans are wanted as objects); returns the rows, the spans (when wanted) and the end. The
     RPC calls of the spans are appended to ``calls`` and the services that sent spans of their own
     (not devbox's) added to ``own``, when given. With ``lane`` = (n, lanes) the records of other
-    lanes are passed over; ``taken`` gets the (end, spans acknowledged) of each record read."""
+    lanes are passed over; ``taken`` gets the (end, where its rows start) of each record read."""
     from devbox.mocks.tracing import fastpath
     from devbox.mocks.tracing.store import Rows, row_of
 
@@ -627,7 +657,7 @@ def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_k
         if lanes > 1 and lane_of(rec, lanes) != mine:
             continue
         if taken is not None:
-            taken.append((rec.end, rec.accepted))
+            taken.append((rec.end, len(batch.rows)))
         try:
             rows = None
             if rec.fmt == wal.OTLP_PROTOBUF and not want_spans:

@@ -380,3 +380,46 @@ def test_without_eventfd_the_lanes_look_on_their_own(tmp_path: Path, monkeypatch
     wal_dir, db, ends = _write(tmp_path, records, "no-eventfd")
     reports = _run(wal_dir, db, ends[-1][0], lanes=2)
     assert reports[-1][1] == 240
+
+
+def test_a_lane_counts_what_a_resent_batch_stored_not_what_it_acknowledged(tmp_path: Path) -> None:
+    """Exporters retry, and a load generator sends the same batches again: those spans are acknowledged
+    again and stored once. What a lane reports having taken past the least position is subtracted
+    from the count the platform shows (it counts those records as waiting in the WAL); subtracting
+    what they acknowledged made that count fall below zero."""
+    records = _records(seed=17, traces=50, per_record=30)
+    wal_dir, db, _ = _write(tmp_path, records * 3, "resent")
+    store = SpanStore(db, indexed_keys=["http.route"])
+    try:
+        store.reset_lanes(2)
+        position, taken = Position(0, 0), []
+        while True:
+            _, end = index_batch(store, wal_dir, position, 40, False, None, set(), lane=(1, 2), taken=taken)
+            if end == position:
+                break
+            position = end
+        acknowledged = sum(spans for rec in _wal_records(wal_dir) if indexer.lane_of(rec, 2) == 1
+                           for spans in [rec.accepted])
+        assert 0 < store.count < acknowledged
+        assert sum(spans for _, spans in taken) == store.count
+    finally:
+        store.close()
+
+
+def test_the_count_of_two_lanes_under_resent_batches_stays_within_what_is_stored(tmp_path: Path) -> None:
+    records = _records(seed=19, traces=150, per_record=30)
+    wal_dir, db, ends = _write(tmp_path, records * 4, "resent-lanes")
+    reports = _run(wal_dir, db, ends[-1][0], 2)
+    assert [position for position, _ in reports] == sorted(position for position, _ in reports)
+    for position, count in reports:  # the spans of the records up to the position, each once: the first copies'
+        assert 0 <= count <= sum(spans for end, spans in ends[:len(records)] if end <= position), (position, count)
+    assert reports[-1][1] == 900
+
+
+def test_a_batch_tells_what_each_of_its_records_stored() -> None:
+    ends = [Position(0, n) for n in (10, 20, 30, 40)]
+    starts = list(zip(ends, (0, 30, 30, 60), strict=True))  # the third record decoded into no row
+    assert indexer.stored_of(starts, 120, []) == list(zip(ends, (30, 0, 30, 60), strict=True))
+    assert indexer.stored_of(starts, 120, list(range(120))) == [(end, 0) for end in ends]
+    assert indexer.stored_of(starts, 120, [0, 29, 30, 59, 60, 119]) == list(zip(ends, (28, 0, 28, 58), strict=True))
+    assert indexer.stored_of([], 0, []) == []
