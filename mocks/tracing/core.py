@@ -117,7 +117,8 @@ class Collector:
         self._unindexed: collections.deque[tuple[Position, int]] = collections.deque()
         self._lag_spans = 0
         self._indexed_at = Position(0, 0)
-        self._indexed_count = 0
+        self._indexed_count = 0  # spans in the store
+        self._indexed_ahead = 0  # acknowledged spans of records past _indexed_at a lane indexed already
         self._index_rate = 0.0  # spans indexed a second, smoothed over the indexer's reports
         self._rate_mark = (0.0, 0)  # (monotonic time, indexed count) of the last report that moved
         self._progress = asyncio.Event()
@@ -143,8 +144,8 @@ class Collector:
         self.store = await asyncio.to_thread(SpanStore, self.db_path, indexed_keys=self.config.autocomplete_keys)
         self.wal = await asyncio.to_thread(WalWriter, self.wal_dir, fsync_interval_s=self.config.wal_fsync_interval_s)
         # what a crash left in the WAL past the indexed position: replayed by the indexer, counted now
-        # as waiting; the spans of those records an indexer lane ahead of the others already stored
-        # are counted there and not as indexed, as the indexer counts them (indexer.run)
+        # as waiting; those records an indexer lane ahead of the others already stored are counted as
+        # stored, not as waiting, as the indexer counts them (indexer.run)
         positions, shares = self.store.lane_positions(), self.store.lane_shares()
         indexed = min(positions, default=Position(0, 0))
         self._indexed_at = indexed
@@ -152,7 +153,8 @@ class Collector:
         # max_pending_spans (~1.3 GB)
         records = await asyncio.to_thread(lambda: [(rec.end, rec.accepted, lane_indexed(rec, positions, shares))
                                                    for rec in read_records(self.wal_dir, indexed)])
-        self._indexed_count = self.store.count - sum(accepted for _, accepted, ahead in records if ahead)
+        self._indexed_count = self.store.count
+        self._indexed_ahead = sum(accepted for _, accepted, ahead in records if ahead)
         for end, accepted, _ in records:
             self._unindexed.append((end, accepted))
             self._lag_spans += accepted
@@ -214,6 +216,7 @@ class Collector:
                 self._index_rate = 0.7 * self._index_rate + 0.3 * max(count - before, 0) / (now - then)
             self._rate_mark = (now, count)
         self._indexed_count = count
+        self._indexed_ahead = report.indexed_ahead
         while self._unindexed and self._unindexed[0][0] <= position:
             self._lag_spans -= self._unindexed.popleft()[1]
         self._progress.set()
@@ -453,7 +456,7 @@ class Collector:
         return {
             # acknowledged spans are stored (in the WAL) before they are indexed; a resent span is
             # counted again until the indexer finds it already there
-            "spans_stored": self._indexed_count + self._lag_spans,
+            "spans_stored": self._indexed_count + self._lag_spans - self._indexed_ahead,
             "spans_indexed": self._indexed_count,
             "wal_lag_spans": self._lag_spans,
             "index_rate_spans_s": round(self._index_rate),

@@ -32,7 +32,6 @@ skipped rather than blocking the log.
 
 from __future__ import annotations
 
-import bisect
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -151,11 +150,15 @@ def check(fmt: int, body: bytes, encoding: str, limit: int, now_us: int, max_fut
 
 @dataclass
 class Report:
-    """What one indexer report carries besides the position and count (all None when empty)."""
+    """What one indexer report carries besides the position and the count of spans stored (None when
+    empty)."""
 
     spans: list[Any] | None = None
     aggregates: rpcstats.Aggregates | None = None
     own_services: set[str] | None = None
+    #: spans acknowledged by the records past the position that a lane indexed already: the platform
+    #: counts every record past the position as waiting in the WAL, and these as stored
+    indexed_ahead: int = 0
 
 
 #: The indexer's niceness (see main): below the platform and the check process when the CPU is short.
@@ -339,9 +342,8 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     lanes = max(1, options.lanes)
     directory = Path(wal_dir)
     store = SpanStore(Path(db_path), indexed_keys=options.indexed_keys)
-    #: (end, spans stored) of the records some lane indexed past the least position: their spans are
-    #: in store.count and the platform counts them as waiting in the WAL until `done` passes. Those a
-    #: crash left count what they acknowledged: the store does not keep what each record added
+    #: (end, spans acknowledged) of the records some lane indexed past the least position: the
+    #: platform counts them as waiting in the WAL until `done` passes, less their sum (Report.indexed_ahead)
     before, shares = store.lane_positions(), store.lane_shares()
     ahead: dict[Position, int] = {}
     if len(set(before)) > 1:  # a crash left the lanes uneven (the platform counts the same, core.start)
@@ -367,7 +369,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     idler = _Idler(options, 0)
     reported = done
     gc.freeze()  # what start-up made lives as long as the process: out of the collector's passes
-    conn.send(("ready", done.segment, done.offset, store.count - sum(ahead.values())))
+    conn.send(("ready", done.segment, done.offset, store.count, sum(ahead.values())))
     try:
         while True:
             while conn.poll(0):
@@ -389,7 +391,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                     progressed = True
                     _, segment, offset, added, lane_spans, lane_calls, lane_own, lane_taken = peer.conn.recv()
                     peer.position = Position(segment, offset)
-                    _count_ahead(ahead, lane_taken)
+                    ahead.update(lane_taken)
                     store.add_count(added)
                     spans.extend(lane_spans or ())
                     if calls is not None:
@@ -398,15 +400,14 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
             taken: list[tuple[Position, int]] = []
             mine, end = index_batch(store, directory, position, options.batch_spans, want_spans, calls, own,
                                     lane=(0, lanes), lock=lock, taken=taken)
-            _count_ahead(ahead, taken)
+            ahead.update(taken)
             spans.extend(mine)
             progressed = progressed or end != position
             position = end
             done = min([position, *(peer.position for peer in peers)])
             if ahead:
                 ahead = {at: n for at, n in ahead.items() if at > done}
-            # the spans of records up to `done`: the platform counts those past it as waiting in the WAL
-            count = store.count - sum(ahead.values())
+            indexed_ahead = sum(ahead.values())
             if not progressed:
                 report = None
                 if deriver is not None and deriver.pending and time.monotonic() >= next_settle:
@@ -420,7 +421,8 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                         _retention(store, options)
                     report = report or Report()
                 if report is not None:
-                    conn.send(("indexed", done.segment, done.offset, count, report))
+                    report.indexed_ahead = indexed_ahead
+                    conn.send(("indexed", done.segment, done.offset, store.count, report))
                 # a message from the platform or a lane, or an append, ends the wait early; calls waiting
                 # for their peer are settled on time
                 settling = deriver is not None and deriver.pending
@@ -428,13 +430,14 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
                 idler.wait([conn.reader, *(peer.conn for peer in peers)], settle_in)
                 continue
             idler.worked()
-            report = Report(spans=spans if want_spans and spans else None, own_services=own or None)
+            report = Report(spans=spans if want_spans and spans else None, own_services=own or None,
+                            indexed_ahead=indexed_ahead)
             if deriver is not None and calls is not None:
                 now = time.time()
                 deriver.observe(calls, now)
                 report.aggregates = deriver.settle(now) or None
                 next_settle = time.monotonic() + SETTLE_EVERY_S
-            conn.send(("indexed", done.segment, done.offset, count, report))
+            conn.send(("indexed", done.segment, done.offset, store.count, report))
             if done != reported:
                 wal.delete_before(directory, done)
                 reported = done
@@ -445,14 +448,6 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
         lock.close()
         wants.close()
         _stop_lanes(peers)
-
-
-def _count_ahead(ahead: dict[Position, int], taken: list[tuple[Position, int]]) -> None:
-    """Add what a lane stored of each record it took to what ``ahead`` holds of it: a record a crash
-    left indexed past the least position is read again when the lanes resume from there, and the
-    spans the first reading stored are in the store still (the second stores none of them)."""
-    for end, spans in taken:
-        ahead[end] = ahead.get(end, 0) + spans
 
 
 def _fence(db_path: str) -> None:
@@ -595,14 +590,12 @@ def index_batch(store: Any, directory: Path, position: Position, batch_spans: in
                 taken: list[tuple[Position, int]] | None = None) -> tuple[list[Any], Position]:
     """Decode the WAL records from ``position`` (:func:`_read_batch`; with ``lane`` = (n, lanes), only
     lane n's) and write them with the new position in one transaction (under ``lock``); returns the
-    spans (when wanted) and the end (``position``: nothing new). ``taken`` gets the (end, spans
-    stored) of each record written (:func:`stored_of`).
+    spans (when wanted) and the end (``position``: nothing new).
 
     A batch allocates ~10 container objects a span, none in a cycle (refcounting frees them): with
     the cyclic collector on, its passes walked the growing batch again and again (~9 % of the
     indexer's CPU). It is held off for the batch and runs between batches, where little is alive."""
     gc.disable()
-    first = len(taken) if taken is not None else 0
     try:
         batch, spans, end = _read_batch(directory, position, batch_spans, store.indexed_keys, want_spans, calls, own,
                                         lane=lane, taken=taken)
@@ -610,30 +603,12 @@ def index_batch(store: Any, directory: Path, position: Position, batch_spans: in
             prepared = store.prepare(batch)  # the Python half of the write, before the lock
             with lock if lock is not None else contextlib.nullcontext():
                 started = time.perf_counter()
-                duplicates: list[int] = []
-                added = store.insert_rows(prepared, wal_position=end, lane=lane[0], duplicates=duplicates)
-            if taken is not None:
-                taken[first:] = stored_of(taken[first:], len(batch.rows), duplicates)
+                added = store.insert_rows(prepared, wal_position=end, lane=lane[0])
             LOG.debug("lane %d indexed %d spans (%d new) in %.0f ms under the lock", lane[0], len(batch.rows), added,
                       (time.perf_counter() - started) * 1e3)
     finally:
         gc.enable()
     return spans, end
-
-
-def stored_of(starts: list[tuple[Position, int]], rows: int, duplicates: list[int]) -> list[tuple[Position, int]]:
-    """The (end, spans stored) of a batch's records, from their (end, where its rows start in the batch),
-    the batch's number of rows and the rows the store had already (``duplicates``, ascending). A span
-    already there (an exporter's retry, a batch sent again) is acknowledged but not stored again, and
-    the lead subtracts what a lane stored past the least position from the count it reports:
-    subtracting what those records acknowledged made the count fall short, below zero under a load
-    of resent batches."""
-    stored = []
-    for i, (end, first) in enumerate(starts):
-        stop = starts[i + 1][1] if i + 1 < len(starts) else rows
-        again = bisect.bisect_left(duplicates, stop) - bisect.bisect_left(duplicates, first)
-        stored.append((end, stop - first - again))
-    return stored
 
 
 def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_keys: frozenset[str],
@@ -644,7 +619,7 @@ def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_k
     the spans are wanted as objects); returns the rows, the spans (when wanted) and the end. The
     RPC calls of the spans are appended to ``calls`` and the services that sent spans of their own
     (not devbox's) added to ``own``, when given. With ``lane`` = (n, lanes) the records of other
-    lanes are passed over; ``taken`` gets the (end, where its rows start) of each record read."""
+    lanes are passed over; ``taken`` gets the (end, spans acknowledged) of each record read."""
     from devbox.mocks.tracing import fastpath
     from devbox.mocks.tracing.store import Rows, row_of
 
@@ -657,7 +632,7 @@ def _read_batch(directory: Path, position: Position, batch_spans: int, indexed_k
         if lanes > 1 and lane_of(rec, lanes) != mine:
             continue
         if taken is not None:
-            taken.append((rec.end, len(batch.rows)))
+            taken.append((rec.end, rec.accepted))
         try:
             rows = None
             if rec.fmt == wal.OTLP_PROTOBUF and not want_spans:
@@ -697,7 +672,7 @@ def _retention(store: Any, options: Options) -> None:
 class IndexerProcess:
     """The platform's handle on the indexer process (``python -m devbox.mocks.tracing.indexer index``,
     see :mod:`~devbox.mocks.tracing.child`): starts it, reads its reports on a thread and hands each
-    to ``on_report(kind, position, count, report)``; restarts it if it dies."""
+    to ``on_report(kind, position, count, report)`` (``count``: the spans stored); restarts it if it dies."""
 
     def __init__(self, wal_dir: Path, db_path: Path, options: Options,
                  on_report: Callable[[str, Position, int, Report], None]) -> None:
@@ -776,7 +751,7 @@ class IndexerProcess:
                 break
             try:
                 if msg[0] == "ready":
-                    self.on_report("ready", Position(msg[1], msg[2]), msg[3], Report())
+                    self.on_report("ready", Position(msg[1], msg[2]), msg[3], Report(indexed_ahead=msg[4]))
                 else:
                     self.on_report("indexed", Position(msg[1], msg[2]), msg[3], msg[4])
             except Exception:

@@ -455,11 +455,9 @@ class SpanStore:
             bound = [(*r[:12], rids[r[12]], *r[13:16]) for r in rows_in]
         return Prepared(batch, rids, bound, list({r[0]: None for r in rows_in}), _aggregates(rows_in))
 
-    def insert_rows(self, batch: Rows | Prepared, *, wal_position: Position | None = None, lane: int = 0,
-                    duplicates: list[int] | None = None) -> int:
+    def insert_rows(self, batch: Rows | Prepared, *, wal_position: Position | None = None, lane: int = 0) -> int:
         """:meth:`insert` for spans already decoded into :data:`Row` tuples (the indexer's path), or
-        the result of :meth:`prepare`; ``wal_position`` is recorded as ``lane``'s. ``duplicates``, when
-        given, gets the index of each row that was there already, in order."""
+        the result of :meth:`prepare`; ``wal_position`` is recorded as ``lane``'s."""
         prepared = batch if isinstance(batch, Prepared) else self.prepare(batch)
         rows_in = prepared.batch.rows
         if not rows_in and wal_position is None:
@@ -487,13 +485,11 @@ class SpanStore:
                 if added != len(rows_in):  # some were already there: count only the rows written now
                     kept = set(conn.execute("SELECT trace_id, span_id, kind FROM spans WHERE rowid >= ?", (first,)))
                     written = []
-                    for i, r in enumerate(rows_in):  # the first of a batch's duplicates is the one written
+                    for r in rows_in:  # the first of a batch's duplicates is the one written
                         key = (r[0], r[1], r[4])
                         if key in kept:
                             kept.discard(key)
                             written.append(r)
-                        elif duplicates is not None:
-                            duplicates.append(i)
                     aggregates = _aggregates(written)
                 self._index(conn, aggregates, before)
                 if wal_position is not None:

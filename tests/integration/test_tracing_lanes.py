@@ -65,13 +65,14 @@ def _write(tmp: Path, records: list[tuple[bytes, int]], name: str) -> tuple[Path
     return wal_dir, db, ends
 
 
-def _run(wal_dir: Path, db: Path, end: Position, lanes: int) -> list[tuple[Position, int]]:
-    """The indexer process with ``lanes`` lanes until it reports ``end``; its reports (position, count)."""
-    reports: list[tuple[Position, int]] = []
+def _run(wal_dir: Path, db: Path, end: Position, lanes: int) -> list[tuple[Position, int, int]]:
+    """The indexer process with ``lanes`` lanes until it reports ``end``; its reports (position, spans
+    stored, spans acknowledged by the records past the position that a lane indexed already)."""
+    reports: list[tuple[Position, int, int]] = []
     done = threading.Event()
 
     def on_report(kind: str, position: Position, count: int, report: Report) -> None:
-        reports.append((position, count))
+        reports.append((position, count, report.indexed_ahead))
         if position >= end:
             done.set()
 
@@ -90,18 +91,18 @@ def _options(lanes: int) -> Options:
 
 
 def _index(tmp: Path, records: list[tuple[bytes, int]], lanes: int
-           ) -> tuple[Path, list[tuple[Position, int]], list[tuple[Position, int]]]:
+           ) -> tuple[Path, list[tuple[Position, int, int]], list[tuple[Position, int]]]:
     wal_dir, db, ends = _write(tmp, records, str(lanes))
     return db, _run(wal_dir, db, ends[-1][0], lanes), ends
 
 
-def _assert_counts_exact(reports: list[tuple[Position, int]], ends: list[tuple[Position, int]]) -> None:
-    positions = [position for position, _ in reports]
+def _assert_counts_exact(reports: list[tuple[Position, int, int]], ends: list[tuple[Position, int]]) -> None:
+    positions = [position for position, *_ in reports]
     assert positions == sorted(positions)  # the least position of the lanes: never backwards
-    for position, count in reports:
-        # the platform adds the spans of records past the position (still in the WAL): a count that
-        # held a lane's spans from past it would count them twice
-        assert count == sum(spans for end, spans in ends if end <= position), (position, count)
+    for position, count, ahead in reports:
+        # the platform counts the spans of records past the position as waiting in the WAL, less those
+        # a lane indexed already: what is left must be the spans of the records up to the position
+        assert count - ahead == sum(spans for end, spans in ends if end <= position), (position, count, ahead)
 
 
 def _content(db: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -126,7 +127,7 @@ def test_two_lanes_store_what_one_lane_stores(tmp_path: Path) -> None:
     two, reports, ends = _index(tmp_path, records, lanes=2)
     assert reports[-1][1] == 900  # the lead counts the other lane's spans too
     _assert_counts_exact(reports, ends)
-    positions = [position for position, _ in reports]
+    positions = [position for position, *_ in reports]
     a, b = _content(one), _content(two)
     assert len(a["spans"]) == 900 and a["links"]
     for table in a:
@@ -382,44 +383,55 @@ def test_without_eventfd_the_lanes_look_on_their_own(tmp_path: Path, monkeypatch
     assert reports[-1][1] == 240
 
 
-def test_a_lane_counts_what_a_resent_batch_stored_not_what_it_acknowledged(tmp_path: Path) -> None:
-    """Exporters retry, and a load generator sends the same batches again: those spans are acknowledged
-    again and stored once. What a lane reports having taken past the least position is subtracted
-    from the count the platform shows (it counts those records as waiting in the WAL); subtracting
-    what they acknowledged made that count fall below zero."""
+def test_the_platform_restarted_amid_resent_batches_counts_what_is_stored(tmp_path: Path) -> None:
+    """Exporters retry, and a load generator sends the same batches again: acknowledged again, stored
+    once. A kill -9 left lane 1 of 2 ahead through three copies of the same records. The platform
+    subtracted what those records acknowledged from what the store held, and showed a negative
+    ``spans_indexed`` until the lanes caught up."""
     records = _records(seed=17, traces=50, per_record=30)
     wal_dir, db, _ = _write(tmp_path, records * 3, "resent")
     store = SpanStore(db, indexed_keys=["http.route"])
     try:
         store.reset_lanes(2)
-        position, taken = Position(0, 0), []
+        position = Position(0, 0)
         while True:
-            _, end = index_batch(store, wal_dir, position, 40, False, None, set(), lane=(1, 2), taken=taken)
+            _, end = index_batch(store, wal_dir, position, 40, False, None, set(), lane=(1, 2))
             if end == position:
                 break
             position = end
-        acknowledged = sum(spans for rec in _wal_records(wal_dir) if indexer.lane_of(rec, 2) == 1
-                           for spans in [rec.accepted])
-        assert 0 < store.count < acknowledged
-        assert sum(spans for _, spans in taken) == store.count
+        stored = store.count
     finally:
         store.close()
+    lane_one = sum(rec.accepted for rec in _wal_records(wal_dir) if indexer.lane_of(rec, 2) == 1)
+    assert 0 < stored < lane_one  # lane 1 met copies of spans it had stored
+    wal_dir.rename(db.parent / "tracing-wal")
+
+    async def restart() -> list[dict[str, int]]:
+        collector = Collector(TracingConfig(index_lanes=2), db)
+        await collector.start()
+        try:
+            seen = [collector.info()]  # before the indexer's first report
+            assert await collector._caught_up(60)
+            seen.append(collector.info())
+        finally:
+            await collector.stop()
+        return seen
+
+    started, caught_up = asyncio.run(restart())
+    assert started["spans_indexed"] == stored
+    assert started["wal_lag_spans"] == 900  # every record is past the least position
+    assert started["spans_stored"] == stored + 900 - lane_one  # lane 0's records are waiting
+    assert caught_up["spans_indexed"] == caught_up["spans_stored"] == 300
+    assert caught_up["wal_lag_spans"] == 0
 
 
-def test_the_count_of_two_lanes_under_resent_batches_stays_within_what_is_stored(tmp_path: Path) -> None:
+def test_two_lanes_under_resent_batches_count_what_is_stored(tmp_path: Path) -> None:
     records = _records(seed=19, traces=150, per_record=30)
     wal_dir, db, ends = _write(tmp_path, records * 4, "resent-lanes")
     reports = _run(wal_dir, db, ends[-1][0], 2)
-    assert [position for position, _ in reports] == sorted(position for position, _ in reports)
-    for position, count in reports:  # the spans of the records up to the position, each once: the first copies'
-        assert 0 <= count <= sum(spans for end, spans in ends[:len(records)] if end <= position), (position, count)
-    assert reports[-1][1] == 900
-
-
-def test_a_batch_tells_what_each_of_its_records_stored() -> None:
-    ends = [Position(0, n) for n in (10, 20, 30, 40)]
-    starts = list(zip(ends, (0, 30, 30, 60), strict=True))  # the third record decoded into no row
-    assert indexer.stored_of(starts, 120, []) == list(zip(ends, (30, 0, 30, 60), strict=True))
-    assert indexer.stored_of(starts, 120, list(range(120))) == [(end, 0) for end in ends]
-    assert indexer.stored_of(starts, 120, [0, 29, 30, 59, 60, 119]) == list(zip(ends, (28, 0, 28, 58), strict=True))
-    assert indexer.stored_of([], 0, []) == []
+    assert [position for position, *_ in reports] == sorted(position for position, *_ in reports)
+    counts = [count for _, count, _ in reports]
+    assert counts == sorted(counts) and 0 <= counts[0] and counts[-1] == 900  # the spans stored, each once
+    for position, _, ahead in reports:  # at most what the records past the position acknowledged
+        assert 0 <= ahead <= sum(spans for end, spans in ends if end > position), (position, ahead)
+    assert reports[-1][2] == 0
