@@ -152,7 +152,7 @@ def _crashed_uneven(tmp: Path, records: list[tuple[bytes, int]], name: str
             if end == position:
                 break
             position = end
-        assert 0 < store.count < 900
+        assert 0 < store.count < sum(spans for _, spans in records)
         assert store.lane_positions() == [Position(0, 0), ends[-1][0]]
     finally:
         store.close()
@@ -171,23 +171,29 @@ def test_a_restart_after_a_crash_between_uneven_lanes_counts_every_span_once(tmp
         assert _content(db) == _content(one), lanes
 
 
+def _restarted(db: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """A platform's collector (two lanes) started on ``db`` and the WAL beside it: its figures before the
+    indexer's first report, and once it caught up."""
+
+    async def restart() -> tuple[dict[str, int], dict[str, int]]:
+        collector = Collector(TracingConfig(index_lanes=2), db)
+        await collector.start()
+        try:
+            started = collector.info()
+            assert await collector._caught_up(60)
+            return started, collector.info()
+        finally:
+            await collector.stop()
+
+    return asyncio.run(restart())
+
+
 def test_the_platform_restarted_on_uneven_lanes_reports_what_was_acknowledged(tmp_path: Path) -> None:
     records = _records(seed=13, traces=150, per_record=30)
     wal_dir, db, _ = _crashed_uneven(tmp_path, records, "platform")
     wal_dir.rename(db.parent / "tracing-wal")  # where the collector keeps its WAL
 
-    async def restart() -> list[dict[str, int]]:
-        collector = Collector(TracingConfig(index_lanes=2), db)
-        await collector.start()
-        try:
-            seen = [collector.info()]  # before the indexer's first report
-            assert await collector._caught_up(60)
-            seen.append(collector.info())
-        finally:
-            await collector.stop()
-        return seen
-
-    started, caught_up = asyncio.run(restart())
+    started, caught_up = _restarted(db)
     assert started["spans_stored"] == 900 and started["wal_lag_spans"] == 900
     assert caught_up["spans_stored"] == 900 and caught_up["wal_lag_spans"] == 0
 
@@ -389,35 +395,15 @@ def test_the_platform_restarted_amid_resent_batches_counts_what_is_stored(tmp_pa
     subtracted what those records acknowledged from what the store held, and showed a negative
     ``spans_indexed`` until the lanes caught up."""
     records = _records(seed=17, traces=50, per_record=30)
-    wal_dir, db, _ = _write(tmp_path, records * 3, "resent")
-    store = SpanStore(db, indexed_keys=["http.route"])
-    try:
-        store.reset_lanes(2)
-        position = Position(0, 0)
-        while True:
-            _, end = index_batch(store, wal_dir, position, 40, False, None, set(), lane=(1, 2))
-            if end == position:
-                break
-            position = end
-        stored = store.count
-    finally:
-        store.close()
+    wal_dir, db, _ = _crashed_uneven(tmp_path, records * 3, "resent")
+    store = SpanStore(db)
+    stored = store.count
+    store.close()
     lane_one = sum(rec.accepted for rec in _wal_records(wal_dir) if indexer.lane_of(rec, 2) == 1)
     assert 0 < stored < lane_one  # lane 1 met copies of spans it had stored
     wal_dir.rename(db.parent / "tracing-wal")
 
-    async def restart() -> list[dict[str, int]]:
-        collector = Collector(TracingConfig(index_lanes=2), db)
-        await collector.start()
-        try:
-            seen = [collector.info()]  # before the indexer's first report
-            assert await collector._caught_up(60)
-            seen.append(collector.info())
-        finally:
-            await collector.stop()
-        return seen
-
-    started, caught_up = asyncio.run(restart())
+    started, caught_up = _restarted(db)
     assert started["spans_indexed"] == stored
     assert started["wal_lag_spans"] == 900  # every record is past the least position
     assert started["spans_stored"] == stored + 900 - lane_one  # lane 0's records are waiting
