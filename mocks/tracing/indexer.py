@@ -369,7 +369,7 @@ def run(wal_dir: str, db_path: str, options: Options, conn: Any) -> None:
     idler = _Idler(options, 0)
     reported = done
     gc.freeze()  # what start-up made lives as long as the process: out of the collector's passes
-    conn.send(("ready", done.segment, done.offset, store.count, sum(ahead.values())))
+    conn.send(("ready", done.segment, done.offset, store.count, Report(indexed_ahead=sum(ahead.values()))))
     try:
         while True:
             while conn.poll(0):
@@ -750,10 +750,8 @@ class IndexerProcess:
             except (EOFError, OSError, TypeError):  # TypeError: closed by stop() after its wait for this thread
                 break
             try:
-                if msg[0] == "ready":
-                    self.on_report("ready", Position(msg[1], msg[2]), msg[3], Report(indexed_ahead=msg[4]))
-                else:
-                    self.on_report("indexed", Position(msg[1], msg[2]), msg[3], msg[4])
+                kind, segment, offset, count, report = msg  # "ready" once, then "indexed"
+                self.on_report(kind, Position(segment, offset), count, report)
             except Exception:
                 LOG.exception("handling an indexer report failed")
         if self._stopping:
