@@ -47,7 +47,7 @@ sys.path.insert(0, str(BENCH))
 import bench_metrics  # noqa: E402
 import bench_tracing  # noqa: E402
 import peers  # noqa: E402
-from bench_start import free_port, up_empty  # noqa: E402
+from bench_start import GRPC_LISTENERS, LISTENERS, free_port, http2_answers, up_empty  # noqa: E402
 from bench_tracing import BATCH, blast, http_sender, make_spans  # noqa: E402
 from devbox.mocks.tracing.convert import to_otlp_request, to_zipkin  # noqa: E402
 
@@ -310,20 +310,32 @@ def bench_metrics_vs_prometheus(args: argparse.Namespace, found: dict[str, peers
 
 def devbox_up_empty(tmp: Path) -> dict[str, float]:
     """`devbox up` of an empty project (bench_start's): seconds until every listener serves (api:
-    /healthz 200; HTTP: no longer 'starting'; gRPC: an HTTP/2 handshake), then idle RSS after 3 s."""
-    project = tmp / "empty"
-    project.mkdir()
-    proc, figures = up_empty(project)
-    try:
-        time.sleep(3)
-        own, tree = tree_rss_mb(proc.pid)
-        return {"healthy_s": figures["serve_s"], "cpu_s": figures["cpu_s"], "rss": own, "rss_tree": tree}
-    finally:
-        proc.send_signal(signal.SIGINT)
+    /healthz 200; HTTP: no longer 'starting'; gRPC: an HTTP/2 handshake). Then, in a second one whose
+    gRPC listeners were probed by connecting only (grpc is loaded by a client's first bytes), idle RSS
+    after 3 s, and again after an HTTP/2 handshake on each gRPC listener."""
+    figures: dict[str, float] = {}
+    for handshake in (True, False):
+        project = tmp / f"empty-{handshake}"
+        project.mkdir()
+        ports = {name: free_port() for name in LISTENERS}
+        proc, start = up_empty(project, handshake=handshake, ports=ports)
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            if handshake:
+                figures.update(healthy_s=start["serve_s"], cpu_s=start["cpu_s"])
+                continue
+            time.sleep(3)
+            figures["rss"], figures["rss_tree"] = tree_rss_mb(proc.pid)
+            for name in GRPC_LISTENERS:
+                http2_answers(ports[name])
+            time.sleep(3)
+            figures["rss_grpc"] = tree_rss_mb(proc.pid)[0]
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return figures
 
 
 def bench_start(args: argparse.Namespace, found: dict[str, peers.Peer], tmp: Path, out: Report) -> None:
@@ -339,7 +351,8 @@ def bench_start(args: argparse.Namespace, found: dict[str, peers.Peer], tmp: Pat
     out.row("start to healthy, empty project, s", ours["healthy_s"], {n: f["healthy_s"] for n, f in others.items()},
             higher=False, note=f"devbox CPU to healthy {ours['cpu_s']:.2f} s")
     out.row("idle RSS, MB (devbox: main process)", ours["rss"], {n: f["rss"] for n, f in others.items()},
-            higher=False, note=f"with its worker processes {ours['rss_tree']:.0f} MB")
+            higher=False, note=f"with its worker processes {ours['rss_tree']:.0f} MB; after a gRPC "
+                                f"client's handshake, grpc loaded: {ours['rss_grpc']:.0f} MB")
 
 
 # --- report --------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The platform token, on every listener: which credentials count and the gRPC interceptor.
+"""The platform token, on every listener: which credentials count (the gRPC interceptor that checks
+them is :class:`devbox.platform.grpc_server.TokenInterceptor`).
 
 A client proves it knows ``platform.token`` with any of: ``Authorization: Bearer T``,
 ``X-Devbox-Token: T``, ``X-Polaris-Token: T`` (what Polaris SDKs send; on the Polaris listeners
@@ -13,10 +14,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
-
-import grpc
+from collections.abc import Iterable
 
 LOG = logging.getLogger(__name__)
 
@@ -49,44 +47,3 @@ def matches(token: str, given: Iterable[str]) -> bool:
     for value in given:
         ok |= hmac.compare_digest(value.encode(), expected)
     return ok
-
-
-def _refuse_unary(reason: str) -> Callable[[Any, Any], Awaitable[Any]]:
-    async def refuse(_request: Any, context: Any) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-
-    return refuse
-
-
-def _refuse_streaming(reason: str) -> Callable[[Any, Any], Any]:
-    async def refuse(_request: Any, context: Any) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-        yield  # pragma: no cover - abort raises; this only makes the function a generator
-
-    return refuse
-
-
-class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc has no type stubs
-    """Refuses every call on a gRPC listener whose metadata does not carry the platform token,
-    with UNAUTHENTICATED, before the servicer sees a byte of the request."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        pairs = handler_call_details.invocation_metadata or ()
-        metadata = [(str(k), v if isinstance(v, str) else "") for k, v in pairs]
-        if handler is None or matches(self.token, candidates(metadata)):
-            return handler
-        LOG.info("gRPC %s refused: no or wrong platform token", handler_call_details.method)
-        reason = f"unauthorized: {HOW}"
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_refuse_unary(reason))
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_refuse_unary(reason))
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_refuse_streaming(reason))
-        return grpc.stream_stream_rpc_method_handler(_refuse_streaming(reason))

@@ -3,22 +3,20 @@ turned into the protocol's error shape at the listener's edge, never inside a ha
 
 HTTP listeners render with the listener's own renderer (``Listener.errors``, ``"module:function"``
 imported when the app is built) or devbox's JSON ``{"error": code, "reason": reason}``; gRPC
-listeners abort the call with ``ApiError.grpc_status``. A :class:`~devbox.platform.errors.Busy`
-error always carries ``Retry-After``.
+listeners abort the call with ``ApiError.grpc_status`` (:mod:`devbox.platform.grpc_server`). A
+:class:`~devbox.platform.errors.Busy` error always carries ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 import math
 import sys
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -75,65 +73,6 @@ def api_error_handler(listener: Listener) -> Callable[[Request, Exception], Awai
         return response
 
     return handle
-
-
-async def abort(context: Any, exc: ApiError) -> None:
-    """End the gRPC call with the error's status and reason (``context.abort`` raises)."""
-    await context.abort(grpc.StatusCode[exc.grpc_status], exc.reason)
-
-
-def _unary(behavior: Callable[..., Any]) -> Callable[[Any, Any], Awaitable[Any]]:
-    async def call(request: Any, context: Any) -> Any:
-        try:
-            result = behavior(request, context)
-            return await result if inspect.isawaitable(result) else result
-        except ApiError as exc:
-            await abort(context, exc)
-
-    return call
-
-
-def _streaming(behavior: Callable[..., Any]) -> Callable[[Any, Any], AsyncIterator[Any]]:
-    async def call(request: Any, context: Any) -> AsyncIterator[Any]:
-        try:
-            responses = behavior(request, context)
-            if hasattr(responses, "__aiter__"):
-                async for response in responses:
-                    yield response
-            else:
-                for response in responses:
-                    yield response
-        except ApiError as exc:
-            await abort(context, exc)
-
-    return call
-
-
-class ApiErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc has no type stubs
-    """Wraps every servicer method of a gRPC listener so an ``ApiError`` it raises aborts the call
-    with ``grpc.StatusCode[exc.grpc_status]`` and the reason as details."""
-
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        kinds = {
-            "unary_unary": (grpc.unary_unary_rpc_method_handler, _unary),
-            "stream_unary": (grpc.stream_unary_rpc_method_handler, _unary),
-            "unary_stream": (grpc.unary_stream_rpc_method_handler, _streaming),
-            "stream_stream": (grpc.stream_stream_rpc_method_handler, _streaming),
-        }
-        for kind, (make, wrap) in kinds.items():
-            behavior = getattr(handler, kind)
-            if behavior is not None:
-                return make(
-                    wrap(behavior),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-        return handler
 
 
 #: devbox's error body, as the OpenAPI schema documents it.

@@ -2,8 +2,9 @@
 
 Every listening socket is bound before any component is imported or started, so a taken port is
 reported by its name (``polaris_grpc: port 8091 is taken``) and nothing has started yet. One HTTP
-app (FastAPI under uvicorn) per HTTP listener, one ``grpc.aio`` server per gRPC listener. A
-component that fails to start is marked ``error`` and the rest keep running.
+app (FastAPI under uvicorn) per HTTP listener, one ``grpc.aio`` server per gRPC listener, started
+by its first connection (:mod:`devbox.platform.grpc_front`). A component that fails to start is
+marked ``error`` and the rest keep running.
 
 Bind first, then load: each listener serves from the moment it is bound, answering 503
 ``{"error": "starting"}`` with ``Retry-After`` (gRPC: UNAVAILABLE "starting") while the components
@@ -25,12 +26,10 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import grpc
 import uvicorn
 
 import devbox
 from devbox.platform import registry
-from devbox.platform.auth import TokenInterceptor
 from devbox.platform.component import (
     API_LISTENER,
     Component,
@@ -40,8 +39,9 @@ from devbox.platform.component import (
     PlatformContext,
     ProjectSettings,
 )
-from devbox.platform.edge import ApiErrorInterceptor, load_fastapi
+from devbox.platform.edge import load_fastapi
 from devbox.platform.events import Events
+from devbox.platform.grpc_front import GrpcListener
 from devbox.platform.store import CorruptState
 
 if TYPE_CHECKING:
@@ -77,14 +77,8 @@ def _hold_heap(hold: bool) -> None:
         if _thresholds is not None:
             gc.set_threshold(*_thresholds)
 
-GRPC_MAX_MESSAGE = 64 * 1024 * 1024
 #: Seconds an idle keep-alive HTTP connection stays open (longer than the clients' own idle expiry).
 KEEP_ALIVE_S = 120
-#: Seconds a gRPC connection may go without an RPC in flight before it is sent GOAWAY and closed: one
-#: that sent its preface and then half a frame (or nothing) is not held forever (grpc has no read
-#: timeout past the handshake). A real client's channel reconnects on its next call; an open stream
-#: counts as a call in flight, and the Polaris SDKs heartbeat and refresh far more often than this.
-GRPC_IDLE_S = 300.0
 
 
 class PortInUse(Exception):
@@ -132,40 +126,6 @@ class _Switch:
             await send({"type": "websocket.close", "code": 1013})  # 1013: try again later
 
 
-async def _unavailable(request_iterator: Any, context: Any) -> Any:
-    await context.abort(grpc.StatusCode.UNAVAILABLE, STARTING_REASON)
-    yield  # pragma: no cover  # a generator: the kind of handler that fits any call shape
-
-
-#: stream-stream with raw bytes fits every call (unary or streaming) without reading its request.
-_STARTING_HANDLER = grpc.stream_stream_rpc_method_handler(_unavailable)
-
-
-class _GrpcTable(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no type stubs
-    """What a gRPC listener's registrars add, served through the one handler its server has had
-    since it was started (a grpc server takes handlers only before it starts): every call is
-    answered UNAVAILABLE "starting" until ``ready``. Registrars use it as they would the server."""
-
-    def __init__(self) -> None:
-        self.handlers: list[Any] = []
-        self.ready = False
-
-    def add_generic_rpc_handlers(self, handlers: Iterable[Any]) -> None:
-        self.handlers.extend(handlers)
-
-    def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Any]) -> None:
-        """Generated ``add_*Servicer_to_server`` also passes its generic handler, which serves these."""
-
-    def service(self, handler_call_details: Any) -> Any:
-        if not self.ready:
-            return _STARTING_HANDLER
-        for handler in self.handlers:
-            found = handler.service(handler_call_details)
-            if found is not None:
-                return found
-        return None
-
-
 class Platform:
     """Owns the components, the listeners and their servers for one project.
 
@@ -198,8 +158,7 @@ class Platform:
         self._sockets: dict[str, socket.socket] = {}
         self._http: dict[str, _Server] = {}
         self._switches: dict[str, _Switch] = {}
-        self._grpc: dict[str, grpc.aio.Server] = {}
-        self._grpc_tables: dict[str, _GrpcTable] = {}
+        self._grpc: dict[str, GrpcListener] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._holds_heap = False
         self.stopped = asyncio.Event()
@@ -239,6 +198,11 @@ class Platform:
                     )
                 needed.setdefault(listener, []).append(item)
         return needed
+
+    async def grpc_backend(self, listener: str) -> tuple[str, int]:
+        """The loopback address of gRPC ``listener``'s grpc server, which its port relays to (started
+        now if no client has connected yet). For benchmarks: the relay's cost is the difference."""
+        return (await self._grpc[listener].backend()).address
 
     def protocol(self, listener: str) -> str:
         """``http`` or ``grpc``: what the listener speaks, as its spec declares."""
@@ -390,16 +354,13 @@ class Platform:
                 await self._start_component(name, component)
             for listener, items in needed.items():
                 if self.protocol(listener) == "grpc":
-                    table = self._grpc_tables[listener]
-                    for registrar in items:
-                        registrar(table)
-                    table.ready = True
+                    self._grpc[listener].serve(items)
                 else:
                     self._switches[listener].app = await asyncio.to_thread(self._http_app, listener, items)
             for listener in declared:  # declared by a spec, served by no component: the real 404s
                 if listener not in needed:
                     if self.protocol(listener) == "grpc":
-                        self._grpc_tables[listener].ready = True
+                        self._grpc[listener].serve([])
                     else:
                         self._switches[listener].app = await asyncio.to_thread(self._http_app, listener, [])
         except BaseException:
@@ -471,31 +432,9 @@ class Platform:
             await asyncio.sleep(0.005)
 
     async def _serve_grpc(self, listener: str) -> None:
-        from devbox.platform.http_timeouts import HEAD_TIMEOUT_S
-
-        options = [
-            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE),
-            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE),
-            ("grpc.so_reuseport", 0),
-            # A connection that has not sent the HTTP/2 preface and SETTINGS within this is sent GOAWAY
-            # and closed, as an HTTP listener closes one whose request head is late. Without it grpc
-            # closes such a connection after 60 s (its SETTINGS-ack timeout; the handshake's own is 120 s).
-            ("grpc.server_handshake_timeout_ms", int(HEAD_TIMEOUT_S * 1000)),
-            ("grpc.max_connection_idle_ms", int(GRPC_IDLE_S * 1000)),
-        ]
-        interceptors: list[Any] = [ApiErrorInterceptor()]
-        if self.config.platform.token:
-            interceptors.insert(0, TokenInterceptor(self.config.platform.token))
-        table = self._grpc_tables[listener] = _GrpcTable()
-        server = grpc.aio.server(handlers=[table], options=options, interceptors=interceptors)
-        host, port = self.ctx.addresses[listener]
-        # grpc binds its own socket: release ours just before, so the port stays reserved until now.
-        self._sockets.pop(listener).close()
-        bound = server.add_insecure_port(f"{'[' + host + ']' if ':' in host else host}:{port}")
-        if bound == 0:
-            raise PortInUse(f"{listener}: port {port} on {host} was taken while starting", port=port)
-        await server.start()
-        self._grpc[listener] = server
+        front = GrpcListener(listener, self._sockets.pop(listener), token=self.config.platform.token)
+        self._grpc[listener] = front
+        await front.start()
 
     async def stop(self) -> None:
         """Stop in three steps, each safe to repeat: components that own user processes (while the
@@ -521,8 +460,8 @@ class Platform:
     async def _close_listeners(self) -> None:
         for server in self._http.values():
             server.should_exit = True
-        for server in self._grpc.values():
-            await server.stop(grace=1.0)
+        for front in self._grpc.values():
+            await front.close(grace=1.0)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         self._http.clear()

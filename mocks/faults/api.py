@@ -12,14 +12,16 @@ listener renders them as ``{"error": code, "reason": reason}``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from devbox.mocks.faults.errors import UnknownFault
-from devbox.mocks.faults.grpc_proxy import GrpcProxy
 from devbox.mocks.faults.proxy import FaultProxy
 from devbox.mocks.faults.rules import Rule
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from devbox.mocks.faults.grpc_proxy import GrpcProxy
 
 
 class HeartbeatDrop(BaseModel):

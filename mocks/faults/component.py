@@ -59,7 +59,6 @@ from devbox.mocks.faults.errors import (
     UnknownFault,
     UnknownTarget,
 )
-from devbox.mocks.faults.grpc_proxy import GrpcProxy
 from devbox.mocks.faults.proxy import FaultProxy, RequestHead
 from devbox.mocks.faults.rules import Decision, FaultSpec, Rule, decide, parse_traceparent
 from fastapi import APIRouter
@@ -71,6 +70,7 @@ from devbox.platform.ports import DeployView, FaultFront, NamingPort, TracesPort
 
 if TYPE_CHECKING:
     import httpx
+    from devbox.mocks.faults.grpc_proxy import GrpcProxy
 
 LOG = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ class FaultsComponent(Component):
             mode = "tcp" if self.ctx.config.service(service).protocol == "grpc" else "http"
         proxy: FaultProxy | GrpcProxy
         if mode == "tcp" and self.traces(service):  # a traced gRPC service: a proxy that sees each call
+            from devbox.mocks.faults.grpc_proxy import GrpcProxy  # grpc: loaded by the first such service
+
             proxy = GrpcProxy(service=service, instance_id=instance_id, upstream=(host, port),
                               decide=self._decide, on_fault=self._on_fault)
         else:

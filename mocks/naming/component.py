@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from devbox.mocks.naming import api, grpc_api, polaris_http
+from devbox.mocks.naming import api, polaris_http
 from devbox.mocks.naming.core import Registry
 from devbox.mocks.naming.polaris import PolarisApi
 from devbox.mocks.naming.service import NamingPortImpl, NamingService
@@ -73,7 +73,12 @@ class NamingComponent(Component):
         ]
 
     def grpc_services(self) -> list[tuple[str, Callable[[grpc.aio.Server], None]]]:
-        return [("polaris_grpc", grpc_api.registrar(self.polaris))]
+        def register(server: grpc.aio.Server) -> None:
+            from devbox.mocks.naming import grpc_api  # grpc: loaded by the listener's first connection
+
+            grpc_api.registrar(self.polaris)(server)
+
+        return [("polaris_grpc", register)]
 
     async def start(self) -> None:
         await self.service.start()

@@ -14,9 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
 from devbox.mocks.tracing import wal
 from devbox.mocks.tracing.convert import BadPayload
 from devbox.mocks.tracing.core import Collector
@@ -27,6 +26,9 @@ from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from devbox.platform.errors import ApiError, BadRequest, Busy, UnsupportedMediaType
+
+if TYPE_CHECKING:
+    import grpc.aio
 
 LOG = logging.getLogger(__name__)
 
@@ -134,6 +136,8 @@ def grpc_registrar(collector: Collector) -> Any:
     service = TraceService(collector)
 
     def register(server: grpc.aio.Server) -> None:
+        import grpc  # called by the listener's first connection, which loaded it
+
         handler = grpc.method_handlers_generic_handler(SERVICE_NAME, {
             EXPORT_METHOD: grpc.unary_unary_rpc_method_handler(service.Export),
         })

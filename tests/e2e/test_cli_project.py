@@ -285,3 +285,37 @@ def test_schema_is_json_schema_of_the_config(tmp_path: Path) -> None:
     schema = json.loads(devbox("schema", cwd=tmp_path, check=True).stdout)
     service = schema["$defs"]["ServiceConfig"]["properties"]
     assert {"name", "path", "build", "start", "replicas", "readiness", "register", "restart"} <= set(service)
+
+
+def _maps_grpc(pid: int) -> bool:
+    """Whether grpc's native library is mapped into process ``pid``."""
+    return "cygrpc" in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps (Linux)")
+def test_an_idle_platform_loads_grpc_only_when_a_grpc_client_connects(tmp_path: Path) -> None:
+    """grpc (~13 MB with its server) is loaded by a gRPC listener's first bytes: `devbox up` of an
+    empty project with every component serves without it, a port probe that only connects leaves it
+    unloaded, and a Polaris call then gets its answer."""
+    import grpc
+    from devbox.mocks.naming.polaris_pb import protos
+
+    root = project(tmp_path, "  []\n")
+    assert devbox("up", "-d", cwd=root).returncode == 0
+    try:
+        runtime = json.loads((root / ".devbox" / "platform.json").read_text())
+        assert not _maps_grpc(runtime["pid"])
+        listeners = httpc.get(runtime["api"] + "/api/platform").json()["listeners"]
+        for name in ("polaris_grpc", "otlp_grpc"):
+            socket.create_connection(("127.0.0.1", listeners[name]["port"]), timeout=30).close()
+        httpc.get(runtime["api"] + "/healthz")  # answered after the probes' connections were handled
+        assert not _maps_grpc(runtime["pid"])
+        pb = protos()
+        with grpc.insecure_channel(f"127.0.0.1:{listeners['polaris_grpc']['port']}") as channel:
+            answer = pb.grpcapi.PolarisGRPCStub(channel).RegisterInstance(pb.service.Instance(
+                service={"value": "lazy"}, namespace={"value": "default"}, host={"value": "127.0.0.1"},
+                port={"value": 9000}), timeout=30)
+        assert answer.code.value == 200000
+        assert _maps_grpc(runtime["pid"])
+    finally:
+        devbox("down", cwd=root)
