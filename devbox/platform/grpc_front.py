@@ -1,12 +1,13 @@
-"""A gRPC listener that holds its port from the start and loads grpc on its first connection.
+"""A gRPC listener that holds its port from the start and loads grpc on its first client's bytes.
 
 grpc binds its own sockets and cannot serve one it is handed, so the listener's port is served by
 an asyncio server that relays each connection, byte for byte, to the listener's grpc server
 (:mod:`devbox.platform.grpc_server`) on a loopback port. That server, and grpc itself, start when
 the first client sends its first bytes: an idle platform, or one whose services speak only HTTP,
-never loads them (~13 MB of its memory), and neither does a port probe that only connects. The relay is transparent to HTTP/2: GOAWAY, keepalive pings and grpc's
-own handshake and idle timeouts reach the client as grpc sends them; either side closing closes the
-other; a side that cannot keep up pauses reading from the other (the transports' write buffers).
+never loads them (~13 MB of its memory), and neither does a port probe that only connects. The
+relay is transparent to HTTP/2: GOAWAY, keepalive pings and grpc's own handshake and idle timeouts
+reach the client as grpc sends them; either side closing closes the other; a side that cannot keep
+up pauses reading from the other (the transports' write buffers).
 """
 
 from __future__ import annotations
