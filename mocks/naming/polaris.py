@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devbox.mocks.naming.models import Code, Instance, NamingError, Service
-from devbox.mocks.naming.polaris_pb import protos
+from devbox.mocks.naming.polaris_pb import PolarisProtos, protos
 from devbox.mocks.naming.service import NamingService
 from google.protobuf import json_format
 
@@ -69,7 +69,11 @@ class PolarisApi:
         self.service = service
         self.registry = service.registry
         self.system_address = system_address or (lambda: None)
-        self.pb = protos()
+
+    @property
+    def pb(self) -> PolarisProtos:
+        """The official messages, loaded by the first Polaris call (~3 MB an idle platform does without)."""
+        return protos()
 
     # --- responses -------------------------------------------------------------------------
 

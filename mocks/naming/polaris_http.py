@@ -21,7 +21,7 @@ from typing import Any
 
 from devbox.mocks.naming.models import Code, NamingError
 from devbox.mocks.naming.polaris import PolarisApi
-from devbox.mocks.naming.polaris_pb import protos
+from devbox.mocks.naming.polaris_pb import PolarisProtos
 from devbox.mocks.naming.polaris_rules import RuleConversionError, rule_from_polaris
 from devbox.mocks.naming.routes import durable_routes
 from fastapi import APIRouter, Request
@@ -43,12 +43,15 @@ _CODE_OF_STATUS = {401: Code.Unauthorized, 404: Code.NotFoundResource, 409: Code
 def pb_response(message: Message) -> Response:
     """protobuf-JSON with Polaris's status mapping (``code // 1000``) and error headers."""
     body = json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None)
-    code = message.code.value  # type: ignore[attr-defined]
+    return _answer(body, message.code.value, message.info.value)  # type: ignore[attr-defined]
+
+
+def _answer(body: str, code: int, info: str) -> Response:
     status = code // 1000 if code else 200
     headers = {}
     if status != 200:
         headers["X-Polaris-Code"] = str(code)
-        headers["X-Polaris-Message"] = message.info.value.encode("ascii", "replace").decode()  # type: ignore[attr-defined]
+        headers["X-Polaris-Message"] = info.encode("ascii", "replace").decode()
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
@@ -56,13 +59,15 @@ def render_error(exc: ApiError) -> Response:
     """A refused request in Polaris's shape: ``{"code", "info"}``, status ``code // 1000``, X-Polaris-* headers.
 
     The ``polaris_http`` listener's edge calls it for every :class:`ApiError`; the Polaris code is
-    ``exc.detail["code"]``, else the nearest one for the HTTP status.
+    ``exc.detail["code"]``, else the nearest one for the HTTP status. The body is what protobuf-JSON
+    makes of a ``Response`` with those two fields, written without the messages: a refusal (a probe's
+    404, a bad token) does not load them.
     """
     code = exc.detail.get("code")
     if code is None:
         fallback = Code.BadRequest if exc.status < 500 else Code.ExecuteException
         code = _CODE_OF_STATUS.get(exc.status, fallback)
-    return pb_response(protos().response.Response(code={"value": int(code)}, info={"value": exc.reason}))
+    return _answer(json.dumps({"code": int(code), "info": exc.reason}), int(code), exc.reason)
 
 
 async def _json_list(request: Request, what: str, limit: int | None = MAX_BATCH) -> list[Any]:
@@ -199,8 +204,11 @@ class _Handlers:
 
     def __init__(self, api: PolarisApi) -> None:
         self.api = api
-        self.pb = api.pb
         self.registry = api.registry
+
+    @property
+    def pb(self) -> PolarisProtos:
+        return self.api.pb
 
 
 # --- client API ----------------------------------------------------------------------------
