@@ -1,7 +1,7 @@
 """What the gRPC listeners' relay costs: the same calls through a listener's port and straight to
 the grpc server it relays to (``Platform.grpc_backend``), interleaved, in the same run.
 
-grpc is loaded by a gRPC listener's first connection (:mod:`devbox.platform.grpc_front`), so every
+grpc is loaded by a gRPC listener's first client (:mod:`devbox.platform.grpc_front`), so every
 gRPC byte passes one asyncio relay in the platform process. Figures, each front ÷ direct:
 
 - Polaris ``Heartbeat`` calls/s (unary, small), 32 concurrent calls on one channel;

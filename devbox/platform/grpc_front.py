@@ -158,7 +158,7 @@ class GrpcListener:
         backend: Backend = await module.start(self.name, token=self._token)
         if self._registrars is not None:
             backend.table.serve(self._registrars)
-        LOG.info("%s: grpc loaded by the first connection, serving on %s:%d", self.name, *backend.address)
+        LOG.info("%s: grpc loaded by a first client, serving on %s:%d", self.name, *backend.address)
         return backend
 
     def _start_relay(self, front: _Front) -> None:

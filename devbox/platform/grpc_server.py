@@ -1,6 +1,6 @@
 """The grpc side of a gRPC listener: everything in the platform that imports ``grpc``.
 
-Loaded by a listener's first connection (see :mod:`devbox.platform.grpc_front`), never at start:
+Loaded by a listener's first client's bytes (see :mod:`devbox.platform.grpc_front`), never at start:
 grpc with a running server is ~13 MB of a platform's memory that an idle one, or one whose
 services speak only HTTP, does without. One ``grpc.aio`` server per listener, bound to a loopback
 port the front relays to, with the listener's interceptors (the platform token, then the error map)

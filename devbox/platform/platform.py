@@ -3,7 +3,7 @@
 Every listening socket is bound before any component is imported or started, so a taken port is
 reported by its name (``polaris_grpc: port 8091 is taken``) and nothing has started yet. One HTTP
 app (FastAPI under uvicorn) per HTTP listener, one ``grpc.aio`` server per gRPC listener, started
-by its first connection (:mod:`devbox.platform.grpc_front`). A component that fails to start is
+by its first client's bytes (:mod:`devbox.platform.grpc_front`). A component that fails to start is
 marked ``error`` and the rest keep running.
 
 Bind first, then load: each listener serves from the moment it is bound, answering 503

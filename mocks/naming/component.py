@@ -74,7 +74,7 @@ class NamingComponent(Component):
 
     def grpc_services(self) -> list[tuple[str, Callable[[grpc.aio.Server], None]]]:
         def register(server: grpc.aio.Server) -> None:
-            from devbox.mocks.naming import grpc_api  # grpc: loaded by the listener's first connection
+            from devbox.mocks.naming import grpc_api  # grpc: loaded by the listener's first client
 
             grpc_api.registrar(self.polaris)(server)
 

@@ -136,7 +136,7 @@ def grpc_registrar(collector: Collector) -> Any:
     service = TraceService(collector)
 
     def register(server: grpc.aio.Server) -> None:
-        import grpc  # called by the listener's first connection, which loaded it
+        import grpc  # called once a client's bytes loaded grpc
 
         handler = grpc.method_handlers_generic_handler(SERVICE_NAME, {
             EXPORT_METHOD: grpc.unary_unary_rpc_method_handler(service.Export),

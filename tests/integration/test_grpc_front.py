@@ -1,4 +1,4 @@
-"""The gRPC listeners' front (devbox.platform.grpc_front): grpc starts with the first connection and
+"""The gRPC listeners' front (devbox.platform.grpc_front): grpc starts with a client's first bytes and
 every connection is relayed to it, byte for byte, through real sockets and real grpc clients."""
 
 from __future__ import annotations
