@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
+import bench_naming_server
 import bench_tracing
 
 OTLP_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -48,7 +49,8 @@ def serve(state: Path) -> None:
         sys.stdin.read()
 
 
-async def heartbeats(target: str, seconds: float, concurrency: int = 32) -> float:
+async def heartbeats(target: str, seconds: float) -> float:
+    """bench_naming_server's gRPC heartbeats/s, on an instance registered here over ``target``."""
     from devbox.mocks.naming.polaris_pb import protos
 
     pb = protos()
@@ -59,22 +61,7 @@ async def heartbeats(target: str, seconds: float, concurrency: int = 32) -> floa
         answer = await register(pb.service.Instance(service={"value": "relay"}, namespace={"value": "default"},
                                                     host={"value": "127.0.0.1"}, port={"value": 9000},
                                                     health_check={"type": 1, "heartbeat": {"ttl": {"value": 30}}}))
-        iid = answer.instance.id.value
-        beat = channel.unary_unary(HEARTBEAT, request_serializer=pb.service.Instance.SerializeToString,
-                                   response_deserializer=pb.response.Response.FromString)
-        msg = pb.service.Instance(id={"value": iid})
-        count, deadline = 0, time.perf_counter() + seconds
-
-        async def worker() -> None:
-            nonlocal count
-            while time.perf_counter() < deadline:
-                answer = await beat(msg)
-                assert answer.code.value == 200000, answer
-                count += 1
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return count / (time.perf_counter() - start)
+    return await bench_naming_server.grpc_heartbeats(target, answer.instance.id.value, seconds)
 
 
 async def round_trip_ms(target: str, calls: int = 300) -> float:
