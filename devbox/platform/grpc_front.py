@@ -6,8 +6,10 @@ an asyncio server that relays each connection, byte for byte, to the listener's 
 the first client sends its first bytes: an idle platform, or one whose services speak only HTTP,
 never loads them (~13 MB of its memory), and neither does a port probe that only connects. The
 relay is transparent to HTTP/2: GOAWAY, keepalive pings and grpc's own handshake and idle timeouts
-reach the client as grpc sends them; either side closing closes the other; a side that cannot keep
-up pauses reading from the other (the transports' write buffers).
+reach the client as grpc sends them. grpc closing a connection closes it (what it sent is written
+first, for at most ``DRAIN_S``); a client's half-close is passed on. A side that cannot keep up
+pauses reading from the other (the transports' write buffers). On stop, what a client leaves unread
+does not hold the platform: after grpc's grace, every connection left is aborted.
 """
 
 from __future__ import annotations
@@ -28,10 +30,16 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 Registrar = Callable[[Any], None]
+#: Seconds a connection closed by its other side may take to write what it still holds (a client
+#: that does not read) before it is aborted.
+DRAIN_S = 10.0
 
 
 class _End(asyncio.Protocol):
-    """One side of a relayed connection: what it reads is written to its peer's transport."""
+    """One side of a relayed connection: what it reads is written to its peer's transport. Its EOF
+    closes both sides, unless ``half_close`` (the client's side: passed on to grpc as a half-close)."""
+
+    half_close = False
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -39,6 +47,7 @@ class _End(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self._eof = False
         self._early: list[bytes] = []  # read before the peer was set (grpc's SETTINGS, sent at once)
+        self._held = False  # reading paused because the peer's write buffer is full
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -61,8 +70,9 @@ class _End(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         peer = self.peer
-        if peer is None or peer.transport is None or peer._eof or not peer.transport.can_write_eof():
-            return False  # both directions done (or no half-close possible): close
+        if (not self.half_close or peer is None or peer.transport is None or peer._eof
+                or not peer.transport.can_write_eof()):
+            return False  # the connection is over (or no half-close is possible): close
         peer.transport.write_eof()
         return True  # the other direction still flows
 
@@ -70,27 +80,46 @@ class _End(asyncio.Protocol):
         self.transport = None
         if not self.closed.done():
             self.closed.set_result(None)
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.close()
+        if self.peer is not None:
+            self.peer.close(drain=DRAIN_S)
 
     # the peer's reading follows this side's writing: a client that does not read stops its relay
     def pause_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.pause_reading()
+        if self.peer is not None:
+            self.peer.hold(True)
 
     def resume_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.resume_reading()
+        if self.peer is not None:
+            self.peer.hold(False)
 
-    def close(self) -> None:
+    def hold(self, held: bool) -> None:
+        self._held = held
         if self.transport is not None:
-            self.transport.close()
+            if held:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def close(self, *, drain: float | None = None) -> None:
+        """Close after writing what is buffered; with ``drain``, abort if that takes longer."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()
+        if drain is not None and transport.get_write_buffer_size():
+            asyncio.get_running_loop().call_later(drain, self.abort)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class _Front(_End):
     """A client's connection to the listener. Its first bytes start the relay (and grpc, if this is
     the listener's first client); reading waits until the grpc server is reached. A connection that
     sends nothing within the head timeout is closed: a port probe or a stalled client loads nothing."""
+
+    half_close = True
 
     def __init__(self, listener: GrpcListener) -> None:
         super().__init__()
@@ -119,7 +148,10 @@ class _Front(_End):
 
 class GrpcListener:
     """The listener ``name`` on the bound, listening ``sock``: every call is answered UNAVAILABLE
-    "starting" until :meth:`serve` gives it the components' registrars."""
+    "starting" until :meth:`serve` gives it the components' registrars.
+
+    If grpc's server cannot start (grpc cannot be imported or bound, a registrar raises), that is
+    logged once and every later client's connection is closed; the rest of the platform serves on."""
 
     def __init__(self, name: str, sock: socket.socket, *, token: str | None) -> None:
         self.name = name
@@ -130,38 +162,56 @@ class GrpcListener:
         self._backend: asyncio.Future[Backend] | None = None
         self._fronts: set[_Front] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     @property
     def loaded(self) -> bool:
-        """Whether a client has connected, so grpc and its server run."""
+        """Whether a client has sent its first bytes, so grpc and its server run (or failed to)."""
         return self._backend is not None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Front(self), sock=self._sock)
 
-    def serve(self, registrars: Iterable[Registrar]) -> None:
+    async def serve(self, registrars: Iterable[Registrar]) -> None:
         """Serve what ``registrars`` add (once only): until now every call was told "starting"."""
         self._registrars = list(registrars)
         if self._backend is not None and self._backend.done() and not self._backend.exception():
-            self._backend.result().table.serve(self._registrars)
+            # the registrars import their servicers' modules: off the loop
+            await asyncio.to_thread(self._backend.result().table.serve, self._registrars)
 
     async def backend(self) -> Backend:
-        """The running grpc server, started by the first caller (and the others wait for it)."""
+        """The running grpc server, started by the first caller (and the others wait for it).
+        RuntimeError once the listener is closing; whatever failed if the server could not start."""
         if self._backend is None:
+            if self._closing:
+                raise RuntimeError(f"{self.name} is closing")
             self._backend = asyncio.ensure_future(self._start_backend())
         return await asyncio.shield(self._backend)
 
     async def _start_backend(self) -> Backend:
-        # importing grpc takes ~0.1 s of CPU: in a thread, so the loop keeps serving meanwhile
-        module = await asyncio.to_thread(importlib.import_module, "devbox.platform.grpc_server")
-        backend: Backend = await module.start(self.name, token=self._token)
-        if self._registrars is not None:
-            backend.table.serve(self._registrars)
+        try:
+            # importing grpc takes ~0.1 s of CPU: in a thread, so the loop keeps serving meanwhile
+            module = await asyncio.to_thread(importlib.import_module, "devbox.platform.grpc_server")
+            backend: Backend = await module.start(self.name, token=self._token)
+        except Exception:
+            LOG.exception("%s: grpc's server could not start; gRPC clients' connections are closed", self.name)
+            raise
+        try:
+            if self._registrars is not None:
+                await asyncio.to_thread(backend.table.serve, self._registrars)
+        except Exception:
+            LOG.exception("%s: a component's gRPC services could not be added; gRPC clients' connections "
+                          "are closed", self.name)
+            await backend.stop(0)
+            raise
         LOG.info("%s: grpc loaded by a first client, serving on %s:%d", self.name, *backend.address)
         return backend
 
     def _start_relay(self, front: _Front) -> None:
+        if self._closing:
+            front.close()
+            return
         task = asyncio.create_task(self._relay(front), name=f"grpc-relay:{self.name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -171,8 +221,8 @@ class GrpcListener:
             host, port = (await self.backend()).address
             loop = asyncio.get_running_loop()
             _, back = await loop.create_connection(_End, host, port)
-        except Exception:
-            LOG.exception("%s: could not reach its grpc server; closing the client's connection", self.name)
+        except Exception as exc:  # logged once where the server failed; refused while stopping
+            LOG.debug("%s: closing a client's connection: %r", self.name, exc)
             front.close()
             return
         if front.transport is None or back.transport is None:  # either side left meanwhile
@@ -180,12 +230,15 @@ class GrpcListener:
             back.close()
             return
         front.pair(back)
-        front.transport.resume_reading()
+        if not front._held:  # replaying its first bytes may already have filled the way to grpc
+            front.transport.resume_reading()
         await front.closed
         await back.closed
 
     async def close(self, grace: float) -> None:
-        """Stop accepting, let grpc end its calls within ``grace`` s (GOAWAY), then close the rest."""
+        """Stop accepting, let grpc end its calls within ``grace`` s (GOAWAY), then close the rest:
+        after that a connection still open (its client does not read what it was sent) is aborted."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         if self._backend is not None:
@@ -195,7 +248,13 @@ class GrpcListener:
         for front in list(self._fronts):
             front.close()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=grace + 1)
+            await asyncio.wait(self._tasks, timeout=grace)
+        for front in list(self._fronts):
+            front.abort()
+            if front.peer is not None:
+                front.peer.abort()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace)
         if self._server is not None:
             await self._server.wait_closed()
         self._sock.close()

@@ -366,13 +366,13 @@ class Platform:
                 await self._start_component(name, component)
             for listener, items in needed.items():
                 if self.protocol(listener) == "grpc":
-                    self._grpc[listener].serve(items)
+                    await self._grpc[listener].serve(items)
                 else:
                     self._switches[listener].app = await asyncio.to_thread(self._http_app, listener, items)
             for listener in declared:  # declared by a spec, served by no component: the real 404s
                 if listener not in needed:
                     if self.protocol(listener) == "grpc":
-                        self._grpc[listener].serve([])
+                        await self._grpc[listener].serve([])
                     else:
                         self._switches[listener].app = await asyncio.to_thread(self._http_app, listener, [])
         except BaseException:
