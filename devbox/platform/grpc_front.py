@@ -164,11 +164,6 @@ class GrpcListener:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
-    @property
-    def loaded(self) -> bool:
-        """Whether a client has sent its first bytes, so grpc and its server run (or failed to)."""
-        return self._backend is not None
-
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Front(self), sock=self._sock)
