@@ -308,33 +308,38 @@ def bench_metrics_vs_prometheus(args: argparse.Namespace, found: dict[str, peers
 # --- 4: start and idle RSS ----------------------------------------------------------------------
 
 
-def devbox_up_empty(tmp: Path) -> dict[str, float]:
-    """`devbox up` of an empty project (bench_start's): seconds until every listener serves (api:
-    /healthz 200; HTTP: no longer 'starting'; gRPC: an HTTP/2 handshake). Then, in a second one whose
-    gRPC listeners were probed by connecting only (grpc is loaded by a client's first bytes), idle RSS
-    after 3 s, and again after an HTTP/2 handshake on each gRPC listener."""
-    figures: dict[str, float] = {}
-    for handshake in (True, False):
-        project = tmp / f"empty-{handshake}"
-        project.mkdir()
-        ports = {name: free_port() for name in LISTENERS}
-        proc, start = up_empty(project, handshake=handshake, ports=ports)
+@contextlib.contextmanager
+def _up_empty(tmp: Path, name: str, *, handshake: bool) -> Iterator[tuple[int, dict[str, int], dict[str, float]]]:
+    """A `devbox up` of an empty project (bench_start's) serving: (its pid, its ports, its start
+    figures); Ctrl-C'd on exit."""
+    project = tmp / name
+    project.mkdir()
+    ports = {listener: free_port() for listener in LISTENERS}
+    proc, start = up_empty(project, handshake=handshake, ports=ports)
+    try:
+        yield proc.pid, ports, start
+    finally:
+        proc.send_signal(signal.SIGINT)
         try:
-            if handshake:
-                figures.update(healthy_s=start["serve_s"], cpu_s=start["cpu_s"])
-                continue
-            time.sleep(3)
-            figures["rss"], figures["rss_tree"] = tree_rss_mb(proc.pid)
-            for name in GRPC_LISTENERS:
-                http2_answers(ports[name])
-            time.sleep(3)
-            figures["rss_grpc"] = tree_rss_mb(proc.pid)[0]
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def devbox_up_empty(tmp: Path) -> dict[str, float]:
+    """`devbox up` of an empty project: seconds until every listener serves (api: /healthz 200;
+    HTTP: no longer 'starting'; gRPC: an HTTP/2 handshake). Then, in a second one whose gRPC
+    listeners were probed by connecting only (grpc is loaded by a client's first bytes), idle RSS
+    after 3 s, and again after an HTTP/2 handshake on each gRPC listener."""
+    with _up_empty(tmp, "empty-start", handshake=True) as (_, _, start):
+        figures = {"healthy_s": start["serve_s"], "cpu_s": start["cpu_s"]}
+    with _up_empty(tmp, "empty-idle", handshake=False) as (pid, ports, _):
+        time.sleep(3)
+        figures["rss"], figures["rss_tree"] = tree_rss_mb(pid)
+        for listener in GRPC_LISTENERS:
+            http2_answers(ports[listener])
+        time.sleep(3)
+        figures["rss_grpc"] = tree_rss_mb(pid)[0]
     return figures
 
 
