@@ -1,8 +1,8 @@
 """The ``devbox`` command line (typer + rich).
 
 Each command module exposes ``register(app)``; this package only assembles them, so a new
-command group is one module and one line in ``MODULES``. ``devbox status`` with its plain flags
-runs without typer (see :func:`main`).
+command group is one module and one line in ``MODULES``. ``devbox status`` and ``devbox up`` with
+their plain flags run without typer (see :data:`PLAIN`).
 """
 
 from __future__ import annotations
@@ -79,34 +79,47 @@ def build_app(command: str | None = None) -> typer.Typer:
     return app
 
 
+#: Commands that run without building the typer app when given only these flags: boolean flags and
+#: options with a value, each to its keyword argument. typer imports pydantic (~0.1-0.2 s), most of
+#: what was left of ``devbox status <= 0.3 s`` (issue 15); and ``up``'s process is the platform,
+#: which then holds neither typer nor (without a terminal) rich: ~7 MB of an idle platform.
+PLAIN: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
+    "status": ("devbox.cli.status:show_status", {"--json": "as_json"},
+               {"-f": "config_file", "--file": "config_file"}),
+    "up": ("devbox.cli.serve:up", {"--no-reload": "no_reload", "-v": "verbose", "--verbose": "verbose"},
+           {"-f": "config_file", "--file": "config_file", "--components": "components"}),
+}
+
+
 def fast_path(args: list[str]) -> Callable[[], None] | None:
     """The command to run without building the typer app, or None (typer runs it).
 
-    Only ``status`` with the flags it has (``-f/--file PATH``, ``--json``): typer imports pydantic
-    (~0.1-0.2 s), most of what was left of ``devbox status <= 0.3 s`` (issue 15). Anything else
-    (``--help``, a typo, a missing value) goes to typer, which explains it as before.
+    Only a command of :data:`PLAIN` with the flags it lists there (``--opt VALUE`` or
+    ``--opt=VALUE``). Anything else (``--help``, a typo, a missing value, ``up -d``) goes to typer,
+    which explains it as before.
     """
-    if not args or args[0] != "status":
+    if not args or args[0] not in PLAIN:
         return None
-    config_file: str | None = None
-    as_json = False
+    target, flags, options = PLAIN[args[0]]
+    kwargs: dict[str, object] = {}
     rest = iter(args[1:])
     for arg in rest:
-        if arg == "--json":
-            as_json = True
-        elif arg in ("-f", "--file"):
-            config_file = next(rest, None)
-            if config_file is None or config_file.startswith("-"):
+        name, eq, inline = arg.partition("=")
+        if arg in flags:
+            kwargs[flags[arg]] = True
+        elif name in options and eq and name.startswith("--"):
+            kwargs[options[name]] = inline
+        elif arg in options:
+            value = next(rest, None)
+            if value is None or value.startswith("-"):
                 return None
-        elif arg.startswith("--file="):
-            config_file = arg.partition("=")[2]
+            kwargs[options[arg]] = value
         else:
             return None
 
     def run() -> None:
-        from devbox.cli.status import show_status
-
-        show_status(config_file, as_json)
+        module, _, function = target.partition(":")
+        getattr(importlib.import_module(module), function)(**kwargs)
 
     return run
 

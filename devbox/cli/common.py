@@ -15,9 +15,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from rich.console import Console
-from rich.table import Column
-
 from devbox import envvars
 from devbox.httpcore_loader import load_httpx
 from devbox.projectfile import DEFAULT_FILE, find_config, read_platform_address
@@ -25,6 +22,8 @@ from devbox.tls import tls_for
 
 if TYPE_CHECKING:
     import httpx
+    from rich.console import Console
+    from rich.table import Column
 
     from devbox.config import ProjectConfig
 
@@ -36,14 +35,17 @@ EXIT_NOT_RUNNING = 3
 #: File in the state dir where a running platform writes its pid and listeners.
 RUNTIME_FILE = "platform.json"
 
-console = Console()
-err_console = Console(stderr=True)
+console: Console
+err_console: Console
 
 
 def __getattr__(name: str) -> Any:
-    """``ConfigOption``/``JsonOption``, the typer options every command shares, made on first use:
-    typer (and the pydantic it imports) is not loaded by a command that runs without it
-    (``devbox status``, see :func:`devbox.cli.main`)."""
+    """Made on first use: ``console``/``err_console``, rich's consoles for stdout and stderr, not
+    loaded by the platform's process when its output is not a terminal (:mod:`devbox.cli.serve`);
+    ``ConfigOption``/``JsonOption``, the typer options every command shares, not loaded by a
+    command that runs without typer (``devbox status``, see :func:`devbox.cli.main`)."""
+    if name in ("console", "err_console"):
+        return _console(stderr=name == "err_console")
     if name in ("ConfigOption", "JsonOption"):
         import typer
 
@@ -56,6 +58,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _console(*, stderr: bool) -> Console:
+    name = "err_console" if stderr else "console"
+    if name not in globals():
+        from rich.console import Console
+
+        globals()[name] = Console(stderr=stderr)
+    return globals()[name]  # type: ignore[no-any-return]
+
+
 def exit_with(code: int) -> BaseException:
     """The exception that ends the command with ``code``: typer's ``Exit`` inside the typer app,
     a plain ``SystemExit`` when the command runs without typer (the same exit status)."""
@@ -64,7 +75,7 @@ def exit_with(code: int) -> BaseException:
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise exit_with(code)
 
 
@@ -76,7 +87,7 @@ def config_or_exit(path: str | None) -> ProjectConfig:
         return load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
-            err_console.print(f"[bold red]config error:[/] {problem}", highlight=False)
+            _console(stderr=True).print(f"[bold red]config error:[/] {problem}", highlight=False)
         raise exit_with(EXIT_USAGE) from None
 
 
@@ -277,6 +288,8 @@ _MS = re.compile(r"\b(\d+(?:\.\d+)?) ?ms\b")
 def whole(header: str, values: Iterable[str]) -> Column:
     """A table column of what a later command is given (trace ids, run ids, rule ids, addresses):
     never cut or wrapped; on a narrow terminal (80 columns, any pipe) the other columns give way."""
+    from rich.table import Column
+
     return Column(header, no_wrap=True, min_width=max((len(v) for v in values), default=len(header)))
 
 

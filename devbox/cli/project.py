@@ -1,9 +1,10 @@
 """Project commands: up, down, status, logs, init, schema.
 
-``devbox up`` runs the platform in the foreground with a live status table (plain event lines when
-stdout is not a terminal); Ctrl-C (or ``devbox down``) stops every instance's process group, then
-the platform. ``up --detach`` runs that same foreground process in the background, writes its
-pid to ``.devbox/devbox.pid`` and returns once every service is ready (or reports why not).
+``devbox up`` runs the platform in the foreground (:mod:`devbox.cli.serve`) with a live status
+table (plain event lines when stdout is not a terminal); Ctrl-C (or ``devbox down``) stops every
+instance's process group, then the platform. ``up --detach`` runs that same foreground process in
+the background, writes its pid to ``.devbox/devbox.pid`` and returns once every service is ready
+(or reports why not).
 
 Exit codes (see :mod:`devbox.cli.common`): 0 ok, 1 a service failed (build, readiness, exit),
 2 bad config / usage / port taken, 3 the platform is not running.
@@ -11,7 +12,6 @@ Exit codes (see :mod:`devbox.cli.common`): 0 ok, 1 a service failed (build, read
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
+from devbox.cli import serve
 from devbox.cli.common import (
     EXIT_FAILED,
     EXIT_NOT_RUNNING,
@@ -41,23 +39,17 @@ from devbox.cli.common import (
     fail,
     print_json,
     read_runtime,
-    registry_dir,
-    running_on,
-    runtime_path,
 )
-from devbox.cli.status import STATE_STYLE, show_status
+from devbox.cli.status import show_status
 from devbox.projectfile import DEFAULT_FILE
 
 if TYPE_CHECKING:
-    from rich.live import Live
-
     from devbox.config import ProjectConfig
-    from devbox.platform.platform import Platform
 
 LOG = logging.getLogger(__name__)
 
-PIDFILE = "devbox.pid"
 PLATFORM_LOG = "platform.log"
+
 
 def register(app: typer.Typer) -> None:
     app.command()(up)
@@ -81,287 +73,11 @@ def up(
     ),
 ) -> None:
     """Start the platform and the project's services; Ctrl-C stops everything."""
-    config = config_or_exit(config_file)
-    chosen = _components(components)
-    if no_reload:
-        config.services = [s.model_copy(update={"reload": False}) for s in config.services]
-    from devbox.mocks.deploy import core as deploy_core  # the deploy package's config model: not for status
-
-    problems = deploy_core.preflight(config.services, config.root)
-    if any(s.runtime == "docker" for s in config.services):
-        from devbox.mocks.deploy.docker import engine_problem
-
-        engine = engine_problem()
-        if engine:
-            problems.append(f"services with runtime docker cannot start: {engine}")
-    if problems:
-        for problem in problems:
-            err_console.print(f"[bold red]config error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE)
-    running = _running(config)
-    if running:
-        fail(f"devbox is already running for this project (pid {running['pid']}, {running['api']}); "
-             "`devbox down` stops it", EXIT_USAGE)
-    _reap(config)
     if detach:
+        config, _ = serve.prepare(config_file, no_reload=no_reload, components=components)
         _detach(config, no_reload=no_reload, components=components)
         return
-    from devbox.platform.platform import PortInUse  # the platform's imports are heavy: only `up` needs them
-
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        code = asyncio.run(_serve(config, components=chosen))
-    except PortInUse as exc:
-        fail(str(exc) + _holder(exc.port), EXIT_USAGE)
-    except Exception as exc:
-        if verbose:
-            raise
-        fail(f"the platform failed: {type(exc).__name__}: {exc} (`devbox up -v` shows the traceback)")
-    if code:
-        raise typer.Exit(code)
-
-
-def _holder(port: int) -> str:
-    """Which running devbox holds ``port`` (its machine-wide card), as a sentence; "" when none does."""
-    card = running_on(port)
-    if card is None:
-        return ""
-    return (f". It is held by the devbox of project {card.get('project') or '?'} (pid {card.get('pid')}): "
-            f"`devbox down -f {card.get('config')}` stops it")
-
-
-def _running(config: ProjectConfig) -> dict[str, Any] | None:
-    """The runtime file of a devbox that is really running (a zombie left by a SIGKILL is not)."""
-    runtime = read_runtime(config)
-    if runtime is None or not _alive(int(runtime["pid"])):
-        return None
-    return runtime
-
-
-def _clear_stale_runtime(config: ProjectConfig) -> None:
-    for path in (runtime_path(config), config.state_path / PIDFILE):
-        path.unlink(missing_ok=True)
-
-
-def _reap(config: ProjectConfig) -> None:
-    """Kill instance processes left by an earlier devbox of this project that was killed outright."""
-    from devbox.mocks.deploy.runner import kill_leftovers
-
-    killed = kill_leftovers(config.state_path)
-    if any(s.runtime == "docker" for s in config.services):
-        from devbox.mocks.deploy.docker import remove_leftover_containers
-
-        removed = remove_leftover_containers(config.state_path)
-        if removed:
-            err_console.print(f"removed {len(removed)} leftover container(s) of an earlier devbox", style="yellow")
-    if killed:
-        err_console.print(f"stopped {len(killed)} leftover instance process(es) of an earlier devbox "
-                          f"(pids {', '.join(map(str, killed))})", style="yellow", highlight=False)
-
-
-def _write_runtime(config: ProjectConfig, platform: Platform) -> None:
-    state = config.state_path
-    data = {
-        "pid": os.getpid(),
-        "api": platform.ctx.url("api"),
-        "listeners": {name: list(addr) for name, addr in platform.addresses.items()},
-        "config": str(config.source) if config.source else None,
-        "started_at": time.time(),
-    }
-    tmp = state / (runtime_path(config).name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(runtime_path(config))
-    (state / PIDFILE).write_text(f"{os.getpid()}\n")
-    try:  # the machine-wide card: best effort, a read-only home must not stop `up`
-        card = registry_dir() / f"{os.getpid()}.json"
-        card.parent.mkdir(parents=True, exist_ok=True)
-        card.write_text(json.dumps({**data, "project": config.project}))
-    except OSError as exc:
-        LOG.info("cannot write %s: %s", registry_dir(), exc)
-
-
-def _clear_runtime(config: ProjectConfig) -> None:
-    (registry_dir() / f"{os.getpid()}.json").unlink(missing_ok=True)
-    for path in (runtime_path(config), config.state_path / PIDFILE):
-        try:
-            if path.name == PIDFILE and path.read_text().strip() != str(os.getpid()):
-                continue
-            path.unlink()
-        except (OSError, ValueError):
-            pass
-
-
-def _components(option: str | None) -> list[str] | None:
-    if option is None:
-        return None
-    from devbox.platform import registry
-
-    names = [n.strip() for n in option.split(",") if n.strip()]
-    unknown = [n for n in names if n not in registry.COMPONENTS]
-    if unknown:
-        fail(f"--components: unknown {', '.join(unknown)}; known: {', '.join(registry.COMPONENTS)}", EXIT_USAGE)
-    return names
-
-
-async def _serve(config: ProjectConfig, *, components: list[str] | None = None) -> int:
-    """Run until SIGINT/SIGTERM; returns the exit code. Always stops what it started."""
-    from devbox.platform.component import ComponentState
-    from devbox.platform.platform import Platform
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    t0 = time.monotonic()
-    platform = Platform(config, components=components)
-    live_mode = console.is_terminal
-    try:
-        await platform.start()
-        _write_runtime(config, platform)
-        ready_s = time.monotonic() - t0
-        console.print(f"[bold]devbox[/] platform ready in {ready_s:.2f}s: {platform.ctx.url('api')}  "
-                      f"({', '.join(f'{n} {p}' for n, (_, p) in platform.addresses.items())})", highlight=False,
-                      soft_wrap=True)
-        if "dashboard" in platform.components:
-            console.print(dashboard_line(platform.ctx.url("api"), config.platform.token), highlight=False,
-                          soft_wrap=True)
-        deploy = platform.components.get("deploy")
-        if deploy is None or deploy.state is ComponentState.ERROR:
-            if config.services:
-                err = deploy.error if deploy is not None else "the deploy component is not installed"
-                err_console.print(f"[bold red]error:[/] cannot deploy services: {err}", highlight=False)
-                return EXIT_FAILED
-            console.print("no services in devbox.yaml: the platform runs alone (Ctrl-C stops it)")
-            await stop.wait()
-            return 0
-        return await _run_deploy(config, deploy, stop, t0=t0, live_mode=live_mode)
-    finally:
-        if any(c.state is not ComponentState.NEW for c in platform.components.values()):
-            console.print("stopping…", style="dim")
-            shutdown = _ShutdownCancels()
-            logging.getLogger("uvicorn.error").addFilter(shutdown)
-            try:
-                await platform.stop()
-            finally:
-                logging.getLogger("uvicorn.error").removeFilter(shutdown)
-        _clear_runtime(config)
-
-
-class _ShutdownCancels(logging.Filter):
-    """uvicorn says ``ERROR: Cancel 3 running task(s), timeout graceful shutdown exceeded`` when
-    requests are still running 2 s after the stop began. Long-polls no longer cause it (every
-    component answers them in ``before_listeners_close``), but work a client asked for still can:
-    a PromQL query may run up to its 30 s timeout, a deploy API call (start, reload, scale) may be
-    building. Cutting those short is what the user's stop asked for, not a devbox error: the line
-    is kept, as INFO with what it means (seen with `up -v`)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        match = re.match(r"Cancel (\d+) running task\(s\), timeout graceful shutdown exceeded", message)
-        if match:
-            record.msg, record.args = ("closed %s open request(s) at shutdown (still running 2 s after the stop "
-                                       "began, such as a slow query or a deploy operation)"), (match.group(1),)
-            record.levelno, record.levelname = logging.INFO, "INFO"
-            return LOG.isEnabledFor(logging.INFO) or logging.getLogger().isEnabledFor(logging.INFO)
-        return True
-
-
-async def _run_deploy(config: ProjectConfig, deploy: Any, stop: asyncio.Event, *, t0: float,
-                      live_mode: bool) -> int:
-    unregistered: dict[str, str] = {}  # instance -> why naming does not list it (register failed / never self)
-
-    def on_event(event: Any) -> None:
-        registration_failed = event.kind.value == "registered" and event.data.get("ok") is False
-        if event.kind.value == "registered" and event.instance:
-            if registration_failed:
-                unregistered[f"{event.service}/{event.instance}"] = event.message
-            else:
-                unregistered.pop(f"{event.service}/{event.instance}", None)
-        if live_mode and not registration_failed and event.kind.value not in (
-                "crashed", "crash_loop", "reload", "reloaded", "reload_failed", "build_failed", "not_ready",
-                "config_changed", "config_error"):
-            return
-        target = live.console if live is not None else console
-        stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
-        where = f"{event.service}/{event.instance}" if event.instance else event.service
-        style = "red" if registration_failed or event.kind.value in (
-            "crashed", "crash_loop", "build_failed", "not_ready", "reload_failed", "config_error") else None
-        target.print(Text(f"{stamp} {where} {event.kind.value}: {event.message}", style=style or ""), soft_wrap=True)
-
-    from rich.live import Live  # only `up` draws a live table
-
-    live: Live | None = None
-    deploy.ctx.events.deploy_event.add_listener(on_event)
-    try:
-        if live_mode:
-            live = Live(_table(deploy), console=console, refresh_per_second=4, transient=False,
-                        get_renderable=lambda: _table(deploy))
-            live.start()
-        waiting = asyncio.ensure_future(deploy.wait_deployed())
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({waiting, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if not waiting.done():
-            waiting.cancel()
-            stopper.cancel()
-            return 0
-        stopper.cancel()
-        errors = waiting.result()
-        if errors:
-            if live is not None:
-                live.stop()
-                live = None
-            for error in errors:
-                err_console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
-            err_console.print("devbox up failed; everything it started is being stopped", style="red")
-            return EXIT_FAILED
-        out = live.console if live is not None else console
-        out.print(_ready_message(len(config.services), time.monotonic() - t0, unregistered), highlight=False,
-                  soft_wrap=True)
-        await stop.wait()
-        return 0
-    finally:
-        if live is not None:
-            live.stop()
-        deploy.ctx.events.deploy_event.remove_listener(on_event)
-
-
-def _ready_message(services: int, seconds: float, unregistered: dict[str, str]) -> str:
-    """The line `up` ends its start with. Running but not registered in naming is not "ready":
-    callers that discover through naming cannot reach those instances, so the line says so."""
-    if not unregistered:
-        return f"all {services} service(s) ready in {seconds:.2f}s; Ctrl-C stops everything"
-    names = escape(", ".join(sorted(unregistered)))
-    return (f"[yellow]all {services} service(s) running in {seconds:.2f}s, but {len(unregistered)} instance(s) "
-            f"not registered in naming: {names}[/] — callers cannot discover them "
-            "(`devbox logs SERVICE` shows why; `devbox naming ls`); Ctrl-C stops everything")
-
-
-def _table(deploy: Any) -> Table:
-    from rich.spinner import Spinner
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("service", "instance", "state", "port", "pid", "restarts", "detail"):
-        table.add_column(column)
-    from devbox.platform.component import ComponentState
-
-    started = deploy.state in (ComponentState.RUNNING, ComponentState.STOPPED)
-    described = {d["service"]: d for d in deploy.services()} if started else {}
-    for name, phase in deploy.phase.items():
-        dep = described.get(name)
-        instances = dep["instances"] if dep else []
-        if not instances:
-            state: Any = Spinner("dots", text=phase) if phase in ("building", "starting", "pending") else Text(
-                phase, style=STATE_STYLE.get(phase, ""))
-            table.add_row(name, "", state, "", "", "", "")
-            continue
-        for inst in instances:
-            state = inst["state"]
-            shown: Any = Spinner("dots", text=state) if state == "starting" else Text(
-                state, style=STATE_STYLE.get(state, ""))
-            table.add_row(name, inst["name"], shown, str(inst["port"]), str(inst["pid"] or ""),
-                          str(inst["restarts"]), Text(inst["message"][:60], style="dim"))
-    return table
+    serve.up(config_file, no_reload=no_reload, verbose=verbose, components=components)
 
 
 def _detach(config: ProjectConfig, *, no_reload: bool, components: str | None) -> None:
@@ -386,18 +102,7 @@ def _detach(config: ProjectConfig, *, no_reload: bool, components: str | None) -
         fail("interrupted; the background devbox was stopped")
     console.print(f"devbox is running in the background (pid {proc.pid}, {runtime['api']}); "
                   f"`devbox status`, `devbox logs SERVICE`, `devbox down`", highlight=False, soft_wrap=True)
-    console.print(dashboard_line(runtime["api"], config.platform.token), highlight=False, soft_wrap=True)
-
-
-def dashboard_line(api: str, token: str | None) -> str:
-    """Where the dashboard is; with a platform token, the ``?token=`` link a browser opens it with
-    (the API answers it with a cookie and a redirect to the bare URL; see devbox.platform.http)."""
-    from urllib.parse import quote
-
-    url = api.rstrip("/") + "/"
-    if not token:
-        return f"dashboard: {url}"
-    return f"dashboard: {url}?token={quote(token, safe='')}  (the link logs this browser in; keep it private)"
+    console.print(serve.dashboard_line(runtime["api"], config.platform.token), highlight=False, soft_wrap=True)
 
 
 def _wait_detached(config: ProjectConfig, proc: subprocess.Popen[bytes], log_path: Path) -> dict[str, Any]:
@@ -459,48 +164,25 @@ def down(
 ) -> None:
     """Stop a devbox running for this project (started with `up --detach`, or in another terminal)."""
     config = config_or_exit(config_file)
-    runtime = _running(config)
+    runtime = serve.running_platform(config)
     if runtime is None:
-        _reap(config)
-        _clear_stale_runtime(config)
+        serve.reap(config, serve.Lines(console))
+        serve.clear_stale_runtime(config)
         console.print("devbox is not running for this project; nothing to stop")
         return
     pid = int(runtime["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     with console.status(f"stopping devbox (pid {pid})…"):
-        while _alive(pid):
+        while serve.alive(pid):
             if time.monotonic() > deadline:
                 err_console.print(f"pid {pid} did not stop in {timeout:g}s; killing it", style="yellow")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 break
             time.sleep(0.1)
-    _reap(config)
+    serve.reap(config, serve.Lines(console))
     console.print(f"devbox stopped (pid {pid})")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _state_of(pid) != "Z"
-
-
-def _state_of(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
 
 
 # --- status -------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from devbox.mocks.deploy import component as deploy_component
 from devbox.mocks.deploy.config import ServiceConfig
 
 from devbox.cli.common import EXIT_FAILED
-from devbox.cli.project import _run_deploy
+from devbox.cli.serve import Lines, _run_deploy
 from devbox.testing import running_platform
 from tests.deploy_fakes import write_service
 
@@ -32,7 +32,7 @@ def test_an_error_in_the_deploy_resolves_wait_deployed_and_fails_up(
         assert errors == ["deploying the services failed: RuntimeError: preflight exploded"]
         assert deploy.phase == {"svc": "failed"}  # type: ignore[attr-defined]
 
-        code = p.call(_run_deploy(p.config, deploy, asyncio.Event(), t0=0.0, live_mode=False), timeout=15)
+        code = p.call(_run_deploy(p.config, deploy, asyncio.Event(), Lines(), t0=0.0), timeout=15)
     assert code == EXIT_FAILED
     err = capsys.readouterr().err
     assert "preflight exploded" in err and "devbox up failed" in err

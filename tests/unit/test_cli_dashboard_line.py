@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from devbox.cli.project import dashboard_line
+from devbox.cli.serve import dashboard_line
 
 
 def test_without_a_token_the_bare_url() -> None:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from devbox.cli import build_app
 from devbox.cli.common import api_url, human_duration, humanize_durations, no_config_message, refusal
 from devbox.cli.metrics import _spark, summary
-from devbox.cli.project import _ready_message, _ShutdownCancels
+from devbox.cli.serve import _ready_message, _ShutdownCancels, plain
 from devbox.cli.status import _status_table
 from devbox.config import ConfigError, load_config
 
@@ -64,8 +64,8 @@ def test_status_at_80_columns_drops_columns_instead_of_clipping_names() -> None:
 
 
 def test_ready_line_agrees_with_a_failed_self_registration() -> None:
-    assert "ready" in _ready_message(1, 2.0, {})
-    line = _ready_message(1, 16.0, {"orders/orders-1": "did not register itself within 15s (register: self)"})
+    assert "ready" in plain(_ready_message(1, 2.0, {}))
+    line = plain(_ready_message(1, 16.0, {"orders/orders-1": "did not register itself within 15s (register: self)"}))
     assert "all 1 service(s) ready" not in line and "not registered" in line and "orders/orders-1" in line
 
 
