@@ -13,8 +13,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from devbox.load.locust import LoadError
 from devbox.mocks.alerting.config import parse_duration
+
+
+class LoadError(Exception):
+    """A run cannot start or its output cannot be read; the message is for the user. Defined here,
+    with the section it resolves, so reading devbox.yaml does not import the Locust glue."""
 
 
 class LoadConfig(BaseModel):

@@ -30,15 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devbox.load.config import LoadError
+
 LOG = logging.getLogger(__name__)
 
 #: Percentiles shown live and kept per entry.
 PERCENTILES = (0.5, 0.95, 0.99)
 INSTALL_HINT = "pip install 'devbox[load]'  (or: pip install locust)"
-
-
-class LoadError(Exception):
-    """A run cannot start or its output cannot be read; the message is for the user."""
 
 
 def available() -> bool:

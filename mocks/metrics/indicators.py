@@ -9,6 +9,7 @@ evaluator as ``Evaluator(source, computed=indicators)``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -58,9 +59,14 @@ class Indicator:
     help: str = ""
     is_counter: Callable[[str], bool] = field(default=looks_like_counter, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        self.ast = parse(self.formula)
-        check_formula(self.ast)
+    @functools.cached_property
+    def ast(self) -> Any:
+        """The formula's AST, parsed on first use; QueryError if it is not a formula. The config
+        checked the user's formulas when it was loaded, so a platform parses the built-in ones only
+        when they are first asked for (no PromQL parser in an idle platform)."""
+        ast = parse(self.formula)
+        check_formula(ast)
+        return ast
 
     def instant_vector(self, evaluator: Evaluator, filters: list[LabelMatcher], times: list[float]) -> Vector:
         """As a selector in PromQL: filtered by the selector's matchers, grouped by the default ``by``."""

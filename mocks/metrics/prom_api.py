@@ -29,20 +29,20 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
 from devbox.mocks.metrics.core import MetricsCore, QueryBusy, ReportError
 from devbox.mocks.metrics.promql import NAME, QueryError, format_value, format_values
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.convertors import Convertor, register_url_convertor
 
 import devbox
 from devbox.platform.errors import ApiError, BadRequest, Busy, NotFound, Unavailable, Unprocessable
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 PROMETHEUS_VERSION = "2.53.0"
 _DURATION = re.compile(r"^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d+)s)?((\d+)ms)?$")
@@ -222,6 +222,8 @@ class _StoreCollector:
         self.states = states
 
     def collect(self) -> Any:
+        from prometheus_client.core import Metric
+
         store = self.core.store
         up = Metric("devbox_up", "1 while the devbox platform serves.", "gauge")
         up.add_sample("devbox_up", {"version": devbox.__version__}, 1.0)
@@ -361,6 +363,10 @@ class PrometheusApi:
         return _ok(out)
 
     async def exposition(self) -> Response:
+        # prometheus-client (and the http.server and wsgiref it imports) with the first scrape
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_StoreCollector(self.get_core(), self.states))
         body = await asyncio.to_thread(generate_latest, registry)

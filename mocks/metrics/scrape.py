@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from devbox.mocks.metrics.core import MetricsCore, labels_of
 from devbox.mocks.metrics.store import MetricInfo, Point
-from prometheus_client.parser import text_string_to_metric_families
 
 from devbox.httpcore_loader import load_httpx
 from devbox.platform.ports import NamingPort
@@ -36,6 +35,8 @@ LOG = logging.getLogger(__name__)
 
 def parse_exposition(text: str, *, base: dict[str, str], ts: float) -> tuple[list[Point], list[MetricInfo]]:
     """Points and metadata from a Prometheus text exposition; ValueError when it does not parse."""
+    from prometheus_client.parser import text_string_to_metric_families  # with the first scrape
+
     points: list[Point] = []
     meta: list[MetricInfo] = []
     for family in text_string_to_metric_families(text):

@@ -45,15 +45,34 @@ def _in_a_fresh_platform(tmp_path: Path, body: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def test_an_idle_platform_without_services_loads_neither_numpy_nor_httpx(tmp_path: Path) -> None:
-    """Idle RSS (issue 15): the PromQL engine's numpy (~11 MB) loads with the first samples or
-    query, httpx (~5 MB) with the first scrape, notification or proxy span, and the deploy probes'
-    h11 (~20 ms) with the first HTTP probe — not at start."""
+#: What an idle platform does not import, each loaded with its first use (issue 15, idle RSS): the
+#: PromQL engine's numpy (~11 MB) with the first samples or query, httpx (~5 MB) with the first scrape,
+#: notification or proxy span, the deploy probes' h11 with the first HTTP probe, the PromQL parser and
+#: RE2 (~3 MB) with the first query or regex, prometheus-client with the first scrape of /metrics, the
+#: Locust glue with the first load run.
+LAZY = ("numpy", "httpx", "h11", "promql_parser", "re2", "prometheus_client", "devbox.load.locust")
+
+
+def test_an_idle_platform_without_services_loads_none_of_what_it_does_not_use(tmp_path: Path) -> None:
     out = _in_a_fresh_platform(tmp_path, (
         "urllib.request.urlopen(api + '/healthz', timeout=30).read()\n"
-        "print(sorted(m for m in ('numpy', 'httpx', 'h11') if m in sys.modules))"
+        f"print(sorted(m for m in {LAZY!r} if m in sys.modules))"
     ))
     assert out == "[]"
+
+
+def test_what_an_idle_platform_skips_loads_with_its_first_use(tmp_path: Path) -> None:
+    """A regex query and a scrape of /metrics answer as before, loading the parser, RE2 and
+    prometheus-client as they go."""
+    out = _in_a_fresh_platform(tmp_path, (
+        "prom = platform.ctx.url('prometheus')\n"
+        "query = urllib.parse.quote('count(devbox_up{version=~\"[0-9].*|dev\"}) or vector(0)')\n"
+        "answer = json.loads(urllib.request.urlopen(f'{prom}/api/v1/query?query={query}', timeout=30).read())\n"
+        "scraped = urllib.request.urlopen(prom + '/metrics', timeout=30).read().decode()\n"
+        "print(answer['status'], 'devbox_up{' in scraped,\n"
+        "      sorted(m for m in ('promql_parser', 're2', 'prometheus_client') if m in sys.modules))"
+    ))
+    assert out == "success True ['prometheus_client', 'promql_parser', 're2']"
 
 
 def test_the_openapi_document_models_build_with_the_first_document(tmp_path: Path) -> None:
