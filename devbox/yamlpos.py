@@ -16,7 +16,6 @@ Scalars follow YAML 1.2's core schema for booleans (only ``true``/``false``: ``o
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -211,5 +210,7 @@ def allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
         return ""
     # the key as written in the file: a field's alias (`register`), not its Python name (`registration`)
     keys = [f.alias or k for k, f in fields.items() if not f.exclude]
+    import difflib  # with the first unknown key
+
     close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.75) if loc else []
     return (f"; did you mean {close[0]}?" if close else "") + f" (allowed: {', '.join(keys)})"

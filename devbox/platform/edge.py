@@ -10,9 +10,11 @@ listeners abort the call with ``ApiError.grpc_status`` (:mod:`devbox.platform.gr
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import math
 import sys
+import threading
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -123,6 +125,37 @@ def load_fastapi() -> None:
             config.pop("defer_build", None)
         else:
             config["defer_build"] = before
+
+
+def load_uvicorn() -> None:
+    """Let the platform import uvicorn's modules without the package's ``__init__``.
+
+    That ``__init__`` imports uvicorn's command line (``uvicorn.main``: click) and its reload and
+    worker supervisors (watchfiles with its native library, multiprocessing): ~2 MB of every idle
+    platform for what ``uvicorn APP`` runs, never the platform, which builds ``Config`` and
+    ``Server`` from their own modules. The package is registered without running it; the first
+    access to an attribute its ``__init__`` makes (``uvicorn.run``, ``uvicorn.Config``, ...) runs
+    it then, so code that uses uvicorn as usual in the same process (tests do) sees no difference.
+
+    Call it before anything imports uvicorn; once uvicorn is imported it does nothing."""
+    if "uvicorn" in sys.modules:
+        return
+    spec = importlib.util.find_spec("uvicorn")
+    if spec is None or spec.loader is None:
+        return  # the import fails where it is made, saying so
+    package = importlib.util.module_from_spec(spec)
+    lock = threading.Lock()
+
+    def complete(name: str) -> Any:  # PEP 562: only for names the module does not have yet
+        with lock:
+            if vars(package).pop("__getattr__", None) is not None:
+                spec.loader.exec_module(package)  # type: ignore[union-attr]
+        return getattr(package, name)
+
+    package.__getattr__ = complete  # type: ignore[method-assign]
+    sys.modules["uvicorn"] = package
+    # what uvicorn's own modules take from the package (its lifespan modules: `from uvicorn import Config`)
+    package.Config = importlib.import_module("uvicorn.config").Config  # type: ignore[attr-defined]
 
 
 def openapi_without_422(app: Any) -> Callable[[], dict[str, Any]]:

@@ -10,6 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The gRPC status codes by name (grpc/doc/statuscodes.md; ``google.rpc.Code``), for listeners that
+#: write a ``google.rpc.Status`` without loading protobuf.
+GRPC_CODES = {
+    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9, "ABORTED": 10,
+    "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14, "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
+
 
 class ApiError(Exception):
     """A refused request. ``status`` is the HTTP status; ``code`` a short machine-readable word."""

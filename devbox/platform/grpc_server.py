@@ -19,7 +19,7 @@ import grpc
 
 from devbox.platform.auth import HOW, candidates, matches
 from devbox.platform.errors import ApiError
-from devbox.platform.http_timeouts import HEAD_TIMEOUT_S
+from devbox.platform.http import HEAD_TIMEOUT_S
 from devbox.platform.platform import STARTING_REASON
 
 LOG = logging.getLogger(__name__)

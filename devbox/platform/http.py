@@ -26,6 +26,13 @@ async def _send_json(send: Any, status: int, body: dict[str, Any], *, close: boo
     await send({"type": "http.response.body", "body": payload})
 
 
+#: Seconds from a request's first byte until its request line and headers must all have arrived
+#: (and how long a new connection may stay silent). A real client writes its head in one go, in
+#: microseconds; 10 s leaves room for one descheduled for seconds on a busy, CPU-starved machine,
+#: and still frees a slot a slowloris client holds long before the 120 s of the keep-alive timer.
+#: The gRPC listeners give a new connection as long for its HTTP/2 preface (:mod:`devbox.platform.grpc_front`).
+HEAD_TIMEOUT_S = 10.0
+
 #: Seconds a request body may stall between two chunks before the request is answered 408 and
 #: the connection closed: a client that sends half a body and waits must not hold a slot forever.
 BODY_READ_TIMEOUT = 30.0

@@ -35,14 +35,10 @@ from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from devbox.platform.http import HEAD_TIMEOUT_S
+
 LOG = logging.getLogger(__name__)
 
-#: Seconds from a request's first byte until its request line and headers must all have arrived
-#: (and how long a new connection may stay silent). A real client writes its head in one go, in
-#: microseconds; 10 s leaves room for one descheduled for seconds on a busy, CPU-starved machine,
-#: and still frees a slot a slowloris client holds long before the 120 s of the keep-alive timer.
-#: The gRPC listeners give a new connection as long for its HTTP/2 preface (``_serve_grpc``).
-HEAD_TIMEOUT_S = 10.0
 #: Bytes a request's line and headers may take (Go's ``http.DefaultMaxHeaderBytes``, what Prometheus,
 #: Alertmanager and Jaeger answer with). httptools has no bound: a 50 MB header was read, held
 #: (+54 MB of RSS) and answered 200. Past this the request is answered ``431`` and the connection closed.

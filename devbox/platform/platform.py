@@ -16,7 +16,6 @@ then the real app is swapped in. A client that connects early gets told to retry
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import errno
 import gc
@@ -24,10 +23,8 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-
-import uvicorn
 
 import devbox
 from devbox.platform import registry
@@ -40,13 +37,15 @@ from devbox.platform.component import (
     PlatformContext,
     ProjectSettings,
 )
-from devbox.platform.edge import load_fastapi
+from devbox.platform.edge import load_fastapi, load_uvicorn
 from devbox.platform.events import Events
 from devbox.platform.grpc_front import GrpcListener
 from devbox.platform.store import CorruptState
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from devbox.platform.http_server import PlatformServer
 
 LOG = logging.getLogger(__name__)
 
@@ -89,24 +88,12 @@ def _trim_heap() -> None:
     trim(0)
 
 
-#: Seconds an idle keep-alive HTTP connection stays open (longer than the clients' own idle expiry).
-KEEP_ALIVE_S = 120
-
-
 class PortInUse(Exception):
     """A listener's port is taken. ``str()`` names the listener and says what to do; ``port`` is it."""
 
     def __init__(self, message: str, *, port: int = 0) -> None:
         super().__init__(message)
         self.port = port
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the platform owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 #: Seconds a client told "starting" is asked to wait before it retries.
@@ -168,7 +155,7 @@ class Platform:
         self._wanted = components
         self._components: dict[str, Component] = {}
         self._sockets: dict[str, socket.socket] = {}
-        self._http: dict[str, _Server] = {}
+        self._http: dict[str, PlatformServer] = {}
         self._switches: dict[str, _Switch] = {}
         self._grpc: dict[str, GrpcListener] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -419,23 +406,11 @@ class Platform:
             component.state = ComponentState.RUNNING
 
     async def _serve_http(self, listener: str) -> None:
-        # uvicorn's httptools protocol (what http="auto" picks) with a deadline on request heads; imported
-        # here, where uvicorn would import its own, not with this module
-        from devbox.platform.http_timeouts import HeadTimeoutProtocol
+        load_uvicorn()  # before uvicorn's modules: without its command line (see load_uvicorn)
+        from devbox.platform.http_server import server as http_server
 
         switch = self._switches[listener] = _Switch()
-        config = uvicorn.Config(
-            # ws="none": no listener serves websockets, and importing uvicorn's implementation of
-            # them is start-up time spent before the listener answers
-            switch, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2, ws="none",
-            http=HeadTimeoutProtocol,
-            # An idle keep-alive connection is closed by the client first: httpx drops its idle connections
-            # after 5 s (uvicorn's default here too), Go's transport after 90 s. With the server's timer as
-            # short as the client's, an export sent as the server closed met a reset (ReadError, the batch
-            # lost to a client that does not retry it) — seen beside a CPU hog, where timers fire late.
-            timeout_keep_alive=KEEP_ALIVE_S,
-        )
-        server = _Server(config)
+        server = http_server(switch)
         self._http[listener] = server
         sock = self._sockets[listener]
         self._tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name=f"http:{listener}"))

@@ -38,17 +38,15 @@ from typing import TYPE_CHECKING, Any
 from devbox.mocks.metrics.core import Labels, MetricsCore, ReportError, labels_of
 from devbox.mocks.metrics.store import MetricInfo, Point
 from fastapi import APIRouter, Request, Response
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 
 from devbox.platform.encoding import inflate
 from devbox.platform.errors import ApiError, BadRequest, UnsupportedMediaType
 
 METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # protobuf (~3 MB with its C++ runtime) loads with the first export
     import grpc.aio
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 
 LOG = logging.getLogger(__name__)
 
@@ -331,6 +329,8 @@ async def export(
     core: MetricsCore, request: metrics_service_pb2.ExportMetricsServiceRequest
 ) -> metrics_service_pb2.ExportMetricsServiceResponse:
     """Validate, convert and store one export request; ReportError when it is refused."""
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+
     rejected, message = await asyncio.to_thread(_convert_and_store, core, request)
     response = metrics_service_pb2.ExportMetricsServiceResponse()
     if rejected:
@@ -370,6 +370,8 @@ def otlp_http_router(get_core: Callable[[], MetricsCore], *, max_body_bytes: int
             exc.detail.setdefault("encoding", "application/json" if as_json else "application/x-protobuf")
             raise
         if as_json:
+            from google.protobuf import json_format
+
             return Response(json_format.MessageToJson(response), media_type="application/json")
         return Response(response.SerializeToString(), media_type="application/x-protobuf")
 
@@ -386,6 +388,10 @@ async def _refused_or_exported(core: MetricsCore, message: Any) -> Any:
 
 def parse_request(body: bytes, *, as_json: bool = False) -> Any:
     """An ``ExportMetricsServiceRequest`` from its protobuf or JSON bytes; BadRequest saying why not."""
+    from google.protobuf import json_format
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+
     message = metrics_service_pb2.ExportMetricsServiceRequest()
     try:
         if as_json:

@@ -28,7 +28,6 @@ from typing import Any
 from devbox.mocks.naming.models import Code, Instance, NamingError, Service
 from devbox.mocks.naming.polaris_pb import PolarisProtos, protos
 from devbox.mocks.naming.service import NamingService
-from google.protobuf import json_format
 
 from devbox.polaris import routing as routing_rules
 
@@ -380,6 +379,8 @@ class PolarisApi:
 
     def routing_to_pb(self, namespace: str, service: str, rules: list[dict[str, Any]], revision: str) -> Any:
         """``v1.Routing`` carrying the service's rules as v2 ``RouteRule`` messages."""
+        from google.protobuf import json_format
+
         msg = self.pb.routing.Routing(
             service={"value": service}, namespace={"value": namespace}, revision={"value": revision}
         )

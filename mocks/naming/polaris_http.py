@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devbox.mocks.naming.models import Code, NamingError
 from devbox.mocks.naming.polaris import PolarisApi
@@ -26,11 +26,12 @@ from devbox.mocks.naming.polaris_rules import RuleConversionError, rule_from_pol
 from devbox.mocks.naming.routes import durable_routes
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from devbox.platform.errors import ApiError
 from devbox.polaris import routing as routing_rules
+
+if TYPE_CHECKING:  # protobuf loads with the first Polaris message (PolarisApi.pb), not with the platform
+    from google.protobuf.message import Message
 
 LOG = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ _CODE_OF_STATUS = {401: Code.Unauthorized, 404: Code.NotFoundResource, 409: Code
 
 def pb_response(message: Message) -> Response:
     """protobuf-JSON with Polaris's status mapping (``code // 1000``) and error headers."""
+    from google.protobuf import json_format
+
     body = json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None)
     return _answer(body, message.code.value, message.info.value)  # type: ignore[attr-defined]
 
@@ -90,6 +93,8 @@ async def _parse(request: Request, message: Message) -> Message:
     body = await request.body()
     if not body.strip():
         raise NamingError(Code.EmptyRequest, "request body is empty")
+    from google.protobuf import json_format
+
     try:
         json_format.Parse(body, message, ignore_unknown_fields=True)
     except (json_format.ParseError, UnicodeDecodeError, RecursionError) as exc:
@@ -98,6 +103,8 @@ async def _parse(request: Request, message: Message) -> Message:
 
 
 async def _parse_list(request: Request, factory: Callable[[], Message]) -> list[Message]:
+    from google.protobuf import json_format
+
     out = []
     for i, item in enumerate(await _json_list(request, "")):
         message = factory()
@@ -380,6 +387,8 @@ class RoutingHandlers(_Handlers):
     async def list_routings(self, request: Request) -> Response:
         namespace = request.query_params.get("namespace") or None
         service = request.query_params.get("service") or None
+        from google.protobuf import json_format
+
         packed = []
         for data in self.registry.rules(namespace, service):
             message = self.pb.routing.RouteRule()

@@ -18,8 +18,10 @@ import logging
 import os
 import subprocess
 import sys
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # multiprocessing loads with the first child, not with the platform
+    from multiprocessing.connection import Connection
 
 LOG = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ class Duplex:
     """One end of the pipe pair: ``send``, ``recv``, ``poll`` (as a ``multiprocessing`` Pipe end)."""
 
     def __init__(self, read_fd: int, write_fd: int) -> None:
+        from multiprocessing.connection import Connection
+
         self._in = Connection(read_fd, writable=False)
         self._out = Connection(write_fd, readable=False)
 

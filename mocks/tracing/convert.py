@@ -22,16 +22,15 @@ import ipaddress
 import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devbox.mocks.tracing import zipkin_proto
 from devbox.mocks.tracing.models import Span
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1 import common_pb2
-from opentelemetry.proto.resource.v1 import resource_pb2
-from opentelemetry.proto.trace.v1 import trace_pb2
+
+if TYPE_CHECKING:  # protobuf and its C++ runtime (~3 MB) load with the first protobuf or OTLP/JSON body
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
 
 #: 2000-01-01T00:00:00Z in microseconds: anything earlier is a unit mistake (ms or s sent as µs).
 MIN_START_US = 946_684_800_000_000
@@ -257,6 +256,9 @@ def from_otlp_request(req: ExportTraceServiceRequest, *, now_us: int, max_future
 
 
 def from_otlp_protobuf(body: bytes, *, now_us: int, max_future_us: int) -> Decoded:
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
     try:
         req = ExportTraceServiceRequest.FromString(body)
     except DecodeError as exc:
@@ -292,6 +294,8 @@ def _parse_dict(data: Any, message: Any, what: str) -> None:
     """``json_format.ParseDict`` that fails only with ValueError (wrong-typed fields raise many kinds)."""
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be an object")
+    from google.protobuf import json_format
+
     try:
         json_format.ParseDict(data, message, ignore_unknown_fields=True)
     except (json_format.ParseError, TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
@@ -312,6 +316,10 @@ def from_otlp_json(body: bytes, *, now_us: int, max_future_us: int) -> Decoded:
     """OTLP/JSON: hex ids, enums as integers or names, int64 as numbers or strings. A wrong shape
     above the spans (``resourceSpans``/``scopeSpans``/``spans`` not lists) makes the body
     unreadable (400); each span is parsed alone so one bad span does not sink its batch."""
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
     data = _loads(body)
     if not isinstance(data, dict):
         raise BadPayload("body must be a JSON object with resourceSpans")
@@ -365,6 +373,8 @@ def from_otlp_json(body: bytes, *, now_us: int, max_future_us: int) -> Decoded:
 
 def to_otlp_request(spans: Iterable[Span]) -> ExportTraceServiceRequest:
     """Spans back into OTLP (used by tests and the bench to build realistic payloads)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
     req = ExportTraceServiceRequest()
     by_service: dict[str, Any] = {}
     for span in spans:
@@ -534,6 +544,8 @@ def _proto_endpoint(ep: Any) -> dict[str, Any]:
 
 
 def from_zipkin_proto(body: bytes, *, now_us: int, max_future_us: int) -> Decoded:
+    from google.protobuf.message import DecodeError
+
     msgs = zipkin_proto.messages()
     try:
         lst = msgs.ListOfSpans.FromString(body)

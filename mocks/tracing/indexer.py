@@ -38,8 +38,6 @@ import dataclasses
 import fcntl
 import gc
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
 import queue
 import signal
@@ -49,13 +47,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devbox.mocks.tracing import child, convert, rpcstats, wal
 from devbox.mocks.tracing.convert import SOURCE_KEY, BadPayload, Decoded
 from devbox.mocks.tracing.wal import Position
+
+if TYPE_CHECKING:  # multiprocessing loads when the indexer first waits or forks a lane, not with the platform
+    from multiprocessing.connection import Connection
 
 LOG = logging.getLogger(__name__)
 
@@ -306,6 +306,8 @@ class _Idler:
         self.last_batch = time.monotonic()
 
     def wait(self, waitables: list[Any], at_most: float | None = None) -> None:
+        import multiprocessing.connection
+
         timeout = self.wait_s if at_most is None else min(self.wait_s, at_most)
         nudge = self.nudge
         ready = multiprocessing.connection.wait([*waitables, nudge.fd] if nudge is not None else waitables, timeout)
@@ -463,6 +465,8 @@ def _fence(db_path: str) -> None:
 def _fork_lane(wal_dir: str, db_path: str, options: Options, lane: int, lanes: int, position: Position,
                lock_path: Path | None, platform: Any) -> _Peer:
     """Fork lane ``lane`` (this process has no thread and no SQLite connection open: safe to fork)."""
+    import multiprocessing
+
     ours, theirs = multiprocessing.Pipe()
     pid = os.fork()
     if pid == 0:  # the lane

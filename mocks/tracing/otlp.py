@@ -11,6 +11,7 @@ LIMITATIONS: ``/v1/metrics`` and ``/v1/logs`` are not served here.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,14 +22,12 @@ from devbox.mocks.tracing.convert import BadPayload
 from devbox.mocks.tracing.core import Collector
 from devbox.mocks.tracing.indexer import Verdict
 from fastapi import APIRouter, Request, Response
-from google.protobuf import json_format
-from google.rpc import code_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from devbox.platform.errors import ApiError, BadRequest, Busy, UnsupportedMediaType
+from devbox.platform.errors import GRPC_CODES, ApiError, BadRequest, Busy, UnsupportedMediaType
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # protobuf (~3 MB with its C++ runtime) loads with the first export or error answered
     import grpc.aio
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 LOG = logging.getLogger(__name__)
 
@@ -71,15 +70,23 @@ def answering_in(as_json: bool) -> Iterator[None]:
 def render_error(exc: ApiError) -> Response:
     """OTLP/HTTP's error shape: a ``google.rpc.Status`` in the request's encoding (JSON when unknown).
 
-    The ``otlp_http`` listener's renderer (``Listener.errors``).
+    The ``otlp_http`` listener's renderer (``Listener.errors``). In JSON it is written as protobuf-JSON
+    writes a Status (``tests/unit/test_tracing_otlp_errors`` checks it byte for byte) without loading
+    protobuf: a probe's 404 on this port does not cost an idle platform ~3 MB.
     """
-    body = status_pb2.Status(code=code_pb2.Code.Value(exc.grpc_status), message=exc.reason)
+    code = GRPC_CODES[exc.grpc_status]
     if exc.detail.get("encoding", JSON) == JSON:
-        return Response(json_format.MessageToJson(body, indent=None), status_code=exc.status, media_type=JSON)
+        status = {**({"code": code} if code else {}), **({"message": exc.reason} if exc.reason else {})}
+        return Response(json.dumps(status), status_code=exc.status, media_type=JSON)
+    from google.rpc import status_pb2
+
+    body = status_pb2.Status(code=code, message=exc.reason)
     return Response(body.SerializeToString(), status_code=exc.status, media_type=PROTOBUF)
 
 
 def export_response(decoded: Verdict) -> trace_service_pb2.ExportTraceServiceResponse:
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
     response = trace_service_pb2.ExportTraceServiceResponse()
     if decoded.rejected:
         response.partial_success.rejected_spans = len(decoded.rejected)
@@ -105,6 +112,8 @@ class HttpExport:
                                    request.headers.get("content-encoding", ""), self.max_body_bytes)
         message = export_response(decoded)
         if as_json:
+            from google.protobuf import json_format
+
             return Response(json_format.MessageToJson(message, indent=None), media_type=JSON)
         return Response(message.SerializeToString(), media_type=PROTOBUF)
 

@@ -16,18 +16,19 @@ with the official field numbers of openzipkin/zipkin-api ``zipkin.proto``::
     message ListOfSpans { repeated Span spans = 1; }
 
 The descriptor goes into a private pool, so nothing global is touched and importing this module
-has no side effects; :func:`messages` builds the classes on first use.
+has no side effects; :func:`messages` builds the classes on first use (and imports protobuf then:
+an idle platform does not hold it).
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+if TYPE_CHECKING:
+    from google.protobuf import descriptor_pb2
 
-_F = descriptor_pb2.FieldDescriptorProto
 PACKAGE = "zipkin.proto3"
 KINDS = {0: None, 1: "CLIENT", 2: "SERVER", 3: "PRODUCER", 4: "CONSUMER"}
 
@@ -40,52 +41,58 @@ class ZipkinMessages:
     Annotation: Any
 
 
-def _field(msg: Any, name: str, number: int, ftype: int, *, label: int = _F.LABEL_OPTIONAL,
-           type_name: str = "") -> None:
-    f = msg.field.add(name=name, number=number, type=ftype, label=label)
+def _field(msg: Any, name: str, number: int, ftype: int, *, repeated: bool = False, type_name: str = "") -> None:
+    from google.protobuf.descriptor_pb2 import FieldDescriptorProto as F
+
+    f = msg.field.add(name=name, number=number, type=ftype, label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL)
     if type_name:
         f.type_name = type_name
 
 
 def _file() -> descriptor_pb2.FileDescriptorProto:
+    from google.protobuf import descriptor_pb2
+
+    F = descriptor_pb2.FieldDescriptorProto
     fd = descriptor_pb2.FileDescriptorProto(name="devbox/zipkin.proto", package=PACKAGE, syntax="proto3")
     ep = fd.message_type.add(name="Endpoint")
-    _field(ep, "service_name", 1, _F.TYPE_STRING)
-    _field(ep, "ipv4", 2, _F.TYPE_BYTES)
-    _field(ep, "ipv6", 3, _F.TYPE_BYTES)
-    _field(ep, "port", 4, _F.TYPE_INT32)
+    _field(ep, "service_name", 1, F.TYPE_STRING)
+    _field(ep, "ipv4", 2, F.TYPE_BYTES)
+    _field(ep, "ipv6", 3, F.TYPE_BYTES)
+    _field(ep, "port", 4, F.TYPE_INT32)
     ann = fd.message_type.add(name="Annotation")
-    _field(ann, "timestamp", 1, _F.TYPE_FIXED64)
-    _field(ann, "value", 2, _F.TYPE_STRING)
+    _field(ann, "timestamp", 1, F.TYPE_FIXED64)
+    _field(ann, "value", 2, F.TYPE_STRING)
     span = fd.message_type.add(name="Span")
     kind = span.enum_type.add(name="Kind")
     for number, name in enumerate(("SPAN_KIND_UNSPECIFIED", "CLIENT", "SERVER", "PRODUCER", "CONSUMER")):
         kind.value.add(name=name, number=number)
     entry = span.nested_type.add(name="TagsEntry")
     entry.options.map_entry = True
-    _field(entry, "key", 1, _F.TYPE_STRING)
-    _field(entry, "value", 2, _F.TYPE_STRING)
-    _field(span, "trace_id", 1, _F.TYPE_BYTES)
-    _field(span, "parent_id", 2, _F.TYPE_BYTES)
-    _field(span, "id", 3, _F.TYPE_BYTES)
-    _field(span, "kind", 4, _F.TYPE_ENUM, type_name=f".{PACKAGE}.Span.Kind")
-    _field(span, "name", 5, _F.TYPE_STRING)
-    _field(span, "timestamp", 6, _F.TYPE_FIXED64)
-    _field(span, "duration", 7, _F.TYPE_UINT64)
-    _field(span, "local_endpoint", 8, _F.TYPE_MESSAGE, type_name=f".{PACKAGE}.Endpoint")
-    _field(span, "remote_endpoint", 9, _F.TYPE_MESSAGE, type_name=f".{PACKAGE}.Endpoint")
-    _field(span, "annotations", 10, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED, type_name=f".{PACKAGE}.Annotation")
-    _field(span, "tags", 11, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED, type_name=f".{PACKAGE}.Span.TagsEntry")
-    _field(span, "debug", 12, _F.TYPE_BOOL)
-    _field(span, "shared", 13, _F.TYPE_BOOL)
+    _field(entry, "key", 1, F.TYPE_STRING)
+    _field(entry, "value", 2, F.TYPE_STRING)
+    _field(span, "trace_id", 1, F.TYPE_BYTES)
+    _field(span, "parent_id", 2, F.TYPE_BYTES)
+    _field(span, "id", 3, F.TYPE_BYTES)
+    _field(span, "kind", 4, F.TYPE_ENUM, type_name=f".{PACKAGE}.Span.Kind")
+    _field(span, "name", 5, F.TYPE_STRING)
+    _field(span, "timestamp", 6, F.TYPE_FIXED64)
+    _field(span, "duration", 7, F.TYPE_UINT64)
+    _field(span, "local_endpoint", 8, F.TYPE_MESSAGE, type_name=f".{PACKAGE}.Endpoint")
+    _field(span, "remote_endpoint", 9, F.TYPE_MESSAGE, type_name=f".{PACKAGE}.Endpoint")
+    _field(span, "annotations", 10, F.TYPE_MESSAGE, repeated=True, type_name=f".{PACKAGE}.Annotation")
+    _field(span, "tags", 11, F.TYPE_MESSAGE, repeated=True, type_name=f".{PACKAGE}.Span.TagsEntry")
+    _field(span, "debug", 12, F.TYPE_BOOL)
+    _field(span, "shared", 13, F.TYPE_BOOL)
     lst = fd.message_type.add(name="ListOfSpans")
-    _field(lst, "spans", 1, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED, type_name=f".{PACKAGE}.Span")
+    _field(lst, "spans", 1, F.TYPE_MESSAGE, repeated=True, type_name=f".{PACKAGE}.Span")
     return fd
 
 
 @functools.cache
 def messages() -> ZipkinMessages:
     """The message classes, built once per process in a private descriptor pool."""
+    from google.protobuf import descriptor_pool, message_factory
+
     pool = descriptor_pool.DescriptorPool()
     pool.Add(_file())
 

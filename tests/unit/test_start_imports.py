@@ -49,8 +49,11 @@ def _in_a_fresh_platform(tmp_path: Path, body: str) -> str:
 #: PromQL engine's numpy (~11 MB) with the first samples or query, httpx (~5 MB) with the first scrape,
 #: notification or proxy span, the deploy probes' h11 with the first HTTP probe, the PromQL parser and
 #: RE2 (~3 MB) with the first query or regex, prometheus-client with the first scrape of /metrics, the
-#: Locust glue with the first load run.
-LAZY = ("numpy", "httpx", "h11", "promql_parser", "re2", "prometheus_client", "devbox.load.locust")
+#: Locust glue with the first load run, protobuf (~3 MB with its C++ runtime) with the first OTLP,
+#: Zipkin protobuf or Polaris message, multiprocessing with the first span indexed; uvicorn's command
+#: line (click) and reload supervisors (watchfiles) never (devbox.platform.edge.load_uvicorn).
+LAZY = ("numpy", "httpx", "h11", "promql_parser", "re2", "prometheus_client", "devbox.load.locust",
+        "google.protobuf", "multiprocessing", "uvicorn.main", "click", "watchfiles")
 
 
 def test_an_idle_platform_without_services_loads_none_of_what_it_does_not_use(tmp_path: Path) -> None:
