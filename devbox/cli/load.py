@@ -34,9 +34,8 @@ from devbox.cli.traces import parse_duration_us
 from devbox.config import find_config
 from devbox.load import locust, model
 from devbox.load import report as capacity_report
-from devbox.load.config import LoadConfig, require_target
+from devbox.load.config import LoadConfig, LoadError, require_target
 from devbox.load.config import find_locustfile as _find_locustfile
-from devbox.load.locust import LoadError
 from devbox.load.platform import PlatformClient
 from devbox.load.ramp import LoadSpec, Session, Tick
 from devbox.load.runs import RunNotFound, RunStore

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from devbox.load import locust, model
-from devbox.load.locust import LoadError, Plan, Snapshot
+from devbox.load.config import LoadError
+from devbox.load.locust import Plan, Snapshot
 from devbox.load.platform import CpuMeter, PlatformClient, counter_delta, delta
 from devbox.load.runs import RunStore
 

@@ -12,8 +12,7 @@ import operator
 from pathlib import Path
 from typing import Any
 
-from devbox.load.config import find_locustfile, require_target
-from devbox.load.locust import LoadError
+from devbox.load.config import LoadError, find_locustfile, require_target
 from devbox.load.platform import PlatformClient
 from devbox.load.ramp import LoadSpec, Session
 from devbox.load.runs import RunStore
