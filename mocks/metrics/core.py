@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import logging
 import math
@@ -32,20 +33,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from devbox.mocks.metrics.config import MetricsConfig
 from devbox.mocks.metrics.indicators import Indicator, selector_names
-from devbox.mocks.metrics.promql import (
-    NAME,
-    QUERY_TIMEOUT,
-    Evaluator,
-    LabelMatcher,
-    QueryError,
-    Vector,
-    parse,
-)
+from devbox.mocks.metrics.promql import NAME, QUERY_TIMEOUT, LabelMatcher, QueryError, Vector, parse
 from devbox.mocks.metrics.store import MetricInfo, MetricsStore, Point
+
+if TYPE_CHECKING:
+    from devbox.mocks.metrics.promql import Evaluator
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -282,13 +278,20 @@ class MetricsCore:
             )
             for name, ind in config.indicators.items()
         }
-        self.evaluator = Evaluator(self.store, computed=self.indicators)
         self.queries = QueryRunner()
         self.rpc = RpcReports(config.rpc_buckets)
         self._lock = threading.Lock()
         self._cumulative: dict[tuple[str, Labels], float] = {}
         self._buckets: dict[tuple[str, Labels], _Bucket] = {}
         self.rejected = 0
+
+    @functools.cached_property
+    def evaluator(self) -> Evaluator:
+        """The PromQL evaluator, made with the first query: an idle platform loads neither it nor its
+        operators (see :mod:`devbox.mocks.metrics.promql`)."""
+        from devbox.mocks.metrics.promql import Evaluator
+
+        return Evaluator(self.store, computed=self.indicators)
 
     def close(self) -> None:
         self.queries.close()

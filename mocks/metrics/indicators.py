@@ -12,11 +12,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from devbox.mocks.metrics.promql import (
     NAME,
-    Evaluator,
     LabelKey,
     LabelMatcher,
     Matrix,
@@ -28,10 +27,10 @@ from devbox.mocks.metrics.promql import (
     key_of,
     parse,
 )
-from devbox.mocks.metrics.promql.aggregation import aggregate
-from devbox.mocks.metrics.promql.binary import binary
 from devbox.mocks.metrics.promql.parse import short
-from devbox.mocks.metrics.promql.range_functions import range_fn
+
+if TYPE_CHECKING:  # the evaluator and its operators load with the first evaluation, not with the platform
+    from devbox.mocks.metrics.promql import Evaluator
 
 
 def looks_like_counter(name: str) -> bool:
@@ -78,6 +77,9 @@ class Indicator:
         Each base metric is read from the store once per evaluation, and every selector of it is
         picked from that one read: spans keep arriving while a formula is evaluated, and a
         ``ok * 100 / all`` whose two sides were read a moment apart could pass 100."""
+        from devbox.mocks.metrics.promql.aggregation import aggregate
+        from devbox.mocks.metrics.promql.binary import binary
+
         reads = Reads(ev, times, filters, lookback=max(self.window, ev.lookback))
 
         def walk(n: Any) -> Value:
@@ -106,6 +108,8 @@ class Indicator:
     def _zero_fill(self, summed: Vector, name: str, times: list[float], reads: Reads, by: list[str]) -> None:
         """A filtered counter with no events in a group is 0 there, not absent: a service whose every
         call failed has a success rate of 0 (and alerts), not no success rate at all."""
+        from devbox.mocks.metrics.promql.aggregation import aggregate
+
         whole = self._base(parse(name), times, reads)
         for key, (labels, values) in aggregate("sum", whole, by=by, without=False, times=times).series.items():
             if key not in summed.series:
@@ -113,6 +117,8 @@ class Indicator:
 
     def _base(self, n: Any, times: list[float], reads: Reads) -> Vector:
         """One base metric of the formula at each step: rated over ``window`` if a counter, else as is."""
+        from devbox.mocks.metrics.promql.range_functions import range_fn
+
         window = self.window
         series = reads.select(n)
         if self.is_counter(n.name or ""):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from devbox.mocks.metrics.config import IndicatorConfig, _default_indicators
 
 
@@ -51,9 +52,11 @@ def _in_a_fresh_platform(tmp_path: Path, body: str) -> str:
 #: RE2 (~3 MB) with the first query or regex, prometheus-client with the first scrape of /metrics, the
 #: Locust glue with the first load run, protobuf (~3 MB with its C++ runtime) with the first OTLP,
 #: Zipkin protobuf or Polaris message, multiprocessing with the first span indexed; uvicorn's command
-#: line (click) and reload supervisors (watchfiles) never (devbox.platform.edge.load_uvicorn).
+#: line (click) and reload supervisors (watchfiles) never (devbox.platform.edge.load_uvicorn); the
+#: PromQL evaluator with the first query.
 LAZY = ("numpy", "httpx", "h11", "promql_parser", "re2", "prometheus_client", "devbox.load.locust",
-        "google.protobuf", "multiprocessing", "uvicorn.main", "click", "watchfiles")
+        "google.protobuf", "multiprocessing", "uvicorn.main", "click", "watchfiles",
+        "devbox.mocks.metrics.promql.evaluator")
 
 
 def test_an_idle_platform_without_services_loads_none_of_what_it_does_not_use(tmp_path: Path) -> None:
@@ -76,6 +79,19 @@ def test_what_an_idle_platform_skips_loads_with_its_first_use(tmp_path: Path) ->
         "      sorted(m for m in ('promql_parser', 're2', 'prometheus_client') if m in sys.modules))"
     ))
     assert out == "success True ['prometheus_client', 'promql_parser', 're2']"
+
+
+def test_the_promql_package_offers_every_name_from_its_module() -> None:
+    """The package's names load with their first use (PEP 562); each is its module's own object."""
+    import importlib
+
+    from devbox.mocks.metrics import promql
+
+    assert set(promql._HOME) == set(promql.__all__)
+    for name, home in promql._HOME.items():
+        assert getattr(promql, name) is getattr(importlib.import_module(f"{promql.__name__}.{home}"), name), name
+    with pytest.raises(AttributeError):
+        promql.no_such_name  # noqa: B018
 
 
 def test_the_openapi_document_models_build_with_the_first_document(tmp_path: Path) -> None:

@@ -33,36 +33,61 @@ own engine by ``tests/integration/test_metrics_promql_oracle.py``.
 
 from __future__ import annotations
 
-from devbox.mocks.metrics.promql.errors import QueryError
-from devbox.mocks.metrics.promql.evaluator import (
-    LOOKBACK_SECONDS,
-    MAX_SAMPLES,
-    MAX_STEPS,
-    QUERY_TIMEOUT,
-    ComputedMetric,
-    Evaluator,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Bound now: the function shares its module's name, which importing ``promql.parse`` would otherwise
+# leave as this package's attribute. The module is light (the native parser loads with the first parse).
 from devbox.mocks.metrics.promql.parse import parse
-from devbox.mocks.metrics.promql.source import (
-    LabelMatcher,
-    Labels,
-    ListSource,
-    RawSeries,
-    SampleBudget,
-    SampleSource,
-)
-from devbox.mocks.metrics.promql.values import (
-    NAME,
-    LabelKey,
-    Matrix,
-    Scalar,
-    StringVal,
-    Value,
-    Vector,
-    format_value,
-    format_values,
-    key_of,
-)
+
+if TYPE_CHECKING:
+    from devbox.mocks.metrics.promql.errors import QueryError
+    from devbox.mocks.metrics.promql.evaluator import LOOKBACK_SECONDS, ComputedMetric, Evaluator
+    from devbox.mocks.metrics.promql.guard import MAX_SAMPLES, MAX_STEPS, QUERY_TIMEOUT
+    from devbox.mocks.metrics.promql.source import (
+        LabelMatcher,
+        Labels,
+        ListSource,
+        RawSeries,
+        SampleBudget,
+        SampleSource,
+    )
+    from devbox.mocks.metrics.promql.values import (
+        NAME,
+        LabelKey,
+        Matrix,
+        Scalar,
+        StringVal,
+        Value,
+        Vector,
+        format_value,
+        format_values,
+        key_of,
+    )
+
+#: Where each name of :data:`__all__` lives, imported with its first use (PEP 562): the store needs the
+#: matchers and values, not the evaluator and its operators, which load with the first query or
+#: indicator evaluated (~0.7 MB of an idle platform). ``tests/unit/test_start_imports`` checks the
+#: map against ``__all__``.
+_HOME = {
+    "QueryError": "errors",
+    "LOOKBACK_SECONDS": "evaluator", "ComputedMetric": "evaluator", "Evaluator": "evaluator",
+    "MAX_SAMPLES": "guard", "MAX_STEPS": "guard", "QUERY_TIMEOUT": "guard",
+    "parse": "parse",  # bound above
+    **dict.fromkeys(["LabelMatcher", "Labels", "ListSource", "RawSeries", "SampleBudget", "SampleSource"], "source"),
+    **dict.fromkeys(["NAME", "LabelKey", "Matrix", "Scalar", "StringVal", "Value", "Vector", "format_value",
+                     "format_values", "key_of"], "values"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "LOOKBACK_SECONDS",

@@ -19,6 +19,7 @@ from devbox.mocks.metrics.promql.aggregation import AGG_OPS, aggregate, count_va
 from devbox.mocks.metrics.promql.binary import binary
 from devbox.mocks.metrics.promql.errors import QueryError
 from devbox.mocks.metrics.promql.functions import VECTOR_FUNCTIONS
+from devbox.mocks.metrics.promql.guard import MAX_SAMPLES, MAX_STEPS, QUERY_TIMEOUT
 from devbox.mocks.metrics.promql.parse import parse, short
 from devbox.mocks.metrics.promql.range_functions import RANGE_FUNCTIONS, predict_linear, presence, range_fn
 from devbox.mocks.metrics.promql.source import LabelMatcher, RawSeries, SampleBudget, SampleSource, full_regex
@@ -39,13 +40,6 @@ from devbox.mocks.metrics.promql.values import (
 LOG = logging.getLogger(__name__)
 
 LOOKBACK_SECONDS = 300.0
-#: Refuse range queries with more steps than this (Prometheus refuses > 11000 points per series).
-MAX_STEPS = 11000
-#: Samples one query may read plus points it may hold per step (Prometheus's query.max-samples is
-#: 50M for Go's 16-byte samples; a Python float in a list costs ~4x that, and this is a dev box).
-MAX_SAMPLES = 5_000_000
-#: Seconds a query may run, from when it was submitted (Prometheus's default is 2 min).
-QUERY_TIMEOUT = 30.0
 #: Steps one subquery may evaluate its inner expression at.
 MAX_SUBQUERY_STEPS = MAX_STEPS * 10
 

@@ -1,4 +1,4 @@
-"""Bounds on PromQL text, checked in Python before the native parser sees it.
+"""Bounds on PromQL text, checked in Python before the native parser sees it, and on a query's work.
 
 ``promql-parser`` is a Rust parser behind a Python binding: deep recursion in it overflows the
 native stack and kills the whole process (a segfault is not an exception: every listener and the
@@ -19,6 +19,13 @@ import re
 
 from devbox.mocks.metrics.promql.errors import QueryError
 
+#: Refuse range queries with more steps than this (Prometheus refuses > 11000 points per series).
+MAX_STEPS = 11000
+#: Samples one query may read plus points it may hold per step (Prometheus's query.max-samples is
+#: 50M for Go's 16-byte samples; a Python float in a list costs ~4x that, and this is a dev box).
+MAX_SAMPLES = 5_000_000
+#: Seconds a query may run, from when it was submitted (Prometheus's default is 2 min).
+QUERY_TIMEOUT = 30.0
 #: Longest query text accepted (characters). Long label-value alternations fit easily.
 MAX_QUERY_CHARS = 65_536
 #: Deepest nesting of ``(``, ``[`` and ``{`` accepted (function calls and aggregations nest by parentheses).
@@ -63,4 +70,5 @@ def check_text(expr: str) -> None:
         )
 
 
-__all__ = ["MAX_NESTING", "MAX_OPERATORS", "MAX_QUERY_CHARS", "check_text"]
+__all__ = ["MAX_NESTING", "MAX_OPERATORS", "MAX_QUERY_CHARS", "MAX_SAMPLES", "MAX_STEPS", "QUERY_TIMEOUT",
+           "check_text"]
