@@ -284,10 +284,10 @@ class PrometheusApi:
         params = await _params(request)
         expr = _query_text(params)
         at = parse_time(_one(params, "time"), time.time(), "time")
-        evaluator = self.get_core().evaluator
+        core = self.get_core()
 
-        def work(deadline: float) -> bytes:
-            kind, result = evaluator.instant(expr, at, deadline=deadline)
+        def work(deadline: float) -> bytes:  # on the query pool: the first query also makes the evaluator
+            kind, result = core.evaluator.instant(expr, at, deadline=deadline)
             if kind == "vector":
                 data: Any = _vector_json(result, at)
             elif kind == "matrix":
@@ -298,7 +298,7 @@ class PrometheusApi:
                 data = [at, result]
             return _success_body({"resultType": kind, "result": data})
 
-        return _json_bytes(await _on_query_pool(self.get_core(), work))
+        return _json_bytes(await _on_query_pool(core, work))
 
     async def query_range(self, request: Request) -> Response:
         params = await _params(request)
@@ -313,13 +313,13 @@ class PrometheusApi:
                 "exceeded maximum resolution of 11,000 points per timeseries. "
                 "Try decreasing the query resolution (?step=XX)"
             )
-        evaluator = self.get_core().evaluator
+        core = self.get_core()
 
         def work(deadline: float) -> bytes:
-            _, columns = evaluator.range_columns(expr, start, end, step, deadline=deadline)
+            _, columns = core.evaluator.range_columns(expr, start, end, step, deadline=deadline)
             return _matrix_body(columns)
 
-        return _json_bytes(await _on_query_pool(self.get_core(), work))
+        return _json_bytes(await _on_query_pool(core, work))
 
     async def series(self, request: Request) -> Response:
         params = await _params(request)
