@@ -133,29 +133,54 @@ def load_uvicorn() -> None:
     That ``__init__`` imports uvicorn's command line (``uvicorn.main``: click) and its reload and
     worker supervisors (watchfiles with its native library, multiprocessing): ~2 MB of every idle
     platform for what ``uvicorn APP`` runs, never the platform, which builds ``Config`` and
-    ``Server`` from their own modules. The package is registered without running it; the first
-    access to an attribute its ``__init__`` makes (``uvicorn.run``, ``uvicorn.Config``, ...) runs
-    it then, so code that uses uvicorn as usual in the same process (tests do) sees no difference.
+    ``Server`` from their own modules. The package is registered without running it
+    (:func:`defer_init`); code that uses uvicorn as usual in the same process (tests do) sees no
+    difference.
 
     Call it before anything imports uvicorn; once uvicorn is imported it does nothing."""
-    if "uvicorn" in sys.modules:
-        return
-    spec = importlib.util.find_spec("uvicorn")
-    if spec is None or spec.loader is None:
-        return  # the import fails where it is made, saying so
-    package = importlib.util.module_from_spec(spec)
-    lock = threading.Lock()
+    package = defer_init("uvicorn")
+    if package is not None:
+        # what uvicorn's own modules take from the package (its lifespan modules: `from uvicorn import Config`)
+        package.Config = importlib.import_module("uvicorn.config").Config
 
-    def complete(name: str) -> Any:  # PEP 562: only for names the module does not have yet
+
+def defer_init(name: str) -> Any:
+    """Register the package ``name`` in ``sys.modules`` without running its ``__init__``, which runs
+    on the first access to a name the package does not have yet (PEP 562's ``__getattr__``): its
+    submodules import as usual meanwhile. None when it is imported already or cannot be found (the
+    import then fails where it is made, saying so).
+
+    One thread runs the ``__init__``; another asking meanwhile waits for it to finish, and the
+    ``__init__`` itself sees its package as a partly made module does. An ``__init__`` that raises
+    raises to the access that ran it and runs again with the next access."""
+    if name in sys.modules:
+        return None
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        return None
+    package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+    lock = threading.RLock()  # reentrant: the __init__ reads its own package's names
+    running = threading.local()
+
+    def complete(attr: str) -> Any:
         with lock:
-            if vars(package).pop("__getattr__", None) is not None:
-                spec.loader.exec_module(package)  # type: ignore[union-attr]
-        return getattr(package, name)
+            if vars(package).get("__getattr__") is complete and not getattr(running, "now", False):
+                running.now = True
+                try:
+                    loader.exec_module(package)
+                finally:
+                    running.now = False
+                if vars(package).get("__getattr__") is complete:  # unless the __init__ made its own
+                    del package.__getattr__
+        if vars(package).get("__getattr__") is not complete:  # ran: as the package answers it
+            return getattr(package, attr)
+        raise AttributeError(f"partially initialized module {name!r} has no attribute {attr!r} (its __init__ is "
+                             "running in this thread)")
 
     package.__getattr__ = complete  # type: ignore[method-assign]
-    sys.modules["uvicorn"] = package
-    # what uvicorn's own modules take from the package (its lifespan modules: `from uvicorn import Config`)
-    package.Config = importlib.import_module("uvicorn.config").Config  # type: ignore[attr-defined]
+    sys.modules[name] = package
+    return package
 
 
 def openapi_without_422(app: Any) -> Callable[[], dict[str, Any]]:

@@ -4,6 +4,18 @@ process still finds everything the package offers."""
 
 from __future__ import annotations
 
+import importlib
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devbox.platform.edge import defer_init
 from tests.pyrun import python_c
 
 LOADED = "print(sorted(m for m in ('uvicorn.main', 'click', 'watchfiles') if m in sys.modules))"
@@ -41,3 +53,106 @@ def test_an_imported_uvicorn_is_left_as_it_is() -> None:
                    "load_uvicorn()\n"
                    "print(sys.modules['uvicorn'] is uvicorn, 'uvicorn.main' in sys.modules)")
     assert out == "True True"
+
+
+# --- defer_init, the mechanism: a package of the test's own in tmp_path --------------------------------
+
+
+@pytest.fixture
+def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Any]]:
+    """Write a package (its ``__init__`` source) beside a ``gate`` module and register it deferred."""
+    made: list[str] = []
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def make(init: str) -> Any:
+        name = f"deferred_{tmp_path.name}_{len(made)}"
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(textwrap.dedent(init))
+        made.append(name)
+        return defer_init(name)
+
+    (tmp_path / f"gate_{tmp_path.name}.py").write_text(
+        "import threading\nentered, release = threading.Event(), threading.Event()\nruns = []\n")
+    made.append(f"gate_{tmp_path.name}")
+    yield make
+    for name in made:
+        sys.modules.pop(name, None)
+
+
+def _gate(tmp_path: Path) -> Any:
+    return importlib.import_module(f"gate_{tmp_path.name}")
+
+
+def _in_complete(thread: threading.Thread) -> bool:
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "complete" and frame.f_code.co_filename.endswith("edge.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_second_thread_waits_for_the_init_another_runs(package: Callable[[str], Any], tmp_path: Path) -> None:
+    gate = _gate(tmp_path)
+    pkg = package(f"""
+        from gate_{tmp_path.name} import entered, release
+        entered.set()
+        release.wait(60)
+        VALUE = 42
+    """)
+    got: dict[str, object] = {}
+
+    def read(who: str) -> None:
+        try:
+            got[who] = pkg.VALUE
+        except Exception as exc:
+            got[who] = exc
+
+    first = threading.Thread(target=read, args=("first",))
+    first.start()
+    assert gate.entered.wait(60)
+    second = threading.Thread(target=read, args=("second",))
+    second.start()
+    deadline = time.monotonic() + 60  # until the second is waiting in the lock, or has answered
+    while second.is_alive() and not _in_complete(second) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    gate.release.set()
+    first.join(60)
+    second.join(60)
+    assert got == {"first": 42, "second": 42}
+
+
+def test_the_init_sees_its_package_partly_made(package: Callable[[str], Any]) -> None:
+    pkg = package("""
+        import sys
+        try:
+            sys.modules[__name__].LATER
+        except AttributeError as exc:
+            EARLY = str(exc)
+        LATER = 1
+    """)
+    assert pkg.LATER == 1
+    assert "partially initialized" in pkg.EARLY
+
+
+def test_an_init_that_raises_runs_again_with_the_next_access(package: Callable[[str], Any], tmp_path: Path) -> None:
+    pkg = package(f"""
+        from gate_{tmp_path.name} import runs
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("the first run fails")
+        VALUE = len(runs)
+    """)
+    with pytest.raises(RuntimeError, match="first run"):
+        _ = pkg.VALUE
+    assert pkg.VALUE == 2
+    assert pkg.VALUE == 2 and _gate(tmp_path).runs == [1, 1]
+
+
+def test_a_package_with_its_own_getattr_answers_with_it(package: Callable[[str], Any]) -> None:
+    pkg = package("""
+        def __getattr__(name):
+            return name.upper()
+    """)
+    assert pkg.anything == "ANYTHING"
+    assert pkg.more == "MORE"
