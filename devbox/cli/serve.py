@@ -76,14 +76,29 @@ class Lines:
         return self.console is not None and self.console.is_terminal
 
     def say(self, *parts: Part, err: bool = False) -> None:
-        if self.console is None:
-            print(plain(parts), file=sys.stderr if err else sys.stdout, flush=True)
-            return
-        from rich.text import Text
+        stream = sys.stderr if err else sys.stdout
+        try:
+            if self.console is None:
+                print(plain(parts), file=stream, flush=True)
+                return
+            from rich.text import Text
 
-        from devbox.cli.common import err_console
+            from devbox.cli.common import err_console
 
-        (err_console if err else self.console).print(Text.assemble(*parts), soft_wrap=True)
+            (err_console if err else self.console).print(Text.assemble(*parts), soft_wrap=True)
+        except BrokenPipeError:
+            _discard(stream)
+
+
+def _discard(stream: Any) -> None:
+    """Send what is still written to ``stream`` to /dev/null: its reader went away (``devbox up | head``).
+    The platform keeps running until Ctrl-C or ``devbox down``, then stops what it started, as it
+    would with its output read; only the lines are lost, not the shutdown or the exit's last flush."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
 
     def error(self, message: str) -> None:
         self.say(("error:", "bold red"), " " + message, err=True)

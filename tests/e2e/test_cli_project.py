@@ -163,6 +163,38 @@ def test_ctrl_c_stops_everything_with_no_orphans(tmp_path: Path) -> None:
     assert not (root / ".devbox" / "platform.json").exists()
 
 
+def test_a_reader_that_goes_away_costs_the_lines_not_the_shutdown(tmp_path: Path) -> None:
+    """`devbox up | head -1`: the pipe closes after the first line; the platform keeps running, and
+    Ctrl-C still stops its services and removes its runtime file (a write to the closed pipe raised
+    BrokenPipeError, which skipped both)."""
+    write_service(tmp_path / "svc")
+    root = project(tmp_path, HELLO)
+    proc = subprocess.Popen([sys.executable, "-m", "devbox", "up", "--components", COMPONENTS], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert "platform ready in" in read_line(proc.stdout)
+        proc.stdout.close()  # the reader goes: every later line (events, "ready", "stopping…") hits a closed pipe
+        runtime = json.loads((root / ".devbox" / "platform.json").read_text())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = httpc.get(runtime["api"] + "/api/deploy/services").json()
+            if [i["state"] for d in status["services"] for i in d["instances"]] == ["ready", "ready"]:
+                break
+            time.sleep(0.05)
+        pids = instance_pids(status)
+        assert len(pids) == 2 and proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert wait_gone(pids) == []
+    assert not (root / ".devbox" / "platform.json").exists()
+
+
 def test_devbox_killed_outright_leaves_instances_that_down_reaps(tmp_path: Path) -> None:
     write_service(tmp_path / "svc")
     # no exec: the server is a grandchild that outlives sh when devbox is SIGKILLed
