@@ -130,7 +130,10 @@ def main() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     fast = fast_path(sys.argv[1:])
     if fast is not None:
-        fast()
+        try:
+            fast()
+        except KeyboardInterrupt:  # Ctrl-C before `up` handles it itself: quiet, as a shell expects
+            sys.exit(130)
         return
     command = sys.argv[1] if len(sys.argv) > 1 else None
     if command != "up":

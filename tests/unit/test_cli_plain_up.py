@@ -4,6 +4,8 @@ idle platform (issue 15). Anything else still goes to typer, which explains it."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,13 @@ def test_up_runs_the_platform_without_typer_or_rich(tmp_path: Path) -> None:
     config.write_text("project: plain\nservices:\n  - name: svc\n    path: svc\n")
     out = python_c(UP.format(config=str(config)))
     assert out == "plain ['naming'] [False] True False False"
+
+
+def test_ctrl_c_before_up_handles_it_exits_130_without_a_traceback() -> None:
+    """A Ctrl-C while `up` still imports or reads its config (before its signal handlers): the exit
+    a shell expects of an interrupted command, as typer gave, not a KeyboardInterrupt traceback."""
+    code = ("import sys\nfrom devbox.cli import main, serve\n"
+            "def interrupted(**kwargs):\n    raise KeyboardInterrupt\n"
+            "serve.up = interrupted\nsys.argv = ['devbox', 'up']\nmain()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "")
