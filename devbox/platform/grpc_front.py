@@ -22,7 +22,7 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from devbox.platform.http import HEAD_TIMEOUT_S
+from devbox.platform import http as platform_http
 
 if TYPE_CHECKING:
     from devbox.platform.grpc_server import Backend
@@ -129,7 +129,7 @@ class _Front(_End):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.listener._fronts.add(self)
-        self._silence = asyncio.get_running_loop().call_later(HEAD_TIMEOUT_S, self.close)
+        self._silence = asyncio.get_running_loop().call_later(platform_http.HEAD_TIMEOUT_S, self.close)
 
     def data_received(self, data: bytes) -> None:
         if self.peer is None and not self._early:
