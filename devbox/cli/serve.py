@@ -89,6 +89,9 @@ class Lines:
         except BrokenPipeError:
             _discard(stream)
 
+    def error(self, message: str) -> None:
+        self.say(("error:", "bold red"), " " + message, err=True)
+
 
 def _discard(stream: Any) -> None:
     """Send what is still written to ``stream`` to /dev/null: its reader went away (``devbox up | head``).
@@ -99,9 +102,6 @@ def _discard(stream: Any) -> None:
         os.dup2(devnull, stream.fileno())
     finally:
         os.close(devnull)
-
-    def error(self, message: str) -> None:
-        self.say(("error:", "bold red"), " " + message, err=True)
 
 
 def up(config_file: str | None = None, *, no_reload: bool = False, verbose: bool = False,
