@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -30,7 +31,11 @@ def _die_with_parent() -> Callable[[], None] | None:
     """A preexec function asking Linux to SIGKILL the child if devbox itself dies (even by SIGKILL).
 
     Only the direct child gets it, which is why start scripts should ``exec`` their server; the
-    normal stop path signals the whole process group anyway.
+    normal stop path signals the whole process group anyway. Used only where util-linux's
+    ``setpriv`` is missing (:data:`DIE_WITH_PARENT`): a preexec function makes Python fork() the
+    whole multi-threaded platform and run Python code in the child before exec, with gRPC's fork
+    handlers around it; a fork-unsafe moment there crashes the instance before it starts (seen
+    once in CI: a shop instance exited with SIGSEGV, -11, before its first line).
     """
     if not sys.platform.startswith("linux"):
         return None
@@ -46,6 +51,18 @@ def _die_with_parent() -> Callable[[], None] | None:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     return preexec
+
+
+def _death_wrapper() -> tuple[str, ...]:
+    """``setpriv --pdeathsig KILL --``: the same parent-death signal set by a program that execs the
+    instance's shell, so Python spawns it without a preexec function (vfork and exec: no Python
+    code and no fork handlers run in a copy of the platform). Empty off Linux or without setpriv."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
+
+
+#: What an instance's command runs under so that it dies with devbox (see :func:`_death_wrapper`).
+DIE_WITH_PARENT = _death_wrapper()
 
 
 #: A command with no shell syntax: words of paths, options and values (``./start.sh``, ``python3 app.py --port 80``).
@@ -136,6 +153,7 @@ class ProcessRunner:
             log.write(f"--- devbox: starting {command!r} at {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()
             proc = await asyncio.create_subprocess_exec(
+                *DIE_WITH_PARENT,
                 "/bin/sh",
                 "-c",
                 shell_command(command),
@@ -145,7 +163,7 @@ class ProcessRunner:
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=None if DIE_WITH_PARENT else _die_with_parent(),
                 # preexec_fn forces fork(); gRPC's fork handlers then restart its epoll thread in
                 # the child, and closing fds before exec made ~2% of children abort (SIGABRT,
                 # "epoll_wait error: Bad file descriptor"). Our fds are non-inheritable (PEP 446)
