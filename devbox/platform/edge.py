@@ -9,6 +9,7 @@ listeners abort the call with ``ApiError.grpc_status`` (:mod:`devbox.platform.gr
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -16,7 +17,7 @@ import math
 import sys
 import threading
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from starlette.requests import Request
@@ -103,7 +104,11 @@ def load_fastapi() -> None:
     one's validator and serializer as the class is made: ~70 ms of CPU and ~1.7 MB of every
     platform's start, for a document only ``/openapi.json`` and ``/docs`` make. Those classes are
     made with pydantic's ``defer_build`` (set on ``BaseModel`` only while that module imports: every
-    other model is built as usual), so they build on their first use.
+    other model is built as usual), so they build on their first use. The module ends by calling
+    ``model_rebuild()`` on three of them (``Schema``, ``Operation``, ``Encoding``, for their forward
+    references), which builds them regardless, and with them nearly every other model, since an
+    ``Operation`` holds the rest: those three calls are skipped (:func:`_rebuilds_skipped`), and the
+    models resolve their references when first used, from the same module (~0.8 MB).
 
     ``pydantic.v1`` (~1.7 MB) is used by nothing devbox runs: FastAPI imports it as it makes each
     route, only to ask whether an annotation is a v1 model, and reads an ImportError as "no" (as it
@@ -119,12 +124,33 @@ def load_fastapi() -> None:
     before = config.get("defer_build")
     config["defer_build"] = True
     try:
-        importlib.import_module("fastapi.openapi.models")
+        with _rebuilds_skipped(BaseModel, "fastapi.openapi.models"):
+            importlib.import_module("fastapi.openapi.models")
     finally:
         if before is None:
             config.pop("defer_build", None)
         else:
             config["defer_build"] = before
+
+
+@contextlib.contextmanager
+def _rebuilds_skipped(base: Any, module: str) -> Iterator[None]:
+    """Skip the ``model_rebuild()`` calls that ``module``'s own top-level statements make while it
+    imports. Every other call goes through: pydantic's own build on a model's first use calls it
+    too (``fastapi.security`` makes an ``OAuthFlows`` as its module imports, so that one builds)."""
+    rebuild = base.__dict__["model_rebuild"]
+
+    def maybe(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        caller = sys._getframe(1)
+        if caller.f_code.co_name == "<module>" and caller.f_globals.get("__name__") == module:
+            return None
+        return rebuild.__func__(cls, *args, **kwargs)
+
+    base.model_rebuild = classmethod(maybe)
+    try:
+        yield
+    finally:
+        base.model_rebuild = rebuild
 
 
 def load_uvicorn() -> None:
@@ -137,7 +163,17 @@ def load_uvicorn() -> None:
     (:func:`defer_init`); code that uses uvicorn as usual in the same process (tests do) sees no
     difference.
 
+    The same goes for ``logging.config`` (with ``logging.handlers``, ``socketserver``, ``pickle``:
+    ~0.7 MB), which ``uvicorn.config`` imports to apply a logging config the platform does not give
+    it (``log_config=None`` in :mod:`devbox.platform.http_server`: uvicorn's loggers propagate to
+    the root logger, as devbox's own do); it runs the first time something uses it.
+
     Call it before anything imports uvicorn; once uvicorn is imported it does nothing."""
+    if "uvicorn" in sys.modules:
+        return
+    logging_config = defer_init("logging.config")
+    if logging_config is not None:
+        setattr(logging, "config", logging_config)  # noqa: B010 - what `import logging.config` binds
     package = defer_init("uvicorn")
     if package is not None:
         # what uvicorn's own modules take from the package (its lifespan modules: `from uvicorn import Config`)

@@ -32,8 +32,10 @@ def server(app: Any) -> PlatformServer:
     """A server for one listener's ASGI ``app`` (served with ``serve(sockets=[...])``)."""
     return PlatformServer(Config(
         # ws="none": no listener serves websockets, and importing uvicorn's implementation of
-        # them is start-up time spent before the listener answers
-        app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2, ws="none",
+        # them is start-up time spent before the listener answers. log_config=None: uvicorn's
+        # loggers propagate to the root logger (devbox's format), and logging.config is never loaded
+        app, log_config=None, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2,
+        ws="none",
         http=HeadTimeoutProtocol,
         # An idle keep-alive connection is closed by the client first: httpx drops its idle connections
         # after 5 s (uvicorn's default here too), Go's transport after 90 s. With the server's timer as

@@ -47,6 +47,22 @@ def test_the_rest_of_the_package_loads_on_first_access() -> None:
     assert out == "True True True\n['click', 'uvicorn.main', 'watchfiles']\nFalse"
 
 
+def test_logging_config_runs_when_something_uses_it() -> None:
+    """The platform's servers never load logging.config; code of the same process that configures
+    logging with it (a test, a user's plugin) finds it as usual, in either import form."""
+    out = python_c("import sys\n"
+                   "from devbox.platform.edge import load_uvicorn\n"
+                   "load_uvicorn()\n"
+                   "from devbox.platform.http_server import server\n"
+                   "server(lambda scope, receive, send: None).config.load()\n"
+                   "print('dictConfig' in vars(sys.modules['logging.config']), 'logging.handlers' in sys.modules)\n"
+                   "import logging, logging.config\n"
+                   "logging.config.dictConfig({'version': 1, 'loggers': {'x': {'level': 'ERROR'}}})\n"
+                   "from logging.config import fileConfig\n"
+                   "print(logging.getLogger('x').level == logging.ERROR, callable(fileConfig))")
+    assert out == "False False\nTrue True"
+
+
 def test_an_imported_uvicorn_is_left_as_it_is() -> None:
     out = python_c("import sys, uvicorn\n"
                    "from devbox.platform.edge import load_uvicorn\n"
