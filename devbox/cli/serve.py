@@ -69,6 +69,11 @@ class Lines:
 
             console = rich_console
         self.console = console
+        if console is not None:
+            from devbox.cli.common import err_console
+
+            for each in (console, err_console):
+                keep_serving(each)
 
     @property
     def live(self) -> bool:
@@ -91,6 +96,18 @@ class Lines:
 
     def error(self, message: str) -> None:
         self.say(("error:", "bold red"), " " + message, err=True)
+
+
+def keep_serving(console: Console) -> None:
+    """A reader of ``console`` that goes away costs its lines, not the platform: rich's own answer to
+    a broken pipe (its ``on_broken_pipe`` hook) is to exit the process, skipping the platform's stop,
+    and to redirect stdout even when the broken stream is stderr."""
+
+    def on_broken_pipe() -> None:
+        console.quiet = True
+        _discard(console.file)
+
+    console.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]
 
 
 def _discard(stream: Any) -> None:

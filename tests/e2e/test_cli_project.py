@@ -163,14 +163,19 @@ def test_ctrl_c_stops_everything_with_no_orphans(tmp_path: Path) -> None:
     assert not (root / ".devbox" / "platform.json").exists()
 
 
-def test_a_reader_that_goes_away_costs_the_lines_not_the_shutdown(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rich", [False, True], ids=["plain", "rich"])
+def test_a_reader_that_goes_away_costs_the_lines_not_the_shutdown(tmp_path: Path, rich: bool) -> None:
     """`devbox up | head -1`: the pipe closes after the first line; the platform keeps running, and
     Ctrl-C still stops its services and removes its runtime file (a write to the closed pipe raised
-    BrokenPipeError, which skipped both)."""
+    BrokenPipeError, which skipped both). Also with rich forced on (TTY_INTERACTIVE=1: the live
+    table), whose own answer to a broken pipe is to exit the process."""
     write_service(tmp_path / "svc")
     root = project(tmp_path, HELLO)
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    if rich:
+        env["TTY_INTERACTIVE"] = "1"
     proc = subprocess.Popen([sys.executable, "-m", "devbox", "up", "--components", COMPONENTS], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         assert proc.stdout is not None
         assert "platform ready in" in read_line(proc.stdout)
