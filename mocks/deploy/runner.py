@@ -32,7 +32,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 
     Only the direct child gets it, which is why start scripts should ``exec`` their server; the
     normal stop path signals the whole process group anyway. Used only where util-linux's
-    ``setpriv`` is missing (:data:`DIE_WITH_PARENT`): a preexec function makes Python fork() the
+    ``setpriv`` is missing or fails (:func:`death_wrapper`): a preexec function makes Python fork() the
     whole multi-threaded platform and run Python code in the child before exec, with gRPC's fork
     handlers around it; a fork-unsafe moment there crashes the instance before it starts (seen
     once in CI: a shop instance exited with SIGSEGV, -11, before its first line).
@@ -53,16 +53,33 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def _death_wrapper() -> tuple[str, ...]:
-    """``setpriv --pdeathsig KILL --``: the same parent-death signal set by a program that execs the
-    instance's shell, so Python spawns it without a preexec function (vfork and exec: no Python
-    code and no fork handlers run in a copy of the platform). Empty off Linux or without setpriv."""
-    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-    return (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
+#: ``setpriv --pdeathsig KILL --`` once :func:`death_wrapper` has seen it work; ``()`` if not.
+_WRAPPER: list[tuple[str, ...]] = []
 
 
-#: What an instance's command runs under so that it dies with devbox (see :func:`_death_wrapper`).
-DIE_WITH_PARENT = _death_wrapper()
+async def death_wrapper() -> tuple[str, ...]:
+    """``setpriv --pdeathsig KILL --``: the parent-death signal set by a program that execs the
+    instance's shell, so Python spawns it without a preexec function (vfork and exec: no Python code
+    and no fork handlers run in a copy of the platform). Tried once a process (a util-linux older
+    than 2.33 has setpriv without ``--pdeathsig``); empty off Linux, without setpriv, or where it
+    failed, and then :func:`_die_with_parent` sets the signal instead."""
+    if not _WRAPPER:
+        setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+        wrapper: tuple[str, ...] = (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
+        if wrapper:
+            try:
+                probe = await asyncio.create_subprocess_exec(
+                    *wrapper, "/bin/sh", "-c", "exit 0", stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                works = await probe.wait() == 0
+            except OSError:
+                works = False
+            if not works:
+                LOG.info("%s does not run a command with --pdeathsig: instances get the signal from a "
+                         "preexec function", setpriv)
+                wrapper = ()
+        _WRAPPER[:] = [wrapper]
+    return _WRAPPER[0]
 
 
 #: A command with no shell syntax: words of paths, options and values (``./start.sh``, ``python3 app.py --port 80``).
@@ -75,8 +92,15 @@ def shell_command(command: str) -> str:
     last command of ``-c``: ``./start.sh`` ran as a child of the shell and outlived a killed devbox);
     with ``exec`` in start.sh too (the convention), the server itself dies with devbox."""
     command = command.strip()
-    simple = _SIMPLE_COMMAND.fullmatch(command) and command.split()[0] != "exec"
+    simple = _SIMPLE_COMMAND.fullmatch(command) and command.split()[0] not in SHELL_BUILTINS
     return f"exec {command}" if simple else command
+
+
+#: Words a simple command may start with that only the shell runs (no program of that name for
+#: ``exec``): ``exit 3`` exec'ed would fail with 127 instead of exiting 3.
+SHELL_BUILTINS = frozenset({"exec", "exit", "cd", "export", "set", "unset", "ulimit", "umask", "trap", "wait",
+                            "eval", ".", "source", "read", "shift", "return", "alias", "readonly", "times",
+                            "break", "continue", ":"})
 
 
 class RunningProcess:
@@ -149,11 +173,12 @@ class ProcessRunner:
     async def spawn(self, command: str, *, cwd: Path, env: dict[str, str], log_path: Path) -> RunningProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         rotate(log_path)
+        wrapper = await death_wrapper()
         with log_path.open("ab") as log:
             log.write(f"--- devbox: starting {command!r} at {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()
             proc = await asyncio.create_subprocess_exec(
-                *DIE_WITH_PARENT,
+                *wrapper,
                 "/bin/sh",
                 "-c",
                 shell_command(command),
@@ -163,7 +188,7 @@ class ProcessRunner:
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=None if DIE_WITH_PARENT else _die_with_parent(),
+                preexec_fn=None if wrapper else _die_with_parent(),
                 # preexec_fn forces fork(); gRPC's fork handlers then restart its epoll thread in
                 # the child, and closing fds before exec made ~2% of children abort (SIGABRT,
                 # "epoll_wait error: Bad file descriptor"). Our fds are non-inheritable (PEP 446)

@@ -1,9 +1,16 @@
 """What the process runner hands ``/bin/sh -c``: a simple command is exec'ed (the instance keeps the
-die-with-devbox signal), anything with shell syntax is left to the shell as written."""
+die-with-devbox signal), anything with shell syntax or a shell builtin is left to the shell as
+written; and what sets that signal (setpriv where it works, else a preexec function)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
 import pytest
+from devbox.mocks.deploy import runner
 from devbox.mocks.deploy.runner import shell_command
 
 
@@ -13,6 +20,39 @@ def test_a_simple_command_is_execed(command: str) -> None:
 
 
 @pytest.mark.parametrize("command", ["cd api && ./start.sh", "./a; ./b", "./run | tee out", "FOO=$BAR ./run",
-                                     "./run > log", "./run &", "exec ./start.sh"])
+                                     "./run > log", "./run &", "exec ./start.sh", "exit 3", "cd api", ": nothing"])
 def test_shell_syntax_is_left_as_written(command: str) -> None:
     assert shell_command(command) == command
+
+
+def test_a_shell_builtin_runs_as_written() -> None:
+    """``exit 3`` is the shell's: exec'ed, it would exit 127 ("exec: exit: not found")."""
+    import subprocess
+
+    assert subprocess.run(["/bin/sh", "-c", shell_command("exit 3")]).returncode == 3
+
+
+def test_an_old_setpriv_without_pdeathsig_leaves_the_signal_to_the_preexec_function(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """util-linux before 2.33 has setpriv without --pdeathsig: instances still start (and still die
+    with devbox, by the preexec function)."""
+    fake = tmp_path / "setpriv"
+    fake.write_text("#!/bin/sh\necho \"setpriv: unrecognized option '$1'\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(runner, "_WRAPPER", [])
+
+    async def spawn() -> tuple[tuple[str, ...], int, str]:
+        proc = await runner.ProcessRunner().spawn("echo started", cwd=tmp_path, env={}, log_path=tmp_path / "i.log")
+        code = await proc.proc.wait()
+        return await runner.death_wrapper(), code, (tmp_path / "i.log").read_text()
+
+    wrapper, code, log = asyncio.run(spawn())
+    assert wrapper == () and code == 0 and log.endswith("started\n")
+
+
+def test_setpriv_is_used_where_it_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("no setpriv on this machine (util-linux)")
+    monkeypatch.setattr(runner, "_WRAPPER", [])
+    assert asyncio.run(runner.death_wrapper())[1:] == ("--pdeathsig", "KILL", "--")
