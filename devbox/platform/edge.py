@@ -16,9 +16,10 @@ import logging
 import math
 import sys
 import threading
+import types
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -116,21 +117,25 @@ def load_fastapi() -> None:
 
     Call it before anything imports fastapi: the first part does nothing once fastapi is imported."""
     sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]  # None: "not importable"
-    if "fastapi.openapi.models" in sys.modules:
-        return
-    from pydantic import BaseModel
+    with _FASTAPI_LOADING:  # two platforms starting in one process: one sets and restores the switches
+        if "fastapi.openapi.models" in sys.modules:
+            return
+        from pydantic import BaseModel
 
-    config = BaseModel.model_config
-    before = config.get("defer_build")
-    config["defer_build"] = True
-    try:
-        with _rebuilds_skipped(BaseModel, "fastapi.openapi.models"):
-            importlib.import_module("fastapi.openapi.models")
-    finally:
-        if before is None:
-            config.pop("defer_build", None)
-        else:
-            config["defer_build"] = before
+        config = BaseModel.model_config
+        before = config.get("defer_build")
+        config["defer_build"] = True
+        try:
+            with _rebuilds_skipped(BaseModel, "fastapi.openapi.models"):
+                importlib.import_module("fastapi.openapi.models")
+        finally:
+            if before is None:
+                config.pop("defer_build", None)
+            else:
+                config["defer_build"] = before
+
+
+_FASTAPI_LOADING = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -144,6 +149,9 @@ def _rebuilds_skipped(base: Any, module: str) -> Iterator[None]:
         caller = sys._getframe(1)
         if caller.f_code.co_name == "<module>" and caller.f_globals.get("__name__") == module:
             return None
+        # pydantic resolves forward references from its caller's frame, this many frames up: one more
+        # now (this one), so that a rebuild another thread makes meanwhile still sees its own names
+        kwargs["_parent_namespace_depth"] = kwargs.get("_parent_namespace_depth", 2) + 1
         return rebuild.__func__(cls, *args, **kwargs)
 
     base.model_rebuild = classmethod(maybe)
@@ -186,9 +194,11 @@ def defer_init(name: str) -> Any:
     submodules import as usual meanwhile. None when it is imported already or cannot be found (the
     import then fails where it is made, saying so).
 
-    One thread runs the ``__init__``; another asking meanwhile waits for it to finish, and the
-    ``__init__`` itself sees its package as a partly made module does. An ``__init__`` that raises
-    raises to the access that ran it and runs again with the next access."""
+    One thread runs the ``__init__``; another reading any of the package's names meanwhile waits for
+    it to finish (:class:`_Deferred`), and the ``__init__`` itself sees its package as a partly made
+    module does. An ``__init__`` that raises raises to the access that ran it and runs again with the
+    next access. (``importlib.reload`` of a package whose ``__init__`` has not run yet runs it, and
+    the next missing name runs it again.)"""
     if name in sys.modules:
         return None
     spec = importlib.util.find_spec(name)
@@ -196,7 +206,7 @@ def defer_init(name: str) -> Any:
         return None
     package = importlib.util.module_from_spec(spec)
     loader = spec.loader
-    lock = threading.RLock()  # reentrant: the __init__ reads its own package's names
+    lock = _Deferred.running[name] = threading.RLock()  # reentrant: the __init__ reads its own names
     running = threading.local()
 
     def complete(attr: str) -> Any:
@@ -209,14 +219,36 @@ def defer_init(name: str) -> Any:
                     running.now = False
                 if vars(package).get("__getattr__") is complete:  # unless the __init__ made its own
                     del package.__getattr__
+                package.__class__ = types.ModuleType  # names are read as from any module again
+                _Deferred.running.pop(name, None)
         if vars(package).get("__getattr__") is not complete:  # ran: as the package answers it
             return getattr(package, attr)
         raise AttributeError(f"partially initialized module {name!r} has no attribute {attr!r} (its __init__ is "
                              "running in this thread)")
 
+    package.__class__ = _Deferred
     package.__getattr__ = complete  # type: ignore[method-assign]
     sys.modules[name] = package
     return package
+
+
+_DOCUMENTS = threading.Lock()
+
+
+class _Deferred(types.ModuleType):
+    """A package :func:`defer_init` registered, until its ``__init__`` has run: reading any of its
+    names waits while another thread runs that ``__init__`` (a name it has already made is not handed
+    out before the helpers it needs exist); the running thread itself reads on (the lock is reentrant)."""
+
+    #: package name -> the lock its ``__init__`` runs under
+    running: ClassVar[dict[str, threading.RLock]] = {}
+
+    def __getattribute__(self, attr: str) -> Any:
+        lock = _Deferred.running.get(types.ModuleType.__getattribute__(self, "__name__"))
+        if lock is not None:
+            with lock:
+                pass
+        return types.ModuleType.__getattribute__(self, attr)
 
 
 def openapi_without_422(app: Any) -> Callable[[], dict[str, Any]]:
@@ -228,7 +260,10 @@ def openapi_without_422(app: Any) -> Callable[[], dict[str, Any]]:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema  # type: ignore[no-any-return]
-        with warnings.catch_warnings():
+        # one document at a time in a process: the first builds FastAPI's document models, and
+        # pydantic's deferred builds are not thread-safe (two platforms of one process, each on its
+        # own loop, asked at once: one in ~50 failed with AttributeError)
+        with _DOCUMENTS, warnings.catch_warnings():
             # a route serving GET and POST gets one operationId for both: made unique below
             warnings.filterwarnings("ignore", message="Duplicate Operation ID")
             schema: dict[str, Any] = original()

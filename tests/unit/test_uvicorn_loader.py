@@ -99,19 +99,25 @@ def _gate(tmp_path: Path) -> Any:
     return importlib.import_module(f"gate_{tmp_path.name}")
 
 
-def _in_complete(thread: threading.Thread) -> bool:
+def _waiting_for_the_init(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is inside defer_init's lock (reading a name, or running the missing one)."""
     frame = sys._current_frames().get(thread.ident or -1)
     while frame is not None:
-        if frame.f_code.co_name == "complete" and frame.f_code.co_filename.endswith("edge.py"):
+        if frame.f_code.co_name in ("complete", "__getattribute__") and frame.f_code.co_filename.endswith("edge.py"):
             return True
         frame = frame.f_back
     return False
 
 
-def test_a_second_thread_waits_for_the_init_another_runs(package: Callable[[str], Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["VALUE", "EARLY"])
+def test_a_second_thread_waits_for_the_init_another_runs(package: Callable[[str], Any], tmp_path: Path,
+                                                         name: str) -> None:
+    """The second thread reads a name the __init__ has not made yet (VALUE), or one it has already
+    made (EARLY): either way it waits until the __init__ is done."""
     gate = _gate(tmp_path)
     pkg = package(f"""
         from gate_{tmp_path.name} import entered, release
+        EARLY = 42
         entered.set()
         release.wait(60)
         VALUE = 42
@@ -120,7 +126,7 @@ def test_a_second_thread_waits_for_the_init_another_runs(package: Callable[[str]
 
     def read(who: str) -> None:
         try:
-            got[who] = pkg.VALUE
+            got[who] = getattr(pkg, name)
         except Exception as exc:
             got[who] = exc
 
@@ -130,12 +136,13 @@ def test_a_second_thread_waits_for_the_init_another_runs(package: Callable[[str]
     second = threading.Thread(target=read, args=("second",))
     second.start()
     deadline = time.monotonic() + 60  # until the second is waiting in the lock, or has answered
-    while second.is_alive() and not _in_complete(second) and time.monotonic() < deadline:
+    while second.is_alive() and not _waiting_for_the_init(second) and time.monotonic() < deadline:
         time.sleep(0.001)
+    answered_early = "second" in got
     gate.release.set()
     first.join(60)
     second.join(60)
-    assert got == {"first": 42, "second": 42}
+    assert got == {"first": 42, "second": 42} and not answered_early
 
 
 def test_the_init_sees_its_package_partly_made(package: Callable[[str], Any]) -> None:
@@ -172,3 +179,37 @@ def test_a_package_with_its_own_getattr_answers_with_it(package: Callable[[str],
     """)
     assert pkg.anything == "ANYTHING"
     assert pkg.more == "MORE"
+
+
+# --- load_fastapi: the document models' rebuilds skipped, only for that module ---------------------------
+
+
+def test_a_rebuild_elsewhere_meanwhile_resolves_its_own_names() -> None:
+    """While the skip is in place (fastapi.openapi.models importing, on the platform's loading thread),
+    any other model_rebuild() goes through and finds the forward references of its own caller."""
+    from pydantic import BaseModel
+
+    from devbox.platform.edge import _rebuilds_skipped
+
+    with _rebuilds_skipped(BaseModel, "fastapi.openapi.models"):
+        class Outer(BaseModel):
+            inner: Inner | None = None  # defined below: the rebuild resolves it from this frame
+
+        class Inner(BaseModel):
+            x: int
+
+        Outer.model_rebuild()
+    assert Outer(inner={"x": 1}).inner == Inner(x=1)
+    assert BaseModel.model_rebuild.__func__.__name__ == "model_rebuild"
+
+
+def test_two_platforms_loading_fastapi_at_once_leave_pydantic_as_it_was() -> None:
+    out = python_c("import threading\n"
+                   "from pydantic import BaseModel\n"
+                   "from devbox.platform.edge import load_fastapi\n"
+                   "start = threading.Barrier(2)\n"
+                   "def load():\n    start.wait()\n    load_fastapi()\n"
+                   "threads = [threading.Thread(target=load) for _ in range(2)]\n"
+                   "[t.start() for t in threads]; [t.join() for t in threads]\n"
+                   "print(BaseModel.model_rebuild.__func__.__name__, BaseModel.model_config.get('defer_build'))")
+    assert out == "model_rebuild None"
