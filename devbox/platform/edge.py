@@ -97,6 +97,10 @@ ERROR_RESPONSES = {
 }
 
 
+#: Held while load_fastapi sets and restores pydantic's switches (two platforms may start in one process).
+_FASTAPI_LOADING = threading.Lock()
+
+
 def load_fastapi() -> None:
     """Import FastAPI with its OpenAPI document models built when a document is first made, and
     without pydantic's v1 API.
@@ -117,7 +121,7 @@ def load_fastapi() -> None:
 
     Call it before anything imports fastapi: the first part does nothing once fastapi is imported."""
     sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]  # None: "not importable"
-    with _FASTAPI_LOADING:  # two platforms starting in one process: one sets and restores the switches
+    with _FASTAPI_LOADING:
         if "fastapi.openapi.models" in sys.modules:
             return
         from pydantic import BaseModel
@@ -133,9 +137,6 @@ def load_fastapi() -> None:
                 config.pop("defer_build", None)
             else:
                 config["defer_build"] = before
-
-
-_FASTAPI_LOADING = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -209,9 +210,12 @@ def defer_init(name: str) -> Any:
     lock = _Deferred.running[name] = threading.RLock()  # reentrant: the __init__ reads its own names
     running = threading.local()
 
+    def ran() -> bool:
+        return type(package) is not _Deferred
+
     def complete(attr: str) -> Any:
         with lock:
-            if vars(package).get("__getattr__") is complete and not getattr(running, "now", False):
+            if not ran() and not getattr(running, "now", False):
                 running.now = True
                 try:
                     loader.exec_module(package)
@@ -219,9 +223,9 @@ def defer_init(name: str) -> Any:
                     running.now = False
                 if vars(package).get("__getattr__") is complete:  # unless the __init__ made its own
                     del package.__getattr__
-                package.__class__ = types.ModuleType  # names are read as from any module again
+                package.__class__ = types.ModuleType  # ran: names are read as from any module again
                 _Deferred.running.pop(name, None)
-        if vars(package).get("__getattr__") is not complete:  # ran: as the package answers it
+        if ran():  # as the package answers it
             return getattr(package, attr)
         raise AttributeError(f"partially initialized module {name!r} has no attribute {attr!r} (its __init__ is "
                              "running in this thread)")
@@ -230,9 +234,6 @@ def defer_init(name: str) -> Any:
     package.__getattr__ = complete  # type: ignore[method-assign]
     sys.modules[name] = package
     return package
-
-
-_DOCUMENTS = threading.Lock()
 
 
 class _Deferred(types.ModuleType):
@@ -249,6 +250,10 @@ class _Deferred(types.ModuleType):
             with lock:
                 pass
         return types.ModuleType.__getattribute__(self, attr)
+
+
+#: One OpenAPI document built at a time in a process (see openapi_without_422).
+_DOCUMENTS = threading.Lock()
 
 
 def openapi_without_422(app: Any) -> Callable[[], dict[str, Any]]:
