@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -53,37 +55,38 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-#: ``setpriv --pdeathsig KILL --`` once :func:`death_wrapper` has seen it work; ``()`` if not.
-_WRAPPER: list[tuple[str, ...]] = []
-
-
-async def death_wrapper() -> tuple[str, ...]:
+@functools.cache
+def death_wrapper() -> tuple[str, ...]:
     """``setpriv --pdeathsig KILL --``: the parent-death signal set by a program that execs the
     instance's shell, so Python spawns it without a preexec function (vfork and exec: no Python code
-    and no fork handlers run in a copy of the platform). Tried once a process (a util-linux older
-    than 2.33 has setpriv without ``--pdeathsig``); empty off Linux, without setpriv, or where it
-    failed, and then :func:`_die_with_parent` sets the signal instead."""
-    if not _WRAPPER:
-        setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-        wrapper: tuple[str, ...] = (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
-        if wrapper:
-            try:
-                probe = await asyncio.create_subprocess_exec(
-                    *wrapper, "/bin/sh", "-c", "exit 0", stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-                works = await probe.wait() == 0
-            except OSError:
-                works = False
-            if not works:
-                LOG.info("%s does not run a command with --pdeathsig: instances get the signal from a "
-                         "preexec function", setpriv)
-                wrapper = ()
-        _WRAPPER[:] = [wrapper]
-    return _WRAPPER[0]
+    and no fork handlers run in a copy of the platform). Tried once a process, by the first spawn
+    (~3 ms; a util-linux older than 2.33 has setpriv without ``--pdeathsig``); empty off Linux,
+    without setpriv, or where it failed, and then :func:`_die_with_parent` sets the signal instead."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if setpriv is None:
+        return ()
+    wrapper = (setpriv, "--pdeathsig", "KILL", "--")
+    try:
+        works = subprocess.run([*wrapper, "/bin/sh", "-c", "exit 0"], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        works = False
+    if not works:
+        LOG.info("%s does not run a command with --pdeathsig: instances get the signal from a preexec function",
+                 setpriv)
+        return ()
+    return wrapper
 
 
 #: A command with no shell syntax: words of paths, options and values (``./start.sh``, ``python3 app.py --port 80``).
 _SIMPLE_COMMAND = re.compile(r"[\w./@%+=:,-]+(?:[ \t]+[\w./@%+=:,-]+)*")
+
+
+#: Words a simple command may start with that only the shell runs (no program of that name for
+#: ``exec``): ``exit 3`` exec'ed would fail with 127 instead of exiting 3.
+SHELL_BUILTINS = frozenset({"exec", "exit", "cd", "export", "set", "unset", "ulimit", "umask", "trap", "wait",
+                            "eval", ".", "source", "read", "shift", "return", "alias", "readonly", "times",
+                            "break", "continue", ":"})
 
 
 def shell_command(command: str) -> str:
@@ -94,13 +97,6 @@ def shell_command(command: str) -> str:
     command = command.strip()
     simple = _SIMPLE_COMMAND.fullmatch(command) and command.split()[0] not in SHELL_BUILTINS
     return f"exec {command}" if simple else command
-
-
-#: Words a simple command may start with that only the shell runs (no program of that name for
-#: ``exec``): ``exit 3`` exec'ed would fail with 127 instead of exiting 3.
-SHELL_BUILTINS = frozenset({"exec", "exit", "cd", "export", "set", "unset", "ulimit", "umask", "trap", "wait",
-                            "eval", ".", "source", "read", "shift", "return", "alias", "readonly", "times",
-                            "break", "continue", ":"})
 
 
 class RunningProcess:
@@ -173,7 +169,7 @@ class ProcessRunner:
     async def spawn(self, command: str, *, cwd: Path, env: dict[str, str], log_path: Path) -> RunningProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         rotate(log_path)
-        wrapper = await death_wrapper()
+        wrapper = death_wrapper()
         with log_path.open("ab") as log:
             log.write(f"--- devbox: starting {command!r} at {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()

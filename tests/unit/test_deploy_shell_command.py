@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,15 @@ def test_a_shell_builtin_runs_as_written() -> None:
     assert subprocess.run(["/bin/sh", "-c", shell_command("exit 3")]).returncode == 3
 
 
+@pytest.fixture
+def fresh_probe() -> Iterator[None]:
+    """death_wrapper tries setpriv once a process: again for this test, and again after it."""
+    runner.death_wrapper.cache_clear()
+    yield
+    runner.death_wrapper.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_probe")
 def test_an_old_setpriv_without_pdeathsig_leaves_the_signal_to_the_preexec_function(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """util-linux before 2.33 has setpriv without --pdeathsig: instances still start (and still die
@@ -40,19 +50,18 @@ def test_an_old_setpriv_without_pdeathsig_leaves_the_signal_to_the_preexec_funct
     fake.write_text("#!/bin/sh\necho \"setpriv: unrecognized option '$1'\" >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    monkeypatch.setattr(runner, "_WRAPPER", [])
 
     async def spawn() -> tuple[tuple[str, ...], int, str]:
         proc = await runner.ProcessRunner().spawn("echo started", cwd=tmp_path, env={}, log_path=tmp_path / "i.log")
         code = await proc.proc.wait()
-        return await runner.death_wrapper(), code, (tmp_path / "i.log").read_text()
+        return runner.death_wrapper(), code, (tmp_path / "i.log").read_text()
 
     wrapper, code, log = asyncio.run(spawn())
     assert wrapper == () and code == 0 and log.endswith("started\n")
 
 
-def test_setpriv_is_used_where_it_works(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("fresh_probe")
+def test_setpriv_is_used_where_it_works() -> None:
     if shutil.which("setpriv") is None:
         pytest.skip("no setpriv on this machine (util-linux)")
-    monkeypatch.setattr(runner, "_WRAPPER", [])
-    assert asyncio.run(runner.death_wrapper())[1:] == ("--pdeathsig", "KILL", "--")
+    assert runner.death_wrapper()[1:] == ("--pdeathsig", "KILL", "--")
