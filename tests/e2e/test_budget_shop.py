@@ -46,9 +46,11 @@ def test_budget_catches_the_change_and_nothing_else(tmp_path: Path) -> None:
     # the checkout's p50 grew, significantly. Its budget (<= 20 %) breaks on a quiet runner; beside a CPU hog
     # the checkout's parallel calls to users slow as much as the quote, and the same change measured +19.2 %
     # (103.0 -> 122.8 ms, p=0.0003): the budget's verdict there is the load's, the growth is the change's
-    # (the p99 budget is not asked: a few stalls make the p99 on a busy runner, seen 403 ms before, 329 after)
+    # (the p99 budget is not asked: a few stalls make the p99 on a busy runner, seen 403 ms before, 329 after).
+    # The growth may carry the run's speed against the baseline's: "(+98.2%, the baseline's 69.2 ms at this
+    # run's x0.89 speed; 110 vs 110 calls, p<0.0001)"
     p50 = re.search(r"p50_regression\(gateway:GET /checkout/\{user\}\) <= 20%: p50 of gateway:GET /checkout/"
-                    r"\{user\} [\d.]+ → [\d.]+ ms \(\+([\d.]+)%; \d+ vs \d+ calls, p[=<]([\d.]+)\)", text)
+                    r"\{user\} [\d.]+ → [\d.]+ ms \(\+([\d.]+)%[^;]*; \d+ vs \d+ calls, p[=<]([\d.]+)\)", text)
     assert p50 is not None and float(p50.group(1)) >= 10 and float(p50.group(2)) < 0.05, text[-4000:]
     assert "own time grew in orders:get /quote" in text, text[-4000:]
     assert "2 difference(s) from baseline" in text, text[-4000:]
